@@ -1,0 +1,14 @@
+"""fastcnn: NumPy-native CNN layers for the CPU.
+
+OpenMP kernels (GIL released) over OpenBLAS, with torch.nn.functional and
+torch.nn twins in fastcnn.functional and fastcnn.nn.
+"""
+__version__ = "0.1.0"
+
+from fastcnn._threads import get_num_threads, set_num_threads, threads
+from fastcnn.nn.init import manual_seed
+from fastcnn import functional, nn
+from fastcnn._config import get_include, show_config
+
+__all__ = ["__version__", "functional", "nn", "get_num_threads", "set_num_threads",
+           "threads", "manual_seed", "get_include", "show_config"]

@@ -1,0 +1,1 @@
+"""Benchmark machinery behind `python -m fastcnn bench` and benchmarks/."""

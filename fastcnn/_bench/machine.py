@@ -1,0 +1,39 @@
+"""This machine's limits, measured in the same run as the benchmarks."""
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from fastcnn._bench.timing import compare
+
+
+def sgemm_gflops(threads, n=2048, repeat=5):
+    """OpenBLAS sgemm GFLOP/s on n x n matrices (SciPy's BLAS, the one fastcnn uses)."""
+    from scipy.linalg.blas import sgemm
+    a = np.asfortranarray(np.random.default_rng(0).random((n, n), np.float32))
+    with threadpool_limits(threads, user_api="blas"):
+        t = compare({"sgemm": lambda: sgemm(1.0, a, a)}, repeat=repeat, min_time=0.2)["sgemm"]
+    return 2 * n ** 3 / t.best / 1e9
+
+
+def copy_gbs(threads, mib=256, repeat=5):
+    """Memory copy bandwidth, bytes read + written per second, with `threads` threads.
+
+    Uses fastcnn's own parallel copy kernel so the thread count is the one
+    the memory-bound kernels run with.
+    """
+    from fastcnn._kernels import _omp
+    n = mib * 2**20 // 4
+    src = np.ones(n, np.float32)
+    dst = np.empty_like(src)
+    t = compare({"copy": lambda: _omp.parallel_copy(dst, src, threads)}, repeat=repeat,
+                min_time=0.2)["copy"]
+    return 2 * src.nbytes / t.best / 1e9
+
+
+def limits(thread_counts, quick=False):
+    """{threads: {"sgemm_gflops": ..., "copy_gbs": ...}} for each thread count."""
+    n = 1024 if quick else 2048
+    out = {}
+    for t in thread_counts:
+        out[t] = {"sgemm_gflops": sgemm_gflops(t, n, 3 if quick else 5),
+                  "copy_gbs": copy_gbs(t, 64 if quick else 256, 3 if quick else 5)}
+    return out

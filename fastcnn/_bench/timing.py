@@ -1,0 +1,52 @@
+"""Side-by-side timing: warm up, then alternate contenders round by round so a
+noisy neighbour hits all of them alike; report min, median and max."""
+import statistics
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Timing:
+    times: list = field(default_factory=list)
+
+    @property
+    def best(self):
+        return min(self.times)
+
+    @property
+    def median(self):
+        return statistics.median(self.times)
+
+    @property
+    def worst(self):
+        return max(self.times)
+
+
+def _once(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def compare(contenders, repeat=5, min_time=0.05, warmup=1):
+    """Time each callable in `contenders` (name -> fn), interleaved.
+
+    Each measurement runs the callable enough times back to back to last at
+    least `min_time` seconds (so short ops are not timer noise) and records the
+    mean per call; `repeat` such measurements are kept per contender.
+    """
+    inner = {}
+    for name, fn in contenders.items():
+        for _ in range(warmup):
+            fn()
+        t = _once(fn)
+        inner[name] = max(1, int(min_time / max(t, 1e-7)))
+    results = {name: Timing() for name in contenders}
+    for _ in range(repeat):
+        for name, fn in contenders.items():
+            n = inner[name]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            results[name].times.append((time.perf_counter() - t0) / n)
+    return results

@@ -1,0 +1,88 @@
+"""Build and runtime configuration: show_config() and get_include()."""
+import os
+import platform
+import sys
+
+import numpy as np
+
+
+def get_include():
+    """The folder holding fastcnn.h, for C and C++ extensions using the C-API."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")
+
+
+def _cpu_features():
+    """SIMD features of this CPU that matter to fastcnn's kernels and BLAS."""
+    wanted = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
+              "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return [f for f in wanted if f in flags]
+    except OSError:
+        pass
+    return []
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def config():
+    """The configuration as a dict (what show_config prints; used in benchmark records)."""
+    from fastcnn import __version__, get_num_threads
+    from fastcnn._kernels import _blas, _omp
+    try:
+        from fastcnn import _build_info
+        build = {"compile_args": _build_info.COMPILE_ARGS,
+                 "cython_directives": _build_info.CYTHON_DIRECTIVES}
+    except ImportError:
+        build = {}
+    from threadpoolctl import threadpool_info
+    pools = [{k: v for k, v in info.items() if k in ("user_api", "internal_api", "prefix",
+                                                     "filepath", "version", "num_threads",
+                                                     "threading_layer", "architecture")}
+             for info in threadpool_info()]
+    return {
+        "fastcnn": __version__,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "simd": _cpu_features(),
+        "build": build,
+        "openmp_version": _omp.openmp_version(),
+        "fastcnn_threads": get_num_threads(),
+        "blas_vendor": _blas.blas_vendor(),
+        "threadpools": pools,
+    }
+
+
+def show_config():
+    """Print version, build flags, CPU SIMD features, BLAS and OpenMP libraries
+    and their thread counts."""
+    c = config()
+    print(f"fastcnn {c['fastcnn']} (Python {c['python']}, NumPy {c['numpy']})")
+    print(f"platform: {c['platform']}")
+    print(f"cpu: {c['cpu']} ({c['cpu_count']} logical CPUs)")
+    print(f"simd: {' '.join(c['simd']) or 'unknown'}")
+    if c["build"]:
+        print(f"build: {' '.join(c['build']['compile_args'])}")
+    print(f"openmp: version {c['openmp_version']}; fastcnn threads: {c['fastcnn_threads']}")
+    print(f"blas: {c['blas_vendor']} via scipy.linalg.cython_blas "
+          f"(single-threaded inside fastcnn's parallel regions)")
+    print("thread pools loaded in this process:")
+    for p in c["threadpools"]:
+        extra = f" {p.get('threading_layer', '')} {p.get('architecture', '')}".rstrip()
+        print(f"  {p['user_api']:7s} {p['internal_api']:9s} {p.get('version') or '':12s} "
+              f"threads={p['num_threads']}{extra}  {p['filepath']}")

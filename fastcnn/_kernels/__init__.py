@@ -1,0 +1,1 @@
+"""Private compiled kernels. Users import fastcnn, fastcnn.functional, fastcnn.nn."""

@@ -1,0 +1,138 @@
+"""BLAS access and BLAS thread control.
+
+GEMM comes from SciPy's BLAS through scipy.linalg.cython_blas (no link step).
+fastcnn calls it from inside its own OpenMP regions, where BLAS must run on
+the calling thread alone, or its own pool multiplies the threads.
+
+SciPy's OpenBLAS is a pthreads build whose thread count is one process-wide
+setting (openblas_set_num_threads_local returns the old value but, in this
+build, still sets it for every thread). So each fastcnn call enters a
+reference-counted section: the first caller in saves the count and sets 1,
+the last caller out restores it. Concurrent fastcnn calls from several
+Python threads therefore never see BLAS re-threaded under them, and other
+libraries find their setting unchanged after every call.
+
+MKL runs single-threaded inside OpenMP regions by itself (MKL_DYNAMIC).
+For any other BLAS, `needs_global_limit()` asks the Python layer to use
+threadpoolctl around calls.
+"""
+from cython.parallel cimport parallel, prange, threadid
+
+cdef extern from "<dlfcn.h>" nogil:
+    void* dlopen(const char* filename, int flags)
+    void* dlsym(void* handle, const char* symbol)
+    int dlclose(void* handle)
+    int RTLD_NOW
+    int RTLD_NOLOAD
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef struct pthread_mutex_t:
+        pass
+    int pthread_mutex_lock(pthread_mutex_t*)
+    int pthread_mutex_unlock(pthread_mutex_t*)
+
+cdef extern from *:
+    """
+    static pthread_mutex_t fcnn_blas_mutex = PTHREAD_MUTEX_INITIALIZER;
+    """
+    pthread_mutex_t fcnn_blas_mutex
+
+ctypedef int (*set_threads_t)(int) noexcept nogil
+
+cdef set_threads_t _openblas_set_threads = NULL
+cdef str _blas_vendor = "unknown"
+cdef int _users = 0
+cdef int _saved_threads = 1
+
+
+cdef void blas_enter() noexcept nogil:
+    global _users, _saved_threads
+    if _openblas_set_threads == NULL:
+        return
+    pthread_mutex_lock(&fcnn_blas_mutex)
+    if _users == 0:
+        _saved_threads = _openblas_set_threads(1)
+    _users += 1
+    pthread_mutex_unlock(&fcnn_blas_mutex)
+
+
+cdef void blas_leave() noexcept nogil:
+    global _users
+    if _openblas_set_threads == NULL:
+        return
+    pthread_mutex_lock(&fcnn_blas_mutex)
+    _users -= 1
+    if _users == 0:
+        _openblas_set_threads(_saved_threads)
+    pthread_mutex_unlock(&fcnn_blas_mutex)
+
+
+def _find_blas():
+    global _openblas_set_threads, _blas_vendor
+    cdef void* handle
+    import scipy.linalg.cython_blas as cython_blas
+    # dlsym on the module's handle searches its dependencies too, i.e.
+    # exactly the BLAS library that scipy.linalg.cython_blas calls into.
+    handle = dlopen(cython_blas.__file__.encode(), RTLD_NOW | RTLD_NOLOAD)
+    if handle == NULL:
+        return
+    _openblas_set_threads = <set_threads_t>dlsym(handle, b"openblas_set_num_threads_local")
+    if _openblas_set_threads != NULL:
+        _blas_vendor = "openblas"
+    elif dlsym(handle, b"MKL_Get_Max_Threads") != NULL or dlsym(handle, b"mkl_get_max_threads") != NULL:
+        _blas_vendor = "mkl"
+    dlclose(handle)
+
+
+_find_blas()
+
+
+def blas_vendor():
+    """'openblas', 'mkl' or 'unknown': the BLAS behind scipy.linalg.cython_blas."""
+    return _blas_vendor
+
+
+def needs_global_limit():
+    """True when fastcnn cannot keep BLAS single-threaded itself (unknown BLAS)."""
+    return _blas_vendor == "unknown"
+
+
+def gemm_bench(int m, int n, int k, int repeats, int nthreads):
+    """Time single-threaded row-major sgemm calls, `nthreads` at once (for tuning)."""
+    import numpy as np
+    import time
+    cdef float[:, ::1] a = np.random.rand(m, k).astype(np.float32)
+    cdef float[:, ::1] b = np.random.rand(k, n).astype(np.float32)
+    cdef float[:, :, ::1] c = np.zeros((nthreads, m, n), np.float32)
+    cdef int t
+    t0 = time.perf_counter()
+    with nogil:
+        blas_enter()
+        with parallel(num_threads=nthreads):
+            for t in prange(nthreads * repeats, schedule='static'):
+                gemm(False, False, m, n, k, <float>1.0, &a[0, 0], k, &b[0, 0], n,
+                     <float>0.0, &c[threadid(), 0, 0], n)
+        blas_leave()
+    return time.perf_counter() - t0
+
+
+def gemm_blocked_bench(int M, int N, int K, int mb, int nb, int kb, int repeats):
+    """Row-major C[M,N] = A[M,K] B[K,N] as a grid of (mb, nb, kb) GEMM calls."""
+    import numpy as np
+    import time
+    cdef float[:, ::1] a = np.random.rand(M, K).astype(np.float32)
+    cdef float[:, ::1] b = np.random.rand(K, N).astype(np.float32)
+    cdef float[:, ::1] c = np.zeros((M, N), np.float32)
+    cdef int r, i, j, l
+    t0 = time.perf_counter()
+    with nogil:
+        blas_enter()
+        for r in range(repeats):
+            for j in range((N + nb - 1) // nb):
+                for i in range((M + mb - 1) // mb):
+                    for l in range((K + kb - 1) // kb):
+                        gemm(False, False, min(mb, M - i*mb), min(nb, N - j*nb), min(kb, K - l*kb),
+                             <float>1.0, &a[i*mb, l*kb], K, &b[l*kb, j*nb], N,
+                             <float>(1.0 if l > 0 else 0.0), &c[i*mb, j*nb], N)
+        blas_leave()
+    return time.perf_counter() - t0

@@ -1,0 +1,32 @@
+"""OpenMP runtime queries for the Python layer (thread resolution, show_config)."""
+from cython.parallel cimport prange
+from libc.string cimport memcpy
+from fastcnn._kernels._omp cimport omp_get_max_threads, omp_get_num_procs
+
+cdef extern from "<omp.h>" nogil:
+    int _OPENMP
+
+
+def max_threads():
+    """omp_get_max_threads() of the calling thread (honours OMP_NUM_THREADS and
+    threadpoolctl's openmp limits)."""
+    return omp_get_max_threads()
+
+
+def num_procs():
+    return omp_get_num_procs()
+
+
+def openmp_version():
+    return _OPENMP
+
+
+def parallel_copy(float[::1] dst, const float[::1] src, int num_threads):
+    """dst[:] = src, one contiguous memcpy per thread: the memory bandwidth probe
+    of the benchmarks (large memcpy uses non-temporal stores, the best case)."""
+    cdef Py_ssize_t n = src.shape[0], chunk, c
+    chunk = (n + num_threads - 1) // num_threads
+    with nogil:
+        for c in prange(num_threads, num_threads=num_threads, schedule='static'):
+            if c * chunk < n:
+                memcpy(&dst[c * chunk], &src[c * chunk], min(chunk, n - c * chunk) * sizeof(float))

@@ -1,0 +1,87 @@
+"""Argument normalisation and checks shared by the functional ops.
+
+Every public op validates here, before any kernel runs, and raises ValueError
+or TypeError with the op's name, what was expected and what was got.
+"""
+import operator
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def ntuple(value, n, op, name, minimum=None):
+    """An int or a sequence of n ints, as a tuple of n Python ints."""
+    if isinstance(value, (list, tuple)):
+        if len(value) == 1:
+            value = tuple(value) * n
+        if len(value) != n:
+            raise ValueError(f"{op}: {name} must be an int or a tuple of {n} ints, got {value!r}")
+        items = value
+    else:
+        items = (value,) * n
+    out = []
+    for item in items:
+        if isinstance(item, (bool, np.bool_)):
+            raise TypeError(f"{op}: {name} must be int, got bool")
+        try:
+            out.append(operator.index(item))
+        except TypeError:
+            raise TypeError(f"{op}: {name} must be int or a tuple of ints, got {value!r}") from None
+    if minimum is not None and any(v < minimum for v in out):
+        what = "positive" if minimum == 1 else f">= {minimum}"
+        raise ValueError(f"{op}: {name} must be {what}, got {value!r}")
+    return tuple(out)
+
+
+def as_array(x, op, name="input"):
+    """A NumPy array from an array or array-like (lists are converted)."""
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:
+        raise TypeError(f"{op}: {name} must be an array, got {type(x).__name__}") from exc
+    if arr.dtype == object:
+        raise TypeError(f"{op}: {name} must be a numeric array, got {type(x).__name__} of objects")
+    return arr
+
+
+def check_float(x, op, name="input"):
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: {name} must be float32 or float64, got {x.dtype}")
+
+
+def contiguous(x):
+    """C-contiguous, aligned, native-byte-order array (copied only if needed)."""
+    if x.flags.c_contiguous and x.flags.aligned and x.dtype.isnative:
+        return x
+    return np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))
+
+
+def check_out(out, shape, dtype, op, inputs=()):
+    """Validate an out= array: exact shape and dtype, C-contiguous, writeable,
+    and not overlapping inputs the kernel still reads."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{op}: out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{op}: out has shape {out.shape}, expected {tuple(shape)}")
+    if out.dtype != dtype:
+        raise TypeError(f"{op}: out has dtype {out.dtype}, expected {dtype}")
+    if not (out.flags.c_contiguous and out.flags.aligned and out.dtype.isnative):
+        raise ValueError(f"{op}: out must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError(f"{op}: out is read-only")
+    for arr in inputs:
+        if arr is not None and np.may_share_memory(out, arr):
+            raise ValueError(f"{op}: out must not overlap the input")
+    return out
+
+
+def conv_output_size(size, kernel, stride, pad_before, pad_after, dilation):
+    """floor((L + pads - d(k-1) - 1) / s) + 1; <= 0 when the window does not fit."""
+    return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def shape_str(shape):
+    return "(" + ", ".join(str(s) for s in shape) + ")"

@@ -1,0 +1,110 @@
+"""Conv1d, Conv2d, Conv3d: torch.nn's constructor arguments and state_dict keys."""
+import math
+
+import numpy as np
+
+from fastcnn import functional as F
+from fastcnn._validation import ntuple
+from fastcnn.nn import init
+from fastcnn.nn.module import Module, Parameter
+
+__all__ = ["Conv1d", "Conv2d", "Conv3d"]
+
+_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+class _ConvNd(Module):
+    _nd = 0
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 dilation=1, groups=1, bias=True, padding_mode="zeros", device=None,
+                 dtype=np.float32):
+        super().__init__()
+        name = type(self).__name__
+        nd = self._nd
+        for arg, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                           ("groups", groups)):
+            ntuple(value, 1, name, arg, minimum=1)
+        if in_channels % groups:
+            raise ValueError(f"{name}: in_channels ({in_channels}) must be divisible by "
+                             f"groups ({groups})")
+        if out_channels % groups:
+            raise ValueError(f"{name}: out_channels ({out_channels}) must be divisible by "
+                             f"groups ({groups})")
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"{name}: padding_mode must be one of {_PADDING_MODES}, "
+                             f"got {padding_mode!r}")
+        if device not in (None, "cpu"):
+            raise ValueError(f"{name}: fastcnn runs on the CPU only, got device={device!r}")
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"{name}: dtype must be float32 or float64, got {dtype}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = ntuple(kernel_size, nd, name, "kernel_size", minimum=1)
+        self.stride = ntuple(stride, nd, name, "stride", minimum=1)
+        self.dilation = ntuple(dilation, nd, name, "dilation", minimum=1)
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"{name}: padding must be 'valid', 'same' or ints, got {padding!r}")
+            if padding == "same" and any(s != 1 for s in self.stride):
+                raise ValueError(f"{name}: padding='same' is not supported for strided "
+                                 f"convolutions (stride={self.stride})")
+            self.padding = padding
+        else:
+            self.padding = ntuple(padding, nd, name, "padding", minimum=0)
+        self.groups = groups
+        self.padding_mode = padding_mode
+        # Set by fastcnn.fuse(): an activation applied in the conv's epilogue.
+        self.activation = None
+        shape = (out_channels, in_channels // groups) + self.kernel_size
+        self.weight = Parameter(np.empty(shape, dtype))
+        if bias:
+            self.bias = Parameter(np.empty(out_channels, dtype))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        # PyTorch's default: kaiming_uniform with a = sqrt(5), i.e. U(-1/sqrt(fan_in), +).
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.weight.shape[1] * int(np.prod(self.kernel_size))
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, input):
+        return F._conv(self._nd, type(self).__name__, input, self.weight, self.bias,
+                       self.stride, self.padding, self.dilation, self.groups, None,
+                       self.activation, self.padding_mode)
+
+    def extra_repr(self):
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0,) * self._nd:
+            s += f", padding={self.padding if not isinstance(self.padding, str) else repr(self.padding)}"
+        if self.dilation != (1,) * self._nd:
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
+        if self.activation is not None:
+            s += f", activation={self.activation}"
+        return s
+
+
+class Conv1d(_ConvNd):
+    """1-D convolution over (N, C, L) inputs, as torch.nn.Conv1d."""
+    _nd = 1
+
+
+class Conv2d(_ConvNd):
+    """2-D convolution over (N, C, H, W) inputs, as torch.nn.Conv2d."""
+    _nd = 2
+
+
+class Conv3d(_ConvNd):
+    """3-D convolution over (N, C, D, H, W) inputs, as torch.nn.Conv3d."""
+    _nd = 3

@@ -1,0 +1,488 @@
+"""Module, the base of every layer, and the containers.
+
+PyTorch's habits on NumPy arrays: assigning a Parameter or a Module to an
+attribute registers it; buffers are registered with register_buffer;
+state_dict() and load_state_dict() use PyTorch's dotted key names, so a
+PyTorch state_dict converted with {k: v.numpy()} loads unchanged.
+"""
+from collections import OrderedDict
+import itertools
+import operator
+
+import numpy as np
+
+__all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "Identity"]
+
+
+class Parameter(np.ndarray):
+    """Marks an array as a learnable parameter when assigned to a Module attribute.
+
+    The module stores (and hands back) a plain ndarray view of the data, so
+    arithmetic on parameters gives ordinary arrays.
+    """
+
+    def __new__(cls, data):
+        return np.asarray(data).view(cls)
+
+
+def _plain(array):
+    return array.view(np.ndarray) if isinstance(array, Parameter) else array
+
+
+class Module:
+    """Base class for layers and networks; subclasses define forward()."""
+
+    _version = 1
+
+    def __init__(self):
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+
+    # ------------------------------------------------------------ attributes
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError("cannot assign attributes before Module.__init__() call")
+        params, buffers, modules = self._parameters, self._buffers, self._modules
+        if isinstance(value, Parameter):
+            self._forget(name)
+            params[name] = _plain(value)
+        elif isinstance(value, Module):
+            self._forget(name)
+            modules[name] = value
+        elif name in params:
+            if value is not None:
+                value = np.asarray(value)
+            params[name] = value
+        elif name in buffers:
+            buffers[name] = None if value is None else np.asarray(value)
+        elif name in modules:
+            if value is not None:
+                raise TypeError(f"cannot assign {type(value).__name__} as child module "
+                                f"'{name}' (Module or None expected)")
+            modules[name] = None
+        else:
+            object.__setattr__(self, name, value)
+
+    def _forget(self, name):
+        for store in (self.__dict__, self._parameters, self._buffers, self._modules):
+            store.pop(name, None)
+
+    def __getattr__(self, name):
+        # Only called when normal lookup fails: parameters, buffers, modules.
+        d = self.__dict__
+        for store in ("_parameters", "_buffers", "_modules"):
+            if store in d and name in d[store]:
+                return d[store][name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def __delattr__(self, name):
+        for store in (self._parameters, self._buffers, self._modules):
+            if name in store:
+                del store[name]
+                return
+        object.__delattr__(self, name)
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(self._parameters) | set(self._buffers)
+                      | set(self._modules))
+
+    def register_parameter(self, name, param):
+        """Add a parameter (an array, or None for an absent one like bias=False)."""
+        self._check_name(name)
+        self._forget(name)
+        self._parameters[name] = None if param is None else _plain(np.asarray(param))
+
+    def register_buffer(self, name, tensor, persistent=True):
+        """Add a buffer: state that is not a parameter (e.g. running_mean)."""
+        self._check_name(name)
+        self._forget(name)
+        self._buffers[name] = None if tensor is None else np.asarray(tensor)
+        if not persistent:
+            self.__dict__.setdefault("_non_persistent", set()).add(name)
+
+    def add_module(self, name, module):
+        self._check_name(name)
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"{type(module).__name__} is not a Module subclass")
+        self._forget(name)
+        self._modules[name] = module
+
+    register_module = add_module
+
+    @staticmethod
+    def _check_name(name):
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a string, got {type(name).__name__}")
+        if "." in name or name == "":
+            raise KeyError(f"name must be non-empty and contain no '.', got {name!r}")
+
+    # ------------------------------------------------------------ running
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} has no forward() defined")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def train(self, mode=True):
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    # ------------------------------------------------------------ traversal
+    def named_modules(self, memo=None, prefix="", remove_duplicate=True):
+        if memo is None:
+            memo = set()
+        if remove_duplicate:
+            if id(self) in memo:
+                return
+            memo.add(id(self))
+        yield prefix, self
+        for name, module in self._modules.items():
+            if module is None:
+                continue
+            sub = prefix + ("." if prefix else "") + name
+            yield from module.named_modules(memo, sub, remove_duplicate)
+
+    def modules(self):
+        for _, m in self.named_modules():
+            yield m
+
+    def named_children(self):
+        seen = set()
+        for name, module in self._modules.items():
+            if module is not None and id(module) not in seen:
+                seen.add(id(module))
+                yield name, module
+
+    def children(self):
+        for _, m in self.named_children():
+            yield m
+
+    def _named_members(self, store, prefix, recurse):
+        seen = set()
+        modules = self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
+        for module_prefix, module in modules:
+            for name, value in getattr(module, store).items():
+                if value is None or id(value) in seen:
+                    continue
+                seen.add(id(value))
+                yield module_prefix + ("." if module_prefix else "") + name, value
+
+    def named_parameters(self, prefix="", recurse=True):
+        yield from self._named_members("_parameters", prefix, recurse)
+
+    def parameters(self, recurse=True):
+        for _, p in self.named_parameters(recurse=recurse):
+            yield p
+
+    def named_buffers(self, prefix="", recurse=True):
+        yield from self._named_members("_buffers", prefix, recurse)
+
+    def buffers(self, recurse=True):
+        for _, b in self.named_buffers(recurse=recurse):
+            yield b
+
+    def apply(self, fn):
+        for m in self.children():
+            m.apply(fn)
+        fn(self)
+        return self
+
+    # ------------------------------------------------------------ state
+    def state_dict(self, destination=None, prefix="", keep_vars=False):
+        """Ordered name -> array (references, as PyTorch) of parameters and
+        persistent buffers, with PyTorch's dotted names."""
+        if destination is None:
+            destination = OrderedDict()
+        non_persistent = self.__dict__.get("_non_persistent", ())
+        for name, p in self._parameters.items():
+            if p is not None:
+                destination[prefix + name] = p
+        for name, b in self._buffers.items():
+            if b is not None and name not in non_persistent:
+                destination[prefix + name] = b
+        for name, module in self._modules.items():
+            if module is not None:
+                module.state_dict(destination, prefix + name + ".")
+        return destination
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy arrays from state_dict into this module's parameters and buffers.
+
+        Everything is checked first (missing and unexpected keys when strict,
+        shapes, convertible dtypes) and converted into new arrays; only then
+        are they committed, so a failed load leaves the module unchanged.
+        Returns (missing_keys, unexpected_keys) like PyTorch.
+        """
+        if not hasattr(state_dict, "keys"):
+            raise TypeError(f"load_state_dict: expected a mapping, got {type(state_dict).__name__}")
+        own = OrderedDict()
+        for module_prefix, module in self.named_modules():
+            non_persistent = module.__dict__.get("_non_persistent", ())
+            for store in ("_parameters", "_buffers"):
+                for name, value in getattr(module, store).items():
+                    if value is None or name in non_persistent:
+                        continue
+                    key = module_prefix + ("." if module_prefix else "") + name
+                    own[key] = (module, store, name, value)
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict.keys() if k not in own]
+        errors = []
+        if strict and unexpected:
+            errors.append("Unexpected key(s) in state_dict: " + ", ".join(repr(k) for k in unexpected))
+        if strict and missing:
+            errors.append("Missing key(s) in state_dict: " + ", ".join(repr(k) for k in missing))
+        staged = []
+        for key, (module, store, name, current) in own.items():
+            if key not in state_dict:
+                continue
+            src = state_dict[key]
+            try:
+                arr = np.asarray(src)
+            except Exception:
+                errors.append(f"{key}: value of type {type(src).__name__} is not an array")
+                continue
+            if arr.shape != current.shape:
+                errors.append(f"size mismatch for {key}: copying a param with shape "
+                              f"{arr.shape} from checkpoint, the shape in current model is "
+                              f"{current.shape}")
+                continue
+            if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
+                                           or arr.dtype == np.bool_):
+                errors.append(f"{key}: dtype {arr.dtype} cannot be loaded into {current.dtype}")
+                continue
+            if np.issubdtype(current.dtype, np.integer) and not np.issubdtype(arr.dtype, np.integer):
+                errors.append(f"{key}: dtype {arr.dtype} cannot be loaded into {current.dtype}")
+                continue
+            staged.append((module, store, name, np.array(arr, dtype=current.dtype, copy=True)))
+        if errors:
+            raise ValueError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
+                             + "\n\t".join(errors))
+        for module, store, name, arr in staged:
+            getattr(module, store)[name] = arr
+            module._state_changed()
+        return _IncompatibleKeys(missing, unexpected)
+
+    def _state_changed(self):
+        """Hook for layers that cache values derived from their parameters."""
+
+    # ------------------------------------------------------------ printing
+    def extra_repr(self):
+        return ""
+
+    def _get_name(self):
+        return type(self).__name__
+
+    def __repr__(self):
+        lines = []
+        extra = self.extra_repr()
+        if extra:
+            lines = extra.split("\n")
+        for name, module in self._modules.items():
+            mod_str = repr(module).replace("\n", "\n  ")
+            lines.append(f"({name}): {mod_str}")
+        main = self._get_name() + "("
+        if lines:
+            if len(lines) == 1 and not self._modules:
+                main += lines[0]
+            else:
+                main += "\n  " + "\n  ".join(lines) + "\n"
+        return main + ")"
+
+
+class _IncompatibleKeys(tuple):
+    def __new__(cls, missing_keys, unexpected_keys):
+        return super().__new__(cls, (missing_keys, unexpected_keys))
+
+    @property
+    def missing_keys(self):
+        return self[0]
+
+    @property
+    def unexpected_keys(self):
+        return self[1]
+
+    def __repr__(self):
+        if not self[0] and not self[1]:
+            return "<All keys matched successfully>"
+        return f"_IncompatibleKeys(missing_keys={self[0]}, unexpected_keys={self[1]})"
+
+
+class Identity(Module):
+    """Returns its input unchanged (any constructor arguments are ignored)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def forward(self, input):
+        return input
+
+
+class Sequential(Module):
+    """Modules run in order; indexable, sliceable, appendable like PyTorch's."""
+
+    def __init__(self, *args):
+        super().__init__()
+        if len(args) == 1 and isinstance(args[0], OrderedDict):
+            for name, module in args[0].items():
+                self.add_module(name, module)
+        else:
+            for i, module in enumerate(args):
+                self.add_module(str(i), module)
+
+    def _index(self, idx):
+        n = len(self)
+        idx = operator.index(idx)
+        if not -n <= idx < n:
+            raise IndexError(f"index {idx} is out of range for Sequential of length {n}")
+        return idx % n
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return Sequential(OrderedDict(list(self._modules.items())[idx]))
+        return next(itertools.islice(self._modules.values(), self._index(idx), None))
+
+    def __setitem__(self, idx, module):
+        key = list(self._modules)[self._index(idx)]
+        self.add_module(key, module)
+
+    def __delitem__(self, idx):
+        if isinstance(idx, slice):
+            for key in list(self._modules)[idx]:
+                del self._modules[key]
+        else:
+            del self._modules[list(self._modules)[self._index(idx)]]
+        # Keep the numbering 0..n-1 as PyTorch does.
+        items = list(self._modules.values())
+        if all(k.isdigit() for k in self._modules):
+            self._modules.clear()
+            for i, m in enumerate(items):
+                self._modules[str(i)] = m
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module):
+        self.add_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules):
+        for m in modules:
+            self.append(m)
+        return self
+
+    def insert(self, index, module):
+        n = len(self)
+        if not -n <= index <= n:
+            raise IndexError(f"index {index} is out of range")
+        index = index % (n + 1) if index < 0 else index
+        items = list(self._modules.values())
+        items.insert(index, module)
+        self._modules.clear()
+        for i, m in enumerate(items):
+            self.add_module(str(i), m)
+        return self
+
+    def forward(self, input):
+        for module in self._modules.values():
+            input = module(input)
+        return input
+
+
+class ModuleList(Module):
+    """A list of modules, registered so their parameters are found."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.extend(modules)
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return ModuleList(list(self._modules.values())[idx])
+        n = len(self)
+        idx = operator.index(idx)
+        if not -n <= idx < n:
+            raise IndexError(f"index {idx} is out of range for ModuleList of length {n}")
+        return self._modules[str(idx % n)]
+
+    def __setitem__(self, idx, module):
+        idx = operator.index(idx) % len(self)
+        self.add_module(str(idx), module)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module):
+        self.add_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules):
+        for m in modules:
+            self.append(m)
+        return self
+
+    def insert(self, index, module):
+        items = list(self._modules.values())
+        items.insert(index, module)
+        self._modules.clear()
+        for i, m in enumerate(items):
+            self.add_module(str(i), m)
+
+
+class ModuleDict(Module):
+    """A dict of modules, registered so their parameters are found."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def __getitem__(self, key):
+        return self._modules[key]
+
+    def __setitem__(self, key, module):
+        self.add_module(key, module)
+
+    def __delitem__(self, key):
+        del self._modules[key]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def __contains__(self, key):
+        return key in self._modules
+
+    def keys(self):
+        return self._modules.keys()
+
+    def items(self):
+        return self._modules.items()
+
+    def values(self):
+        return self._modules.values()
+
+    def update(self, modules):
+        items = modules.items() if hasattr(modules, "items") else modules
+        for key, module in items:
+            self[key] = module
+
+    def pop(self, key):
+        return self._modules.pop(key)
+
+    def clear(self):
+        self._modules.clear()

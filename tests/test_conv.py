@@ -1,0 +1,342 @@
+import numpy as np
+import pytest
+
+import fastcnn
+import fastcnn.functional as F
+from fastcnn import nn
+
+from _reference import conv_nd, ACTIVATIONS
+from conftest import assert_close, requires_torch, run_threads, torch
+
+DTYPES = [np.float32, np.float64]
+
+# (N, C_in, C_out, spatial, kernel, stride, padding, dilation, groups)
+CONV2D_CASES = [
+    (1, 1, 1, (5, 5), (1, 1), 1, 0, 1, 1),            # smallest
+    (2, 3, 13, (9, 11), (3, 3), 1, 1, 1, 1),          # odd channels, non-square input
+    (1, 16, 32, (8, 8), (3, 3), 2, 1, 1, 1),          # stride 2
+    (1, 32, 16, (9, 9), (3, 3), 4, 1, 1, 1),          # stride > kernel
+    (1, 13, 13, (7, 9), (3, 3), 1, 1, 1, 13),         # depthwise
+    (2, 4, 8, (10, 7), (3, 3), (2, 1), 1, 1, 4),      # depthwise, channel multiplier 2
+    (1, 32, 32, (6, 6), (1, 1), 1, 0, 1, 1),          # 1x1 GEMM path
+    (3, 16, 24, (5, 7), (1, 1), 1, 0, 1, 2),          # grouped 1x1
+    (1, 6, 9, (12, 10), (5, 5), 3, 2, 2, 3),          # groups with 2 channels each (direct)
+    (2, 16, 16, (7, 7), (3, 3), 1, (1, 2), (2, 1), 2),  # grouped im2col, dilation
+    (1, 3, 8, (11, 13), (3, 1), 1, (1, 0), 1, 1),     # non-square kernel
+    (1, 8, 5, (6, 17), (1, 5), (1, 2), (0, 2), 1, 1),
+    (2, 64, 64, (14, 14), (3, 3), 1, 1, 1, 1),        # several column tiles
+    (1, 3, 64, (40, 40), (7, 7), 2, 3, 1, 1),         # the ResNet stem, smaller
+    (1, 128, 256, (5, 5), (3, 3), 1, 1, 1, 1),        # few positions: channel split
+    (1, 1, 4, (9, 9), (4, 4), 1, 2, 1, 1),            # even kernel, padding = k//2
+]
+
+
+def _run_conv2d(case, dtype, rng, **kw):
+    n, cin, cout, spatial, kernel, stride, padding, dilation, groups = case
+    x = rng.standard_normal((n, cin) + spatial).astype(dtype)
+    w = rng.standard_normal((cout, cin // groups) + kernel).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype)
+    y = F.conv2d(x, w, b, stride, padding, dilation, groups, **kw)
+    return x, w, b, y
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV2D_CASES)
+def test_conv2d_matches_reference(case, dtype, rng):
+    x, w, b, y = _run_conv2d(case, dtype, rng)
+    _, _, _, _, kernel, stride, padding, dilation, groups = case
+    ref = conv_nd(x, w, b, stride, padding, None, dilation, groups)
+    assert y.dtype == dtype and y.shape == ref.shape
+    assert_close(y, ref, reduction=w[0].size)
+
+
+@pytest.mark.parametrize("case", CONV2D_CASES)
+def test_conv2d_identical_across_thread_counts(case, rng):
+    results = run_threads(lambda: _run_conv2d(case, np.float32, np.random.default_rng(7))[3])
+    for r in results[1:]:
+        np.testing.assert_array_equal(results[0], r)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [
+    (1, 1, 1, (7,), (1,), 1, 0, 1, 1),
+    (2, 3, 5, (20,), (3,), 2, 1, 1, 1),
+    (1, 8, 8, (13,), (5,), 1, 4, 2, 8),               # depthwise, dilated
+    (3, 6, 4, (9,), (2,), 3, 0, 1, 2),
+    (1, 16, 32, (33,), (1,), 1, 0, 1, 1),
+])
+def test_conv1d_matches_reference(case, dtype, rng):
+    n, cin, cout, spatial, kernel, stride, padding, dilation, groups = case
+    x = rng.standard_normal((n, cin) + spatial).astype(dtype)
+    w = rng.standard_normal((cout, cin // groups) + kernel).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype)
+    y = F.conv1d(x, w, b, stride, padding, dilation, groups)
+    assert_close(y, conv_nd(x, w, b, stride, padding, None, dilation, groups), w[0].size)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [
+    (1, 1, 2, (3, 4, 5), (1, 1, 1), 1, 0, 1, 1),
+    (2, 3, 4, (5, 6, 7), (3, 3, 3), 1, 1, 1, 1),
+    (1, 4, 8, (6, 5, 9), (2, 3, 1), (2, 1, 3), (1, 0, 0), (1, 2, 1), 2),
+    (1, 6, 6, (4, 7, 7), (3, 3, 3), 2, 1, 1, 6),      # depthwise 3-D
+])
+def test_conv3d_matches_reference(case, dtype, rng):
+    n, cin, cout, spatial, kernel, stride, padding, dilation, groups = case
+    x = rng.standard_normal((n, cin) + spatial).astype(dtype)
+    w = rng.standard_normal((cout, cin // groups) + kernel).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype)
+    y = F.conv3d(x, w, b, stride, padding, dilation, groups)
+    assert_close(y, conv_nd(x, w, b, stride, padding, None, dilation, groups), w[0].size)
+    r1, r2 = run_threads(lambda: F.conv3d(x, w, b, stride, padding, dilation, groups), (1, 2))
+    np.testing.assert_array_equal(r1, r2)
+
+
+@pytest.mark.parametrize("kernel,dilation", [((4, 4), 1), ((2, 3), 1), ((4, 2), (1, 3)), ((3, 3), 2)])
+def test_same_padding_even_kernels_is_asymmetric(kernel, dilation, rng):
+    x = rng.standard_normal((2, 3, 9, 8))
+    w = rng.standard_normal((5, 3) + kernel)
+    y = F.conv2d(x, w, padding="same", dilation=dilation)
+    d = (dilation,) * 2 if isinstance(dilation, int) else dilation
+    total = [di * (k - 1) for di, k in zip(d, kernel)]
+    before = [t // 2 for t in total]
+    after = [t - b for t, b in zip(total, before)]
+    ref = conv_nd(x, w, None, 1, before, after, d)
+    assert y.shape == x.shape[:1] + (5,) + x.shape[2:]
+    assert_close(y, ref, w[0].size)
+
+
+def test_valid_padding(rng):
+    x = rng.standard_normal((1, 2, 6, 6))
+    w = rng.standard_normal((3, 2, 3, 3))
+    assert_close(F.conv2d(x, w, padding="valid"), conv_nd(x, w), 18)
+
+
+@pytest.mark.parametrize("mode,np_mode", [("reflect", "reflect"), ("replicate", "edge"),
+                                          ("circular", "wrap")])
+def test_padding_modes(mode, np_mode, rng):
+    layer = nn.Conv2d(3, 4, (3, 5), padding=(1, 2), padding_mode=mode, dtype=np.float64)
+    x = rng.standard_normal((2, 3, 7, 6))
+    padded = np.pad(x, [(0, 0), (0, 0), (1, 1), (2, 2)], mode=np_mode)
+    assert_close(layer(x), conv_nd(padded, layer.weight, layer.bias), 45)
+
+
+def test_padding_mode_with_same_even_kernel(rng):
+    layer = nn.Conv1d(2, 3, 4, padding="same", padding_mode="replicate", dtype=np.float64)
+    x = rng.standard_normal((1, 2, 10))
+    padded = np.pad(x, [(0, 0), (0, 0), (1, 2)], mode="edge")
+    assert_close(layer(x), conv_nd(padded, layer.weight, layer.bias), 8)
+
+
+def test_reflect_padding_too_large_is_an_error():
+    layer = nn.Conv2d(1, 1, 3, padding=4, padding_mode="reflect")
+    with pytest.raises(ValueError, match="reflect padding"):
+        layer(np.zeros((1, 1, 4, 4), np.float32))
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu6", "silu"])
+@pytest.mark.parametrize("case", [CONV2D_CASES[1], CONV2D_CASES[4], CONV2D_CASES[6]])
+def test_fused_activation(case, activation, rng):
+    x, w, b, y = _run_conv2d(case, np.float32, rng, activation=activation)
+    _, _, _, _, _, stride, padding, dilation, groups = case
+    ref = ACTIVATIONS[activation](conv_nd(x, w, b, stride, padding, None, dilation, groups) * 3)
+    x3 = x * 3
+    y3 = F.conv2d(x3, w, b * 3, stride, padding, dilation, groups, activation=activation)
+    assert_close(y3, ref, w[0].size)
+
+
+def test_unbatched_input(rng):
+    x = rng.standard_normal((3, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    y = F.conv2d(x, w, padding=1)
+    assert y.shape == (4, 8, 8)
+    np.testing.assert_array_equal(y, F.conv2d(x[None], w, padding=1)[0])
+    out = np.empty((4, 8, 8), np.float32)
+    assert F.conv2d(x, w, padding=1, out=out) is out
+    np.testing.assert_array_equal(out, y)
+
+
+def test_zero_size_batch():
+    x = np.zeros((0, 3, 8, 8), np.float32)
+    w = np.ones((4, 3, 3, 3), np.float32)
+    y = F.conv2d(x, w, stride=2)
+    assert y.shape == (0, 4, 3, 3) and y.dtype == np.float32
+
+
+def test_out_reuse_and_equality(rng):
+    x = rng.standard_normal((2, 8, 10, 10)).astype(np.float32)
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    out = np.full((2, 16, 10, 10), np.nan, np.float32)
+    for _ in range(2):
+        r = F.conv2d(x, w, padding=1, out=out)
+        assert r is out
+        np.testing.assert_array_equal(out, F.conv2d(x, w, padding=1))
+
+
+def test_non_contiguous_and_fortran_inputs(rng):
+    base = rng.standard_normal((2, 6, 12, 14)).astype(np.float32)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    views = [base[:, ::2], base[:, :3, :, ::-1], np.asfortranarray(base[:, 1:4]),
+             base[:, 2:5].transpose(0, 1, 3, 2)]
+    for x in views:
+        ref = conv_nd(x, w)
+        assert_close(F.conv2d(x, w), ref, 27)
+    w_view = rng.standard_normal((3, 5, 3, 3)).astype(np.float32).transpose(1, 0, 2, 3)
+    assert_close(F.conv2d(base[:, :3], w_view), conv_nd(base[:, :3], w_view), 27)
+
+
+def test_read_only_input_and_list_input(rng):
+    x = rng.standard_normal((1, 2, 5, 5))
+    x.flags.writeable = False
+    w = rng.standard_normal((1, 2, 3, 3))
+    assert_close(F.conv2d(x, w), conv_nd(x, w), 18)
+    assert_close(F.conv2d(x.tolist(), w), conv_nd(x, w), 18)
+
+
+def test_nan_propagates(rng):
+    x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
+    x[0, 1, 2, 2] = np.nan
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    y = F.conv2d(x, w, activation="relu")
+    ref = conv_nd(x, w)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+    assert np.isnan(y).sum() == 27
+
+
+# ---------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("x_shape,w_shape,kwargs,error,match", [
+    ((8, 8), (1, 1, 3, 3), {}, ValueError, r"conv2d: expected input of shape \(C, H, W\) or \(N, C, H, W\), got shape \(8, 8\)"),
+    ((1, 2, 3, 8, 8), (1, 1, 3, 3), {}, ValueError, "expected input of shape"),
+    ((1, 3, 8, 8), (4, 2, 3, 3), {}, ValueError, r"expected input with 2 channels \(weight \(4, 2, 3, 3\), groups=1\), got input of shape \(1, 3, 8, 8\)"),
+    ((1, 4, 8, 8), (3, 2, 3, 3), {"groups": 2}, ValueError, r"out_channels \(3\) must be divisible by groups \(2\)"),
+    ((1, 3, 8, 8), (4, 3, 3), {}, ValueError, "weight must have shape"),
+    ((1, 3, 4, 4), (4, 3, 5, 5), {}, ValueError, r"kernel size \(5, 5\) \(after dilation\) is larger than the padded input \(4, 4\)"),
+    ((1, 3, 4, 4), (4, 3, 3, 3), {"dilation": 2}, ValueError, "larger than the padded input"),
+    ((1, 3, 8, 8), (4, 3, 3, 3), {"stride": 0}, ValueError, "stride must be positive"),
+    ((1, 3, 8, 8), (4, 3, 3, 3), {"stride": -1}, ValueError, "stride must be positive"),
+    ((1, 3, 8, 8), (4, 3, 3, 3), {"dilation": 0}, ValueError, "dilation must be positive"),
+    ((1, 3, 8, 8), (4, 3, 3, 3), {"padding": -1}, ValueError, "padding must be >= 0"),
+    ((1, 3, 8, 8), (4, 3, 3, 3), {"padding": "same", "stride": 2}, ValueError, "'same' is not supported for strided"),
+    ((1, 3, 8, 8), (4, 3, 3, 3), {"padding": "full"}, ValueError, "padding must be 'valid', 'same'"),
+    ((1, 3, 8, 8), (4, 3, 3, 3), {"groups": 0}, ValueError, "groups must be positive"),
+    ((1, 3, 8, 8), (4, 3, 3, 3), {"stride": (1, 2, 3)}, ValueError, "tuple of 2 ints"),
+    ((1, 3, 8, 8), (4, 3, 3, 3), {"stride": 1.5}, TypeError, "stride must be int"),
+    ((1, 3, 8, 8), (0, 3, 3, 3), {}, ValueError, "zero-size dimension"),
+    ((1, 3, 8, 8), (4, 3, 3, 3), {"activation": "tanh"}, ValueError, "activation must be one of"),
+])
+def test_bad_arguments(x_shape, w_shape, kwargs, error, match):
+    x = np.zeros(x_shape, np.float32)
+    w = np.zeros(w_shape, np.float32)
+    with pytest.raises(error, match=match):
+        F.conv2d(x, w, **kwargs)
+
+
+def test_dtype_errors():
+    x32 = np.zeros((1, 3, 8, 8), np.float32)
+    w64 = np.zeros((4, 3, 3, 3), np.float64)
+    with pytest.raises(TypeError, match="input dtype float32 does not match weight dtype float64"):
+        F.conv2d(x32, w64)
+    with pytest.raises(TypeError, match="bias dtype float64 does not match input dtype float32"):
+        F.conv2d(x32, w64.astype(np.float32), np.zeros(4))
+    with pytest.raises(TypeError, match="must be float32 or float64, got int64"):
+        F.conv2d(np.zeros((1, 3, 8, 8), np.int64), w64)
+    with pytest.raises(TypeError, match="must be float32 or float64, got float16"):
+        F.conv2d(np.zeros((1, 3, 8, 8), np.float16), w64)
+    with pytest.raises(ValueError, match=r"bias must have shape \(4,\)"):
+        F.conv2d(x32, w64.astype(np.float32), np.zeros(3, np.float32))
+
+
+def test_bad_out():
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    w = np.zeros((4, 3, 3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"out has shape \(1, 4, 8, 8\), expected \(1, 4, 6, 6\)"):
+        F.conv2d(x, w, out=np.zeros((1, 4, 8, 8), np.float32))
+    with pytest.raises(TypeError, match="out has dtype float64"):
+        F.conv2d(x, w, out=np.zeros((1, 4, 6, 6)))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        F.conv2d(x, w, out=np.zeros((1, 4, 6, 12), np.float32)[..., ::2])
+    ro = np.zeros((1, 4, 6, 6), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        F.conv2d(x, w, out=ro)
+    big = np.zeros((1, 4, 8, 8), np.float32)
+    with pytest.raises(ValueError, match="must not overlap the input"):
+        F.conv2d(big[:, :3], np.zeros((4, 3, 1, 1), np.float32), out=big)
+
+
+# ---------------------------------------------------------------- layers
+
+def test_layer_init_matches_pytorch_bounds():
+    fastcnn.manual_seed(0)
+    layer = nn.Conv2d(16, 32, 3, groups=2)
+    bound = 1 / np.sqrt(8 * 9)
+    assert layer.weight.shape == (32, 8, 3, 3) and layer.weight.dtype == np.float32
+    assert np.abs(layer.weight).max() <= bound and np.abs(layer.weight).max() > 0.9 * bound
+    assert np.abs(layer.bias).max() <= bound
+    assert abs(layer.weight.std() - bound / np.sqrt(3)) < 0.1 * bound
+    assert nn.Conv1d(2, 3, 5, bias=False, dtype=np.float64).bias is None
+    assert nn.Conv3d(2, 3, 3, dtype=np.float64).weight.dtype == np.float64
+    fastcnn.manual_seed(0)
+    np.testing.assert_array_equal(nn.Conv2d(16, 32, 3, groups=2).weight, layer.weight)
+
+
+def test_layer_repr_and_state_dict():
+    layer = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    assert repr(layer) == "Conv2d(3, 64, kernel_size=(7, 7), stride=(2, 2), padding=(3, 3), bias=False)"
+    assert list(layer.state_dict()) == ["weight"]
+    assert list(nn.Conv1d(1, 2, 3).state_dict()) == ["weight", "bias"]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"in_channels": 3, "out_channels": 4, "kernel_size": 3, "groups": 2}, r"in_channels \(3\) must be divisible by groups \(2\)"),
+    ({"in_channels": 4, "out_channels": 3, "kernel_size": 3, "groups": 2}, r"out_channels \(3\) must be divisible"),
+    ({"in_channels": 4, "out_channels": 4, "kernel_size": 0}, "kernel_size must be positive"),
+    ({"in_channels": 0, "out_channels": 4, "kernel_size": 3}, "in_channels must be positive"),
+    ({"in_channels": 4, "out_channels": 4, "kernel_size": 3, "padding_mode": "mirror"}, "padding_mode must be one of"),
+    ({"in_channels": 4, "out_channels": 4, "kernel_size": 3, "stride": 2, "padding": "same"}, "not supported for strided"),
+])
+def test_layer_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        nn.Conv2d(**kwargs)
+
+
+def test_layer_wrong_channels_names_layer():
+    layer = nn.Conv2d(3, 4, 3)
+    with pytest.raises(ValueError, match=r"^Conv2d: expected input with 3 channels"):
+        layer(np.zeros((1, 5, 8, 8), np.float32))
+
+
+# ---------------------------------------------------------------- PyTorch parity
+
+@requires_torch
+@pytest.mark.parametrize("nd,case", [(2, c) for c in CONV2D_CASES] + [
+    (1, (2, 6, 4, (15,), (3,), 2, 1, 2, 2)),
+    (3, (1, 4, 6, (5, 6, 7), (3, 2, 3), (1, 2, 1), (1, 0, 1), 1, 2)),
+])
+def test_parity_with_pytorch(nd, case, rng):
+    n, cin, cout, spatial, kernel, stride, padding, dilation, groups = case
+    x = rng.standard_normal((n, cin) + spatial).astype(np.float32)
+    w = rng.standard_normal((cout, cin // groups) + kernel).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    ours = getattr(F, f"conv{nd}d")(x, w, b, stride, padding, dilation, groups)
+    tf = getattr(torch.nn.functional, f"conv{nd}d")
+    theirs = tf(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), stride,
+                padding, dilation, groups).numpy()
+    assert_close(ours, theirs, w[0].size)
+
+
+@requires_torch
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("padding", [1, "same", (2, 0)])
+def test_layer_parity_with_pytorch(padding_mode, padding, rng):
+    fastcnn.manual_seed(3)
+    ours = nn.Conv2d(4, 6, (3, 4) if padding == "same" else 3, padding=padding,
+                     padding_mode=padding_mode, groups=2)
+    theirs = torch.nn.Conv2d(4, 6, ours.kernel_size, padding=padding,
+                             padding_mode=padding_mode, groups=2)
+    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
+    x = rng.standard_normal((2, 4, 9, 8)).astype(np.float32)
+    with torch.no_grad():
+        expected = theirs(torch.from_numpy(x)).numpy()
+    assert_close(ours(x), expected, 24)
