@@ -13,7 +13,9 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 march = os.environ.get("FASTCNN_MARCH", "native")
-compile_args = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
+compile_args = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
+                # let loops with several output streams vectorise behind runtime alias checks
+                "--param", "vect-max-version-for-alias-checks=64"]
 if march:
     compile_args.append(f"-march={march}")
 link_args = ["-fopenmp"]

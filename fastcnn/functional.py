@@ -66,7 +66,7 @@ def pad_input(x, before, after, mode, op):
 
 
 def _conv(nd, op, input, weight, bias, stride, padding, dilation, groups, out,
-          activation, padding_mode="zeros"):
+          activation, padding_mode="zeros", algorithm=None):
     x = as_array(input, op)
     w = as_array(weight, op, "weight")
     check_float(x, op)
@@ -142,12 +142,25 @@ def _conv(nd, op, input, weight, bias, stride, padding, dilation, groups, out,
             + one3 + spatial + one3 + out_spatial + one3 + kernel
             + one3 + stride + pad3 + before + one3 + dilation)
     nthreads = _threads.get_num_threads()
-    _, ws_per_thread, _ = _conv_kernels.plan(geom, x.itemsize)
-    workspace = np.empty(ws_per_thread * nthreads, x.dtype) if ws_per_thread else None
-    _conv_kernels.forward(geom, x, w, bias, y, workspace, act, nthreads)
+    conv_run(geom, x, w, bias, y, act, nthreads, algorithm)
     if out is not None:
         return out
     return y[0] if unbatched else y
+
+
+def conv_run(geom, x, w, bias, y, act, nthreads, algorithm=None):
+    """Dispatch one validated convolution: pick the algorithm (unless forced),
+    pack weights if it needs them, allocate its workspace, run."""
+    if algorithm is None:
+        algorithm = _conv_kernels.select(geom, False)
+    ws_shared, ws_per_thread, _, packed_size = _conv_kernels.plan(geom, algorithm, x.itemsize)
+    weights = w
+    if packed_size:
+        weights = np.empty(packed_size, x.dtype)
+        _conv_kernels.pack(geom, algorithm, w, weights, nthreads)
+    ws_size = ws_shared + ws_per_thread * nthreads
+    workspace = np.empty(ws_size, x.dtype) if ws_size else None
+    _conv_kernels.forward(geom, algorithm, x, weights, bias, y, workspace, act, nthreads)
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,

@@ -340,3 +340,65 @@ def test_layer_parity_with_pytorch(padding_mode, padding, rng):
     with torch.no_grad():
         expected = theirs(torch.from_numpy(x)).numpy()
     assert_close(ours(x), expected, 24)
+
+
+# ---------------------------------------------------------------- every algorithm
+
+ALGORITHMS = ["im2col", "gemm_1x1", "direct", "winograd"]
+WINOGRAD_CASES = [
+    (1, 8, 8, (9, 9), (3, 3), 1, 1, 1, 1),
+    (2, 16, 24, (13, 7), (3, 3), 1, 1, 1, 1),        # output not a multiple of 4
+    (1, 32, 16, (10, 11), (3, 3), 1, 0, 1, 1),       # no padding
+    (1, 8, 8, (5, 5), (3, 3), 1, 2, 1, 1),           # padding 2
+    (1, 8, 8, (3, 3), (3, 3), 1, 1, 1, 1),           # a single tile
+    (3, 64, 64, (20, 20), (3, 3), 1, 1, 1, 1),       # several tasks per image
+    (1, 3, 5, (6, 9), (3, 3), 1, (0, 1), 1, 1),
+]
+
+
+def _geometry(x_shape, w_shape, stride, padding, dilation, groups):
+    nd = len(x_shape) - 2
+    st = (stride,) * nd if isinstance(stride, int) else stride
+    pd = (padding,) * nd if isinstance(padding, int) else padding
+    dl = (dilation,) * nd if isinstance(dilation, int) else dilation
+    out = tuple((s + 2 * p - d * (k - 1) - 1) // t + 1
+                for s, p, d, k, t in zip(x_shape[2:], pd, dl, w_shape[2:], st))
+    one = (1,) * (3 - nd)
+    zero = (0,) * (3 - nd)
+    return ((x_shape[0], x_shape[1], w_shape[0], groups) + one + tuple(x_shape[2:]) + one + out
+            + one + tuple(w_shape[2:]) + one + st + zero + pd + one + dl)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("case", CONV2D_CASES + WINOGRAD_CASES)
+def test_every_algorithm_matches_reference(case, algorithm, rng):
+    from fastcnn._kernels import _conv as kernels
+    n, cin, cout, spatial, kernel, stride, padding, dilation, groups = case
+    x = rng.standard_normal((n, cin) + spatial).astype(np.float32)
+    w = rng.standard_normal((cout, cin // groups) + kernel).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    geom = _geometry(x.shape, w.shape, stride, padding, dilation, groups)
+    if not kernels.applicable(geom, algorithm):
+        pytest.skip(f"{algorithm} does not apply")
+    run = lambda: F._conv(2, "conv2d", x, w, b, stride, padding, dilation, groups, None,
+                          "relu", algorithm=algorithm)
+    ref = ACTIVATIONS["relu"](conv_nd(x, w, b, stride, padding, None, dilation, groups))
+    # Winograd F(4x4, 3x3) rounds more than a direct sum (its transforms scale
+    # values by up to 8x); within 10x the direct tolerance.
+    assert_close(run(), ref, w[0].size * (100 if algorithm == "winograd" else 1))
+    results = run_threads(run)
+    for r in results[1:]:
+        np.testing.assert_array_equal(results[0], r)
+
+
+def test_dispatcher_picks_fast_paths():
+    from fastcnn._kernels import _conv as kernels
+    g = lambda *a: _geometry(*a)
+    assert kernels.select(g((1, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1, 1)) == "winograd"
+    assert kernels.select(g((1, 64, 56, 56), (128, 64, 1, 1), 1, 0, 1, 1)) == "gemm_1x1"
+    assert kernels.select(g((1, 32, 56, 56), (32, 1, 3, 3), 1, 1, 1, 32)) == "direct"
+    assert kernels.select(g((1, 64, 56, 56), (128, 64, 3, 3), 2, 1, 1, 1)) == "im2col"
+    # weights too costly to transform per call for 2x2 tiles; prepacked they pay
+    small = g((8, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1)
+    assert kernels.select(small) == "im2col"
+    assert kernels.select(small, True) == "winograd"

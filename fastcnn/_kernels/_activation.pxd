@@ -28,6 +28,9 @@ cdef inline void bias_activation(floating* row, index_t n, floating bias,
     """row[i] = act(row[i] + bias), one branch per call so each loop vectorizes."""
     cdef index_t i
     cdef floating v
+    # typed constants: Cython writes bare literals as double, which would
+    # force these loops into scalar double arithmetic
+    cdef floating zero = 0, one = 1, six = 6
     if act == ACT_NONE:
         if has_bias:
             for i in range(n):
@@ -35,12 +38,12 @@ cdef inline void bias_activation(floating* row, index_t n, floating bias,
     elif act == ACT_RELU:
         for i in range(n):
             v = row[i] + bias
-            row[i] = 0 if v < 0 else v
+            row[i] = zero if v < zero else v
     elif act == ACT_RELU6:
         for i in range(n):
             v = row[i] + bias
-            row[i] = 0 if v < 0 else (6 if v > 6 else v)
+            row[i] = zero if v < zero else (six if v > six else v)
     elif act == ACT_SILU:
         for i in range(n):
             v = row[i] + bias
-            row[i] = v / (1 + _exp(-v))
+            row[i] = v / (one + _exp(-v))

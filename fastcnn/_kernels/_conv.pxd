@@ -16,27 +16,44 @@ cdef enum:
     CONV_GEMM_1X1 = 0   # 1x1, stride 1, no padding: the input already is the GEMM operand
     CONV_IM2COL = 1     # column tiles gathered per task, then one GEMM per task
     CONV_DIRECT = 2     # depthwise and few channels per group: no GEMM
+    CONV_WINOGRAD = 3   # F(4x4, 3x3) for 2-D 3x3 stride 1: 36 GEMMs on transformed tiles
 
 # How the work is cut into tasks. Chosen from the shape alone, never from the
 # thread count, so each output element is computed the same way whatever the
 # number of threads.
 cdef struct ConvPlan:
     int algorithm
-    index_t col_tile                # output positions per task
-    index_t n_col_tiles
-    index_t m_block                 # output channels of one group per task
-    index_t n_m_blocks
     index_t n_tasks
-    index_t workspace_per_thread    # elements
+    index_t workspace_per_thread    # elements of scratch per thread
+    index_t workspace_shared        # elements of scratch shared by all threads (first)
+    # GEMM paths: tasks are (image, group, column tile, output-channel block)
+    index_t col_tile
+    index_t n_col_tiles
+    index_t m_block
+    index_t n_m_blocks
+    bint shared_col                 # im2col once per tile, shared by the channel blocks
+    # Winograd: tasks are (image, block of tile rows)
+    index_t tiles_h
+    index_t tiles_w
+    index_t rows_per_task
+    index_t tasks_per_image
+    index_t tiles_per_task
 
-cdef int conv_select_algorithm(const ConvGeom* g) noexcept nogil
+cdef bint winograd_applies(const ConvGeom* g) noexcept nogil
+cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept nogil
 cdef ConvPlan conv_make_plan(const ConvGeom* g, int algorithm, index_t itemsize) noexcept nogil
+cdef index_t conv_packed_size(const ConvGeom* g, int algorithm) noexcept nogil
 
+cdef void conv_pack_weights_f32(const ConvGeom* g, int algorithm, const float* w,
+                                float* packed, int num_threads) noexcept nogil
+cdef void conv_pack_weights_f64(const ConvGeom* g, int algorithm, const double* w,
+                                double* packed, int num_threads) noexcept nogil
+# weights: the (out, in/groups, *kernel) array, or for CONV_WINOGRAD the packed one.
 cdef void conv_forward_f32(const ConvGeom* g, const ConvPlan* plan,
-                           const float* x, const float* w, const float* bias,
+                           const float* x, const float* weights, const float* bias,
                            float* y, float* workspace, int activation,
                            int num_threads) noexcept nogil
 cdef void conv_forward_f64(const ConvGeom* g, const ConvPlan* plan,
-                           const double* x, const double* w, const double* bias,
+                           const double* x, const double* weights, const double* bias,
                            double* y, double* workspace, int activation,
                            int num_threads) noexcept nogil

@@ -1,11 +1,12 @@
-"""Convolution kernels: 1x1 GEMM, im2col + GEMM, and direct (depthwise).
+"""Convolution kernels: 1x1 GEMM, im2col + GEMM, direct (depthwise), Winograd.
 
 The Python layer validates everything; these trust their inputs. One parallel
-region per call: tasks are (image, group, column tile, output-channel block)
-for the GEMM paths and (image, output channel) for the direct path. Each
-thread gathers its own im2col tile into its slice of the workspace (sized to
-stay in L2), runs a single-threaded GEMM on it, and applies bias and the
-fused activation to the output tile while it is still in cache.
+region per call. GEMM paths: tasks are (image, group, column tile,
+output-channel block); each thread gathers its own im2col tile into its slice
+of the workspace (sized to stay in L2), runs a single-threaded GEMM on it, and
+applies bias and the fused activation to the output tile while it is still in
+cache. Direct path: one task per (image, output channel) plane. Winograd
+F(4x4, 3x3): tasks are (image, block of tile rows); see that section.
 """
 cimport numpy as cnp
 from cython.parallel cimport parallel, prange, threadid
@@ -17,14 +18,22 @@ from fastcnn._kernels._activation cimport bias_activation
 
 cnp.import_array()
 
-# im2col tile budget: K x col_tile elements per thread kept within about half
-# of this machine class's 2 MiB L2, next to the GEMM's packed panels.
+# GEMM blocking. OpenBLAS multiplies small problems (m * n * k <= 1e6) with a
+# kernel that skips packing and runs faster here than its packed path on
+# conv-sized matrices, so every GEMM is issued as blocks of at most
+# GEMM_MB output channels x COL_TILE positions x GEMM_KB reduction, which
+# keeps each call inside that limit (96 * 64 * 160 < 1e6).
 # Below MIN_TASKS tasks, split the output channels too, so that both cores
 # (and more) get work on batch-1 layers with small feature maps.
 cdef enum:
-    COL_TILE_BYTES = 384 * 1024
-    MIN_COL_TILE = 64
+    COL_TILE = 64
+    GEMM_MB = 96
+    GEMM_KB = 160
     MIN_TASKS = 8
+    SHARED_COL_BYTES = 64 * 1024 * 1024   # limit on columns gathered up front
+    WINO_BUDGET_BYTES = 1536 * 1024   # transformed tiles (V and M) per thread
+    WINO_MIN_TILES = 8
+    WINO_PACK_TILES = 64
 
 
 cdef inline index_t _ceil_div(index_t a, index_t b) noexcept nogil:
@@ -35,10 +44,19 @@ cdef inline index_t _round_up(index_t a, index_t b) noexcept nogil:
     return _ceil_div(a, b) * b
 
 
-cdef int conv_select_algorithm(const ConvGeom* g) noexcept nogil:
+cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept nogil:
+    """The dispatcher: one algorithm per shape. weights_packed says the caller
+    holds prepacked (transformed) weights, which makes Winograd pay off sooner."""
     cdef index_t cin_group = g.in_channels // g.groups
+    cdef index_t tiles
     if g.groups > 1 and cin_group <= 4:
         return CONV_DIRECT
+    if winograd_applies(g) and g.in_channels >= 8 and g.out_channels >= 8:
+        tiles = g.batch * _ceil_div(g.out_h, 4) * _ceil_div(g.out_w, 4)
+        # Transforming the weights costs about as much as the multiplies they
+        # save on WINO_PACK_TILES tiles; below that only prepacked weights win.
+        if tiles >= (WINO_MIN_TILES if weights_packed else WINO_PACK_TILES):
+            return CONV_WINOGRAD
     if (g.kernel_d == 1 and g.kernel_h == 1 and g.kernel_w == 1
             and g.stride_d == 1 and g.stride_h == 1 and g.stride_w == 1
             and g.pad_d == 0 and g.pad_h == 0 and g.pad_w == 0
@@ -53,9 +71,14 @@ cdef ConvPlan conv_make_plan(const ConvGeom* g, int algorithm, index_t itemsize)
     cdef index_t m_group = g.out_channels // g.groups
     cdef index_t k = cin_group * g.kernel_d * g.kernel_h * g.kernel_w
     cdef index_t positions = g.out_d * g.out_h * g.out_w
-    cdef index_t tile_max, base, want
+    cdef index_t units
     p.algorithm = algorithm
     p.workspace_per_thread = 0
+    p.workspace_shared = 0
+    p.shared_col = False
+    if algorithm == CONV_WINOGRAD:
+        _winograd_plan(g, itemsize, &p)
+        return p
     if algorithm == CONV_DIRECT:
         p.col_tile = positions
         p.n_col_tiles = 1
@@ -63,69 +86,99 @@ cdef ConvPlan conv_make_plan(const ConvGeom* g, int algorithm, index_t itemsize)
         p.n_m_blocks = m_group
         p.n_tasks = g.batch * g.out_channels
         return p
-    tile_max = max(MIN_COL_TILE, (COL_TILE_BYTES // (k * itemsize)) // 16 * 16)
-    p.n_col_tiles = max(1, _ceil_div(positions, tile_max))
-    # Equal tiles, a multiple of 16 wide (the GEMM kernel's vector width).
-    p.col_tile = min(positions, _round_up(_ceil_div(positions, p.n_col_tiles), 16))
-    p.col_tile = max(1, p.col_tile)
+    # Tiles a multiple of 16 wide (the GEMM kernel's vector), the last one shorter.
+    p.n_col_tiles = max(1, _ceil_div(positions, COL_TILE))
+    p.col_tile = max(1, min(positions, _round_up(_ceil_div(positions, p.n_col_tiles), 16)))
     p.n_col_tiles = max(1, _ceil_div(positions, p.col_tile))
     p.m_block = m_group
     p.n_m_blocks = 1
-    base = g.batch * g.groups * p.n_col_tiles
-    if 0 < base < MIN_TASKS and m_group >= 32:
-        want = _ceil_div(MIN_TASKS, base)
-        p.m_block = max(16, _round_up(_ceil_div(m_group, want), 16))
-        p.n_m_blocks = _ceil_div(m_group, p.m_block)
-    p.n_tasks = base * p.n_m_blocks
+    p.shared_col = False
+    p.workspace_shared = 0
+    units = g.batch * g.groups * p.n_col_tiles
+    if 0 < units < MIN_TASKS and m_group >= 32:
+        # Few tiles (batch 1, small maps): split the output channels so every
+        # thread has work, and with im2col gather each tile once up front for
+        # all the channel blocks rather than once per block.
+        p.shared_col = (algorithm == CONV_IM2COL
+                        and units * k * p.col_tile * itemsize <= SHARED_COL_BYTES)
+        if p.shared_col or algorithm == CONV_GEMM_1X1:
+            p.m_block = max(16, _round_up(_ceil_div(m_group, MIN_TASKS), 16))
+    p.n_m_blocks = _ceil_div(m_group, p.m_block)
+    p.n_tasks = units * p.n_m_blocks
     if algorithm == CONV_IM2COL:
-        p.workspace_per_thread = k * p.col_tile
+        if p.shared_col:
+            p.workspace_shared = units * k * p.col_tile
+        else:
+            p.workspace_per_thread = k * p.col_tile
     return p
 
 
-cdef void vol2col_tile(const ConvGeom* g, const floating* x, index_t p0,
-                       index_t ncols, floating* col) noexcept nogil:
-    """col[r, t] for r over (channel, kd, kh, kw) of one group and t over the
-    output positions p0 .. p0 + ncols - 1; zero where the window is in padding."""
-    cdef index_t cin_group = g.in_channels // g.groups
+cdef inline index_t _ceil_div_stride(index_t a, index_t stride) noexcept nogil:
+    """ceil(a / stride) for a >= 0, without a division for the common strides."""
+    if stride == 1:
+        return a
+    if stride == 2:
+        return (a + 1) >> 1
+    return (a + stride - 1) // stride
+
+
+cdef inline void _copy_strided(floating* dst, const floating* src, index_t lo, index_t hi,
+                               index_t n, index_t stride) noexcept nogil:
+    """dst[j] = src[j * stride] for j in [lo, hi), zero for j in [0, lo) and [hi, n)."""
+    cdef index_t j
+    for j in range(lo):
+        dst[j] = 0
+    if stride == 1:
+        memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
+    elif stride == 2:
+        for j in range(lo, hi):
+            dst[j] = src[2 * j]
+    else:
+        for j in range(lo, hi):
+            dst[j] = src[j * stride]
+    for j in range(hi, n):
+        dst[j] = 0
+
+
+cdef void vol2col_tile(const ConvGeom* g, const floating* x, index_t p0, index_t ncols,
+                       index_t c0, index_t c1, floating* col) noexcept nogil:
+    """col[r, t] for r over (channel, kd, kh, kw) of channels c0 .. c1-1 of one
+    group and t over the output positions p0 .. p0 + ncols - 1; zero where the
+    window is in padding. x points at the group's first channel, col at the
+    first row of channel c0.
+
+    Output positions run along output rows, so each k-row of the tile is a few
+    row segments; each segment is one strided copy with its padded ends zeroed.
+    """
     cdef index_t plane = g.in_d * g.in_h * g.in_w
     cdef index_t out_hw = g.out_h * g.out_w
-    cdef index_t in_w = g.in_w
-    cdef index_t stride_w = g.stride_w
-    cdef index_t c, kd, kh, kw, t, seg, od, oh, ow, id_, ih, iw0, lo, hi, j
+    cdef index_t in_w = g.in_w, out_w = g.out_w, stride_w = g.stride_w
+    cdef index_t c, kd, kh, kw, t, seg, od, oh, ow, id_, ih, iw0, lo, hi
+    cdef index_t od0 = p0 // out_hw, oh0 = (p0 // out_w) % g.out_h, ow0 = p0 % out_w
     cdef floating* row = col
     cdef const floating* xc
-    cdef const floating* src
-    for c in range(cin_group):
+    for c in range(c0, c1):
         xc = x + c * plane
         for kd in range(g.kernel_d):
             for kh in range(g.kernel_h):
                 for kw in range(g.kernel_w):
-                    od = p0 // out_hw
-                    oh = (p0 // g.out_w) % g.out_h
-                    ow = p0 % g.out_w
+                    od = od0
+                    oh = oh0
+                    ow = ow0
                     t = 0
                     while t < ncols:
-                        seg = min(g.out_w - ow, ncols - t)
+                        seg = min(out_w - ow, ncols - t)
                         id_ = od * g.stride_d - g.pad_d + kd * g.dilation_d
                         ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h
                         if id_ < 0 or id_ >= g.in_d or ih < 0 or ih >= g.in_h:
-                            memset(row + t, 0, seg * sizeof(floating))
+                            _copy_strided(row + t, xc, 0, 0, seg, 1)
                         else:
-                            src = xc + (id_ * g.in_h + ih) * in_w
-                            iw0 = ow * stride_w - g.pad_w + kw * g.dilation_w
                             # column j reads iw0 + j * stride_w, valid in [0, in_w)
-                            lo = 0 if iw0 >= 0 else min(seg, _ceil_div(-iw0, stride_w))
-                            hi = 0 if iw0 >= in_w else min(seg, _ceil_div(in_w - iw0, stride_w))
-                            hi = max(hi, lo)
-                            for j in range(lo):
-                                row[t + j] = 0
-                            if stride_w == 1:
-                                memcpy(row + t + lo, src + iw0 + lo, (hi - lo) * sizeof(floating))
-                            else:
-                                for j in range(lo, hi):
-                                    row[t + j] = src[iw0 + j * stride_w]
-                            for j in range(hi, seg):
-                                row[t + j] = 0
+                            iw0 = ow * stride_w - g.pad_w + kw * g.dilation_w
+                            lo = 0 if iw0 >= 0 else min(seg, _ceil_div_stride(-iw0, stride_w))
+                            hi = 0 if iw0 >= in_w else min(seg, _ceil_div_stride(in_w - iw0, stride_w))
+                            _copy_strided(row + t, xc + (id_ * g.in_h + ih) * in_w + iw0,
+                                          lo, max(hi, lo), seg, stride_w)
                         t += seg
                         ow = 0
                         oh += 1
@@ -135,41 +188,89 @@ cdef void vol2col_tile(const ConvGeom* g, const floating* x, index_t p0,
                     row += ncols
 
 
-cdef void _gemm_task(const ConvGeom* g, const ConvPlan* plan, const floating* x,
-                     const floating* w, const floating* bias, floating* y,
-                     floating* col, int activation, index_t task) noexcept nogil:
-    cdef index_t cin_group = g.in_channels // g.groups
+cdef inline void _gemm_blocked(index_t m, index_t n, index_t k, const floating* a,
+                               const floating* b, index_t ldb, floating* c,
+                               index_t ldc) noexcept nogil:
+    """Row-major C[m, n] (ld ldc) = A[m, k] (ld k) @ B[k, n] (ld ldb), issued as
+    balanced blocks of at most GEMM_MB x n x GEMM_KB (see the constants)."""
+    cdef index_t n_mb = _ceil_div(m, GEMM_MB), n_kb = _ceil_div(k, GEMM_KB)
+    cdef index_t mb = _ceil_div(m, n_mb), kb = _ceil_div(k, n_kb)
+    cdef index_t i, l, i0, l0
+    for i in range(n_mb):
+        i0 = i * mb
+        for l in range(n_kb):
+            l0 = l * kb
+            gemm(False, False, <int>min(mb, m - i0), <int>n, <int>min(kb, k - l0),
+                 <floating>1, a + i0 * k + l0, <int>k, b + l0 * ldb, <int>ldb,
+                 <floating>(0 if l == 0 else 1), c + i0 * ldc, <int>ldc)
+
+
+cdef inline void _gemm_tile(const ConvGeom* g, const ConvPlan* plan, index_t n,
+                            index_t grp, index_t tile, index_t mb, const floating* b_op,
+                            index_t ldb, const floating* w, const floating* bias,
+                            floating* y, int activation) noexcept nogil:
+    """Output channels of block mb of group grp, positions of tile, image n:
+    GEMM with the tile's columns b_op, then bias and activation while hot."""
     cdef index_t m_group = g.out_channels // g.groups
-    cdef index_t k = cin_group * g.kernel_d * g.kernel_h * g.kernel_w
+    cdef index_t k = (g.in_channels // g.groups) * g.kernel_d * g.kernel_h * g.kernel_w
     cdef index_t positions = g.out_d * g.out_h * g.out_w
-    cdef index_t plane = g.in_d * g.in_h * g.in_w
-    cdef index_t rest = task
-    cdef index_t mb = rest % plan.n_m_blocks
-    rest = rest // plan.n_m_blocks
-    cdef index_t tile = rest % plan.n_col_tiles
-    rest = rest // plan.n_col_tiles
-    cdef index_t grp = rest % g.groups
-    cdef index_t n = rest // g.groups
     cdef index_t p0 = tile * plan.col_tile
     cdef index_t ncols = min(plan.col_tile, positions - p0)
     cdef index_t m0 = grp * m_group + mb * plan.m_block
     cdef index_t mcount = min(plan.m_block, m_group - mb * plan.m_block)
-    cdef const floating* xg = x + (n * g.in_channels + grp * cin_group) * plane
-    cdef const floating* b_op
-    cdef index_t ldb, m
     cdef floating* yt = y + (n * g.out_channels + m0) * positions + p0
-    if plan.algorithm == CONV_IM2COL:
-        vol2col_tile(g, xg, p0, ncols, col)
-        b_op = col
-        ldb = ncols
-    else:
-        b_op = xg + p0
-        ldb = positions
-    gemm(False, False, <int>mcount, <int>ncols, <int>k, <floating>1, w + m0 * k, <int>k,
-         b_op, <int>ldb, <floating>0, yt, <int>positions)
+    cdef index_t m
+    _gemm_blocked(mcount, ncols, k, w + m0 * k, b_op, ldb, yt, positions)
     for m in range(mcount):
         bias_activation(yt + m * positions, ncols,
                         bias[m0 + m] if bias != NULL else 0, bias != NULL, activation)
+
+
+cdef void _gemm_task(const ConvGeom* g, const ConvPlan* plan, const floating* x,
+                     const floating* w, const floating* bias, floating* y,
+                     floating* col, int activation, index_t task) noexcept nogil:
+    """One (group, channel block, image, tile) task. Tiles vary fastest, so a
+    thread's consecutive tasks reuse the same block of weights."""
+    cdef index_t cin_group = g.in_channels // g.groups
+    cdef index_t k = cin_group * g.kernel_d * g.kernel_h * g.kernel_w
+    cdef index_t positions = g.out_d * g.out_h * g.out_w
+    cdef index_t tile = task % plan.n_col_tiles
+    cdef index_t n = (task // plan.n_col_tiles) % g.batch
+    cdef index_t mb = (task // (plan.n_col_tiles * g.batch)) % plan.n_m_blocks
+    cdef index_t grp = task // (plan.n_col_tiles * g.batch * plan.n_m_blocks)
+    cdef index_t p0 = tile * plan.col_tile
+    cdef index_t ncols = min(plan.col_tile, positions - p0)
+    cdef index_t unit = (n * g.groups + grp) * plan.n_col_tiles + tile
+    cdef const floating* xg = x + (n * g.in_channels + grp * cin_group) * (g.in_d * g.in_h * g.in_w)
+    if plan.algorithm == CONV_GEMM_1X1:
+        _gemm_tile(g, plan, n, grp, tile, mb, xg + p0, positions, w, bias, y, activation)
+    elif plan.shared_col:
+        _gemm_tile(g, plan, n, grp, tile, mb, col + unit * k * plan.col_tile, ncols,
+                   w, bias, y, activation)
+    else:
+        vol2col_tile(g, xg, p0, ncols, 0, cin_group, col)
+        _gemm_tile(g, plan, n, grp, tile, mb, col, ncols, w, bias, y, activation)
+
+
+cdef void _gather_columns(const ConvGeom* g, const ConvPlan* plan, const floating* x,
+                          floating* col, index_t row_task) noexcept nogil:
+    """Shared mode, first phase: the im2col rows of one input channel for every
+    tile of one (image, group); tile blocks are K x ncols, one after another."""
+    cdef index_t cin_group = g.in_channels // g.groups
+    cdef index_t kvol = g.kernel_d * g.kernel_h * g.kernel_w
+    cdef index_t k = cin_group * kvol
+    cdef index_t positions = g.out_d * g.out_h * g.out_w
+    cdef index_t c = row_task % cin_group
+    cdef index_t ng = row_task // cin_group           # n * groups + grp
+    cdef index_t n = ng // g.groups, grp = ng % g.groups
+    cdef const floating* xg = x + (n * g.in_channels + grp * cin_group) * (g.in_d * g.in_h * g.in_w)
+    cdef index_t tile, p0, ncols
+    cdef floating* block
+    for tile in range(plan.n_col_tiles):
+        p0 = tile * plan.col_tile
+        ncols = min(plan.col_tile, positions - p0)
+        block = col + (ng * plan.n_col_tiles + tile) * k * plan.col_tile
+        vol2col_tile(g, xg, p0, ncols, c, c + 1, block + c * kvol * ncols)
 
 
 cdef void _direct_task(const ConvGeom* g, const floating* x, const floating* w,
@@ -222,6 +323,251 @@ cdef void _direct_task(const ConvGeom* g, const floating* x, const floating* w,
                             bias != NULL, activation)
 
 
+# ---------------------------------------------------------------- Winograd F(4x4, 3x3)
+#
+# Y = A^T [(G g G^T) . (B^T d B)] A per 6x6 input tile d and 4x4 output tile
+# (Lavin and Gray, points 0, +-1, +-2, inf). The weights are packed once as
+# U[xi][out][in] (xi = 36 transform points). A task takes a block of tile rows
+# of one image: transform its tiles into V[xi][in][tile], run 36 GEMMs
+# M[xi] = U[xi] @ V[xi], and transform M back into output rows, adding bias
+# and the activation before they are written. Transforms run along tile rows
+# so the compiler vectorises them across tiles.
+
+cdef bint winograd_applies(const ConvGeom* g) noexcept nogil:
+    return (g.groups == 1 and g.kernel_d == 1 and g.kernel_h == 3 and g.kernel_w == 3
+            and g.stride_h == 1 and g.stride_w == 1 and g.stride_d == 1
+            and g.dilation_h == 1 and g.dilation_w == 1
+            and g.in_d == 1 and g.out_d == 1 and g.pad_d == 0)
+
+
+cdef index_t conv_packed_size(const ConvGeom* g, int algorithm) noexcept nogil:
+    if algorithm == CONV_WINOGRAD:
+        return 36 * g.out_channels * g.in_channels
+    return 0
+
+
+cdef inline index_t _wino_scratch(index_t tiles_w, index_t tiles) noexcept nogil:
+    # half transforms (36 rows of the block's tiles), the 4 column phases of an
+    # input row, and one output row
+    return 36 * tiles + 4 * (tiles_w + 1) + 4 * tiles_w
+
+
+cdef void _winograd_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noexcept nogil:
+    cdef index_t per_tile = 36 * (g.in_channels + g.out_channels) * itemsize
+    cdef index_t rows_budget, want_blocks
+    p.tiles_h = _ceil_div(g.out_h, 4)
+    p.tiles_w = _ceil_div(g.out_w, 4)
+    rows_budget = max(1, WINO_BUDGET_BYTES // (per_tile * p.tiles_w))
+    want_blocks = _ceil_div(MIN_TASKS, g.batch)
+    p.rows_per_task = min(rows_budget, max(1, _ceil_div(p.tiles_h, want_blocks)))
+    p.tasks_per_image = _ceil_div(p.tiles_h, p.rows_per_task)
+    # Even the rows out over the blocks (e.g. 14 rows in 4 blocks: 4 4 3 3, not 4 4 4 2).
+    p.rows_per_task = _ceil_div(p.tiles_h, p.tasks_per_image)
+    p.tiles_per_task = p.rows_per_task * p.tiles_w
+    p.n_tasks = g.batch * p.tasks_per_image
+    p.workspace_per_thread = (36 * (g.in_channels + g.out_channels) * p.tiles_per_task
+                              + _wino_scratch(p.tiles_w, p.tiles_per_task))
+    p.col_tile = p.n_col_tiles = p.m_block = p.n_m_blocks = 0
+
+
+# kron(G, G): U[xi][f] = sum_k KRON_GG[xi][k] w[f][k] packs every filter with one
+# GEMM (U = KRON_GG @ W^T, W the (filters, 9) weights).
+cdef double _G[6][3]
+_G[0][:] = [0.25, 0.0, 0.0]
+_G[1][:] = [-1.0 / 6, -1.0 / 6, -1.0 / 6]
+_G[2][:] = [-1.0 / 6, 1.0 / 6, -1.0 / 6]
+_G[3][:] = [1.0 / 24, 1.0 / 12, 1.0 / 6]
+_G[4][:] = [1.0 / 24, -1.0 / 12, 1.0 / 6]
+_G[5][:] = [0.0, 0.0, 1.0]
+cdef float _KRON_F32[36 * 9]
+cdef double _KRON_F64[36 * 9]
+cdef int _i, _j, _a, _b
+for _i in range(6):
+    for _j in range(6):
+        for _a in range(3):
+            for _b in range(3):
+                _KRON_F64[(_i * 6 + _j) * 9 + _a * 3 + _b] = _G[_i][_a] * _G[_j][_b]
+                _KRON_F32[(_i * 6 + _j) * 9 + _a * 3 + _b] = <float>(_G[_i][_a] * _G[_j][_b])
+
+cdef enum:
+    WINO_PACK_CHUNK = 512     # filters per pack task
+
+
+cdef void _winograd_pack(const ConvGeom* g, const floating* w, floating* u,
+                         int num_threads) noexcept nogil:
+    """U[xi][m][c] = (G g G^T)[xi] for each 3x3 filter g = w[m, c]."""
+    cdef index_t plane = g.out_channels * g.in_channels
+    cdef index_t n_chunks = _ceil_div(plane, WINO_PACK_CHUNK)
+    cdef index_t chunk, f0
+    cdef const floating* kron
+    if floating is float:
+        kron = _KRON_F32
+    else:
+        kron = _KRON_F64
+    blas_enter()
+    for chunk in prange(n_chunks, num_threads=num_threads, schedule='static'):
+        f0 = chunk * WINO_PACK_CHUNK
+        gemm(False, True, 36, <int>min(<index_t>WINO_PACK_CHUNK, plane - f0), 9, <floating>1,
+             kron, 9, w + f0 * 9, 9, <floating>0, u + f0, <int>plane)
+    blas_leave()
+
+
+cdef inline void _wino_input(const ConvGeom* g, const floating* xc, index_t th0, index_t th1,
+                             index_t tiles_w, index_t ld, floating* phase, floating* tmp,
+                             floating* v, index_t ld_xi) noexcept nogil:
+    """V[xi * ld_xi + t] = (B^T d_t B)[xi] for the tiles t of tile rows th0..th1-1
+    of one channel.
+
+    Each input row is split once into its 4 column phases (phase[q][tw] =
+    row[4 tw + q]), so the row transform reads tile columns 0..5 as contiguous
+    vectors (columns 4 and 5 are phases 0 and 1 of the next tile). The column
+    transform then runs over all the block's tiles at once.
+    """
+    cdef index_t nt = (th1 - th0) * tiles_w
+    cdef index_t pw = tiles_w + 1           # phase length: tiles_w + 1 tile starts
+    cdef index_t r, q, k, t, tw, th, ih, lo, hi, base
+    cdef floating* p0 = phase
+    cdef floating* p1 = phase + pw
+    cdef floating* p2 = phase + 2 * pw
+    cdef floating* p3 = phase + 3 * pw
+    cdef floating* row
+    cdef floating* dst
+    cdef floating d0, d1, d2, d3, d4, d5
+    # typed constants: Cython would write bare literals as double and force
+    # the whole expression into scalar double arithmetic
+    cdef floating k2 = 2, k4 = 4, k5 = 5
+    for th in range(th0, th1):
+        for r in range(6):
+            ih = 4 * th - g.pad_h + r
+            row = tmp + (r * 6) * ld + (th - th0) * tiles_w
+            if ih < 0 or ih >= g.in_h:
+                for k in range(6):
+                    memset(row + k * ld, 0, tiles_w * sizeof(floating))
+                continue
+            for q in range(4):
+                # phase q holds column iw = 4 * tw + q - pad_w: valid for tw in [lo, hi)
+                dst = phase + q * pw
+                base = ih * g.in_w + q - g.pad_w
+                lo = min(pw, _ceil_div(g.pad_w - q, 4)) if g.pad_w > q else 0
+                hi = max(lo, min(pw, _ceil_div(g.in_w + g.pad_w - q, 4)))
+                for tw in range(lo):
+                    dst[tw] = 0
+                for tw in range(lo, hi):
+                    dst[tw] = xc[base + 4 * tw]
+                for tw in range(hi, pw):
+                    dst[tw] = 0
+            # B^T along the row: tmp[r * 6 + k][t]
+            for tw in range(tiles_w):
+                d0 = p0[tw]
+                d1 = p1[tw]
+                d2 = p2[tw]
+                d3 = p3[tw]
+                d4 = p0[tw + 1]
+                d5 = p1[tw + 1]
+                row[tw] = k4 * d0 - k5 * d2 + d4
+                row[ld + tw] = -k4 * d1 - k4 * d2 + d3 + d4
+                row[2 * ld + tw] = k4 * d1 - k4 * d2 - d3 + d4
+                row[3 * ld + tw] = -k2 * d1 - d2 + k2 * d3 + d4
+                row[4 * ld + tw] = k2 * d1 - d2 - k2 * d3 + d4
+                row[5 * ld + tw] = k4 * d1 - k5 * d3 + d5
+    # then B^T down columns: V[kr * 6 + k][t]
+    for k in range(6):
+        for t in range(nt):
+            d0 = tmp[(0 * 6 + k) * ld + t]
+            d1 = tmp[(1 * 6 + k) * ld + t]
+            d2 = tmp[(2 * 6 + k) * ld + t]
+            d3 = tmp[(3 * 6 + k) * ld + t]
+            d4 = tmp[(4 * 6 + k) * ld + t]
+            d5 = tmp[(5 * 6 + k) * ld + t]
+            v[(0 * 6 + k) * ld_xi + t] = k4 * d0 - k5 * d2 + d4
+            v[(1 * 6 + k) * ld_xi + t] = -k4 * d1 - k4 * d2 + d3 + d4
+            v[(2 * 6 + k) * ld_xi + t] = k4 * d1 - k4 * d2 - d3 + d4
+            v[(3 * 6 + k) * ld_xi + t] = -k2 * d1 - d2 + k2 * d3 + d4
+            v[(4 * 6 + k) * ld_xi + t] = k2 * d1 - d2 - k2 * d3 + d4
+            v[(5 * 6 + k) * ld_xi + t] = k4 * d1 - k5 * d3 + d5
+
+
+cdef inline void _wino_output(const ConvGeom* g, const floating* mo, index_t ld_xi,
+                              index_t th0, index_t th1, index_t tiles_w, index_t ld,
+                              floating* tmp, floating* rows, floating* yc,
+                              floating bias, bint has_bias, int activation) noexcept nogil:
+    """Output rows 4*th0 .. 4*th1-1 of one channel from M[xi * ld_xi + t]."""
+    cdef index_t nt = (th1 - th0) * tiles_w
+    cdef index_t b, i, t, tw, th, oh
+    cdef floating m0, m1, m2, m3, m4, m5
+    cdef floating k2 = 2, k4 = 4, k8 = 8     # typed, see _wino_input
+    cdef const floating* src
+    cdef bint direct = g.out_w == 4 * tiles_w
+    cdef floating* dst
+    # A^T down columns, over all the block's tiles: tmp[i * 6 + b][t]
+    for b in range(6):
+        for t in range(nt):
+            m0 = mo[(0 * 6 + b) * ld_xi + t]
+            m1 = mo[(1 * 6 + b) * ld_xi + t]
+            m2 = mo[(2 * 6 + b) * ld_xi + t]
+            m3 = mo[(3 * 6 + b) * ld_xi + t]
+            m4 = mo[(4 * 6 + b) * ld_xi + t]
+            m5 = mo[(5 * 6 + b) * ld_xi + t]
+            tmp[(0 * 6 + b) * ld + t] = m0 + m1 + m2 + m3 + m4
+            tmp[(1 * 6 + b) * ld + t] = m1 - m2 + k2 * m3 - k2 * m4
+            tmp[(2 * 6 + b) * ld + t] = m1 + m2 + k4 * m3 + k4 * m4
+            tmp[(3 * 6 + b) * ld + t] = m1 - m2 + k8 * m3 - k8 * m4 + m5
+    # then A^T along each tile row, stored interleaved as output rows (straight
+    # into y when the tiles cover the row exactly), then bias and activation
+    for th in range(th0, th1):
+        for i in range(4):
+            oh = 4 * th + i
+            if oh >= g.out_h:
+                break
+            dst = yc + oh * g.out_w if direct else rows
+            src = tmp + (i * 6) * ld + (th - th0) * tiles_w
+            for tw in range(tiles_w):
+                m0 = src[tw]
+                m1 = src[ld + tw]
+                m2 = src[2 * ld + tw]
+                m3 = src[3 * ld + tw]
+                m4 = src[4 * ld + tw]
+                m5 = src[5 * ld + tw]
+                dst[4 * tw] = m0 + m1 + m2 + m3 + m4
+                dst[4 * tw + 1] = m1 - m2 + k2 * m3 - k2 * m4
+                dst[4 * tw + 2] = m1 + m2 + k4 * m3 + k4 * m4
+                dst[4 * tw + 3] = m1 - m2 + k8 * m3 - k8 * m4 + m5
+            bias_activation(dst, g.out_w, bias, has_bias, activation)
+            if not direct:
+                memcpy(yc + oh * g.out_w, rows, g.out_w * sizeof(floating))
+
+
+cdef void _winograd_task(const ConvGeom* g, const ConvPlan* plan, const floating* x,
+                         const floating* u, const floating* bias, floating* y,
+                         floating* ws, int activation, index_t task) noexcept nogil:
+    cdef index_t cin = g.in_channels, cout = g.out_channels
+    cdef index_t tw_count = plan.tiles_w, tb = plan.tiles_per_task
+    cdef index_t n = task // plan.tasks_per_image
+    cdef index_t th0 = (task % plan.tasks_per_image) * plan.rows_per_task
+    cdef index_t th1 = min(th0 + plan.rows_per_task, plan.tiles_h)
+    cdef index_t ntiles = (th1 - th0) * tw_count
+    cdef index_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w
+    cdef floating* v = ws                          # V[xi][c][tile], xi stride cin * tb
+    cdef floating* mo = v + 36 * cin * tb          # M[xi][m][tile], xi stride cout * tb
+    cdef floating* tmp = mo + 36 * cout * tb
+    cdef floating* phase = tmp + 36 * tb
+    cdef floating* rows = phase + 4 * (tw_count + 1)
+    cdef index_t c, m, xi
+    cdef const floating* xn = x + n * cin * in_plane
+    cdef floating* yn = y + n * cout * out_plane
+    for c in range(cin):
+        _wino_input(g, xn + c * in_plane, th0, th1, tw_count, tb, phase, tmp,
+                    v + c * tb, cin * tb)
+    for xi in range(36):
+        gemm(False, False, <int>cout, <int>ntiles, <int>cin, <floating>1,
+             u + xi * cout * cin, <int>cin, v + xi * cin * tb, <int>tb,
+             <floating>0, mo + xi * cout * tb, <int>tb)
+    for m in range(cout):
+        _wino_output(g, mo + m * tb, cout * tb, th0, th1, tw_count, tb, tmp, rows,
+                     yn + m * out_plane, bias[m] if bias != NULL else 0, bias != NULL,
+                     activation)
+
+
 cdef void _conv_forward(const ConvGeom* g, const ConvPlan* plan, const floating* x,
                         const floating* w, const floating* bias, floating* y,
                         floating* workspace, int activation, int num_threads) noexcept nogil:
@@ -232,13 +578,31 @@ cdef void _conv_forward(const ConvGeom* g, const ConvPlan* plan, const floating*
     num_threads = <int>max(1, min(<index_t>num_threads, plan.n_tasks))
     blas_enter()
     with parallel(num_threads=num_threads):
-        col = workspace + threadid() * plan.workspace_per_thread
+        col = workspace + plan.workspace_shared + threadid() * plan.workspace_per_thread
+        if plan.shared_col:
+            col = workspace
+            for task in prange(g.batch * g.in_channels, schedule='static'):
+                _gather_columns(g, plan, x, col, task)
         for task in prange(plan.n_tasks, schedule='static'):
             if plan.algorithm == CONV_DIRECT:
                 _direct_task(g, x, w, bias, y, activation, task)
+            elif plan.algorithm == CONV_WINOGRAD:
+                _winograd_task(g, plan, x, w, bias, y, col, activation, task)
             else:
                 _gemm_task(g, plan, x, w, bias, y, col, activation, task)
     blas_leave()
+
+
+cdef void conv_pack_weights_f32(const ConvGeom* g, int algorithm, const float* w,
+                                float* packed, int num_threads) noexcept nogil:
+    if algorithm == CONV_WINOGRAD:
+        _winograd_pack(g, w, packed, num_threads)
+
+
+cdef void conv_pack_weights_f64(const ConvGeom* g, int algorithm, const double* w,
+                                double* packed, int num_threads) noexcept nogil:
+    if algorithm == CONV_WINOGRAD:
+        _winograd_pack(g, w, packed, num_threads)
 
 
 cdef void conv_forward_f32(const ConvGeom* g, const ConvPlan* plan,
@@ -266,29 +630,70 @@ cdef ConvGeom _geom_from_tuple(tuple t) except *:
     return g
 
 
-def plan(tuple geom, int itemsize):
-    """(algorithm name, workspace elements per thread, number of tasks) for a geometry."""
-    cdef ConvGeom g = _geom_from_tuple(geom)
-    cdef int algorithm = conv_select_algorithm(&g)
-    cdef ConvPlan p = conv_make_plan(&g, algorithm, itemsize)
-    name = {CONV_GEMM_1X1: "gemm_1x1", CONV_IM2COL: "im2col", CONV_DIRECT: "direct"}[algorithm]
-    return name, p.workspace_per_thread, p.n_tasks
+ALGORITHMS = {CONV_GEMM_1X1: "gemm_1x1", CONV_IM2COL: "im2col", CONV_DIRECT: "direct",
+              CONV_WINOGRAD: "winograd"}
+_BY_NAME = {v: k for k, v in ALGORITHMS.items()}
 
 
-def forward(tuple geom, cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray y,
-            object workspace, int activation, int num_threads):
-    """y = conv(x, w) + bias, activated; all arrays C-contiguous and of one dtype,
-    shapes already checked; workspace holds num_threads * per-thread elements."""
+def select(tuple geom, bint weights_packed=False):
+    """The algorithm the dispatcher picks for this geometry (a name)."""
     cdef ConvGeom g = _geom_from_tuple(geom)
-    cdef int algorithm = conv_select_algorithm(&g)
-    cdef ConvPlan p = conv_make_plan(&g, algorithm, x.itemsize)
+    return ALGORITHMS[conv_select_algorithm(&g, weights_packed)]
+
+
+def applicable(tuple geom, str algorithm):
+    """Whether `algorithm` can run this geometry (tests force each one)."""
+    cdef ConvGeom g = _geom_from_tuple(geom)
+    if algorithm == "winograd":
+        return winograd_applies(&g)
+    if algorithm == "gemm_1x1":
+        return (g.kernel_d == 1 and g.kernel_h == 1 and g.kernel_w == 1
+                and g.stride_d == 1 and g.stride_h == 1 and g.stride_w == 1
+                and g.pad_d == 0 and g.pad_h == 0 and g.pad_w == 0
+                and g.out_d == g.in_d and g.out_h == g.in_h and g.out_w == g.in_w)
+    return algorithm in ("im2col", "direct")
+
+
+def plan(tuple geom, str algorithm, int itemsize):
+    """(workspace elements: shared, per thread; number of tasks; packed weight elements)."""
+    cdef ConvGeom g = _geom_from_tuple(geom)
+    cdef int a = _BY_NAME[algorithm]
+    cdef ConvPlan p = conv_make_plan(&g, a, itemsize)
+    return p.workspace_shared, p.workspace_per_thread, p.n_tasks, conv_packed_size(&g, a)
+
+
+def pack(tuple geom, str algorithm, cnp.ndarray w, cnp.ndarray packed, int num_threads):
+    """Write the algorithm's transformed weights (Winograd U) into `packed`."""
+    cdef ConvGeom g = _geom_from_tuple(geom)
+    cdef int a = _BY_NAME[algorithm]
+    cdef void* wp = cnp.PyArray_DATA(w)
+    cdef void* pp = cnp.PyArray_DATA(packed)
+    if packed.size < conv_packed_size(&g, a):
+        raise ValueError("conv: packed weight buffer too small")
+    if w.dtype.num == cnp.NPY_FLOAT32:
+        with nogil:
+            conv_pack_weights_f32(&g, a, <float*>wp, <float*>pp, num_threads)
+    else:
+        with nogil:
+            conv_pack_weights_f64(&g, a, <double*>wp, <double*>pp, num_threads)
+
+
+def forward(tuple geom, str algorithm, cnp.ndarray x, cnp.ndarray weights, object bias,
+            cnp.ndarray y, object workspace, int activation, int num_threads):
+    """y = conv(x, weights) + bias, activated. All arrays C-contiguous and of one
+    dtype, shapes already checked; weights packed for 'winograd'; workspace holds
+    num_threads * per-thread elements."""
+    cdef ConvGeom g = _geom_from_tuple(geom)
+    cdef int a = _BY_NAME[algorithm]
+    cdef ConvPlan p = conv_make_plan(&g, a, x.itemsize)
     cdef void* b = NULL if bias is None else cnp.PyArray_DATA(<cnp.ndarray>bias)
     cdef void* ws = NULL if workspace is None else cnp.PyArray_DATA(<cnp.ndarray>workspace)
     cdef void* xp = cnp.PyArray_DATA(x)
-    cdef void* wp = cnp.PyArray_DATA(w)
+    cdef void* wp = cnp.PyArray_DATA(weights)
     cdef void* yp = cnp.PyArray_DATA(y)
-    if p.workspace_per_thread > 0:
-        if workspace is None or (<cnp.ndarray>workspace).size < p.workspace_per_thread * num_threads:
+    if p.workspace_shared + p.workspace_per_thread > 0:
+        if workspace is None or (<cnp.ndarray>workspace).size < (
+                p.workspace_shared + p.workspace_per_thread * num_threads):
             raise ValueError("conv: workspace too small")
     if x.dtype.num == cnp.NPY_FLOAT32:
         with nogil:
