@@ -15,7 +15,9 @@ from setuptools import Extension, setup
 march = os.environ.get("FASTCNN_MARCH", "native")
 compile_args = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
                 # let loops with several output streams vectorise behind runtime alias checks
-                "--param", "vect-max-version-for-alias-checks=64"]
+                "--param", "vect-max-version-for-alias-checks=64",
+                # keep short copy loops inline instead of turning them into memcpy calls
+                "-fno-tree-loop-distribute-patterns"]
 if march:
     compile_args.append(f"-march={march}")
 link_args = ["-fopenmp"]

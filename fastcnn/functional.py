@@ -7,6 +7,8 @@ released. fastcnn additions are keyword-only: `out=` everywhere, and
 `activation=` ('relu', 'relu6', 'silu') on ops that can fuse one into their
 epilogue.
 """
+import math
+
 import numpy as np
 
 from fastcnn import _threads
@@ -119,8 +121,8 @@ def _conv(nd, op, input, weight, bias, stride, padding, dilation, groups, out,
         dilated = tuple(d * (k - 1) + 1 for d, k in zip(dilation, kernel))
         raise ValueError(f"{op}: kernel size {dilated} (after dilation) is larger than the "
                          f"padded input {padded} (input {shape_str(spatial)})")
-    k_total = cin_group * int(np.prod(kernel))
-    positions = int(np.prod(out_spatial))
+    k_total = cin_group * math.prod(kernel)
+    positions = math.prod(out_spatial)
     if k_total > _INT32_MAX or positions > _INT32_MAX:
         raise ValueError(f"{op}: problem too large for 32-bit BLAS sizes "
                          f"(in_channels/groups * kernel = {k_total}, output positions = {positions})")

@@ -31,6 +31,7 @@ cdef enum:
     GEMM_KB = 160
     MIN_TASKS = 8
     SHARED_COL_BYTES = 64 * 1024 * 1024   # limit on columns gathered up front
+    DIRECT_WIDE_BELOW = 32                # output width under which depthwise pads the plane
     WINO_BUDGET_BYTES = 1536 * 1024   # transformed tiles (V and M) per thread
     WINO_MIN_TILES = 8
     WINO_PACK_TILES = 64
@@ -66,6 +67,15 @@ cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept 
 
 
 cdef ConvPlan conv_make_plan(const ConvGeom* g, int algorithm, index_t itemsize) noexcept nogil:
+    cdef ConvPlan p = _make_plan(g, algorithm, itemsize)
+    # Whole cache lines per thread, plus one as a gap, so threads' scratch
+    # never shares a line (false sharing stalls the small-plane kernels).
+    if p.workspace_per_thread > 0:
+        p.workspace_per_thread = _round_up(p.workspace_per_thread, 16) + 16
+    return p
+
+
+cdef ConvPlan _make_plan(const ConvGeom* g, int algorithm, index_t itemsize) noexcept nogil:
     cdef ConvPlan p
     cdef index_t cin_group = g.in_channels // g.groups
     cdef index_t m_group = g.out_channels // g.groups
@@ -85,6 +95,8 @@ cdef ConvPlan conv_make_plan(const ConvGeom* g, int algorithm, index_t itemsize)
         p.m_block = 1
         p.n_m_blocks = m_group
         p.n_tasks = g.batch * g.out_channels
+        # a row of zeros for the padding rows, or the padded plane of narrow outputs
+        p.workspace_per_thread = max(g.in_w, _wide_scratch(g)) if _direct_wide(g) else g.in_w
         return p
     # Tiles a multiple of 16 wide (the GEMM kernel's vector), the last one shorter.
     p.n_col_tiles = max(1, _ceil_div(positions, COL_TILE))
@@ -274,9 +286,10 @@ cdef void _gather_columns(const ConvGeom* g, const ConvPlan* plan, const floatin
 
 
 cdef void _direct_task(const ConvGeom* g, const floating* x, const floating* w,
-                       const floating* bias, floating* y, int activation,
-                       index_t task) noexcept nogil:
-    """One output plane, accumulated row by row in the output itself (L1-hot)."""
+                       const floating* bias, floating* y, floating* zero_row,
+                       int activation, index_t task) noexcept nogil:
+    """One output plane (image, output channel) of a grouped convolution with
+    few input channels per group (depthwise and the like)."""
     cdef index_t cin_group = g.in_channels // g.groups
     cdef index_t m_group = g.out_channels // g.groups
     cdef index_t kvol = g.kernel_d * g.kernel_h * g.kernel_w
@@ -287,9 +300,25 @@ cdef void _direct_task(const ConvGeom* g, const floating* x, const floating* w,
     cdef const floating* xg = x + (n * g.in_channels + grp * cin_group) * plane
     cdef const floating* wk = w + oc * cin_group * kvol
     cdef floating* yp = y + (n * g.out_channels + oc) * (g.out_d * g.out_h * g.out_w)
-    cdef index_t in_w = g.in_w
-    cdef index_t out_w = g.out_w
-    cdef index_t stride_w = g.stride_w
+    cdef floating b = bias[oc] if bias != NULL else 0
+    if (cin_group == 1 and g.kernel_d == 1 and g.kernel_h == 3 and g.kernel_w == 3
+            and g.dilation_h == 1 and g.dilation_w == 1 and g.in_d == 1):
+        if _direct_wide(g):
+            _direct_plane_3x3_wide(g, xg, wk, b, yp, zero_row)
+        else:
+            _direct_plane_3x3(g, xg, wk, b, yp, zero_row)
+    else:
+        _direct_plane(g, xg, wk, yp, b)
+    bias_activation(yp, g.out_d * g.out_h * g.out_w, 0, False, activation)
+
+
+cdef inline void _direct_plane(const ConvGeom* g, const floating* xg, const floating* wk,
+                               floating* yp, floating b) noexcept nogil:
+    """Any kernel: the output row stays in L1 while each tap adds its shifted
+    input row (then bias)."""
+    cdef index_t cin_group = g.in_channels // g.groups
+    cdef index_t plane = g.in_d * g.in_h * g.in_w
+    cdef index_t in_w = g.in_w, out_w = g.out_w, stride_w = g.stride_w
     cdef index_t od, oh, c, kd, kh, kw, id_, ih, iw0, lo, hi, j
     cdef floating* yrow
     cdef const floating* src
@@ -297,7 +326,8 @@ cdef void _direct_task(const ConvGeom* g, const floating* x, const floating* w,
     for od in range(g.out_d):
         for oh in range(g.out_h):
             yrow = yp + (od * g.out_h + oh) * out_w
-            memset(yrow, 0, out_w * sizeof(floating))
+            for j in range(out_w):
+                yrow[j] = 0
             for c in range(cin_group):
                 for kd in range(g.kernel_d):
                     id_ = od * g.stride_d - g.pad_d + kd * g.dilation_d
@@ -311,16 +341,125 @@ cdef void _direct_task(const ConvGeom* g, const floating* x, const floating* w,
                         for kw in range(g.kernel_w):
                             wv = wk[((c * g.kernel_d + kd) * g.kernel_h + kh) * g.kernel_w + kw]
                             iw0 = kw * g.dilation_w - g.pad_w
-                            lo = 0 if iw0 >= 0 else min(out_w, _ceil_div(-iw0, stride_w))
-                            hi = 0 if iw0 >= in_w else min(out_w, _ceil_div(in_w - iw0, stride_w))
+                            lo = 0 if iw0 >= 0 else min(out_w, _ceil_div_stride(-iw0, stride_w))
+                            hi = 0 if iw0 >= in_w else min(out_w, _ceil_div_stride(in_w - iw0, stride_w))
                             if stride_w == 1:
                                 for j in range(lo, hi):
                                     yrow[j] += wv * src[iw0 + j]
                             else:
                                 for j in range(lo, hi):
                                     yrow[j] += wv * src[iw0 + j * stride_w]
-            bias_activation(yrow, out_w, bias[oc] if bias != NULL else 0,
-                            bias != NULL, activation)
+            for j in range(out_w):
+                yrow[j] = yrow[j] + b
+
+
+cdef inline bint _direct_wide(const ConvGeom* g) noexcept nogil:
+    """Narrow stride-1 3x3 depthwise outputs use the padded-plane kernel."""
+    return g.out_w < DIRECT_WIDE_BELOW and g.stride_w == 1 and g.stride_h == 1
+
+
+cdef inline index_t _wide_width(const ConvGeom* g) noexcept nogil:
+    """Row length of the zero-padded plane used for narrow 3x3 depthwise outputs."""
+    return max(g.in_w + g.pad_w, (g.out_w - 1) * g.stride_w + 3) + 1
+
+
+cdef inline index_t _wide_scratch(const ConvGeom* g) noexcept nogil:
+    cdef index_t wp = _wide_width(g)
+    cdef index_t hp = max(g.in_h + g.pad_h, (g.out_h - 1) * g.stride_h + 3)
+    return (hp + 1) * wp + g.out_h * wp
+
+
+cdef inline void _direct_plane_3x3_wide(const ConvGeom* g, const floating* xc,
+                                        const floating* wk, floating b, floating* yp,
+                                        floating* scratch) noexcept nogil:
+    """Narrow stride-1 3x3 depthwise outputs: copy the plane into a zero-padded
+    buffer of row length wp, then compute every output row in one contiguous
+    loop over q = oh * wp + ow (columns ow >= out_w are computed and dropped).
+    The buffer's border is zeroed once per thread and never written."""
+    cdef index_t wp = _wide_width(g)
+    cdef index_t hp = max(g.in_h + g.pad_h, (g.out_h - 1) * g.stride_h + 3)
+    cdef floating* pad = scratch
+    cdef floating* wide = scratch + (hp + 1) * wp
+    cdef index_t nq = (g.out_h - 1) * wp + g.out_w
+    cdef floating w0 = wk[0], w1 = wk[1], w2 = wk[2], w3 = wk[3], w4 = wk[4]
+    cdef floating w5 = wk[5], w6 = wk[6], w7 = wk[7], w8 = wk[8]
+    cdef index_t r, q, oh, c
+    cdef const floating* r0 = pad
+    cdef const floating* r1 = pad + wp
+    cdef const floating* r2 = pad + 2 * wp
+
+    for r in range(g.in_h):
+        for c in range(g.in_w):
+            pad[(r + g.pad_h) * wp + g.pad_w + c] = xc[r * g.in_w + c]
+    for q in range(nq):
+        wide[q] = (w0 * r0[q] + w1 * r0[q + 1] + w2 * r0[q + 2]
+                   + w3 * r1[q] + w4 * r1[q + 1] + w5 * r1[q + 2]
+                   + w6 * r2[q] + w7 * r2[q + 1] + w8 * r2[q + 2] + b)
+    for oh in range(g.out_h):
+        for c in range(g.out_w):
+            yp[oh * g.out_w + c] = wide[oh * wp + c]
+
+
+cdef inline floating _direct_edge_3x3(const floating** rows, const floating* wk,
+                                     index_t iw0, index_t in_w) noexcept nogil:
+    cdef floating acc = 0
+    cdef index_t kh, kw
+    for kh in range(3):
+        for kw in range(3):
+            if 0 <= iw0 + kw < in_w:
+                acc = acc + wk[kh * 3 + kw] * rows[kh][iw0 + kw]
+    return acc
+
+
+cdef inline void _direct_plane_3x3(const ConvGeom* g, const floating* xc, const floating* wk,
+                                   floating b, floating* yp, const floating* zero_row) noexcept nogil:
+    """3x3 depthwise, any stride and padding: all nine taps in one pass per
+    output row. Rows above and below the input read zero_row; the columns
+    whose window crosses the left or right edge are done one by one."""
+    cdef index_t in_w = g.in_w, out_w = g.out_w, s = g.stride_w, pw = g.pad_w
+    cdef floating w0 = wk[0], w1 = wk[1], w2 = wk[2], w3 = wk[3], w4 = wk[4]
+    cdef floating w5 = wk[5], w6 = wk[6], w7 = wk[7], w8 = wk[8]
+    cdef const floating* r0
+    cdef const floating* r1
+    cdef const floating* r2
+    cdef const floating* rows[3]
+    cdef floating* yrow
+    cdef index_t oh, ih, j, lo, hi, base
+    # interior columns: the whole window inside [0, in_w)
+    lo = min(out_w, _ceil_div_stride(pw, s))
+    hi = max(lo, min(out_w, (in_w - 3 + pw) // s + 1)) if in_w + pw >= 3 else lo
+    for oh in range(g.out_h):
+        ih = oh * g.stride_h - g.pad_h
+        r0 = xc + ih * in_w if 0 <= ih < g.in_h else zero_row
+        r1 = xc + (ih + 1) * in_w if 0 <= ih + 1 < g.in_h else zero_row
+        r2 = xc + (ih + 2) * in_w if 0 <= ih + 2 < g.in_h else zero_row
+        yrow = yp + oh * out_w
+        if s == 1:
+            for j in range(lo, hi):
+                base = j - pw
+                yrow[j] = (w0 * r0[base] + w1 * r0[base + 1] + w2 * r0[base + 2]
+                           + w3 * r1[base] + w4 * r1[base + 1] + w5 * r1[base + 2]
+                           + w6 * r2[base] + w7 * r2[base + 1] + w8 * r2[base + 2] + b)
+        elif s == 2:
+            for j in range(lo, hi):
+                base = 2 * j - pw
+                yrow[j] = (w0 * r0[base] + w1 * r0[base + 1] + w2 * r0[base + 2]
+                           + w3 * r1[base] + w4 * r1[base + 1] + w5 * r1[base + 2]
+                           + w6 * r2[base] + w7 * r2[base + 1] + w8 * r2[base + 2] + b)
+        else:
+            for j in range(lo, hi):
+                base = j * s - pw
+                yrow[j] = (w0 * r0[base] + w1 * r0[base + 1] + w2 * r0[base + 2]
+                           + w3 * r1[base] + w4 * r1[base + 1] + w5 * r1[base + 2]
+                           + w6 * r2[base] + w7 * r2[base + 1] + w8 * r2[base + 2] + b)
+        # edge columns, in the same order of taps
+        rows[0] = r0
+        rows[1] = r1
+        rows[2] = r2
+        for j in range(lo):
+            yrow[j] = _direct_edge_3x3(rows, wk, j * s - pw, in_w) + b
+        for j in range(hi, out_w):
+            yrow[j] = _direct_edge_3x3(rows, wk, j * s - pw, in_w) + b
 
 
 # ---------------------------------------------------------------- Winograd F(4x4, 3x3)
@@ -579,13 +718,15 @@ cdef void _conv_forward(const ConvGeom* g, const ConvPlan* plan, const floating*
     blas_enter()
     with parallel(num_threads=num_threads):
         col = workspace + plan.workspace_shared + threadid() * plan.workspace_per_thread
+        if plan.algorithm == CONV_DIRECT:
+            memset(col, 0, plan.workspace_per_thread * sizeof(floating))
         if plan.shared_col:
             col = workspace
             for task in prange(g.batch * g.in_channels, schedule='static'):
                 _gather_columns(g, plan, x, col, task)
         for task in prange(plan.n_tasks, schedule='static'):
             if plan.algorithm == CONV_DIRECT:
-                _direct_task(g, x, w, bias, y, activation, task)
+                _direct_task(g, x, w, bias, y, col, activation, task)
             elif plan.algorithm == CONV_WINOGRAD:
                 _winograd_task(g, plan, x, w, bias, y, col, activation, task)
             else:
