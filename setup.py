@@ -31,7 +31,7 @@ directives = {
     "embedsignature": True,
 }
 
-KERNELS = ["_blas", "_omp", "_conv"]
+KERNELS = ["_blas", "_omp", "_conv", "_pool", "_act", "_linear"]
 
 
 def extension(name):

@@ -85,3 +85,27 @@ def conv_output_size(size, kernel, stride, pad_before, pad_after, dilation):
 
 def shape_str(shape):
     return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+# Activations a kernel epilogue can fuse (codes of _kernels/_activation.pxd).
+FUSABLE_ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2, "silu": 3}
+
+
+def activation_code(activation, op):
+    try:
+        return FUSABLE_ACTIVATIONS[activation]
+    except (KeyError, TypeError):
+        raise ValueError(f"{op}: activation must be one of None, 'relu', 'relu6', 'silu', "
+                         f"got {activation!r}") from None
+
+
+def spatial_input(x, nd, op, layout=None):
+    """Accept (N, C, *spatial) or unbatched (C, *spatial); return the batched
+    array and whether a batch axis was added."""
+    if x.ndim not in (nd + 1, nd + 2):
+        dims = layout or ("(L)", "(H, W)", "(D, H, W)")[nd - 1][1:-1]
+        raise ValueError(f"{op}: expected input of shape (C, {dims}) or (N, C, {dims}), "
+                         f"got shape {shape_str(x.shape)}")
+    if x.ndim == nd + 1:
+        return x[None], True
+    return x, False

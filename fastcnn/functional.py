@@ -1,191 +1,31 @@
 """Twins of torch.nn.functional on NumPy arrays.
 
 Same names, argument order, defaults and results as PyTorch. Each op
-validates and normalises its arguments (fastcnn._validation), allocates or
-checks `out`, and makes one call into a compiled kernel that runs with the GIL
-released. fastcnn additions are keyword-only: `out=` everywhere, and
-`activation=` ('relu', 'relu6', 'silu') on ops that can fuse one into their
-epilogue.
+validates and normalises its arguments, allocates or checks `out`, and makes
+one call into a compiled kernel that runs with the GIL released. fastcnn
+additions are keyword-only: `out=` on every op, and `activation=` ('relu',
+'relu6', 'silu') on ops that fuse one into their epilogue.
 """
-import math
+from fastcnn._functional.conv import conv1d, conv2d, conv3d
+from fastcnn._functional.pool import (
+    max_pool1d, max_pool2d, max_pool3d, avg_pool1d, avg_pool2d, avg_pool3d, lp_pool1d,
+    lp_pool2d, adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d,
+    adaptive_max_pool1d, adaptive_max_pool2d, adaptive_max_pool3d)
+from fastcnn._functional.activation import (
+    relu, relu_, relu6, leaky_relu, leaky_relu_, elu, elu_, selu, celu, hardtanh, hardtanh_,
+    sigmoid, tanh, silu, hardswish, hardsigmoid, gelu, mish, softplus, prelu, softmax,
+    log_softmax, softmin)
+from fastcnn._functional.linear import linear
+from fastcnn._functional.shape import flatten, unflatten
+from fastcnn._functional.dropout import dropout, dropout1d, dropout2d, dropout3d
 
-import numpy as np
-
-from fastcnn import _threads
-from fastcnn._kernels import _conv as _conv_kernels
-from fastcnn._validation import (as_array, check_float, check_out, contiguous,
-                                 conv_output_size, ntuple, shape_str)
-
-__all__ = ["conv1d", "conv2d", "conv3d"]
-
-_ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2, "silu": 3}
-_INT32_MAX = 2**31 - 1
-_SPATIAL_NAMES = {1: "(L)", 2: "(H, W)", 3: "(D, H, W)"}
-
-
-def activation_code(activation, op):
-    try:
-        return _ACTIVATIONS[activation]
-    except (KeyError, TypeError):
-        raise ValueError(f"{op}: activation must be one of None, 'relu', 'relu6', 'silu', "
-                         f"got {activation!r}") from None
-
-
-def conv_padding(padding, nd, kernel, stride, dilation, op):
-    """Padding before and after each spatial axis, as PyTorch resolves it."""
-    if isinstance(padding, str):
-        if padding == "valid":
-            return (0,) * nd, (0,) * nd
-        if padding == "same":
-            if any(s != 1 for s in stride):
-                raise ValueError(f"{op}: padding='same' is not supported for strided "
-                                 f"convolutions (stride={stride})")
-            total = [d * (k - 1) for d, k in zip(dilation, kernel)]
-            before = tuple(t // 2 for t in total)
-            return before, tuple(t - b for t, b in zip(total, before))
-        raise ValueError(f"{op}: padding must be 'valid', 'same', an int or a tuple of "
-                         f"{nd} ints, got {padding!r}")
-    pads = ntuple(padding, nd, op, "padding", minimum=0)
-    return pads, pads
-
-
-_NP_PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
-
-
-def pad_input(x, before, after, mode, op):
-    """Explicit non-zero padding of the spatial axes (padding_mode of the conv layers),
-    with PyTorch's limits on the padding size."""
-    spatial = x.shape[x.ndim - len(before):]
-    for size, b, a in zip(spatial, before, after):
-        if mode == "reflect" and max(b, a) >= size:
-            raise ValueError(f"{op}: reflect padding ({b}, {a}) must be smaller than the "
-                             f"input size {size} on each side")
-        if mode == "circular" and max(b, a) > size:
-            raise ValueError(f"{op}: circular padding ({b}, {a}) must be at most the "
-                             f"input size {size}")
-    widths = [(0, 0)] * (x.ndim - len(before)) + list(zip(before, after))
-    return np.pad(x, widths, mode=_NP_PAD_MODES[mode])
-
-
-def _conv(nd, op, input, weight, bias, stride, padding, dilation, groups, out,
-          activation, padding_mode="zeros", algorithm=None):
-    x = as_array(input, op)
-    w = as_array(weight, op, "weight")
-    check_float(x, op)
-    if w.dtype != x.dtype:
-        raise TypeError(f"{op}: input dtype {x.dtype} does not match weight dtype {w.dtype}")
-    spatial_names = _SPATIAL_NAMES[nd]
-    if w.ndim != nd + 2:
-        raise ValueError(f"{op}: weight must have shape (out_channels, in_channels/groups, "
-                         f"{spatial_names[1:-1]}), got shape {shape_str(w.shape)}")
-    if x.ndim not in (nd + 1, nd + 2):
-        raise ValueError(f"{op}: expected input of shape (C, {spatial_names[1:-1]}) or "
-                         f"(N, C, {spatial_names[1:-1]}), got shape {shape_str(x.shape)}")
-    unbatched = x.ndim == nd + 1
-    if unbatched:
-        x = x[None]
-    groups = ntuple(groups, 1, op, "groups", minimum=1)[0]
-    out_channels, cin_group = w.shape[0], w.shape[1]
-    kernel = tuple(int(k) for k in w.shape[2:])
-    if out_channels == 0 or cin_group == 0 or min(kernel) == 0:
-        raise ValueError(f"{op}: weight has a zero-size dimension: {shape_str(w.shape)}")
-    if out_channels % groups:
-        raise ValueError(f"{op}: out_channels ({out_channels}) must be divisible by "
-                         f"groups ({groups})")
-    in_channels = x.shape[1]
-    if in_channels != cin_group * groups:
-        raise ValueError(f"{op}: expected input with {cin_group * groups} channels (weight "
-                         f"{shape_str(w.shape)}, groups={groups}), got input of shape "
-                         f"{shape_str(x.shape if not unbatched else x.shape[1:])}")
-    stride = ntuple(stride, nd, op, "stride", minimum=1)
-    dilation = ntuple(dilation, nd, op, "dilation", minimum=1)
-    before, after = conv_padding(padding, nd, kernel, stride, dilation, op)
-    if bias is not None:
-        b = as_array(bias, op, "bias")
-        if b.dtype != x.dtype:
-            raise TypeError(f"{op}: bias dtype {b.dtype} does not match input dtype {x.dtype}")
-        if b.shape != (out_channels,):
-            raise ValueError(f"{op}: bias must have shape ({out_channels},), "
-                             f"got {shape_str(b.shape)}")
-        bias = contiguous(b)
-    act = activation_code(activation, op)
-
-    if padding_mode != "zeros" and (any(before) or any(after)):
-        x = pad_input(x, before, after, padding_mode, op)
-        before = after = (0,) * nd
-    spatial = x.shape[2:]
-    out_spatial = tuple(conv_output_size(s, k, st, pb, pa, d) for s, k, st, pb, pa, d
-                        in zip(spatial, kernel, stride, before, after, dilation))
-    if min(out_spatial) <= 0:
-        padded = tuple(s + pb + pa for s, pb, pa in zip(spatial, before, after))
-        dilated = tuple(d * (k - 1) + 1 for d, k in zip(dilation, kernel))
-        raise ValueError(f"{op}: kernel size {dilated} (after dilation) is larger than the "
-                         f"padded input {padded} (input {shape_str(spatial)})")
-    k_total = cin_group * math.prod(kernel)
-    positions = math.prod(out_spatial)
-    if k_total > _INT32_MAX or positions > _INT32_MAX:
-        raise ValueError(f"{op}: problem too large for 32-bit BLAS sizes "
-                         f"(in_channels/groups * kernel = {k_total}, output positions = {positions})")
-
-    out_shape = (x.shape[0], out_channels) + out_spatial
-    w = contiguous(w)
-    if out is None:
-        y = np.empty(out_shape, x.dtype)
-    else:
-        y = check_out(out, out_shape[1:] if unbatched else out_shape, x.dtype, op, (x, w, bias))
-        y = y.reshape(out_shape)
-    if x.shape[0] == 0:
-        return out if out is not None else (y[0] if unbatched else y)
-    x = contiguous(x)
-
-    pad3 = (0,) * (3 - nd)
-    one3 = (1,) * (3 - nd)
-    geom = ((x.shape[0], in_channels, out_channels, groups)
-            + one3 + spatial + one3 + out_spatial + one3 + kernel
-            + one3 + stride + pad3 + before + one3 + dilation)
-    nthreads = _threads.get_num_threads()
-    conv_run(geom, x, w, bias, y, act, nthreads, algorithm)
-    if out is not None:
-        return out
-    return y[0] if unbatched else y
-
-
-def conv_run(geom, x, w, bias, y, act, nthreads, algorithm=None):
-    """Dispatch one validated convolution: pick the algorithm (unless forced),
-    pack weights if it needs them, allocate its workspace, run."""
-    if algorithm is None:
-        algorithm = _conv_kernels.select(geom, False)
-    ws_shared, ws_per_thread, _, packed_size = _conv_kernels.plan(geom, algorithm, x.itemsize)
-    weights = w
-    if packed_size:
-        weights = np.empty(packed_size, x.dtype)
-        _conv_kernels.pack(geom, algorithm, w, weights, nthreads)
-    ws_size = ws_shared + ws_per_thread * nthreads
-    workspace = np.empty(ws_size, x.dtype) if ws_size else None
-    _conv_kernels.forward(geom, algorithm, x, weights, bias, y, workspace, act, nthreads)
-
-
-def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           out=None, activation=None):
-    """1-D convolution over (N, C, L) or (C, L), as torch.nn.functional.conv1d."""
-    return _conv(1, "conv1d", input, weight, bias, stride, padding, dilation, groups,
-                 out, activation)
-
-
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           out=None, activation=None):
-    """2-D convolution over (N, C, H, W) or (C, H, W), as torch.nn.functional.conv2d.
-
-    padding: int, tuple, 'valid' or 'same' (asymmetric for even kernels, as
-    PyTorch). activation: optional 'relu', 'relu6' or 'silu' fused into the
-    kernel's epilogue. out: a C-contiguous array of the output's shape and dtype.
-    """
-    return _conv(2, "conv2d", input, weight, bias, stride, padding, dilation, groups,
-                 out, activation)
-
-
-def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           out=None, activation=None):
-    """3-D convolution over (N, C, D, H, W) or (C, D, H, W), as torch.nn.functional.conv3d."""
-    return _conv(3, "conv3d", input, weight, bias, stride, padding, dilation, groups,
-                 out, activation)
+__all__ = [
+    "conv1d", "conv2d", "conv3d",
+    "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+    "lp_pool1d", "lp_pool2d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
+    "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "celu",
+    "hardtanh", "hardtanh_", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "gelu",
+    "mish", "softplus", "prelu", "softmax", "log_softmax", "softmin",
+    "linear", "flatten", "unflatten", "dropout", "dropout1d", "dropout2d", "dropout3d",
+]

@@ -4,6 +4,7 @@ import pytest
 import fastcnn
 import fastcnn.functional as F
 from fastcnn import nn
+from fastcnn._functional.conv import _conv as _conv_impl
 
 from _reference import conv_nd, ACTIVATIONS
 from conftest import assert_close, requires_torch, run_threads, torch
@@ -386,7 +387,7 @@ def test_every_algorithm_matches_reference(case, algorithm, rng):
     x = rng.standard_normal((n, cin) + spatial).astype(np.float32)
     w = rng.standard_normal((cout, cin // groups) + kernel).astype(np.float32)
     b = rng.standard_normal(cout).astype(np.float32)
-    run = lambda: F._conv(2, "conv2d", x, w, b, stride, padding, dilation, groups, None,
+    run = lambda: _conv_impl(2, "conv2d", x, w, b, stride, padding, dilation, groups, None,
                           "relu", algorithm=algorithm)
     ref = ACTIVATIONS["relu"](conv_nd(x, w, b, stride, padding, None, dilation, groups))
     # Winograd F(4x4, 3x3) rounds more than a direct sum (its transforms scale

@@ -1,5 +1,8 @@
-# Activations fused into kernel epilogues (conv, norm), and the element-wise kernels.
-# Written so NaN passes through as IEEE says (comparisons with NaN are false).
+# Element-wise activations: one loop per op so each vectorises, written once
+# over the fused float type. float32 uses vecmath.h's branch-free functions,
+# float64 the C library. Each follows PyTorch's CPU formula, and NaN passes
+# through as IEEE says (comparisons with NaN are false). Used by the
+# activation ops and, for the ops an epilogue can fuse, by conv and norm kernels.
 from fastcnn._kernels._typedefs cimport floating, index_t
 
 cdef enum:
@@ -7,13 +10,41 @@ cdef enum:
     ACT_RELU = 1
     ACT_RELU6 = 2
     ACT_SILU = 3
-
+    ACT_LEAKY_RELU = 4      # alpha: negative slope
+    ACT_ELU = 5             # alpha; also SELU and CELU through alpha, beta (see below)
+    ACT_HARDTANH = 6        # alpha: min, beta: max
+    ACT_SIGMOID = 7
+    ACT_TANH = 8
+    ACT_HARDSWISH = 9
+    ACT_HARDSIGMOID = 10
+    ACT_GELU = 11
+    ACT_GELU_TANH = 12
+    ACT_MISH = 13
+    ACT_SOFTPLUS = 14       # alpha: beta, beta: threshold
+    ACT_EXPM1_SCALED = 15   # ELU family: x > 0 ? beta * x : alpha * expm1(x * gamma)
+    ACT_ERF = 16
+    ACT_EXP = 17
+    ACT_LOG = 18
+    ACT_SQRT = 19
+    ACT_COUNT = 20
 
 cdef extern from "<math.h>" nogil:
     double exp(double)
+    double expm1(double)
+    double log(double)
+    double log1p(double)
+    double tanh(double)
+    double erf(double)
+    double sqrt(double)
+    float sqrtf(float)
 
 cdef extern from "vecmath.h" nogil:
     float fcnn_expf(float)
+    float fcnn_expm1f(float)
+    float fcnn_logf(float)
+    float fcnn_log1pf(float)
+    float fcnn_tanhf(float)
+    float fcnn_erff(float)
 
 
 cdef inline floating _exp(floating v) noexcept nogil:
@@ -23,18 +54,153 @@ cdef inline floating _exp(floating v) noexcept nogil:
         return exp(v)
 
 
+cdef inline floating _expm1(floating v) noexcept nogil:
+    if floating is float:
+        return fcnn_expm1f(v)
+    else:
+        return expm1(v)
+
+
+cdef inline floating _log(floating v) noexcept nogil:
+    if floating is float:
+        return fcnn_logf(v)
+    else:
+        return log(v)
+
+
+cdef inline floating _log1p(floating v) noexcept nogil:
+    if floating is float:
+        return fcnn_log1pf(v)
+    else:
+        return log1p(v)
+
+
+cdef inline floating _tanh(floating v) noexcept nogil:
+    if floating is float:
+        return fcnn_tanhf(v)
+    else:
+        return tanh(v)
+
+
+cdef inline floating _erf(floating v) noexcept nogil:
+    if floating is float:
+        return fcnn_erff(v)
+    else:
+        return erf(v)
+
+
+cdef inline floating _sqrt(floating v) noexcept nogil:
+    if floating is float:
+        return sqrtf(v)
+    else:
+        return sqrt(v)
+
+
+cdef inline void activate(const floating* x, floating* y, index_t n, int act,
+                          double alpha, double beta, double gamma) noexcept nogil:
+    """y[i] = act(x[i]); y may be x (in place)."""
+    cdef index_t i
+    cdef floating v, t
+    # Typed constants: Cython writes bare literals as double, which would
+    # force these loops into scalar double arithmetic.
+    cdef floating zero = 0, one = 1, two = 2, three = 3, six = 6, half = 0.5
+    cdef floating a = <floating>alpha, b = <floating>beta, c = <floating>gamma
+    cdef floating sqrt_half = <floating>0.70710678118654752440
+    cdef floating sqrt_2_over_pi = <floating>0.79788456080286535588
+    cdef floating gelu_k = <floating>0.044715
+    if act == ACT_NONE:
+        if x != y:
+            for i in range(n):
+                y[i] = x[i]
+    elif act == ACT_RELU:
+        for i in range(n):
+            v = x[i]
+            y[i] = zero if v < zero else v
+    elif act == ACT_RELU6:
+        for i in range(n):
+            v = x[i]
+            y[i] = zero if v < zero else (six if v > six else v)
+    elif act == ACT_SILU:
+        for i in range(n):
+            v = x[i]
+            y[i] = v / (one + _exp(-v))
+    elif act == ACT_LEAKY_RELU:
+        for i in range(n):
+            v = x[i]
+            y[i] = v if v > zero else v * a
+    elif act == ACT_ELU:
+        for i in range(n):
+            v = x[i]
+            y[i] = v if v > zero else a * _expm1(v)
+    elif act == ACT_EXPM1_SCALED:
+        for i in range(n):
+            v = x[i]
+            y[i] = b * v if v > zero else a * _expm1(v * c)
+    elif act == ACT_HARDTANH:
+        for i in range(n):
+            v = x[i]
+            y[i] = a if v < a else (b if v > b else v)
+    elif act == ACT_SIGMOID:
+        for i in range(n):
+            y[i] = one / (one + _exp(-x[i]))
+    elif act == ACT_TANH:
+        for i in range(n):
+            y[i] = _tanh(x[i])
+    elif act == ACT_HARDSWISH:
+        for i in range(n):
+            v = x[i]
+            t = v + three
+            t = zero if t < zero else (six if t > six else t)
+            y[i] = v * t / six
+    elif act == ACT_HARDSIGMOID:
+        for i in range(n):
+            t = x[i] + three
+            t = zero if t < zero else (six if t > six else t)
+            y[i] = t / six
+    elif act == ACT_GELU:
+        for i in range(n):
+            v = x[i]
+            y[i] = half * v * (one + _erf(v * sqrt_half))
+    elif act == ACT_GELU_TANH:
+        for i in range(n):
+            v = x[i]
+            y[i] = half * v * (one + _tanh(sqrt_2_over_pi * (v + gelu_k * v * v * v)))
+    elif act == ACT_MISH:
+        for i in range(n):
+            v = x[i]
+            y[i] = v * _tanh(_log1p(_exp(v)))
+    elif act == ACT_SOFTPLUS:
+        for i in range(n):
+            v = x[i]
+            y[i] = v if v * a > b else _log1p(_exp(v * a)) / a
+    elif act == ACT_ERF:
+        for i in range(n):
+            y[i] = _erf(x[i])
+    elif act == ACT_EXP:
+        for i in range(n):
+            y[i] = _exp(x[i])
+    elif act == ACT_LOG:
+        for i in range(n):
+            y[i] = _log(x[i])
+    elif act == ACT_SQRT:
+        for i in range(n):
+            y[i] = _sqrt(x[i])
+
+
 cdef inline void bias_activation(floating* row, index_t n, floating bias,
                                  bint has_bias, int act) noexcept nogil:
-    """row[i] = act(row[i] + bias), one branch per call so each loop vectorizes."""
+    """row[i] = act(row[i] + bias) for the activations an epilogue fuses
+    (relu, relu6, silu); one loop per case so each vectorises."""
     cdef index_t i
     cdef floating v
-    # typed constants: Cython writes bare literals as double, which would
-    # force these loops into scalar double arithmetic
-    cdef floating zero = 0, one = 1, six = 6
+    cdef floating zero = 0, six = 6
+    if not has_bias:
+        if act != ACT_NONE:
+            activate(row, row, n, act, 0, 0, 0)
+        return
     if act == ACT_NONE:
-        if has_bias:
-            for i in range(n):
-                row[i] = row[i] + bias
+        for i in range(n):
+            row[i] = row[i] + bias
     elif act == ACT_RELU:
         for i in range(n):
             v = row[i] + bias
@@ -43,7 +209,7 @@ cdef inline void bias_activation(floating* row, index_t n, floating bias,
         for i in range(n):
             v = row[i] + bias
             row[i] = zero if v < zero else (six if v > six else v)
-    elif act == ACT_SILU:
+    else:
         for i in range(n):
-            v = row[i] + bias
-            row[i] = v / (one + _exp(-v))
+            row[i] = row[i] + bias
+        activate(row, row, n, act, 0, 0, 0)

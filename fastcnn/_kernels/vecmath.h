@@ -48,4 +48,115 @@ static inline float fcnn_expf(float x)
     return x != x ? x : y;
 }
 
+/* expm1(x): a Taylor polynomial near 0 (where exp(x) - 1 would cancel),
+ * exp(x) - 1 elsewhere. */
+static inline float fcnn_expm1f(float x)
+{
+    float p = 1.0f / 40320;                 /* x^8 / 8! ... x^2 / 2! + x */
+    p = p * x + 1.0f / 5040;
+    p = p * x + 1.0f / 720;
+    p = p * x + 1.0f / 120;
+    p = p * x + 1.0f / 24;
+    p = p * x + 1.0f / 6;
+    p = p * x + 0.5f;
+    float small = (p * x) * x + x;
+    float large = fcnn_expf(x) - 1.0f;
+    return (x > -0.3f && x < 0.3f) ? small : large;
+}
+
+/* log(x) for x > 0 (Cephes logf: x = m * 2^e, m in [sqrt(1/2), sqrt(2)),
+ * log(m) by a degree-8 polynomial). log(0) = -inf, log(x < 0) = NaN,
+ * log(inf) = inf, NaN gives NaN. Subnormal x are scaled up first. */
+static inline float fcnn_logf(float x)
+{
+    float xs = x < 1.17549435e-38f ? x * 16777216.0f : x;   /* 2^24 */
+    int32_t bias = x < 1.17549435e-38f ? 24 : 0;
+    int32_t bits;
+    memcpy(&bits, &xs, sizeof bits);
+    int32_t e = ((bits >> 23) & 0xff) - 126;
+    int32_t mbits = (bits & 0x007fffff) | 0x3f000000;       /* m in [0.5, 1) */
+    float m;
+    memcpy(&m, &mbits, sizeof m);
+    int small = m < 0.707106781186547524f;
+    e = small ? e - 1 : e;
+    m = small ? m + m - 1.0f : m - 1.0f;
+    float z = m * m;
+    float p = 7.0376836292E-2f;
+    p = p * m - 1.1514610310E-1f;
+    p = p * m + 1.1676998740E-1f;
+    p = p * m - 1.2420140846E-1f;
+    p = p * m + 1.4249322787E-1f;
+    p = p * m - 1.6668057665E-1f;
+    p = p * m + 2.0000714765E-1f;
+    p = p * m - 2.4999993993E-1f;
+    p = p * m + 3.3333331174E-1f;
+    float ef = (float)(e - bias);
+    float y = p * m * z;
+    y = y + ef * -2.12194440e-4f;
+    y = y - 0.5f * z;
+    y = m + y + ef * 0.693359375f;
+    y = x == 0.0f ? -__builtin_inff() : y;
+    y = x < 0.0f ? __builtin_nanf("") : y;
+    y = x == __builtin_inff() ? x : y;
+    return x != x ? x : y;
+}
+
+/* log1p(x) = log(u) * x / (u - 1) with u = 1 + x (exact where u == 1). */
+static inline float fcnn_log1pf(float x)
+{
+    float u = 1.0f + x;
+    float d = u - 1.0f;
+    float y = fcnn_logf(u) * (x / (d == 0.0f ? 1.0f : d));
+    y = d == 0.0f ? x : y;
+    y = x == __builtin_inff() ? x : y;
+    return y;
+}
+
+/* tanh(x): Cephes tanhf's odd polynomial below 0.625, 1 - 2 / (exp(2|x|) + 1)
+ * above (with the sign put back). */
+static inline float fcnn_tanhf(float x)
+{
+    float ax = x < 0.0f ? -x : x;
+    float z = x * x;
+    float p = -5.70498872745E-3f;
+    p = p * z + 2.06390887954E-2f;
+    p = p * z - 5.37397155531E-2f;
+    p = p * z + 1.33314422036E-1f;
+    p = p * z - 3.33332819422E-1f;
+    float small = p * z * x + x;
+    float big = 1.0f - 2.0f / (fcnn_expf(ax + ax) + 1.0f);
+    big = x < 0.0f ? -big : big;
+    return ax < 0.625f ? small : big;
+}
+
+/* erf(x): the Taylor series below 0.5; above, 1 - erfc(x) with the Chebyshev
+ * fit of Numerical Recipes' erfcc (fractional error < 1.2e-7). */
+static inline float fcnn_erff(float x)
+{
+    float ax = x < 0.0f ? -x : x;
+    float z = x * x;
+    float s = 1.0f / 9360;                  /* sum (-1)^n x^(2n) / (n! (2n+1)) */
+    s = s * -z + 1.0f / 1320;
+    s = s * -z + 1.0f / 216;
+    s = s * -z + 1.0f / 42;
+    s = s * -z + 1.0f / 10;
+    s = s * -z + 1.0f / 3;
+    s = s * -z + 1.0f;
+    float small = 1.1283791670955126f * x * s;
+    float t = 1.0f / (1.0f + 0.5f * ax);
+    float q = 0.17087277f;
+    q = q * t - 0.82215223f;
+    q = q * t + 1.48851587f;
+    q = q * t - 1.13520398f;
+    q = q * t + 0.27886807f;
+    q = q * t - 0.18628806f;
+    q = q * t + 0.09678418f;
+    q = q * t + 0.37409196f;
+    q = q * t + 1.00002368f;
+    float erfc = t * fcnn_expf(-z - 1.26551223f + t * q);
+    float big = 1.0f - erfc;
+    big = x < 0.0f ? -big : big;
+    return ax < 0.5f ? small : big;
+}
+
 #endif

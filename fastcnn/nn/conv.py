@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from fastcnn import functional as F
+from fastcnn._functional import conv as F
 from fastcnn._validation import ntuple
 from fastcnn.nn import init
 from fastcnn.nn.module import Module, Parameter

@@ -1,0 +1,1 @@
+"""Implementations behind fastcnn.functional, one module per op family."""

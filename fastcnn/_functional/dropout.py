@@ -1,0 +1,70 @@
+"""Dropout: identity unless training; then a mask drawn from a NumPy Generator
+(fastcnn.manual_seed seeds the default one) and a 1 / (1 - p) scale."""
+import numpy as np
+
+from fastcnn._validation import as_array, check_float
+
+__all__ = ["dropout", "dropout1d", "dropout2d", "dropout3d"]
+
+
+def _check_p(p, op):
+    try:
+        p = float(p)
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: p must be a number, got {p!r}") from None
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{op}: dropout probability has to be between 0 and 1, but got {p}")
+    return p
+
+
+def _dropout(op, input, p, training, inplace, generator, mask_shape):
+    p = _check_p(p, op)
+    x = as_array(input, op)
+    check_float(x, op)
+    if not training or p == 0.0:
+        return x
+    if generator is None:
+        from fastcnn.nn.init import default_generator
+        generator = default_generator()
+    shape = mask_shape(x)
+    if p == 1.0:
+        scaled = np.zeros(shape, x.dtype)
+    else:
+        keep = generator.random(shape, dtype=np.float64) >= p
+        scaled = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
+    if inplace:
+        if not isinstance(input, np.ndarray) or not x.flags.writeable:
+            raise ValueError(f"{op}: inplace needs a writeable numpy.ndarray input")
+        np.multiply(x, scaled, out=x)
+        return x
+    return x * scaled
+
+
+def dropout(input, p=0.5, training=True, inplace=False, *, generator=None):
+    """Zero each element with probability p and scale the rest by 1 / (1 - p)."""
+    return _dropout("dropout", input, p, training, inplace, generator, lambda x: x.shape)
+
+
+def _channel_mask(nd, op):
+    def shape(x):
+        if x.ndim not in (nd + 1, nd + 2):
+            raise ValueError(f"{op}: expected an input with {nd + 1} or {nd + 2} dimensions, "
+                             f"got shape {x.shape}")
+        lead = x.shape[:x.ndim - nd]
+        return lead + (1,) * nd
+    return shape
+
+
+def dropout1d(input, p=0.5, training=True, inplace=False, *, generator=None):
+    """Zero whole channels of (N, C, L) or (C, L) inputs."""
+    return _dropout("dropout1d", input, p, training, inplace, generator, _channel_mask(1, "dropout1d"))
+
+
+def dropout2d(input, p=0.5, training=True, inplace=False, *, generator=None):
+    """Zero whole channels of (N, C, H, W) or (C, H, W) inputs."""
+    return _dropout("dropout2d", input, p, training, inplace, generator, _channel_mask(2, "dropout2d"))
+
+
+def dropout3d(input, p=0.5, training=True, inplace=False, *, generator=None):
+    """Zero whole channels of (N, C, D, H, W) or (C, D, H, W) inputs."""
+    return _dropout("dropout3d", input, p, training, inplace, generator, _channel_mask(3, "dropout3d"))

@@ -1,0 +1,212 @@
+"""Pooling: max, average, LP, adaptive (average and max), as torch.nn.functional."""
+import math
+
+import numpy as np
+
+from fastcnn import _threads
+from fastcnn._kernels import _pool as _pool_kernels
+from fastcnn._validation import (as_array, check_float, check_out, contiguous, ntuple,
+                                 spatial_input)
+
+__all__ = ["max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+           "lp_pool1d", "lp_pool2d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
+           "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d",
+           "adaptive_max_pool3d", "pool_output_size"]
+
+_MAX, _AVG, _LP = 0, 1, 2
+
+
+def pool_output_size(size, kernel, stride, pad, dilation, ceil_mode):
+    """PyTorch's pooling output size: the last window must start inside the
+    input or its left padding."""
+    out = (size + 2 * pad - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def _fmt(values):
+    return values[0] if len(set(values)) == 1 else values
+
+
+def _as_3d(values, fill):
+    return (fill,) * (3 - len(values)) + tuple(values)
+
+
+def _pool(nd, op, mode, input, kernel_size, stride, padding, dilation, ceil_mode,
+          count_include_pad=True, divisor_override=None, norm_type=2.0, return_indices=False,
+          out=None):
+    x = as_array(input, op)
+    check_float(x, op)
+    x, unbatched = spatial_input(x, nd, op)
+    kernel = ntuple(kernel_size, nd, op, "kernel_size", minimum=1)
+    stride = kernel if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) \
+        else ntuple(stride, nd, op, "stride", minimum=1)
+    pads = ntuple(padding, nd, op, "padding", minimum=0)
+    dilation = ntuple(dilation, nd, op, "dilation", minimum=1)
+    if any(p > k // 2 for p, k in zip(pads, kernel)):
+        raise ValueError(f"{op}: pad should be at most half of effective kernel size, but got "
+                         f"pad={_fmt(pads)}, kernel_size={_fmt(kernel)} and "
+                         f"dilation={_fmt(dilation)}")
+    if divisor_override is not None:
+        divisor_override = ntuple(divisor_override, 1, op, "divisor_override")[0]
+        if divisor_override == 0:
+            raise ValueError(f"{op}: divisor must be not zero")
+    spatial = x.shape[2:]
+    out_sp = tuple(pool_output_size(s, k, st, p, d, ceil_mode)
+                   for s, k, st, p, d in zip(spatial, kernel, stride, pads, dilation))
+    if min(out_sp) < 1:
+        raise ValueError(f"{op}: Given input size: ({'x'.join(map(str, x.shape[1:]))}). "
+                         f"Calculated output size: ({'x'.join(map(str, x.shape[1:2] + out_sp))}). "
+                         f"Output size is too small")
+    out_shape = x.shape[:2] + out_sp
+    if out is None:
+        y = np.empty(out_shape, x.dtype)
+    else:
+        y = check_out(out, out_shape[1:] if unbatched else out_shape, x.dtype, op, (x,))
+        y = y.reshape(out_shape)
+    indices = np.empty(out_shape, np.int64) if return_indices else None
+    planes = x.shape[0] * x.shape[1]
+    if planes and math.prod(spatial):
+        x = contiguous(x)
+        geom = ((planes,) + _as_3d(spatial, 1) + _as_3d(out_sp, 1) + _as_3d(kernel, 1)
+                + _as_3d(stride, 1) + _as_3d(pads, 0) + _as_3d(dilation, 1))
+        _pool_kernels.pool(geom, mode, bool(count_include_pad), divisor_override or 0, float(norm_type),
+                   x, y, indices, _threads.get_num_threads())
+    result = (out if out is not None else (y[0] if unbatched else y))
+    if return_indices:
+        return result, (indices[0] if unbatched else indices)
+    return result
+
+
+def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False, *, out=None):
+    """Max pooling over (N, C, L) or (C, L); indices are positions within L."""
+    return _pool(1, "max_pool1d", _MAX, input, kernel_size, stride, padding, dilation,
+                 ceil_mode, return_indices=return_indices, out=out)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False, *, out=None):
+    """Max pooling over (N, C, H, W) or (C, H, W), as torch.nn.functional.max_pool2d.
+    Indices (int64) are flat positions within each input plane (h * W + w)."""
+    return _pool(2, "max_pool2d", _MAX, input, kernel_size, stride, padding, dilation,
+                 ceil_mode, return_indices=return_indices, out=out)
+
+
+def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False, *, out=None):
+    """Max pooling over (N, C, D, H, W) or (C, D, H, W)."""
+    return _pool(3, "max_pool3d", _MAX, input, kernel_size, stride, padding, dilation,
+                 ceil_mode, return_indices=return_indices, out=out)
+
+
+def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, *, out=None):
+    """Average pooling over (N, C, L) or (C, L) (no divisor_override, as PyTorch)."""
+    return _pool(1, "avg_pool1d", _AVG, input, kernel_size, stride, padding, 1, ceil_mode,
+                 count_include_pad, out=out)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None, *, out=None):
+    """Average pooling over (N, C, H, W) or (C, H, W), as torch.nn.functional.avg_pool2d."""
+    return _pool(2, "avg_pool2d", _AVG, input, kernel_size, stride, padding, 1, ceil_mode,
+                 count_include_pad, divisor_override, out=out)
+
+
+def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None, *, out=None):
+    """Average pooling over (N, C, D, H, W) or (C, D, H, W)."""
+    return _pool(3, "avg_pool3d", _AVG, input, kernel_size, stride, padding, 1, ceil_mode,
+                 count_include_pad, divisor_override, out=out)
+
+
+def _check_norm(norm_type, op):
+    try:
+        p = float(norm_type)
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: norm_type must be a number, got {norm_type!r}") from None
+    if not p > 0 or math.isinf(p):
+        raise ValueError(f"{op}: norm_type must be positive and finite, got {norm_type!r}")
+    return p
+
+
+def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False, *, out=None):
+    """Power-average pooling: (sum of x^p over the window)^(1/p), as PyTorch computes it."""
+    p = _check_norm(norm_type, "lp_pool1d")
+    return _pool(1, "lp_pool1d", _LP, input, kernel_size, stride, 0, 1, ceil_mode,
+                 norm_type=p, out=out)
+
+
+def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False, *, out=None):
+    """Power-average pooling over (N, C, H, W) or (C, H, W)."""
+    p = _check_norm(norm_type, "lp_pool2d")
+    return _pool(2, "lp_pool2d", _LP, input, kernel_size, stride, 0, 1, ceil_mode,
+                 norm_type=p, out=out)
+
+
+def _adaptive(nd, op, is_max, input, output_size, return_indices=False, out=None):
+    x = as_array(input, op)
+    check_float(x, op)
+    x, unbatched = spatial_input(x, nd, op)
+    spatial = x.shape[2:]
+    if isinstance(output_size, (list, tuple)):
+        if len(output_size) == 1 and nd > 1:
+            output_size = tuple(output_size) * nd
+        if len(output_size) != nd:
+            raise ValueError(f"{op}: output_size must be an int or a tuple of {nd}, got "
+                             f"{output_size!r}")
+        sizes = tuple(s if o is None else o for o, s in zip(output_size, spatial))
+    elif output_size is None:
+        sizes = spatial
+    else:
+        sizes = (output_size,) * nd
+    sizes = ntuple(sizes, nd, op, "output_size")
+    if any(o <= 0 for o in sizes):
+        raise ValueError(f"{op}: output_size must be positive, got {sizes}")
+    if any(s == 0 for s in spatial):
+        raise ValueError(f"{op}: input spatial size must be non-zero, got shape "
+                         f"{shape_str(x.shape)}")
+    out_shape = x.shape[:2] + sizes
+    if out is None:
+        y = np.empty(out_shape, x.dtype)
+    else:
+        y = check_out(out, out_shape[1:] if unbatched else out_shape, x.dtype, op, (x,))
+        y = y.reshape(out_shape)
+    indices = np.empty(out_shape, np.int64) if return_indices else None
+    planes = x.shape[0] * x.shape[1]
+    if planes:
+        x = contiguous(x)
+        _pool_kernels.adaptive((planes,) + _as_3d(spatial, 1) + _as_3d(sizes, 1), is_max, x, y,
+                       indices, _threads.get_num_threads())
+    result = out if out is not None else (y[0] if unbatched else y)
+    if return_indices:
+        return result, (indices[0] if unbatched else indices)
+    return result
+
+
+def adaptive_avg_pool1d(input, output_size, *, out=None):
+    return _adaptive(1, "adaptive_avg_pool1d", False, input, output_size, out=out)
+
+
+def adaptive_avg_pool2d(input, output_size, *, out=None):
+    """Adaptive average pooling; output_size 1 (global average) has its own fast path.
+    None entries keep the input size."""
+    return _adaptive(2, "adaptive_avg_pool2d", False, input, output_size, out=out)
+
+
+def adaptive_avg_pool3d(input, output_size, *, out=None):
+    return _adaptive(3, "adaptive_avg_pool3d", False, input, output_size, out=out)
+
+
+def adaptive_max_pool1d(input, output_size, return_indices=False, *, out=None):
+    return _adaptive(1, "adaptive_max_pool1d", True, input, output_size, return_indices, out)
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False, *, out=None):
+    return _adaptive(2, "adaptive_max_pool2d", True, input, output_size, return_indices, out)
+
+
+def adaptive_max_pool3d(input, output_size, return_indices=False, *, out=None):
+    return _adaptive(3, "adaptive_max_pool3d", True, input, output_size, return_indices, out)

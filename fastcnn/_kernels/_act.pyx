@@ -1,0 +1,227 @@
+"""Element-wise activations, PReLU and softmax kernels.
+
+Element-wise ops split the flat array into fixed chunks (shape-only, so results
+never depend on the thread count) and run one vectorised loop per chunk; they
+may run in place (y is x). Softmax works on (outer, n, inner) views of the
+array: with inner == 1 each row is contiguous; otherwise blocks of the inner
+axis are reduced across n as vectors. Maxima propagate NaN, so a row with a
+NaN gives NaN, as in PyTorch.
+"""
+cimport numpy as cnp
+from cython.parallel cimport prange, threadid
+
+from fastcnn._kernels._typedefs cimport floating, index_t
+from fastcnn._kernels._activation cimport activate, _exp, _log, ACT_COUNT
+
+cnp.import_array()
+
+cdef enum:
+    CHUNK = 16384          # elements per element-wise task
+    INNER_BLOCK = 512      # inner positions per softmax task (the vectors stay in L1)
+
+
+cdef inline index_t _ceil_div(index_t a, index_t b) noexcept nogil:
+    return (a + b - 1) // b
+
+
+# ---------------------------------------------------------------- element-wise
+
+cdef void _elementwise(const floating* x, floating* y, index_t n, int act, double alpha,
+                       double beta, double gamma, int num_threads) noexcept nogil:
+    cdef index_t c, start
+    cdef index_t chunks = _ceil_div(n, CHUNK)
+    for c in prange(chunks, num_threads=num_threads, schedule='static'):
+        start = c * CHUNK
+        activate(x + start, y + start, min(<index_t>CHUNK, n - start), act, alpha, beta, gamma)
+
+
+def elementwise(int act, cnp.ndarray x, cnp.ndarray y, double alpha, double beta,
+                double gamma, int num_threads):
+    """y = act(x) for C-contiguous x, y of one dtype and size (y may be x)."""
+    if not 0 <= act < ACT_COUNT:
+        raise ValueError(f"unknown activation code {act}")
+    cdef index_t n = x.size
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* yp = cnp.PyArray_DATA(y)
+    if x.dtype.num == cnp.NPY_FLOAT32:
+        with nogil:
+            _elementwise(<float*>xp, <float*>yp, n, act, alpha, beta, gamma, num_threads)
+    else:
+        with nogil:
+            _elementwise(<double*>xp, <double*>yp, n, act, alpha, beta, gamma, num_threads)
+
+
+# ---------------------------------------------------------------- PReLU
+
+cdef void _prelu(const floating* x, const floating* w, floating* y, index_t planes,
+                 index_t channels, index_t inner, bint shared, int num_threads) noexcept nogil:
+    """y = x > 0 ? x : w[c] * x over (planes = N * C, inner) with c = plane % C."""
+    cdef index_t blocks = _ceil_div(inner, CHUNK) if inner > 0 else 0
+    cdef index_t task, plane, start, stop, i
+    cdef floating slope, v
+    cdef floating zero = 0
+    for task in prange(planes * blocks, num_threads=num_threads, schedule='static'):
+        plane = task // blocks
+        start = (task % blocks) * CHUNK
+        stop = min(start + CHUNK, inner)
+        slope = w[0] if shared else w[plane % channels]
+        for i in range(plane * inner + start, plane * inner + stop):
+            v = x[i]
+            y[i] = v if v > zero else slope * v
+
+
+def prelu(cnp.ndarray x, cnp.ndarray weight, cnp.ndarray y, index_t planes, index_t channels,
+          index_t inner, int num_threads):
+    cdef bint shared = weight.size == 1
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* wp = cnp.PyArray_DATA(weight)
+    cdef void* yp = cnp.PyArray_DATA(y)
+    if x.dtype.num == cnp.NPY_FLOAT32:
+        with nogil:
+            _prelu(<float*>xp, <float*>wp, <float*>yp, planes, channels, inner, shared, num_threads)
+    else:
+        with nogil:
+            _prelu(<double*>xp, <double*>wp, <double*>yp, planes, channels, inner, shared, num_threads)
+
+
+# ---------------------------------------------------------------- softmax
+
+cdef inline floating _max_nan(floating a, floating b) noexcept nogil:
+    return b if (b > a or b != b) else a
+
+
+cdef inline void _softmax_row(const floating* xr, floating* yr, index_t n,
+                              bint log) noexcept nogil:
+    """Softmax of one contiguous row. Max and sum use 16 interleaved partial
+    results (vectorised), combined in a fixed order."""
+    cdef index_t i, j
+    cdef floating m, e, lse, inv
+    cdef floating mx[16]
+    cdef double s[16]
+    cdef double total
+    for j in range(16):
+        mx[j] = xr[0]
+        s[j] = 0
+    i = 0
+    while i + 16 <= n:
+        for j in range(16):
+            mx[j] = _max_nan(mx[j], xr[i + j])
+        i += 16
+    for j in range(n - i):
+        mx[j] = _max_nan(mx[j], xr[i + j])
+    m = mx[0]
+    for j in range(1, 16):
+        m = _max_nan(m, mx[j])
+    i = 0
+    while i + 16 <= n:
+        for j in range(16):
+            e = _exp(xr[i + j] - m)
+            s[j] += e
+            if not log:
+                yr[i + j] = e
+        i += 16
+    for j in range(n - i):
+        e = _exp(xr[i + j] - m)
+        s[j] += e
+        if not log:
+            yr[i + j] = e
+    for j in range(8):
+        s[j] += s[j + 8]
+    for j in range(4):
+        s[j] += s[j + 4]
+    total = (s[0] + s[2]) + (s[1] + s[3])
+    if log:
+        lse = m + <floating>_log(<floating>total)
+        for i in range(n):
+            yr[i] = xr[i] - lse
+    else:
+        inv = <floating>(1.0 / total)
+        for i in range(n):
+            yr[i] = yr[i] * inv
+
+
+cdef void _softmax_rows(const floating* x, floating* y, index_t rows, index_t n, bint log,
+                        int num_threads) noexcept nogil:
+    cdef index_t r
+    for r in prange(rows, num_threads=num_threads, schedule='static'):
+        _softmax_row(x + r * n, y + r * n, n, log)
+
+
+cdef void _softmax_inner(const floating* x, floating* y, index_t outer, index_t n,
+                         index_t inner, bint log, floating* ws, index_t ws_per_thread,
+                         int num_threads) noexcept nogil:
+    """Softmax along the middle axis of (outer, n, inner): each task takes a
+    block of inner positions and reduces across n with vector operations."""
+    cdef index_t blocks = _ceil_div(inner, INNER_BLOCK)
+    cdef index_t task, o, j0, j1, c, j, w
+    cdef floating* m
+    cdef floating* s
+    cdef const floating* xc
+    cdef floating* yc
+    cdef floating e
+    cdef floating one = 1
+    for task in prange(outer * blocks, num_threads=num_threads, schedule='static'):
+        o = task // blocks
+        j0 = (task % blocks) * INNER_BLOCK
+        j1 = min(j0 + INNER_BLOCK, inner)
+        w = j1 - j0
+        m = ws + threadid() * ws_per_thread
+        s = m + INNER_BLOCK
+        xc = x + o * n * inner + j0
+        yc = y + o * n * inner + j0
+        for j in range(w):
+            m[j] = xc[j]
+            s[j] = 0
+        for c in range(1, n):
+            for j in range(w):
+                m[j] = _max_nan(m[j], xc[c * inner + j])
+        for c in range(n):
+            for j in range(w):
+                e = _exp(xc[c * inner + j] - m[j])
+                s[j] = s[j] + e
+                if not log:
+                    yc[c * inner + j] = e
+        if log:
+            for j in range(w):
+                m[j] = m[j] + _log(s[j])
+            for c in range(n):
+                for j in range(w):
+                    yc[c * inner + j] = xc[c * inner + j] - m[j]
+        else:
+            for j in range(w):
+                s[j] = one / s[j]
+            for c in range(n):
+                for j in range(w):
+                    yc[c * inner + j] = yc[c * inner + j] * s[j]
+
+
+def softmax(cnp.ndarray x, cnp.ndarray y, index_t outer, index_t n, index_t inner, bint log,
+            int num_threads):
+    """Softmax (or log-softmax) along the middle axis of a C-contiguous
+    (outer, n, inner) array; y may not be x unless inner == 1."""
+    import numpy as np
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* yp = cnp.PyArray_DATA(y)
+    cdef index_t ws_per_thread = 2 * INNER_BLOCK + 16
+    cdef cnp.ndarray ws
+    cdef void* wp
+    if outer * n * inner == 0:
+        return
+    if inner == 1:
+        if x.dtype.num == cnp.NPY_FLOAT32:
+            with nogil:
+                _softmax_rows(<float*>xp, <float*>yp, outer, n, log, num_threads)
+        else:
+            with nogil:
+                _softmax_rows(<double*>xp, <double*>yp, outer, n, log, num_threads)
+        return
+    ws = np.empty(ws_per_thread * num_threads, x.dtype)
+    wp = cnp.PyArray_DATA(ws)
+    if x.dtype.num == cnp.NPY_FLOAT32:
+        with nogil:
+            _softmax_inner(<float*>xp, <float*>yp, outer, n, inner, log, <float*>wp,
+                           ws_per_thread, num_threads)
+    else:
+        with nogil:
+            _softmax_inner(<double*>xp, <double*>yp, outer, n, inner, log, <double*>wp,
+                           ws_per_thread, num_threads)

@@ -1,0 +1,88 @@
+"""Linear layer kernel: y[M, N] = x[M, K] @ w[N, K]^T + bias.
+
+Tasks are (row block, output-feature block), chosen from the shape alone; each
+runs one single-threaded GEMM and adds the bias while the tile is hot.
+"""
+cimport numpy as cnp
+from cython.parallel cimport parallel, prange
+
+from fastcnn._kernels._typedefs cimport floating, index_t
+from fastcnn._kernels._blas cimport gemm, blas_enter, blas_leave
+from fastcnn._kernels._activation cimport bias_activation
+
+cnp.import_array()
+
+cdef enum:
+    ROW_BLOCK = 256
+    COL_BLOCK = 128
+    MIN_TASKS = 8
+
+
+cdef inline index_t _ceil_div(index_t a, index_t b) noexcept nogil:
+    return (a + b - 1) // b
+
+
+cdef void _linear(const floating* x, const floating* w, const floating* bias, floating* y,
+                  index_t m, index_t n, index_t k, int activation, int num_threads) noexcept nogil:
+    cdef index_t row_block = min(m, <index_t>ROW_BLOCK)
+    cdef index_t row_blocks = _ceil_div(m, row_block)
+    cdef index_t col_block = min(n, <index_t>COL_BLOCK)
+    cdef index_t col_blocks, task, r0, c0, rows, cols, r
+    # few row blocks (small batch): narrower column blocks so threads share the work
+    if row_blocks * _ceil_div(n, col_block) < MIN_TASKS:
+        col_block = max(16, (_ceil_div(n, _ceil_div(MIN_TASKS, row_blocks)) + 15) // 16 * 16)
+        col_block = min(col_block, n)
+    col_blocks = _ceil_div(n, col_block)
+    if m * n == 0:
+        return
+    blas_enter()
+    for task in prange(row_blocks * col_blocks, num_threads=num_threads, schedule='static'):
+        r0 = (task // col_blocks) * row_block
+        c0 = (task % col_blocks) * col_block
+        rows = min(row_block, m - r0)
+        cols = min(col_block, n - c0)
+        if k > 0:
+            gemm(False, True, <int>rows, <int>cols, <int>k, <floating>1, x + r0 * k, <int>k,
+                 w + c0 * k, <int>k, <floating>0, y + r0 * n + c0, <int>n)
+        else:
+            _zero_rows(y + r0 * n + c0, rows, cols, n)
+        if bias != NULL or activation != 0:
+            for r in range(rows):
+                _row_epilogue(y + (r0 + r) * n + c0, bias + c0 if bias != NULL else NULL,
+                              cols, activation)
+    blas_leave()
+
+
+cdef inline void _zero_rows(floating* y, index_t rows, index_t cols, index_t ld) noexcept nogil:
+    """K == 0: the product is empty, so the output is zero (plus bias)."""
+    cdef index_t r, j
+    for r in range(rows):
+        for j in range(cols):
+            y[r * ld + j] = 0
+
+
+cdef inline void _row_epilogue(floating* row, const floating* bias, index_t cols,
+                               int activation) noexcept nogil:
+    cdef index_t j
+    if bias != NULL:
+        for j in range(cols):
+            row[j] = row[j] + bias[j]
+    if activation != 0:
+        bias_activation(row, cols, 0, False, activation)
+
+
+def linear(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray y, int activation,
+           int num_threads):
+    """y = x @ w.T + bias for C-contiguous x (M, K), w (N, K), y (M, N)."""
+    cdef index_t m = x.shape[0], k = x.shape[1], n = w.shape[0]
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* wp = cnp.PyArray_DATA(w)
+    cdef void* bp = NULL if bias is None else cnp.PyArray_DATA(<cnp.ndarray>bias)
+    cdef void* yp = cnp.PyArray_DATA(y)
+    if x.dtype.num == cnp.NPY_FLOAT32:
+        with nogil:
+            _linear(<float*>xp, <float*>wp, <float*>bp, <float*>yp, m, n, k, activation, num_threads)
+    else:
+        with nogil:
+            _linear(<double*>xp, <double*>wp, <double*>bp, <double*>yp, m, n, k, activation,
+                    num_threads)

@@ -1,0 +1,396 @@
+"""Pooling kernels: max, average and power-average (LP) over sliding windows,
+adaptive pooling, and global average pooling, on (planes, D, H, W) arrays.
+
+Every op runs as 3-D pooling over the planes (N * C); 1-D and 2-D set the
+leading sizes to 1. Tasks are planes (split into row blocks when there are
+few planes), chosen from the shape alone, so results do not depend on the
+thread count. The 2-D max and average paths first reduce the window's input
+rows into one row (vectorised), then slide along it; the generic path walks
+each window and also serves return_indices, LP, and 3-D windows.
+
+Max pooling propagates NaN: a NaN anywhere in a window is the result, and with
+return_indices the index is PyTorch's (the last NaN, else the first maximum,
+in window order).
+"""
+import numpy as np
+cimport numpy as cnp
+from cython.parallel cimport parallel, prange, threadid
+from libc.math cimport pow, sqrt, INFINITY
+from libc.stdint cimport int64_t
+
+from fastcnn._kernels._typedefs cimport floating, index_t
+
+cnp.import_array()
+
+cdef enum:
+    POOL_MAX = 0
+    POOL_AVG = 1
+    POOL_LP = 2
+    MIN_TASKS = 8
+
+
+cdef struct PoolGeom:
+    index_t planes
+    index_t in_d, in_h, in_w
+    index_t out_d, out_h, out_w
+    index_t kernel_d, kernel_h, kernel_w
+    index_t stride_d, stride_h, stride_w
+    index_t pad_d, pad_h, pad_w
+    index_t dilation_d, dilation_h, dilation_w
+    int mode
+    bint count_include_pad
+    index_t divisor_override      # 0: none
+    double norm_type              # LP pooling's p
+
+
+cdef inline index_t _ceil_div(index_t a, index_t b) noexcept nogil:
+    return (a + b - 1) // b
+
+
+cdef inline bint _is_greater(floating v, floating best) noexcept nogil:
+    """PyTorch's max-pool update rule: larger, or NaN (so NaN wins and sticks)."""
+    return v > best or v != v
+
+
+# ---------------------------------------------------------------- generic windows
+
+cdef inline index_t _first_tap(index_t o, index_t stride, index_t pad, index_t dilation) noexcept nogil:
+    cdef index_t start = o * stride - pad
+    while start < 0:
+        start += dilation
+    return start
+
+
+cdef void _window_plane(const PoolGeom* g, const floating* x, floating* y, int64_t* idx,
+                        index_t row0, index_t row1) noexcept nogil:
+    """Output rows row0..row1-1 (over out_d * out_h) of one plane, window by window."""
+    cdef index_t r, od, oh, ow, kd, kh, kw, id_, ih, iw, ds, hs, ws, de, he, we, count
+    cdef index_t best_i
+    cdef floating v, best
+    cdef double acc, p = g.norm_type
+    cdef index_t in_hw = g.in_h * g.in_w
+    for r in range(row0, row1):
+        od = r // g.out_h
+        oh = r % g.out_h
+        for ow in range(g.out_w):
+            if g.mode == POOL_MAX:
+                best = -INFINITY
+                best_i = -1
+                for kd in range(g.kernel_d):
+                    id_ = od * g.stride_d - g.pad_d + kd * g.dilation_d
+                    if id_ < 0 or id_ >= g.in_d:
+                        continue
+                    for kh in range(g.kernel_h):
+                        ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h
+                        if ih < 0 or ih >= g.in_h:
+                            continue
+                        for kw in range(g.kernel_w):
+                            iw = ow * g.stride_w - g.pad_w + kw * g.dilation_w
+                            if iw < 0 or iw >= g.in_w:
+                                continue
+                            v = x[id_ * in_hw + ih * g.in_w + iw]
+                            if best_i < 0 or _is_greater(v, best):
+                                best = v
+                                best_i = id_ * in_hw + ih * g.in_w + iw
+                if best_i < 0:
+                    # window entirely in padding: -inf at PyTorch's index
+                    best_i = (_first_tap(od, g.stride_d, g.pad_d, g.dilation_d) * in_hw
+                              + _first_tap(oh, g.stride_h, g.pad_h, g.dilation_h) * g.in_w
+                              + _first_tap(ow, g.stride_w, g.pad_w, g.dilation_w))
+                y[r * g.out_w + ow] = best
+                if idx != NULL:
+                    idx[r * g.out_w + ow] = best_i
+            else:
+                # average and LP windows: no dilation, padding counted as PyTorch does
+                ds = od * g.stride_d - g.pad_d
+                hs = oh * g.stride_h - g.pad_h
+                ws = ow * g.stride_w - g.pad_w
+                de = min(ds + g.kernel_d, g.in_d + g.pad_d)
+                he = min(hs + g.kernel_h, g.in_h + g.pad_h)
+                we = min(ws + g.kernel_w, g.in_w + g.pad_w)
+                count = (de - ds) * (he - hs) * (we - ws)
+                ds = max(ds, 0)
+                hs = max(hs, 0)
+                ws = max(ws, 0)
+                de = min(de, g.in_d)
+                he = min(he, g.in_h)
+                we = min(we, g.in_w)
+                if not g.count_include_pad:
+                    count = (de - ds) * (he - hs) * (we - ws)
+                if g.divisor_override:
+                    count = g.divisor_override
+                acc = 0
+                for id_ in range(ds, de):
+                    for ih in range(hs, he):
+                        for iw in range(ws, we):
+                            v = x[id_ * in_hw + ih * g.in_w + iw]
+                            if g.mode == POOL_AVG:
+                                acc = acc + v
+                            elif p == 2:
+                                acc = acc + <double>v * v
+                            elif p == 1:
+                                acc = acc + v
+                            else:
+                                acc = acc + pow(v, p)
+                if g.mode == POOL_AVG:
+                    y[r * g.out_w + ow] = <floating>(acc / count)
+                else:
+                    # PyTorch: (avg of x^p) * kernel volume, then ^(1/p)
+                    acc = acc / count * (g.kernel_d * g.kernel_h * g.kernel_w)
+                    y[r * g.out_w + ow] = <floating>(sqrt(acc) if p == 2 else pow(acc, 1.0 / p))
+
+
+# ---------------------------------------------------------------- 2-D fast paths
+
+cdef void _max_rows_2d(const PoolGeom* g, const floating* x, floating* y, floating* row,
+                       index_t oh0, index_t oh1) noexcept nogil:
+    """2-D max pooling of output rows oh0..oh1-1: the window's valid input rows
+    are reduced into `row`, then the output slides along it."""
+    cdef index_t in_w = g.in_w, out_w = g.out_w, s = g.stride_w, dw = g.dilation_w
+    cdef index_t pw = g.pad_w, kwn = g.kernel_w
+    cdef index_t oh, kh, ih, iw, ow, kw, lo, hi, first
+    cdef const floating* src
+    cdef floating v, m
+    cdef floating* yrow
+    # interior outputs: every tap inside [0, in_w)
+    lo = min(out_w, _ceil_div(pw, s))
+    hi = max(lo, min(out_w, (in_w - 1 - (kwn - 1) * dw + pw) // s + 1)) \
+        if in_w - 1 - (kwn - 1) * dw + pw >= 0 else lo
+    for oh in range(oh0, oh1):
+        first = 1
+        for kh in range(g.kernel_h):
+            ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h
+            if ih < 0 or ih >= g.in_h:
+                continue
+            src = x + ih * in_w
+            if first:
+                for iw in range(in_w):
+                    row[iw] = src[iw]
+                first = 0
+            else:
+                for iw in range(in_w):
+                    v = src[iw]
+                    row[iw] = v if (v > row[iw] or v != v) else row[iw]
+        if first:
+            for iw in range(in_w):      # no input row in the window: padding only
+                row[iw] = -INFINITY
+        yrow = y + oh * out_w
+        for ow in range(lo, hi):
+            m = row[ow * s - pw]
+            for kw in range(1, kwn):
+                v = row[ow * s - pw + kw * dw]
+                m = v if (v > m or v != v) else m
+            yrow[ow] = m
+        for ow in range(out_w):
+            if lo <= ow < hi:
+                continue
+            m = -INFINITY
+            first = 1
+            for kw in range(kwn):
+                iw = ow * s - pw + kw * dw
+                if 0 <= iw < in_w:
+                    v = row[iw]
+                    if first or v > m or v != v:
+                        m = v
+                    first = 0
+            yrow[ow] = m
+
+
+cdef void _avg_rows_2d(const PoolGeom* g, const floating* x, floating* y, floating* row,
+                       index_t oh0, index_t oh1) noexcept nogil:
+    """2-D average pooling of output rows oh0..oh1-1: valid input rows summed
+    into `row`, then window sums along it, divided per PyTorch's rules."""
+    cdef index_t in_w = g.in_w, out_w = g.out_w, s = g.stride_w, pw = g.pad_w
+    cdef index_t kwn = g.kernel_w
+    cdef index_t oh, ih, iw, ow, kw, hs, he, hcount, ws, we, wcount, lo, hi, count
+    cdef const floating* src
+    cdef floating acc
+    cdef floating* yrow
+    lo = min(out_w, _ceil_div(pw, s))
+    hi = max(lo, min(out_w, (in_w - kwn + pw) // s + 1)) if in_w - kwn + pw >= 0 else lo
+    for oh in range(oh0, oh1):
+        hs = oh * g.stride_h - g.pad_h
+        he = min(hs + g.kernel_h, g.in_h + g.pad_h)
+        hcount = he - hs
+        hs = max(hs, 0)
+        he = min(he, g.in_h)
+        for iw in range(in_w):
+            row[iw] = 0
+        for ih in range(hs, he):
+            src = x + ih * in_w
+            for iw in range(in_w):
+                row[iw] = row[iw] + src[iw]
+        if not g.count_include_pad:
+            hcount = he - hs
+        yrow = y + oh * out_w
+        for ow in range(out_w):
+            ws = ow * s - pw
+            we = min(ws + kwn, in_w + pw)
+            wcount = we - ws
+            ws = max(ws, 0)
+            we = min(we, in_w)
+            if not g.count_include_pad:
+                wcount = we - ws
+            count = g.divisor_override if g.divisor_override else hcount * wcount
+            acc = 0
+            for iw in range(ws, we):
+                acc = acc + row[iw]
+            yrow[ow] = acc / count
+
+
+# ---------------------------------------------------------------- driver
+
+cdef void _pool_forward(const PoolGeom* g, const floating* x, floating* y, int64_t* idx,
+                        floating* workspace, index_t ws_per_thread, int num_threads) noexcept nogil:
+    cdef index_t rows = g.out_d * g.out_h
+    cdef index_t in_plane = g.in_d * g.in_h * g.in_w
+    cdef index_t out_plane = rows * g.out_w
+    cdef index_t blocks = _ceil_div(MIN_TASKS, g.planes) if g.planes < MIN_TASKS else 1
+    cdef index_t rows_per_block, task, plane, r0, r1
+    cdef bint fast2d = (g.in_d == 1 and g.kernel_d == 1 and idx == NULL
+                        and g.mode != POOL_LP and g.dilation_h >= 1)
+    cdef floating* row
+    blocks = min(blocks, rows)
+    rows_per_block = _ceil_div(rows, blocks)
+    blocks = _ceil_div(rows, rows_per_block)
+    if g.planes * blocks == 0:
+        return
+    with parallel(num_threads=num_threads):
+        row = workspace + threadid() * ws_per_thread
+        for task in prange(g.planes * blocks, schedule='static'):
+            plane = task // blocks
+            r0 = (task % blocks) * rows_per_block
+            r1 = min(r0 + rows_per_block, rows)
+            if fast2d and g.mode == POOL_MAX:
+                _max_rows_2d(g, x + plane * in_plane, y + plane * out_plane, row, r0, r1)
+            elif fast2d and g.mode == POOL_AVG:
+                _avg_rows_2d(g, x + plane * in_plane, y + plane * out_plane, row, r0, r1)
+            else:
+                _window_plane(g, x + plane * in_plane, y + plane * out_plane,
+                              idx + plane * out_plane if idx != NULL else NULL, r0, r1)
+
+
+# ---------------------------------------------------------------- adaptive
+
+cdef inline index_t _start(index_t i, index_t out, index_t size) noexcept nogil:
+    return (i * size) // out
+
+
+cdef inline index_t _end(index_t i, index_t out, index_t size) noexcept nogil:
+    return ((i + 1) * size + out - 1) // out
+
+
+cdef void _adaptive_plane(const floating* x, floating* y, int64_t* idx, bint is_max,
+                          index_t in_d, index_t in_h, index_t in_w,
+                          index_t out_d, index_t out_h, index_t out_w) noexcept nogil:
+    cdef index_t od, oh, ow, id_, ih, iw, ds, de, hs, he, ws, we, best_i, o
+    cdef floating v, best
+    cdef double acc
+    for od in range(out_d):
+        ds = _start(od, out_d, in_d)
+        de = _end(od, out_d, in_d)
+        for oh in range(out_h):
+            hs = _start(oh, out_h, in_h)
+            he = _end(oh, out_h, in_h)
+            for ow in range(out_w):
+                ws = _start(ow, out_w, in_w)
+                we = _end(ow, out_w, in_w)
+                o = (od * out_h + oh) * out_w + ow
+                if is_max:
+                    best = -INFINITY
+                    best_i = -1
+                    for id_ in range(ds, de):
+                        for ih in range(hs, he):
+                            for iw in range(ws, we):
+                                v = x[(id_ * in_h + ih) * in_w + iw]
+                                if best_i < 0 or _is_greater(v, best):
+                                    best = v
+                                    best_i = (id_ * in_h + ih) * in_w + iw
+                    y[o] = best
+                    if idx != NULL:
+                        idx[o] = best_i
+                else:
+                    acc = 0
+                    for id_ in range(ds, de):
+                        for ih in range(hs, he):
+                            for iw in range(ws, we):
+                                acc = acc + x[(id_ * in_h + ih) * in_w + iw]
+                    y[o] = <floating>(acc / ((de - ds) * (he - hs) * (we - ws)))
+
+
+cdef inline floating _plane_mean(const floating* x, index_t n) noexcept nogil:
+    """Mean of n values: 16 interleaved partial sums (vectorised), combined
+    pairwise, in double; the same order for any thread count."""
+    cdef double part[16]
+    cdef index_t i, j
+    cdef double total
+    for j in range(16):
+        part[j] = 0
+    i = 0
+    while i + 16 <= n:
+        for j in range(16):
+            part[j] += x[i + j]
+        i += 16
+    for j in range(n - i):
+        part[j] += x[i + j]
+    for j in range(8):
+        part[j] += part[j + 8]
+    for j in range(4):
+        part[j] += part[j + 4]
+    total = (part[0] + part[2]) + (part[1] + part[3])
+    return <floating>(total / n)
+
+
+# ---------------------------------------------------------------- Python entry
+
+def pool(tuple geom, int mode, bint count_include_pad, index_t divisor_override,
+         double norm_type, cnp.ndarray x, cnp.ndarray y, object indices, int num_threads):
+    """y (and int64 indices) = pooling of x, both C-contiguous (planes, D, H, W)."""
+    cdef PoolGeom g
+    (g.planes, g.in_d, g.in_h, g.in_w, g.out_d, g.out_h, g.out_w,
+     g.kernel_d, g.kernel_h, g.kernel_w, g.stride_d, g.stride_h, g.stride_w,
+     g.pad_d, g.pad_h, g.pad_w, g.dilation_d, g.dilation_h, g.dilation_w) = geom
+    g.mode = mode
+    g.count_include_pad = count_include_pad
+    g.divisor_override = divisor_override
+    g.norm_type = norm_type
+    cdef int64_t* ip = NULL if indices is None else <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>indices)
+    # one input row per thread, padded to whole cache lines
+    cdef index_t ws_per_thread = (g.in_w + 15) // 16 * 16 + 16
+    cdef cnp.ndarray ws = np.empty(ws_per_thread * num_threads, dtype=x.dtype)
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* yp = cnp.PyArray_DATA(y)
+    cdef void* wp = cnp.PyArray_DATA(ws)
+    if x.dtype.num == cnp.NPY_FLOAT32:
+        with nogil:
+            _pool_forward(&g, <float*>xp, <float*>yp, ip, <float*>wp, ws_per_thread, num_threads)
+    else:
+        with nogil:
+            _pool_forward(&g, <double*>xp, <double*>yp, ip, <double*>wp, ws_per_thread, num_threads)
+
+
+def adaptive(tuple sizes, bint is_max, cnp.ndarray x, cnp.ndarray y, object indices,
+             int num_threads):
+    """Adaptive average or max pooling over planes; sizes = (planes, in d h w, out d h w)."""
+    cdef index_t planes, in_d, in_h, in_w, out_d, out_h, out_w, p
+    planes, in_d, in_h, in_w, out_d, out_h, out_w = sizes
+    cdef int64_t* ip = NULL if indices is None else <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>indices)
+    cdef index_t in_plane = in_d * in_h * in_w, out_plane = out_d * out_h * out_w
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* yp = cnp.PyArray_DATA(y)
+    cdef bint is_float = x.dtype.num == cnp.NPY_FLOAT32
+    cdef bint global_avg = not is_max and out_plane == 1
+    with nogil:
+        for p in prange(planes, num_threads=num_threads, schedule='static'):
+            if global_avg and is_float:
+                (<float*>yp)[p] = _plane_mean(<float*>xp + p * in_plane, in_plane)
+            elif global_avg:
+                (<double*>yp)[p] = _plane_mean(<double*>xp + p * in_plane, in_plane)
+            elif is_float:
+                _adaptive_plane(<float*>xp + p * in_plane, <float*>yp + p * out_plane,
+                                ip + p * out_plane if ip != NULL else NULL, is_max,
+                                in_d, in_h, in_w, out_d, out_h, out_w)
+            else:
+                _adaptive_plane(<double*>xp + p * in_plane, <double*>yp + p * out_plane,
+                                ip + p * out_plane if ip != NULL else NULL, is_max,
+                                in_d, in_h, in_w, out_d, out_h, out_w)
