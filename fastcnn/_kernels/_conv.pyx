@@ -67,7 +67,14 @@ cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept 
 
 
 cdef ConvPlan conv_make_plan(const ConvGeom* g, int algorithm, index_t itemsize) noexcept nogil:
-    cdef ConvPlan p = _make_plan(g, algorithm, itemsize)
+    cdef ConvPlan p
+    if (g.batch <= 0 or g.groups <= 0 or g.in_channels <= 0 or g.out_channels <= 0
+            or g.out_d <= 0 or g.out_h <= 0 or g.out_w <= 0
+            or g.in_channels % g.groups or g.out_channels % g.groups):
+        memset(&p, 0, sizeof(ConvPlan))     # nothing to do (callers validate first)
+        p.algorithm = algorithm
+        return p
+    p = _make_plan(g, algorithm, itemsize)
     # Whole cache lines per thread, plus one as a gap, so threads' scratch
     # never shares a line (false sharing stalls the small-plane kernels).
     if p.workspace_per_thread > 0:

@@ -24,17 +24,17 @@ cdef inline index_t _ceil_div(index_t a, index_t b) noexcept nogil:
 
 cdef void _linear(const floating* x, const floating* w, const floating* bias, floating* y,
                   index_t m, index_t n, index_t k, int activation, int num_threads) noexcept nogil:
-    cdef index_t row_block = min(m, <index_t>ROW_BLOCK)
-    cdef index_t row_blocks = _ceil_div(m, row_block)
-    cdef index_t col_block = min(n, <index_t>COL_BLOCK)
-    cdef index_t col_blocks, task, r0, c0, rows, cols, r
+    cdef index_t row_block, row_blocks, col_block, col_blocks, task, r0, c0, rows, cols, r
+    if m <= 0 or n <= 0:
+        return
+    row_block = min(m, <index_t>ROW_BLOCK)
+    row_blocks = _ceil_div(m, row_block)
+    col_block = min(n, <index_t>COL_BLOCK)
     # few row blocks (small batch): narrower column blocks so threads share the work
     if row_blocks * _ceil_div(n, col_block) < MIN_TASKS:
         col_block = max(16, (_ceil_div(n, _ceil_div(MIN_TASKS, row_blocks)) + 15) // 16 * 16)
         col_block = min(col_block, n)
     col_blocks = _ceil_div(n, col_block)
-    if m * n == 0:
-        return
     blas_enter()
     for task in prange(row_blocks * col_blocks, num_threads=num_threads, schedule='static'):
         r0 = (task // col_blocks) * row_block

@@ -245,16 +245,16 @@ cdef void _pool_forward(const PoolGeom* g, const floating* x, floating* y, int64
     cdef index_t rows = g.out_d * g.out_h
     cdef index_t in_plane = g.in_d * g.in_h * g.in_w
     cdef index_t out_plane = rows * g.out_w
-    cdef index_t blocks = _ceil_div(MIN_TASKS, g.planes) if g.planes < MIN_TASKS else 1
-    cdef index_t rows_per_block, task, plane, r0, r1
+    cdef index_t blocks, rows_per_block, task, plane, r0, r1
     cdef bint fast2d = (g.in_d == 1 and g.kernel_d == 1 and idx == NULL
                         and g.mode != POOL_LP and g.dilation_h >= 1)
     cdef floating* row
+    if g.planes <= 0 or out_plane <= 0 or in_plane <= 0:
+        return
+    blocks = _ceil_div(MIN_TASKS, g.planes) if g.planes < MIN_TASKS else 1
     blocks = min(blocks, rows)
     rows_per_block = _ceil_div(rows, blocks)
     blocks = _ceil_div(rows, rows_per_block)
-    if g.planes * blocks == 0:
-        return
     with parallel(num_threads=num_threads):
         row = workspace + threadid() * ws_per_thread
         for task in prange(g.planes * blocks, schedule='static'):

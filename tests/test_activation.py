@@ -1,0 +1,184 @@
+import numpy as np
+import pytest
+
+import fastcnn.functional as F
+from fastcnn import nn
+
+import _reference as ref
+from conftest import assert_close, requires_torch, run_threads, torch
+
+ACTIVATIONS = [
+    ("relu", {}), ("relu6", {}), ("leaky_relu", {"negative_slope": 0.2}), ("elu", {"alpha": 0.7}),
+    ("selu", {}), ("celu", {"alpha": 1.5}), ("hardtanh", {"min_val": -0.5, "max_val": 2.0}),
+    ("sigmoid", {}), ("tanh", {}), ("silu", {}), ("hardswish", {}), ("hardsigmoid", {}),
+    ("gelu", {}), ("gelu", {"approximate": "tanh"}), ("mish", {}),
+    ("softplus", {"beta": 2.0, "threshold": 10.0}),
+]
+IN_PLACE = {"relu", "relu6", "leaky_relu", "elu", "selu", "celu", "hardtanh", "silu",
+            "hardswish", "hardsigmoid", "mish"}
+
+
+def _values(dtype):
+    """A range of magnitudes, both signs, the exact edges (0, +-3, +-6), and extremes."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal(3000) * 4, rng.standard_normal(500) * 1e-3,
+                        np.linspace(-30, 30, 601), [0.0, -0.0, 3.0, -3.0, 6.0, -6.0, 88.0,
+                                                    -88.0, 1e-30, -1e-30]])
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name,kw", ACTIVATIONS)
+def test_matches_reference(name, kw, dtype):
+    x = _values(dtype)
+    y = getattr(F, name)(x, **kw)
+    assert y.dtype == dtype and y.shape == x.shape
+    expected = ref.activation(name, x, **kw)
+    tol = 4e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(y, expected, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("name,kw", ACTIVATIONS)
+def test_special_values(name, kw):
+    x = np.array([np.nan, np.inf, -np.inf], np.float32)
+    y = getattr(F, name)(x, **kw)
+    assert np.isnan(y[0])
+    with np.errstate(all="ignore"):
+        expected = ref.activation(name, x.astype(np.float64), **kw)
+    np.testing.assert_array_equal(y[1:], expected[1:].astype(np.float32))
+
+
+@pytest.mark.parametrize("name,kw", [a for a in ACTIVATIONS if a[0] in IN_PLACE])
+def test_in_place_equals_out_of_place(name, kw, rng):
+    x = rng.standard_normal((2, 3, 5, 7)).astype(np.float32)
+    expected = getattr(F, name)(x, **kw)
+    a = x.copy()
+    assert getattr(F, name)(a, inplace=True, **kw) is a
+    np.testing.assert_array_equal(a, expected)
+    b = x.copy()
+    assert getattr(F, name)(b, out=b, **kw) is b
+    np.testing.assert_array_equal(b, expected)
+    view = x.copy()[:, :, ::2]          # non-contiguous, in place
+    expected_view = getattr(F, name)(view, **kw)
+    getattr(F, name)(view, inplace=True, **kw)
+    np.testing.assert_array_equal(view, expected_view)
+
+
+@pytest.mark.parametrize("name,kw", ACTIVATIONS)
+def test_thread_counts_and_layout(name, kw, rng):
+    x = rng.standard_normal((3, 40000)).astype(np.float32)
+    results = run_threads(lambda: getattr(F, name)(x, **kw))
+    for r in results[1:]:
+        np.testing.assert_array_equal(results[0], r)
+    np.testing.assert_array_equal(getattr(F, name)(np.asfortranarray(x), **kw), results[0])
+
+
+def test_prelu(rng):
+    x = rng.standard_normal((2, 4, 3, 5)).astype(np.float32)
+    w = np.array([0.1, 0.2, 0.3, 0.4], np.float32)
+    expected = np.where(x > 0, x, x * w[None, :, None, None])
+    np.testing.assert_array_equal(F.prelu(x, w), expected)
+    np.testing.assert_array_equal(F.prelu(x, np.array([0.25], np.float32)),
+                                  np.where(x > 0, x, 0.25 * x))
+    layer = nn.PReLU(4)
+    assert repr(layer) == "PReLU(num_parameters=4)" and list(layer.state_dict()) == ["weight"]
+    np.testing.assert_array_equal(layer(x), np.where(x > 0, x, 0.25 * x))
+    with pytest.raises(ValueError, match="weight must have 1 or 4 elements"):
+        F.prelu(x, np.ones(3, np.float32))
+
+
+@pytest.mark.parametrize("shape,dim", [((7,), 0), ((3, 50), 1), ((3, 50), 0), ((2, 5, 7, 3), 1),
+                                       ((2, 5, 7, 3), -1), ((2, 5, 7, 3), 2), ((4, 1000), 1),
+                                       ((2, 3, 600), 1), ((1, 17, 33), -2)])
+@pytest.mark.parametrize("log", [False, True])
+def test_softmax_matches_reference(shape, dim, log, rng):
+    x = (rng.standard_normal(shape) * 5).astype(np.float32)
+    fn = F.log_softmax if log else F.softmax
+    assert_close(fn(x, dim), ref.softmax(x, dim, log), shape[dim])
+    results = run_threads(lambda: fn(x, dim))
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_softmax_is_stable_and_propagates_nan(rng):
+    x = (rng.standard_normal((3, 10)) + 1000).astype(np.float32)
+    y = F.softmax(x, 1)
+    assert np.all(np.isfinite(y)) and np.allclose(y.sum(1), 1, atol=1e-6)
+    assert np.all(np.isfinite(F.log_softmax(x, 1)))
+    x[1, 4] = np.nan
+    y = F.softmax(x, 1)
+    assert np.isnan(y[1]).all() and np.isfinite(y[0]).all()
+    z = np.zeros((2, 3, 4), np.float32)
+    z[0, 1, 2] = np.nan
+    y = F.softmax(z, 1)
+    assert np.isnan(y[0, :, 2]).all() and np.isfinite(y[0, :, :2]).all()
+
+
+def test_softmin_and_dtype(rng):
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    assert_close(F.softmin(x, 1), ref.softmax(-x, 1), 4)
+    assert F.softmax(x, 1, dtype=np.float64).dtype == np.float64
+
+
+@pytest.mark.parametrize("dim", [2, -3, 5])
+def test_softmax_dim_out_of_range(dim):
+    with pytest.raises(ValueError, match=r"softmax: dim .* is out of range .* \[-2, 1\]"):
+        F.softmax(np.zeros((2, 3), np.float32), dim)
+
+
+def test_softmax_implicit_dim_warns():
+    with pytest.warns(UserWarning, match="Implicit dimension"):
+        y = F.softmax(np.zeros((2, 3), np.float32))
+    np.testing.assert_allclose(y, np.full((2, 3), 1 / 3), rtol=1e-6)
+
+
+def test_activation_errors():
+    with pytest.raises(TypeError, match="relu: input must be float32 or float64, got int64"):
+        F.relu(np.arange(3))
+    ro = np.zeros(3, np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        F.relu(ro, inplace=True)
+    with pytest.raises(ValueError, match="approximate must be"):
+        F.gelu(np.zeros(3, np.float32), approximate="fast")
+    with pytest.raises(ValueError, match="min_val"):
+        nn.Hardtanh(1.0, -1.0)
+    with pytest.raises(ValueError, match=r"out has shape \(4,\)"):
+        F.relu(np.zeros(3, np.float32), out=np.zeros(4, np.float32))
+
+
+def test_layers_and_reprs(rng):
+    x = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    cases = [(nn.ReLU(), "ReLU()", F.relu), (nn.ReLU(inplace=True), "ReLU(inplace=True)", F.relu),
+             (nn.ReLU6(), "ReLU6()", F.relu6), (nn.SiLU(), "SiLU()", F.silu),
+             (nn.LeakyReLU(0.2), "LeakyReLU(negative_slope=0.2)", lambda v: F.leaky_relu(v, 0.2)),
+             (nn.ELU(), "ELU(alpha=1.0)", F.elu), (nn.GELU(), "GELU(approximate='none')", F.gelu),
+             (nn.Hardtanh(), "Hardtanh(min_val=-1.0, max_val=1.0)", F.hardtanh),
+             (nn.Softmax(dim=1), "Softmax(dim=1)", lambda v: F.softmax(v, 1)),
+             (nn.LogSoftmax(dim=-1), "LogSoftmax(dim=-1)", lambda v: F.log_softmax(v, -1)),
+             (nn.Sigmoid(), "Sigmoid()", F.sigmoid), (nn.Tanh(), "Tanh()", F.tanh),
+             (nn.Mish(), "Mish()", F.mish), (nn.Hardswish(), "Hardswish()", F.hardswish),
+             (nn.Softplus(), "Softplus(beta=1.0, threshold=20.0)", F.softplus)]
+    for layer, text, fn in cases:
+        assert repr(layer) == text
+        np.testing.assert_array_equal(layer(x.copy()), fn(x))
+    a = x.copy()
+    assert nn.ReLU(inplace=True)(a) is a
+
+
+@requires_torch
+@pytest.mark.parametrize("name,kw", ACTIVATIONS)
+def test_parity_with_pytorch(name, kw):
+    x = _values(np.float32)
+    theirs = getattr(torch.nn.functional, name)(torch.from_numpy(x), **kw).numpy()
+    np.testing.assert_allclose(getattr(F, name)(x, **kw), theirs, rtol=4e-6, atol=4e-6)
+
+
+@requires_torch
+def test_softmax_parity_with_pytorch(rng):
+    x = rng.standard_normal((2, 5, 7, 3)).astype(np.float32)
+    for dim in range(4):
+        np.testing.assert_allclose(F.softmax(x, dim), torch.softmax(torch.from_numpy(x), dim).numpy(),
+                                   rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(F.log_softmax(x, dim),
+                                   torch.log_softmax(torch.from_numpy(x), dim).numpy(),
+                                   rtol=1e-5, atol=1e-6)

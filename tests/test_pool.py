@@ -1,0 +1,211 @@
+import numpy as np
+import pytest
+
+import fastcnn.functional as F
+from fastcnn import nn
+
+from _reference import adaptive_pool_nd, pool_nd
+from conftest import assert_close, requires_torch, run_threads, torch
+
+DTYPES = [np.float32, np.float64]
+
+# (input shape, kernel, stride, padding, dilation, ceil_mode)
+MAX_CASES = [
+    ((2, 3, 9, 11), 3, 2, 1, 1, False),          # the ResNet stem pool, odd sizes
+    ((1, 13, 8, 8), 2, None, 0, 1, False),        # 2x2, stride = kernel
+    ((1, 4, 10, 7), (3, 2), (2, 1), (1, 1), 1, True),
+    ((2, 2, 11, 11), 3, 2, 1, 2, False),          # dilation
+    ((1, 3, 9, 9), 2, 3, 0, 1, False),            # stride > kernel
+    ((1, 2, 7, 7), 3, 2, 1, 1, True),             # ceil_mode with padding
+    ((1, 1, 5, 5), 5, 1, 2, 1, False),            # padding = kernel // 2, window = input
+    ((3, 5, 6, 9), (1, 3), (1, 2), (0, 1), (1, 1), True),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", MAX_CASES)
+def test_max_pool2d_matches_reference(case, dtype, rng):
+    shape, k, s, p, d, ceil = case
+    x = rng.standard_normal(shape).astype(dtype)
+    y, idx = F.max_pool2d(x, k, s, p, d, ceil, return_indices=True)
+    ref, ref_idx = pool_nd(x, k, s, p, d, ceil, "max")
+    np.testing.assert_array_equal(y, ref.astype(dtype))
+    np.testing.assert_array_equal(idx, ref_idx)
+    assert idx.dtype == np.int64
+    np.testing.assert_array_equal(F.max_pool2d(x, k, s, p, d, ceil), y)
+
+
+@pytest.mark.parametrize("nd,shape,k,s,p,d,ceil", [
+    (1, (2, 3, 17), 3, 2, 1, 1, False),
+    (1, (1, 4, 10), 4, 3, 2, 2, True),
+    (3, (1, 2, 5, 6, 7), 3, 2, 1, 1, False),
+    (3, (2, 3, 4, 5, 6), (2, 3, 1), (1, 2, 1), (1, 1, 0), 1, True),
+])
+def test_max_pool_1d_3d(nd, shape, k, s, p, d, ceil, rng):
+    x = rng.standard_normal(shape).astype(np.float32)
+    fn = getattr(F, f"max_pool{nd}d")
+    y, idx = fn(x, k, s, p, d, ceil, return_indices=True)
+    ref, ref_idx = pool_nd(x, k, s, p, d, ceil, "max")
+    np.testing.assert_array_equal(y, ref.astype(np.float32))
+    np.testing.assert_array_equal(idx, ref_idx)
+
+
+def test_max_pool_nan_propagates_with_pytorch_index(rng):
+    x = rng.standard_normal((1, 1, 6, 6)).astype(np.float32)
+    x[0, 0, 1, 1] = np.nan
+    x[0, 0, 1, 2] = np.nan
+    y, idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
+    ref, ref_idx = pool_nd(x, 3, 2, 1, 1, False, "max")
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+    np.testing.assert_array_equal(idx, ref_idx)
+    assert np.isnan(y[0, 0, 0, 0]) and np.isnan(y[0, 0, 1, 1])
+
+
+AVG_CASES = [
+    ((2, 3, 9, 11), 3, 2, 1, False, True, None),
+    ((1, 13, 8, 8), 2, None, 0, False, True, None),
+    ((1, 4, 10, 7), (3, 2), (2, 1), (1, 1), True, True, None),
+    ((1, 4, 10, 7), (3, 2), (2, 1), (1, 1), True, False, None),
+    ((1, 2, 7, 7), 3, 2, 1, True, False, None),
+    ((2, 2, 9, 9), 3, 3, 1, False, True, 4),      # divisor_override
+    ((1, 3, 9, 9), 2, 3, 0, False, True, None),   # stride > kernel
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", AVG_CASES)
+def test_avg_pool2d_matches_reference(case, dtype, rng):
+    shape, k, s, p, ceil, include, divisor = case
+    x = rng.standard_normal(shape).astype(dtype)
+    y = F.avg_pool2d(x, k, s, p, ceil, include, divisor)
+    ref, _ = pool_nd(x, k, s, p, 1, ceil, "avg", include, divisor)
+    assert_close(y, ref, 9)
+
+
+@pytest.mark.parametrize("nd,shape,k,s,p,ceil,include", [
+    (1, (2, 3, 17), 3, 2, 1, False, True),
+    (1, (1, 4, 10), 4, 3, 2, True, False),
+    (3, (1, 2, 5, 6, 7), 3, 2, 1, True, False),
+    (3, (2, 3, 4, 5, 6), (2, 3, 1), (1, 2, 1), (1, 1, 0), False, True),
+])
+def test_avg_pool_1d_3d(nd, shape, k, s, p, ceil, include, rng):
+    x = rng.standard_normal(shape)
+    y = getattr(F, f"avg_pool{nd}d")(x, k, s, p, ceil, include)
+    assert_close(y, pool_nd(x, k, s, p, 1, ceil, "avg", include)[0], 27)
+
+
+@pytest.mark.parametrize("nd,shape,p,k,s,ceil", [
+    (2, (2, 3, 9, 8), 2.0, 3, 2, False),
+    (2, (1, 2, 7, 7), 3.0, 2, 2, True),
+    (2, (1, 2, 6, 6), 1.0, (2, 3), None, False),
+    (1, (2, 3, 11), 2.0, 3, 2, True),
+])
+def test_lp_pool(nd, shape, p, k, s, ceil, rng):
+    x = np.abs(rng.standard_normal(shape))
+    y = getattr(F, f"lp_pool{nd}d")(x, p, k, s, ceil)
+    assert_close(y, pool_nd(x, k, s, 0, 1, ceil, "lp", True, None, p)[0], 9)
+
+
+@pytest.mark.parametrize("nd,shape,out", [
+    (2, (2, 3, 7, 9), (3, 4)),
+    (2, (1, 5, 10, 10), 1),            # global average: its own fast path
+    (2, (1, 5, 13, 13), (5, None)),    # None keeps the input size
+    (2, (1, 2, 5, 5), (7, 8)),         # larger than the input
+    (1, (2, 3, 11), 4),
+    (3, (1, 2, 5, 6, 7), (2, 3, 4)),
+    (3, (1, 2, 3, 3, 3), 1),
+])
+def test_adaptive_pools(nd, shape, out, rng):
+    x = rng.standard_normal(shape).astype(np.float32)
+    sizes = out if isinstance(out, tuple) else (out,) * nd
+    sizes = tuple(s if o is None else o for o, s in zip(sizes, shape[2:]))
+    avg = getattr(F, f"adaptive_avg_pool{nd}d")(x, out)
+    assert_close(avg, adaptive_pool_nd(x, sizes, "avg")[0], 64)
+    mx, idx = getattr(F, f"adaptive_max_pool{nd}d")(x, out, True)
+    ref, ref_idx = adaptive_pool_nd(x, sizes, "max")
+    np.testing.assert_array_equal(mx, ref.astype(np.float32))
+    np.testing.assert_array_equal(idx, ref_idx)
+
+
+def test_global_average_pool_large_plane_accuracy(rng):
+    x = (1e4 + rng.standard_normal((2, 3, 112, 112))).astype(np.float32)
+    y = F.adaptive_avg_pool2d(x, 1)
+    assert_close(y, x.astype(np.float64).mean(axis=(2, 3), keepdims=True), 1)
+
+
+@pytest.mark.parametrize("fn,kwargs", [
+    (F.max_pool2d, dict(kernel_size=3, stride=2, padding=1)),
+    (F.avg_pool2d, dict(kernel_size=3, stride=2, padding=1)),
+    (F.adaptive_avg_pool2d, dict(output_size=(3, 5))),
+    (F.adaptive_avg_pool2d, dict(output_size=1)),
+    (F.lp_pool2d, dict(norm_type=2, kernel_size=2)),
+])
+def test_thread_counts_and_out_and_unbatched(fn, kwargs, rng):
+    x = rng.standard_normal((3, 5, 15, 13)).astype(np.float32)
+    results = run_threads(lambda: fn(x, **kwargs))
+    for r in results[1:]:
+        np.testing.assert_array_equal(results[0], r)
+    out = np.empty_like(results[0])
+    assert fn(x, **kwargs, out=out) is out
+    np.testing.assert_array_equal(out, results[0])
+    np.testing.assert_array_equal(fn(x[0], **kwargs), results[0][0])
+
+
+def test_max_pool_large_batch_many_planes(rng):
+    x = rng.standard_normal((4, 64, 28, 28)).astype(np.float32)
+    np.testing.assert_array_equal(F.max_pool2d(x, 2), x.reshape(4, 64, 14, 2, 14, 2).max(axis=(3, 5)))
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda x: F.max_pool2d(x, 3, padding=2), ValueError,
+     "pad should be at most half of effective kernel size, but got pad=2, kernel_size=3"),
+    (lambda x: F.max_pool2d(x, 0), ValueError, "kernel_size must be positive"),
+    (lambda x: F.max_pool2d(x, 3, stride=0), ValueError, "stride must be positive"),
+    (lambda x: F.max_pool2d(x, 3, dilation=0), ValueError, "dilation must be positive"),
+    (lambda x: F.max_pool2d(x, 9), ValueError, r"Given input size: \(3x8x8\). Calculated output size: \(3x0x0\). Output size is too small"),
+    (lambda x: F.max_pool2d(x[0, 0, 0], 2), ValueError, "expected input of shape"),
+    (lambda x: F.avg_pool2d(x, 2, divisor_override=0), ValueError, "divisor must be not zero"),
+    (lambda x: F.adaptive_avg_pool2d(x, 0), ValueError, "output_size must be positive"),
+    (lambda x: F.adaptive_max_pool2d(x, (2, -1)), ValueError, "output_size must be positive"),
+    (lambda x: F.lp_pool2d(x, -1, 2), ValueError, "norm_type must be positive"),
+    (lambda x: F.max_pool2d(x.astype(np.int32), 2), TypeError, "float32 or float64, got int32"),
+])
+def test_bad_arguments(call, error, match):
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    with pytest.raises(error, match=match):
+        call(x)
+
+
+def test_layers():
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    assert repr(nn.MaxPool2d(3, 2, 1)) == "MaxPool2d(kernel_size=3, stride=2, padding=1, dilation=1, ceil_mode=False)"
+    assert repr(nn.AvgPool2d(2)) == "AvgPool2d(kernel_size=2, stride=2, padding=0)"
+    assert repr(nn.AdaptiveAvgPool2d((1, 1))) == "AdaptiveAvgPool2d(output_size=(1, 1))"
+    np.testing.assert_array_equal(nn.MaxPool2d(2)(x), F.max_pool2d(x, 2))
+    y, i = nn.MaxPool2d(2, return_indices=True)(x)
+    np.testing.assert_array_equal(i, F.max_pool2d(x, 2, return_indices=True)[1])
+    np.testing.assert_array_equal(nn.AvgPool3d(1)(x[None]), x[None])
+    assert nn.AdaptiveAvgPool2d(1)(x).shape == (2, 3, 1, 1)
+    assert nn.LPPool2d(2, 2)(x).shape == (2, 3, 4, 4)
+    assert nn.AdaptiveMaxPool1d(3)(x[:, :, 0]).shape == (2, 3, 3)
+
+
+@requires_torch
+@pytest.mark.parametrize("case", MAX_CASES)
+def test_parity_with_pytorch(case, rng):
+    shape, k, s, p, d, ceil = case
+    x = rng.standard_normal(shape).astype(np.float32)
+    t = torch.from_numpy(x)
+    y, idx = F.max_pool2d(x, k, s, p, d, ceil, return_indices=True)
+    ty, tidx = torch.nn.functional.max_pool2d(t, k, s, p, d, ceil, return_indices=True)
+    np.testing.assert_array_equal(y, ty.numpy())
+    np.testing.assert_array_equal(idx, tidx.numpy())
+    for include in (True, False):
+        if d == 1:
+            a = F.avg_pool2d(x, k, s, p, ceil, include)
+            ta = torch.nn.functional.avg_pool2d(t, k, s, p, ceil, include).numpy()
+            assert_close(a, ta, 9)
+    assert_close(F.adaptive_avg_pool2d(x, (3, 2)),
+                 torch.nn.functional.adaptive_avg_pool2d(t, (3, 2)).numpy(), 20)
+    assert_close(F.lp_pool2d(np.abs(x), 2, 2, None, ceil),
+                 torch.nn.functional.lp_pool2d(t.abs(), 2, 2, None, ceil).numpy(), 4)
