@@ -17,8 +17,11 @@ SUITES = {}
 
 def _load_suites():
     if not SUITES:
-        from fastcnn._bench import conv
+        from fastcnn._bench import conv, layers
         SUITES["conv"] = conv.cases
+        SUITES["pool"] = lambda quick=False: layers._pool_cases()
+        SUITES["activation"] = lambda quick=False: layers.activation_cases()
+        SUITES["linear"] = lambda quick=False: layers.linear_cases()
     return SUITES
 
 

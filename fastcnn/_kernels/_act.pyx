@@ -11,7 +11,7 @@ cimport numpy as cnp
 from cython.parallel cimport prange, threadid
 
 from fastcnn._kernels._typedefs cimport floating, index_t
-from fastcnn._kernels._activation cimport activate, _exp, _log, ACT_COUNT
+from fastcnn._kernels._activation cimport activate, max_nan, _exp, _log, ACT_COUNT
 
 cnp.import_array()
 
@@ -86,10 +86,6 @@ def prelu(cnp.ndarray x, cnp.ndarray weight, cnp.ndarray y, index_t planes, inde
 
 # ---------------------------------------------------------------- softmax
 
-cdef inline floating _max_nan(floating a, floating b) noexcept nogil:
-    return b if (b > a or b != b) else a
-
-
 cdef inline void _softmax_row(const floating* xr, floating* yr, index_t n,
                               bint log) noexcept nogil:
     """Softmax of one contiguous row. Max and sum use 16 interleaved partial
@@ -105,13 +101,13 @@ cdef inline void _softmax_row(const floating* xr, floating* yr, index_t n,
     i = 0
     while i + 16 <= n:
         for j in range(16):
-            mx[j] = _max_nan(mx[j], xr[i + j])
+            mx[j] = max_nan(mx[j], xr[i + j])
         i += 16
     for j in range(n - i):
-        mx[j] = _max_nan(mx[j], xr[i + j])
+        mx[j] = max_nan(mx[j], xr[i + j])
     m = mx[0]
     for j in range(1, 16):
-        m = _max_nan(m, mx[j])
+        m = max_nan(m, mx[j])
     i = 0
     while i + 16 <= n:
         for j in range(16):
@@ -174,7 +170,7 @@ cdef void _softmax_inner(const floating* x, floating* y, index_t outer, index_t 
             s[j] = 0
         for c in range(1, n):
             for j in range(w):
-                m[j] = _max_nan(m[j], xc[c * inner + j])
+                m[j] = max_nan(m[j], xc[c * inner + j])
         for c in range(n):
             for j in range(w):
                 e = _exp(xc[c * inner + j] - m[j])

@@ -47,6 +47,12 @@ cdef extern from "vecmath.h" nogil:
     float fcnn_erff(float)
 
 
+cdef inline floating max_nan(floating m, floating v) noexcept nogil:
+    """max(m, v) where NaN wins and sticks (PyTorch's rule for max pooling and
+    softmax); bitwise | keeps it branch-free so loops using it vectorise."""
+    return v if ((v > m) | (v != v)) else m
+
+
 cdef inline floating _exp(floating v) noexcept nogil:
     if floating is float:
         return fcnn_expf(v)

@@ -19,6 +19,7 @@ from libc.math cimport pow, sqrt, INFINITY
 from libc.stdint cimport int64_t
 
 from fastcnn._kernels._typedefs cimport floating, index_t
+from fastcnn._kernels._activation cimport max_nan
 
 cnp.import_array()
 
@@ -49,7 +50,7 @@ cdef inline index_t _ceil_div(index_t a, index_t b) noexcept nogil:
 
 cdef inline bint _is_greater(floating v, floating best) noexcept nogil:
     """PyTorch's max-pool update rule: larger, or NaN (so NaN wins and sticks)."""
-    return v > best or v != v
+    return (v > best) | (v != v)
 
 
 # ---------------------------------------------------------------- generic windows
@@ -169,18 +170,24 @@ cdef void _max_rows_2d(const PoolGeom* g, const floating* x, floating* y, floati
                 first = 0
             else:
                 for iw in range(in_w):
-                    v = src[iw]
-                    row[iw] = v if (v > row[iw] or v != v) else row[iw]
+                    row[iw] = max_nan(row[iw], src[iw])
         if first:
             for iw in range(in_w):      # no input row in the window: padding only
                 row[iw] = -INFINITY
         yrow = y + oh * out_w
-        for ow in range(lo, hi):
-            m = row[ow * s - pw]
-            for kw in range(1, kwn):
-                v = row[ow * s - pw + kw * dw]
-                m = v if (v > m or v != v) else m
-            yrow[ow] = m
+        if kwn == 2 and s == 2 and dw == 1:
+            for ow in range(lo, hi):
+                yrow[ow] = max_nan(row[2 * ow - pw], row[2 * ow - pw + 1])
+        elif kwn == 3 and s == 2 and dw == 1:
+            for ow in range(lo, hi):
+                yrow[ow] = max_nan(max_nan(row[2 * ow - pw], row[2 * ow - pw + 1]),
+                                    row[2 * ow - pw + 2])
+        else:
+            for ow in range(lo, hi):
+                m = row[ow * s - pw]
+                for kw in range(1, kwn):
+                    m = max_nan(m, row[ow * s - pw + kw * dw])
+                yrow[ow] = m
         for ow in range(out_w):
             if lo <= ow < hi:
                 continue
@@ -189,9 +196,7 @@ cdef void _max_rows_2d(const PoolGeom* g, const floating* x, floating* y, floati
             for kw in range(kwn):
                 iw = ow * s - pw + kw * dw
                 if 0 <= iw < in_w:
-                    v = row[iw]
-                    if first or v > m or v != v:
-                        m = v
+                    m = row[iw] if first else max_nan(m, row[iw])
                     first = 0
             yrow[ow] = m
 
@@ -204,7 +209,7 @@ cdef void _avg_rows_2d(const PoolGeom* g, const floating* x, floating* y, floati
     cdef index_t kwn = g.kernel_w
     cdef index_t oh, ih, iw, ow, kw, hs, he, hcount, ws, we, wcount, lo, hi, count
     cdef const floating* src
-    cdef floating acc
+    cdef floating acc, inv
     cdef floating* yrow
     lo = min(out_w, _ceil_div(pw, s))
     hi = max(lo, min(out_w, (in_w - kwn + pw) // s + 1)) if in_w - kwn + pw >= 0 else lo
@@ -223,7 +228,23 @@ cdef void _avg_rows_2d(const PoolGeom* g, const floating* x, floating* y, floati
         if not g.count_include_pad:
             hcount = he - hs
         yrow = y + oh * out_w
+        # interior columns: whole window inside the row, kernel_w elements
+        inv = <floating>1 / <floating>(g.divisor_override if g.divisor_override else hcount * kwn)
+        if kwn == 2 and s == 2:
+            for ow in range(lo, hi):
+                yrow[ow] = (row[2 * ow - pw] + row[2 * ow - pw + 1]) * inv
+        elif kwn == 3 and s == 2:
+            for ow in range(lo, hi):
+                yrow[ow] = (row[2 * ow - pw] + row[2 * ow - pw + 1] + row[2 * ow - pw + 2]) * inv
+        else:
+            for ow in range(lo, hi):
+                acc = row[ow * s - pw]
+                for kw in range(1, kwn):
+                    acc = acc + row[ow * s - pw + kw]
+                yrow[ow] = acc * inv
         for ow in range(out_w):
+            if lo <= ow < hi:
+                continue
             ws = ow * s - pw
             we = min(ws + kwn, in_w + pw)
             wcount = we - ws

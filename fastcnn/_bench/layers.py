@@ -1,0 +1,95 @@
+"""Memory-bound layer suites (pooling, activations, softmax) and Linear.
+
+Memory-bound rows report GB/s counted as the bytes an op must read and write
+(input once, output once), against the copy bandwidth measured in the same run.
+fastcnn writes into a preallocated `out=` array, the way a pipeline reuses its
+buffers; the rivals allocate as their APIs do.
+"""
+import numpy as np
+
+import fastcnn.functional as F
+from fastcnn._bench.core import Case
+
+SHAPE = (8, 64, 112, 112)
+QUICK_SHAPE = (2, 64, 112, 112)
+
+
+def _memory_case(name, group, fn, torch_fn, out_shape, batch_scaled=True):
+    def make(batch, dtype, rivals):
+        shape = (batch,) + SHAPE[1:]
+        x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+        y = np.empty((batch,) + out_shape, dtype)
+        fns = {"fastcnn": lambda: fn(x, y)}
+        if "torch" in rivals:
+            import torch
+            xt = torch.from_numpy(x)
+
+            def run():
+                with torch.no_grad():
+                    torch_fn(xt)
+            fns["torch"] = run
+        return fns
+
+    def nbytes(batch):
+        item = 4
+        return batch * (np.prod(SHAPE[1:]) + np.prod(out_shape)) * item
+
+    return Case(name=name, group=group, make=make, nbytes=nbytes,
+                shape="x".join(map(str, SHAPE[1:])) + " -> " + "x".join(map(str, out_shape)),
+                batches=(8,))
+
+
+def _pool_cases():
+    c, h = SHAPE[1], SHAPE[2]
+    return [
+        _memory_case("max_pool2d 3x3/s2/p1", "pool", lambda x, y: F.max_pool2d(x, 3, 2, 1, out=y),
+                     lambda t: __import__("torch").nn.functional.max_pool2d(t, 3, 2, 1),
+                     (c, h // 2, h // 2)),
+        _memory_case("max_pool2d 2x2", "pool", lambda x, y: F.max_pool2d(x, 2, out=y),
+                     lambda t: __import__("torch").nn.functional.max_pool2d(t, 2), (c, h // 2, h // 2)),
+        _memory_case("avg_pool2d 2x2", "pool", lambda x, y: F.avg_pool2d(x, 2, out=y),
+                     lambda t: __import__("torch").nn.functional.avg_pool2d(t, 2), (c, h // 2, h // 2)),
+        _memory_case("global avg pool", "pool", lambda x, y: F.adaptive_avg_pool2d(x, 1, out=y),
+                     lambda t: __import__("torch").nn.functional.adaptive_avg_pool2d(t, 1), (c, 1, 1)),
+    ]
+
+
+def activation_cases():
+    full = SHAPE[1:]
+
+    def torch_fn(name, **kw):
+        return lambda t: getattr(__import__("torch").nn.functional, name)(t, **kw)
+    return [
+        _memory_case("relu", "activation", lambda x, y: F.relu(x, out=y), torch_fn("relu"), full),
+        _memory_case("silu", "activation", lambda x, y: F.silu(x, out=y), torch_fn("silu"), full),
+        _memory_case("gelu", "activation", lambda x, y: F.gelu(x, out=y), torch_fn("gelu"), full),
+        _memory_case("softmax over channels", "activation",
+                     lambda x, y: F.softmax(x, 1, out=y), torch_fn("softmax", dim=1), full),
+    ]
+
+
+def linear_cases():
+    def make(batch, dtype, rivals):
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((batch, 4096)).astype(dtype)
+        w = (rng.standard_normal((1000, 4096)) * 0.01).astype(dtype)
+        b = rng.standard_normal(1000).astype(dtype)
+        y = np.empty((batch, 1000), dtype)
+        fns = {"fastcnn": lambda: F.linear(x, w, b, out=y)}
+        if "torch" in rivals:
+            import torch
+            xt, wt, bt = (torch.from_numpy(a) for a in (x, w, b))
+
+            def run():
+                with torch.no_grad():
+                    torch.nn.functional.linear(xt, wt, bt)
+            fns["torch"] = run
+        return fns
+
+    return [Case(name="linear 4096->1000", group="linear", make=make,
+                 flops=lambda batch: 2.0 * batch * 4096 * 1000, shape="(B, 4096) -> (B, 1000)",
+                 batches=(64,))]
+
+
+def cases(quick=False):
+    return _pool_cases() + activation_cases() + linear_cases()
