@@ -143,6 +143,157 @@ cdef void _window_plane(const PoolGeom* g, const floating* x, floating* y, int64
 
 # ---------------------------------------------------------------- 2-D fast paths
 
+cdef inline floating _hmax_edge(const floating* row, index_t j, index_t in_w, index_t kw,
+                               index_t pw) noexcept nogil:
+    cdef floating m = -INFINITY
+    cdef index_t t, iw
+    for t in range(kw):
+        iw = 2 * j - pw + t
+        if 0 <= iw < in_w:
+            m = max_nan(m, row[iw])
+    return m
+
+
+cdef inline void _hmax_row(const floating* row, floating* h, index_t in_w, index_t out_w,
+                           index_t kw, index_t pw) noexcept nogil:
+    """h[j] = max of row[2j - pw .. 2j - pw + kw - 1] (stride 2, kw of 2 or 3),
+    taps outside the row skipped. Interior loops read one strided row and write
+    one contiguous row, the shape the compiler vectorises."""
+    cdef index_t j
+    cdef index_t lo = min(out_w, (pw + 1) // 2)
+    cdef index_t hi = max(lo, min(out_w, (in_w - kw + pw) // 2 + 1)) if in_w - kw + pw >= 0 else lo
+    cdef const floating* r = row - pw
+    if kw == 2:
+        for j in range(lo, hi):
+            h[j] = max_nan(r[2 * j], r[2 * j + 1])
+    else:
+        for j in range(lo, hi):
+            h[j] = max_nan(max_nan(r[2 * j], r[2 * j + 1]), r[2 * j + 2])
+    for j in range(lo):
+        h[j] = _hmax_edge(row, j, in_w, kw, pw)
+    for j in range(hi, out_w):
+        h[j] = _hmax_edge(row, j, in_w, kw, pw)
+
+
+cdef void _max_rows_hfirst(const PoolGeom* g, const floating* x, floating* y, floating* hbuf,
+                           index_t oh0, index_t oh1) noexcept nogil:
+    """Max pooling with windows of 2 or 3 (stride 2 along rows, no dilation).
+
+    First the horizontal maxima of every input row the output rows need, into
+    hbuf. When out_w == in_w / 2, tap t of output column j of row i is flat
+    index 2 (i * out_w + j) - pad_w + t, so one long loop covers all rows at
+    once and only the edge columns (whose taps leave the row) are redone one
+    by one. Then each output row is the element-wise max of up to three rows
+    of hbuf."""
+    cdef index_t in_w = g.in_w, out_w = g.out_w, pw = g.pad_w, kw = g.kernel_w
+    cdef index_t ih0 = max(0, oh0 * g.stride_h - g.pad_h)
+    cdef index_t ih1 = min(g.in_h, (oh1 - 1) * g.stride_h - g.pad_h + g.kernel_h)
+    cdef index_t lo = min(out_w, (pw + 1) // 2)
+    cdef index_t hi = max(lo, min(out_w, (in_w - kw + pw) // 2 + 1)) if in_w - kw + pw >= 0 else lo
+    cdef index_t ih, k, k0, k1, j, oh, kh, n
+    cdef const floating* r
+    cdef floating* h
+    cdef floating* rows[3]
+    cdef floating* yrow
+    cdef floating* a
+    cdef floating* b
+    cdef floating* c
+    if ih1 <= ih0:
+        for oh in range(oh0, oh1):
+            for j in range(out_w):
+                y[oh * out_w + j] = -INFINITY
+        return
+    if 2 * out_w == in_w:
+        # flat pass over rows ih0 .. ih1-1; k indexes hbuf, the input starts at row ih0
+        r = x + ih0 * in_w - pw
+        k0 = 1 if pw > 0 else 0         # k = 0 would read before the first row
+        k1 = (ih1 - ih0) * out_w
+        if kw == 2:
+            for k in range(k0, k1):
+                hbuf[k] = max_nan(r[2 * k], r[2 * k + 1])
+        else:
+            for k in range(k0, k1):
+                hbuf[k] = max_nan(max_nan(r[2 * k], r[2 * k + 1]), r[2 * k + 2])
+        if kw == 3 and pw == 1 and lo == 1 and hi == out_w:
+            # the only edge is column 0, whose window is the row's first two values
+            for ih in range(ih0, ih1):
+                hbuf[(ih - ih0) * out_w] = max_nan(x[ih * in_w], x[ih * in_w + 1])
+        else:
+            for ih in range(ih0, ih1):
+                h = hbuf + (ih - ih0) * out_w
+                for j in range(lo):
+                    h[j] = _hmax_edge(x + ih * in_w, j, in_w, kw, pw)
+                for j in range(hi, out_w):
+                    h[j] = _hmax_edge(x + ih * in_w, j, in_w, kw, pw)
+    else:
+        for ih in range(ih0, ih1):
+            _hmax_row(x + ih * in_w, hbuf + (ih - ih0) * out_w, in_w, out_w, kw, pw)
+    for oh in range(oh0, oh1):
+        n = 0
+        for kh in range(g.kernel_h):
+            ih = oh * g.stride_h - g.pad_h + kh
+            if 0 <= ih < g.in_h and n < 3:
+                rows[n] = hbuf + (ih - ih0) * out_w
+                n += 1
+        yrow = y + oh * out_w
+        a = rows[0]
+        if n == 1:
+            for j in range(out_w):
+                yrow[j] = a[j]
+        elif n == 2:
+            b = rows[1]
+            for j in range(out_w):
+                yrow[j] = max_nan(a[j], b[j])
+        else:
+            b = rows[1]
+            c = rows[2]
+            for j in range(out_w):
+                yrow[j] = max_nan(max_nan(a[j], b[j]), c[j])
+
+
+cdef inline bint _hfirst_applies(const PoolGeom* g) noexcept nogil:
+    return (2 <= g.kernel_w <= 3 and 1 <= g.kernel_h <= 3 and g.stride_w == 2
+            and g.dilation_h == 1 and g.dilation_w == 1)
+
+
+cdef void _avg_2x2s2(const PoolGeom* g, const floating* x, floating* y,
+                     index_t oh0, index_t oh1) noexcept nogil:
+    """Average pooling 2x2, stride 2, no padding: one pass per output row,
+    summed in PyTorch's window order."""
+    cdef index_t in_w = g.in_w, out_w = g.out_w
+    cdef index_t oh, ow
+    cdef const floating* r0
+    cdef const floating* r1
+    cdef floating* yrow
+    cdef floating inv = <floating>1 / <floating>(g.divisor_override if g.divisor_override else 4)
+    for oh in range(oh0, oh1):
+        r0 = x + 2 * oh * in_w
+        r1 = r0 + in_w
+        yrow = y + oh * out_w
+        for ow in range(out_w):
+            yrow[ow] = (((r0[2 * ow] + r0[2 * ow + 1]) + r1[2 * ow]) + r1[2 * ow + 1]) * inv
+
+
+cdef inline bint _is_2x2s2(const PoolGeom* g) noexcept nogil:
+    return (g.kernel_h == 2 and g.kernel_w == 2 and g.stride_h == 2 and g.stride_w == 2
+            and g.pad_h == 0 and g.pad_w == 0 and g.dilation_h == 1 and g.dilation_w == 1
+            and g.out_h * 2 <= g.in_h and g.out_w * 2 <= g.in_w)
+
+
+cdef inline floating _max_edge(const floating* row, index_t iw0, index_t kwn, index_t dw,
+                              index_t in_w) noexcept nogil:
+    """Max of the taps iw0 + kw * dw inside [0, in_w); -inf if none."""
+    cdef floating m = -INFINITY
+    cdef index_t kw, iw
+    cdef bint first = True
+    for kw in range(kwn):
+        iw = iw0 + kw * dw
+        if 0 <= iw < in_w:
+            m = row[iw] if first else max_nan(m, row[iw])
+            first = False
+    return m
+
+
 cdef void _max_rows_2d(const PoolGeom* g, const floating* x, floating* y, floating* row,
                        index_t oh0, index_t oh1) noexcept nogil:
     """2-D max pooling of output rows oh0..oh1-1: the window's valid input rows
@@ -188,17 +339,29 @@ cdef void _max_rows_2d(const PoolGeom* g, const floating* x, floating* y, floati
                 for kw in range(1, kwn):
                     m = max_nan(m, row[ow * s - pw + kw * dw])
                 yrow[ow] = m
-        for ow in range(out_w):
-            if lo <= ow < hi:
-                continue
-            m = -INFINITY
-            first = 1
-            for kw in range(kwn):
-                iw = ow * s - pw + kw * dw
-                if 0 <= iw < in_w:
-                    m = row[iw] if first else max_nan(m, row[iw])
-                    first = 0
-            yrow[ow] = m
+        for ow in range(lo):
+            yrow[ow] = _max_edge(row, ow * s - pw, kwn, dw, in_w)
+        for ow in range(hi, out_w):
+            yrow[ow] = _max_edge(row, ow * s - pw, kwn, dw, in_w)
+
+
+cdef inline floating _avg_edge(const PoolGeom* g, const floating* row, index_t ow,
+                              index_t hcount) noexcept nogil:
+    """One edge column of average pooling: the window clipped to the row,
+    divided by PyTorch's count."""
+    cdef index_t ws = ow * g.stride_w - g.pad_w
+    cdef index_t we = min(ws + g.kernel_w, g.in_w + g.pad_w)
+    cdef index_t wcount = we - ws
+    cdef index_t count, iw
+    cdef floating acc = 0
+    ws = max(ws, 0)
+    we = min(we, g.in_w)
+    if not g.count_include_pad:
+        wcount = we - ws
+    count = g.divisor_override if g.divisor_override else hcount * wcount
+    for iw in range(ws, we):
+        acc = acc + row[iw]
+    return acc / count
 
 
 cdef void _avg_rows_2d(const PoolGeom* g, const floating* x, floating* y, floating* row,
@@ -242,21 +405,10 @@ cdef void _avg_rows_2d(const PoolGeom* g, const floating* x, floating* y, floati
                 for kw in range(1, kwn):
                     acc = acc + row[ow * s - pw + kw]
                 yrow[ow] = acc * inv
-        for ow in range(out_w):
-            if lo <= ow < hi:
-                continue
-            ws = ow * s - pw
-            we = min(ws + kwn, in_w + pw)
-            wcount = we - ws
-            ws = max(ws, 0)
-            we = min(we, in_w)
-            if not g.count_include_pad:
-                wcount = we - ws
-            count = g.divisor_override if g.divisor_override else hcount * wcount
-            acc = 0
-            for iw in range(ws, we):
-                acc = acc + row[iw]
-            yrow[ow] = acc / count
+        for ow in range(lo):
+            yrow[ow] = _avg_edge(g, row, ow, hcount)
+        for ow in range(hi, out_w):
+            yrow[ow] = _avg_edge(g, row, ow, hcount)
 
 
 # ---------------------------------------------------------------- driver
@@ -282,8 +434,12 @@ cdef void _pool_forward(const PoolGeom* g, const floating* x, floating* y, int64
             plane = task // blocks
             r0 = (task % blocks) * rows_per_block
             r1 = min(r0 + rows_per_block, rows)
-            if fast2d and g.mode == POOL_MAX:
+            if fast2d and g.mode == POOL_MAX and _hfirst_applies(g):
+                _max_rows_hfirst(g, x + plane * in_plane, y + plane * out_plane, row, r0, r1)
+            elif fast2d and g.mode == POOL_MAX:
                 _max_rows_2d(g, x + plane * in_plane, y + plane * out_plane, row, r0, r1)
+            elif fast2d and g.mode == POOL_AVG and _is_2x2s2(g):
+                _avg_2x2s2(g, x + plane * in_plane, y + plane * out_plane, r0, r1)
             elif fast2d and g.mode == POOL_AVG:
                 _avg_rows_2d(g, x + plane * in_plane, y + plane * out_plane, row, r0, r1)
             else:
@@ -376,8 +532,13 @@ def pool(tuple geom, int mode, bint count_include_pad, index_t divisor_override,
     g.divisor_override = divisor_override
     g.norm_type = norm_type
     cdef int64_t* ip = NULL if indices is None else <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>indices)
-    # one input row per thread, padded to whole cache lines
-    cdef index_t ws_per_thread = (g.in_w + 15) // 16 * 16 + 16
+    # per thread: one input row, or the horizontal maxima of the input rows a
+    # task's output rows read; padded to whole cache lines
+    cdef index_t rows = g.out_d * g.out_h
+    cdef index_t blocks = min(rows, (MIN_TASKS + g.planes - 1) // g.planes) if 0 < g.planes < MIN_TASKS else 1
+    cdef index_t rows_per_task = (rows + blocks - 1) // blocks if blocks > 0 else rows
+    cdef index_t in_rows = min(g.in_h, rows_per_task * g.stride_h + g.kernel_h)
+    cdef index_t ws_per_thread = (max(g.in_w, in_rows * g.out_w) + 15) // 16 * 16 + 16
     cdef cnp.ndarray ws = np.empty(ws_per_thread * num_threads, dtype=x.dtype)
     cdef void* xp = cnp.PyArray_DATA(x)
     cdef void* yp = cnp.PyArray_DATA(y)
