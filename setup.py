@@ -33,7 +33,7 @@ directives = {
     "embedsignature": True,
 }
 
-KERNELS = ["_blas", "_omp", "_conv", "_pool", "_act", "_linear"]
+KERNELS = ["_blas", "_omp", "_conv", "_pool", "_act", "_linear", "_norm"]
 
 
 def extension(name):

@@ -18,6 +18,8 @@ from fastcnn._functional.activation import (
 from fastcnn._functional.linear import linear
 from fastcnn._functional.shape import flatten, unflatten
 from fastcnn._functional.dropout import dropout, dropout1d, dropout2d, dropout3d
+from fastcnn._functional.norm import (batch_norm, instance_norm, group_norm, layer_norm,
+                                      local_response_norm)
 
 __all__ = [
     "conv1d", "conv2d", "conv3d",
@@ -28,4 +30,5 @@ __all__ = [
     "hardtanh", "hardtanh_", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "gelu",
     "mish", "softplus", "prelu", "softmax", "log_softmax", "softmin",
     "linear", "flatten", "unflatten", "dropout", "dropout1d", "dropout2d", "dropout3d",
+    "batch_norm", "instance_norm", "group_norm", "layer_norm", "local_response_norm",
 ]

@@ -205,3 +205,67 @@ def softmax(x, dim, log=False):
 def linear(x, w, b=None):
     y = np.asarray(x, np.float64) @ np.asarray(w, np.float64).T
     return y if b is None else y + b
+
+
+# ---------------------------------------------------------------- normalization
+
+def normalize(x, axes, eps):
+    """(x - mean) / sqrt(var + eps) over `axes`, biased variance, two-pass in float64."""
+    x = np.asarray(x, np.float64)
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps), mean, var
+
+
+def channel_affine(y, weight, bias):
+    shape = (1, -1) + (1,) * (y.ndim - 2)
+    if weight is not None:
+        y = y * np.asarray(weight, np.float64).reshape(shape)
+    if bias is not None:
+        y = y + np.asarray(bias, np.float64).reshape(shape)
+    return y
+
+
+def batch_norm_train(x, weight=None, bias=None, eps=1e-5):
+    axes = (0,) + tuple(range(2, x.ndim))
+    y, mean, var = normalize(x, axes, eps)
+    n = x.size // x.shape[1]
+    return channel_affine(y, weight, bias), mean.reshape(-1), var.reshape(-1) * n / (n - 1)
+
+
+def batch_norm_eval(x, mean, var, weight=None, bias=None, eps=1e-5):
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    y = (np.asarray(x, np.float64) - np.reshape(mean, shape)) / np.sqrt(np.reshape(var, shape) + eps)
+    return channel_affine(y, weight, bias)
+
+
+def instance_norm(x, weight=None, bias=None, eps=1e-5):
+    y, _, _ = normalize(x, tuple(range(2, x.ndim)), eps)
+    return channel_affine(y, weight, bias)
+
+
+def group_norm(x, groups, weight=None, bias=None, eps=1e-5):
+    n, c = x.shape[:2]
+    g = np.asarray(x, np.float64).reshape((n, groups, -1))
+    y, _, _ = normalize(g, (2,), eps)
+    return channel_affine(y.reshape(x.shape), weight, bias)
+
+
+def layer_norm(x, shape, weight=None, bias=None, eps=1e-5):
+    axes = tuple(range(x.ndim - len(shape), x.ndim))
+    y, _, _ = normalize(x, axes, eps)
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
+    x = np.asarray(x, np.float64)
+    c = x.shape[1]
+    sq = np.zeros_like(x)
+    for ch in range(c):
+        lo, hi = max(0, ch - size // 2), min(c, ch + (size - 1) // 2 + 1)
+        sq[:, ch] = (x[:, lo:hi] ** 2).sum(axis=1)
+    return x / (k + alpha / size * sq) ** beta

@@ -10,6 +10,9 @@ from fastcnn.nn.activation import (ReLU, ReLU6, LeakyReLU, ELU, SELU, CELU, Hard
                                    PReLU, Softmax, LogSoftmax, Softmin)
 from fastcnn.nn.linear import (Linear, Flatten, Unflatten, Dropout, Dropout1d, Dropout2d,
                                Dropout3d)
+from fastcnn.nn.normalization import (BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d,
+                                      InstanceNorm2d, InstanceNorm3d, GroupNorm, LayerNorm,
+                                      LocalResponseNorm)
 from fastcnn.nn import init
 
 __all__ = [
@@ -22,5 +25,7 @@ __all__ = [
     "Hardswish", "Hardsigmoid", "GELU", "Mish", "Softplus", "PReLU", "Softmax", "LogSoftmax",
     "Softmin",
     "Linear", "Flatten", "Unflatten", "Dropout", "Dropout1d", "Dropout2d", "Dropout3d",
+    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "InstanceNorm1d", "InstanceNorm2d",
+    "InstanceNorm3d", "GroupNorm", "LayerNorm", "LocalResponseNorm",
     "init",
 ]

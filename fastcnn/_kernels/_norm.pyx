@@ -1,0 +1,307 @@
+"""Normalization kernels: batch, instance, group and layer norm, and LRN.
+
+The input is viewed as (N, C, S); every normalization differs only in which
+elements a statistics group gathers:
+
+    batch     group c       = every (n, c) plane       affine per channel
+    instance  group (n, c)  = plane (n, c)             affine per channel
+    group     group (n, g)  = planes (n, c), c in g    affine per channel
+    layer     group n       = plane (n, 0), C == 1     affine per element
+
+Planes are cut into fixed chunks (by shape alone, so results do not depend
+on the thread count) and one parallel region runs three phases:
+  1. partial sums of (x - K) and (x - K)^2 per chunk, in double with 16
+     interleaved accumulators, K the group's first value (a shift that keeps
+     the variance exact when |mean| >> std);
+  2. per group, the chunks' sums combined in a fixed order into mean and
+     1 / sqrt(var + eps) (biased variance, as PyTorch normalizes);
+  3. per chunk, y = x * scale + shift with the group's statistics and the
+     channel's (or element's) affine, then the fused activation.
+Eval-mode batch norm (and instance norm with running statistics) skips
+straight to phase 3 with the given statistics.
+"""
+import numpy as np
+cimport numpy as cnp
+from cython.parallel cimport parallel, prange
+from libc.math cimport sqrt
+
+from fastcnn._kernels._typedefs cimport floating, index_t
+from fastcnn._kernels._activation cimport bias_activation
+
+cnp.import_array()
+
+cdef enum:
+    NORM_BATCH = 0
+    NORM_INSTANCE = 1
+    NORM_GROUP = 2
+    NORM_LAYER = 3
+    CHUNK = 8192
+
+
+cdef struct NormGeom:
+    index_t batch, channels, spatial
+    index_t groups            # GroupNorm's num_groups (unused otherwise)
+    index_t chunks_per_plane
+    int kind
+
+
+cdef inline index_t _ceil_div(index_t a, index_t b) noexcept nogil:
+    return (a + b - 1) // b
+
+
+cdef inline index_t _n_groups(const NormGeom* g) noexcept nogil:
+    if g.kind == NORM_BATCH:
+        return g.channels
+    if g.kind == NORM_INSTANCE:
+        return g.batch * g.channels
+    if g.kind == NORM_GROUP:
+        return g.batch * g.groups
+    return g.batch
+
+
+cdef inline index_t _group_of(const NormGeom* g, index_t n, index_t c) noexcept nogil:
+    if g.kind == NORM_BATCH:
+        return c
+    if g.kind == NORM_INSTANCE:
+        return n * g.channels + c
+    if g.kind == NORM_GROUP:
+        return n * g.groups + c // (g.channels // g.groups)
+    return n
+
+
+cdef inline const floating* _group_first(const NormGeom* g, const floating* x,
+                                         index_t group) noexcept nogil:
+    """The group's first element: the shift K of its sums."""
+    if g.kind == NORM_BATCH:
+        return x + group * g.spatial
+    if g.kind == NORM_INSTANCE or g.kind == NORM_LAYER:
+        return x + group * g.spatial
+    return x + (group // g.groups * g.channels
+                + group % g.groups * (g.channels // g.groups)) * g.spatial
+
+
+cdef inline void _chunk_sums(const floating* x, index_t n, double k, double* out) noexcept nogil:
+    """out[0] = sum(x - k), out[1] = sum((x - k)^2), 16 accumulators each."""
+    cdef double s1[16]
+    cdef double s2[16]
+    cdef double d
+    cdef index_t i, j
+    for j in range(16):
+        s1[j] = 0
+        s2[j] = 0
+    i = 0
+    while i + 16 <= n:
+        for j in range(16):
+            d = <double>x[i + j] - k
+            s1[j] += d
+            s2[j] += d * d
+        i += 16
+    for j in range(n - i):
+        d = <double>x[i + j] - k
+        s1[j] += d
+        s2[j] += d * d
+    for j in range(8):
+        s1[j] += s1[j + 8]
+        s2[j] += s2[j + 8]
+    for j in range(4):
+        s1[j] += s1[j + 4]
+        s2[j] += s2[j + 4]
+    out[0] = (s1[0] + s1[2]) + (s1[1] + s1[3])
+    out[1] = (s2[0] + s2[2]) + (s2[1] + s2[3])
+
+
+cdef inline void _group_stats(const NormGeom* g, const floating* x, const double* partial,
+                              index_t group, double eps, double* mean, double* var,
+                              double* rstd) noexcept nogil:
+    """Combine the group's chunk sums, plane by plane in order."""
+    cdef index_t n, c, k, planes, n0, n1, c0, c1
+    cdef double s1 = 0, s2 = 0, cnt, m, v
+    cdef double shift = _group_first(g, x, group)[0]
+    if g.kind == NORM_BATCH:
+        n0, n1, c0, c1 = 0, g.batch, group, group + 1
+    elif g.kind == NORM_INSTANCE:
+        n0, n1 = group // g.channels, group // g.channels + 1
+        c0, c1 = group % g.channels, group % g.channels + 1
+    elif g.kind == NORM_GROUP:
+        n0, n1 = group // g.groups, group // g.groups + 1
+        c0 = group % g.groups * (g.channels // g.groups)
+        c1 = c0 + g.channels // g.groups
+    else:
+        n0, n1, c0, c1 = group, group + 1, 0, 1
+    for n in range(n0, n1):
+        for c in range(c0, c1):
+            for k in range(g.chunks_per_plane):
+                s1 += partial[2 * ((n * g.channels + c) * g.chunks_per_plane + k)]
+                s2 += partial[2 * ((n * g.channels + c) * g.chunks_per_plane + k) + 1]
+    planes = (n1 - n0) * (c1 - c0)
+    cnt = <double>(planes * g.spatial)
+    m = s1 / cnt
+    v = s2 / cnt - m * m
+    v = v if v > 0 else 0
+    mean[group] = shift + m
+    var[group] = v
+    rstd[group] = 1.0 / sqrt(v + eps)
+
+
+cdef inline void _normalize_chunk(const floating* x, floating* y, index_t n, floating mean_hi,
+                                  floating mean_lo, floating scale, floating shift) noexcept nogil:
+    """y = ((x - mean_hi) - mean_lo) * scale + shift. The mean is split into two
+    floats so x - mean_hi is exact for values near the mean: no cancellation
+    when |mean| >> std, as x * scale + (shift - mean * scale) would suffer."""
+    cdef index_t i
+    for i in range(n):
+        y[i] = ((x[i] - mean_hi) - mean_lo) * scale + shift
+
+
+cdef inline void _normalize_chunk_elementwise(const floating* x, floating* y, index_t n,
+                                              floating mean_hi, floating mean_lo, floating rstd,
+                                              const floating* w, const floating* b) noexcept nogil:
+    """LayerNorm's per-element affine: ((x - mean) * rstd) * w + b."""
+    cdef index_t i
+    if w != NULL and b != NULL:
+        for i in range(n):
+            y[i] = (((x[i] - mean_hi) - mean_lo) * rstd) * w[i] + b[i]
+    elif w != NULL:
+        for i in range(n):
+            y[i] = (((x[i] - mean_hi) - mean_lo) * rstd) * w[i]
+    elif b != NULL:
+        for i in range(n):
+            y[i] = (((x[i] - mean_hi) - mean_lo) * rstd) + b[i]
+    else:
+        for i in range(n):
+            y[i] = ((x[i] - mean_hi) - mean_lo) * rstd
+
+
+cdef void _norm(const NormGeom* g, const floating* x, floating* y, const floating* weight,
+                const floating* bias, const double* given_mean, const double* given_var,
+                double eps, double* partial, double* mean, double* var, double* rstd,
+                int activation, int num_threads) noexcept nogil:
+    cdef index_t n_chunks = g.batch * g.channels * g.chunks_per_plane
+    cdef index_t n_groups = _n_groups(g)
+    cdef index_t chunk, plane, k, s0, cnt, n, c, grp
+    cdef double sc, m
+    cdef floating m_hi, m_lo
+    cdef const floating* first
+    if n_chunks <= 0:
+        return
+    with parallel(num_threads=num_threads):
+        if given_mean == NULL:
+            for chunk in prange(n_chunks, schedule='static'):
+                plane = chunk // g.chunks_per_plane
+                k = chunk % g.chunks_per_plane
+                s0 = k * CHUNK
+                cnt = min(<index_t>CHUNK, g.spatial - s0)
+                first = _group_first(g, x, _group_of(g, plane // g.channels, plane % g.channels))
+                _chunk_sums(x + plane * g.spatial + s0, cnt, <double>first[0],
+                            partial + 2 * chunk)
+            for grp in prange(n_groups, schedule='static'):
+                _group_stats(g, x, partial, grp, eps, mean, var, rstd)
+        for chunk in prange(n_chunks, schedule='static'):
+            plane = chunk // g.chunks_per_plane
+            n = plane // g.channels
+            c = plane % g.channels
+            k = chunk % g.chunks_per_plane
+            s0 = k * CHUNK
+            cnt = min(<index_t>CHUNK, g.spatial - s0)
+            if given_mean != NULL:
+                m = given_mean[c]
+                sc = 1.0 / sqrt(given_var[c] + eps)
+            else:
+                grp = _group_of(g, n, c)
+                m = mean[grp]
+                sc = rstd[grp]
+            m_hi = <floating>m
+            m_lo = <floating>(m - m_hi)
+            if g.kind == NORM_LAYER:
+                _normalize_chunk_elementwise(
+                    x + plane * g.spatial + s0, y + plane * g.spatial + s0, cnt, m_hi, m_lo,
+                    <floating>sc, weight + s0 if weight != NULL else NULL,
+                    bias + s0 if bias != NULL else NULL)
+            else:
+                if weight != NULL:
+                    sc = sc * weight[c]
+                _normalize_chunk(x + plane * g.spatial + s0, y + plane * g.spatial + s0, cnt,
+                                 m_hi, m_lo, <floating>sc,
+                                 bias[c] if bias != NULL else <floating>0)
+            if activation != 0:
+                bias_activation(y + plane * g.spatial + s0, cnt, 0, False, activation)
+
+
+def normalize(int kind, cnp.ndarray x, cnp.ndarray y, index_t batch, index_t channels,
+              index_t spatial, index_t groups, object weight, object bias, object given_mean,
+              object given_var, double eps, int activation, int num_threads):
+    """Normalize x (viewed as (batch, channels, spatial), C-contiguous) into y
+    (may be x). Returns (mean, var) per group as float64 arrays (biased var),
+    or None when given_mean / given_var (per channel, float64) were used."""
+    cdef NormGeom g
+    g.batch, g.channels, g.spatial, g.groups, g.kind = batch, channels, spatial, groups, kind
+    g.chunks_per_plane = _ceil_div(spatial, CHUNK) if spatial > 0 else 0
+    cdef index_t n_chunks = batch * channels * g.chunks_per_plane
+    cdef index_t n_groups = _n_groups(&g)
+    cdef cnp.ndarray partial = np.empty(max(2 * n_chunks, 1), np.float64)
+    cdef cnp.ndarray mean = np.empty(max(n_groups, 1), np.float64)
+    cdef cnp.ndarray var = np.empty(max(n_groups, 1), np.float64)
+    cdef cnp.ndarray rstd = np.empty(max(n_groups, 1), np.float64)
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* yp = cnp.PyArray_DATA(y)
+    cdef void* wp = NULL if weight is None else cnp.PyArray_DATA(<cnp.ndarray>weight)
+    cdef void* bp = NULL if bias is None else cnp.PyArray_DATA(<cnp.ndarray>bias)
+    cdef double* gm = NULL if given_mean is None else <double*>cnp.PyArray_DATA(<cnp.ndarray>given_mean)
+    cdef double* gv = NULL if given_var is None else <double*>cnp.PyArray_DATA(<cnp.ndarray>given_var)
+    cdef double* pp = <double*>cnp.PyArray_DATA(partial)
+    cdef double* mp = <double*>cnp.PyArray_DATA(mean)
+    cdef double* vp = <double*>cnp.PyArray_DATA(var)
+    cdef double* rp = <double*>cnp.PyArray_DATA(rstd)
+    if x.dtype.num == cnp.NPY_FLOAT32:
+        with nogil:
+            _norm(&g, <float*>xp, <float*>yp, <float*>wp, <float*>bp, gm, gv, eps, pp, mp, vp,
+                  rp, activation, num_threads)
+    else:
+        with nogil:
+            _norm(&g, <double*>xp, <double*>yp, <double*>wp, <double*>bp, gm, gv, eps, pp, mp,
+                  vp, rp, activation, num_threads)
+    if given_mean is not None:
+        return None
+    return mean[:n_groups], var[:n_groups]
+
+
+# ---------------------------------------------------------------- local response norm
+
+cdef void _lrn(const floating* x, floating* y, index_t batch, index_t channels, index_t spatial,
+               index_t size, double alpha, double beta, double k, int num_threads) noexcept nogil:
+    """y = x / (k + alpha / size * sum of x^2 over the channel window)^beta,
+    the window [c - size // 2, c + (size - 1) // 2] clipped to the channels
+    (PyTorch zero-pads the channel axis and divides by size regardless)."""
+    cdef index_t chunks = _ceil_div(spatial, CHUNK) if spatial > 0 else 0
+    cdef index_t task, n, s0, cnt, c, cc, i, lo, hi
+    cdef const floating* xn
+    cdef floating* yn
+    cdef double scale = alpha / size
+    cdef double acc
+    for task in prange(batch * chunks, num_threads=num_threads, schedule='static'):
+        n = task // chunks
+        s0 = (task % chunks) * CHUNK
+        cnt = min(<index_t>CHUNK, spatial - s0)
+        xn = x + n * channels * spatial + s0
+        yn = y + n * channels * spatial + s0
+        for c in range(channels):
+            lo = max(0, c - size // 2)
+            hi = min(channels, c + (size - 1) // 2 + 1)
+            for i in range(cnt):
+                acc = 0
+                for cc in range(lo, hi):
+                    acc = acc + <double>xn[cc * spatial + i] * xn[cc * spatial + i]
+                yn[c * spatial + i] = <floating>(xn[c * spatial + i] / (k + scale * acc) ** beta)
+
+
+def local_response_norm(cnp.ndarray x, cnp.ndarray y, index_t batch, index_t channels,
+                        index_t spatial, index_t size, double alpha, double beta, double k,
+                        int num_threads):
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* yp = cnp.PyArray_DATA(y)
+    if x.dtype.num == cnp.NPY_FLOAT32:
+        with nogil:
+            _lrn(<float*>xp, <float*>yp, batch, channels, spatial, size, alpha, beta, k, num_threads)
+    else:
+        with nogil:
+            _lrn(<double*>xp, <double*>yp, batch, channels, spatial, size, alpha, beta, k, num_threads)
