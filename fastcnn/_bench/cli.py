@@ -22,6 +22,7 @@ def _load_suites():
         SUITES["pool"] = lambda quick=False: layers._pool_cases()
         SUITES["activation"] = lambda quick=False: layers.activation_cases()
         SUITES["linear"] = lambda quick=False: layers.linear_cases()
+        SUITES["norm"] = lambda quick=False: layers.norm_cases()
     return SUITES
 
 

@@ -93,3 +93,56 @@ def linear_cases():
 
 def cases(quick=False):
     return _pool_cases() + activation_cases() + linear_cases()
+
+
+def norm_cases():
+    """Normalizations on the 8x64x112x112 tensor. Eval-mode rows count one read
+    and one write; statistics rows (train BN, LN, IN, GN) two reads and a write."""
+    c = SHAPE[1]
+
+    def case(name, fn, torch_fn, reads):
+        def make(batch, dtype, rivals):
+            rng = np.random.default_rng(0)
+            shape = (batch,) + SHAPE[1:]
+            x = rng.standard_normal(shape).astype(dtype)
+            y = np.empty(shape, dtype)
+            w = rng.standard_normal(c).astype(dtype)
+            b = rng.standard_normal(c).astype(dtype)
+            rm = rng.standard_normal(c).astype(dtype)
+            rv = (rng.random(c) + 0.5).astype(dtype)
+            fns = {"fastcnn": lambda: fn(x, y, w, b, rm, rv)}
+            if "torch" in rivals:
+                import torch
+                ts = [torch.from_numpy(a.copy()) for a in (x, w, b, rm, rv)]
+
+                def run():
+                    with torch.no_grad():
+                        torch_fn(torch, *ts)
+                fns["torch"] = run
+            return fns
+
+        return Case(name=name, group="norm", make=make,
+                    nbytes=lambda batch: batch * np.prod(SHAPE[1:]) * 4 * (reads + 1),
+                    shape="x".join(map(str, SHAPE[1:])), batches=(8,))
+
+    tf = lambda t: t.nn.functional
+    return [
+        case("batch_norm eval", lambda x, y, w, b, rm, rv: F.batch_norm(x, rm, rv, w, b, out=y),
+             lambda t, x, w, b, rm, rv: tf(t).batch_norm(x, rm, rv, w, b), 1),
+        case("batch_norm eval + relu",
+             lambda x, y, w, b, rm, rv: F.batch_norm(x, rm, rv, w, b, out=y, activation="relu"),
+             lambda t, x, w, b, rm, rv: tf(t).relu(tf(t).batch_norm(x, rm, rv, w, b)), 1),
+        case("batch_norm train",
+             lambda x, y, w, b, rm, rv: F.batch_norm(x, rm, rv, w, b, True, out=y),
+             lambda t, x, w, b, rm, rv: tf(t).batch_norm(x, rm, rv, w, b, True), 2),
+        case("layer_norm (C, H, W)",
+             lambda x, y, w, b, rm, rv: F.layer_norm(x, SHAPE[1:], out=y),
+             lambda t, x, w, b, rm, rv: tf(t).layer_norm(x, SHAPE[1:]), 2),
+        case("instance_norm", lambda x, y, w, b, rm, rv: F.instance_norm(x, out=y),
+             lambda t, x, w, b, rm, rv: tf(t).instance_norm(x), 2),
+        case("group_norm(32)", lambda x, y, w, b, rm, rv: F.group_norm(x, 32, w, b, out=y),
+             lambda t, x, w, b, rm, rv: tf(t).group_norm(x, 32, w, b), 2),
+        case("group_norm(32) + silu",
+             lambda x, y, w, b, rm, rv: F.group_norm(x, 32, w, b, out=y, activation="silu"),
+             lambda t, x, w, b, rm, rv: tf(t).silu(tf(t).group_norm(x, 32, w, b)), 2),
+    ]

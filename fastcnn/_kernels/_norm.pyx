@@ -10,15 +10,18 @@ elements a statistics group gathers:
 
 Planes are cut into fixed chunks (by shape alone, so results do not depend
 on the thread count) and one parallel region runs three phases:
-  1. partial sums of (x - K) and (x - K)^2 per chunk, in double with 16
-     interleaved accumulators, K the group's first value (a shift that keeps
-     the variance exact when |mean| >> std);
+  1. partial sums of (x - K) and (x - K)^2 per chunk, in double (vectorised
+     through reduce.h), K the group's first value (a shift that keeps the
+     variance exact when |mean| >> std);
   2. per group, the chunks' sums combined in a fixed order into mean and
      1 / sqrt(var + eps) (biased variance, as PyTorch normalizes);
   3. per chunk, y = x * scale + shift with the group's statistics and the
      channel's (or element's) affine, then the fused activation.
 Eval-mode batch norm (and instance norm with running statistics) skips
-straight to phase 3 with the given statistics.
+straight to phase 3 with the given statistics. When groups are small (at most
+GROUP_LOCAL_BYTES) and several, each task instead takes whole groups and runs
+the three phases on one group at a time, reading it from memory once; the
+chunk sums and their order are the same, so are the results.
 """
 import numpy as np
 cimport numpy as cnp
@@ -36,6 +39,10 @@ cdef enum:
     NORM_GROUP = 2
     NORM_LAYER = 3
     CHUNK = 8192
+    # A group at most this large is handled whole by one task: its statistics,
+    # then its normalization while the data is still in L2 (one read from memory).
+    GROUP_LOCAL_BYTES = 1024 * 1024
+    GROUP_LOCAL_MIN_GROUPS = 4
 
 
 cdef struct NormGeom:
@@ -80,34 +87,33 @@ cdef inline const floating* _group_first(const NormGeom* g, const floating* x,
                 + group % g.groups * (g.channels // g.groups)) * g.spatial
 
 
+cdef extern from "reduce.h" nogil:
+    void fcnn_shifted_sums_f32(const float* x, long n, double k, double* s)
+    void fcnn_shifted_sums_f64(const double* x, long n, double k, double* s)
+
+
 cdef inline void _chunk_sums(const floating* x, index_t n, double k, double* out) noexcept nogil:
-    """out[0] = sum(x - k), out[1] = sum((x - k)^2), 16 accumulators each."""
-    cdef double s1[16]
-    cdef double s2[16]
-    cdef double d
-    cdef index_t i, j
-    for j in range(16):
-        s1[j] = 0
-        s2[j] = 0
-    i = 0
-    while i + 16 <= n:
-        for j in range(16):
-            d = <double>x[i + j] - k
-            s1[j] += d
-            s2[j] += d * d
-        i += 16
-    for j in range(n - i):
-        d = <double>x[i + j] - k
-        s1[j] += d
-        s2[j] += d * d
-    for j in range(8):
-        s1[j] += s1[j + 8]
-        s2[j] += s2[j + 8]
-    for j in range(4):
-        s1[j] += s1[j + 4]
-        s2[j] += s2[j + 4]
-    out[0] = (s1[0] + s1[2]) + (s1[1] + s1[3])
-    out[1] = (s2[0] + s2[2]) + (s2[1] + s2[3])
+    """out[0] = sum(x - k), out[1] = sum((x - k)^2), in double."""
+    if floating is float:
+        fcnn_shifted_sums_f32(x, n, k, out)
+    else:
+        fcnn_shifted_sums_f64(x, n, k, out)
+
+
+cdef inline void _group_planes(const NormGeom* g, index_t group, index_t* n0, index_t* n1,
+                               index_t* c0, index_t* c1) noexcept nogil:
+    """The (n, c) planes of a group: n in [n0, n1), c in [c0, c1)."""
+    if g.kind == NORM_BATCH:
+        n0[0], n1[0], c0[0], c1[0] = 0, g.batch, group, group + 1
+    elif g.kind == NORM_INSTANCE:
+        n0[0], n1[0] = group // g.channels, group // g.channels + 1
+        c0[0], c1[0] = group % g.channels, group % g.channels + 1
+    elif g.kind == NORM_GROUP:
+        n0[0], n1[0] = group // g.groups, group // g.groups + 1
+        c0[0] = group % g.groups * (g.channels // g.groups)
+        c1[0] = c0[0] + g.channels // g.groups
+    else:
+        n0[0], n1[0], c0[0], c1[0] = group, group + 1, 0, 1
 
 
 cdef inline void _group_stats(const NormGeom* g, const floating* x, const double* partial,
@@ -117,17 +123,7 @@ cdef inline void _group_stats(const NormGeom* g, const floating* x, const double
     cdef index_t n, c, k, planes, n0, n1, c0, c1
     cdef double s1 = 0, s2 = 0, cnt, m, v
     cdef double shift = _group_first(g, x, group)[0]
-    if g.kind == NORM_BATCH:
-        n0, n1, c0, c1 = 0, g.batch, group, group + 1
-    elif g.kind == NORM_INSTANCE:
-        n0, n1 = group // g.channels, group // g.channels + 1
-        c0, c1 = group % g.channels, group % g.channels + 1
-    elif g.kind == NORM_GROUP:
-        n0, n1 = group // g.groups, group // g.groups + 1
-        c0 = group % g.groups * (g.channels // g.groups)
-        c1 = c0 + g.channels // g.groups
-    else:
-        n0, n1, c0, c1 = group, group + 1, 0, 1
+    _group_planes(g, group, &n0, &n1, &c0, &c1)
     for n in range(n0, n1):
         for c in range(c0, c1):
             for k in range(g.chunks_per_plane):
@@ -172,59 +168,98 @@ cdef inline void _normalize_chunk_elementwise(const floating* x, floating* y, in
             y[i] = ((x[i] - mean_hi) - mean_lo) * rstd
 
 
+cdef inline void _normalize_plane_chunk(const NormGeom* g, const floating* x, floating* y,
+                                        const floating* weight, const floating* bias,
+                                        const double* given_mean, const double* given_var,
+                                        double eps, const double* mean, const double* rstd,
+                                        int activation, index_t chunk) noexcept nogil:
+    """Phase 3 for one chunk: scale and shift with its group's statistics (or
+    the given running statistics), then the activation."""
+    cdef index_t plane = chunk // g.chunks_per_plane
+    cdef index_t n = plane // g.channels, c = plane % g.channels
+    cdef index_t s0 = (chunk % g.chunks_per_plane) * CHUNK
+    cdef index_t cnt = min(<index_t>CHUNK, g.spatial - s0)
+    cdef index_t grp
+    cdef double sc, m
+    cdef floating m_hi, m_lo
+    if given_mean != NULL:
+        m = given_mean[c]
+        sc = 1.0 / sqrt(given_var[c] + eps)
+    else:
+        grp = _group_of(g, n, c)
+        m = mean[grp]
+        sc = rstd[grp]
+    m_hi = <floating>m
+    m_lo = <floating>(m - m_hi)
+    if g.kind == NORM_LAYER:
+        _normalize_chunk_elementwise(x + plane * g.spatial + s0, y + plane * g.spatial + s0, cnt,
+                                     m_hi, m_lo, <floating>sc,
+                                     weight + s0 if weight != NULL else NULL,
+                                     bias + s0 if bias != NULL else NULL)
+    else:
+        if weight != NULL:
+            sc = sc * weight[c]
+        _normalize_chunk(x + plane * g.spatial + s0, y + plane * g.spatial + s0, cnt,
+                         m_hi, m_lo, <floating>sc, bias[c] if bias != NULL else <floating>0)
+    if activation != 0:
+        bias_activation(y + plane * g.spatial + s0, cnt, 0, False, activation)
+
+
+cdef inline void _partial_sums(const NormGeom* g, const floating* x, double* partial,
+                               index_t chunk) noexcept nogil:
+    """Phase 1 for one chunk: its sums relative to its group's first value."""
+    cdef index_t plane = chunk // g.chunks_per_plane
+    cdef index_t s0 = (chunk % g.chunks_per_plane) * CHUNK
+    cdef const floating* first = _group_first(
+        g, x, _group_of(g, plane // g.channels, plane % g.channels))
+    _chunk_sums(x + plane * g.spatial + s0, min(<index_t>CHUNK, g.spatial - s0),
+                <double>first[0], partial + 2 * chunk)
+
+
+cdef inline void _whole_group(const NormGeom* g, const floating* x, floating* y,
+                              const floating* weight, const floating* bias, double eps,
+                              double* partial, double* mean, double* var, double* rstd,
+                              int activation, index_t group) noexcept nogil:
+    """All three phases for one group, its data staying in cache between them."""
+    cdef index_t n, c, k, n0, n1, c0, c1
+    _group_planes(g, group, &n0, &n1, &c0, &c1)
+    for n in range(n0, n1):
+        for c in range(c0, c1):
+            for k in range(g.chunks_per_plane):
+                _partial_sums(g, x, partial, (n * g.channels + c) * g.chunks_per_plane + k)
+    _group_stats(g, x, partial, group, eps, mean, var, rstd)
+    for n in range(n0, n1):
+        for c in range(c0, c1):
+            for k in range(g.chunks_per_plane):
+                _normalize_plane_chunk(g, x, y, weight, bias, NULL, NULL, eps, mean, rstd,
+                                       activation, (n * g.channels + c) * g.chunks_per_plane + k)
+
+
 cdef void _norm(const NormGeom* g, const floating* x, floating* y, const floating* weight,
                 const floating* bias, const double* given_mean, const double* given_var,
                 double eps, double* partial, double* mean, double* var, double* rstd,
                 int activation, int num_threads) noexcept nogil:
     cdef index_t n_chunks = g.batch * g.channels * g.chunks_per_plane
     cdef index_t n_groups = _n_groups(g)
-    cdef index_t chunk, plane, k, s0, cnt, n, c, grp
-    cdef double sc, m
-    cdef floating m_hi, m_lo
-    cdef const floating* first
+    cdef index_t group_elems = g.batch * g.channels * g.spatial // max(n_groups, 1)
+    cdef bint group_local = (given_mean == NULL and n_groups >= GROUP_LOCAL_MIN_GROUPS
+                             and group_elems * <index_t>sizeof(floating) <= GROUP_LOCAL_BYTES)
+    cdef index_t chunk, grp
     if n_chunks <= 0:
         return
     with parallel(num_threads=num_threads):
-        if given_mean == NULL:
-            for chunk in prange(n_chunks, schedule='static'):
-                plane = chunk // g.chunks_per_plane
-                k = chunk % g.chunks_per_plane
-                s0 = k * CHUNK
-                cnt = min(<index_t>CHUNK, g.spatial - s0)
-                first = _group_first(g, x, _group_of(g, plane // g.channels, plane % g.channels))
-                _chunk_sums(x + plane * g.spatial + s0, cnt, <double>first[0],
-                            partial + 2 * chunk)
+        if group_local:
             for grp in prange(n_groups, schedule='static'):
-                _group_stats(g, x, partial, grp, eps, mean, var, rstd)
-        for chunk in prange(n_chunks, schedule='static'):
-            plane = chunk // g.chunks_per_plane
-            n = plane // g.channels
-            c = plane % g.channels
-            k = chunk % g.chunks_per_plane
-            s0 = k * CHUNK
-            cnt = min(<index_t>CHUNK, g.spatial - s0)
-            if given_mean != NULL:
-                m = given_mean[c]
-                sc = 1.0 / sqrt(given_var[c] + eps)
-            else:
-                grp = _group_of(g, n, c)
-                m = mean[grp]
-                sc = rstd[grp]
-            m_hi = <floating>m
-            m_lo = <floating>(m - m_hi)
-            if g.kind == NORM_LAYER:
-                _normalize_chunk_elementwise(
-                    x + plane * g.spatial + s0, y + plane * g.spatial + s0, cnt, m_hi, m_lo,
-                    <floating>sc, weight + s0 if weight != NULL else NULL,
-                    bias + s0 if bias != NULL else NULL)
-            else:
-                if weight != NULL:
-                    sc = sc * weight[c]
-                _normalize_chunk(x + plane * g.spatial + s0, y + plane * g.spatial + s0, cnt,
-                                 m_hi, m_lo, <floating>sc,
-                                 bias[c] if bias != NULL else <floating>0)
-            if activation != 0:
-                bias_activation(y + plane * g.spatial + s0, cnt, 0, False, activation)
+                _whole_group(g, x, y, weight, bias, eps, partial, mean, var, rstd, activation, grp)
+        else:
+            if given_mean == NULL:
+                for chunk in prange(n_chunks, schedule='static'):
+                    _partial_sums(g, x, partial, chunk)
+                for grp in prange(n_groups, schedule='static'):
+                    _group_stats(g, x, partial, grp, eps, mean, var, rstd)
+            for chunk in prange(n_chunks, schedule='static'):
+                _normalize_plane_chunk(g, x, y, weight, bias, given_mean, given_var, eps, mean,
+                                       rstd, activation, chunk)
 
 
 def normalize(int kind, cnp.ndarray x, cnp.ndarray y, index_t batch, index_t channels,
