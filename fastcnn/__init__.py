@@ -9,6 +9,7 @@ from fastcnn._threads import get_num_threads, set_num_threads, threads
 from fastcnn.nn.init import manual_seed
 from fastcnn import functional, nn
 from fastcnn._config import get_include, show_config
+from fastcnn.fusion import fuse
 
 __all__ = ["__version__", "functional", "nn", "get_num_threads", "set_num_threads",
-           "threads", "manual_seed", "get_include", "show_config"]
+           "threads", "manual_seed", "get_include", "show_config", "fuse"]
