@@ -10,6 +10,8 @@ from fastcnn.nn.init import manual_seed
 from fastcnn import functional, nn
 from fastcnn._config import get_include, show_config
 from fastcnn.fusion import fuse
+from fastcnn.compile import compile
 
 __all__ = ["__version__", "functional", "nn", "get_num_threads", "set_num_threads",
-           "threads", "manual_seed", "get_include", "show_config", "fuse"]
+           "threads", "manual_seed", "get_include", "show_config", "fuse",
+           "compile"]

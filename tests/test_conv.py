@@ -354,6 +354,8 @@ WINOGRAD_CASES = [
     (1, 8, 8, (3, 3), (3, 3), 1, 1, 1, 1),           # a single tile
     (3, 64, 64, (20, 20), (3, 3), 1, 1, 1, 1),       # several tasks per image
     (1, 3, 5, (6, 9), (3, 3), 1, (0, 1), 1, 1),
+    (1, 32, 48, (10, 14), (3, 3), 1, 1, 1, 1),       # few tiles: shared transformed input
+    (2, 40, 64, (7, 9), (3, 3), 1, 1, 1, 1),         # shared, two images, partial tiles
 ]
 
 

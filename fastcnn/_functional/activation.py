@@ -10,6 +10,7 @@ import numpy as np
 
 from fastcnn import _threads
 from fastcnn._kernels import _act
+from fastcnn._graph import traceable
 from fastcnn._validation import as_array, check_float, check_out, contiguous, shape_str
 
 __all__ = ["relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "celu",
@@ -26,12 +27,19 @@ _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
 
 
+def _same_memory(a, b):
+    """a and b are the same array through different objects (in-place)."""
+    return (isinstance(a, np.ndarray) and a.shape == b.shape and a.dtype == b.dtype
+            and a.strides == b.strides
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+
+
 def apply(op, code, input, inplace=False, out=None, alpha=0.0, beta=0.0, gamma=0.0):
     """Run element-wise op `code` on input: in place, into out, or into a new array."""
     x = as_array(input, op)
     check_float(x, op)
     nthreads = _threads.get_num_threads()
-    if inplace or (out is not None and out is x):
+    if inplace or (out is not None and (out is x or _same_memory(out, x))):
         if not isinstance(input, np.ndarray):
             raise TypeError(f"{op}: inplace needs a numpy.ndarray input, got {type(input).__name__}")
         if not x.flags.writeable:
@@ -51,44 +59,53 @@ def apply(op, code, input, inplace=False, out=None, alpha=0.0, beta=0.0, gamma=0
     return y
 
 
+@traceable("relu")
 def relu(input, inplace=False, *, out=None):
     """max(x, 0); NaN stays NaN."""
     return apply("relu", RELU, input, inplace, out)
 
 
+@traceable("relu_")
 def relu_(input):
     return relu(input, inplace=True)
 
 
+@traceable("relu6")
 def relu6(input, inplace=False, *, out=None):
     """min(max(x, 0), 6)."""
     return apply("relu6", RELU6, input, inplace, out)
 
 
+@traceable("leaky_relu")
 def leaky_relu(input, negative_slope=0.01, inplace=False, *, out=None):
     """x if x > 0 else negative_slope * x."""
     return apply("leaky_relu", LEAKY_RELU, input, inplace, out, float(negative_slope))
 
 
+@traceable("leaky_relu_")
 def leaky_relu_(input, negative_slope=0.01):
     return leaky_relu(input, negative_slope, inplace=True)
 
 
+@traceable("elu")
 def elu(input, alpha=1.0, inplace=False, *, out=None):
     """x if x > 0 else alpha * (exp(x) - 1), computed with expm1 as PyTorch."""
     return apply("elu", ELU, input, inplace, out, float(alpha))
 
 
+@traceable("elu_")
 def elu_(input, alpha=1.0):
     return elu(input, alpha, inplace=True)
 
 
+@traceable("selu")
 def selu(input, inplace=False, *, out=None):
     """scale * (x if x > 0 else alpha * (exp(x) - 1)), PyTorch's constants."""
     return apply("selu", EXPM1_SCALED, input, inplace, out, _SELU_ALPHA * _SELU_SCALE,
                  _SELU_SCALE, 1.0)
 
 
+@traceable("celu")
 def celu(input, alpha=1.0, inplace=False, *, out=None):
     """x if x > 0 else alpha * (exp(x / alpha) - 1)."""
     alpha = float(alpha)
@@ -97,6 +114,7 @@ def celu(input, alpha=1.0, inplace=False, *, out=None):
     return apply("celu", EXPM1_SCALED, input, inplace, out, alpha, 1.0, 1.0 / alpha)
 
 
+@traceable("hardtanh")
 def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False, *, out=None):
     """Clamp to [min_val, max_val]."""
     if min_val > max_val:
@@ -104,33 +122,40 @@ def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False, *, out=None):
     return apply("hardtanh", HARDTANH, input, inplace, out, float(min_val), float(max_val))
 
 
+@traceable("hardtanh_")
 def hardtanh_(input, min_val=-1.0, max_val=1.0):
     return hardtanh(input, min_val, max_val, inplace=True)
 
 
+@traceable("sigmoid")
 def sigmoid(input, *, out=None):
     return apply("sigmoid", SIGMOID, input, False, out)
 
 
+@traceable("tanh")
 def tanh(input, *, out=None):
     return apply("tanh", TANH, input, False, out)
 
 
+@traceable("silu")
 def silu(input, inplace=False, *, out=None):
     """x * sigmoid(x)."""
     return apply("silu", SILU, input, inplace, out)
 
 
+@traceable("hardswish")
 def hardswish(input, inplace=False, *, out=None):
     """x * relu6(x + 3) / 6."""
     return apply("hardswish", HARDSWISH, input, inplace, out)
 
 
+@traceable("hardsigmoid")
 def hardsigmoid(input, inplace=False, *, out=None):
     """relu6(x + 3) / 6."""
     return apply("hardsigmoid", HARDSIGMOID, input, inplace, out)
 
 
+@traceable("gelu")
 def gelu(input, approximate="none", *, out=None):
     """x * Phi(x) with erf ('none') or PyTorch's tanh approximation ('tanh')."""
     if approximate == "none":
@@ -140,11 +165,13 @@ def gelu(input, approximate="none", *, out=None):
     raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
 
 
+@traceable("mish")
 def mish(input, inplace=False, *, out=None):
     """x * tanh(softplus(x))."""
     return apply("mish", MISH, input, inplace, out)
 
 
+@traceable("softplus")
 def softplus(input, beta=1.0, threshold=20.0, *, out=None):
     """log(1 + exp(beta * x)) / beta, and x where beta * x > threshold."""
     beta = float(beta)
@@ -153,6 +180,7 @@ def softplus(input, beta=1.0, threshold=20.0, *, out=None):
     return apply("softplus", SOFTPLUS, input, False, out, beta, float(threshold))
 
 
+@traceable("prelu")
 def prelu(input, weight, *, out=None):
     """x if x > 0 else weight[c] * x, with one slope per channel (dim 1) or one shared."""
     op = "prelu"
@@ -219,16 +247,19 @@ def _softmax(op, input, dim, dtype, log, out):
     return y
 
 
+@traceable("softmax")
 def softmax(input, dim=None, _stacklevel=3, dtype=None, *, out=None):
     """exp(x - max) / sum(exp(x - max)) along dim (max-subtracted, so stable)."""
     return _softmax("softmax", input, dim, dtype, False, out)
 
 
+@traceable("log_softmax")
 def log_softmax(input, dim=None, _stacklevel=3, dtype=None, *, out=None):
     """x - max - log(sum(exp(x - max))) along dim."""
     return _softmax("log_softmax", input, dim, dtype, True, out)
 
 
+@traceable("softmin")
 def softmin(input, dim=None, _stacklevel=3, dtype=None, *, out=None):
     """softmax(-x) along dim."""
     x = as_array(input, "softmin")

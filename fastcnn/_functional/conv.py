@@ -6,6 +6,7 @@ import numpy as np
 
 from fastcnn import _threads
 from fastcnn._kernels import _conv as _conv_kernels
+from fastcnn._graph import traceable
 from fastcnn._validation import (activation_code, as_array, check_float, check_out,
                                  contiguous, conv_output_size, ntuple, shape_str)
 
@@ -51,6 +52,7 @@ def pad_input(x, before, after, mode, op):
     return np.pad(x, widths, mode=_NP_PAD_MODES[mode])
 
 
+@traceable("conv")
 def _conv(nd, op, input, weight, bias, stride, padding, dilation, groups, out,
           activation, padding_mode="zeros", algorithm=None):
     x = as_array(input, op)
@@ -149,6 +151,7 @@ def conv_run(geom, x, w, bias, y, act, nthreads, algorithm=None):
     _conv_kernels.forward(geom, algorithm, x, weights, bias, y, workspace, act, nthreads)
 
 
+@traceable("conv1d")
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
            out=None, activation=None):
     """1-D convolution over (N, C, L) or (C, L), as torch.nn.functional.conv1d."""
@@ -156,6 +159,7 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
                  out, activation)
 
 
+@traceable("conv2d")
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
            out=None, activation=None):
     """2-D convolution over (N, C, H, W) or (C, H, W), as torch.nn.functional.conv2d.
@@ -168,6 +172,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
                  out, activation)
 
 
+@traceable("conv3d")
 def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
            out=None, activation=None):
     """3-D convolution over (N, C, D, H, W) or (C, D, H, W), as torch.nn.functional.conv3d."""

@@ -2,6 +2,7 @@
 (fastcnn.manual_seed seeds the default one) and a 1 / (1 - p) scale."""
 import numpy as np
 
+from fastcnn._graph import traceable
 from fastcnn._validation import as_array, check_float
 
 __all__ = ["dropout", "dropout1d", "dropout2d", "dropout3d"]
@@ -40,6 +41,7 @@ def _dropout(op, input, p, training, inplace, generator, mask_shape):
     return x * scaled
 
 
+@traceable("dropout")
 def dropout(input, p=0.5, training=True, inplace=False, *, generator=None):
     """Zero each element with probability p and scale the rest by 1 / (1 - p)."""
     return _dropout("dropout", input, p, training, inplace, generator, lambda x: x.shape)
@@ -55,16 +57,19 @@ def _channel_mask(nd, op):
     return shape
 
 
+@traceable("dropout1d")
 def dropout1d(input, p=0.5, training=True, inplace=False, *, generator=None):
     """Zero whole channels of (N, C, L) or (C, L) inputs."""
     return _dropout("dropout1d", input, p, training, inplace, generator, _channel_mask(1, "dropout1d"))
 
 
+@traceable("dropout2d")
 def dropout2d(input, p=0.5, training=True, inplace=False, *, generator=None):
     """Zero whole channels of (N, C, H, W) or (C, H, W) inputs."""
     return _dropout("dropout2d", input, p, training, inplace, generator, _channel_mask(2, "dropout2d"))
 
 
+@traceable("dropout3d")
 def dropout3d(input, p=0.5, training=True, inplace=False, *, generator=None):
     """Zero whole channels of (N, C, D, H, W) or (C, D, H, W) inputs."""
     return _dropout("dropout3d", input, p, training, inplace, generator, _channel_mask(3, "dropout3d"))

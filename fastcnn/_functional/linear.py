@@ -5,12 +5,14 @@ import numpy as np
 
 from fastcnn import _threads
 from fastcnn._kernels import _linear
+from fastcnn._graph import traceable
 from fastcnn._validation import (activation_code, as_array, check_float, check_out,
                                  contiguous, shape_str)
 
 __all__ = ["linear"]
 
 
+@traceable("linear")
 def linear(input, weight, bias=None, *, out=None, activation=None):
     """x (..., in_features), weight (out_features, in_features) -> (..., out_features)."""
     op = "linear"

@@ -7,6 +7,7 @@ import numpy as np
 
 from fastcnn import _threads
 from fastcnn._kernels import _norm
+from fastcnn._graph import traceable
 from fastcnn._validation import (activation_code, as_array, check_float, check_out,
                                  contiguous, shape_str)
 
@@ -73,6 +74,7 @@ def _update(running, batch_stat, momentum):
     running += momentum * batch_stat.astype(running.dtype)
 
 
+@traceable("batch_norm")
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5, *, out=None, activation=None):
     """Normalize over (N, *spatial) per channel.
@@ -110,6 +112,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     return y
 
 
+@traceable("instance_norm")
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,
                   use_input_stats=True, momentum=0.1, eps=1e-5, *, out=None, activation=None):
     """Normalize each (sample, channel) plane over its spatial positions."""
@@ -144,6 +147,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     return y
 
 
+@traceable("group_norm")
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, out=None,
                activation=None):
     """Normalize each sample's channel groups over (channels in group, *spatial)."""
@@ -164,6 +168,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, out=None,
     return y
 
 
+@traceable("layer_norm")
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None,
                activation=None):
     """Normalize over the trailing dims given by normalized_shape, with an
@@ -196,6 +201,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, out
     return y
 
 
+@traceable("local_response_norm")
 def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *, out=None):
     """x / (k + alpha / size * sum of x^2 over `size` neighbouring channels)^beta."""
     op = "local_response_norm"

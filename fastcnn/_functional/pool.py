@@ -5,6 +5,7 @@ import numpy as np
 
 from fastcnn import _threads
 from fastcnn._kernels import _pool as _pool_kernels
+from fastcnn._graph import traceable
 from fastcnn._validation import (as_array, check_float, check_out, contiguous, ntuple,
                                  spatial_input)
 
@@ -79,6 +80,7 @@ def _pool(nd, op, mode, input, kernel_size, stride, padding, dilation, ceil_mode
     return result
 
 
+@traceable("max_pool1d")
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False, *, out=None):
     """Max pooling over (N, C, L) or (C, L); indices are positions within L."""
@@ -86,6 +88,7 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
                  ceil_mode, return_indices=return_indices, out=out)
 
 
+@traceable("max_pool2d")
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False, *, out=None):
     """Max pooling over (N, C, H, W) or (C, H, W), as torch.nn.functional.max_pool2d.
@@ -94,6 +97,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
                  ceil_mode, return_indices=return_indices, out=out)
 
 
+@traceable("max_pool3d")
 def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False, *, out=None):
     """Max pooling over (N, C, D, H, W) or (C, D, H, W)."""
@@ -101,6 +105,7 @@ def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
                  ceil_mode, return_indices=return_indices, out=out)
 
 
+@traceable("avg_pool1d")
 def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, *, out=None):
     """Average pooling over (N, C, L) or (C, L) (no divisor_override, as PyTorch)."""
@@ -108,6 +113,7 @@ def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                  count_include_pad, out=out)
 
 
+@traceable("avg_pool2d")
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None, *, out=None):
     """Average pooling over (N, C, H, W) or (C, H, W), as torch.nn.functional.avg_pool2d."""
@@ -115,6 +121,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                  count_include_pad, divisor_override, out=out)
 
 
+@traceable("avg_pool3d")
 def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None, *, out=None):
     """Average pooling over (N, C, D, H, W) or (C, D, H, W)."""
@@ -132,6 +139,7 @@ def _check_norm(norm_type, op):
     return p
 
 
+@traceable("lp_pool1d")
 def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False, *, out=None):
     """Power-average pooling: (sum of x^p over the window)^(1/p), as PyTorch computes it."""
     p = _check_norm(norm_type, "lp_pool1d")
@@ -139,6 +147,7 @@ def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False, *, ou
                  norm_type=p, out=out)
 
 
+@traceable("lp_pool2d")
 def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False, *, out=None):
     """Power-average pooling over (N, C, H, W) or (C, H, W)."""
     p = _check_norm(norm_type, "lp_pool2d")
@@ -186,27 +195,33 @@ def _adaptive(nd, op, is_max, input, output_size, return_indices=False, out=None
     return result
 
 
+@traceable("adaptive_avg_pool1d")
 def adaptive_avg_pool1d(input, output_size, *, out=None):
     return _adaptive(1, "adaptive_avg_pool1d", False, input, output_size, out=out)
 
 
+@traceable("adaptive_avg_pool2d")
 def adaptive_avg_pool2d(input, output_size, *, out=None):
     """Adaptive average pooling; output_size 1 (global average) has its own fast path.
     None entries keep the input size."""
     return _adaptive(2, "adaptive_avg_pool2d", False, input, output_size, out=out)
 
 
+@traceable("adaptive_avg_pool3d")
 def adaptive_avg_pool3d(input, output_size, *, out=None):
     return _adaptive(3, "adaptive_avg_pool3d", False, input, output_size, out=out)
 
 
+@traceable("adaptive_max_pool1d")
 def adaptive_max_pool1d(input, output_size, return_indices=False, *, out=None):
     return _adaptive(1, "adaptive_max_pool1d", True, input, output_size, return_indices, out)
 
 
+@traceable("adaptive_max_pool2d")
 def adaptive_max_pool2d(input, output_size, return_indices=False, *, out=None):
     return _adaptive(2, "adaptive_max_pool2d", True, input, output_size, return_indices, out)
 
 
+@traceable("adaptive_max_pool3d")
 def adaptive_max_pool3d(input, output_size, return_indices=False, *, out=None):
     return _adaptive(3, "adaptive_max_pool3d", True, input, output_size, return_indices, out)

@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 
+from fastcnn._graph import traceable
 from fastcnn._validation import as_array
 
 __all__ = ["flatten", "unflatten"]
@@ -20,6 +21,7 @@ def _dim(dim, ndim, op, name="dim"):
     return dim % n
 
 
+@traceable("flatten")
 def flatten(input, start_dim=0, end_dim=-1):
     """Merge dims start_dim..end_dim into one, as torch.flatten (a view where possible)."""
     x = as_array(input, "flatten")
@@ -33,6 +35,7 @@ def flatten(input, start_dim=0, end_dim=-1):
     return x.reshape(shape)
 
 
+@traceable("unflatten")
 def unflatten(input, dim, sizes):
     """Split dim into `sizes` (one entry may be -1), as torch.unflatten."""
     x = as_array(input, "unflatten")

@@ -38,6 +38,7 @@ cdef struct ConvPlan:
     index_t rows_per_task
     index_t tasks_per_image
     index_t tiles_per_task
+    bint wino_shared                # few tiles: V for all tiles shared, tasks are channel blocks
 
 cdef bint winograd_applies(const ConvGeom* g) noexcept nogil
 cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept nogil

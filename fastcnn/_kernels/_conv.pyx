@@ -35,6 +35,10 @@ cdef enum:
     WINO_BUDGET_BYTES = 1536 * 1024   # transformed tiles (V and M) per thread
     WINO_MIN_TILES = 8
     WINO_PACK_TILES = 64
+    # At most this many tiles in all (batch-1 late layers): transform them once
+    # into a shared V and give each task a block of output channels, so the
+    # transformed weights are read once rather than once per task.
+    WINO_SHARED_TILES = 64
 
 
 cdef inline index_t _ceil_div(index_t a, index_t b) noexcept nogil:
@@ -500,9 +504,25 @@ cdef inline index_t _wino_scratch(index_t tiles_w, index_t tiles) noexcept nogil
 
 cdef void _winograd_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noexcept nogil:
     cdef index_t per_tile = 36 * (g.in_channels + g.out_channels) * itemsize
-    cdef index_t rows_budget, want_blocks
+    cdef index_t rows_budget, want_blocks, tiles_image, total
     p.tiles_h = _ceil_div(g.out_h, 4)
     p.tiles_w = _ceil_div(g.out_w, 4)
+    tiles_image = p.tiles_h * p.tiles_w
+    total = g.batch * tiles_image
+    p.col_tile = p.n_col_tiles = 0
+    p.wino_shared = total <= WINO_SHARED_TILES and g.out_channels >= 32
+    if p.wino_shared:
+        p.rows_per_task = p.tiles_h
+        p.tasks_per_image = 1
+        p.tiles_per_task = total
+        p.m_block = min(g.out_channels, max(16, _round_up(_ceil_div(g.out_channels, MIN_TASKS), 16)))
+        p.n_m_blocks = _ceil_div(g.out_channels, p.m_block)
+        p.n_tasks = p.n_m_blocks
+        # shared: V for every tile; per thread: M for one channel block, and
+        # the transforms' scratch for one image
+        p.workspace_shared = 36 * g.in_channels * total
+        p.workspace_per_thread = 36 * p.m_block * total + _wino_scratch(p.tiles_w, tiles_image)
+        return
     rows_budget = max(1, WINO_BUDGET_BYTES // (per_tile * p.tiles_w))
     want_blocks = _ceil_div(MIN_TASKS, g.batch)
     p.rows_per_task = min(rows_budget, max(1, _ceil_div(p.tiles_h, want_blocks)))
@@ -513,7 +533,7 @@ cdef void _winograd_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noexc
     p.n_tasks = g.batch * p.tasks_per_image
     p.workspace_per_thread = (36 * (g.in_channels + g.out_channels) * p.tiles_per_task
                               + _wino_scratch(p.tiles_w, p.tiles_per_task))
-    p.col_tile = p.n_col_tiles = p.m_block = p.n_m_blocks = 0
+    p.m_block = p.n_m_blocks = 0
 
 
 # kron(G, G): U[xi][f] = sum_k KRON_GG[xi][k] w[f][k] packs every filter with one
@@ -714,6 +734,42 @@ cdef void _winograd_task(const ConvGeom* g, const ConvPlan* plan, const floating
                      activation)
 
 
+cdef void _winograd_shared_input(const ConvGeom* g, const ConvPlan* plan, const floating* x,
+                                 floating* v, floating* ws, index_t task) noexcept nogil:
+    """Shared Winograd, phase 1: the tiles of one (image, channel) into V."""
+    cdef index_t tiles_image = plan.tiles_h * plan.tiles_w
+    cdef index_t n = task // g.in_channels, c = task % g.in_channels
+    cdef floating* tmp = ws + 36 * plan.m_block * plan.tiles_per_task
+    cdef floating* phase = tmp + 36 * tiles_image
+    _wino_input(g, x + (n * g.in_channels + c) * g.in_h * g.in_w, 0, plan.tiles_h, plan.tiles_w,
+                tiles_image, phase, tmp, v + c * plan.tiles_per_task + n * tiles_image,
+                g.in_channels * plan.tiles_per_task)
+
+
+cdef void _winograd_shared_task(const ConvGeom* g, const ConvPlan* plan, const floating* u,
+                                const floating* bias, const floating* v, floating* y,
+                                floating* ws, int activation, index_t task) noexcept nogil:
+    """Shared Winograd, phase 2: one block of output channels over every tile."""
+    cdef index_t cin = g.in_channels, cout = g.out_channels, tt = plan.tiles_per_task
+    cdef index_t tiles_image = plan.tiles_h * plan.tiles_w
+    cdef index_t m0 = task * plan.m_block
+    cdef index_t mb = min(plan.m_block, cout - m0)
+    cdef floating* mo = ws                          # M[xi][m][tile], xi stride mb * tt
+    cdef floating* tmp = mo + 36 * plan.m_block * tt
+    cdef floating* rows = tmp + 36 * tiles_image + 4 * (plan.tiles_w + 1)
+    cdef index_t xi, m, n
+    for xi in range(36):
+        gemm(False, False, <int>mb, <int>tt, <int>cin, <floating>1,
+             u + xi * cout * cin + m0 * cin, <int>cin, v + xi * cin * tt, <int>tt,
+             <floating>0, mo + xi * mb * tt, <int>tt)
+    for m in range(mb):
+        for n in range(g.batch):
+            _wino_output(g, mo + m * tt + n * tiles_image, mb * tt, 0, plan.tiles_h,
+                         plan.tiles_w, tiles_image, tmp, rows,
+                         y + (n * cout + m0 + m) * g.out_h * g.out_w,
+                         bias[m0 + m] if bias != NULL else 0, bias != NULL, activation)
+
+
 cdef void _conv_forward(const ConvGeom* g, const ConvPlan* plan, const floating* x,
                         const floating* w, const floating* bias, floating* y,
                         floating* workspace, int activation, int num_threads) noexcept nogil:
@@ -723,6 +779,15 @@ cdef void _conv_forward(const ConvGeom* g, const ConvPlan* plan, const floating*
         return
     num_threads = <int>max(1, min(<index_t>num_threads, plan.n_tasks))
     blas_enter()
+    if plan.algorithm == CONV_WINOGRAD and plan.wino_shared:
+        with parallel(num_threads=num_threads):
+            col = workspace + plan.workspace_shared + threadid() * plan.workspace_per_thread
+            for task in prange(g.batch * g.in_channels, schedule='static'):
+                _winograd_shared_input(g, plan, x, workspace, col, task)
+            for task in prange(plan.n_tasks, schedule='static'):
+                _winograd_shared_task(g, plan, w, bias, workspace, y, col, activation, task)
+        blas_leave()
+        return
     with parallel(num_threads=num_threads):
         col = workspace + plan.workspace_shared + threadid() * plan.workspace_per_thread
         if plan.algorithm == CONV_DIRECT:

@@ -33,6 +33,8 @@ class Module:
     """Base class for layers and networks; subclasses define forward()."""
 
     _version = 1
+    # Set by the graph tracer (fastcnn._graph) while it records a forward pass.
+    _call_hook = None
 
     def __init__(self):
         object.__setattr__(self, "training", True)
@@ -123,6 +125,9 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} has no forward() defined")
 
     def __call__(self, *args, **kwargs):
+        hook = Module._call_hook
+        if hook is not None:
+            return hook(self, args, kwargs)
         return self.forward(*args, **kwargs)
 
     def train(self, mode=True):

@@ -1,0 +1,359 @@
+"""Plans: a Graph run with every buffer allocated once.
+
+Plan(graph) gives each value a node produces a buffer; values whose lifetimes
+do not overlap share one, and an element-wise op writes into an input that
+dies there. Each node is bound to its arrays once: convolutions and linear
+layers call their kernels directly (weights prepacked, e.g. Winograd
+transforms; workspaces sized once), other ops call the functional op with
+out=. A call only fills in the inputs and copies the results into fresh
+arrays (or the caller's `out`). A relu applied to a value that already had
+relu fused into its layer is dropped (relu is idempotent).
+
+A plan reads the layers' arrays when it is built: it is a snapshot of the
+weights, independent of the model afterwards.
+"""
+import inspect
+
+import numpy as np
+
+from fastcnn import _threads
+from fastcnn._graph import Value
+from fastcnn._kernels import _conv as _conv_kernels
+from fastcnn._kernels import _linear as _linear_kernels
+from fastcnn._functional.conv import conv_padding
+from fastcnn._validation import FUSABLE_ACTIVATIONS, conv_output_size
+
+__all__ = ["Plan"]
+
+# Ops that may write their output over an input that is not read again.
+_ELEMENTWISE = {"relu", "relu6", "leaky_relu", "elu", "selu", "celu", "hardtanh", "sigmoid",
+                "tanh", "silu", "hardswish", "hardsigmoid", "gelu", "mish", "softplus",
+                "add", "subtract", "multiply", "true_divide", "divide", "maximum", "minimum",
+                "negative", "exp", "log", "sqrt", "absolute"}
+_IDEMPOTENT = {"relu", "relu6"}
+_CONV_OPS = {"conv", "conv1d", "conv2d", "conv3d"}
+# numpy functions recorded by the tracer that take out=
+_TAKES_OUT = {"concatenate", "stack", "mean", "sum", "amax", "amin", "max", "min", "maximum",
+              "minimum", "clip", "astype"}
+
+
+def _bound(node):
+    """The node's arguments by parameter name."""
+    try:
+        b = inspect.signature(node.fn).bind(*node.args, **node.kwargs)
+    except (TypeError, ValueError):
+        return {}
+    b.apply_defaults()
+    return dict(b.arguments)
+
+
+class Plan:
+    """A compiled graph; call it like the model: plan(x) or plan(x, out=y)."""
+
+    def __init__(self, graph, num_threads=None):
+        self.graph = graph
+        self.input_specs = [(v.shape, v.dtype) for v in graph.inputs]
+        self.output_specs = [(v.shape, v.dtype) for v in graph.outputs]
+        self.num_threads = num_threads or _threads.get_num_threads()
+        self.weight_nbytes = 0
+        self.workspace_nbytes = 0
+        self._alias = {}
+        self._input_pos = {v.id: k for k, v in enumerate(graph.inputs)}
+        self.nodes = self._elide_idempotent(graph.nodes)
+        self._plan_memory()
+        self._fixed = {}          # value id -> array bound once (constants, buffers, views)
+        self._dynamic_views = {}  # value id -> (node) views of inputs, made per call
+        bound = [(node, self._bind(node)) for node in self.nodes]
+        self.steps = [s for _, s in bound if s is not None]
+        self._step_nodes = [n for n, s in bound if s is not None]
+        self._outputs = [self._resolve(v) for v in graph.outputs]
+        self.nbytes = sum(b.nbytes for b in self._buffer_list) + self.workspace_nbytes
+
+    # ------------------------------------------------------------ analysis
+    def _resolve(self, v):
+        while v.id in self._alias:
+            v = self._alias[v.id]
+        return v
+
+    def _fused_activation(self, v):
+        node = v.node
+        if node is None:
+            return None
+        if node.op in _IDEMPOTENT:
+            return node.op
+        if node.op in _CONV_OPS or node.op == "linear":
+            return _bound(node).get("activation")
+        return None
+
+    def _elide_idempotent(self, nodes):
+        keep = []
+        for node in nodes:
+            src = node.args[0] if node.args and isinstance(node.args[0], Value) else None
+            if node.op in _IDEMPOTENT and src is not None and \
+                    self._fused_activation(self._resolve(src)) == node.op:
+                self._alias[node.outputs[0].id] = self._resolve(src)
+                continue
+            keep.append(node)
+        return keep
+
+    def _plan_memory(self):
+        """Assign buffers: a value's buffer is free again after its last reader
+        (readers of its views count as readers)."""
+        nodes = self.nodes
+        self._base = {}           # view value id -> the value whose memory it shows
+        last = {}
+        end = len(nodes)
+        for i, node in enumerate(nodes):
+            for v in node.inputs():
+                b = self._buffer_owner(self._resolve(v))
+                last[b.id] = i
+            if node.view:
+                src = self._buffer_owner(self._resolve(node.inputs()[0]))
+                for o in node.outputs:
+                    self._base[o.id] = src
+        for v in self.graph.outputs:
+            last[self._buffer_owner(self._resolve(v)).id] = end
+        self._buffers = {}        # value id -> uint8 buffer
+        self._buffer_list = []
+        free = []
+        for i, node in enumerate(nodes):
+            taken = None
+            if node.op in _ELEMENTWISE and not node.view:
+                for v in node.inputs():
+                    v = self._buffer_owner(self._resolve(v))
+                    if (v.id in self._buffers and last.get(v.id) == i
+                            and v.nbytes == node.outputs[0].nbytes):
+                        taken = v
+                        break
+            for j, o in enumerate(node.outputs):
+                if node.view:
+                    continue
+                if j == 0 and taken is not None:
+                    self._buffers[o.id] = self._buffers[taken.id]
+                    continue
+                need = max(o.nbytes, 1)
+                fits = [k for k, buf in enumerate(free) if buf.nbytes >= need]
+                if fits:
+                    self._buffers[o.id] = free.pop(min(fits, key=lambda k: free[k].nbytes))
+                else:
+                    buf = np.empty(need, np.uint8)
+                    self._buffer_list.append(buf)
+                    self._buffers[o.id] = buf
+            for vid in [vid for vid, li in last.items() if li == i]:
+                buf = self._buffers.get(vid)
+                if buf is not None and not (taken is not None and vid == taken.id):
+                    free.append(buf)
+
+    def _buffer_owner(self, v):
+        return self._base.get(v.id, v)
+
+    # ------------------------------------------------------------ binding
+    def _value_array(self, v):
+        """The array bound once for v, or None when it depends on the call's inputs."""
+        v = self._resolve(v)
+        if v.id in self._fixed:
+            return self._fixed[v.id]
+        if v.kind == "const":
+            return v.const
+        if v.kind == "input" or v.id in self._dynamic_views:
+            return None
+        buf = self._buffers.get(v.id)
+        if buf is None:
+            return None
+        arr = buf[:v.nbytes].view(v.dtype).reshape(v.shape)
+        self._fixed[v.id] = arr
+        return arr
+
+    def _getter(self, a):
+        """A descriptor of one argument: ('fixed', value) or ('value', Value)."""
+        if isinstance(a, Value):
+            arr = self._value_array(a)
+            if arr is not None:
+                return ("fixed", arr)
+            return ("value", self._resolve(a))
+        if isinstance(a, (list, tuple)) and any(isinstance(x, Value) for x in a):
+            return ("seq", type(a), [self._getter(x) for x in a])
+        return ("fixed", a)
+
+    def _get(self, desc, inputs):
+        kind = desc[0]
+        if kind == "fixed":
+            return desc[1]
+        if kind == "seq":
+            return desc[1](self._get(d, inputs) for d in desc[2])
+        v = desc[1]
+        if v.kind == "input":
+            return inputs[self._input_pos[v.id]]
+        node, descs = self._dynamic_views[v.id]
+        return node.fn(*[self._get(d, inputs) for d in descs], **node.kwargs)
+
+    def _bind(self, node):
+        out_v = node.outputs[0]
+        if node.view:
+            descs = [self._getter(a) for a in node.args]
+            if all(d[0] == "fixed" for d in descs):
+                self._fixed[out_v.id] = node.fn(*[d[1] for d in descs], **node.kwargs)
+            else:
+                self._dynamic_views[out_v.id] = (node, descs)
+            return None
+        if node.op in _CONV_OPS:
+            step = self._conv_step(node)
+            if step is not None:
+                return step
+        if node.op == "linear":
+            step = self._linear_step(node)
+            if step is not None:
+                return step
+        return self._python_step(node)
+
+    def _python_step(self, node):
+        arg_descs = [self._getter(a) for a in node.args]
+        kw_descs = {k: self._getter(v) for k, v in node.kwargs.items()
+                    if k not in ("out", "inplace")}
+        outs = [self._value_array(o) for o in node.outputs]
+        fn = node.fn
+        takes_out = len(node.outputs) == 1 and (node.op not in _NUMPY_FUNCS or node.op in _TAKES_OUT)
+        get = self._get
+
+        def step(inputs):
+            args = [get(d, inputs) for d in arg_descs]
+            kwargs = {k: get(d, inputs) for k, d in kw_descs.items()}
+            if takes_out:
+                fn(*args, out=outs[0], **kwargs)
+            else:
+                result = fn(*args, **kwargs)
+                results = result if isinstance(result, tuple) else (result,)
+                for o, r in zip(outs, results):
+                    np.copyto(o, r)
+        return step
+
+    def _conv_step(self, node):
+        b = _bound(node)
+        nd = b["nd"] if node.op == "conv" else int(node.op[-2])
+        if b.get("padding_mode", "zeros") != "zeros" or b.get("out") is not None:
+            return None
+        x_desc = self._getter(b["input"])
+        w = self._value_array(b["weight"]) if isinstance(b["weight"], Value) else None
+        bias = b.get("bias")
+        bias = self._value_array(bias) if isinstance(bias, Value) else None if bias is None else np.asarray(bias)
+        if w is None or (isinstance(b.get("bias"), Value) and bias is None):
+            return None
+        x_shape = self._resolve(b["input"]).shape
+        if len(x_shape) == nd + 1:
+            x_shape = (1,) + x_shape
+        stride = _tuple(b.get("stride", 1), nd)
+        dilation = _tuple(b.get("dilation", 1), nd)
+        groups = b.get("groups", 1)
+        kernel = w.shape[2:]
+        before, after = conv_padding(b.get("padding", 0), nd, kernel, stride, dilation, "conv")
+        out_sp = tuple(conv_output_size(s, k, st, pb, pa, d) for s, k, st, pb, pa, d
+                       in zip(x_shape[2:], kernel, stride, before, after, dilation))
+        one, zero = (1,) * (3 - nd), (0,) * (3 - nd)
+        geom = ((x_shape[0], x_shape[1], w.shape[0], groups) + one + tuple(x_shape[2:]) + one
+                + out_sp + one + tuple(kernel) + one + stride + zero + tuple(before) + one + dilation)
+        # Weights are packed once here, so Winograd pays off sooner than in eager calls.
+        algorithm = _conv_kernels.select(geom, True)
+        ws_shared, ws_thread, _, packed_size = _conv_kernels.plan(geom, algorithm, w.itemsize)
+        weights = np.ascontiguousarray(w)
+        if packed_size:
+            weights = np.empty(packed_size, w.dtype)
+            _conv_kernels.pack(geom, algorithm, np.ascontiguousarray(w), weights, self.num_threads)
+            self.weight_nbytes += weights.nbytes
+        workspace = [np.empty(ws_shared + ws_thread * self.num_threads, w.dtype)
+                     if ws_shared + ws_thread else None]
+        if workspace[0] is not None:
+            self.workspace_nbytes += workspace[0].nbytes
+        act = FUSABLE_ACTIVATIONS[b.get("activation")]
+        bias = None if bias is None else np.ascontiguousarray(bias)
+        y = self._value_array(node.outputs[0]).reshape((x_shape[0], w.shape[0]) + out_sp)
+        get = self._get
+        x_fixed = x_desc[1].reshape(x_shape) if x_desc[0] == "fixed" else None
+
+        def step(inputs):
+            n = _threads.get_num_threads()
+            x = x_fixed if x_fixed is not None else np.ascontiguousarray(get(x_desc, inputs)).reshape(x_shape)
+            ws = workspace[0]
+            if ws is not None and ws.size < ws_shared + ws_thread * n:
+                ws = workspace[0] = np.empty(ws_shared + ws_thread * n, w.dtype)
+            _conv_kernels.forward(geom, algorithm, x, weights, bias, y, ws, act, n)
+        return step
+
+    def _linear_step(self, node):
+        b = _bound(node)
+        if b.get("out") is not None or not isinstance(b.get("weight"), Value):
+            return None
+        w = self._value_array(b["weight"])
+        bias = b.get("bias")
+        bias = self._value_array(bias) if isinstance(bias, Value) else bias
+        if w is None:
+            return None
+        x_v = self._resolve(b["input"])
+        rows = int(np.prod(x_v.shape[:-1], dtype=np.int64))
+        x_desc = self._getter(b["input"])
+        act = FUSABLE_ACTIVATIONS[b.get("activation")]
+        w = np.ascontiguousarray(w)
+        bias = None if bias is None else np.ascontiguousarray(bias)
+        y = self._value_array(node.outputs[0]).reshape(rows, w.shape[0])
+        x_fixed = np.ascontiguousarray(x_desc[1]).reshape(rows, w.shape[1]) \
+            if x_desc[0] == "fixed" else None
+        get = self._get
+
+        def step(inputs):
+            x = x_fixed if x_fixed is not None else \
+                np.ascontiguousarray(get(x_desc, inputs)).reshape(rows, w.shape[1])
+            _linear_kernels.linear(x, w, bias, y, act, _threads.get_num_threads())
+        return step
+
+    # ------------------------------------------------------------ running
+    def __call__(self, *inputs, out=None):
+        if len(inputs) != len(self.input_specs):
+            raise TypeError(f"plan: expected {len(self.input_specs)} input(s), got {len(inputs)}")
+        for k, (x, (shape, dtype)) in enumerate(zip(inputs, self.input_specs)):
+            if not isinstance(x, np.ndarray):
+                raise TypeError(f"plan: input {k} must be a numpy.ndarray, got {type(x).__name__}")
+            if x.shape != shape or x.dtype != dtype:
+                raise ValueError(f"plan: compiled for input {k} of shape {shape} and dtype "
+                                 f"{dtype}, got shape {x.shape} and dtype {x.dtype}; compile "
+                                 f"again for other shapes (or compile with replan=True)")
+        for step in self.steps:
+            step(inputs)
+        results = self._results(out, inputs)
+        return results[0] if len(results) == 1 else tuple(results)
+
+    def profile(self, *inputs, repeat=5):
+        """Time each step on these inputs (best of `repeat` runs): a list of
+        (op, module, output shape, milliseconds), in execution order."""
+        import time
+        self(*inputs)
+        best = [float("inf")] * len(self.steps)
+        for _ in range(repeat):
+            for k, step in enumerate(self.steps):
+                t0 = time.perf_counter()
+                step(inputs)
+                best[k] = min(best[k], time.perf_counter() - t0)
+        return [(n.op, n.scope, n.outputs[0].shape, t * 1e3)
+                for n, t in zip(self._step_nodes, best)]
+
+    def _results(self, out, inputs):
+        if out is None:
+            outs = [np.empty(s, d) for s, d in self.output_specs]
+        else:
+            outs = list(out) if isinstance(out, (list, tuple)) else [out]
+            if len(outs) != len(self.output_specs):
+                raise ValueError(f"plan: out must hold {len(self.output_specs)} array(s)")
+            for o, (s, d) in zip(outs, self.output_specs):
+                if not isinstance(o, np.ndarray) or o.shape != s or o.dtype != d:
+                    raise ValueError(f"plan: out must be an array of shape {s} and dtype {d}")
+        for o, v in zip(outs, self._outputs):
+            src = self._value_array(v)
+            np.copyto(o, src if src is not None else self._get(("value", v), inputs))
+        return outs
+
+
+_NUMPY_FUNCS = {"concatenate", "stack", "mean", "sum", "amax", "amin", "max", "min", "maximum",
+                "minimum", "where", "clip", "copy", "pad", "astype", "getitem", "reshape",
+                "squeeze", "expand_dims", "transpose", "ravel"}
+
+
+def _tuple(v, n):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n

@@ -1,0 +1,61 @@
+"""fastcnn.compile: a model as a preallocated inference plan."""
+import numpy as np
+
+from fastcnn._graph import trace
+from fastcnn._plan import Plan
+from fastcnn.fusion import fuse
+from fastcnn.nn.module import Module
+
+__all__ = ["compile"]
+
+
+class ReplanningPlan:
+    """Plans per input shape, made on first use of each shape."""
+
+    def __init__(self, model, dtype):
+        self._model, self._dtype, self._plans = model, dtype, {}
+
+    def __call__(self, x, out=None):
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"plan: input must be a numpy.ndarray, got {type(x).__name__}")
+        plan = self._plans.get((x.shape, x.dtype))
+        if plan is None:
+            plan = self._plans[(x.shape, x.dtype)] = _make(self._model, x.shape, x.dtype)
+        return plan(x, out=out)
+
+    @property
+    def nbytes(self):
+        return sum(p.nbytes for p in self._plans.values())
+
+
+def _make(fused, input_shape, dtype):
+    sample = np.random.default_rng(0).standard_normal(input_shape).astype(dtype)
+    return Plan(trace(fused, sample))
+
+
+def compile(model, input_shape, *, dtype=np.float32, replan=False):
+    """An inference plan for `model` on inputs of `input_shape`.
+
+    The model is fused (fastcnn.fuse: BatchNorm folded, ReLU fused; traced
+    and checked on this shape), traced into an op graph, and planned: every
+    intermediate buffer and workspace is allocated once and reused across
+    calls, buffers whose lifetimes do not overlap share memory, convolution
+    weights are prepacked. A call allocates only the returned array (none
+    with plan(x, out=y)). `plan.nbytes` is its memory for buffers and
+    workspaces; `plan.weight_nbytes` for prepacked weights.
+
+    Calling with another shape or dtype is an error, unless replan=True,
+    which plans each new shape on first use.
+    """
+    if not isinstance(model, Module):
+        raise TypeError(f"compile: expected a fastcnn.nn.Module, got {type(model).__name__}")
+    shape = tuple(int(s) for s in input_shape)
+    if any(s < 1 for s in shape):
+        raise ValueError(f"compile: input_shape must be positive sizes, got {input_shape!r}")
+    dtype = np.dtype(dtype)
+    fused = fuse(model, shape)
+    if replan:
+        r = ReplanningPlan(fused, dtype)
+        r(np.zeros(shape, dtype))
+        return r
+    return _make(fused, shape, dtype)
