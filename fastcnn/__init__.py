@@ -11,7 +11,10 @@ from fastcnn import functional, nn
 from fastcnn._config import get_include, show_config
 from fastcnn.fusion import fuse
 from fastcnn.compile import compile
+from fastcnn.summary import summary
+from fastcnn.serialization import save, load
+from fastcnn import models
 
 __all__ = ["__version__", "functional", "nn", "get_num_threads", "set_num_threads",
            "threads", "manual_seed", "get_include", "show_config", "fuse",
-           "compile"]
+           "compile", "summary", "models", "save", "load"]

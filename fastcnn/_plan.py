@@ -32,6 +32,10 @@ _ELEMENTWISE = {"relu", "relu6", "leaky_relu", "elu", "selu", "celu", "hardtanh"
                 "negative", "exp", "log", "sqrt", "absolute"}
 _IDEMPOTENT = {"relu", "relu6"}
 _CONV_OPS = {"conv", "conv1d", "conv2d", "conv3d"}
+# Ops whose kernels apply an activation in their last pass, and the ones they can take.
+_FUSES_ACTIVATION = _CONV_OPS | {"linear", "batch_norm", "instance_norm", "group_norm",
+                                 "layer_norm"}
+_FUSABLE = {"relu", "relu6", "silu"}
 # numpy functions recorded by the tracer that take out=
 _TAKES_OUT = {"concatenate", "stack", "mean", "sum", "amax", "amin", "max", "min", "maximum",
               "minimum", "clip", "astype"}
@@ -59,7 +63,8 @@ class Plan:
         self.workspace_nbytes = 0
         self._alias = {}
         self._input_pos = {v.id: k for k, v in enumerate(graph.inputs)}
-        self.nodes = self._elide_idempotent(graph.nodes)
+        self._activation = {}     # id(node) -> activation fused into it by the plan
+        self.nodes = self._elide_idempotent(self._fuse_activations(graph.nodes))
         self._plan_memory()
         self._fixed = {}          # value id -> array bound once (constants, buffers, views)
         self._dynamic_views = {}  # value id -> (node) views of inputs, made per call
@@ -81,9 +86,33 @@ class Plan:
             return None
         if node.op in _IDEMPOTENT:
             return node.op
-        if node.op in _CONV_OPS or node.op == "linear":
-            return _bound(node).get("activation")
+        if node.op in _FUSES_ACTIVATION:
+            return self._activation.get(id(node)) or _bound(node).get("activation")
         return None
+
+    def _fuse_activations(self, nodes):
+        """activation(layer(x)) -> layer(x, activation=...) when nothing else
+        reads the layer's output: one pass over memory instead of two."""
+        readers = {}
+        for node in nodes:
+            for v in node.inputs():
+                readers[v.id] = readers.get(v.id, 0) + 1
+        for v in self.graph.outputs:
+            readers[v.id] = readers.get(v.id, 0) + 1
+        keep = []
+        for node in nodes:
+            src = node.args[0] if node.args and isinstance(node.args[0], Value) else None
+            producer = src.node if src is not None else None
+            if (node.op in _FUSABLE and producer is not None and producer.op in _FUSES_ACTIVATION
+                    and readers.get(src.id) == 1 and len(node.inputs()) == 1
+                    and len(producer.outputs) == 1 and producer.outputs[0] is src
+                    and id(producer) not in self._activation
+                    and _bound(producer).get("activation") is None):
+                self._activation[id(producer)] = node.op
+                self._alias[node.outputs[0].id] = src
+                continue
+            keep.append(node)
+        return keep
 
     def _elide_idempotent(self, nodes):
         keep = []
@@ -210,6 +239,8 @@ class Plan:
         arg_descs = [self._getter(a) for a in node.args]
         kw_descs = {k: self._getter(v) for k, v in node.kwargs.items()
                     if k not in ("out", "inplace")}
+        if id(node) in self._activation:
+            kw_descs["activation"] = ("fixed", self._activation[id(node)])
         outs = [self._value_array(o) for o in node.outputs]
         fn = node.fn
         takes_out = len(node.outputs) == 1 and (node.op not in _NUMPY_FUNCS or node.op in _TAKES_OUT)
@@ -263,7 +294,7 @@ class Plan:
                      if ws_shared + ws_thread else None]
         if workspace[0] is not None:
             self.workspace_nbytes += workspace[0].nbytes
-        act = FUSABLE_ACTIVATIONS[b.get("activation")]
+        act = FUSABLE_ACTIVATIONS[self._activation.get(id(node)) or b.get("activation")]
         bias = None if bias is None else np.ascontiguousarray(bias)
         y = self._value_array(node.outputs[0]).reshape((x_shape[0], w.shape[0]) + out_sp)
         get = self._get
@@ -290,7 +321,7 @@ class Plan:
         x_v = self._resolve(b["input"])
         rows = int(np.prod(x_v.shape[:-1], dtype=np.int64))
         x_desc = self._getter(b["input"])
-        act = FUSABLE_ACTIVATIONS[b.get("activation")]
+        act = FUSABLE_ACTIVATIONS[self._activation.get(id(node)) or b.get("activation")]
         w = np.ascontiguousarray(w)
         bias = None if bias is None else np.ascontiguousarray(bias)
         y = self._value_array(node.outputs[0]).reshape(rows, w.shape[0])

@@ -17,8 +17,9 @@ SUITES = {}
 
 def _load_suites():
     if not SUITES:
-        from fastcnn._bench import conv, layers
+        from fastcnn._bench import conv, layers, nets
         SUITES["conv"] = conv.cases
+        SUITES["nets"] = nets.cases
         SUITES["pool"] = lambda quick=False: layers._pool_cases()
         SUITES["activation"] = lambda quick=False: layers.activation_cases()
         SUITES["linear"] = lambda quick=False: layers.linear_cases()

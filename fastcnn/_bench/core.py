@@ -54,8 +54,8 @@ def run_cases(suite, cases, threads, batches, dtype, rivals, limits, repeat, min
     progress = Progress(len(plan), suite)
     for case, batch, nthreads in plan:
         progress.step(case.name)
-        fns = case.make(batch, dtype, rivals)
-        with fastcnn.threads(nthreads), TorchThreads(nthreads) if "torch" in fns else _null():
+        with fastcnn.threads(nthreads), TorchThreads(nthreads) if "torch" in rivals else _null():
+            fns = case.make(batch, dtype, rivals)
             timings = compare(fns, repeat=repeat, min_time=min_time)
         row = {"suite": suite, "case": case.name, "group": case.group, "shape": case.shape,
                "batch": batch, "threads": nthreads, "dtype": np.dtype(dtype).name}

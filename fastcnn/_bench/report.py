@@ -10,8 +10,22 @@ def _fmt(v, digits=2):
     return str(v)
 
 
+def contenders(rows, rivals):
+    """The other contenders the rows hold: fastcnn variants first (e.g. eager),
+    then the rivals, in the order asked."""
+    names = []
+    for row in rows:
+        for key in row:
+            if key.endswith("_best_ms") and key != "fastcnn_best_ms":
+                name = key[:-len("_best_ms")]
+                if name not in names:
+                    names.append(name)
+    return [n for n in names if n not in rivals] + [r for r in rivals if r in names]
+
+
 def table(rows, rivals):
     """A Markdown table, one line per row."""
+    rivals = contenders(rows, rivals)
     head = ["case", "shape", "batch", "thr", "fastcnn ms (best / median / max)", "rate",
             "% peak"]
     for r in rivals:
@@ -34,6 +48,7 @@ def table(rows, rivals):
 
 def summary(rows, rivals):
     """Median ratio vs each rival per (group, threads), the targets' unit."""
+    rivals = contenders(rows, rivals)
     groups = {}
     for row in rows:
         groups.setdefault((row["suite"], row["group"], row["threads"]), []).append(row)

@@ -28,12 +28,15 @@ def _once(fn):
     return time.perf_counter() - t0
 
 
-def compare(contenders, repeat=5, min_time=0.05, warmup=1):
+def compare(contenders, repeat=5, min_time=0.05, warmup=1, pause=0.05):
     """Time each callable in `contenders` (name -> fn), interleaved.
 
     Each measurement runs the callable enough times back to back to last at
     least `min_time` seconds (so short ops are not timer noise) and records the
-    mean per call; `repeat` such measurements are kept per contender.
+    mean per call; `repeat` such measurements are kept per contender. Before
+    each measurement the process sleeps `pause` seconds: thread pools of the
+    contender measured before (OpenMP, ONNX Runtime) spin-wait for work for a
+    while after a run, and would otherwise take cores from the next one.
     """
     inner = {}
     for name, fn in contenders.items():
@@ -45,6 +48,9 @@ def compare(contenders, repeat=5, min_time=0.05, warmup=1):
     for _ in range(repeat):
         for name, fn in contenders.items():
             n = inner[name]
+            if pause and len(contenders) > 1:
+                time.sleep(pause)
+                fn()                    # wake the pools up outside the timed loop
             t0 = time.perf_counter()
             for _ in range(n):
                 fn()

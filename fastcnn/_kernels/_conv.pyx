@@ -27,6 +27,7 @@ cnp.import_array()
 # (and more) get work on batch-1 layers with small feature maps.
 cdef enum:
     COL_TILE = 64
+    MAX_COL_TILE = 2048
     GEMM_MB = 96
     GEMM_KB = 160
     MIN_TASKS = 8
@@ -92,7 +93,7 @@ cdef ConvPlan _make_plan(const ConvGeom* g, int algorithm, index_t itemsize) noe
     cdef index_t m_group = g.out_channels // g.groups
     cdef index_t k = cin_group * g.kernel_d * g.kernel_h * g.kernel_w
     cdef index_t positions = g.out_d * g.out_h * g.out_w
-    cdef index_t units
+    cdef index_t units, tile, work
     p.algorithm = algorithm
     p.workspace_per_thread = 0
     p.workspace_shared = 0
@@ -110,7 +111,15 @@ cdef ConvPlan _make_plan(const ConvGeom* g, int algorithm, index_t itemsize) noe
         p.workspace_per_thread = max(g.in_w, _wide_scratch(g)) if _direct_wide(g) else g.in_w
         return p
     # Tiles a multiple of 16 wide (the GEMM kernel's vector), the last one shorter.
-    p.n_col_tiles = max(1, _ceil_div(positions, COL_TILE))
+    # With few output channels and a short reduction, widen the tiles so each
+    # GEMM call still does about as much work as GEMM_MB x COL_TILE x GEMM_KB:
+    # per-call overhead would dominate tiny calls.
+    tile = COL_TILE
+    work = min(m_group, <index_t>GEMM_MB) * min(k, <index_t>GEMM_KB)
+    if work * COL_TILE < GEMM_MB * COL_TILE * GEMM_KB // 2:
+        tile = min(<index_t>MAX_COL_TILE, max(<index_t>COL_TILE,
+                                             (GEMM_MB * COL_TILE * GEMM_KB) // work // 16 * 16))
+    p.n_col_tiles = max(1, _ceil_div(positions, tile))
     p.col_tile = max(1, min(positions, _round_up(_ceil_div(positions, p.n_col_tiles), 16)))
     p.n_col_tiles = max(1, _ceil_div(positions, p.col_tile))
     p.m_block = m_group

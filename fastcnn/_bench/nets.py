@@ -1,0 +1,82 @@
+"""The network suite: reference networks, fastcnn eager and compiled, side by
+side with PyTorch and (when installed) ONNX Runtime and OpenVINO on the same
+weights; the ONNX model is exported from the PyTorch twin."""
+import io
+
+import numpy as np
+
+import fastcnn
+from fastcnn import models
+from fastcnn._bench.core import Case
+
+# (network, batch sizes); GroupNorm net and LeNet at their usual batches
+ROWS = [("lenet5", (64,)), ("resnet18", (1, 8)), ("mobilenet_v2", (1, 8)),
+        ("groupnorm_cnn", (8,))]
+QUICK = [("lenet5", (64,)), ("resnet18", (1,)), ("mobilenet_v2", (1,))]
+
+
+def onnx_bytes(name, model, batch):
+    """The PyTorch twin of `model` exported to ONNX (for the ONNX rivals)."""
+    import torch
+    from fastcnn._bench.torch_nets import torch_twin
+    twin = torch_twin(name, model)
+    shape = (batch,) + models.REFERENCE_NETWORKS[name][1]
+    buf = io.BytesIO()
+    torch.onnx.export(twin, torch.zeros(shape), buf, input_names=["input"],
+                      output_names=["output"], opset_version=17, dynamo=False)
+    return buf.getvalue()
+
+
+def _case(name, batch):
+    ctor, sample_shape = models.REFERENCE_NETWORKS[name]
+    macs = {}
+
+    def make(b, dtype, rivals):
+        fastcnn.manual_seed(0)
+        model = ctor().eval()
+        shape = (b,) + sample_shape
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        plan = fastcnn.compile(model, shape)
+        out = np.empty(plan.output_specs[0][0], np.float32)
+        fns = {"fastcnn": lambda: plan(x, out=out), "eager": lambda: model(x)}
+        if "torch" in rivals:
+            import torch
+            from fastcnn._bench.torch_nets import torch_twin
+            twin = torch_twin(name, model)
+            xt = torch.from_numpy(x)
+
+            def run_torch():
+                with torch.no_grad():
+                    twin(xt)
+            fns["torch"] = run_torch
+        if "onnxruntime" in rivals or "openvino" in rivals:
+            data = onnx_bytes(name, model, b)
+            if "onnxruntime" in rivals:
+                import onnxruntime as ort
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads = fastcnn.get_num_threads()
+                opts.inter_op_num_threads = 1
+                sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+                fns["onnxruntime"] = lambda: sess.run(None, {"input": x})
+            if "openvino" in rivals:
+                import openvino as ov
+                core = ov.Core()
+                compiled = core.compile_model(core.read_model(data), "CPU", {
+                    "INFERENCE_NUM_THREADS": fastcnn.get_num_threads(),
+                    "PERFORMANCE_HINT": "LATENCY"})
+                req = compiled.create_infer_request()
+                fns["openvino"] = lambda: req.infer({0: x})
+        return fns
+
+    def flops(b):
+        if name not in macs:
+            from fastcnn.summary import summary
+            macs[name] = summary(ctor().eval(), (1,) + sample_shape, print_table=False).macs
+        return 2.0 * macs[name] * b
+
+    return Case(name=name, group="nets", make=make, flops=flops, batches=(batch,),
+                shape="x".join(map(str, sample_shape)))
+
+
+def cases(quick=False):
+    return [_case(name, b) for name, batches in (QUICK if quick else ROWS) for b in batches]
