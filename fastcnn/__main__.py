@@ -9,13 +9,42 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     from fastcnn._bench import cli
     cli.add_arguments(sub.add_parser("bench", help="measure fastcnn side by side with rivals"))
+    s = sub.add_parser("summary", help="per-layer table of a reference network or an .onnx file")
+    s.add_argument("network", help="lenet5, resnet18, mobilenet_v2, groupnorm_cnn, or a path "
+                                   "to an .onnx file")
+    s.add_argument("--input-shape", help="e.g. 1,3,224,224 (default: the network's own)")
     sub.add_parser("info", help="print fastcnn.show_config()")
     args = parser.parse_args(argv)
     if args.command == "bench":
         cli.run(args)
+    elif args.command == "summary":
+        return _summary(args)
     elif args.command == "info":
         import fastcnn
         fastcnn.show_config()
+    return 0
+
+
+def _summary(args):
+    import fastcnn
+    from fastcnn import models
+    shape = None
+    if args.input_shape:
+        try:
+            shape = tuple(int(v) for v in args.input_shape.split(","))
+        except ValueError:
+            sys.exit(f"fastcnn summary: --input-shape must be comma-separated ints, got "
+                     f"{args.input_shape!r}")
+    if args.network.endswith(".onnx"):
+        from fastcnn import onnx as fonnx
+        model = fonnx.load(args.network)
+        fastcnn.summary(model, shape or model.inputs[0].shape)
+        return 0
+    if args.network not in models.REFERENCE_NETWORKS:
+        sys.exit(f"fastcnn summary: unknown network {args.network!r}; choose from "
+                 f"{', '.join(models.REFERENCE_NETWORKS)} or give an .onnx file")
+    ctor, sample = models.REFERENCE_NETWORKS[args.network]
+    fastcnn.summary(ctor(), shape or (1,) + sample)
     return 0
 
 
