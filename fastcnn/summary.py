@@ -11,9 +11,10 @@ from fastcnn._plan import _bound
 __all__ = ["summary", "Summary"]
 
 _POOLS = {"max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
-          "lp_pool1d", "lp_pool2d"}
+          "lp_pool1d", "lp_pool2d", "max_pool", "avg_pool", "lp_pool"}
 _ADAPTIVE = {"adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
-             "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d"}
+             "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
+             "adaptive_avg_pool", "adaptive_max_pool", "global_lp_pool"}
 _CONVS = {"conv", "conv1d", "conv2d", "conv3d"}
 _FLAT = {"flatten", "linear", "reshape", "unflatten", "transpose", "getitem", "softmax",
          "log_softmax"}
@@ -62,6 +63,11 @@ def summary(model, input_shape, *, dtype=np.float32, print_table=True):
     input pixels, r_out = r_in + (k - 1) * d * jump_in, jump_out = jump_in * s.
     The model is not changed (it runs as an eval-mode copy)."""
     shape = tuple(int(s) for s in input_shape)
+    if hasattr(model, "graph_for"):          # an ONNX model: one row per ONNX node
+        result = _onnx_summary(model, shape, dtype)
+        if print_table:
+            print(result)
+        return result
     m = copy.deepcopy(model).eval()
     x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
     graph = trace(m, x)
@@ -90,6 +96,27 @@ def summary(model, input_shape, *, dtype=np.float32, print_table=True):
     if print_table:
         print(result)
     return result
+
+
+def _onnx_summary(model, shape, dtype):
+    graph = model.graph_for([shape], [dtype])
+    rf = _receptive_fields(graph)
+    op_types = {n.name: n.op_type for n in model.nodes}
+    rows, activation = [], 0
+    for node in graph.nodes:
+        if node.view:
+            continue
+        out = node.outputs[0]
+        activation += out.nbytes
+        r = rf.get(out.id)
+        params = sum(int(np.prod(v.shape, dtype=np.int64)) for v in node.inputs()
+                     if v.kind == "const" and v.dtype.kind == "f")
+        rows.append({"name": node.scope, "type": op_types.get(node.scope, node.op),
+                     "output_shape": out.shape, "params": params, "macs": _macs(node),
+                     "rf": r[0] if r else None, "jump": r[1] if r else None})
+    weights = [a for a in model.initializers.values() if a.dtype.kind == "f"]
+    return Summary(rows, sum(a.size for a in weights), sum(r["macs"] for r in rows), activation,
+                   sum(a.nbytes for a in weights))
 
 
 def _macs(node):
@@ -125,7 +152,7 @@ def _receptive_fields(graph):
                 w = b["weight"]
                 kernel = tuple((w.shape if isinstance(w, Value) else np.shape(w))[2:])
             else:
-                kernel = _tup(b["kernel_size"], nd)
+                kernel = _tup(b["kernel_size"] if "kernel_size" in b else b["kernel"], nd)
             stride = _tup(b.get("stride") or kernel, nd)
             dilation = _tup(b.get("dilation", 1), nd)
             r = tuple(ri + (k - 1) * d * j for ri, k, d, j in zip(r_in, kernel, dilation, j_in))

@@ -1,6 +1,7 @@
 """`python -m fastcnn bench`: machine limits, then the suites, side by side with rivals."""
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import sys
@@ -13,13 +14,15 @@ from fastcnn._bench.core import run_cases
 from fastcnn._bench.rivals import available
 
 SUITES = {}
+REQUIRES = {"onnx": ("onnx",)}          # suites that need optional packages
 
 
 def _load_suites():
     if not SUITES:
-        from fastcnn._bench import conv, layers, nets
+        from fastcnn._bench import conv, layers, nets, onnx_models
         SUITES["conv"] = conv.cases
         SUITES["nets"] = nets.cases
+        SUITES["onnx"] = onnx_models.cases
         SUITES["pool"] = lambda quick=False: layers._pool_cases()
         SUITES["activation"] = lambda quick=False: layers.activation_cases()
         SUITES["linear"] = lambda quick=False: layers.linear_cases()
@@ -48,7 +51,7 @@ def add_arguments(p):
     p.add_argument("--repeat", type=int, default=7, help="measurements per contender (default 7)")
     p.add_argument("--quick", action="store_true",
                    help="a short run: fewer shapes, fewer repeats, batch 1 only")
-    p.add_argument("--compare", default="torch",
+    p.add_argument("--compare", default="torch,onnxruntime,openvino",
                    help="comma-separated rivals to run side by side (torch, onnxruntime, "
                         "openvino), or 'none'")
     p.add_argument("--json", metavar="PATH", help="write every figure and the configuration")
@@ -83,6 +86,10 @@ def run(args):
     print(report.limits_table(limits))
     all_rows = []
     for name in names:
+        need = [m for m in REQUIRES.get(name, ()) if importlib.util.find_spec(m) is None]
+        if need:
+            print(f"\n## {name}\n\nskipped: needs {', '.join(need)} (pip install \"fastcnn[bench]\")")
+            continue
         cases = suites[name](quick=args.quick)
         rows = run_cases(name, cases, threads, batches, dtype, rivals, limits, repeat,
                          min_time=0.02 if args.quick else 0.05)

@@ -1,6 +1,6 @@
 """The network suite: reference networks, fastcnn eager and compiled, side by
 side with PyTorch and (when installed) ONNX Runtime and OpenVINO on the same
-weights; the ONNX model is exported from the PyTorch twin."""
+weights; the rivals' ONNX model is exported by fastcnn.onnx.export."""
 import io
 
 import numpy as np
@@ -16,15 +16,37 @@ QUICK = [("lenet5", (64,)), ("resnet18", (1,)), ("mobilenet_v2", (1,))]
 
 
 def onnx_bytes(name, model, batch):
-    """The PyTorch twin of `model` exported to ONNX (for the ONNX rivals)."""
-    import torch
-    from fastcnn._bench.torch_nets import torch_twin
-    twin = torch_twin(name, model)
+    """`model` exported to ONNX by fastcnn.onnx.export (for the ONNX rivals)."""
+    from fastcnn.onnx import export
     shape = (batch,) + models.REFERENCE_NETWORKS[name][1]
     buf = io.BytesIO()
-    torch.onnx.export(twin, torch.zeros(shape), buf, input_names=["input"],
-                      output_names=["output"], opset_version=17, dynamo=False)
+    export(model, shape, buf)
     return buf.getvalue()
+
+
+def onnx_rivals(data, x, rivals):
+    """{rival: fn} running the ONNX model `data` on x with ONNX Runtime and
+    OpenVINO (those of them in rivals), on fastcnn's thread count."""
+    fns = {}
+    if "onnxruntime" in rivals:
+        import onnxruntime as ort
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = fastcnn.get_num_threads()
+        opts.inter_op_num_threads = 1
+        sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        fns["onnxruntime"] = lambda: sess.run(None, {name: x})
+    if "openvino" in rivals:
+        import openvino as ov
+        core = ov.Core()
+        # f32 explicitly: on CPUs with AMX or avx512_bf16 OpenVINO otherwise
+        # runs in bf16, which is not the same computation
+        compiled = core.compile_model(core.read_model(io.BytesIO(data)), "CPU", {
+            "INFERENCE_NUM_THREADS": fastcnn.get_num_threads(), "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32"})
+        request = compiled.create_infer_request()
+        fns["openvino"] = lambda: request.infer({0: x})
+    return fns
 
 
 def _case(name, batch):
@@ -50,22 +72,7 @@ def _case(name, batch):
                     twin(xt)
             fns["torch"] = run_torch
         if "onnxruntime" in rivals or "openvino" in rivals:
-            data = onnx_bytes(name, model, b)
-            if "onnxruntime" in rivals:
-                import onnxruntime as ort
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = fastcnn.get_num_threads()
-                opts.inter_op_num_threads = 1
-                sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-                fns["onnxruntime"] = lambda: sess.run(None, {"input": x})
-            if "openvino" in rivals:
-                import openvino as ov
-                core = ov.Core()
-                compiled = core.compile_model(core.read_model(data), "CPU", {
-                    "INFERENCE_NUM_THREADS": fastcnn.get_num_threads(),
-                    "PERFORMANCE_HINT": "LATENCY"})
-                req = compiled.create_infer_request()
-                fns["openvino"] = lambda: req.infer({0: x})
+            fns.update(onnx_rivals(onnx_bytes(name, model, b), x, rivals))
         return fns
 
     def flops(b):

@@ -17,7 +17,9 @@ _SPATIAL_NAMES = {1: "(L)", 2: "(H, W)", 3: "(D, H, W)"}
 
 
 def conv_padding(padding, nd, kernel, stride, dilation, op):
-    """Padding before and after each spatial axis, as PyTorch resolves it."""
+    """Padding before and after each spatial axis, as PyTorch resolves it
+    ('valid', 'same', an int or one int per axis), or per-axis
+    (before, after) pairs for asymmetric padding."""
     if isinstance(padding, str):
         if padding == "valid":
             return (0,) * nd, (0,) * nd
@@ -30,6 +32,11 @@ def conv_padding(padding, nd, kernel, stride, dilation, op):
             return before, tuple(t - b for t, b in zip(total, before))
         raise ValueError(f"{op}: padding must be 'valid', 'same', an int or a tuple of "
                          f"{nd} ints, got {padding!r}")
+    if isinstance(padding, (list, tuple)) and len(padding) == nd and \
+            all(isinstance(p, (list, tuple)) for p in padding):
+        # per-axis (before, after) pairs: asymmetric padding, as ONNX pads
+        pairs = [ntuple(p, 2, op, "padding pair", minimum=0) for p in padding]
+        return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
     pads = ntuple(padding, nd, op, "padding", minimum=0)
     return pads, pads
 

@@ -1,0 +1,391 @@
+"""Loading ONNX models into fastcnn plans."""
+import os
+from collections import OrderedDict, namedtuple
+
+import numpy as np
+
+from fastcnn._graph import Graph, Node, Value
+from fastcnn._plan import Plan
+from fastcnn.onnx._ops import OPS, SUPPORTED_MIN_OPSET, silu
+
+__all__ = ["load", "OnnxModel", "UnsupportedOperatorError"]
+
+Port = namedtuple("Port", ["name", "shape", "dtype"])
+_PLAN_CACHE = 8          # plans kept per model (one per input shape), least recently used out
+
+
+class UnsupportedOperatorError(ValueError):
+    """The model uses operators (or operator settings) fastcnn cannot run; the
+    message lists every one of them."""
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError("fastcnn.onnx needs the onnx package: pip install \"fastcnn[onnx]\"") from None
+    return onnx
+
+
+class _NodeSpec:
+    """An ONNX node with attributes as Python values."""
+    __slots__ = ("op_type", "name", "domain", "inputs", "outputs", "attrs")
+
+    def __init__(self, op_type, name, domain, inputs, outputs, attrs):
+        self.op_type, self.name, self.domain = op_type, name, domain
+        self.inputs, self.outputs, self.attrs = list(inputs), list(outputs), attrs
+
+
+def load(model):
+    """Load an ONNX model from a path, bytes, or an onnx.ModelProto.
+
+    The graph is checked, constants folded, BatchNormalization after Conv
+    folded into the Conv, x * sigmoid(x) turned into SiLU, and every operator
+    checked: unsupported ones are all listed in one UnsupportedOperatorError.
+    Plans are made per input shape on first use (see OnnxModel)."""
+    onnx = _onnx()
+    proto = _read(onnx, model)
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:
+        # Operator versions onnx has since deprecated (GroupNormalization-18)
+        # are still valid models; fastcnn runs them as defined.
+        if "is deprecated in domain_version" not in str(exc):
+            raise ValueError(f"fastcnn.onnx.load: the model is not valid ONNX: {exc}") from None
+    return OnnxModel(proto)
+
+
+def _read(onnx, model):
+    from google.protobuf.message import DecodeError
+    if isinstance(model, onnx.ModelProto):
+        return model
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        data, where = bytes(model), "the given bytes"
+    elif isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"fastcnn.onnx.load: no such file {path!r}")
+        with open(path, "rb") as fh:
+            data = fh.read()
+        where = repr(path)
+    else:
+        raise TypeError(f"fastcnn.onnx.load: expected a path, bytes or onnx.ModelProto, got "
+                        f"{type(model).__name__}")
+    try:
+        proto = onnx.ModelProto()
+        proto.ParseFromString(data)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"fastcnn.onnx.load: {where} is not a valid ONNX model (truncated or "
+                         f"corrupt?): {exc}") from None
+    if not proto.graph.node and not proto.graph.output:
+        raise ValueError(f"fastcnn.onnx.load: {where} holds no ONNX graph (truncated or corrupt?)")
+    return proto
+
+
+class OnnxModel:
+    """An ONNX model run by fastcnn. `run(output_names, {name: array})` as ONNX
+    Runtime, or `model(*arrays)`. `inputs` and `outputs` describe the ports
+    (shape entries are None where the model leaves a dimension open)."""
+
+    def __init__(self, proto):
+        onnx = _onnx()
+        from onnx import numpy_helper
+        self._numpy_helper = numpy_helper
+        self._mapping = onnx.helper.tensor_dtype_to_np_dtype
+        graph = proto.graph
+        self.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
+        newest = onnx.defs.onnx_opset_version()
+        if not SUPPORTED_MIN_OPSET <= self.opset <= newest:
+            raise UnsupportedOperatorError(
+                f"fastcnn.onnx.load: opset {self.opset} is outside the supported range "
+                f"{SUPPORTED_MIN_OPSET} to {newest}")
+        self.initializers = OrderedDict((t.name, numpy_helper.to_array(t)) for t in graph.initializer)
+        self.nodes = [_NodeSpec(n.op_type, n.name or f"{n.op_type}_{k}", n.domain, n.input, n.output,
+                                {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute})
+                      for k, n in enumerate(graph.node)]
+        self.inputs = [self._port(v) for v in graph.input if v.name not in self.initializers]
+        self.outputs = [self._port(v) for v in graph.output]
+        self._check_operators()
+        self._fold_constant_nodes()
+        self._fold_batch_norm()
+        self._fuse_silu()
+        self._plans = OrderedDict()
+
+    # ------------------------------------------------------------ description
+    def _port(self, value_info):
+        t = value_info.type.tensor_type
+        dims = (tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+                if t.HasField("shape") else None)
+        dtype = np.dtype(self._mapping(t.elem_type)) if t.elem_type else np.dtype(np.float32)
+        return Port(value_info.name, dims, dtype)
+
+    def _check_operators(self):
+        problems = []
+        for node in self.nodes:
+            entry = OPS.get(node.op_type)
+            if node.domain not in ("", "ai.onnx"):
+                problems.append((node, f"domain {node.domain!r} is not supported"))
+            elif entry is None:
+                problems.append((node, "operator not supported"))
+            elif entry[1] is not None:
+                reason = entry[1](node, self.opset)
+                if reason:
+                    problems.append((node, reason))
+        if problems:
+            lines = [f"  {n.name} ({n.op_type}, opset {self.opset}): {why}" for n, why in problems]
+            raise UnsupportedOperatorError(
+                f"fastcnn.onnx.load: {len(problems)} unsupported operator(s):\n" + "\n".join(lines))
+
+    # ------------------------------------------------------------ graph rewrites
+    def _consumers(self):
+        uses = {}
+        for node in self.nodes:
+            for name in node.inputs:
+                uses.setdefault(name, []).append(node)
+        for port in self.outputs:
+            uses.setdefault(port.name, []).append(None)
+        return uses
+
+    def _fold_constant_nodes(self):
+        keep = []
+        for node in self.nodes:
+            if node.op_type == "Constant":
+                self.initializers[node.outputs[0]] = _constant_value(self, node)
+            else:
+                keep.append(node)
+        self.nodes = keep
+
+    def _fold_batch_norm(self):
+        """Conv whose only reader is an inference BatchNormalization with
+        constant parameters: scale the filters, shift the bias, drop the BN."""
+        uses = self._consumers()
+        producer = {o: n for n in self.nodes for o in n.outputs}
+        init = self.initializers
+        drop = set()
+        for bn in self.nodes:
+            if bn.op_type != "BatchNormalization" or bn.attrs.get("training_mode", 0):
+                continue
+            conv = producer.get(bn.inputs[0])
+            if conv is None or conv.op_type != "Conv" or len(uses.get(bn.inputs[0], [])) != 1:
+                continue
+            params = bn.inputs[1:5]
+            if not all(p in init for p in params) or conv.inputs[1] not in init or \
+                    (len(conv.inputs) > 2 and conv.inputs[2] and conv.inputs[2] not in init):
+                continue
+            gamma, beta, mean, var = (init[p].astype(np.float64) for p in params)
+            scale = gamma / np.sqrt(var + float(bn.attrs.get("epsilon", 1e-5)))
+            w = init[conv.inputs[1]]
+            new_w = (w.astype(np.float64) * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
+            b = init[conv.inputs[2]].astype(np.float64) if len(conv.inputs) > 2 and conv.inputs[2] \
+                else np.zeros(w.shape[0])
+            new_b = ((b - mean) * scale + beta).astype(w.dtype)
+            wname, bname = f"{conv.name}::folded_weight", f"{conv.name}::folded_bias"
+            init[wname], init[bname] = new_w, new_b
+            conv.inputs = [conv.inputs[0], wname, bname]
+            conv.outputs = [bn.outputs[0]]
+            drop.add(id(bn))
+        self.nodes = [n for n in self.nodes if id(n) not in drop]
+
+    def _fuse_silu(self):
+        """Mul(x, Sigmoid(x)) -> SiLU (so it can join the layer before it)."""
+        uses = self._consumers()
+        producer = {o: n for n in self.nodes for o in n.outputs}
+        drop = set()
+        for mul in self.nodes:
+            if mul.op_type != "Mul" or len(mul.inputs) != 2:
+                continue
+            for a, s in (mul.inputs, reversed(mul.inputs)):
+                sig = producer.get(s)
+                if sig is not None and sig.op_type == "Sigmoid" and sig.inputs[0] == a \
+                        and len(uses.get(s, [])) == 1:
+                    mul.op_type, mul.inputs = "FastcnnSiLU", [a]
+                    drop.add(id(sig))
+                    break
+        self.nodes = [n for n in self.nodes if id(n) not in drop]
+
+    # ------------------------------------------------------------ running
+    def _plan_for(self, arrays):
+        key = tuple((a.shape, a.dtype.str) for a in arrays)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = Plan(self.graph_for([a.shape for a in arrays], [a.dtype for a in arrays]))
+            self._plans[key] = plan
+            if len(self._plans) > _PLAN_CACHE:
+                self._plans.popitem(last=False)
+        else:
+            self._plans.move_to_end(key)
+        return plan
+
+    def graph_for(self, shapes, dtypes=None):
+        """The op graph for inputs of these shapes (constants folded)."""
+        dtypes = dtypes or [p.dtype for p in self.inputs]
+        b = _Builder(self)
+        rng = np.random.default_rng(0)
+        env = {name: _Entry(arr, None) for name, arr in self.initializers.items()}
+        for port, shape, dtype in zip(self.inputs, shapes, dtypes):
+            dtype = np.dtype(dtype)
+            sample = (rng.standard_normal(shape).astype(dtype) if dtype.kind == "f"
+                      else np.zeros(shape, dtype))
+            v = Value(shape, dtype, "input", name=port.name)
+            b.graph.inputs.append(v)
+            env[port.name] = _Entry(sample, v)
+        # Each node also runs once on a random sample input, for its output
+        # shape; sqrt/log of negative samples are no one's concern.
+        with np.errstate(all="ignore"):
+            for node in self.nodes:
+                xs = [env.get(name) if name else None for name in node.inputs]
+                missing = [name for name, e in zip(node.inputs, xs) if name and e is None]
+                if missing:
+                    raise ValueError(f"fastcnn.onnx: node {node.name} reads undefined {missing}")
+                builder = _FASTCNN_OPS.get(node.op_type) or OPS[node.op_type][0]
+                b.scope = node.name
+                outs = builder(b, node, xs)
+                for name, e in zip(node.outputs, outs):
+                    if name:
+                        env[name] = e
+        for port in self.outputs:
+            e = env[port.name]
+            b.graph.outputs.append(e.value if e.value is not None else b.const_value(e.array))
+        return b.graph
+
+    def _check_feed(self, port, x):
+        if not isinstance(x, np.ndarray):
+            try:
+                x = np.asarray(x, port.dtype)
+            except (TypeError, ValueError):
+                raise TypeError(f"input {port.name!r}: expected an array, got {type(x).__name__}") from None
+        if x.dtype != port.dtype:
+            raise TypeError(f"input {port.name!r}: expected dtype {port.dtype}, got {x.dtype}")
+        if port.shape is not None and (len(port.shape) != x.ndim or any(
+                d is not None and d != s for d, s in zip(port.shape, x.shape))):
+            want = "(" + ", ".join("?" if d is None else str(d) for d in port.shape) + ")"
+            raise ValueError(f"input {port.name!r}: expected shape {want}, got {x.shape}")
+        return x
+
+    def run(self, output_names, input_feed):
+        """ONNX Runtime's convention: a list of the outputs named (None: all)."""
+        if not isinstance(input_feed, dict):
+            raise TypeError("run: input_feed must be a dict of input name -> array")
+        unknown = [k for k in input_feed if k not in [p.name for p in self.inputs]]
+        missing = [p.name for p in self.inputs if p.name not in input_feed]
+        if unknown or missing:
+            raise ValueError(f"run: inputs {missing} missing, {unknown} unknown; the model "
+                             f"takes {[p.name for p in self.inputs]}")
+        arrays = [self._check_feed(p, input_feed[p.name]) for p in self.inputs]
+        results = self._plan_for(arrays)(*arrays)
+        results = results if isinstance(results, tuple) else (results,)
+        names = [p.name for p in self.outputs]
+        if output_names is None:
+            return list(results)
+        bad = [n for n in output_names if n not in names]
+        if bad:
+            raise ValueError(f"run: unknown outputs {bad}; the model gives {names}")
+        return [results[names.index(n)] for n in output_names]
+
+    def __call__(self, *arrays):
+        if len(arrays) != len(self.inputs):
+            raise TypeError(f"expected {len(self.inputs)} input(s), got {len(arrays)}")
+        out = self.run(None, {p.name: a for p, a in zip(self.inputs, arrays)})
+        return out[0] if len(out) == 1 else tuple(out)
+
+    def __repr__(self):
+        return (f"OnnxModel(opset {self.opset}, {len(self.nodes)} nodes, inputs={self.inputs}, "
+                f"outputs={self.outputs})")
+
+
+def _constant_value(model, node):
+    a = node.attrs
+    nh = model._numpy_helper
+    if "value" in a:
+        return nh.to_array(a["value"])
+    if "value_float" in a:
+        return np.array(a["value_float"], np.float32)
+    if "value_floats" in a:
+        return np.array(a["value_floats"], np.float32)
+    if "value_int" in a:
+        return np.array(a["value_int"], np.int64)
+    if "value_ints" in a:
+        return np.array(a["value_ints"], np.int64)
+    raise ValueError(f"fastcnn.onnx: Constant node {node.name} has no supported value")
+
+
+class _Entry:
+    """A value while building: its array on the sample input, and its graph
+    Value (None for constants)."""
+    __slots__ = ("array", "value")
+
+    def __init__(self, array, value):
+        self.array, self.value = array, value
+
+    @property
+    def const(self):
+        return self.value is None
+
+
+class _Builder:
+    def __init__(self, model):
+        self.model = model
+        self.opset = model.opset
+        self.graph = Graph()
+        self.scope = ""             # the ONNX node being translated
+        self._consts = {}
+
+    def const(self, array):
+        return _Entry(np.asarray(array), None)
+
+    def const_value(self, array):
+        """The graph Value of a constant (one per array)."""
+        entry = self._consts.get(id(array))
+        if entry is None:           # the entry keeps `array` alive, so its id stays unique
+            a = np.asarray(array)
+            entry = self._consts[id(array)] = (Value(a.shape, a.dtype, "const", const=a), array)
+        return entry[0]
+
+    def tensor(self, proto):
+        return self.model._numpy_helper.to_array(proto)
+
+    def dtype(self, onnx_type):
+        return np.dtype(self.model._mapping(onnx_type))
+
+    def constant_value(self, node):
+        return _constant_value(self.model, node)
+
+    def unsupported(self, node, why):
+        raise UnsupportedOperatorError(f"fastcnn.onnx: {node.name} ({node.op_type}, opset "
+                                       f"{self.opset}) needs {why}")
+
+    def _graph_arg(self, a):
+        if isinstance(a, _Entry):
+            return a.value if a.value is not None else self.const_value(a.array)
+        if isinstance(a, (list, tuple)):
+            return type(a)(self._graph_arg(x) for x in a)
+        return a
+
+    @staticmethod
+    def _sample(a):
+        if isinstance(a, _Entry):
+            return a.array
+        if isinstance(a, (list, tuple)):
+            return type(a)(_Builder._sample(x) for x in a)
+        return a
+
+    def call(self, op, fn, args, kwargs, n_out=1, view=False):
+        """Fold (all inputs constant) or record one node; return its outputs."""
+        entries = [a for a in args if isinstance(a, _Entry)] + \
+            [a for a in kwargs.values() if isinstance(a, _Entry)]
+        result = fn(*[self._sample(a) for a in args], **{k: self._sample(v) for k, v in kwargs.items()})
+        results = result if isinstance(result, tuple) else (result,)
+        if all(e.const for e in entries):
+            return [self.const(np.array(r)) for r in results]
+        outs = [Value(np.shape(r), np.asarray(r).dtype, "op") for r in results]
+        self.graph.nodes.append(Node(op, fn, [self._graph_arg(a) for a in args],
+                                     {k: self._graph_arg(v) for k, v in kwargs.items()}, outs,
+                                     self.scope, view=view))
+        return [_Entry(np.asarray(r), v) for r, v in zip(results, outs)]
+
+
+def _silu_builder(b, node, x):
+    return b.call("silu", silu, [x[0]], {})
+
+
+_FASTCNN_OPS = {"FastcnnSiLU": _silu_builder}
