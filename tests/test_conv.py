@@ -345,7 +345,7 @@ def test_layer_parity_with_pytorch(padding_mode, padding, rng):
 
 # ---------------------------------------------------------------- every algorithm
 
-ALGORITHMS = ["im2col", "gemm_1x1", "direct", "winograd"]
+ALGORITHMS = ["im2col", "gemm_1x1", "direct", "winograd", "blocked"]
 WINOGRAD_CASES = [
     (1, 8, 8, (9, 9), (3, 3), 1, 1, 1, 1),
     (2, 16, 24, (13, 7), (3, 3), 1, 1, 1, 1),        # output not a multiple of 4
@@ -356,6 +356,16 @@ WINOGRAD_CASES = [
     (1, 3, 5, (6, 9), (3, 3), 1, (0, 1), 1, 1),
     (1, 32, 48, (10, 14), (3, 3), 1, 1, 1, 1),       # few tiles: shared transformed input
     (2, 40, 64, (7, 9), (3, 3), 1, 1, 1, 1),         # shared, two images, partial tiles
+]
+
+
+BLOCKED_CASES = [
+    (1, 5, 7, (9, 8), (3, 3), 3, 1, 2, 1),            # stride 3 with dilation 2
+    (2, 4, 13, (5, 13), (1, 7), (1, 2), (0, 3), 1, 1),  # 1x7, strided along W only
+    (1, 8, 8, (4, 4), (3, 3), 1, 1, 1, 1),            # tiny plane
+    (1, 3, 5, (11, 11), (11, 11), 1, 0, 1, 1),        # kernel as large as the input
+    (3, 6, 16, (14, 14), (5, 5), 1, 0, 1, 1),         # LeNet's second layer
+    (1, 16, 12, (30, 3), (3, 3), 2, 1, 1, 2),         # narrow, grouped, stride 2
 ]
 
 
@@ -375,7 +385,7 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, groups):
 def _applicable_pairs():
     from fastcnn._kernels import _conv as kernels
     pairs = []
-    for case in CONV2D_CASES + WINOGRAD_CASES:
+    for case in CONV2D_CASES + WINOGRAD_CASES + BLOCKED_CASES:
         n, cin, cout, spatial, kernel, stride, padding, dilation, groups = case
         geom = _geometry((n, cin) + spatial, (cout, cin // groups) + kernel, stride, padding,
                          dilation, groups)
@@ -383,12 +393,13 @@ def _applicable_pairs():
     return pairs
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case,algorithm", _applicable_pairs())
-def test_every_algorithm_matches_reference(case, algorithm, rng):
+def test_every_algorithm_matches_reference(case, algorithm, dtype, rng):
     n, cin, cout, spatial, kernel, stride, padding, dilation, groups = case
-    x = rng.standard_normal((n, cin) + spatial).astype(np.float32)
-    w = rng.standard_normal((cout, cin // groups) + kernel).astype(np.float32)
-    b = rng.standard_normal(cout).astype(np.float32)
+    x = rng.standard_normal((n, cin) + spatial).astype(dtype)
+    w = rng.standard_normal((cout, cin // groups) + kernel).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype)
     run = lambda: _conv_impl(2, "conv2d", x, w, b, stride, padding, dilation, groups, None,
                           "relu", algorithm=algorithm)
     ref = ACTIVATIONS["relu"](conv_nd(x, w, b, stride, padding, None, dilation, groups))
@@ -409,5 +420,41 @@ def test_dispatcher_picks_fast_paths():
     assert kernels.select(g((1, 64, 56, 56), (128, 64, 3, 3), 2, 1, 1, 1)) == "im2col"
     # weights too costly to transform per call for 2x2 tiles; prepacked they pay
     small = g((8, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1)
-    assert kernels.select(small) == "im2col"
+    assert kernels.select(small) == "blocked"
     assert kernels.select(small, True) == "winograd"
+    # batch 1, 7x7: too few tiles for Winograd; blocked only with packed weights
+    late = g((1, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1)
+    assert kernels.select(late) == "im2col"
+    assert kernels.select(late, True) == "blocked"
+    # gathering columns dominates: few input channels, small planes
+    assert kernels.select(g((1, 3, 224, 224), (64, 3, 7, 7), 2, 3, 1, 1)) == "blocked"
+    assert kernels.select(g((64, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1)) == "blocked"
+    # most lanes would be padding: 3x3 outputs
+    assert kernels.select(g((8, 64, 3, 3), (64, 64, 3, 3), 1, 1, 1, 1), True) != "blocked"
+
+
+def test_blocked_in_image_chunks(rng):
+    """More padded input than the blocked kernel holds at once (64 MB): the
+    batch is padded and computed in chunks, with the same results."""
+    x = rng.standard_normal((70, 64, 64, 64)).astype(np.float32)
+    w = rng.standard_normal((8, 64, 3, 3)).astype(np.float32)
+    y = _conv_impl(2, "conv2d", x, w, None, 1, 1, 1, 1, None, None, algorithm="blocked")
+    ref = _conv_impl(2, "conv2d", x, w, None, 1, 1, 1, 1, None, None, algorithm="im2col")
+    assert_close(y, ref, w[0].size)
+
+
+@pytest.mark.parametrize("algorithm", [None, "im2col", "blocked"])
+def test_asymmetric_padding_pairs(algorithm, rng):
+    """padding=((top, bottom), (left, right)): what ONNX pads need."""
+    x = rng.standard_normal((2, 3, 9, 10)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    pads = ((0, 2), (1, 0))
+    padded = np.pad(x, [(0, 0), (0, 0), (0, 2), (1, 0)])
+    ref = conv_nd(padded, w, None, 1, 0, None, 1, 1)
+    if algorithm is None:
+        y = F.conv2d(x, w, None, 1, pads)
+    else:
+        y = _conv_impl(2, "conv2d", x, w, None, 1, pads, 1, 1, None, None, algorithm=algorithm)
+    assert_close(y, ref, 27)
+    with pytest.raises(ValueError, match="padding pair"):
+        F.conv2d(x, w, None, 1, ((0, -1), (1, 0)))

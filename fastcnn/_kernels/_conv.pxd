@@ -17,6 +17,7 @@ cdef enum:
     CONV_IM2COL = 1     # column tiles gathered per task, then one GEMM per task
     CONV_DIRECT = 2     # depthwise and few channels per group: no GEMM
     CONV_WINOGRAD = 3   # F(4x4, 3x3) for 2-D 3x3 stride 1: 36 GEMMs on transformed tiles
+    CONV_BLOCKED = 4    # 2-D direct, register-blocked over packed weights and padded planes
 
 # How the work is cut into tasks. Chosen from the shape alone, never from the
 # thread count, so each output element is computed the same way whatever the
@@ -39,8 +40,17 @@ cdef struct ConvPlan:
     index_t tasks_per_image
     index_t tiles_per_task
     bint wino_shared                # few tiles: V for all tiles shared, tasks are channel blocks
+    # Blocked: tasks are (image, group, channel block, lane block) over planes
+    # padded and split by stride phase, wq lanes per output row (col_tile =
+    # lanes per block, n_col_tiles = lane blocks, m_block = channels per block)
+    index_t wq
+    index_t hq
+    index_t lanes                   # nq: lanes holding output, (out_h - 1) * wq + out_w
+    index_t channel_stride          # elements per padded channel (all phases, plus slack)
+    index_t images_per_chunk        # images padded at a time (bounds the shared scratch)
 
 cdef bint winograd_applies(const ConvGeom* g) noexcept nogil
+cdef bint blocked_applies(const ConvGeom* g) noexcept nogil
 cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept nogil
 cdef ConvPlan conv_make_plan(const ConvGeom* g, int algorithm, index_t itemsize) noexcept nogil
 cdef index_t conv_packed_size(const ConvGeom* g, int algorithm) noexcept nogil

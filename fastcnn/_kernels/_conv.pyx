@@ -15,6 +15,17 @@ from libc.string cimport memset, memcpy
 from fastcnn._kernels._typedefs cimport floating, index_t
 from fastcnn._kernels._blas cimport gemm, blas_enter, blas_leave
 from fastcnn._kernels._activation cimport bias_activation
+from libc.stdlib cimport malloc, free
+
+cdef extern from "conv_block.h" nogil:
+    enum:
+        FCNN_BLOCK_OCB
+        FCNN_BLOCK_LANES_F32
+        FCNN_BLOCK_LANES_F64
+    void fcnn_block_kernel_f32(const float* x, long ld_c, const float* w, const long* toff,
+                               long ntaps, long cin, float* out)
+    void fcnn_block_kernel_f64(const double* x, long ld_c, const double* w, const long* toff,
+                               long ntaps, long cin, double* out)
 
 cnp.import_array()
 
@@ -34,12 +45,15 @@ cdef enum:
     SHARED_COL_BYTES = 64 * 1024 * 1024   # limit on columns gathered up front
     DIRECT_WIDE_BELOW = 32                # output width under which depthwise pads the plane
     WINO_BUDGET_BYTES = 1536 * 1024   # transformed tiles (V and M) per thread
-    WINO_MIN_TILES = 8
+    WINO_MIN_TILES = 16
     WINO_PACK_TILES = 64
     # At most this many tiles in all (batch-1 late layers): transform them once
     # into a shared V and give each task a block of output channels, so the
     # transformed weights are read once rather than once per task.
     WINO_SHARED_TILES = 64
+    BLOCK_PAD_BYTES = 64 * 1024 * 1024    # limit on the padded input held at once
+    BLOCK_MAX_STRIDED_K = 256             # strided: blocked only for short reductions
+    BLOCK_PACK_POSITIONS = 256            # unpacked weights: outputs per call to amortise packing
 
 
 cdef inline index_t _ceil_div(index_t a, index_t b) noexcept nogil:
@@ -68,7 +82,28 @@ cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept 
             and g.pad_d == 0 and g.pad_h == 0 and g.pad_w == 0
             and g.out_d == g.in_d and g.out_h == g.in_h and g.out_w == g.in_w):
         return CONV_GEMM_1X1
+    if _blocked_pays(g, weights_packed):
+        return CONV_BLOCKED
     return CONV_IM2COL
+
+
+cdef bint _blocked_pays(const ConvGeom* g, bint weights_packed) noexcept nogil:
+    """The blocked kernel beats im2col + GEMM where gathering columns is the
+    bottleneck (stride 1, or a short reduction such as a stem's few input
+    channels), as long as most of its lanes hold outputs; unpacked, the
+    weights are repacked per call, which needs enough positions to amortise."""
+    cdef index_t taps = g.kernel_h * g.kernel_w
+    cdef index_t reach_w = ((g.kernel_w - 1) * g.dilation_w) // g.stride_w
+    cdef index_t lanes, outputs
+    if not blocked_applies(g) or taps == 1:
+        return False
+    if not (g.stride_h == 1 and g.stride_w == 1) and (g.in_channels // g.groups) * taps > BLOCK_MAX_STRIDED_K:
+        return False
+    outputs = g.out_h * g.out_w
+    lanes = _round_up((g.out_h - 1) * (g.out_w + reach_w) + g.out_w, FCNN_BLOCK_LANES_F32)
+    if 2 * outputs < lanes:
+        return False
+    return weights_packed or g.batch * outputs >= BLOCK_PACK_POSITIONS
 
 
 cdef ConvPlan conv_make_plan(const ConvGeom* g, int algorithm, index_t itemsize) noexcept nogil:
@@ -100,6 +135,9 @@ cdef ConvPlan _make_plan(const ConvGeom* g, int algorithm, index_t itemsize) noe
     p.shared_col = False
     if algorithm == CONV_WINOGRAD:
         _winograd_plan(g, itemsize, &p)
+        return p
+    if algorithm == CONV_BLOCKED:
+        _blocked_plan(g, itemsize, &p)
         return p
     if algorithm == CONV_DIRECT:
         p.col_tile = positions
@@ -502,6 +540,9 @@ cdef bint winograd_applies(const ConvGeom* g) noexcept nogil:
 cdef index_t conv_packed_size(const ConvGeom* g, int algorithm) noexcept nogil:
     if algorithm == CONV_WINOGRAD:
         return 36 * g.out_channels * g.in_channels
+    if algorithm == CONV_BLOCKED:
+        return (g.groups * _ceil_div(g.out_channels // g.groups, FCNN_BLOCK_OCB) * FCNN_BLOCK_OCB
+                * (g.in_channels // g.groups) * g.kernel_h * g.kernel_w)
     return 0
 
 
@@ -779,6 +820,172 @@ cdef void _winograd_shared_task(const ConvGeom* g, const ConvPlan* plan, const f
                          bias[m0 + m] if bias != NULL else 0, bias != NULL, activation)
 
 
+
+# ---------------------------------------------------------------- blocked direct
+
+# Each image channel is copied once into a zero-padded plane, split into
+# stride_h x stride_w phase planes (phase (a, b) holds padded rows a, a + s_h,
+# ... and columns b, b + s_w, ...). Then output (oh, ow) is lane
+# q = oh * wq + ow, and tap (kh, kw) of every lane reads phase
+# ((kh d_h) % s_h, (kw d_w) % s_w) at q + ((kh d_h) // s_h) wq + (kw d_w) // s_w:
+# a fixed offset, so the kernel (conv_block.h) reads each tap of a block of
+# lanes as whole vectors. Lanes with ow >= out_w are computed and dropped.
+
+cdef bint blocked_applies(const ConvGeom* g) noexcept nogil:
+    return g.in_d == 1 and g.kernel_d == 1 and g.out_d == 1 and g.pad_d == 0
+
+
+cdef inline index_t _block_lanes(index_t itemsize) noexcept nogil:
+    return FCNN_BLOCK_LANES_F32 if itemsize == 4 else FCNN_BLOCK_LANES_F64
+
+
+cdef void _blocked_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noexcept nogil:
+    cdef index_t lanes = _block_lanes(itemsize)
+    cdef index_t reach_h = ((g.kernel_h - 1) * g.dilation_h) // g.stride_h
+    cdef index_t reach_w = ((g.kernel_w - 1) * g.dilation_w) // g.stride_w
+    cdef index_t m_group = g.out_channels // g.groups
+    cdef index_t image
+    p.wq = g.out_w + reach_w
+    p.hq = g.out_h + reach_h
+    p.lanes = (g.out_h - 1) * p.wq + g.out_w
+    # the last block of lanes reads up to `lanes` past the last phase plane
+    p.channel_stride = _round_up(g.stride_h * g.stride_w * p.hq * p.wq + lanes, 16)
+    p.col_tile = lanes
+    p.n_col_tiles = _ceil_div(p.lanes, lanes)
+    p.m_block = FCNN_BLOCK_OCB
+    p.n_m_blocks = _ceil_div(m_group, FCNN_BLOCK_OCB)
+    image = g.in_channels * p.channel_stride
+    p.images_per_chunk = max(1, min(g.batch, BLOCK_PAD_BYTES // (image * itemsize)))
+    p.n_tasks = g.batch * g.groups * p.n_m_blocks * p.n_col_tiles
+    p.workspace_shared = p.images_per_chunk * image
+    p.workspace_per_thread = FCNN_BLOCK_OCB * lanes
+
+
+cdef void _blocked_pack(const ConvGeom* g, const floating* w, floating* packed) noexcept nogil:
+    """packed[group][channel block][c][tap][o] = w[first + o, c, tap], zero past
+    the group's last output channel."""
+    cdef index_t cin = g.in_channels // g.groups, m_group = g.out_channels // g.groups
+    cdef index_t taps = g.kernel_h * g.kernel_w
+    cdef index_t n_ocb = _ceil_div(m_group, FCNN_BLOCK_OCB)
+    cdef index_t grp, b, c, t, o, m
+    cdef floating* dst = packed
+    for grp in range(g.groups):
+        for b in range(n_ocb):
+            for c in range(cin):
+                for t in range(taps):
+                    for o in range(FCNN_BLOCK_OCB):
+                        m = b * FCNN_BLOCK_OCB + o
+                        dst[o] = w[((grp * m_group + m) * cin + c) * taps + t] if m < m_group else 0
+                    dst += FCNN_BLOCK_OCB
+
+
+cdef void _blocked_pad_channel(const ConvGeom* g, const ConvPlan* plan, const floating* xc,
+                               floating* dst) noexcept nogil:
+    """One input channel into its padded phase planes (zero outside the input)."""
+    cdef index_t sh = g.stride_h, sw = g.stride_w, wq = plan.wq, hq = plan.hq
+    cdef index_t a, bph, i, j, r, ih, iw, j0, j1
+    cdef floating* prow
+    cdef const floating* src
+    memset(dst, 0, plan.channel_stride * sizeof(floating))
+    for a in range(sh):
+        for i in range(hq):
+            r = i * sh + a                      # padded row
+            ih = r - g.pad_h
+            if ih < 0 or ih >= g.in_h:
+                continue
+            src = xc + ih * g.in_w
+            for bph in range(sw):
+                prow = dst + ((a * sw + bph) * hq + i) * wq
+                # column j holds input column j * sw + bph - pad_w, valid in [0, in_w)
+                j0 = _ceil_div_stride(max(<index_t>0, g.pad_w - bph), sw)
+                j1 = min(wq, _ceil_div_stride(max(<index_t>0, g.in_w + g.pad_w - bph), sw))
+                if sw == 1:
+                    if j1 > j0:
+                        memcpy(prow + j0, src + j0 - g.pad_w, (j1 - j0) * sizeof(floating))
+                else:
+                    for j in range(j0, j1):
+                        prow[j] = src[j * sw + bph - g.pad_w]
+
+
+cdef inline void _block_kernel(const floating* x, index_t ld_c, const floating* w,
+                               const long* toff, index_t ntaps, index_t cin,
+                               floating* out) noexcept nogil:
+    if floating is float:
+        fcnn_block_kernel_f32(x, ld_c, w, toff, ntaps, cin, out)
+    else:
+        fcnn_block_kernel_f64(x, ld_c, w, toff, ntaps, cin, out)
+
+
+cdef void _blocked_task(const ConvGeom* g, const ConvPlan* plan, const floating* xpad,
+                        index_t n0, const floating* packed, const long* toff,
+                        const floating* bias, floating* y, floating* tile, int activation,
+                        index_t task) noexcept nogil:
+    """One block of FCNN_BLOCK_OCB output channels x plan.col_tile lanes of one
+    (image, group); the image's padded channels start at xpad (image n0 first)."""
+    cdef index_t cin = g.in_channels // g.groups, m_group = g.out_channels // g.groups
+    cdef index_t taps = g.kernel_h * g.kernel_w
+    cdef index_t lanes = plan.col_tile, wq = plan.wq
+    cdef index_t qb = task % plan.n_col_tiles
+    cdef index_t ocb = (task // plan.n_col_tiles) % plan.n_m_blocks
+    cdef index_t grp = (task // (plan.n_col_tiles * plan.n_m_blocks)) % g.groups
+    cdef index_t n = task // (plan.n_col_tiles * plan.n_m_blocks * g.groups)
+    cdef index_t q0 = qb * lanes, q1 = min(q0 + lanes, plan.lanes)
+    cdef index_t m0 = ocb * FCNN_BLOCK_OCB
+    cdef index_t mcount = min(<index_t>FCNN_BLOCK_OCB, m_group - m0)
+    cdef index_t o, oc, q, oh, ow, seg
+    cdef floating* yrow
+    _block_kernel(xpad + ((n - n0) * g.in_channels + grp * cin) * plan.channel_stride + q0,
+                  plan.channel_stride,
+                  packed + (grp * plan.n_m_blocks + ocb) * FCNN_BLOCK_OCB * cin * taps,
+                  toff, taps, cin, tile)
+    for o in range(mcount):
+        oc = grp * m_group + m0 + o
+        q = q0
+        while q < q1:
+            oh = q // wq
+            ow = q - oh * wq
+            if ow >= g.out_w:                   # lanes past the row's end
+                q = (oh + 1) * wq
+                continue
+            seg = min(g.out_w - ow, q1 - q)
+            yrow = y + ((n * g.out_channels + oc) * g.out_h + oh) * g.out_w + ow
+            memcpy(yrow, tile + o * lanes + (q - q0), seg * sizeof(floating))
+            bias_activation(yrow, seg, bias[oc] if bias != NULL else 0, bias != NULL, activation)
+            q += seg
+
+
+cdef void _blocked_forward(const ConvGeom* g, const ConvPlan* plan, const floating* x,
+                           const floating* packed, const floating* bias, floating* y,
+                           floating* workspace, int activation, int num_threads) noexcept nogil:
+    cdef index_t taps = g.kernel_h * g.kernel_w
+    cdef index_t plane = plan.hq * plan.wq
+    cdef index_t per_image = plan.n_tasks // g.batch
+    cdef index_t kh, kw, rh, rw, n0, n1, task
+    cdef long* toff = <long*>malloc(max(<index_t>1, taps) * sizeof(long))
+    cdef floating* tile
+    if toff == NULL:
+        return
+    for kh in range(g.kernel_h):
+        for kw in range(g.kernel_w):
+            rh = kh * g.dilation_h
+            rw = kw * g.dilation_w
+            toff[kh * g.kernel_w + kw] = (((rh % g.stride_h) * g.stride_w + rw % g.stride_w) * plane
+                                          + (rh // g.stride_h) * plan.wq + rw // g.stride_w)
+    n0 = 0
+    while n0 < g.batch:
+        n1 = min(g.batch, n0 + plan.images_per_chunk)
+        with parallel(num_threads=num_threads):
+            tile = workspace + plan.workspace_shared + threadid() * plan.workspace_per_thread
+            for task in prange((n1 - n0) * g.in_channels, schedule='static'):
+                _blocked_pad_channel(g, plan, x + (n0 * g.in_channels + task) * g.in_h * g.in_w,
+                                     workspace + task * plan.channel_stride)
+            for task in prange(n0 * per_image, n1 * per_image, schedule='static'):
+                _blocked_task(g, plan, workspace, n0, packed, toff, bias, y, tile, activation,
+                              task)
+        n0 = n1
+    free(toff)
+
+
 cdef void _conv_forward(const ConvGeom* g, const ConvPlan* plan, const floating* x,
                         const floating* w, const floating* bias, floating* y,
                         floating* workspace, int activation, int num_threads) noexcept nogil:
@@ -787,6 +994,9 @@ cdef void _conv_forward(const ConvGeom* g, const ConvPlan* plan, const floating*
     if plan.n_tasks <= 0:
         return
     num_threads = <int>max(1, min(<index_t>num_threads, plan.n_tasks))
+    if plan.algorithm == CONV_BLOCKED:
+        _blocked_forward(g, plan, x, w, bias, y, workspace, activation, num_threads)
+        return
     blas_enter()
     if plan.algorithm == CONV_WINOGRAD and plan.wino_shared:
         with parallel(num_threads=num_threads):
@@ -819,12 +1029,16 @@ cdef void conv_pack_weights_f32(const ConvGeom* g, int algorithm, const float* w
                                 float* packed, int num_threads) noexcept nogil:
     if algorithm == CONV_WINOGRAD:
         _winograd_pack(g, w, packed, num_threads)
+    elif algorithm == CONV_BLOCKED:
+        _blocked_pack(g, w, packed)
 
 
 cdef void conv_pack_weights_f64(const ConvGeom* g, int algorithm, const double* w,
                                 double* packed, int num_threads) noexcept nogil:
     if algorithm == CONV_WINOGRAD:
         _winograd_pack(g, w, packed, num_threads)
+    elif algorithm == CONV_BLOCKED:
+        _blocked_pack(g, w, packed)
 
 
 cdef void conv_forward_f32(const ConvGeom* g, const ConvPlan* plan,
@@ -853,7 +1067,7 @@ cdef ConvGeom _geom_from_tuple(tuple t) except *:
 
 
 ALGORITHMS = {CONV_GEMM_1X1: "gemm_1x1", CONV_IM2COL: "im2col", CONV_DIRECT: "direct",
-              CONV_WINOGRAD: "winograd"}
+              CONV_WINOGRAD: "winograd", CONV_BLOCKED: "blocked"}
 _BY_NAME = {v: k for k, v in ALGORITHMS.items()}
 
 
@@ -868,6 +1082,8 @@ def applicable(tuple geom, str algorithm):
     cdef ConvGeom g = _geom_from_tuple(geom)
     if algorithm == "winograd":
         return winograd_applies(&g)
+    if algorithm == "blocked":
+        return blocked_applies(&g)
     if algorithm == "gemm_1x1":
         return (g.kernel_d == 1 and g.kernel_h == 1 and g.kernel_w == 1
                 and g.stride_d == 1 and g.stride_h == 1 and g.stride_w == 1
