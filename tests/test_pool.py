@@ -209,3 +209,22 @@ def test_parity_with_pytorch(case, rng):
                  torch.nn.functional.adaptive_avg_pool2d(t, (3, 2)).numpy(), 20)
     assert_close(F.lp_pool2d(np.abs(x), 2, 2, None, ceil),
                  torch.nn.functional.lp_pool2d(t.abs(), 2, 2, None, ceil).numpy(), 4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(64, 6, 28, 28), (64, 16, 10, 10), (1, 3, 2, 2),
+                                   (3, 5, 2, 4), (1, 1, 2, 34), (2, 7, 12, 130), (5, 3, 6, 2)])
+def test_2x2_pools_over_whole_planes(shape, dtype, rng):
+    """2x2 windows tiling the planes exactly run over all planes' rows at
+    once; every size of row, NaN, divisor_override, any thread count."""
+    x = rng.standard_normal(shape).astype(dtype)
+    x.flat[::37] = np.nan
+    ref_max, _ = pool_nd(x, 2, 2, 0, 1, False, "max")
+    ref_avg, _ = pool_nd(x, 2, 2, 0, 1, False, "avg")
+    for y in run_threads(lambda: F.max_pool2d(x, 2)):
+        np.testing.assert_array_equal(y, ref_max.astype(dtype))
+    for y in run_threads(lambda: F.avg_pool2d(x, 2)):
+        assert_close(y, ref_avg, 4)
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(ref_avg))
+    y = F.avg_pool2d(x, 2, divisor_override=3)
+    assert_close(y, ref_avg * 4 / 3, 4)

@@ -28,6 +28,7 @@ cdef enum:
     POOL_AVG = 1
     POOL_LP = 2
     MIN_TASKS = 8
+    ROWS_2X2 = 64           # output rows per task of the all-planes 2x2 path
 
 
 cdef struct PoolGeom:
@@ -274,6 +275,61 @@ cdef void _avg_2x2s2(const PoolGeom* g, const floating* x, floating* y,
             yrow[ow] = (((r0[2 * ow] + r0[2 * ow + 1]) + r1[2 * ow]) + r1[2 * ow + 1]) * inv
 
 
+cdef inline bint _is_2x2_tiling(const PoolGeom* g) noexcept nogil:
+    """2x2 windows, stride 2, that tile each plane exactly: a plane's output
+    row R reads input rows 2R and 2R + 1, and so do the rows of consecutive
+    planes, so all planes pool as one run of row pairs."""
+    return (g.in_d == 1 and g.kernel_d == 1 and _is_2x2s2(g)
+            and g.in_h == 2 * g.out_h and g.in_w == 2 * g.out_w)
+
+
+cdef void _pool_2x2_rows(const PoolGeom* g, const floating* x, floating* y, floating* h,
+                         index_t r0, index_t r1) noexcept nogil:
+    """Output rows r0 .. r1-1 counted over all planes. Max: the pair maxima
+    of input rows 2 r0 .. 2 r1 - 1 in one flat loop, then each output row is
+    the maximum of two of those rows. Average: the upper rows' pair sums, then
+    each output row, keeping PyTorch's order ((a + b) + c) + d.
+
+    Short rows run whole vectors (width w16, a multiple of 16): the extra
+    lanes of a row land in the rows after it, which are written later; only
+    rows whose extra lanes would leave the block (another task's rows) run
+    exact."""
+    cdef index_t out_w = g.out_w, in_w = g.in_w
+    cdef index_t w16 = ((out_w + 15) // 16) * 16 if out_w < 64 else out_w
+    cdef index_t k, r, j, width
+    cdef const floating* src = x + 2 * r0 * in_w
+    cdef const floating* up
+    cdef const floating* low
+    cdef floating* top
+    cdef floating* bottom
+    cdef floating* yr
+    cdef floating inv = <floating>1 / <floating>(g.divisor_override if g.divisor_override else 4)
+    if g.mode == POOL_MAX:
+        for k in range(2 * (r1 - r0) * out_w):
+            h[k] = max_nan(src[2 * k], src[2 * k + 1])
+        for r in range(r1 - r0):
+            top = h + 2 * r * out_w
+            bottom = top + out_w
+            yr = y + (r0 + r) * out_w
+            width = w16 if r * out_w + w16 <= (r1 - r0) * out_w else out_w
+            for j in range(width):
+                yr[j] = max_nan(top[j], bottom[j])
+        return
+    for r in range(r1 - r0):
+        top = h + r * out_w
+        up = src + 2 * r * in_w
+        width = w16 if r * out_w + w16 <= (r1 - r0) * out_w else out_w
+        for j in range(width):
+            top[j] = up[2 * j] + up[2 * j + 1]
+    for r in range(r1 - r0):
+        top = h + r * out_w
+        low = src + (2 * r + 1) * in_w
+        yr = y + (r0 + r) * out_w
+        width = w16 if r * out_w + w16 <= (r1 - r0) * out_w else out_w
+        for j in range(width):
+            yr[j] = ((top[j] + low[2 * j]) + low[2 * j + 1]) * inv
+
+
 cdef inline bint _is_2x2s2(const PoolGeom* g) noexcept nogil:
     return (g.kernel_h == 2 and g.kernel_w == 2 and g.stride_h == 2 and g.stride_w == 2
             and g.pad_h == 0 and g.pad_w == 0 and g.dilation_h == 1 and g.dilation_w == 1
@@ -424,6 +480,14 @@ cdef void _pool_forward(const PoolGeom* g, const floating* x, floating* y, int64
     cdef floating* row
     if g.planes <= 0 or out_plane <= 0 or in_plane <= 0:
         return
+    if idx == NULL and g.mode != POOL_LP and _is_2x2_tiling(g):
+        rows = g.planes * g.out_h
+        blocks = _ceil_div(rows, ROWS_2X2)
+        with parallel(num_threads=num_threads):
+            row = workspace + threadid() * ws_per_thread
+            for task in prange(blocks, schedule='static'):
+                _pool_2x2_rows(g, x, y, row, task * ROWS_2X2, min(rows, (task + 1) * ROWS_2X2))
+        return
     blocks = _ceil_div(MIN_TASKS, g.planes) if g.planes < MIN_TASKS else 1
     blocks = min(blocks, rows)
     rows_per_block = _ceil_div(rows, blocks)
@@ -538,7 +602,8 @@ def pool(tuple geom, int mode, bint count_include_pad, index_t divisor_override,
     cdef index_t blocks = min(rows, (MIN_TASKS + g.planes - 1) // g.planes) if 0 < g.planes < MIN_TASKS else 1
     cdef index_t rows_per_task = (rows + blocks - 1) // blocks if blocks > 0 else rows
     cdef index_t in_rows = min(g.in_h, rows_per_task * g.stride_h + g.kernel_h)
-    cdef index_t ws_per_thread = (max(g.in_w, in_rows * g.out_w) + 15) // 16 * 16 + 16
+    cdef index_t ws_per_thread = (max(max(g.in_w, in_rows * g.out_w), 2 * ROWS_2X2 * g.out_w)
+                                  + 15) // 16 * 16 + 32
     cdef cnp.ndarray ws = np.empty(ws_per_thread * num_threads, dtype=x.dtype)
     cdef void* xp = cnp.PyArray_DATA(x)
     cdef void* yp = cnp.PyArray_DATA(y)
