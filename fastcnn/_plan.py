@@ -17,7 +17,7 @@ import inspect
 import numpy as np
 
 from fastcnn import _threads
-from fastcnn._graph import Value
+from fastcnn._graph import Node, Value
 from fastcnn._kernels import _conv as _conv_kernels
 from fastcnn._kernels import _linear as _linear_kernels
 from fastcnn._functional.conv import conv_padding
@@ -64,7 +64,8 @@ class Plan:
         self._alias = {}
         self._input_pos = {v.id: k for k, v in enumerate(graph.inputs)}
         self._activation = {}     # id(node) -> activation fused into it by the plan
-        self.nodes = self._elide_idempotent(self._fuse_activations(graph.nodes))
+        self.nodes = self._elide_idempotent(
+            self._fuse_activations(self._fuse_residuals(graph.nodes)))
         self._plan_memory()
         self._fixed = {}          # value id -> array bound once (constants, buffers, views)
         self._dynamic_views = {}  # value id -> (node) views of inputs, made per call
@@ -90,18 +91,66 @@ class Plan:
             return self._activation.get(id(node)) or _bound(node).get("activation")
         return None
 
-    def _fuse_activations(self, nodes):
-        """activation(layer(x)) -> layer(x, activation=...) when nothing else
-        reads the layer's output: one pass over memory instead of two."""
+    def _readers(self, nodes):
+        """value id (aliases resolved) -> how many nodes (and graph outputs) read it."""
         readers = {}
         for node in nodes:
             for v in node.inputs():
+                v = self._resolve(v)
                 readers[v.id] = readers.get(v.id, 0) + 1
         for v in self.graph.outputs:
+            v = self._resolve(v)
             readers[v.id] = readers.get(v.id, 0) + 1
+        return readers
+
+    def _fuse_residuals(self, nodes):
+        """add(conv(x), r) -> conv(x, residual=r) when nothing else reads the
+        convolution's output and r has the output's shape: the sum happens in
+        the convolution's epilogue (before any activation fused later). The
+        convolution moves to the add's place, after r is computed."""
+        readers = self._readers(nodes)
+        fused = {}                # id(conv node) -> replacement placed at the add
+        drop = set()
+        for node in nodes:
+            if node.op != "add" or len(node.args) != 2 or node.kwargs:
+                continue
+            a, b = node.args
+            if not (isinstance(a, Value) and isinstance(b, Value)):
+                continue
+            out = node.outputs[0]
+            for conv_v, other in ((a, b), (b, a)):
+                conv = conv_v.node
+                if (conv is None or conv.op not in _CONV_OPS or id(conv) in fused
+                        or readers.get(conv_v.id) != 1 or len(conv.outputs) != 1
+                        or conv_v.shape != out.shape or other.shape != out.shape
+                        or conv_v.dtype != other.dtype or other is conv_v):
+                    continue
+                bound = _bound(conv)
+                if "residual" not in bound or bound["residual"] is not None \
+                        or bound.get("activation") is not None:
+                    continue
+                fused[id(conv)] = Node(conv.op, conv.fn, conv.args,
+                                       dict(conv.kwargs, residual=other), conv.outputs,
+                                       conv.scope)
+                fused[id(node)] = fused[id(conv)]
+                drop.add(id(conv))
+                self._alias[out.id] = conv_v
+                break
+        result = []
+        for node in nodes:
+            if id(node) in drop:
+                continue
+            result.append(fused.get(id(node), node))
+        return result
+
+    def _fuse_activations(self, nodes):
+        """activation(layer(x)) -> layer(x, activation=...) when nothing else
+        reads the layer's output: one pass over memory instead of two."""
+        readers = self._readers(nodes)
         keep = []
         for node in nodes:
             src = node.args[0] if node.args and isinstance(node.args[0], Value) else None
+            src = self._resolve(src) if src is not None else None
             producer = src.node if src is not None else None
             if (node.op in _FUSABLE and producer is not None and producer.op in _FUSES_ACTIVATION
                     and readers.get(src.id) == 1 and len(node.inputs()) == 1
@@ -299,6 +348,7 @@ class Plan:
         y = self._value_array(node.outputs[0]).reshape((x_shape[0], w.shape[0]) + out_sp)
         get = self._get
         x_fixed = x_desc[1].reshape(x_shape) if x_desc[0] == "fixed" else None
+        res_desc = self._getter(b["residual"]) if b.get("residual") is not None else None
 
         def step(inputs):
             n = _threads.get_num_threads()
@@ -306,7 +356,8 @@ class Plan:
             ws = workspace[0]
             if ws is not None and ws.size < ws_shared + ws_thread * n:
                 ws = workspace[0] = np.empty(ws_shared + ws_thread * n, w.dtype)
-            _conv_kernels.forward(geom, algorithm, x, weights, bias, y, ws, act, n)
+            res = None if res_desc is None else np.ascontiguousarray(get(res_desc, inputs)).reshape(y.shape)
+            _conv_kernels.forward(geom, algorithm, x, weights, bias, y, ws, act, n, res)
         return step
 
     def _linear_step(self, node):

@@ -345,7 +345,7 @@ def test_layer_parity_with_pytorch(padding_mode, padding, rng):
 
 # ---------------------------------------------------------------- every algorithm
 
-ALGORITHMS = ["im2col", "gemm_1x1", "direct", "winograd", "blocked"]
+ALGORITHMS = ["im2col", "gemm_1x1", "direct", "winograd", "blocked", "blocked_oc"]
 WINOGRAD_CASES = [
     (1, 8, 8, (9, 9), (3, 3), 1, 1, 1, 1),
     (2, 16, 24, (13, 7), (3, 3), 1, 1, 1, 1),        # output not a multiple of 4
@@ -417,20 +417,21 @@ def test_dispatcher_picks_fast_paths():
     assert kernels.select(g((1, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1, 1)) == "winograd"
     assert kernels.select(g((1, 64, 56, 56), (128, 64, 1, 1), 1, 0, 1, 1)) == "gemm_1x1"
     assert kernels.select(g((1, 32, 56, 56), (32, 1, 3, 3), 1, 1, 1, 32)) == "direct"
-    assert kernels.select(g((1, 64, 56, 56), (128, 64, 3, 3), 2, 1, 1, 1)) == "im2col"
-    # weights too costly to transform per call for 2x2 tiles; prepacked they pay
+    # strided 3x3 with many output channels: blocked over output channels
+    assert kernels.select(g((1, 64, 56, 56), (128, 64, 3, 3), 2, 1, 1, 1)) == "blocked_oc"
+    assert kernels.select(g((1, 64, 56, 56), (128, 64, 1, 1), 2, 0, 1, 1)) == "im2col"
+    # few tiles: Winograd only with prepacked weights and 32 tiles or more
     small = g((8, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1)
-    assert kernels.select(small) == "blocked"
+    assert kernels.select(small) == "blocked_oc"
     assert kernels.select(small, True) == "winograd"
-    # batch 1, 7x7: too few tiles for Winograd; blocked only with packed weights
     late = g((1, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1)
-    assert kernels.select(late) == "im2col"
-    assert kernels.select(late, True) == "blocked"
-    # gathering columns dominates: few input channels, small planes
-    assert kernels.select(g((1, 3, 224, 224), (64, 3, 7, 7), 2, 3, 1, 1)) == "blocked"
+    assert kernels.select(late) == "im2col"          # packing per call would not pay
+    assert kernels.select(late, True) == "blocked_oc"
+    # few output channels: blocked over pixels (stems, LeNet)
     assert kernels.select(g((64, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1)) == "blocked"
+    assert kernels.select(g((1, 3, 224, 224), (16, 3, 7, 7), 2, 3, 1, 1)) == "blocked"
     # most lanes would be padding: 3x3 outputs
-    assert kernels.select(g((8, 64, 3, 3), (64, 64, 3, 3), 1, 1, 1, 1), True) != "blocked"
+    assert kernels.select(g((8, 16, 3, 3), (16, 16, 3, 3), 1, 1, 1, 1), True) == "im2col"
 
 
 def test_blocked_in_image_chunks(rng):
@@ -458,3 +459,30 @@ def test_asymmetric_padding_pairs(algorithm, rng):
     assert_close(y, ref, 27)
     with pytest.raises(ValueError, match="padding pair"):
         F.conv2d(x, w, None, 1, ((0, -1), (1, 0)))
+
+
+@pytest.mark.parametrize("case,algorithm", _applicable_pairs())
+def test_every_algorithm_adds_residual_before_activation(case, algorithm, rng):
+    """The epilogue a plan fuses: relu((conv(x) + b) + r), in that order."""
+    n, cin, cout, spatial, kernel, stride, padding, dilation, groups = case
+    x = rng.standard_normal((n, cin) + spatial).astype(np.float32)
+    w = rng.standard_normal((cout, cin // groups) + kernel).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    plain = _conv_impl(2, "conv2d", x, w, b, stride, padding, dilation, groups, None, None,
+                       algorithm=algorithm)
+    r = rng.standard_normal(plain.shape).astype(np.float32)
+    y = _conv_impl(2, "conv2d", x, w, b, stride, padding, dilation, groups, None, "relu",
+                   algorithm=algorithm, residual=r)
+    np.testing.assert_array_equal(y, np.maximum(plain + r, 0))
+
+
+def test_residual_validation(rng):
+    x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match="residual must have shape"):
+        _conv_impl(2, "conv2d", x, w, None, 1, 1, 1, 1, None, None,
+                   residual=np.zeros((1, 4, 5, 5), np.float32))
+    out = np.zeros((1, 4, 6, 6), np.float32) + 1
+    y = _conv_impl(2, "conv2d", x, w, None, 1, 1, 1, 1, out, None, residual=out)
+    ref = _conv_impl(2, "conv2d", x, w, None, 1, 1, 1, 1, None, None) + 1
+    np.testing.assert_array_equal(y, ref)

@@ -99,6 +99,39 @@ def test_plan_fuses_activation_nodes():
     assert "relu" not in ops            # every F.relu went into its conv or linear
 
 
+def test_plan_fuses_residual_adds():
+    """ResNet's add(conv2(...), identity) and the relu after it run in the
+    second convolution's epilogue; the downsample branch, traced after conv2,
+    is computed first."""
+    model, shape = _model("resnet18")
+    x = np.random.default_rng(5).standard_normal((1,) + shape).astype(np.float32)
+    plan = fastcnn.compile(model, x.shape)
+    ops = [n.op for n in plan.nodes]
+    assert "add" not in ops and "relu" not in ops
+    assert sum(n.kwargs.get("residual") is not None for n in plan.nodes) == 8
+    assert_close(plan(x), model(x), 512)
+
+
+class _SharedConv(nn.Module):
+    """The conv's output is read twice: no residual fusion."""
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y + x, y * 2
+
+
+def test_residual_not_fused_when_output_is_shared():
+    x = np.random.default_rng(6).standard_normal((2, 4, 5, 5)).astype(np.float32)
+    model = _SharedConv().eval()
+    plan = fastcnn.compile(model, x.shape)
+    assert "add" in [n.op for n in plan.nodes]
+    for got, want in zip(plan(x), model(x)):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_compile_errors():
     class Bad(nn.Module):
         def forward(self, x):

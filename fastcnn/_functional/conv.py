@@ -61,7 +61,7 @@ def pad_input(x, before, after, mode, op):
 
 @traceable("conv")
 def _conv(nd, op, input, weight, bias, stride, padding, dilation, groups, out,
-          activation, padding_mode="zeros", algorithm=None):
+          activation, padding_mode="zeros", algorithm=None, residual=None):
     x = as_array(input, op)
     w = as_array(weight, op, "weight")
     check_float(x, op)
@@ -127,6 +127,17 @@ def _conv(nd, op, input, weight, bias, stride, padding, dilation, groups, out,
     else:
         y = check_out(out, out_shape[1:] if unbatched else out_shape, x.dtype, op, (x, w, bias))
         y = y.reshape(out_shape)
+    if residual is not None:
+        # added before the activation, in the same pass (what a plan fuses)
+        r = as_array(residual, op, "residual")
+        if unbatched and r.ndim == nd + 1:
+            r = r[None]
+        if r.shape != y.shape or r.dtype != x.dtype:
+            raise ValueError(f"{op}: residual must have shape {shape_str(y.shape)} and dtype "
+                             f"{x.dtype}, got {shape_str(r.shape)} and {r.dtype}")
+        residual = contiguous(r)
+        if np.shares_memory(residual, y):
+            residual = residual.copy()
     if x.shape[0] == 0:
         return out if out is not None else (y[0] if unbatched else y)
     x = contiguous(x)
@@ -137,13 +148,13 @@ def _conv(nd, op, input, weight, bias, stride, padding, dilation, groups, out,
             + one3 + spatial + one3 + out_spatial + one3 + kernel
             + one3 + stride + pad3 + before + one3 + dilation)
     nthreads = _threads.get_num_threads()
-    conv_run(geom, x, w, bias, y, act, nthreads, algorithm)
+    conv_run(geom, x, w, bias, y, act, nthreads, algorithm, residual)
     if out is not None:
         return out
     return y[0] if unbatched else y
 
 
-def conv_run(geom, x, w, bias, y, act, nthreads, algorithm=None):
+def conv_run(geom, x, w, bias, y, act, nthreads, algorithm=None, residual=None):
     """Dispatch one validated convolution: pick the algorithm (unless forced),
     pack weights if it needs them, allocate its workspace, run."""
     if algorithm is None:
@@ -155,7 +166,8 @@ def conv_run(geom, x, w, bias, y, act, nthreads, algorithm=None):
         _conv_kernels.pack(geom, algorithm, w, weights, nthreads)
     ws_size = ws_shared + ws_per_thread * nthreads
     workspace = np.empty(ws_size, x.dtype) if ws_size else None
-    _conv_kernels.forward(geom, algorithm, x, weights, bias, y, workspace, act, nthreads)
+    _conv_kernels.forward(geom, algorithm, x, weights, bias, y, workspace, act, nthreads,
+                          residual)
 
 
 @traceable("conv1d")

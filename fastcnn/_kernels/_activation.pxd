@@ -193,6 +193,25 @@ cdef inline void activate(const floating* x, floating* y, index_t n, int act,
             y[i] = _sqrt(x[i])
 
 
+cdef inline void bias_residual_activation(floating* row, index_t n, floating bias,
+                                          bint has_bias, const floating* res,
+                                          int act) noexcept nogil:
+    """row[i] = act((row[i] + bias) + res[i]): a layer's epilogue with a
+    residual connection added (res NULL: none)."""
+    cdef index_t i
+    if res == NULL:
+        bias_activation(row, n, bias, has_bias, act)
+        return
+    if has_bias:
+        for i in range(n):
+            row[i] = (row[i] + bias) + res[i]
+    else:
+        for i in range(n):
+            row[i] = row[i] + res[i]
+    if act != ACT_NONE:
+        activate(row, row, n, act, 0, 0, 0)
+
+
 cdef inline void bias_activation(floating* row, index_t n, floating bias,
                                  bint has_bias, int act) noexcept nogil:
     """row[i] = act(row[i] + bias) for the activations an epilogue fuses

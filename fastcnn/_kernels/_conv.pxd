@@ -17,7 +17,8 @@ cdef enum:
     CONV_IM2COL = 1     # column tiles gathered per task, then one GEMM per task
     CONV_DIRECT = 2     # depthwise and few channels per group: no GEMM
     CONV_WINOGRAD = 3   # F(4x4, 3x3) for 2-D 3x3 stride 1: 36 GEMMs on transformed tiles
-    CONV_BLOCKED = 4    # 2-D direct, register-blocked over packed weights and padded planes
+    CONV_BLOCKED = 4    # 2-D direct, vectors over output pixels (few output channels)
+    CONV_BLOCKED_OC = 5 # 2-D direct, vectors over output channels, pixels in registers
 
 # How the work is cut into tasks. Chosen from the shape alone, never from the
 # thread count, so each output element is computed the same way whatever the
@@ -48,23 +49,30 @@ cdef struct ConvPlan:
     index_t lanes                   # nq: lanes holding output, (out_h - 1) * wq + out_w
     index_t channel_stride          # elements per padded channel (all phases, plus slack)
     index_t images_per_chunk        # images padded at a time (bounds the shared scratch)
+    # Blocked over output channels: tasks are (image, group, channel block,
+    # block of rows_per_task output rows); col_tile = pixels per kernel call,
+    # n_col_tiles = calls per row, m_block = channels per block
+    bint oc_tall                    # the kernel shape with more channels, fewer pixels
+    index_t chunk_channels          # input channels per pass (their weights stay in L1)
+    index_t row_blocks
 
 cdef bint winograd_applies(const ConvGeom* g) noexcept nogil
 cdef bint blocked_applies(const ConvGeom* g) noexcept nogil
 cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept nogil
 cdef ConvPlan conv_make_plan(const ConvGeom* g, int algorithm, index_t itemsize) noexcept nogil
-cdef index_t conv_packed_size(const ConvGeom* g, int algorithm) noexcept nogil
+cdef index_t conv_packed_size(const ConvGeom* g, int algorithm, index_t itemsize) noexcept nogil
 
 cdef void conv_pack_weights_f32(const ConvGeom* g, int algorithm, const float* w,
                                 float* packed, int num_threads) noexcept nogil
 cdef void conv_pack_weights_f64(const ConvGeom* g, int algorithm, const double* w,
                                 double* packed, int num_threads) noexcept nogil
 # weights: the (out, in/groups, *kernel) array, or for CONV_WINOGRAD the packed one.
+# residual: NULL, or an array shaped as y (not y) added before the activation.
 cdef void conv_forward_f32(const ConvGeom* g, const ConvPlan* plan,
                            const float* x, const float* weights, const float* bias,
-                           float* y, float* workspace, int activation,
-                           int num_threads) noexcept nogil
+                           float* y, const float* residual, float* workspace,
+                           int activation, int num_threads) noexcept nogil
 cdef void conv_forward_f64(const ConvGeom* g, const ConvPlan* plan,
                            const double* x, const double* weights, const double* bias,
-                           double* y, double* workspace, int activation,
-                           int num_threads) noexcept nogil
+                           double* y, const double* residual, double* workspace,
+                           int activation, int num_threads) noexcept nogil

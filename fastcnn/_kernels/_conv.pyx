@@ -14,7 +14,7 @@ from libc.string cimport memset, memcpy
 
 from fastcnn._kernels._typedefs cimport floating, index_t
 from fastcnn._kernels._blas cimport gemm, blas_enter, blas_leave
-from fastcnn._kernels._activation cimport bias_activation
+from fastcnn._kernels._activation cimport bias_residual_activation
 from libc.stdlib cimport malloc, free
 
 cdef extern from "conv_block.h" nogil:
@@ -22,6 +22,20 @@ cdef extern from "conv_block.h" nogil:
         FCNN_BLOCK_OCB
         FCNN_BLOCK_LANES_F32
         FCNN_BLOCK_LANES_F64
+        FCNN_OC_WIDE_P
+        FCNN_OC_WIDE_V
+        FCNN_OC_TALL_P
+        FCNN_OC_TALL_V
+        FCNN_OC_VL_F32
+        FCNN_OC_VL_F64
+    void fcnn_oc_kernel_f32_wide_s1(const float*, long, const float*, const long*, long, long, float*, int)
+    void fcnn_oc_kernel_f32_wide_s2(const float*, long, const float*, const long*, long, long, float*, int)
+    void fcnn_oc_kernel_f32_tall_s1(const float*, long, const float*, const long*, long, long, float*, int)
+    void fcnn_oc_kernel_f32_tall_s2(const float*, long, const float*, const long*, long, long, float*, int)
+    void fcnn_oc_kernel_f64_wide_s1(const double*, long, const double*, const long*, long, long, double*, int)
+    void fcnn_oc_kernel_f64_wide_s2(const double*, long, const double*, const long*, long, long, double*, int)
+    void fcnn_oc_kernel_f64_tall_s1(const double*, long, const double*, const long*, long, long, double*, int)
+    void fcnn_oc_kernel_f64_tall_s2(const double*, long, const double*, const long*, long, long, double*, int)
     void fcnn_block_kernel_f32(const float* x, long ld_c, const float* w, const long* toff,
                                long ntaps, long cin, float* out)
     void fcnn_block_kernel_f64(const double* x, long ld_c, const double* w, const long* toff,
@@ -45,7 +59,7 @@ cdef enum:
     SHARED_COL_BYTES = 64 * 1024 * 1024   # limit on columns gathered up front
     DIRECT_WIDE_BELOW = 32                # output width under which depthwise pads the plane
     WINO_BUDGET_BYTES = 1536 * 1024   # transformed tiles (V and M) per thread
-    WINO_MIN_TILES = 16
+    WINO_MIN_TILES = 32
     WINO_PACK_TILES = 64
     # At most this many tiles in all (batch-1 late layers): transform them once
     # into a shared V and give each task a block of output channels, so the
@@ -54,6 +68,9 @@ cdef enum:
     BLOCK_PAD_BYTES = 64 * 1024 * 1024    # limit on the padded input held at once
     BLOCK_MAX_STRIDED_K = 256             # strided: blocked only for short reductions
     BLOCK_PACK_POSITIONS = 256            # unpacked weights: outputs per call to amortise packing
+    OC_WEIGHT_BYTES = 32 * 1024           # weights of one chunk of input channels (L1)
+    OC_PARTIAL_BYTES = 64 * 1024          # partial sums of one task's rows
+    OC_MIN_CHANNELS = 32                  # output channels per group for blocked_oc
 
 
 cdef inline index_t _ceil_div(index_t a, index_t b) noexcept nogil:
@@ -82,9 +99,22 @@ cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept 
             and g.pad_d == 0 and g.pad_h == 0 and g.pad_w == 0
             and g.out_d == g.in_d and g.out_h == g.in_h and g.out_w == g.in_w):
         return CONV_GEMM_1X1
+    if _blocked_oc_pays(g, weights_packed):
+        return CONV_BLOCKED_OC
     if _blocked_pays(g, weights_packed):
         return CONV_BLOCKED
     return CONV_IM2COL
+
+
+cdef bint _blocked_oc_pays(const ConvGeom* g, bint weights_packed) noexcept nogil:
+    """Output-channel blocking wins for kernels larger than 1x1 with enough
+    output channels per group to fill its vectors, at stride 1 or 2;
+    unpacked, only with enough positions to amortise packing the weights."""
+    if not blocked_oc_applies(g) or g.kernel_h * g.kernel_w == 1:
+        return False
+    if g.out_channels // g.groups < OC_MIN_CHANNELS:
+        return False
+    return weights_packed or g.batch * g.out_h * g.out_w >= BLOCK_PACK_POSITIONS
 
 
 cdef bint _blocked_pays(const ConvGeom* g, bint weights_packed) noexcept nogil:
@@ -138,6 +168,9 @@ cdef ConvPlan _make_plan(const ConvGeom* g, int algorithm, index_t itemsize) noe
         return p
     if algorithm == CONV_BLOCKED:
         _blocked_plan(g, itemsize, &p)
+        return p
+    if algorithm == CONV_BLOCKED_OC:
+        _blocked_oc_plan(g, itemsize, &p)
         return p
     if algorithm == CONV_DIRECT:
         p.col_tile = positions
@@ -278,9 +311,10 @@ cdef inline void _gemm_blocked(index_t m, index_t n, index_t k, const floating* 
 cdef inline void _gemm_tile(const ConvGeom* g, const ConvPlan* plan, index_t n,
                             index_t grp, index_t tile, index_t mb, const floating* b_op,
                             index_t ldb, const floating* w, const floating* bias,
-                            floating* y, int activation) noexcept nogil:
+                            floating* y, const floating* res, int activation) noexcept nogil:
     """Output channels of block mb of group grp, positions of tile, image n:
-    GEMM with the tile's columns b_op, then bias and activation while hot."""
+    GEMM with the tile's columns b_op, then bias, residual and activation
+    while hot."""
     cdef index_t m_group = g.out_channels // g.groups
     cdef index_t k = (g.in_channels // g.groups) * g.kernel_d * g.kernel_h * g.kernel_w
     cdef index_t positions = g.out_d * g.out_h * g.out_w
@@ -292,13 +326,16 @@ cdef inline void _gemm_tile(const ConvGeom* g, const ConvPlan* plan, index_t n,
     cdef index_t m
     _gemm_blocked(mcount, ncols, k, w + m0 * k, b_op, ldb, yt, positions)
     for m in range(mcount):
-        bias_activation(yt + m * positions, ncols,
-                        bias[m0 + m] if bias != NULL else 0, bias != NULL, activation)
+        bias_residual_activation(yt + m * positions, ncols,
+                                 bias[m0 + m] if bias != NULL else 0, bias != NULL,
+                                 res + (yt - y) + m * positions if res != NULL else NULL,
+                                 activation)
 
 
 cdef void _gemm_task(const ConvGeom* g, const ConvPlan* plan, const floating* x,
                      const floating* w, const floating* bias, floating* y,
-                     floating* col, int activation, index_t task) noexcept nogil:
+                     const floating* res, floating* col, int activation,
+                     index_t task) noexcept nogil:
     """One (group, channel block, image, tile) task. Tiles vary fastest, so a
     thread's consecutive tasks reuse the same block of weights."""
     cdef index_t cin_group = g.in_channels // g.groups
@@ -313,13 +350,13 @@ cdef void _gemm_task(const ConvGeom* g, const ConvPlan* plan, const floating* x,
     cdef index_t unit = (n * g.groups + grp) * plan.n_col_tiles + tile
     cdef const floating* xg = x + (n * g.in_channels + grp * cin_group) * (g.in_d * g.in_h * g.in_w)
     if plan.algorithm == CONV_GEMM_1X1:
-        _gemm_tile(g, plan, n, grp, tile, mb, xg + p0, positions, w, bias, y, activation)
+        _gemm_tile(g, plan, n, grp, tile, mb, xg + p0, positions, w, bias, y, res, activation)
     elif plan.shared_col:
         _gemm_tile(g, plan, n, grp, tile, mb, col + unit * k * plan.col_tile, ncols,
-                   w, bias, y, activation)
+                   w, bias, y, res, activation)
     else:
         vol2col_tile(g, xg, p0, ncols, 0, cin_group, col)
-        _gemm_tile(g, plan, n, grp, tile, mb, col, ncols, w, bias, y, activation)
+        _gemm_tile(g, plan, n, grp, tile, mb, col, ncols, w, bias, y, res, activation)
 
 
 cdef void _gather_columns(const ConvGeom* g, const ConvPlan* plan, const floating* x,
@@ -344,8 +381,8 @@ cdef void _gather_columns(const ConvGeom* g, const ConvPlan* plan, const floatin
 
 
 cdef void _direct_task(const ConvGeom* g, const floating* x, const floating* w,
-                       const floating* bias, floating* y, floating* zero_row,
-                       int activation, index_t task) noexcept nogil:
+                       const floating* bias, floating* y, const floating* res,
+                       floating* zero_row, int activation, index_t task) noexcept nogil:
     """One output plane (image, output channel) of a grouped convolution with
     few input channels per group (depthwise and the like)."""
     cdef index_t cin_group = g.in_channels // g.groups
@@ -367,7 +404,8 @@ cdef void _direct_task(const ConvGeom* g, const floating* x, const floating* w,
             _direct_plane_3x3(g, xg, wk, b, yp, zero_row)
     else:
         _direct_plane(g, xg, wk, yp, b)
-    bias_activation(yp, g.out_d * g.out_h * g.out_w, 0, False, activation)
+    bias_residual_activation(yp, g.out_d * g.out_h * g.out_w, 0, False,
+                             res + (yp - y) if res != NULL else NULL, activation)
 
 
 cdef inline void _direct_plane(const ConvGeom* g, const floating* xg, const floating* wk,
@@ -537,12 +575,17 @@ cdef bint winograd_applies(const ConvGeom* g) noexcept nogil:
             and g.in_d == 1 and g.out_d == 1 and g.pad_d == 0)
 
 
-cdef index_t conv_packed_size(const ConvGeom* g, int algorithm) noexcept nogil:
+cdef index_t conv_packed_size(const ConvGeom* g, int algorithm, index_t itemsize) noexcept nogil:
+    cdef ConvPlan p
     if algorithm == CONV_WINOGRAD:
         return 36 * g.out_channels * g.in_channels
     if algorithm == CONV_BLOCKED:
         return (g.groups * _ceil_div(g.out_channels // g.groups, FCNN_BLOCK_OCB) * FCNN_BLOCK_OCB
                 * (g.in_channels // g.groups) * g.kernel_h * g.kernel_w)
+    if algorithm == CONV_BLOCKED_OC:
+        _blocked_oc_plan(g, itemsize, &p)
+        return (g.groups * p.n_m_blocks * p.m_block * (g.in_channels // g.groups)
+                * g.kernel_h * g.kernel_w)
     return 0
 
 
@@ -706,7 +749,8 @@ cdef inline void _wino_input(const ConvGeom* g, const floating* xc, index_t th0,
 cdef inline void _wino_output(const ConvGeom* g, const floating* mo, index_t ld_xi,
                               index_t th0, index_t th1, index_t tiles_w, index_t ld,
                               floating* tmp, floating* rows, floating* yc,
-                              floating bias, bint has_bias, int activation) noexcept nogil:
+                              const floating* rc, floating bias, bint has_bias,
+                              int activation) noexcept nogil:
     """Output rows 4*th0 .. 4*th1-1 of one channel from M[xi * ld_xi + t]."""
     cdef index_t nt = (th1 - th0) * tiles_w
     cdef index_t b, i, t, tw, th, oh
@@ -748,14 +792,16 @@ cdef inline void _wino_output(const ConvGeom* g, const floating* mo, index_t ld_
                 dst[4 * tw + 1] = m1 - m2 + k2 * m3 - k2 * m4
                 dst[4 * tw + 2] = m1 + m2 + k4 * m3 + k4 * m4
                 dst[4 * tw + 3] = m1 - m2 + k8 * m3 - k8 * m4 + m5
-            bias_activation(dst, g.out_w, bias, has_bias, activation)
+            bias_residual_activation(dst, g.out_w, bias, has_bias,
+                                     rc + oh * g.out_w if rc != NULL else NULL, activation)
             if not direct:
                 memcpy(yc + oh * g.out_w, rows, g.out_w * sizeof(floating))
 
 
 cdef void _winograd_task(const ConvGeom* g, const ConvPlan* plan, const floating* x,
                          const floating* u, const floating* bias, floating* y,
-                         floating* ws, int activation, index_t task) noexcept nogil:
+                         const floating* res, floating* ws, int activation,
+                         index_t task) noexcept nogil:
     cdef index_t cin = g.in_channels, cout = g.out_channels
     cdef index_t tw_count = plan.tiles_w, tb = plan.tiles_per_task
     cdef index_t n = task // plan.tasks_per_image
@@ -780,8 +826,9 @@ cdef void _winograd_task(const ConvGeom* g, const ConvPlan* plan, const floating
              <floating>0, mo + xi * cout * tb, <int>tb)
     for m in range(cout):
         _wino_output(g, mo + m * tb, cout * tb, th0, th1, tw_count, tb, tmp, rows,
-                     yn + m * out_plane, bias[m] if bias != NULL else 0, bias != NULL,
-                     activation)
+                     yn + m * out_plane,
+                     res + (n * cout + m) * out_plane if res != NULL else NULL,
+                     bias[m] if bias != NULL else 0, bias != NULL, activation)
 
 
 cdef void _winograd_shared_input(const ConvGeom* g, const ConvPlan* plan, const floating* x,
@@ -798,7 +845,8 @@ cdef void _winograd_shared_input(const ConvGeom* g, const ConvPlan* plan, const 
 
 cdef void _winograd_shared_task(const ConvGeom* g, const ConvPlan* plan, const floating* u,
                                 const floating* bias, const floating* v, floating* y,
-                                floating* ws, int activation, index_t task) noexcept nogil:
+                                const floating* res, floating* ws, int activation,
+                                index_t task) noexcept nogil:
     """Shared Winograd, phase 2: one block of output channels over every tile."""
     cdef index_t cin = g.in_channels, cout = g.out_channels, tt = plan.tiles_per_task
     cdef index_t tiles_image = plan.tiles_h * plan.tiles_w
@@ -817,6 +865,7 @@ cdef void _winograd_shared_task(const ConvGeom* g, const ConvPlan* plan, const f
             _wino_output(g, mo + m * tt + n * tiles_image, mb * tt, 0, plan.tiles_h,
                          plan.tiles_w, tiles_image, tmp, rows,
                          y + (n * cout + m0 + m) * g.out_h * g.out_w,
+                         res + (n * cout + m0 + m) * g.out_h * g.out_w if res != NULL else NULL,
                          bias[m0 + m] if bias != NULL else 0, bias != NULL, activation)
 
 
@@ -879,10 +928,11 @@ cdef void _blocked_pack(const ConvGeom* g, const floating* w, floating* packed) 
                     dst += FCNN_BLOCK_OCB
 
 
-cdef void _blocked_pad_channel(const ConvGeom* g, const ConvPlan* plan, const floating* xc,
-                               floating* dst) noexcept nogil:
-    """One input channel into its padded phase planes (zero outside the input)."""
-    cdef index_t sh = g.stride_h, sw = g.stride_w, wq = plan.wq, hq = plan.hq
+cdef void _pad_channel(const ConvGeom* g, const ConvPlan* plan, index_t sh, index_t sw,
+                       const floating* xc, floating* dst) noexcept nogil:
+    """One input channel into sh x sw padded phase planes of plan.hq rows of
+    plan.wq (zero outside the input); one plane when sh = sw = 1."""
+    cdef index_t wq = plan.wq, hq = plan.hq
     cdef index_t a, bph, i, j, r, ih, iw, j0, j1
     cdef floating* prow
     cdef const floating* src
@@ -918,8 +968,8 @@ cdef inline void _block_kernel(const floating* x, index_t ld_c, const floating* 
 
 cdef void _blocked_task(const ConvGeom* g, const ConvPlan* plan, const floating* xpad,
                         index_t n0, const floating* packed, const long* toff,
-                        const floating* bias, floating* y, floating* tile, int activation,
-                        index_t task) noexcept nogil:
+                        const floating* bias, floating* y, const floating* res,
+                        floating* tile, int activation, index_t task) noexcept nogil:
     """One block of FCNN_BLOCK_OCB output channels x plan.col_tile lanes of one
     (image, group); the image's padded channels start at xpad (image n0 first)."""
     cdef index_t cin = g.in_channels // g.groups, m_group = g.out_channels // g.groups
@@ -950,13 +1000,15 @@ cdef void _blocked_task(const ConvGeom* g, const ConvPlan* plan, const floating*
             seg = min(g.out_w - ow, q1 - q)
             yrow = y + ((n * g.out_channels + oc) * g.out_h + oh) * g.out_w + ow
             memcpy(yrow, tile + o * lanes + (q - q0), seg * sizeof(floating))
-            bias_activation(yrow, seg, bias[oc] if bias != NULL else 0, bias != NULL, activation)
+            bias_residual_activation(yrow, seg, bias[oc] if bias != NULL else 0, bias != NULL,
+                                     res + (yrow - y) if res != NULL else NULL, activation)
             q += seg
 
 
 cdef void _blocked_forward(const ConvGeom* g, const ConvPlan* plan, const floating* x,
                            const floating* packed, const floating* bias, floating* y,
-                           floating* workspace, int activation, int num_threads) noexcept nogil:
+                           const floating* res, floating* workspace, int activation,
+                           int num_threads) noexcept nogil:
     cdef index_t taps = g.kernel_h * g.kernel_w
     cdef index_t plane = plan.hq * plan.wq
     cdef index_t per_image = plan.n_tasks // g.batch
@@ -977,25 +1029,198 @@ cdef void _blocked_forward(const ConvGeom* g, const ConvPlan* plan, const floati
         with parallel(num_threads=num_threads):
             tile = workspace + plan.workspace_shared + threadid() * plan.workspace_per_thread
             for task in prange((n1 - n0) * g.in_channels, schedule='static'):
-                _blocked_pad_channel(g, plan, x + (n0 * g.in_channels + task) * g.in_h * g.in_w,
-                                     workspace + task * plan.channel_stride)
+                _pad_channel(g, plan, g.stride_h, g.stride_w,
+                             x + (n0 * g.in_channels + task) * g.in_h * g.in_w,
+                             workspace + task * plan.channel_stride)
             for task in prange(n0 * per_image, n1 * per_image, schedule='static'):
-                _blocked_task(g, plan, workspace, n0, packed, toff, bias, y, tile, activation,
-                              task)
+                _blocked_task(g, plan, workspace, n0, packed, toff, bias, y, res, tile,
+                              activation, task)
+        n0 = n1
+    free(toff)
+
+
+
+# ---------------------------------------------------------------- blocked over output channels
+
+# Each image channel is copied once into a zero-padded plane of hq rows of
+# wq (wide enough for the last call's extra pixels). A kernel call computes
+# P pixels of one output row for m_block output channels; tap (kh, kw) of
+# pixel j reads the plane at (oh s_h + kh d_h) wq + (ow0 + j) s_w + kw d_w.
+# A task runs its rows in passes over chunk_channels input channels at a
+# time, keeping partial sums in per-thread scratch, so each chunk's weights
+# are read from memory once and then from L1 for every row.
+
+cdef bint blocked_oc_applies(const ConvGeom* g) noexcept nogil:
+    return blocked_applies(g) and g.stride_w <= 2
+
+
+cdef inline index_t _oc_lanes(index_t itemsize) noexcept nogil:
+    return FCNN_OC_VL_F32 if itemsize == 4 else FCNN_OC_VL_F64
+
+
+cdef void _blocked_oc_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noexcept nogil:
+    cdef index_t vl = _oc_lanes(itemsize)
+    cdef index_t m_group = g.out_channels // g.groups
+    cdef index_t taps = g.kernel_h * g.kernel_w
+    cdef index_t pix, rows_budget, units, image
+    # the shape that computes fewer padding pixels and channels; ties go wide
+    p.oc_tall = (_round_up(g.out_w, FCNN_OC_TALL_P) * _round_up(m_group, FCNN_OC_TALL_V * vl)
+                 < _round_up(g.out_w, FCNN_OC_WIDE_P) * _round_up(m_group, FCNN_OC_WIDE_V * vl))
+    pix = FCNN_OC_TALL_P if p.oc_tall else FCNN_OC_WIDE_P
+    p.m_block = (FCNN_OC_TALL_V if p.oc_tall else FCNN_OC_WIDE_V) * vl
+    p.n_m_blocks = _ceil_div(m_group, p.m_block)
+    p.col_tile = pix
+    p.n_col_tiles = _ceil_div(g.out_w, pix)
+    p.wq = (p.n_col_tiles * pix - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w + 1
+    p.hq = (g.out_h - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 1
+    p.channel_stride = _round_up(p.hq * p.wq, 16)
+    p.lanes = 0
+    p.chunk_channels = max(1, min(g.in_channels // g.groups,
+                                  OC_WEIGHT_BYTES // (taps * p.m_block * itemsize)))
+    rows_budget = max(1, OC_PARTIAL_BYTES // (p.n_col_tiles * pix * p.m_block * itemsize))
+    p.row_blocks = _ceil_div(g.out_h, min(g.out_h, rows_budget))
+    units = g.batch * g.groups * p.n_m_blocks
+    if units * p.row_blocks < MIN_TASKS:
+        p.row_blocks = min(g.out_h, _ceil_div(MIN_TASKS, units))
+    p.rows_per_task = _ceil_div(g.out_h, p.row_blocks)
+    p.row_blocks = _ceil_div(g.out_h, p.rows_per_task)
+    image = g.in_channels * p.channel_stride
+    p.images_per_chunk = max(1, min(g.batch, BLOCK_PAD_BYTES // (image * itemsize)))
+    p.n_tasks = units * p.row_blocks
+    p.workspace_shared = p.images_per_chunk * image
+    p.workspace_per_thread = p.rows_per_task * p.n_col_tiles * pix * p.m_block
+
+
+cdef void _blocked_oc_pack(const ConvGeom* g, const ConvPlan* p, const floating* w,
+                           floating* packed) noexcept nogil:
+    """packed[group][channel block][c][tap][lane] = w[first + lane, c, tap],
+    zero past the group's last output channel."""
+    cdef index_t cin = g.in_channels // g.groups, m_group = g.out_channels // g.groups
+    cdef index_t taps = g.kernel_h * g.kernel_w
+    cdef index_t grp, b, c, t, o, m
+    cdef floating* dst = packed
+    for grp in range(g.groups):
+        for b in range(p.n_m_blocks):
+            for c in range(cin):
+                for t in range(taps):
+                    for o in range(p.m_block):
+                        m = b * p.m_block + o
+                        dst[o] = w[((grp * m_group + m) * cin + c) * taps + t] if m < m_group else 0
+                    dst += p.m_block
+
+
+cdef inline void _oc_kernel(const ConvGeom* g, const ConvPlan* plan, const floating* x,
+                            const floating* w, const long* toff, index_t ntaps, index_t cin,
+                            floating* acc, int accumulate) noexcept nogil:
+    cdef long ld = plan.channel_stride
+    if floating is float:
+        if plan.oc_tall:
+            if g.stride_w == 1:
+                fcnn_oc_kernel_f32_tall_s1(x, ld, w, toff, ntaps, cin, acc, accumulate)
+            else:
+                fcnn_oc_kernel_f32_tall_s2(x, ld, w, toff, ntaps, cin, acc, accumulate)
+        elif g.stride_w == 1:
+            fcnn_oc_kernel_f32_wide_s1(x, ld, w, toff, ntaps, cin, acc, accumulate)
+        else:
+            fcnn_oc_kernel_f32_wide_s2(x, ld, w, toff, ntaps, cin, acc, accumulate)
+    else:
+        if plan.oc_tall:
+            if g.stride_w == 1:
+                fcnn_oc_kernel_f64_tall_s1(x, ld, w, toff, ntaps, cin, acc, accumulate)
+            else:
+                fcnn_oc_kernel_f64_tall_s2(x, ld, w, toff, ntaps, cin, acc, accumulate)
+        elif g.stride_w == 1:
+            fcnn_oc_kernel_f64_wide_s1(x, ld, w, toff, ntaps, cin, acc, accumulate)
+        else:
+            fcnn_oc_kernel_f64_wide_s2(x, ld, w, toff, ntaps, cin, acc, accumulate)
+
+
+cdef void _blocked_oc_task(const ConvGeom* g, const ConvPlan* plan, const floating* xpad,
+                           index_t n0, const floating* packed, const long* toff,
+                           const floating* bias, floating* y, const floating* res,
+                           floating* acc, int activation, index_t task) noexcept nogil:
+    """Rows rb * rows_per_task ... of one channel block of one (image, group)."""
+    cdef index_t cin = g.in_channels // g.groups, m_group = g.out_channels // g.groups
+    cdef index_t taps = g.kernel_h * g.kernel_w
+    cdef index_t pix = plan.col_tile, runs = plan.n_col_tiles, mb = plan.m_block
+    cdef index_t rb = task % plan.row_blocks
+    cdef index_t ocb = (task // plan.row_blocks) % plan.n_m_blocks
+    cdef index_t grp = (task // (plan.row_blocks * plan.n_m_blocks)) % g.groups
+    cdef index_t n = task // (plan.row_blocks * plan.n_m_blocks * g.groups)
+    cdef index_t oh0 = rb * plan.rows_per_task, oh1 = min(g.out_h, oh0 + plan.rows_per_task)
+    cdef index_t m0 = ocb * mb, mcount = min(mb, m_group - m0)
+    cdef index_t c0, kc, oh, r, o, j, jcount, oc
+    cdef const floating* xg = xpad + ((n - n0) * g.in_channels + grp * cin) * plan.channel_stride
+    cdef const floating* wb = packed + (grp * plan.n_m_blocks + ocb) * cin * taps * mb
+    cdef floating* part
+    cdef floating* yrow
+    c0 = 0
+    while c0 < cin:
+        kc = min(plan.chunk_channels, cin - c0)
+        for oh in range(oh0, oh1):
+            for r in range(runs):
+                _oc_kernel(g, plan, xg + c0 * plan.channel_stride
+                           + oh * g.stride_h * plan.wq + r * pix * g.stride_w,
+                           wb + c0 * taps * mb, toff, taps, kc,
+                           acc + ((oh - oh0) * runs + r) * pix * mb, c0 > 0)
+        c0 += kc
+    for oh in range(oh0, oh1):
+        for o in range(mcount):
+            oc = grp * m_group + m0 + o
+            yrow = y + ((n * g.out_channels + oc) * g.out_h + oh) * g.out_w
+            for r in range(runs):
+                part = acc + ((oh - oh0) * runs + r) * pix * mb + o
+                jcount = min(pix, g.out_w - r * pix)
+                for j in range(jcount):
+                    yrow[r * pix + j] = part[j * mb]
+            bias_residual_activation(yrow, g.out_w, bias[oc] if bias != NULL else 0,
+                                     bias != NULL, res + (yrow - y) if res != NULL else NULL,
+                                     activation)
+
+
+cdef void _blocked_oc_forward(const ConvGeom* g, const ConvPlan* plan, const floating* x,
+                              const floating* packed, const floating* bias, floating* y,
+                              const floating* res, floating* workspace, int activation,
+                              int num_threads) noexcept nogil:
+    cdef index_t taps = g.kernel_h * g.kernel_w
+    cdef index_t per_image = plan.n_tasks // g.batch
+    cdef index_t kh, kw, n0, n1, task
+    cdef long* toff = <long*>malloc(max(<index_t>1, taps) * sizeof(long))
+    cdef floating* acc
+    if toff == NULL:
+        return
+    for kh in range(g.kernel_h):
+        for kw in range(g.kernel_w):
+            toff[kh * g.kernel_w + kw] = kh * g.dilation_h * plan.wq + kw * g.dilation_w
+    n0 = 0
+    while n0 < g.batch:
+        n1 = min(g.batch, n0 + plan.images_per_chunk)
+        with parallel(num_threads=num_threads):
+            acc = workspace + plan.workspace_shared + threadid() * plan.workspace_per_thread
+            for task in prange((n1 - n0) * g.in_channels, schedule='static'):
+                _pad_channel(g, plan, 1, 1, x + (n0 * g.in_channels + task) * g.in_h * g.in_w,
+                             workspace + task * plan.channel_stride)
+            for task in prange(n0 * per_image, n1 * per_image, schedule='static'):
+                _blocked_oc_task(g, plan, workspace, n0, packed, toff, bias, y, res, acc,
+                                 activation, task)
         n0 = n1
     free(toff)
 
 
 cdef void _conv_forward(const ConvGeom* g, const ConvPlan* plan, const floating* x,
                         const floating* w, const floating* bias, floating* y,
-                        floating* workspace, int activation, int num_threads) noexcept nogil:
+                        const floating* res, floating* workspace, int activation,
+                        int num_threads) noexcept nogil:
     cdef index_t task
     cdef floating* col
     if plan.n_tasks <= 0:
         return
     num_threads = <int>max(1, min(<index_t>num_threads, plan.n_tasks))
     if plan.algorithm == CONV_BLOCKED:
-        _blocked_forward(g, plan, x, w, bias, y, workspace, activation, num_threads)
+        _blocked_forward(g, plan, x, w, bias, y, res, workspace, activation, num_threads)
+        return
+    if plan.algorithm == CONV_BLOCKED_OC:
+        _blocked_oc_forward(g, plan, x, w, bias, y, res, workspace, activation, num_threads)
         return
     blas_enter()
     if plan.algorithm == CONV_WINOGRAD and plan.wino_shared:
@@ -1004,7 +1229,7 @@ cdef void _conv_forward(const ConvGeom* g, const ConvPlan* plan, const floating*
             for task in prange(g.batch * g.in_channels, schedule='static'):
                 _winograd_shared_input(g, plan, x, workspace, col, task)
             for task in prange(plan.n_tasks, schedule='static'):
-                _winograd_shared_task(g, plan, w, bias, workspace, y, col, activation, task)
+                _winograd_shared_task(g, plan, w, bias, workspace, y, res, col, activation, task)
         blas_leave()
         return
     with parallel(num_threads=num_threads):
@@ -1017,42 +1242,48 @@ cdef void _conv_forward(const ConvGeom* g, const ConvPlan* plan, const floating*
                 _gather_columns(g, plan, x, col, task)
         for task in prange(plan.n_tasks, schedule='static'):
             if plan.algorithm == CONV_DIRECT:
-                _direct_task(g, x, w, bias, y, col, activation, task)
+                _direct_task(g, x, w, bias, y, res, col, activation, task)
             elif plan.algorithm == CONV_WINOGRAD:
-                _winograd_task(g, plan, x, w, bias, y, col, activation, task)
+                _winograd_task(g, plan, x, w, bias, y, res, col, activation, task)
             else:
-                _gemm_task(g, plan, x, w, bias, y, col, activation, task)
+                _gemm_task(g, plan, x, w, bias, y, res, col, activation, task)
     blas_leave()
 
 
 cdef void conv_pack_weights_f32(const ConvGeom* g, int algorithm, const float* w,
                                 float* packed, int num_threads) noexcept nogil:
+    cdef ConvPlan plan = conv_make_plan(g, algorithm, sizeof(float))
     if algorithm == CONV_WINOGRAD:
         _winograd_pack(g, w, packed, num_threads)
     elif algorithm == CONV_BLOCKED:
         _blocked_pack(g, w, packed)
+    elif algorithm == CONV_BLOCKED_OC:
+        _blocked_oc_pack(g, &plan, w, packed)
 
 
 cdef void conv_pack_weights_f64(const ConvGeom* g, int algorithm, const double* w,
                                 double* packed, int num_threads) noexcept nogil:
+    cdef ConvPlan plan = conv_make_plan(g, algorithm, sizeof(double))
     if algorithm == CONV_WINOGRAD:
         _winograd_pack(g, w, packed, num_threads)
     elif algorithm == CONV_BLOCKED:
         _blocked_pack(g, w, packed)
+    elif algorithm == CONV_BLOCKED_OC:
+        _blocked_oc_pack(g, &plan, w, packed)
 
 
 cdef void conv_forward_f32(const ConvGeom* g, const ConvPlan* plan,
                            const float* x, const float* w, const float* bias,
-                           float* y, float* workspace, int activation,
-                           int num_threads) noexcept nogil:
-    _conv_forward(g, plan, x, w, bias, y, workspace, activation, num_threads)
+                           float* y, const float* residual, float* workspace,
+                           int activation, int num_threads) noexcept nogil:
+    _conv_forward(g, plan, x, w, bias, y, residual, workspace, activation, num_threads)
 
 
 cdef void conv_forward_f64(const ConvGeom* g, const ConvPlan* plan,
                            const double* x, const double* w, const double* bias,
-                           double* y, double* workspace, int activation,
-                           int num_threads) noexcept nogil:
-    _conv_forward(g, plan, x, w, bias, y, workspace, activation, num_threads)
+                           double* y, const double* residual, double* workspace,
+                           int activation, int num_threads) noexcept nogil:
+    _conv_forward(g, plan, x, w, bias, y, residual, workspace, activation, num_threads)
 
 
 # ---------------------------------------------------------------- Python entry
@@ -1067,7 +1298,7 @@ cdef ConvGeom _geom_from_tuple(tuple t) except *:
 
 
 ALGORITHMS = {CONV_GEMM_1X1: "gemm_1x1", CONV_IM2COL: "im2col", CONV_DIRECT: "direct",
-              CONV_WINOGRAD: "winograd", CONV_BLOCKED: "blocked"}
+              CONV_WINOGRAD: "winograd", CONV_BLOCKED: "blocked", CONV_BLOCKED_OC: "blocked_oc"}
 _BY_NAME = {v: k for k, v in ALGORITHMS.items()}
 
 
@@ -1084,6 +1315,8 @@ def applicable(tuple geom, str algorithm):
         return winograd_applies(&g)
     if algorithm == "blocked":
         return blocked_applies(&g)
+    if algorithm == "blocked_oc":
+        return blocked_oc_applies(&g)
     if algorithm == "gemm_1x1":
         return (g.kernel_d == 1 and g.kernel_h == 1 and g.kernel_w == 1
                 and g.stride_d == 1 and g.stride_h == 1 and g.stride_w == 1
@@ -1097,7 +1330,7 @@ def plan(tuple geom, str algorithm, int itemsize):
     cdef ConvGeom g = _geom_from_tuple(geom)
     cdef int a = _BY_NAME[algorithm]
     cdef ConvPlan p = conv_make_plan(&g, a, itemsize)
-    return p.workspace_shared, p.workspace_per_thread, p.n_tasks, conv_packed_size(&g, a)
+    return p.workspace_shared, p.workspace_per_thread, p.n_tasks, conv_packed_size(&g, a, itemsize)
 
 
 def pack(tuple geom, str algorithm, cnp.ndarray w, cnp.ndarray packed, int num_threads):
@@ -1106,7 +1339,7 @@ def pack(tuple geom, str algorithm, cnp.ndarray w, cnp.ndarray packed, int num_t
     cdef int a = _BY_NAME[algorithm]
     cdef void* wp = cnp.PyArray_DATA(w)
     cdef void* pp = cnp.PyArray_DATA(packed)
-    if packed.size < conv_packed_size(&g, a):
+    if packed.size < conv_packed_size(&g, a, w.itemsize):
         raise ValueError("conv: packed weight buffer too small")
     if w.dtype.num == cnp.NPY_FLOAT32:
         with nogil:
@@ -1117,10 +1350,12 @@ def pack(tuple geom, str algorithm, cnp.ndarray w, cnp.ndarray packed, int num_t
 
 
 def forward(tuple geom, str algorithm, cnp.ndarray x, cnp.ndarray weights, object bias,
-            cnp.ndarray y, object workspace, int activation, int num_threads):
-    """y = conv(x, weights) + bias, activated. All arrays C-contiguous and of one
-    dtype, shapes already checked; weights packed for 'winograd'; workspace holds
-    num_threads * per-thread elements."""
+            cnp.ndarray y, object workspace, int activation, int num_threads,
+            object residual=None):
+    """y = act((conv(x, weights) + bias) + residual). All arrays C-contiguous and
+    of one dtype, shapes already checked (residual: y's shape, never y's
+    memory); weights packed where the algorithm packs; workspace holds the
+    shared plus num_threads * per-thread elements."""
     cdef ConvGeom g = _geom_from_tuple(geom)
     cdef int a = _BY_NAME[algorithm]
     cdef ConvPlan p = conv_make_plan(&g, a, x.itemsize)
@@ -1129,6 +1364,7 @@ def forward(tuple geom, str algorithm, cnp.ndarray x, cnp.ndarray weights, objec
     cdef void* xp = cnp.PyArray_DATA(x)
     cdef void* wp = cnp.PyArray_DATA(weights)
     cdef void* yp = cnp.PyArray_DATA(y)
+    cdef void* rp = NULL if residual is None else cnp.PyArray_DATA(<cnp.ndarray>residual)
     if p.workspace_shared + p.workspace_per_thread > 0:
         if workspace is None or (<cnp.ndarray>workspace).size < (
                 p.workspace_shared + p.workspace_per_thread * num_threads):
@@ -1136,8 +1372,8 @@ def forward(tuple geom, str algorithm, cnp.ndarray x, cnp.ndarray weights, objec
     if x.dtype.num == cnp.NPY_FLOAT32:
         with nogil:
             conv_forward_f32(&g, &p, <float*>xp, <float*>wp, <float*>b, <float*>yp,
-                             <float*>ws, activation, num_threads)
+                             <float*>rp, <float*>ws, activation, num_threads)
     else:
         with nogil:
             conv_forward_f64(&g, &p, <double*>xp, <double*>wp, <double*>b, <double*>yp,
-                             <double*>ws, activation, num_threads)
+                             <double*>rp, <double*>ws, activation, num_threads)

@@ -78,4 +78,77 @@ static inline void fcnn_block_kernel_##SUFFIX(const T *x, long ld_c, const T *w,
 FCNN_DEFINE_BLOCK_KERNEL(f32, float)
 FCNN_DEFINE_BLOCK_KERNEL(f64, double)
 
+/* The output-channel kernel (the "blocked_oc" algorithm): vectors hold
+ * output channels, registers hold P consecutive output pixels of one row.
+ * Per (input channel, tap) it loads V weight vectors and broadcasts P input
+ * values (pixel j reads x[j * SW + toff[t]] of a zero-padded plane), then
+ * issues P x V fused multiply-adds: no lane is wasted on padding, and any
+ * row width or stride 1 or 2 runs at full width.
+ *
+ * acc: P rows of V vectors; with accumulate, the call adds to it (the
+ * caller splits the input channels into chunks whose weights stay in L1).
+ * Two shapes per target: WIDE (more pixels) and TALL (more channels). */
+#if defined(__AVX512F__)
+#define FCNN_OC_WIDE_P 14
+#define FCNN_OC_WIDE_V 2
+#define FCNN_OC_TALL_P 7
+#define FCNN_OC_TALL_V 3
+#else
+#define FCNN_OC_WIDE_P 6
+#define FCNN_OC_WIDE_V 2
+#define FCNN_OC_TALL_P 4
+#define FCNN_OC_TALL_V 3
+#endif
+#define FCNN_OC_VL_F32 (FCNN_BLOCK_VEC_BYTES / 4)
+#define FCNN_OC_VL_F64 (FCNN_BLOCK_VEC_BYTES / 8)
+
+#define FCNN_DEFINE_OC_KERNEL(SUFFIX, T, NAME, P, V, SW)                                  \
+static inline void fcnn_oc_kernel_##SUFFIX##_##NAME##_s##SW(                              \
+    const T *x, long ld_c, const T *w, const long *toff, long ntaps, long cin,           \
+    T *acc_io, int accumulate)                                                           \
+{                                                                                        \
+    enum { VL = FCNN_BLOCK_VEC_BYTES / sizeof(T) };                                      \
+    fcnn_vec_##SUFFIX acc[P][V];                                                         \
+    _Pragma("GCC unroll 16")                                                             \
+    for (int j = 0; j < P; j++) {                                                        \
+        _Pragma("GCC unroll 8")                                                          \
+        for (int v = 0; v < V; v++)                                                      \
+            acc[j][v] = accumulate ? *(const fcnn_vec_##SUFFIX *)(acc_io + (j * V + v) * VL) \
+                                   : (fcnn_vec_##SUFFIX){0};                             \
+    }                                                                                    \
+    for (long c = 0; c < cin; c++) {                                                     \
+        const T *xc = x + c * ld_c;                                                      \
+        for (long t = 0; t < ntaps; t++) {                                               \
+            const T *xp = xc + toff[t];                                                  \
+            fcnn_vec_##SUFFIX wv[V];                                                     \
+            _Pragma("GCC unroll 8")                                                      \
+            for (int v = 0; v < V; v++)                                                  \
+                wv[v] = *(const fcnn_vec_##SUFFIX *)(w + v * VL);                        \
+            _Pragma("GCC unroll 16")                                                     \
+            for (int j = 0; j < P; j++) {                                                \
+                T b = xp[j * SW];                                                        \
+                _Pragma("GCC unroll 8")                                                  \
+                for (int v = 0; v < V; v++)                                              \
+                    acc[j][v] += b * wv[v];                                              \
+            }                                                                            \
+            w += V * VL;                                                                 \
+        }                                                                                \
+    }                                                                                    \
+    _Pragma("GCC unroll 16")                                                             \
+    for (int j = 0; j < P; j++) {                                                        \
+        _Pragma("GCC unroll 8")                                                          \
+        for (int v = 0; v < V; v++)                                                      \
+            *(fcnn_vec_##SUFFIX *)(acc_io + (j * V + v) * VL) = acc[j][v];              \
+    }                                                                                    \
+}
+
+#define FCNN_DEFINE_OC_KERNELS(SUFFIX, T)                                                \
+FCNN_DEFINE_OC_KERNEL(SUFFIX, T, wide, FCNN_OC_WIDE_P, FCNN_OC_WIDE_V, 1)                 \
+FCNN_DEFINE_OC_KERNEL(SUFFIX, T, wide, FCNN_OC_WIDE_P, FCNN_OC_WIDE_V, 2)                 \
+FCNN_DEFINE_OC_KERNEL(SUFFIX, T, tall, FCNN_OC_TALL_P, FCNN_OC_TALL_V, 1)                 \
+FCNN_DEFINE_OC_KERNEL(SUFFIX, T, tall, FCNN_OC_TALL_P, FCNN_OC_TALL_V, 2)
+
+FCNN_DEFINE_OC_KERNELS(f32, float)
+FCNN_DEFINE_OC_KERNELS(f64, double)
+
 #endif

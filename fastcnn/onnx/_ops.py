@@ -39,10 +39,11 @@ def _put(out, result):
 # ---------------------------------------------------------------- convolution
 
 def conv(nd, op, input, weight, bias, stride, padding, dilation, groups, activation=None,
-         out=None):
+         out=None, residual=None):
     """N-d convolution with per-axis (before, after) padding, on the kernels
     (validated as the functional convolutions)."""
-    return _conv(nd, op, input, weight, bias, stride, padding, dilation, groups, out, activation)
+    return _conv(nd, op, input, weight, bias, stride, padding, dilation, groups, out, activation,
+                 residual=residual)
 
 
 def _spatial_attrs(node, x, kernel):
