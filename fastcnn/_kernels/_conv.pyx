@@ -71,6 +71,8 @@ cdef enum:
     OC_WEIGHT_BYTES = 32 * 1024           # weights of one chunk of input channels (L1)
     OC_PARTIAL_BYTES = 64 * 1024          # partial sums of one task's rows
     OC_MIN_CHANNELS = 32                  # output channels per group for blocked_oc
+    OC_MIN_REDUCTION = 256                # input channels x taps for blocked_oc
+    BLOCK_MIN_STRIDED_TAPS = 16           # strided: blocked only for large kernels (stems)
 
 
 cdef inline index_t _ceil_div(index_t a, index_t b) noexcept nogil:
@@ -108,18 +110,21 @@ cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept 
 
 cdef bint _blocked_oc_pays(const ConvGeom* g, bint weights_packed) noexcept nogil:
     """Output-channel blocking wins for kernels larger than 1x1 with enough
-    output channels per group to fill its vectors, at stride 1 or 2;
-    unpacked, only with enough positions to amortise packing the weights."""
-    if not blocked_oc_applies(g) or g.kernel_h * g.kernel_w == 1:
+    output channels per group to fill its vectors and a reduction long enough
+    to hide turning its tiles back into rows, at stride 1 or 2; unpacked,
+    only with enough positions to amortise packing the weights."""
+    cdef index_t taps = g.kernel_h * g.kernel_w
+    if not blocked_oc_applies(g) or taps == 1:
         return False
-    if g.out_channels // g.groups < OC_MIN_CHANNELS:
+    if (g.out_channels // g.groups < OC_MIN_CHANNELS
+            or (g.in_channels // g.groups) * taps < OC_MIN_REDUCTION):
         return False
     return weights_packed or g.batch * g.out_h * g.out_w >= BLOCK_PACK_POSITIONS
 
 
 cdef bint _blocked_pays(const ConvGeom* g, bint weights_packed) noexcept nogil:
     """The blocked kernel beats im2col + GEMM where gathering columns is the
-    bottleneck (stride 1, or a short reduction such as a stem's few input
+    bottleneck (stride 1, or a large kernel over a stem's few input
     channels), as long as most of its lanes hold outputs; unpacked, the
     weights are repacked per call, which needs enough positions to amortise."""
     cdef index_t taps = g.kernel_h * g.kernel_w
@@ -127,7 +132,9 @@ cdef bint _blocked_pays(const ConvGeom* g, bint weights_packed) noexcept nogil:
     cdef index_t lanes, outputs
     if not blocked_applies(g) or taps == 1:
         return False
-    if not (g.stride_h == 1 and g.stride_w == 1) and (g.in_channels // g.groups) * taps > BLOCK_MAX_STRIDED_K:
+    if not (g.stride_h == 1 and g.stride_w == 1) and (
+            (g.in_channels // g.groups) * taps > BLOCK_MAX_STRIDED_K
+            or taps < BLOCK_MIN_STRIDED_TAPS):
         return False
     outputs = g.out_h * g.out_w
     lanes = _round_up((g.out_h - 1) * (g.out_w + reach_w) + g.out_w, FCNN_BLOCK_LANES_F32)
