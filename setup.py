@@ -54,9 +54,19 @@ with open(os.path.join("fastcnn", "_build_info.py"), "w") as fh:
     fh.write(f"CYTHON_DIRECTIVES = {directives!r}\n")
     fh.write(f"PYTHON = {sys.version.split()[0]!r}\n")
 
+# The C-API (include/fastcnn.h) is published by fastcnn._capi.
+capi = Extension(
+    "fastcnn._capi",
+    ["fastcnn/_capi.pyx"],
+    include_dirs=[numpy.get_include(), "fastcnn/_kernels", "fastcnn/include"],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+    extra_compile_args=compile_args,
+    extra_link_args=link_args,
+)
+
 setup(
     ext_modules=cythonize(
-        [extension(name) for name in KERNELS],
+        [extension(name) for name in KERNELS] + [capi],
         compiler_directives=directives,
         nthreads=os.cpu_count() or 1,
     ),

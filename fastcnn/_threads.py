@@ -11,7 +11,6 @@ import threading
 
 from fastcnn._kernels import _omp
 
-_global_threads = None
 _local = threading.local()
 
 
@@ -28,8 +27,8 @@ def _check(n, what):
 def set_num_threads(n):
     """Use n threads in every fastcnn kernel (all Python threads), like
     torch.set_num_threads. `set_num_threads(None)` returns to OpenMP's default."""
-    global _global_threads
-    _global_threads = None if n is None else _check(n, "set_num_threads")
+    # kept in the kernels, where the C-API's fcnn_set_num_threads sets it too
+    _omp.set_threads_setting_py(0 if n is None else _check(n, "set_num_threads"))
 
 
 def get_num_threads():
@@ -37,9 +36,7 @@ def get_num_threads():
     n = getattr(_local, "threads", None)
     if n is not None:
         return n
-    if _global_threads is not None:
-        return _global_threads
-    return _omp.max_threads()
+    return _omp.get_threads_setting() or _omp.max_threads()
 
 
 @contextlib.contextmanager

@@ -19,10 +19,11 @@ REQUIRES = {"onnx": ("onnx",)}          # suites that need optional packages
 
 def _load_suites():
     if not SUITES:
-        from fastcnn._bench import conv, layers, nets, onnx_models
+        from fastcnn._bench import capi, conv, layers, nets, onnx_models
         SUITES["conv"] = conv.cases
         SUITES["nets"] = nets.cases
         SUITES["onnx"] = onnx_models.cases
+        SUITES["capi"] = capi.cases
         SUITES["pool"] = lambda quick=False: layers._pool_cases()
         SUITES["activation"] = lambda quick=False: layers.activation_cases()
         SUITES["linear"] = lambda quick=False: layers.linear_cases()

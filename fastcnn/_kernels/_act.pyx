@@ -17,7 +17,6 @@ cnp.import_array()
 
 cdef enum:
     CHUNK = 16384          # elements per element-wise task
-    INNER_BLOCK = 512      # inner positions per softmax task (the vectors stay in L1)
 
 
 cdef inline index_t _ceil_div(index_t a, index_t b) noexcept nogil:
@@ -191,14 +190,44 @@ cdef void _softmax_inner(const floating* x, floating* y, index_t outer, index_t 
                     yc[c * inner + j] = yc[c * inner + j] * s[j]
 
 
+cdef void elementwise_f32(const float* x, float* y, index_t n, int act, double alpha,
+                          double beta, double gamma, int num_threads) noexcept nogil:
+    _elementwise(x, y, n, act, alpha, beta, gamma, num_threads)
+
+
+cdef void elementwise_f64(const double* x, double* y, index_t n, int act, double alpha,
+                          double beta, double gamma, int num_threads) noexcept nogil:
+    _elementwise(x, y, n, act, alpha, beta, gamma, num_threads)
+
+
+cdef void _softmax(const floating* x, floating* y, index_t outer, index_t n, index_t inner,
+                   bint log, floating* ws, int num_threads) noexcept nogil:
+    if outer * n * inner == 0:
+        return
+    if inner == 1:
+        _softmax_rows(x, y, outer, n, log, num_threads)
+    else:
+        _softmax_inner(x, y, outer, n, inner, log, ws, SOFTMAX_WS_PER_THREAD, num_threads)
+
+
+cdef void softmax_f32(const float* x, float* y, index_t outer, index_t n, index_t inner,
+                      bint log, float* ws, int num_threads) noexcept nogil:
+    _softmax(x, y, outer, n, inner, log, ws, num_threads)
+
+
+cdef void softmax_f64(const double* x, double* y, index_t outer, index_t n, index_t inner,
+                      bint log, double* ws, int num_threads) noexcept nogil:
+    _softmax(x, y, outer, n, inner, log, ws, num_threads)
+
+
 def softmax(cnp.ndarray x, cnp.ndarray y, index_t outer, index_t n, index_t inner, bint log,
             int num_threads):
     """Softmax (or log-softmax) along the middle axis of a C-contiguous
-    (outer, n, inner) array; y may not be x unless inner == 1."""
+    (outer, n, inner) array; y may be x."""
     import numpy as np
     cdef void* xp = cnp.PyArray_DATA(x)
     cdef void* yp = cnp.PyArray_DATA(y)
-    cdef index_t ws_per_thread = 2 * INNER_BLOCK + 16
+    cdef index_t ws_per_thread = SOFTMAX_WS_PER_THREAD
     cdef cnp.ndarray ws
     cdef void* wp
     if outer * n * inner == 0:

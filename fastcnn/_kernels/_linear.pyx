@@ -71,6 +71,17 @@ cdef inline void _row_epilogue(floating* row, const floating* bias, index_t cols
         bias_activation(row, cols, 0, False, activation)
 
 
+cdef void linear_f32(const float* x, const float* w, const float* bias, float* y, index_t m,
+                     index_t n, index_t k, int activation, int num_threads) noexcept nogil:
+    _linear(x, w, bias, y, m, n, k, activation, num_threads)
+
+
+cdef void linear_f64(const double* x, const double* w, const double* bias, double* y,
+                     index_t m, index_t n, index_t k, int activation,
+                     int num_threads) noexcept nogil:
+    _linear(x, w, bias, y, m, n, k, activation, num_threads)
+
+
 def linear(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray y, int activation,
            int num_threads):
     """y = x @ w.T + bias for C-contiguous x (M, K), w (N, K), y (M, N)."""

@@ -34,22 +34,11 @@ from fastcnn._kernels._activation cimport bias_activation
 cnp.import_array()
 
 cdef enum:
-    NORM_BATCH = 0
-    NORM_INSTANCE = 1
-    NORM_GROUP = 2
-    NORM_LAYER = 3
     CHUNK = 8192
     # A group at most this large is handled whole by one task: its statistics,
     # then its normalization while the data is still in L2 (one read from memory).
     GROUP_LOCAL_BYTES = 1024 * 1024
     GROUP_LOCAL_MIN_GROUPS = 4
-
-
-cdef struct NormGeom:
-    index_t batch, channels, spatial
-    index_t groups            # GroupNorm's num_groups (unused otherwise)
-    index_t chunks_per_plane
-    int kind
 
 
 cdef inline index_t _ceil_div(index_t a, index_t b) noexcept nogil:
@@ -262,18 +251,48 @@ cdef void _norm(const NormGeom* g, const floating* x, floating* y, const floatin
                                        rstd, activation, chunk)
 
 
+cdef NormGeom norm_geom(int kind, index_t batch, index_t channels, index_t spatial,
+                        index_t groups) noexcept nogil:
+    cdef NormGeom g
+    g.batch, g.channels, g.spatial, g.groups, g.kind = batch, channels, spatial, groups, kind
+    g.chunks_per_plane = _ceil_div(spatial, CHUNK) if spatial > 0 else 0
+    return g
+
+
+cdef index_t norm_groups(const NormGeom* g) noexcept nogil:
+    return _n_groups(g)
+
+
+cdef index_t norm_partial_size(const NormGeom* g) noexcept nogil:
+    return max(2 * g.batch * g.channels * g.chunks_per_plane, 1)
+
+
+cdef void norm_forward_f32(const NormGeom* g, const float* x, float* y, const float* weight,
+                           const float* bias, const double* given_mean, const double* given_var,
+                           double eps, double* partial, double* mean, double* var, double* rstd,
+                           int activation, int num_threads) noexcept nogil:
+    _norm(g, x, y, weight, bias, given_mean, given_var, eps, partial, mean, var, rstd,
+          activation, num_threads)
+
+
+cdef void norm_forward_f64(const NormGeom* g, const double* x, double* y, const double* weight,
+                           const double* bias, const double* given_mean,
+                           const double* given_var, double eps, double* partial, double* mean,
+                           double* var, double* rstd, int activation,
+                           int num_threads) noexcept nogil:
+    _norm(g, x, y, weight, bias, given_mean, given_var, eps, partial, mean, var, rstd,
+          activation, num_threads)
+
+
 def normalize(int kind, cnp.ndarray x, cnp.ndarray y, index_t batch, index_t channels,
               index_t spatial, index_t groups, object weight, object bias, object given_mean,
               object given_var, double eps, int activation, int num_threads):
     """Normalize x (viewed as (batch, channels, spatial), C-contiguous) into y
     (may be x). Returns (mean, var) per group as float64 arrays (biased var),
     or None when given_mean / given_var (per channel, float64) were used."""
-    cdef NormGeom g
-    g.batch, g.channels, g.spatial, g.groups, g.kind = batch, channels, spatial, groups, kind
-    g.chunks_per_plane = _ceil_div(spatial, CHUNK) if spatial > 0 else 0
-    cdef index_t n_chunks = batch * channels * g.chunks_per_plane
+    cdef NormGeom g = norm_geom(kind, batch, channels, spatial, groups)
     cdef index_t n_groups = _n_groups(&g)
-    cdef cnp.ndarray partial = np.empty(max(2 * n_chunks, 1), np.float64)
+    cdef cnp.ndarray partial = np.empty(norm_partial_size(&g), np.float64)
     cdef cnp.ndarray mean = np.empty(max(n_groups, 1), np.float64)
     cdef cnp.ndarray var = np.empty(max(n_groups, 1), np.float64)
     cdef cnp.ndarray rstd = np.empty(max(n_groups, 1), np.float64)

@@ -7,6 +7,28 @@ cdef extern from "<omp.h>" nogil:
     int _OPENMP
 
 
+cdef int _threads_setting = 0
+
+
+cdef int threads_setting() noexcept nogil:
+    return _threads_setting
+
+
+cdef void set_threads_setting(int n) noexcept nogil:
+    global _threads_setting
+    _threads_setting = n
+
+
+def get_threads_setting():
+    """The process-wide thread count set by fastcnn.set_num_threads or the
+    C-API (0: follow OpenMP)."""
+    return _threads_setting
+
+
+def set_threads_setting_py(int n):
+    set_threads_setting(n)
+
+
 def max_threads():
     """omp_get_max_threads() of the calling thread (honours OMP_NUM_THREADS and
     threadpoolctl's openmp limits)."""

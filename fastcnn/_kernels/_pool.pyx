@@ -24,25 +24,8 @@ from fastcnn._kernels._activation cimport max_nan
 cnp.import_array()
 
 cdef enum:
-    POOL_MAX = 0
-    POOL_AVG = 1
-    POOL_LP = 2
     MIN_TASKS = 8
     ROWS_2X2 = 64           # output rows per task of the all-planes 2x2 path
-
-
-cdef struct PoolGeom:
-    index_t planes
-    index_t in_d, in_h, in_w
-    index_t out_d, out_h, out_w
-    index_t kernel_d, kernel_h, kernel_w
-    index_t stride_d, stride_h, stride_w
-    index_t pad_d, pad_h, pad_w
-    index_t dilation_d, dilation_h, dilation_w
-    int mode
-    bint count_include_pad
-    index_t divisor_override      # 0: none
-    double norm_type              # LP pooling's p
 
 
 cdef inline index_t _ceil_div(index_t a, index_t b) noexcept nogil:
@@ -582,6 +565,61 @@ cdef inline floating _plane_mean(const floating* x, index_t n) noexcept nogil:
     return <floating>(total / n)
 
 
+# ---------------------------------------------------------------- C entry points
+
+cdef index_t pool_workspace_per_thread(const PoolGeom* g) noexcept nogil:
+    """One input row, or the horizontal maxima of the input rows a task's
+    output rows read, or the 2x2 path's row pairs; whole cache lines."""
+    cdef index_t rows = g.out_d * g.out_h
+    cdef index_t blocks = min(rows, (MIN_TASKS + g.planes - 1) // g.planes) if 0 < g.planes < MIN_TASKS else 1
+    cdef index_t rows_per_task = (rows + blocks - 1) // blocks if blocks > 0 else rows
+    cdef index_t in_rows = min(g.in_h, rows_per_task * g.stride_h + g.kernel_h)
+    return (max(max(g.in_w, in_rows * g.out_w), 2 * ROWS_2X2 * g.out_w) + 15) // 16 * 16 + 32
+
+
+cdef void pool_forward_f32(const PoolGeom* g, const float* x, float* y, int64_t* idx,
+                           float* workspace, index_t ws_per_thread, int num_threads) noexcept nogil:
+    _pool_forward(g, x, y, idx, workspace, ws_per_thread, num_threads)
+
+
+cdef void pool_forward_f64(const PoolGeom* g, const double* x, double* y, int64_t* idx,
+                           double* workspace, index_t ws_per_thread,
+                           int num_threads) noexcept nogil:
+    _pool_forward(g, x, y, idx, workspace, ws_per_thread, num_threads)
+
+
+cdef void _adaptive_forward(index_t planes, index_t in_d, index_t in_h, index_t in_w,
+                            index_t out_d, index_t out_h, index_t out_w, bint is_max,
+                            const floating* x, floating* y, int64_t* idx,
+                            int num_threads) noexcept nogil:
+    cdef index_t in_plane = in_d * in_h * in_w, out_plane = out_d * out_h * out_w
+    cdef bint global_avg = not is_max and out_plane == 1
+    cdef index_t p
+    for p in prange(planes, num_threads=num_threads, schedule='static'):
+        if global_avg:
+            y[p] = _plane_mean(x + p * in_plane, in_plane)
+        else:
+            _adaptive_plane(x + p * in_plane, y + p * out_plane,
+                            idx + p * out_plane if idx != NULL else NULL, is_max,
+                            in_d, in_h, in_w, out_d, out_h, out_w)
+
+
+cdef void adaptive_forward_f32(index_t planes, index_t in_d, index_t in_h, index_t in_w,
+                               index_t out_d, index_t out_h, index_t out_w, bint is_max,
+                               const float* x, float* y, int64_t* idx,
+                               int num_threads) noexcept nogil:
+    _adaptive_forward(planes, in_d, in_h, in_w, out_d, out_h, out_w, is_max, x, y, idx,
+                      num_threads)
+
+
+cdef void adaptive_forward_f64(index_t planes, index_t in_d, index_t in_h, index_t in_w,
+                               index_t out_d, index_t out_h, index_t out_w, bint is_max,
+                               const double* x, double* y, int64_t* idx,
+                               int num_threads) noexcept nogil:
+    _adaptive_forward(planes, in_d, in_h, in_w, out_d, out_h, out_w, is_max, x, y, idx,
+                      num_threads)
+
+
 # ---------------------------------------------------------------- Python entry
 
 def pool(tuple geom, int mode, bint count_include_pad, index_t divisor_override,
@@ -596,14 +634,7 @@ def pool(tuple geom, int mode, bint count_include_pad, index_t divisor_override,
     g.divisor_override = divisor_override
     g.norm_type = norm_type
     cdef int64_t* ip = NULL if indices is None else <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>indices)
-    # per thread: one input row, or the horizontal maxima of the input rows a
-    # task's output rows read; padded to whole cache lines
-    cdef index_t rows = g.out_d * g.out_h
-    cdef index_t blocks = min(rows, (MIN_TASKS + g.planes - 1) // g.planes) if 0 < g.planes < MIN_TASKS else 1
-    cdef index_t rows_per_task = (rows + blocks - 1) // blocks if blocks > 0 else rows
-    cdef index_t in_rows = min(g.in_h, rows_per_task * g.stride_h + g.kernel_h)
-    cdef index_t ws_per_thread = (max(max(g.in_w, in_rows * g.out_w), 2 * ROWS_2X2 * g.out_w)
-                                  + 15) // 16 * 16 + 32
+    cdef index_t ws_per_thread = pool_workspace_per_thread(&g)
     cdef cnp.ndarray ws = np.empty(ws_per_thread * num_threads, dtype=x.dtype)
     cdef void* xp = cnp.PyArray_DATA(x)
     cdef void* yp = cnp.PyArray_DATA(y)
@@ -619,25 +650,16 @@ def pool(tuple geom, int mode, bint count_include_pad, index_t divisor_override,
 def adaptive(tuple sizes, bint is_max, cnp.ndarray x, cnp.ndarray y, object indices,
              int num_threads):
     """Adaptive average or max pooling over planes; sizes = (planes, in d h w, out d h w)."""
-    cdef index_t planes, in_d, in_h, in_w, out_d, out_h, out_w, p
+    cdef index_t planes, in_d, in_h, in_w, out_d, out_h, out_w
     planes, in_d, in_h, in_w, out_d, out_h, out_w = sizes
     cdef int64_t* ip = NULL if indices is None else <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>indices)
-    cdef index_t in_plane = in_d * in_h * in_w, out_plane = out_d * out_h * out_w
     cdef void* xp = cnp.PyArray_DATA(x)
     cdef void* yp = cnp.PyArray_DATA(y)
-    cdef bint is_float = x.dtype.num == cnp.NPY_FLOAT32
-    cdef bint global_avg = not is_max and out_plane == 1
-    with nogil:
-        for p in prange(planes, num_threads=num_threads, schedule='static'):
-            if global_avg and is_float:
-                (<float*>yp)[p] = _plane_mean(<float*>xp + p * in_plane, in_plane)
-            elif global_avg:
-                (<double*>yp)[p] = _plane_mean(<double*>xp + p * in_plane, in_plane)
-            elif is_float:
-                _adaptive_plane(<float*>xp + p * in_plane, <float*>yp + p * out_plane,
-                                ip + p * out_plane if ip != NULL else NULL, is_max,
-                                in_d, in_h, in_w, out_d, out_h, out_w)
-            else:
-                _adaptive_plane(<double*>xp + p * in_plane, <double*>yp + p * out_plane,
-                                ip + p * out_plane if ip != NULL else NULL, is_max,
-                                in_d, in_h, in_w, out_d, out_h, out_w)
+    if x.dtype.num == cnp.NPY_FLOAT32:
+        with nogil:
+            _adaptive_forward(planes, in_d, in_h, in_w, out_d, out_h, out_w, is_max,
+                              <float*>xp, <float*>yp, ip, num_threads)
+    else:
+        with nogil:
+            _adaptive_forward(planes, in_d, in_h, in_w, out_d, out_h, out_w, is_max,
+                              <double*>xp, <double*>yp, ip, num_threads)
