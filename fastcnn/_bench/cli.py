@@ -11,24 +11,24 @@ import numpy as np
 import fastcnn
 from fastcnn._bench import machine, report
 from fastcnn._bench.core import run_cases
-from fastcnn._bench.rivals import available
+from fastcnn._bench.rivals import available, KNOWN
 
-SUITES = {}
-REQUIRES = {"onnx": ("onnx",)}          # suites that need optional packages
-
-
-def _load_suites():
-    if not SUITES:
-        from fastcnn._bench import capi, conv, layers, nets, onnx_models
-        SUITES["conv"] = conv.cases
-        SUITES["nets"] = nets.cases
-        SUITES["onnx"] = onnx_models.cases
-        SUITES["capi"] = capi.cases
-        SUITES["pool"] = lambda quick=False: layers._pool_cases()
-        SUITES["activation"] = lambda quick=False: layers.activation_cases()
-        SUITES["linear"] = lambda quick=False: layers.linear_cases()
-        SUITES["norm"] = lambda quick=False: layers.norm_cases()
-    return SUITES
+# suite -> (module, function giving its cases, optional packages it needs)
+SUITES = {
+    "conv": ("conv", "cases", ()),
+    "pool": ("layers", "pool_cases", ()),
+    "activation": ("layers", "activation_cases", ()),
+    "norm": ("layers", "norm_cases", ()),
+    "linear": ("layers", "linear_cases", ()),
+    "nets": ("nets", "cases", ()),
+    "scaling": ("scaling", None, ()),
+    "onnx": ("onnx_models", "cases", ("onnx",)),
+    "capi": ("capi", "cases", ()),
+}
+GROUPS = {
+    "layers": ["conv", "pool", "activation", "norm", "linear"],
+    "all": ["conv", "pool", "activation", "norm", "linear", "nets", "scaling", "onnx", "capi"],
+}
 
 
 def _int_list(text, what):
@@ -42,71 +42,129 @@ def _int_list(text, what):
 
 
 def add_arguments(p):
-    suites = ",".join(_load_suites())
-    p.add_argument("--suite", default="all", help=f"comma-separated suites ({suites}) or 'all'")
+    names = ", ".join(list(GROUPS) + list(SUITES))
+    p.add_argument("--suite", default="all", help=f"comma-separated suites or groups ({names}); "
+                                                  f"default all")
     p.add_argument("--threads", type=lambda s: _int_list(s, "--threads"), default=None,
                    help="comma-separated thread counts (default: 1 and the core count)")
     p.add_argument("--batch", type=lambda s: _int_list(s, "--batch"), default=[1, 8],
-                   help="comma-separated batch sizes (default 1,8)")
+                   help="comma-separated batch sizes (default 1,8; suites with their own "
+                        "batch sizes keep them)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--repeat", type=int, default=7, help="measurements per contender (default 7)")
     p.add_argument("--quick", action="store_true",
-                   help="a short run: fewer shapes, fewer repeats, batch 1 only")
+                   help="a short run (under a minute): fewer shapes and repeats, batch 1")
+    p.add_argument("--net", default=None,
+                   help="the network of the scaling suite (default resnet18)")
     p.add_argument("--compare", default="torch,onnxruntime,openvino",
-                   help="comma-separated rivals to run side by side (torch, onnxruntime, "
-                        "openvino), or 'none'")
+                   help="comma-separated rivals run side by side when installed (torch, "
+                        "onnxruntime, openvino), or 'none'")
     p.add_argument("--json", metavar="PATH", help="write every figure and the configuration")
+    p.add_argument("--plot", metavar="PATH.png",
+                   help="bar chart of ratios vs the rivals and the thread-scaling chart")
+
+
+def _suite_names(text):
+    names = []
+    for part in (t.strip() for t in text.split(",") if t.strip()):
+        if part in GROUPS:
+            names += [n for n in GROUPS[part] if n not in names]
+        elif part in SUITES:
+            if part not in names:
+                names.append(part)
+        else:
+            sys.exit(f"fastcnn bench: unknown suite {part!r}; choose from "
+                     f"{', '.join(list(GROUPS) + list(SUITES))}")
+    if not names:
+        sys.exit("fastcnn bench: --suite is empty")
+    return names
+
+
+def _cases(name, quick, net, batch):
+    module_name, fn, _ = SUITES[name]
+    module = importlib.import_module(f"fastcnn._bench.{module_name}")
+    if name == "scaling":
+        return [module.case(net or module.DEFAULT_NET, batch)]
+    return getattr(module, fn)(quick=quick)
 
 
 def run(args):
-    suites = _load_suites()
-    names = list(suites) if args.suite == "all" else [s.strip() for s in args.suite.split(",")]
-    unknown = [n for n in names if n not in suites]
-    if unknown:
-        sys.exit(f"fastcnn bench: unknown suite {', '.join(unknown)}; choose from "
-                 f"{', '.join(suites)} or all")
+    names = _suite_names(args.suite)
     if args.repeat < 1:
         sys.exit("fastcnn bench: --repeat must be at least 1")
-    threads = args.threads or sorted({1, os.cpu_count() or 1})
+    cores = os.cpu_count() or 1
+    threads = args.threads or sorted({1, cores})
     batches = [1] if args.quick and args.batch == [1, 8] else args.batch
     repeat = min(args.repeat, 3) if args.quick else args.repeat
-    wanted = [] if args.compare in ("", "none") else [r.strip() for r in args.compare.split(",")]
-    try:
-        rivals, missing = available(wanted)
-    except ValueError as exc:
-        sys.exit(f"fastcnn bench: {exc}")
+    wanted = [] if args.compare.strip() in ("", "none") else \
+        [r.strip() for r in args.compare.split(",") if r.strip()]
+    unknown = [r for r in wanted if r not in KNOWN]
+    if unknown:
+        sys.exit(f"fastcnn bench: unknown rival {', '.join(unknown)}; choose from "
+                 f"{', '.join(KNOWN)} or none")
+    rivals, missing = available(wanted)
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        sys.exit("fastcnn bench: --plot needs matplotlib: pip install \"fastcnn[bench]\"")
+    if "scaling" in names and args.net is not None:
+        from fastcnn import models
+        if args.net not in models.REFERENCE_NETWORKS:
+            sys.exit(f"fastcnn bench: unknown network {args.net!r} for the scaling suite; "
+                     f"choose from {', '.join(models.REFERENCE_NETWORKS)}")
     dtype = np.dtype(args.dtype)
+    command = "python -m fastcnn bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] \
+        else "python -m fastcnn bench"
+    date = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
 
-    print(f"# fastcnn {fastcnn.__version__} benchmark, "
-          f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}")
-    print(f"command: python -m fastcnn bench {' '.join(sys.argv[2:])}".rstrip())
+    print(f"# fastcnn {fastcnn.__version__} benchmark, {date}")
+    print(f"command: {command.rstrip()}")
+    print(f"threads {threads}, batch {batches}, {dtype}, {repeat} measurements per contender "
+          f"(best / median / max)")
     for m in missing:
         print(f"note: rival {m} is not installed; its columns are left out")
     print("\n## Machine limits (measured now)\n")
-    limits = machine.limits(threads, quick=args.quick)
+    limit_threads = sorted(set(threads) | (set(range(1, max(threads + [cores]) + 1))
+                                           if "scaling" in names else set()))
+    limits = machine.limits(limit_threads, quick=args.quick)
     print(report.limits_table(limits))
     all_rows = []
     for name in names:
-        need = [m for m in REQUIRES.get(name, ()) if importlib.util.find_spec(m) is None]
+        need = [m for m in SUITES[name][2] if importlib.util.find_spec(m) is None]
         if need:
-            print(f"\n## {name}\n\nskipped: needs {', '.join(need)} (pip install \"fastcnn[bench]\")")
+            print(f"\n## {name}\n\nskipped: needs {', '.join(need)} "
+                  f"(pip install \"fastcnn[bench]\")")
             continue
-        cases = suites[name](quick=args.quick)
-        rows = run_cases(name, cases, threads, batches, dtype, rivals, limits, repeat,
+        suite_threads = list(range(1, max(threads + [cores]) + 1)) if name == "scaling" \
+            else threads
+        cases = _cases(name, args.quick, args.net, batches[-1])
+        rows = run_cases(name, cases, suite_threads, batches, dtype, rivals, limits, repeat,
                          min_time=0.02 if args.quick else 0.05)
         all_rows += rows
         print(f"\n## {name}\n")
-        print(report.table(rows, rivals))
-        print()
-        print(report.summary(rows, rivals))
+        if name == "scaling":
+            from fastcnn._bench import scaling
+            scaling.add_speedups(rows)
+            print(scaling.table(rows))
+        else:
+            print(report.table(rows, rivals))
+            print()
+            print(report.summary(rows, rivals))
     if args.json:
         from threadpoolctl import threadpool_info
         from fastcnn._config import config
-        record = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
-                  "argv": sys.argv[1:], "limits": {str(k): v for k, v in limits.items()},
-                  "rows": all_rows, "config": config(), "threadpool_info": threadpool_info(),
+        record = {"date": date, "command": command, "argv": sys.argv[1:],
+                  "threads": threads, "batches": batches, "dtype": dtype.name,
+                  "repeat": repeat, "quick": args.quick,
+                  "limits": {str(k): v for k, v in limits.items()}, "rows": all_rows,
+                  "config": config(), "threadpool_info": threadpool_info(),
                   "rivals": rivals, "missing_rivals": missing}
         with open(args.json, "w") as fh:
             json.dump(record, fh, indent=1, default=str)
         print(f"\nwrote {args.json}")
+    if args.plot:
+        from fastcnn._bench.plot import plot
+        try:
+            plot(all_rows, args.plot, f"fastcnn {fastcnn.__version__}, {date}: {command}")
+            print(f"wrote {args.plot}")
+        except RuntimeError as exc:
+            print(f"note: {exc}")
     return all_rows

@@ -11,10 +11,10 @@ import fastcnn.functional as F
 from fastcnn._bench.core import Case
 
 SHAPE = (8, 64, 112, 112)
-QUICK_SHAPE = (2, 64, 112, 112)
+QUICK_BATCH = 2          # --quick: a quarter of the tensor
 
 
-def _memory_case(name, group, fn, torch_fn, out_shape, batch_scaled=True):
+def _memory_case(name, group, fn, torch_fn, out_shape, quick=False):
     def make(batch, dtype, rivals):
         shape = (batch,) + SHAPE[1:]
         x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
@@ -36,39 +36,44 @@ def _memory_case(name, group, fn, torch_fn, out_shape, batch_scaled=True):
 
     return Case(name=name, group=group, make=make, nbytes=nbytes,
                 shape="x".join(map(str, SHAPE[1:])) + " -> " + "x".join(map(str, out_shape)),
-                batches=(8,))
+                batches=(QUICK_BATCH if quick else SHAPE[0],))
 
 
-def _pool_cases():
+def pool_cases(quick=False):
     c, h = SHAPE[1], SHAPE[2]
-    return [
+    tf = lambda: __import__("torch").nn.functional
+    rows = [
         _memory_case("max_pool2d 3x3/s2/p1", "pool", lambda x, y: F.max_pool2d(x, 3, 2, 1, out=y),
-                     lambda t: __import__("torch").nn.functional.max_pool2d(t, 3, 2, 1),
-                     (c, h // 2, h // 2)),
+                     lambda t: tf().max_pool2d(t, 3, 2, 1), (c, h // 2, h // 2), quick),
         _memory_case("max_pool2d 2x2", "pool", lambda x, y: F.max_pool2d(x, 2, out=y),
-                     lambda t: __import__("torch").nn.functional.max_pool2d(t, 2), (c, h // 2, h // 2)),
+                     lambda t: tf().max_pool2d(t, 2), (c, h // 2, h // 2), quick),
         _memory_case("avg_pool2d 2x2", "pool", lambda x, y: F.avg_pool2d(x, 2, out=y),
-                     lambda t: __import__("torch").nn.functional.avg_pool2d(t, 2), (c, h // 2, h // 2)),
+                     lambda t: tf().avg_pool2d(t, 2), (c, h // 2, h // 2), quick),
         _memory_case("global avg pool", "pool", lambda x, y: F.adaptive_avg_pool2d(x, 1, out=y),
-                     lambda t: __import__("torch").nn.functional.adaptive_avg_pool2d(t, 1), (c, 1, 1)),
+                     lambda t: tf().adaptive_avg_pool2d(t, 1), (c, 1, 1), quick),
     ]
+    return rows[:1] + rows[2:3] if quick else rows
 
 
-def activation_cases():
+def activation_cases(quick=False):
     full = SHAPE[1:]
 
     def torch_fn(name, **kw):
         return lambda t: getattr(__import__("torch").nn.functional, name)(t, **kw)
-    return [
-        _memory_case("relu", "activation", lambda x, y: F.relu(x, out=y), torch_fn("relu"), full),
-        _memory_case("silu", "activation", lambda x, y: F.silu(x, out=y), torch_fn("silu"), full),
-        _memory_case("gelu", "activation", lambda x, y: F.gelu(x, out=y), torch_fn("gelu"), full),
+    rows = [
+        _memory_case("relu", "activation", lambda x, y: F.relu(x, out=y), torch_fn("relu"), full,
+                     quick),
+        _memory_case("gelu", "activation", lambda x, y: F.gelu(x, out=y), torch_fn("gelu"), full,
+                     quick),
+        _memory_case("silu", "activation", lambda x, y: F.silu(x, out=y), torch_fn("silu"), full,
+                     quick),
         _memory_case("softmax over channels", "activation",
-                     lambda x, y: F.softmax(x, 1, out=y), torch_fn("softmax", dim=1), full),
+                     lambda x, y: F.softmax(x, 1, out=y), torch_fn("softmax", dim=1), full, quick),
     ]
+    return rows[:2] if quick else rows
 
 
-def linear_cases():
+def linear_cases(quick=False):
     def make(batch, dtype, rivals):
         rng = np.random.default_rng(0)
         x = rng.standard_normal((batch, 4096)).astype(dtype)
@@ -91,11 +96,7 @@ def linear_cases():
                  batches=(64,))]
 
 
-def cases(quick=False):
-    return _pool_cases() + activation_cases() + linear_cases()
-
-
-def norm_cases():
+def norm_cases(quick=False):
     """Normalizations on the 8x64x112x112 tensor. Eval-mode rows count one read
     and one write; statistics rows (train BN, LN, IN, GN) two reads and a write."""
     c = SHAPE[1]
@@ -123,10 +124,11 @@ def norm_cases():
 
         return Case(name=name, group="norm", make=make,
                     nbytes=lambda batch: batch * np.prod(SHAPE[1:]) * 4 * (reads + 1),
-                    shape="x".join(map(str, SHAPE[1:])), batches=(8,))
+                    shape="x".join(map(str, SHAPE[1:])),
+                    batches=(QUICK_BATCH if quick else SHAPE[0],))
 
     tf = lambda t: t.nn.functional
-    return [
+    rows = [
         case("batch_norm eval", lambda x, y, w, b, rm, rv: F.batch_norm(x, rm, rv, w, b, out=y),
              lambda t, x, w, b, rm, rv: tf(t).batch_norm(x, rm, rv, w, b), 1),
         case("batch_norm eval + relu",
@@ -146,3 +148,4 @@ def norm_cases():
              lambda x, y, w, b, rm, rv: F.group_norm(x, 32, w, b, out=y, activation="silu"),
              lambda t, x, w, b, rm, rv: tf(t).silu(tf(t).group_norm(x, 32, w, b)), 2),
     ]
+    return [rows[0], rows[-1]] if quick else rows

@@ -37,8 +37,10 @@ def limits(thread_counts, quick=False):
     n = 1024 if quick else 2048
     repeat = 3 if quick else 5
     out = {}
+    big = (64 if quick else 256) * 2**20
     for t in thread_counts:
-        out[t] = {"sgemm_gflops": sgemm_gflops(t, n, repeat),
+        out[t] = {"sgemm_gflops": sgemm_gflops(t, n, repeat), "sgemm_n": n,
                   "copy_gbs": copy_gbs(t, LAYER_TENSOR_BYTES, repeat),
-                  "copy_dram_gbs": copy_gbs(t, (64 if quick else 256) * 2**20, repeat)}
+                  "copy_bytes": LAYER_TENSOR_BYTES,
+                  "copy_dram_gbs": copy_gbs(t, big, repeat), "copy_dram_bytes": big}
     return out

@@ -68,8 +68,12 @@ def summary(rows, rivals):
 
 
 def limits_table(limits):
-    lines = ["| threads | sgemm GFLOP/s (2048^3) | copy GB/s, 25.7 MB (the layer tensors) "
-             "| copy GB/s, 256 MiB |", "|---|---|---|---|"]
+    first = next(iter(limits.values()))
+    n = first.get("sgemm_n", 2048)
+    small = first.get("copy_bytes", 0) / 1e6
+    big = first.get("copy_dram_bytes", 256 * 2**20) / 2**20
+    lines = [f"| threads | sgemm GFLOP/s ({n}^3) | copy GB/s, {small:.1f} MB (the layer tensors) "
+             f"| copy GB/s, {big:.0f} MiB |", "|---|---|---|---|"]
     for t, lim in sorted(limits.items()):
         lines.append(f"| {t} | {lim['sgemm_gflops']:.1f} | {lim['copy_gbs']:.1f} | "
                      f"{lim.get('copy_dram_gbs', float('nan')):.1f} |")

@@ -1,17 +1,20 @@
-"""Optional rivals run side by side: PyTorch (and ONNX Runtime where relevant).
+"""Optional rivals run side by side: PyTorch, ONNX Runtime and OpenVINO.
 Missing ones are reported, never an error."""
 import importlib
 
 
+KNOWN = ("torch", "onnxruntime", "openvino")
+
+
 def available(names):
-    """(present, missing) lists for the requested rival names."""
+    """(present, missing) lists for the requested rival names; a rival that
+    fails to import for any reason counts as missing."""
     present, missing = [], []
     for name in names:
-        module = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}.get(name)
-        if module is None:
-            raise ValueError(f"unknown rival {name!r}; choose from torch, onnxruntime, openvino")
+        if name not in KNOWN:
+            raise ValueError(f"unknown rival {name!r}; choose from {', '.join(KNOWN)}")
         try:
-            importlib.import_module(module)
+            importlib.import_module(name)
             present.append(name)
         except Exception:
             missing.append(name)

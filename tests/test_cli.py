@@ -1,0 +1,82 @@
+"""`python -m fastcnn bench | summary | info` end to end (quick, tiny), and
+its messages for bad options. Times are not asserted."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fastcnn.__main__ import main
+
+
+def test_bench_quick_writes_tables_json_and_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out_json, out_png = tmp_path / "bench.json", tmp_path / "bench.png"
+    status = main(["bench", "--quick", "--suite", "pool,capi,scaling", "--net", "lenet5",
+                 "--threads", "1,2", "--compare", "none", "--repeat", "2",
+                 "--json", str(out_json), "--plot", str(out_png)])
+    text = capsys.readouterr().out
+    for part in ("## Machine limits", "sgemm GFLOP/s", "## pool", "max_pool2d 3x3/s2/p1",
+                 "fastcnn ms (best / median / max)", "## capi", "## scaling",
+                 "fastcnn speed-up", "fastcnn efficiency", f"wrote {out_json}",
+                 f"wrote {out_png}"):
+        assert part in text, part
+    record = json.loads(out_json.read_text())
+    for key in ("date", "command", "limits", "rows", "config", "threadpool_info", "rivals",
+                "missing_rivals", "threads", "batches", "dtype", "repeat"):
+        assert key in record, key
+    assert record["config"]["fastcnn"] and record["config"]["simd"]
+    assert {r["suite"] for r in record["rows"]} == {"pool", "capi", "scaling"}
+    pool = [r for r in record["rows"] if r["suite"] == "pool"]
+    assert all(r["fastcnn_best_ms"] <= r["fastcnn_median_ms"] <= r["fastcnn_max_ms"] for r in pool)
+    assert all("gbs" in r and "pct_peak" in r for r in pool)
+    scaling = [r for r in record["rows"] if r["suite"] == "scaling"]
+    assert [r["threads"] for r in scaling] == [1, 2]
+    assert scaling[0]["fastcnn_speedup"] == 1.0 and "fastcnn_efficiency" in scaling[1]
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert status == 0
+
+
+def test_missing_rival_is_noted(monkeypatch, capsys):
+    import fastcnn._bench.rivals as rivals
+    real = rivals.importlib.import_module
+
+    def fake(name):
+        if name == "openvino":
+            raise ImportError("not here")
+        return real(name)
+    monkeypatch.setattr(rivals.importlib, "import_module", fake)
+    main(["bench", "--quick", "--suite", "capi", "--threads", "1", "--compare", "openvino",
+          "--repeat", "1"])
+    assert "note: rival openvino is not installed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["bench", "--suite", "nope"], "unknown suite 'nope'"),
+    (["bench", "--suite", "capi", "--compare", "tensorflow"], "unknown rival tensorflow"),
+    (["bench", "--suite", "scaling", "--net", "alexnet"], "unknown network 'alexnet'"),
+    (["bench", "--repeat", "0"], "--repeat must be at least 1"),
+    (["summary", "nope"], "unknown network 'nope'"),
+])
+def test_bad_options_exit_with_a_message(argv, message):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("option", [["--threads", "0"], ["--threads", "two"], ["--batch", "-1"]])
+def test_bad_numbers_are_usage_errors(option):
+    run = subprocess.run([sys.executable, "-m", "fastcnn", "bench", *option],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert "must be" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_summary_and_info(capsys):
+    assert main(["summary", "lenet5"]) == 0
+    out = capsys.readouterr().out
+    assert "conv1" in out and "Total params" in out
+    assert main(["summary", "resnet18", "--input-shape", "1,3,64,64"]) == 0
+    assert "layer4.1.conv2" in capsys.readouterr().out
+    assert main(["info"]) == 0
+    assert "fastcnn" in capsys.readouterr().out
