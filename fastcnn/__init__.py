@@ -6,6 +6,7 @@ torch.nn twins in fastcnn.functional and fastcnn.nn.
 __version__ = "0.1.0"
 
 from fastcnn._threads import get_num_threads, set_num_threads, threads
+from fastcnn._kernels._omp import set_flush_denormal
 from fastcnn.nn.init import manual_seed
 from fastcnn import functional, nn
 from fastcnn._config import get_include, show_config
@@ -16,5 +17,5 @@ from fastcnn.serialization import save, load
 from fastcnn import models
 
 __all__ = ["__version__", "functional", "nn", "get_num_threads", "set_num_threads",
-           "threads", "manual_seed", "get_include", "show_config", "fuse",
+           "threads", "set_flush_denormal", "manual_seed", "get_include", "show_config", "fuse",
            "compile", "summary", "models", "save", "load"]

@@ -24,10 +24,12 @@ SUITES = {
     "scaling": ("scaling", None, ()),
     "onnx": ("onnx_models", "cases", ("onnx",)),
     "capi": ("capi", "cases", ()),
+    "denormal": ("denormal", "cases", ()),
 }
 GROUPS = {
     "layers": ["conv", "pool", "activation", "norm", "linear"],
-    "all": ["conv", "pool", "activation", "norm", "linear", "nets", "scaling", "onnx", "capi"],
+    "all": ["conv", "pool", "activation", "norm", "linear", "nets", "scaling", "onnx", "capi",
+            "denormal"],
 }
 
 

@@ -8,7 +8,8 @@ axis are reduced across n as vectors. Maxima propagate NaN, so a row with a
 NaN gives NaN, as in PyTorch.
 """
 cimport numpy as cnp
-from cython.parallel cimport prange, threadid
+from cython.parallel cimport parallel, prange, threadid
+from fastcnn._kernels._omp cimport fp_enter
 
 from fastcnn._kernels._typedefs cimport floating, index_t
 from fastcnn._kernels._activation cimport activate, max_nan, _exp, _log, ACT_COUNT
@@ -29,9 +30,11 @@ cdef void _elementwise(const floating* x, floating* y, index_t n, int act, doubl
                        double beta, double gamma, int num_threads) noexcept nogil:
     cdef index_t c, start
     cdef index_t chunks = _ceil_div(n, CHUNK)
-    for c in prange(chunks, num_threads=num_threads, schedule='static'):
-        start = c * CHUNK
-        activate(x + start, y + start, min(<index_t>CHUNK, n - start), act, alpha, beta, gamma)
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for c in prange(chunks, schedule='static'):
+            start = c * CHUNK
+            activate(x + start, y + start, min(<index_t>CHUNK, n - start), act, alpha, beta, gamma)
 
 
 def elementwise(int act, cnp.ndarray x, cnp.ndarray y, double alpha, double beta,
@@ -59,14 +62,16 @@ cdef void _prelu(const floating* x, const floating* w, floating* y, index_t plan
     cdef index_t task, plane, start, stop, i
     cdef floating slope, v
     cdef floating zero = 0
-    for task in prange(planes * blocks, num_threads=num_threads, schedule='static'):
-        plane = task // blocks
-        start = (task % blocks) * CHUNK
-        stop = min(start + CHUNK, inner)
-        slope = w[0] if shared else w[plane % channels]
-        for i in range(plane * inner + start, plane * inner + stop):
-            v = x[i]
-            y[i] = v if v > zero else slope * v
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for task in prange(planes * blocks, schedule='static'):
+            plane = task // blocks
+            start = (task % blocks) * CHUNK
+            stop = min(start + CHUNK, inner)
+            slope = w[0] if shared else w[plane % channels]
+            for i in range(plane * inner + start, plane * inner + stop):
+                v = x[i]
+                y[i] = v if v > zero else slope * v
 
 
 def prelu(cnp.ndarray x, cnp.ndarray weight, cnp.ndarray y, index_t planes, index_t channels,
@@ -138,8 +143,10 @@ cdef inline void _softmax_row(const floating* xr, floating* yr, index_t n,
 cdef void _softmax_rows(const floating* x, floating* y, index_t rows, index_t n, bint log,
                         int num_threads) noexcept nogil:
     cdef index_t r
-    for r in prange(rows, num_threads=num_threads, schedule='static'):
-        _softmax_row(x + r * n, y + r * n, n, log)
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for r in prange(rows, schedule='static'):
+            _softmax_row(x + r * n, y + r * n, n, log)
 
 
 cdef void _softmax_inner(const floating* x, floating* y, index_t outer, index_t n,
@@ -155,39 +162,41 @@ cdef void _softmax_inner(const floating* x, floating* y, index_t outer, index_t 
     cdef floating* yc
     cdef floating e
     cdef floating one = 1
-    for task in prange(outer * blocks, num_threads=num_threads, schedule='static'):
-        o = task // blocks
-        j0 = (task % blocks) * INNER_BLOCK
-        j1 = min(j0 + INNER_BLOCK, inner)
-        w = j1 - j0
-        m = ws + threadid() * ws_per_thread
-        s = m + INNER_BLOCK
-        xc = x + o * n * inner + j0
-        yc = y + o * n * inner + j0
-        for j in range(w):
-            m[j] = xc[j]
-            s[j] = 0
-        for c in range(1, n):
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for task in prange(outer * blocks, schedule='static'):
+            o = task // blocks
+            j0 = (task % blocks) * INNER_BLOCK
+            j1 = min(j0 + INNER_BLOCK, inner)
+            w = j1 - j0
+            m = ws + threadid() * ws_per_thread
+            s = m + INNER_BLOCK
+            xc = x + o * n * inner + j0
+            yc = y + o * n * inner + j0
             for j in range(w):
-                m[j] = max_nan(m[j], xc[c * inner + j])
-        for c in range(n):
-            for j in range(w):
-                e = _exp(xc[c * inner + j] - m[j])
-                s[j] = s[j] + e
-                if not log:
-                    yc[c * inner + j] = e
-        if log:
-            for j in range(w):
-                m[j] = m[j] + _log(s[j])
+                m[j] = xc[j]
+                s[j] = 0
+            for c in range(1, n):
+                for j in range(w):
+                    m[j] = max_nan(m[j], xc[c * inner + j])
             for c in range(n):
                 for j in range(w):
-                    yc[c * inner + j] = xc[c * inner + j] - m[j]
-        else:
-            for j in range(w):
-                s[j] = one / s[j]
-            for c in range(n):
+                    e = _exp(xc[c * inner + j] - m[j])
+                    s[j] = s[j] + e
+                    if not log:
+                        yc[c * inner + j] = e
+            if log:
                 for j in range(w):
-                    yc[c * inner + j] = yc[c * inner + j] * s[j]
+                    m[j] = m[j] + _log(s[j])
+                for c in range(n):
+                    for j in range(w):
+                        yc[c * inner + j] = xc[c * inner + j] - m[j]
+            else:
+                for j in range(w):
+                    s[j] = one / s[j]
+                for c in range(n):
+                    for j in range(w):
+                        yc[c * inner + j] = yc[c * inner + j] * s[j]
 
 
 cdef void elementwise_f32(const float* x, float* y, index_t n, int act, double alpha,

@@ -10,12 +10,12 @@ F(4x4, 3x3): tasks are (image, block of tile rows); see that section.
 """
 cimport numpy as cnp
 from cython.parallel cimport parallel, prange, threadid
+from fastcnn._kernels._omp cimport fp_enter
 from libc.string cimport memset, memcpy
 
 from fastcnn._kernels._typedefs cimport floating, index_t
 from fastcnn._kernels._blas cimport gemm, blas_enter, blas_leave
 from fastcnn._kernels._activation cimport bias_residual_activation
-from libc.stdlib cimport malloc, free
 
 cdef extern from "conv_block.h" nogil:
     enum:
@@ -671,10 +671,12 @@ cdef void _winograd_pack(const ConvGeom* g, const floating* w, floating* u,
     else:
         kron = _KRON_F64
     blas_enter()
-    for chunk in prange(n_chunks, num_threads=num_threads, schedule='static'):
-        f0 = chunk * WINO_PACK_CHUNK
-        gemm(False, True, 36, <int>min(<index_t>WINO_PACK_CHUNK, plane - f0), 9, <floating>1,
-             kron, 9, w + f0 * 9, 9, <floating>0, u + f0, <int>plane)
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for chunk in prange(n_chunks, schedule='static'):
+            f0 = chunk * WINO_PACK_CHUNK
+            gemm(False, True, 36, <int>min(<index_t>WINO_PACK_CHUNK, plane - f0), 9, <floating>1,
+                 kron, 9, w + f0 * 9, 9, <floating>0, u + f0, <int>plane)
     blas_leave()
 
 
@@ -887,6 +889,13 @@ cdef void _winograd_shared_task(const ConvGeom* g, const ConvPlan* plan, const f
 # a fixed offset, so the kernel (conv_block.h) reads each tap of a block of
 # lanes as whole vectors. Lanes with ow >= out_w are computed and dropped.
 
+cdef inline index_t _tap_offsets_size(const ConvGeom* g, index_t itemsize) noexcept nogil:
+    """Workspace elements holding the blocked kernels' tap offsets (longs),
+    first in the shared workspace, a whole number of cache lines."""
+    return _round_up(_ceil_div(g.kernel_h * g.kernel_w * <index_t>sizeof(long), itemsize),
+                     64 // itemsize)
+
+
 cdef bint blocked_applies(const ConvGeom* g) noexcept nogil:
     return g.in_d == 1 and g.kernel_d == 1 and g.out_d == 1 and g.pad_d == 0
 
@@ -913,7 +922,7 @@ cdef void _blocked_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noexce
     image = g.in_channels * p.channel_stride
     p.images_per_chunk = max(1, min(g.batch, BLOCK_PAD_BYTES // (image * itemsize)))
     p.n_tasks = g.batch * g.groups * p.n_m_blocks * p.n_col_tiles
-    p.workspace_shared = p.images_per_chunk * image
+    p.workspace_shared = _tap_offsets_size(g, itemsize) + p.images_per_chunk * image
     p.workspace_per_thread = FCNN_BLOCK_OCB * lanes
 
 
@@ -1020,10 +1029,9 @@ cdef void _blocked_forward(const ConvGeom* g, const ConvPlan* plan, const floati
     cdef index_t plane = plan.hq * plan.wq
     cdef index_t per_image = plan.n_tasks // g.batch
     cdef index_t kh, kw, rh, rw, n0, n1, task
-    cdef long* toff = <long*>malloc(max(<index_t>1, taps) * sizeof(long))
+    cdef long* toff = <long*>workspace
     cdef floating* tile
-    if toff == NULL:
-        return
+    workspace += _tap_offsets_size(g, sizeof(floating))
     for kh in range(g.kernel_h):
         for kw in range(g.kernel_w):
             rh = kh * g.dilation_h
@@ -1034,7 +1042,9 @@ cdef void _blocked_forward(const ConvGeom* g, const ConvPlan* plan, const floati
     while n0 < g.batch:
         n1 = min(g.batch, n0 + plan.images_per_chunk)
         with parallel(num_threads=num_threads):
-            tile = workspace + plan.workspace_shared + threadid() * plan.workspace_per_thread
+            fp_enter()
+            tile = workspace + (plan.workspace_shared - _tap_offsets_size(g, sizeof(floating))
+                                + threadid() * plan.workspace_per_thread)
             for task in prange((n1 - n0) * g.in_channels, schedule='static'):
                 _pad_channel(g, plan, g.stride_h, g.stride_w,
                              x + (n0 * g.in_channels + task) * g.in_h * g.in_w,
@@ -1043,7 +1053,6 @@ cdef void _blocked_forward(const ConvGeom* g, const ConvPlan* plan, const floati
                 _blocked_task(g, plan, workspace, n0, packed, toff, bias, y, res, tile,
                               activation, task)
         n0 = n1
-    free(toff)
 
 
 
@@ -1094,7 +1103,7 @@ cdef void _blocked_oc_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noe
     image = g.in_channels * p.channel_stride
     p.images_per_chunk = max(1, min(g.batch, BLOCK_PAD_BYTES // (image * itemsize)))
     p.n_tasks = units * p.row_blocks
-    p.workspace_shared = p.images_per_chunk * image
+    p.workspace_shared = _tap_offsets_size(g, itemsize) + p.images_per_chunk * image
     p.workspace_per_thread = p.rows_per_task * p.n_col_tiles * pix * p.m_block
 
 
@@ -1192,10 +1201,9 @@ cdef void _blocked_oc_forward(const ConvGeom* g, const ConvPlan* plan, const flo
     cdef index_t taps = g.kernel_h * g.kernel_w
     cdef index_t per_image = plan.n_tasks // g.batch
     cdef index_t kh, kw, n0, n1, task
-    cdef long* toff = <long*>malloc(max(<index_t>1, taps) * sizeof(long))
+    cdef long* toff = <long*>workspace
     cdef floating* acc
-    if toff == NULL:
-        return
+    workspace += _tap_offsets_size(g, sizeof(floating))
     for kh in range(g.kernel_h):
         for kw in range(g.kernel_w):
             toff[kh * g.kernel_w + kw] = kh * g.dilation_h * plan.wq + kw * g.dilation_w
@@ -1203,7 +1211,9 @@ cdef void _blocked_oc_forward(const ConvGeom* g, const ConvPlan* plan, const flo
     while n0 < g.batch:
         n1 = min(g.batch, n0 + plan.images_per_chunk)
         with parallel(num_threads=num_threads):
-            acc = workspace + plan.workspace_shared + threadid() * plan.workspace_per_thread
+            fp_enter()
+            acc = workspace + (plan.workspace_shared - _tap_offsets_size(g, sizeof(floating))
+                               + threadid() * plan.workspace_per_thread)
             for task in prange((n1 - n0) * g.in_channels, schedule='static'):
                 _pad_channel(g, plan, 1, 1, x + (n0 * g.in_channels + task) * g.in_h * g.in_w,
                              workspace + task * plan.channel_stride)
@@ -1211,7 +1221,6 @@ cdef void _blocked_oc_forward(const ConvGeom* g, const ConvPlan* plan, const flo
                 _blocked_oc_task(g, plan, workspace, n0, packed, toff, bias, y, res, acc,
                                  activation, task)
         n0 = n1
-    free(toff)
 
 
 cdef void _conv_forward(const ConvGeom* g, const ConvPlan* plan, const floating* x,
@@ -1232,6 +1241,7 @@ cdef void _conv_forward(const ConvGeom* g, const ConvPlan* plan, const floating*
     blas_enter()
     if plan.algorithm == CONV_WINOGRAD and plan.wino_shared:
         with parallel(num_threads=num_threads):
+            fp_enter()
             col = workspace + plan.workspace_shared + threadid() * plan.workspace_per_thread
             for task in prange(g.batch * g.in_channels, schedule='static'):
                 _winograd_shared_input(g, plan, x, workspace, col, task)
@@ -1240,6 +1250,7 @@ cdef void _conv_forward(const ConvGeom* g, const ConvPlan* plan, const floating*
         blas_leave()
         return
     with parallel(num_threads=num_threads):
+        fp_enter()
         col = workspace + plan.workspace_shared + threadid() * plan.workspace_per_thread
         if plan.algorithm == CONV_DIRECT:
             memset(col, 0, plan.workspace_per_thread * sizeof(floating))

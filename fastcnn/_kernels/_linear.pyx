@@ -5,6 +5,7 @@ runs one single-threaded GEMM and adds the bias while the tile is hot.
 """
 cimport numpy as cnp
 from cython.parallel cimport parallel, prange
+from fastcnn._kernels._omp cimport fp_enter
 
 from fastcnn._kernels._typedefs cimport floating, index_t
 from fastcnn._kernels._blas cimport gemm, blas_enter, blas_leave
@@ -36,20 +37,22 @@ cdef void _linear(const floating* x, const floating* w, const floating* bias, fl
         col_block = min(col_block, n)
     col_blocks = _ceil_div(n, col_block)
     blas_enter()
-    for task in prange(row_blocks * col_blocks, num_threads=num_threads, schedule='static'):
-        r0 = (task // col_blocks) * row_block
-        c0 = (task % col_blocks) * col_block
-        rows = min(row_block, m - r0)
-        cols = min(col_block, n - c0)
-        if k > 0:
-            gemm(False, True, <int>rows, <int>cols, <int>k, <floating>1, x + r0 * k, <int>k,
-                 w + c0 * k, <int>k, <floating>0, y + r0 * n + c0, <int>n)
-        else:
-            _zero_rows(y + r0 * n + c0, rows, cols, n)
-        if bias != NULL or activation != 0:
-            for r in range(rows):
-                _row_epilogue(y + (r0 + r) * n + c0, bias + c0 if bias != NULL else NULL,
-                              cols, activation)
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for task in prange(row_blocks * col_blocks, schedule='static'):
+            r0 = (task // col_blocks) * row_block
+            c0 = (task % col_blocks) * col_block
+            rows = min(row_block, m - r0)
+            cols = min(col_block, n - c0)
+            if k > 0:
+                gemm(False, True, <int>rows, <int>cols, <int>k, <floating>1, x + r0 * k, <int>k,
+                     w + c0 * k, <int>k, <floating>0, y + r0 * n + c0, <int>n)
+            else:
+                _zero_rows(y + r0 * n + c0, rows, cols, n)
+            if bias != NULL or activation != 0:
+                for r in range(rows):
+                    _row_epilogue(y + (r0 + r) * n + c0, bias + c0 if bias != NULL else NULL,
+                                  cols, activation)
     blas_leave()
 
 

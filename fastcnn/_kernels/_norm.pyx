@@ -25,6 +25,7 @@ chunk sums and their order are the same, so are the results.
 """
 import numpy as np
 cimport numpy as cnp
+from fastcnn._kernels._omp cimport fp_enter
 from cython.parallel cimport parallel, prange
 from libc.math cimport sqrt
 
@@ -237,6 +238,7 @@ cdef void _norm(const NormGeom* g, const floating* x, floating* y, const floatin
     if n_chunks <= 0:
         return
     with parallel(num_threads=num_threads):
+        fp_enter()
         if group_local:
             for grp in prange(n_groups, schedule='static'):
                 _whole_group(g, x, y, weight, bias, eps, partial, mean, var, rstd, activation, grp)
@@ -332,20 +334,22 @@ cdef void _lrn(const floating* x, floating* y, index_t batch, index_t channels, 
     cdef floating* yn
     cdef double scale = alpha / size
     cdef double acc
-    for task in prange(batch * chunks, num_threads=num_threads, schedule='static'):
-        n = task // chunks
-        s0 = (task % chunks) * CHUNK
-        cnt = min(<index_t>CHUNK, spatial - s0)
-        xn = x + n * channels * spatial + s0
-        yn = y + n * channels * spatial + s0
-        for c in range(channels):
-            lo = max(0, c - size // 2)
-            hi = min(channels, c + (size - 1) // 2 + 1)
-            for i in range(cnt):
-                acc = 0
-                for cc in range(lo, hi):
-                    acc = acc + <double>xn[cc * spatial + i] * xn[cc * spatial + i]
-                yn[c * spatial + i] = <floating>(xn[c * spatial + i] / (k + scale * acc) ** beta)
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for task in prange(batch * chunks, schedule='static'):
+            n = task // chunks
+            s0 = (task % chunks) * CHUNK
+            cnt = min(<index_t>CHUNK, spatial - s0)
+            xn = x + n * channels * spatial + s0
+            yn = y + n * channels * spatial + s0
+            for c in range(channels):
+                lo = max(0, c - size // 2)
+                hi = min(channels, c + (size - 1) // 2 + 1)
+                for i in range(cnt):
+                    acc = 0
+                    for cc in range(lo, hi):
+                        acc = acc + <double>xn[cc * spatial + i] * xn[cc * spatial + i]
+                    yn[c * spatial + i] = <floating>(xn[c * spatial + i] / (k + scale * acc) ** beta)
 
 
 def local_response_norm(cnp.ndarray x, cnp.ndarray y, index_t batch, index_t channels,

@@ -9,3 +9,8 @@ cdef extern from "<omp.h>" nogil:
 # fcnn_set_num_threads (0: OpenMP's default).
 cdef int threads_setting() noexcept nogil
 cdef void set_threads_setting(int n) noexcept nogil
+
+# Denormal handling of the kernels' threads: every parallel region calls
+# fp_enter() on each thread first, which applies fastcnn.set_flush_denormal's
+# setting (flush-to-zero and denormals-are-zero on or off; untouched until set).
+cdef void fp_enter() noexcept nogil

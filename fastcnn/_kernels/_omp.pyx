@@ -7,7 +7,36 @@ cdef extern from "<omp.h>" nogil:
     int _OPENMP
 
 
+cdef extern from "fpmode.h" nogil:
+    int fcnn_ftz_supported()
+    void fcnn_set_ftz_daz(int on)
+    int fcnn_get_ftz_daz()
+
 cdef int _threads_setting = 0
+cdef int _denormal_mode = -1     # -1: never set (threads keep their own mode), 0 off, 1 on
+
+
+cdef void fp_enter() noexcept nogil:
+    if _denormal_mode >= 0:
+        fcnn_set_ftz_daz(_denormal_mode)
+
+
+def set_flush_denormal(bint mode):
+    """Flush denormal floats to zero in every fastcnn kernel (and the calling
+    thread) when mode is True; back to IEEE gradual underflow when False.
+    Returns False where the CPU has no such mode (nothing changes)."""
+    global _denormal_mode
+    if not fcnn_ftz_supported():
+        return False
+    _denormal_mode = 1 if mode else 0
+    fcnn_set_ftz_daz(_denormal_mode)
+    return True
+
+
+def flush_denormal_enabled():
+    """Whether the calling thread flushes denormals to zero now."""
+    return bool(fcnn_get_ftz_daz())
+
 
 
 cdef int threads_setting() noexcept nogil:

@@ -15,6 +15,7 @@ in window order).
 import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport parallel, prange, threadid
+from fastcnn._kernels._omp cimport fp_enter
 from libc.math cimport pow, sqrt, INFINITY
 from libc.stdint cimport int64_t
 
@@ -467,6 +468,7 @@ cdef void _pool_forward(const PoolGeom* g, const floating* x, floating* y, int64
         rows = g.planes * g.out_h
         blocks = _ceil_div(rows, ROWS_2X2)
         with parallel(num_threads=num_threads):
+            fp_enter()
             row = workspace + threadid() * ws_per_thread
             for task in prange(blocks, schedule='static'):
                 _pool_2x2_rows(g, x, y, row, task * ROWS_2X2, min(rows, (task + 1) * ROWS_2X2))
@@ -476,6 +478,7 @@ cdef void _pool_forward(const PoolGeom* g, const floating* x, floating* y, int64
     rows_per_block = _ceil_div(rows, blocks)
     blocks = _ceil_div(rows, rows_per_block)
     with parallel(num_threads=num_threads):
+        fp_enter()
         row = workspace + threadid() * ws_per_thread
         for task in prange(g.planes * blocks, schedule='static'):
             plane = task // blocks
@@ -595,13 +598,15 @@ cdef void _adaptive_forward(index_t planes, index_t in_d, index_t in_h, index_t 
     cdef index_t in_plane = in_d * in_h * in_w, out_plane = out_d * out_h * out_w
     cdef bint global_avg = not is_max and out_plane == 1
     cdef index_t p
-    for p in prange(planes, num_threads=num_threads, schedule='static'):
-        if global_avg:
-            y[p] = _plane_mean(x + p * in_plane, in_plane)
-        else:
-            _adaptive_plane(x + p * in_plane, y + p * out_plane,
-                            idx + p * out_plane if idx != NULL else NULL, is_max,
-                            in_d, in_h, in_w, out_d, out_h, out_w)
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for p in prange(planes, schedule='static'):
+            if global_avg:
+                y[p] = _plane_mean(x + p * in_plane, in_plane)
+            else:
+                _adaptive_plane(x + p * in_plane, y + p * out_plane,
+                                idx + p * out_plane if idx != NULL else NULL, is_max,
+                                in_d, in_h, in_w, out_d, out_h, out_w)
 
 
 cdef void adaptive_forward_f32(index_t planes, index_t in_d, index_t in_h, index_t in_w,
