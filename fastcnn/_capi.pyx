@@ -14,7 +14,8 @@ from fastcnn._kernels._typedefs cimport index_t
 from fastcnn._kernels._omp cimport omp_get_max_threads, threads_setting, set_threads_setting
 from fastcnn._kernels._conv cimport (ConvGeom, ConvPlan, conv_select_algorithm, conv_make_plan,
                                      conv_packed_size, conv_pack_weights_f32,
-                                     conv_pack_weights_f64, conv_forward_f32, conv_forward_f64)
+                                     conv_pack_weights_f64, conv_forward_f32, conv_forward_f64,
+                                     CONV_IM2COL, CONV_DIRECT, CONV_WINOGRAD)
 from fastcnn._kernels._pool cimport (PoolGeom, POOL_MAX, POOL_AVG, pool_workspace_per_thread,
                                      pool_forward_f32, pool_forward_f64, adaptive_forward_f32,
                                      adaptive_forward_f64)
@@ -23,7 +24,7 @@ from fastcnn._kernels._norm cimport (NormGeom, NORM_BATCH, NORM_INSTANCE, NORM_G
                                      norm_forward_f64)
 from fastcnn._kernels._linear cimport linear_f32, linear_f64
 from fastcnn._kernels._act cimport (SOFTMAX_WS_PER_THREAD, elementwise_f32, elementwise_f64,
-                                    softmax_f32, softmax_f64)
+                                    softmax_f32, softmax_f64, all_finite_f32, all_finite_f64)
 
 cdef extern from "fastcnn.h" nogil:
     enum: FCNN_ABI_VERSION
@@ -275,16 +276,32 @@ cdef fcnn_status _conv_output_size(const fcnn_conv_params* p, int64_t* out_size)
     return _conv_geom(p, 0, 8, NULL, out_size)
 
 
-cdef int64_t _conv_bytes(const ConvGeom* g, int algorithm, int64_t itemsize, bint packed,
-                         int threads) noexcept nogil:
-    """Workspace bytes: the algorithm's scratch for `threads` threads, plus room
-    to pack the weights per call when they come unpacked, plus alignment."""
+cdef int64_t _algorithm_bytes(const ConvGeom* g, int algorithm, int64_t itemsize, bint packed,
+                              int threads) noexcept nogil:
     cdef ConvPlan plan = conv_make_plan(g, algorithm, itemsize)
     cdef int64_t elems = plan.workspace_shared + plan.workspace_per_thread * threads
     cdef int64_t pack = 0 if packed else conv_packed_size(g, algorithm, itemsize)
     if elems + pack == 0:
         return 0
     return (pack + elems) * itemsize + 2 * ALIGN
+
+
+cdef int64_t _conv_bytes(const ConvGeom* g, int algorithm, int64_t itemsize, bint packed,
+                         int threads) noexcept nogil:
+    """Workspace bytes: the algorithm's scratch for `threads` threads, plus room
+    to pack the weights per call when they come unpacked, plus alignment;
+    enough for im2col too where non-finite values may send a call there."""
+    cdef int64_t need = _algorithm_bytes(g, algorithm, itemsize, packed, threads)
+    if algorithm == CONV_WINOGRAD or algorithm == CONV_DIRECT:
+        need = max(need, _algorithm_bytes(g, CONV_IM2COL, itemsize, False, threads))
+    return need
+
+
+cdef inline bint _finite(const real* x, int64_t n, int threads) noexcept nogil:
+    if real is float:
+        return all_finite_f32(x, n, threads)
+    else:
+        return all_finite_f64(x, n, threads)
 
 
 cdef fcnn_status _conv_workspace_size(const fcnn_conv_params* p, fcnn_dtype dtype, int packed,
@@ -316,18 +333,30 @@ cdef fcnn_status _conv(const fcnn_conv_params* p, int ndim, const real* x, const
     cdef int64_t need, pack
     cdef real* base
     cdef const real* weights = w
+    cdef const real* raw = w
     s = _conv_geom(p, ndim, sizeof(real), &g, NULL)
     if s != FCNN_OK:
         return s
     if x == NULL or w == NULL or y == NULL:
         return FCNN_ERR_ARG
     algorithm = conv_select_algorithm(&g, prepacked)
-    plan = conv_make_plan(&g, algorithm, sizeof(real))
     need = _conv_bytes(&g, algorithm, sizeof(real), prepacked, threads)
     if need > 0 and workspace == NULL:
         return FCNN_ERR_ARG
     if <int64_t>workspace_bytes < need:
         return FCNN_ERR_WORKSPACE
+    # as the Python API (ieee_safe): NaN/Inf inputs of Winograd and weights of
+    # the direct kernel go through im2col, so they pass through as IEEE says
+    if prepacked and algorithm == CONV_WINOGRAD:
+        raw = w + conv_packed_size(&g, algorithm, sizeof(real))     # packed after U
+    if ((algorithm == CONV_WINOGRAD and not _finite(x, g.batch * g.in_channels * g.in_d * g.in_h
+                                                     * g.in_w, threads))
+            or (algorithm == CONV_DIRECT and not _finite(raw, g.out_channels * (
+                g.in_channels // g.groups) * g.kernel_d * g.kernel_h * g.kernel_w, threads))):
+        algorithm = CONV_IM2COL
+        weights = raw
+        prepacked = True            # im2col reads the weights as they are
+    plan = conv_make_plan(&g, algorithm, sizeof(real))
     base = <real*>_aligned(workspace) if need > 0 else NULL
     pack = 0 if prepacked else conv_packed_size(&g, algorithm, sizeof(real))
     if pack:
@@ -359,11 +388,13 @@ cdef fcnn_status _conv_f64(const fcnn_conv_params* p, int ndim, const double* x,
 cdef int64_t _packed_elements(const ConvGeom* g, int64_t itemsize) noexcept nogil:
     """Elements of packed weights: the prepacked algorithm's layout, or a
     copy of the weights for algorithms that read them as they are."""
-    cdef int64_t n = conv_packed_size(g, conv_select_algorithm(g, True), itemsize)
-    if n:
-        return n
-    return (g.out_channels * (g.in_channels // g.groups)
-            * g.kernel_d * g.kernel_h * g.kernel_w)
+    cdef int algorithm = conv_select_algorithm(g, True)
+    cdef int64_t n = conv_packed_size(g, algorithm, itemsize)
+    cdef int64_t raw = (g.out_channels * (g.in_channels // g.groups)
+                        * g.kernel_d * g.kernel_h * g.kernel_w)
+    if algorithm == CONV_WINOGRAD:
+        return n + raw                  # and the weights themselves, for non-finite inputs
+    return n if n else raw
 
 
 cdef fcnn_status _conv_packed_size(const fcnn_conv_params* p, fcnn_dtype dtype,
@@ -385,7 +416,7 @@ cdef fcnn_status _conv_pack(const fcnn_conv_params* p, const real* w, void* pack
                             size_t packed_bytes) noexcept nogil:
     cdef ConvGeom g
     cdef fcnn_status s = _conv_geom(p, 0, sizeof(real), &g, NULL)
-    cdef int64_t n
+    cdef int64_t n, pack
     cdef int algorithm
     if s != FCNN_OK:
         return s
@@ -395,12 +426,16 @@ cdef fcnn_status _conv_pack(const fcnn_conv_params* p, const real* w, void* pack
     if <int64_t>packed_bytes < n * <int64_t>sizeof(real):
         return FCNN_ERR_WORKSPACE
     algorithm = conv_select_algorithm(&g, True)
-    if conv_packed_size(&g, algorithm, sizeof(real)) == 0:
+    pack = conv_packed_size(&g, algorithm, sizeof(real))
+    if pack == 0:
         memcpy(packed, w, n * sizeof(real))
-    elif real is float:
+        return FCNN_OK
+    if real is float:
         conv_pack_weights_f32(&g, algorithm, w, <float*>packed, _get_num_threads())
     else:
         conv_pack_weights_f64(&g, algorithm, w, <double*>packed, _get_num_threads())
+    if n > pack:                        # Winograd: the weights follow U
+        memcpy(<real*>packed + pack, w, (n - pack) * sizeof(real))
     return FCNN_OK
 
 

@@ -20,7 +20,8 @@ from fastcnn import _threads
 from fastcnn._graph import Node, Value
 from fastcnn._kernels import _conv as _conv_kernels
 from fastcnn._kernels import _linear as _linear_kernels
-from fastcnn._functional.conv import conv_padding
+from fastcnn._functional.conv import conv_padding, conv_run, ieee_safe
+from fastcnn._kernels._act import all_finite as _all_finite
 from fastcnn._validation import FUSABLE_ACTIVATIONS, conv_output_size
 
 __all__ = ["Plan"]
@@ -332,9 +333,12 @@ class Plan:
         geom = ((x_shape[0], x_shape[1], w.shape[0], groups) + one + tuple(x_shape[2:]) + one
                 + out_sp + one + tuple(kernel) + one + stride + zero + tuple(before) + one + dilation)
         # Weights are packed once here, so Winograd pays off sooner than in eager calls.
+        # Winograd inputs holding NaN or Inf run with im2col (see ieee_safe), checked per call.
         algorithm = _conv_kernels.select(geom, True)
+        if algorithm == "direct":
+            algorithm = ieee_safe(algorithm, None, np.ascontiguousarray(w), self.num_threads)
         ws_shared, ws_thread, _, packed_size = _conv_kernels.plan(geom, algorithm, w.itemsize)
-        weights = np.ascontiguousarray(w)
+        weights = raw_w = np.ascontiguousarray(w)
         if packed_size:
             weights = np.empty(packed_size, w.dtype)
             _conv_kernels.pack(geom, algorithm, np.ascontiguousarray(w), weights, self.num_threads)
@@ -357,6 +361,9 @@ class Plan:
             if ws is not None and ws.size < ws_shared + ws_thread * n:
                 ws = workspace[0] = np.empty(ws_shared + ws_thread * n, w.dtype)
             res = None if res_desc is None else np.ascontiguousarray(get(res_desc, inputs)).reshape(y.shape)
+            if algorithm == "winograd" and not _all_finite(x, n):
+                conv_run(geom, x, raw_w, bias, y, act, n, "im2col", res)
+                return
             _conv_kernels.forward(geom, algorithm, x, weights, bias, y, ws, act, n, res)
         return step
 

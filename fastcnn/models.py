@@ -5,9 +5,7 @@ fc2, fc3) on 3x32x32 inputs; resnet18 and mobilenet_v2 follow torchvision,
 so a PyTorch state_dict of the same architecture loads unchanged
 (`model.load_state_dict({k: v.numpy() for k, v in sd.items()})`).
 """
-import math
 
-import numpy as np
 
 from fastcnn import functional as F
 from fastcnn import nn

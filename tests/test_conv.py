@@ -487,3 +487,40 @@ def test_residual_validation(rng):
     y = _conv_impl(2, "conv2d", x, w, None, 1, 1, 1, 1, out, None, residual=out)
     ref = _conv_impl(2, "conv2d", x, w, None, 1, 1, 1, 1, None, None) + 1
     np.testing.assert_array_equal(y, ref)
+
+
+@pytest.mark.parametrize("shape,wshape,groups,padding", [
+    ((1, 16, 20, 20), (16, 16, 3, 3), 1, 1),      # Winograd: tiles would spread a NaN
+    ((1, 8, 9, 9), (8, 1, 3, 3), 8, 1),           # depthwise direct: skips the padding taps
+    ((1, 6, 7, 7), (6, 1, 1, 3), 6, (0, 2)),      # generic direct
+    ((1, 8, 14, 14), (64, 8, 3, 3), 1, 1),        # blocked kernels
+])
+def test_nan_and_inf_pass_through_as_ieee_says(shape, wshape, groups, padding, rng):
+    """Non-finite inputs and weights give NaN/Inf exactly where the
+    definition's sums of products do (0 * Inf = NaN on padding included)."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal(wshape).astype(np.float32)
+    x[0, 1, 4, 5] = np.nan
+    x[0, 2, 0, 0] = np.inf
+    with np.errstate(all="ignore"):
+        ref = conv_nd(x, w, None, 1, padding, None, 1, groups)
+    y = F.conv2d(x, w, None, 1, padding, 1, groups)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(ref))
+    w2 = w.copy()
+    w2[1, 0, 0, 0] = np.inf
+    xf = np.where(np.isfinite(x), x, np.float32(0))
+    with np.errstate(all="ignore"):
+        ref = conv_nd(xf, w2, None, 1, padding, None, 1, groups)
+    y = F.conv2d(xf, w2, None, 1, padding, 1, groups)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+    finite = np.isfinite(ref)
+    assert_close(y[finite], ref[finite], w[0].size)
+    # the same through a compiled plan (prepacked weights)
+    model = fastcnn.nn.Conv2d(shape[1], wshape[0], wshape[2:], padding=padding, groups=groups,
+                              bias=False).eval()
+    model.weight[...] = w
+    plan = fastcnn.compile(model, x.shape)
+    with np.errstate(all="ignore"):
+        ref = conv_nd(x, w, None, 1, padding, None, 1, groups)
+    np.testing.assert_array_equal(np.isnan(plan(x)), np.isnan(ref))

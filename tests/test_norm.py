@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-import fastcnn
 import fastcnn.functional as F
 from fastcnn import nn
 

@@ -1,7 +1,6 @@
 """The convolution suite: ResNet-18 and MobileNetV2 layer shapes."""
 import numpy as np
 
-import fastcnn
 import fastcnn.functional as F
 from fastcnn._bench.core import Case
 

@@ -6,6 +6,7 @@ import numpy as np
 
 from fastcnn import _threads
 from fastcnn._kernels import _conv as _conv_kernels
+from fastcnn._kernels._act import all_finite as _all_finite
 from fastcnn._graph import traceable
 from fastcnn._validation import (activation_code, as_array, check_float, check_out,
                                  contiguous, conv_output_size, ntuple, shape_str)
@@ -109,6 +110,9 @@ def _conv(nd, op, input, weight, bias, stride, padding, dilation, groups, out,
     spatial = x.shape[2:]
     out_spatial = tuple(conv_output_size(s, k, st, pb, pa, d) for s, k, st, pb, pa, d
                         in zip(spatial, kernel, stride, before, after, dilation))
+    if 0 in spatial:
+        raise ValueError(f"{op}: expected an input with non-zero spatial sizes, got shape "
+                         f"{shape_str(x.shape if not unbatched else x.shape[1:])}")
     if min(out_spatial) <= 0:
         padded = tuple(s + pb + pa for s, pb, pa in zip(spatial, before, after))
         dilated = tuple(d * (k - 1) + 1 for d, k in zip(dilation, kernel))
@@ -154,11 +158,24 @@ def _conv(nd, op, input, weight, bias, stride, padding, dilation, groups, out,
     return y[0] if unbatched else y
 
 
+def ieee_safe(algorithm, x, w, nthreads):
+    """The algorithm to run instead when non-finite values would not pass
+    through it as IEEE arithmetic does: Winograd mixes each tile's inputs, so
+    a NaN or Inf would spread over its whole tile; the direct kernel skips the
+    taps that fall on padding, so a NaN or Inf weight would not meet the
+    padding's zeros (0 * Inf = NaN). im2col computes the definition's products."""
+    if algorithm == "winograd" and not _all_finite(x, nthreads):
+        return "im2col"
+    if algorithm == "direct" and not _all_finite(w, nthreads):
+        return "im2col"
+    return algorithm
+
+
 def conv_run(geom, x, w, bias, y, act, nthreads, algorithm=None, residual=None):
     """Dispatch one validated convolution: pick the algorithm (unless forced),
     pack weights if it needs them, allocate its workspace, run."""
     if algorithm is None:
-        algorithm = _conv_kernels.select(geom, False)
+        algorithm = ieee_safe(_conv_kernels.select(geom, False), x, w, nthreads)
     ws_shared, ws_per_thread, _, packed_size = _conv_kernels.plan(geom, algorithm, x.itemsize)
     weights = w
     if packed_size:

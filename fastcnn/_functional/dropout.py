@@ -60,7 +60,9 @@ def _channel_mask(nd, op):
 @traceable("dropout1d")
 def dropout1d(input, p=0.5, training=True, inplace=False, *, generator=None):
     """Zero whole channels of (N, C, L) or (C, L) inputs."""
-    return _dropout("dropout1d", input, p, training, inplace, generator, _channel_mask(1, "dropout1d"))
+    mask = _channel_mask(1, "dropout1d")
+    mask(as_array(input, "dropout1d"))          # the rank is checked in eval mode too, as PyTorch
+    return _dropout("dropout1d", input, p, training, inplace, generator, mask)
 
 
 @traceable("dropout2d")

@@ -7,7 +7,7 @@ from fastcnn import _threads
 from fastcnn._kernels import _pool as _pool_kernels
 from fastcnn._graph import traceable
 from fastcnn._validation import (as_array, check_float, check_out, contiguous, ntuple,
-                                 spatial_input)
+                                 shape_str, spatial_input)
 
 __all__ = ["max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
            "lp_pool1d", "lp_pool2d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
@@ -160,15 +160,18 @@ def _adaptive(nd, op, is_max, input, output_size, return_indices=False, out=None
     check_float(x, op)
     x, unbatched = spatial_input(x, nd, op)
     spatial = x.shape[2:]
+    # As PyTorch: an int, or one entry per spatial axis; None entries (keep
+    # that axis's size) only in 2-D and 3-D.
     if isinstance(output_size, (list, tuple)):
-        if len(output_size) == 1 and nd > 1:
-            output_size = tuple(output_size) * nd
         if len(output_size) != nd:
             raise ValueError(f"{op}: output_size must be an int or a tuple of {nd}, got "
                              f"{output_size!r}")
+        if nd == 1 and output_size[0] is None:
+            raise TypeError(f"{op}: output_size must be an int or a tuple of 1 int, got "
+                            f"{output_size!r}")
         sizes = tuple(s if o is None else o for o, s in zip(output_size, spatial))
     elif output_size is None:
-        sizes = spatial
+        raise TypeError(f"{op}: output_size must be an int or a tuple of {nd}, got None")
     else:
         sizes = (output_size,) * nd
     sizes = ntuple(sizes, nd, op, "output_size")

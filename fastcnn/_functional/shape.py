@@ -1,8 +1,6 @@
 """flatten and unflatten: reshapes that return views where NumPy can."""
 import math
 
-import numpy as np
-
 from fastcnn._graph import traceable
 from fastcnn._validation import as_array
 
@@ -25,10 +23,10 @@ def _dim(dim, ndim, op, name="dim"):
 def flatten(input, start_dim=0, end_dim=-1):
     """Merge dims start_dim..end_dim into one, as torch.flatten (a view where possible)."""
     x = as_array(input, "flatten")
+    start = _dim(start_dim, x.ndim, "flatten", "start_dim")     # a scalar counts as 1-D
+    end = _dim(end_dim, x.ndim, "flatten", "end_dim")
     if x.ndim == 0:
         return x.reshape(1)
-    start = _dim(start_dim, x.ndim, "flatten", "start_dim")
-    end = _dim(end_dim, x.ndim, "flatten", "end_dim")
     if start > end:
         raise ValueError(f"flatten: start_dim ({start_dim}) cannot come after end_dim ({end_dim})")
     shape = x.shape[:start] + (math.prod(x.shape[start:end + 1]),) + x.shape[end + 1:]

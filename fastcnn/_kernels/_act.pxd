@@ -15,3 +15,6 @@ cdef void softmax_f32(const float* x, float* y, index_t outer, index_t n, index_
                       bint log, float* ws, int num_threads) noexcept nogil
 cdef void softmax_f64(const double* x, double* y, index_t outer, index_t n, index_t inner,
                       bint log, double* ws, int num_threads) noexcept nogil
+# True when x holds no NaN or Inf.
+cdef bint all_finite_f32(const float* x, index_t n, int num_threads) noexcept nogil
+cdef bint all_finite_f64(const double* x, index_t n, int num_threads) noexcept nogil

@@ -199,6 +199,53 @@ cdef void _softmax_inner(const floating* x, floating* y, index_t outer, index_t 
                         yc[c * inner + j] = yc[c * inner + j] * s[j]
 
 
+# ---------------------------------------------------------------- finiteness
+
+cdef extern from "reduce.h" nogil:
+    int fcnn_all_finite_f32(const float* x, long n)
+    int fcnn_all_finite_f64(const double* x, long n)
+
+
+cdef bint _all_finite(const floating* x, index_t n, int num_threads) noexcept nogil:
+    """True when no value is NaN or +-Inf."""
+    cdef index_t chunks = _ceil_div(n, CHUNK)
+    cdef index_t c, start
+    cdef int bad = 0
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for c in prange(chunks, schedule='static'):
+            start = c * CHUNK
+            if floating is float:
+                if not fcnn_all_finite_f32(x + start, min(<index_t>CHUNK, n - start)):
+                    bad += 1
+            else:
+                if not fcnn_all_finite_f64(x + start, min(<index_t>CHUNK, n - start)):
+                    bad += 1
+    return bad == 0
+
+
+cdef bint all_finite_f32(const float* x, index_t n, int num_threads) noexcept nogil:
+    return _all_finite(x, n, num_threads)
+
+
+cdef bint all_finite_f64(const double* x, index_t n, int num_threads) noexcept nogil:
+    return _all_finite(x, n, num_threads)
+
+
+def all_finite(cnp.ndarray x, int num_threads):
+    """Whether a C-contiguous float array holds no NaN or Inf."""
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef index_t n = x.size
+    cdef bint ok
+    if x.dtype.num == cnp.NPY_FLOAT32:
+        with nogil:
+            ok = _all_finite(<float*>xp, n, num_threads)
+    else:
+        with nogil:
+            ok = _all_finite(<double*>xp, n, num_threads)
+    return ok
+
+
 cdef void elementwise_f32(const float* x, float* y, index_t n, int act, double alpha,
                           double beta, double gamma, int num_threads) noexcept nogil:
     _elementwise(x, y, n, act, alpha, beta, gamma, num_threads)

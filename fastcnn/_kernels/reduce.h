@@ -35,4 +35,26 @@ static inline void fcnn_shifted_sums_f64(const double *x, long n, double k, doub
     s[1] = s2;
 }
 
+/* 1 when no value is NaN or +-Inf: an integer OR over "exponent all ones",
+ * which vectorises without any floating-point reassociation. */
+static inline int fcnn_all_finite_f32(const float *x, long n)
+{
+    const unsigned int *u = (const unsigned int *)x;
+    unsigned int bad = 0;
+#pragma omp simd reduction(|:bad)
+    for (long i = 0; i < n; i++)
+        bad |= (unsigned int)((u[i] & 0x7f800000u) == 0x7f800000u);
+    return bad == 0;
+}
+
+static inline int fcnn_all_finite_f64(const double *x, long n)
+{
+    const unsigned long long *u = (const unsigned long long *)x;
+    unsigned long long bad = 0;
+#pragma omp simd reduction(|:bad)
+    for (long i = 0; i < n; i++)
+        bad |= (unsigned long long)((u[i] & 0x7ff0000000000000ull) == 0x7ff0000000000000ull);
+    return bad == 0;
+}
+
 #endif
