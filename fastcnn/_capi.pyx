@@ -11,7 +11,8 @@ from libc.string cimport memcpy
 from cpython.pycapsule cimport PyCapsule_New
 
 from fastcnn._kernels._typedefs cimport index_t
-from fastcnn._kernels._omp cimport omp_get_max_threads, threads_setting, set_threads_setting
+from fastcnn._kernels._omp cimport (omp_get_max_threads, threads_setting, set_threads_setting,
+                                    threads_cap)
 from fastcnn._kernels._conv cimport (ConvGeom, ConvPlan, conv_select_algorithm, conv_make_plan,
                                      conv_packed_size, conv_pack_weights_f32,
                                      conv_pack_weights_f64, conv_forward_f32, conv_forward_f64,
@@ -180,6 +181,8 @@ cdef fcnn_status _set_num_threads(int n) noexcept nogil:
 
 cdef int _get_num_threads() noexcept nogil:
     cdef int n = threads_setting()
+    if threads_cap():
+        return 1                        # a forked child (see fastcnn._threads)
     return n if n > 0 else omp_get_max_threads()
 
 

@@ -13,6 +13,7 @@ A plan reads the layers' arrays when it is built: it is a snapshot of the
 weights, independent of the model afterwards.
 """
 import inspect
+import threading
 
 import numpy as np
 
@@ -53,9 +54,64 @@ def _bound(node):
 
 
 class Plan:
-    """A compiled graph; call it like the model: plan(x) or plan(x, out=y)."""
+    """A compiled graph; call it like the model: plan(x) or plan(x, out=y).
+
+    Thread-safe: each call runs on an executor (buffers and workspaces) no
+    other call is using; concurrent calls get executors of their own, made on
+    demand and kept for reuse, all sharing the packed weights."""
 
     def __init__(self, graph, num_threads=None):
+        self._packed = {}                 # weights packed once for every executor
+        first = _Executor(graph, num_threads, self._packed)
+        self._executors = [first]
+        self._idle = [first]
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name):
+        # graph, nodes, steps, specs, weight_nbytes ...: the first executor's
+        if name.startswith("__") or name in ("_executors", "_idle", "_lock", "_packed"):
+            raise AttributeError(name)
+        return getattr(self._executors[0], name)
+
+    @property
+    def nbytes(self):
+        """Buffers and workspaces of every executor made so far."""
+        return sum(e.nbytes for e in self._executors)
+
+    def __call__(self, *inputs, out=None):
+        with self._lock:
+            executor = self._idle.pop() if self._idle else None
+        if executor is None:
+            first = self._executors[0]
+            executor = _Executor(first.graph, first.num_threads, self._packed)
+            with self._lock:
+                self._executors.append(executor)
+        try:
+            return executor(*inputs, out=out)
+        finally:
+            with self._lock:
+                self._idle.append(executor)
+
+    def profile(self, *inputs, repeat=5):
+        """Time each step on these inputs (best of `repeat` runs): a list of
+        (op, module, output shape, milliseconds), in execution order."""
+        with self._lock:
+            executor = self._idle.pop() if self._idle else None
+        if executor is None:
+            executor = _Executor(self._executors[0].graph, self._executors[0].num_threads,
+                                 self._packed)
+        try:
+            return executor.profile(*inputs, repeat=repeat)
+        finally:
+            with self._lock:
+                self._idle.append(executor)
+
+
+class _Executor:
+    """A plan's buffers bound to its steps: runs one call at a time."""
+
+    def __init__(self, graph, num_threads, packed):
+        self._packed = packed
         self.graph = graph
         self.input_specs = [(v.shape, v.dtype) for v in graph.inputs]
         self.output_specs = [(v.shape, v.dtype) for v in graph.outputs]
@@ -340,8 +396,12 @@ class Plan:
         ws_shared, ws_thread, _, packed_size = _conv_kernels.plan(geom, algorithm, w.itemsize)
         weights = raw_w = np.ascontiguousarray(w)
         if packed_size:
-            weights = np.empty(packed_size, w.dtype)
-            _conv_kernels.pack(geom, algorithm, np.ascontiguousarray(w), weights, self.num_threads)
+            key = (b["weight"].id, geom, algorithm)
+            weights = self._packed.get(key)
+            if weights is None:
+                weights = np.empty(packed_size, w.dtype)
+                _conv_kernels.pack(geom, algorithm, raw_w, weights, self.num_threads)
+                self._packed[key] = weights
             self.weight_nbytes += weights.nbytes
         workspace = [np.empty(ws_shared + ws_thread * self.num_threads, w.dtype)
                      if ws_shared + ws_thread else None]

@@ -7,6 +7,7 @@ omp_set_num_threads on fastcnn's OpenMP runtime).
 """
 import contextlib
 import operator
+import os
 import threading
 
 from fastcnn._kernels import _omp
@@ -32,11 +33,25 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """The number of threads the next kernel called from this thread will use."""
+    """The number of threads the next kernel called from this thread will use
+    (always 1 in a child process made by fork(): see _after_fork)."""
+    if _omp.in_forked_child():
+        return 1
     n = getattr(_local, "threads", None)
     if n is not None:
         return n
     return _omp.get_threads_setting() or _omp.max_threads()
+
+
+def _after_fork():
+    """GNU OpenMP (libgomp) cannot start a team of threads in a process made
+    by fork() from one that had used them: the child would hang. fastcnn runs
+    single-threaded there; processes started with 'spawn' or 'forkserver' are
+    unaffected."""
+    _omp.mark_forked_child()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 @contextlib.contextmanager

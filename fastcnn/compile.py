@@ -1,4 +1,6 @@
 """fastcnn.compile: a model as a preallocated inference plan."""
+import threading
+
 import numpy as np
 
 from fastcnn._graph import trace
@@ -14,13 +16,18 @@ class ReplanningPlan:
 
     def __init__(self, model, dtype):
         self._model, self._dtype, self._plans = model, dtype, {}
+        self._lock = threading.Lock()
 
     def __call__(self, x, out=None):
         if not isinstance(x, np.ndarray):
             raise TypeError(f"plan: input must be a numpy.ndarray, got {type(x).__name__}")
-        plan = self._plans.get((x.shape, x.dtype))
+        key = (x.shape, x.dtype)
+        plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[(x.shape, x.dtype)] = _make(self._model, x.shape, x.dtype)
+            with self._lock:            # one plan per shape even when threads race here
+                plan = self._plans.get(key)
+                if plan is None:
+                    plan = self._plans[key] = _make(self._model, x.shape, x.dtype)
         return plan(x, out=out)
 
     @property

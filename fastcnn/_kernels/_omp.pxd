@@ -14,3 +14,5 @@ cdef void set_threads_setting(int n) noexcept nogil
 # fp_enter() on each thread first, which applies fastcnn.set_flush_denormal's
 # setting (flush-to-zero and denormals-are-zero on or off; untouched until set).
 cdef void fp_enter() noexcept nogil
+# 1 in a child process after fork (every kernel must then run on one thread), else 0.
+cdef int threads_cap() noexcept nogil

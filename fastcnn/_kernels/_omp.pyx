@@ -13,6 +13,7 @@ cdef extern from "fpmode.h" nogil:
     int fcnn_get_ftz_daz()
 
 cdef int _threads_setting = 0
+cdef int _forked_child = 0       # GNU OpenMP cannot start thread teams after fork
 cdef int _denormal_mode = -1     # -1: never set (threads keep their own mode), 0 off, 1 on
 
 
@@ -46,6 +47,22 @@ cdef int threads_setting() noexcept nogil:
 cdef void set_threads_setting(int n) noexcept nogil:
     global _threads_setting
     _threads_setting = n
+
+
+cdef int threads_cap() noexcept nogil:
+    return 1 if _forked_child else 0
+
+
+def mark_forked_child():
+    """Called in a child after fork(): from now on every kernel runs on one
+    thread (GNU libgomp's thread pool belongs to the parent; a parallel region
+    with more threads would hang)."""
+    global _forked_child
+    _forked_child = 1
+
+
+def in_forked_child():
+    return bool(_forked_child)
 
 
 def get_threads_setting():

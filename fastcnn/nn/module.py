@@ -257,8 +257,8 @@ class Module:
                               f"{arr.shape} from checkpoint, the shape in current model is "
                               f"{current.shape}")
                 continue
-            if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
-                                           or arr.dtype == np.bool_):
+            if arr.dtype == object or np.iscomplexobj(arr) or not (
+                    np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
                 errors.append(f"{key}: dtype {arr.dtype} cannot be loaded into {current.dtype}")
                 continue
             if np.issubdtype(current.dtype, np.integer) and not np.issubdtype(arr.dtype, np.integer):

@@ -1,5 +1,6 @@
 """Loading ONNX models into fastcnn plans."""
 import os
+import threading
 from collections import OrderedDict, namedtuple
 
 import numpy as np
@@ -110,6 +111,7 @@ class OnnxModel:
         self._fold_batch_norm()
         self._fuse_silu()
         self._plans = OrderedDict()
+        self._plans_lock = threading.Lock()
 
     # ------------------------------------------------------------ description
     def _port(self, value_info):
@@ -206,14 +208,16 @@ class OnnxModel:
     # ------------------------------------------------------------ running
     def _plan_for(self, arrays):
         key = tuple((a.shape, a.dtype.str) for a in arrays)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = Plan(self.graph_for([a.shape for a in arrays], [a.dtype for a in arrays]))
-            self._plans[key] = plan
+        with self._plans_lock:
+            plan = self._plans.get(key)
+            if plan is not None:
+                self._plans.move_to_end(key)
+                return plan
+        plan = Plan(self.graph_for([a.shape for a in arrays], [a.dtype for a in arrays]))
+        with self._plans_lock:
+            plan = self._plans.setdefault(key, plan)    # another thread may have made one
             if len(self._plans) > _PLAN_CACHE:
                 self._plans.popitem(last=False)
-        else:
-            self._plans.move_to_end(key)
         return plan
 
     def graph_for(self, shapes, dtypes=None):
