@@ -11,6 +11,8 @@ from fastcnn._validation import (activation_code, as_array, check_float, check_o
 
 __all__ = ["linear"]
 
+_INT32_MAX = 2**31 - 1
+
 
 @traceable("linear")
 def linear(input, weight, bias=None, *, out=None, activation=None):
@@ -27,6 +29,8 @@ def linear(input, weight, bias=None, *, out=None, activation=None):
     if x.ndim < 1:
         raise ValueError(f"{op}: input must have at least one dimension, got a scalar")
     out_features, in_features = w.shape
+    if max(out_features, in_features) > _INT32_MAX:
+        raise ValueError(f"{op}: weight {shape_str(w.shape)} is too large for 32-bit BLAS sizes")
     if x.shape[-1] != in_features:
         raise ValueError(f"{op}: input of shape {shape_str(x.shape)} has {x.shape[-1]} features "
                          f"in its last dimension, but weight {shape_str(w.shape)} expects "
