@@ -27,33 +27,12 @@ from fastcnn._kernels._linear cimport linear_f32, linear_f64
 from fastcnn._kernels._act cimport (SOFTMAX_WS_PER_THREAD, elementwise_f32, elementwise_f64,
                                     softmax_f32, softmax_f64, all_finite_f32, all_finite_f64)
 
+from fastcnn.kernels cimport (FCNN_ABI_VERSION, fcnn_status, FCNN_OK, FCNN_ERR_ARG,
+                             FCNN_ERR_SHAPE, FCNN_ERR_OVERFLOW, FCNN_ERR_NOMEM,
+                             FCNN_ERR_WORKSPACE, FCNN_ERR_NOT_IMPORTED, fcnn_dtype, FCNN_FLOAT32,
+                             FCNN_FLOAT64, fcnn_conv_params, fcnn_pool2d_params)
+
 cdef extern from "fastcnn.h" nogil:
-    enum: FCNN_ABI_VERSION
-    ctypedef enum fcnn_status:
-        FCNN_OK
-        FCNN_ERR_ARG
-        FCNN_ERR_SHAPE
-        FCNN_ERR_OVERFLOW
-        FCNN_ERR_NOMEM
-        FCNN_ERR_WORKSPACE
-        FCNN_ERR_NOT_IMPORTED
-    ctypedef enum fcnn_dtype:
-        FCNN_FLOAT32
-        FCNN_FLOAT64
-    ctypedef struct fcnn_conv_params:
-        int ndim
-        int64_t batch, in_channels, out_channels, groups
-        int64_t in_size[3]
-        int64_t kernel[3]
-        int64_t stride[3]
-        int64_t padding[3]
-        int64_t dilation[3]
-        int activation
-    ctypedef struct fcnn_pool2d_params:
-        int64_t batch, channels, in_h, in_w
-        int64_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w
-        int ceil_mode, count_include_pad
-        int64_t divisor_override
     ctypedef struct fcnn_api:
         int abi_version
         const char* (*version)() noexcept nogil

@@ -51,7 +51,6 @@ def onnx_rivals(data, x, rivals):
 
 def _case(name, batch):
     ctor, sample_shape = models.REFERENCE_NETWORKS[name]
-    macs = {}
 
     def make(b, dtype, rivals):
         fastcnn.manual_seed(0)
@@ -75,14 +74,22 @@ def _case(name, batch):
             fns.update(onnx_rivals(onnx_bytes(name, model, b), x, rivals))
         return fns
 
-    def flops(b):
-        if name not in macs:
-            from fastcnn.summary import summary
-            macs[name] = summary(ctor().eval(), (1,) + sample_shape, print_table=False).macs
-        return 2.0 * macs[name] * b
-
-    return Case(name=name, group="nets", make=make, flops=flops, batches=(batch,),
+    return Case(name=name, group="nets", make=make, flops=net_flops(name), batches=(batch,),
                 shape="x".join(map(str, sample_shape)))
+
+
+def net_flops(name):
+    """flops(batch) of reference network `name` (2 per multiply-accumulate),
+    counted once by fastcnn.summary."""
+    ctor, sample_shape = models.REFERENCE_NETWORKS[name]
+    macs = []
+
+    def flops(batch):
+        if not macs:
+            from fastcnn.summary import summary
+            macs.append(summary(ctor().eval(), (1,) + sample_shape, print_table=False).macs)
+        return 2.0 * macs[0] * batch
+    return flops
 
 
 def cases(quick=False):

@@ -6,7 +6,7 @@ import numpy as np
 import fastcnn
 from fastcnn import models
 from fastcnn._bench.core import Case
-from fastcnn._bench.nets import onnx_bytes, onnx_rivals
+from fastcnn._bench.nets import net_flops, onnx_bytes, onnx_rivals
 
 ROWS = [("lenet5", (64,)), ("resnet18", (1, 8)), ("mobilenet_v2", (1, 8)),
         ("groupnorm_cnn", (8,))]
@@ -16,7 +16,6 @@ QUICK = [("lenet5", (64,)), ("resnet18", (1,)), ("mobilenet_v2", (1,))]
 def _case(name, batch):
     ctor, sample_shape = models.REFERENCE_NETWORKS[name]
     files = {}
-    macs = {}
 
     def make(b, dtype, rivals):
         from fastcnn import onnx as fonnx
@@ -33,13 +32,7 @@ def _case(name, batch):
         fns.update(onnx_rivals(data, x, rivals))
         return fns
 
-    def flops(b):
-        if name not in macs:
-            from fastcnn.summary import summary
-            macs[name] = summary(ctor().eval(), (1,) + sample_shape, print_table=False).macs
-        return 2.0 * macs[name] * b
-
-    return Case(name=name, group="onnx", make=make, flops=flops, batches=(batch,),
+    return Case(name=name, group="onnx", make=make, flops=net_flops(name), batches=(batch,),
                 shape="x".join(map(str, sample_shape)))
 
 

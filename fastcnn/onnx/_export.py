@@ -322,23 +322,15 @@ class _Exporter:
             attrs["count_include_pad"] = int(bool(b.get("count_include_pad", True)))
         return self.emit(kind, [self.name(b["input"])], scope, **attrs)
 
-    def op_max_pool1d(self, node, b, scope):
-        return self._pool(b, scope, "MaxPool", 1)
+    def _pooling(kind, nd):
+        def run(self, node, b, scope):
+            return self._pool(b, scope, kind, nd)
+        return run
 
-    def op_max_pool2d(self, node, b, scope):
-        return self._pool(b, scope, "MaxPool", 2)
-
-    def op_max_pool3d(self, node, b, scope):
-        return self._pool(b, scope, "MaxPool", 3)
-
-    def op_avg_pool1d(self, node, b, scope):
-        return self._pool(b, scope, "AveragePool", 1)
-
-    def op_avg_pool2d(self, node, b, scope):
-        return self._pool(b, scope, "AveragePool", 2)
-
-    def op_avg_pool3d(self, node, b, scope):
-        return self._pool(b, scope, "AveragePool", 3)
+    op_max_pool1d, op_max_pool2d, op_max_pool3d = (
+        _pooling("MaxPool", 1), _pooling("MaxPool", 2), _pooling("MaxPool", 3))
+    op_avg_pool1d, op_avg_pool2d, op_avg_pool3d = (
+        _pooling("AveragePool", 1), _pooling("AveragePool", 2), _pooling("AveragePool", 3))
 
     def _adaptive(self, node, b, scope, kind):
         x = b["input"]
