@@ -328,7 +328,26 @@ class Identity(Module):
         return input
 
 
-class Sequential(Module):
+class _ModuleSequence(Module):
+    """What Sequential and ModuleList share: children named "0", "1", ..."""
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module):
+        self.add_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules):
+        for m in modules:
+            self.append(m)
+        return self
+
+
+class Sequential(_ModuleSequence):
     """Modules run in order; indexable, sliceable, appendable like PyTorch's."""
 
     def __init__(self, *args):
@@ -369,21 +388,6 @@ class Sequential(Module):
             for i, m in enumerate(items):
                 self._modules[str(i)] = m
 
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
-
-    def extend(self, modules):
-        for m in modules:
-            self.append(m)
-        return self
-
     def insert(self, index, module):
         n = len(self)
         if not -n <= index <= n:
@@ -402,7 +406,7 @@ class Sequential(Module):
         return input
 
 
-class ModuleList(Module):
+class ModuleList(_ModuleSequence):
     """A list of modules, registered so their parameters are found."""
 
     def __init__(self, modules=None):
@@ -422,21 +426,6 @@ class ModuleList(Module):
     def __setitem__(self, idx, module):
         idx = operator.index(idx) % len(self)
         self.add_module(str(idx), module)
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
-
-    def extend(self, modules):
-        for m in modules:
-            self.append(m)
-        return self
 
     def insert(self, index, module):
         items = list(self._modules.values())
