@@ -179,19 +179,21 @@ cdef void _softmax_inner(const floating* x, floating* y, index_t outer, index_t 
             for c in range(1, n):
                 for j in range(w):
                     m[j] = max_nan(m[j], xc[c * inner + j])
-            for c in range(n):
-                for j in range(w):
-                    e = _exp(xc[c * inner + j] - m[j])
-                    s[j] = s[j] + e
-                    if not log:
-                        yc[c * inner + j] = e
             if log:
+                for c in range(n):
+                    for j in range(w):
+                        s[j] = s[j] + _exp(xc[c * inner + j] - m[j])
                 for j in range(w):
                     m[j] = m[j] + _log(s[j])
                 for c in range(n):
                     for j in range(w):
                         yc[c * inner + j] = xc[c * inner + j] - m[j]
             else:
+                for c in range(n):
+                    for j in range(w):
+                        e = _exp(xc[c * inner + j] - m[j])
+                        s[j] = s[j] + e
+                        yc[c * inner + j] = e
                 for j in range(w):
                     s[j] = one / s[j]
                 for c in range(n):

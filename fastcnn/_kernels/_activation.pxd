@@ -45,12 +45,21 @@ cdef extern from "vecmath.h" nogil:
     float fcnn_log1pf(float)
     float fcnn_tanhf(float)
     float fcnn_erff(float)
+    float fcnn_expf_ftz(float)
 
 
 cdef inline floating max_nan(floating m, floating v) noexcept nogil:
     """max(m, v) where NaN wins and sticks (PyTorch's rule for max pooling and
     softmax); bitwise | keeps it branch-free so loops using it vectorise."""
     return v if ((v > m) | (v != v)) else m
+
+
+cdef inline floating _exp_ftz(floating v) noexcept nogil:
+    """exp for 1 + exp(v): float32 skips subnormal results (vecmath.h)."""
+    if floating is float:
+        return fcnn_expf_ftz(v)
+    else:
+        return exp(v)
 
 
 cdef inline floating _exp(floating v) noexcept nogil:
@@ -129,7 +138,7 @@ cdef inline void activate(const floating* x, floating* y, index_t n, int act,
     elif act == ACT_SILU:
         for i in range(n):
             v = x[i]
-            y[i] = v / (one + _exp(-v))
+            y[i] = v / (one + _exp_ftz(-v))
     elif act == ACT_LEAKY_RELU:
         for i in range(n):
             v = x[i]
@@ -148,7 +157,7 @@ cdef inline void activate(const floating* x, floating* y, index_t n, int act,
             y[i] = a if v < a else (b if v > b else v)
     elif act == ACT_SIGMOID:
         for i in range(n):
-            y[i] = one / (one + _exp(-x[i]))
+            y[i] = one / (one + _exp_ftz(-x[i]))
     elif act == ACT_TANH:
         for i in range(n):
             y[i] = _tanh(x[i])

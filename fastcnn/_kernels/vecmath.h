@@ -48,6 +48,33 @@ static inline float fcnn_expf(float x)
     return x != x ? x : y;
 }
 
+/* expf whose results below 2^-126 come out as 0 instead of subnormal: for
+ * exp(x) added to 1 or more (sigmoid, SiLU, tanh denominators), where that
+ * changes nothing, and a quarter faster (one scaling, no subnormal split). */
+static inline float fcnn_expf_ftz(float x)
+{
+    const float hi = 88.72283935546875f;
+    const float lo = -87.33654475f;         /* exp(lo) = 2^-126 */
+    float xc = x > hi ? hi : x;
+    xc = xc < lo ? lo : xc;
+    float t = xc * 1.44269504088896341f + 12582912.0f;
+    float n = t - 12582912.0f;
+    float r = xc - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500E-4f;
+    p = p * r + 1.3981999507E-3f;
+    p = p * r + 8.3334519073E-3f;
+    p = p * r + 4.1665795894E-2f;
+    p = p * r + 1.6666665459E-1f;
+    p = p * r + 5.0000001201E-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t tbits;
+    memcpy(&tbits, &t, sizeof tbits);
+    float y = p * fcnn_pow2i(tbits - 0x4B400000);
+    y = x > hi ? __builtin_inff() : y;
+    return x < lo ? 0.0f : y;           /* NaN passes through the arithmetic */
+}
+
 /* expm1(x): a Taylor polynomial near 0 (where exp(x) - 1 would cancel),
  * exp(x) - 1 elsewhere. */
 static inline float fcnn_expm1f(float x)
@@ -124,7 +151,7 @@ static inline float fcnn_tanhf(float x)
     p = p * z + 1.33314422036E-1f;
     p = p * z - 3.33332819422E-1f;
     float small = p * z * x + x;
-    float big = 1.0f - 2.0f / (fcnn_expf(ax + ax) + 1.0f);
+    float big = 1.0f - 2.0f / (fcnn_expf_ftz(ax + ax) + 1.0f);
     big = x < 0.0f ? -big : big;
     return ax < 0.625f ? small : big;
 }
