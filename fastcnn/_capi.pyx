@@ -23,7 +23,7 @@ from fastcnn._kernels._pool cimport (PoolGeom, POOL_MAX, POOL_AVG, pool_workspac
 from fastcnn._kernels._norm cimport (NormGeom, NORM_BATCH, NORM_INSTANCE, NORM_GROUP, NORM_LAYER,
                                      norm_geom, norm_groups, norm_partial_size, norm_forward_f32,
                                      norm_forward_f64)
-from fastcnn._kernels._linear cimport linear_f32, linear_f64
+from fastcnn._kernels._linear cimport linear_f32, linear_f64, linear_workspace
 from fastcnn._kernels._act cimport (SOFTMAX_WS_PER_THREAD, elementwise_f32, elementwise_f64,
                                     softmax_f32, softmax_f64, all_finite_f32, all_finite_f64)
 
@@ -770,6 +770,8 @@ cdef fcnn_status _layer_norm_f64(int64_t outer, int64_t inner, const double* x, 
 cdef fcnn_status _linear(int64_t rows, int64_t in_features, int64_t out_features, const real* x,
                          const real* w, const real* bias, real* y, int activation) noexcept nogil:
     cdef int64_t n
+    cdef int threads
+    cdef real* ws
     if x == NULL or w == NULL or y == NULL:
         return FCNN_ERR_ARG
     if activation < 0 or activation > ACT_FUSABLE_LAST:
@@ -782,12 +784,15 @@ cdef fcnn_status _linear(int64_t rows, int64_t in_features, int64_t out_features
         return FCNN_ERR_OVERFLOW
     if rows > INT32_LIMIT or in_features > INT32_LIMIT or out_features > INT32_LIMIT:
         return FCNN_ERR_OVERFLOW
+    threads = _get_num_threads()
+    ws = <real*>malloc(linear_workspace(rows, out_features, threads) * sizeof(real) + 1)
+    if ws == NULL:
+        return FCNN_ERR_NOMEM
     if real is float:
-        linear_f32(x, w, bias, y, rows, out_features, in_features, activation,
-                   _get_num_threads())
+        linear_f32(x, w, bias, y, rows, out_features, in_features, activation, ws, threads)
     else:
-        linear_f64(x, w, bias, y, rows, out_features, in_features, activation,
-                   _get_num_threads())
+        linear_f64(x, w, bias, y, rows, out_features, in_features, activation, ws, threads)
+    free(ws)
     return FCNN_OK
 
 

@@ -4,7 +4,8 @@ Tasks are (row block, output-feature block), chosen from the shape alone; each
 runs one single-threaded GEMM and adds the bias while the tile is hot.
 """
 cimport numpy as cnp
-from cython.parallel cimport parallel, prange
+import numpy as np
+from cython.parallel cimport parallel, prange, threadid
 from fastcnn._kernels._omp cimport fp_enter
 
 from fastcnn._kernels._typedefs cimport floating, index_t
@@ -17,16 +18,62 @@ cdef enum:
     ROW_BLOCK = 256
     COL_BLOCK = 128
     MIN_TASKS = 8
+    T_MAX_ROWS = 256        # the transposed form: at most this many rows ...
+    T_COL_BLOCK = 256       # ... and this many output features per task
 
 
 cdef inline index_t _ceil_div(index_t a, index_t b) noexcept nogil:
     return (a + b - 1) // b
 
 
+cdef bint _transposed(index_t m, index_t n) noexcept nogil:
+    """Few rows, many outputs: compute y^T = w @ x^T (OpenBLAS streams the
+    weights better as the left operand; 1.25x on 64 x 4096 -> 1000)."""
+    return m <= T_MAX_ROWS and 4 * m <= n
+
+
+cdef index_t linear_workspace(index_t m, index_t n, int num_threads) noexcept nogil:
+    """Elements of scratch _linear wants (0: none), for num_threads threads."""
+    if not _transposed(m, n):
+        return 0
+    return (T_COL_BLOCK * m + 16) * num_threads
+
+
+cdef void _linear_transposed(const floating* x, const floating* w, const floating* bias,
+                             floating* y, index_t m, index_t n, index_t k, int activation,
+                             floating* ws, int num_threads) noexcept nogil:
+    cdef index_t blocks = _ceil_div(n, T_COL_BLOCK)
+    cdef index_t task, c0, cols, r, j
+    cdef floating* t
+    cdef floating* row
+    blas_enter()
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        t = ws + threadid() * (T_COL_BLOCK * m + 16)
+        for task in prange(blocks, schedule='static'):
+            c0 = task * T_COL_BLOCK
+            cols = min(<index_t>T_COL_BLOCK, n - c0)
+            if k > 0:
+                gemm(False, True, <int>cols, <int>m, <int>k, <floating>1, w + c0 * k, <int>k,
+                     x, <int>k, <floating>0, t, <int>m)
+            else:
+                _zero_rows(t, cols, m, m)
+            for r in range(m):
+                row = y + r * n + c0
+                for j in range(cols):
+                    row[j] = t[j * m + r]
+                _row_epilogue(row, bias + c0 if bias != NULL else NULL, cols, activation)
+    blas_leave()
+
+
 cdef void _linear(const floating* x, const floating* w, const floating* bias, floating* y,
-                  index_t m, index_t n, index_t k, int activation, int num_threads) noexcept nogil:
+                  index_t m, index_t n, index_t k, int activation, floating* ws,
+                  int num_threads) noexcept nogil:
     cdef index_t row_block, row_blocks, col_block, col_blocks, task, r0, c0, rows, cols, r
     if m <= 0 or n <= 0:
+        return
+    if ws != NULL and _transposed(m, n):
+        _linear_transposed(x, w, bias, y, m, n, k, activation, ws, num_threads)
         return
     row_block = min(m, <index_t>ROW_BLOCK)
     row_blocks = _ceil_div(m, row_block)
@@ -49,10 +96,9 @@ cdef void _linear(const floating* x, const floating* w, const floating* bias, fl
                      w + c0 * k, <int>k, <floating>0, y + r0 * n + c0, <int>n)
             else:
                 _zero_rows(y + r0 * n + c0, rows, cols, n)
-            if bias != NULL or activation != 0:
-                for r in range(rows):
-                    _row_epilogue(y + (r0 + r) * n + c0, bias + c0 if bias != NULL else NULL,
-                                  cols, activation)
+            for r in range(rows):
+                _row_epilogue(y + (r0 + r) * n + c0, bias + c0 if bias != NULL else NULL,
+                              cols, activation)
     blas_leave()
 
 
@@ -67,6 +113,8 @@ cdef inline void _zero_rows(floating* y, index_t rows, index_t cols, index_t ld)
 cdef inline void _row_epilogue(floating* row, const floating* bias, index_t cols,
                                int activation) noexcept nogil:
     cdef index_t j
+    if bias == NULL and activation == 0:
+        return
     if bias != NULL:
         for j in range(cols):
             row[j] = row[j] + bias[j]
@@ -75,14 +123,15 @@ cdef inline void _row_epilogue(floating* row, const floating* bias, index_t cols
 
 
 cdef void linear_f32(const float* x, const float* w, const float* bias, float* y, index_t m,
-                     index_t n, index_t k, int activation, int num_threads) noexcept nogil:
-    _linear(x, w, bias, y, m, n, k, activation, num_threads)
+                     index_t n, index_t k, int activation, float* ws,
+                     int num_threads) noexcept nogil:
+    _linear(x, w, bias, y, m, n, k, activation, ws, num_threads)
 
 
 cdef void linear_f64(const double* x, const double* w, const double* bias, double* y,
-                     index_t m, index_t n, index_t k, int activation,
+                     index_t m, index_t n, index_t k, int activation, double* ws,
                      int num_threads) noexcept nogil:
-    _linear(x, w, bias, y, m, n, k, activation, num_threads)
+    _linear(x, w, bias, y, m, n, k, activation, ws, num_threads)
 
 
 def linear(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray y, int activation,
@@ -93,10 +142,14 @@ def linear(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray y, int activat
     cdef void* wp = cnp.PyArray_DATA(w)
     cdef void* bp = NULL if bias is None else cnp.PyArray_DATA(<cnp.ndarray>bias)
     cdef void* yp = cnp.PyArray_DATA(y)
+    cdef index_t wsize = linear_workspace(m, n, num_threads)
+    cdef cnp.ndarray ws = np.empty(wsize, x.dtype) if wsize else None
+    cdef void* sp = NULL if ws is None else cnp.PyArray_DATA(ws)
     if x.dtype.num == cnp.NPY_FLOAT32:
         with nogil:
-            _linear(<float*>xp, <float*>wp, <float*>bp, <float*>yp, m, n, k, activation, num_threads)
+            _linear(<float*>xp, <float*>wp, <float*>bp, <float*>yp, m, n, k, activation,
+                    <float*>sp, num_threads)
     else:
         with nogil:
             _linear(<double*>xp, <double*>wp, <double*>bp, <double*>yp, m, n, k, activation,
-                    num_threads)
+                    <double*>sp, num_threads)
