@@ -161,12 +161,12 @@ def run(args):
                   "rivals": rivals, "missing_rivals": missing}
         with open(args.json, "w") as fh:
             json.dump(record, fh, indent=1, default=str)
-        print(f"\nwrote {args.json}")
+        print(f"wrote {args.json}", file=sys.stderr)
     if args.plot:
         from fastcnn._bench.plot import plot
         try:
             plot(all_rows, args.plot, f"fastcnn {fastcnn.__version__}, {date}: {command}")
-            print(f"wrote {args.plot}")
+            print(f"wrote {args.plot}", file=sys.stderr)
         except RuntimeError as exc:
-            print(f"note: {exc}")
+            print(f"note: {exc}", file=sys.stderr)
     return all_rows
