@@ -2,10 +2,14 @@
 scaling of the scaling suite, with matplotlib (pip install "fastcnn[bench]")."""
 
 
+import textwrap
+
+
 def plot(rows, path, title):
     try:
         import matplotlib
         matplotlib.use("Agg")
+        import matplotlib.ticker
         import matplotlib.pyplot as plt
     except ImportError:
         raise RuntimeError("--plot needs matplotlib: pip install \"fastcnn[bench]\"") from None
@@ -38,7 +42,8 @@ def plot(rows, path, title):
         ax.invert_yaxis()
         ax.set_xlabel("rival time / fastcnn time (log scale; > 1: fastcnn faster)")
         ax.legend(fontsize=8)
-        ax.set_title(title, fontsize=9)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%gx"))
+        ax.set_title(textwrap.fill(title, 110), fontsize=9)
     if scaling:
         ax = axes[k][0]
         names = sorted({key[:-8] for r in scaling for key in r if key.endswith("_speedup")})
