@@ -28,14 +28,14 @@ cdef extern from "conv_block.h" nogil:
         FCNN_OC_TALL_V
         FCNN_OC_VL_F32
         FCNN_OC_VL_F64
-    void fcnn_oc_kernel_f32_wide_s1(const float*, long, const float*, const long*, long, long, float*, int)
-    void fcnn_oc_kernel_f32_wide_s2(const float*, long, const float*, const long*, long, long, float*, int)
-    void fcnn_oc_kernel_f32_tall_s1(const float*, long, const float*, const long*, long, long, float*, int)
-    void fcnn_oc_kernel_f32_tall_s2(const float*, long, const float*, const long*, long, long, float*, int)
-    void fcnn_oc_kernel_f64_wide_s1(const double*, long, const double*, const long*, long, long, double*, int)
-    void fcnn_oc_kernel_f64_wide_s2(const double*, long, const double*, const long*, long, long, double*, int)
-    void fcnn_oc_kernel_f64_tall_s1(const double*, long, const double*, const long*, long, long, double*, int)
-    void fcnn_oc_kernel_f64_tall_s2(const double*, long, const double*, const long*, long, long, double*, int)
+    void fcnn_oc_kernel_f32_wide_s1(const float*, long, const float*, const long*, long, long, float*, int, const float*)
+    void fcnn_oc_kernel_f32_wide_s2(const float*, long, const float*, const long*, long, long, float*, int, const float*)
+    void fcnn_oc_kernel_f32_tall_s1(const float*, long, const float*, const long*, long, long, float*, int, const float*)
+    void fcnn_oc_kernel_f32_tall_s2(const float*, long, const float*, const long*, long, long, float*, int, const float*)
+    void fcnn_oc_kernel_f64_wide_s1(const double*, long, const double*, const long*, long, long, double*, int, const double*)
+    void fcnn_oc_kernel_f64_wide_s2(const double*, long, const double*, const long*, long, long, double*, int, const double*)
+    void fcnn_oc_kernel_f64_tall_s1(const double*, long, const double*, const long*, long, long, double*, int, const double*)
+    void fcnn_oc_kernel_f64_tall_s2(const double*, long, const double*, const long*, long, long, double*, int, const double*)
     void fcnn_block_kernel_f32(const float* x, long ld_c, const float* w, const long* toff,
                                long ntaps, long cin, float* out)
     void fcnn_block_kernel_f64(const double* x, long ld_c, const double* w, const long* toff,
@@ -1127,28 +1127,28 @@ cdef void _blocked_oc_pack(const ConvGeom* g, const ConvPlan* p, const floating*
 
 cdef inline void _oc_kernel(const ConvGeom* g, const ConvPlan* plan, const floating* x,
                             const floating* w, const long* toff, index_t ntaps, index_t cin,
-                            floating* acc, int accumulate) noexcept nogil:
+                            floating* acc, int accumulate, const floating* prefetch) noexcept nogil:
     cdef long ld = plan.channel_stride
     if floating is float:
         if plan.oc_tall:
             if g.stride_w == 1:
-                fcnn_oc_kernel_f32_tall_s1(x, ld, w, toff, ntaps, cin, acc, accumulate)
+                fcnn_oc_kernel_f32_tall_s1(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
             else:
-                fcnn_oc_kernel_f32_tall_s2(x, ld, w, toff, ntaps, cin, acc, accumulate)
+                fcnn_oc_kernel_f32_tall_s2(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
         elif g.stride_w == 1:
-            fcnn_oc_kernel_f32_wide_s1(x, ld, w, toff, ntaps, cin, acc, accumulate)
+            fcnn_oc_kernel_f32_wide_s1(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
         else:
-            fcnn_oc_kernel_f32_wide_s2(x, ld, w, toff, ntaps, cin, acc, accumulate)
+            fcnn_oc_kernel_f32_wide_s2(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
     else:
         if plan.oc_tall:
             if g.stride_w == 1:
-                fcnn_oc_kernel_f64_tall_s1(x, ld, w, toff, ntaps, cin, acc, accumulate)
+                fcnn_oc_kernel_f64_tall_s1(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
             else:
-                fcnn_oc_kernel_f64_tall_s2(x, ld, w, toff, ntaps, cin, acc, accumulate)
+                fcnn_oc_kernel_f64_tall_s2(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
         elif g.stride_w == 1:
-            fcnn_oc_kernel_f64_wide_s1(x, ld, w, toff, ntaps, cin, acc, accumulate)
+            fcnn_oc_kernel_f64_wide_s1(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
         else:
-            fcnn_oc_kernel_f64_wide_s2(x, ld, w, toff, ntaps, cin, acc, accumulate)
+            fcnn_oc_kernel_f64_wide_s2(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
 
 
 cdef void _blocked_oc_task(const ConvGeom* g, const ConvPlan* plan, const floating* xpad,
@@ -1175,10 +1175,13 @@ cdef void _blocked_oc_task(const ConvGeom* g, const ConvPlan* plan, const floati
         kc = min(plan.chunk_channels, cin - c0)
         for oh in range(oh0, oh1):
             for r in range(runs):
+                # the first call of a chunk fetches the next chunk's weights (past
+                # the last chunk: the next channel block's, this thread's next task)
                 _oc_kernel(g, plan, xg + c0 * plan.channel_stride
                            + oh * g.stride_h * plan.wq + r * pix * g.stride_w,
                            wb + c0 * taps * mb, toff, taps, kc,
-                           acc + ((oh - oh0) * runs + r) * pix * mb, c0 > 0)
+                           acc + ((oh - oh0) * runs + r) * pix * mb, c0 > 0,
+                           wb + (c0 + kc) * taps * mb if oh == oh0 and r == 0 else NULL)
         c0 += kc
     for oh in range(oh0, oh1):
         for o in range(mcount):

@@ -87,6 +87,8 @@ FCNN_DEFINE_BLOCK_KERNEL(f64, double)
  *
  * acc: P rows of V vectors; with accumulate, the call adds to it (the
  * caller splits the input channels into chunks whose weights stay in L1).
+ * prefetch (or NULL): cin channels of weights the caller needs next, which
+ * the call fetches towards L2, so streaming cold weights overlaps compute.
  * Two shapes per target: WIDE (more pixels) and TALL (more channels). */
 #if defined(__AVX512F__)
 #define FCNN_OC_WIDE_P 14
@@ -105,7 +107,7 @@ FCNN_DEFINE_BLOCK_KERNEL(f64, double)
 #define FCNN_DEFINE_OC_KERNEL(SUFFIX, T, NAME, P, V, SW)                                  \
 static inline void fcnn_oc_kernel_##SUFFIX##_##NAME##_s##SW(                              \
     const T *x, long ld_c, const T *w, const long *toff, long ntaps, long cin,           \
-    T *acc_io, int accumulate)                                                           \
+    T *acc_io, int accumulate, const T *prefetch)                                        \
 {                                                                                        \
     enum { VL = FCNN_BLOCK_VEC_BYTES / sizeof(T) };                                      \
     fcnn_vec_##SUFFIX acc[P][V];                                                         \
@@ -118,6 +120,9 @@ static inline void fcnn_oc_kernel_##SUFFIX##_##NAME##_s##SW(                    
     }                                                                                    \
     for (long c = 0; c < cin; c++) {                                                     \
         const T *xc = x + c * ld_c;                                                      \
+        if (prefetch) /* the caller's next weights, into L2 while these compute */       \
+            for (long l = 0; l < ntaps * V * VL * (long)sizeof(T); l += 64)              \
+                __builtin_prefetch((const char *)(prefetch + c * ntaps * V * VL) + l, 0, 2); \
         for (long t = 0; t < ntaps; t++) {                                               \
             const T *xp = xc + toff[t];                                                  \
             fcnn_vec_##SUFFIX wv[V];                                                     \
