@@ -111,13 +111,16 @@ cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept 
 cdef bint _blocked_oc_pays(const ConvGeom* g, bint weights_packed) noexcept nogil:
     """Output-channel blocking wins for kernels larger than 1x1 with enough
     output channels per group to fill its vectors and a reduction long enough
-    to hide turning its tiles back into rows, at stride 1 or 2; unpacked,
-    only with enough positions to amortise packing the weights."""
+    to hide turning its tiles back into rows (or a large kernel, as in a 7x7
+    stem), at stride 1 or 2; unpacked, only with enough positions to amortise
+    packing the weights."""
     cdef index_t taps = g.kernel_h * g.kernel_w
     if not blocked_oc_applies(g) or taps == 1:
         return False
-    if (g.out_channels // g.groups < OC_MIN_CHANNELS
-            or (g.in_channels // g.groups) * taps < OC_MIN_REDUCTION):
+    if g.out_channels // g.groups < OC_MIN_CHANNELS:
+        return False
+    # short reductions only for large kernels (stems: 3 channels x 49 taps)
+    if (g.in_channels // g.groups) * taps < OC_MIN_REDUCTION and taps < BLOCK_MIN_STRIDED_TAPS:
         return False
     return weights_packed or g.batch * g.out_h * g.out_w >= BLOCK_PACK_POSITIONS
 
