@@ -345,7 +345,7 @@ def test_layer_parity_with_pytorch(padding_mode, padding, rng):
 
 # ---------------------------------------------------------------- every algorithm
 
-ALGORITHMS = ["im2col", "gemm_1x1", "direct", "winograd", "blocked", "blocked_oc"]
+ALGORITHMS = ["im2col", "gemm_1x1", "direct", "winograd", "blocked", "blocked_oc", "depthwise"]
 WINOGRAD_CASES = [
     (1, 8, 8, (9, 9), (3, 3), 1, 1, 1, 1),
     (2, 16, 24, (13, 7), (3, 3), 1, 1, 1, 1),        # output not a multiple of 4
@@ -369,6 +369,17 @@ BLOCKED_CASES = [
 ]
 
 
+DEPTHWISE_CASES = [
+    (2, 20, 20, (7, 7), (3, 3), 1, 1, 1, 20),         # channels not a multiple of the vector
+    (1, 33, 33, (14, 14), (3, 3), 2, 1, 1, 33),       # stride 2, one channel in the last block
+    (1, 16, 16, (9, 11), (5, 5), 1, 2, 1, 16),        # 5x5, non-square
+    (1, 8, 8, (10, 9), (3, 3), (1, 2), (0, 1), 2, 8),  # dilation 2, stride along W only
+    (1, 17, 17, (9, 9), (3, 3), 4, 1, 1, 17),         # stride > kernel
+    (1, 40, 40, (3, 3), (3, 3), 1, 1, 1, 40),         # a 3x3 plane
+    (3, 24, 24, (30, 5), (3, 3), 1, 1, 1, 24),        # tall: several row blocks per task set
+]
+
+
 def _geometry(x_shape, w_shape, stride, padding, dilation, groups):
     nd = len(x_shape) - 2
     st = (stride,) * nd if isinstance(stride, int) else stride
@@ -385,7 +396,7 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, groups):
 def _applicable_pairs():
     from fastcnn._kernels import _conv as kernels
     pairs = []
-    for case in CONV2D_CASES + WINOGRAD_CASES + BLOCKED_CASES:
+    for case in CONV2D_CASES + WINOGRAD_CASES + BLOCKED_CASES + DEPTHWISE_CASES:
         n, cin, cout, spatial, kernel, stride, padding, dilation, groups = case
         geom = _geometry((n, cin) + spatial, (cout, cin // groups) + kernel, stride, padding,
                          dilation, groups)
@@ -417,6 +428,10 @@ def test_dispatcher_picks_fast_paths():
     assert kernels.select(g((1, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1, 1)) == "winograd"
     assert kernels.select(g((1, 64, 56, 56), (128, 64, 1, 1), 1, 0, 1, 1)) == "gemm_1x1"
     assert kernels.select(g((1, 32, 56, 56), (32, 1, 3, 3), 1, 1, 1, 32)) == "direct"
+    # narrow depthwise outputs: vectors over channels
+    assert kernels.select(g((1, 576, 14, 14), (576, 1, 3, 3), 1, 1, 1, 576)) == "depthwise"
+    assert kernels.select(g((1, 960, 7, 7), (960, 1, 3, 3), 1, 1, 1, 960)) == "depthwise"
+    assert kernels.select(g((1, 96, 14, 14), (192, 1, 3, 3), 1, 1, 1, 96)) == "direct"
     # strided 3x3 with many output channels: blocked over output channels
     assert kernels.select(g((1, 64, 56, 56), (128, 64, 3, 3), 2, 1, 1, 1)) == "blocked_oc"
     assert kernels.select(g((1, 64, 56, 56), (128, 64, 1, 1), 2, 0, 1, 1)) == "im2col"

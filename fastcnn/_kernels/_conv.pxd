@@ -19,6 +19,7 @@ cdef enum:
     CONV_WINOGRAD = 3   # F(4x4, 3x3) for 2-D 3x3 stride 1: 36 GEMMs on transformed tiles
     CONV_BLOCKED = 4    # 2-D direct, vectors over output pixels (few output channels)
     CONV_BLOCKED_OC = 5 # 2-D direct, vectors over output channels, pixels in registers
+    CONV_DEPTHWISE = 6  # 2-D depthwise, vectors over channels (small planes)
 
 # How the work is cut into tasks. Chosen from the shape alone, never from the
 # thread count, so each output element is computed the same way whatever the
@@ -55,9 +56,12 @@ cdef struct ConvPlan:
     bint oc_tall                    # the kernel shape with more channels, fewer pixels
     index_t chunk_channels          # input channels per pass (their weights stay in L1)
     index_t row_blocks
+    # Depthwise over channels: tasks are (image, block of m_block channels,
+    # block of rows_per_task output rows); wq = the padded input row length
 
 cdef bint winograd_applies(const ConvGeom* g) noexcept nogil
 cdef bint blocked_applies(const ConvGeom* g) noexcept nogil
+cdef bint depthwise_applies(const ConvGeom* g) noexcept nogil
 cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept nogil
 cdef ConvPlan conv_make_plan(const ConvGeom* g, int algorithm, index_t itemsize) noexcept nogil
 cdef index_t conv_packed_size(const ConvGeom* g, int algorithm, index_t itemsize) noexcept nogil

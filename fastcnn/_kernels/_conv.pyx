@@ -1,4 +1,5 @@
-"""Convolution kernels: 1x1 GEMM, im2col + GEMM, direct (depthwise), Winograd.
+"""Convolution kernels: 1x1 GEMM, im2col + GEMM, direct (depthwise), Winograd,
+blocked (over pixels or output channels), depthwise over channels.
 
 The Python layer validates everything; these trust their inputs. One parallel
 region per call. GEMM paths: tasks are (image, group, column tile,
@@ -41,6 +42,21 @@ cdef extern from "conv_block.h" nogil:
     void fcnn_block_kernel_f64(const double* x, long ld_c, const double* w, const long* toff,
                                long ntaps, long cin, double* out)
 
+cdef extern from "conv_dw.h" nogil:
+    enum:
+        FCNN_DW_VL_F32
+        FCNN_DW_VL_F64
+    void fcnn_dw_rows_f32(const float* x, long planes, long in_h, long in_w, const float* w,
+                          long kh, long kw, long sh, long sw, long ph, long pw, long dh,
+                          long dw, long out_w, long oh0, long oh1, long wp, float* buf,
+                          float* out)
+    void fcnn_dw_rows_f64(const double* x, long planes, long in_h, long in_w, const double* w,
+                          long kh, long kw, long sh, long sw, long ph, long pw, long dh,
+                          long dw, long out_w, long oh0, long oh1, long wp, double* buf,
+                          double* out)
+    void fcnn_dw_store_f32(const float* out, long planes, long count, float* y, long ld)
+    void fcnn_dw_store_f64(const double* out, long planes, long count, double* y, long ld)
+
 cnp.import_array()
 
 # GEMM blocking. OpenBLAS multiplies small problems (m * n * k <= 1e6) with a
@@ -73,6 +89,8 @@ cdef enum:
     OC_MIN_CHANNELS = 32                  # output channels per group for blocked_oc
     OC_MIN_REDUCTION = 256                # input channels x taps for blocked_oc
     BLOCK_MIN_STRIDED_TAPS = 16           # strided: blocked only for large kernels (stems)
+    DW_TASK_BYTES = 96 * 1024             # padded input rows and output of one depthwise task
+    DW_MAX_OUT_W = 16                     # depthwise over channels for outputs this narrow
 
 
 cdef inline index_t _ceil_div(index_t a, index_t b) noexcept nogil:
@@ -88,6 +106,8 @@ cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept 
     holds prepacked (transformed) weights, which makes Winograd pay off sooner."""
     cdef index_t cin_group = g.in_channels // g.groups
     cdef index_t tiles
+    if depthwise_applies(g) and g.out_w <= DW_MAX_OUT_W:
+        return CONV_DEPTHWISE
     if g.groups > 1 and cin_group <= 4:
         return CONV_DIRECT
     if winograd_applies(g) and g.in_channels >= 8 and g.out_channels >= 8:
@@ -181,6 +201,9 @@ cdef ConvPlan _make_plan(const ConvGeom* g, int algorithm, index_t itemsize) noe
         return p
     if algorithm == CONV_BLOCKED_OC:
         _blocked_oc_plan(g, itemsize, &p)
+        return p
+    if algorithm == CONV_DEPTHWISE:
+        _depthwise_plan(g, itemsize, &p)
         return p
     if algorithm == CONV_DIRECT:
         p.col_tile = positions
@@ -568,6 +591,93 @@ cdef inline void _direct_plane_3x3(const ConvGeom* g, const floating* xc, const 
             yrow[j] = _direct_edge_3x3(rows, wk, j * s - pw, in_w) + b
 
 
+# ---------------------------------------------------------------- depthwise over channels
+#
+# Small depthwise planes (7x7, 14x14) leave a per-plane kernel only short rows
+# to vectorise; here vector lanes hold channels (conv_dw.h). A task pads and
+# interleaves the input rows its output rows need, for one block of channels,
+# computes every output position as one vector per tap, and writes the
+# channels' rows back, with bias, residual and activation.
+
+cdef bint depthwise_applies(const ConvGeom* g) noexcept nogil:
+    return (blocked_applies(g) and g.groups == g.in_channels
+            and g.groups == g.out_channels)
+
+
+cdef inline index_t _dw_lanes(index_t itemsize) noexcept nogil:
+    return FCNN_DW_VL_F32 if itemsize == 4 else FCNN_DW_VL_F64
+
+
+cdef inline index_t _dw_rows_read(const ConvGeom* g, index_t out_rows) noexcept nogil:
+    return (out_rows - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 1
+
+
+cdef void _depthwise_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noexcept nogil:
+    cdef index_t vl = _dw_lanes(itemsize)
+    cdef index_t units, rows, row_bytes
+    p.m_block = vl
+    p.n_m_blocks = _ceil_div(g.out_channels, vl)
+    p.wq = (g.out_w - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w + 1
+    # rows per task: its padded input rows and outputs within DW_TASK_BYTES
+    row_bytes = (g.stride_h * p.wq + g.out_w) * vl * itemsize
+    rows = max(1, min(g.out_h, DW_TASK_BYTES // row_bytes))
+    units = g.batch * p.n_m_blocks
+    if units * _ceil_div(g.out_h, rows) < MIN_TASKS:
+        rows = max(1, _ceil_div(g.out_h, _ceil_div(MIN_TASKS, units)))
+    p.rows_per_task = rows
+    p.row_blocks = _ceil_div(g.out_h, rows)
+    p.n_tasks = units * p.row_blocks
+    p.workspace_per_thread = (_dw_rows_read(g, rows) * p.wq + rows * g.out_w) * vl
+
+
+cdef void _depthwise_pack(const ConvGeom* g, const floating* w, floating* packed) noexcept nogil:
+    """packed[channel block][tap][lane] = w[block * VL + lane, 0, tap], zero
+    past the last channel."""
+    cdef index_t vl = _dw_lanes(sizeof(floating))
+    cdef index_t taps = g.kernel_h * g.kernel_w
+    cdef index_t b, t, lane, c
+    for b in range(_ceil_div(g.out_channels, vl)):
+        for t in range(taps):
+            for lane in range(vl):
+                c = b * vl + lane
+                packed[(b * taps + t) * vl + lane] = w[c * taps + t] if c < g.out_channels else 0
+
+
+cdef void _depthwise_task(const ConvGeom* g, const ConvPlan* plan, const floating* x,
+                          const floating* packed, const floating* bias, floating* y,
+                          const floating* res, floating* scratch, int activation,
+                          index_t task) noexcept nogil:
+    cdef index_t vl = plan.m_block, taps = g.kernel_h * g.kernel_w
+    cdef index_t rb = task % plan.row_blocks
+    cdef index_t cb = (task // plan.row_blocks) % plan.n_m_blocks
+    cdef index_t n = task // (plan.row_blocks * plan.n_m_blocks)
+    cdef index_t oh0 = rb * plan.rows_per_task, oh1 = min(g.out_h, oh0 + plan.rows_per_task)
+    cdef index_t c0 = cb * vl, planes = min(vl, g.out_channels - c0)
+    cdef index_t count = (oh1 - oh0) * g.out_w
+    cdef floating* out = scratch + _dw_rows_read(g, plan.rows_per_task) * plan.wq * vl
+    cdef const floating* xb = x + (n * g.in_channels + c0) * g.in_h * g.in_w
+    cdef index_t c
+    cdef floating* yrow
+    if floating is float:
+        fcnn_dw_rows_f32(xb, planes, g.in_h, g.in_w, packed + cb * taps * vl, g.kernel_h,
+                         g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dilation_h,
+                         g.dilation_w, g.out_w, oh0, oh1, plan.wq, scratch, out)
+    else:
+        fcnn_dw_rows_f64(xb, planes, g.in_h, g.in_w, packed + cb * taps * vl, g.kernel_h,
+                         g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dilation_h,
+                         g.dilation_w, g.out_w, oh0, oh1, plan.wq, scratch, out)
+    yrow = y + ((n * g.out_channels + c0) * g.out_h + oh0) * g.out_w
+    if floating is float:
+        fcnn_dw_store_f32(out, planes, count, yrow, g.out_h * g.out_w)
+    else:
+        fcnn_dw_store_f64(out, planes, count, yrow, g.out_h * g.out_w)
+    for c in range(planes):
+        yrow = y + ((n * g.out_channels + c0 + c) * g.out_h + oh0) * g.out_w
+        bias_residual_activation(yrow, count, bias[c0 + c] if bias != NULL else 0,
+                                 bias != NULL, res + (yrow - y) if res != NULL else NULL,
+                                 activation)
+
+
 # ---------------------------------------------------------------- Winograd F(4x4, 3x3)
 #
 # Y = A^T [(G g G^T) . (B^T d B)] A per 6x6 input tile d and 4x4 output tile
@@ -596,6 +706,8 @@ cdef index_t conv_packed_size(const ConvGeom* g, int algorithm, index_t itemsize
         _blocked_oc_plan(g, itemsize, &p)
         return (g.groups * p.n_m_blocks * p.m_block * (g.in_channels // g.groups)
                 * g.kernel_h * g.kernel_w)
+    if algorithm == CONV_DEPTHWISE:
+        return _round_up(g.out_channels, _dw_lanes(itemsize)) * g.kernel_h * g.kernel_w
     return 0
 
 
@@ -1244,6 +1356,13 @@ cdef void _conv_forward(const ConvGeom* g, const ConvPlan* plan, const floating*
     if plan.algorithm == CONV_BLOCKED_OC:
         _blocked_oc_forward(g, plan, x, w, bias, y, res, workspace, activation, num_threads)
         return
+    if plan.algorithm == CONV_DEPTHWISE:
+        with parallel(num_threads=num_threads):
+            fp_enter()
+            col = workspace + threadid() * plan.workspace_per_thread
+            for task in prange(plan.n_tasks, schedule='static'):
+                _depthwise_task(g, plan, x, w, bias, y, res, col, activation, task)
+        return
     blas_enter()
     if plan.algorithm == CONV_WINOGRAD and plan.wino_shared:
         with parallel(num_threads=num_threads):
@@ -1283,6 +1402,8 @@ cdef void conv_pack_weights_f32(const ConvGeom* g, int algorithm, const float* w
         _blocked_pack(g, w, packed)
     elif algorithm == CONV_BLOCKED_OC:
         _blocked_oc_pack(g, &plan, w, packed)
+    elif algorithm == CONV_DEPTHWISE:
+        _depthwise_pack(g, w, packed)
 
 
 cdef void conv_pack_weights_f64(const ConvGeom* g, int algorithm, const double* w,
@@ -1294,6 +1415,8 @@ cdef void conv_pack_weights_f64(const ConvGeom* g, int algorithm, const double* 
         _blocked_pack(g, w, packed)
     elif algorithm == CONV_BLOCKED_OC:
         _blocked_oc_pack(g, &plan, w, packed)
+    elif algorithm == CONV_DEPTHWISE:
+        _depthwise_pack(g, w, packed)
 
 
 cdef void conv_forward_f32(const ConvGeom* g, const ConvPlan* plan,
@@ -1322,7 +1445,8 @@ cdef ConvGeom _geom_from_tuple(tuple t) except *:
 
 
 ALGORITHMS = {CONV_GEMM_1X1: "gemm_1x1", CONV_IM2COL: "im2col", CONV_DIRECT: "direct",
-              CONV_WINOGRAD: "winograd", CONV_BLOCKED: "blocked", CONV_BLOCKED_OC: "blocked_oc"}
+              CONV_WINOGRAD: "winograd", CONV_BLOCKED: "blocked", CONV_BLOCKED_OC: "blocked_oc",
+              CONV_DEPTHWISE: "depthwise"}
 _BY_NAME = {v: k for k, v in ALGORITHMS.items()}
 
 
@@ -1341,6 +1465,8 @@ def applicable(tuple geom, str algorithm):
         return blocked_applies(&g)
     if algorithm == "blocked_oc":
         return blocked_oc_applies(&g)
+    if algorithm == "depthwise":
+        return depthwise_applies(&g)
     if algorithm == "gemm_1x1":
         return (g.kernel_d == 1 and g.kernel_h == 1 and g.kernel_w == 1
                 and g.stride_d == 1 and g.stride_h == 1 and g.stride_w == 1

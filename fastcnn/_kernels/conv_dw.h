@@ -1,0 +1,174 @@
+/* The channel-vectorised depthwise kernel (the "depthwise" algorithm).
+ *
+ * Depthwise planes that are small (late MobileNet layers: 7x7, 14x14) give a
+ * per-plane kernel only a few short rows to vectorise. Here vector lanes hold
+ * channels instead: a block of up to VL channels is interleaved into a
+ * zero-padded buffer buf[row][column][lane], every output position is then
+ * one vector per tap (taps in row-major order, summed from zero), and the
+ * results are written back to the channels' planes. The padding is real zeros,
+ * so NaN and Inf weights meet them as the definition says.
+ *
+ * Uses the vector types of conv_block.h (64-byte vectors with AVX-512).
+ */
+#ifndef FASTCNN_CONV_DW_H
+#define FASTCNN_CONV_DW_H
+
+#include "conv_block.h"
+
+#include <stdint.h>
+
+#define FCNN_DW_VL_F32 (FCNN_BLOCK_VEC_BYTES / 4)
+#define FCNN_DW_VL_F64 (FCNN_BLOCK_VEC_BYTES / 8)
+
+/* In-register transposition of VL vectors of VL lanes: log2(VL) stages, each
+ * swapping the off-diagonal b x b blocks with two-source shuffles. Lane l of
+ * the first vector of a pair takes the second's lane l - b where bit b of l
+ * is set (FCNN_DW_LO); the second takes the first's lane l + b where it is
+ * clear (FCNN_DW_HI). */
+#define FCNN_DW_LO(l, b, VL) (((l) & (b)) ? (VL) + (l) - (b) : (l))
+#define FCNN_DW_HI(l, b, VL) (((l) & (b)) ? (VL) + (l) : (l) + (b))
+#define FCNN_DW_L4(F, b) {F(0, b, 4), F(1, b, 4), F(2, b, 4), F(3, b, 4)}
+#define FCNN_DW_L8(F, b) {F(0, b, 8), F(1, b, 8), F(2, b, 8), F(3, b, 8), F(4, b, 8),       \
+                          F(5, b, 8), F(6, b, 8), F(7, b, 8)}
+#define FCNN_DW_L16(F, b) {F(0, b, 16), F(1, b, 16), F(2, b, 16), F(3, b, 16), F(4, b, 16), \
+                           F(5, b, 16), F(6, b, 16), F(7, b, 16), F(8, b, 16), F(9, b, 16), \
+                           F(10, b, 16), F(11, b, 16), F(12, b, 16), F(13, b, 16),          \
+                           F(14, b, 16), F(15, b, 16)}
+#if FCNN_BLOCK_VEC_BYTES == 64
+#define FCNN_DW_LIST_f32 FCNN_DW_L16
+#define FCNN_DW_LIST_f64 FCNN_DW_L8
+#else
+#define FCNN_DW_LIST_f32 FCNN_DW_L8
+#define FCNN_DW_LIST_f64 FCNN_DW_L4
+#endif
+typedef int32_t fcnn_dw_mask_f32 __attribute__((vector_size(FCNN_BLOCK_VEC_BYTES)));
+typedef int64_t fcnn_dw_mask_f64 __attribute__((vector_size(FCNN_BLOCK_VEC_BYTES)));
+
+#define FCNN_DW_STAGE(SUFFIX, r, VL, b)                                                   \
+    if ((b) < (VL)) {                                                                    \
+        const fcnn_dw_mask_##SUFFIX lo = FCNN_DW_LIST_##SUFFIX(FCNN_DW_LO, b);           \
+        const fcnn_dw_mask_##SUFFIX hi = FCNN_DW_LIST_##SUFFIX(FCNN_DW_HI, b);           \
+        for (int i = 0; i < (VL); i++)                                                   \
+            if (!(i & (b))) {                                                            \
+                fcnn_vec_##SUFFIX first = r[i], second = r[i + (b)];                     \
+                r[i] = __builtin_shuffle(first, second, lo);                             \
+                r[i + (b)] = __builtin_shuffle(first, second, hi);                       \
+            }                                                                            \
+    }
+
+#define FCNN_DEFINE_DW_TRANSPOSE(SUFFIX, T)                                               \
+static inline void fcnn_dw_transpose_##SUFFIX(fcnn_vec_##SUFFIX *r)                      \
+{                                                                                        \
+    enum { VL = FCNN_BLOCK_VEC_BYTES / sizeof(T) };                                      \
+    FCNN_DW_STAGE(SUFFIX, r, VL, 8)                                                      \
+    FCNN_DW_STAGE(SUFFIX, r, VL, 4)                                                      \
+    FCNN_DW_STAGE(SUFFIX, r, VL, 2)                                                      \
+    FCNN_DW_STAGE(SUFFIX, r, VL, 1)                                                      \
+}
+
+/* out[p][lane] for output rows oh0 .. oh1 - 1 (p = (oh - oh0) * out_w + ow),
+ * from a buffer whose row 0 is input row oh0 * sh and column 0 is input
+ * column -pw. Written with the kernel size as arguments so that calls with
+ * constants (3x3) are unrolled with the weights held in registers. */
+#define FCNN_DEFINE_DW_TAPS(SUFFIX, T)                                                    \
+static inline __attribute__((always_inline)) void fcnn_dw_taps_##SUFFIX(                 \
+    const T *buf, long wp, const T *w, long kh, long kw, long sh, long sw, long dh,      \
+    long dw, long rows, long out_w, T *out)                                              \
+{                                                                                        \
+    enum { VL = FCNN_BLOCK_VEC_BYTES / sizeof(T) };                                      \
+    for (long r = 0; r < rows; r++) {                                                    \
+        const T *base = buf + r * sh * wp * VL;                                          \
+        T *o = out + r * out_w * VL;                                                     \
+        for (long ow = 0; ow < out_w; ow++) {                                            \
+            const T *b = base + ow * sw * VL;                                            \
+            fcnn_vec_##SUFFIX acc = (fcnn_vec_##SUFFIX){0};                              \
+            for (long i = 0; i < kh; i++)                                                \
+                for (long j = 0; j < kw; j++)                                            \
+                    acc += *(const fcnn_vec_##SUFFIX *)(w + (i * kw + j) * VL)           \
+                         * *(const fcnn_vec_##SUFFIX *)(b + (i * dh * wp + j * dw) * VL); \
+            *(fcnn_vec_##SUFFIX *)(o + ow * VL) = acc;                                   \
+        }                                                                                \
+    }                                                                                    \
+}
+
+/* Output rows oh0 .. oh1 - 1 of `planes` (<= VL) consecutive channels.
+ * x: the first channel's input plane; w: packed weights [tap][VL], zero in
+ * lanes past `planes`; buf: (rows read) * wp * VL elements, wp = the padded
+ * row length; out: (oh1 - oh0) * out_w * VL elements, channels in lanes. */
+#define FCNN_DEFINE_DW_KERNEL(SUFFIX, T)                                                  \
+FCNN_DEFINE_DW_TAPS(SUFFIX, T)                                                           \
+static inline void fcnn_dw_rows_##SUFFIX(                                                \
+    const T *x, long planes, long in_h, long in_w, const T *w, long kh, long kw,         \
+    long sh, long sw, long ph, long pw, long dh, long dw, long out_w, long oh0, long oh1, \
+    long wp, T *buf, T *out)                                                             \
+{                                                                                        \
+    enum { VL = FCNN_BLOCK_VEC_BYTES / sizeof(T) };                                      \
+    long ih0 = oh0 * sh - ph;                                                            \
+    long nrows = (oh1 - 1 - oh0) * sh + (kh - 1) * dh + 1;                               \
+    long first = ih0 > 0 ? ih0 : 0, last = ih0 + nrows < in_h ? ih0 + nrows : in_h;      \
+    long plane = in_h * in_w, p = first * in_w, end = last * in_w, ih = first, iw = 0;   \
+    fcnn_vec_##SUFFIX r[VL];                                                             \
+    for (long i = 0; i < nrows * wp; i++)                                                \
+        *(fcnn_vec_##SUFFIX *)(buf + i * VL) = (fcnn_vec_##SUFFIX){0};                   \
+    /* the rows read, VL pixels at a time: VL channels' runs of pixels,      */          \
+    /* transposed into VL pixels' channel vectors, stored at their columns   */          \
+    for (; p + VL <= end; p += VL) {                                                     \
+        for (int c = 0; c < VL; c++)                                                     \
+            r[c] = c < planes ? *(const fcnn_vec_##SUFFIX *)(x + c * plane + p)          \
+                              : (fcnn_vec_##SUFFIX){0};                                  \
+        fcnn_dw_transpose_##SUFFIX(r);                                                   \
+        for (int k = 0; k < VL; k++) {                                                   \
+            if (pw + iw < wp)                                                            \
+                *(fcnn_vec_##SUFFIX *)(buf + ((ih - ih0) * wp + pw + iw) * VL) = r[k];   \
+            if (++iw == in_w) {                                                          \
+                iw = 0;                                                                  \
+                ih++;                                                                    \
+            }                                                                            \
+        }                                                                                \
+    }                                                                                    \
+    for (; p < end; p++) {                                                               \
+        if (pw + iw < wp)                                                                \
+            for (long c = 0; c < planes; c++)                                            \
+                buf[((ih - ih0) * wp + pw + iw) * VL + c] = x[c * plane + p];            \
+        if (++iw == in_w) {                                                              \
+            iw = 0;                                                                      \
+            ih++;                                                                        \
+        }                                                                                \
+    }                                                                                    \
+    if (kh == 3 && kw == 3 && dh == 1 && dw == 1 && sw == 1)                             \
+        fcnn_dw_taps_##SUFFIX(buf, wp, w, 3, 3, sh, 1, 1, 1, oh1 - oh0, out_w, out);     \
+    else if (kh == 3 && kw == 3 && dh == 1 && dw == 1 && sw == 2)                        \
+        fcnn_dw_taps_##SUFFIX(buf, wp, w, 3, 3, sh, 2, 1, 1, oh1 - oh0, out_w, out);     \
+    else                                                                                 \
+        fcnn_dw_taps_##SUFFIX(buf, wp, w, kh, kw, sh, sw, dh, dw, oh1 - oh0, out_w, out); \
+}
+
+/* y_c[q] = out[q][c] for the `planes` channels' count consecutive outputs
+ * (y: the first channel's first output, planes `ld` elements apart). */
+#define FCNN_DEFINE_DW_STORE(SUFFIX, T)                                                   \
+static inline void fcnn_dw_store_##SUFFIX(const T *out, long planes, long count, T *y,   \
+                                          long ld)                                       \
+{                                                                                        \
+    enum { VL = FCNN_BLOCK_VEC_BYTES / sizeof(T) };                                      \
+    fcnn_vec_##SUFFIX r[VL];                                                             \
+    long q = 0;                                                                          \
+    for (; q + VL <= count; q += VL) {                                                   \
+        for (int k = 0; k < VL; k++)                                                     \
+            r[k] = *(const fcnn_vec_##SUFFIX *)(out + (q + k) * VL);                     \
+        fcnn_dw_transpose_##SUFFIX(r);                                                   \
+        for (long c = 0; c < planes; c++)                                                \
+            *(fcnn_vec_##SUFFIX *)(y + c * ld + q) = r[c];                               \
+    }                                                                                    \
+    for (; q < count; q++)                                                               \
+        for (long c = 0; c < planes; c++)                                                \
+            y[c * ld + q] = out[q * VL + c];                                             \
+}
+
+FCNN_DEFINE_DW_TRANSPOSE(f32, float)
+FCNN_DEFINE_DW_TRANSPOSE(f64, double)
+FCNN_DEFINE_DW_KERNEL(f32, float)
+FCNN_DEFINE_DW_KERNEL(f64, double)
+FCNN_DEFINE_DW_STORE(f32, float)
+FCNN_DEFINE_DW_STORE(f64, double)
+
+#endif
