@@ -37,6 +37,10 @@ cdef extern from "conv_block.h" nogil:
     void fcnn_oc_kernel_f64_wide_s2(const double*, long, const double*, const long*, long, long, double*, int, const double*)
     void fcnn_oc_kernel_f64_tall_s1(const double*, long, const double*, const long*, long, long, double*, int, const double*)
     void fcnn_oc_kernel_f64_tall_s2(const double*, long, const double*, const long*, long, long, double*, int, const double*)
+    void fcnn_pack_rows_f32(const float* src, long ld_src, long rows, long k, float* dst,
+                            long ld_dst)
+    void fcnn_pack_rows_f64(const double* src, long ld_src, long rows, long k, double* dst,
+                            long ld_dst)
     void fcnn_block_kernel_f32(const float* x, long ld_c, const float* w, const long* toff,
                                long ntaps, long cin, float* out)
     void fcnn_block_kernel_f64(const double* x, long ld_c, const double* w, const long* toff,
@@ -88,6 +92,7 @@ cdef enum:
     OC_PARTIAL_BYTES = 64 * 1024          # partial sums of one task's rows
     OC_MIN_CHANNELS = 32                  # output channels per group for blocked_oc
     OC_MIN_REDUCTION = 256                # input channels x taps for blocked_oc
+    OC_PACK_POSITIONS = 128               # unpacked weights: outputs per call to amortise packing
     BLOCK_MIN_STRIDED_TAPS = 16           # strided: blocked only for large kernels (stems)
     DW_TASK_BYTES = 96 * 1024             # padded input rows and output of one depthwise task
     DW_MAX_OUT_W = 16                     # depthwise over channels for outputs this narrow
@@ -142,7 +147,7 @@ cdef bint _blocked_oc_pays(const ConvGeom* g, bint weights_packed) noexcept nogi
     # short reductions only for large kernels (stems: 3 channels x 49 taps)
     if (g.in_channels // g.groups) * taps < OC_MIN_REDUCTION and taps < BLOCK_MIN_STRIDED_TAPS:
         return False
-    return weights_packed or g.batch * g.out_h * g.out_w >= BLOCK_PACK_POSITIONS
+    return weights_packed or g.batch * g.out_h * g.out_w >= OC_PACK_POSITIONS
 
 
 cdef bint _blocked_pays(const ConvGeom* g, bint weights_packed) noexcept nogil:
@@ -1041,22 +1046,36 @@ cdef void _blocked_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noexce
     p.workspace_per_thread = FCNN_BLOCK_OCB * lanes
 
 
-cdef void _blocked_pack(const ConvGeom* g, const floating* w, floating* packed) noexcept nogil:
-    """packed[group][channel block][c][tap][o] = w[first + o, c, tap], zero past
-    the group's last output channel."""
+cdef void _pack_channel_blocks(const ConvGeom* g, const floating* w, floating* packed,
+                               index_t mb, int num_threads) noexcept nogil:
+    """packed[group][channel block][c][tap][o] = w[block's first + o, c, tap],
+    zero past the group's last output channel: the layout both blocked
+    kernels read (mb channels per block). Vector-wide blocks go through
+    register transposes (conv_block.h); others one weight at a time. Blocks
+    are packed in parallel."""
     cdef index_t cin = g.in_channels // g.groups, m_group = g.out_channels // g.groups
-    cdef index_t taps = g.kernel_h * g.kernel_w
-    cdef index_t n_ocb = _ceil_div(m_group, FCNN_BLOCK_OCB)
-    cdef index_t grp, b, c, t, o, m
-    cdef floating* dst = packed
-    for grp in range(g.groups):
-        for b in range(n_ocb):
-            for c in range(cin):
-                for t in range(taps):
-                    for o in range(FCNN_BLOCK_OCB):
-                        m = b * FCNN_BLOCK_OCB + o
-                        dst[o] = w[((grp * m_group + m) * cin + c) * taps + t] if m < m_group else 0
-                    dst += FCNN_BLOCK_OCB
+    cdef index_t k = cin * g.kernel_h * g.kernel_w
+    cdef index_t nb = _ceil_div(m_group, mb)
+    cdef index_t vl = FCNN_OC_VL_F32 if floating is float else FCNN_OC_VL_F64
+    cdef index_t blk, o, m, i, first
+    cdef floating* dst
+    cdef const floating* src
+    for blk in prange(g.groups * nb, num_threads=num_threads, schedule='static'):
+        dst = packed + blk * k * mb
+        first = (blk // nb) * m_group + (blk % nb) * mb      # the block's first channel
+        if mb % vl == 0:
+            for i in range(mb // vl):
+                o = i * vl
+                m = min(vl, max(0, m_group - (blk % nb) * mb - o))   # rows in the group
+                if floating is float:
+                    fcnn_pack_rows_f32(w + (first + o) * k, k, m, k, dst + o, mb)
+                else:
+                    fcnn_pack_rows_f64(w + (first + o) * k, k, m, k, dst + o, mb)
+        else:
+            for o in range(mb):
+                m = (blk % nb) * mb + o
+                for i in range(k):
+                    dst[i * mb + o] = w[(first + o) * k + i] if m < m_group else 0
 
 
 cdef void _pad_channel(const ConvGeom* g, const ConvPlan* plan, index_t sh, index_t sw,
@@ -1222,24 +1241,6 @@ cdef void _blocked_oc_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noe
     p.workspace_per_thread = p.rows_per_task * p.n_col_tiles * pix * p.m_block
 
 
-cdef void _blocked_oc_pack(const ConvGeom* g, const ConvPlan* p, const floating* w,
-                           floating* packed) noexcept nogil:
-    """packed[group][channel block][c][tap][lane] = w[first + lane, c, tap],
-    zero past the group's last output channel."""
-    cdef index_t cin = g.in_channels // g.groups, m_group = g.out_channels // g.groups
-    cdef index_t taps = g.kernel_h * g.kernel_w
-    cdef index_t grp, b, c, t, o, m
-    cdef floating* dst = packed
-    for grp in range(g.groups):
-        for b in range(p.n_m_blocks):
-            for c in range(cin):
-                for t in range(taps):
-                    for o in range(p.m_block):
-                        m = b * p.m_block + o
-                        dst[o] = w[((grp * m_group + m) * cin + c) * taps + t] if m < m_group else 0
-                    dst += p.m_block
-
-
 cdef inline void _oc_kernel(const ConvGeom* g, const ConvPlan* plan, const floating* x,
                             const floating* w, const long* toff, index_t ntaps, index_t cin,
                             floating* acc, int accumulate, const floating* prefetch) noexcept nogil:
@@ -1399,9 +1400,9 @@ cdef void conv_pack_weights_f32(const ConvGeom* g, int algorithm, const float* w
     if algorithm == CONV_WINOGRAD:
         _winograd_pack(g, w, packed, num_threads)
     elif algorithm == CONV_BLOCKED:
-        _blocked_pack(g, w, packed)
+        _pack_channel_blocks(g, w, packed, FCNN_BLOCK_OCB, num_threads)
     elif algorithm == CONV_BLOCKED_OC:
-        _blocked_oc_pack(g, &plan, w, packed)
+        _pack_channel_blocks(g, w, packed, plan.m_block, num_threads)
     elif algorithm == CONV_DEPTHWISE:
         _depthwise_pack(g, w, packed)
 
@@ -1412,9 +1413,9 @@ cdef void conv_pack_weights_f64(const ConvGeom* g, int algorithm, const double* 
     if algorithm == CONV_WINOGRAD:
         _winograd_pack(g, w, packed, num_threads)
     elif algorithm == CONV_BLOCKED:
-        _blocked_pack(g, w, packed)
+        _pack_channel_blocks(g, w, packed, FCNN_BLOCK_OCB, num_threads)
     elif algorithm == CONV_BLOCKED_OC:
-        _blocked_oc_pack(g, &plan, w, packed)
+        _pack_channel_blocks(g, w, packed, plan.m_block, num_threads)
     elif algorithm == CONV_DEPTHWISE:
         _depthwise_pack(g, w, packed)
 

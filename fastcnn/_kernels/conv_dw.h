@@ -8,63 +8,16 @@
  * results are written back to the channels' planes. The padding is real zeros,
  * so NaN and Inf weights meet them as the definition says.
  *
- * Uses the vector types of conv_block.h (64-byte vectors with AVX-512).
+ * Uses the vector types and transposition of conv_block.h (64-byte vectors
+ * with AVX-512).
  */
 #ifndef FASTCNN_CONV_DW_H
 #define FASTCNN_CONV_DW_H
 
 #include "conv_block.h"
 
-#include <stdint.h>
-
 #define FCNN_DW_VL_F32 (FCNN_BLOCK_VEC_BYTES / 4)
 #define FCNN_DW_VL_F64 (FCNN_BLOCK_VEC_BYTES / 8)
-
-/* In-register transposition of VL vectors of VL lanes: log2(VL) stages, each
- * swapping the off-diagonal b x b blocks with two-source shuffles. Lane l of
- * the first vector of a pair takes the second's lane l - b where bit b of l
- * is set (FCNN_DW_LO); the second takes the first's lane l + b where it is
- * clear (FCNN_DW_HI). */
-#define FCNN_DW_LO(l, b, VL) (((l) & (b)) ? (VL) + (l) - (b) : (l))
-#define FCNN_DW_HI(l, b, VL) (((l) & (b)) ? (VL) + (l) : (l) + (b))
-#define FCNN_DW_L4(F, b) {F(0, b, 4), F(1, b, 4), F(2, b, 4), F(3, b, 4)}
-#define FCNN_DW_L8(F, b) {F(0, b, 8), F(1, b, 8), F(2, b, 8), F(3, b, 8), F(4, b, 8),       \
-                          F(5, b, 8), F(6, b, 8), F(7, b, 8)}
-#define FCNN_DW_L16(F, b) {F(0, b, 16), F(1, b, 16), F(2, b, 16), F(3, b, 16), F(4, b, 16), \
-                           F(5, b, 16), F(6, b, 16), F(7, b, 16), F(8, b, 16), F(9, b, 16), \
-                           F(10, b, 16), F(11, b, 16), F(12, b, 16), F(13, b, 16),          \
-                           F(14, b, 16), F(15, b, 16)}
-#if FCNN_BLOCK_VEC_BYTES == 64
-#define FCNN_DW_LIST_f32 FCNN_DW_L16
-#define FCNN_DW_LIST_f64 FCNN_DW_L8
-#else
-#define FCNN_DW_LIST_f32 FCNN_DW_L8
-#define FCNN_DW_LIST_f64 FCNN_DW_L4
-#endif
-typedef int32_t fcnn_dw_mask_f32 __attribute__((vector_size(FCNN_BLOCK_VEC_BYTES)));
-typedef int64_t fcnn_dw_mask_f64 __attribute__((vector_size(FCNN_BLOCK_VEC_BYTES)));
-
-#define FCNN_DW_STAGE(SUFFIX, r, VL, b)                                                   \
-    if ((b) < (VL)) {                                                                    \
-        const fcnn_dw_mask_##SUFFIX lo = FCNN_DW_LIST_##SUFFIX(FCNN_DW_LO, b);           \
-        const fcnn_dw_mask_##SUFFIX hi = FCNN_DW_LIST_##SUFFIX(FCNN_DW_HI, b);           \
-        for (int i = 0; i < (VL); i++)                                                   \
-            if (!(i & (b))) {                                                            \
-                fcnn_vec_##SUFFIX first = r[i], second = r[i + (b)];                     \
-                r[i] = __builtin_shuffle(first, second, lo);                             \
-                r[i + (b)] = __builtin_shuffle(first, second, hi);                       \
-            }                                                                            \
-    }
-
-#define FCNN_DEFINE_DW_TRANSPOSE(SUFFIX, T)                                               \
-static inline void fcnn_dw_transpose_##SUFFIX(fcnn_vec_##SUFFIX *r)                      \
-{                                                                                        \
-    enum { VL = FCNN_BLOCK_VEC_BYTES / sizeof(T) };                                      \
-    FCNN_DW_STAGE(SUFFIX, r, VL, 8)                                                      \
-    FCNN_DW_STAGE(SUFFIX, r, VL, 4)                                                      \
-    FCNN_DW_STAGE(SUFFIX, r, VL, 2)                                                      \
-    FCNN_DW_STAGE(SUFFIX, r, VL, 1)                                                      \
-}
 
 /* out[p][lane] for output rows oh0 .. oh1 - 1 (p = (oh - oh0) * out_w + ow),
  * from a buffer whose row 0 is input row oh0 * sh and column 0 is input
@@ -116,7 +69,7 @@ static inline void fcnn_dw_rows_##SUFFIX(                                       
         for (int c = 0; c < VL; c++)                                                     \
             r[c] = c < planes ? *(const fcnn_vec_##SUFFIX *)(x + c * plane + p)          \
                               : (fcnn_vec_##SUFFIX){0};                                  \
-        fcnn_dw_transpose_##SUFFIX(r);                                                   \
+        fcnn_transpose_##SUFFIX(r);                                                   \
         for (int k = 0; k < VL; k++) {                                                   \
             if (pw + iw < wp)                                                            \
                 *(fcnn_vec_##SUFFIX *)(buf + ((ih - ih0) * wp + pw + iw) * VL) = r[k];   \
@@ -155,7 +108,7 @@ static inline void fcnn_dw_store_##SUFFIX(const T *out, long planes, long count,
     for (; q + VL <= count; q += VL) {                                                   \
         for (int k = 0; k < VL; k++)                                                     \
             r[k] = *(const fcnn_vec_##SUFFIX *)(out + (q + k) * VL);                     \
-        fcnn_dw_transpose_##SUFFIX(r);                                                   \
+        fcnn_transpose_##SUFFIX(r);                                                   \
         for (long c = 0; c < planes; c++)                                                \
             *(fcnn_vec_##SUFFIX *)(y + c * ld + q) = r[c];                               \
     }                                                                                    \
@@ -164,8 +117,6 @@ static inline void fcnn_dw_store_##SUFFIX(const T *out, long planes, long count,
             y[c * ld + q] = out[q * VL + c];                                             \
 }
 
-FCNN_DEFINE_DW_TRANSPOSE(f32, float)
-FCNN_DEFINE_DW_TRANSPOSE(f64, double)
 FCNN_DEFINE_DW_KERNEL(f32, float)
 FCNN_DEFINE_DW_KERNEL(f64, double)
 FCNN_DEFINE_DW_STORE(f32, float)
