@@ -12,6 +12,9 @@
  * vectors with AVX-512 (6 x 4 accumulators of 32 registers), 32-byte ones
  * otherwise (6 x 2 of 16). The summation order is fixed (channels, then
  * taps), whatever the thread count.
+ *
+ * Also here: the output-channel kernel ("blocked_oc"), an in-register
+ * transposition, and the weight packing built on it.
  */
 #ifndef FASTCNN_CONV_BLOCK_H
 #define FASTCNN_CONV_BLOCK_H
@@ -116,8 +119,8 @@ typedef int64_t fcnn_tr_mask_f64 __attribute__((vector_size(FCNN_BLOCK_VEC_BYTES
             }                                                                            \
     }
 
-#define FCNN_DEFINE_TRANSPOSE(SUFFIX, T)                                               \
-static inline void fcnn_transpose_##SUFFIX(fcnn_vec_##SUFFIX *r)                      \
+#define FCNN_DEFINE_TRANSPOSE(SUFFIX, T)                                                 \
+static inline void fcnn_transpose_##SUFFIX(fcnn_vec_##SUFFIX *r)                         \
 {                                                                                        \
     enum { VL = FCNN_BLOCK_VEC_BYTES / sizeof(T) };                                      \
     FCNN_TR_STAGE(SUFFIX, r, VL, 8)                                                      \

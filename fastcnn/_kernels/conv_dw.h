@@ -20,7 +20,7 @@
 #define FCNN_DW_VL_F64 (FCNN_BLOCK_VEC_BYTES / 8)
 
 /* out[p][lane] for output rows oh0 .. oh1 - 1 (p = (oh - oh0) * out_w + ow),
- * from a buffer whose row 0 is input row oh0 * sh and column 0 is input
+ * from a buffer whose row 0 is input row oh0 * sh - ph and column 0 is input
  * column -pw. Written with the kernel size as arguments so that calls with
  * constants (3x3) are unrolled with the weights held in registers. */
 #define FCNN_DEFINE_DW_TAPS(SUFFIX, T)                                                    \
