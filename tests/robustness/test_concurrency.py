@@ -97,32 +97,65 @@ def test_threads_share_an_onnx_model():
 
 
 def test_kernels_release_the_gil():
-    """8 Python threads (one kernel thread each) finish the same work faster
-    than one Python thread: the kernels run without the GIL."""
-    if (os.cpu_count() or 1) < 2:
-        pytest.skip("one core")
+    """While one Python thread is inside a long convolution, another keeps
+    running Python code: the kernel holds no GIL. The main thread stamps the
+    time in a loop; stamps must cover most of the call (a kernel holding the
+    GIL would leave only the Python wrapper's few microseconds). No timing
+    threshold, so a busy machine cannot fail it."""
+    x = _input((32, 64, 56, 56))
+    w = _input((64, 64, 3, 3)) * 0.05
+    y = np.empty_like(x)
+    F.conv2d(x[:1], w, None, 1, 1)
+    entered, done = threading.Event(), threading.Event()
+    window = []
+
+    def convolve():
+        with fastcnn.threads(1):
+            entered.set()
+            t0 = time.perf_counter()
+            F.conv2d(x, w, None, 1, 1, out=y)
+            window.extend([t0, time.perf_counter()])
+        done.set()
+
+    worker = threading.Thread(target=convolve)
+    worker.start()
+    entered.wait()
+    stamps = []
+    while not done.is_set():
+        stamps.append(time.perf_counter())
+    worker.join()
+    t0, t1 = window
+    inside = [t for t in stamps if t0 < t < t1]
+    covered = (max(inside) - min(inside)) / (t1 - t0) if inside else 0.0
+    print(f"\n{len(inside)} stamps cover {covered:.0%} of the {(t1 - t0) * 1e3:.0f} ms call")
+    assert len(inside) > 100 and covered > 0.3
+
+
+def test_threads_overlap():
+    """8 Python threads (one kernel thread each) doing the same work as one:
+    the throughput ratio is printed (2 cores: about 1.5x); asserted only to
+    finish with the right results, since timing on a shared machine is noise."""
     x = _input((1, 64, 28, 28))
     w = _input((64, 64, 3, 3)) * 0.05
-    y = np.empty((1, 64, 28, 28), np.float32)
+    want = F.conv2d(x, w, None, 1, 1)
+    results = []
 
     def call():
         with fastcnn.threads(1):
-            F.conv2d(x, w, None, 1, 1, out=y.copy())
-    call()
+            results.append(F.conv2d(x, w, None, 1, 1))
     n = 40
-    best_serial = best_threaded = float("inf")
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for _ in range(n * THREADS):
-            call()
-        best_serial = min(best_serial, time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        _hammer([call] * THREADS, calls=n)
-        best_threaded = min(best_threaded, time.perf_counter() - t0)
-    speedup = best_serial / best_threaded
-    print(f"\n{THREADS} Python threads vs 1: {speedup:.2f}x the throughput "
+    t0 = time.perf_counter()
+    for _ in range(n * THREADS):
+        call()
+    serial = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _hammer([call] * THREADS, calls=n)
+    threaded = time.perf_counter() - t0
+    print(f"\n{THREADS} Python threads vs 1: {serial / threaded:.2f}x the throughput "
           f"({os.cpu_count()} cores)")
-    assert speedup > 1.15
+    assert len(results) == 2 * n * THREADS
+    for r in results:
+        np.testing.assert_array_equal(r, want)
 
 
 def test_thread_settings_stay_in_their_thread():
