@@ -49,9 +49,12 @@ cdef extern from "vecmath.h" nogil:
 
 
 cdef inline floating max_nan(floating m, floating v) noexcept nogil:
-    """max(m, v) where NaN wins and sticks (PyTorch's rule for max pooling and
-    softmax); bitwise | keeps it branch-free so loops using it vectorise."""
-    return v if ((v > m) | (v != v)) else m
+    """max(m, v) where NaN wins and sticks and ties keep m (PyTorch's rule for
+    max pooling and softmax). `v if v > m else m` is exactly x86's max
+    instruction (m when either is NaN); the second select lets a NaN v win:
+    three vector operations, branch-free."""
+    cdef floating t = v if v > m else m
+    return v if v != v else t
 
 
 cdef inline floating _exp_ftz(floating v) noexcept nogil:
