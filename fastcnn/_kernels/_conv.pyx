@@ -37,10 +37,6 @@ cdef extern from "conv_block.h" nogil:
     void fcnn_oc_kernel_f64_wide_s2(const double*, long, const double*, const long*, long, long, double*, int, const double*)
     void fcnn_oc_kernel_f64_tall_s1(const double*, long, const double*, const long*, long, long, double*, int, const double*)
     void fcnn_oc_kernel_f64_tall_s2(const double*, long, const double*, const long*, long, long, double*, int, const double*)
-    void fcnn_pack_rows_f32(const float* src, long ld_src, long rows, long k, float* dst,
-                            long ld_dst)
-    void fcnn_pack_rows_f64(const double* src, long ld_src, long rows, long k, double* dst,
-                            long ld_dst)
     void fcnn_block_kernel_f32(const float* x, long ld_c, const float* w, const long* toff,
                                long ntaps, long cin, float* out)
     void fcnn_block_kernel_f64(const double* x, long ld_c, const double* w, const long* toff,
@@ -58,8 +54,12 @@ cdef extern from "conv_dw.h" nogil:
                           long kh, long kw, long sh, long sw, long ph, long pw, long dh,
                           long dw, long out_w, long oh0, long oh1, long wp, double* buf,
                           double* out)
-    void fcnn_dw_store_f32(const float* out, long planes, long count, float* y, long ld)
-    void fcnn_dw_store_f64(const double* out, long planes, long count, double* y, long ld)
+
+cdef extern from "transpose.h" nogil:
+    void fcnn_transpose_rect_f32(const float* src, long ld_src, long rows, long cols,
+                                 float* dst, long ld_dst)
+    void fcnn_transpose_rect_f64(const double* src, long ld_src, long rows, long cols,
+                                 double* dst, long ld_dst)
 
 cnp.import_array()
 
@@ -96,6 +96,15 @@ cdef enum:
     BLOCK_MIN_STRIDED_TAPS = 16           # strided: blocked only for large kernels (stems)
     DW_TASK_BYTES = 96 * 1024             # padded input rows and output of one depthwise task
     DW_MAX_OUT_W = 16                     # depthwise over channels for outputs this narrow
+
+
+cdef inline void _transpose(const floating* src, index_t ld_src, index_t rows, index_t cols,
+                            floating* dst, index_t ld_dst) noexcept nogil:
+    """dst[j * ld_dst + i] = src[i * ld_src + j] (transpose.h)."""
+    if floating is float:
+        fcnn_transpose_rect_f32(src, ld_src, rows, cols, dst, ld_dst)
+    else:
+        fcnn_transpose_rect_f64(src, ld_src, rows, cols, dst, ld_dst)
 
 
 cdef inline index_t _ceil_div(index_t a, index_t b) noexcept nogil:
@@ -635,19 +644,6 @@ cdef void _depthwise_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noex
     p.workspace_per_thread = (_dw_rows_read(g, rows) * p.wq + rows * g.out_w) * vl
 
 
-cdef void _depthwise_pack(const ConvGeom* g, const floating* w, floating* packed) noexcept nogil:
-    """packed[channel block][tap][lane] = w[block * VL + lane, 0, tap], zero
-    past the last channel."""
-    cdef index_t vl = _dw_lanes(sizeof(floating))
-    cdef index_t taps = g.kernel_h * g.kernel_w
-    cdef index_t b, t, lane, c
-    for b in range(_ceil_div(g.out_channels, vl)):
-        for t in range(taps):
-            for lane in range(vl):
-                c = b * vl + lane
-                packed[(b * taps + t) * vl + lane] = w[c * taps + t] if c < g.out_channels else 0
-
-
 cdef void _depthwise_task(const ConvGeom* g, const ConvPlan* plan, const floating* x,
                           const floating* packed, const floating* bias, floating* y,
                           const floating* res, floating* scratch, int activation,
@@ -671,11 +667,8 @@ cdef void _depthwise_task(const ConvGeom* g, const ConvPlan* plan, const floatin
         fcnn_dw_rows_f64(xb, planes, g.in_h, g.in_w, packed + cb * taps * vl, g.kernel_h,
                          g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dilation_h,
                          g.dilation_w, g.out_w, oh0, oh1, plan.wq, scratch, out)
-    yrow = y + ((n * g.out_channels + c0) * g.out_h + oh0) * g.out_w
-    if floating is float:
-        fcnn_dw_store_f32(out, planes, count, yrow, g.out_h * g.out_w)
-    else:
-        fcnn_dw_store_f64(out, planes, count, yrow, g.out_h * g.out_w)
+    _transpose(out, vl, count, planes, y + ((n * g.out_channels + c0) * g.out_h + oh0) * g.out_w,
+               g.out_h * g.out_w)
     for c in range(planes):
         yrow = y + ((n * g.out_channels + c0 + c) * g.out_h + oh0) * g.out_w
         bias_residual_activation(yrow, count, bias[c0 + c] if bias != NULL else 0,
@@ -1046,36 +1039,27 @@ cdef void _blocked_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noexce
     p.workspace_per_thread = FCNN_BLOCK_OCB * lanes
 
 
-cdef void _pack_channel_blocks(const ConvGeom* g, const floating* w, floating* packed,
-                               index_t mb, int num_threads) noexcept nogil:
-    """packed[group][channel block][c][tap][o] = w[block's first + o, c, tap],
-    zero past the group's last output channel: the layout both blocked
-    kernels read (mb channels per block). Vector-wide blocks go through
-    register transposes (conv_block.h); others one weight at a time. Blocks
-    are packed in parallel."""
-    cdef index_t cin = g.in_channels // g.groups, m_group = g.out_channels // g.groups
-    cdef index_t k = cin * g.kernel_h * g.kernel_w
+cdef void _pack_channel_blocks(const floating* w, index_t groups, index_t m_group, index_t k,
+                               index_t mb, floating* packed, int num_threads) noexcept nogil:
+    """packed[group][channel block][i][o] = w[group, block * mb + o, i] for the
+    (groups, m_group, k) weights, zero past the group's last channel: the
+    layout the blocked and depthwise kernels read (mb channels per block).
+    Whole vectors of channels go through register transposes, the rest one
+    weight at a time; blocks are packed in parallel."""
     cdef index_t nb = _ceil_div(m_group, mb)
     cdef index_t vl = FCNN_OC_VL_F32 if floating is float else FCNN_OC_VL_F64
-    cdef index_t blk, o, m, i, first
+    cdef index_t blk, o, i, valid, whole
     cdef floating* dst
     cdef const floating* src
-    for blk in prange(g.groups * nb, num_threads=num_threads, schedule='static'):
+    for blk in prange(groups * nb, num_threads=num_threads, schedule='static'):
         dst = packed + blk * k * mb
-        first = (blk // nb) * m_group + (blk % nb) * mb      # the block's first channel
-        if mb % vl == 0:
-            for i in range(mb // vl):
-                o = i * vl
-                m = min(vl, max(0, m_group - (blk % nb) * mb - o))   # rows in the group
-                if floating is float:
-                    fcnn_pack_rows_f32(w + (first + o) * k, k, m, k, dst + o, mb)
-                else:
-                    fcnn_pack_rows_f64(w + (first + o) * k, k, m, k, dst + o, mb)
-        else:
-            for o in range(mb):
-                m = (blk % nb) * mb + o
-                for i in range(k):
-                    dst[i * mb + o] = w[(first + o) * k + i] if m < m_group else 0
+        src = w + ((blk // nb) * m_group + (blk % nb) * mb) * k     # the block's first channel
+        valid = min(mb, m_group - (blk % nb) * mb)
+        whole = valid - valid % vl
+        _transpose(src, k, whole, k, dst, mb)
+        for o in range(whole, mb):
+            for i in range(k):
+                dst[i * mb + o] = src[o * k + i] if o < valid else 0
 
 
 cdef void _pad_channel(const ConvGeom* g, const ConvPlan* plan, index_t sh, index_t sw,
@@ -1394,30 +1378,31 @@ cdef void _conv_forward(const ConvGeom* g, const ConvPlan* plan, const floating*
     blas_leave()
 
 
-cdef void conv_pack_weights_f32(const ConvGeom* g, int algorithm, const float* w,
-                                float* packed, int num_threads) noexcept nogil:
-    cdef ConvPlan plan = conv_make_plan(g, algorithm, sizeof(float))
+cdef void _pack_weights(const ConvGeom* g, int algorithm, const floating* w, floating* packed,
+                        int num_threads) noexcept nogil:
+    cdef index_t m_group = g.out_channels // g.groups
+    cdef index_t k = (g.in_channels // g.groups) * g.kernel_h * g.kernel_w
+    cdef ConvPlan plan
     if algorithm == CONV_WINOGRAD:
         _winograd_pack(g, w, packed, num_threads)
     elif algorithm == CONV_BLOCKED:
-        _pack_channel_blocks(g, w, packed, FCNN_BLOCK_OCB, num_threads)
+        _pack_channel_blocks(w, g.groups, m_group, k, FCNN_BLOCK_OCB, packed, num_threads)
     elif algorithm == CONV_BLOCKED_OC:
-        _pack_channel_blocks(g, w, packed, plan.m_block, num_threads)
-    elif algorithm == CONV_DEPTHWISE:
-        _depthwise_pack(g, w, packed)
+        plan = conv_make_plan(g, algorithm, sizeof(floating))
+        _pack_channel_blocks(w, g.groups, m_group, k, plan.m_block, packed, num_threads)
+    elif algorithm == CONV_DEPTHWISE:      # one group of all channels, one input channel each
+        _pack_channel_blocks(w, 1, g.out_channels, k, _dw_lanes(sizeof(floating)), packed,
+                             num_threads)
+
+
+cdef void conv_pack_weights_f32(const ConvGeom* g, int algorithm, const float* w,
+                                float* packed, int num_threads) noexcept nogil:
+    _pack_weights(g, algorithm, w, packed, num_threads)
 
 
 cdef void conv_pack_weights_f64(const ConvGeom* g, int algorithm, const double* w,
                                 double* packed, int num_threads) noexcept nogil:
-    cdef ConvPlan plan = conv_make_plan(g, algorithm, sizeof(double))
-    if algorithm == CONV_WINOGRAD:
-        _winograd_pack(g, w, packed, num_threads)
-    elif algorithm == CONV_BLOCKED:
-        _pack_channel_blocks(g, w, packed, FCNN_BLOCK_OCB, num_threads)
-    elif algorithm == CONV_BLOCKED_OC:
-        _pack_channel_blocks(g, w, packed, plan.m_block, num_threads)
-    elif algorithm == CONV_DEPTHWISE:
-        _depthwise_pack(g, w, packed)
+    _pack_weights(g, algorithm, w, packed, num_threads)
 
 
 cdef void conv_forward_f32(const ConvGeom* g, const ConvPlan* plan,

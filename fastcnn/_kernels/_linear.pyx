@@ -9,6 +9,12 @@ from cython.parallel cimport parallel, prange, threadid
 from fastcnn._kernels._omp cimport fp_enter
 
 from fastcnn._kernels._typedefs cimport floating, index_t
+
+cdef extern from "transpose.h" nogil:
+    void fcnn_transpose_rect_f32(const float* src, long ld_src, long rows, long cols,
+                                 float* dst, long ld_dst)
+    void fcnn_transpose_rect_f64(const double* src, long ld_src, long rows, long cols,
+                                 double* dst, long ld_dst)
 from fastcnn._kernels._blas cimport gemm, blas_enter, blas_leave
 from fastcnn._kernels._activation cimport bias_activation
 
@@ -43,9 +49,8 @@ cdef void _linear_transposed(const floating* x, const floating* w, const floatin
                              floating* y, index_t m, index_t n, index_t k, int activation,
                              floating* ws, int num_threads) noexcept nogil:
     cdef index_t blocks = _ceil_div(n, T_COL_BLOCK)
-    cdef index_t task, c0, cols, r, j
+    cdef index_t task, c0, cols, r
     cdef floating* t
-    cdef floating* row
     blas_enter()
     with parallel(num_threads=num_threads):
         fp_enter()
@@ -58,11 +63,13 @@ cdef void _linear_transposed(const floating* x, const floating* w, const floatin
                      x, <int>k, <floating>0, t, <int>m)
             else:
                 _zero_rows(t, cols, m, m)
+            if floating is float:          # y[:, c0:c0+cols] = t^T
+                fcnn_transpose_rect_f32(t, m, cols, m, y + c0, n)
+            else:
+                fcnn_transpose_rect_f64(t, m, cols, m, y + c0, n)
             for r in range(m):
-                row = y + r * n + c0
-                for j in range(cols):
-                    row[j] = t[j * m + r]
-                _row_epilogue(row, bias + c0 if bias != NULL else NULL, cols, activation)
+                _row_epilogue(y + r * n + c0, bias + c0 if bias != NULL else NULL, cols,
+                              activation)
     blas_leave()
 
 

@@ -13,37 +13,34 @@
  * otherwise (6 x 2 of 16). The summation order is fixed (channels, then
  * taps), whatever the thread count.
  *
- * Also here: the output-channel kernel ("blocked_oc"), an in-register
- * transposition, and the weight packing built on it.
+ * Also here: the output-channel kernel ("blocked_oc"). Vector types and
+ * transposition: transpose.h.
  */
 #ifndef FASTCNN_CONV_BLOCK_H
 #define FASTCNN_CONV_BLOCK_H
 
-#include <stdint.h>
+#include "transpose.h"
 
-#if defined(__AVX512F__)
-#define FCNN_BLOCK_VEC_BYTES 64
+#if FCNN_VEC_BYTES == 64
 #define FCNN_BLOCK_QV 4
 #else
-#define FCNN_BLOCK_VEC_BYTES 32
 #define FCNN_BLOCK_QV 2
 #endif
 #define FCNN_BLOCK_OCB 6
 #ifndef FCNN_BLOCK_PREFETCH
 #define FCNN_BLOCK_PREFETCH 4096    /* bytes of weights fetched ahead */
 #endif
-#define FCNN_BLOCK_LANES_F32 (FCNN_BLOCK_QV * FCNN_BLOCK_VEC_BYTES / 4)
-#define FCNN_BLOCK_LANES_F64 (FCNN_BLOCK_QV * FCNN_BLOCK_VEC_BYTES / 8)
+#define FCNN_BLOCK_LANES_F32 (FCNN_BLOCK_QV * FCNN_VEC_BYTES / 4)
+#define FCNN_BLOCK_LANES_F64 (FCNN_BLOCK_QV * FCNN_VEC_BYTES / 8)
 
 /* x: the first lane's input in channel 0; ld_c: elements between channels;
  * w: packed weights [channel][tap][OCB]; out: OCB rows of LANES. */
 #define FCNN_DEFINE_BLOCK_KERNEL(SUFFIX, T)                                              \
-typedef T fcnn_vec_##SUFFIX __attribute__((vector_size(FCNN_BLOCK_VEC_BYTES), aligned(sizeof(T)))); \
 static inline void fcnn_block_kernel_##SUFFIX(const T *x, long ld_c, const T *w,         \
                                               const long *toff, long ntaps, long cin,    \
                                               T *out)                                    \
 {                                                                                        \
-    enum { VL = FCNN_BLOCK_VEC_BYTES / sizeof(T) };                                      \
+    enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                      \
     fcnn_vec_##SUFFIX acc[FCNN_BLOCK_OCB][FCNN_BLOCK_QV];                                \
     _Pragma("GCC unroll 8")                                                              \
     for (int o = 0; o < FCNN_BLOCK_OCB; o++) {                                           \
@@ -83,79 +80,6 @@ static inline void fcnn_block_kernel_##SUFFIX(const T *x, long ld_c, const T *w,
 FCNN_DEFINE_BLOCK_KERNEL(f32, float)
 FCNN_DEFINE_BLOCK_KERNEL(f64, double)
 
-/* In-register transposition of VL vectors of VL lanes: log2(VL) stages, each
- * swapping the off-diagonal b x b blocks with two-source shuffles. Lane l of
- * the first vector of a pair takes the second's lane l - b where bit b of l
- * is set (FCNN_TR_LO); the second takes the first's lane l + b where it is
- * clear (FCNN_TR_HI). */
-#define FCNN_TR_LO(l, b, VL) (((l) & (b)) ? (VL) + (l) - (b) : (l))
-#define FCNN_TR_HI(l, b, VL) (((l) & (b)) ? (VL) + (l) : (l) + (b))
-#define FCNN_TR_L4(F, b) {F(0, b, 4), F(1, b, 4), F(2, b, 4), F(3, b, 4)}
-#define FCNN_TR_L8(F, b) {F(0, b, 8), F(1, b, 8), F(2, b, 8), F(3, b, 8), F(4, b, 8),       \
-                          F(5, b, 8), F(6, b, 8), F(7, b, 8)}
-#define FCNN_TR_L16(F, b) {F(0, b, 16), F(1, b, 16), F(2, b, 16), F(3, b, 16), F(4, b, 16), \
-                           F(5, b, 16), F(6, b, 16), F(7, b, 16), F(8, b, 16), F(9, b, 16), \
-                           F(10, b, 16), F(11, b, 16), F(12, b, 16), F(13, b, 16),          \
-                           F(14, b, 16), F(15, b, 16)}
-#if FCNN_BLOCK_VEC_BYTES == 64
-#define FCNN_TR_LIST_f32 FCNN_TR_L16
-#define FCNN_TR_LIST_f64 FCNN_TR_L8
-#else
-#define FCNN_TR_LIST_f32 FCNN_TR_L8
-#define FCNN_TR_LIST_f64 FCNN_TR_L4
-#endif
-typedef int32_t fcnn_tr_mask_f32 __attribute__((vector_size(FCNN_BLOCK_VEC_BYTES)));
-typedef int64_t fcnn_tr_mask_f64 __attribute__((vector_size(FCNN_BLOCK_VEC_BYTES)));
-
-#define FCNN_TR_STAGE(SUFFIX, r, VL, b)                                                   \
-    if ((b) < (VL)) {                                                                    \
-        const fcnn_tr_mask_##SUFFIX lo = FCNN_TR_LIST_##SUFFIX(FCNN_TR_LO, b);           \
-        const fcnn_tr_mask_##SUFFIX hi = FCNN_TR_LIST_##SUFFIX(FCNN_TR_HI, b);           \
-        for (int i = 0; i < (VL); i++)                                                   \
-            if (!(i & (b))) {                                                            \
-                fcnn_vec_##SUFFIX first = r[i], second = r[i + (b)];                     \
-                r[i] = __builtin_shuffle(first, second, lo);                             \
-                r[i + (b)] = __builtin_shuffle(first, second, hi);                       \
-            }                                                                            \
-    }
-
-#define FCNN_DEFINE_TRANSPOSE(SUFFIX, T)                                                 \
-static inline void fcnn_transpose_##SUFFIX(fcnn_vec_##SUFFIX *r)                         \
-{                                                                                        \
-    enum { VL = FCNN_BLOCK_VEC_BYTES / sizeof(T) };                                      \
-    FCNN_TR_STAGE(SUFFIX, r, VL, 8)                                                      \
-    FCNN_TR_STAGE(SUFFIX, r, VL, 4)                                                      \
-    FCNN_TR_STAGE(SUFFIX, r, VL, 2)                                                      \
-    FCNN_TR_STAGE(SUFFIX, r, VL, 1)                                                      \
-}
-
-/* dst[i * ld_dst + r] = src[r * ld_src + i] for r < VL, i < k, zero for rows
- * r >= rows: a block of VL weight rows turned into the packed layouts'
- * [i][lane] order, VL x VL at a time in registers. */
-#define FCNN_DEFINE_PACK_ROWS(SUFFIX, T)                                                  \
-static inline void fcnn_pack_rows_##SUFFIX(const T *src, long ld_src, long rows, long k, \
-                                           T *dst, long ld_dst)                          \
-{                                                                                        \
-    enum { VL = FCNN_BLOCK_VEC_BYTES / sizeof(T) };                                      \
-    fcnn_vec_##SUFFIX r[VL];                                                             \
-    long i0 = 0;                                                                         \
-    for (; i0 + VL <= k; i0 += VL) {                                                     \
-        for (int o = 0; o < VL; o++)                                                     \
-            r[o] = o < rows ? *(const fcnn_vec_##SUFFIX *)(src + o * ld_src + i0)        \
-                            : (fcnn_vec_##SUFFIX){0};                                    \
-        fcnn_transpose_##SUFFIX(r);                                                      \
-        for (int t = 0; t < VL; t++)                                                     \
-            *(fcnn_vec_##SUFFIX *)(dst + (i0 + t) * ld_dst) = r[t];                      \
-    }                                                                                    \
-    for (; i0 < k; i0++)                                                                 \
-        for (long o = 0; o < VL; o++)                                                    \
-            dst[i0 * ld_dst + o] = o < rows ? src[o * ld_src + i0] : 0;                  \
-}
-
-FCNN_DEFINE_TRANSPOSE(f32, float)
-FCNN_DEFINE_TRANSPOSE(f64, double)
-FCNN_DEFINE_PACK_ROWS(f32, float)
-FCNN_DEFINE_PACK_ROWS(f64, double)
 
 
 /* The output-channel kernel (the "blocked_oc" algorithm): vectors hold
@@ -181,15 +105,15 @@ FCNN_DEFINE_PACK_ROWS(f64, double)
 #define FCNN_OC_TALL_P 4
 #define FCNN_OC_TALL_V 3
 #endif
-#define FCNN_OC_VL_F32 (FCNN_BLOCK_VEC_BYTES / 4)
-#define FCNN_OC_VL_F64 (FCNN_BLOCK_VEC_BYTES / 8)
+#define FCNN_OC_VL_F32 (FCNN_VEC_BYTES / 4)
+#define FCNN_OC_VL_F64 (FCNN_VEC_BYTES / 8)
 
 #define FCNN_DEFINE_OC_KERNEL(SUFFIX, T, NAME, P, V, SW)                                  \
 static inline void fcnn_oc_kernel_##SUFFIX##_##NAME##_s##SW(                              \
     const T *x, long ld_c, const T *w, const long *toff, long ntaps, long cin,           \
     T *acc_io, int accumulate, const T *prefetch)                                        \
 {                                                                                        \
-    enum { VL = FCNN_BLOCK_VEC_BYTES / sizeof(T) };                                      \
+    enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                      \
     fcnn_vec_##SUFFIX acc[P][V];                                                         \
     _Pragma("GCC unroll 16")                                                             \
     for (int j = 0; j < P; j++) {                                                        \

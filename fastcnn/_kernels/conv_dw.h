@@ -8,16 +8,16 @@
  * results are written back to the channels' planes. The padding is real zeros,
  * so NaN and Inf weights meet them as the definition says.
  *
- * Uses the vector types and transposition of conv_block.h (64-byte vectors
+ * Uses the vector types and transposition of transpose.h (64-byte vectors
  * with AVX-512).
  */
 #ifndef FASTCNN_CONV_DW_H
 #define FASTCNN_CONV_DW_H
 
-#include "conv_block.h"
+#include "transpose.h"
 
-#define FCNN_DW_VL_F32 (FCNN_BLOCK_VEC_BYTES / 4)
-#define FCNN_DW_VL_F64 (FCNN_BLOCK_VEC_BYTES / 8)
+#define FCNN_DW_VL_F32 (FCNN_VEC_BYTES / 4)
+#define FCNN_DW_VL_F64 (FCNN_VEC_BYTES / 8)
 
 /* out[p][lane] for output rows oh0 .. oh1 - 1 (p = (oh - oh0) * out_w + ow),
  * from a buffer whose row 0 is input row oh0 * sh - ph and column 0 is input
@@ -28,7 +28,7 @@ static inline __attribute__((always_inline)) void fcnn_dw_taps_##SUFFIX(        
     const T *buf, long wp, const T *w, long kh, long kw, long sh, long sw, long dh,      \
     long dw, long rows, long out_w, T *out)                                              \
 {                                                                                        \
-    enum { VL = FCNN_BLOCK_VEC_BYTES / sizeof(T) };                                      \
+    enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                      \
     for (long r = 0; r < rows; r++) {                                                    \
         const T *base = buf + r * sh * wp * VL;                                          \
         T *o = out + r * out_w * VL;                                                     \
@@ -55,7 +55,7 @@ static inline void fcnn_dw_rows_##SUFFIX(                                       
     long sh, long sw, long ph, long pw, long dh, long dw, long out_w, long oh0, long oh1, \
     long wp, T *buf, T *out)                                                             \
 {                                                                                        \
-    enum { VL = FCNN_BLOCK_VEC_BYTES / sizeof(T) };                                      \
+    enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                      \
     long ih0 = oh0 * sh - ph;                                                            \
     long nrows = (oh1 - 1 - oh0) * sh + (kh - 1) * dh + 1;                               \
     long first = ih0 > 0 ? ih0 : 0, last = ih0 + nrows < in_h ? ih0 + nrows : in_h;      \
@@ -69,7 +69,7 @@ static inline void fcnn_dw_rows_##SUFFIX(                                       
         for (int c = 0; c < VL; c++)                                                     \
             r[c] = c < planes ? *(const fcnn_vec_##SUFFIX *)(x + c * plane + p)          \
                               : (fcnn_vec_##SUFFIX){0};                                  \
-        fcnn_transpose_##SUFFIX(r);                                                   \
+        fcnn_transpose_##SUFFIX(r);                                                      \
         for (int k = 0; k < VL; k++) {                                                   \
             if (pw + iw < wp)                                                            \
                 *(fcnn_vec_##SUFFIX *)(buf + ((ih - ih0) * wp + pw + iw) * VL) = r[k];   \
@@ -96,30 +96,7 @@ static inline void fcnn_dw_rows_##SUFFIX(                                       
         fcnn_dw_taps_##SUFFIX(buf, wp, w, kh, kw, sh, sw, dh, dw, oh1 - oh0, out_w, out); \
 }
 
-/* y_c[q] = out[q][c] for the `planes` channels' count consecutive outputs
- * (y: the first channel's first output, planes `ld` elements apart). */
-#define FCNN_DEFINE_DW_STORE(SUFFIX, T)                                                   \
-static inline void fcnn_dw_store_##SUFFIX(const T *out, long planes, long count, T *y,   \
-                                          long ld)                                       \
-{                                                                                        \
-    enum { VL = FCNN_BLOCK_VEC_BYTES / sizeof(T) };                                      \
-    fcnn_vec_##SUFFIX r[VL];                                                             \
-    long q = 0;                                                                          \
-    for (; q + VL <= count; q += VL) {                                                   \
-        for (int k = 0; k < VL; k++)                                                     \
-            r[k] = *(const fcnn_vec_##SUFFIX *)(out + (q + k) * VL);                     \
-        fcnn_transpose_##SUFFIX(r);                                                   \
-        for (long c = 0; c < planes; c++)                                                \
-            *(fcnn_vec_##SUFFIX *)(y + c * ld + q) = r[c];                               \
-    }                                                                                    \
-    for (; q < count; q++)                                                               \
-        for (long c = 0; c < planes; c++)                                                \
-            y[c * ld + q] = out[q * VL + c];                                             \
-}
-
 FCNN_DEFINE_DW_KERNEL(f32, float)
 FCNN_DEFINE_DW_KERNEL(f64, double)
-FCNN_DEFINE_DW_STORE(f32, float)
-FCNN_DEFINE_DW_STORE(f64, double)
 
 #endif

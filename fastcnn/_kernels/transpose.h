@@ -1,0 +1,98 @@
+/* GCC vector types for the blocked kernels, and transposition through them.
+ *
+ * 64-byte vectors with AVX-512, 32-byte otherwise (VL = lanes per vector).
+ * fcnn_transpose_* transposes VL vectors of VL lanes in registers;
+ * fcnn_transpose_rect_* moves a whole matrix to its transpose VL x VL tiles
+ * at a time (weight packing, depthwise results, Linear's transposed form).
+ */
+#ifndef FASTCNN_TRANSPOSE_H
+#define FASTCNN_TRANSPOSE_H
+
+#include <stdint.h>
+
+#if defined(__AVX512F__)
+#define FCNN_VEC_BYTES 64
+#else
+#define FCNN_VEC_BYTES 32
+#endif
+typedef float fcnn_vec_f32 __attribute__((vector_size(FCNN_VEC_BYTES), aligned(sizeof(float))));
+typedef double fcnn_vec_f64 __attribute__((vector_size(FCNN_VEC_BYTES), aligned(sizeof(double))));
+
+/* In-register transposition of VL vectors of VL lanes: log2(VL) stages, each
+ * swapping the off-diagonal b x b blocks with two-source shuffles. Lane l of
+ * the first vector of a pair takes the second's lane l - b where bit b of l
+ * is set (FCNN_TR_LO); the second takes the first's lane l + b where it is
+ * clear (FCNN_TR_HI). */
+#define FCNN_TR_LO(l, b, VL) (((l) & (b)) ? (VL) + (l) - (b) : (l))
+#define FCNN_TR_HI(l, b, VL) (((l) & (b)) ? (VL) + (l) : (l) + (b))
+#define FCNN_TR_L4(F, b) {F(0, b, 4), F(1, b, 4), F(2, b, 4), F(3, b, 4)}
+#define FCNN_TR_L8(F, b) {F(0, b, 8), F(1, b, 8), F(2, b, 8), F(3, b, 8), F(4, b, 8),       \
+                          F(5, b, 8), F(6, b, 8), F(7, b, 8)}
+#define FCNN_TR_L16(F, b) {F(0, b, 16), F(1, b, 16), F(2, b, 16), F(3, b, 16), F(4, b, 16), \
+                           F(5, b, 16), F(6, b, 16), F(7, b, 16), F(8, b, 16), F(9, b, 16), \
+                           F(10, b, 16), F(11, b, 16), F(12, b, 16), F(13, b, 16),          \
+                           F(14, b, 16), F(15, b, 16)}
+#if FCNN_VEC_BYTES == 64
+#define FCNN_TR_LIST_f32 FCNN_TR_L16
+#define FCNN_TR_LIST_f64 FCNN_TR_L8
+#else
+#define FCNN_TR_LIST_f32 FCNN_TR_L8
+#define FCNN_TR_LIST_f64 FCNN_TR_L4
+#endif
+typedef int32_t fcnn_tr_mask_f32 __attribute__((vector_size(FCNN_VEC_BYTES)));
+typedef int64_t fcnn_tr_mask_f64 __attribute__((vector_size(FCNN_VEC_BYTES)));
+
+#define FCNN_TR_STAGE(SUFFIX, r, VL, b)                                                   \
+    if ((b) < (VL)) {                                                                    \
+        const fcnn_tr_mask_##SUFFIX lo = FCNN_TR_LIST_##SUFFIX(FCNN_TR_LO, b);           \
+        const fcnn_tr_mask_##SUFFIX hi = FCNN_TR_LIST_##SUFFIX(FCNN_TR_HI, b);           \
+        for (int i = 0; i < (VL); i++)                                                   \
+            if (!(i & (b))) {                                                            \
+                fcnn_vec_##SUFFIX first = r[i], second = r[i + (b)];                     \
+                r[i] = __builtin_shuffle(first, second, lo);                             \
+                r[i + (b)] = __builtin_shuffle(first, second, hi);                       \
+            }                                                                            \
+    }
+
+#define FCNN_DEFINE_TRANSPOSE(SUFFIX, T)                                                 \
+static inline void fcnn_transpose_##SUFFIX(fcnn_vec_##SUFFIX *r)                         \
+{                                                                                        \
+    enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                      \
+    FCNN_TR_STAGE(SUFFIX, r, VL, 8)                                                      \
+    FCNN_TR_STAGE(SUFFIX, r, VL, 4)                                                      \
+    FCNN_TR_STAGE(SUFFIX, r, VL, 2)                                                      \
+    FCNN_TR_STAGE(SUFFIX, r, VL, 1)                                                      \
+}
+
+/* dst[j * ld_dst + i] = src[i * ld_src + j] for i < rows, j < cols: whole
+ * VL x VL tiles through registers, the ragged edges one element at a time. */
+#define FCNN_DEFINE_TRANSPOSE_RECT(SUFFIX, T)                                              \
+static inline void fcnn_transpose_rect_##SUFFIX(const T *src, long ld_src, long rows,     \
+                                                long cols, T *dst, long ld_dst)          \
+{                                                                                        \
+    enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                            \
+    fcnn_vec_##SUFFIX r[VL];                                                             \
+    long i0 = 0, j0;                                                                     \
+    for (; i0 + VL <= rows; i0 += VL) {                                                  \
+        for (j0 = 0; j0 + VL <= cols; j0 += VL) {                                        \
+            for (int t = 0; t < VL; t++)                                                 \
+                r[t] = *(const fcnn_vec_##SUFFIX *)(src + (i0 + t) * ld_src + j0);       \
+            fcnn_transpose_##SUFFIX(r);                                                  \
+            for (int t = 0; t < VL; t++)                                                 \
+                *(fcnn_vec_##SUFFIX *)(dst + (j0 + t) * ld_dst + i0) = r[t];             \
+        }                                                                                \
+        for (long i = i0; i < i0 + VL; i++)                                              \
+            for (long j = j0; j < cols; j++)                                             \
+                dst[j * ld_dst + i] = src[i * ld_src + j];                               \
+    }                                                                                    \
+    for (long i = i0; i < rows; i++)                                                     \
+        for (long j = 0; j < cols; j++)                                                  \
+            dst[j * ld_dst + i] = src[i * ld_src + j];                                   \
+}
+
+FCNN_DEFINE_TRANSPOSE(f32, float)
+FCNN_DEFINE_TRANSPOSE(f64, double)
+FCNN_DEFINE_TRANSPOSE_RECT(f32, float)
+FCNN_DEFINE_TRANSPOSE_RECT(f64, double)
+
+#endif
