@@ -21,6 +21,27 @@ static inline float fcnn_pow2i(int32_t n)   /* 2^n for -126 <= n <= 127 */
     return f;
 }
 
+/* The shared core: for xc already clamped, p = exp(r) with xc = n ln2 + r
+ * (Cephes' split of ln 2 and degree-6 polynomial); n comes back in *n. */
+static inline float fcnn_exp_reduced(float xc, int32_t *n)
+{
+    /* n = round(x / ln 2) by the 1.5 * 2^23 trick: t's low bits hold n. */
+    float t = xc * 1.44269504088896341f + 12582912.0f;
+    float nf = t - 12582912.0f;
+    float r = xc - nf * 0.693359375f;
+    r = r - nf * -2.12194440e-4f;
+    float p = 1.9875691500E-4f;
+    p = p * r + 1.3981999507E-3f;
+    p = p * r + 8.3334519073E-3f;
+    p = p * r + 4.1665795894E-2f;
+    p = p * r + 1.6666665459E-1f;
+    p = p * r + 5.0000001201E-1f;
+    int32_t tbits;
+    memcpy(&tbits, &t, sizeof tbits);
+    *n = tbits - 0x4B400000;
+    return p * r * r + r + 1.0f;
+}
+
 static inline float fcnn_expf(float x)
 {
     /* Clamped to where the formula itself gives +inf (n = 128) and 0
@@ -30,23 +51,10 @@ static inline float fcnn_expf(float x)
     const float lo = -104.0f;
     float xc = hi < x ? hi : x;         /* x86 min and max, in the operand */
     xc = lo > xc ? lo : xc;             /* order that returns a NaN x      */
-    /* n = round(x / ln 2) by the 1.5 * 2^23 trick: t's low bits hold n. */
-    float t = xc * 1.44269504088896341f + 12582912.0f;
-    float n = t - 12582912.0f;
-    float r = xc - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500E-4f;
-    p = p * r + 1.3981999507E-3f;
-    p = p * r + 8.3334519073E-3f;
-    p = p * r + 4.1665795894E-2f;
-    p = p * r + 1.6666665459E-1f;
-    p = p * r + 5.0000001201E-1f;
-    p = p * r * r + r + 1.0f;
-    int32_t tbits;
-    memcpy(&tbits, &t, sizeof tbits);
-    int32_t ni = tbits - 0x4B400000;
-    int32_t n1 = ni >> 1;
-    return p * fcnn_pow2i(n1) * fcnn_pow2i(ni - n1);
+    int32_t n;
+    float p = fcnn_exp_reduced(xc, &n);
+    int32_t n1 = n >> 1;
+    return p * fcnn_pow2i(n1) * fcnn_pow2i(n - n1);
 }
 
 /* expf whose results below 2^-126 come out as 0 instead of subnormal: for
@@ -58,20 +66,8 @@ static inline float fcnn_expf_ftz(float x)
     const float lo = -87.33654475f;         /* exp(lo) = 2^-126 */
     float xc = x > hi ? hi : x;
     xc = xc < lo ? lo : xc;
-    float t = xc * 1.44269504088896341f + 12582912.0f;
-    float n = t - 12582912.0f;
-    float r = xc - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500E-4f;
-    p = p * r + 1.3981999507E-3f;
-    p = p * r + 8.3334519073E-3f;
-    p = p * r + 4.1665795894E-2f;
-    p = p * r + 1.6666665459E-1f;
-    p = p * r + 5.0000001201E-1f;
-    p = p * r * r + r + 1.0f;
-    int32_t tbits;
-    memcpy(&tbits, &t, sizeof tbits);
-    float y = p * fcnn_pow2i(tbits - 0x4B400000);
+    int32_t n;
+    float y = fcnn_exp_reduced(xc, &n) * fcnn_pow2i(n);
     y = x > hi ? __builtin_inff() : y;
     return x < lo ? 0.0f : y;           /* NaN passes through the arithmetic */
 }
