@@ -12,6 +12,7 @@ relu fused into its layer is dropped (relu is idempotent).
 A plan reads the layers' arrays when it is built: it is a snapshot of the
 weights, independent of the model afterwards.
 """
+import contextlib
 import inspect
 import threading
 
@@ -78,7 +79,10 @@ class Plan:
         """Buffers and workspaces of every executor made so far."""
         return sum(e.nbytes for e in self._executors)
 
-    def __call__(self, *inputs, out=None):
+    @contextlib.contextmanager
+    def _executor(self):
+        """An executor no other call is using, made if all are busy; back to
+        the idle list afterwards."""
         with self._lock:
             executor = self._idle.pop() if self._idle else None
         if executor is None:
@@ -87,24 +91,20 @@ class Plan:
             with self._lock:
                 self._executors.append(executor)
         try:
-            return executor(*inputs, out=out)
+            yield executor
         finally:
             with self._lock:
                 self._idle.append(executor)
 
+    def __call__(self, *inputs, out=None):
+        with self._executor() as executor:
+            return executor(*inputs, out=out)
+
     def profile(self, *inputs, repeat=5):
         """Time each step on these inputs (best of `repeat` runs): a list of
         (op, module, output shape, milliseconds), in execution order."""
-        with self._lock:
-            executor = self._idle.pop() if self._idle else None
-        if executor is None:
-            executor = _Executor(self._executors[0].graph, self._executors[0].num_threads,
-                                 self._packed)
-        try:
+        with self._executor() as executor:
             return executor.profile(*inputs, repeat=repeat)
-        finally:
-            with self._lock:
-                self._idle.append(executor)
 
 
 class _Executor:
