@@ -198,6 +198,13 @@ def check(ours, theirs, args, float_call=None, compare=True, outputs=1):
 
 # ---------------------------------------------------------------- functional ops
 
+def spatial_input(data, nd, batched, unbatched, bare, extra):
+    """An input for an op over nd spatial axes: rank nd + 2 (batched), nd + 1
+    (unbatched), nd or nd + 3 (both wrong), drawn with these weights."""
+    ranks = [nd + 2] * batched + [nd + 1] * unbatched + [nd] * bare + [nd + 3] * extra
+    return data.draw(arrays(rank=data.draw(st.sampled_from(ranks)), min_size=0))
+
+
 CONV = ["conv1d", "conv2d", "conv3d"]
 
 
@@ -206,8 +213,7 @@ CONV = ["conv1d", "conv2d", "conv3d"]
 @given(data=st.data())
 def test_conv(name, data):
     nd = int(name[-2])
-    rank = data.draw(st.sampled_from([nd + 2] * 6 + [nd + 1] * 2 + [nd, nd + 3]))
-    x = data.draw(arrays(rank=rank, min_size=0))
+    x = spatial_input(data, nd, 6, 2, 1, 1)
     xs = np.shape(np.asarray(x, dtype=object) if isinstance(x, list) else x)
     cin = xs[1] if len(xs) == nd + 2 else (xs[0] if len(xs) == nd + 1 else 2)
     groups = data.draw(st.sampled_from([1, 1, 1, 2, 3, 0, -1]))
@@ -240,8 +246,7 @@ POOLS = ["max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "
 @given(data=st.data())
 def test_pool(name, data):
     nd = int(name[-2])
-    rank = data.draw(st.sampled_from([nd + 2] * 6 + [nd + 1] * 2 + [nd, nd + 3]))
-    x = data.draw(arrays(rank=rank, min_size=0))
+    x = spatial_input(data, nd, 6, 2, 1, 1)
     kernel = data.draw(int_or_tuple(nd, 0, 4))
     stride = data.draw(st.one_of(st.none(), int_or_tuple(nd, 0, 4)))
     padding = data.draw(int_or_tuple(nd, -1, 2))
@@ -267,7 +272,7 @@ def test_pool(name, data):
 @given(data=st.data())
 def test_lp_pool(name, data):
     nd = int(name[-2])
-    x = data.draw(arrays(rank=data.draw(st.sampled_from([nd + 2, nd + 2, nd + 1, nd])), min_size=0))
+    x = spatial_input(data, nd, 2, 1, 1, 0)
     p = data.draw(st.sampled_from([1, 2, 3.5, 0, -1]))
     # PyTorch's lp_pool1d takes ints only, lp_pool2d ints or pairs (its own
     # code multiplies and unpacks them)
@@ -289,8 +294,7 @@ ADAPTIVE = ["adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
 @given(data=st.data())
 def test_adaptive_pool(name, data):
     nd = int(name[-2])
-    x = data.draw(arrays(rank=data.draw(st.sampled_from([nd + 2] * 4 + [nd + 1, nd, nd + 3])),
-                         min_size=0))
+    x = spatial_input(data, nd, 4, 1, 1, 1)
     size = data.draw(st.one_of(ints(-1, 5), st.lists(st.one_of(st.none(), ints(-1, 5)),
                                                       min_size=nd, max_size=nd).map(tuple),
                                st.lists(ints(0, 4), min_size=1, max_size=nd + 1).map(tuple)))
