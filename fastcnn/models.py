@@ -6,7 +6,6 @@ so a PyTorch state_dict of the same architecture loads unchanged
 (`model.load_state_dict({k: v.numpy() for k, v in sd.items()})`).
 """
 
-
 from fastcnn import functional as F
 from fastcnn import nn
 from fastcnn.nn import init

@@ -35,27 +35,6 @@ def test_context_manager_restores_and_nests():
     assert fastcnn.get_num_threads() == 2
 
 
-def test_context_manager_is_per_python_thread():
-    seen = {}
-    entered = threading.Event()
-    release = threading.Event()
-
-    def worker():
-        with fastcnn.threads(1):
-            entered.set()
-            release.wait(5)
-            seen["worker"] = fastcnn.get_num_threads()
-
-    fastcnn.set_num_threads(2)
-    t = threading.Thread(target=worker)
-    t.start()
-    entered.wait(5)
-    seen["main"] = fastcnn.get_num_threads()
-    release.set()
-    t.join()
-    assert seen == {"worker": 1, "main": 2}
-
-
 @pytest.mark.parametrize("bad,error", [(0, ValueError), (-2, ValueError), (1.5, TypeError),
                                        ("2", TypeError)])
 def test_bad_thread_counts(bad, error):
