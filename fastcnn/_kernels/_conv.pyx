@@ -1265,7 +1265,7 @@ cdef void _blocked_oc_task(const ConvGeom* g, const ConvPlan* plan, const floati
     cdef index_t n = task // (plan.row_blocks * plan.n_m_blocks * g.groups)
     cdef index_t oh0 = rb * plan.rows_per_task, oh1 = min(g.out_h, oh0 + plan.rows_per_task)
     cdef index_t m0 = ocb * mb, mcount = min(mb, m_group - m0)
-    cdef index_t c0, kc, oh, r, o, j, jcount, oc
+    cdef index_t c0, kc, oh, r, o, oc
     cdef const floating* xg = xpad + ((n - n0) * g.in_channels + grp * cin) * plan.channel_stride
     cdef const floating* wb = packed + (grp * plan.n_m_blocks + ocb) * cin * taps * mb
     cdef floating* part
@@ -1283,18 +1283,21 @@ cdef void _blocked_oc_task(const ConvGeom* g, const ConvPlan* plan, const floati
                            acc + ((oh - oh0) * runs + r) * pix * mb, c0 > 0,
                            wb + (c0 + kc) * taps * mb if oh == oh0 and r == 0 else NULL)
         c0 += kc
-    for oh in range(oh0, oh1):
-        for o in range(mcount):
-            oc = grp * m_group + m0 + o
-            yrow = y + ((n * g.out_channels + oc) * g.out_h + oh) * g.out_w
-            for r in range(runs):
-                part = acc + ((oh - oh0) * runs + r) * pix * mb + o
-                jcount = min(pix, g.out_w - r * pix)
-                for j in range(jcount):
-                    yrow[r * pix + j] = part[j * mb]
-            bias_residual_activation(yrow, g.out_w, bias[oc] if bias != NULL else 0,
-                                     bias != NULL, res + (yrow - y) if res != NULL else NULL,
-                                     activation)
+    # acc holds pixels x channels; the output wants channels x pixels. Rows
+    # whose runs end at the row's end are contiguous in both: one transpose.
+    yrow = y + ((n * g.out_channels + grp * m_group + m0) * g.out_h + oh0) * g.out_w
+    if runs * pix == g.out_w:
+        _transpose(acc, mb, (oh1 - oh0) * g.out_w, mcount, yrow, g.out_h * g.out_w)
+    else:
+        for oh in range(oh0, oh1):
+            _transpose(acc + (oh - oh0) * runs * pix * mb, mb, g.out_w, mcount,
+                       yrow + (oh - oh0) * g.out_w, g.out_h * g.out_w)
+    for o in range(mcount):
+        oc = grp * m_group + m0 + o
+        part = yrow + o * g.out_h * g.out_w
+        bias_residual_activation(part, (oh1 - oh0) * g.out_w, bias[oc] if bias != NULL else 0,
+                                 bias != NULL, res + (part - y) if res != NULL else NULL,
+                                 activation)
 
 
 cdef void _blocked_oc_forward(const ConvGeom* g, const ConvPlan* plan, const floating* x,
