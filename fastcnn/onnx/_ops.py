@@ -96,11 +96,10 @@ def max_pool(input, kernel, stride, pads_begin, pads_end, dilation, ceil_mode, i
         pads = (0,) * nd
     else:
         pads = pads_begin
-    result = _pool_fn(nd, "max")(x, kernel, stride, pads, dilation, bool(ceil_mode),
-                                 return_indices=indices)
     if not indices:
-        return _put(out, result)
-    y, idx = result
+        return _pool_fn(nd, "max")(x, kernel, stride, pads, dilation, bool(ceil_mode), out=out)
+    y, idx = _pool_fn(nd, "max")(x, kernel, stride, pads, dilation, bool(ceil_mode),
+                                 return_indices=True)
     if pads_begin != pads_end:          # back to coordinates of the unpadded input
         coords = np.unravel_index(idx, x.shape[2:])
         idx = np.ravel_multi_index(tuple(c - p for c, p in zip(coords, pads_begin)),
@@ -116,8 +115,8 @@ def avg_pool(input, kernel, stride, pads_begin, pads_end, ceil_mode, count_inclu
     nd = len(kernel)
     fn = _pool_fn(nd, "avg")
     if pads_begin == pads_end:
-        return _put(out, fn(input, kernel, stride, pads_begin, bool(ceil_mode),
-                            bool(count_include_pad)))
+        return fn(input, kernel, stride, pads_begin, bool(ceil_mode), bool(count_include_pad),
+                  out=out)
     widths = [(0, 0), (0, 0)] + list(zip(pads_begin, pads_end))
     padded = np.pad(input, widths)
     total = _pool_sum(fn, padded, kernel, stride, ceil_mode)
@@ -180,10 +179,8 @@ def op_LpPool(b, node, x):
 
 def global_pool(input, kind, p=2.0, out=None):
     nd = input.ndim - 2
-    if kind == "avg":
-        return _put(out, getattr(P, f"adaptive_avg_pool{nd}d")(input, 1))
-    if kind == "max":
-        return _put(out, getattr(P, f"adaptive_max_pool{nd}d")(input, 1))
+    if kind in ("avg", "max"):
+        return getattr(P, f"adaptive_{kind}_pool{nd}d")(input, 1, out=out)
     axes = tuple(range(2, input.ndim))
     return _put(out, (np.abs(input) ** p).sum(axis=axes, keepdims=True) ** (1.0 / p))
 
