@@ -113,6 +113,23 @@ def test_softmax_is_stable_and_propagates_nan(rng):
     assert np.isnan(y[0, :, 2]).all() and np.isfinite(y[0, :, :2]).all()
 
 
+@pytest.mark.parametrize("log", [False, True])
+def test_softmax_vector_and_tail_positions_agree(log, rng):
+    """Inner positions 0-15 run through the vector exponent, 16 through the
+    scalar one: equal columns must give equal bits, across the whole range of
+    exp (results down to subnormal and 0, -inf, NaN)."""
+    col = np.concatenate([rng.uniform(-110, 0, 60), [0, -87.5, -100, -103.9, -np.inf]])
+    col = col.astype(np.float32)
+    x = np.repeat(col[None, :, None], 17, axis=2)
+    x[..., 1:16] += rng.uniform(-1, 1, (1, col.size, 15)).astype(np.float32)
+    x[0, 3, 5] = np.nan
+    fn = F.log_softmax if log else F.softmax
+    y = fn(x, 1)
+    np.testing.assert_array_equal(y[..., 0], y[..., 16])
+    assert np.isnan(y[0, :, 5]).all()
+    assert_close(y, ref.softmax(x, 1, log), col.size)
+
+
 def test_softmin_and_dtype(rng):
     x = rng.standard_normal((3, 4)).astype(np.float32)
     assert_close(F.softmin(x, 1), ref.softmax(-x, 1), 4)

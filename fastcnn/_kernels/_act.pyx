@@ -149,6 +149,27 @@ cdef void _softmax_rows(const floating* x, floating* y, index_t rows, index_t n,
             _softmax_row(x + r * n, y + r * n, n, log)
 
 
+cdef extern from "vecmath.h" nogil:
+    void fcnn_exp_diff_sum_f32(const float* x, const float* m, float* s, float* y, long n)
+
+
+cdef inline void _exp_diff_sum(const floating* x, const floating* m, floating* s, floating* y,
+                               index_t n) noexcept nogil:
+    """s[j] += e and y[j] = e (y may be NULL) for e = exp(x[j] - m[j])."""
+    cdef index_t j
+    cdef floating e
+    if floating is float:
+        fcnn_exp_diff_sum_f32(x, m, s, y, n)
+    elif y == NULL:
+        for j in range(n):
+            s[j] = s[j] + _exp(x[j] - m[j])
+    else:
+        for j in range(n):
+            e = _exp(x[j] - m[j])
+            s[j] = s[j] + e
+            y[j] = e
+
+
 cdef void _softmax_inner(const floating* x, floating* y, index_t outer, index_t n,
                          index_t inner, bint log, floating* ws, index_t ws_per_thread,
                          int num_threads) noexcept nogil:
@@ -181,8 +202,7 @@ cdef void _softmax_inner(const floating* x, floating* y, index_t outer, index_t 
                     m[j] = max_nan(m[j], xc[c * inner + j])
             if log:
                 for c in range(n):
-                    for j in range(w):
-                        s[j] = s[j] + _exp(xc[c * inner + j] - m[j])
+                    _exp_diff_sum(xc + c * inner, m, s, NULL, w)
                 for j in range(w):
                     m[j] = m[j] + _log(s[j])
                 for c in range(n):
@@ -190,10 +210,7 @@ cdef void _softmax_inner(const floating* x, floating* y, index_t outer, index_t 
                         yc[c * inner + j] = xc[c * inner + j] - m[j]
             else:
                 for c in range(n):
-                    for j in range(w):
-                        e = _exp(xc[c * inner + j] - m[j])
-                        s[j] = s[j] + e
-                        yc[c * inner + j] = e
+                    _exp_diff_sum(xc + c * inner, m, s, yc + c * inner, w)
                 for j in range(w):
                     s[j] = one / s[j]
                 for c in range(n):

@@ -57,6 +57,56 @@ static inline float fcnn_expf(float x)
     return p * fcnn_pow2i(n1) * fcnn_pow2i(n - n1);
 }
 
+/* s[j] += e and y[j] = e (y may be NULL) for e = exp(x[j] - m[j]): softmax's
+ * exponent pass. With AVX-512 whole vectors run fcnn_expf's operations
+ * explicitly and scale by 2^n with vscalefps (one rounding, as fcnn_expf's
+ * two exact-then-rounding multiplies), which costs a third fewer
+ * instructions than the vectorised scalar code and gives the same bits. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+static inline __m512 fcnn_expf_v16(__m512 x)
+{
+    __m512 xc = _mm512_min_ps(_mm512_set1_ps(89.0f), x);      /* NaN x kept */
+    xc = _mm512_max_ps(_mm512_set1_ps(-104.0f), xc);
+    __m512 t = _mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f),
+                               _mm512_set1_ps(12582912.0f));
+    __m512 nf = _mm512_sub_ps(t, _mm512_set1_ps(12582912.0f));
+    __m512 r = _mm512_fnmadd_ps(nf, _mm512_set1_ps(0.693359375f), xc);
+    r = _mm512_fnmadd_ps(nf, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500E-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
+    p = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, nf);
+}
+#endif
+
+static inline void fcnn_exp_diff_sum_f32(const float *x, const float *m, float *s, float *y,
+                                         long n)
+{
+    long j = 0;
+#if defined(__AVX512F__)
+    for (; j + 16 <= n; j += 16) {
+        __m512 e = fcnn_expf_v16(_mm512_sub_ps(_mm512_loadu_ps(x + j), _mm512_loadu_ps(m + j)));
+        _mm512_storeu_ps(s + j, _mm512_add_ps(_mm512_loadu_ps(s + j), e));
+        if (y)
+            _mm512_storeu_ps(y + j, e);
+    }
+#endif
+    if (y)
+        for (; j < n; j++) {
+            float e = fcnn_expf(x[j] - m[j]);
+            s[j] += e;
+            y[j] = e;
+        }
+    else
+        for (; j < n; j++)
+            s[j] += fcnn_expf(x[j] - m[j]);
+}
+
 /* expf whose results below 2^-126 come out as 0 instead of subnormal: for
  * exp(x) added to 1 or more (sigmoid, SiLU, tanh denominators), where that
  * changes nothing, and a quarter faster (one scaling, no subnormal split). */
