@@ -439,6 +439,10 @@ def test_dispatcher_picks_fast_paths():
     small = g((8, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1)
     assert kernels.select(small) == "blocked_oc"
     assert kernels.select(small, True) == "winograd"
+    # enough tiles for Winograd with prepacked weights, too few to repack per call
+    mid = g((8, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1, 1)
+    assert kernels.select(mid) == "blocked_oc"
+    assert kernels.select(mid, True) == "winograd"
     late = g((1, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1)
     assert kernels.select(late) == "im2col"          # packing per call would not pay
     assert kernels.select(late, True) == "blocked_oc"

@@ -1,6 +1,7 @@
 """Convolution: conv1d, conv2d, conv3d and the dispatcher over the kernels'
 algorithms (1x1 GEMM, im2col + GEMM, direct, Winograd)."""
 import math
+import threading
 
 import numpy as np
 
@@ -171,6 +172,26 @@ def ieee_safe(algorithm, x, w, nthreads):
     return algorithm
 
 
+class _Scratch(threading.local):
+    """Each Python thread's packed-weight and workspace buffers, reused from
+    call to call: fresh multi-megabyte arrays page-fault on every touch."""
+    LIMIT = 256 * 2**20             # larger needs are allocated per call
+
+    def __init__(self):
+        self.buffers = [np.empty(0, np.uint8), np.empty(0, np.uint8)]
+
+    def get(self, slot, size, dtype):
+        nbytes = size * np.dtype(dtype).itemsize
+        if nbytes > self.LIMIT:
+            return np.empty(size, dtype)
+        if self.buffers[slot].nbytes < nbytes:
+            self.buffers[slot] = np.empty(nbytes, np.uint8)
+        return self.buffers[slot][:nbytes].view(dtype)
+
+
+_scratch = _Scratch()
+
+
 def conv_run(geom, x, w, bias, y, act, nthreads, algorithm=None, residual=None):
     """Dispatch one validated convolution: pick the algorithm (unless forced),
     pack weights if it needs them, allocate its workspace, run."""
@@ -179,10 +200,10 @@ def conv_run(geom, x, w, bias, y, act, nthreads, algorithm=None, residual=None):
     ws_shared, ws_per_thread, _, packed_size = _conv_kernels.plan(geom, algorithm, x.itemsize)
     weights = w
     if packed_size:
-        weights = np.empty(packed_size, x.dtype)
+        weights = _scratch.get(0, packed_size, x.dtype)
         _conv_kernels.pack(geom, algorithm, w, weights, nthreads)
     ws_size = ws_shared + ws_per_thread * nthreads
-    workspace = np.empty(ws_size, x.dtype) if ws_size else None
+    workspace = _scratch.get(1, ws_size, x.dtype) if ws_size else None
     _conv_kernels.forward(geom, algorithm, x, weights, bias, y, workspace, act, nthreads,
                           residual)
 

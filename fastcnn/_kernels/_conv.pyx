@@ -80,7 +80,7 @@ cdef enum:
     DIRECT_WIDE_BELOW = 32                # output width under which depthwise pads the plane
     WINO_BUDGET_BYTES = 1536 * 1024   # transformed tiles (V and M) per thread
     WINO_MIN_TILES = 32
-    WINO_PACK_TILES = 64
+    WINO_PACK_TILES = 160
     # At most this many tiles in all (batch-1 late layers): transform them once
     # into a shared V and give each task a block of output channels, so the
     # transformed weights are read once rather than once per task.
