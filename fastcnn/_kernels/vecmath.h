@@ -21,25 +21,34 @@ static inline float fcnn_pow2i(int32_t n)   /* 2^n for -126 <= n <= 127 */
     return f;
 }
 
-/* The shared core: for xc already clamped, p = exp(r) with xc = n ln2 + r
- * (Cephes' split of ln 2 and degree-6 polynomial); n comes back in *n. */
-static inline float fcnn_exp_reduced(float xc, int32_t *n)
+/* The shared core, written once for floats and for GCC vectors of them: for
+ * xc already clamped, xc = nf ln2 + r and p = exp(r) (Cephes' split of ln 2
+ * and degree-6 polynomial). nf = round(xc / ln 2) by the 1.5 * 2^23 trick:
+ * t's low mantissa bits hold it as an integer. */
+#define FCNN_EXP_CORE(xc, t, nf, p)                                              \
+    do {                                                                         \
+        __typeof__(xc) r_;                                                       \
+        t = xc * 1.44269504088896341f + 12582912.0f;                             \
+        nf = t - 12582912.0f;                                                    \
+        r_ = xc - nf * 0.693359375f;                                             \
+        r_ = r_ - nf * -2.12194440e-4f;                                          \
+        p = r_ * 1.9875691500E-4f + 1.3981999507E-3f;                            \
+        p = p * r_ + 8.3334519073E-3f;                                           \
+        p = p * r_ + 4.1665795894E-2f;                                           \
+        p = p * r_ + 1.6666665459E-1f;                                           \
+        p = p * r_ + 5.0000001201E-1f;                                           \
+        p = p * r_ * r_ + r_ + 1.0f;                                             \
+    } while (0)
+
+/* FCNN_EXP_CORE on one float: p, and nf as an integer (from t's bits). */
+static inline float fcnn_exp_core(float xc, int32_t *n)
 {
-    /* n = round(x / ln 2) by the 1.5 * 2^23 trick: t's low bits hold n. */
-    float t = xc * 1.44269504088896341f + 12582912.0f;
-    float nf = t - 12582912.0f;
-    float r = xc - nf * 0.693359375f;
-    r = r - nf * -2.12194440e-4f;
-    float p = 1.9875691500E-4f;
-    p = p * r + 1.3981999507E-3f;
-    p = p * r + 8.3334519073E-3f;
-    p = p * r + 4.1665795894E-2f;
-    p = p * r + 1.6666665459E-1f;
-    p = p * r + 5.0000001201E-1f;
+    float t, nf, p;
     int32_t tbits;
+    FCNN_EXP_CORE(xc, t, nf, p);
     memcpy(&tbits, &t, sizeof tbits);
     *n = tbits - 0x4B400000;
-    return p * r * r + r + 1.0f;
+    return p;
 }
 
 static inline float fcnn_expf(float x)
@@ -52,35 +61,25 @@ static inline float fcnn_expf(float x)
     float xc = hi < x ? hi : x;         /* x86 min and max, in the operand */
     xc = lo > xc ? lo : xc;             /* order that returns a NaN x      */
     int32_t n;
-    float p = fcnn_exp_reduced(xc, &n);
+    float p = fcnn_exp_core(xc, &n);
     int32_t n1 = n >> 1;
     return p * fcnn_pow2i(n1) * fcnn_pow2i(n - n1);
 }
 
 /* s[j] += e and y[j] = e (y may be NULL) for e = exp(x[j] - m[j]): softmax's
- * exponent pass. With AVX-512 whole vectors run fcnn_expf's operations
- * explicitly and scale by 2^n with vscalefps (one rounding, as fcnn_expf's
- * two exact-then-rounding multiplies), which costs a third fewer
- * instructions than the vectorised scalar code and gives the same bits. */
+ * exponent pass. With AVX-512 whole vectors run FCNN_EXP_CORE on vectors
+ * and scale by 2^nf with vscalefps (one rounding, as fcnn_expf's two
+ * exact-then-rounding multiplies): a third fewer instructions than the
+ * vectorised scalar code, and the same bits. */
 #if defined(__AVX512F__)
 #include <immintrin.h>
+typedef float fcnn_v16sf __attribute__((vector_size(64)));
 static inline __m512 fcnn_expf_v16(__m512 x)
 {
-    __m512 xc = _mm512_min_ps(_mm512_set1_ps(89.0f), x);      /* NaN x kept */
-    xc = _mm512_max_ps(_mm512_set1_ps(-104.0f), xc);
-    __m512 t = _mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f),
-                               _mm512_set1_ps(12582912.0f));
-    __m512 nf = _mm512_sub_ps(t, _mm512_set1_ps(12582912.0f));
-    __m512 r = _mm512_fnmadd_ps(nf, _mm512_set1_ps(0.693359375f), xc);
-    r = _mm512_fnmadd_ps(nf, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500E-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
-    p = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, nf);
+    __m512 xc = _mm512_min_ps(_mm512_set1_ps(89.0f), x);      /* fcnn_expf's clamps */
+    fcnn_v16sf v = (fcnn_v16sf)_mm512_max_ps(_mm512_set1_ps(-104.0f), xc), t, nf, p;
+    FCNN_EXP_CORE(v, t, nf, p);
+    return _mm512_scalef_ps((__m512)p, (__m512)nf);
 }
 #endif
 
@@ -117,7 +116,7 @@ static inline float fcnn_expf_ftz(float x)
     float xc = x > hi ? hi : x;
     xc = xc < lo ? lo : xc;
     int32_t n;
-    float y = fcnn_exp_reduced(xc, &n) * fcnn_pow2i(n);
+    float y = fcnn_exp_core(xc, &n) * fcnn_pow2i(n);
     y = x > hi ? __builtin_inff() : y;
     return x < lo ? 0.0f : y;           /* NaN passes through the arithmetic */
 }
