@@ -345,7 +345,8 @@ def test_layer_parity_with_pytorch(padding_mode, padding, rng):
 
 # ---------------------------------------------------------------- every algorithm
 
-ALGORITHMS = ["im2col", "gemm_1x1", "direct", "winograd", "blocked", "blocked_oc", "depthwise"]
+ALGORITHMS = ["im2col", "gemm_1x1", "direct", "winograd", "blocked", "blocked_oc",
+              "blocked_oc_unpacked", "depthwise"]
 WINOGRAD_CASES = [
     (1, 8, 8, (9, 9), (3, 3), 1, 1, 1, 1),
     (2, 16, 24, (13, 7), (3, 3), 1, 1, 1, 1),        # output not a multiple of 4
@@ -444,8 +445,9 @@ def test_dispatcher_picks_fast_paths():
     assert kernels.select(mid) == "blocked_oc"
     assert kernels.select(mid, True) == "winograd"
     late = g((1, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1)
-    assert kernels.select(late) == "im2col"          # packing per call would not pay
+    assert kernels.select(late) == "blocked_oc_unpacked"   # a pass packing weights would not pay
     assert kernels.select(late, True) == "blocked_oc"
+    assert kernels.select(g((2, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1)) == "im2col"
     # few output channels: blocked over pixels (LeNet)
     assert kernels.select(g((64, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1)) == "blocked"
     # a 7x7 stem's 64 output channels fill the output-channel kernel's vectors
@@ -453,6 +455,19 @@ def test_dispatcher_picks_fast_paths():
     assert kernels.select(g((1, 3, 224, 224), (32, 3, 3, 3), 2, 1, 1, 1)) == "im2col"
     # most lanes would be padding (with 16- or 32-lane blocks): 2x2 outputs
     assert kernels.select(g((8, 16, 2, 2), (16, 16, 3, 3), 1, 1, 1, 1), True) == "im2col"
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_blocked_oc_unpacked_packs_each_call(n, rng):
+    """Each thread keeps the channel block it packed last and reuses it for
+    the next task of that block; a new call (new weights, the same scratch)
+    must pack again. 50 output channels: a last block of 2 lanes."""
+    x = rng.standard_normal((n, 24, 9, 7)).astype(np.float32)
+    for _ in range(3):
+        w = rng.standard_normal((50, 24, 3, 3)).astype(np.float32)
+        got = _conv_impl(2, "conv2d", x, w, None, 1, 1, 1, 1, None, None,
+                         algorithm="blocked_oc_unpacked")
+        assert_close(got, conv_nd(x, w, None, 1, 1, None, 1, 1), w[0].size)
 
 
 def test_blocked_in_image_chunks(rng):

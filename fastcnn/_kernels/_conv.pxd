@@ -20,6 +20,8 @@ cdef enum:
     CONV_BLOCKED = 4    # 2-D direct, vectors over output pixels (few output channels)
     CONV_BLOCKED_OC = 5 # 2-D direct, vectors over output channels, pixels in registers
     CONV_DEPTHWISE = 6  # 2-D depthwise, vectors over channels (small planes)
+    CONV_BLOCKED_OC_UNPACKED = 7  # CONV_BLOCKED_OC reading unpacked weights: each
+                                  # thread packs a channel block's weights into its scratch
 
 # How the work is cut into tasks. Chosen from the shape alone, never from the
 # thread count, so each output element is computed the same way whatever the
@@ -56,6 +58,7 @@ cdef struct ConvPlan:
     bint oc_tall                    # the kernel shape with more channels, fewer pixels
     index_t chunk_channels          # input channels per pass (their weights stay in L1)
     index_t row_blocks
+    index_t oc_pack_offset          # unpacked: where a thread's packed channel block starts
     # Depthwise over channels: tasks are (image, block of m_block channels,
     # block of rows_per_task output rows); wq = the padded input row length
 

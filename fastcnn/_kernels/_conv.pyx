@@ -14,6 +14,9 @@ from cython.parallel cimport parallel, prange, threadid
 from fastcnn._kernels._omp cimport fp_enter
 from libc.string cimport memset, memcpy
 
+cdef extern from *:
+    void __builtin_prefetch(const void* addr, int rw, int locality) nogil
+
 from fastcnn._kernels._typedefs cimport floating, index_t
 from fastcnn._kernels._blas cimport gemm, blas_enter, blas_leave
 from fastcnn._kernels._activation cimport bias_residual_activation
@@ -93,6 +96,7 @@ cdef enum:
     OC_MIN_CHANNELS = 32                  # output channels per group for blocked_oc
     OC_MIN_REDUCTION = 256                # input channels x taps for blocked_oc
     OC_PACK_POSITIONS = 128               # unpacked weights: outputs per call to amortise packing
+    OC_INLINE_PACK_POSITIONS = 256        # up to this many outputs of one image: pack in the tasks
     BLOCK_MIN_STRIDED_TAPS = 16           # strided: blocked only for large kernels (stems)
     DW_TASK_BYTES = 96 * 1024             # padded input rows and output of one depthwise task
     DW_MAX_OUT_W = 16                     # depthwise over channels for outputs this narrow
@@ -135,6 +139,12 @@ cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept 
             and g.pad_d == 0 and g.pad_h == 0 and g.pad_w == 0
             and g.out_d == g.in_d and g.out_h == g.in_h and g.out_w == g.in_w):
         return CONV_GEMM_1X1
+    # one small image: each channel block's weights are read by one thread,
+    # which packs them as it computes instead of in a pass of its own
+    if (not weights_packed and g.batch == 1
+            and g.out_d * g.out_h * g.out_w <= OC_INLINE_PACK_POSITIONS
+            and _blocked_oc_pays(g, True)):
+        return CONV_BLOCKED_OC_UNPACKED
     if _blocked_oc_pays(g, weights_packed):
         return CONV_BLOCKED_OC
     if _blocked_pays(g, weights_packed):
@@ -213,8 +223,13 @@ cdef ConvPlan _make_plan(const ConvGeom* g, int algorithm, index_t itemsize) noe
     if algorithm == CONV_BLOCKED:
         _blocked_plan(g, itemsize, &p)
         return p
-    if algorithm == CONV_BLOCKED_OC:
+    if algorithm == CONV_BLOCKED_OC or algorithm == CONV_BLOCKED_OC_UNPACKED:
         _blocked_oc_plan(g, itemsize, &p)
+        if algorithm == CONV_BLOCKED_OC_UNPACKED:
+            # after the partial sums: the packed block (16-element aligned),
+            # and its key (block index + 1; 0: none yet) in the 16 before it
+            p.oc_pack_offset = _round_up(p.workspace_per_thread, 16) + 16
+            p.workspace_per_thread = p.oc_pack_offset + k * p.m_block
         return p
     if algorithm == CONV_DEPTHWISE:
         _depthwise_plan(g, itemsize, &p)
@@ -1251,6 +1266,29 @@ cdef inline void _oc_kernel(const ConvGeom* g, const ConvPlan* plan, const float
             fcnn_oc_kernel_f64_wide_s2(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
 
 
+cdef inline void _prefetch_rows(const floating* w, index_t ld, index_t i0, index_t i1,
+                                index_t nbytes) noexcept nogil:
+    """Fetch nbytes of rows i0 ... i1 - 1 of w (ld elements apart) towards L2."""
+    cdef index_t i, l
+    for i in range(i0, i1):
+        l = 0
+        while l < nbytes:
+            __builtin_prefetch(<const char*>(w + i * ld) + l, 0, 2)
+            l += 64
+
+
+cdef void _oc_pack_chunk(const floating* w, index_t k, index_t mcount, index_t mb,
+                         index_t j0, index_t j1, floating* dst) noexcept nogil:
+    """Columns j0 ... j1 - 1 of mcount rows of (rows, k) weights into
+    blocked_oc's [k][mb] layout at dst, lanes past mcount zero."""
+    cdef index_t j, i
+    _transpose(w + j0, k, mcount, j1 - j0, dst + j0 * mb, mb)
+    if mcount < mb:
+        for j in range(j0, j1):
+            for i in range(mcount, mb):
+                dst[j * mb + i] = 0
+
+
 cdef void _blocked_oc_task(const ConvGeom* g, const ConvPlan* plan, const floating* xpad,
                            index_t n0, const floating* packed, const long* toff,
                            const floating* bias, floating* y, const floating* res,
@@ -1267,14 +1305,35 @@ cdef void _blocked_oc_task(const ConvGeom* g, const ConvPlan* plan, const floati
     cdef index_t m0 = ocb * mb, mcount = min(mb, m_group - m0)
     cdef index_t c0, kc, oh, r, o, oc
     cdef const floating* xg = xpad + ((n - n0) * g.in_channels + grp * cin) * plan.channel_stride
-    cdef const floating* wb = packed + (grp * plan.n_m_blocks + ocb) * cin * taps * mb
+    cdef const floating* wb
     cdef floating* part
     cdef floating* yrow
+    cdef const floating* raw = NULL
+    cdef index_t held, key = grp * plan.n_m_blocks + ocb + 1, q, next_bytes
+    cdef index_t calls = (oh1 - oh0) * runs
+    # Unpacked weights: the thread packs its block chunk by chunk into its
+    # scratch (unless the scratch holds that block already, as the key before
+    # it says), and while a chunk computes it fetches the next chunk's rows:
+    # short strided runs that the hardware prefetcher would not see coming.
+    if plan.algorithm == CONV_BLOCKED_OC_UNPACKED:
+        wb = acc + plan.oc_pack_offset
+        memcpy(&held, wb - 16, sizeof(index_t))
+        if held != key:
+            raw = packed + (grp * m_group + m0) * cin * taps
+    else:
+        wb = packed + (grp * plan.n_m_blocks + ocb) * cin * taps * mb
     c0 = 0
     while c0 < cin:
         kc = min(plan.chunk_channels, cin - c0)
+        if raw != NULL:
+            _oc_pack_chunk(raw, cin * taps, mcount, mb, c0 * taps, (c0 + kc) * taps, <floating*>wb)
+            next_bytes = min(plan.chunk_channels, cin - c0 - kc) * taps * sizeof(floating)
         for oh in range(oh0, oh1):
             for r in range(runs):
+                if raw != NULL:     # a share of the next chunk's rows per call
+                    q = (oh - oh0) * runs + r
+                    _prefetch_rows(raw + (c0 + kc) * taps, cin * taps, q * mcount // calls,
+                                   (q + 1) * mcount // calls, next_bytes)
                 # the first call of a chunk fetches the next chunk's weights (past
                 # the last chunk: the next channel block's, this thread's next task)
                 _oc_kernel(g, plan, xg + c0 * plan.channel_stride
@@ -1283,6 +1342,8 @@ cdef void _blocked_oc_task(const ConvGeom* g, const ConvPlan* plan, const floati
                            acc + ((oh - oh0) * runs + r) * pix * mb, c0 > 0,
                            wb + (c0 + kc) * taps * mb if oh == oh0 and r == 0 else NULL)
         c0 += kc
+    if raw != NULL:
+        memcpy(<floating*>wb - 16, &key, sizeof(index_t))
     # acc holds pixels x channels; the output wants channels x pixels. Rows
     # whose runs end at the row's end are contiguous in both: one transpose.
     yrow = y + ((n * g.out_channels + grp * m_group + m0) * g.out_h + oh0) * g.out_w
@@ -1313,6 +1374,11 @@ cdef void _blocked_oc_forward(const ConvGeom* g, const ConvPlan* plan, const flo
     for kh in range(g.kernel_h):
         for kw in range(g.kernel_w):
             toff[kh * g.kernel_w + kw] = kh * g.dilation_h * plan.wq + kw * g.dilation_w
+    if plan.algorithm == CONV_BLOCKED_OC_UNPACKED:      # no thread holds a packed block yet
+        for task in range(num_threads):
+            memset(workspace + plan.workspace_shared - _tap_offsets_size(g, sizeof(floating))
+                   + task * plan.workspace_per_thread + plan.oc_pack_offset - 16, 0,
+                   sizeof(index_t))
     n0 = 0
     while n0 < g.batch:
         n1 = min(g.batch, n0 + plan.images_per_chunk)
@@ -1341,7 +1407,7 @@ cdef void _conv_forward(const ConvGeom* g, const ConvPlan* plan, const floating*
     if plan.algorithm == CONV_BLOCKED:
         _blocked_forward(g, plan, x, w, bias, y, res, workspace, activation, num_threads)
         return
-    if plan.algorithm == CONV_BLOCKED_OC:
+    if plan.algorithm == CONV_BLOCKED_OC or plan.algorithm == CONV_BLOCKED_OC_UNPACKED:
         _blocked_oc_forward(g, plan, x, w, bias, y, res, workspace, activation, num_threads)
         return
     if plan.algorithm == CONV_DEPTHWISE:
@@ -1435,7 +1501,7 @@ cdef ConvGeom _geom_from_tuple(tuple t) except *:
 
 ALGORITHMS = {CONV_GEMM_1X1: "gemm_1x1", CONV_IM2COL: "im2col", CONV_DIRECT: "direct",
               CONV_WINOGRAD: "winograd", CONV_BLOCKED: "blocked", CONV_BLOCKED_OC: "blocked_oc",
-              CONV_DEPTHWISE: "depthwise"}
+              CONV_DEPTHWISE: "depthwise", CONV_BLOCKED_OC_UNPACKED: "blocked_oc_unpacked"}
 _BY_NAME = {v: k for k, v in ALGORITHMS.items()}
 
 
@@ -1452,7 +1518,7 @@ def applicable(tuple geom, str algorithm):
         return winograd_applies(&g)
     if algorithm == "blocked":
         return blocked_applies(&g)
-    if algorithm == "blocked_oc":
+    if algorithm in ("blocked_oc", "blocked_oc_unpacked"):
         return blocked_oc_applies(&g)
     if algorithm == "depthwise":
         return depthwise_applies(&g)
