@@ -130,6 +130,31 @@ def test_softmax_vector_and_tail_positions_agree(log, rng):
     assert_close(y, ref.softmax(x, 1, log), col.size)
 
 
+@pytest.mark.parametrize("name", ["gelu", "erf"])
+def test_erf_vector_and_tail_positions_agree(name, rng):
+    """Elements 0-63 run four vectors at a time, the rest one masked vector:
+    a value gives the same bits wherever it sits, over erf's whole range,
+    its clamp at 4, +-inf and NaN. (erf itself serves ONNX's Erf.)"""
+    from fastcnn._functional import activation as A
+    vals = np.concatenate([rng.uniform(-8, 8, 70), [0, -0.0, 3.99, 4.01, -6, np.inf,
+                                                     np.nan]]).astype(np.float32)
+    x = np.concatenate([vals, vals[::-1], vals[:37]])
+    if name == "gelu":
+        y = F.gelu(x)
+        expected = 0.5 * vals * (1 + ref._erf(vals / np.sqrt(2)))
+    else:
+        y = A.apply("erf", A.ERF, x, False, None)
+        expected = ref._erf(vals)
+    n = vals.size
+    np.testing.assert_array_equal(y[:n], y[n:2 * n][::-1])
+    np.testing.assert_array_equal(y[:37], y[2 * n:])
+    finite = np.isfinite(vals)
+    # gelu's 1 + erf cancels for x < -3: an absolute bound there, |x| ulp(1)
+    np.testing.assert_allclose(y[:n][finite], expected[finite], rtol=2e-6,
+                               atol=1e-6 if name == "gelu" else 1e-7)
+    assert np.isnan(y[n - 1]) and y[n - 2] == (np.inf if name == "gelu" else 1)
+
+
 def test_softmin_and_dtype(rng):
     x = rng.standard_normal((3, 4)).astype(np.float32)
     assert_close(F.softmin(x, 1), ref.softmax(-x, 1), 4)

@@ -45,6 +45,7 @@ cdef extern from "vecmath.h" nogil:
     float fcnn_log1pf(float)
     float fcnn_tanhf(float)
     float fcnn_erff(float)
+    void fcnn_erf_f32(const float* x, float* y, long n, int gelu)
     float fcnn_expf_ftz(float)
 
 
@@ -176,9 +177,12 @@ cdef inline void activate(const floating* x, floating* y, index_t n, int act,
             t = zero if t < zero else (six if t > six else t)
             y[i] = t / six
     elif act == ACT_GELU:
-        for i in range(n):
-            v = x[i]
-            y[i] = half * v * (one + _erf(v * sqrt_half))
+        if floating is float:
+            fcnn_erf_f32(x, y, n, 1)
+        else:
+            for i in range(n):
+                v = x[i]
+                y[i] = half * v * (one + _erf(v * sqrt_half))
     elif act == ACT_GELU_TANH:
         for i in range(n):
             v = x[i]
@@ -192,8 +196,11 @@ cdef inline void activate(const floating* x, floating* y, index_t n, int act,
             v = x[i]
             y[i] = v if v * a > b else _log1p(_exp(v * a)) / a
     elif act == ACT_ERF:
-        for i in range(n):
-            y[i] = _erf(x[i])
+        if floating is float:
+            fcnn_erf_f32(x, y, n, 0)
+        else:
+            for i in range(n):
+                y[i] = _erf(x[i])
     elif act == ACT_EXP:
         for i in range(n):
             y[i] = _exp(x[i])
