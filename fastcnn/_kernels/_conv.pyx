@@ -1054,27 +1054,30 @@ cdef void _blocked_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noexce
     p.workspace_per_thread = FCNN_BLOCK_OCB * lanes
 
 
+cdef void _pack_block_columns(const floating* src, index_t k, index_t valid, index_t mb,
+                              index_t j0, index_t j1, floating* dst) noexcept nogil:
+    """Columns j0 ... j1 - 1 of one block: dst[j][o] = src[o * k + j] for the
+    block's `valid` channels (register transposes), zero up to mb."""
+    cdef index_t j, o
+    _transpose(src + j0, k, valid, j1 - j0, dst + j0 * mb, mb)
+    if valid < mb:
+        for j in range(j0, j1):
+            for o in range(valid, mb):
+                dst[j * mb + o] = 0
+
+
 cdef void _pack_channel_blocks(const floating* w, index_t groups, index_t m_group, index_t k,
                                index_t mb, floating* packed, int num_threads) noexcept nogil:
     """packed[group][channel block][i][o] = w[group, block * mb + o, i] for the
     (groups, m_group, k) weights, zero past the group's last channel: the
-    layout the blocked and depthwise kernels read (mb channels per block).
-    Whole vectors of channels go through register transposes, the rest one
-    weight at a time; blocks are packed in parallel."""
+    layout the blocked and depthwise kernels read (mb channels per block);
+    blocks are packed in parallel."""
     cdef index_t nb = _ceil_div(m_group, mb)
-    cdef index_t vl = FCNN_OC_VL_F32 if floating is float else FCNN_OC_VL_F64
-    cdef index_t blk, o, i, valid, whole
-    cdef floating* dst
-    cdef const floating* src
+    cdef index_t blk
     for blk in prange(groups * nb, num_threads=num_threads, schedule='static'):
-        dst = packed + blk * k * mb
-        src = w + ((blk // nb) * m_group + (blk % nb) * mb) * k     # the block's first channel
-        valid = min(mb, m_group - (blk % nb) * mb)
-        whole = valid - valid % vl
-        _transpose(src, k, whole, k, dst, mb)
-        for o in range(whole, mb):
-            for i in range(k):
-                dst[i * mb + o] = src[o * k + i] if o < valid else 0
+        _pack_block_columns(w + ((blk // nb) * m_group + (blk % nb) * mb) * k, k,
+                            min(mb, m_group - (blk % nb) * mb), mb, 0, k,
+                            packed + blk * k * mb)
 
 
 cdef void _pad_channel(const ConvGeom* g, const ConvPlan* plan, index_t sh, index_t sw,
@@ -1277,18 +1280,6 @@ cdef inline void _prefetch_rows(const floating* w, index_t ld, index_t i0, index
             l += 64
 
 
-cdef void _oc_pack_chunk(const floating* w, index_t k, index_t mcount, index_t mb,
-                         index_t j0, index_t j1, floating* dst) noexcept nogil:
-    """Columns j0 ... j1 - 1 of mcount rows of (rows, k) weights into
-    blocked_oc's [k][mb] layout at dst, lanes past mcount zero."""
-    cdef index_t j, i
-    _transpose(w + j0, k, mcount, j1 - j0, dst + j0 * mb, mb)
-    if mcount < mb:
-        for j in range(j0, j1):
-            for i in range(mcount, mb):
-                dst[j * mb + i] = 0
-
-
 cdef void _blocked_oc_task(const ConvGeom* g, const ConvPlan* plan, const floating* xpad,
                            index_t n0, const floating* packed, const long* toff,
                            const floating* bias, floating* y, const floating* res,
@@ -1326,7 +1317,8 @@ cdef void _blocked_oc_task(const ConvGeom* g, const ConvPlan* plan, const floati
     while c0 < cin:
         kc = min(plan.chunk_channels, cin - c0)
         if raw != NULL:
-            _oc_pack_chunk(raw, cin * taps, mcount, mb, c0 * taps, (c0 + kc) * taps, <floating*>wb)
+            _pack_block_columns(raw, cin * taps, mcount, mb, c0 * taps, (c0 + kc) * taps,
+                                <floating*>wb)
             next_bytes = min(plan.chunk_channels, cin - c0 - kc) * taps * sizeof(floating)
         for oh in range(oh0, oh1):
             for r in range(runs):
@@ -1370,22 +1362,22 @@ cdef void _blocked_oc_forward(const ConvGeom* g, const ConvPlan* plan, const flo
     cdef index_t kh, kw, n0, n1, task
     cdef long* toff = <long*>workspace
     cdef floating* acc
+    cdef floating* scratch
     workspace += _tap_offsets_size(g, sizeof(floating))
     for kh in range(g.kernel_h):
         for kw in range(g.kernel_w):
             toff[kh * g.kernel_w + kw] = kh * g.dilation_h * plan.wq + kw * g.dilation_w
+    scratch = workspace + plan.workspace_shared - _tap_offsets_size(g, sizeof(floating))
     if plan.algorithm == CONV_BLOCKED_OC_UNPACKED:      # no thread holds a packed block yet
         for task in range(num_threads):
-            memset(workspace + plan.workspace_shared - _tap_offsets_size(g, sizeof(floating))
-                   + task * plan.workspace_per_thread + plan.oc_pack_offset - 16, 0,
+            memset(scratch + task * plan.workspace_per_thread + plan.oc_pack_offset - 16, 0,
                    sizeof(index_t))
     n0 = 0
     while n0 < g.batch:
         n1 = min(g.batch, n0 + plan.images_per_chunk)
         with parallel(num_threads=num_threads):
             fp_enter()
-            acc = workspace + (plan.workspace_shared - _tap_offsets_size(g, sizeof(floating))
-                               + threadid() * plan.workspace_per_thread)
+            acc = scratch + threadid() * plan.workspace_per_thread
             for task in prange((n1 - n0) * g.in_channels, schedule='static'):
                 _pad_channel(g, plan, 1, 1, x + (n0 * g.in_channels + task) * g.in_h * g.in_w,
                              workspace + task * plan.channel_stride)

@@ -250,9 +250,7 @@ static inline __m512 fcnn_erff_v16(__m512 x)
     y = _mm512_min_ps(_mm512_set1_ps(1.0f), y);
     return _mm512_max_ps(_mm512_set1_ps(-1.0f), y);
 }
-#endif
 
-#if defined(__AVX512F__)
 static inline __m512 fcnn_erf_or_gelu_v16(__m512 v, int gelu)
 {
     if (!gelu)
