@@ -24,7 +24,7 @@ from fastcnn._kernels._norm cimport (NormGeom, NORM_BATCH, NORM_INSTANCE, NORM_G
                                      norm_geom, norm_groups, norm_partial_size, norm_forward_f32,
                                      norm_forward_f64)
 from fastcnn._kernels._linear cimport linear_f32, linear_f64, linear_workspace
-from fastcnn._kernels._act cimport (SOFTMAX_WS_PER_THREAD, elementwise_f32, elementwise_f64,
+from fastcnn._kernels._act cimport (softmax_workspace, elementwise_f32, elementwise_f64,
                                     softmax_f32, softmax_f64, all_finite_f32, all_finite_f64)
 
 from fastcnn.kernels cimport (FCNN_ABI_VERSION, fcnn_status, FCNN_OK, FCNN_ERR_ARG,
@@ -848,7 +848,7 @@ cdef fcnn_status _softmax(int64_t outer, int64_t dim, int64_t inner, const real*
     if not _elements(&n, outer, dim, inner, 1, sizeof(real)):
         return FCNN_ERR_OVERFLOW
     if inner > 1:
-        ws = <real*>malloc(SOFTMAX_WS_PER_THREAD * threads * sizeof(real))
+        ws = <real*>malloc(softmax_workspace(dim, inner) * threads * sizeof(real))
         if ws == NULL:
             return FCNN_ERR_NOMEM
     if real is float:

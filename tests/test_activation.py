@@ -3,6 +3,7 @@ import pytest
 
 import fastcnn.functional as F
 from fastcnn import nn
+from fastcnn._kernels import _act
 
 import _reference as ref
 from conftest import assert_close, requires_torch, run_threads, torch
@@ -115,9 +116,9 @@ def test_softmax_is_stable_and_propagates_nan(rng):
 
 @pytest.mark.parametrize("log", [False, True])
 def test_softmax_vector_and_tail_positions_agree(log, rng):
-    """Inner positions 0-15 run through the vector exponent, 16 through the
-    scalar one: equal columns must give equal bits, across the whole range of
-    exp (results down to subnormal and 0, -inf, NaN)."""
+    """Inner positions 0-15 run as a whole vector, 16 as a masked one: equal
+    columns must give equal bits, across the whole range of exp (results down
+    to subnormal and 0, -inf, NaN)."""
     col = np.concatenate([rng.uniform(-110, 0, 60), [0, -87.5, -100, -103.9, -np.inf]])
     col = col.astype(np.float32)
     x = np.repeat(col[None, :, None], 17, axis=2)
@@ -128,6 +129,53 @@ def test_softmax_vector_and_tail_positions_agree(log, rng):
     np.testing.assert_array_equal(y[..., 0], y[..., 16])
     assert np.isnan(y[0, :, 5]).all()
     assert_close(y, ref.softmax(x, 1, log), col.size)
+
+
+def _offset_view(shape, offset, dtype=np.float32):
+    """An uninitialised C-contiguous array starting offset elements past a
+    64-byte boundary."""
+    size = int(np.prod(shape))
+    buf = np.empty(size + 32, dtype)
+    start = (-buf.ctypes.data % 64) // buf.itemsize + offset
+    return buf[start:start + size].reshape(shape)
+
+
+@pytest.mark.parametrize("shape", [(2, 64, 128, 128), (1, 64, 183, 183)])
+@pytest.mark.parametrize("log", [False, True])
+def test_softmax_large_outputs_any_alignment(shape, log, rng):
+    """Outputs of 8 MiB and more bypass the cache (whole lines streamed, the
+    partial lines at block ends stored normally); with inner a multiple of 16
+    the blocks shift to the output's line boundaries. A column's result never
+    depends on its block: every output alignment, in place or not, and every
+    thread count gives the same bits."""
+    x = (rng.standard_normal(shape) * 4).astype(np.float32)
+    fn = F.log_softmax if log else F.softmax
+    expected = fn(x, 1)
+    assert_close(expected, ref.softmax(x, 1, log), shape[1])
+    for offset in (1, 4, 13):
+        out = _offset_view(shape, offset)
+        fn(x, 1, out=out)
+        np.testing.assert_array_equal(out, expected)
+        xin = _offset_view(shape, offset)      # in place, as the C-API allows
+        xin[...] = x
+        _act.softmax(xin, xin, shape[0], shape[1], shape[2] * shape[3], log, 2)
+        np.testing.assert_array_equal(xin, expected)
+    for result in run_threads(lambda: fn(x, 1)):
+        np.testing.assert_array_equal(result, expected)
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_softmax_over_many_channels_without_tile(log, rng):
+    """Over 2048 channels a block's exponents go to the output itself."""
+    x = (rng.standard_normal((2, 3000, 21)) * 4).astype(np.float32)
+    fn = F.log_softmax if log else F.softmax
+    y = fn(x, 1)
+    assert_close(y, ref.softmax(x, 1, log), 3000)
+    xin = x.copy()
+    _act.softmax(xin, xin, 2, 3000, 21, log, 2)
+    np.testing.assert_array_equal(xin, y)
+    for result in run_threads(lambda: fn(x, 1)):
+        np.testing.assert_array_equal(result, y)
 
 
 @pytest.mark.parametrize("name", ["gelu", "erf"])

@@ -336,11 +336,11 @@ def conv2d_relu(float[:, :, :, ::1] x, float[:, :, :, ::1] w, float[::1] b, int 
     return np.asarray(y)
 
 
-def softmax_rows(double[:, ::1] x):
+def softmax_dim1(double[:, :, ::1] x):
     y = np.empty_like(np.asarray(x))
-    cdef double[:, ::1] yv = y
+    cdef double[:, :, ::1] yv = y
     with nogil:
-        fcnn_softmax_f64(x.shape[0], x.shape[1], 1, &x[0, 0], &yv[0, 0], 0)
+        fcnn_softmax_f64(x.shape[0], x.shape[1], x.shape[2], &x[0, 0, 0], &yv[0, 0, 0], 0)
     return y
 """
 
@@ -514,8 +514,9 @@ def test_cython_module_cimports_kernels(tmp_path, rng):
     x, w, b = _data(rng, 2, 3, 7, 9), _data(rng, 5, 3, 3, 3), _data(rng, 5)
     np.testing.assert_array_equal(module.conv2d_relu(x, w, b, 1),
                                   F.conv2d(x, w, b, 1, 1, activation="relu"))
-    z = rng.standard_normal((4, 10))
-    np.testing.assert_array_equal(module.softmax_rows(z), F.softmax(z, 1))
+    for shape in [(4, 10, 1), (3, 10, 37)]:
+        z = rng.standard_normal(shape)
+        np.testing.assert_array_equal(module.softmax_dim1(z), F.softmax(z, 1))
     with pytest.raises(ValueError, match="invalid sizes"):
         module.conv2d_relu(x[:, :, :2, :2].copy(), w, b, 0)
 

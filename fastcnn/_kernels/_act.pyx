@@ -4,8 +4,8 @@ Element-wise ops split the flat array into fixed chunks (shape-only, so results
 never depend on the thread count) and run one vectorised loop per chunk; they
 may run in place (y is x). Softmax works on (outer, n, inner) views of the
 array: with inner == 1 each row is contiguous; otherwise blocks of the inner
-axis are reduced across n as vectors. Maxima propagate NaN, so a row with a
-NaN gives NaN, as in PyTorch.
+axis are reduced across n as vectors, in a pipeline (_softmax_blocks). A row
+or column with a NaN gives NaN, as in PyTorch.
 """
 cimport numpy as cnp
 from cython.parallel cimport parallel, prange, threadid
@@ -149,73 +149,138 @@ cdef void _softmax_rows(const floating* x, floating* y, index_t rows, index_t n,
             _softmax_row(x + r * n, y + r * n, n, log)
 
 
-cdef extern from "vecmath.h" nogil:
-    void fcnn_exp_diff_sum_f32(const float* x, const float* m, float* s, float* y, long n)
+cdef extern from "softmax.h" nogil:
+    void fcnn_softmax_step_f32(const float* xn, float* mn, long wn, int first,
+                               const float* xc, const float* mc, float* s, float* ec, long wc,
+                               const float* ap, const float* r, float* yp, long wp, int sub,
+                               int stream)
+    void fcnn_stream_fence()
 
 
-cdef inline void _exp_diff_sum(const floating* x, const floating* m, floating* s, floating* y,
-                               index_t n) noexcept nogil:
-    """s[j] += e and y[j] = e (y may be NULL) for e = exp(x[j] - m[j])."""
+cdef inline void _softmax_step(const floating* xn, floating* mn, index_t wn, bint first,
+                               const floating* xc, const floating* mc, floating* s,
+                               floating* ec, index_t wc, const floating* ap, const floating* r,
+                               floating* yp, index_t wp, bint sub, bint stream) noexcept nogil:
+    """One row of the softmax pipeline (softmax.h): the next block's running
+    max, the current block's exponents (to ec unless NULL) and their sums, the
+    previous block's output (ap - r or ap * r)."""
     cdef index_t j
-    cdef floating e
+    cdef floating v, e
     if floating is float:
-        fcnn_exp_diff_sum_f32(x, m, s, y, n)
-    elif y == NULL:
-        for j in range(n):
-            s[j] = s[j] + _exp(x[j] - m[j])
+        fcnn_softmax_step_f32(xn, mn, wn, first, xc, mc, s, ec, wc, ap, r, yp, wp, sub, stream)
     else:
-        for j in range(n):
-            e = _exp(x[j] - m[j])
+        for j in range(wn):
+            v = xn[j]
+            mn[j] = v if first or v > mn[j] else mn[j]
+        for j in range(wc):
+            e = _exp(xc[j] - mc[j])
             s[j] = s[j] + e
-            y[j] = e
+            if ec != NULL:
+                ec[j] = e
+        for j in range(wp):
+            yp[j] = ap[j] - r[j] if sub else ap[j] * r[j]
+
+
+cdef inline index_t _softmax_block(index_t n, index_t inner) noexcept nogil:
+    """Inner positions per softmax block: as many as let n rows of them fill one
+    exponent tile (at least a vector, at most INNER_BLOCK or inner rounded up)."""
+    cdef index_t b = SOFTMAX_TILE // n
+    b = max(<index_t>16, min(b - b % 16, <index_t>INNER_BLOCK))
+    return min(b, _ceil_div(inner, 16) * 16)
+
+
+cdef index_t softmax_workspace(index_t n, index_t inner) noexcept nogil:
+    cdef index_t b = _softmax_block(n, inner)
+    return 4 * b + (2 * n * b if n * b <= SOFTMAX_TILE else 0) + 16   # + 16: to align it
+
+
+cdef inline index_t _to_line(const void* p, index_t item) noexcept nogil:
+    """Elements of size item from p to the next 64-byte boundary."""
+    return ((64 - <size_t>p % 64) % 64) // item
+
+
+cdef void _softmax_blocks(const floating* x, floating* y, index_t n, index_t inner, index_t bw,
+                          index_t shift, index_t blocks, index_t b0, index_t b1, bint log,
+                          bint tiled, bint stream, floating* scratch) noexcept nogil:
+    """Softmax of blocks b0..b1-1 (block b: image b // blocks, inner positions
+    [k * bw - shift, (k + 1) * bw - shift) within [0, inner) for k = b % blocks)
+    as a pipeline: each sweep over the n rows takes
+    the running max of the next block (reading memory), the exponents and
+    their sums of the current one (computing, on rows still in cache) and
+    writes the output of the previous one. Exponents go to a tile of the
+    scratch (tiled) or to y itself."""
+    cdef floating* m[2]                      # the current and the next block's max
+    cdef floating* tile[2]                   # the current and the previous block's exponents
+    cdef floating* s = scratch + 2 * bw      # the current block's sums
+    cdef floating* r = scratch + 3 * bw      # the previous block's 1 / sum or max + log(sum)
+    cdef index_t b, c, j, k, w_next, w_cur = 0, w_prev = 0
+    cdef index_t e_stride = bw if tiled else inner
+    cdef index_t a_stride = inner if log or not tiled else bw
+    cdef const floating* x_next = x
+    cdef const floating* x_cur = x
+    cdef const floating* x_prev = x
+    cdef floating* y_next = y
+    cdef floating* y_cur = y
+    cdef floating* y_prev = y
+    cdef floating* e_cur
+    cdef const floating* a_prev
+    cdef int p = 0
+    cdef floating one = 1
+    m[0] = scratch
+    m[1] = scratch + bw
+    tile[0] = scratch + 4 * bw
+    tile[1] = tile[0] + n * bw
+    for b in range(b0 - 1, b1 + 1):
+        w_next = 0
+        if b + 1 < b1:
+            k = (b + 1) % blocks
+            j = max(k * bw - shift, 0)
+            x_next = x + (b + 1) // blocks * n * inner + j
+            y_next = y + (b + 1) // blocks * n * inner + j
+            w_next = min((k + 1) * bw - shift, inner) - j
+        e_cur = NULL if log else (tile[p] if tiled else y_cur)
+        a_prev = x_prev if log else (tile[1 - p] if tiled else y_prev)
+        for j in range(w_cur):
+            s[j] = 0
+        for c in range(n):
+            _softmax_step(x_next + c * inner, m[1 - p], w_next, c == 0,
+                          x_cur + c * inner, m[p], s,
+                          NULL if e_cur == NULL else e_cur + c * e_stride, w_cur,
+                          a_prev + c * a_stride, r, y_prev + c * inner, w_prev, log, stream)
+        for j in range(w_cur):
+            r[j] = m[p][j] + _log(s[j]) if log else one / s[j]
+        x_prev, y_prev, w_prev = x_cur, y_cur, w_cur
+        x_cur, y_cur, w_cur = x_next, y_next, w_next
+        p = 1 - p
+    if stream:
+        fcnn_stream_fence()
 
 
 cdef void _softmax_inner(const floating* x, floating* y, index_t outer, index_t n,
                          index_t inner, bint log, floating* ws, index_t ws_per_thread,
                          int num_threads) noexcept nogil:
-    """Softmax along the middle axis of (outer, n, inner): each task takes a
-    block of inner positions and reduces across n with vector operations."""
-    cdef index_t blocks = _ceil_div(inner, INNER_BLOCK)
-    cdef index_t task, o, j0, j1, c, j, w
-    cdef floating* m
-    cdef floating* s
-    cdef const floating* xc
-    cdef floating* yc
-    cdef floating e
-    cdef floating one = 1
+    """Softmax along the middle axis of (outer, n, inner): blocks of inner
+    positions reduced across n with vector operations, each worker taking a
+    contiguous run of blocks. A column's result never depends on its block,
+    so when every row of y starts at the same offset within a cache line the
+    blocks are shifted to start on line boundaries (whole-line stores)."""
+    cdef index_t bw = _softmax_block(n, inner)
+    cdef index_t item = sizeof(floating)
+    cdef index_t shift = <size_t>y % 64 // item if inner * item % 64 == 0 and <size_t>y % item == 0 else 0
+    cdef index_t blocks = _ceil_div(inner + shift, bw)
+    cdef index_t total = outer * blocks
+    cdef index_t workers = min(<index_t>max(num_threads, 1), total)
+    cdef bint tiled = n * bw <= SOFTMAX_TILE
+    cdef bint stream = tiled and outer * n * inner * <index_t>sizeof(floating) >= SOFTMAX_STREAM_BYTES
+    cdef index_t k
+    cdef floating* scratch
     with parallel(num_threads=num_threads):
         fp_enter()
-        for task in prange(outer * blocks, schedule='static'):
-            o = task // blocks
-            j0 = (task % blocks) * INNER_BLOCK
-            j1 = min(j0 + INNER_BLOCK, inner)
-            w = j1 - j0
-            m = ws + threadid() * ws_per_thread
-            s = m + INNER_BLOCK
-            xc = x + o * n * inner + j0
-            yc = y + o * n * inner + j0
-            for j in range(w):
-                m[j] = xc[j]
-                s[j] = 0
-            for c in range(1, n):
-                for j in range(w):
-                    m[j] = max_nan(m[j], xc[c * inner + j])
-            if log:
-                for c in range(n):
-                    _exp_diff_sum(xc + c * inner, m, s, NULL, w)
-                for j in range(w):
-                    m[j] = m[j] + _log(s[j])
-                for c in range(n):
-                    for j in range(w):
-                        yc[c * inner + j] = xc[c * inner + j] - m[j]
-            else:
-                for c in range(n):
-                    _exp_diff_sum(xc + c * inner, m, s, yc + c * inner, w)
-                for j in range(w):
-                    s[j] = one / s[j]
-                for c in range(n):
-                    for j in range(w):
-                        yc[c * inner + j] = yc[c * inner + j] * s[j]
+        for k in prange(workers, schedule='static', chunksize=1):
+            scratch = ws + threadid() * ws_per_thread
+            _softmax_blocks(x, y, n, inner, bw, shift, blocks, total * k // workers,
+                            total * (k + 1) // workers, log, tiled, stream,
+                            scratch + _to_line(scratch, item))
 
 
 # ---------------------------------------------------------------- finiteness
@@ -282,7 +347,7 @@ cdef void _softmax(const floating* x, floating* y, index_t outer, index_t n, ind
     if inner == 1:
         _softmax_rows(x, y, outer, n, log, num_threads)
     else:
-        _softmax_inner(x, y, outer, n, inner, log, ws, SOFTMAX_WS_PER_THREAD, num_threads)
+        _softmax_inner(x, y, outer, n, inner, log, ws, softmax_workspace(n, inner), num_threads)
 
 
 cdef void softmax_f32(const float* x, float* y, index_t outer, index_t n, index_t inner,
@@ -302,7 +367,7 @@ def softmax(cnp.ndarray x, cnp.ndarray y, index_t outer, index_t n, index_t inne
     import numpy as np
     cdef void* xp = cnp.PyArray_DATA(x)
     cdef void* yp = cnp.PyArray_DATA(y)
-    cdef index_t ws_per_thread = SOFTMAX_WS_PER_THREAD
+    cdef index_t ws_per_thread
     cdef cnp.ndarray ws
     cdef void* wp
     if outer * n * inner == 0:
@@ -315,6 +380,7 @@ def softmax(cnp.ndarray x, cnp.ndarray y, index_t outer, index_t n, index_t inne
             with nogil:
                 _softmax_rows(<double*>xp, <double*>yp, outer, n, log, num_threads)
         return
+    ws_per_thread = softmax_workspace(n, inner)
     ws = np.empty(ws_per_thread * num_threads, x.dtype)
     wp = cnp.PyArray_DATA(ws)
     if x.dtype.num == cnp.NPY_FLOAT32:

@@ -66,11 +66,10 @@ static inline float fcnn_expf(float x)
     return p * fcnn_pow2i(n1) * fcnn_pow2i(n - n1);
 }
 
-/* s[j] += e and y[j] = e (y may be NULL) for e = exp(x[j] - m[j]): softmax's
- * exponent pass. With AVX-512 whole vectors run FCNN_EXP_CORE on vectors
- * and scale by 2^nf with vscalefps (one rounding, as fcnn_expf's two
- * exact-then-rounding multiplies): a third fewer instructions than the
- * vectorised scalar code, and the same bits. */
+/* fcnn_expf on 16 floats (AVX-512): FCNN_EXP_CORE on vectors, scaled by 2^nf
+ * with vscalefps (one rounding, as fcnn_expf's two exact-then-rounding
+ * multiplies): a third fewer instructions than the vectorised scalar code,
+ * and the same bits. */
 #if defined(__AVX512F__)
 #include <immintrin.h>
 typedef float fcnn_v16sf __attribute__((vector_size(64)));
@@ -82,29 +81,6 @@ static inline __m512 fcnn_expf_v16(__m512 x)
     return _mm512_scalef_ps((__m512)p, (__m512)nf);
 }
 #endif
-
-static inline void fcnn_exp_diff_sum_f32(const float *x, const float *m, float *s, float *y,
-                                         long n)
-{
-    long j = 0;
-#if defined(__AVX512F__)
-    for (; j + 16 <= n; j += 16) {
-        __m512 e = fcnn_expf_v16(_mm512_sub_ps(_mm512_loadu_ps(x + j), _mm512_loadu_ps(m + j)));
-        _mm512_storeu_ps(s + j, _mm512_add_ps(_mm512_loadu_ps(s + j), e));
-        if (y)
-            _mm512_storeu_ps(y + j, e);
-    }
-#endif
-    if (y)
-        for (; j < n; j++) {
-            float e = fcnn_expf(x[j] - m[j]);
-            s[j] += e;
-            y[j] = e;
-        }
-    else
-        for (; j < n; j++)
-            s[j] += fcnn_expf(x[j] - m[j]);
-}
 
 /* expf whose results below 2^-126 come out as 0 instead of subnormal: for
  * exp(x) added to 1 or more (sigmoid, SiLU, tanh denominators), where that

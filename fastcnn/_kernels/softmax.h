@@ -1,0 +1,122 @@
+/* One row step of softmax's block pipeline (_act.pyx _softmax_blocks), float32.
+ *
+ *   next block:     mn[j] = first ? xn[j] : max(mn[j], xn[j])           j < wn
+ *   current block:  e = exp(xc[j] - mc[j]); s[j] += e; ec[j] = e          j < wc
+ *                   (ec may be NULL)
+ *   previous block: yp[j] = sub ? ap[j] - r[j] : ap[j] * r[j]            j < wp
+ *
+ * A width of 0 skips its part. With AVX-512 one loop runs the three parts
+ * together, so the next block's reads from memory and the previous block's
+ * writes overlap the current block's exponents (separate loops leave them
+ * one after another: a third slower). The max may skip a NaN x: the NaN
+ * still reaches every output of its column through exp(x - m).
+ *
+ * With stream, yp's whole 64-byte lines are written with non-temporal
+ * stores: a large output goes to memory without first being read into the
+ * cache (a third less traffic). The partial lines at either end are written
+ * normally. The thread calls fcnn_stream_fence() before its results are read
+ * elsewhere.
+ */
+#ifndef FASTCNN_SOFTMAX_H
+#define FASTCNN_SOFTMAX_H
+
+#include <stdint.h>
+#include "vecmath.h"
+
+#if defined(__AVX512F__)
+/* fcnn_expf_v16 for x <= 0 or NaN, as x - max always is: only the low clamp. */
+static inline __m512 fcnn_expf_nonpos_v16(__m512 x)
+{
+    fcnn_v16sf v = (fcnn_v16sf)_mm512_max_ps(_mm512_set1_ps(-104.0f), x), t, nf, p;
+    FCNN_EXP_CORE(v, t, nf, p);
+    return _mm512_scalef_ps((__m512)p, (__m512)nf);
+}
+#endif
+
+static inline void fcnn_softmax_step_f32(const float *xn, float *mn, long wn, int first,
+                                         const float *xc, const float *mc, float *s, float *ec,
+                                         long wc, const float *ap, const float *r, float *yp,
+                                         long wp, int sub, int stream)
+{
+#if defined(__AVX512F__)
+    /* the previous block's output starts with h elements up to a line boundary */
+    long h = 0;
+    if (stream && ((uintptr_t)yp & 3) == 0)
+        h = (long)((64 - ((uintptr_t)yp & 63)) & 63) / 4;
+    else
+        stream = 0;
+    h = h < wp ? h : wp;
+    long kn = wn / 16, kc = wc / 16, kp = (wp - h) / 16;
+    long steps = kn > kc ? kn : kc;
+    steps = steps > kp ? steps : kp;
+    for (long k = 0; k < steps; k++) {
+        long j = 16 * k;
+        if (k < kn) {
+            __m512 v = _mm512_loadu_ps(xn + j);
+            _mm512_storeu_ps(mn + j, first ? v : _mm512_max_ps(v, _mm512_loadu_ps(mn + j)));
+        }
+        if (k < kc) {
+            __m512 e = fcnn_expf_nonpos_v16(_mm512_sub_ps(_mm512_loadu_ps(xc + j), _mm512_loadu_ps(mc + j)));
+            _mm512_storeu_ps(s + j, _mm512_add_ps(_mm512_loadu_ps(s + j), e));
+            if (ec)
+                _mm512_storeu_ps(ec + j, e);
+        }
+        if (k < kp) {
+            long jo = h + j;
+            __m512 a = _mm512_loadu_ps(ap + jo), b = _mm512_loadu_ps(r + jo);
+            __m512 o = sub ? _mm512_sub_ps(a, b) : _mm512_mul_ps(a, b);
+            if (stream)
+                _mm512_stream_ps(yp + jo, o);
+            else
+                _mm512_storeu_ps(yp + jo, o);
+        }
+    }
+    /* partial vectors, masked: every element takes the vector path */
+#define FCNN_TAIL(w, j) ((w) - (j) >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << ((w) - (j))) - 1))
+    if (16 * kn < wn) {
+        long j = 16 * kn;
+        __mmask16 t = FCNN_TAIL(wn, j);
+        __m512 v = _mm512_maskz_loadu_ps(t, xn + j);
+        _mm512_mask_storeu_ps(mn + j, t, first ? v : _mm512_max_ps(v, _mm512_maskz_loadu_ps(t, mn + j)));
+    }
+    if (16 * kc < wc) {
+        long j = 16 * kc;
+        __mmask16 t = FCNN_TAIL(wc, j);
+        __m512 e = fcnn_expf_nonpos_v16(_mm512_sub_ps(_mm512_maskz_loadu_ps(t, xc + j),
+                                               _mm512_maskz_loadu_ps(t, mc + j)));
+        _mm512_mask_storeu_ps(s + j, t, _mm512_add_ps(_mm512_maskz_loadu_ps(t, s + j), e));
+        if (ec)
+            _mm512_mask_storeu_ps(ec + j, t, e);
+    }
+    long ends[2][2] = {{0, h}, {h + 16 * kp, wp}};
+    for (int i = 0; i < 2; i++)
+        for (long j = ends[i][0]; j < ends[i][1]; j += 16) {
+            __mmask16 t = FCNN_TAIL(ends[i][1], j);
+            __m512 a = _mm512_maskz_loadu_ps(t, ap + j), b = _mm512_maskz_loadu_ps(t, r + j);
+            _mm512_mask_storeu_ps(yp + j, t, sub ? _mm512_sub_ps(a, b) : _mm512_mul_ps(a, b));
+        }
+#undef FCNN_TAIL
+#else
+    (void)stream;
+    for (long j = 0; j < wn; j++)
+        mn[j] = first ? xn[j] : (xn[j] > mn[j] ? xn[j] : mn[j]);
+    for (long j = 0; j < wc; j++) {
+        float e = fcnn_expf(xc[j] - mc[j]);
+        s[j] += e;
+        if (ec)
+            ec[j] = e;
+    }
+    for (long j = 0; j < wp; j++)
+        yp[j] = sub ? ap[j] - r[j] : ap[j] * r[j];
+#endif
+}
+
+/* Orders a thread's non-temporal stores before whatever it does next. */
+static inline void fcnn_stream_fence(void)
+{
+#if defined(__AVX512F__)
+    _mm_sfence();
+#endif
+}
+
+#endif
