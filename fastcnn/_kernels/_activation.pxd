@@ -46,7 +46,7 @@ cdef extern from "vecmath.h" nogil:
     float fcnn_tanhf(float)
     float fcnn_erff(float)
     void fcnn_erf_f32(const float* x, float* y, long n, int gelu)
-    float fcnn_expf_ftz(float)
+    void fcnn_sigmoid_f32(const float* x, float* y, long n, int silu)
 
 
 cdef inline floating max_nan(floating m, floating v) noexcept nogil:
@@ -56,14 +56,6 @@ cdef inline floating max_nan(floating m, floating v) noexcept nogil:
     three vector operations, branch-free."""
     cdef floating t = v if v > m else m
     return v if v != v else t
-
-
-cdef inline floating _exp_ftz(floating v) noexcept nogil:
-    """exp for 1 + exp(v): float32 skips subnormal results (vecmath.h)."""
-    if floating is float:
-        return fcnn_expf_ftz(v)
-    else:
-        return exp(v)
 
 
 cdef inline floating _exp(floating v) noexcept nogil:
@@ -140,9 +132,12 @@ cdef inline void activate(const floating* x, floating* y, index_t n, int act,
             v = x[i]
             y[i] = zero if v < zero else (six if v > six else v)
     elif act == ACT_SILU:
-        for i in range(n):
-            v = x[i]
-            y[i] = v / (one + _exp_ftz(-v))
+        if floating is float:
+            fcnn_sigmoid_f32(x, y, n, 1)
+        else:
+            for i in range(n):
+                v = x[i]
+                y[i] = v / (one + exp(-v))
     elif act == ACT_LEAKY_RELU:
         for i in range(n):
             v = x[i]
@@ -160,8 +155,11 @@ cdef inline void activate(const floating* x, floating* y, index_t n, int act,
             v = x[i]
             y[i] = a if v < a else (b if v > b else v)
     elif act == ACT_SIGMOID:
-        for i in range(n):
-            y[i] = one / (one + _exp_ftz(-x[i]))
+        if floating is float:
+            fcnn_sigmoid_f32(x, y, n, 0)
+        else:
+            for i in range(n):
+                y[i] = one / (one + exp(-x[i]))
     elif act == ACT_TANH:
         for i in range(n):
             y[i] = _tanh(x[i])

@@ -208,11 +208,9 @@ static inline float fcnn_erff(float x)
     return y < -1.0f ? -1.0f : y;
 }
 
-/* y[j] = erf(x[j]), or with gelu y[j] = x[j] / 2 * (1 + erf(x[j] / sqrt 2)).
- * With AVX-512 Q's division becomes a 14-bit reciprocal estimate and one
- * Newton step (vdivps would bound the loop; max relative error of erf still
- * 3.9e-7), and the last partial vector runs masked, so every element takes
- * the same path and its result never depends on where it sits. */
+/* erf on 16 floats (AVX-512): Q's division becomes a 14-bit reciprocal
+ * estimate and one Newton step (vdivps would bound the loop; max relative
+ * error of erf still 3.9e-7). */
 #if defined(__AVX512F__)
 static inline __m512 fcnn_erff_v16(__m512 x)
 {
@@ -235,35 +233,72 @@ static inline __m512 fcnn_erf_or_gelu_v16(__m512 v, int gelu)
     return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v),
                          _mm512_add_ps(_mm512_set1_ps(1.0f), e));
 }
-#endif
 
-static inline void fcnn_erf_f32(const float *x, float *y, long n, int gelu)
+/* 1 / (1 + exp(-v)), times v with silu. The division is a 14-bit reciprocal
+ * estimate and one Newton step (vdivps would bound the loop; within an ulp
+ * of the quotient); where exp(-v) overflows (v below -88.7) the reciprocal
+ * is 0, as 1 / inf is, not the step's inf * 0. */
+static inline __m512 fcnn_sigmoid_or_silu_v16(__m512 v, int silu)
+{
+    __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), fcnn_expf_v16(_mm512_sub_ps(_mm512_setzero_ps(), v)));
+    __m512 r0 = _mm512_rcp14_ps(d);
+    __m512 r = _mm512_fmadd_ps(r0, _mm512_fnmadd_ps(d, r0, _mm512_set1_ps(1.0f)), r0);
+    r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(d, _mm512_set1_ps(__builtin_inff()), _CMP_EQ_OQ),
+                           r0);
+    return silu ? _mm512_mul_ps(v, r) : r;
+}
+
+/* y[j] = f(x[j], arg) for a vector function f: four independent vectors per
+ * step (each f is a long chain of dependent operations; interleaving them
+ * keeps both FMA ports busy), the last partial vector masked, so every
+ * element takes the same path and its result never depends on where it sits. */
+static inline void fcnn_map_v16(const float *x, float *y, long n, __m512 (*f)(__m512, int),
+                                int arg)
 {
     long j = 0;
-#if defined(__AVX512F__)
-    /* four independent vectors per step: each is a long chain of dependent
-     * operations, and interleaving them keeps both FMA ports busy */
     for (; j + 64 <= n; j += 64) {
         __m512 r[4];
         _Pragma("GCC unroll 4")
         for (int u = 0; u < 4; u++)
-            r[u] = fcnn_erf_or_gelu_v16(_mm512_loadu_ps(x + j + 16 * u), gelu);
+            r[u] = f(_mm512_loadu_ps(x + j + 16 * u), arg);
         _Pragma("GCC unroll 4")
         for (int u = 0; u < 4; u++)
             _mm512_storeu_ps(y + j + 16 * u, r[u]);
     }
     for (; j < n; j += 16) {
         __mmask16 m = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
-        _mm512_mask_storeu_ps(y + j, m,
-                              fcnn_erf_or_gelu_v16(_mm512_maskz_loadu_ps(m, x + j), gelu));
+        _mm512_mask_storeu_ps(y + j, m, f(_mm512_maskz_loadu_ps(m, x + j), arg));
     }
+}
+#endif
+
+/* y[j] = erf(x[j]), or with gelu y[j] = x[j] / 2 * (1 + erf(x[j] / sqrt 2)). */
+static inline void fcnn_erf_f32(const float *x, float *y, long n, int gelu)
+{
+#if defined(__AVX512F__)
+    fcnn_map_v16(x, y, n, fcnn_erf_or_gelu_v16, gelu);
 #else
     if (gelu)
-        for (; j < n; j++)
+        for (long j = 0; j < n; j++)
             y[j] = 0.5f * x[j] * (1.0f + fcnn_erff(x[j] * 0.70710678118654752f));
     else
-        for (; j < n; j++)
+        for (long j = 0; j < n; j++)
             y[j] = fcnn_erff(x[j]);
+#endif
+}
+
+/* y[j] = sigmoid(x[j]), or with silu y[j] = x[j] * sigmoid(x[j]). */
+static inline void fcnn_sigmoid_f32(const float *x, float *y, long n, int silu)
+{
+#if defined(__AVX512F__)
+    fcnn_map_v16(x, y, n, fcnn_sigmoid_or_silu_v16, silu);
+#else
+    if (silu)
+        for (long j = 0; j < n; j++)
+            y[j] = x[j] / (1.0f + fcnn_expf_ftz(-x[j]));
+    else
+        for (long j = 0; j < n; j++)
+            y[j] = 1.0f / (1.0f + fcnn_expf_ftz(-x[j]));
 #endif
 }
 
