@@ -178,6 +178,30 @@ def test_softmax_over_many_channels_without_tile(log, rng):
         np.testing.assert_array_equal(result, y)
 
 
+@pytest.mark.parametrize("name", ["sigmoid", "silu"])
+def test_sigmoid_vector_and_tail_positions_agree(name, rng):
+    """As for erf: a value gives the same bits wherever it sits, including
+    where exp(-x) overflows (x below -88.7: sigmoid 0, silu -0, as
+    x / (1 + inf)), subnormal results, +-inf and NaN."""
+    vals = np.concatenate([rng.uniform(-20, 20, 70), [0, -0.0, -87.5, -88.5, -88.8, -100, 90,
+                                                      np.inf, -np.inf, np.nan]])
+    vals = vals.astype(np.float32)
+    x = np.concatenate([vals, vals[::-1], vals[:37]])
+    y = getattr(F, name)(x)
+    n = vals.size
+    np.testing.assert_array_equal(y[:n], y[n:2 * n][::-1])
+    np.testing.assert_array_equal(y[:37], y[2 * n:])
+    v = vals.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = 1 / (1 + np.exp(-v)) * (v if name == "silu" else 1)
+    ok = np.isfinite(v) & (v > -88.7)      # exp(-v) finite in float32
+    np.testing.assert_allclose(y[:n][ok], expected[ok], rtol=3e-7, atol=1e-44)
+    tail = y[n - 6:n]           # -88.8, -100, 90, inf, -inf, nan
+    assert list(np.signbit(tail[:2])) == [name == "silu"] * 2 and not tail[:2].any()
+    assert tail[2] == (90 if name == "silu" else 1) and tail[3] == (np.inf if name == "silu" else 1)
+    assert (np.isnan(tail[4]) if name == "silu" else tail[4] == 0) and np.isnan(tail[5])
+
+
 @pytest.mark.parametrize("name", ["gelu", "erf"])
 def test_erf_vector_and_tail_positions_agree(name, rng):
     """Elements 0-63 run four vectors at a time, the rest one masked vector:
