@@ -195,7 +195,9 @@ def test_sigmoid_vector_and_tail_positions_agree(name, rng):
     with np.errstate(over="ignore", invalid="ignore"):
         expected = 1 / (1 + np.exp(-v)) * (v if name == "silu" else 1)
     ok = np.isfinite(v) & (v > -88.7)      # exp(-v) finite in float32
-    np.testing.assert_allclose(y[:n][ok], expected[ok], rtol=3e-7, atol=1e-44)
+    # subnormal results (x below -87.3) may come out 0 (builds without AVX-512)
+    np.testing.assert_allclose(y[:n][ok], expected[ok], rtol=3e-7,
+                               atol=np.finfo(np.float32).tiny * (100 if name == "silu" else 1))
     tail = y[n - 6:n]           # -88.8, -100, 90, inf, -inf, nan
     assert list(np.signbit(tail[:2])) == [name == "silu"] * 2 and not tail[:2].any()
     assert tail[2] == (90 if name == "silu" else 1) and tail[3] == (np.inf if name == "silu" else 1)
