@@ -444,8 +444,13 @@ def test_dispatcher_picks_fast_paths():
     mid = g((8, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1, 1)
     assert kernels.select(mid) == "blocked_oc"
     assert kernels.select(mid, True) == "winograd"
+    # one image of 128-256 outputs: blocked_oc packing in its tasks (a pass
+    # packing weights would not pay); fewer outputs: im2col
+    layer3 = g((1, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1, 1)
+    assert kernels.select(layer3) == "blocked_oc_unpacked"
+    assert kernels.select(layer3, True) == "blocked_oc"
     late = g((1, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1)
-    assert kernels.select(late) == "blocked_oc_unpacked"   # a pass packing weights would not pay
+    assert kernels.select(late) == "im2col"
     assert kernels.select(late, True) == "blocked_oc"
     assert kernels.select(g((2, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1)) == "im2col"
     # few output channels: blocked over pixels (LeNet)

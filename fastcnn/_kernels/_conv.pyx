@@ -140,10 +140,11 @@ cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept 
             and g.out_d == g.in_d and g.out_h == g.in_h and g.out_w == g.in_w):
         return CONV_GEMM_1X1
     # one small image: each channel block's weights are read by one thread,
-    # which packs them as it computes instead of in a pass of its own
+    # which packs them as it computes instead of in a pass of its own (still
+    # only with enough outputs to amortise packing: below, im2col wins)
     if (not weights_packed and g.batch == 1
             and g.out_d * g.out_h * g.out_w <= OC_INLINE_PACK_POSITIONS
-            and _blocked_oc_pays(g, True)):
+            and _blocked_oc_pays(g, False)):
         return CONV_BLOCKED_OC_UNPACKED
     if _blocked_oc_pays(g, weights_packed):
         return CONV_BLOCKED_OC
