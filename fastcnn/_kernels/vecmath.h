@@ -229,9 +229,11 @@ static inline __m512 fcnn_erf_or_gelu_v16(__m512 v, int gelu)
 {
     if (!gelu)
         return fcnn_erff_v16(v);
+    /* v / 2 * (1 + e) as one fused h + h * e: one operation fewer, and no
+     * rounding of 1 + e where it cancels (v below -3) */
     __m512 e = fcnn_erff_v16(_mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752f)));
-    return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v),
-                         _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    __m512 h = _mm512_mul_ps(_mm512_set1_ps(0.5f), v);
+    return _mm512_fmadd_ps(h, e, h);
 }
 
 /* 1 / (1 + exp(-v)), times v with silu. The division is a 14-bit reciprocal
