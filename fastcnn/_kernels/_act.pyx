@@ -204,11 +204,11 @@ cdef void _softmax_blocks(const floating* x, floating* y, index_t n, index_t inn
                           bint tiled, bint stream, floating* scratch) noexcept nogil:
     """Softmax of blocks b0..b1-1 (block b: image b // blocks, inner positions
     [k * bw - shift, (k + 1) * bw - shift) within [0, inner) for k = b % blocks)
-    as a pipeline: each sweep over the n rows takes
-    the running max of the next block (reading memory), the exponents and
-    their sums of the current one (computing, on rows still in cache) and
-    writes the output of the previous one. Exponents go to a tile of the
-    scratch (tiled) or to y itself."""
+    as a pipeline: each sweep over the n rows takes the running max of the
+    next block (reading memory), the exponents and their sums of the current
+    one (computing, on rows still in cache) and writes the output of the
+    previous one. Exponents go to a tile of the scratch (tiled) or to y
+    itself; tile[1] is unused when not tiled."""
     cdef floating* m[2]                      # the current and the next block's max
     cdef floating* tile[2]                   # the current and the previous block's exponents
     cdef floating* s = scratch + 2 * bw      # the current block's sums
