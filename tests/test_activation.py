@@ -114,6 +114,30 @@ def test_softmax_is_stable_and_propagates_nan(rng):
     assert np.isnan(y[0, :, 2]).all() and np.isfinite(y[0, :, :2]).all()
 
 
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 64, 65, 200])
+@pytest.mark.parametrize("log", [False, True])
+def test_softmax_rows_special_values(n, log, rng):
+    """Contiguous rows (softmax over the last dim): whole and masked vectors,
+    large values (stable), -inf entries (0, or -inf for log), and rows with a
+    NaN, a +inf or only -inf giving NaN throughout, as in PyTorch."""
+    x = (rng.standard_normal((6, n)) * 5).astype(np.float32)
+    x[1] += 1000
+    x[2, n // 2] = -np.inf
+    x[3, n - 1] = np.nan
+    x[4, 0] = np.inf
+    x[5] = -np.inf
+    fn = F.log_softmax if log else F.softmax
+    y = fn(x, 1)
+    ok = [0, 1] + ([2] if n > 1 else [])
+    with np.errstate(invalid="ignore"):
+        expected = ref.softmax(x[ok], 1, log)
+    finite = np.isfinite(expected)
+    assert_close(y[ok][finite], expected[finite], n)
+    if n > 1:
+        assert y[2, n // 2] == (-np.inf if log else 0)
+    assert np.isnan(y[3:]).all()
+
+
 @pytest.mark.parametrize("log", [False, True])
 def test_softmax_vector_and_tail_positions_agree(log, rng):
     """Inner positions 0-15 run as a whole vector, 16 as a masked one: equal

@@ -69,6 +69,9 @@ def activation_cases(quick=False):
                      quick),
         _memory_case("softmax over channels", "activation",
                      lambda x, y: F.softmax(x, 1, out=y), torch_fn("softmax", dim=1), full, quick),
+        _memory_case("softmax over rows (last dim)", "activation",
+                     lambda x, y: F.softmax(x, -1, out=y), torch_fn("softmax", dim=-1), full,
+                     quick),
     ]
     return rows[:2] if quick else rows
 

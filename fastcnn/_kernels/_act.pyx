@@ -90,54 +90,62 @@ def prelu(cnp.ndarray x, cnp.ndarray weight, cnp.ndarray y, index_t planes, inde
 
 # ---------------------------------------------------------------- softmax
 
+cdef extern from "softmax.h" nogil:
+    void fcnn_softmax_row_f32(const float* x, float* y, long n, int log)
+
+
 cdef inline void _softmax_row(const floating* xr, floating* yr, index_t n,
                               bint log) noexcept nogil:
-    """Softmax of one contiguous row. Max and sum use 16 interleaved partial
-    results (vectorised), combined in a fixed order."""
+    """Softmax of one contiguous row: float32 by softmax.h's vector kernel;
+    otherwise max and sum use 16 interleaved partial results (the sum in
+    double), combined in a fixed order."""
     cdef index_t i, j
     cdef floating m, e, lse, inv
     cdef floating mx[16]
     cdef double s[16]
     cdef double total
-    for j in range(16):
-        mx[j] = xr[0]
-        s[j] = 0
-    i = 0
-    while i + 16 <= n:
+    if floating is float:
+        fcnn_softmax_row_f32(xr, yr, n, log)
+    else:
         for j in range(16):
+            mx[j] = xr[0]
+            s[j] = 0
+        i = 0
+        while i + 16 <= n:
+            for j in range(16):
+                mx[j] = max_nan(mx[j], xr[i + j])
+            i += 16
+        for j in range(n - i):
             mx[j] = max_nan(mx[j], xr[i + j])
-        i += 16
-    for j in range(n - i):
-        mx[j] = max_nan(mx[j], xr[i + j])
-    m = mx[0]
-    for j in range(1, 16):
-        m = max_nan(m, mx[j])
-    i = 0
-    while i + 16 <= n:
-        for j in range(16):
+        m = mx[0]
+        for j in range(1, 16):
+            m = max_nan(m, mx[j])
+        i = 0
+        while i + 16 <= n:
+            for j in range(16):
+                e = _exp(xr[i + j] - m)
+                s[j] += e
+                if not log:
+                    yr[i + j] = e
+            i += 16
+        for j in range(n - i):
             e = _exp(xr[i + j] - m)
             s[j] += e
             if not log:
                 yr[i + j] = e
-        i += 16
-    for j in range(n - i):
-        e = _exp(xr[i + j] - m)
-        s[j] += e
-        if not log:
-            yr[i + j] = e
-    for j in range(8):
-        s[j] += s[j + 8]
-    for j in range(4):
-        s[j] += s[j + 4]
-    total = (s[0] + s[2]) + (s[1] + s[3])
-    if log:
-        lse = m + <floating>_log(<floating>total)
-        for i in range(n):
-            yr[i] = xr[i] - lse
-    else:
-        inv = <floating>(1.0 / total)
-        for i in range(n):
-            yr[i] = yr[i] * inv
+        for j in range(8):
+            s[j] += s[j + 8]
+        for j in range(4):
+            s[j] += s[j + 4]
+        total = (s[0] + s[2]) + (s[1] + s[3])
+        if log:
+            lse = m + <floating>_log(<floating>total)
+            for i in range(n):
+                yr[i] = xr[i] - lse
+        else:
+            inv = <floating>(1.0 / total)
+            for i in range(n):
+                yr[i] = yr[i] * inv
 
 
 cdef void _softmax_rows(const floating* x, floating* y, index_t rows, index_t n, bint log,

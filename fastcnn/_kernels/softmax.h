@@ -111,6 +111,86 @@ static inline void fcnn_softmax_step_f32(const float *xn, float *mn, long wn, in
 #endif
 }
 
+/* Softmax (or log-softmax) of one contiguous row of n floats, float32: the
+ * max, then exp(x - max) stored and summed, then a scale (or a shift) pass.
+ * Max and sum keep four vectors of partial results, combined in a fixed
+ * order; the last partial vector runs masked. A NaN skipped by the max still
+ * makes the whole row NaN through its exponent. */
+static inline void fcnn_softmax_row_f32(const float *x, float *y, long n, int log)
+{
+#if defined(__AVX512F__)
+#define FCNN_TAIL(w, j) ((w) - (j) >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << ((w) - (j))) - 1))
+    __m512 acc[4];
+    long j;
+    for (int u = 0; u < 4; u++)
+        acc[u] = _mm512_set1_ps(-__builtin_inff());
+    for (j = 0; j + 64 <= n; j += 64)
+        for (int u = 0; u < 4; u++)
+            acc[u] = _mm512_max_ps(_mm512_loadu_ps(x + j + 16 * u), acc[u]);
+    for (; j < n; j += 16) {
+        __mmask16 t = FCNN_TAIL(n, j);
+        acc[0] = _mm512_mask_max_ps(acc[0], t, _mm512_maskz_loadu_ps(t, x + j), acc[0]);
+    }
+    float m = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(acc[0], acc[1]),
+                                                 _mm512_max_ps(acc[2], acc[3])));
+    __m512 mv = _mm512_set1_ps(m);
+    for (int u = 0; u < 4; u++)
+        acc[u] = _mm512_setzero_ps();
+    for (j = 0; j + 64 <= n; j += 64) {
+        __m512 e[4];
+        for (int u = 0; u < 4; u++)
+            e[u] = fcnn_expf_nonpos_v16(_mm512_sub_ps(_mm512_loadu_ps(x + j + 16 * u), mv));
+        for (int u = 0; u < 4; u++) {
+            acc[u] = _mm512_add_ps(acc[u], e[u]);
+            if (!log)
+                _mm512_storeu_ps(y + j + 16 * u, e[u]);
+        }
+    }
+    for (; j < n; j += 16) {
+        __mmask16 t = FCNN_TAIL(n, j);
+        __m512 e = fcnn_expf_nonpos_v16(_mm512_sub_ps(_mm512_maskz_loadu_ps(t, x + j), mv));
+        acc[0] = _mm512_mask_add_ps(acc[0], t, acc[0], e);
+        if (!log)
+            _mm512_mask_storeu_ps(y + j, t, e);
+    }
+    float sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]),
+                                                   _mm512_add_ps(acc[2], acc[3])));
+    if (log) {
+        __m512 lse = _mm512_set1_ps(m + fcnn_logf(sum));
+        for (j = 0; j < n; j += 16) {
+            __mmask16 t = FCNN_TAIL(n, j);
+            _mm512_mask_storeu_ps(y + j, t, _mm512_sub_ps(_mm512_maskz_loadu_ps(t, x + j), lse));
+        }
+    } else {
+        __m512 r = _mm512_set1_ps(1.0f / sum);
+        for (j = 0; j < n; j += 16) {
+            __mmask16 t = FCNN_TAIL(n, j);
+            _mm512_mask_storeu_ps(y + j, t, _mm512_mul_ps(_mm512_maskz_loadu_ps(t, y + j), r));
+        }
+    }
+#undef FCNN_TAIL
+#else
+    float m = -__builtin_inff(), sum = 0.0f;
+    for (long j = 0; j < n; j++)
+        m = x[j] > m ? x[j] : m;
+    for (long j = 0; j < n; j++) {
+        float e = fcnn_expf(x[j] - m);
+        sum += e;
+        if (!log)
+            y[j] = e;
+    }
+    if (log) {
+        float lse = m + fcnn_logf(sum);
+        for (long j = 0; j < n; j++)
+            y[j] = x[j] - lse;
+    } else {
+        float r = 1.0f / sum;
+        for (long j = 0; j < n; j++)
+            y[j] *= r;
+    }
+#endif
+}
+
 /* Orders a thread's non-temporal stores before whatever it does next. */
 static inline void fcnn_stream_fence(void)
 {
