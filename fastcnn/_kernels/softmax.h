@@ -72,16 +72,15 @@ static inline void fcnn_softmax_step_f32(const float *xn, float *mn, long wn, in
         }
     }
     /* partial vectors, masked: every element takes the vector path */
-#define FCNN_TAIL(w, j) ((w) - (j) >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << ((w) - (j))) - 1))
     if (16 * kn < wn) {
         long j = 16 * kn;
-        __mmask16 t = FCNN_TAIL(wn, j);
+        __mmask16 t = fcnn_tail_mask(wn, j);
         __m512 v = _mm512_maskz_loadu_ps(t, xn + j);
         _mm512_mask_storeu_ps(mn + j, t, first ? v : _mm512_max_ps(v, _mm512_maskz_loadu_ps(t, mn + j)));
     }
     if (16 * kc < wc) {
         long j = 16 * kc;
-        __mmask16 t = FCNN_TAIL(wc, j);
+        __mmask16 t = fcnn_tail_mask(wc, j);
         __m512 e = fcnn_expf_nonpos_v16(_mm512_sub_ps(_mm512_maskz_loadu_ps(t, xc + j),
                                                _mm512_maskz_loadu_ps(t, mc + j)));
         _mm512_mask_storeu_ps(s + j, t, _mm512_add_ps(_mm512_maskz_loadu_ps(t, s + j), e));
@@ -91,11 +90,10 @@ static inline void fcnn_softmax_step_f32(const float *xn, float *mn, long wn, in
     long ends[2][2] = {{0, h}, {h + 16 * kp, wp}};
     for (int i = 0; i < 2; i++)
         for (long j = ends[i][0]; j < ends[i][1]; j += 16) {
-            __mmask16 t = FCNN_TAIL(ends[i][1], j);
+            __mmask16 t = fcnn_tail_mask(ends[i][1], j);
             __m512 a = _mm512_maskz_loadu_ps(t, ap + j), b = _mm512_maskz_loadu_ps(t, r + j);
             _mm512_mask_storeu_ps(yp + j, t, sub ? _mm512_sub_ps(a, b) : _mm512_mul_ps(a, b));
         }
-#undef FCNN_TAIL
 #else
     (void)stream;
     for (long j = 0; j < wn; j++)
@@ -119,7 +117,6 @@ static inline void fcnn_softmax_step_f32(const float *xn, float *mn, long wn, in
 static inline void fcnn_softmax_row_f32(const float *x, float *y, long n, int log)
 {
 #if defined(__AVX512F__)
-#define FCNN_TAIL(w, j) ((w) - (j) >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << ((w) - (j))) - 1))
     __m512 acc[4];
     long j;
     for (int u = 0; u < 4; u++)
@@ -128,7 +125,7 @@ static inline void fcnn_softmax_row_f32(const float *x, float *y, long n, int lo
         for (int u = 0; u < 4; u++)
             acc[u] = _mm512_max_ps(_mm512_loadu_ps(x + j + 16 * u), acc[u]);
     for (; j < n; j += 16) {
-        __mmask16 t = FCNN_TAIL(n, j);
+        __mmask16 t = fcnn_tail_mask(n, j);
         acc[0] = _mm512_mask_max_ps(acc[0], t, _mm512_maskz_loadu_ps(t, x + j), acc[0]);
     }
     float m = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(acc[0], acc[1]),
@@ -147,7 +144,7 @@ static inline void fcnn_softmax_row_f32(const float *x, float *y, long n, int lo
         }
     }
     for (; j < n; j += 16) {
-        __mmask16 t = FCNN_TAIL(n, j);
+        __mmask16 t = fcnn_tail_mask(n, j);
         __m512 e = fcnn_expf_nonpos_v16(_mm512_sub_ps(_mm512_maskz_loadu_ps(t, x + j), mv));
         acc[0] = _mm512_mask_add_ps(acc[0], t, acc[0], e);
         if (!log)
@@ -158,17 +155,16 @@ static inline void fcnn_softmax_row_f32(const float *x, float *y, long n, int lo
     if (log) {
         __m512 lse = _mm512_set1_ps(m + fcnn_logf(sum));
         for (j = 0; j < n; j += 16) {
-            __mmask16 t = FCNN_TAIL(n, j);
+            __mmask16 t = fcnn_tail_mask(n, j);
             _mm512_mask_storeu_ps(y + j, t, _mm512_sub_ps(_mm512_maskz_loadu_ps(t, x + j), lse));
         }
     } else {
         __m512 r = _mm512_set1_ps(1.0f / sum);
         for (j = 0; j < n; j += 16) {
-            __mmask16 t = FCNN_TAIL(n, j);
+            __mmask16 t = fcnn_tail_mask(n, j);
             _mm512_mask_storeu_ps(y + j, t, _mm512_mul_ps(_mm512_maskz_loadu_ps(t, y + j), r));
         }
     }
-#undef FCNN_TAIL
 #else
     float m = -__builtin_inff(), sum = 0.0f;
     for (long j = 0; j < n; j++)

@@ -73,6 +73,12 @@ static inline float fcnn_expf(float x)
 #if defined(__AVX512F__)
 #include <immintrin.h>
 typedef float fcnn_v16sf __attribute__((vector_size(64)));
+
+/* The lanes of a vector at j that lie below n: all 16, or the partial last. */
+static inline __mmask16 fcnn_tail_mask(long n, long j)
+{
+    return n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+}
 static inline __m512 fcnn_expf_v16(__m512 x)
 {
     __m512 xc = _mm512_min_ps(_mm512_set1_ps(89.0f), x);      /* fcnn_expf's clamps */
@@ -268,7 +274,7 @@ static inline void fcnn_map_v16(const float *x, float *y, long n, __m512 (*f)(__
             _mm512_storeu_ps(y + j + 16 * u, r[u]);
     }
     for (; j < n; j += 16) {
-        __mmask16 m = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+        __mmask16 m = fcnn_tail_mask(n, j);
         _mm512_mask_storeu_ps(y + j, m, f(_mm512_maskz_loadu_ps(m, x + j), arg));
     }
 }
