@@ -20,6 +20,7 @@ cdef extern from *:
 from fastcnn._kernels._typedefs cimport floating, index_t
 from fastcnn._kernels._blas cimport gemm, blas_enter, blas_leave
 from fastcnn._kernels._activation cimport bias_residual_activation
+from fastcnn._kernels._transpose cimport transpose
 
 cdef extern from "conv_block.h" nogil:
     enum:
@@ -58,12 +59,6 @@ cdef extern from "conv_dw.h" nogil:
                           long dw, long out_w, long oh0, long oh1, long wp, double* buf,
                           double* out)
 
-cdef extern from "transpose.h" nogil:
-    void fcnn_transpose_rect_f32(const float* src, long ld_src, long rows, long cols,
-                                 float* dst, long ld_dst)
-    void fcnn_transpose_rect_f64(const double* src, long ld_src, long rows, long cols,
-                                 double* dst, long ld_dst)
-
 cnp.import_array()
 
 # GEMM blocking. OpenBLAS multiplies small problems (m * n * k <= 1e6) with a
@@ -100,15 +95,6 @@ cdef enum:
     BLOCK_MIN_STRIDED_TAPS = 16           # strided: blocked only for large kernels (stems)
     DW_TASK_BYTES = 96 * 1024             # padded input rows and output of one depthwise task
     DW_MAX_OUT_W = 16                     # depthwise over channels for outputs this narrow
-
-
-cdef inline void _transpose(const floating* src, index_t ld_src, index_t rows, index_t cols,
-                            floating* dst, index_t ld_dst) noexcept nogil:
-    """dst[j * ld_dst + i] = src[i * ld_src + j] (transpose.h)."""
-    if floating is float:
-        fcnn_transpose_rect_f32(src, ld_src, rows, cols, dst, ld_dst)
-    else:
-        fcnn_transpose_rect_f64(src, ld_src, rows, cols, dst, ld_dst)
 
 
 cdef inline index_t _ceil_div(index_t a, index_t b) noexcept nogil:
@@ -683,8 +669,8 @@ cdef void _depthwise_task(const ConvGeom* g, const ConvPlan* plan, const floatin
         fcnn_dw_rows_f64(xb, planes, g.in_h, g.in_w, packed + cb * taps * vl, g.kernel_h,
                          g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dilation_h,
                          g.dilation_w, g.out_w, oh0, oh1, plan.wq, scratch, out)
-    _transpose(out, vl, count, planes, y + ((n * g.out_channels + c0) * g.out_h + oh0) * g.out_w,
-               g.out_h * g.out_w)
+    transpose(out, vl, count, planes, y + ((n * g.out_channels + c0) * g.out_h + oh0) * g.out_w,
+              g.out_h * g.out_w)
     for c in range(planes):
         yrow = y + ((n * g.out_channels + c0 + c) * g.out_h + oh0) * g.out_w
         bias_residual_activation(yrow, count, bias[c0 + c] if bias != NULL else 0,
@@ -1060,7 +1046,7 @@ cdef void _pack_block_columns(const floating* src, index_t k, index_t valid, ind
     """Columns j0 ... j1 - 1 of one block: dst[j][o] = src[o * k + j] for the
     block's `valid` channels (register transposes), zero up to mb."""
     cdef index_t j, o
-    _transpose(src + j0, k, valid, j1 - j0, dst + j0 * mb, mb)
+    transpose(src + j0, k, valid, j1 - j0, dst + j0 * mb, mb)
     if valid < mb:
         for j in range(j0, j1):
             for o in range(valid, mb):
@@ -1341,11 +1327,11 @@ cdef void _blocked_oc_task(const ConvGeom* g, const ConvPlan* plan, const floati
     # whose runs end at the row's end are contiguous in both: one transpose.
     yrow = y + ((n * g.out_channels + grp * m_group + m0) * g.out_h + oh0) * g.out_w
     if runs * pix == g.out_w:
-        _transpose(acc, mb, (oh1 - oh0) * g.out_w, mcount, yrow, g.out_h * g.out_w)
+        transpose(acc, mb, (oh1 - oh0) * g.out_w, mcount, yrow, g.out_h * g.out_w)
     else:
         for oh in range(oh0, oh1):
-            _transpose(acc + (oh - oh0) * runs * pix * mb, mb, g.out_w, mcount,
-                       yrow + (oh - oh0) * g.out_w, g.out_h * g.out_w)
+            transpose(acc + (oh - oh0) * runs * pix * mb, mb, g.out_w, mcount,
+                      yrow + (oh - oh0) * g.out_w, g.out_h * g.out_w)
     for o in range(mcount):
         oc = grp * m_group + m0 + o
         part = yrow + o * g.out_h * g.out_w

@@ -9,14 +9,9 @@ from cython.parallel cimport parallel, prange, threadid
 from fastcnn._kernels._omp cimport fp_enter
 
 from fastcnn._kernels._typedefs cimport floating, index_t
-
-cdef extern from "transpose.h" nogil:
-    void fcnn_transpose_rect_f32(const float* src, long ld_src, long rows, long cols,
-                                 float* dst, long ld_dst)
-    void fcnn_transpose_rect_f64(const double* src, long ld_src, long rows, long cols,
-                                 double* dst, long ld_dst)
 from fastcnn._kernels._blas cimport gemm, blas_enter, blas_leave
 from fastcnn._kernels._activation cimport bias_activation
+from fastcnn._kernels._transpose cimport transpose
 
 cnp.import_array()
 
@@ -63,10 +58,7 @@ cdef void _linear_transposed(const floating* x, const floating* w, const floatin
                      x, <int>k, <floating>0, t, <int>m)
             else:
                 _zero_rows(t, cols, m, m)
-            if floating is float:          # y[:, c0:c0+cols] = t^T
-                fcnn_transpose_rect_f32(t, m, cols, m, y + c0, n)
-            else:
-                fcnn_transpose_rect_f64(t, m, cols, m, y + c0, n)
+            transpose(t, m, cols, m, y + c0, n)      # y[:, c0:c0+cols] = t^T
             for r in range(m):
                 _row_epilogue(y + r * n + c0, bias + c0 if bias != NULL else NULL, cols,
                               activation)

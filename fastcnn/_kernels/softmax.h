@@ -23,16 +23,6 @@
 #include <stdint.h>
 #include "vecmath.h"
 
-#if defined(__AVX512F__)
-/* fcnn_expf_v16 for x <= 0 or NaN, as x - max always is: only the low clamp. */
-static inline __m512 fcnn_expf_nonpos_v16(__m512 x)
-{
-    fcnn_v16sf v = (fcnn_v16sf)_mm512_max_ps(_mm512_set1_ps(-104.0f), x), t, nf, p;
-    FCNN_EXP_CORE(v, t, nf, p);
-    return _mm512_scalef_ps((__m512)p, (__m512)nf);
-}
-#endif
-
 static inline void fcnn_softmax_step_f32(const float *xn, float *mn, long wn, int first,
                                          const float *xc, const float *mc, float *s, float *ec,
                                          long wc, const float *ap, const float *r, float *yp,
@@ -56,7 +46,7 @@ static inline void fcnn_softmax_step_f32(const float *xn, float *mn, long wn, in
             _mm512_storeu_ps(mn + j, first ? v : _mm512_max_ps(v, _mm512_loadu_ps(mn + j)));
         }
         if (k < kc) {
-            __m512 e = fcnn_expf_nonpos_v16(_mm512_sub_ps(_mm512_loadu_ps(xc + j), _mm512_loadu_ps(mc + j)));
+            __m512 e = fcnn_expf_below89_v16(_mm512_sub_ps(_mm512_loadu_ps(xc + j), _mm512_loadu_ps(mc + j)));
             _mm512_storeu_ps(s + j, _mm512_add_ps(_mm512_loadu_ps(s + j), e));
             if (ec)
                 _mm512_storeu_ps(ec + j, e);
@@ -81,7 +71,7 @@ static inline void fcnn_softmax_step_f32(const float *xn, float *mn, long wn, in
     if (16 * kc < wc) {
         long j = 16 * kc;
         __mmask16 t = fcnn_tail_mask(wc, j);
-        __m512 e = fcnn_expf_nonpos_v16(_mm512_sub_ps(_mm512_maskz_loadu_ps(t, xc + j),
+        __m512 e = fcnn_expf_below89_v16(_mm512_sub_ps(_mm512_maskz_loadu_ps(t, xc + j),
                                                _mm512_maskz_loadu_ps(t, mc + j)));
         _mm512_mask_storeu_ps(s + j, t, _mm512_add_ps(_mm512_maskz_loadu_ps(t, s + j), e));
         if (ec)
@@ -136,7 +126,7 @@ static inline void fcnn_softmax_row_f32(const float *x, float *y, long n, int lo
     for (j = 0; j + 64 <= n; j += 64) {
         __m512 e[4];
         for (int u = 0; u < 4; u++)
-            e[u] = fcnn_expf_nonpos_v16(_mm512_sub_ps(_mm512_loadu_ps(x + j + 16 * u), mv));
+            e[u] = fcnn_expf_below89_v16(_mm512_sub_ps(_mm512_loadu_ps(x + j + 16 * u), mv));
         for (int u = 0; u < 4; u++) {
             acc[u] = _mm512_add_ps(acc[u], e[u]);
             if (!log)
@@ -145,7 +135,7 @@ static inline void fcnn_softmax_row_f32(const float *x, float *y, long n, int lo
     }
     for (; j < n; j += 16) {
         __mmask16 t = fcnn_tail_mask(n, j);
-        __m512 e = fcnn_expf_nonpos_v16(_mm512_sub_ps(_mm512_maskz_loadu_ps(t, x + j), mv));
+        __m512 e = fcnn_expf_below89_v16(_mm512_sub_ps(_mm512_maskz_loadu_ps(t, x + j), mv));
         acc[0] = _mm512_mask_add_ps(acc[0], t, acc[0], e);
         if (!log)
             _mm512_mask_storeu_ps(y + j, t, e);

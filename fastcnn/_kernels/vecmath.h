@@ -66,10 +66,6 @@ static inline float fcnn_expf(float x)
     return p * fcnn_pow2i(n1) * fcnn_pow2i(n - n1);
 }
 
-/* fcnn_expf on 16 floats (AVX-512): FCNN_EXP_CORE on vectors, scaled by 2^nf
- * with vscalefps (one rounding, as fcnn_expf's two exact-then-rounding
- * multiplies): a third fewer instructions than the vectorised scalar code,
- * and the same bits. */
 #if defined(__AVX512F__)
 #include <immintrin.h>
 typedef float fcnn_v16sf __attribute__((vector_size(64)));
@@ -79,12 +75,23 @@ static inline __mmask16 fcnn_tail_mask(long n, long j)
 {
     return n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
 }
-static inline __m512 fcnn_expf_v16(__m512 x)
+
+/* fcnn_expf on 16 floats whose upper clamp (89) the caller has applied or
+ * knows to hold (softmax's x - max <= 0): FCNN_EXP_CORE on vectors, scaled by
+ * 2^nf with vscalefps (one rounding, as fcnn_expf's two exact-then-rounding
+ * multiplies): a third fewer instructions than the vectorised scalar code,
+ * and the same bits. The lower clamp keeps NaN. */
+static inline __m512 fcnn_expf_below89_v16(__m512 x)
 {
-    __m512 xc = _mm512_min_ps(_mm512_set1_ps(89.0f), x);      /* fcnn_expf's clamps */
-    fcnn_v16sf v = (fcnn_v16sf)_mm512_max_ps(_mm512_set1_ps(-104.0f), xc), t, nf, p;
+    fcnn_v16sf v = (fcnn_v16sf)_mm512_max_ps(_mm512_set1_ps(-104.0f), x), t, nf, p;
     FCNN_EXP_CORE(v, t, nf, p);
     return _mm512_scalef_ps((__m512)p, (__m512)nf);
+}
+
+/* fcnn_expf on 16 floats. */
+static inline __m512 fcnn_expf_v16(__m512 x)
+{
+    return fcnn_expf_below89_v16(_mm512_min_ps(_mm512_set1_ps(89.0f), x));   /* NaN kept */
 }
 #endif
 
@@ -280,34 +287,39 @@ static inline void fcnn_map_v16(const float *x, float *y, long n, __m512 (*f)(__
 }
 #endif
 
+/* The same functions on one float (builds without AVX-512). */
+static inline float fcnn_erf_or_gelu(float v, int gelu)
+{
+    return gelu ? 0.5f * v * (1.0f + fcnn_erff(v * 0.70710678118654752f)) : fcnn_erff(v);
+}
+
+static inline float fcnn_sigmoid_or_silu(float v, int silu)
+{
+    float d = 1.0f + fcnn_expf_ftz(-v);
+    return silu ? v / d : 1.0f / d;
+}
+
+/* y[j] = f(x[j], arg): the vector function with AVX-512, else the scalar one. */
+#if defined(__AVX512F__)
+#define FCNN_MAP_F32(x, y, n, vector_f, scalar_f, arg) fcnn_map_v16(x, y, n, vector_f, arg)
+#else
+#define FCNN_MAP_F32(x, y, n, vector_f, scalar_f, arg)                           \
+    do {                                                                         \
+        for (long j_ = 0; j_ < (n); j_++)                                        \
+            (y)[j_] = scalar_f((x)[j_], arg);                                    \
+    } while (0)
+#endif
+
 /* y[j] = erf(x[j]), or with gelu y[j] = x[j] / 2 * (1 + erf(x[j] / sqrt 2)). */
 static inline void fcnn_erf_f32(const float *x, float *y, long n, int gelu)
 {
-#if defined(__AVX512F__)
-    fcnn_map_v16(x, y, n, fcnn_erf_or_gelu_v16, gelu);
-#else
-    if (gelu)
-        for (long j = 0; j < n; j++)
-            y[j] = 0.5f * x[j] * (1.0f + fcnn_erff(x[j] * 0.70710678118654752f));
-    else
-        for (long j = 0; j < n; j++)
-            y[j] = fcnn_erff(x[j]);
-#endif
+    FCNN_MAP_F32(x, y, n, fcnn_erf_or_gelu_v16, fcnn_erf_or_gelu, gelu);
 }
 
 /* y[j] = sigmoid(x[j]), or with silu y[j] = x[j] * sigmoid(x[j]). */
 static inline void fcnn_sigmoid_f32(const float *x, float *y, long n, int silu)
 {
-#if defined(__AVX512F__)
-    fcnn_map_v16(x, y, n, fcnn_sigmoid_or_silu_v16, silu);
-#else
-    if (silu)
-        for (long j = 0; j < n; j++)
-            y[j] = x[j] / (1.0f + fcnn_expf_ftz(-x[j]));
-    else
-        for (long j = 0; j < n; j++)
-            y[j] = 1.0f / (1.0f + fcnn_expf_ftz(-x[j]));
-#endif
+    FCNN_MAP_F32(x, y, n, fcnn_sigmoid_or_silu_v16, fcnn_sigmoid_or_silu, silu);
 }
 
 #endif
