@@ -40,90 +40,107 @@ cdef inline bint _is_greater(floating v, floating best) noexcept nogil:
 
 # ---------------------------------------------------------------- generic windows
 
-cdef inline index_t _first_tap(index_t o, index_t stride, index_t pad, index_t dilation) noexcept nogil:
+cdef inline void _taps(index_t o, index_t stride, index_t pad, index_t dilation, index_t kernel,
+                       index_t size, index_t* lo, index_t* hi) noexcept nogil:
+    """The taps k in [lo, hi) of output o's window that fall inside the input
+    (input position o * stride - pad + k * dilation in [0, size)); lo is the
+    first tap at or past 0 even when none is inside (PyTorch's index then)."""
     cdef index_t start = o * stride - pad
-    while start < 0:
-        start += dilation
-    return start
+    lo[0] = _ceil_div(-start, dilation) if start < 0 else 0
+    hi[0] = min(kernel, _ceil_div(size - start, dilation)) if size > start else 0
+    hi[0] = max(hi[0], lo[0])
 
 
-cdef void _window_plane(const PoolGeom* g, const floating* x, floating* y, int64_t* idx,
-                        index_t row0, index_t row1) noexcept nogil:
-    """Output rows row0..row1-1 (over out_d * out_h) of one plane, window by window."""
-    cdef index_t r, od, oh, ow, kd, kh, kw, id_, ih, iw, ds, hs, ws, de, he, we, count
-    cdef index_t best_i
-    cdef floating v, best
-    cdef double acc, p = g.norm_type
-    cdef index_t in_hw = g.in_h * g.in_w
+cdef void _window_rows(const PoolGeom* g, const floating* x, floating* y, int64_t* idx,
+                       double* acc, index_t row0, index_t row1) noexcept nogil:
+    """Output rows row0..row1-1 (over out_d * out_h) of one plane. Each input
+    row a window row reads is swept tap by tap (kw) over the outputs whose tap
+    lies inside it, updating the whole output row (or acc, the sums of
+    average and LP windows) at once: loops the compiler vectorises, and every
+    window still sees its taps in order (kd, kh, kw)."""
+    # the geometry in locals: stores through idx could otherwise alias its fields
+    cdef index_t in_d = g.in_d, in_h = g.in_h, in_w = g.in_w, out_h = g.out_h, out_w = g.out_w
+    cdef index_t k_d = g.kernel_d, k_h = g.kernel_h, k_w = g.kernel_w
+    cdef index_t s_d = g.stride_d, s_h = g.stride_h, s_w = g.stride_w
+    cdef index_t p_d = g.pad_d, p_h = g.pad_h, p_w = g.pad_w
+    cdef index_t d_d = g.dilation_d, d_h = g.dilation_h, d_w = g.dilation_w
+    cdef int mode = g.mode
+    cdef double p = g.norm_type
+    cdef index_t in_hw = in_h * in_w
+    cdef index_t r, od, oh, ow, kd, kh, kw, kd0, kd1, kh0, kh1, kw0, kw1, o0, o1, off, base, count
+    cdef floating v, b
+    cdef bint gt
+    cdef floating* yr
+    cdef int64_t* ir
+    cdef const floating* xr
     for r in range(row0, row1):
-        od = r // g.out_h
-        oh = r % g.out_h
-        for ow in range(g.out_w):
-            if g.mode == POOL_MAX:
-                best = -INFINITY
-                best_i = -1
-                for kd in range(g.kernel_d):
-                    id_ = od * g.stride_d - g.pad_d + kd * g.dilation_d
-                    if id_ < 0 or id_ >= g.in_d:
-                        continue
-                    for kh in range(g.kernel_h):
-                        ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h
-                        if ih < 0 or ih >= g.in_h:
-                            continue
-                        for kw in range(g.kernel_w):
-                            iw = ow * g.stride_w - g.pad_w + kw * g.dilation_w
-                            if iw < 0 or iw >= g.in_w:
-                                continue
-                            v = x[id_ * in_hw + ih * g.in_w + iw]
-                            if best_i < 0 or _is_greater(v, best):
-                                best = v
-                                best_i = id_ * in_hw + ih * g.in_w + iw
-                if best_i < 0:
-                    # window entirely in padding: -inf at PyTorch's index
-                    best_i = (_first_tap(od, g.stride_d, g.pad_d, g.dilation_d) * in_hw
-                              + _first_tap(oh, g.stride_h, g.pad_h, g.dilation_h) * g.in_w
-                              + _first_tap(ow, g.stride_w, g.pad_w, g.dilation_w))
-                y[r * g.out_w + ow] = best
-                if idx != NULL:
-                    idx[r * g.out_w + ow] = best_i
+        od = r // out_h
+        oh = r % out_h
+        _taps(od, s_d, p_d, d_d, k_d, in_d, &kd0, &kd1)
+        _taps(oh, s_h, p_h, d_h, k_h, in_h, &kh0, &kh1)
+        yr = y + r * out_w
+        ir = idx + r * out_w if idx != NULL else NULL
+        if mode == POOL_MAX:
+            # PyTorch's start: -inf at the first tap (a window of -inf, or
+            # entirely in padding, reports it)
+            for ow in range(out_w):
+                yr[ow] = -INFINITY
+            if ir != NULL:
+                for ow in range(out_w):
+                    _taps(ow, s_w, p_w, d_w, k_w, in_w, &kw0, &kw1)
+                    ir[ow] = ((od * s_d - p_d + kd0 * d_d) * in_hw + (oh * s_h - p_h + kh0 * d_h) * in_w
+                              + ow * s_w - p_w + kw0 * d_w)
+        else:
+            for ow in range(out_w):
+                acc[ow] = 0
+        for kd in range(kd0, kd1):
+            for kh in range(kh0, kh1):
+                base = (od * s_d - p_d + kd * d_d) * in_hw + (oh * s_h - p_h + kh * d_h) * in_w
+                xr = x + base
+                for kw in range(k_w):
+                    # the outputs ow whose tap kw, at ow * s_w + off, is inside the row
+                    off = kw * d_w - p_w
+                    o0 = _ceil_div(-off, s_w) if off < 0 else 0
+                    o1 = min(out_w, _ceil_div(in_w - off, s_w)) if in_w > off else 0
+                    if mode == POOL_MAX and ir != NULL:
+                        for ow in range(o0, o1):
+                            v = xr[ow * s_w + off]
+                            b = yr[ow]
+                            gt = (v > b) | (v != v)
+                            yr[ow] = v if gt else b
+                            ir[ow] = base + ow * s_w + off if gt else ir[ow]
+                    elif mode == POOL_MAX:
+                        for ow in range(o0, o1):
+                            yr[ow] = max_nan(yr[ow], xr[ow * s_w + off])
+                    elif mode == POOL_AVG or p == 1:
+                        for ow in range(o0, o1):
+                            acc[ow] = acc[ow] + xr[ow * s_w + off]
+                    elif p == 2:
+                        for ow in range(o0, o1):
+                            acc[ow] = acc[ow] + <double>xr[ow * s_w + off] * xr[ow * s_w + off]
+                    else:
+                        for ow in range(o0, o1):
+                            acc[ow] = acc[ow] + pow(xr[ow * s_w + off], p)
+        if mode == POOL_MAX:
+            continue
+        for ow in range(out_w):
+            # average and LP windows (no dilation): the divisor counts padding
+            # as PyTorch does (up to the padded end, or only the input)
+            if g.divisor_override:
+                count = g.divisor_override
+            elif g.count_include_pad:
+                count = ((min(od * s_d - p_d + k_d, in_d + p_d) - (od * s_d - p_d))
+                         * (min(oh * s_h - p_h + k_h, in_h + p_h) - (oh * s_h - p_h))
+                         * (min(ow * s_w - p_w + k_w, in_w + p_w) - (ow * s_w - p_w)))
             else:
-                # average and LP windows: no dilation, padding counted as PyTorch does
-                ds = od * g.stride_d - g.pad_d
-                hs = oh * g.stride_h - g.pad_h
-                ws = ow * g.stride_w - g.pad_w
-                de = min(ds + g.kernel_d, g.in_d + g.pad_d)
-                he = min(hs + g.kernel_h, g.in_h + g.pad_h)
-                we = min(ws + g.kernel_w, g.in_w + g.pad_w)
-                count = (de - ds) * (he - hs) * (we - ws)
-                ds = max(ds, 0)
-                hs = max(hs, 0)
-                ws = max(ws, 0)
-                de = min(de, g.in_d)
-                he = min(he, g.in_h)
-                we = min(we, g.in_w)
-                if not g.count_include_pad:
-                    count = (de - ds) * (he - hs) * (we - ws)
-                if g.divisor_override:
-                    count = g.divisor_override
-                acc = 0
-                for id_ in range(ds, de):
-                    for ih in range(hs, he):
-                        for iw in range(ws, we):
-                            v = x[id_ * in_hw + ih * g.in_w + iw]
-                            if g.mode == POOL_AVG:
-                                acc = acc + v
-                            elif p == 2:
-                                acc = acc + <double>v * v
-                            elif p == 1:
-                                acc = acc + v
-                            else:
-                                acc = acc + pow(v, p)
-                if g.mode == POOL_AVG:
-                    y[r * g.out_w + ow] = <floating>(acc / count)
-                else:
-                    # PyTorch: (avg of x^p) * kernel volume, then ^(1/p)
-                    acc = acc / count * (g.kernel_d * g.kernel_h * g.kernel_w)
-                    y[r * g.out_w + ow] = <floating>(sqrt(acc) if p == 2 else pow(acc, 1.0 / p))
+                _taps(ow, s_w, p_w, 1, k_w, in_w, &kw0, &kw1)
+                count = (kd1 - kd0) * (kh1 - kh0) * (kw1 - kw0)
+            if mode == POOL_AVG:
+                yr[ow] = <floating>(acc[ow] / count)
+            else:
+                # PyTorch: (avg of x^p) * kernel volume, then ^(1/p)
+                acc[ow] = acc[ow] / count * (k_d * k_h * k_w)
+                yr[ow] = <floating>(sqrt(acc[ow]) if p == 2 else pow(acc[ow], 1.0 / p))
 
 
 # ---------------------------------------------------------------- 2-D fast paths
@@ -493,8 +510,9 @@ cdef void _pool_forward(const PoolGeom* g, const floating* x, floating* y, int64
             elif fast2d and g.mode == POOL_AVG:
                 _avg_rows_2d(g, x + plane * in_plane, y + plane * out_plane, row, r0, r1)
             else:
-                _window_plane(g, x + plane * in_plane, y + plane * out_plane,
-                              idx + plane * out_plane if idx != NULL else NULL, r0, r1)
+                _window_rows(g, x + plane * in_plane, y + plane * out_plane,
+                             idx + plane * out_plane if idx != NULL else NULL,
+                             <double*>(row + <size_t>row % 8 // sizeof(floating)), r0, r1)
 
 
 # ---------------------------------------------------------------- adaptive
@@ -572,7 +590,8 @@ cdef inline floating _plane_mean(const floating* x, index_t n) noexcept nogil:
 
 cdef index_t pool_workspace_per_thread(const PoolGeom* g) noexcept nogil:
     """One input row, or the horizontal maxima of the input rows a task's
-    output rows read, or the 2x2 path's row pairs; whole cache lines."""
+    output rows read, or the 2x2 path's row pairs, or a row of double sums
+    (at most 2 * out_w + 1 elements); whole cache lines."""
     cdef index_t rows = g.out_d * g.out_h
     cdef index_t blocks = min(rows, (MIN_TASKS + g.planes - 1) // g.planes) if 0 < g.planes < MIN_TASKS else 1
     cdef index_t rows_per_task = (rows + blocks - 1) // blocks if blocks > 0 else rows
