@@ -190,6 +190,41 @@ def test_layers():
     assert nn.AdaptiveMaxPool1d(3)(x[:, :, 0]).shape == (2, 3, 3)
 
 
+WINDOW_CASES = [  # (kernel, stride, padding, dilation, ceil_mode) over (D, H, W)
+    (3, 2, 1, 1, False),
+    (2, 3, 1, 1, True),                           # stride > kernel, ceil_mode with padding
+    (3, 1, 1, 2, False),                          # dilation with padding
+    ((2, 3, 3), (1, 2, 3), (1, 1, 1), (1, 2, 1), True),
+]
+
+
+@pytest.mark.parametrize("case", WINDOW_CASES)
+def test_general_window_path_ties_inf_nan(case, rng):
+    """The general path (indices, 3-D, LP) sweeps taps over whole output
+    rows; each window must still see its taps in order: ties keep the first
+    maximum, a window of -inf reports its first tap inside the input, the
+    last NaN wins; the same for any thread count."""
+    k, s, p, d, ceil = case
+    x = rng.integers(-2, 3, (2, 3, 5, 7, 9)).astype(np.float32)      # many ties
+    x[0, 0, :2] = -np.inf
+    x[1, 2].flat[::11] = np.nan
+    ref, ref_idx = pool_nd(x, k, s, p, d, ceil, "max")
+    for y, idx in run_threads(lambda: F.max_pool3d(x, k, s, p, d, ceil, return_indices=True)):
+        np.testing.assert_array_equal(y, ref.astype(np.float32))
+        np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_array_equal(F.max_pool3d(x, k, s, p, d, ceil), y)
+    if torch is not None:
+        ty, tidx = torch.nn.functional.max_pool3d(torch.from_numpy(x), k, s, p, d, ceil,
+                                                  return_indices=True)
+        np.testing.assert_array_equal(y, ty.numpy())
+        np.testing.assert_array_equal(idx, tidx.numpy())
+    if d == 1:
+        for include in (True, False):
+            ref_avg, _ = pool_nd(x[1:, :2], k, s, p, 1, ceil, "avg", include)
+            for a in run_threads(lambda: F.avg_pool3d(x[1:, :2], k, s, p, ceil, include)):
+                assert_close(a, ref_avg, 4)
+
+
 @requires_torch
 @pytest.mark.parametrize("case", MAX_CASES)
 def test_parity_with_pytorch(case, rng):
