@@ -228,6 +228,39 @@ def test_sigmoid_vector_and_tail_positions_agree(name, rng):
     assert (np.isnan(tail[4]) if name == "silu" else tail[4] == 0) and np.isnan(tail[5])
 
 
+@pytest.mark.parametrize("approximate", [None, "tanh"])
+def test_tanh_vector_and_tail_positions_agree(approximate, rng):
+    """tanh (and GELU's tanh form) as for erf: the same bits at vector and
+    tail positions, both sides of the switch between tanh's two formulas
+    (0.625), exp(2|x|) overflowing (tanh 1), -0, +-inf and NaN."""
+    vals = np.concatenate([rng.uniform(-12, 12, 70), [0, -0.0, 0.6249, 0.6251, -0.6251, 1e-20,
+                                                      44.5, 45, -100, np.inf, -np.inf,
+                                                      np.nan]]).astype(np.float32)
+    x = np.concatenate([vals, vals[::-1], vals[:37]])
+    v = vals.astype(np.float64)
+    if approximate:
+        y = F.gelu(x, approximate="tanh")
+        with np.errstate(invalid="ignore"):
+            expected = 0.5 * v * (1 + np.tanh(np.sqrt(2 / np.pi) * (v + 0.044715 * v ** 3)))
+    else:
+        y = F.tanh(x)
+        expected = np.tanh(v)
+    n = vals.size
+    np.testing.assert_array_equal(y[:n], y[n:2 * n][::-1])
+    np.testing.assert_array_equal(y[:37], y[2 * n:])
+    finite = np.isfinite(vals)
+    # GELU's 1 + tanh cancels for x below -3: an absolute bound there
+    np.testing.assert_allclose(y[:n][finite], expected[finite], rtol=3e-7,
+                               atol=1e-6 if approximate else 1e-30)
+    tail = y[n - 3:n]                                             # inf, -inf, nan
+    if approximate:
+        assert tail[0] == np.inf and np.isnan(tail[1]) and np.isnan(tail[2])
+    else:
+        assert list(tail[:2]) == [1, -1] and np.isnan(tail[2])
+        assert np.signbit(y[71]) and y[71] == 0                   # -0
+        assert list(y[n - 6:n - 3]) == [1, 1, -1]                 # 44.5, 45, -100
+
+
 @pytest.mark.parametrize("name", ["gelu", "erf"])
 def test_erf_vector_and_tail_positions_agree(name, rng):
     """Elements 0-63 run four vectors at a time, the rest one masked vector:
@@ -322,3 +355,18 @@ def test_softmax_parity_with_pytorch(rng):
         np.testing.assert_allclose(F.log_softmax(x, dim),
                                    torch.log_softmax(torch.from_numpy(x), dim).numpy(),
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_out_as_another_view_of_the_input(rng):
+    """out= a second view of the input with the same layout runs in place;
+    an overlapping view with another layout is refused, not computed."""
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    expected = np.maximum(x, 0)
+    y = F.relu(x, out=x[...])
+    np.testing.assert_array_equal(x, expected)
+    assert np.shares_memory(y, x)
+    flat = rng.standard_normal(30).astype(np.float32)
+    with pytest.raises(ValueError, match="relu: out must not overlap the input"):
+        F.relu(flat[:24].reshape(4, 6), out=flat[6:].reshape(4, 6))
+    with pytest.raises(ValueError, match="sigmoid: out must not overlap the input"):
+        F.sigmoid(flat[:24].reshape(4, 6), out=flat[1:25].reshape(4, 6))

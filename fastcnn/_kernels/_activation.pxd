@@ -47,6 +47,7 @@ cdef extern from "vecmath.h" nogil:
     float fcnn_erff(float)
     void fcnn_erf_f32(const float* x, float* y, long n, int gelu)
     void fcnn_sigmoid_f32(const float* x, float* y, long n, int silu)
+    void fcnn_tanh_f32(const float* x, float* y, long n, int gelu)
 
 
 cdef inline floating max_nan(floating m, floating v) noexcept nogil:
@@ -161,8 +162,11 @@ cdef inline void activate(const floating* x, floating* y, index_t n, int act,
             for i in range(n):
                 y[i] = one / (one + exp(-x[i]))
     elif act == ACT_TANH:
-        for i in range(n):
-            y[i] = _tanh(x[i])
+        if floating is float:
+            fcnn_tanh_f32(x, y, n, 0)
+        else:
+            for i in range(n):
+                y[i] = _tanh(x[i])
     elif act == ACT_HARDSWISH:
         for i in range(n):
             v = x[i]
@@ -182,9 +186,12 @@ cdef inline void activate(const floating* x, floating* y, index_t n, int act,
                 v = x[i]
                 y[i] = half * v * (one + _erf(v * sqrt_half))
     elif act == ACT_GELU_TANH:
-        for i in range(n):
-            v = x[i]
-            y[i] = half * v * (one + _tanh(sqrt_2_over_pi * (v + gelu_k * v * v * v)))
+        if floating is float:
+            fcnn_tanh_f32(x, y, n, 1)
+        else:
+            for i in range(n):
+                v = x[i]
+                y[i] = half * v * (one + _tanh(sqrt_2_over_pi * (v + gelu_k * v * v * v)))
     elif act == ACT_MISH:
         for i in range(n):
             v = x[i]

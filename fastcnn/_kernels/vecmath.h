@@ -185,7 +185,7 @@ static inline float fcnn_tanhf(float x)
     p = p * z - 5.37397155531E-2f;
     p = p * z + 1.33314422036E-1f;
     p = p * z - 3.33332819422E-1f;
-    float small = p * z * x + x;
+    float small = x == 0.0f ? x : p * z * x + x;     /* -0 stays -0 */
     float big = 1.0f - 2.0f / (fcnn_expf_ftz(ax + ax) + 1.0f);
     big = x < 0.0f ? -big : big;
     return ax < 0.625f ? small : big;
@@ -263,6 +263,40 @@ static inline __m512 fcnn_sigmoid_or_silu_v16(__m512 v, int silu)
     return silu ? _mm512_mul_ps(v, r) : r;
 }
 
+/* tanh(v) on 16 floats, fcnn_tanhf's two pieces: the odd polynomial below
+ * 0.625, else 1 - 2 / (exp(2|v|) + 1) with the sign of v, the division a
+ * reciprocal estimate and one Newton step as in sigmoid (d clamped to
+ * FLT_MAX, so exp's overflow gives 1). With gelu: v/2 * (1 + tanh(u)),
+ * u = sqrt(2/pi) (v + 0.044715 v^3), as one fused h + h * tanh(u). */
+static inline __m512 fcnn_tanh_or_gelu_v16(__m512 v, int gelu)
+{
+    __m512 x = v;
+    if (gelu) {
+        __m512 k3 = _mm512_mul_ps(_mm512_mul_ps(v, v), _mm512_set1_ps(0.044715f));
+        x = _mm512_mul_ps(_mm512_set1_ps(0.7978845608028654f), _mm512_fmadd_ps(k3, v, v));
+    }
+    __m512 sign = _mm512_set1_ps(-0.0f);
+    __m512 ax = _mm512_andnot_ps(sign, x);
+    fcnn_v16sf z = (fcnn_v16sf)_mm512_mul_ps(x, x), p;
+    p = z * -5.70498872745E-3f + 2.06390887954E-2f;
+    p = p * z - 5.37397155531E-2f;
+    p = p * z + 1.33314422036E-1f;
+    p = p * z - 3.33332819422E-1f;
+    __m512 small = _mm512_fmadd_ps(_mm512_mul_ps((__m512)p, (__m512)z), x, x);
+    __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), fcnn_expf_v16(_mm512_add_ps(ax, ax)));
+    __m512 r0 = _mm512_rcp14_ps(d);
+    __m512 dc = _mm512_min_ps(d, _mm512_set1_ps(3.40282347e38f));
+    __m512 r = _mm512_fmadd_ps(r0, _mm512_fnmadd_ps(dc, r0, _mm512_set1_ps(1.0f)), r0);
+    __m512 big = _mm512_fnmadd_ps(_mm512_set1_ps(2.0f), r, _mm512_set1_ps(1.0f));
+    __m512 t = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(ax, _mm512_set1_ps(0.625f), _CMP_LT_OQ),
+                                    big, small);
+    t = _mm512_or_ps(t, _mm512_and_ps(sign, x));    /* big's sign, and -0 for -0 */
+    if (!gelu)
+        return t;
+    __m512 h = _mm512_mul_ps(_mm512_set1_ps(0.5f), v);
+    return _mm512_fmadd_ps(h, t, h);
+}
+
 /* y[j] = f(x[j], arg) for a vector function f: four independent vectors per
  * step (each f is a long chain of dependent operations; interleaving them
  * keeps both FMA ports busy), the last partial vector masked, so every
@@ -299,6 +333,14 @@ static inline float fcnn_sigmoid_or_silu(float v, int silu)
     return silu ? v / d : 1.0f / d;
 }
 
+static inline float fcnn_tanh_or_gelu(float v, int gelu)
+{
+    if (!gelu)
+        return fcnn_tanhf(v);
+    float h = 0.5f * v;
+    return h + h * fcnn_tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v));
+}
+
 /* y[j] = f(x[j], arg): the vector function with AVX-512, else the scalar one. */
 #if defined(__AVX512F__)
 #define FCNN_MAP_F32(x, y, n, vector_f, scalar_f, arg) fcnn_map_v16(x, y, n, vector_f, arg)
@@ -320,6 +362,12 @@ static inline void fcnn_erf_f32(const float *x, float *y, long n, int gelu)
 static inline void fcnn_sigmoid_f32(const float *x, float *y, long n, int silu)
 {
     FCNN_MAP_F32(x, y, n, fcnn_sigmoid_or_silu_v16, fcnn_sigmoid_or_silu, silu);
+}
+
+/* y[j] = tanh(x[j]), or with gelu y[j] = GELU(x[j]) in its tanh form. */
+static inline void fcnn_tanh_f32(const float *x, float *y, long n, int gelu)
+{
+    FCNN_MAP_F32(x, y, n, fcnn_tanh_or_gelu_v16, fcnn_tanh_or_gelu, gelu);
 }
 
 #endif
