@@ -588,12 +588,17 @@ cdef fcnn_status _adaptive_avg(int64_t batch, int64_t channels, int64_t in_h, in
     if not (_elements(&n, batch, channels, in_h, in_w, sizeof(real))
             and _elements(&n, batch, channels, out_h, out_w, sizeof(real))):
         return FCNN_ERR_OVERFLOW
+    cdef int threads = _get_num_threads()
+    cdef double* ws = <double*>malloc(in_w * threads * sizeof(double))
+    if ws == NULL:
+        return FCNN_ERR_NOMEM
     if real is float:
         adaptive_forward_f32(batch * channels, 1, in_h, in_w, 1, out_h, out_w, False, x, y,
-                             NULL, _get_num_threads())
+                             NULL, ws, threads)
     else:
         adaptive_forward_f64(batch * channels, 1, in_h, in_w, 1, out_h, out_w, False, x, y,
-                             NULL, _get_num_threads())
+                             NULL, ws, threads)
+    free(ws)
     return FCNN_OK
 
 

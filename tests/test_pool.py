@@ -121,6 +121,10 @@ def test_adaptive_pools(nd, shape, out, rng):
     sizes = tuple(s if o is None else o for o, s in zip(sizes, shape[2:]))
     avg = getattr(F, f"adaptive_avg_pool{nd}d")(x, out)
     assert_close(avg, adaptive_pool_nd(x, sizes, "avg")[0], 64)
+    for a in run_threads(lambda: getattr(F, f"adaptive_avg_pool{nd}d")(x, out)):
+        np.testing.assert_array_equal(a, avg)
+    xd = x.astype(np.float64)
+    assert_close(getattr(F, f"adaptive_avg_pool{nd}d")(xd, out), adaptive_pool_nd(xd, sizes, "avg")[0], 64)
     mx, idx = getattr(F, f"adaptive_max_pool{nd}d")(x, out, True)
     ref, ref_idx = adaptive_pool_nd(x, sizes, "max")
     np.testing.assert_array_equal(mx, ref.astype(np.float32))

@@ -527,16 +527,29 @@ cdef inline index_t _end(index_t i, index_t out, index_t size) noexcept nogil:
 
 cdef void _adaptive_plane(const floating* x, floating* y, int64_t* idx, bint is_max,
                           index_t in_d, index_t in_h, index_t in_w,
-                          index_t out_d, index_t out_h, index_t out_w) noexcept nogil:
+                          index_t out_d, index_t out_h, index_t out_w,
+                          double* colsum) noexcept nogil:
+    """One plane. Max: window by window, taps in order (PyTorch's index).
+    Average: per output row, the window rows summed column by column into
+    colsum (in_w doubles; vectorised), then each output sums its columns."""
     cdef index_t od, oh, ow, id_, ih, iw, ds, de, hs, he, ws, we, best_i, o
     cdef floating v, best
     cdef double acc
+    cdef const floating* row
     for od in range(out_d):
         ds = _start(od, out_d, in_d)
         de = _end(od, out_d, in_d)
         for oh in range(out_h):
             hs = _start(oh, out_h, in_h)
             he = _end(oh, out_h, in_h)
+            if not is_max:
+                for iw in range(in_w):
+                    colsum[iw] = 0
+                for id_ in range(ds, de):
+                    for ih in range(hs, he):
+                        row = x + (id_ * in_h + ih) * in_w
+                        for iw in range(in_w):
+                            colsum[iw] = colsum[iw] + row[iw]
             for ow in range(out_w):
                 ws = _start(ow, out_w, in_w)
                 we = _end(ow, out_w, in_w)
@@ -556,10 +569,8 @@ cdef void _adaptive_plane(const floating* x, floating* y, int64_t* idx, bint is_
                         idx[o] = best_i
                 else:
                     acc = 0
-                    for id_ in range(ds, de):
-                        for ih in range(hs, he):
-                            for iw in range(ws, we):
-                                acc = acc + x[(id_ * in_h + ih) * in_w + iw]
+                    for iw in range(ws, we):
+                        acc = acc + colsum[iw]
                     y[o] = <floating>(acc / ((de - ds) * (he - hs) * (we - ws)))
 
 
@@ -613,35 +624,40 @@ cdef void pool_forward_f64(const PoolGeom* g, const double* x, double* y, int64_
 cdef void _adaptive_forward(index_t planes, index_t in_d, index_t in_h, index_t in_w,
                             index_t out_d, index_t out_h, index_t out_w, bint is_max,
                             const floating* x, floating* y, int64_t* idx,
-                            int num_threads) noexcept nogil:
+                            double* workspace, int num_threads) noexcept nogil:
     cdef index_t in_plane = in_d * in_h * in_w, out_plane = out_d * out_h * out_w
     cdef bint global_avg = not is_max and out_plane == 1
     cdef index_t p
+    cdef double* colsum
+    if global_avg:
+        with parallel(num_threads=num_threads):
+            fp_enter()
+            for p in prange(planes, schedule='static'):
+                y[p] = _plane_mean(x + p * in_plane, in_plane)
+        return
     with parallel(num_threads=num_threads):
         fp_enter()
+        colsum = workspace + threadid() * in_w if workspace != NULL else NULL
         for p in prange(planes, schedule='static'):
-            if global_avg:
-                y[p] = _plane_mean(x + p * in_plane, in_plane)
-            else:
-                _adaptive_plane(x + p * in_plane, y + p * out_plane,
-                                idx + p * out_plane if idx != NULL else NULL, is_max,
-                                in_d, in_h, in_w, out_d, out_h, out_w)
+            _adaptive_plane(x + p * in_plane, y + p * out_plane,
+                            idx + p * out_plane if idx != NULL else NULL, is_max,
+                            in_d, in_h, in_w, out_d, out_h, out_w, colsum)
 
 
 cdef void adaptive_forward_f32(index_t planes, index_t in_d, index_t in_h, index_t in_w,
                                index_t out_d, index_t out_h, index_t out_w, bint is_max,
-                               const float* x, float* y, int64_t* idx,
+                               const float* x, float* y, int64_t* idx, double* workspace,
                                int num_threads) noexcept nogil:
     _adaptive_forward(planes, in_d, in_h, in_w, out_d, out_h, out_w, is_max, x, y, idx,
-                      num_threads)
+                      workspace, num_threads)
 
 
 cdef void adaptive_forward_f64(index_t planes, index_t in_d, index_t in_h, index_t in_w,
                                index_t out_d, index_t out_h, index_t out_w, bint is_max,
-                               const double* x, double* y, int64_t* idx,
+                               const double* x, double* y, int64_t* idx, double* workspace,
                                int num_threads) noexcept nogil:
     _adaptive_forward(planes, in_d, in_h, in_w, out_d, out_h, out_w, is_max, x, y, idx,
-                      num_threads)
+                      workspace, num_threads)
 
 
 # ---------------------------------------------------------------- Python entry
@@ -679,11 +695,13 @@ def adaptive(tuple sizes, bint is_max, cnp.ndarray x, cnp.ndarray y, object indi
     cdef int64_t* ip = NULL if indices is None else <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>indices)
     cdef void* xp = cnp.PyArray_DATA(x)
     cdef void* yp = cnp.PyArray_DATA(y)
+    cdef cnp.ndarray ws = np.empty(0 if is_max else in_w * max(num_threads, 1), np.float64)
+    cdef double* wp = NULL if is_max else <double*>cnp.PyArray_DATA(ws)
     if x.dtype.num == cnp.NPY_FLOAT32:
         with nogil:
             _adaptive_forward(planes, in_d, in_h, in_w, out_d, out_h, out_w, is_max,
-                              <float*>xp, <float*>yp, ip, num_threads)
+                              <float*>xp, <float*>yp, ip, wp, num_threads)
     else:
         with nogil:
             _adaptive_forward(planes, in_d, in_h, in_w, out_d, out_h, out_w, is_max,
-                              <double*>xp, <double*>yp, ip, num_threads)
+                              <double*>xp, <double*>yp, ip, wp, num_threads)
