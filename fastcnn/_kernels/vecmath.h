@@ -265,8 +265,7 @@ static inline __m512 fcnn_sigmoid_or_silu_v16(__m512 v, int silu)
 
 /* tanh(v) on 16 floats, fcnn_tanhf's two pieces: the odd polynomial below
  * 0.625, else 1 - 2 / (exp(2|v|) + 1) with the sign of v, the division a
- * reciprocal estimate and one Newton step as in sigmoid (d clamped to
- * FLT_MAX, so exp's overflow gives 1). With gelu: v/2 * (1 + tanh(u)),
+ * reciprocal estimate and one Newton step as in sigmoid. With gelu: v/2 * (1 + tanh(u)),
  * u = sqrt(2/pi) (v + 0.044715 v^3), as one fused h + h * tanh(u). */
 static inline __m512 fcnn_tanh_or_gelu_v16(__m512 v, int gelu)
 {
@@ -276,17 +275,20 @@ static inline __m512 fcnn_tanh_or_gelu_v16(__m512 v, int gelu)
         x = _mm512_mul_ps(_mm512_set1_ps(0.7978845608028654f), _mm512_fmadd_ps(k3, v, v));
     }
     __m512 sign = _mm512_set1_ps(-0.0f);
-    __m512 ax = _mm512_andnot_ps(sign, x);
-    fcnn_v16sf z = (fcnn_v16sf)_mm512_mul_ps(x, x), p;
+    /* |x| clamped where tanh rounds to 1 (9.01), so exp(2|x|) and its + 1
+     * stay finite: no clamps in exp or the Newton step (NaN kept) */
+    __m512 ax = _mm512_min_ps(_mm512_set1_ps(9.1f), _mm512_andnot_ps(sign, x));
+    fcnn_v16sf z = (fcnn_v16sf)_mm512_mul_ps(x, x), p, t2, nf, q;
     p = z * -5.70498872745E-3f + 2.06390887954E-2f;
     p = p * z - 5.37397155531E-2f;
     p = p * z + 1.33314422036E-1f;
     p = p * z - 3.33332819422E-1f;
     __m512 small = _mm512_fmadd_ps(_mm512_mul_ps((__m512)p, (__m512)z), x, x);
-    __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), fcnn_expf_v16(_mm512_add_ps(ax, ax)));
+    fcnn_v16sf ax2 = (fcnn_v16sf)_mm512_add_ps(ax, ax);
+    FCNN_EXP_CORE(ax2, t2, nf, q);
+    __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_scalef_ps((__m512)q, (__m512)nf));
     __m512 r0 = _mm512_rcp14_ps(d);
-    __m512 dc = _mm512_min_ps(d, _mm512_set1_ps(3.40282347e38f));
-    __m512 r = _mm512_fmadd_ps(r0, _mm512_fnmadd_ps(dc, r0, _mm512_set1_ps(1.0f)), r0);
+    __m512 r = _mm512_fmadd_ps(r0, _mm512_fnmadd_ps(d, r0, _mm512_set1_ps(1.0f)), r0);
     __m512 big = _mm512_fnmadd_ps(_mm512_set1_ps(2.0f), r, _mm512_set1_ps(1.0f));
     __m512 t = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(ax, _mm512_set1_ps(0.625f), _CMP_LT_OQ),
                                     big, small);
