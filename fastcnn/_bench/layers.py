@@ -14,7 +14,8 @@ SHAPE = (8, 64, 112, 112)
 QUICK_BATCH = 2          # --quick: a quarter of the tensor
 
 
-def _memory_case(name, group, fn, torch_fn, out_shape, quick=False):
+def _memory_case(name, group, fn, torch_fn, out_shape, quick=False, out_item=4):
+    """out_item: bytes written per output element (12 with int64 indices)."""
     def make(batch, dtype, rivals):
         shape = (batch,) + SHAPE[1:]
         x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
@@ -32,7 +33,7 @@ def _memory_case(name, group, fn, torch_fn, out_shape, quick=False):
 
     def nbytes(batch):
         item = 4
-        return batch * (np.prod(SHAPE[1:]) + np.prod(out_shape)) * item
+        return batch * (np.prod(SHAPE[1:]) * item + np.prod(out_shape) * out_item)
 
     return Case(name=name, group=group, make=make, nbytes=nbytes,
                 shape="x".join(map(str, SHAPE[1:])) + " -> " + "x".join(map(str, out_shape)),
@@ -51,6 +52,14 @@ def pool_cases(quick=False):
                      lambda t: tf().avg_pool2d(t, 2), (c, h // 2, h // 2), quick),
         _memory_case("global avg pool", "pool", lambda x, y: F.adaptive_avg_pool2d(x, 1, out=y),
                      lambda t: tf().adaptive_avg_pool2d(t, 1), (c, 1, 1), quick),
+        _memory_case("max_pool2d 3x3/s2/p1 + indices", "pool",
+                     lambda x, y: F.max_pool2d(x, 3, 2, 1, return_indices=True, out=y),
+                     lambda t: tf().max_pool2d(t, 3, 2, 1, return_indices=True),
+                     (c, h // 2, h // 2), quick, out_item=12),
+        _memory_case("max_pool3d 2x2x2 (8 channels, depth 8)", "pool",
+                     lambda x, y: F.max_pool3d(x.reshape(-1, 8, 8, h, h), 2, out=y),
+                     lambda t: tf().max_pool3d(t.reshape(-1, 8, 8, h, h), 2),
+                     (8, 4, h // 2, h // 2), quick),
     ]
     return rows[:1] + rows[2:3] if quick else rows
 
@@ -72,6 +81,8 @@ def activation_cases(quick=False):
         _memory_case("softmax over rows (last dim)", "activation",
                      lambda x, y: F.softmax(x, -1, out=y), torch_fn("softmax", dim=-1), full,
                      quick),
+        _memory_case("tanh", "activation", lambda x, y: F.tanh(x, out=y),
+                     lambda t: __import__("torch").tanh(t), full, quick),
     ]
     return rows[:2] if quick else rows
 
