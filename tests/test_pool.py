@@ -19,6 +19,10 @@ MAX_CASES = [
     ((1, 2, 7, 7), 3, 2, 1, 1, True),             # ceil_mode with padding
     ((1, 1, 5, 5), 5, 1, 2, 1, False),            # padding = kernel // 2, window = input
     ((3, 5, 6, 9), (1, 3), (1, 2), (0, 1), (1, 1), True),
+    # rows wide enough for the 16-output vector kernel (strides 1 and 2, dilation)
+    ((1, 3, 5, 67), 3, 2, 1, 1, False),
+    ((1, 2, 4, 41), (2, 4), 1, (1, 2), 1, True),
+    ((2, 2, 6, 53), 3, (1, 2), 1, 2, True),
 ]
 
 
@@ -209,7 +213,7 @@ def test_general_window_path_ties_inf_nan(case, rng):
     maximum, a window of -inf reports its first tap inside the input, the
     last NaN wins; the same for any thread count."""
     k, s, p, d, ceil = case
-    x = rng.integers(-2, 3, (2, 3, 5, 7, 9)).astype(np.float32)      # many ties
+    x = rng.integers(-2, 3, (2, 3, 5, 7, 39)).astype(np.float32)     # many ties
     x[0, 0, :2] = -np.inf
     x[1, 2].flat[::11] = np.nan
     ref, ref_idx = pool_nd(x, k, s, p, d, ceil, "max")

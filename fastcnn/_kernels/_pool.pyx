@@ -51,6 +51,68 @@ cdef inline void _taps(index_t o, index_t stride, index_t pad, index_t dilation,
     hi[0] = max(hi[0], lo[0])
 
 
+cdef extern from "pool_idx.h" nogil:
+    bint FCNN_POOL_IDX_VECTOR
+    long fcnn_max_idx_interior_f32(const float* x, float* yr, int64_t* ir, long ow0, long ow1,
+                                   long stride, long pad, long k_w, long dilation, long base0,
+                                   long n_d, long depth_step, long n_h, long row_step)
+
+
+cdef inline void _sweep_tap(int mode, double p, const floating* xs, floating* yr, int64_t* ir,
+                            double* acc, index_t o0, index_t o1, index_t stride,
+                            index_t first) noexcept nogil:
+    """One tap over outputs o0..o1-1 of a row: its input for output ow is
+    xs[ow * stride], at flat index first + ow * stride."""
+    cdef index_t ow
+    cdef floating v, b
+    cdef bint gt
+    if mode == POOL_MAX and ir != NULL:
+        for ow in range(o0, o1):
+            v = xs[ow * stride]
+            b = yr[ow]
+            gt = (v > b) | (v != v)
+            yr[ow] = v if gt else b
+            ir[ow] = first + ow * stride if gt else ir[ow]
+    elif mode == POOL_MAX:
+        for ow in range(o0, o1):
+            yr[ow] = max_nan(yr[ow], xs[ow * stride])
+    elif mode == POOL_AVG or p == 1:
+        for ow in range(o0, o1):
+            acc[ow] = acc[ow] + xs[ow * stride]
+    elif p == 2:
+        for ow in range(o0, o1):
+            acc[ow] = acc[ow] + <double>xs[ow * stride] * xs[ow * stride]
+    else:
+        for ow in range(o0, o1):
+            acc[ow] = acc[ow] + pow(xs[ow * stride], p)
+
+
+cdef inline void _max_window(const float* x, float* yr, int64_t* ir, index_t ow, index_t stride,
+                             index_t pad, index_t k_w, index_t dilation, index_t in_w,
+                             index_t base0, index_t n_d, index_t depth_step, index_t n_h,
+                             index_t row_step) noexcept nogil:
+    """Output ow of a row, window by window (its taps as fcnn_max_idx_interior_f32
+    lays them out, the horizontal ones clipped to the row)."""
+    cdef index_t kw0, kw1, d, h, kw, i, row
+    cdef index_t best_i
+    cdef float v, best = -INFINITY
+    cdef bint gt
+    _taps(ow, stride, pad, dilation, k_w, in_w, &kw0, &kw1)
+    best_i = base0 + ow * stride - pad + kw0 * dilation
+    for d in range(n_d):
+        for h in range(n_h):
+            row = base0 + d * depth_step + h * row_step + ow * stride - pad
+            for kw in range(kw0, kw1):
+                i = row + kw * dilation
+                v = x[i]
+                gt = _is_greater(v, best)       # selects, not branches: the data decides
+                best = v if gt else best
+                best_i = i if gt else best_i
+    yr[ow] = best
+    if ir != NULL:
+        ir[ow] = best_i
+
+
 cdef void _window_rows(const PoolGeom* g, const floating* x, floating* y, int64_t* idx,
                        double* acc, index_t row0, index_t row1) noexcept nogil:
     """Output rows row0..row1-1 (over out_d * out_h) of one plane. Each input
@@ -68,8 +130,7 @@ cdef void _window_rows(const PoolGeom* g, const floating* x, floating* y, int64_
     cdef double p = g.norm_type
     cdef index_t in_hw = in_h * in_w
     cdef index_t r, od, oh, ow, kd, kh, kw, kd0, kd1, kh0, kh1, kw0, kw1, o0, o1, off, base, count
-    cdef floating v, b
-    cdef bint gt
+    cdef index_t skip0, skip1
     cdef floating* yr
     cdef int64_t* ir
     cdef const floating* xr
@@ -80,16 +141,34 @@ cdef void _window_rows(const PoolGeom* g, const floating* x, floating* y, int64_
         _taps(oh, s_h, p_h, d_h, k_h, in_h, &kh0, &kh1)
         yr = y + r * out_w
         ir = idx + r * out_w if idx != NULL else NULL
+        if floating is float and FCNN_POOL_IDX_VECTOR and mode == POOL_MAX and (s_w == 1 or s_w == 2):
+            # 16 interior outputs at a time in registers (every horizontal tap
+            # inside the row), the few at the borders window by window
+            base = (od * s_d - p_d + kd0 * d_d) * in_hw + (oh * s_h - p_h + kh0 * d_h) * in_w
+            skip0 = 0
+            while skip0 < out_w and skip0 * s_w - p_w < 0:
+                skip0 += 1
+            skip1 = out_w
+            while skip1 > skip0 and (skip1 - 1) * s_w - p_w + (k_w - 1) * d_w >= in_w:
+                skip1 -= 1
+            skip1 = fcnn_max_idx_interior_f32(x, yr, ir, skip0, skip1, s_w, p_w, k_w, d_w, base,
+                                              kd1 - kd0, d_d * in_hw, kh1 - kh0, d_h * in_w)
+            for ow in range(out_w):
+                if ow < skip0 or ow >= skip1:
+                    _max_window(x, yr, ir, ow, s_w, p_w, k_w, d_w, in_w, base, kd1 - kd0,
+                                d_d * in_hw, kh1 - kh0, d_h * in_w)
+            continue
         if mode == POOL_MAX:
             # PyTorch's start: -inf at the first tap (a window of -inf, or
             # entirely in padding, reports it)
             for ow in range(out_w):
                 yr[ow] = -INFINITY
             if ir != NULL:
+                base = (od * s_d - p_d + kd0 * d_d) * in_hw + (oh * s_h - p_h + kh0 * d_h) * in_w
                 for ow in range(out_w):
-                    _taps(ow, s_w, p_w, d_w, k_w, in_w, &kw0, &kw1)
-                    ir[ow] = ((od * s_d - p_d + kd0 * d_d) * in_hw + (oh * s_h - p_h + kh0 * d_h) * in_w
-                              + ow * s_w - p_w + kw0 * d_w)
+                    # the first tap at or past the left edge (a division only there)
+                    off = ow * s_w - p_w
+                    ir[ow] = base + (off if off >= 0 else off + _ceil_div(-off, d_w) * d_w)
         else:
             for ow in range(out_w):
                 acc[ow] = 0
@@ -100,27 +179,14 @@ cdef void _window_rows(const PoolGeom* g, const floating* x, floating* y, int64_
                 for kw in range(k_w):
                     # the outputs ow whose tap kw, at ow * s_w + off, is inside the row
                     off = kw * d_w - p_w
-                    o0 = _ceil_div(-off, s_w) if off < 0 else 0
-                    o1 = min(out_w, _ceil_div(in_w - off, s_w)) if in_w > off else 0
-                    if mode == POOL_MAX and ir != NULL:
-                        for ow in range(o0, o1):
-                            v = xr[ow * s_w + off]
-                            b = yr[ow]
-                            gt = (v > b) | (v != v)
-                            yr[ow] = v if gt else b
-                            ir[ow] = base + ow * s_w + off if gt else ir[ow]
-                    elif mode == POOL_MAX:
-                        for ow in range(o0, o1):
-                            yr[ow] = max_nan(yr[ow], xr[ow * s_w + off])
-                    elif mode == POOL_AVG or p == 1:
-                        for ow in range(o0, o1):
-                            acc[ow] = acc[ow] + xr[ow * s_w + off]
-                    elif p == 2:
-                        for ow in range(o0, o1):
-                            acc[ow] = acc[ow] + <double>xr[ow * s_w + off] * xr[ow * s_w + off]
-                    else:
-                        for ow in range(o0, o1):
-                            acc[ow] = acc[ow] + pow(xr[ow * s_w + off], p)
+                    # counted from the edges, not divided: only border outputs drop out
+                    o0 = 0
+                    while o0 < out_w and o0 * s_w + off < 0:
+                        o0 += 1
+                    o1 = out_w
+                    while o1 > o0 and (o1 - 1) * s_w + off >= in_w:
+                        o1 -= 1
+                    _sweep_tap(mode, p, xr + off, yr, ir, acc, o0, o1, s_w, base + off)
         if mode == POOL_MAX:
             continue
         for ow in range(out_w):
