@@ -2,10 +2,10 @@
  *
  * glibc offers vector expf only under -ffast-math, which fastcnn cannot use
  * (NaN must propagate). fcnn_expf follows the Cephes expf approach: range
- * reduction by ln 2, a degree-6 polynomial, and 2^n built in the exponent
- * bits (as two halves, so subnormal results are right). At most 1 ulp from
- * exp (checked on 2 million points over [-110, 95], subnormals included);
- * NaN gives NaN, overflow +inf, underflow 0.
+ * reduction by ln 2, a polynomial, and 2^n built in the exponent bits (as two
+ * halves, so subnormal results are right). At most 1.06 ulp from exp (every
+ * float in [-104, 89] checked, subnormal results included); NaN gives NaN,
+ * overflow +inf, underflow 0.
  */
 #ifndef FASTCNN_VECMATH_H
 #define FASTCNN_VECMATH_H
@@ -22,9 +22,11 @@ static inline float fcnn_pow2i(int32_t n)   /* 2^n for -126 <= n <= 127 */
 }
 
 /* The shared core, written once for floats and for GCC vectors of them: for
- * xc already clamped, xc = nf ln2 + r and p = exp(r) (Cephes' split of ln 2
- * and degree-6 polynomial). nf = round(xc / ln 2) by the 1.5 * 2^23 trick:
- * t's low mantissa bits hold it as an integer. */
+ * xc already clamped, xc = nf ln2 + r and p = exp(r) (Cephes' split of ln 2;
+ * a degree-6 polynomial fitted to exp on [-ln2/2, ln2/2] for relative error,
+ * in Horner form: six FMAs, two fewer than Cephes' degree 7, and fewer
+ * results off by more than half an ulp). nf = round(xc / ln 2) by the
+ * 1.5 * 2^23 trick: t's low mantissa bits hold it as an integer. */
 #define FCNN_EXP_CORE(xc, t, nf, p)                                              \
     do {                                                                         \
         __typeof__(xc) r_;                                                       \
@@ -32,12 +34,12 @@ static inline float fcnn_pow2i(int32_t n)   /* 2^n for -126 <= n <= 127 */
         nf = t - 12582912.0f;                                                    \
         r_ = xc - nf * 0.693359375f;                                             \
         r_ = r_ - nf * -2.12194440e-4f;                                          \
-        p = r_ * 1.9875691500E-4f + 1.3981999507E-3f;                            \
-        p = p * r_ + 8.3334519073E-3f;                                           \
-        p = p * r_ + 4.1665795894E-2f;                                           \
-        p = p * r_ + 1.6666665459E-1f;                                           \
-        p = p * r_ + 5.0000001201E-1f;                                           \
-        p = p * r_ * r_ + r_ + 1.0f;                                             \
+        p = r_ * 1.384360716e-3f + 8.374195546e-3f;                              \
+        p = p * r_ + 4.166800529e-2f;                                            \
+        p = p * r_ + 1.666643023e-1f;                                            \
+        p = p * r_ + 4.999999404e-1f;                                            \
+        p = p * r_ + 1.0f;                                                       \
+        p = p * r_ + 1.0f;                                                       \
     } while (0)
 
 /* FCNN_EXP_CORE on one float: p, and nf as an integer (from t's bits). */
