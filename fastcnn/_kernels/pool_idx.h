@@ -40,8 +40,7 @@ static inline long fcnn_max_idx_interior_f32(const float *x, float *yr, int64_t 
     const __m512i lanes_lo = _mm512_slli_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7),
                                                stride - 1);
     const __m512i lanes_hi = _mm512_add_epi64(lanes_lo, _mm512_set1_epi64(8 * stride));
-    long ow = ow0;
-    for (; ow < ow1; ow += 16) {
+    for (long ow = ow0; ow < ow1; ow += 16) {
         /* the last vector masked: lanes past ow1 neither read nor written */
         __mmask16 t = fcnn_tail_mask(ow1, ow);
         long n = 2 * (ow1 - ow) - 1;        /* stride 2: the elements the lanes read */
@@ -76,7 +75,6 @@ static inline long fcnn_max_idx_interior_f32(const float *x, float *yr, int64_t 
         }
     }
     return ow1;
-    return ow;
 #else
     (void)x, (void)yr, (void)ir, (void)ow1, (void)stride, (void)pad, (void)k_w;
     (void)dilation, (void)base0, (void)n_d, (void)depth_step, (void)n_h, (void)row_step;
