@@ -5,8 +5,11 @@ Every op runs as 3-D pooling over the planes (N * C); 1-D and 2-D set the
 leading sizes to 1. Tasks are planes (split into row blocks when there are
 few planes), chosen from the shape alone, so results do not depend on the
 thread count. The 2-D max and average paths first reduce the window's input
-rows into one row (vectorised), then slide along it; the generic path walks
-each window and also serves return_indices, LP, and 3-D windows.
+rows into one row (vectorised), then slide along it. The general path
+(return_indices, LP, 3-D windows) works a row of outputs at a time: float32
+max pooling keeps 16 outputs' maxima and indices in registers over their
+whole windows (pool_idx.h), the rest sweeps each input row tap by tap over
+the output row.
 
 Max pooling propagates NaN: a NaN anywhere in a window is the result, and with
 return_indices the index is PyTorch's (the last NaN, else the first maximum,
@@ -115,11 +118,14 @@ cdef inline void _max_window(const float* x, float* yr, int64_t* ir, index_t ow,
 
 cdef void _window_rows(const PoolGeom* g, const floating* x, floating* y, int64_t* idx,
                        double* acc, index_t row0, index_t row1) noexcept nogil:
-    """Output rows row0..row1-1 (over out_d * out_h) of one plane. Each input
-    row a window row reads is swept tap by tap (kw) over the outputs whose tap
-    lies inside it, updating the whole output row (or acc, the sums of
-    average and LP windows) at once: loops the compiler vectorises, and every
-    window still sees its taps in order (kd, kh, kw)."""
+    """Output rows row0..row1-1 (over out_d * out_h) of one plane. Max pooling
+    in float32 with AVX-512 and a horizontal stride of 1 or 2: the interior
+    outputs (every horizontal tap inside the row) 16 at a time in registers,
+    the border ones window by window. Otherwise each input row a window row
+    reads is swept tap by tap (kw) over the outputs whose tap lies inside it,
+    updating the whole output row (or acc, the sums of average and LP
+    windows) at once: loops the compiler vectorises. Either way every window
+    sees its taps in order (kd, kh, kw)."""
     # the geometry in locals: stores through idx could otherwise alias its fields
     cdef index_t in_d = g.in_d, in_h = g.in_h, in_w = g.in_w, out_h = g.out_h, out_w = g.out_w
     cdef index_t k_d = g.kernel_d, k_h = g.kernel_h, k_w = g.kernel_w
