@@ -274,8 +274,8 @@ static inline __m512 fcnn_tanh_or_gelu_v16(__m512 v, int gelu)
         x = _mm512_mul_ps(_mm512_set1_ps(0.7978845608028654f), _mm512_fmadd_ps(k3, v, v));
     }
     __m512 sign = _mm512_set1_ps(-0.0f);
-    /* |x| clamped where tanh rounds to 1 (9.01), so exp(2|x|) and its + 1
-     * stay finite: no clamps in exp or the Newton step (NaN kept) */
+    /* |x| clamped where tanh rounds to 1 (9.01), so exp(2|x|) + 1 stays
+     * finite and exp needs no clamps (NaN kept) */
     __m512 ax = _mm512_min_ps(_mm512_set1_ps(9.1f), _mm512_andnot_ps(sign, x));
     fcnn_v16sf z = (fcnn_v16sf)_mm512_mul_ps(x, x), p, t2, nf, q;
     p = z * -5.70498872745E-3f + 2.06390887954E-2f;
