@@ -29,7 +29,6 @@ cdef enum:
     ACT_COUNT = 20
 
 cdef extern from "<math.h>" nogil:
-    double exp(double)
     double expm1(double)
     double log(double)
     double log1p(double)
@@ -39,6 +38,7 @@ cdef extern from "<math.h>" nogil:
     float sqrtf(float)
 
 cdef extern from "vecmath.h" nogil:
+    double fcnn_exp(double)
     float fcnn_expf(float)
     float fcnn_expm1f(float)
     float fcnn_logf(float)
@@ -63,7 +63,7 @@ cdef inline floating _exp(floating v) noexcept nogil:
     if floating is float:
         return fcnn_expf(v)
     else:
-        return exp(v)
+        return fcnn_exp(v)
 
 
 cdef inline floating _expm1(floating v) noexcept nogil:
@@ -138,7 +138,7 @@ cdef inline void activate(const floating* x, floating* y, index_t n, int act,
         else:
             for i in range(n):
                 v = x[i]
-                y[i] = v / (one + exp(-v))
+                y[i] = v / (one + _exp(-v))
     elif act == ACT_LEAKY_RELU:
         for i in range(n):
             v = x[i]
@@ -160,7 +160,7 @@ cdef inline void activate(const floating* x, floating* y, index_t n, int act,
             fcnn_sigmoid_f32(x, y, n, 0)
         else:
             for i in range(n):
-                y[i] = one / (one + exp(-x[i]))
+                y[i] = one / (one + _exp(-x[i]))
     elif act == ACT_TANH:
         if floating is float:
             fcnn_tanh_f32(x, y, n, 0)

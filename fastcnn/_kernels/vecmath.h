@@ -68,6 +68,46 @@ static inline float fcnn_expf(float x)
     return p * fcnn_pow2i(n1) * fcnn_pow2i(n - n1);
 }
 
+/* exp for doubles, branch-free like fcnn_expf so GCC vectorizes loops of it
+ * (glibc's exp is a call per element): fdlibm's split of ln 2 (n ln2_hi is
+ * exact), exp(r) on |r| <= ln2/2 by its Taylor polynomial of degree 13
+ * (truncation below 1e-17), 2^n in two halves (subnormal results right).
+ * Clamped to [-746, 710], where the formula itself gives 0 and +inf; NaN
+ * passes through the arithmetic. */
+static inline double fcnn_exp(double x)
+{
+    double xc = 710.0 < x ? 710.0 : x;
+    xc = -746.0 > xc ? -746.0 : xc;
+    double t = xc * 1.4426950408889634 + 6755399441055744.0;    /* 1.5 * 2^52 */
+    double nf = t - 6755399441055744.0;
+    double r = xc - nf * 6.93147180369123816490e-01;
+    r = r - nf * 1.90821492927058770002e-10;
+    double p = 1.0 / 6227020800.0;                                /* 1 / 13! */
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    int64_t tbits, b1, b2;
+    memcpy(&tbits, &t, sizeof tbits);
+    int64_t n = tbits - 0x4338000000000000LL;
+    int64_t n1 = n >> 1;
+    b1 = (n1 + 1023) << 52;
+    b2 = (n - n1 + 1023) << 52;
+    double s1, s2;
+    memcpy(&s1, &b1, sizeof s1);
+    memcpy(&s2, &b2, sizeof s2);
+    return p * s1 * s2;
+}
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 typedef float fcnn_v16sf __attribute__((vector_size(64)));
