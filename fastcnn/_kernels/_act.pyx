@@ -177,32 +177,37 @@ cdef extern from "softmax.h" nogil:
     void fcnn_softmax_step_f32(const float* xn, float* mn, long wn, int first,
                                const float* xc, const float* mc, float* s, float* ec, long wc,
                                const float* ap, const float* r, float* yp, long wp, int sub,
-                               int stream)
+                               int stream, int rows, long xs, long es, long as_)
     void fcnn_stream_fence()
 
 
 cdef inline void _softmax_step(const floating* xn, floating* mn, index_t wn, bint first,
                                const floating* xc, const floating* mc, floating* s,
                                floating* ec, index_t wc, const floating* ap, const floating* r,
-                               floating* yp, index_t wp, bint sub, bint stream) noexcept nogil:
-    """One row of the softmax pipeline (softmax.h): the next block's running
-    max, the current block's exponents (to ec unless NULL) and their sums, the
-    previous block's output (ap - r or ap * r)."""
+                               floating* yp, index_t wp, bint sub, bint stream, int rows,
+                               index_t xs, index_t es, index_t as_) noexcept nogil:
+    """One step of the softmax pipeline (softmax.h) over `rows` rows (1 or 2;
+    row q at q * xs on in xn, xc, yp, q * es in ec, q * as_ in ap): the next
+    block's running max, the current block's exponents (to ec unless NULL)
+    and their sums, the previous block's output (ap - r or ap * r)."""
     cdef index_t j
+    cdef int q
     cdef floating v, e
     if floating is float:
-        fcnn_softmax_step_f32(xn, mn, wn, first, xc, mc, s, ec, wc, ap, r, yp, wp, sub, stream)
+        fcnn_softmax_step_f32(xn, mn, wn, first, xc, mc, s, ec, wc, ap, r, yp, wp, sub, stream,
+                              rows, xs, es, as_)
     else:
-        for j in range(wn):
-            v = xn[j]
-            mn[j] = v if first or v > mn[j] else mn[j]
-        for j in range(wc):
-            e = _exp(xc[j] - mc[j])
-            s[j] = s[j] + e
-            if ec != NULL:
-                ec[j] = e
-        for j in range(wp):
-            yp[j] = ap[j] - r[j] if sub else ap[j] * r[j]
+        for q in range(rows):
+            for j in range(wn):
+                v = xn[q * xs + j]
+                mn[j] = v if (first and q == 0) or v > mn[j] else mn[j]
+            for j in range(wc):
+                e = _exp(xc[q * xs + j] - mc[j])
+                s[j] = s[j] + e
+                if ec != NULL:
+                    ec[q * es + j] = e
+            for j in range(wp):
+                yp[q * xs + j] = ap[q * as_ + j] - r[j] if sub else ap[q * as_ + j] * r[j]
 
 
 cdef inline index_t _softmax_block(index_t n, index_t inner) noexcept nogil:
@@ -249,6 +254,8 @@ cdef void _softmax_blocks(const floating* x, floating* y, index_t n, index_t inn
     cdef floating* e_cur
     cdef const floating* a_prev
     cdef int p = 0
+    # streamed rows in pairs must share their offset within a cache line
+    cdef bint pairs = not stream or inner % 16 == 0
     cdef floating one = 1
     m[0] = scratch
     m[1] = scratch + bw
@@ -266,11 +273,23 @@ cdef void _softmax_blocks(const floating* x, floating* y, index_t n, index_t inn
         a_prev = x_prev if log else (tile[1 - p] if tiled else y_prev)
         for j in range(w_cur):
             s[j] = 0
-        for c in range(n):
-            _softmax_step(x_next + c * inner, m[1 - p], w_next, c == 0,
-                          x_cur + c * inner, m[p], s,
-                          NULL if e_cur == NULL else e_cur + c * e_stride, w_cur,
-                          a_prev + c * a_stride, r, y_prev + c * inner, w_prev, log, stream)
+        # two rows a step (shared loads, two exponents in flight), a last odd one alone
+        c = 0
+        while c < n:
+            if c + 1 < n and pairs:      # the row count a constant, for the compiler
+                _softmax_step(x_next + c * inner, m[1 - p], w_next, c == 0,
+                              x_cur + c * inner, m[p], s,
+                              NULL if e_cur == NULL else e_cur + c * e_stride, w_cur,
+                              a_prev + c * a_stride, r, y_prev + c * inner, w_prev, log, stream,
+                              2, inner, e_stride, a_stride)
+                c += 2
+            else:
+                _softmax_step(x_next + c * inner, m[1 - p], w_next, c == 0,
+                              x_cur + c * inner, m[p], s,
+                              NULL if e_cur == NULL else e_cur + c * e_stride, w_cur,
+                              a_prev + c * a_stride, r, y_prev + c * inner, w_prev, log, stream,
+                              1, inner, e_stride, a_stride)
+                c += 1
         for j in range(w_cur):
             r[j] = m[p][j] + _log(s[j]) if log else one / s[j]
         x_prev, y_prev, w_prev = x_cur, y_cur, w_cur

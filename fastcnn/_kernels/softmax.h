@@ -1,21 +1,27 @@
-/* One row step of softmax's block pipeline (_act.pyx _softmax_blocks), float32.
+/* One step of softmax's block pipeline (_act.pyx _softmax_blocks) over
+ * `rows` consecutive rows (1 or 2), float32; row q of each array starts q
+ * strides on (xs for xn, xc and yp; es for ec; as for ap):
  *
- *   next block:     mn[j] = first ? xn[j] : max(mn[j], xn[j])           j < wn
- *   current block:  e = exp(xc[j] - mc[j]); s[j] += e; ec[j] = e          j < wc
+ *   next block:     mn[j] = max over the rows (and mn[j] unless first) of xn  j < wn
+ *   current block:  e = exp(xc[j] - mc[j]); s[j] += e; ec[j] = e   row by row, j < wc
  *                   (ec may be NULL)
  *   previous block: yp[j] = sub ? ap[j] - r[j] : ap[j] * r[j]            j < wp
  *
  * A width of 0 skips its part. With AVX-512 one loop runs the three parts
  * together, so the next block's reads from memory and the previous block's
  * writes overlap the current block's exponents (separate loops leave them
- * one after another: a third slower). The max may skip a NaN x: the NaN
- * still reaches every output of its column through exp(x - m).
+ * one after another: a third slower); two rows a step share the loads and
+ * stores of mn, mc, s and r and give two independent exponents (15 % faster
+ * than one row a step). Sums still add row by row, so the results are those
+ * of one row a step. The max may skip a NaN x: the NaN still reaches every
+ * output of its column through exp(x - m).
  *
  * With stream, yp's whole 64-byte lines are written with non-temporal
  * stores: a large output goes to memory without first being read into the
  * cache (a third less traffic). The partial lines at either end are written
- * normally. The thread calls fcnn_stream_fence() before its results are read
- * elsewhere.
+ * normally; with two rows, the rows must start at the same offset in a line
+ * (xs a multiple of 16). The thread calls fcnn_stream_fence() before its
+ * results are read elsewhere.
  */
 #ifndef FASTCNN_SOFTMAX_H
 #define FASTCNN_SOFTMAX_H
@@ -26,7 +32,8 @@
 static inline void fcnn_softmax_step_f32(const float *xn, float *mn, long wn, int first,
                                          const float *xc, const float *mc, float *s, float *ec,
                                          long wc, const float *ap, const float *r, float *yp,
-                                         long wp, int sub, int stream)
+                                         long wp, int sub, int stream, int rows, long xs,
+                                         long es, long as)
 {
 #if defined(__AVX512F__)
     /* the previous block's output starts with h elements up to a line boundary */
@@ -43,22 +50,31 @@ static inline void fcnn_softmax_step_f32(const float *xn, float *mn, long wn, in
         long j = 16 * k;
         if (k < kn) {
             __m512 v = _mm512_loadu_ps(xn + j);
+            for (int q = 1; q < rows; q++)
+                v = _mm512_max_ps(_mm512_loadu_ps(xn + q * xs + j), v);
             _mm512_storeu_ps(mn + j, first ? v : _mm512_max_ps(v, _mm512_loadu_ps(mn + j)));
         }
         if (k < kc) {
-            __m512 e = fcnn_expf_below89_v16(_mm512_sub_ps(_mm512_loadu_ps(xc + j), _mm512_loadu_ps(mc + j)));
-            _mm512_storeu_ps(s + j, _mm512_add_ps(_mm512_loadu_ps(s + j), e));
-            if (ec)
-                _mm512_storeu_ps(ec + j, e);
+            __m512 m = _mm512_loadu_ps(mc + j), sum = _mm512_loadu_ps(s + j);
+            for (int q = 0; q < rows; q++) {
+                __m512 e = fcnn_expf_below89_v16(_mm512_sub_ps(_mm512_loadu_ps(xc + q * xs + j), m));
+                sum = _mm512_add_ps(sum, e);
+                if (ec)
+                    _mm512_storeu_ps(ec + q * es + j, e);
+            }
+            _mm512_storeu_ps(s + j, sum);
         }
         if (k < kp) {
             long jo = h + j;
-            __m512 a = _mm512_loadu_ps(ap + jo), b = _mm512_loadu_ps(r + jo);
-            __m512 o = sub ? _mm512_sub_ps(a, b) : _mm512_mul_ps(a, b);
-            if (stream)
-                _mm512_stream_ps(yp + jo, o);
-            else
-                _mm512_storeu_ps(yp + jo, o);
+            __m512 b = _mm512_loadu_ps(r + jo);
+            for (int q = 0; q < rows; q++) {
+                __m512 a = _mm512_loadu_ps(ap + q * as + jo);
+                __m512 o = sub ? _mm512_sub_ps(a, b) : _mm512_mul_ps(a, b);
+                if (stream)
+                    _mm512_stream_ps(yp + q * xs + jo, o);
+                else
+                    _mm512_storeu_ps(yp + q * xs + jo, o);
+            }
         }
     }
     /* partial vectors, masked: every element takes the vector path */
@@ -66,36 +82,49 @@ static inline void fcnn_softmax_step_f32(const float *xn, float *mn, long wn, in
         long j = 16 * kn;
         __mmask16 t = fcnn_tail_mask(wn, j);
         __m512 v = _mm512_maskz_loadu_ps(t, xn + j);
+        for (int q = 1; q < rows; q++)
+            v = _mm512_max_ps(_mm512_maskz_loadu_ps(t, xn + q * xs + j), v);
         _mm512_mask_storeu_ps(mn + j, t, first ? v : _mm512_max_ps(v, _mm512_maskz_loadu_ps(t, mn + j)));
     }
     if (16 * kc < wc) {
         long j = 16 * kc;
         __mmask16 t = fcnn_tail_mask(wc, j);
-        __m512 e = fcnn_expf_below89_v16(_mm512_sub_ps(_mm512_maskz_loadu_ps(t, xc + j),
-                                               _mm512_maskz_loadu_ps(t, mc + j)));
-        _mm512_mask_storeu_ps(s + j, t, _mm512_add_ps(_mm512_maskz_loadu_ps(t, s + j), e));
-        if (ec)
-            _mm512_mask_storeu_ps(ec + j, t, e);
+        __m512 m = _mm512_maskz_loadu_ps(t, mc + j), sum = _mm512_maskz_loadu_ps(t, s + j);
+        for (int q = 0; q < rows; q++) {
+            __m512 e = fcnn_expf_below89_v16(_mm512_sub_ps(_mm512_maskz_loadu_ps(t, xc + q * xs + j), m));
+            sum = _mm512_add_ps(sum, e);
+            if (ec)
+                _mm512_mask_storeu_ps(ec + q * es + j, t, e);
+        }
+        _mm512_mask_storeu_ps(s + j, t, sum);
     }
     long ends[2][2] = {{0, h}, {h + 16 * kp, wp}};
     for (int i = 0; i < 2; i++)
         for (long j = ends[i][0]; j < ends[i][1]; j += 16) {
             __mmask16 t = fcnn_tail_mask(ends[i][1], j);
-            __m512 a = _mm512_maskz_loadu_ps(t, ap + j), b = _mm512_maskz_loadu_ps(t, r + j);
-            _mm512_mask_storeu_ps(yp + j, t, sub ? _mm512_sub_ps(a, b) : _mm512_mul_ps(a, b));
+            __m512 b = _mm512_maskz_loadu_ps(t, r + j);
+            for (int q = 0; q < rows; q++) {
+                __m512 a = _mm512_maskz_loadu_ps(t, ap + q * as + j);
+                _mm512_mask_storeu_ps(yp + q * xs + j, t, sub ? _mm512_sub_ps(a, b) : _mm512_mul_ps(a, b));
+            }
         }
 #else
     (void)stream;
-    for (long j = 0; j < wn; j++)
-        mn[j] = first ? xn[j] : (xn[j] > mn[j] ? xn[j] : mn[j]);
-    for (long j = 0; j < wc; j++) {
-        float e = fcnn_expf(xc[j] - mc[j]);
-        s[j] += e;
+    for (int q = 0; q < rows; q++) {
+        for (long j = 0; j < wn; j++)
+            mn[j] = first && q == 0 ? xn[j] : (xn[j] > mn[j] ? xn[j] : mn[j]);
+        for (long j = 0; j < wc; j++) {
+            float e = fcnn_expf(xc[j] - mc[j]);
+            s[j] += e;
+            if (ec)
+                ec[j] = e;
+        }
+        for (long j = 0; j < wp; j++)
+            yp[j] = sub ? ap[j] - r[j] : ap[j] * r[j];
+        xn += xs, xc += xs, yp += xs, ap += as;
         if (ec)
-            ec[j] = e;
+            ec += es;
     }
-    for (long j = 0; j < wp; j++)
-        yp[j] = sub ? ap[j] - r[j] : ap[j] * r[j];
 #endif
 }
 
