@@ -111,6 +111,27 @@ def test_dropout2d_drops_whole_channels():
     assert F.dropout3d(np.ones((2, 3, 2, 2, 2), np.float32), 0.5).shape == (2, 3, 2, 2, 2)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fn,shape", [(F.dropout1d, (3, 5, 40)), (F.dropout2d, (2, 7, 9, 11)),
+                                      (F.dropout2d, (7, 9, 11)), (F.dropout3d, (2, 3, 4, 5, 6))])
+def test_channel_dropout_values(fn, shape, dtype, rng):
+    """Whole channels kept and scaled by 1 / (1 - p), exactly as the mask the
+    generator draws says; the same for any thread count, in place, and for a
+    non-contiguous input."""
+    x = rng.standard_normal(shape).astype(dtype)
+    nd = {F.dropout1d: 1, F.dropout2d: 2, F.dropout3d: 3}[fn]
+    lead = shape[:len(shape) - nd]
+    keep = np.random.default_rng(9).random(lead) >= 0.3
+    expected = x * (keep.astype(dtype) * dtype(1 / 0.7)).reshape(lead + (1,) * nd)
+    for y in run_threads(lambda: fn(x, 0.3, generator=np.random.default_rng(9))):
+        np.testing.assert_array_equal(y, expected)
+    a = x.copy()
+    assert fn(a, 0.3, inplace=True, generator=np.random.default_rng(9)) is a
+    np.testing.assert_array_equal(a, expected)
+    t = np.ascontiguousarray(np.swapaxes(x, -1, -2)).swapaxes(-1, -2)    # same values, strided
+    np.testing.assert_array_equal(fn(t, 0.3, generator=np.random.default_rng(9)), expected)
+
+
 @pytest.mark.parametrize("p", [-0.1, 1.5])
 def test_dropout_bad_p(p):
     with pytest.raises(ValueError, match="dropout probability has to be between 0 and 1"):

@@ -2,7 +2,9 @@
 (fastcnn.manual_seed seeds the default one) and a 1 / (1 - p) scale."""
 import numpy as np
 
+from fastcnn import _threads
 from fastcnn._graph import traceable
+from fastcnn._kernels import _act
 from fastcnn._validation import as_array, check_float
 
 __all__ = ["dropout", "dropout1d", "dropout2d", "dropout3d"]
@@ -33,9 +35,15 @@ def _dropout(op, input, p, training, inplace, generator, mask_shape):
     else:
         keep = generator.random(shape, dtype=np.float64) >= p
         scaled = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
+    if inplace and (not isinstance(input, np.ndarray) or not x.flags.writeable):
+        raise ValueError(f"{op}: inplace needs a writeable numpy.ndarray input")
+    if scaled.shape != x.shape and x.flags.c_contiguous and x.dtype.isnative and x.size:
+        # whole channels: one multiplier per plane, in the threaded kernel
+        y = x if inplace else np.empty_like(x)
+        _act.scale_planes(x, np.ascontiguousarray(scaled.reshape(-1)), y,
+                          _threads.get_num_threads())
+        return y
     if inplace:
-        if not isinstance(input, np.ndarray) or not x.flags.writeable:
-            raise ValueError(f"{op}: inplace needs a writeable numpy.ndarray input")
         np.multiply(x, scaled, out=x)
         return x
     return x * scaled

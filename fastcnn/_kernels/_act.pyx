@@ -104,6 +104,41 @@ def prelu(cnp.ndarray x, cnp.ndarray weight, cnp.ndarray y, index_t planes, inde
             _prelu(<double*>xp, <double*>wp, <double*>yp, planes, channels, inner, shared, num_threads)
 
 
+# ---------------------------------------------------------------- plane scale
+
+cdef void _scale_planes(const floating* x, const floating* scale, floating* y, index_t planes,
+                        index_t inner, int num_threads) noexcept nogil:
+    """y = x * scale[p] over (planes, inner): channel dropout's mask."""
+    cdef index_t blocks = _ceil_div(inner, CHUNK) if inner > 0 else 0
+    cdef index_t task, plane, start, stop, i
+    cdef floating k
+    with parallel(num_threads=min(num_threads, max(planes * blocks, 1))):
+        fp_enter()
+        for task in prange(planes * blocks, schedule='static'):
+            plane = task // blocks
+            start = plane * inner + (task % blocks) * CHUNK
+            stop = plane * inner + min((task % blocks + 1) * CHUNK, inner)
+            k = scale[plane]
+            for i in range(start, stop):
+                y[i] = x[i] * k
+
+
+def scale_planes(cnp.ndarray x, cnp.ndarray scale, cnp.ndarray y, int num_threads):
+    """y = x * scale[p] for C-contiguous x, y (planes, ...) and scale (planes,),
+    one dtype; y may be x."""
+    cdef index_t planes = scale.size
+    cdef index_t inner = x.size // planes if planes else 0
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* sp = cnp.PyArray_DATA(scale)
+    cdef void* yp = cnp.PyArray_DATA(y)
+    if x.dtype.num == cnp.NPY_FLOAT32:
+        with nogil:
+            _scale_planes(<float*>xp, <float*>sp, <float*>yp, planes, inner, num_threads)
+    else:
+        with nogil:
+            _scale_planes(<double*>xp, <double*>sp, <double*>yp, planes, inner, num_threads)
+
+
 # ---------------------------------------------------------------- softmax
 
 cdef extern from "softmax.h" nogil:
