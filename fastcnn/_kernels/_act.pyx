@@ -221,7 +221,7 @@ cdef inline void _softmax_step(const floating* xn, floating* mn, index_t wn, bin
                                floating* ec, index_t wc, const floating* ap, const floating* r,
                                floating* yp, index_t wp, bint sub, bint stream, int rows,
                                index_t xs, index_t es, index_t as_) noexcept nogil:
-    """One step of the softmax pipeline (softmax.h) over `rows` rows (1 or 2;
+    """One step of the softmax pipeline (softmax.h) over `rows` rows (1, 2 or 4;
     row q at q * xs on in xn, xc, yp, q * es in ec, q * as_ in ap): the next
     block's running max, the current block's exponents (to ec unless NULL)
     and their sums, the previous block's output (ap - r or ap * r)."""
@@ -288,8 +288,8 @@ cdef void _softmax_blocks(const floating* x, floating* y, index_t n, index_t inn
     cdef floating* y_prev = y
     cdef floating* e_cur
     cdef const floating* a_prev
-    cdef int p = 0
-    # streamed rows in pairs must share their offset within a cache line
+    cdef int p = 0, rows
+    # streamed rows stepped together must share their offset within a cache line
     cdef bint pairs = not stream or inner % 16 == 0
     cdef floating one = 1
     m[0] = scratch
@@ -308,23 +308,17 @@ cdef void _softmax_blocks(const floating* x, floating* y, index_t n, index_t inn
         a_prev = x_prev if log else (tile[1 - p] if tiled else y_prev)
         for j in range(w_cur):
             s[j] = 0
-        # two rows a step (shared loads, two exponents in flight), a last odd one alone
+        # four rows a step (shared loads, four exponents in flight), the last two
+        # or one as such
         c = 0
         while c < n:
-            if c + 1 < n and pairs:      # the row count a constant, for the compiler
-                _softmax_step(x_next + c * inner, m[1 - p], w_next, c == 0,
-                              x_cur + c * inner, m[p], s,
-                              NULL if e_cur == NULL else e_cur + c * e_stride, w_cur,
-                              a_prev + c * a_stride, r, y_prev + c * inner, w_prev, log, stream,
-                              2, inner, e_stride, a_stride)
-                c += 2
-            else:
-                _softmax_step(x_next + c * inner, m[1 - p], w_next, c == 0,
-                              x_cur + c * inner, m[p], s,
-                              NULL if e_cur == NULL else e_cur + c * e_stride, w_cur,
-                              a_prev + c * a_stride, r, y_prev + c * inner, w_prev, log, stream,
-                              1, inner, e_stride, a_stride)
-                c += 1
+            rows = 4 if c + 3 < n and pairs else (2 if c + 1 < n and pairs else 1)
+            _softmax_step(x_next + c * inner, m[1 - p], w_next, c == 0,
+                          x_cur + c * inner, m[p], s,
+                          NULL if e_cur == NULL else e_cur + c * e_stride, w_cur,
+                          a_prev + c * a_stride, r, y_prev + c * inner, w_prev, log, stream,
+                          rows, inner, e_stride, a_stride)
+            c += rows
         for j in range(w_cur):
             r[j] = m[p][j] + _log(s[j]) if log else one / s[j]
         x_prev, y_prev, w_prev = x_cur, y_cur, w_cur
