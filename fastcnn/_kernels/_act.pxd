@@ -1,7 +1,7 @@
 from fastcnn._kernels._typedefs cimport index_t
 
 cdef enum:
-    INNER_BLOCK = 512           # most inner positions per softmax block
+    INNER_BLOCK = 256           # most inner positions per softmax block
     SOFTMAX_TILE = 32768        # elements of a block's exponent tile (128 KB float32: L2)
     SOFTMAX_STREAM_BYTES = 8 << 20   # outputs this large bypass the cache (streaming stores)
 
