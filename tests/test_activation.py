@@ -202,6 +202,18 @@ def test_softmax_over_many_channels_without_tile(log, rng):
         np.testing.assert_array_equal(result, y)
 
 
+def _at_every_position(vals):
+    """vals in the first 64 elements (four vectors a step) and on, reversed,
+    and again in the masked last vector."""
+    return np.concatenate([vals, vals[::-1], vals[:37]])
+
+
+def _same_bits_everywhere(y, n):
+    """The n values of _at_every_position came out alike at every position."""
+    np.testing.assert_array_equal(y[:n], y[n:2 * n][::-1])
+    np.testing.assert_array_equal(y[:37], y[2 * n:])
+
+
 @pytest.mark.parametrize("name", ["sigmoid", "silu"])
 def test_sigmoid_vector_and_tail_positions_agree(name, rng):
     """As for erf: a value gives the same bits wherever it sits, including
@@ -210,11 +222,9 @@ def test_sigmoid_vector_and_tail_positions_agree(name, rng):
     vals = np.concatenate([rng.uniform(-20, 20, 70), [0, -0.0, -87.5, -88.5, -88.8, -100, 90,
                                                       np.inf, -np.inf, np.nan]])
     vals = vals.astype(np.float32)
-    x = np.concatenate([vals, vals[::-1], vals[:37]])
-    y = getattr(F, name)(x)
+    y = getattr(F, name)(_at_every_position(vals))
     n = vals.size
-    np.testing.assert_array_equal(y[:n], y[n:2 * n][::-1])
-    np.testing.assert_array_equal(y[:37], y[2 * n:])
+    _same_bits_everywhere(y, n)
     v = vals.astype(np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         expected = 1 / (1 + np.exp(-v)) * (v if name == "silu" else 1)
@@ -236,7 +246,7 @@ def test_tanh_vector_and_tail_positions_agree(approximate, rng):
     vals = np.concatenate([rng.uniform(-12, 12, 70), [0, -0.0, 0.6249, 0.6251, -0.6251, 1e-20,
                                                       44.5, 45, -100, np.inf, -np.inf,
                                                       np.nan]]).astype(np.float32)
-    x = np.concatenate([vals, vals[::-1], vals[:37]])
+    x = _at_every_position(vals)
     v = vals.astype(np.float64)
     if approximate:
         y = F.gelu(x, approximate="tanh")
@@ -246,8 +256,7 @@ def test_tanh_vector_and_tail_positions_agree(approximate, rng):
         y = F.tanh(x)
         expected = np.tanh(v)
     n = vals.size
-    np.testing.assert_array_equal(y[:n], y[n:2 * n][::-1])
-    np.testing.assert_array_equal(y[:37], y[2 * n:])
+    _same_bits_everywhere(y, n)
     finite = np.isfinite(vals)
     # GELU's 1 + tanh cancels for x below -3: an absolute bound there
     np.testing.assert_allclose(y[:n][finite], expected[finite], rtol=3e-7,
@@ -269,7 +278,7 @@ def test_erf_vector_and_tail_positions_agree(name, rng):
     from fastcnn._functional import activation as A
     vals = np.concatenate([rng.uniform(-8, 8, 70), [0, -0.0, 3.99, 4.01, -6, np.inf,
                                                      np.nan]]).astype(np.float32)
-    x = np.concatenate([vals, vals[::-1], vals[:37]])
+    x = _at_every_position(vals)
     if name == "gelu":
         y = F.gelu(x)
         expected = 0.5 * vals * (1 + ref._erf(vals / np.sqrt(2)))
@@ -277,8 +286,7 @@ def test_erf_vector_and_tail_positions_agree(name, rng):
         y = A.apply("erf", A.ERF, x, False, None)
         expected = ref._erf(vals)
     n = vals.size
-    np.testing.assert_array_equal(y[:n], y[n:2 * n][::-1])
-    np.testing.assert_array_equal(y[:37], y[2 * n:])
+    _same_bits_everywhere(y, n)
     finite = np.isfinite(vals)
     # gelu's 1 + erf cancels for x < -3: an absolute bound there, |x| ulp(1)
     np.testing.assert_allclose(y[:n][finite], expected[finite], rtol=2e-6,

@@ -68,6 +68,18 @@ static inline float fcnn_expf(float x)
     return p * fcnn_pow2i(n1) * fcnn_pow2i(n - n1);
 }
 
+/* The low Taylor terms of exp, shared by fcnn_exp and fcnn_expm1f: p, holding
+ * the higher terms' Horner sum at x, takes in 1/7! ... 1/2! (in p's type). */
+#define FCNN_EXP_TAYLOR_TO_HALF(p, x)                                             \
+    do {                                                                         \
+        p = p * (x) + (__typeof__(p))(1.0 / 5040);                               \
+        p = p * (x) + (__typeof__(p))(1.0 / 720);                                \
+        p = p * (x) + (__typeof__(p))(1.0 / 120);                                \
+        p = p * (x) + (__typeof__(p))(1.0 / 24);                                 \
+        p = p * (x) + (__typeof__(p))(1.0 / 6);                                  \
+        p = p * (x) + (__typeof__(p))0.5;                                        \
+    } while (0)
+
 /* exp for doubles, branch-free like fcnn_expf so GCC vectorizes loops of it
  * (glibc's exp is a call per element): fdlibm's split of ln 2 (n ln2_hi is
  * exact), exp(r) on |r| <= ln2/2 by its Taylor polynomial of degree 13
@@ -88,12 +100,7 @@ static inline double fcnn_exp(double x)
     p = p * r + 1.0 / 3628800.0;
     p = p * r + 1.0 / 362880.0;
     p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
+    FCNN_EXP_TAYLOR_TO_HALF(p, r);
     p = p * r + 1.0;
     p = p * r + 1.0;
     int64_t tbits, b1, b2;
@@ -157,12 +164,7 @@ static inline float fcnn_expf_ftz(float x)
 static inline float fcnn_expm1f(float x)
 {
     float p = 1.0f / 40320;                 /* x^8 / 8! ... x^2 / 2! + x */
-    p = p * x + 1.0f / 5040;
-    p = p * x + 1.0f / 720;
-    p = p * x + 1.0f / 120;
-    p = p * x + 1.0f / 24;
-    p = p * x + 1.0f / 6;
-    p = p * x + 0.5f;
+    FCNN_EXP_TAYLOR_TO_HALF(p, x);
     float small = (p * x) * x + x;
     float large = fcnn_expf(x) - 1.0f;
     return (x > -0.3f && x < 0.3f) ? small : large;
