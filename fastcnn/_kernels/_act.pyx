@@ -290,7 +290,7 @@ cdef void _softmax_blocks(const floating* x, floating* y, index_t n, index_t inn
     cdef const floating* a_prev
     cdef int p = 0, rows
     # streamed rows stepped together must share their offset within a cache line
-    cdef bint pairs = not stream or inner % 16 == 0
+    cdef bint together = not stream or inner % 16 == 0
     cdef floating one = 1
     m[0] = scratch
     m[1] = scratch + bw
@@ -312,7 +312,7 @@ cdef void _softmax_blocks(const floating* x, floating* y, index_t n, index_t inn
         # or one as such
         c = 0
         while c < n:
-            rows = 4 if c + 3 < n and pairs else (2 if c + 1 < n and pairs else 1)
+            rows = 4 if c + 3 < n and together else (2 if c + 1 < n and together else 1)
             _softmax_step(x_next + c * inner, m[1 - p], w_next, c == 0,
                           x_cur + c * inner, m[p], s,
                           NULL if e_cur == NULL else e_cur + c * e_stride, w_cur,

@@ -54,6 +54,19 @@ cdef inline void _taps(index_t o, index_t stride, index_t pad, index_t dilation,
     hi[0] = max(hi[0], lo[0])
 
 
+cdef inline void _outputs_inside(index_t off, index_t stride, index_t out_w, index_t in_w,
+                                 index_t* o0, index_t* o1) noexcept nogil:
+    """The outputs [o0, o1) of a row whose tap at input ow * stride + off lies
+    inside [0, in_w): counted from the edges, not divided, as only border
+    outputs drop out."""
+    o0[0] = 0
+    while o0[0] < out_w and o0[0] * stride + off < 0:
+        o0[0] += 1
+    o1[0] = out_w
+    while o1[0] > o0[0] and (o1[0] - 1) * stride + off >= in_w:
+        o1[0] -= 1
+
+
 cdef extern from "pool_idx.h" nogil:
     bint FCNN_POOL_IDX_VECTOR
     long fcnn_max_idx_interior_f32(const float* x, float* yr, int64_t* ir, long ow0, long ow1,
@@ -151,14 +164,11 @@ cdef void _window_rows(const PoolGeom* g, const floating* x, floating* y, int64_
             # 16 interior outputs at a time in registers (every horizontal tap
             # inside the row), the few at the borders window by window
             base = (od * s_d - p_d + kd0 * d_d) * in_hw + (oh * s_h - p_h + kh0 * d_h) * in_w
-            skip0 = 0
-            while skip0 < out_w and skip0 * s_w - p_w < 0:
-                skip0 += 1
-            skip1 = out_w
-            while skip1 > skip0 and (skip1 - 1) * s_w - p_w + (k_w - 1) * d_w >= in_w:
-                skip1 -= 1
-            skip1 = fcnn_max_idx_interior_f32(x, yr, ir, skip0, skip1, s_w, p_w, k_w, d_w, base,
-                                              kd1 - kd0, d_d * in_hw, kh1 - kh0, d_h * in_w)
+            _outputs_inside(-p_w, s_w, out_w, in_w, &skip0, &o1)                  # first tap
+            _outputs_inside((k_w - 1) * d_w - p_w, s_w, out_w, in_w, &o0, &skip1)  # last tap
+            skip1 = fcnn_max_idx_interior_f32(x, yr, ir, skip0, max(skip1, skip0), s_w, p_w, k_w,
+                                              d_w, base, kd1 - kd0, d_d * in_hw, kh1 - kh0,
+                                              d_h * in_w)
             for ow in range(out_w):
                 if ow < skip0 or ow >= skip1:
                     _max_window(x, yr, ir, ow, s_w, p_w, k_w, d_w, in_w, base, kd1 - kd0,
@@ -183,15 +193,8 @@ cdef void _window_rows(const PoolGeom* g, const floating* x, floating* y, int64_
                 base = (od * s_d - p_d + kd * d_d) * in_hw + (oh * s_h - p_h + kh * d_h) * in_w
                 xr = x + base
                 for kw in range(k_w):
-                    # the outputs ow whose tap kw, at ow * s_w + off, is inside the row
                     off = kw * d_w - p_w
-                    # counted from the edges, not divided: only border outputs drop out
-                    o0 = 0
-                    while o0 < out_w and o0 * s_w + off < 0:
-                        o0 += 1
-                    o1 = out_w
-                    while o1 > o0 and (o1 - 1) * s_w + off >= in_w:
-                        o1 -= 1
+                    _outputs_inside(off, s_w, out_w, in_w, &o0, &o1)
                     _sweep_tap(mode, p, xr + off, yr, ir, acc, o0, o1, s_w, base + off)
         if mode == POOL_MAX:
             continue
