@@ -97,7 +97,8 @@ def test_softmax_matches_reference(shape, dim, log, rng):
     fn = F.log_softmax if log else F.softmax
     assert_close(fn(x, dim), ref.softmax(x, dim, log), shape[dim])
     results = run_threads(lambda: fn(x, dim))
-    np.testing.assert_array_equal(results[0], results[1])
+    for result in results[1:]:
+        np.testing.assert_array_equal(results[0], result)
 
 
 def test_softmax_is_stable_and_propagates_nan(rng):
@@ -136,6 +137,24 @@ def test_softmax_rows_special_values(n, log, rng):
     if n > 1:
         assert y[2, n // 2] == (-np.inf if log else 0)
     assert np.isnan(y[3:]).all()
+
+
+@pytest.mark.parametrize("n", [10, 16, 112, 200, 1024, 1025])
+@pytest.mark.parametrize("log", [False, True])
+def test_softmax_rows_in_lockstep_match_rows_alone(n, log, rng):
+    """Short rows run several at a time: each row's result must be the bits
+    it gets alone, whatever its neighbours hold (a NaN, -inf, huge values)
+    and however the threads split the rows."""
+    x = (rng.standard_normal((13, n)) * 5).astype(np.float32)
+    x[2, n // 3] = np.nan
+    x[5] = -np.inf
+    x[6] += 1000
+    x[9, 1] = -np.inf
+    fn = F.log_softmax if log else F.softmax
+    alone = np.concatenate([fn(x[i:i + 1], -1) for i in range(len(x))])
+    for result in run_threads(lambda: fn(x, -1)):
+        np.testing.assert_array_equal(result, alone)
+    assert np.isnan(alone[[2, 5]]).all() and np.isfinite(alone[[0, 1, 3, 4, 6, 7, 8]]).all()
 
 
 @pytest.mark.parametrize("log", [False, True])

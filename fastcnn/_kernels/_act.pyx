@@ -142,70 +142,80 @@ def scale_planes(cnp.ndarray x, cnp.ndarray scale, cnp.ndarray y, int num_thread
 # ---------------------------------------------------------------- softmax
 
 cdef extern from "softmax.h" nogil:
-    void fcnn_softmax_row_f32(const float* x, float* y, long n, int log)
+    void fcnn_softmax_rows_f32(const float* x, float* y, long rows, long n, int log)
 
 
-cdef inline void _softmax_row(const floating* xr, floating* yr, index_t n,
-                              bint log) noexcept nogil:
-    """Softmax of one contiguous row: float32 by softmax.h's vector kernel;
-    otherwise max and sum use 16 interleaved partial results (the sum in
-    double), combined in a fixed order."""
-    cdef index_t i, j
+cdef inline void _softmax_row_run(const floating* x, floating* y, index_t rows, index_t n,
+                                  bint log) noexcept nogil:
+    """Softmax of `rows` contiguous rows of n: float32 by softmax.h's vector
+    kernel (short rows several in lockstep); otherwise row by row, max and sum
+    over 16 interleaved partial results (the sum in double), combined in a
+    fixed order."""
+    cdef index_t i, j, row
     cdef floating m, e, lse, inv
     cdef floating mx[16]
     cdef double s[16]
     cdef double total
+    cdef const floating* xr
+    cdef floating* yr
     if floating is float:
-        fcnn_softmax_row_f32(xr, yr, n, log)
+        fcnn_softmax_rows_f32(x, y, rows, n, log)
     else:
-        for j in range(16):
-            mx[j] = xr[0]
-            s[j] = 0
-        i = 0
-        while i + 16 <= n:
+        for row in range(rows):
+            xr = x + row * n
+            yr = y + row * n
             for j in range(16):
+                mx[j] = xr[0]
+                s[j] = 0
+            i = 0
+            while i + 16 <= n:
+                for j in range(16):
+                    mx[j] = max_nan(mx[j], xr[i + j])
+                i += 16
+            for j in range(n - i):
                 mx[j] = max_nan(mx[j], xr[i + j])
-            i += 16
-        for j in range(n - i):
-            mx[j] = max_nan(mx[j], xr[i + j])
-        m = mx[0]
-        for j in range(1, 16):
-            m = max_nan(m, mx[j])
-        i = 0
-        while i + 16 <= n:
-            for j in range(16):
+            m = mx[0]
+            for j in range(1, 16):
+                m = max_nan(m, mx[j])
+            i = 0
+            while i + 16 <= n:
+                for j in range(16):
+                    e = _exp(xr[i + j] - m)
+                    s[j] += e
+                    if not log:
+                        yr[i + j] = e
+                i += 16
+            for j in range(n - i):
                 e = _exp(xr[i + j] - m)
                 s[j] += e
                 if not log:
                     yr[i + j] = e
-            i += 16
-        for j in range(n - i):
-            e = _exp(xr[i + j] - m)
-            s[j] += e
-            if not log:
-                yr[i + j] = e
-        for j in range(8):
-            s[j] += s[j + 8]
-        for j in range(4):
-            s[j] += s[j + 4]
-        total = (s[0] + s[2]) + (s[1] + s[3])
-        if log:
-            lse = m + <floating>_log(<floating>total)
-            for i in range(n):
-                yr[i] = xr[i] - lse
-        else:
-            inv = <floating>(1.0 / total)
-            for i in range(n):
-                yr[i] = yr[i] * inv
+            for j in range(8):
+                s[j] += s[j + 8]
+            for j in range(4):
+                s[j] += s[j + 4]
+            total = (s[0] + s[2]) + (s[1] + s[3])
+            if log:
+                lse = m + <floating>_log(<floating>total)
+                for i in range(n):
+                    yr[i] = xr[i] - lse
+            else:
+                inv = <floating>(1.0 / total)
+                for i in range(n):
+                    yr[i] = yr[i] * inv
 
 
 cdef void _softmax_rows(const floating* x, floating* y, index_t rows, index_t n, bint log,
                         int num_threads) noexcept nogil:
-    cdef index_t r
-    with parallel(num_threads=num_threads):
+    """Softmax of each of `rows` contiguous rows of n, each worker taking a
+    contiguous run of rows."""
+    cdef index_t workers = min(<index_t>max(num_threads, 1), rows)
+    cdef index_t k, r0
+    with parallel(num_threads=workers):
         fp_enter()
-        for r in prange(rows, schedule='static'):
-            _softmax_row(x + r * n, y + r * n, n, log)
+        for k in prange(workers, schedule='static', chunksize=1):
+            r0 = rows * k // workers
+            _softmax_row_run(x + r0 * n, y + r0 * n, rows * (k + 1) // workers - r0, n, log)
 
 
 cdef extern from "softmax.h" nogil:

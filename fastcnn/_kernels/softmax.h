@@ -147,82 +147,112 @@ static inline void fcnn_softmax_step_f32(const float *xn, float *mn, long wn, in
                                    stream, 1, xs, es, as);
 }
 
-/* Softmax (or log-softmax) of one contiguous row of n floats, float32: the
- * max, then exp(x - max) stored and summed, then a scale (or a shift) pass.
- * Max and sum keep four vectors of partial results, combined in a fixed
- * order; the last partial vector runs masked. A NaN skipped by the max still
- * makes the whole row NaN through its exponent. */
-static inline void fcnn_softmax_row_f32(const float *x, float *y, long n, int log)
+/* Softmax (or log-softmax) of `rows` consecutive rows of n floats (1, 2 or
+ * 4, row q at x + q n), float32: the max, then exp(x - max) stored and
+ * summed, then a scale (or a shift) pass. Rows stepped together run in
+ * lockstep, so short rows (a row's passes are chains of dependent
+ * reductions) overlap; each row's arithmetic is that of one row alone, so
+ * its result never depends on its neighbours. Per row, max and sum take
+ * four vectors at a time into one partial vector, the last partial vector
+ * masked. A NaN skipped by the max still makes the whole row NaN through its
+ * exponent. */
+static inline __attribute__((always_inline)) void
+fcnn_softmax_rows_step_f32(const float *x, float *y, long n, int log, int rows)
 {
 #if defined(__AVX512F__)
-    __m512 acc[4];
+    __m512 acc[4], mv[4], r[4];
+    float m[4];
     long j;
-    for (int u = 0; u < 4; u++)
-        acc[u] = _mm512_set1_ps(-__builtin_inff());
+    for (int q = 0; q < rows; q++)
+        acc[q] = _mm512_set1_ps(-__builtin_inff());
     for (j = 0; j + 64 <= n; j += 64)
-        for (int u = 0; u < 4; u++)
-            acc[u] = _mm512_max_ps(_mm512_loadu_ps(x + j + 16 * u), acc[u]);
+        for (int q = 0; q < rows; q++) {
+            const float *xq = x + q * n + j;
+            __m512 a = _mm512_max_ps(_mm512_loadu_ps(xq), _mm512_loadu_ps(xq + 16));
+            __m512 b = _mm512_max_ps(_mm512_loadu_ps(xq + 32), _mm512_loadu_ps(xq + 48));
+            acc[q] = _mm512_max_ps(_mm512_max_ps(a, b), acc[q]);
+        }
     for (; j < n; j += 16) {
         __mmask16 t = fcnn_tail_mask(n, j);
-        acc[0] = _mm512_mask_max_ps(acc[0], t, _mm512_maskz_loadu_ps(t, x + j), acc[0]);
+        for (int q = 0; q < rows; q++)
+            acc[q] = _mm512_mask_max_ps(acc[q], t, _mm512_maskz_loadu_ps(t, x + q * n + j), acc[q]);
     }
-    float m = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(acc[0], acc[1]),
-                                                 _mm512_max_ps(acc[2], acc[3])));
-    __m512 mv = _mm512_set1_ps(m);
-    for (int u = 0; u < 4; u++)
-        acc[u] = _mm512_setzero_ps();
-    for (j = 0; j + 64 <= n; j += 64) {
-        __m512 e[4];
-        for (int u = 0; u < 4; u++)
-            e[u] = fcnn_expf_below89_v16(_mm512_sub_ps(_mm512_loadu_ps(x + j + 16 * u), mv));
-        for (int u = 0; u < 4; u++) {
-            acc[u] = _mm512_add_ps(acc[u], e[u]);
+    for (int q = 0; q < rows; q++) {
+        m[q] = _mm512_reduce_max_ps(acc[q]);
+        mv[q] = _mm512_set1_ps(m[q]);
+        acc[q] = _mm512_setzero_ps();
+    }
+    for (j = 0; j + 64 <= n; j += 64)
+        for (int q = 0; q < rows; q++) {
+            __m512 e[4];
+            for (int u = 0; u < 4; u++) {
+                e[u] = fcnn_expf_below89_v16(_mm512_sub_ps(_mm512_loadu_ps(x + q * n + j + 16 * u), mv[q]));
+                if (!log)
+                    _mm512_storeu_ps(y + q * n + j + 16 * u, e[u]);
+            }
+            acc[q] = _mm512_add_ps(acc[q], _mm512_add_ps(_mm512_add_ps(e[0], e[1]),
+                                                         _mm512_add_ps(e[2], e[3])));
+        }
+    for (; j < n; j += 16) {
+        __mmask16 t = fcnn_tail_mask(n, j);
+        for (int q = 0; q < rows; q++) {
+            __m512 e = fcnn_expf_below89_v16(_mm512_sub_ps(_mm512_maskz_loadu_ps(t, x + q * n + j), mv[q]));
+            acc[q] = _mm512_mask_add_ps(acc[q], t, acc[q], e);
             if (!log)
-                _mm512_storeu_ps(y + j + 16 * u, e[u]);
+                _mm512_mask_storeu_ps(y + q * n + j, t, e);
         }
     }
-    for (; j < n; j += 16) {
+    for (int q = 0; q < rows; q++) {
+        float sum = _mm512_reduce_add_ps(acc[q]);
+        r[q] = log ? _mm512_set1_ps(m[q] + fcnn_logf(sum)) : _mm512_set1_ps(1.0f / sum);
+    }
+    for (j = 0; j < n; j += 16) {
         __mmask16 t = fcnn_tail_mask(n, j);
-        __m512 e = fcnn_expf_below89_v16(_mm512_sub_ps(_mm512_maskz_loadu_ps(t, x + j), mv));
-        acc[0] = _mm512_mask_add_ps(acc[0], t, acc[0], e);
-        if (!log)
-            _mm512_mask_storeu_ps(y + j, t, e);
-    }
-    float sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]),
-                                                   _mm512_add_ps(acc[2], acc[3])));
-    if (log) {
-        __m512 lse = _mm512_set1_ps(m + fcnn_logf(sum));
-        for (j = 0; j < n; j += 16) {
-            __mmask16 t = fcnn_tail_mask(n, j);
-            _mm512_mask_storeu_ps(y + j, t, _mm512_sub_ps(_mm512_maskz_loadu_ps(t, x + j), lse));
-        }
-    } else {
-        __m512 r = _mm512_set1_ps(1.0f / sum);
-        for (j = 0; j < n; j += 16) {
-            __mmask16 t = fcnn_tail_mask(n, j);
-            _mm512_mask_storeu_ps(y + j, t, _mm512_mul_ps(_mm512_maskz_loadu_ps(t, y + j), r));
+        for (int q = 0; q < rows; q++) {
+            float *yq = y + q * n + j;
+            _mm512_mask_storeu_ps(yq, t, log ? _mm512_sub_ps(_mm512_maskz_loadu_ps(t, x + q * n + j), r[q])
+                                             : _mm512_mul_ps(_mm512_maskz_loadu_ps(t, yq), r[q]));
         }
     }
 #else
-    float m = -__builtin_inff(), sum = 0.0f;
-    for (long j = 0; j < n; j++)
-        m = x[j] > m ? x[j] : m;
-    for (long j = 0; j < n; j++) {
-        float e = fcnn_expf(x[j] - m);
-        sum += e;
-        if (!log)
-            y[j] = e;
-    }
-    if (log) {
-        float lse = m + fcnn_logf(sum);
+    for (int q = 0; q < rows; q++, x += n, y += n) {
+        float m = -__builtin_inff(), sum = 0.0f;
         for (long j = 0; j < n; j++)
-            y[j] = x[j] - lse;
-    } else {
-        float r = 1.0f / sum;
-        for (long j = 0; j < n; j++)
-            y[j] *= r;
+            m = x[j] > m ? x[j] : m;
+        for (long j = 0; j < n; j++) {
+            float e = fcnn_expf(x[j] - m);
+            sum += e;
+            if (!log)
+                y[j] = e;
+        }
+        if (log) {
+            float lse = m + fcnn_logf(sum);
+            for (long j = 0; j < n; j++)
+                y[j] = x[j] - lse;
+        } else {
+            float r = 1.0f / sum;
+            for (long j = 0; j < n; j++)
+                y[j] *= r;
+        }
     }
 #endif
+}
+
+/* Softmax (or log-softmax) of `rows` contiguous rows of n floats: four rows a
+ * step (then two, then one); rows longer than FCNN_SOFTMAX_LOCKSTEP_MAX have
+ * parallelism enough within themselves and go one by one. */
+#define FCNN_SOFTMAX_LOCKSTEP_MAX 1024
+static inline void fcnn_softmax_rows_f32(const float *x, float *y, long rows, long n, int log)
+{
+    long q = 0;
+    if (n <= FCNN_SOFTMAX_LOCKSTEP_MAX) {
+        for (; q + 4 <= rows; q += 4)
+            fcnn_softmax_rows_step_f32(x + q * n, y + q * n, n, log, 4);
+        for (; q + 2 <= rows; q += 2)
+            fcnn_softmax_rows_step_f32(x + q * n, y + q * n, n, log, 2);
+    }
+    for (; q < rows; q++)
+        fcnn_softmax_rows_step_f32(x + q * n, y + q * n, n, log, 1);
 }
 
 /* Orders a thread's non-temporal stores before whatever it does next. */
