@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 
@@ -130,6 +132,25 @@ def test_channel_dropout_values(fn, shape, dtype, rng):
     np.testing.assert_array_equal(a, expected)
     t = np.ascontiguousarray(np.swapaxes(x, -1, -2)).swapaxes(-1, -2)    # same values, strided
     np.testing.assert_array_equal(fn(t, 0.3, generator=np.random.default_rng(9)), expected)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+@pytest.mark.parametrize("fn,shape", [(F.dropout, (4, 6)), (F.dropout1d, (4, 6, 3))])
+def test_dropout_of_inf_and_huge_values_is_ieee_without_warnings(fn, shape, inplace):
+    """A dropped +-inf gives NaN (0 * inf, as PyTorch), a kept huge value
+    overflows to inf; NumPy's floating-point warnings must not reach the
+    caller. The strided input takes the NumPy path."""
+    x = np.full(shape, np.inf, np.float32)
+    x[1] = -np.inf
+    x[2] = 3e38
+    view = np.swapaxes(np.ascontiguousarray(np.swapaxes(x, 0, 1)), 0, 1)
+    for a in (x.copy(), view.copy() if inplace else view):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            y = fn(a, 0.5, inplace=inplace, generator=np.random.default_rng(3))
+        kept = (y != 0) & ~np.isnan(y)
+        assert np.isnan(y[:2][~kept[:2]]).all() and np.isinf(y[kept]).all()
+        assert (~kept).any() and kept.any()
 
 
 @pytest.mark.parametrize("p", [-0.1, 1.5])

@@ -43,10 +43,10 @@ def _dropout(op, input, p, training, inplace, generator, mask_shape):
         _act.scale_planes(x, np.ascontiguousarray(scaled.reshape(-1)), y,
                           _threads.get_num_threads())
         return y
-    if inplace:
-        np.multiply(x, scaled, out=x)
-        return x
-    return x * scaled
+    # IEEE results without NumPy's warnings: a dropped +-inf gives NaN, as in
+    # PyTorch, and a kept value may overflow to inf
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.multiply(x, scaled, out=x if inplace else None)
 
 
 @traceable("dropout")
