@@ -91,11 +91,15 @@ class Graph:
 
 # ---------------------------------------------------------------- tracing
 
-_state = threading.local()
+class _TraceState(threading.local):
+    tracer = None           # a class default: no AttributeError to raise and catch per call
+
+
+_state = _TraceState()
 
 
 def _tracer():
-    return getattr(_state, "tracer", None)
+    return _state.tracer
 
 
 class TracedArray(np.ndarray):
@@ -317,7 +321,7 @@ def traceable(op):
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            tracer = getattr(_state, "tracer", None)
+            tracer = _state.tracer
             if tracer is None:
                 return fn(*args, **kwargs)
             return tracer.op_call(op, fn, args, kwargs)

@@ -12,7 +12,11 @@ import threading
 
 from fastcnn._kernels import _omp
 
-_local = threading.local()
+class _ThreadSetting(threading.local):
+    threads = None          # a class default: no AttributeError to raise and catch per call
+
+
+_local = _ThreadSetting()
 
 
 def _check(n, what):
@@ -37,7 +41,7 @@ def get_num_threads():
     (always 1 in a child process made by fork(): see _after_fork)."""
     if _omp.in_forked_child():
         return 1
-    n = getattr(_local, "threads", None)
+    n = _local.threads
     if n is not None:
         return n
     return _omp.get_threads_setting() or _omp.max_threads()
@@ -59,7 +63,7 @@ def threads(n):
     """Run the block's fastcnn calls with n threads; other Python threads are
     not affected, and the previous setting returns on exit."""
     n = _check(n, "threads")
-    previous = getattr(_local, "threads", None)
+    previous = _local.threads
     _local.threads = n
     try:
         yield

@@ -30,8 +30,16 @@ cdef void _elementwise(const floating* x, floating* y, index_t n, int act, doubl
                        double beta, double gamma, int num_threads) noexcept nogil:
     cdef index_t c, start
     cdef index_t chunks = _ceil_div(n, CHUNK)
+    if chunks <= 1 or num_threads <= 1:
+        # in the calling thread (OpenMP's primary thread too): a parallel
+        # region costs more than a small call
+        fp_enter()
+        for c in range(chunks):
+            start = c * CHUNK
+            activate(x + start, y + start, min(<index_t>CHUNK, n - start), act, alpha, beta, gamma)
+        return
     # no more threads than chunks: waking an idle one costs more than a small call
-    with parallel(num_threads=min(num_threads, max(chunks, 1))):
+    with parallel(num_threads=min(num_threads, chunks)):
         fp_enter()
         for c in prange(chunks, schedule='static'):
             start = c * CHUNK
