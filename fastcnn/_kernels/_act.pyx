@@ -8,6 +8,7 @@ axis are reduced across n as vectors, in a pipeline (_softmax_blocks). A row
 or column with a NaN gives NaN, as in PyTorch.
 """
 cimport numpy as cnp
+import numpy as np
 from cython.parallel cimport parallel, prange, threadid
 from fastcnn._kernels._omp cimport fp_enter
 
@@ -219,6 +220,10 @@ cdef void _softmax_rows(const floating* x, floating* y, index_t rows, index_t n,
     contiguous run of rows."""
     cdef index_t workers = min(<index_t>max(num_threads, 1), rows)
     cdef index_t k, r0
+    if workers == 1:                # in the calling thread: no parallel region to start
+        fp_enter()
+        _softmax_row_run(x, y, rows, n, log)
+        return
     with parallel(num_threads=workers):
         fp_enter()
         for k in prange(workers, schedule='static', chunksize=1):
@@ -364,6 +369,11 @@ cdef void _softmax_inner(const floating* x, floating* y, index_t outer, index_t 
     cdef bint stream = tiled and outer * n * inner * <index_t>sizeof(floating) >= SOFTMAX_STREAM_BYTES
     cdef index_t k
     cdef floating* scratch
+    if workers == 1:                # in the calling thread: no parallel region to start
+        fp_enter()
+        _softmax_blocks(x, y, n, inner, bw, shift, blocks, 0, total, log, tiled, stream,
+                        ws + _to_line(ws, item))
+        return
     with parallel(num_threads=num_threads):
         fp_enter()
         for k in prange(workers, schedule='static', chunksize=1):
@@ -454,7 +464,6 @@ def softmax(cnp.ndarray x, cnp.ndarray y, index_t outer, index_t n, index_t inne
             int num_threads):
     """Softmax (or log-softmax) along the middle axis of a C-contiguous
     (outer, n, inner) array; y may be x."""
-    import numpy as np
     cdef void* xp = cnp.PyArray_DATA(x)
     cdef void* yp = cnp.PyArray_DATA(y)
     cdef index_t ws_per_thread
