@@ -49,8 +49,12 @@ cdef inline void _taps(index_t o, index_t stride, index_t pad, index_t dilation,
     (input position o * stride - pad + k * dilation in [0, size)); lo is the
     first tap at or past 0 even when none is inside (PyTorch's index then)."""
     cdef index_t start = o * stride - pad
-    lo[0] = _ceil_div(-start, dilation) if start < 0 else 0
-    hi[0] = min(kernel, _ceil_div(size - start, dilation)) if size > start else 0
+    if dilation == 1:           # no integer divisions (tens of cycles each, per output row)
+        lo[0] = -start if start < 0 else 0
+        hi[0] = min(kernel, size - start) if size > start else 0
+    else:
+        lo[0] = _ceil_div(-start, dilation) if start < 0 else 0
+        hi[0] = min(kernel, _ceil_div(size - start, dilation)) if size > start else 0
     hi[0] = max(hi[0], lo[0])
 
 
@@ -153,9 +157,14 @@ cdef void _window_rows(const PoolGeom* g, const floating* x, floating* y, int64_
     cdef floating* yr
     cdef int64_t* ir
     cdef const floating* xr
+    od = row0 // out_h
+    oh = row0 % out_h - 1
     for r in range(row0, row1):
-        od = r // out_h
-        oh = r % out_h
+        # the next row's (od, oh), counted rather than divided
+        oh += 1
+        if oh == out_h:
+            oh = 0
+            od += 1
         _taps(od, s_d, p_d, d_d, k_d, in_d, &kd0, &kd1)
         _taps(oh, s_h, p_h, d_h, k_h, in_h, &kh0, &kh1)
         yr = y + r * out_w
@@ -169,10 +178,12 @@ cdef void _window_rows(const PoolGeom* g, const floating* x, floating* y, int64_
             skip1 = fcnn_max_idx_interior_f32(x, yr, ir, skip0, max(skip1, skip0), s_w, p_w, k_w,
                                               d_w, base, kd1 - kd0, d_d * in_hw, kh1 - kh0,
                                               d_h * in_w)
-            for ow in range(out_w):
-                if ow < skip0 or ow >= skip1:
-                    _max_window(x, yr, ir, ow, s_w, p_w, k_w, d_w, in_w, base, kd1 - kd0,
-                                d_d * in_hw, kh1 - kh0, d_h * in_w)
+            for ow in range(skip0):
+                _max_window(x, yr, ir, ow, s_w, p_w, k_w, d_w, in_w, base, kd1 - kd0,
+                            d_d * in_hw, kh1 - kh0, d_h * in_w)
+            for ow in range(skip1, out_w):
+                _max_window(x, yr, ir, ow, s_w, p_w, k_w, d_w, in_w, base, kd1 - kd0,
+                            d_d * in_hw, kh1 - kh0, d_h * in_w)
             continue
         if mode == POOL_MAX:
             # PyTorch's start: -inf at the first tap (a window of -inf, or
