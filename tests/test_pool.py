@@ -65,6 +65,33 @@ def test_max_pool_nan_propagates_with_pytorch_index(rng):
     assert np.isnan(y[0, 0, 0, 0]) and np.isnan(y[0, 0, 1, 1])
 
 
+@pytest.mark.parametrize("k,s,p,d", [(3, 1, 1, 1), (5, 1, 2, 1), (4, 3, 2, 1), (3, 1, 1, 2),
+                                     ((2, 5), 1, (1, 2), 1)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_2d_rows_swept_tap_by_tap(k, s, p, d, dtype, rng):
+    """2-D max and average pooling without indices (strides other than 2)
+    sweep each tap over the whole output row, a vector at a time: every
+    column (interior and border, all positions of a vector) must equal the
+    reference, NaN and +-inf included, for any thread count."""
+    x = rng.standard_normal((2, 3, 9, 70)).astype(dtype)
+    x[0, 1, 4, ::13] = np.nan
+    x[1, 0, 2, 5::7] = np.inf
+    x[1, 2, :, 30:33] = -np.inf
+    ref, _ = pool_nd(x, k, s, p, d, False, "max")
+    for y in run_threads(lambda: F.max_pool2d(x, k, s, p, d)):
+        np.testing.assert_array_equal(y, ref.astype(dtype))
+    if d == 1:
+        finite = x.copy()
+        finite[~np.isfinite(finite)] = 7.0
+        finite[0, 1, 4, ::13] = np.nan
+        for include in (True, False):
+            ref_avg, _ = pool_nd(finite, k, s, p, 1, False, "avg", include)
+            for a in run_threads(lambda: F.avg_pool2d(finite, k, s, p, False, include)):
+                np.testing.assert_array_equal(np.isnan(a), np.isnan(ref_avg))
+                ok = ~np.isnan(ref_avg)
+                assert_close(a[ok], ref_avg[ok], 25)
+
+
 AVG_CASES = [
     ((2, 3, 9, 11), 3, 2, 1, False, True, None),
     ((1, 13, 8, 8), 2, None, 0, False, True, None),

@@ -477,11 +477,14 @@ cdef void _max_rows_2d(const PoolGeom* g, const floating* x, floating* y, floati
                 yrow[ow] = max_nan(max_nan(row[2 * ow - pw], row[2 * ow - pw + 1]),
                                     row[2 * ow - pw + 2])
         else:
+            # tap by tap over the whole row (loops the compiler vectorises),
+            # each window still taking its taps in order
             for ow in range(lo, hi):
-                m = row[ow * s - pw]
-                for kw in range(1, kwn):
-                    m = max_nan(m, row[ow * s - pw + kw * dw])
-                yrow[ow] = m
+                yrow[ow] = row[ow * s - pw]
+            for kw in range(1, kwn):
+                src = row + kw * dw - pw
+                for ow in range(lo, hi):
+                    yrow[ow] = max_nan(yrow[ow], src[ow * s])
         for ow in range(lo):
             yrow[ow] = _max_edge(row, ow * s - pw, kwn, dw, in_w)
         for ow in range(hi, out_w):
@@ -543,11 +546,15 @@ cdef void _avg_rows_2d(const PoolGeom* g, const floating* x, floating* y, floati
             for ow in range(lo, hi):
                 yrow[ow] = (row[2 * ow - pw] + row[2 * ow - pw + 1] + row[2 * ow - pw + 2]) * inv
         else:
+            # tap by tap over the whole row (vectorised), the sums in tap order
             for ow in range(lo, hi):
-                acc = row[ow * s - pw]
-                for kw in range(1, kwn):
-                    acc = acc + row[ow * s - pw + kw]
-                yrow[ow] = acc * inv
+                yrow[ow] = row[ow * s - pw]
+            for kw in range(1, kwn):
+                src = row + kw - pw
+                for ow in range(lo, hi):
+                    yrow[ow] = yrow[ow] + src[ow * s]
+            for ow in range(lo, hi):
+                yrow[ow] = yrow[ow] * inv
         for ow in range(lo):
             yrow[ow] = _avg_edge(g, row, ow, hcount)
         for ow in range(hi, out_w):
