@@ -19,7 +19,7 @@ from fastcnn._kernels._conv cimport (ConvGeom, ConvPlan, conv_select_algorithm, 
                                      CONV_IM2COL, CONV_DIRECT, CONV_WINOGRAD)
 from fastcnn._kernels._pool cimport (PoolGeom, POOL_MAX, POOL_AVG, pool_workspace_per_thread,
                                      pool_forward_f32, pool_forward_f64, adaptive_forward_f32,
-                                     adaptive_forward_f64)
+                                     adaptive_forward_f64, adaptive_workspace)
 from fastcnn._kernels._norm cimport (NormGeom, NORM_BATCH, NORM_INSTANCE, NORM_GROUP, NORM_LAYER,
                                      norm_geom, norm_groups, norm_partial_size, norm_forward_f32,
                                      norm_forward_f64)
@@ -589,7 +589,7 @@ cdef fcnn_status _adaptive_avg(int64_t batch, int64_t channels, int64_t in_h, in
             and _elements(&n, batch, channels, out_h, out_w, sizeof(real))):
         return FCNN_ERR_OVERFLOW
     cdef int threads = _get_num_threads()
-    cdef double* ws = <double*>malloc(in_w * threads * sizeof(double))
+    cdef double* ws = <double*>malloc(adaptive_workspace(in_w, threads) * sizeof(double))
     if ws == NULL:
         return FCNN_ERR_NOMEM
     if real is float:
