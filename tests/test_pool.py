@@ -162,6 +162,25 @@ def test_adaptive_pools(nd, shape, out, rng):
     np.testing.assert_array_equal(idx, ref_idx)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("nd,shape,out", [(2, (2, 3, 13, 17), (4, 5)), (2, (2, 3, 13, 17), (13, 17)),
+                                          (2, (2, 3, 13, 17), (20, 3)), (3, (1, 3, 5, 6, 7), (2, 4, 3))])
+def test_adaptive_max_values_without_indices(nd, shape, out, dtype, rng):
+    """Without indices, adaptive max pooling reduces the window rows column
+    by column first: its values (ties, -inf windows, NaN) must be those of
+    the window-by-window path and the reference, for any thread count."""
+    x = rng.integers(-2, 3, shape).astype(dtype)
+    x[0, 0].flat[20:26] = np.nan
+    x[1 if shape[0] > 1 else 0, 1] = -np.inf
+    fn = getattr(F, f"adaptive_max_pool{nd}d")
+    ref, _ = adaptive_pool_nd(x, out, "max")
+    with_indices, _ = fn(x, out, True)
+    for y in run_threads(lambda: fn(x, out)):
+        np.testing.assert_array_equal(y, ref.astype(dtype))
+        np.testing.assert_array_equal(y, with_indices)
+    assert np.isnan(ref).any() and np.isneginf(ref).any()
+
+
 def test_global_average_pool_large_plane_accuracy(rng):
     x = (1e4 + rng.standard_normal((2, 3, 112, 112))).astype(np.float32)
     y = F.adaptive_avg_pool2d(x, 1)

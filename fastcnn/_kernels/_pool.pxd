@@ -33,7 +33,8 @@ cdef void pool_forward_f64(const PoolGeom* g, const double* x, double* y, int64_
 # Doubles of scratch adaptive average pooling needs for num_threads threads.
 cdef index_t adaptive_workspace(index_t in_w, int num_threads) noexcept nogil
 # Adaptive pooling of planes (D, H, W) -> (out D, H, W); workspace:
-# adaptive_workspace(in_w, num_threads) doubles for average pooling (NULL for max).
+# adaptive_workspace(in_w, num_threads) doubles (max pooling may pass NULL: it
+# then goes window by window).
 cdef void adaptive_forward_f32(index_t planes, index_t in_d, index_t in_h, index_t in_w,
                                index_t out_d, index_t out_h, index_t out_w, bint is_max,
                                const float* x, float* y, int64_t* idx, double* workspace,

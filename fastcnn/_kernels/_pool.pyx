@@ -621,61 +621,81 @@ cdef inline index_t _end(index_t i, index_t out, index_t size) noexcept nogil:
 cdef void _adaptive_plane(const floating* x, floating* y, int64_t* idx, bint is_max,
                           index_t in_d, index_t in_h, index_t in_w,
                           index_t out_d, index_t out_h, index_t out_w,
-                          double* colsum) noexcept nogil:
-    """One plane. Max: window by window, taps in order (PyTorch's index).
-    Average: per output row, the window rows summed column by column into
-    colsum (in_w doubles; vectorised), then each output sums its columns."""
-    cdef index_t od, oh, ow, id_, ih, iw, ds, de, hs, he, ws, we, best_i, o
+                          double* colbuf) noexcept nogil:
+    """One plane. Per output row, the window rows reduced column by column
+    (vectorised) into colbuf: sums in double for average, maxima for max;
+    then each output reduces its columns. Max with indices goes window by
+    window instead, taps in order (PyTorch's index: the first maximum, a NaN
+    wins), with selects rather than branches; so does max without a
+    colbuf."""
+    cdef index_t od, oh, ow, id_, ih, iw, ds, de, hs, he, ws, we, best_i, o, i
     cdef floating v, best
     cdef double acc
+    cdef bint gt
     cdef const floating* row
+    cdef floating* colmax = <floating*>colbuf
+    cdef bint by_columns = not is_max or (idx == NULL and colbuf != NULL)
     for od in range(out_d):
         ds = _start(od, out_d, in_d)
         de = _end(od, out_d, in_d)
         for oh in range(out_h):
             hs = _start(oh, out_h, in_h)
             he = _end(oh, out_h, in_h)
-            if not is_max:
+            if is_max and by_columns:
                 for iw in range(in_w):
-                    colsum[iw] = 0
+                    colmax[iw] = x[(ds * in_h + hs) * in_w + iw]
                 for id_ in range(ds, de):
-                    # four rows at a time into colsum (a quarter of the
+                    for ih in range(hs, he):
+                        row = x + (id_ * in_h + ih) * in_w
+                        for iw in range(in_w):
+                            colmax[iw] = max_nan(colmax[iw], row[iw])
+            elif not is_max:
+                for iw in range(in_w):
+                    colbuf[iw] = 0
+                for id_ in range(ds, de):
+                    # four rows at a time into colbuf (a quarter of the
                     # read-modify-writes), then the rest one by one
                     row = x + (id_ * in_h + hs) * in_w
                     ih = hs
                     while ih + 4 <= he:
                         for iw in range(in_w):
-                            colsum[iw] = colsum[iw] + ((<double>row[iw] + row[in_w + iw])
+                            colbuf[iw] = colbuf[iw] + ((<double>row[iw] + row[in_w + iw])
                                                        + (<double>row[2 * in_w + iw]
                                                           + row[3 * in_w + iw]))
                         row = row + 4 * in_w
                         ih = ih + 4
                     while ih < he:
                         for iw in range(in_w):
-                            colsum[iw] = colsum[iw] + row[iw]
+                            colbuf[iw] = colbuf[iw] + row[iw]
                         row = row + in_w
                         ih = ih + 1
             for ow in range(out_w):
                 ws = _start(ow, out_w, in_w)
                 we = _end(ow, out_w, in_w)
                 o = (od * out_h + oh) * out_w + ow
-                if is_max:
-                    best = -INFINITY
-                    best_i = -1
+                if is_max and by_columns:
+                    best = colmax[ws]
+                    for iw in range(ws + 1, we):
+                        best = max_nan(best, colmax[iw])
+                    y[o] = best
+                elif is_max:
+                    best_i = (ds * in_h + hs) * in_w + ws
+                    best = x[best_i]
                     for id_ in range(ds, de):
                         for ih in range(hs, he):
                             for iw in range(ws, we):
-                                v = x[(id_ * in_h + ih) * in_w + iw]
-                                if best_i < 0 or _is_greater(v, best):
-                                    best = v
-                                    best_i = (id_ * in_h + ih) * in_w + iw
+                                i = (id_ * in_h + ih) * in_w + iw
+                                v = x[i]
+                                gt = _is_greater(v, best)
+                                best = v if gt else best
+                                best_i = i if gt else best_i
                     y[o] = best
                     if idx != NULL:
                         idx[o] = best_i
                 else:
                     acc = 0
                     for iw in range(ws, we):
-                        acc = acc + colsum[iw]
+                        acc = acc + colbuf[iw]
                     y[o] = <floating>(acc / ((de - ds) * (he - hs) * (we - ws)))
 
 
@@ -814,9 +834,8 @@ def adaptive(tuple sizes, bint is_max, cnp.ndarray x, cnp.ndarray y, object indi
     cdef int64_t* ip = NULL if indices is None else <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>indices)
     cdef void* xp = cnp.PyArray_DATA(x)
     cdef void* yp = cnp.PyArray_DATA(y)
-    cdef cnp.ndarray ws = np.empty(0 if is_max else adaptive_workspace(in_w, num_threads),
-                                   np.float64)
-    cdef double* wp = NULL if is_max else <double*>cnp.PyArray_DATA(ws)
+    cdef cnp.ndarray ws = np.empty(adaptive_workspace(in_w, num_threads), np.float64)
+    cdef double* wp = <double*>cnp.PyArray_DATA(ws)
     if x.dtype.num == cnp.NPY_FLOAT32:
         with nogil:
             _adaptive_forward(planes, in_d, in_h, in_w, out_d, out_h, out_w, is_max,
