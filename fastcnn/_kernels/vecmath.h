@@ -13,7 +13,13 @@
 #include <stdint.h>
 #include <string.h>
 
-static inline float fcnn_pow2i(int32_t n)   /* 2^n for -126 <= n <= 127 */
+/* The scalar functions below are written to be vectorised where they are
+ * inlined into element loops: forced inline, as GCC's inliner otherwise
+ * drops them from some loops of a large caller (a loop with an out-of-line
+ * call stays scalar, 10-20x slower). */
+#define FCNN_SCALAR_MATH __attribute__((always_inline))
+
+static inline FCNN_SCALAR_MATH float fcnn_pow2i(int32_t n)   /* 2^n for -126 <= n <= 127 */
 {
     int32_t bits = (n + 127) << 23;
     float f;
@@ -43,7 +49,7 @@ static inline float fcnn_pow2i(int32_t n)   /* 2^n for -126 <= n <= 127 */
     } while (0)
 
 /* FCNN_EXP_CORE on one float: p, and nf as an integer (from t's bits). */
-static inline float fcnn_exp_core(float xc, int32_t *n)
+static inline FCNN_SCALAR_MATH float fcnn_exp_core(float xc, int32_t *n)
 {
     float t, nf, p;
     int32_t tbits;
@@ -53,7 +59,7 @@ static inline float fcnn_exp_core(float xc, int32_t *n)
     return p;
 }
 
-static inline float fcnn_expf(float x)
+static inline FCNN_SCALAR_MATH float fcnn_expf(float x)
 {
     /* Clamped to where the formula itself gives +inf (n = 128) and 0
      * (p * 2^-150 rounds to 0), so no selects are needed afterwards; the
@@ -86,7 +92,7 @@ static inline float fcnn_expf(float x)
  * (truncation below 1e-17), 2^n in two halves (subnormal results right).
  * Clamped to [-746, 710], where the formula itself gives 0 and +inf; NaN
  * passes through the arithmetic. */
-static inline double fcnn_exp(double x)
+static inline FCNN_SCALAR_MATH double fcnn_exp(double x)
 {
     double xc = 710.0 < x ? 710.0 : x;
     xc = -746.0 > xc ? -746.0 : xc;
@@ -147,7 +153,7 @@ static inline __m512 fcnn_expf_v16(__m512 x)
 /* expf whose results below 2^-126 come out as 0 instead of subnormal: for
  * exp(x) added to 1 or more (sigmoid, SiLU, tanh denominators), where that
  * changes nothing, and a quarter faster (one scaling, no subnormal split). */
-static inline float fcnn_expf_ftz(float x)
+static inline FCNN_SCALAR_MATH float fcnn_expf_ftz(float x)
 {
     const float hi = 88.72283935546875f;
     const float lo = -87.33654475f;         /* exp(lo) = 2^-126 */
@@ -161,7 +167,7 @@ static inline float fcnn_expf_ftz(float x)
 
 /* expm1(x): a Taylor polynomial near 0 (where exp(x) - 1 would cancel),
  * exp(x) - 1 elsewhere. */
-static inline float fcnn_expm1f(float x)
+static inline FCNN_SCALAR_MATH float fcnn_expm1f(float x)
 {
     float p = 1.0f / 40320;                 /* x^8 / 8! ... x^2 / 2! + x */
     FCNN_EXP_TAYLOR_TO_HALF(p, x);
@@ -173,7 +179,7 @@ static inline float fcnn_expm1f(float x)
 /* log(x) for x > 0 (Cephes logf: x = m * 2^e, m in [sqrt(1/2), sqrt(2)),
  * log(m) by a degree-8 polynomial). log(0) = -inf, log(x < 0) = NaN,
  * log(inf) = inf, NaN gives NaN. Subnormal x are scaled up first. */
-static inline float fcnn_logf(float x)
+static inline FCNN_SCALAR_MATH float fcnn_logf(float x)
 {
     float xs = x < 1.17549435e-38f ? x * 16777216.0f : x;   /* 2^24 */
     int32_t bias = x < 1.17549435e-38f ? 24 : 0;
@@ -208,7 +214,7 @@ static inline float fcnn_logf(float x)
 }
 
 /* log1p(x) = log(u) * x / (u - 1) with u = 1 + x (exact where u == 1). */
-static inline float fcnn_log1pf(float x)
+static inline FCNN_SCALAR_MATH float fcnn_log1pf(float x)
 {
     float u = 1.0f + x;
     float d = u - 1.0f;
@@ -220,7 +226,7 @@ static inline float fcnn_log1pf(float x)
 
 /* tanh(x): Cephes tanhf's odd polynomial below 0.625, 1 - 2 / (exp(2|x|) + 1)
  * above (with the sign put back). */
-static inline float fcnn_tanhf(float x)
+static inline FCNN_SCALAR_MATH float fcnn_tanhf(float x)
 {
     float ax = x < 0.0f ? -x : x;
     float z = x * x;
@@ -254,7 +260,7 @@ static inline float fcnn_tanhf(float x)
         q = q * z + 1.0f;                                                        \
     } while (0)
 
-static inline float fcnn_erff(float x)
+static inline FCNN_SCALAR_MATH float fcnn_erff(float x)
 {
     float xc = x > 4.0f ? 4.0f : x;
     xc = xc < -4.0f ? -4.0f : xc;
@@ -363,18 +369,18 @@ static inline void fcnn_map_v16(const float *x, float *y, long n, __m512 (*f)(__
 #endif
 
 /* The same functions on one float (builds without AVX-512). */
-static inline float fcnn_erf_or_gelu(float v, int gelu)
+static inline FCNN_SCALAR_MATH float fcnn_erf_or_gelu(float v, int gelu)
 {
     return gelu ? 0.5f * v * (1.0f + fcnn_erff(v * 0.70710678118654752f)) : fcnn_erff(v);
 }
 
-static inline float fcnn_sigmoid_or_silu(float v, int silu)
+static inline FCNN_SCALAR_MATH float fcnn_sigmoid_or_silu(float v, int silu)
 {
     float d = 1.0f + fcnn_expf_ftz(-v);
     return silu ? v / d : 1.0f / d;
 }
 
-static inline float fcnn_tanh_or_gelu(float v, int gelu)
+static inline FCNN_SCALAR_MATH float fcnn_tanh_or_gelu(float v, int gelu)
 {
     if (!gelu)
         return fcnn_tanhf(v);
