@@ -29,16 +29,16 @@ cdef enum:
     ACT_COUNT = 20
 
 cdef extern from "<math.h>" nogil:
-    double expm1(double)
-    double log(double)
-    double log1p(double)
-    double tanh(double)
     double erf(double)
     double sqrt(double)
     float sqrtf(float)
 
 cdef extern from "vecmath.h" nogil:
     double fcnn_exp(double)
+    double fcnn_expm1(double)
+    double fcnn_tanh(double)
+    double fcnn_log(double)
+    double fcnn_log1p(double)
     float fcnn_expf(float)
     float fcnn_expm1f(float)
     float fcnn_logf(float)
@@ -70,28 +70,28 @@ cdef inline floating _expm1(floating v) noexcept nogil:
     if floating is float:
         return fcnn_expm1f(v)
     else:
-        return expm1(v)
+        return fcnn_expm1(v)
 
 
 cdef inline floating _log(floating v) noexcept nogil:
     if floating is float:
         return fcnn_logf(v)
     else:
-        return log(v)
+        return fcnn_log(v)
 
 
 cdef inline floating _log1p(floating v) noexcept nogil:
     if floating is float:
         return fcnn_log1pf(v)
     else:
-        return log1p(v)
+        return fcnn_log1p(v)
 
 
 cdef inline floating _tanh(floating v) noexcept nogil:
     if floating is float:
         return fcnn_tanhf(v)
     else:
-        return tanh(v)
+        return fcnn_tanh(v)
 
 
 cdef inline floating _erf(floating v) noexcept nogil:

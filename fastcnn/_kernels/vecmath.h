@@ -121,6 +121,52 @@ static inline FCNN_SCALAR_MATH double fcnn_exp(double x)
     return p * s1 * s2;
 }
 
+/* expm1 for doubles, branch-free (vectorises): x = n ln2 + r as in fcnn_exp,
+ * expm1(r) = r + r^2 (1/2! + ... + r^11 / 13!) without cancellation, then
+ * 2^n expm1(r) + (2^n - 1); where 2^n would overflow (n > 1000), 2^n (1 +
+ * expm1(r)) in two halves, the - 1 then immaterial. Clamped to [-40, 710]
+ * (-1 and +inf beyond); NaN passes through. */
+static inline FCNN_SCALAR_MATH double fcnn_expm1(double x)
+{
+    double xc = 710.0 < x ? 710.0 : x;
+    xc = -40.0 > xc ? -40.0 : xc;
+    double t = xc * 1.4426950408889634 + 6755399441055744.0;    /* 1.5 * 2^52 */
+    double nf = t - 6755399441055744.0;
+    double r = xc - nf * 6.93147180369123816490e-01;
+    r = r - nf * 1.90821492927058770002e-10;
+    double p = 1.0 / 6227020800.0;                                /* 1 / 13! */
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    FCNN_EXP_TAYLOR_TO_HALF(p, r);
+    double e = r + r * r * p;                                     /* expm1(r) */
+    int64_t tbits, b1, b2;
+    memcpy(&tbits, &t, sizeof tbits);
+    int64_t n = tbits - 0x4338000000000000LL;
+    int64_t n1 = n >> 1;
+    b1 = (n1 + 1023) << 52;
+    b2 = (n - n1 + 1023) << 52;
+    double s1, s2;
+    memcpy(&s1, &b1, sizeof s1);
+    memcpy(&s2, &b2, sizeof s2);
+    double s = s1 * s2;
+    double small = s * e + (s - 1.0);
+    double big = (s1 * (e + 1.0)) * s2;
+    return n > 1000 ? big : small;
+}
+
+/* tanh for doubles, branch-free: -u / (u + 2) with u = expm1(-2|x|), the sign
+ * of x put back (tanh(-0) = -0); |x| clamped at 40, where tanh rounds to 1. */
+static inline FCNN_SCALAR_MATH double fcnn_tanh(double x)
+{
+    double a = __builtin_fabs(x);
+    a = a > 40.0 ? 40.0 : a;
+    double u = fcnn_expm1(-2.0 * a);
+    return __builtin_copysign(-u / (u + 2.0), x);
+}
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 typedef float fcnn_v16sf __attribute__((vector_size(64)));
@@ -239,6 +285,51 @@ static inline FCNN_SCALAR_MATH float fcnn_tanhf(float x)
     float big = 1.0f - 2.0f / (fcnn_expf_ftz(ax + ax) + 1.0f);
     big = x < 0.0f ? -big : big;
     return ax < 0.625f ? small : big;
+}
+
+/* log(x) for doubles, branch-free (vectorises): fdlibm's method, x = 2^k (1 +
+ * f) with 1 + f in [sqrt(1/2), sqrt(2)), s = f / (2 + f), log(1 + f) = f -
+ * f^2/2 + s (f^2/2 + R(s^2)) with fdlibm's degree-14 minimax R, k ln 2 in
+ * two parts. Subnormal x scaled up first; log(0) = -inf, log(x < 0) = NaN,
+ * log(inf) = inf, NaN gives NaN. */
+static inline FCNN_SCALAR_MATH double fcnn_log(double x)
+{
+    int tiny = x < 2.2250738585072014e-308;
+    double xs = tiny ? x * 18014398509481984.0 : x;           /* 2^54 */
+    int64_t bits;
+    memcpy(&bits, &xs, sizeof bits);
+    int64_t k = ((bits >> 52) & 0x7ff) - 1023 - (tiny ? 54 : 0);
+    int64_t mbits = (bits & 0x000fffffffffffffLL) | 0x3ff0000000000000LL;   /* m in [1, 2) */
+    double m;
+    memcpy(&m, &mbits, sizeof m);
+    int big = m > 1.4142135623730951;
+    k = big ? k + 1 : k;
+    double f = (big ? 0.5 * m : m) - 1.0;
+    double hfsq = 0.5 * f * f;
+    double sv = f / (2.0 + f), z = sv * sv, w = z * z;
+    double t1 = w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01
+                                                     + w * 1.531383769920937332e-01));
+    double t2 = z * (6.666666666666735130e-01 + w * (2.857142874366239149e-01
+                     + w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
+    double kd = (double)k;
+    double y = kd * 6.93147180369123816490e-01
+               - ((hfsq - (sv * (hfsq + t2 + t1) + kd * 1.90821492927058770002e-10)) - f);
+    y = x == 0.0 ? -__builtin_inf() : y;
+    y = x < 0.0 ? __builtin_nan("") : y;
+    y = x == __builtin_inf() ? x : y;
+    return x != x ? x : y;
+}
+
+/* log1p(x) = log(u) * x / (u - 1) with u = 1 + x (exact where u == 1), as
+ * fcnn_log1pf, for doubles. */
+static inline FCNN_SCALAR_MATH double fcnn_log1p(double x)
+{
+    double u = 1.0 + x;
+    double d = u - 1.0;
+    double y = fcnn_log(u) * (x / (d == 0.0 ? 1.0 : d));
+    y = d == 0.0 ? x : y;
+    y = x == __builtin_inf() ? x : y;
+    return y;
 }
 
 /* erf(x) = x * P(x^2) / Q(x^2), a (5, 5) rational fitted (weighted least
