@@ -86,6 +86,41 @@ static inline FCNN_SCALAR_MATH float fcnn_expf(float x)
         p = p * (x) + (__typeof__(p))0.5;                                        \
     } while (0)
 
+/* For the double exp family, x already clamped: x = nf ln2 + r (fdlibm's
+ * split of ln 2, n ln2_hi exact), t holding nf as an integer in its low bits,
+ * and p = 1/2! + r/3! + ... + r^11/13! (Taylor; truncation below 1e-17 on
+ * |r| <= ln2/2). */
+#define FCNN_EXP_REDUCE_F64(xc, t, r, p)                                          \
+    do {                                                                         \
+        double nf_;                                                              \
+        t = (xc) * 1.4426950408889634 + 6755399441055744.0;     /* 1.5 * 2^52 */ \
+        nf_ = t - 6755399441055744.0;                                            \
+        r = (xc) - nf_ * 6.93147180369123816490e-01;                             \
+        r = r - nf_ * 1.90821492927058770002e-10;                                \
+        p = 1.0 / 6227020800.0;                                   /* 1 / 13! */  \
+        p = p * r + 1.0 / 479001600.0;                                           \
+        p = p * r + 1.0 / 39916800.0;                                            \
+        p = p * r + 1.0 / 3628800.0;                                             \
+        p = p * r + 1.0 / 362880.0;                                              \
+        p = p * r + 1.0 / 40320.0;                                               \
+        FCNN_EXP_TAYLOR_TO_HALF(p, r);                                           \
+    } while (0)
+
+/* 2^n, n from t's low bits (FCNN_EXP_REDUCE_F64), as two factors s1 * s2 that
+ * are each a normal double (subnormal and near-overflow results right). */
+static inline FCNN_SCALAR_MATH int64_t fcnn_pow2_halves(double t, double *s1, double *s2)
+{
+    int64_t tbits, b1, b2;
+    memcpy(&tbits, &t, sizeof tbits);
+    int64_t n = tbits - 0x4338000000000000LL;
+    int64_t n1 = n >> 1;
+    b1 = (n1 + 1023) << 52;
+    b2 = (n - n1 + 1023) << 52;
+    memcpy(s1, &b1, sizeof *s1);
+    memcpy(s2, &b2, sizeof *s2);
+    return n;
+}
+
 /* exp for doubles, branch-free like fcnn_expf so GCC vectorizes loops of it
  * (glibc's exp is a call per element): fdlibm's split of ln 2 (n ln2_hi is
  * exact), exp(r) on |r| <= ln2/2 by its Taylor polynomial of degree 13
@@ -96,61 +131,26 @@ static inline FCNN_SCALAR_MATH double fcnn_exp(double x)
 {
     double xc = 710.0 < x ? 710.0 : x;
     xc = -746.0 > xc ? -746.0 : xc;
-    double t = xc * 1.4426950408889634 + 6755399441055744.0;    /* 1.5 * 2^52 */
-    double nf = t - 6755399441055744.0;
-    double r = xc - nf * 6.93147180369123816490e-01;
-    r = r - nf * 1.90821492927058770002e-10;
-    double p = 1.0 / 6227020800.0;                                /* 1 / 13! */
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    FCNN_EXP_TAYLOR_TO_HALF(p, r);
+    double t, r, p, s1, s2;
+    FCNN_EXP_REDUCE_F64(xc, t, r, p);
     p = p * r + 1.0;
     p = p * r + 1.0;
-    int64_t tbits, b1, b2;
-    memcpy(&tbits, &t, sizeof tbits);
-    int64_t n = tbits - 0x4338000000000000LL;
-    int64_t n1 = n >> 1;
-    b1 = (n1 + 1023) << 52;
-    b2 = (n - n1 + 1023) << 52;
-    double s1, s2;
-    memcpy(&s1, &b1, sizeof s1);
-    memcpy(&s2, &b2, sizeof s2);
+    fcnn_pow2_halves(t, &s1, &s2);
     return p * s1 * s2;
 }
 
-/* expm1 for doubles, branch-free (vectorises): x = n ln2 + r as in fcnn_exp,
- * expm1(r) = r + r^2 (1/2! + ... + r^11 / 13!) without cancellation, then
- * 2^n expm1(r) + (2^n - 1); where 2^n would overflow (n > 1000), 2^n (1 +
- * expm1(r)) in two halves, the - 1 then immaterial. Clamped to [-40, 710]
- * (-1 and +inf beyond); NaN passes through. */
+/* expm1 for doubles, branch-free (vectorises): expm1(r) = r + r^2 p without
+ * cancellation, then 2^n expm1(r) + (2^n - 1); where 2^n would overflow
+ * (n > 1000), 2^n (1 + expm1(r)) in two halves, the - 1 then immaterial.
+ * Clamped to [-40, 710] (-1 and +inf beyond); NaN passes through. */
 static inline FCNN_SCALAR_MATH double fcnn_expm1(double x)
 {
     double xc = 710.0 < x ? 710.0 : x;
     xc = -40.0 > xc ? -40.0 : xc;
-    double t = xc * 1.4426950408889634 + 6755399441055744.0;    /* 1.5 * 2^52 */
-    double nf = t - 6755399441055744.0;
-    double r = xc - nf * 6.93147180369123816490e-01;
-    r = r - nf * 1.90821492927058770002e-10;
-    double p = 1.0 / 6227020800.0;                                /* 1 / 13! */
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    FCNN_EXP_TAYLOR_TO_HALF(p, r);
+    double t, r, p, s1, s2;
+    FCNN_EXP_REDUCE_F64(xc, t, r, p);
     double e = r + r * r * p;                                     /* expm1(r) */
-    int64_t tbits, b1, b2;
-    memcpy(&tbits, &t, sizeof tbits);
-    int64_t n = tbits - 0x4338000000000000LL;
-    int64_t n1 = n >> 1;
-    b1 = (n1 + 1023) << 52;
-    b2 = (n - n1 + 1023) << 52;
-    double s1, s2;
-    memcpy(&s1, &b1, sizeof s1);
-    memcpy(&s2, &b2, sizeof s2);
+    int64_t n = fcnn_pow2_halves(t, &s1, &s2);
     double s = s1 * s2;
     double small = s * e + (s - 1.0);
     double big = (s1 * (e + 1.0)) * s2;
@@ -222,6 +222,16 @@ static inline FCNN_SCALAR_MATH float fcnn_expm1f(float x)
     return (x > -0.3f && x < 0.3f) ? small : large;
 }
 
+/* log's special values, for floats and doubles: log(0) = -inf, log(x < 0) =
+ * NaN, log(inf) = inf, NaN gives NaN. */
+#define FCNN_LOG_SPECIALS(x, y, inf, nan)                                         \
+    do {                                                                         \
+        y = (x) == 0 ? -(inf) : y;                                               \
+        y = (x) < 0 ? (nan) : y;                                                 \
+        y = (x) == (inf) ? (x) : y;                                              \
+        y = (x) != (x) ? (x) : y;                                                \
+    } while (0)
+
 /* log(x) for x > 0 (Cephes logf: x = m * 2^e, m in [sqrt(1/2), sqrt(2)),
  * log(m) by a degree-8 polynomial). log(0) = -inf, log(x < 0) = NaN,
  * log(inf) = inf, NaN gives NaN. Subnormal x are scaled up first. */
@@ -253,22 +263,22 @@ static inline FCNN_SCALAR_MATH float fcnn_logf(float x)
     y = y + ef * -2.12194440e-4f;
     y = y - 0.5f * z;
     y = m + y + ef * 0.693359375f;
-    y = x == 0.0f ? -__builtin_inff() : y;
-    y = x < 0.0f ? __builtin_nanf("") : y;
-    y = x == __builtin_inff() ? x : y;
-    return x != x ? x : y;
-}
-
-/* log1p(x) = log(u) * x / (u - 1) with u = 1 + x (exact where u == 1). */
-static inline FCNN_SCALAR_MATH float fcnn_log1pf(float x)
-{
-    float u = 1.0f + x;
-    float d = u - 1.0f;
-    float y = fcnn_logf(u) * (x / (d == 0.0f ? 1.0f : d));
-    y = d == 0.0f ? x : y;
-    y = x == __builtin_inff() ? x : y;
+    FCNN_LOG_SPECIALS(x, y, __builtin_inff(), __builtin_nanf(""));
     return y;
 }
+
+/* log1p(x) = log(u) * x / (u - 1) with u = 1 + x (exact where u == 1), for
+ * floats (fcnn_log1pf) and doubles (fcnn_log1p, below fcnn_log). */
+#define FCNN_DEFINE_LOG1P(name, T, log_fn, inf)                                 \
+    static inline FCNN_SCALAR_MATH T name(T x)                                   \
+    {                                                                            \
+        T u = (T)1 + x;                                                          \
+        T d = u - (T)1;                                                          \
+        T y = log_fn(u) * (x / (d == (T)0 ? (T)1 : d));                          \
+        y = d == (T)0 ? x : y;                                                   \
+        return x == (inf) ? x : y;                                               \
+    }
+FCNN_DEFINE_LOG1P(fcnn_log1pf, float, fcnn_logf, __builtin_inff())
 
 /* tanh(x): Cephes tanhf's odd polynomial below 0.625, 1 - 2 / (exp(2|x|) + 1)
  * above (with the sign put back). */
@@ -314,23 +324,11 @@ static inline FCNN_SCALAR_MATH double fcnn_log(double x)
     double kd = (double)k;
     double y = kd * 6.93147180369123816490e-01
                - ((hfsq - (sv * (hfsq + t2 + t1) + kd * 1.90821492927058770002e-10)) - f);
-    y = x == 0.0 ? -__builtin_inf() : y;
-    y = x < 0.0 ? __builtin_nan("") : y;
-    y = x == __builtin_inf() ? x : y;
-    return x != x ? x : y;
-}
-
-/* log1p(x) = log(u) * x / (u - 1) with u = 1 + x (exact where u == 1), as
- * fcnn_log1pf, for doubles. */
-static inline FCNN_SCALAR_MATH double fcnn_log1p(double x)
-{
-    double u = 1.0 + x;
-    double d = u - 1.0;
-    double y = fcnn_log(u) * (x / (d == 0.0 ? 1.0 : d));
-    y = d == 0.0 ? x : y;
-    y = x == __builtin_inf() ? x : y;
+    FCNN_LOG_SPECIALS(x, y, __builtin_inf(), __builtin_nan(""));
     return y;
 }
+
+FCNN_DEFINE_LOG1P(fcnn_log1p, double, fcnn_log, __builtin_inf())
 
 /* erf(x) = x * P(x^2) / Q(x^2), a (5, 5) rational fitted (weighted least
  * squares, in double) to erf(x) / x on [0, 4]; |x| is clamped to 4, beyond
