@@ -14,7 +14,9 @@ from conftest import assert_close, requires_torch, run_threads, torch
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("x_shape,out_features", [((4, 7), 5), ((7,), 3), ((2, 3, 9), 11),
                                                   ((64, 300), 100), ((1, 1), 1), ((0, 5), 4),
-                                                  ((3, 513), 1000)])
+                                                  ((3, 513), 1000),
+                                                  # several ragged output tiles
+                                                  ((1000, 300), 770), ((3, 257, 129), 33)])
 def test_linear_matches_reference(x_shape, out_features, dtype, rng):
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal((out_features, x_shape[-1])).astype(dtype)
