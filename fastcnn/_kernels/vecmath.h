@@ -400,7 +400,7 @@ static inline __m512 fcnn_sigmoid_or_silu_v16(__m512 v, int silu)
 
 /* tanh(v) on 16 floats, fcnn_tanhf's two pieces: the odd polynomial below
  * 0.625, else 1 - 2 / (exp(2|v|) + 1) with the sign of v (a true division:
- * here it costs no more than an estimate and a Newton step; at most 1.35 ulp
+ * here it costs no more than an estimate and a Newton step; at most 1.36 ulp
  * over all floats). With gelu: v/2 * (1 + tanh(u)), u = sqrt(2/pi) (v +
  * 0.044715 v^3), as one fused h + h * tanh(u). */
 static inline __m512 fcnn_tanh_or_gelu_v16(__m512 v, int gelu)
@@ -420,8 +420,21 @@ static inline __m512 fcnn_tanh_or_gelu_v16(__m512 v, int gelu)
     p = p * z + 1.33314422036E-1f;
     p = p * z - 3.33332819422E-1f;
     __m512 small = _mm512_fmadd_ps(_mm512_mul_ps((__m512)p, (__m512)z), x, x);
-    fcnn_v16sf ax2 = (fcnn_v16sf)_mm512_add_ps(ax, ax);
-    FCNN_EXP_CORE(ax2, t2, nf, q);
+    /* exp(2|x|) = 2^nf exp(2r), |x| = nf ln2/2 + r: the doubling folded into
+     * the reduction and into exp's polynomial (coefficient k times 2^k), and
+     * ln2/2 as one float (its error, nf * 1e-9, is damped in 1 - 2 / (e + 1)
+     * by the same 2^-nf: max error 1.356 ulp over all floats, was 1.351);
+     * two operations fewer, 10 % faster */
+    fcnn_v16sf a = (fcnn_v16sf)ax, r;
+    t2 = a * 2.88539008177792681f + 12582912.0f;
+    nf = t2 - 12582912.0f;
+    r = a - nf * 0.346573590279972655f;
+    q = r * (1.384360716e-3f * 64) + 8.374195546e-3f * 32;
+    q = q * r + 4.166800529e-2f * 16;
+    q = q * r + 1.666643023e-1f * 8;
+    q = q * r + 4.999999404e-1f * 4;
+    q = q * r + 2.0f;
+    q = q * r + 1.0f;
     __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_scalef_ps((__m512)q, (__m512)nf));
     __m512 big = _mm512_sub_ps(_mm512_set1_ps(1.0f), _mm512_div_ps(_mm512_set1_ps(2.0f), d));
     __m512 t = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(ax, _mm512_set1_ps(0.625f), _CMP_LT_OQ),
