@@ -19,7 +19,8 @@ cnp.import_array()
 
 cdef enum:
     MAX_TASKS = 8           # tasks per product: enough for 8 threads to share ...
-    TASK_FMAS = 1 << 25     # ... and one per 2^25 multiply-adds (0.2 ms of a core), at least 2
+    TASK_FMAS = 1 << 25     # ... and one per 2^25 multiply-adds (0.2 ms of a core), at least 2,
+    SMALL_FMAS = 1 << 23    # but MAX_TASKS below this
     T_MAX_ROWS = 256        # the transposed form: at most this many rows ...
     T_COL_BLOCK = 256       # ... and this many output features per task
 
@@ -70,11 +71,15 @@ cdef void _tiles(index_t m, index_t n, index_t k, index_t* row_block,
                  index_t* col_block) noexcept nogil:
     """The output tile of each task, from the shape alone (results never
     depend on the thread count): a task per 2^25 multiply-adds, 2 to
-    MAX_TASKS of them, the tiles as square as the shape allows (a
+    MAX_TASKS of them (MAX_TASKS for small products), the tiles as square as the shape allows (a
     single-threaded GEMM runs faster the larger and squarer it is: 256 x 128
     x 768 at 87 GFLOP/s, 1024 x 1024 x 768 at 134); columns in multiples of 16."""
     cdef double fmas = <double>m * n * k                # in double: no overflow
     cdef index_t want = <index_t>min(<double>MAX_TASKS, max(2.0, ceil(fmas / TASK_FMAS)))
+    if fmas < SMALL_FMAS:
+        # small products: small tiles, which OpenBLAS multiplies without
+        # packing (64 x 400 -> 120: 8 tasks 36 us, 2 tasks 45 us)
+        want = MAX_TASKS
     cdef index_t rb, cb, rows, cols, tasks, score, best = -1, best_tasks = 0
     for rb in range(1, want + 1):
         cb = _ceil_div(want, rb)
