@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 
@@ -427,7 +429,7 @@ def _max_ulps(y, ref):
 
 def test_float64_tanh_expm1_log_log1p_near_libm(rng):
     """The float64 tanh, expm1 (ELU family), log and log1p (softplus, mish)
-    are fastcnn's branch-free ones (loops of them vectorise): within a few
+    and erf (GELU) are fastcnn's branch-free ones (loops of them vectorise): within a few
     ulp of numpy's over the whole range, subnormals included, and the
     special values exact (tanh(-0) = -0, -1 and 1 at the ends, log(0) = -inf,
     NaN through)."""
@@ -445,7 +447,14 @@ def test_float64_tanh_expm1_log_log1p_near_libm(rng):
         sp = F.softplus(x)
         ref = np.where(x > 20, x, np.log1p(np.exp(x)))
         assert _max_ulps(sp, ref) <= 3
+        near = x[np.abs(x) < 8]         # every erf piece and its edges
+        near = np.concatenate([near, [0.84375, 1.25, 2.857142857142857, 6.0, -6.5, 1e-310]])
+        erf = A.apply("erf", A.ERF, near, False, None)
+        assert _max_ulps(erf, np.array([math.erf(v) for v in near])) <= 1
     special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-320, 710.0, -745.0])
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(A.apply("erf", A.ERF, special, False, None),
+                                      [math.erf(v) for v in special])
     t = F.tanh(special)
     np.testing.assert_array_equal(t, np.tanh(special))
     np.testing.assert_array_equal(np.signbit(t[:2]), [False, True])

@@ -1,6 +1,7 @@
 # Element-wise activations: one loop per op so each vectorises, written once
-# over the fused float type. float32 uses vecmath.h's branch-free functions,
-# float64 the C library. Each follows PyTorch's CPU formula, and NaN passes
+# over the fused float type. Both float32 and float64 use vecmath.h's
+# branch-free functions (libm's are a call per element; sqrt is an
+# instruction). Each follows PyTorch's CPU formula, and NaN passes
 # through as IEEE says (comparisons with NaN are false). Used by the
 # activation ops and, for the ops an epilogue can fuse, by conv and norm kernels.
 from fastcnn._kernels._typedefs cimport floating, index_t
@@ -29,7 +30,6 @@ cdef enum:
     ACT_COUNT = 20
 
 cdef extern from "<math.h>" nogil:
-    double erf(double)
     double sqrt(double)
     float sqrtf(float)
 
@@ -39,6 +39,7 @@ cdef extern from "vecmath.h" nogil:
     double fcnn_tanh(double)
     double fcnn_log(double)
     double fcnn_log1p(double)
+    double fcnn_erf(double)
     float fcnn_expf(float)
     float fcnn_expm1f(float)
     float fcnn_logf(float)
@@ -92,13 +93,6 @@ cdef inline floating _tanh(floating v) noexcept nogil:
         return fcnn_tanhf(v)
     else:
         return fcnn_tanh(v)
-
-
-cdef inline floating _erf(floating v) noexcept nogil:
-    if floating is float:
-        return fcnn_erff(v)
-    else:
-        return erf(v)
 
 
 cdef inline floating _sqrt(floating v) noexcept nogil:
@@ -184,7 +178,9 @@ cdef inline void activate(const floating* x, floating* y, index_t n, int act,
         else:
             for i in range(n):
                 v = x[i]
-                y[i] = half * v * (one + _erf(v * sqrt_half))
+                # fcnn_erf called directly: through a wrapper GCC would not
+                # inline it into this loop (too large), and the loop stayed scalar
+                y[i] = half * v * (one + fcnn_erf(v * sqrt_half))
     elif act == ACT_GELU_TANH:
         if floating is float:
             fcnn_tanh_f32(x, y, n, 1)
@@ -208,7 +204,7 @@ cdef inline void activate(const floating* x, floating* y, index_t n, int act,
             fcnn_erf_f32(x, y, n, 0)
         else:
             for i in range(n):
-                y[i] = _erf(x[i])
+                y[i] = fcnn_erf(x[i])
     elif act == ACT_EXP:
         for i in range(n):
             y[i] = _exp(x[i])

@@ -330,6 +330,64 @@ static inline FCNN_SCALAR_MATH double fcnn_log(double x)
 
 FCNN_DEFINE_LOG1P(fcnn_log1p, double, fcnn_log, __builtin_inf())
 
+/* erf for doubles, branch-free (vectorises; libm's is a call per element):
+ * fdlibm's pieces with its coefficients, every lane computing all of them and
+ * keeping its own, the pieces' quotients sharing one division:
+ *   |x| < 0.84375       x + x P(x^2) / Q(x^2)
+ *   |x| < 1.25          erx + P(|x| - 1) / Q(|x| - 1)
+ *   |x| < 6             1 - exp(-z^2 - 0.5625) exp((z - |x|)(z + |x|) + R(s) / S(s)) / |x|,
+ *                       s = 1 / x^2, R/S from the set for below or above 1/0.35, z
+ *                       |x| with its low 32 bits cleared (z^2 exact)
+ *   beyond, 1 (the third piece, |x| clamped at 6, gives it); the sign of x put
+ *   back, NaN passes through. */
+static inline FCNN_SCALAR_MATH double fcnn_erf(double x)
+{
+    double a = __builtin_fabs(x);
+    double ac = 6.0 < a ? 6.0 : a;                    /* NaN kept */
+    double inv = 1.0 / ac, s = inv * inv, z = a * a, t = a - 1.0;
+    double n1 = 1.28379167095512558561e-01 + z * (-3.25042107247001499370e-01 + z * (
+                -2.84817495755985104766e-02 + z * (-5.77027029648944159157e-03
+                + z * -2.37630166566501626084e-05)));
+    double d1 = 1.0 + z * (3.97917223959155352819e-01 + z * (6.50222499887672944485e-02 + z * (
+                5.08130628187576562776e-03 + z * (1.32494738004321644526e-04
+                + z * -3.96022827877536812320e-06))));
+    double n2 = -2.36211856075265944077e-03 + t * (4.14856118683748331666e-01 + t * (
+                -3.72207876035701323847e-01 + t * (3.18346619901161753674e-01 + t * (
+                -1.10894694282396677476e-01 + t * (3.54783043256182359371e-02
+                + t * -2.16637559486879084300e-03)))));
+    double d2 = 1.0 + t * (1.06420880400844228286e-01 + t * (5.40397917702171048937e-01 + t * (
+                7.18286544141962662868e-02 + t * (1.26171219808761642112e-01 + t * (
+                1.36370839120290507362e-02 + t * 1.19844998467991074170e-02)))));
+    double ra = -9.86494403484714822705e-03 + s * (-6.93858572707181764372e-01 + s * (
+                -1.05586262253232909814e+01 + s * (-6.23753324503260060396e+01 + s * (
+                -1.62396669462573470355e+02 + s * (-1.84605092906711035994e+02 + s * (
+                -8.12874355063065934246e+01 + s * -9.81432934416914548592e+00))))));
+    double sa = 1.0 + s * (1.96512716674392571292e+01 + s * (1.37657754143519042600e+02 + s * (
+                4.34565877475229228821e+02 + s * (6.45387271733267880336e+02 + s * (
+                4.29008140027567833386e+02 + s * (1.08635005541779435134e+02 + s * (
+                6.57024977031928170135e+00 + s * -6.04244152148580987438e-02)))))));
+    double rb = -9.86494292470009928597e-03 + s * (-7.99283237680523006574e-01 + s * (
+                -1.77579549177547519889e+01 + s * (-1.60636384855821916062e+02 + s * (
+                -6.37566443368389627722e+02 + s * (-1.02509513161107724954e+03
+                + s * -4.83519191608651397019e+02)))));
+    double sb = 1.0 + s * (3.03380607434824582924e+01 + s * (3.25792512996573918826e+02 + s * (
+                1.53672958608443695994e+03 + s * (3.19985821950859553908e+03 + s * (
+                2.55305040643316442583e+03 + s * (4.74528541206955367215e+02
+                + s * -2.24409524465858183362e+01))))));
+    int first = a < 0.84375, second = a < 1.25, far = ac >= 2.857142857142857;   /* 1 / 0.35 */
+    double num = first ? n1 : (second ? n2 : (far ? rb : ra));
+    double den = first ? d1 : (second ? d2 : (far ? sb : sa));
+    double q = num / den;
+    int64_t bits;
+    memcpy(&bits, &ac, sizeof bits);
+    bits &= (int64_t)0xffffffff00000000ULL;
+    double zt;
+    memcpy(&zt, &bits, sizeof zt);
+    double tail = 1.0 - fcnn_exp(-zt * zt - 0.5625) * fcnn_exp((zt - ac) * (zt + ac) + q) * inv;
+    double y = first ? a + a * q : (second ? 8.45062911510467529297e-01 + q : tail);
+    return __builtin_copysign(y, x);
+}
+
 /* erf(x) = x * P(x^2) / Q(x^2), a (5, 5) rational fitted (weighted least
  * squares, in double) to erf(x) / x on [0, 4]; |x| is clamped to 4, beyond
  * which erf rounds to +-1 in float32. Max relative error 3.8e-7 (about 3 ulp);
