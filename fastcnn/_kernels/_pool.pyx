@@ -445,7 +445,6 @@ cdef void _max_rows_2d(const PoolGeom* g, const floating* x, floating* y, floati
     cdef index_t pw = g.pad_w, kwn = g.kernel_w
     cdef index_t oh, kh, ih, iw, ow, kw, lo, hi, first
     cdef const floating* src
-    cdef floating v, m
     cdef floating* yrow
     # interior outputs: every tap inside [0, in_w)
     lo = min(out_w, _ceil_div(pw, s))
@@ -516,9 +515,9 @@ cdef void _avg_rows_2d(const PoolGeom* g, const floating* x, floating* y, floati
     into `row`, then window sums along it, divided per PyTorch's rules."""
     cdef index_t in_w = g.in_w, out_w = g.out_w, s = g.stride_w, pw = g.pad_w
     cdef index_t kwn = g.kernel_w
-    cdef index_t oh, ih, iw, ow, kw, hs, he, hcount, ws, we, wcount, lo, hi, count
+    cdef index_t oh, ih, iw, ow, kw, hs, he, hcount, lo, hi
     cdef const floating* src
-    cdef floating acc, inv
+    cdef floating inv
     cdef floating* yrow
     lo = min(out_w, _ceil_div(pw, s))
     hi = max(lo, min(out_w, (in_w - kwn + pw) // s + 1)) if in_w - kwn + pw >= 0 else lo
