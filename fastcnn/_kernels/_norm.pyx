@@ -25,7 +25,7 @@ chunk sums and their order are the same, so are the results.
 """
 import numpy as np
 cimport numpy as cnp
-from fastcnn._kernels._omp cimport fp_enter
+from fastcnn._kernels._omp cimport fp_enter, thread_doubles, thread_run
 from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport sqrt
 
@@ -333,7 +333,7 @@ cdef void _lrn(const floating* x, floating* y, index_t batch, index_t channels, 
     Blocks of LRN_BLOCK positions: the window's squares summed channel by
     channel (in double, window order), then base^-beta as exp(-beta log base)
     with fastcnn's vectorisable exp and log (libm's pow is a call per value).
-    ws: (LRN_BLOCK + 8) doubles per thread, and 8 more."""
+    ws: thread_doubles(LRN_BLOCK, num_threads) doubles."""
     cdef index_t blocks = _ceil_div(spatial, LRN_BLOCK) if spatial > 0 else 0
     cdef index_t task, n, s0, cnt, c, cc, i, lo, hi
     cdef const floating* xn
@@ -343,8 +343,7 @@ cdef void _lrn(const floating* x, floating* y, index_t batch, index_t channels, 
     cdef double* acc
     with parallel(num_threads=num_threads):
         fp_enter()
-        # the thread's window sums, on cache lines of its own
-        acc = ws + (8 - <size_t>ws // 8 % 8) % 8 + threadid() * (LRN_BLOCK + 8)
+        acc = thread_run(ws, LRN_BLOCK, threadid())     # the thread's window sums
         for task in prange(batch * blocks, schedule='static'):
             n = task // blocks
             s0 = (task % blocks) * LRN_BLOCK
@@ -370,7 +369,7 @@ def local_response_norm(cnp.ndarray x, cnp.ndarray y, index_t batch, index_t cha
                         int num_threads):
     cdef void* xp = cnp.PyArray_DATA(x)
     cdef void* yp = cnp.PyArray_DATA(y)
-    cdef cnp.ndarray ws = np.empty((LRN_BLOCK + 8) * max(num_threads, 1) + 8, np.float64)
+    cdef cnp.ndarray ws = np.empty(thread_doubles(LRN_BLOCK, num_threads), np.float64)
     cdef double* wp = <double*>cnp.PyArray_DATA(ws)
     if x.dtype.num == cnp.NPY_FLOAT32:
         with nogil:

@@ -18,7 +18,7 @@ in window order).
 import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport parallel, prange, threadid
-from fastcnn._kernels._omp cimport fp_enter
+from fastcnn._kernels._omp cimport fp_enter, thread_doubles, thread_run
 from libc.math cimport pow, sqrt, INFINITY
 from libc.stdint cimport int64_t
 
@@ -745,15 +745,8 @@ cdef void pool_forward_f64(const PoolGeom* g, const double* x, double* y, int64_
     _pool_forward(g, x, y, idx, workspace, ws_per_thread, num_threads)
 
 
-cdef inline index_t _colsum_stride(index_t in_w) noexcept nogil:
-    """Doubles between threads' column sums: whole cache lines and one more,
-    so no line is written by two threads (it would bounce between cores on
-    every input row)."""
-    return _ceil_div(in_w, 8) * 8 + 8
-
-
 cdef index_t adaptive_workspace(index_t in_w, int num_threads) noexcept nogil:
-    return _colsum_stride(in_w) * max(num_threads, 1) + 8      # + 8: to align to a line
+    return thread_doubles(in_w, num_threads)
 
 
 cdef void _adaptive_forward(index_t planes, index_t in_d, index_t in_h, index_t in_w,
@@ -774,8 +767,7 @@ cdef void _adaptive_forward(index_t planes, index_t in_d, index_t in_h, index_t 
         fp_enter()
         colsum = NULL
         if workspace != NULL:
-            colsum = (workspace + (8 - <size_t>workspace // 8 % 8) % 8
-                      + threadid() * _colsum_stride(in_w))
+            colsum = thread_run(workspace, in_w, threadid())
         for p in prange(planes, schedule='static'):
             _adaptive_plane(x + p * in_plane, y + p * out_plane,
                             idx + p * out_plane if idx != NULL else NULL, is_max,
