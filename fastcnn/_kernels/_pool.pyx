@@ -90,7 +90,7 @@ cdef inline void _sweep_tap(int mode, double p, const floating* xs, floating* yr
         for ow in range(o0, o1):
             v = xs[ow * stride]
             b = yr[ow]
-            gt = (v > b) | (v != v)
+            gt = _is_greater(v, b)
             yr[ow] = v if gt else b
             ir[ow] = first + ow * stride if gt else ir[ow]
     elif mode == POOL_MAX:
@@ -481,9 +481,7 @@ cdef void _max_rows_2d(const PoolGeom* g, const floating* x, floating* y, floati
             for ow in range(lo, hi):
                 yrow[ow] = row[ow * s - pw]
             for kw in range(1, kwn):
-                src = row + kw * dw - pw
-                for ow in range(lo, hi):
-                    yrow[ow] = max_nan(yrow[ow], src[ow * s])
+                _sweep_tap(POOL_MAX, 0, row + kw * dw - pw, yrow, NULL, NULL, lo, hi, s, 0)
         for ow in range(lo):
             yrow[ow] = _max_edge(row, ow * s - pw, kwn, dw, in_w)
         for ow in range(hi, out_w):
