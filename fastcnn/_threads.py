@@ -12,6 +12,7 @@ import threading
 
 from fastcnn._kernels import _omp
 
+
 class _ThreadSetting(threading.local):
     threads = None          # a class default: no AttributeError to raise and catch per call
 

@@ -7,7 +7,6 @@ cimport numpy as cnp
 import numpy as np
 from cython.parallel cimport parallel, prange, threadid
 from fastcnn._kernels._omp cimport fp_enter
-
 from libc.math cimport ceil
 
 from fastcnn._kernels._typedefs cimport floating, index_t
@@ -70,16 +69,15 @@ cdef void _linear_transposed(const floating* x, const floating* w, const floatin
 cdef void _tiles(index_t m, index_t n, index_t k, index_t* row_block,
                  index_t* col_block) noexcept nogil:
     """The output tile of each task, from the shape alone (results never
-    depend on the thread count): a task per 2^25 multiply-adds, 2 to
-    MAX_TASKS of them (MAX_TASKS for small products), the tiles as square as the shape allows (a
+    depend on the thread count): a task per TASK_FMAS multiply-adds, 2 to
+    MAX_TASKS of them, the tiles as square as the shape allows (a
     single-threaded GEMM runs faster the larger and squarer it is: 256 x 128
-    x 768 at 87 GFLOP/s, 1024 x 1024 x 768 at 134); columns in multiples of 16."""
+    x 768 at 87 GFLOP/s, 1024 x 1024 x 768 at 134); columns in multiples of 16.
+    Small products take MAX_TASKS small tiles, which OpenBLAS multiplies
+    without packing (64 x 400 -> 120: 8 tasks 36 us, 2 tasks 45 us)."""
     cdef double fmas = <double>m * n * k                # in double: no overflow
-    cdef index_t want = <index_t>min(<double>MAX_TASKS, max(2.0, ceil(fmas / TASK_FMAS)))
-    if fmas < SMALL_FMAS:
-        # small products: small tiles, which OpenBLAS multiplies without
-        # packing (64 x 400 -> 120: 8 tasks 36 us, 2 tasks 45 us)
-        want = MAX_TASKS
+    cdef index_t want = MAX_TASKS if fmas < SMALL_FMAS else <index_t>min(
+        <double>MAX_TASKS, max(2.0, ceil(fmas / TASK_FMAS)))
     cdef index_t rb, cb, rows, cols, tasks, score, best = -1, best_tasks = 0
     for rb in range(1, want + 1):
         cb = _ceil_div(want, rb)

@@ -13,8 +13,8 @@
  * one after another: a third slower); rows stepped together share the loads
  * and stores of mn, mc, s and r and give independent exponents (two rows 5-8 %
  * faster than one, four another 4 %; eight spill registers). Sums still add
- * row by row, so the results are those of one row a step. The max may skip a NaN x: the NaN still reaches every
- * output of its column through exp(x - m).
+ * row by row, so the results are those of one row a step. The max may skip a
+ * NaN x: the NaN still reaches every output of its column through exp(x - m).
  *
  * With stream, yp's whole 64-byte lines are written with non-temporal
  * stores: a large output goes to memory without first being read into the
