@@ -76,9 +76,7 @@ fcnn_max_idx_store(const fcnn_max_idx_acc *a, float *yr, int64_t *ir, long ow, l
         _mm512_mask_storeu_epi64(ir + ow + 8, (__mmask8)(t >> 8), a->i_hi);
     }
 }
-#endif
 
-#if defined(__AVX512F__)
 /* The interior loop, written once; the entry below compiles copies with the
  * common stride, window width and indices flag as constants, so the taps
  * unroll and nothing is re-tested per tap. */
