@@ -640,7 +640,7 @@ cdef void _adaptive_plane(const floating* x, floating* y, int64_t* idx, bint is_
             he = _end(oh, out_h, in_h)
             if is_max and by_columns:
                 for iw in range(in_w):
-                    colmax[iw] = x[(ds * in_h + hs) * in_w + iw]
+                    colmax[iw] = -INFINITY
                 for id_ in range(ds, de):
                     for ih in range(hs, he):
                         row = x + (id_ * in_h + ih) * in_w
