@@ -1,30 +1,33 @@
-"""Build the Cython kernels with OpenMP and -O3.
+"""Build the Cython kernels with OpenMP and -O3, once per instruction-set target.
 
-FASTCNN_MARCH chooses the instruction set the kernels are compiled for: the
-default 'native' tunes them to the building machine (right for `pip install .`);
-set e.g. FASTCNN_MARCH=x86-64-v3 to build a wheel for other machines. GEMM is
-not affected: it runs in SciPy's OpenBLAS, which picks its kernels at run time.
+Each kernel module is translated by Cython once and its C compiled for every
+target of this architecture (fastcnn/_kernels/_isa.py names them: on x86-64 a
+portable baseline, AVX2 + FMA and AVX-512), into fastcnn/_kernels/<target>/.
+At import fastcnn reads the CPU's features and loads the best target the CPU
+runs (FASTCNN_MAX_ISA caps it), so one build runs on every x86-64 CPU.
+
+FASTCNN_MARCH=native builds a single target tuned to the building machine
+instead (a machine-local build; it may not run on other CPUs). GEMM is not
+compiled here: it runs in SciPy's OpenBLAS, which picks its kernels at run time.
 """
 import os
+import platform
 import sys
 
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-march = os.environ.get("FASTCNN_MARCH", "native")
-compile_args = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
-                # let loops with several output streams vectorise behind runtime alias checks
-                "--param", "vect-max-version-for-alias-checks=64",
-                # keep short copy loops inline instead of turning them into memcpy calls
-                "-fno-tree-loop-distribute-patterns",
-                # use the full AVX-512 width where the CPU has it (GCC defaults to 256)
-                "-mprefer-vector-width=512"]
-if march:
-    compile_args.append(f"-march={march}")
-link_args = ["-fopenmp"]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fastcnn", "_kernels"))
+import _isa  # noqa: E402  (the one table of targets and their compiler flags)
 
-directives = {
+COMMON_ARGS = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
+               # let loops with several output streams vectorise behind runtime alias checks
+               "--param", "vect-max-version-for-alias-checks=64",
+               # keep short copy loops inline instead of turning them into memcpy calls
+               "-fno-tree-loop-distribute-patterns"]
+LINK_ARGS = ["-fopenmp"]
+DIRECTIVES = {
     "language_level": 3,
     "boundscheck": False,
     "wraparound": False,
@@ -32,42 +35,73 @@ directives = {
     "initializedcheck": False,
     "embedsignature": True,
 }
+INCLUDE_DIRS = [numpy.get_include(), "fastcnn/_kernels", "fastcnn/include"]
+MACROS = [("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
 
-KERNELS = ["_blas", "_omp", "_conv", "_pool", "_act", "_linear", "_norm"]
+# Process-wide state and run-time queries: built once, for the baseline, and
+# shared by every target (thread settings live in _omp, whichever target runs).
+SHARED = {"fastcnn._kernels._omp": "fastcnn/_kernels/_omp.pyx",
+          "fastcnn._kernels._blas": "fastcnn/_kernels/_blas.pyx",
+          "fastcnn._kernels._cpu": "fastcnn/_kernels/_cpu.pyx"}
+# The kernels and the C-API table over them: built once per target.
+PER_TARGET = {f"fastcnn._kernels.{name}": f"fastcnn/_kernels/{name}.pyx"
+              for name in _isa.KERNEL_MODULES if name != "_capi"}
+PER_TARGET["fastcnn._capi"] = "fastcnn/_capi.pyx"
 
 
-def extension(name):
-    return Extension(
-        f"fastcnn._kernels.{name}",
-        [f"fastcnn/_kernels/{name}.pyx"],
-        include_dirs=[numpy.get_include(), "fastcnn/_kernels"],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
-        extra_compile_args=compile_args,
-        extra_link_args=link_args,
-    )
+def targets():
+    """(name, compiler flags) of each target this build compiles."""
+    march = os.environ.get("FASTCNN_MARCH", "")
+    if march:
+        return [("native", [f"-march={march}"])]
+    return _isa.build_targets(platform.machine())
 
+
+def extension(name, source, flags):
+    return Extension(name, [source], include_dirs=INCLUDE_DIRS, define_macros=MACROS,
+                     extra_compile_args=COMMON_ARGS + flags, extra_link_args=LINK_ARGS)
+
+
+def target_wrapper(target, module, c_source):
+    """A C file in fastcnn/_kernels/<target>/ that includes the module's
+    Cython output, so each target gets objects of its own."""
+    leaf = module.rsplit(".", 1)[1]
+    path = os.path.join("fastcnn", "_kernels", target, leaf + ".c")
+    text = f'/* fastcnn build: {module} compiled for the {target} target. */\n' \
+           f'#include "{os.path.relpath(c_source, os.path.dirname(path))}"\n'
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    init = os.path.join(os.path.dirname(path), "__init__.py")
+    if not os.path.exists(init):
+        with open(init, "w") as fh:
+            fh.write(f'"""fastcnn\'s kernels compiled for the {target} target (written by setup.py)."""\n')
+    if not os.path.exists(path) or open(path).read() != text:
+        with open(path, "w") as fh:
+            fh.write(text)
+    return path
+
+
+build_targets = targets()
+shared_flags = build_targets[0][1]    # the most portable target this build has
+translated = cythonize([extension(n, s, []) for n, s in {**SHARED, **PER_TARGET}.items()],
+                       compiler_directives=DIRECTIVES, nthreads=os.cpu_count() or 1)
+by_name = {ext.name: ext.sources[0] for ext in translated}
+
+extensions = [extension(name, by_name[name], shared_flags) for name in SHARED]
+for target, flags in build_targets:
+    for module in PER_TARGET:
+        leaf = module.rsplit(".", 1)[1]
+        wrapper = target_wrapper(target, module, by_name[module])
+        extensions.append(extension(f"fastcnn._kernels.{target}.{leaf}", wrapper, flags))
 
 # Recorded so show_config() can report how the kernels were built.
 with open(os.path.join("fastcnn", "_build_info.py"), "w") as fh:
     fh.write('"""Written by setup.py at build time."""\n')
-    fh.write(f"COMPILE_ARGS = {compile_args!r}\n")
-    fh.write(f"CYTHON_DIRECTIVES = {directives!r}\n")
+    fh.write(f"COMPILE_ARGS = {COMMON_ARGS!r}\n")
+    fh.write(f"TARGETS = {dict(build_targets)!r}\n")
+    fh.write(f"CYTHON_DIRECTIVES = {DIRECTIVES!r}\n")
     fh.write(f"PYTHON = {sys.version.split()[0]!r}\n")
 
-# The C-API (include/fastcnn.h) is published by fastcnn._capi.
-capi = Extension(
-    "fastcnn._capi",
-    ["fastcnn/_capi.pyx"],
-    include_dirs=[numpy.get_include(), "fastcnn/_kernels", "fastcnn/include"],
-    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
-    extra_compile_args=compile_args,
-    extra_link_args=link_args,
-)
-
-setup(
-    ext_modules=cythonize(
-        [extension(name) for name in KERNELS] + [capi],
-        compiler_directives=directives,
-        nthreads=os.cpu_count() or 1,
-    ),
-)
+setup(ext_modules=extensions,
+      options={"build_ext": {"parallel": os.cpu_count() or 1}},
+      packages=["fastcnn", "fastcnn._kernels", "fastcnn._functional", "fastcnn._bench",
+                "fastcnn.nn", "fastcnn.onnx"] + [f"fastcnn._kernels.{t}" for t, _ in build_targets])

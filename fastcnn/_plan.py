@@ -20,10 +20,8 @@ import numpy as np
 
 from fastcnn import _threads
 from fastcnn._graph import Node, Value
-from fastcnn._kernels import _conv as _conv_kernels
-from fastcnn._kernels import _linear as _linear_kernels
+from fastcnn import _kernels
 from fastcnn._functional.conv import conv_padding, conv_run, ieee_safe
-from fastcnn._kernels._act import all_finite as _all_finite
 from fastcnn._validation import FUSABLE_ACTIVATIONS, conv_output_size
 
 __all__ = ["Plan"]
@@ -390,17 +388,20 @@ class _Executor:
                 + out_sp + one + tuple(kernel) + one + stride + zero + tuple(before) + one + dilation)
         # Weights are packed once here, so Winograd pays off sooner than in eager calls.
         # Winograd inputs holding NaN or Inf run with im2col (see ieee_safe), checked per call.
-        algorithm = _conv_kernels.select(geom, True)
+        # The step keeps the kernels it packed for (their layout follows the ISA target's
+        # vector width), whatever fastcnn.set_max_isa binds later.
+        conv, all_finite = _kernels._conv, _kernels._act.all_finite
+        algorithm = conv.select(geom, True)
         if algorithm == "direct":
             algorithm = ieee_safe(algorithm, None, np.ascontiguousarray(w), self.num_threads)
-        ws_shared, ws_thread, _, packed_size = _conv_kernels.plan(geom, algorithm, w.itemsize)
+        ws_shared, ws_thread, _, packed_size = conv.plan(geom, algorithm, w.itemsize)
         weights = raw_w = np.ascontiguousarray(w)
         if packed_size:
-            key = (b["weight"].id, geom, algorithm)
+            key = (b["weight"].id, geom, algorithm, _kernels.isa)
             weights = self._packed.get(key)
             if weights is None:
                 weights = np.empty(packed_size, w.dtype)
-                _conv_kernels.pack(geom, algorithm, raw_w, weights, self.num_threads)
+                conv.pack(geom, algorithm, raw_w, weights, self.num_threads)
                 self._packed[key] = weights
             self.weight_nbytes += weights.nbytes
         workspace = [np.empty(ws_shared + ws_thread * self.num_threads, w.dtype)
@@ -421,10 +422,10 @@ class _Executor:
             if ws is not None and ws.size < ws_shared + ws_thread * n:
                 ws = workspace[0] = np.empty(ws_shared + ws_thread * n, w.dtype)
             res = None if res_desc is None else np.ascontiguousarray(get(res_desc, inputs)).reshape(y.shape)
-            if algorithm == "winograd" and not _all_finite(x, n):
+            if algorithm == "winograd" and not all_finite(x, n):
                 conv_run(geom, x, raw_w, bias, y, act, n, "im2col", res)
                 return
-            _conv_kernels.forward(geom, algorithm, x, weights, bias, y, ws, act, n, res)
+            conv.forward(geom, algorithm, x, weights, bias, y, ws, act, n, res)
         return step
 
     def _linear_step(self, node):
@@ -450,7 +451,7 @@ class _Executor:
         def step(inputs):
             x = x_fixed if x_fixed is not None else \
                 np.ascontiguousarray(get(x_desc, inputs)).reshape(rows, w.shape[1])
-            _linear_kernels.linear(x, w, bias, y, act, _threads.get_num_threads())
+            _kernels._linear.linear(x, w, bias, y, act, _threads.get_num_threads())
         return step
 
     # ------------------------------------------------------------ running

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 
 from fastcnn import _threads
-from fastcnn._kernels import _act
+from fastcnn import _kernels
 from fastcnn._graph import traceable
 from fastcnn._validation import as_array, check_float, check_out, contiguous, shape_str
 
@@ -29,7 +29,7 @@ _SELU_SCALE = 1.0507009873554804934193349852946
 
 def _same_memory(a, b):
     """a and b are the same array through different objects (in-place)."""
-    return isinstance(a, np.ndarray) and _act.same_buffer(a, b)
+    return isinstance(a, np.ndarray) and _kernels._act.same_buffer(a, b)
 
 
 def apply(op, code, input, inplace=False, out=None, alpha=0.0, beta=0.0, gamma=0.0):
@@ -43,17 +43,17 @@ def apply(op, code, input, inplace=False, out=None, alpha=0.0, beta=0.0, gamma=0
         if not x.flags.writeable:
             raise ValueError(f"{op}: inplace on a read-only array")
         if x.flags.c_contiguous and x.flags.aligned and x.dtype.isnative:
-            _act.elementwise(code, x, x, alpha, beta, gamma, nthreads)
+            _kernels._act.elementwise(code, x, x, alpha, beta, gamma, nthreads)
         else:
             buf = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))
-            _act.elementwise(code, buf, buf, alpha, beta, gamma, nthreads)
+            _kernels._act.elementwise(code, buf, buf, alpha, beta, gamma, nthreads)
             x[...] = buf
         return x
     if out is not None:
         y = check_out(out, x.shape, x.dtype, op, (x,))
     else:
         y = np.empty(x.shape, x.dtype)
-    _act.elementwise(code, contiguous(x), y, alpha, beta, gamma, nthreads)
+    _kernels._act.elementwise(code, contiguous(x), y, alpha, beta, gamma, nthreads)
     return y
 
 
@@ -203,7 +203,7 @@ def prelu(input, weight, *, out=None):
         planes, inner = 1, x.size
     xc = contiguous(x)
     target = y if y.flags.c_contiguous else np.empty(x.shape, x.dtype)
-    _act.prelu(xc, w, target, planes, channels if w.size > 1 else 1, inner,
+    _kernels._act.prelu(xc, w, target, planes, channels if w.size > 1 else 1, inner,
                _threads.get_num_threads())
     if target is not y:
         y[...] = target
@@ -241,7 +241,7 @@ def _softmax(op, input, dim, dtype, log, out):
         y = check_out(out, shape, x.dtype, op, (x,))
     else:
         y = np.empty(shape, x.dtype)
-    _act.softmax(contiguous(x), y, outer, n, inner, log, _threads.get_num_threads())
+    _kernels._act.softmax(contiguous(x), y, outer, n, inner, log, _threads.get_num_threads())
     return y
 
 

@@ -6,8 +6,7 @@ import threading
 import numpy as np
 
 from fastcnn import _threads
-from fastcnn._kernels import _conv as _conv_kernels
-from fastcnn._kernels._act import all_finite as _all_finite
+from fastcnn import _kernels
 from fastcnn._graph import traceable
 from fastcnn._validation import (activation_code, as_array, check_float, check_out,
                                  contiguous, conv_output_size, ntuple, shape_str)
@@ -165,9 +164,9 @@ def ieee_safe(algorithm, x, w, nthreads):
     a NaN or Inf would spread over its whole tile; the direct kernel skips the
     taps that fall on padding, so a NaN or Inf weight would not meet the
     padding's zeros (0 * Inf = NaN). im2col computes the definition's products."""
-    if algorithm == "winograd" and not _all_finite(x, nthreads):
+    if algorithm == "winograd" and not _kernels._act.all_finite(x, nthreads):
         return "im2col"
-    if algorithm == "direct" and not _all_finite(w, nthreads):
+    if algorithm == "direct" and not _kernels._act.all_finite(w, nthreads):
         return "im2col"
     return algorithm
 
@@ -196,15 +195,15 @@ def conv_run(geom, x, w, bias, y, act, nthreads, algorithm=None, residual=None):
     """Dispatch one validated convolution: pick the algorithm (unless forced),
     pack weights if it needs them, allocate its workspace, run."""
     if algorithm is None:
-        algorithm = ieee_safe(_conv_kernels.select(geom, False), x, w, nthreads)
-    ws_shared, ws_per_thread, _, packed_size = _conv_kernels.plan(geom, algorithm, x.itemsize)
+        algorithm = ieee_safe(_kernels._conv.select(geom, False), x, w, nthreads)
+    ws_shared, ws_per_thread, _, packed_size = _kernels._conv.plan(geom, algorithm, x.itemsize)
     weights = w
     if packed_size:
         weights = _scratch.get(0, packed_size, x.dtype)
-        _conv_kernels.pack(geom, algorithm, w, weights, nthreads)
+        _kernels._conv.pack(geom, algorithm, w, weights, nthreads)
     ws_size = ws_shared + ws_per_thread * nthreads
     workspace = _scratch.get(1, ws_size, x.dtype) if ws_size else None
-    _conv_kernels.forward(geom, algorithm, x, weights, bias, y, workspace, act, nthreads,
+    _kernels._conv.forward(geom, algorithm, x, weights, bias, y, workspace, act, nthreads,
                           residual)
 
 

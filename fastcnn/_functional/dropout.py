@@ -4,7 +4,7 @@ import numpy as np
 
 from fastcnn import _threads
 from fastcnn._graph import traceable
-from fastcnn._kernels import _act
+from fastcnn import _kernels
 from fastcnn._validation import as_array, check_float
 
 __all__ = ["dropout", "dropout1d", "dropout2d", "dropout3d"]
@@ -40,7 +40,7 @@ def _dropout(op, input, p, training, inplace, generator, mask_shape):
     if scaled.shape != x.shape and x.flags.c_contiguous and x.dtype.isnative and x.size:
         # whole channels: one multiplier per plane, in the threaded kernel
         y = x if inplace else np.empty_like(x)
-        _act.scale_planes(x, np.ascontiguousarray(scaled.reshape(-1)), y,
+        _kernels._act.scale_planes(x, np.ascontiguousarray(scaled.reshape(-1)), y,
                           _threads.get_num_threads())
         return y
     # IEEE results without NumPy's warnings: a dropped +-inf gives NaN, as in

@@ -4,7 +4,7 @@ import math
 import numpy as np
 
 from fastcnn import _threads
-from fastcnn._kernels import _linear
+from fastcnn import _kernels
 from fastcnn._graph import traceable
 from fastcnn._validation import (activation_code, as_array, check_float, check_out,
                                  contiguous, shape_str)
@@ -50,6 +50,6 @@ def linear(input, weight, bias=None, *, out=None, activation=None):
         y = check_out(out, out_shape, x.dtype, op, (x, w, bias))
     rows = math.prod(x.shape[:-1])
     x2 = contiguous(x).reshape(rows, in_features)
-    _linear.linear(x2, contiguous(w), bias, y.reshape(rows, out_features), act,
+    _kernels._linear.linear(x2, contiguous(w), bias, y.reshape(rows, out_features), act,
                    _threads.get_num_threads())
     return y

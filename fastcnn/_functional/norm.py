@@ -6,7 +6,7 @@ import numbers
 import numpy as np
 
 from fastcnn import _threads
-from fastcnn._kernels import _norm
+from fastcnn import _kernels
 from fastcnn._graph import traceable
 from fastcnn._validation import (activation_code, as_array, check_float, check_out,
                                  contiguous, shape_str)
@@ -63,7 +63,7 @@ def _run(kind, op, x, out, batch, channels, spatial, groups, weight, bias, mean,
          activation):
     y = _output(out, x, op)
     xc = contiguous(x)
-    return y, _norm.normalize(kind, xc, y, batch, channels, spatial, groups, weight, bias,
+    return y, _kernels._norm.normalize(kind, xc, y, batch, channels, spatial, groups, weight, bias,
                               mean, var, float(eps), activation_code(activation, op),
                               _threads.get_num_threads())
 
@@ -216,7 +216,7 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *, out=None):
         target = x
     else:
         target = None
-    _norm.local_response_norm(contiguous(x), y, n, c, spatial, int(size), float(alpha),
+    _kernels._norm.local_response_norm(contiguous(x), y, n, c, spatial, int(size), float(alpha),
                               float(beta), float(k), _threads.get_num_threads())
     if target is not None:
         target[...] = y

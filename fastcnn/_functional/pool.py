@@ -4,7 +4,7 @@ import math
 import numpy as np
 
 from fastcnn import _threads
-from fastcnn._kernels import _pool as _pool_kernels
+from fastcnn import _kernels
 from fastcnn._graph import traceable
 from fastcnn._validation import (as_array, check_float, check_out, contiguous, ntuple,
                                  shape_str, spatial_input)
@@ -72,7 +72,7 @@ def _pool(nd, op, mode, input, kernel_size, stride, padding, dilation, ceil_mode
         x = contiguous(x)
         geom = ((planes,) + _as_3d(spatial, 1) + _as_3d(out_sp, 1) + _as_3d(kernel, 1)
                 + _as_3d(stride, 1) + _as_3d(pads, 0) + _as_3d(dilation, 1))
-        _pool_kernels.pool(geom, mode, bool(count_include_pad), divisor_override or 0, float(norm_type),
+        _kernels._pool.pool(geom, mode, bool(count_include_pad), divisor_override or 0, float(norm_type),
                    x, y, indices, _threads.get_num_threads())
     result = (out if out is not None else (y[0] if unbatched else y))
     if return_indices:
@@ -190,7 +190,7 @@ def _adaptive(nd, op, is_max, input, output_size, return_indices=False, out=None
     planes = x.shape[0] * x.shape[1]
     if planes:
         x = contiguous(x)
-        _pool_kernels.adaptive((planes,) + _as_3d(spatial, 1) + _as_3d(sizes, 1), is_max, x, y,
+        _kernels._pool.adaptive((planes,) + _as_3d(spatial, 1) + _as_3d(sizes, 1), is_max, x, y,
                        indices, _threads.get_num_threads())
     result = out if out is not None else (y[0] if unbatched else y)
     if return_indices:

@@ -1,1 +1,92 @@
-"""Private compiled kernels. Users import fastcnn, fastcnn.functional, fastcnn.nn."""
+"""Private compiled kernels, and the loader that binds one instruction-set target.
+
+The build compiles the kernel modules (_isa.KERNEL_MODULES) once per target
+into fastcnn/_kernels/<target>/; _omp, _blas and _cpu are built once and
+shared. At import this package reads the CPU's features (_cpu), chooses the
+best target the CPU runs, capped by the FASTCNN_MAX_ISA environment variable,
+and binds that target's modules as `fastcnn._kernels._conv`, `._act`, `._pool`,
+`._linear`, `._norm` and `fastcnn._capi` (attributes of this package and
+entries of sys.modules, so cimports between them resolve to the same target).
+
+The Python layers look kernels up here at call time (`_kernels._conv.forward`),
+so `set_max_isa` rebinds every later call; a compiled plan keeps the modules it
+was compiled with, since its packed weights are laid out for their vector width.
+
+Users import fastcnn, fastcnn.functional, fastcnn.nn.
+"""
+import importlib
+import importlib.util
+import os
+import platform
+import sys
+import threading
+import warnings
+
+from fastcnn._kernels import _blas, _cpu, _isa, _omp  # noqa: F401  (shared by every target)
+
+TABLE = _isa.targets_for(platform.machine())
+FEATURES = _cpu.features()
+BUILT = tuple(name for name in (*TABLE, "native")
+              if importlib.util.find_spec(f"fastcnn._kernels.{name}") is not None)
+
+isa = None              # the bound target's name
+isa_reason = None       # why it was chosen
+_lock = threading.Lock()
+
+
+def _qualified(name):
+    return "fastcnn._capi" if name == "_capi" else f"fastcnn._kernels.{name}"
+
+
+def _bind(target):
+    """Import `target`'s kernel modules and make them the ones in use. The
+    kernels are aliased before _capi is imported, so its cimports bind to
+    the same target. On failure the previous binding is restored."""
+    previous = {name: sys.modules.get(_qualified(name)) for name in _isa.KERNEL_MODULES}
+    try:
+        for name in _isa.KERNEL_MODULES:
+            module = importlib.import_module(f"fastcnn._kernels.{target}.{name}")
+            sys.modules[_qualified(name)] = module
+            globals()[name] = module
+    except BaseException:
+        for name, module in previous.items():
+            if module is not None:
+                sys.modules[_qualified(name)] = module
+                globals()[name] = module
+        raise
+
+
+def bind(cap=None, source="fastcnn.set_max_isa", strict=True):
+    """Bind the best built target the CPU runs, no better than `cap` (a
+    target name, or None for no cap); `source` names the caller in messages.
+    A cap the CPU cannot run raises ValueError when strict, else falls back
+    with a RuntimeWarning. Returns the bound target's name."""
+    global isa, isa_reason
+    if cap is not None:
+        if not isinstance(cap, str):
+            raise TypeError(f"{source}: expected a target name ({', '.join(TABLE)}) or None, "
+                            f"got {type(cap).__name__}")
+        cap = cap.strip().lower() or None
+    try:
+        target, reason = _isa.choose(TABLE, BUILT, FEATURES, cap)
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
+    if cap is not None and target != cap and "native" not in BUILT:
+        if strict:
+            raise ValueError(f"{source}: {reason}")
+        warnings.warn(f"{source}={cap}: {reason}", RuntimeWarning, stacklevel=2)
+    with _lock:
+        if target != isa:
+            _bind(target)
+        isa, isa_reason = target, reason
+    return target
+
+
+def describe(name=None):
+    """A line naming a target (the bound one by default)."""
+    name = name or isa
+    entry = TABLE.get(name, _isa.NATIVE_TARGET)
+    return f"{name}: {entry['describe']}"
+
+
+bind(os.environ.get(_isa.ENV_CAP) or None, source=_isa.ENV_CAP, strict=False)
