@@ -68,6 +68,7 @@ def target_wrapper(target, module, c_source):
     leaf = module.rsplit(".", 1)[1]
     path = os.path.join("fastcnn", "_kernels", target, leaf + ".c")
     text = f'/* fastcnn build: {module} compiled for the {target} target. */\n' \
+           f'#define FCNN_BUILD_TARGET "{target}"\n' \
            f'#include "{os.path.relpath(c_source, os.path.dirname(path))}"\n'
     os.makedirs(os.path.dirname(path), exist_ok=True)
     init = os.path.join(os.path.dirname(path), "__init__.py")

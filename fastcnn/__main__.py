@@ -1,10 +1,10 @@
-"""`python -m fastcnn bench | info`."""
+"""The `fastcnn` command (also `python -m fastcnn`): bench, summary, info."""
 import argparse
 import sys
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m fastcnn",
+    parser = argparse.ArgumentParser(prog="fastcnn",
                                      description="fastcnn command line")
     sub = parser.add_subparsers(dest="command", required=True)
     from fastcnn._bench import cli

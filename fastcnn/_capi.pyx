@@ -36,6 +36,7 @@ cdef extern from "fastcnn.h" nogil:
     ctypedef struct fcnn_api:
         int abi_version
         const char* (*version)() noexcept nogil
+        const char* (*isa)() noexcept nogil
         const char* (*strerror)(fcnn_status) noexcept nogil
         fcnn_status (*set_num_threads)(int) noexcept nogil
         int (*get_num_threads)() noexcept nogil
@@ -125,11 +126,28 @@ cdef enum:
 
 cdef char _version_text[64]
 
+cdef extern from *:
+    """
+    #ifndef FCNN_BUILD_TARGET   /* setup.py's per-target wrapper defines it */
+    #define FCNN_BUILD_TARGET "unknown"
+    #endif
+    """
+    const char* FCNN_BUILD_TARGET
+
 
 # ---------------------------------------------------------------- general
 
 cdef const char* _version() noexcept nogil:
     return _version_text
+
+
+cdef const char* _isa() noexcept nogil:
+    return FCNN_BUILD_TARGET
+
+
+def target():
+    """The instruction-set target this table's kernels were compiled for."""
+    return FCNN_BUILD_TARGET.decode()
 
 
 cdef const char* _strerror(fcnn_status status) noexcept nogil:
@@ -919,6 +937,7 @@ def _publish():
     _TABLE.activation_f64 = _activation_f64
     _TABLE.softmax_f32 = _softmax_f32
     _TABLE.softmax_f64 = _softmax_f64
+    _TABLE.isa = _isa
     return PyCapsule_New(<void*>&_TABLE, b"fastcnn._capi._API", NULL)
 
 

@@ -1,4 +1,5 @@
-"""Build and runtime configuration: show_config() and get_include()."""
+"""Build and runtime configuration: show_config(), get_include(), and the
+instruction-set target the kernels run (get_isa(), set_max_isa())."""
 import os
 import platform
 import sys
@@ -11,7 +12,29 @@ def get_include():
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")
 
 
-def _cpu_features():
+def get_isa():
+    """The instruction-set target of the kernels now bound: 'baseline',
+    'avx2' or 'avx512' on x86-64 ('native' for a FASTCNN_MARCH build)."""
+    from fastcnn import _kernels
+    return _kernels.isa
+
+
+def set_max_isa(isa):
+    """Run the best kernels this CPU supports, but no better than `isa`
+    ('baseline', 'avx2', 'avx512'; None: no cap, as without FASTCNN_MAX_ISA).
+
+    Takes effect for every call made afterwards, and for plans compiled
+    afterwards: a plan compiled before keeps the target it was compiled for
+    (its packed weights are laid out for that target's vector width), and a C
+    extension keeps the function table it fetched with import_fastcnn().
+    Asking for a target this CPU (or this install) cannot run raises
+    ValueError. Returns the target now bound.
+    """
+    from fastcnn import _kernels
+    return _kernels.bind(isa, source="fastcnn.set_max_isa", strict=True)
+
+
+def cpu_features():
     """SIMD features of this CPU that matter to fastcnn's kernels and BLAS."""
     wanted = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
               "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
@@ -26,7 +49,7 @@ def _cpu_features():
     return []
 
 
-def _cpu_name():
+def cpu_name():
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
@@ -40,10 +63,12 @@ def _cpu_name():
 def config():
     """The configuration as a dict (what show_config prints; used in benchmark records)."""
     from fastcnn import __version__, get_num_threads
+    from fastcnn import _kernels
     from fastcnn._kernels import _blas, _omp
     try:
         from fastcnn import _build_info
         build = {"compile_args": _build_info.COMPILE_ARGS,
+                 "targets": getattr(_build_info, "TARGETS", {}),
                  "cython_directives": _build_info.CYTHON_DIRECTIVES}
     except ImportError:
         build = {}
@@ -57,9 +82,13 @@ def config():
         "python": sys.version.split()[0],
         "numpy": np.__version__,
         "platform": platform.platform(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
-        "simd": _cpu_features(),
+        "simd": cpu_features(),
+        "isa": _kernels.isa,
+        "isa_description": _kernels.describe(),
+        "isa_reason": _kernels.isa_reason,
+        "isa_built": list(_kernels.BUILT),
         "build": build,
         "openmp_version": _omp.openmp_version(),
         "fastcnn_threads": get_num_threads(),
@@ -76,8 +105,12 @@ def show_config():
     print(f"platform: {c['platform']}")
     print(f"cpu: {c['cpu']} ({c['cpu_count']} logical CPUs)")
     print(f"simd: {' '.join(c['simd']) or 'unknown'}")
+    print(f"kernels: {c['isa_description']} ({c['isa_reason']}); "
+          f"built: {' '.join(c['isa_built'])}")
     if c["build"]:
         print(f"build: {' '.join(c['build']['compile_args'])}")
+        for target, flags in c["build"]["targets"].items():
+            print(f"  {target}: {' '.join(flags) or '(compiler defaults)'}")
     print(f"openmp: version {c['openmp_version']}; fastcnn threads: {c['fastcnn_threads']}")
     print(f"blas: {c['blas_vendor']} via scipy.linalg.cython_blas "
           f"(single-threaded inside fastcnn's parallel regions)")

@@ -58,6 +58,7 @@ cdef extern from "fastcnn.h" nogil:
         int64_t divisor_override
 
     const char* fcnn_version()
+    const char* fcnn_isa()
     const char* fcnn_strerror(fcnn_status status)
     fcnn_status fcnn_set_num_threads(int n)
     int fcnn_get_num_threads()

@@ -276,8 +276,8 @@ int main(void)
     fcnn_status s;
     Py_Initialize();
     if (import_fastcnn() < 0) { PyErr_Print(); return 2; }
-    printf("version %s abi %d threads %d\n", fcnn_version(), FCNN_ABI_VERSION,
-           fcnn_get_num_threads());
+    printf("version %s abi %d isa %s threads %d\n", fcnn_version(), FCNN_ABI_VERSION,
+           fcnn_isa(), fcnn_get_num_threads());
     for (i = 0; i < 72; i++) { x[i] = value(i, 29, 73); w[i] = value(i, 17, 71) / 4; }
     for (i = 0; i < 4; i++) b[i] = value(i, 5, 11);
     p.ndim = 2; p.batch = 1; p.in_channels = 2; p.out_channels = 4; p.groups = 1;
@@ -438,7 +438,7 @@ def test_abi_version_mismatch_is_an_import_error(ext, monkeypatch):
     class FakeModule:
         _API = capsule
     monkeypatch.setitem(sys.modules, "fastcnn._capi", FakeModule)
-    with pytest.raises(ImportError, match="FCNN_ABI_VERSION 1 but the installed fastcnn "
+    with pytest.raises(ImportError, match="FCNN_ABI_VERSION 2 but the installed fastcnn "
                                           "provides 999"):
         ext.reimport()
     monkeypatch.undo()
@@ -479,7 +479,9 @@ def test_embedded_program(tmp_path):
     run = subprocess.run([str(prog)], capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     lines = run.stdout.split("\n")
-    assert lines[0].startswith(f"version {fastcnn.__version__} abi 1 threads ")
+    # the table reports the target the kernels run (FASTCNN_MAX_ISA reaches the program too)
+    assert lines[0].startswith(f"version {fastcnn.__version__} abi 2 isa {fastcnn.get_isa()} "
+                               f"threads ")
     got = np.array([float(v) for v in lines[1:37]], np.float32).reshape(1, 4, 3, 3)
 
     def value(i, mul, mod):

@@ -128,8 +128,9 @@ def test_residual_not_fused_when_output_is_shared():
     model = _SharedConv().eval()
     plan = fastcnn.compile(model, x.shape)
     assert "add" in [n.op for n in plan.nodes]
+    # the plan and eager mode may pick different kernel paths: equal within rounding
     for got, want in zip(plan(x), model(x)):
-        np.testing.assert_array_equal(got, want)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_compile_errors():

@@ -1,4 +1,4 @@
-"""`python -m fastcnn bench`: machine limits, then the suites, side by side with rivals."""
+"""`fastcnn bench`: machine limits, then the suites, side by side with rivals."""
 import argparse
 import datetime
 import importlib.util
@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 import fastcnn
+from fastcnn import _config, _kernels
 from fastcnn._bench import machine, report
 from fastcnn._bench.core import run_cases
 from fastcnn._bench.rivals import available, KNOWN
@@ -61,6 +62,10 @@ def add_arguments(p):
     p.add_argument("--compare", default="torch,onnxruntime,openvino",
                    help="comma-separated rivals run side by side when installed (torch, "
                         "onnxruntime, openvino), or 'none'")
+    p.add_argument("--isa", choices=["baseline", "avx2", "avx512"], default=None,
+                   help="cap fastcnn's kernels to this instruction-set target (as "
+                        "FASTCNN_MAX_ISA) and the rivals alike (ATEN_CPU_CAPABILITY, "
+                        "ONEDNN_MAX_CPU_ISA, set before they load): compare like with like")
     p.add_argument("--json", metavar="PATH", help="write every figure and the configuration")
     p.add_argument("--plot", metavar="PATH.png",
                    help="bar chart of ratios vs the rivals and the thread-scaling chart")
@@ -90,6 +95,27 @@ def _cases(name, quick, net, batch):
     return getattr(module, fn)(quick=quick)
 
 
+# How each rival is capped to a target; read when the rival loads.
+RIVAL_ISA_ENV = {
+    "baseline": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
+}
+
+
+def _cap_isa(isa):
+    """Cap fastcnn now and the rivals before they load (they read these once)."""
+    loaded = [m for m in ("torch", "onnxruntime", "openvino") if m in sys.modules]
+    if loaded:
+        sys.exit(f"fastcnn bench: --isa must be set before {', '.join(loaded)} loads")
+    for key, value in RIVAL_ISA_ENV[isa].items():
+        os.environ[key] = value
+    try:
+        fastcnn.set_max_isa(isa)
+    except ValueError as exc:
+        sys.exit(f"fastcnn bench: --isa {isa}: {exc}")
+
+
 def run(args):
     names = _suite_names(args.suite)
     if args.repeat < 1:
@@ -104,6 +130,8 @@ def run(args):
     if unknown:
         sys.exit(f"fastcnn bench: unknown rival {', '.join(unknown)}; choose from "
                  f"{', '.join(KNOWN)} or none")
+    if args.isa:
+        _cap_isa(args.isa)
     rivals, missing = available(wanted)
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         sys.exit("fastcnn bench: --plot needs matplotlib: pip install \"fastcnn[bench]\"")
@@ -113,14 +141,16 @@ def run(args):
             sys.exit(f"fastcnn bench: unknown network {args.net!r} for the scaling suite; "
                      f"choose from {', '.join(models.REFERENCE_NETWORKS)}")
     dtype = np.dtype(args.dtype)
-    command = "python -m fastcnn bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] \
-        else "python -m fastcnn bench"
+    command = "fastcnn bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] \
+        else "fastcnn bench"
     date = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
 
     print(f"# fastcnn {fastcnn.__version__} benchmark, {date}")
     print(f"command: {command.rstrip()}")
     print(f"threads {threads}, batch {batches}, {dtype}, {repeat} measurements per contender "
           f"(best / median / max)")
+    print(f"cpu: {_config.cpu_name()}; simd: {' '.join(_config.cpu_features())}")
+    print(f"fastcnn kernels: {_kernels.describe()} ({_kernels.isa_reason})")
     for m in missing:
         print(f"note: rival {m} is not installed; its columns are left out")
     print("\n## Machine limits (measured now)\n")

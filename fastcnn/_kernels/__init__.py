@@ -38,21 +38,26 @@ def _qualified(name):
     return "fastcnn._capi" if name == "_capi" else f"fastcnn._kernels.{name}"
 
 
+def _install(name, module):
+    """Make `module` the one `import fastcnn._kernels.<name>` (or fastcnn._capi) finds."""
+    qualified = _qualified(name)
+    sys.modules[qualified] = module
+    parent, _, leaf = qualified.rpartition(".")
+    setattr(sys.modules[parent], leaf, module)
+
+
 def _bind(target):
     """Import `target`'s kernel modules and make them the ones in use. The
-    kernels are aliased before _capi is imported, so its cimports bind to
+    kernels are installed before _capi is imported, so its cimports bind to
     the same target. On failure the previous binding is restored."""
     previous = {name: sys.modules.get(_qualified(name)) for name in _isa.KERNEL_MODULES}
     try:
         for name in _isa.KERNEL_MODULES:
-            module = importlib.import_module(f"fastcnn._kernels.{target}.{name}")
-            sys.modules[_qualified(name)] = module
-            globals()[name] = module
+            _install(name, importlib.import_module(f"fastcnn._kernels.{target}.{name}"))
     except BaseException:
         for name, module in previous.items():
             if module is not None:
-                sys.modules[_qualified(name)] = module
-                globals()[name] = module
+                _install(name, module)
         raise
 
 

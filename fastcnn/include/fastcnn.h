@@ -37,7 +37,7 @@ extern "C" {
 
 /* The version of the function table below; import_fastcnn() refuses an
  * installed fastcnn whose table has another version. */
-#define FCNN_ABI_VERSION 1
+#define FCNN_ABI_VERSION 2
 
 typedef enum fcnn_status {
     FCNN_OK = 0,
@@ -167,6 +167,7 @@ typedef struct fcnn_api {
     fcnn_status (*activation_f64)(int, int64_t, const double *, double *, double, double);
     fcnn_status (*softmax_f32)(int64_t, int64_t, int64_t, const float *, float *, int);
     fcnn_status (*softmax_f64)(int64_t, int64_t, int64_t, const double *, double *, int);
+    const char *(*isa)(void);
 } fcnn_api;
 
 /* Set by import_fastcnn(); one per translation unit, like NumPy's table. */
@@ -210,6 +211,13 @@ static inline int import_fastcnn(void)
 /* fastcnn's version string ("0.1.0"); NULL before import_fastcnn(). */
 static inline const char *fcnn_version(void)
 { return fcnn_api_table ? fcnn_api_table->version() : NULL; }
+
+/* The instruction-set target of the kernels behind this table ("baseline",
+ * "avx2", "avx512"; "native" for a FASTCNN_MARCH build): the one fastcnn had
+ * bound (FASTCNN_MAX_ISA, fastcnn.set_max_isa) when import_fastcnn() ran.
+ * NULL before import_fastcnn(). */
+static inline const char *fcnn_isa(void)
+{ return fcnn_api_table ? fcnn_api_table->isa() : NULL; }
 
 /* A sentence describing a status. */
 static inline const char *fcnn_strerror(fcnn_status status)
