@@ -89,6 +89,10 @@ def config():
         "isa_description": _kernels.describe(),
         "isa_reason": _kernels.isa_reason,
         "isa_built": list(_kernels.BUILT),
+        "caches": _kernels.CACHES,
+        "conv_working_sets": _kernels._conv.cache_budgets(),
+        "conv_dispatch": _kernels._conv.dispatch_facts(),
+        "blas_core": _blas.blas_core(),
         "build": build,
         "openmp_version": _omp.openmp_version(),
         "fastcnn_threads": get_num_threads(),
@@ -107,13 +111,17 @@ def show_config():
     print(f"simd: {' '.join(c['simd']) or 'unknown'}")
     print(f"kernels: {c['isa_description']} ({c['isa_reason']}); "
           f"built: {' '.join(c['isa_built'])}")
+    caches = ", ".join(f"{k} {v // 1024} KiB" for k, v in c["caches"].items()) or "unknown"
+    print(f"caches per core: {caches}; conv working sets: "
+          + ", ".join(f"{k} {v // 1024} KiB" for k, v in c["conv_working_sets"].items()))
     if c["build"]:
         print(f"build: {' '.join(c['build']['compile_args'])}")
         for target, flags in c["build"]["targets"].items():
             print(f"  {target}: {' '.join(flags) or '(compiler defaults)'}")
     print(f"openmp: version {c['openmp_version']}; fastcnn threads: {c['fastcnn_threads']}")
-    print(f"blas: {c['blas_vendor']} via scipy.linalg.cython_blas "
-          f"(single-threaded inside fastcnn's parallel regions)")
+    print(f"blas: {c['blas_vendor']} {c['blas_core']} via scipy.linalg.cython_blas "
+          f"(single-threaded inside fastcnn's parallel regions; small-matrix GEMM: "
+          f"{'yes' if c['conv_dispatch']['blas_small_gemm'] else 'no'})")
     print("thread pools loaded in this process:")
     for p in c["threadpools"]:
         extra = f" {p.get('threading_layer', '')} {p.get('architecture', '')}".rstrip()

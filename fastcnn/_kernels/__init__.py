@@ -29,6 +29,27 @@ FEATURES = _cpu.features()
 BUILT = tuple(name for name in (*TABLE, "native")
               if importlib.util.find_spec(f"fastcnn._kernels.{name}") is not None)
 
+def _cache_sizes(base="/sys/devices/system/cpu/cpu0/cache"):
+    """{'l1d': bytes, 'l2': bytes} of one core as the OS reports them (Linux's
+    sysfs); empty where it does not."""
+    units = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
+    sizes = {}
+    try:
+        entries = [e for e in os.listdir(base) if e.startswith("index")]
+        for entry in entries:
+            read = lambda f: open(os.path.join(base, entry, f)).read().strip()  # noqa: E731
+            level, kind, size = read("level"), read("type"), read("size")
+            value = int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+            if level == "1" and kind == "Data":
+                sizes["l1d"] = value
+            elif level == "2" and kind in ("Unified", "Data"):
+                sizes["l2"] = value
+    except (OSError, ValueError, KeyError):
+        return {}
+    return sizes
+
+
+CACHES = _cache_sizes()
 isa = None              # the bound target's name
 isa_reason = None       # why it was chosen
 _lock = threading.Lock()
@@ -54,6 +75,10 @@ def _bind(target):
     try:
         for name in _isa.KERNEL_MODULES:
             _install(name, importlib.import_module(f"fastcnn._kernels.{target}.{name}"))
+        conv = sys.modules["fastcnn._kernels._conv"]
+        if "l1d" in CACHES and "l2" in CACHES:
+            conv.set_cache_sizes(CACHES["l1d"], CACHES["l2"])
+        conv.set_blas_small_gemm(_blas.small_gemm())
     except BaseException:
         for name, module in previous.items():
             if module is not None:

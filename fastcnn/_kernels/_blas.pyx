@@ -38,9 +38,13 @@ cdef extern from *:
     pthread_mutex_t fcnn_blas_mutex
 
 ctypedef int (*set_threads_t)(int) noexcept nogil
+ctypedef char* (*corename_t)() noexcept nogil
 
 cdef set_threads_t _openblas_set_threads = NULL
 cdef str _blas_vendor = "unknown"
+cdef str _blas_core = ""
+# OpenBLAS cores whose sgemm/dgemm have a small-matrix kernel (no packing).
+SMALL_GEMM_CORES = ("skylakex", "cooperlake", "sapphirerapids")
 cdef int _users = 0
 cdef int _saved_threads = 1
 
@@ -68,8 +72,9 @@ cdef void blas_leave() noexcept nogil:
 
 
 def _find_blas():
-    global _openblas_set_threads, _blas_vendor
+    global _openblas_set_threads, _blas_vendor, _blas_core
     cdef void* handle
+    cdef corename_t corename
     import scipy.linalg.cython_blas as cython_blas
     # dlsym on the module's handle searches its dependencies too, i.e.
     # exactly the BLAS library that scipy.linalg.cython_blas calls into.
@@ -79,6 +84,11 @@ def _find_blas():
     _openblas_set_threads = <set_threads_t>dlsym(handle, b"openblas_set_num_threads_local")
     if _openblas_set_threads != NULL:
         _blas_vendor = "openblas"
+        corename = <corename_t>dlsym(handle, b"openblas_get_corename")
+        if corename == NULL:    # SciPy's wheels prefix OpenBLAS's own API with scipy_
+            corename = <corename_t>dlsym(handle, b"scipy_openblas_get_corename")
+        if corename != NULL and corename() != NULL:
+            _blas_core = corename().decode("ascii", "replace")
     elif dlsym(handle, b"MKL_Get_Max_Threads") != NULL or dlsym(handle, b"mkl_get_max_threads") != NULL:
         _blas_vendor = "mkl"
     dlclose(handle)
@@ -90,6 +100,18 @@ _find_blas()
 def blas_vendor():
     """'openblas', 'mkl' or 'unknown': the BLAS behind scipy.linalg.cython_blas."""
     return _blas_vendor
+
+
+def blas_core():
+    """The kernel set OpenBLAS chose at run time ('Haswell', 'SkylakeX', ...;
+    '' for another BLAS)."""
+    return _blas_core
+
+
+def small_gemm():
+    """Whether the BLAS multiplies small matrices without packing them (MKL
+    and OpenBLAS's SkylakeX-family kernels do)."""
+    return _blas_vendor == "mkl" or _blas_core.lower() in SMALL_GEMM_CORES
 
 
 def needs_global_limit():

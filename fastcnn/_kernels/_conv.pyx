@@ -69,14 +69,10 @@ cnp.import_array()
 # Below MIN_TASKS tasks, split the output channels too, so that both cores
 # (and more) get work on batch-1 layers with small feature maps.
 cdef enum:
-    COL_TILE = 64
     MAX_COL_TILE = 2048
-    GEMM_MB = 96
-    GEMM_KB = 160
     MIN_TASKS = 8
     SHARED_COL_BYTES = 64 * 1024 * 1024   # limit on columns gathered up front
     DIRECT_WIDE_BELOW = 32                # output width under which depthwise pads the plane
-    WINO_BUDGET_BYTES = 1536 * 1024   # transformed tiles (V and M) per thread
     WINO_MIN_TILES = 32
     WINO_PACK_TILES = 160
     # At most this many tiles in all (batch-1 late layers): transform them once
@@ -86,15 +82,65 @@ cdef enum:
     BLOCK_PAD_BYTES = 64 * 1024 * 1024    # limit on the padded input held at once
     BLOCK_MAX_STRIDED_K = 256             # strided: blocked only for short reductions
     BLOCK_PACK_POSITIONS = 256            # unpacked weights: outputs per call to amortise packing
-    OC_WEIGHT_BYTES = 32 * 1024           # weights of one chunk of input channels (L1)
-    OC_PARTIAL_BYTES = 64 * 1024          # partial sums of one task's rows
-    OC_MIN_CHANNELS = 32                  # output channels per group for blocked_oc
     OC_MIN_REDUCTION = 256                # input channels x taps for blocked_oc
     OC_PACK_POSITIONS = 128               # unpacked weights: outputs per call to amortise packing
     OC_INLINE_PACK_POSITIONS = 256        # up to this many outputs of one image: pack in the tasks
     BLOCK_MIN_STRIDED_TAPS = 16           # strided: blocked only for large kernels (stems)
-    DW_TASK_BYTES = 96 * 1024             # padded input rows and output of one depthwise task
     DW_MAX_OUT_W = 16                     # depthwise over channels for outputs this narrow
+
+# Working sets sized from the core's caches (set_cache_sizes, called by the
+# loader with the sizes the OS reports; these defaults assume a 48 KiB L1d and
+# a 2 MiB L2): one chunk of blocked_oc's weights stays in L1 beside its input
+# rows (2/3 of L1); a blocked_oc task's partial sums (4/3 of L1) and a
+# depthwise task's padded rows and outputs (2 x L1) stream through L1 into L2;
+# a Winograd task's transformed tiles, V and M, stay in L2 (3/4 of it).
+cdef index_t _oc_weight_bytes = 32 * 1024
+cdef index_t _oc_partial_bytes = 64 * 1024
+cdef index_t _dw_task_bytes = 96 * 1024
+cdef index_t _wino_budget_bytes = 1536 * 1024
+cdef index_t _l2_bytes = 2048 * 1024
+# Whether the BLAS multiplies small matrices without packing them (OpenBLAS's
+# SkylakeX-family kernels do; its Haswell/Zen kernels pack on every call). With
+# such a GEMM, im2col and 1x1 GEMM win on small problems; without it, the
+# direct blocked_oc kernel does: 1x1 layers whose weights fit in half of L2,
+# stems with short reductions, and one image's few outputs.
+cdef bint _small_gemm = True
+# GEMM blocking (see the comment above cdef enum)
+cdef index_t COL_TILE = 64
+cdef index_t GEMM_MB = 96
+cdef index_t GEMM_KB = 160
+
+
+def set_blas_small_gemm(bint has_small_gemm):
+    """Tell the dispatcher whether the BLAS has a small-matrix GEMM path."""
+    global _small_gemm
+    _small_gemm = has_small_gemm
+
+
+def set_cache_sizes(l1d_bytes, l2_bytes):
+    """Size the kernels' working sets for a core with these L1 data and L2
+    caches (bytes, per core). Plans made afterwards use them."""
+    global _oc_weight_bytes, _oc_partial_bytes, _dw_task_bytes, _wino_budget_bytes, _l2_bytes
+    cdef index_t l1 = max(<index_t>8 * 1024, <index_t>l1d_bytes)
+    cdef index_t l2 = max(<index_t>128 * 1024, <index_t>l2_bytes)
+    _oc_weight_bytes = l1 * 2 // 3
+    _oc_partial_bytes = l1 * 4 // 3
+    _dw_task_bytes = l1 * 2
+    _wino_budget_bytes = l2 * 3 // 4
+    _l2_bytes = l2
+
+
+def cache_budgets():
+    """The working-set sizes in use, in bytes (for show_config and tests)."""
+    return {"blocked_oc_weights": _oc_weight_bytes, "blocked_oc_partials": _oc_partial_bytes,
+            "depthwise_task": _dw_task_bytes, "winograd_task": _wino_budget_bytes,
+            "l2": _l2_bytes}
+
+
+def dispatch_facts():
+    """What the dispatcher knows beyond the shape (for show_config and tests)."""
+    return {"blas_small_gemm": bool(_small_gemm),
+            "blocked_oc_min_channels": FCNN_OC_WIDE_V * FCNN_OC_VL_F32}
 
 
 cdef inline index_t _ceil_div(index_t a, index_t b) noexcept nogil:
@@ -120,14 +166,16 @@ cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept 
         # save on WINO_PACK_TILES tiles; below that only prepacked weights win.
         if tiles >= (WINO_MIN_TILES if weights_packed else WINO_PACK_TILES):
             return CONV_WINOGRAD
-    if (g.kernel_d == 1 and g.kernel_h == 1 and g.kernel_w == 1
-            and g.stride_d == 1 and g.stride_h == 1 and g.stride_w == 1
-            and g.pad_d == 0 and g.pad_h == 0 and g.pad_w == 0
-            and g.out_d == g.in_d and g.out_h == g.in_h and g.out_w == g.in_w):
+    cdef bint pointwise = (g.kernel_d == 1 and g.kernel_h == 1 and g.kernel_w == 1
+                           and g.stride_d == 1 and g.stride_h == 1 and g.stride_w == 1
+                           and g.pad_d == 0 and g.pad_h == 0 and g.pad_w == 0
+                           and g.out_d == g.in_d and g.out_h == g.in_h and g.out_w == g.in_w)
+    if pointwise and (_small_gemm or not _blocked_oc_pays(g, weights_packed)):
         return CONV_GEMM_1X1
     # one small image: each channel block's weights are read by one thread,
     # which packs them as it computes instead of in a pass of its own (still
-    # only with enough outputs to amortise packing: below, im2col wins)
+    # only with enough outputs to amortise packing, where a small-matrix GEMM
+    # makes im2col the better choice below that)
     if (not weights_packed and g.batch == 1
             and g.out_d * g.out_h * g.out_w <= OC_INLINE_PACK_POSITIONS
             and _blocked_oc_pays(g, False)):
@@ -140,15 +188,23 @@ cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept 
 
 
 cdef bint _blocked_oc_pays(const ConvGeom* g, bint weights_packed) noexcept nogil:
-    """Output-channel blocking wins for kernels larger than 1x1 with enough
-    output channels per group to fill its vectors and a reduction long enough
-    to hide turning its tiles back into rows (or a large kernel, as in a 7x7
-    stem), at stride 1 or 2; unpacked, only with enough positions to amortise
-    packing the weights."""
+    """Output-channel blocking wins with enough output channels per group to
+    fill one register tile's vectors, at stride 1 or 2. Against a small-matrix
+    GEMM it also needs a kernel larger than 1x1, a reduction long enough to
+    hide turning its tiles back into rows (or a large kernel, as in a 7x7
+    stem) and, unpacked, enough positions to amortise packing the weights.
+    Against a GEMM that packs on every call it wins on all of those too,
+    1x1 layers included while their weights fit in half of L2."""
     cdef index_t taps = g.kernel_h * g.kernel_w
-    if not blocked_oc_applies(g) or taps == 1:
+    cdef index_t weight_bytes = (g.out_channels * (g.in_channels // g.groups) * taps
+                                 * <index_t>sizeof(float))
+    if not blocked_oc_applies(g):
         return False
-    if g.out_channels // g.groups < OC_MIN_CHANNELS:
+    if g.out_channels // g.groups < FCNN_OC_WIDE_V * FCNN_OC_VL_F32:
+        return False
+    if not _small_gemm:
+        return taps > 1 or 2 * weight_bytes <= _l2_bytes
+    if taps == 1:
         return False
     # short reductions only for large kernels (stems: 3 channels x 49 taps)
     if (g.in_channels // g.groups) * taps < OC_MIN_REDUCTION and taps < BLOCK_MIN_STRIDED_TAPS:
@@ -634,9 +690,9 @@ cdef void _depthwise_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noex
     p.m_block = vl
     p.n_m_blocks = _ceil_div(g.out_channels, vl)
     p.wq = (g.out_w - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w + 1
-    # rows per task: its padded input rows and outputs within DW_TASK_BYTES
+    # rows per task: its padded input rows and outputs within _dw_task_bytes
     row_bytes = (g.stride_h * p.wq + g.out_w) * vl * itemsize
-    rows = max(1, min(g.out_h, DW_TASK_BYTES // row_bytes))
+    rows = max(1, min(g.out_h, _dw_task_bytes // row_bytes))
     units = g.batch * p.n_m_blocks
     if units * _ceil_div(g.out_h, rows) < MIN_TASKS:
         rows = max(1, _ceil_div(g.out_h, _ceil_div(MIN_TASKS, units)))
@@ -738,7 +794,7 @@ cdef void _winograd_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noexc
         p.workspace_shared = 36 * g.in_channels * total
         p.workspace_per_thread = 36 * p.m_block * total + _wino_scratch(p.tiles_w, tiles_image)
         return
-    rows_budget = max(1, WINO_BUDGET_BYTES // (per_tile * p.tiles_w))
+    rows_budget = max(1, _wino_budget_bytes // (per_tile * p.tiles_w))
     want_blocks = _ceil_div(MIN_TASKS, g.batch)
     p.rows_per_task = min(rows_budget, max(1, _ceil_div(p.tiles_h, want_blocks)))
     p.tasks_per_image = _ceil_div(p.tiles_h, p.rows_per_task)
@@ -1215,8 +1271,8 @@ cdef void _blocked_oc_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noe
     p.channel_stride = _round_up(p.hq * p.wq, 16)
     p.lanes = 0
     p.chunk_channels = max(1, min(g.in_channels // g.groups,
-                                  OC_WEIGHT_BYTES // (taps * p.m_block * itemsize)))
-    rows_budget = max(1, OC_PARTIAL_BYTES // (p.n_col_tiles * pix * p.m_block * itemsize))
+                                  _oc_weight_bytes // (taps * p.m_block * itemsize)))
+    rows_budget = max(1, _oc_partial_bytes // (p.n_col_tiles * pix * p.m_block * itemsize))
     p.row_blocks = _ceil_div(g.out_h, min(g.out_h, rows_budget))
     units = g.batch * g.groups * p.n_m_blocks
     if units * p.row_blocks < MIN_TASKS:
