@@ -423,8 +423,24 @@ def test_every_algorithm_matches_reference(case, algorithm, dtype, rng):
         np.testing.assert_array_equal(results[0], r)
 
 
-def test_dispatcher_picks_fast_paths():
-    from fastcnn._kernels import _conv as kernels
+@pytest.fixture
+def dispatch():
+    """The conv kernels with the dispatcher's machine facts pinned by the test
+    (whether the BLAS has a small-matrix GEMM; a 48 KiB L1d and 2 MiB L2),
+    restored afterwards."""
+    from fastcnn import _kernels
+    from fastcnn._kernels import _blas
+    kernels = _kernels._conv
+    kernels.set_cache_sizes(48 * 1024, 2048 * 1024)
+    yield kernels
+    kernels.set_blas_small_gemm(_blas.small_gemm())
+    if "l1d" in _kernels.CACHES and "l2" in _kernels.CACHES:
+        kernels.set_cache_sizes(_kernels.CACHES["l1d"], _kernels.CACHES["l2"])
+
+
+def test_dispatcher_picks_fast_paths(dispatch):
+    kernels = dispatch
+    kernels.set_blas_small_gemm(True)
     g = lambda *a: _geometry(*a)
     assert kernels.select(g((1, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1, 1)) == "winograd"
     assert kernels.select(g((1, 64, 56, 56), (128, 64, 1, 1), 1, 0, 1, 1)) == "gemm_1x1"
@@ -453,13 +469,63 @@ def test_dispatcher_picks_fast_paths():
     assert kernels.select(late) == "im2col"
     assert kernels.select(late, True) == "blocked_oc"
     assert kernels.select(g((2, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1)) == "im2col"
-    # few output channels: blocked over pixels (LeNet)
-    assert kernels.select(g((64, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1)) == "blocked"
+    # few output channels (LeNet's 16): blocked over pixels, unless 16 channels
+    # fill the target's output-channel tile (AVX2: 2 vectors of 8)
+    lenet2 = g((64, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1)
+    fills = kernels.dispatch_facts()["blocked_oc_min_channels"] <= 16
+    assert kernels.select(lenet2) == ("blocked_oc" if fills else "blocked")
+    assert kernels.select(g((64, 6, 14, 14), (12, 6, 5, 5), 1, 0, 1, 1)) == "blocked"
     # a 7x7 stem's 64 output channels fill the output-channel kernel's vectors
     assert kernels.select(g((1, 3, 224, 224), (64, 3, 7, 7), 2, 3, 1, 1)) == "blocked_oc"
     assert kernels.select(g((1, 3, 224, 224), (32, 3, 3, 3), 2, 1, 1, 1)) == "im2col"
     # most lanes would be padding (with 16- or 32-lane blocks): 2x2 outputs
     assert kernels.select(g((8, 16, 2, 2), (16, 16, 3, 3), 1, 1, 1, 1), True) == "im2col"
+
+
+def test_dispatcher_without_a_small_matrix_gemm(dispatch):
+    """A GEMM that packs on every call (OpenBLAS's Haswell/Zen kernels) loses
+    small problems to the direct blocked_oc kernel: 1x1 layers whose weights
+    fit in half of L2, short-reduction stems, one image's few outputs."""
+    kernels = dispatch
+    kernels.set_blas_small_gemm(False)
+    g = lambda *a: _geometry(*a)
+    assert kernels.select(g((1, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1, 1)) == "winograd"
+    assert kernels.select(g((1, 64, 56, 56), (128, 64, 1, 1), 1, 0, 1, 1)) == "blocked_oc"
+    assert kernels.select(g((1, 384, 14, 14), (96, 384, 1, 1), 1, 0, 1, 1)) == \
+        "blocked_oc_unpacked"
+    assert kernels.select(g((1, 64, 56, 56), (128, 64, 1, 1), 2, 0, 1, 1)) == "blocked_oc"
+    # weights over half of L2 (1.6 MB): GEMM
+    assert kernels.select(g((1, 320, 7, 7), (1280, 320, 1, 1), 1, 0, 1, 1)) == "gemm_1x1"
+    assert kernels.select(g((1, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1)) == \
+        "blocked_oc_unpacked"
+    assert kernels.select(g((2, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1)) == "blocked_oc"
+    assert kernels.select(g((1, 3, 224, 224), (32, 3, 3, 3), 2, 1, 1, 1)) == "blocked_oc"
+    # too few output channels for one register tile: not blocked_oc
+    few = kernels.dispatch_facts()["blocked_oc_min_channels"] - 1
+    assert kernels.select(g((1, 64, 14, 14), (few, 64, 1, 1), 1, 0, 1, 1)) == "gemm_1x1"
+    assert kernels.select(g((1, 32, 56, 56), (32, 1, 3, 3), 1, 1, 1, 32)) == "direct"
+
+
+@pytest.mark.parametrize("small_gemm", [True, False])
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding", [
+    ((1, 384, 14, 14), (96, 384, 1, 1), 1, 0),
+    ((2, 19, 9, 11), (40, 19, 1, 1), 1, 0),
+    ((1, 64, 15, 15), (33, 64, 1, 1), 2, 0),
+    ((1, 3, 31, 29), (32, 3, 3, 3), 2, 1),
+    ((1, 70, 7, 7), (48, 70, 3, 3), 1, 1),
+    ((3, 40, 6, 5), (36, 40, 3, 3), 1, 1),
+])
+def test_either_dispatch_matches_the_reference(dispatch, small_gemm, x_shape, w_shape,
+                                               stride, padding, rng):
+    dispatch.set_blas_small_gemm(small_gemm)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    got = run_threads(lambda: F.conv2d(x, w, b, stride, padding))
+    k = w_shape[1] * w_shape[2] * w_shape[3]
+    assert_close(got[0], conv_nd(x, w, b, stride, padding), k)
+    for other in got[1:]:
+        np.testing.assert_array_equal(other, got[0])
 
 
 @pytest.mark.parametrize("n", [1, 3])
