@@ -10,7 +10,7 @@
  *
  * Written with GCC vector extensions, so it compiles for any target: 64-byte
  * vectors with AVX-512 (6 x 4 accumulators of 32 registers), 32-byte ones
- * otherwise (6 x 2 of 16). The summation order is fixed (channels, then
+ * with AVX2 and 16-byte ones with SSE (6 x 2 of 16). The summation order is fixed (channels, then
  * taps), whatever the thread count.
  *
  * Also here: the output-channel kernel ("blocked_oc"). Vector types and

@@ -1,6 +1,9 @@
 /* GCC vector types for the blocked kernels, and transposition through them.
  *
- * 64-byte vectors with AVX-512, 32-byte otherwise (VL = lanes per vector).
+ * The target's vector width: 64 bytes with AVX-512, 32 with AVX2, 16 with
+ * SSE (the x86-64 baseline) and other targets (VL = lanes per vector); GCC
+ * splits wider vectors into several registers, so a width the target lacks
+ * would only add moves and spills.
  * fcnn_transpose_* transposes VL vectors of VL lanes in registers;
  * fcnn_transpose_rect_* moves a whole matrix to its transpose VL x VL tiles
  * at a time (weight packing, depthwise results, Linear's transposed form).
@@ -12,8 +15,10 @@
 
 #if defined(__AVX512F__)
 #define FCNN_VEC_BYTES 64
-#else
+#elif defined(__AVX__)
 #define FCNN_VEC_BYTES 32
+#else
+#define FCNN_VEC_BYTES 16
 #endif
 typedef float fcnn_vec_f32 __attribute__((vector_size(FCNN_VEC_BYTES), aligned(sizeof(float))));
 typedef double fcnn_vec_f64 __attribute__((vector_size(FCNN_VEC_BYTES), aligned(sizeof(double))));
@@ -25,6 +30,7 @@ typedef double fcnn_vec_f64 __attribute__((vector_size(FCNN_VEC_BYTES), aligned(
  * clear (FCNN_TR_HI). */
 #define FCNN_TR_LO(l, b, VL) (((l) & (b)) ? (VL) + (l) - (b) : (l))
 #define FCNN_TR_HI(l, b, VL) (((l) & (b)) ? (VL) + (l) : (l) + (b))
+#define FCNN_TR_L2(F, b) {F(0, b, 2), F(1, b, 2)}
 #define FCNN_TR_L4(F, b) {F(0, b, 4), F(1, b, 4), F(2, b, 4), F(3, b, 4)}
 #define FCNN_TR_L8(F, b) {F(0, b, 8), F(1, b, 8), F(2, b, 8), F(3, b, 8), F(4, b, 8),       \
                           F(5, b, 8), F(6, b, 8), F(7, b, 8)}
@@ -35,9 +41,12 @@ typedef double fcnn_vec_f64 __attribute__((vector_size(FCNN_VEC_BYTES), aligned(
 #if FCNN_VEC_BYTES == 64
 #define FCNN_TR_LIST_f32 FCNN_TR_L16
 #define FCNN_TR_LIST_f64 FCNN_TR_L8
-#else
+#elif FCNN_VEC_BYTES == 32
 #define FCNN_TR_LIST_f32 FCNN_TR_L8
 #define FCNN_TR_LIST_f64 FCNN_TR_L4
+#else
+#define FCNN_TR_LIST_f32 FCNN_TR_L4
+#define FCNN_TR_LIST_f64 FCNN_TR_L2
 #endif
 typedef int32_t fcnn_tr_mask_f32 __attribute__((vector_size(FCNN_VEC_BYTES)));
 typedef int64_t fcnn_tr_mask_f64 __attribute__((vector_size(FCNN_VEC_BYTES)));
