@@ -479,8 +479,8 @@ def test_dispatcher_picks_fast_paths(dispatch):
     # a 7x7 stem's 64 output channels fill the output-channel kernel's vectors
     assert kernels.select(g((1, 3, 224, 224), (64, 3, 7, 7), 2, 3, 1, 1)) == "blocked_oc"
     assert kernels.select(g((1, 3, 224, 224), (32, 3, 3, 3), 2, 1, 1, 1)) == "im2col"
-    # most lanes would be padding (with 16- or 32-lane blocks): 2x2 outputs
-    assert kernels.select(g((8, 16, 2, 2), (16, 16, 3, 3), 1, 1, 1, 1), True) == "im2col"
+    # most lanes would be padding (with 8-, 16- or 32-lane blocks): 1x1 outputs
+    assert kernels.select(g((8, 16, 1, 1), (16, 16, 3, 3), 1, 1, 1, 1), True) == "im2col"
 
 
 def test_dispatcher_without_a_small_matrix_gemm(dispatch):
