@@ -22,6 +22,8 @@ cdef enum:
     CONV_DEPTHWISE = 6  # 2-D depthwise, vectors over channels (small planes)
     CONV_BLOCKED_OC_UNPACKED = 7  # CONV_BLOCKED_OC reading unpacked weights: each
                                   # thread packs a channel block's weights into its scratch
+    CONV_POINTWISE = 8  # 1x1, stride 1, no padding: direct over the input as it lies,
+                        # vectors over positions, output channels in registers
 
 # How the work is cut into tasks. Chosen from the shape alone, never from the
 # thread count, so each output element is computed the same way whatever the
@@ -59,6 +61,9 @@ cdef struct ConvPlan:
     index_t chunk_channels          # input channels per pass (their weights stay in L1)
     index_t row_blocks
     index_t oc_pack_offset          # unpacked: where a thread's packed channel block starts
+    # Pointwise: tasks are (image, group, block of col_tile positions, run of
+    # rows_per_task channel blocks of m_block); chunk_channels input channels
+    # per pass (their column of the input stays in L1 for the whole run)
     # Depthwise over channels: tasks are (image, block of m_block channels,
     # block of rows_per_task output rows); wq = the padded input row length
 

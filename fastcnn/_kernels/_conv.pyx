@@ -42,9 +42,10 @@ cdef extern from "conv_block.h" nogil:
     void fcnn_oc_kernel_f64_tall_s1(const double*, long, const double*, const long*, long, long, double*, int, const double*)
     void fcnn_oc_kernel_f64_tall_s2(const double*, long, const double*, const long*, long, long, double*, int, const double*)
     void fcnn_block_kernel_f32(const float* x, long ld_c, const float* w, const long* toff,
-                               long ntaps, long cin, float* out)
+                               long ntaps, long cin, float* out, long ld_out, int accumulate)
     void fcnn_block_kernel_f64(const double* x, long ld_c, const double* w, const long* toff,
-                               long ntaps, long cin, double* out)
+                               long ntaps, long cin, double* out, long ld_out,
+                               int accumulate)
 
 cdef extern from "conv_dw.h" nogil:
     enum:
@@ -172,8 +173,8 @@ cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept 
                            and g.stride_d == 1 and g.stride_h == 1 and g.stride_w == 1
                            and g.pad_d == 0 and g.pad_h == 0 and g.pad_w == 0
                            and g.out_d == g.in_d and g.out_h == g.in_h and g.out_w == g.in_w)
-    if pointwise and (_small_gemm or not _blocked_oc_pays(g, weights_packed)):
-        return CONV_GEMM_1X1
+    if pointwise:
+        return CONV_POINTWISE if _pointwise_pays(g) else CONV_GEMM_1X1
     # one small image: each channel block's weights are read by one thread,
     # which packs them as it computes instead of in a pass of its own (still
     # only with enough outputs to amortise packing, where a small-matrix GEMM
@@ -212,6 +213,13 @@ cdef bint _blocked_oc_pays(const ConvGeom* g, bint weights_packed) noexcept nogi
     if (g.in_channels // g.groups) * taps < OC_MIN_REDUCTION and taps < BLOCK_MIN_STRIDED_TAPS:
         return False
     return weights_packed or g.batch * g.out_h * g.out_w >= OC_PACK_POSITIONS
+
+
+cdef bint _pointwise_pays(const ConvGeom* g) noexcept nogil:
+    """Against a GEMM that packs on every call, the pointwise kernel wins while
+    the weights fit in half of L2 (streamed once per block of positions)."""
+    return (not _small_gemm and 2 * g.out_channels * (g.in_channels // g.groups)
+            * <index_t>sizeof(float) <= _l2_bytes)
 
 
 cdef bint _blocked_pays(const ConvGeom* g, bint weights_packed) noexcept nogil:
@@ -267,6 +275,9 @@ cdef ConvPlan _make_plan(const ConvGeom* g, int algorithm, index_t itemsize) noe
         return p
     if algorithm == CONV_BLOCKED:
         _blocked_plan(g, itemsize, &p)
+        return p
+    if algorithm == CONV_POINTWISE:
+        _pointwise_plan(g, itemsize, &p)
         return p
     if algorithm == CONV_BLOCKED_OC or algorithm == CONV_BLOCKED_OC_UNPACKED:
         _blocked_oc_plan(g, itemsize, &p)
@@ -757,9 +768,9 @@ cdef index_t conv_packed_size(const ConvGeom* g, int algorithm, index_t itemsize
     cdef ConvPlan p
     if algorithm == CONV_WINOGRAD:
         return 36 * g.out_channels * g.in_channels
-    if algorithm == CONV_BLOCKED:
+    if algorithm == CONV_BLOCKED or algorithm == CONV_POINTWISE:
         return (g.groups * _ceil_div(g.out_channels // g.groups, FCNN_BLOCK_OCB) * FCNN_BLOCK_OCB
-                * (g.in_channels // g.groups) * g.kernel_h * g.kernel_w)
+                * (g.in_channels // g.groups) * g.kernel_d * g.kernel_h * g.kernel_w)
     if algorithm == CONV_BLOCKED_OC:
         _blocked_oc_plan(g, itemsize, &p)
         return (g.groups * p.n_m_blocks * p.m_block * (g.in_channels // g.groups)
@@ -1156,11 +1167,11 @@ cdef void _pad_channel(const ConvGeom* g, const ConvPlan* plan, index_t sh, inde
 
 cdef inline void _block_kernel(const floating* x, index_t ld_c, const floating* w,
                                const long* toff, index_t ntaps, index_t cin,
-                               floating* out) noexcept nogil:
+                               floating* out, index_t ld_out, int accumulate) noexcept nogil:
     if floating is float:
-        fcnn_block_kernel_f32(x, ld_c, w, toff, ntaps, cin, out)
+        fcnn_block_kernel_f32(x, ld_c, w, toff, ntaps, cin, out, ld_out, accumulate)
     else:
-        fcnn_block_kernel_f64(x, ld_c, w, toff, ntaps, cin, out)
+        fcnn_block_kernel_f64(x, ld_c, w, toff, ntaps, cin, out, ld_out, accumulate)
 
 
 cdef void _blocked_task(const ConvGeom* g, const ConvPlan* plan, const floating* xpad,
@@ -1184,7 +1195,7 @@ cdef void _blocked_task(const ConvGeom* g, const ConvPlan* plan, const floating*
     _block_kernel(xpad + ((n - n0) * g.in_channels + grp * cin) * plan.channel_stride + q0,
                   plan.channel_stride,
                   packed + (grp * plan.n_m_blocks + ocb) * FCNN_BLOCK_OCB * cin * taps,
-                  toff, taps, cin, tile)
+                  toff, taps, cin, tile, lanes, 0)
     for o in range(mcount):
         oc = grp * m_group + m0 + o
         q = q0
@@ -1235,6 +1246,92 @@ cdef void _blocked_forward(const ConvGeom* g, const ConvPlan* plan, const floati
                               activation, task)
         n0 = n1
 
+
+
+# ---------------------------------------------------------------- pointwise
+
+# 1x1 convolution at stride 1 without padding reads its input as it lies: the
+# block kernel (conv_block.h) takes FCNN_BLOCK_OCB output channels x
+# col_tile positions (whole vectors) per call, one tap, ld_c = the plane size,
+# and writes its tile straight into the output rows. A task keeps one block of
+# positions and runs its channel blocks over the input channels in chunks
+# whose column of the input (chunk x col_tile) stays in L1, while the weights
+# (packed [block][channel][OCB]) stream past. The last, partial block of
+# positions is copied into a zero-padded panel first, and it and a partial
+# last channel block compute into per-thread scratch.
+
+cdef bint pointwise_applies(const ConvGeom* g) noexcept nogil:
+    return (g.kernel_d == 1 and g.kernel_h == 1 and g.kernel_w == 1
+            and g.stride_d == 1 and g.stride_h == 1 and g.stride_w == 1
+            and g.pad_d == 0 and g.pad_h == 0 and g.pad_w == 0
+            and g.out_d == g.in_d and g.out_h == g.in_h and g.out_w == g.in_w)
+
+
+cdef void _pointwise_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noexcept nogil:
+    cdef index_t cin = g.in_channels // g.groups
+    cdef index_t lanes = _block_lanes(itemsize)
+    cdef index_t units
+    p.col_tile = lanes
+    p.n_col_tiles = _ceil_div(g.out_d * g.out_h * g.out_w, lanes)
+    p.m_block = FCNN_BLOCK_OCB
+    p.n_m_blocks = _ceil_div(g.out_channels // g.groups, FCNN_BLOCK_OCB)
+    p.chunk_channels = max(1, min(cin, _oc_weight_bytes // (lanes * itemsize)))
+    units = g.batch * g.groups * p.n_col_tiles
+    p.row_blocks = max(1, min(p.n_m_blocks, _ceil_div(MIN_TASKS, units)))
+    p.rows_per_task = _ceil_div(p.n_m_blocks, p.row_blocks)
+    p.row_blocks = _ceil_div(p.n_m_blocks, p.rows_per_task)
+    p.n_tasks = units * p.row_blocks
+    p.workspace_per_thread = (p.rows_per_task * FCNN_BLOCK_OCB + cin) * lanes
+
+
+cdef void _pointwise_task(const ConvGeom* g, const ConvPlan* plan, const floating* x,
+                          const floating* packed, const floating* bias, floating* y,
+                          const floating* res, floating* scratch, int activation,
+                          index_t task) noexcept nogil:
+    cdef index_t cin = g.in_channels // g.groups, m_group = g.out_channels // g.groups
+    cdef index_t positions = g.out_d * g.out_h * g.out_w
+    cdef index_t lanes = plan.col_tile, ocb = FCNN_BLOCK_OCB
+    cdef index_t run = task % plan.row_blocks
+    cdef index_t tile = (task // plan.row_blocks) % plan.n_col_tiles
+    cdef index_t grp = (task // (plan.row_blocks * plan.n_col_tiles)) % g.groups
+    cdef index_t n = task // (plan.row_blocks * plan.n_col_tiles * g.groups)
+    cdef index_t q0 = tile * lanes, valid = min(lanes, positions - q0)
+    cdef index_t b0 = run * plan.rows_per_task, b1 = min(plan.n_m_blocks, b0 + plan.rows_per_task)
+    cdef const floating* xs = x + (n * g.in_channels + grp * cin) * positions + q0
+    cdef index_t ld = positions, c, c0, kc, b, o, oc, mcount
+    cdef floating* panel = scratch + plan.rows_per_task * ocb * lanes
+    cdef floating* yrow
+    cdef long tap0 = 0
+    if valid < lanes:                   # the ragged end: a zero-padded copy
+        for c in range(cin):
+            memcpy(panel + c * lanes, xs + c * positions, valid * sizeof(floating))
+            memset(panel + c * lanes + valid, 0, (lanes - valid) * sizeof(floating))
+        xs = panel
+        ld = lanes
+    c0 = 0
+    while c0 < cin:
+        kc = min(plan.chunk_channels, cin - c0)
+        for b in range(b0, b1):
+            if valid == lanes and (b + 1) * ocb <= m_group:     # whole tile: into y
+                _block_kernel(xs + c0 * ld, ld,
+                              packed + ((grp * plan.n_m_blocks + b) * cin + c0) * ocb, &tap0, 1,
+                              kc, y + (n * g.out_channels + grp * m_group + b * ocb) * positions
+                              + q0, positions, c0 > 0)
+            else:
+                _block_kernel(xs + c0 * ld, ld,
+                              packed + ((grp * plan.n_m_blocks + b) * cin + c0) * ocb, &tap0, 1,
+                              kc, scratch + (b - b0) * ocb * lanes, lanes, c0 > 0)
+        c0 += kc
+    for b in range(b0, b1):
+        mcount = min(ocb, m_group - b * ocb)
+        for o in range(mcount):
+            oc = grp * m_group + b * ocb + o
+            yrow = y + (n * g.out_channels + oc) * positions + q0
+            if not (valid == lanes and mcount == ocb):
+                memcpy(yrow, scratch + ((b - b0) * ocb + o) * lanes, valid * sizeof(floating))
+            bias_residual_activation(yrow, valid, bias[oc] if bias != NULL else 0,
+                                     bias != NULL, res + (yrow - y) if res != NULL else NULL,
+                                     activation)
 
 
 # ---------------------------------------------------------------- blocked over output channels
@@ -1444,6 +1541,13 @@ cdef void _conv_forward(const ConvGeom* g, const ConvPlan* plan, const floating*
     if plan.algorithm == CONV_BLOCKED:
         _blocked_forward(g, plan, x, w, bias, y, res, workspace, activation, num_threads)
         return
+    if plan.algorithm == CONV_POINTWISE:
+        with parallel(num_threads=num_threads):
+            fp_enter()
+            col = workspace + threadid() * plan.workspace_per_thread
+            for task in prange(plan.n_tasks, schedule='static'):
+                _pointwise_task(g, plan, x, w, bias, y, res, col, activation, task)
+        return
     if plan.algorithm == CONV_BLOCKED_OC or plan.algorithm == CONV_BLOCKED_OC_UNPACKED:
         _blocked_oc_forward(g, plan, x, w, bias, y, res, workspace, activation, num_threads)
         return
@@ -1491,7 +1595,7 @@ cdef void _pack_weights(const ConvGeom* g, int algorithm, const floating* w, flo
     cdef ConvPlan plan
     if algorithm == CONV_WINOGRAD:
         _winograd_pack(g, w, packed, num_threads)
-    elif algorithm == CONV_BLOCKED:
+    elif algorithm == CONV_BLOCKED or algorithm == CONV_POINTWISE:
         _pack_channel_blocks(w, g.groups, m_group, k, FCNN_BLOCK_OCB, packed, num_threads)
     elif algorithm == CONV_BLOCKED_OC:
         plan = conv_make_plan(g, algorithm, sizeof(floating))
@@ -1538,7 +1642,8 @@ cdef ConvGeom _geom_from_tuple(tuple t) except *:
 
 ALGORITHMS = {CONV_GEMM_1X1: "gemm_1x1", CONV_IM2COL: "im2col", CONV_DIRECT: "direct",
               CONV_WINOGRAD: "winograd", CONV_BLOCKED: "blocked", CONV_BLOCKED_OC: "blocked_oc",
-              CONV_DEPTHWISE: "depthwise", CONV_BLOCKED_OC_UNPACKED: "blocked_oc_unpacked"}
+              CONV_DEPTHWISE: "depthwise", CONV_BLOCKED_OC_UNPACKED: "blocked_oc_unpacked",
+              CONV_POINTWISE: "pointwise"}
 _BY_NAME = {v: k for k, v in ALGORITHMS.items()}
 
 
@@ -1555,6 +1660,8 @@ def applicable(tuple geom, str algorithm):
         return winograd_applies(&g)
     if algorithm == "blocked":
         return blocked_applies(&g)
+    if algorithm == "pointwise":
+        return pointwise_applies(&g)
     if algorithm in ("blocked_oc", "blocked_oc_unpacked"):
         return blocked_oc_applies(&g)
     if algorithm == "depthwise":

@@ -34,11 +34,13 @@
 #define FCNN_BLOCK_LANES_F64 (FCNN_BLOCK_QV * FCNN_VEC_BYTES / 8)
 
 /* x: the first lane's input in channel 0; ld_c: elements between channels;
- * w: packed weights [channel][tap][OCB]; out: OCB rows of LANES. */
+ * w: packed weights [channel][tap][OCB]; out: OCB rows of LANES, ld_out
+ * elements apart, added to when accumulate is set (the caller splits the
+ * channels into chunks). */
 #define FCNN_DEFINE_BLOCK_KERNEL(SUFFIX, T)                                              \
 static inline void fcnn_block_kernel_##SUFFIX(const T *x, long ld_c, const T *w,         \
                                               const long *toff, long ntaps, long cin,    \
-                                              T *out)                                    \
+                                              T *out, long ld_out, int accumulate)       \
 {                                                                                        \
     enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                      \
     fcnn_vec_##SUFFIX acc[FCNN_BLOCK_OCB][FCNN_BLOCK_QV];                                \
@@ -46,7 +48,8 @@ static inline void fcnn_block_kernel_##SUFFIX(const T *x, long ld_c, const T *w,
     for (int o = 0; o < FCNN_BLOCK_OCB; o++) {                                           \
         _Pragma("GCC unroll 8")                                                          \
         for (int v = 0; v < FCNN_BLOCK_QV; v++)                                          \
-            acc[o][v] = (fcnn_vec_##SUFFIX){0};                                          \
+            acc[o][v] = accumulate ? *(const fcnn_vec_##SUFFIX *)(out + o * ld_out + v * VL) \
+                                   : (fcnn_vec_##SUFFIX){0};                             \
     }                                                                                    \
     for (long c = 0; c < cin; c++) {                                                     \
         const T *xc = x + c * ld_c;                                                      \
@@ -73,7 +76,7 @@ static inline void fcnn_block_kernel_##SUFFIX(const T *x, long ld_c, const T *w,
     for (int o = 0; o < FCNN_BLOCK_OCB; o++) {                                           \
         _Pragma("GCC unroll 8")                                                          \
         for (int v = 0; v < FCNN_BLOCK_QV; v++)                                          \
-            *(fcnn_vec_##SUFFIX *)(out + (o * FCNN_BLOCK_QV + v) * VL) = acc[o][v];     \
+            *(fcnn_vec_##SUFFIX *)(out + o * ld_out + v * VL) = acc[o][v];               \
     }                                                                                    \
 }
 
