@@ -346,7 +346,7 @@ def test_layer_parity_with_pytorch(padding_mode, padding, rng):
 # ---------------------------------------------------------------- every algorithm
 
 ALGORITHMS = ["im2col", "gemm_1x1", "direct", "winograd", "blocked", "blocked_oc",
-              "blocked_oc_unpacked", "depthwise"]
+              "blocked_oc_unpacked", "depthwise", "pointwise"]
 WINOGRAD_CASES = [
     (1, 8, 8, (9, 9), (3, 3), 1, 1, 1, 1),
     (2, 16, 24, (13, 7), (3, 3), 1, 1, 1, 1),        # output not a multiple of 4
@@ -367,6 +367,15 @@ BLOCKED_CASES = [
     (1, 3, 5, (11, 11), (11, 11), 1, 0, 1, 1),        # kernel as large as the input
     (3, 6, 16, (14, 14), (5, 5), 1, 0, 1, 1),         # LeNet's second layer
     (1, 16, 12, (30, 3), (3, 3), 2, 1, 1, 2),         # narrow, grouped, stride 2
+]
+
+
+POINTWISE_CASES = [
+    (2, 13, 17, (5, 7), (1, 1), 1, 0, 1, 1),         # odd channels, a partial block of positions
+    (1, 6, 12, (9, 9), (1, 1), 1, 0, 1, 3),          # grouped
+    (3, 40, 7, (4, 4), (1, 1), 1, 0, 1, 1),          # 16 positions, one partial channel block
+    (1, 700, 10, (2, 3), (1, 1), 1, 0, 1, 1),        # input channels in several chunks
+    (1, 1, 1, (1, 1), (1, 1), 1, 0, 1, 1),           # one of everything
 ]
 
 
@@ -397,7 +406,7 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, groups):
 def _applicable_pairs():
     from fastcnn._kernels import _conv as kernels
     pairs = []
-    for case in CONV2D_CASES + WINOGRAD_CASES + BLOCKED_CASES + DEPTHWISE_CASES:
+    for case in CONV2D_CASES + WINOGRAD_CASES + BLOCKED_CASES + DEPTHWISE_CASES + POINTWISE_CASES:
         n, cin, cout, spatial, kernel, stride, padding, dilation, groups = case
         geom = _geometry((n, cin) + spatial, (cout, cin // groups) + kernel, stride, padding,
                          dilation, groups)
@@ -485,15 +494,16 @@ def test_dispatcher_picks_fast_paths(dispatch):
 
 def test_dispatcher_without_a_small_matrix_gemm(dispatch):
     """A GEMM that packs on every call (OpenBLAS's Haswell/Zen kernels) loses
-    small problems to the direct blocked_oc kernel: 1x1 layers whose weights
-    fit in half of L2, short-reduction stems, one image's few outputs."""
+    small problems to direct kernels: 1x1 layers whose weights fit in half of
+    L2 (pointwise; strided: blocked_oc), short-reduction stems, one image's
+    few outputs (blocked_oc)."""
     kernels = dispatch
     kernels.set_blas_small_gemm(False)
     g = lambda *a: _geometry(*a)
     assert kernels.select(g((1, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1, 1)) == "winograd"
-    assert kernels.select(g((1, 64, 56, 56), (128, 64, 1, 1), 1, 0, 1, 1)) == "blocked_oc"
-    assert kernels.select(g((1, 384, 14, 14), (96, 384, 1, 1), 1, 0, 1, 1)) == \
-        "blocked_oc_unpacked"
+    assert kernels.select(g((1, 64, 56, 56), (128, 64, 1, 1), 1, 0, 1, 1)) == "pointwise"
+    assert kernels.select(g((1, 384, 14, 14), (96, 384, 1, 1), 1, 0, 1, 1)) == "pointwise"
+    assert kernels.select(g((2, 5, 7, 3), (3, 5, 1, 1), 1, 0, 1, 1)) == "pointwise"
     assert kernels.select(g((1, 64, 56, 56), (128, 64, 1, 1), 2, 0, 1, 1)) == "blocked_oc"
     # weights over half of L2 (1.6 MB): GEMM
     assert kernels.select(g((1, 320, 7, 7), (1280, 320, 1, 1), 1, 0, 1, 1)) == "gemm_1x1"
@@ -503,7 +513,7 @@ def test_dispatcher_without_a_small_matrix_gemm(dispatch):
     assert kernels.select(g((1, 3, 224, 224), (32, 3, 3, 3), 2, 1, 1, 1)) == "blocked_oc"
     # too few output channels for one register tile: not blocked_oc
     few = kernels.dispatch_facts()["blocked_oc_min_channels"] - 1
-    assert kernels.select(g((1, 64, 14, 14), (few, 64, 1, 1), 1, 0, 1, 1)) == "gemm_1x1"
+    assert kernels.select(g((1, 64, 14, 14), (few, 64, 3, 3), 2, 1, 1, 1)) == "im2col"
     assert kernels.select(g((1, 32, 56, 56), (32, 1, 3, 3), 1, 1, 1, 32)) == "direct"
 
 

@@ -169,11 +169,7 @@ cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept 
         # save on WINO_PACK_TILES tiles; below that only prepacked weights win.
         if tiles >= (WINO_MIN_TILES if weights_packed else WINO_PACK_TILES):
             return CONV_WINOGRAD
-    cdef bint pointwise = (g.kernel_d == 1 and g.kernel_h == 1 and g.kernel_w == 1
-                           and g.stride_d == 1 and g.stride_h == 1 and g.stride_w == 1
-                           and g.pad_d == 0 and g.pad_h == 0 and g.pad_w == 0
-                           and g.out_d == g.in_d and g.out_h == g.in_h and g.out_w == g.in_w)
-    if pointwise:
+    if pointwise_applies(g):
         return CONV_POINTWISE if _pointwise_pays(g) else CONV_GEMM_1X1
     # one small image: each channel block's weights are read by one thread,
     # which packs them as it computes instead of in a pass of its own (still
@@ -1660,17 +1656,12 @@ def applicable(tuple geom, str algorithm):
         return winograd_applies(&g)
     if algorithm == "blocked":
         return blocked_applies(&g)
-    if algorithm == "pointwise":
-        return pointwise_applies(&g)
     if algorithm in ("blocked_oc", "blocked_oc_unpacked"):
         return blocked_oc_applies(&g)
     if algorithm == "depthwise":
         return depthwise_applies(&g)
-    if algorithm == "gemm_1x1":
-        return (g.kernel_d == 1 and g.kernel_h == 1 and g.kernel_w == 1
-                and g.stride_d == 1 and g.stride_h == 1 and g.stride_w == 1
-                and g.pad_d == 0 and g.pad_h == 0 and g.pad_w == 0
-                and g.out_d == g.in_d and g.out_h == g.in_h and g.out_w == g.in_w)
+    if algorithm in ("gemm_1x1", "pointwise"):
+        return pointwise_applies(&g)
     return algorithm in ("im2col", "direct")
 
 
