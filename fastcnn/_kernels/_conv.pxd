@@ -61,9 +61,9 @@ cdef struct ConvPlan:
     index_t chunk_channels          # input channels per pass (their weights stay in L1)
     index_t row_blocks
     index_t oc_pack_offset          # unpacked: where a thread's packed channel block starts
-    # Pointwise: tasks are (image, group, block of col_tile positions, run of
+    # Pointwise: tasks are (image, group, col_tile positions, run of
     # rows_per_task channel blocks of m_block); chunk_channels input channels
-    # per pass (their column of the input stays in L1 for the whole run)
+    # per pass (their columns of the input stay in L1 for the whole run)
     # Depthwise over channels: tasks are (image, block of m_block channels,
     # block of rows_per_task output rows); wq = the padded input row length
 

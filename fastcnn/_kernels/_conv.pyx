@@ -1247,14 +1247,18 @@ cdef void _blocked_forward(const ConvGeom* g, const ConvPlan* plan, const floati
 # ---------------------------------------------------------------- pointwise
 
 # 1x1 convolution at stride 1 without padding reads its input as it lies: the
-# block kernel (conv_block.h) takes FCNN_BLOCK_OCB output channels x
-# col_tile positions (whole vectors) per call, one tap, ld_c = the plane size,
-# and writes its tile straight into the output rows. A task keeps one block of
-# positions and runs its channel blocks over the input channels in chunks
-# whose column of the input (chunk x col_tile) stays in L1, while the weights
-# (packed [block][channel][OCB]) stream past. The last, partial block of
-# positions is copied into a zero-padded panel first, and it and a partial
-# last channel block compute into per-thread scratch.
+# block kernel (conv_block.h) takes FCNN_BLOCK_OCB output channels x one
+# block of positions (whole vectors) per call, one tap, ld_c = the plane size,
+# and writes its tile straight into the output rows. A task takes col_tile
+# positions (several blocks, so the epilogue runs over long rows) and a run
+# of channel blocks, and goes over the input channels in chunks whose columns
+# (chunk x col_tile) stay in L1 while the weights (packed [block][channel][OCB])
+# stream past. The last, partial block of positions is copied into a
+# zero-padded panel first; it and a partial last channel block compute into
+# per-thread scratch.
+
+cdef enum:
+    POINTWISE_MIN_CHUNK = 64            # input channels per pass, at least (or all)
 
 cdef bint pointwise_applies(const ConvGeom* g) noexcept nogil:
     return (g.kernel_d == 1 and g.kernel_h == 1 and g.kernel_w == 1
@@ -1266,18 +1270,23 @@ cdef bint pointwise_applies(const ConvGeom* g) noexcept nogil:
 cdef void _pointwise_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noexcept nogil:
     cdef index_t cin = g.in_channels // g.groups
     cdef index_t lanes = _block_lanes(itemsize)
-    cdef index_t units
-    p.col_tile = lanes
-    p.n_col_tiles = _ceil_div(g.out_d * g.out_h * g.out_w, lanes)
+    cdef index_t blocks = _ceil_div(g.out_d * g.out_h * g.out_w, lanes)
+    cdef index_t units, per_task
+    # as many blocks of positions per task as keep a chunk of at least
+    # POINTWISE_MIN_CHUNK channels (or all of them) within the L1 budget
+    per_task = _oc_weight_bytes // (min(cin, <index_t>POINTWISE_MIN_CHUNK) * lanes * itemsize)
+    per_task = max(1, min(blocks, per_task))
+    p.col_tile = per_task * lanes
+    p.n_col_tiles = _ceil_div(blocks, per_task)
     p.m_block = FCNN_BLOCK_OCB
     p.n_m_blocks = _ceil_div(g.out_channels // g.groups, FCNN_BLOCK_OCB)
-    p.chunk_channels = max(1, min(cin, _oc_weight_bytes // (lanes * itemsize)))
+    p.chunk_channels = max(1, min(cin, _oc_weight_bytes // (p.col_tile * itemsize)))
     units = g.batch * g.groups * p.n_col_tiles
     p.row_blocks = max(1, min(p.n_m_blocks, _ceil_div(MIN_TASKS, units)))
     p.rows_per_task = _ceil_div(p.n_m_blocks, p.row_blocks)
     p.row_blocks = _ceil_div(p.n_m_blocks, p.rows_per_task)
     p.n_tasks = units * p.row_blocks
-    p.workspace_per_thread = (p.rows_per_task * FCNN_BLOCK_OCB + cin) * lanes
+    p.workspace_per_thread = p.rows_per_task * FCNN_BLOCK_OCB * p.col_tile + cin * lanes
 
 
 cdef void _pointwise_task(const ConvGeom* g, const ConvPlan* plan, const floating* x,
@@ -1286,45 +1295,57 @@ cdef void _pointwise_task(const ConvGeom* g, const ConvPlan* plan, const floatin
                           index_t task) noexcept nogil:
     cdef index_t cin = g.in_channels // g.groups, m_group = g.out_channels // g.groups
     cdef index_t positions = g.out_d * g.out_h * g.out_w
-    cdef index_t lanes = plan.col_tile, ocb = FCNN_BLOCK_OCB
+    cdef index_t lanes = _block_lanes(sizeof(floating)), ocb = FCNN_BLOCK_OCB
+    cdef index_t width = plan.col_tile
     cdef index_t run = task % plan.row_blocks
     cdef index_t tile = (task // plan.row_blocks) % plan.n_col_tiles
     cdef index_t grp = (task // (plan.row_blocks * plan.n_col_tiles)) % g.groups
     cdef index_t n = task // (plan.row_blocks * plan.n_col_tiles * g.groups)
-    cdef index_t q0 = tile * lanes, valid = min(lanes, positions - q0)
+    cdef index_t p0 = tile * width, valid = min(width, positions - p0)
+    cdef index_t whole = valid // lanes                 # blocks of positions all inside
+    cdef index_t nblk = _ceil_div(valid, lanes)
     cdef index_t b0 = run * plan.rows_per_task, b1 = min(plan.n_m_blocks, b0 + plan.rows_per_task)
-    cdef const floating* xs = x + (n * g.in_channels + grp * cin) * positions + q0
-    cdef index_t ld = positions, c, c0, kc, b, o, oc, mcount
-    cdef floating* panel = scratch + plan.rows_per_task * ocb * lanes
+    cdef const floating* xs = x + (n * g.in_channels + grp * cin) * positions + p0
+    cdef const floating* xq
+    cdef const floating* wb
+    cdef floating* panel = scratch + plan.rows_per_task * ocb * width
+    cdef floating* yblk
     cdef floating* yrow
+    cdef index_t c, c0, kc, b, j, o, oc, mcount, ldq
+    cdef bint direct
     cdef long tap0 = 0
-    if valid < lanes:                   # the ragged end: a zero-padded copy
+    if whole < nblk:                    # the ragged end: a zero-padded copy
         for c in range(cin):
-            memcpy(panel + c * lanes, xs + c * positions, valid * sizeof(floating))
-            memset(panel + c * lanes + valid, 0, (lanes - valid) * sizeof(floating))
-        xs = panel
-        ld = lanes
+            memcpy(panel + c * lanes, xs + c * positions + whole * lanes,
+                   (valid - whole * lanes) * sizeof(floating))
+            memset(panel + c * lanes + valid - whole * lanes, 0,
+                   (lanes - (valid - whole * lanes)) * sizeof(floating))
     c0 = 0
     while c0 < cin:
         kc = min(plan.chunk_channels, cin - c0)
         for b in range(b0, b1):
-            if valid == lanes and (b + 1) * ocb <= m_group:     # whole tile: into y
-                _block_kernel(xs + c0 * ld, ld,
-                              packed + ((grp * plan.n_m_blocks + b) * cin + c0) * ocb, &tap0, 1,
-                              kc, y + (n * g.out_channels + grp * m_group + b * ocb) * positions
-                              + q0, positions, c0 > 0)
-            else:
-                _block_kernel(xs + c0 * ld, ld,
-                              packed + ((grp * plan.n_m_blocks + b) * cin + c0) * ocb, &tap0, 1,
-                              kc, scratch + (b - b0) * ocb * lanes, lanes, c0 > 0)
+            wb = packed + ((grp * plan.n_m_blocks + b) * cin + c0) * ocb
+            direct = (b + 1) * ocb <= m_group
+            yblk = y + (n * g.out_channels + grp * m_group + b * ocb) * positions + p0
+            for j in range(nblk):
+                xq = xs + c0 * positions + j * lanes if j < whole else panel + c0 * lanes
+                ldq = positions if j < whole else lanes
+                if direct and j < whole:            # a whole tile: straight into y
+                    _block_kernel(xq, ldq, wb, &tap0, 1, kc, yblk + j * lanes, positions, c0 > 0)
+                else:
+                    _block_kernel(xq, ldq, wb, &tap0, 1, kc,
+                                  scratch + (b - b0) * ocb * width + j * lanes, width, c0 > 0)
         c0 += kc
     for b in range(b0, b1):
         mcount = min(ocb, m_group - b * ocb)
         for o in range(mcount):
             oc = grp * m_group + b * ocb + o
-            yrow = y + (n * g.out_channels + oc) * positions + q0
-            if not (valid == lanes and mcount == ocb):
-                memcpy(yrow, scratch + ((b - b0) * ocb + o) * lanes, valid * sizeof(floating))
+            yrow = y + (n * g.out_channels + oc) * positions + p0
+            if mcount < ocb:
+                memcpy(yrow, scratch + ((b - b0) * ocb + o) * width, valid * sizeof(floating))
+            elif whole < nblk:
+                memcpy(yrow + whole * lanes, scratch + ((b - b0) * ocb + o) * width
+                       + whole * lanes, (valid - whole * lanes) * sizeof(floating))
             bias_residual_activation(yrow, valid, bias[oc] if bias != NULL else 0,
                                      bias != NULL, res + (yrow - y) if res != NULL else NULL,
                                      activation)
