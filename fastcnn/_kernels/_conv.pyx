@@ -1558,22 +1558,18 @@ cdef void _conv_forward(const ConvGeom* g, const ConvPlan* plan, const floating*
     if plan.algorithm == CONV_BLOCKED:
         _blocked_forward(g, plan, x, w, bias, y, res, workspace, activation, num_threads)
         return
-    if plan.algorithm == CONV_POINTWISE:
-        with parallel(num_threads=num_threads):
-            fp_enter()
-            col = workspace + threadid() * plan.workspace_per_thread
-            for task in prange(plan.n_tasks, schedule='static'):
-                _pointwise_task(g, plan, x, w, bias, y, res, col, activation, task)
-        return
     if plan.algorithm == CONV_BLOCKED_OC or plan.algorithm == CONV_BLOCKED_OC_UNPACKED:
         _blocked_oc_forward(g, plan, x, w, bias, y, res, workspace, activation, num_threads)
         return
-    if plan.algorithm == CONV_DEPTHWISE:
+    if plan.algorithm == CONV_POINTWISE or plan.algorithm == CONV_DEPTHWISE:
         with parallel(num_threads=num_threads):
             fp_enter()
             col = workspace + threadid() * plan.workspace_per_thread
             for task in prange(plan.n_tasks, schedule='static'):
-                _depthwise_task(g, plan, x, w, bias, y, res, col, activation, task)
+                if plan.algorithm == CONV_POINTWISE:
+                    _pointwise_task(g, plan, x, w, bias, y, res, col, activation, task)
+                else:
+                    _depthwise_task(g, plan, x, w, bias, y, res, col, activation, task)
         return
     blas_enter()
     if plan.algorithm == CONV_WINOGRAD and plan.wino_shared:
