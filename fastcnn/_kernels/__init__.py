@@ -29,16 +29,21 @@ FEATURES = _cpu.features()
 BUILT = tuple(name for name in (*TABLE, "native")
               if importlib.util.find_spec(f"fastcnn._kernels.{name}") is not None)
 
+
+def _read(path):
+    with open(path) as fh:
+        return fh.read().strip()
+
+
 def _cache_sizes(base="/sys/devices/system/cpu/cpu0/cache"):
     """{'l1d': bytes, 'l2': bytes} of one core as the OS reports them (Linux's
     sysfs); empty where it does not."""
     units = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
     sizes = {}
     try:
-        entries = [e for e in os.listdir(base) if e.startswith("index")]
-        for entry in entries:
-            read = lambda f: open(os.path.join(base, entry, f)).read().strip()  # noqa: E731
-            level, kind, size = read("level"), read("type"), read("size")
+        for entry in (e for e in os.listdir(base) if e.startswith("index")):
+            level, kind, size = (_read(os.path.join(base, entry, f))
+                                 for f in ("level", "type", "size"))
             value = int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
             if level == "1" and kind == "Data":
                 sizes["l1d"] = value
