@@ -62,6 +62,17 @@ def extension(name, source, flags):
                      extra_compile_args=COMMON_ARGS + flags, extra_link_args=LINK_ARGS)
 
 
+def write_if_changed(path, text):
+    """Write text to path unless it holds it already (keeps timestamps, so
+    setuptools does not recompile what has not changed)."""
+    if os.path.exists(path):
+        with open(path) as fh:
+            if fh.read() == text:
+                return
+    with open(path, "w") as fh:
+        fh.write(text)
+
+
 def target_wrapper(target, module, c_source):
     """A C file in fastcnn/_kernels/<target>/ that includes the module's
     Cython output, so each target gets objects of its own."""
@@ -71,13 +82,10 @@ def target_wrapper(target, module, c_source):
            f'#define FCNN_BUILD_TARGET "{target}"\n' \
            f'#include "{os.path.relpath(c_source, os.path.dirname(path))}"\n'
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    init = os.path.join(os.path.dirname(path), "__init__.py")
-    if not os.path.exists(init):
-        with open(init, "w") as fh:
-            fh.write(f'"""fastcnn\'s kernels compiled for the {target} target (written by setup.py)."""\n')
-    if not os.path.exists(path) or open(path).read() != text:
-        with open(path, "w") as fh:
-            fh.write(text)
+    write_if_changed(os.path.join(os.path.dirname(path), "__init__.py"),
+                     f'"""fastcnn\'s kernels compiled for the {target} target '
+                     f'(written by setup.py)."""\n')
+    write_if_changed(path, text)
     return path
 
 

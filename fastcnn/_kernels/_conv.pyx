@@ -70,7 +70,10 @@ cnp.import_array()
 # Below MIN_TASKS tasks, split the output channels too, so that both cores
 # (and more) get work on batch-1 layers with small feature maps.
 cdef enum:
+    COL_TILE = 64
     MAX_COL_TILE = 2048
+    GEMM_MB = 96
+    GEMM_KB = 160
     MIN_TASKS = 8
     SHARED_COL_BYTES = 64 * 1024 * 1024   # limit on columns gathered up front
     DIRECT_WIDE_BELOW = 32                # output width under which depthwise pads the plane
@@ -106,13 +109,9 @@ cdef index_t _wino_budget_bytes = 1536 * 1024
 # Whether the BLAS multiplies small matrices without packing them (OpenBLAS's
 # SkylakeX-family kernels do; its Haswell/Zen kernels pack on every call). With
 # such a GEMM, im2col and 1x1 GEMM win on small problems; without it, the
-# direct blocked_oc kernel does: 1x1 layers whose weights fit in half of L2,
-# stems with short reductions, and one image's few outputs.
+# direct kernels do: 1x1 layers whose weights fit in half of L2 (pointwise,
+# blocked_oc when strided), stems with short reductions, one image's few outputs.
 cdef bint _small_gemm = True
-# GEMM blocking (see the comment above cdef enum)
-cdef index_t COL_TILE = 64
-cdef index_t GEMM_MB = 96
-cdef index_t GEMM_KB = 160
 
 
 def set_blas_small_gemm(bint has_small_gemm):
@@ -195,14 +194,12 @@ cdef bint _blocked_oc_pays(const ConvGeom* g, bint weights_packed) noexcept nogi
     Against a GEMM that packs on every call it wins on all of those too,
     1x1 layers included while their weights fit in half of L2."""
     cdef index_t taps = g.kernel_h * g.kernel_w
-    cdef index_t weight_bytes = (g.out_channels * (g.in_channels // g.groups) * taps
-                                 * <index_t>sizeof(float))
     if not blocked_oc_applies(g):
         return False
     if g.out_channels // g.groups < FCNN_OC_WIDE_V * FCNN_OC_VL_F32:
         return False
     if not _small_gemm:
-        return taps > 1 or 2 * weight_bytes <= _l2_bytes
+        return taps > 1 or _weights_fit_half_l2(g)
     if taps == 1:
         return False
     # short reductions only for large kernels (stems: 3 channels x 49 taps)
@@ -211,11 +208,17 @@ cdef bint _blocked_oc_pays(const ConvGeom* g, bint weights_packed) noexcept nogi
     return weights_packed or g.batch * g.out_h * g.out_w >= OC_PACK_POSITIONS
 
 
+cdef inline bint _weights_fit_half_l2(const ConvGeom* g) noexcept nogil:
+    """Whether the (float32) weights fit in half of L2: direct kernels stream
+    them once per block of outputs, which pays only while they stay there."""
+    return (2 * g.out_channels * (g.in_channels // g.groups) * g.kernel_d * g.kernel_h
+            * g.kernel_w * <index_t>sizeof(float) <= _l2_bytes)
+
+
 cdef bint _pointwise_pays(const ConvGeom* g) noexcept nogil:
     """Against a GEMM that packs on every call, the pointwise kernel wins while
-    the weights fit in half of L2 (streamed once per block of positions)."""
-    return (not _small_gemm and 2 * g.out_channels * (g.in_channels // g.groups)
-            * <index_t>sizeof(float) <= _l2_bytes)
+    the weights fit in half of L2."""
+    return not _small_gemm and _weights_fit_half_l2(g)
 
 
 cdef bint _blocked_pays(const ConvGeom* g, bint weights_packed) noexcept nogil:
