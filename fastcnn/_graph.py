@@ -158,6 +158,20 @@ class TracedArray(np.ndarray):
                          "is not supported")
 
 
+def _root(a):
+    while isinstance(a, np.ndarray) and a.base is not None:
+        a = a.base
+    return a
+
+
+def _is_view_of(result, source):
+    """Whether result shows source's memory (an empty view shares no bytes,
+    so it is recognised by the array it was made from)."""
+    if np.shares_memory(result, source):
+        return True
+    return result.size == 0 and _root(result) is _root(source)
+
+
 def _data_pointer(a):
     return a.__array_interface__["data"][0]
 
@@ -255,7 +269,7 @@ class _Tracer:
             self.depth -= 1
         first = args[0] if args and isinstance(args[0], np.ndarray) else None
         if (inplace_target is None and first is not None and isinstance(result, np.ndarray)
-                and np.shares_memory(self.unwrap(result), self.unwrap(first))):
+                and _is_view_of(self.unwrap(result), self.unwrap(first))):
             if result.shape == first.shape and _data_pointer(result) == _data_pointer(first):
                 return first                # identity (e.g. dropout in eval mode): no node
             return self.record(op, fn, args, kwargs, result, view=True)   # flatten, reshape

@@ -244,7 +244,15 @@ cdef bint _blocked_pays(const ConvGeom* g, bint weights_packed) noexcept nogil:
 
 cdef ConvPlan conv_make_plan(const ConvGeom* g, int algorithm, index_t itemsize) noexcept nogil:
     cdef ConvPlan p
-    if (g.batch <= 0 or g.groups <= 0 or g.in_channels <= 0 or g.out_channels <= 0
+    cdef ConvGeom one
+    if g.batch == 0:
+        # An empty batch has no tasks, but its weight layout (block sizes) is
+        # that of one image, so packing for it works as for any batch.
+        one = _one_image(g)
+        p = conv_make_plan(&one, algorithm, itemsize)
+        p.n_tasks = 0
+        return p
+    if (g.batch < 0 or g.groups <= 0 or g.in_channels <= 0 or g.out_channels <= 0
             or g.out_d <= 0 or g.out_h <= 0 or g.out_w <= 0
             or g.in_channels % g.groups or g.out_channels % g.groups):
         memset(&p, 0, sizeof(ConvPlan))     # nothing to do (callers validate first)
@@ -763,8 +771,18 @@ cdef bint winograd_applies(const ConvGeom* g) noexcept nogil:
             and g.in_d == 1 and g.out_d == 1 and g.pad_d == 0)
 
 
+cdef inline ConvGeom _one_image(const ConvGeom* g) noexcept nogil:
+    cdef ConvGeom one = g[0]
+    one.batch = 1
+    return one
+
+
 cdef index_t conv_packed_size(const ConvGeom* g, int algorithm, index_t itemsize) noexcept nogil:
     cdef ConvPlan p
+    cdef ConvGeom one
+    if g.batch == 0:            # the layout of one image (see conv_make_plan)
+        one = _one_image(g)
+        return conv_packed_size(&one, algorithm, itemsize)
     if algorithm == CONV_WINOGRAD:
         return 36 * g.out_channels * g.in_channels
     if algorithm == CONV_BLOCKED or algorithm == CONV_POINTWISE:

@@ -413,7 +413,7 @@ def _softmax_2d(fn):
         if not coerce:
             return fn(input, axis, out=out)
         shape = input.shape
-        flat = np.ascontiguousarray(input).reshape(int(np.prod(shape[:axis], dtype=np.int64)), -1)
+        flat = np.ascontiguousarray(input).reshape(_rows_cols(shape, axis))
         return _put(out, fn(flat, 1).reshape(shape))
     return run
 
@@ -545,6 +545,29 @@ def _resolve_shape(data_shape, shape, allowzero):
     return tuple(shape)
 
 
+def _infer_minus_one(data_shape, target, node):
+    """target with its -1 resolved. With no elements (an empty batch) the
+    size is ambiguous, and ONNX Runtime and PyTorch reject it; fastcnn
+    resolves it as if each empty dimension held one element, the shape a
+    batch of one would have, so an empty batch flows through a network
+    whose graph reshapes to (batch, -1)."""
+    known = [s for s in target if s != -1]
+    if len(known) < len(target) - 1 or any(s < -1 for s in target):
+        raise ValueError(f"onnx: {node.op_type} {node.name!r}: shape {list(target)} may hold one "
+                         f"-1 and no other negative size")
+    if len(known) == len(target):
+        if math.prod(target) != math.prod(data_shape):
+            raise ValueError(f"onnx: {node.op_type} {node.name!r}: cannot reshape data of shape "
+                             f"{tuple(data_shape)} into {tuple(target)}")
+        return tuple(target)
+    have = math.prod(max(d, 1) for d in data_shape) if 0 in data_shape else math.prod(data_shape)
+    per = math.prod(max(s, 1) for s in known) if 0 in data_shape else math.prod(known)
+    if per == 0 or have % per:
+        raise ValueError(f"onnx: {node.op_type} {node.name!r}: cannot reshape data of shape "
+                         f"{tuple(data_shape)} into {tuple(target)}")
+    return tuple(have // per if s == -1 else s for s in target)
+
+
 @op("Reshape")
 def op_Reshape(b, node, x):
     if b.opset < 5:
@@ -554,12 +577,17 @@ def op_Reshape(b, node, x):
             return b.unsupported(node, "a shape that is not constant")
         shape = _ints(x[1])
     target = _resolve_shape(x[0].array.shape, shape, int(node.attrs.get("allowzero", 0)))
-    target = np.empty(x[0].array.shape, np.uint8).reshape(target).shape     # resolves -1
+    target = _infer_minus_one(x[0].array.shape, target, node)
     return b.call("reshape", reshape, [x[0], target], {}, view=True)
 
 
+def _rows_cols(shape, axis):
+    """The 2-D shape ONNX Flatten (and softmax's opset<13 coercion) gives `shape`."""
+    return math.prod(shape[:axis]), math.prod(shape[axis:])
+
+
 def flatten(data, axis, out=None):
-    return data.reshape(int(np.prod(data.shape[:axis], dtype=np.int64)), -1)
+    return data.reshape(_rows_cols(data.shape, axis))
 
 
 @op("Flatten")
