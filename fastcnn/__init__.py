@@ -18,7 +18,7 @@ except ImportError as exc:  # the source tree, where nothing is compiled
             f"run Python from another folder, or build in place with `pip install -e .`."
         ) from exc
     raise
-from fastcnn._threads import get_num_threads, set_num_threads, threads
+from fastcnn._threads import MAX_THREADS, get_num_threads, set_num_threads, threads
 from fastcnn._kernels._omp import set_flush_denormal
 from fastcnn.nn.init import manual_seed
 from fastcnn import functional, nn
@@ -29,6 +29,7 @@ from fastcnn.summary import summary
 from fastcnn.serialization import save, load
 from fastcnn import models
 
-__all__ = ["__version__", "functional", "nn", "get_num_threads", "set_num_threads",
-           "threads", "set_flush_denormal", "manual_seed", "get_include", "get_isa", "set_max_isa", "show_config", "fuse",
-           "compile", "summary", "models", "save", "load"]
+__all__ = ["__version__", "functional", "nn", "MAX_THREADS", "get_num_threads",
+           "set_num_threads", "threads", "set_flush_denormal", "manual_seed", "get_include",
+           "get_isa", "set_max_isa", "show_config", "fuse", "compile", "summary", "models",
+           "save", "load"]

@@ -12,7 +12,7 @@ from cpython.pycapsule cimport PyCapsule_New
 
 from fastcnn._kernels._typedefs cimport index_t
 from fastcnn._kernels._omp cimport (omp_get_max_threads, threads_setting, set_threads_setting,
-                                    threads_cap)
+                                    threads_cap, FCNN_MAX_THREADS)
 from fastcnn._kernels._conv cimport (ConvGeom, ConvPlan, conv_select_algorithm, conv_make_plan,
                                      conv_packed_size, conv_pack_weights_f32,
                                      conv_pack_weights_f64, conv_forward_f32, conv_forward_f64,
@@ -170,7 +170,7 @@ cdef const char* _strerror(fcnn_status status) noexcept nogil:
 
 
 cdef fcnn_status _set_num_threads(int n) noexcept nogil:
-    if n < 0:
+    if n < 0 or n > FCNN_MAX_THREADS:
         return FCNN_ERR_ARG
     set_threads_setting(n)
     return FCNN_OK
@@ -180,7 +180,11 @@ cdef int _get_num_threads() noexcept nogil:
     cdef int n = threads_setting()
     if threads_cap():
         return 1                        # a forked child (see fastcnn._threads)
-    return n if n > 0 else omp_get_max_threads()
+    if n > 0:
+        return n
+    # C has no exception to raise for OpenMP's own setting (the Python API
+    # raises): a count above the limit runs at the limit, as fastcnn.h says
+    return min(omp_get_max_threads(), <int>FCNN_MAX_THREADS)
 
 
 cdef inline bint _product(int64_t* out, int64_t a, int64_t b) noexcept nogil:

@@ -3,7 +3,8 @@
 Precedence: a `with fastcnn.threads(n):` block in the calling Python thread,
 then `fastcnn.set_num_threads(n)`, then OpenMP's own setting for the calling
 thread (OMP_NUM_THREADS, or threadpoolctl's openmp limit, which calls
-omp_set_num_threads on fastcnn's OpenMP runtime).
+omp_set_num_threads on fastcnn's OpenMP runtime). Each way in is limited to
+MAX_THREADS; a count above it is an error, never a crash in a kernel.
 """
 import contextlib
 import operator
@@ -11,6 +12,8 @@ import os
 import threading
 
 from fastcnn._kernels import _omp
+
+MAX_THREADS = _omp.MAX_THREADS
 
 
 class _ThreadSetting(threading.local):
@@ -27,12 +30,15 @@ def _check(n, what):
         raise TypeError(f"{what}: expected a positive int, got {type(n).__name__}") from None
     if n < 1:
         raise ValueError(f"{what}: expected a positive number of threads, got {n}")
+    if n > _omp.MAX_THREADS:
+        raise ValueError(f"{what}: at most {_omp.MAX_THREADS} threads (fastcnn's limit), got {n}")
     return n
 
 
 def set_num_threads(n):
     """Use n threads in every fastcnn kernel (all Python threads), like
-    torch.set_num_threads. `set_num_threads(None)` returns to OpenMP's default."""
+    torch.set_num_threads; n is at most fastcnn.MAX_THREADS (1024).
+    `set_num_threads(None)` returns to OpenMP's default."""
     # kept in the kernels, where the C-API's fcnn_set_num_threads sets it too
     _omp.set_threads_setting_py(0 if n is None else _check(n, "set_num_threads"))
 
@@ -45,7 +51,15 @@ def get_num_threads():
     n = _local.threads
     if n is not None:
         return n
-    return _omp.get_threads_setting() or _omp.max_threads()
+    n = _omp.get_threads_setting()
+    if n:
+        return n
+    n = _omp.max_threads()
+    if n > _omp.MAX_THREADS:
+        raise ValueError(f"fastcnn: OpenMP's thread count (OMP_NUM_THREADS or a threadpoolctl "
+                         f"limit) is {n}, above fastcnn's limit of {_omp.MAX_THREADS} threads; "
+                         f"lower it, or call fastcnn.set_num_threads(n)")
+    return n
 
 
 def _after_fork():

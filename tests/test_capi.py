@@ -4,6 +4,8 @@ embedding CPython, and a Cython module; each checked against the Python API."""
 import ctypes
 import importlib.util
 import os
+import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -165,6 +167,7 @@ static PyObject *bad_calls(PyObject *self, PyObject *unused)
     ADD("activation unknown", fcnn_activation_f32(42, 4, buf, out, 0, 0));
     ADD("softmax null", fcnn_softmax_f32(1, 4, 1, NULL, out, 0));
     ADD("threads negative", fcnn_set_num_threads(-1));
+    ADD("threads above the limit", fcnn_set_num_threads(FCNN_MAX_THREADS + 1));
     ADD("conv3d ok", (p.ndim = 3, p.in_size[2] = 5, p.kernel[2] = 3, p.stride[2] = 1,
                       p.dilation[2] = 1, p.padding[2] = 0, p.in_channels = 1,
                       p.out_channels = 1, p.padding[0] = p.padding[1] = 0,
@@ -419,7 +422,8 @@ def test_bad_arguments_return_statuses(ext):
         "group norm groups": SHAPE, "group norm negative size": SHAPE,
         "batch norm inference without stats": ARG, "batch norm training one value": SHAPE,
         "layer norm nan eps": ARG, "linear zero rows": SHAPE, "activation unknown": ARG,
-        "softmax null": ARG, "threads negative": ARG, "conv3d ok": 0,
+        "softmax null": ARG, "threads negative": ARG, "threads above the limit": ARG,
+        "conv3d ok": 0,
     }
     assert "workspace too small" in ext.strerror(WORKSPACE)
     assert ext.strerror(123) == "unknown fcnn_status"
@@ -453,6 +457,9 @@ def test_threads_are_shared_with_python(ext):
         assert ext.threads() == 3
         assert ext.set_threads(2) == 0
         assert fastcnn.get_num_threads() == 2
+        assert ext.set_threads(fastcnn.MAX_THREADS) == 0
+        assert ext.set_threads(100000) != 0       # refused, the setting unchanged
+        assert fastcnn.get_num_threads() == fastcnn.MAX_THREADS
         assert ext.set_threads(0) == 0            # back to OpenMP's default
         assert ext.threads() == fastcnn._threads._omp.max_threads()
     finally:
@@ -531,3 +538,9 @@ def test_c_api_overhead_is_small(ext):
     y = np.empty((1, 8, 8, 8), np.float32)
     assert ext.time_conv(x, w, y, 1000) > 0
     np.testing.assert_array_equal(y, F.conv2d(x, w, None, 1, 1))
+
+
+def test_header_thread_limit_is_the_kernels():
+    header = (pathlib.Path(fastcnn.get_include()) / "fastcnn.h").read_text()
+    assert re.search(r"#define FCNN_MAX_THREADS (\d+)", header).group(1) == \
+        str(fastcnn.MAX_THREADS)

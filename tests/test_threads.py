@@ -45,6 +45,38 @@ def test_bad_thread_counts(bad, error):
             pass
 
 
+def test_thread_counts_above_the_limit_are_refused():
+    limit = fastcnn.MAX_THREADS
+    fastcnn.set_num_threads(limit)                # the limit itself is fine
+    assert fastcnn.get_num_threads() == limit
+    for n in (limit + 1, 100000, 2**40):
+        with pytest.raises(ValueError, match=f"set_num_threads: at most {limit} threads"):
+            fastcnn.set_num_threads(n)
+        with pytest.raises(ValueError, match=f"threads: at most {limit} threads"):
+            with fastcnn.threads(n):
+                pass
+    assert fastcnn.get_num_threads() == limit     # refused: nothing changed
+
+
+def test_openmp_counts_above_the_limit_are_an_error_not_a_crash():
+    x = np.ones((1, 4, 6, 6), np.float32)
+    w = np.ones((4, 4, 3, 3), np.float32)
+    with threadpool_limits(100000, user_api="openmp"):
+        with pytest.raises(ValueError, match="OpenMP's thread count .* is 100000, above "
+                                             "fastcnn's limit of 1024"):
+            F.conv2d(x, w)
+        with fastcnn.threads(2):                  # fastcnn's own setting takes precedence
+            assert F.conv2d(x, w).shape == (1, 4, 4, 4)
+    code = ("import numpy as np, fastcnn.functional as F\n"
+            "try:\n    F.relu(np.ones(3, np.float32))\n"
+            "except ValueError as e:\n    print(e)\n")
+    env = dict(os.environ, OMP_NUM_THREADS="100000")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "OMP_NUM_THREADS" in out.stdout and "1024" in out.stdout
+
+
 def test_threadpoolctl_openmp_limit_makes_fastcnn_single_threaded():
     default = fastcnn.get_num_threads()
     with threadpool_limits(1, user_api="openmp"):

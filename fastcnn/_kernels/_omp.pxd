@@ -7,6 +7,14 @@ cdef extern from "<omp.h>" nogil:
     int omp_in_parallel()
 
 
+# The most threads a kernel runs, on every way in (fastcnn.set_num_threads,
+# fastcnn.threads, the C-API, OpenMP's OMP_NUM_THREADS / threadpoolctl): far
+# above any CPU's hardware threads, far below counts whose thread teams
+# exhaust the process (GNU OpenMP crashes starting 100000). fastcnn.h says
+# FCNN_MAX_THREADS, the same number.
+cdef enum:
+    FCNN_MAX_THREADS = 1024
+
 # The process-wide thread count of fastcnn.set_num_threads and the C-API's
 # fcnn_set_num_threads (0: OpenMP's default).
 cdef int threads_setting() noexcept nogil

@@ -12,6 +12,8 @@ cdef extern from "fpmode.h" nogil:
     void fcnn_set_ftz_daz(int on)
     int fcnn_get_ftz_daz()
 
+MAX_THREADS = FCNN_MAX_THREADS
+
 cdef int _threads_setting = 0
 cdef int _forked_child = 0       # GNU OpenMP cannot start thread teams after fork
 cdef int _denormal_mode = -1     # -1: never set (threads keep their own mode), 0 off, 1 on

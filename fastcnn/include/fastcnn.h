@@ -224,9 +224,13 @@ static inline const char *fcnn_strerror(fcnn_status status)
 { return fcnn_api_table ? fcnn_api_table->strerror(status)
                         : "fastcnn C-API not imported: call import_fastcnn() first"; }
 
+/* The most threads a kernel runs (fastcnn.MAX_THREADS in Python). */
+#define FCNN_MAX_THREADS 1024
+
 /* Threads every kernel uses, for the whole process (the Python API's
- * fastcnn.set_num_threads is the same setting). n >= 1, or 0 for OpenMP's
- * default (OMP_NUM_THREADS). FCNN_ERR_ARG for n < 0. */
+ * fastcnn.set_num_threads is the same setting). 1 <= n <= FCNN_MAX_THREADS,
+ * or 0 for OpenMP's default (OMP_NUM_THREADS; a count above FCNN_MAX_THREADS
+ * there runs FCNN_MAX_THREADS threads). FCNN_ERR_ARG for any other n. */
 static inline fcnn_status fcnn_set_num_threads(int n)
 { return FCNN_CALL(set_num_threads, n); }
 
