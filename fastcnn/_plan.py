@@ -22,7 +22,7 @@ from fastcnn import _threads
 from fastcnn._graph import Node, Value
 from fastcnn import _kernels
 from fastcnn._functional.conv import conv_padding, conv_run, ieee_safe
-from fastcnn._validation import FUSABLE_ACTIVATIONS, conv_output_size
+from fastcnn._validation import FUSABLE_ACTIVATIONS, conv_output_size, index_steps
 
 __all__ = ["Plan"]
 
@@ -383,6 +383,8 @@ class _Executor:
         before, after = conv_padding(b.get("padding", 0), nd, kernel, stride, dilation, "conv")
         out_sp = tuple(conv_output_size(s, k, st, pb, pa, d) for s, k, st, pb, pa, d
                        in zip(x_shape[2:], kernel, stride, before, after, dilation))
+        stride, dilation = index_steps(node.op, x_shape[2:], kernel, stride, before, after,
+                                       dilation, out_sp)
         one, zero = (1,) * (3 - nd), (0,) * (3 - nd)
         geom = ((x_shape[0], x_shape[1], w.shape[0], groups) + one + tuple(x_shape[2:]) + one
                 + out_sp + one + tuple(kernel) + one + stride + zero + tuple(before) + one + dilation)

@@ -96,6 +96,25 @@ def conv_output_size(size, kernel, stride, pad_before, pad_after, dilation):
     return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
 
 
+# Padded extents and window extents below this keep every index a kernel
+# computes (sums of a position, an offset and an extent) inside int64.
+INDEX_LIMIT = 2**62
+
+
+def index_steps(op, spatial, kernel, stride, pad_before, pad_after, dilation, out_spatial):
+    """Strides and dilations for the kernels, after checking the extents can be
+    indexed in 64 bits: a stride along an axis with one output, or a dilation
+    along an axis with a one-tap kernel, is never used, so it becomes 1 (a huge
+    one would overflow index arithmetic for nothing)."""
+    for size, k, pb, pa, d in zip(spatial, kernel, pad_before, pad_after, dilation):
+        if size + pb + pa >= INDEX_LIMIT or d * (k - 1) + 1 >= INDEX_LIMIT:
+            raise ValueError(f"{op}: sizes too large to index: padded input {size + pb + pa} "
+                             f"and window {d * (k - 1) + 1} must be below 2**62")
+    stride = tuple(1 if o == 1 else s for s, o in zip(stride, out_spatial))
+    dilation = tuple(1 if k == 1 else d for d, k in zip(dilation, kernel))
+    return stride, dilation
+
+
 def shape_str(shape):
     return "(" + ", ".join(str(s) for s in shape) + ")"
 

@@ -9,7 +9,7 @@ from fastcnn import _threads
 from fastcnn import _kernels
 from fastcnn._graph import traceable
 from fastcnn._validation import (activation_code, as_array, check_float, check_out,
-                                 contiguous, conv_output_size, ntuple, shape_str)
+                                 contiguous, conv_output_size, index_steps, ntuple, shape_str)
 
 __all__ = ["conv1d", "conv2d", "conv3d"]
 
@@ -118,6 +118,8 @@ def _conv(nd, op, input, weight, bias, stride, padding, dilation, groups, out,
         dilated = tuple(d * (k - 1) + 1 for d, k in zip(dilation, kernel))
         raise ValueError(f"{op}: kernel size {dilated} (after dilation) is larger than the "
                          f"padded input {padded} (input {shape_str(spatial)})")
+    stride, dilation = index_steps(op, spatial, kernel, stride, before, after, dilation,
+                                  out_spatial)
     k_total = cin_group * math.prod(kernel)
     positions = math.prod(out_spatial)
     if k_total > _INT32_MAX or positions > _INT32_MAX:

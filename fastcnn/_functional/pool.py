@@ -6,8 +6,8 @@ import numpy as np
 from fastcnn import _threads
 from fastcnn import _kernels
 from fastcnn._graph import traceable
-from fastcnn._validation import (as_array, check_float, check_out, contiguous, ntuple,
-                                 shape_str, spatial_input)
+from fastcnn._validation import (as_array, check_float, check_out, contiguous, index_steps,
+                                 ntuple, shape_str, spatial_input)
 
 __all__ = ["max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
            "lp_pool1d", "lp_pool2d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
@@ -60,6 +60,7 @@ def _pool(nd, op, mode, input, kernel_size, stride, padding, dilation, ceil_mode
         raise ValueError(f"{op}: Given input size: ({'x'.join(map(str, x.shape[1:]))}). "
                          f"Calculated output size: ({'x'.join(map(str, x.shape[1:2] + out_sp))}). "
                          f"Output size is too small")
+    stride, dilation = index_steps(op, spatial, kernel, stride, pads, pads, dilation, out_sp)
     out_shape = x.shape[:2] + out_sp
     if out is None:
         y = np.empty(out_shape, x.dtype)

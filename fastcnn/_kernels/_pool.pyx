@@ -153,10 +153,14 @@ cdef void _window_rows(const PoolGeom* g, const floating* x, floating* y, int64_
     cdef double p = g.norm_type
     cdef index_t in_hw = in_h * in_w
     cdef index_t r, od, oh, ow, kd, kh, kw, kd0, kd1, kh0, kh1, kw0, kw1, o0, o1, off, base, count
-    cdef index_t skip0, skip1
+    cdef index_t skip0, skip1, kw_lo, kw_hi
     cdef floating* yr
     cdef int64_t* ir
     cdef const floating* xr
+    # the horizontal taps that land inside the row for some output (a window
+    # may be far wider than the input: only these are swept)
+    kw_lo = 0 if p_w <= (out_w - 1) * s_w else _ceil_div(p_w - (out_w - 1) * s_w, d_w)
+    kw_hi = max(kw_lo, min(k_w, (in_w - 1 + p_w) // d_w + 1))
     od = row0 // out_h
     oh = row0 % out_h - 1
     for r in range(row0, row1):
@@ -203,7 +207,7 @@ cdef void _window_rows(const PoolGeom* g, const floating* x, floating* y, int64_
             for kh in range(kh0, kh1):
                 base = (od * s_d - p_d + kd * d_d) * in_hw + (oh * s_h - p_h + kh * d_h) * in_w
                 xr = x + base
-                for kw in range(k_w):
+                for kw in range(kw_lo, kw_hi):
                     off = kw * d_w - p_w
                     _outputs_inside(off, s_w, out_w, in_w, &o0, &o1)
                     _sweep_tap(mode, p, xr + off, yr, ir, acc, o0, o1, s_w, base + off)
@@ -225,7 +229,7 @@ cdef void _window_rows(const PoolGeom* g, const floating* x, floating* y, int64_
                 yr[ow] = <floating>(acc[ow] / count)
             else:
                 # PyTorch: (avg of x^p) * kernel volume, then ^(1/p)
-                acc[ow] = acc[ow] / count * (k_d * k_h * k_w)
+                acc[ow] = acc[ow] / count * (<double>k_d * k_h * k_w)
                 yr[ow] = <floating>(sqrt(acc[ow]) if p == 2 else pow(acc[ow], 1.0 / p))
 
 
