@@ -114,10 +114,13 @@ def celu(input, alpha=1.0, inplace=False, *, out=None):
 
 @traceable("hardtanh")
 def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False, *, out=None):
-    """Clamp to [min_val, max_val]."""
+    """Clamp to [min_val, max_val]; a NaN bound gives NaN everywhere, as PyTorch."""
     if min_val > max_val:
         raise ValueError(f"hardtanh: min_val ({min_val}) cannot be greater than max_val ({max_val})")
-    return apply("hardtanh", HARDTANH, input, inplace, out, float(min_val), float(max_val))
+    y = apply("hardtanh", HARDTANH, input, inplace, out, float(min_val), float(max_val))
+    if math.isnan(min_val) or math.isnan(max_val):
+        y[...] = np.nan
+    return y
 
 
 @traceable("hardtanh_")

@@ -216,8 +216,13 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *, out=None):
         target = x
     else:
         target = None
-    _kernels._norm.local_response_norm(contiguous(x), y, n, c, spatial, int(size), float(alpha),
-                              float(beta), float(k), _threads.get_num_threads())
+    # the parameters in the input's precision, as PyTorch computes (alpha=-1e39
+    # is -inf in float32: each output is then x / inf = 0, not NaN)
+    as_dtype = x.dtype.type
+    with np.errstate(over="ignore"):
+        alpha, beta, k = (float(as_dtype(v)) for v in (alpha, beta, k))
+    _kernels._norm.local_response_norm(contiguous(x), y, n, c, spatial, int(size), alpha, beta,
+                                       k, _threads.get_num_threads())
     if target is not None:
         target[...] = y
         return target

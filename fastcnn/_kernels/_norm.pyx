@@ -27,7 +27,7 @@ import numpy as np
 cimport numpy as cnp
 from fastcnn._kernels._omp cimport fp_enter, thread_doubles, thread_run
 from cython.parallel cimport parallel, prange, threadid
-from libc.math cimport sqrt
+from libc.math cimport pow, sqrt
 
 from fastcnn._kernels._typedefs cimport floating, index_t
 from fastcnn._kernels._activation cimport bias_activation, fcnn_exp, fcnn_log
@@ -340,6 +340,8 @@ cdef void _lrn(const floating* x, floating* y, index_t batch, index_t channels, 
     cdef const floating* xc
     cdef floating* yn
     cdef double scale = alpha / size
+    cdef double base
+    cdef int nonpositive
     cdef double* acc
     with parallel(num_threads=num_threads):
         fp_enter()
@@ -360,8 +362,18 @@ cdef void _lrn(const floating* x, floating* y, index_t batch, index_t channels, 
                     for i in range(cnt):
                         acc[i] = acc[i] + <double>xc[i] * xc[i]
                 xc = xn + c * spatial
+                nonpositive = 0
                 for i in range(cnt):
-                    yn[c * spatial + i] = <floating>(xc[i] * fcnn_exp(-beta * fcnn_log(k + scale * acc[i])))
+                    base = k + scale * acc[i]
+                    nonpositive = nonpositive | (base <= 0)
+                    yn[c * spatial + i] = <floating>(xc[i] * fcnn_exp(-beta * fcnn_log(base)))
+                if nonpositive:
+                    # a negative k or alpha: log has no value there, pow has
+                    # (pow(-inf, -beta) = 0, and integer powers of negatives)
+                    for i in range(cnt):
+                        base = k + scale * acc[i]
+                        if base <= 0:
+                            yn[c * spatial + i] = <floating>(xc[i] * pow(base, -beta))
 
 
 def local_response_norm(cnp.ndarray x, cnp.ndarray y, index_t batch, index_t channels,

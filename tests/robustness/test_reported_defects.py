@@ -150,3 +150,28 @@ def test_plans_use_the_same_index_rules_as_eager():
     m = nn.Conv1d(3, 2, 3, stride=2**63 - 1, padding=1, dilation=2).eval()
     x = np.random.default_rng(0).standard_normal((1, 3, 5)).astype(np.float32)
     assert_close(fastcnn.compile(m, x.shape)(x), m(x), reduction=9)
+
+
+# ------------------------------------------------------------ NaN and extreme parameters
+
+@requires_torch
+@pytest.mark.parametrize("bounds", [(float("nan"), 2.0), (-1.0, float("nan")), (-1.0, 1.0)])
+def test_hardtanh_with_a_nan_bound_is_nan_as_in_pytorch(bounds):
+    x = np.linspace(-3, 3, 13).astype(np.float32)
+    want = torch.nn.functional.hardtanh(torch.from_numpy(x), *bounds).numpy()
+    np.testing.assert_array_equal(F.hardtanh(x, *bounds), want)
+    np.testing.assert_array_equal(F.hardtanh(x.copy(), *bounds, inplace=True), want)
+
+
+@requires_torch
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("params", [dict(alpha=-1e308), dict(alpha=-1e39), dict(k=-1e39),
+                                    dict(alpha=100.0, k=-1.0), dict(k=-1.0, beta=2.0),
+                                    dict(k=-1e308, beta=2.0), dict(alpha=-1.0, k=0.0)])
+def test_local_response_norm_with_negative_parameters_follows_pytorch(dtype, params, rng):
+    x = rng.standard_normal((2, 5, 3, 4)).astype(dtype)
+    want = torch.nn.functional.local_response_norm(torch.from_numpy(x), 3, **params).numpy()
+    got = F.local_response_norm(x, 3, **params)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                               atol=1e-30)
