@@ -35,17 +35,40 @@ def _summary(args):
         except ValueError:
             sys.exit(f"fastcnn summary: --input-shape must be comma-separated ints, got "
                      f"{args.input_shape!r}")
-    if args.network.endswith(".onnx"):
-        from fastcnn import onnx as fonnx
-        model = fonnx.load(args.network)
-        fastcnn.summary(model, shape or model.inputs[0].shape)
-        return 0
-    if args.network not in models.REFERENCE_NETWORKS:
-        sys.exit(f"fastcnn summary: unknown network {args.network!r}; choose from "
-                 f"{', '.join(models.REFERENCE_NETWORKS)} or give an .onnx file")
-    ctor, sample = models.REFERENCE_NETWORKS[args.network]
-    fastcnn.summary(ctor(), shape or (1,) + sample)
+    try:
+        if args.network.endswith(".onnx"):
+            from fastcnn import onnx as fonnx
+            model = fonnx.load(args.network)
+            port = model.inputs[0]
+            if shape and port.shape is not None and len(shape) != len(port.shape):
+                want = ",".join("?" if d is None else str(d) for d in port.shape)
+                raise ValueError(f"--input-shape has {len(shape)} sizes, the model's input "
+                                 f"{port.name!r} has {len(port.shape)} ({want})")
+            fastcnn.summary(model, shape or _onnx_input_shape(model))
+            return 0
+        if args.network not in models.REFERENCE_NETWORKS:
+            sys.exit(f"fastcnn summary: unknown network {args.network!r}; choose from "
+                     f"{', '.join(models.REFERENCE_NETWORKS)} or give an .onnx file")
+        ctor, sample = models.REFERENCE_NETWORKS[args.network]
+        fastcnn.summary(ctor(), shape or (1,) + sample)
+    except (ValueError, TypeError, OSError) as exc:
+        sys.exit(f"fastcnn summary: {exc}")
     return 0
+
+
+def _onnx_input_shape(model):
+    """The model's first input shape, an open batch axis taken as 1; other open
+    axes need --input-shape."""
+    port = model.inputs[0]
+    if port.shape is None:
+        raise ValueError(f"input {port.name!r} has no declared shape; give --input-shape")
+    dims = [1 if d is None and i == 0 else d for i, d in enumerate(port.shape)]
+    if None in dims:
+        want = ",".join("?" if d is None else str(d) for d in port.shape)
+        raise ValueError(f"input {port.name!r} has open dimensions ({want}); give "
+                         f"--input-shape with every size, e.g. --input-shape "
+                         f"{','.join('1' if d is None and i == 0 else str(d or 224) for i, d in enumerate(port.shape))}")
+    return tuple(dims)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def _make(fused, input_shape, dtype):
     return Plan(trace(fused, sample))
 
 
-def compile(model, input_shape, *, dtype=np.float32, replan=False):
+def compile(model, input_shape, *, dtype=None, replan=False):
     """An inference plan for `model` on inputs of `input_shape`.
 
     The model is fused (fastcnn.fuse: BatchNorm folded, ReLU fused; traced
@@ -51,6 +51,10 @@ def compile(model, input_shape, *, dtype=np.float32, replan=False):
     with plan(x, out=y)). `plan.nbytes` is its memory for buffers and
     workspaces; `plan.weight_nbytes` for prepacked weights.
 
+    dtype: of the inputs; by default the dtype of the model's floating-point
+    parameters (float32 unless the model was made float64, e.g. with
+    model.double()).
+
     Calling with another shape or dtype is an error, unless replan=True,
     which plans each new shape on first use.
     """
@@ -59,10 +63,20 @@ def compile(model, input_shape, *, dtype=np.float32, replan=False):
     shape = tuple(int(s) for s in input_shape)
     if any(s < 1 for s in shape):
         raise ValueError(f"compile: input_shape must be positive sizes, got {input_shape!r}")
-    dtype = np.dtype(dtype)
+    dtype = _model_dtype(model) if dtype is None else np.dtype(dtype)
     fused = fuse(model, shape)
     if replan:
         r = ReplanningPlan(fused, dtype)
         r(np.zeros(shape, dtype))
         return r
     return _make(fused, shape, dtype)
+
+
+def _model_dtype(model):
+    """The dtype of the model's floating-point parameters (float32 if it has none)."""
+    dtypes = {p.dtype for p in model.parameters() if p is not None and p.dtype.kind == "f"}
+    if len(dtypes) > 1:
+        raise TypeError(f"compile: the model mixes parameter dtypes "
+                        f"{sorted(str(d) for d in dtypes)}; convert it with model.to(dtype) "
+                        f"or pass dtype=")
+    return dtypes.pop() if dtypes else np.dtype(np.float32)

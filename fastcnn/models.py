@@ -6,6 +6,8 @@ so a PyTorch state_dict of the same architecture loads unchanged
 (`model.load_state_dict({k: v.numpy() for k, v in sd.items()})`).
 """
 
+import numpy as np
+
 from fastcnn import functional as F
 from fastcnn import nn
 from fastcnn.nn import init
@@ -37,8 +39,9 @@ class LeNet5(nn.Module):
         return self.fc3(x)
 
 
-def lenet5(num_classes=10):
-    return LeNet5(num_classes)
+def lenet5(num_classes=10, *, dtype=np.float32):
+    """With parameters of `dtype` (float32 or float64)."""
+    return LeNet5(num_classes).to(dtype)
 
 
 # ---------------------------------------------------------------- ResNet
@@ -120,8 +123,9 @@ class ResNet(nn.Module):
         return self.fc(x)
 
 
-def resnet18(num_classes=1000):
-    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes)
+def resnet18(num_classes=1000, *, dtype=np.float32):
+    """With parameters of `dtype` (float32 or float64)."""
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes).to(dtype)
 
 
 # ---------------------------------------------------------------- MobileNetV2
@@ -207,8 +211,9 @@ class MobileNetV2(nn.Module):
         return self.classifier(x)
 
 
-def mobilenet_v2(num_classes=1000):
-    return MobileNetV2(num_classes)
+def mobilenet_v2(num_classes=1000, *, dtype=np.float32):
+    """With parameters of `dtype` (float32 or float64)."""
+    return MobileNetV2(num_classes).to(dtype)
 
 
 # ---------------------------------------------------------------- GroupNorm CNN
@@ -235,8 +240,9 @@ class GroupNormCNN(nn.Module):
         return self.fc(F.flatten(x, 1))
 
 
-def groupnorm_cnn(num_classes=10):
-    return GroupNormCNN(num_classes)
+def groupnorm_cnn(num_classes=10, *, dtype=np.float32):
+    """With parameters of `dtype` (float32 or float64)."""
+    return GroupNormCNN(num_classes).to(dtype)
 
 
 # name -> (constructor, input shape of one sample)

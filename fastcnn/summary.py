@@ -47,7 +47,10 @@ class Summary:
                 f"Weight memory: {self.weight_bytes:,} bytes ({self.weight_bytes / 2**20:.2f} MiB)"]
         return "\n".join(out)
 
-    __repr__ = __str__
+    def __repr__(self):
+        # summary() has printed the table already; the REPL echo stays one line
+        return (f"<Summary: {len(self.rows)} layers, {self.params:,} params, "
+                f"{self.macs / 1e9:.3f} GMACs; print() it for the table>")
 
 
 def _fmt(v):
@@ -62,7 +65,11 @@ def summary(model, input_shape, *, dtype=np.float32, print_table=True):
     multiply-accumulates, and receptive field and jump (stride product) in
     input pixels, r_out = r_in + (k - 1) * d * jump_in, jump_out = jump_in * s.
     The model is not changed (it runs as an eval-mode copy)."""
-    shape = tuple(int(s) for s in input_shape)
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"summary: input_shape must be a tuple of ints, got {input_shape!r}") \
+            from None
     if hasattr(model, "graph_for"):          # an ONNX model: one row per ONNX node
         result = _onnx_summary(model, shape, dtype)
         if print_table:

@@ -47,6 +47,8 @@ def filter_grid(conv_weight, path, *, scale=8, pad=1):
     w = np.asarray(conv_weight, np.float64)
     if w.ndim != 4:
         raise ValueError(f"filter_grid: expected weights of shape (out, in, kH, kW), got {w.shape}")
+    if w.size == 0:
+        raise ValueError(f"filter_grid: the weights have no filters to draw (shape {w.shape})")
     if w.shape[1] == 3:
         tiles = np.stack([_minmax(f).transpose(1, 2, 0) for f in w])
     else:
@@ -64,6 +66,8 @@ def activation_grid(activation, path, *, scale=2, pad=1):
         a = a[0]
     if a.ndim != 3:
         raise ValueError(f"activation_grid: expected one image's maps (C, H, W), got {a.shape}")
+    if a.size == 0:
+        raise ValueError(f"activation_grid: the activation has no maps to draw (shape {a.shape})")
     image = _grid(np.stack([_minmax(m) for m in a]), pad, scale)
     _pillow().fromarray(image).save(path, format="PNG")
     return image

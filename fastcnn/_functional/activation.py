@@ -190,6 +190,9 @@ def prelu(input, weight, *, out=None):
     check_float(x, op)
     if w.dtype != x.dtype:
         raise TypeError(f"{op}: weight dtype {w.dtype} does not match input dtype {x.dtype}")
+    if w.ndim > 1:
+        raise ValueError(f"{op}: expected weight to be a scalar or 1-D array, got shape "
+                         f"{shape_str(w.shape)}")
     w = contiguous(w.reshape(-1))
     channels = x.shape[1] if x.ndim >= 2 else 1
     if w.size not in (1, channels):

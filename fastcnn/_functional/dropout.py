@@ -22,6 +22,8 @@ def _check_p(p, op):
 
 def _dropout(op, input, p, training, inplace, generator, mask_shape):
     p = _check_p(p, op)
+    if not isinstance(training, (bool, np.bool_)):
+        raise TypeError(f"{op}: training must be a bool, got {type(training).__name__}")
     x = as_array(input, op)
     check_float(x, op)
     if not training or p == 0.0:

@@ -89,6 +89,12 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     spatial = math.prod(x.shape[2:])
     w = _vector(weight, "weight", c, x.dtype, op)
     b = _vector(bias, "bias", c, x.dtype, op)
+    if training and x.size == 0 and n * spatial != 1:
+        # as PyTorch: an empty batch gives an empty output, the running statistics unchanged
+        for name, stat in (("running_mean", running_mean), ("running_var", running_var)):
+            if stat is not None:
+                _stats_vector(stat, name, c, op)
+        return _output(out, x, op)
     if training:
         if n * spatial <= 1:
             raise ValueError(f"{op}: expected more than 1 value per channel when training, "
@@ -122,6 +128,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     spatial = math.prod(x.shape[2:])
     w = _vector(weight, "weight", c, x.dtype, op)
     b = _vector(bias, "bias", c, x.dtype, op)
+    if use_input_stats and x.size == 0 and spatial != 1:
+        return _output(out, x, op)                 # as PyTorch: nothing to normalize
     if use_input_stats:
         if spatial <= 1:
             raise ValueError(f"{op}: expected more than 1 spatial element when training, "

@@ -26,6 +26,14 @@ def pool_output_size(size, kernel, stride, pad, dilation, ceil_mode):
     return out
 
 
+def _check_sizes(x, unbatched, op):
+    """As PyTorch's pooling: only the batch axis may be empty."""
+    if 0 in x.shape[1:]:
+        shape = x.shape[1:] if unbatched else x.shape
+        raise ValueError(f"{op}: expected an input whose sizes other than the batch are "
+                         f"non-zero, got shape {shape_str(shape)}")
+
+
 def _fmt(values):
     return values[0] if len(set(values)) == 1 else values
 
@@ -40,6 +48,7 @@ def _pool(nd, op, mode, input, kernel_size, stride, padding, dilation, ceil_mode
     x = as_array(input, op)
     check_float(x, op)
     x, unbatched = spatial_input(x, nd, op)
+    _check_sizes(x, unbatched, op)
     kernel = ntuple(kernel_size, nd, op, "kernel_size", minimum=1)
     stride = kernel if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) \
         else ntuple(stride, nd, op, "stride", minimum=1)
@@ -54,6 +63,11 @@ def _pool(nd, op, mode, input, kernel_size, stride, padding, dilation, ceil_mode
         if divisor_override == 0:
             raise ValueError(f"{op}: divisor must be not zero")
     spatial = x.shape[2:]
+    if nd == 3 and mode == _AVG and any(s < k for s, k in zip(spatial, kernel)):
+        # PyTorch's avg_pool3d (not its 1-D and 2-D forms) wants the input no smaller than the kernel
+        raise ValueError(f"{op}: input image (T: {spatial[0]} H: {spatial[1]} W: {spatial[2]}) "
+                         f"smaller than kernel size (kT: {kernel[0]} kH: {kernel[1]} "
+                         f"kW: {kernel[2]})")
     out_sp = tuple(pool_output_size(s, k, st, p, d, ceil_mode)
                    for s, k, st, p, d in zip(spatial, kernel, stride, pads, dilation))
     if min(out_sp) < 1:
@@ -161,6 +175,11 @@ def _adaptive(nd, op, is_max, input, output_size, return_indices=False, out=None
     check_float(x, op)
     x, unbatched = spatial_input(x, nd, op)
     spatial = x.shape[2:]
+    # PyTorch's rule: non-empty spatial axes; a batched input's channels too
+    # for max pooling and in 3-D
+    if 0 in spatial or (x.shape[1] == 0 and not unbatched and (is_max or nd == 3)):
+        raise ValueError(f"{op}: expected an input with non-zero sizes for non-batch "
+                         f"dimensions, got shape {shape_str(x.shape[1:] if unbatched else x.shape)}")
     # As PyTorch: an int, or one entry per spatial axis; None entries (keep
     # that axis's size) only in 2-D and 3-D.
     if isinstance(output_size, (list, tuple)):
@@ -178,9 +197,6 @@ def _adaptive(nd, op, is_max, input, output_size, return_indices=False, out=None
     sizes = ntuple(sizes, nd, op, "output_size")
     if any(o <= 0 for o in sizes):
         raise ValueError(f"{op}: output_size must be positive, got {sizes}")
-    if any(s == 0 for s in spatial):
-        raise ValueError(f"{op}: input spatial size must be non-zero, got shape "
-                         f"{shape_str(x.shape)}")
     out_shape = x.shape[:2] + sizes
     if out is None:
         y = np.empty(out_shape, x.dtype)

@@ -30,6 +30,7 @@
 #include <Python.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -253,11 +254,12 @@ static inline fcnn_status fcnn_conv2d_output_size(int64_t in_h, int64_t in_w, in
                                                   int64_t dilation_h, int64_t dilation_w,
                                                   int64_t *out_h, int64_t *out_w)
 {
-    fcnn_conv_params p = {0};
+    fcnn_conv_params p;
     int64_t out[3];
     fcnn_status s;
     if (out_h == NULL || out_w == NULL)
         return FCNN_ERR_ARG;
+    memset(&p, 0, sizeof p);    /* not = {0}: C++ -Wextra warns per field */
     p.ndim = 2; p.batch = 1; p.in_channels = 1; p.out_channels = 1; p.groups = 1;
     p.in_size[0] = in_h; p.in_size[1] = in_w;
     p.kernel[0] = kernel_h; p.kernel[1] = kernel_w;

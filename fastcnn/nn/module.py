@@ -29,6 +29,14 @@ def _plain(array):
     return array.view(np.ndarray) if isinstance(array, Parameter) else array
 
 
+def _as_numpy(value):
+    """An array from a state_dict value: NumPy arrays and array-likes, and
+    PyTorch tensors and Parameters (their memory, no copy, for CPU tensors)."""
+    if not isinstance(value, np.ndarray) and hasattr(value, "detach") and hasattr(value, "numpy"):
+        value = value.detach().numpy()
+    return np.asarray(value)
+
+
 class Module:
     """Base class for layers and networks; subclasses define forward()."""
 
@@ -131,6 +139,9 @@ class Module:
         return self.forward(*args, **kwargs)
 
     def train(self, mode=True):
+        if not isinstance(mode, (bool, np.bool_)):
+            raise ValueError(f"train: training mode is expected to be boolean, got "
+                             f"{type(mode).__name__}")
         for m in self.modules():
             object.__setattr__(m, "training", bool(mode))
         return self
@@ -248,9 +259,10 @@ class Module:
                 continue
             src = state_dict[key]
             try:
-                arr = np.asarray(src)
+                arr = _as_numpy(src)
             except Exception:
-                errors.append(f"{key}: value of type {type(src).__name__} is not an array")
+                errors.append(f"{key}: value of type {type(src).__name__} is not an array "
+                              f"(for PyTorch tensors on another device: .detach().cpu().numpy())")
                 continue
             if arr.shape != current.shape:
                 errors.append(f"size mismatch for {key}: copying a param with shape "
@@ -275,6 +287,50 @@ class Module:
 
     def _state_changed(self):
         """Hook for layers that cache values derived from their parameters."""
+
+    # ------------------------------------------------------------ dtype
+    def to(self, *args, dtype=None, device=None):
+        """Convert floating-point parameters and buffers to a dtype, as
+        torch.nn.Module.to: model.to(np.float64), model.to("cpu"),
+        model.to(dtype=...). Integer buffers (num_batches_tracked) stay.
+        In place; returns self. Optimizers hold the arrays they were given:
+        make them after .to(), as in PyTorch."""
+        for a in args:
+            if isinstance(a, str) and device is None and a.split(":")[0] in ("cpu", "cuda",
+                                                                             "mps", "xpu"):
+                device = a
+            elif dtype is None:
+                dtype = a
+            else:
+                raise TypeError(f"to: unexpected argument {a!r}")
+        if device is not None and str(device) != "cpu":
+            raise ValueError(f"to: fastcnn runs on the CPU only, got device {device!r}")
+        if dtype is None:
+            return self
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"to: expected a NumPy floating dtype, got {dtype!r}") from None
+        if dtype.kind != "f":
+            raise TypeError(f"to: only floating dtypes convert a module's parameters, got {dtype}")
+        for module in self.modules():
+            changed = False
+            for store in (module._parameters, module._buffers):
+                for name, value in store.items():
+                    if value is not None and value.dtype.kind == "f" and value.dtype != dtype:
+                        store[name] = value.astype(dtype)
+                        changed = True
+            if changed:
+                module._state_changed()
+        return self
+
+    def float(self):
+        """Parameters and buffers to float32."""
+        return self.to(np.float32)
+
+    def double(self):
+        """Parameters and buffers to float64."""
+        return self.to(np.float64)
 
     # ------------------------------------------------------------ printing
     def extra_repr(self):

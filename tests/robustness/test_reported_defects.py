@@ -175,3 +175,147 @@ def test_local_response_norm_with_negative_parameters_follows_pytorch(dtype, par
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12,
                                atol=1e-30)
+
+
+# ------------------------------------------------------------ clear errors
+
+@requires_torch
+def test_loading_a_pytorch_checkpoint_says_what_it_is(tmp_path):
+    path = tmp_path / "lenet.pth"
+    torch.save(torch.nn.Linear(3, 2).state_dict(), path)
+    with pytest.raises(ValueError, match="is a PyTorch checkpoint .*torch.load"):
+        fastcnn.load(path)
+
+
+def test_loading_a_zip_that_is_not_an_npz(tmp_path):
+    import zipfile
+    path = tmp_path / "notes.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("readme.txt", "hello")
+    with pytest.raises(ValueError, match="not an .npz of arrays.*'readme.txt'"):
+        fastcnn.load(path)
+
+
+@requires_torch
+def test_state_dicts_of_pytorch_parameters_load(rng):
+    tm = torch.nn.Conv2d(3, 4, 3)
+    m = nn.Conv2d(3, 4, 3)
+    m.load_state_dict(dict(tm.named_parameters()))            # Parameters, requires_grad
+    np.testing.assert_array_equal(m.weight, tm.weight.detach().numpy())
+    m.load_state_dict(tm.state_dict())                         # plain tensors
+    np.testing.assert_array_equal(m.bias, tm.bias.detach().numpy())
+
+
+def test_summary_cli_on_an_onnx_model_with_an_open_batch(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    from fastcnn import models, onnx as fonnx
+    from fastcnn.__main__ import main
+    path = tmp_path / "lenet.onnx"
+    fonnx.export(models.lenet5(), (1, 3, 32, 32), path)       # batch axis left open
+    assert main(["summary", str(path)]) == 0
+    assert "Total params" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--input-shape has 3 sizes, the model's input "
+                                         "'input' has 4 \\(\\?,3,32,32\\)"):
+        main(["summary", str(path), "--input-shape", "1,3,32"])
+    with pytest.raises(SystemExit, match="fastcnn summary: Conv2d: expected input of shape"):
+        main(["summary", "resnet18", "--input-shape", "3,3"])
+
+
+def test_summary_prints_the_table_once(capsys):
+    from fastcnn import models
+    s = fastcnn.summary(models.lenet5(), (1, 3, 32, 32))
+    printed = capsys.readouterr().out
+    assert "Total params" in printed and "Total params" in str(s)
+    assert "Total params" not in repr(s) and repr(s).startswith("<Summary: ")
+
+
+def test_compile_takes_the_dtype_of_the_weights(rng):
+    from fastcnn import models
+    m = models.lenet5(dtype=np.float64).eval()
+    assert {p.dtype for p in m.parameters()} == {np.dtype(np.float64)}
+    x = rng.standard_normal((2, 3, 32, 32))
+    plan = fastcnn.compile(m, x.shape)
+    assert plan(x).dtype == np.float64
+    assert_close(plan(x), m(x), reduction=400)
+    m.float()
+    assert fastcnn.compile(m, x.shape)(x.astype(np.float32)).dtype == np.float32
+
+
+def test_module_dtype_conversions():
+    bn = nn.BatchNorm2d(3)
+    assert bn.double() is bn
+    assert bn.weight.dtype == bn.running_var.dtype == np.float64
+    assert bn.num_batches_tracked.dtype == np.int64            # integer buffers stay
+    bn.to(np.float32)
+    assert bn.running_mean.dtype == np.float32
+    assert bn.to("cpu") is bn and bn.to(dtype=np.float64).weight.dtype == np.float64
+    with pytest.raises(TypeError, match="only floating dtypes"):
+        bn.to(np.int32)
+    with pytest.raises(ValueError, match="CPU only"):
+        bn.to("cuda")
+
+
+def test_onnx_export_without_onnx_says_what_to_install(monkeypatch):
+    from fastcnn import models, onnx as fonnx
+    monkeypatch.setitem(sys.modules, "onnx", None)             # import onnx fails
+    with pytest.raises(ImportError, match='pip install "fastcnn\\[onnx\\]"'):
+        fonnx.export(models.lenet5(), (1, 3, 32, 32))
+
+
+def test_filter_grid_of_empty_weights_is_a_clear_error(tmp_path):
+    pytest.importorskip("PIL")
+    from fastcnn import viz
+    with pytest.raises(ValueError, match="filter_grid: the weights have no filters"):
+        viz.filter_grid(np.zeros((0, 3, 3, 3)), tmp_path / "f.png")
+
+
+def test_header_compiles_without_warnings_as_c_and_cpp(tmp_path):
+    import shutil
+    import sysconfig
+    src = tmp_path / "use.c"
+    src.write_text("#include <fastcnn.h>\nint main(void) { return 0; }\n")
+    includes = [f"-I{fastcnn.get_include()}", f"-I{sysconfig.get_paths()['include']}"]
+    for compiler, lang in (("gcc", "c"), ("g++", "c++")):
+        if shutil.which(compiler) is None:
+            continue
+        run = subprocess.run([compiler, "-x", lang, "-Wall", "-Wextra", "-Werror",
+                              "-fsyntax-only", *includes, str(src)], capture_output=True,
+                             text=True)
+        assert run.returncode == 0, run.stderr
+
+
+# ------------------------------------------------------------ PyTorch's refusals
+
+@requires_torch
+@pytest.mark.parametrize("call", [
+    lambda f, x: f.dropout(x, 0.5, training=float("nan")),
+    lambda f, x: f.dropout(x, 0.5, training=1),
+    lambda f, x: f.max_pool1d(x[0, 0, :0], 2),               # (0, 10): the channel axis empty
+    lambda f, x: f.max_pool2d(x[:, :0], 2),
+    lambda f, x: f.adaptive_max_pool2d(x[:, :0], 2),
+    lambda f, x: f.avg_pool3d(x[:, :, None, :3], 4, padding=2, ceil_mode=True),
+    lambda f, x: f.prelu(x, x[0, :, :1, 0]),                 # a 2-D weight
+], ids=["dropout-training-nan", "dropout-training-int", "max_pool1d-empty-channels",
+        "max_pool2d-empty-channels", "adaptive-empty-channels", "avg_pool3d-smaller-than-kernel",
+        "prelu-2d-weight"])
+def test_what_pytorch_refuses_is_refused(call, rng):
+    x = rng.standard_normal((2, 3, 4, 10)).astype(np.float32)
+    with pytest.raises(Exception):
+        call(torch.nn.functional, torch.from_numpy(x))
+    with pytest.raises((ValueError, TypeError)):
+        call(F, x)
+
+
+@requires_torch
+def test_empty_batches_in_training_norms_follow_pytorch():
+    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    assert F.batch_norm(np.zeros((0, 3), np.float32), rm, rv, training=True).shape == (0, 3)
+    assert (rm == 0).all() and (rv == 1).all()                 # statistics unchanged
+    assert F.instance_norm(np.zeros((2, 3, 0), np.float32)).shape == (2, 3, 0)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        F.batch_norm(np.zeros((1, 3), np.float32), None, None, training=True)
+    bn = nn.BatchNorm2d(3).train()
+    assert bn(np.zeros((0, 3, 4, 4), np.float32)).shape == (0, 3, 4, 4)
+    tbn = torch.nn.BatchNorm2d(3).train()
+    tbn(torch.zeros(0, 3, 4, 4))
+    assert int(bn.num_batches_tracked) == int(tbn.num_batches_tracked)
