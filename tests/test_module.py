@@ -5,6 +5,7 @@ import pytest
 
 import fastcnn
 from fastcnn import nn
+from conftest import assert_close, requires_torch, torch
 
 
 class Block(nn.Module):
@@ -143,3 +144,45 @@ def test_save_and_load(tmp_path):
         fastcnn.load(obj)
     with pytest.raises(FileNotFoundError):
         fastcnn.load(tmp_path / "missing.npz")
+
+
+@requires_torch
+def test_constructor_signatures_match_torch_nn():
+    """Every fastcnn.nn class that torch.nn also has takes the same arguments,
+    in the same order and kinds, with the same defaults (device and dtype
+    defaults aside: fastcnn's dtype default is float32, PyTorch's None)."""
+    import inspect
+    checked, mismatches = 0, []
+    for name in nn.__all__:
+        ours, theirs = getattr(nn, name), getattr(torch.nn, name, None)
+        if not (isinstance(ours, type) and issubclass(ours, nn.Module)) or theirs is None:
+            continue
+        checked += 1
+        a = [p for p in inspect.signature(ours.__init__).parameters.values() if p.name != "self"]
+        b = [p for p in inspect.signature(theirs.__init__).parameters.values() if p.name != "self"]
+        if theirs.__init__ is torch.nn.Module.__init__:
+            b = []                  # torch.nn.Module.__init__(*args, **kwargs) takes none
+        if [(p.name, p.kind) for p in a] != [(p.name, p.kind) for p in b]:
+            mismatches.append(f"{name}: {[p.name for p in a]} vs torch {[p.name for p in b]}")
+            continue
+        for p, q in zip(a, b):
+            if p.name not in ("device", "dtype") and repr(p.default) != repr(q.default):
+                mismatches.append(f"{name}.{p.name}: default {p.default!r}, torch {q.default!r}")
+    assert checked >= 45
+    assert not mismatches, "\n".join(mismatches)
+
+
+@requires_torch
+@pytest.mark.parametrize("cls,args", [("BatchNorm2d", (3,)), ("InstanceNorm2d", (3,)),
+                                      ("GroupNorm", (1, 3))])
+def test_norms_with_affine_weight_and_no_bias(cls, args, rng):
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    kw = {"affine": True} if cls == "InstanceNorm2d" else {}
+    ours = getattr(nn, cls)(*args, bias=False, **kw)
+    theirs = getattr(torch.nn, cls)(*args, bias=False, **kw)
+    assert ours.bias is None and theirs.bias is None
+    assert sorted(ours.state_dict()) == sorted(theirs.state_dict())
+    ours.weight[...] = np.linspace(0.5, 2, 3)
+    with torch.no_grad():
+        theirs.weight.copy_(torch.from_numpy(ours.weight))
+    assert_close(ours(x), theirs(torch.from_numpy(x)).detach().numpy(), reduction=40)

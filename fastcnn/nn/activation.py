@@ -1,4 +1,6 @@
 """Activation layers, as torch.nn; the in-place ones take inplace=True."""
+import warnings
+
 import numpy as np
 
 from fastcnn._functional import activation as F
@@ -95,8 +97,15 @@ class CELU(ELU):
 
 
 class Hardtanh(Module):
-    def __init__(self, min_val=-1.0, max_val=1.0, inplace=False):
+    def __init__(self, min_val=-1.0, max_val=1.0, inplace=False, min_value=None,
+                 max_value=None):
         super().__init__()
+        if min_value is not None or max_value is not None:
+            # PyTorch's old keyword names, accepted with its deprecation warning
+            warnings.warn("Hardtanh: keyword arguments min_value and max_value are "
+                          "deprecated; use min_val and max_val", DeprecationWarning, stacklevel=2)
+            min_val = min_val if min_value is None else min_value
+            max_val = max_val if max_value is None else max_value
         if min_val > max_val:
             raise ValueError(f"Hardtanh: min_val ({min_val}) cannot be greater than max_val "
                              f"({max_val})")

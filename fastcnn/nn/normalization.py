@@ -20,10 +20,17 @@ def _float_dtype(dtype, name):
     return dtype
 
 
+def _affine_parameters(module, size, affine, bias, dtype):
+    """weight (ones) and bias (zeros) when affine; bias=False (PyTorch's keyword)
+    keeps the weight alone."""
+    module.register_parameter("weight", np.ones(size, dtype) if affine else None)
+    module.register_parameter("bias", np.zeros(size, dtype) if affine and bias else None)
+
+
 class _NormBase(Module):
     """Shared by batch and instance norm: affine parameters and running statistics."""
 
-    def __init__(self, num_features, eps, momentum, affine, track_running_stats, dtype):
+    def __init__(self, num_features, eps, momentum, affine, track_running_stats, dtype, bias):
         super().__init__()
         name = type(self).__name__
         if not isinstance(num_features, numbers.Integral) or num_features < 1:
@@ -36,12 +43,7 @@ class _NormBase(Module):
         self.track_running_stats = track_running_stats
         # Set by fastcnn.fuse() where no conv precedes: applied in the same pass.
         self.activation = None
-        if affine:
-            self.weight = Parameter(np.ones(num_features, dtype))
-            self.bias = Parameter(np.zeros(num_features, dtype))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _affine_parameters(self, num_features, affine, bias, dtype)
         if track_running_stats:
             self.register_buffer("running_mean", np.zeros(num_features, dtype))
             self.register_buffer("running_var", np.ones(num_features, dtype))
@@ -59,8 +61,9 @@ class _NormBase(Module):
 
     def reset_parameters(self):
         self.reset_running_stats()
-        if self.affine:
+        if self.weight is not None:
             self.weight[...] = 1
+        if self.bias is not None:
             self.bias[...] = 0
 
     def _check_input(self, x):
@@ -84,8 +87,10 @@ class _BatchNorm(_NormBase):
     _batched_only = True
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, device=None, dtype=np.float32):
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype)
+                 track_running_stats=True, device=None, dtype=np.float32, *,
+                 bias=True):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype,
+                         bias)
 
     def forward(self, input):
         x = self._check_input(input)
@@ -124,8 +129,10 @@ class _InstanceNorm(_NormBase):
     _batched_only = False
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False,
-                 track_running_stats=False, device=None, dtype=np.float32):
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype)
+                 track_running_stats=False, device=None, dtype=np.float32, *,
+                 bias=True):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype,
+                         bias)
 
     def forward(self, input):
         x = self._check_input(input)
@@ -158,7 +165,7 @@ class GroupNorm(Module):
     """Per sample, normalize each of num_groups channel groups; affine per channel."""
 
     def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, device=None,
-                 dtype=np.float32):
+                 dtype=np.float32, *, bias=True):
         super().__init__()
         for name, value in (("num_groups", num_groups), ("num_channels", num_channels)):
             if not isinstance(value, numbers.Integral) or value < 1:
@@ -172,12 +179,7 @@ class GroupNorm(Module):
         self.eps = eps
         self.affine = affine
         self.activation = None
-        if affine:
-            self.weight = Parameter(np.ones(num_channels, dtype))
-            self.bias = Parameter(np.zeros(num_channels, dtype))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _affine_parameters(self, num_channels, affine, bias, dtype)
 
     def forward(self, input):
         x = input if isinstance(input, np.ndarray) else np.asarray(input)
