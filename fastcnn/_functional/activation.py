@@ -1,7 +1,8 @@
 """Activations, PReLU, softmax and log_softmax, as torch.nn.functional.
 
-Every activation runs in place with inplace=True (or out=input). A
-non-contiguous input is computed into a contiguous buffer and copied back.
+Activations run in place with inplace=True where PyTorch's take it, and
+all with out=input. A non-contiguous input is computed into a contiguous
+buffer and copied back.
 """
 import math
 import warnings
