@@ -82,3 +82,53 @@ def test_summary_and_info(capsys):
     assert "layer4.1.conv2" in capsys.readouterr().out
     assert main(["info"]) == 0
     assert "fastcnn" in capsys.readouterr().out
+
+
+def test_limits_never_fall_as_threads_are_added(monkeypatch):
+    """A limit measured lower with more threads (the machine was busy) is
+    measured again, then raised to the fewer-thread value and flagged."""
+    from fastcnn._bench import machine, report
+    calls = []
+
+    def fake(value_by_threads):
+        def probe(threads, *args):
+            calls.append(threads)
+            return value_by_threads[threads]
+        return probe
+    monkeypatch.setattr(machine, "_PROBES", {
+        "sgemm_gflops": fake({1: 90.0, 2: 48.0}),         # the busy case of the issue
+        "read_gbs": fake({1: 60.0, 2: 70.0}),
+        "write_gbs": fake({1: 50.0, 2: 100.0})})
+    lim = machine.limits([1, 2], quick=True)
+    assert lim[2]["sgemm_gflops"] == 90.0 and lim[2]["floored"] == ["sgemm_gflops"]
+    assert lim[2]["read_gbs"] == 70.0 and lim[1]["floored"] == []
+    assert calls.count(2) == 3 + machine.RETRIES                # sgemm re-measured
+    table = report.limits_table(lim)
+    assert "| 2 | 90.0 * | 70.0 | 100.0 |" in table and "the machine was busy" in table
+
+
+def test_shares_above_the_limit_are_explained():
+    from fastcnn._bench import report
+    base = {"case": "c", "shape": "", "batch": 1, "threads": 1, "fastcnn_best_ms": 1.0,
+            "fastcnn_median_ms": 1.0, "fastcnn_max_ms": 1.0, "gflops": 1.0}
+    rows = [dict(base, pct_peak=80.0), dict(base, pct_peak=130.0, effective_rate=True),
+            dict(base, pct_peak=240.0), dict(base, pct_peak=50.0, other_load_cores=0.9)]
+    text = report.table(rows, [])
+    assert "| 80 |" in text and "| 130 w |" in text and "| 240 ! |" in text
+    assert "| c ~ |" in text
+    for mark in ("w Winograd", "! above the limit", "~ other processes"):
+        assert mark in text
+
+
+def test_other_load_is_measured():
+    from fastcnn._bench import machine
+    with machine.OtherLoad() as load:
+        sum(range(100000))
+    assert load.cores is None or load.cores >= 0.0
+
+
+def test_memory_limits_see_the_suites_tensor():
+    from fastcnn._bench import layers, machine
+    case = layers.activation_cases(quick=True)[0]
+    read, written = case.traffic(machine.QUICK_BATCH)
+    assert read == written == machine.tensor_bytes(quick=True)

@@ -1,7 +1,9 @@
 """Memory-bound layer suites (pooling, activations, softmax) and Linear.
 
 Memory-bound rows report GB/s counted as the bytes an op must read and write
-(input once, output once), against the copy bandwidth measured in the same run.
+(input once, output once); their share of the limit compares the time with the
+least time those bytes take at the read and write bandwidths measured in the
+same run.
 fastcnn writes into a preallocated `out=` array, the way a pipeline reuses its
 buffers; the rivals allocate as their APIs do.
 """
@@ -9,9 +11,8 @@ import numpy as np
 
 import fastcnn.functional as F
 from fastcnn._bench.core import Case
+from fastcnn._bench.machine import QUICK_BATCH, SHAPE
 
-SHAPE = (8, 64, 112, 112)
-QUICK_BATCH = 2          # --quick: a quarter of the tensor
 
 
 def _memory_case(name, group, fn, torch_fn, out_shape, quick=False, out_item=4):
@@ -31,11 +32,10 @@ def _memory_case(name, group, fn, torch_fn, out_shape, quick=False, out_item=4):
             fns["torch"] = run
         return fns
 
-    def nbytes(batch):
-        item = 4
-        return batch * (np.prod(SHAPE[1:]) * item + np.prod(out_shape) * out_item)
+    def traffic(batch):
+        return batch * np.prod(SHAPE[1:]) * 4, batch * np.prod(out_shape) * out_item
 
-    return Case(name=name, group=group, make=make, nbytes=nbytes,
+    return Case(name=name, group=group, make=make, traffic=traffic,
                 shape="x".join(map(str, SHAPE[1:])) + " -> " + "x".join(map(str, out_shape)),
                 batches=(QUICK_BATCH if quick else SHAPE[0],))
 
@@ -137,7 +137,8 @@ def norm_cases(quick=False):
             return fns
 
         return Case(name=name, group="norm", make=make,
-                    nbytes=lambda batch: batch * np.prod(SHAPE[1:]) * 4 * (reads + 1),
+                    traffic=lambda batch: (batch * np.prod(SHAPE[1:]) * 4 * reads,
+                                           batch * np.prod(SHAPE[1:]) * 4),
                     shape="x".join(map(str, SHAPE[1:])),
                     batches=(QUICK_BATCH if quick else SHAPE[0],))
 

@@ -1,6 +1,8 @@
 """Text tables (Markdown) of benchmark rows, and the per-group summaries."""
 import statistics
 
+from fastcnn._bench.core import BUSY_CORES
+
 
 def _fmt(v, digits=2):
     if v is None:
@@ -31,19 +33,49 @@ def table(rows, rivals):
     for r in rivals:
         head += [f"{r} ms", f"vs {r}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    marks = set()
     for row in rows:
         rate = (f"{row['gflops']:.1f} GFLOP/s" if "gflops" in row
                 else f"{row['gbs']:.1f} GB/s" if "gbs" in row else "-")
-        cells = [row["case"], row.get("shape", ""), row["batch"], row["threads"],
+        pct, mark = _share(row)
+        name = row["case"]
+        if (row.get("other_load_cores") or 0) >= BUSY_CORES:
+            name += " ~"
+            marks.add("~")
+        marks.add(mark)
+        cells = [name, row.get("shape", ""), row["batch"], row["threads"],
                  f"{row['fastcnn_best_ms']:.3f} / {row['fastcnn_median_ms']:.3f} / "
                  f"{row['fastcnn_max_ms']:.3f}",
-                 rate, _fmt(row.get("pct_peak"), 0)]
+                 rate, pct]
         for r in rivals:
             cells.append(_fmt(row.get(f"{r}_best_ms"), 3))
             ratio = row.get(f"ratio_{r}")
             cells.append(f"{ratio:.2f}x" if ratio is not None else "-")
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines += [f"\n{m} {NOTES[m]}" for m in ("w", "!", "~") if m in marks]
     return "\n".join(lines)
+
+
+NOTES = {
+    "w": "Winograd: an effective rate (the direct multiplies counted, fewer done), "
+         "which may pass the sgemm peak.",
+    "!": "above the limit measured in this run, which therefore understates this machine "
+         "(measured while it was busy); the limits table says which were floored.",
+    "~": "other processes used a quarter of a core or more while this row was timed, "
+         "even after timing it again; its times are less reliable.",
+}
+
+
+def _share(row):
+    """The "% peak" cell and its mark (w, !, or "" for a plain share)."""
+    pct = row.get("pct_peak")
+    if pct is None:
+        return "-", ""
+    if row.get("effective_rate"):
+        return f"{pct:.0f} w", "w"
+    if pct > 100:
+        return f"{pct:.0f} !", "!"
+    return f"{pct:.0f}", ""
 
 
 def summary(rows, rivals):
@@ -60,7 +92,8 @@ def summary(rows, rivals):
             if ratios:
                 parts.append(f"median {statistics.median(ratios):.2f}x vs {r} "
                              f"(min {min(ratios):.2f}x, {len(ratios)} rows)")
-        peaks = [m["pct_peak"] for m in members if "pct_peak" in m]
+        peaks = [m["pct_peak"] for m in members
+                 if "pct_peak" in m and not m.get("effective_rate")]
         if peaks:
             parts.append(f"median {statistics.median(peaks):.0f}% of peak")
         lines.append(f"- {suite} / {group} / {threads} thread(s): " + "; ".join(parts))
@@ -69,12 +102,17 @@ def summary(rows, rivals):
 
 def limits_table(limits):
     first = next(iter(limits.values()))
-    n = first.get("sgemm_n", 2048)
-    small = first.get("copy_bytes", 0) / 1e6
-    big = first.get("copy_dram_bytes", 256 * 2**20) / 2**20
-    lines = [f"| threads | sgemm GFLOP/s ({n}^3) | copy GB/s, {small:.1f} MB (the layer tensors) "
-             f"| copy GB/s, {big:.0f} MiB |", "|---|---|---|---|"]
+    n = first["sgemm_n"]
+    size = first["nbytes"] / 1e6
+    lines = [f"| threads | sgemm GFLOP/s ({n}^3) | read GB/s ({size:.1f} MB) "
+             f"| write GB/s ({size:.1f} MB) |", "|---|---|---|---|"]
+    floored = False
     for t, lim in sorted(limits.items()):
-        lines.append(f"| {t} | {lim['sgemm_gflops']:.1f} | {lim['copy_gbs']:.1f} | "
-                     f"{lim.get('copy_dram_gbs', float('nan')):.1f} |")
+        cells = [f"{lim[k]:.1f}" + (" *" if k in lim["floored"] else "")
+                 for k in ("sgemm_gflops", "read_gbs", "write_gbs")]
+        floored = floored or bool(lim["floored"])
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    if floored:
+        lines.append("\n* measured lower than with fewer threads, again after retrying: the "
+                     "machine was busy; the fewer-thread value is used (a lower bound).")
     return "\n".join(lines)

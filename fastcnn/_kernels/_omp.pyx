@@ -1,6 +1,6 @@
 """OpenMP runtime queries for the Python layer (thread resolution, show_config)."""
 from cython.parallel cimport prange
-from libc.string cimport memcpy
+from libc.string cimport memchr, memset
 from fastcnn._kernels._omp cimport omp_get_max_threads, omp_get_num_procs
 
 cdef extern from "<omp.h>" nogil:
@@ -91,12 +91,27 @@ def openmp_version():
     return _OPENMP
 
 
-def parallel_copy(float[::1] dst, const float[::1] src, int num_threads):
-    """dst[:] = src, one contiguous memcpy per thread: the memory bandwidth probe
-    of the benchmarks (large memcpy uses non-temporal stores, the best case)."""
-    cdef Py_ssize_t n = src.shape[0], chunk, c
+def parallel_read(const unsigned char[::1] buf, int num_threads):
+    """Read every byte of buf, one contiguous part per thread: the read
+    bandwidth probe of the benchmarks. memchr for a byte the buffer (zeros)
+    does not hold scans at the C library's best vector width on any CPU.
+    Returns the number of nonzero parts (0 for a buffer of zeros)."""
+    cdef Py_ssize_t n = buf.shape[0], chunk, c
+    cdef int found = 0
+    chunk = (n + num_threads - 1) // num_threads
+    with nogil:
+        for c in prange(num_threads, num_threads=num_threads, schedule='static'):
+            if c * chunk < n and memchr(&buf[c * chunk], 1, min(chunk, n - c * chunk)) != NULL:
+                found += 1
+    return found
+
+
+def parallel_write(unsigned char[::1] buf, int num_threads):
+    """Zero every byte of buf, one contiguous memset per thread: the write
+    bandwidth probe of the benchmarks."""
+    cdef Py_ssize_t n = buf.shape[0], chunk, c
     chunk = (n + num_threads - 1) // num_threads
     with nogil:
         for c in prange(num_threads, num_threads=num_threads, schedule='static'):
             if c * chunk < n:
-                memcpy(&dst[c * chunk], &src[c * chunk], min(chunk, n - c * chunk) * sizeof(float))
+                memset(&buf[c * chunk], 0, min(chunk, n - c * chunk))
