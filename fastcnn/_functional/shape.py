@@ -37,6 +37,9 @@ def flatten(input, start_dim=0, end_dim=-1):
 def unflatten(input, dim, sizes):
     """Split dim into `sizes` (one entry may be -1), as torch.unflatten."""
     x = as_array(input, "unflatten")
+    if x.ndim == 0:
+        raise ValueError("unflatten: expected an input with at least one dimension, got a "
+                         "0-dimensional array")
     d = _dim(dim, x.ndim, "unflatten")
     sizes = tuple(int(s) for s in sizes)
     if not sizes:

@@ -319,3 +319,8 @@ def test_empty_batches_in_training_norms_follow_pytorch():
     tbn = torch.nn.BatchNorm2d(3).train()
     tbn(torch.zeros(0, 3, 4, 4))
     assert int(bn.num_batches_tracked) == int(tbn.num_batches_tracked)
+
+
+def test_unflatten_of_a_scalar_is_a_clear_error():
+    with pytest.raises(ValueError, match="unflatten: expected an input with at least one"):
+        F.unflatten(np.array(np.inf, np.float32), 0, (0,))
