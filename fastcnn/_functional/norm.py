@@ -169,6 +169,10 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, out=None,
                          f"num_groups, but got input of shape {shape_str(x.shape)} and "
                          f"num_groups={num_groups}")
     spatial = math.prod(x.shape[2:])
+    if n * (c // num_groups) * spatial == 1:
+        # PyTorch's check (its batch norm's, on the reshaped input)
+        raise ValueError(f"{op}: expected more than 1 value per channel when training, got "
+                         f"input of shape {shape_str(x.shape)} and num_groups={num_groups}")
     w = _vector(weight, "weight", c, x.dtype, op)
     b = _vector(bias, "bias", c, x.dtype, op)
     y, _ = _run(_GROUP, op, x, out, n, c, spatial, int(num_groups), w, b, None, None, eps,

@@ -295,9 +295,10 @@ def test_header_compiles_without_warnings_as_c_and_cpp(tmp_path):
     lambda f, x: f.adaptive_max_pool2d(x[:, :0], 2),
     lambda f, x: f.avg_pool3d(x[:, :, None, :3], 4, padding=2, ceil_mode=True),
     lambda f, x: f.prelu(x, x[0, :, :1, 0]),                 # a 2-D weight
+    lambda f, x: f.group_norm(x[:1, :, 0, 0], 3),            # one value per group
 ], ids=["dropout-training-nan", "dropout-training-int", "max_pool1d-empty-channels",
         "max_pool2d-empty-channels", "adaptive-empty-channels", "avg_pool3d-smaller-than-kernel",
-        "prelu-2d-weight"])
+        "prelu-2d-weight", "group_norm-one-value"])
 def test_what_pytorch_refuses_is_refused(call, rng):
     x = rng.standard_normal((2, 3, 4, 10)).astype(np.float32)
     with pytest.raises(Exception):
