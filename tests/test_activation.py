@@ -464,3 +464,26 @@ def test_float64_tanh_expm1_log_log1p_near_libm(rng):
         np.testing.assert_array_equal(A.apply("log", A.LOG, logs, False, None), np.log(logs))
         np.testing.assert_array_equal(F.softplus(np.array([-np.inf, np.inf, np.nan, -800.0])),
                                       [0.0, np.inf, np.nan, 0.0])
+
+
+@requires_torch
+def test_out_and_inplace_are_where_the_readme_says():
+    """Every functional op that computes new values takes out=; flatten,
+    unflatten and the dropouts do not (views, or the input itself); inplace=
+    exactly where torch.nn.functional has it."""
+    import inspect
+    import fastcnn.functional as FF
+    no_out = {"flatten", "unflatten", "dropout", "dropout1d", "dropout2d", "dropout3d"}
+    for name in FF.__all__:
+        fn = getattr(FF, name)
+        if not callable(fn) or name.endswith("_"):
+            continue
+        params = inspect.signature(fn).parameters
+        assert ("out" in params) == (name not in no_out), name
+        theirs = getattr(torch.nn.functional, name, None)
+        if theirs is not None:
+            try:
+                torch_params = inspect.signature(theirs).parameters
+            except (TypeError, ValueError):
+                continue
+            assert ("inplace" in params) == ("inplace" in torch_params), name
