@@ -902,7 +902,7 @@ cdef fcnn_api _TABLE
 
 
 def _publish():
-    from fastcnn import __version__
+    from fastcnn._version import __version__
     text = __version__.encode()[:63]
     memcpy(_version_text, <const char*>text, len(text))
     _version_text[len(text)] = 0

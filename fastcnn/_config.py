@@ -6,6 +6,11 @@ import sys
 
 import numpy as np
 
+from fastcnn import _kernels
+from fastcnn._kernels import _blas, _omp
+from fastcnn._threads import get_num_threads
+from fastcnn._version import __version__
+
 
 def get_include():
     """The folder holding fastcnn.h, for C and C++ extensions using the C-API."""
@@ -15,7 +20,6 @@ def get_include():
 def get_isa():
     """The instruction-set target of the kernels now bound: 'baseline',
     'avx2' or 'avx512' on x86-64 ('native' for a FASTCNN_MARCH build)."""
-    from fastcnn import _kernels
     return _kernels.isa
 
 
@@ -30,7 +34,6 @@ def set_max_isa(isa):
     Asking for a target this CPU (or this install) cannot run raises
     ValueError. Returns the target now bound.
     """
-    from fastcnn import _kernels
     return _kernels.bind(isa, source="fastcnn.set_max_isa", strict=True)
 
 
@@ -62,9 +65,6 @@ def cpu_name():
 
 def config():
     """The configuration as a dict (what show_config prints; used in benchmark records)."""
-    from fastcnn import __version__, get_num_threads
-    from fastcnn import _kernels
-    from fastcnn._kernels import _blas, _omp
     try:
         from fastcnn import _build_info
         build = {"compile_args": _build_info.COMPILE_ARGS,

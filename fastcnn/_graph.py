@@ -11,6 +11,7 @@ flow follows array identity (an in-place op rebinds its array to a new Value).
 Module calls are recorded too (name, type, output), for summary().
 """
 import functools
+import inspect
 import itertools
 import threading
 
@@ -64,6 +65,16 @@ class Node:
         """The Values this node reads."""
         return [a for a in itertools.chain(_flat(self.args), _flat(self.kwargs.values()))
                 if isinstance(a, Value)]
+
+    def arguments(self):
+        """The call's arguments by parameter name, defaults filled in ({} when
+        fn's signature cannot bind them)."""
+        try:
+            b = inspect.signature(self.fn).bind(*self.args, **self.kwargs)
+        except (TypeError, ValueError):
+            return {}
+        b.apply_defaults()
+        return dict(b.arguments)
 
     def __repr__(self):
         return f"Node({self.op}, {[v.shape for v in self.outputs]}, scope={self.scope!r})"
@@ -346,6 +357,9 @@ def traceable(op):
 
 _hook_lock = threading.Lock()
 _hook_users = 0
+# What Module.__call__ runs instead of forward() while any thread traces (nn
+# reads it here: the graph layer sits below nn and never imports it).
+module_call_hook = None
 
 
 def _module_hook(module, args, kwargs):
@@ -358,19 +372,17 @@ def _module_hook(module, args, kwargs):
 
 
 def _hook(install):
-    global _hook_users
-    from fastcnn.nn.module import Module
+    global _hook_users, module_call_hook
     with _hook_lock:
         _hook_users += 1 if install else -1
-        Module._call_hook = _module_hook if _hook_users > 0 else None
+        module_call_hook = _module_hook if _hook_users > 0 else None
 
 
 def trace(model, *examples):
     """Run model(*examples) once, recording every op into a Graph."""
-    from fastcnn.nn.module import Module
     if _tracer() is not None:
         raise TraceError("fastcnn.compile: tracing is already in progress in this thread")
-    tracer = _Tracer(model if isinstance(model, Module) else None)
+    tracer = _Tracer(model if hasattr(model, "named_modules") else None)
     inputs = []
     for i, ex in enumerate(examples):
         v = Value(ex.shape, ex.dtype, "input", name=f"input{i}")

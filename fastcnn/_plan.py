@@ -13,7 +13,6 @@ A plan reads the layers' arrays when it is built: it is a snapshot of the
 weights, independent of the model afterwards.
 """
 import contextlib
-import inspect
 import threading
 
 import numpy as np
@@ -22,7 +21,7 @@ from fastcnn import _threads
 from fastcnn._graph import Node, Value
 from fastcnn import _kernels
 from fastcnn._functional.conv import conv_padding, conv_run, ieee_safe
-from fastcnn._validation import FUSABLE_ACTIVATIONS, conv_output_size, index_steps
+from fastcnn._validation import FUSABLE_ACTIVATIONS, conv_output_size, index_steps, ntuple
 
 __all__ = ["Plan"]
 
@@ -40,16 +39,6 @@ _FUSABLE = {"relu", "relu6", "silu"}
 # numpy functions recorded by the tracer that take out=
 _TAKES_OUT = {"concatenate", "stack", "mean", "sum", "amax", "amin", "max", "min", "maximum",
               "minimum", "clip", "astype"}
-
-
-def _bound(node):
-    """The node's arguments by parameter name."""
-    try:
-        b = inspect.signature(node.fn).bind(*node.args, **node.kwargs)
-    except (TypeError, ValueError):
-        return {}
-    b.apply_defaults()
-    return dict(b.arguments)
 
 
 class Plan:
@@ -143,7 +132,7 @@ class _Executor:
         if node.op in _IDEMPOTENT:
             return node.op
         if node.op in _FUSES_ACTIVATION:
-            return self._activation.get(id(node)) or _bound(node).get("activation")
+            return self._activation.get(id(node)) or node.arguments().get("activation")
         return None
 
     def _readers(self, nodes):
@@ -180,7 +169,7 @@ class _Executor:
                         or conv_v.shape != out.shape or other.shape != out.shape
                         or conv_v.dtype != other.dtype or other is conv_v):
                     continue
-                bound = _bound(conv)
+                bound = conv.arguments()
                 if "residual" not in bound or bound["residual"] is not None \
                         or bound.get("activation") is not None:
                     continue
@@ -211,7 +200,7 @@ class _Executor:
                     and readers.get(src.id) == 1 and len(node.inputs()) == 1
                     and len(producer.outputs) == 1 and producer.outputs[0] is src
                     and id(producer) not in self._activation
-                    and _bound(producer).get("activation") is None):
+                    and producer.arguments().get("activation") is None):
                 self._activation[id(producer)] = node.op
                 self._alias[node.outputs[0].id] = src
                 continue
@@ -363,7 +352,7 @@ class _Executor:
         return step
 
     def _conv_step(self, node):
-        b = _bound(node)
+        b = node.arguments()
         nd = b["nd"] if node.op == "conv" else int(node.op[-2])
         if b.get("padding_mode", "zeros") != "zeros" or b.get("out") is not None:
             return None
@@ -376,8 +365,8 @@ class _Executor:
         x_shape = self._resolve(b["input"]).shape
         if len(x_shape) == nd + 1:
             x_shape = (1,) + x_shape
-        stride = _tuple(b.get("stride", 1), nd)
-        dilation = _tuple(b.get("dilation", 1), nd)
+        stride = ntuple(b.get("stride", 1), nd, node.op, "stride")
+        dilation = ntuple(b.get("dilation", 1), nd, node.op, "dilation")
         groups = b.get("groups", 1)
         kernel = w.shape[2:]
         before, after = conv_padding(b.get("padding", 0), nd, kernel, stride, dilation, "conv")
@@ -431,7 +420,7 @@ class _Executor:
         return step
 
     def _linear_step(self, node):
-        b = _bound(node)
+        b = node.arguments()
         if b.get("out") is not None or not isinstance(b.get("weight"), Value):
             return None
         w = self._value_array(b["weight"])
@@ -505,7 +494,3 @@ class _Executor:
 _NUMPY_FUNCS = {"concatenate", "stack", "mean", "sum", "amax", "amin", "max", "min", "maximum",
                 "minimum", "where", "clip", "copy", "pad", "astype", "getitem", "reshape",
                 "squeeze", "expand_dims", "transpose", "ravel"}
-
-
-def _tuple(v, n):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n

@@ -6,7 +6,6 @@ import math
 import numpy as np
 
 from fastcnn._graph import Value, trace
-from fastcnn._plan import _bound
 
 __all__ = ["summary", "Summary"]
 
@@ -128,12 +127,12 @@ def _onnx_summary(model, shape, dtype):
 
 def _macs(node):
     if node.op in _CONVS:
-        b = _bound(node)
+        b = node.arguments()
         w = b["weight"]
         w_shape = w.shape if isinstance(w, Value) else np.shape(w)
         return int(np.prod(node.outputs[0].shape, dtype=np.int64)) * int(np.prod(w_shape[1:]))
     if node.op == "linear":
-        b = _bound(node)
+        b = node.arguments()
         w = b["weight"]
         w_shape = w.shape if isinstance(w, Value) else np.shape(w)
         return int(np.prod(node.outputs[0].shape, dtype=np.int64)) * int(w_shape[1])
@@ -154,7 +153,7 @@ def _receptive_fields(graph):
         nd = len(r_in)
         o = node.outputs[0]
         if node.op in _CONVS or node.op in _POOLS:
-            b = _bound(node)
+            b = node.arguments()
             if node.op in _CONVS:
                 w = b["weight"]
                 kernel = tuple((w.shape if isinstance(w, Value) else np.shape(w))[2:])

@@ -530,9 +530,9 @@ def test_cython_module_cimports_kernels(tmp_path, rng):
         module.conv2d_relu(x[:, :, :2, :2].copy(), w, b, 0)
 
 
-def test_c_api_overhead_is_small(ext):
-    """Sanity only (timing lives in benchmarks/): a tiny conv through the
-    C-API costs about what the kernel does, far less than the Python API."""
+def test_c_api_timing_loop_computes_the_conv(ext):
+    """The loop the C-API benchmark times (benchmarks/bench_capi.py) runs and
+    computes what the Python API does; its overhead is measured there, not here."""
     x = np.ones((1, 3, 8, 8), np.float32)
     w = np.ones((8, 3, 3, 3), np.float32)
     y = np.empty((1, 8, 8, 8), np.float32)

@@ -16,8 +16,7 @@ from fastcnn._validation import as_array, check_float, check_out, contiguous, sh
 
 __all__ = ["relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "celu",
            "hardtanh", "hardtanh_", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid",
-           "gelu", "mish", "softplus", "prelu", "softmax", "log_softmax", "softmin",
-           "activation_function"]
+           "gelu", "mish", "softplus", "prelu", "softmax", "log_softmax", "softmin"]
 
 # Codes of _kernels/_activation.pxd
 RELU, RELU6, SILU, LEAKY_RELU, ELU, HARDTANH, SIGMOID, TANH = 1, 2, 3, 4, 5, 6, 7, 8
@@ -272,15 +271,3 @@ def softmin(input, dim=None, _stacklevel=3, dtype=None, *, out=None):
         x = x.astype(dtype)
     check_float(x, "softmin")
     return _softmax("softmin", -x, dim, None, False, out)
-
-
-def activation_function(name):
-    """The functional for an activation name ('relu', 'gelu', ...) for layers and
-    model loaders; raises ValueError for an unknown name."""
-    table = {"relu": relu, "relu6": relu6, "silu": silu, "sigmoid": sigmoid, "tanh": tanh,
-             "gelu": gelu, "mish": mish, "hardswish": hardswish, "hardsigmoid": hardsigmoid,
-             "elu": elu, "selu": selu, "leaky_relu": leaky_relu, "softplus": softplus}
-    try:
-        return table[name]
-    except KeyError:
-        raise ValueError(f"unknown activation {name!r}; choose from {sorted(table)}") from None

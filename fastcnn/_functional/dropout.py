@@ -2,9 +2,10 @@
 (fastcnn.manual_seed seeds the default one) and a 1 / (1 - p) scale."""
 import numpy as np
 
+from fastcnn import _kernels
 from fastcnn import _threads
 from fastcnn._graph import traceable
-from fastcnn import _kernels
+from fastcnn._random import default_generator
 from fastcnn._validation import as_array, check_float
 
 __all__ = ["dropout", "dropout1d", "dropout2d", "dropout3d"]
@@ -29,7 +30,6 @@ def _dropout(op, input, p, training, inplace, generator, mask_shape):
     if not training or p == 0.0:
         return x
     if generator is None:
-        from fastcnn.nn.init import default_generator
         generator = default_generator()
     shape = mask_shape(x)
     if p == 1.0:

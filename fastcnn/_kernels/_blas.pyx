@@ -13,10 +13,10 @@ Python threads therefore never see BLAS re-threaded under them, and other
 libraries find their setting unchanged after every call.
 
 MKL runs single-threaded inside OpenMP regions by itself (MKL_DYNAMIC).
-For any other BLAS, `needs_global_limit()` asks the Python layer to use
-threadpoolctl around calls.
+Any other BLAS is called as it is configured: limit it to one thread
+(threadpoolctl, or its environment variable) before running fastcnn in
+parallel.
 """
-from cython.parallel cimport parallel, prange, threadid
 
 cdef extern from "<dlfcn.h>" nogil:
     void* dlopen(const char* filename, int flags)
@@ -112,49 +112,3 @@ def small_gemm():
     """Whether the BLAS multiplies small matrices without packing them (MKL
     and OpenBLAS's SkylakeX-family kernels do)."""
     return _blas_vendor == "mkl" or _blas_core.lower() in SMALL_GEMM_CORES
-
-
-def needs_global_limit():
-    """True when fastcnn cannot keep BLAS single-threaded itself (unknown BLAS)."""
-    return _blas_vendor == "unknown"
-
-
-def gemm_bench(int m, int n, int k, int repeats, int nthreads):
-    """Time single-threaded row-major sgemm calls, `nthreads` at once (for tuning)."""
-    import numpy as np
-    import time
-    cdef float[:, ::1] a = np.random.rand(m, k).astype(np.float32)
-    cdef float[:, ::1] b = np.random.rand(k, n).astype(np.float32)
-    cdef float[:, :, ::1] c = np.zeros((nthreads, m, n), np.float32)
-    cdef int t
-    t0 = time.perf_counter()
-    with nogil:
-        blas_enter()
-        with parallel(num_threads=nthreads):
-            for t in prange(nthreads * repeats, schedule='static'):
-                gemm(False, False, m, n, k, <float>1.0, &a[0, 0], k, &b[0, 0], n,
-                     <float>0.0, &c[threadid(), 0, 0], n)
-        blas_leave()
-    return time.perf_counter() - t0
-
-
-def gemm_blocked_bench(int M, int N, int K, int mb, int nb, int kb, int repeats):
-    """Row-major C[M,N] = A[M,K] B[K,N] as a grid of (mb, nb, kb) GEMM calls."""
-    import numpy as np
-    import time
-    cdef float[:, ::1] a = np.random.rand(M, K).astype(np.float32)
-    cdef float[:, ::1] b = np.random.rand(K, N).astype(np.float32)
-    cdef float[:, ::1] c = np.zeros((M, N), np.float32)
-    cdef int r, i, j, l
-    t0 = time.perf_counter()
-    with nogil:
-        blas_enter()
-        for r in range(repeats):
-            for j in range((N + nb - 1) // nb):
-                for i in range((M + mb - 1) // mb):
-                    for l in range((K + kb - 1) // kb):
-                        gemm(False, False, min(mb, M - i*mb), min(nb, N - j*nb), min(kb, K - l*kb),
-                             <float>1.0, &a[i*mb, l*kb], K, &b[l*kb, j*nb], N,
-                             <float>(1.0 if l > 0 else 0.0), &c[i*mb, j*nb], N)
-        blas_leave()
-    return time.perf_counter() - t0

@@ -7,21 +7,12 @@ import math
 
 import numpy as np
 
+from fastcnn._random import default_generator, manual_seed
+
 __all__ = ["manual_seed", "default_generator", "calculate_gain", "uniform_", "normal_",
            "constant_", "zeros_", "ones_", "kaiming_uniform_", "kaiming_normal_",
            "xavier_uniform_", "xavier_normal_"]
 
-_generator = np.random.default_rng()
-
-
-def manual_seed(seed):
-    """Reseed the generator that layer constructors draw their initial weights from."""
-    global _generator
-    _generator = np.random.default_rng(seed)
-
-
-def default_generator():
-    return _generator
 
 
 def _fan_in_out(array):
@@ -53,12 +44,12 @@ def _fill(array, values):
 
 
 def uniform_(array, a=0.0, b=1.0, generator=None):
-    g = generator or _generator
+    g = generator or default_generator()
     return _fill(array, g.uniform(a, b, array.shape))
 
 
 def normal_(array, mean=0.0, std=1.0, generator=None):
-    g = generator or _generator
+    g = generator or default_generator()
     return _fill(array, g.normal(mean, std, array.shape))
 
 

@@ -11,6 +11,8 @@ import operator
 
 import numpy as np
 
+from fastcnn import _graph
+
 __all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "Identity"]
 
 
@@ -41,8 +43,6 @@ class Module:
     """Base class for layers and networks; subclasses define forward()."""
 
     _version = 1
-    # Set by the graph tracer (fastcnn._graph) while it records a forward pass.
-    _call_hook = None
 
     def __init__(self):
         object.__setattr__(self, "training", True)
@@ -133,7 +133,7 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} has no forward() defined")
 
     def __call__(self, *args, **kwargs):
-        hook = Module._call_hook
+        hook = _graph.module_call_hook      # set while the graph tracer records
         if hook is not None:
             return hook(self, args, kwargs)
         return self.forward(*args, **kwargs)

@@ -14,7 +14,6 @@ import numpy as np
 
 from fastcnn._functional.conv import conv_padding
 from fastcnn._graph import Value, trace
-from fastcnn._plan import _bound
 from fastcnn.onnx._model import _onnx
 
 __all__ = ["export"]
@@ -127,7 +126,7 @@ class _Exporter:
         if missing:
             raise ValueError(f"fastcnn.onnx.export: no ONNX form for op(s) {', '.join(missing)}")
         for node in self.graph.nodes:
-            b = _bound(node)
+            b = node.arguments()
             y = getattr(self, f"op_{node.op}")(node, b, node.scope.replace(".", "/"))
             self.names[node.outputs[0].id] = y
 

@@ -131,10 +131,10 @@ def test_kernels_release_the_gil():
     assert len(inside) > 100 and covered > 0.3
 
 
-def test_threads_overlap():
-    """8 Python threads (one kernel thread each) doing the same work as one:
-    the throughput ratio is printed (2 cores: about 1.5x); asserted only to
-    finish with the right results, since timing on a shared machine is noise."""
+def test_single_threaded_kernels_in_many_python_threads_agree():
+    """Python threads each running one-thread kernels at once (whether they
+    overlap in time is a benchmark's question: test_kernels_release_the_gil
+    checks that they can) all get the serial result."""
     x = _input((1, 64, 28, 28))
     w = _input((64, 64, 3, 3)) * 0.05
     want = F.conv2d(x, w, None, 1, 1)
@@ -144,16 +144,8 @@ def test_threads_overlap():
         with fastcnn.threads(1):
             results.append(F.conv2d(x, w, None, 1, 1))
     n = 40
-    t0 = time.perf_counter()
-    for _ in range(n * THREADS):
-        call()
-    serial = time.perf_counter() - t0
-    t0 = time.perf_counter()
     _hammer([call] * THREADS, calls=n)
-    threaded = time.perf_counter() - t0
-    print(f"\n{THREADS} Python threads vs 1: {serial / threaded:.2f}x the throughput "
-          f"({os.cpu_count()} cores)")
-    assert len(results) == 2 * n * THREADS
+    assert len(results) == n * THREADS
     for r in results:
         np.testing.assert_array_equal(r, want)
 
