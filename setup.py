@@ -35,7 +35,7 @@ DIRECTIVES = {
     "initializedcheck": False,
     "embedsignature": True,
 }
-INCLUDE_DIRS = [numpy.get_include(), "fastcnn/_kernels", "fastcnn/include"]
+INCLUDE_DIRS = [numpy.get_include(), "fastcnn/_kernels", "include"]
 MACROS = [("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
 
 # Process-wide state and run-time queries: built once, for the baseline, and
@@ -88,6 +88,12 @@ def target_wrapper(target, module, c_source):
     write_if_changed(path, text)
     return path
 
+
+# The C header's one copy is include/fastcnn.h; the package carries a copy for
+# fastcnn.get_include(), written here at every build.
+os.makedirs(os.path.join("fastcnn", "include"), exist_ok=True)
+with open(os.path.join("include", "fastcnn.h")) as fh:
+    write_if_changed(os.path.join("fastcnn", "include", "fastcnn.h"), fh.read())
 
 build_targets = targets()
 shared_flags = build_targets[0][1]    # the most portable target this build has

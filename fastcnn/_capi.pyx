@@ -30,7 +30,8 @@ from fastcnn._kernels._act cimport (softmax_workspace, elementwise_f32, elementw
 from fastcnn.kernels cimport (FCNN_ABI_VERSION, fcnn_status, FCNN_OK, FCNN_ERR_ARG,
                              FCNN_ERR_SHAPE, FCNN_ERR_OVERFLOW, FCNN_ERR_NOMEM,
                              FCNN_ERR_WORKSPACE, FCNN_ERR_NOT_IMPORTED, fcnn_dtype, FCNN_FLOAT32,
-                             FCNN_FLOAT64, fcnn_conv_params, fcnn_pool2d_params)
+                             FCNN_FLOAT64, fcnn_conv_params, fcnn_pool2d_params,
+                             FCNN_ACT_FUSABLE_LAST, FCNN_ACT_PUBLIC_LAST)
 
 cdef extern from "fastcnn.h" nogil:
     ctypedef struct fcnn_api:
@@ -119,8 +120,6 @@ ctypedef fused real:
     double
 
 cdef enum:
-    ACT_FUSABLE_LAST = 3        # NONE, RELU, RELU6, SILU fuse into layers
-    ACT_PUBLIC_LAST = 14        # FCNN_ACT_SOFTPLUS
     INT32_LIMIT = 2147483647    # BLAS sizes are 32-bit
     ALIGN = 64
 
@@ -225,7 +224,7 @@ cdef fcnn_status _conv_geom(const fcnn_conv_params* p, int want_ndim, int64_t it
     nd = p.ndim
     if nd < 1 or nd > 3 or (want_ndim and nd != want_ndim):
         return FCNN_ERR_ARG
-    if p.activation < 0 or p.activation > ACT_FUSABLE_LAST:
+    if p.activation < 0 or p.activation > FCNN_ACT_FUSABLE_LAST:
         return FCNN_ERR_ARG
     if p.batch < 1 or p.in_channels < 1 or p.out_channels < 1 or p.groups < 1:
         return FCNN_ERR_SHAPE
@@ -651,7 +650,7 @@ cdef fcnn_status _norm(int kind, int64_t batch, int64_t channels, int64_t spatia
     cdef double* given = NULL
     if x == NULL or y == NULL:
         return FCNN_ERR_ARG
-    if activation < 0 or activation > ACT_FUSABLE_LAST or not eps >= 0:
+    if activation < 0 or activation > FCNN_ACT_FUSABLE_LAST or not eps >= 0:
         return FCNN_ERR_ARG
     if batch < 1 or channels < 1 or spatial < 1:
         return FCNN_ERR_SHAPE
@@ -801,7 +800,7 @@ cdef fcnn_status _linear(int64_t rows, int64_t in_features, int64_t out_features
     cdef real* ws
     if x == NULL or w == NULL or y == NULL:
         return FCNN_ERR_ARG
-    if activation < 0 or activation > ACT_FUSABLE_LAST:
+    if activation < 0 or activation > FCNN_ACT_FUSABLE_LAST:
         return FCNN_ERR_ARG
     if rows < 1 or in_features < 1 or out_features < 1:
         return FCNN_ERR_SHAPE
@@ -838,7 +837,7 @@ cdef fcnn_status _linear_f64(int64_t rows, int64_t in_features, int64_t out_feat
 cdef fcnn_status _activation(int act, int64_t n, const real* x, real* y, double alpha,
                              double beta) noexcept nogil:
     cdef double a = alpha, b = beta, gamma = 0
-    if x == NULL or y == NULL or act < 0 or act > ACT_PUBLIC_LAST:
+    if x == NULL or y == NULL or act < 0 or act > FCNN_ACT_PUBLIC_LAST:
         return FCNN_ERR_ARG
     if n < 0:
         return FCNN_ERR_SHAPE

@@ -35,7 +35,7 @@ _CONV_OPS = {"conv", "conv1d", "conv2d", "conv3d"}
 # Ops whose kernels apply an activation in their last pass, and the ones they can take.
 _FUSES_ACTIVATION = _CONV_OPS | {"linear", "batch_norm", "instance_norm", "group_norm",
                                  "layer_norm"}
-_FUSABLE = {"relu", "relu6", "silu"}
+_FUSABLE = {name for name in FUSABLE_ACTIVATIONS if name}
 # numpy functions recorded by the tracer that take out=
 _TAKES_OUT = {"concatenate", "stack", "mean", "sum", "amax", "amin", "max", "min", "maximum",
               "minimum", "clip", "astype"}

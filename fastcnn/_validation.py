@@ -7,6 +7,8 @@ import operator
 
 import numpy as np
 
+from fastcnn._kernels import _act
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -119,16 +121,16 @@ def shape_str(shape):
     return "(" + ", ".join(str(s) for s in shape) + ")"
 
 
-# Activations a kernel epilogue can fuse (codes of _kernels/_activation.pxd).
-FUSABLE_ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2, "silu": 3}
+# Activations a kernel epilogue can fuse: name (None: none) -> kernel code.
+FUSABLE_ACTIVATIONS = {name: _act.CODES[name] for name in _act.FUSABLE}
 
 
 def activation_code(activation, op):
     try:
         return FUSABLE_ACTIVATIONS[activation]
     except (KeyError, TypeError):
-        raise ValueError(f"{op}: activation must be one of None, 'relu', 'relu6', 'silu', "
-                         f"got {activation!r}") from None
+        names = ", ".join(repr(n) if n else "None" for n in FUSABLE_ACTIVATIONS)
+        raise ValueError(f"{op}: activation must be one of {names}, got {activation!r}") from None
 
 
 def spatial_input(x, nd, op, layout=None):

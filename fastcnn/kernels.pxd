@@ -41,6 +41,10 @@ cdef extern from "fastcnn.h" nogil:
         FCNN_ACT_MISH
         FCNN_ACT_SOFTPLUS
 
+    enum:
+        FCNN_ACT_FUSABLE_LAST
+        FCNN_ACT_PUBLIC_LAST
+
     ctypedef struct fcnn_conv_params:
         int ndim
         int64_t batch, in_channels, out_channels, groups

@@ -18,10 +18,15 @@ __all__ = ["relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "elu_",
            "hardtanh", "hardtanh_", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid",
            "gelu", "mish", "softplus", "prelu", "softmax", "log_softmax", "softmin"]
 
-# Codes of _kernels/_activation.pxd
-RELU, RELU6, SILU, LEAKY_RELU, ELU, HARDTANH, SIGMOID, TANH = 1, 2, 3, 4, 5, 6, 7, 8
-HARDSWISH, HARDSIGMOID, GELU, GELU_TANH, MISH, SOFTPLUS, EXPM1_SCALED = 9, 10, 11, 12, 13, 14, 15
-ERF, EXP, LOG, SQRT = 16, 17, 18, 19
+# The kernels' codes (fastcnn.h and _kernels/_activation.pxd hold the values)
+_CODES = _kernels._act.CODES
+RELU, RELU6, SILU, LEAKY_RELU, ELU, HARDTANH, SIGMOID, TANH = (
+    _CODES[n] for n in ("relu", "relu6", "silu", "leaky_relu", "elu", "hardtanh", "sigmoid",
+                        "tanh"))
+HARDSWISH, HARDSIGMOID, GELU, GELU_TANH, MISH, SOFTPLUS, EXPM1_SCALED = (
+    _CODES[n] for n in ("hardswish", "hardsigmoid", "gelu", "gelu_tanh", "mish", "softplus",
+                        "expm1_scaled"))
+ERF, EXP, LOG, SQRT = (_CODES[n] for n in ("erf", "exp", "log", "sqrt"))
 
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946

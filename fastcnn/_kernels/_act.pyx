@@ -13,9 +13,23 @@ from cython.parallel cimport parallel, prange, threadid
 from fastcnn._kernels._omp cimport fp_enter
 
 from fastcnn._kernels._typedefs cimport floating, index_t
-from fastcnn._kernels._activation cimport activate, max_nan, _exp, _log, ACT_COUNT
+from fastcnn._kernels._activation cimport (
+    activate, max_nan, _exp, _log, ACT_NONE, ACT_RELU, ACT_RELU6, ACT_SILU, ACT_LEAKY_RELU,
+    ACT_ELU, ACT_HARDTANH, ACT_SIGMOID, ACT_TANH, ACT_HARDSWISH, ACT_HARDSIGMOID, ACT_GELU,
+    ACT_GELU_TANH, ACT_MISH, ACT_SOFTPLUS, ACT_EXPM1_SCALED, ACT_ERF, ACT_EXP, ACT_LOG,
+    ACT_SQRT, ACT_COUNT, ACT_FUSABLE_LAST)
 
 cnp.import_array()
+
+# The activation codes for the Python layers (values from fastcnn.h and
+# _activation.pxd): name -> code, and the names the layers fuse into their last pass.
+CODES = {None: ACT_NONE, "relu": ACT_RELU, "relu6": ACT_RELU6, "silu": ACT_SILU,
+         "leaky_relu": ACT_LEAKY_RELU, "elu": ACT_ELU, "hardtanh": ACT_HARDTANH,
+         "sigmoid": ACT_SIGMOID, "tanh": ACT_TANH, "hardswish": ACT_HARDSWISH,
+         "hardsigmoid": ACT_HARDSIGMOID, "gelu": ACT_GELU, "gelu_tanh": ACT_GELU_TANH,
+         "mish": ACT_MISH, "softplus": ACT_SOFTPLUS, "expm1_scaled": ACT_EXPM1_SCALED,
+         "erf": ACT_ERF, "exp": ACT_EXP, "log": ACT_LOG, "sqrt": ACT_SQRT}
+FUSABLE = tuple(name for name, code in CODES.items() if code <= ACT_FUSABLE_LAST)
 
 cdef enum:
     CHUNK = 16384          # elements per element-wise task

@@ -6,28 +6,27 @@
 # activation ops and, for the ops an epilogue can fuse, by conv and norm kernels.
 from fastcnn._kernels._typedefs cimport floating, index_t
 
+# The C-API's codes (values in fastcnn.h, the one place they are written),
+# then codes only the Python API uses.
+from fastcnn.kernels cimport (
+    FCNN_ACT_NONE as ACT_NONE, FCNN_ACT_RELU as ACT_RELU, FCNN_ACT_RELU6 as ACT_RELU6,
+    FCNN_ACT_SILU as ACT_SILU, FCNN_ACT_LEAKY_RELU as ACT_LEAKY_RELU, FCNN_ACT_ELU as ACT_ELU,
+    FCNN_ACT_HARDTANH as ACT_HARDTANH, FCNN_ACT_SIGMOID as ACT_SIGMOID,
+    FCNN_ACT_TANH as ACT_TANH, FCNN_ACT_HARDSWISH as ACT_HARDSWISH,
+    FCNN_ACT_HARDSIGMOID as ACT_HARDSIGMOID, FCNN_ACT_GELU as ACT_GELU,
+    FCNN_ACT_GELU_TANH as ACT_GELU_TANH, FCNN_ACT_MISH as ACT_MISH,
+    FCNN_ACT_SOFTPLUS as ACT_SOFTPLUS, FCNN_ACT_FUSABLE_LAST as ACT_FUSABLE_LAST,
+    FCNN_ACT_PUBLIC_LAST as ACT_PUBLIC_LAST)
+
+# leaky_relu alpha: negative slope; elu alpha (SELU and CELU through
+# EXPM1_SCALED); hardtanh alpha: min, beta: max; softplus alpha: beta, beta: threshold
 cdef enum:
-    ACT_NONE = 0
-    ACT_RELU = 1
-    ACT_RELU6 = 2
-    ACT_SILU = 3
-    ACT_LEAKY_RELU = 4      # alpha: negative slope
-    ACT_ELU = 5             # alpha; also SELU and CELU through alpha, beta (see below)
-    ACT_HARDTANH = 6        # alpha: min, beta: max
-    ACT_SIGMOID = 7
-    ACT_TANH = 8
-    ACT_HARDSWISH = 9
-    ACT_HARDSIGMOID = 10
-    ACT_GELU = 11
-    ACT_GELU_TANH = 12
-    ACT_MISH = 13
-    ACT_SOFTPLUS = 14       # alpha: beta, beta: threshold
-    ACT_EXPM1_SCALED = 15   # ELU family: x > 0 ? beta * x : alpha * expm1(x * gamma)
-    ACT_ERF = 16
-    ACT_EXP = 17
-    ACT_LOG = 18
-    ACT_SQRT = 19
-    ACT_COUNT = 20
+    ACT_EXPM1_SCALED = ACT_PUBLIC_LAST + 1  # x > 0 ? beta * x : alpha * expm1(x * gamma)
+    ACT_ERF
+    ACT_EXP
+    ACT_LOG
+    ACT_SQRT
+    ACT_COUNT
 
 cdef extern from "<math.h>" nogil:
     double sqrt(double)

@@ -77,6 +77,12 @@ typedef enum fcnn_activation {
     FCNN_ACT_SOFTPLUS = 14      /* alpha: beta, beta: threshold (PyTorch's softplus) */
 } fcnn_activation;
 
+/* The last activation the layers fuse, and the last fcnn_activation_* takes.
+ * These codes are the kernels' own: the Python API and the Cython kernels read
+ * them from here. */
+#define FCNN_ACT_FUSABLE_LAST FCNN_ACT_SILU
+#define FCNN_ACT_PUBLIC_LAST FCNN_ACT_SOFTPLUS
+
 /* A convolution. ndim spatial dimensions (1, 2 or 3); the arrays hold one
  * entry per spatial dimension in order (L | H, W | D, H, W), entries past ndim
  * are ignored. padding is added before and after each dimension alike.
