@@ -4,15 +4,17 @@ import copy
 
 import numpy as np
 
-from fastcnn.nn.conv import _ConvNd
+from fastcnn.nn.conv import Conv1d, Conv2d, Conv3d
 from fastcnn.nn.linear import Linear
 from fastcnn.nn.module import Identity, Module, Sequential
-from fastcnn.nn.normalization import _BatchNorm
+from fastcnn.nn.normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from fastcnn.nn.activation import ReLU, ReLU6
 
 __all__ = ["fuse"]
 
 _FUSABLE_ACTIVATIONS = {ReLU: "relu", ReLU6: "relu6"}
+_CONVS = (Conv1d, Conv2d, Conv3d)
+_BATCH_NORMS = (BatchNorm1d, BatchNorm2d, BatchNorm3d)
 
 
 def fuse(model, input_shape=None, *, rtol=1e-4, atol=1e-5):
@@ -78,7 +80,7 @@ def _structural_candidates(model):
         i = 0
         while i < len(names):
             layer = parent._modules[names[i]]
-            if not isinstance(layer, (_ConvNd, Linear)) or layer.activation is not None:
+            if not isinstance(layer, _CONVS + (Linear,)) or layer.activation is not None:
                 i += 1
                 continue
             bn_name = act_name = None
@@ -105,9 +107,9 @@ def _structural_only(candidates):
 
 
 def _foldable(layer, bn):
-    if not isinstance(bn, _BatchNorm) or bn.running_mean is None or bn.activation is not None:
+    if not isinstance(bn, _BATCH_NORMS) or bn.running_mean is None or bn.activation is not None:
         return False
-    features = layer.out_channels if isinstance(layer, _ConvNd) else layer.out_features
+    features = layer.out_channels if isinstance(layer, _CONVS) else layer.out_features
     return bn.num_features == features
 
 

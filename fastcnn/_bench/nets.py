@@ -49,7 +49,7 @@ def onnx_rivals(data, x, rivals):
     return fns
 
 
-def _case(name, batch):
+def net_case(name, batch):
     ctor, sample_shape = models.REFERENCE_NETWORKS[name]
 
     def make(b, dtype, rivals):
@@ -93,4 +93,4 @@ def net_flops(name):
 
 
 def cases(quick=False):
-    return [_case(name, b) for name, batches in (QUICK if quick else ROWS) for b in batches]
+    return [net_case(name, b) for name, batches in (QUICK if quick else ROWS) for b in batches]

@@ -2,7 +2,7 @@
 thread count from 1 to the core count; speed-up over one thread and parallel
 efficiency (speed-up / threads)."""
 from fastcnn import models
-from fastcnn._bench.nets import _case
+from fastcnn._bench.nets import net_case
 
 DEFAULT_NET = "resnet18"
 
@@ -11,7 +11,7 @@ def case(net=DEFAULT_NET, batch=8):
     if net not in models.REFERENCE_NETWORKS:
         raise ValueError(f"unknown network {net!r}; choose from "
                          f"{', '.join(models.REFERENCE_NETWORKS)}")
-    c = _case(net, batch)
+    c = net_case(net, batch)
     c.group = "scaling"
     return c
 

@@ -74,9 +74,9 @@ class _ConvNd(Module):
             init.uniform_(self.bias, -bound, bound)
 
     def forward(self, input):
-        return F._conv(self._nd, type(self).__name__, input, self.weight, self.bias,
-                       self.stride, self.padding, self.dilation, self.groups, None,
-                       self.activation, self.padding_mode)
+        return F.conv_nd(self._nd, type(self).__name__, input, self.weight, self.bias,
+                         self.stride, self.padding, self.dilation, self.groups, None,
+                         self.activation, self.padding_mode)
 
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"

@@ -14,7 +14,7 @@ import numpy as np
 
 from fastcnn._functional.conv import conv_padding
 from fastcnn._graph import Value, trace
-from fastcnn.onnx._model import _onnx
+from fastcnn.onnx._model import require_onnx
 
 __all__ = ["export"]
 
@@ -27,7 +27,7 @@ def export(model, input_shape, f=None, *, opset=MIN_EXPORT_OPSET, input_names=No
     for several inputs) and return the onnx.ModelProto; also write it to `f`
     (a path or a binary file) when given. Raises ValueError listing every op
     that has no ONNX form."""
-    onnx = _onnx()
+    onnx = require_onnx()
     from onnx import helper
     if not MIN_EXPORT_OPSET <= opset <= onnx.defs.onnx_opset_version():
         raise ValueError(f"fastcnn.onnx.export: opset must be between {MIN_EXPORT_OPSET} and "

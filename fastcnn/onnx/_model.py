@@ -20,7 +20,7 @@ class UnsupportedOperatorError(ValueError):
     message lists every one of them."""
 
 
-def _onnx():
+def require_onnx():
     try:
         import onnx
     except ImportError:
@@ -44,7 +44,7 @@ def load(model):
     folded into the Conv, x * sigmoid(x) turned into SiLU, and every operator
     checked: unsupported ones are all listed in one UnsupportedOperatorError.
     Plans are made per input shape on first use (see OnnxModel)."""
-    onnx = _onnx()
+    onnx = require_onnx()
     proto = _read(onnx, model)
     try:
         onnx.checker.check_model(proto)
@@ -89,7 +89,7 @@ class OnnxModel:
     (shape entries are None where the model leaves a dimension open)."""
 
     def __init__(self, proto):
-        onnx = _onnx()
+        onnx = require_onnx()
         from onnx import numpy_helper
         self._numpy_helper = numpy_helper
         self._mapping = onnx.helper.tensor_dtype_to_np_dtype

@@ -14,7 +14,7 @@ from fastcnn._functional import activation as A
 from fastcnn._functional import linear as L
 from fastcnn._functional import norm as N
 from fastcnn._functional import pool as P
-from fastcnn._functional.conv import _conv
+from fastcnn._functional.conv import conv_nd
 
 # op_type -> (builder, check(node, opset) -> reason it cannot run, or None)
 OPS = {}
@@ -42,8 +42,8 @@ def conv(nd, op, input, weight, bias, stride, padding, dilation, groups, activat
          out=None, residual=None):
     """N-d convolution with per-axis (before, after) padding, on the kernels
     (validated as the functional convolutions)."""
-    return _conv(nd, op, input, weight, bias, stride, padding, dilation, groups, out, activation,
-                 residual=residual)
+    return conv_nd(nd, op, input, weight, bias, stride, padding, dilation, groups, out,
+                   activation, residual=residual)
 
 
 def _spatial_attrs(node, x, kernel):
