@@ -55,11 +55,30 @@ class Plan:
         self._idle = [first]
         self._lock = threading.Lock()
 
-    def __getattr__(self, name):
-        # graph, nodes, steps, specs, weight_nbytes ...: the first executor's
-        if name.startswith("__") or name in ("_executors", "_idle", "_lock", "_packed"):
-            raise AttributeError(name)
-        return getattr(self._executors[0], name)
+    # What every executor shares, read from the first.
+    @property
+    def graph(self):
+        return self._executors[0].graph
+
+    @property
+    def nodes(self):
+        """The graph's nodes after fusion, in execution order."""
+        return self._executors[0].nodes
+
+    @property
+    def input_specs(self):
+        """(shape, dtype) of each input."""
+        return self._executors[0].input_specs
+
+    @property
+    def output_specs(self):
+        """(shape, dtype) of each output."""
+        return self._executors[0].output_specs
+
+    @property
+    def weight_nbytes(self):
+        """Bytes of prepacked weights (shared by every executor)."""
+        return self._executors[0].weight_nbytes
 
     @property
     def nbytes(self):

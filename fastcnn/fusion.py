@@ -10,7 +10,7 @@ from fastcnn.nn.module import Identity, Module, Sequential
 from fastcnn.nn.normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from fastcnn.nn.activation import ReLU, ReLU6
 
-__all__ = ["fuse"]
+__all__ = ["fuse", "fold_batch_norm"]
 
 _FUSABLE_ACTIVATIONS = {ReLU: "relu", ReLU6: "relu6"}
 _CONVS = (Conv1d, Conv2d, Conv3d)
@@ -175,23 +175,32 @@ def _confirm(candidates, calls):
     return confirmed
 
 
+def fold_batch_norm(weight, bias, mean, var, eps, gamma=None, beta=None):
+    """The weight and bias of a layer (output channels first) followed by an
+    inference BatchNorm, as one layer: W' = W * s, b' = (b - mean) * s + beta,
+    s = gamma / sqrt(var + eps); computed in float64, returned in W's dtype
+    (bias None: no bias; gamma, beta None: 1 and 0). Used by fuse() and the
+    ONNX importer."""
+    scale = 1.0 / np.sqrt(np.asarray(var, np.float64) + eps)
+    if gamma is not None:
+        scale = scale * np.asarray(gamma, np.float64)
+    b = 0.0 if bias is None else np.asarray(bias, np.float64)
+    new_bias = (b - np.asarray(mean, np.float64)) * scale
+    if beta is not None:
+        new_bias = new_bias + np.asarray(beta, np.float64)
+    shape = (-1,) + (1,) * (weight.ndim - 1)
+    new_weight = weight.astype(np.float64) * scale.reshape(shape)
+    return new_weight.astype(weight.dtype), new_bias.astype(weight.dtype)
+
+
 def _fold_batch_norm(layer, bn):
-    """W' = W * s, b' = (b - mean) * s + beta with s = gamma / sqrt(var + eps), in float64."""
-    scale = 1.0 / np.sqrt(bn.running_var.astype(np.float64) + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight.astype(np.float64)
-    shift = -bn.running_mean.astype(np.float64) * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias.astype(np.float64)
-    dtype = layer.weight.dtype
-    shape = (-1,) + (1,) * (layer.weight.ndim - 1)
-    weight = (layer.weight.astype(np.float64) * scale.reshape(shape)).astype(dtype)
-    bias = shift if layer.bias is None else layer.bias.astype(np.float64) * scale + shift
+    weight, bias = fold_batch_norm(layer.weight, layer.bias, bn.running_mean, bn.running_var,
+                                   bn.eps, bn.weight, bn.bias)
     layer.weight = weight
     if layer.bias is None:
-        layer.register_parameter("bias", bias.astype(dtype))
+        layer.register_parameter("bias", bias)
     else:
-        layer.bias = bias.astype(dtype)
+        layer.bias = bias
 
 
 def _close(a, b, rtol, atol):

@@ -78,7 +78,9 @@ cdef void conv_pack_weights_f32(const ConvGeom* g, int algorithm, const float* w
                                 float* packed, int num_threads) noexcept nogil
 cdef void conv_pack_weights_f64(const ConvGeom* g, int algorithm, const double* w,
                                 double* packed, int num_threads) noexcept nogil
-# weights: the (out, in/groups, *kernel) array, or for CONV_WINOGRAD the packed one.
+# weights: the (out, in/groups, *kernel) array for algorithms whose
+# conv_packed_size is 0, else the array conv_pack_weights_* wrote (Winograd,
+# blocked, blocked_oc, pointwise and depthwise pack theirs).
 # residual: NULL, or an array shaped as y (not y) added before the activation.
 cdef void conv_forward_f32(const ConvGeom* g, const ConvPlan* plan,
                            const float* x, const float* weights, const float* bias,

@@ -63,8 +63,8 @@ cdef extern from "conv_dw.h" nogil:
 cnp.import_array()
 
 # GEMM blocking. OpenBLAS multiplies small problems (m * n * k <= 1e6) with a
-# kernel that skips packing and runs faster here than its packed path on
-# conv-sized matrices, so every GEMM is issued as blocks of at most
+# kernel that skips packing (where its core has one: see _small_gemm), which
+# beats its packed path on conv-sized matrices, so every GEMM is issued as blocks of at most
 # GEMM_MB output channels x COL_TILE positions x GEMM_KB reduction, which
 # keeps each call inside that limit (96 * 64 * 160 < 1e6).
 # Below MIN_TASKS tasks, split the output channels too, so that both cores
@@ -103,8 +103,8 @@ cdef index_t _dw_task_bytes = 96 * 1024
 cdef index_t _l2_bytes = 2048 * 1024
 # A Winograd task's transformed tiles (V and M). Not L2-sized: every task
 # reads all the transformed weights again, so fewer, larger tasks pay even
-# when their tiles spill to L3 (with a 512 KiB L2, 1.5 MiB of tiles ran
-# layer1 of ResNet-18 25 % faster than 384 KiB).
+# when their tiles spill from L2 to L3 (re-reading the weights costs more
+# than the spill; benchmarks/bench_isa.py measures both on a given CPU).
 cdef index_t _wino_budget_bytes = 1536 * 1024
 # Whether the BLAS multiplies small matrices without packing them (OpenBLAS's
 # SkylakeX-family kernels do; its Haswell/Zen kernels pack on every call). With

@@ -71,10 +71,10 @@ cdef void _tiles(index_t m, index_t n, index_t k, index_t* row_block,
     """The output tile of each task, from the shape alone (results never
     depend on the thread count): a task per TASK_FMAS multiply-adds, 2 to
     MAX_TASKS of them, the tiles as square as the shape allows (a
-    single-threaded GEMM runs faster the larger and squarer it is: 256 x 128
-    x 768 at 87 GFLOP/s, 1024 x 1024 x 768 at 134); columns in multiples of 16.
-    Small products take MAX_TASKS small tiles, which OpenBLAS multiplies
-    without packing (64 x 400 -> 120: 8 tasks 36 us, 2 tasks 45 us)."""
+    single-threaded GEMM runs faster the larger and squarer it is: packing
+    is amortised over more multiplies); columns in multiples of 16. Small
+    products take MAX_TASKS small tiles, which OpenBLAS multiplies without
+    packing where its core can, and which spread over every thread."""
     cdef double fmas = <double>m * n * k                # in double: no overflow
     cdef index_t want = MAX_TASKS if fmas < SMALL_FMAS else <index_t>min(
         <double>MAX_TASKS, max(2.0, ceil(fmas / TASK_FMAS)))

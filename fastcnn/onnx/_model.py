@@ -7,6 +7,7 @@ import numpy as np
 
 from fastcnn._graph import Graph, Node, Value
 from fastcnn._plan import Plan
+from fastcnn.fusion import fold_batch_norm
 from fastcnn.onnx._ops import OPS, SUPPORTED_MIN_OPSET, silu
 
 __all__ = ["load", "OnnxModel", "UnsupportedOperatorError"]
@@ -174,13 +175,10 @@ class OnnxModel:
             if not all(p in init for p in params) or conv.inputs[1] not in init or \
                     (len(conv.inputs) > 2 and conv.inputs[2] and conv.inputs[2] not in init):
                 continue
-            gamma, beta, mean, var = (init[p].astype(np.float64) for p in params)
-            scale = gamma / np.sqrt(var + float(bn.attrs.get("epsilon", 1e-5)))
-            w = init[conv.inputs[1]]
-            new_w = (w.astype(np.float64) * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
-            b = init[conv.inputs[2]].astype(np.float64) if len(conv.inputs) > 2 and conv.inputs[2] \
-                else np.zeros(w.shape[0])
-            new_b = ((b - mean) * scale + beta).astype(w.dtype)
+            gamma, beta, mean, var = (init[p] for p in params)
+            b = init[conv.inputs[2]] if len(conv.inputs) > 2 and conv.inputs[2] else None
+            new_w, new_b = fold_batch_norm(init[conv.inputs[1]], b, mean, var,
+                                           float(bn.attrs.get("epsilon", 1e-5)), gamma, beta)
             wname, bname = f"{conv.name}::folded_weight", f"{conv.name}::folded_bias"
             init[wname], init[bname] = new_w, new_b
             conv.inputs = [conv.inputs[0], wname, bname]
