@@ -17,6 +17,8 @@ import threading
 
 import numpy as np
 
+from fastcnn._opinfo import NUMPY_RECORDED, NUMPY_VIEWS
+
 __all__ = ["Value", "Node", "Graph", "traceable", "trace", "TraceError"]
 
 
@@ -312,11 +314,10 @@ class _Tracer:
 
     def array_function(self, func, args, kwargs):
         name = func.__name__
-        if name in ("reshape", "squeeze", "expand_dims", "transpose", "ravel"):
+        if name in NUMPY_VIEWS:
             result = func(*self.unwrap(args), **self.unwrap(kwargs))
             return self.record(name, func, args, kwargs, result, view=True)
-        if name in ("concatenate", "stack", "mean", "sum", "amax", "amin", "max", "min",
-                    "maximum", "minimum", "where", "clip", "copy", "pad"):
+        if name in NUMPY_RECORDED:
             result = func(*self.unwrap(args), **self.unwrap(kwargs))
             return self.record(name, func, args, kwargs, result)
         raise TraceError(f"fastcnn.compile: numpy.{name} is not supported in forward()")

@@ -19,26 +19,15 @@ import numpy as np
 
 from fastcnn import _threads
 from fastcnn._graph import Node, Value
+from fastcnn._opinfo import info
 from fastcnn import _kernels
 from fastcnn._functional.conv import conv_padding, conv_run, ieee_safe
 from fastcnn._validation import FUSABLE_ACTIVATIONS, conv_output_size, index_steps, ntuple
 
 __all__ = ["Plan"]
 
-# Ops that may write their output over an input that is not read again.
-_ELEMENTWISE = {"relu", "relu6", "leaky_relu", "elu", "selu", "celu", "hardtanh", "sigmoid",
-                "tanh", "silu", "hardswish", "hardsigmoid", "gelu", "mish", "softplus",
-                "add", "subtract", "multiply", "true_divide", "divide", "maximum", "minimum",
-                "negative", "exp", "log", "sqrt", "absolute"}
-_IDEMPOTENT = {"relu", "relu6"}
-_CONV_OPS = {"conv", "conv1d", "conv2d", "conv3d"}
-# Ops whose kernels apply an activation in their last pass, and the ones they can take.
-_FUSES_ACTIVATION = _CONV_OPS | {"linear", "batch_norm", "instance_norm", "group_norm",
-                                 "layer_norm"}
+# Activations a layer's kernel can apply in its last pass.
 _FUSABLE = {name for name in FUSABLE_ACTIVATIONS if name}
-# numpy functions recorded by the tracer that take out=
-_TAKES_OUT = {"concatenate", "stack", "mean", "sum", "amax", "amin", "max", "min", "maximum",
-              "minimum", "clip", "astype"}
 
 
 class Plan:
@@ -148,9 +137,9 @@ class _Executor:
         node = v.node
         if node is None:
             return None
-        if node.op in _IDEMPOTENT:
+        if info(node.op).idempotent:
             return node.op
-        if node.op in _FUSES_ACTIVATION:
+        if info(node.op).fuses_activation:
             return self._activation.get(id(node)) or node.arguments().get("activation")
         return None
 
@@ -183,7 +172,7 @@ class _Executor:
             out = node.outputs[0]
             for conv_v, other in ((a, b), (b, a)):
                 conv = conv_v.node
-                if (conv is None or conv.op not in _CONV_OPS or id(conv) in fused
+                if (conv is None or info(conv.op).family != "conv" or id(conv) in fused
                         or readers.get(conv_v.id) != 1 or len(conv.outputs) != 1
                         or conv_v.shape != out.shape or other.shape != out.shape
                         or conv_v.dtype != other.dtype or other is conv_v):
@@ -215,7 +204,7 @@ class _Executor:
             src = node.args[0] if node.args and isinstance(node.args[0], Value) else None
             src = self._resolve(src) if src is not None else None
             producer = src.node if src is not None else None
-            if (node.op in _FUSABLE and producer is not None and producer.op in _FUSES_ACTIVATION
+            if (node.op in _FUSABLE and producer is not None and info(producer.op).fuses_activation
                     and readers.get(src.id) == 1 and len(node.inputs()) == 1
                     and len(producer.outputs) == 1 and producer.outputs[0] is src
                     and id(producer) not in self._activation
@@ -230,7 +219,7 @@ class _Executor:
         keep = []
         for node in nodes:
             src = node.args[0] if node.args and isinstance(node.args[0], Value) else None
-            if node.op in _IDEMPOTENT and src is not None and \
+            if info(node.op).idempotent and src is not None and \
                     self._fused_activation(self._resolve(src)) == node.op:
                 self._alias[node.outputs[0].id] = self._resolve(src)
                 continue
@@ -259,7 +248,7 @@ class _Executor:
         free = []
         for i, node in enumerate(nodes):
             taken = None
-            if node.op in _ELEMENTWISE and not node.view:
+            if info(node.op).elementwise and not node.view:
                 for v in node.inputs():
                     v = self._buffer_owner(self._resolve(v))
                     if (v.id in self._buffers and last.get(v.id) == i
@@ -337,7 +326,7 @@ class _Executor:
             else:
                 self._dynamic_views[out_v.id] = (node, descs)
             return None
-        if node.op in _CONV_OPS:
+        if info(node.op).family == "conv":
             step = self._conv_step(node)
             if step is not None:
                 return step
@@ -355,7 +344,7 @@ class _Executor:
             kw_descs["activation"] = ("fixed", self._activation[id(node)])
         outs = [self._value_array(o) for o in node.outputs]
         fn = node.fn
-        takes_out = len(node.outputs) == 1 and (node.op not in _NUMPY_FUNCS or node.op in _TAKES_OUT)
+        takes_out = len(node.outputs) == 1 and info(node.op).takes_out
         get = self._get
 
         def step(inputs):
@@ -372,7 +361,7 @@ class _Executor:
 
     def _conv_step(self, node):
         b = node.arguments()
-        nd = b["nd"] if node.op == "conv" else int(node.op[-2])
+        nd = info(node.op).nd or b["nd"]
         if b.get("padding_mode", "zeros") != "zeros" or b.get("out") is not None:
             return None
         x_desc = self._getter(b["input"])
@@ -508,8 +497,3 @@ class _Executor:
             src = self._value_array(v)
             np.copyto(o, src if src is not None else self._get(("value", v), inputs))
         return outs
-
-
-_NUMPY_FUNCS = {"concatenate", "stack", "mean", "sum", "amax", "amin", "max", "min", "maximum",
-                "minimum", "where", "clip", "copy", "pad", "astype", "getitem", "reshape",
-                "squeeze", "expand_dims", "transpose", "ravel"}

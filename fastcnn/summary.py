@@ -6,17 +6,10 @@ import math
 import numpy as np
 
 from fastcnn._graph import Value, trace
+from fastcnn._opinfo import info
+from fastcnn._validation import ntuple
 
 __all__ = ["summary", "Summary"]
-
-_POOLS = {"max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
-          "lp_pool1d", "lp_pool2d", "max_pool", "avg_pool", "lp_pool"}
-_ADAPTIVE = {"adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
-             "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
-             "adaptive_avg_pool", "adaptive_max_pool", "global_lp_pool"}
-_CONVS = {"conv", "conv1d", "conv2d", "conv3d"}
-_FLAT = {"flatten", "linear", "reshape", "unflatten", "transpose", "getitem", "softmax",
-         "log_softmax"}
 
 
 class Summary:
@@ -126,7 +119,7 @@ def _onnx_summary(model, shape, dtype):
 
 
 def _macs(node):
-    if node.op in _CONVS:
+    if info(node.op).family == "conv":
         b = node.arguments()
         w = b["weight"]
         w_shape = w.shape if isinstance(w, Value) else np.shape(w)
@@ -147,23 +140,25 @@ def _receptive_fields(graph):
         out[v.id] = ((1,) * nd, (1,) * nd)
     for node in graph.nodes:
         ins = [out.get(v.id) for v in node.inputs() if v.id in out]
-        if not ins or node.op in _FLAT:
+        if not ins or not info(node.op).spatial:
             continue
         r_in, j_in = max(ins, key=lambda t: t[0])
         nd = len(r_in)
         o = node.outputs[0]
-        if node.op in _CONVS or node.op in _POOLS:
+        family = info(node.op).family
+        if family in ("conv", "pool"):
             b = node.arguments()
-            if node.op in _CONVS:
+            if family == "conv":
                 w = b["weight"]
                 kernel = tuple((w.shape if isinstance(w, Value) else np.shape(w))[2:])
             else:
-                kernel = _tup(b["kernel_size"] if "kernel_size" in b else b["kernel"], nd)
-            stride = _tup(b.get("stride") or kernel, nd)
-            dilation = _tup(b.get("dilation", 1), nd)
+                kernel = ntuple(b["kernel_size"] if "kernel_size" in b else b["kernel"], nd,
+                                node.op, "kernel_size")
+            stride = ntuple(b.get("stride") or kernel, nd, node.op, "stride")
+            dilation = ntuple(b.get("dilation", 1), nd, node.op, "dilation")
             r = tuple(ri + (k - 1) * d * j for ri, k, d, j in zip(r_in, kernel, dilation, j_in))
             out[o.id] = (r, tuple(j * s for j, s in zip(j_in, stride)))
-        elif node.op in _ADAPTIVE:
+        elif family == "adaptive_pool":
             src = node.inputs()[0].shape[2:]
             dst = o.shape[2:]
             k = tuple(math.ceil(a / b) for a, b in zip(src, dst))
@@ -173,7 +168,3 @@ def _receptive_fields(graph):
         elif len(o.shape) == nd + 2:
             out[o.id] = (r_in, j_in)
     return out
-
-
-def _tup(v, n):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
