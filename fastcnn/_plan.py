@@ -1,13 +1,12 @@
 """Plans: a Graph run with every buffer allocated once.
 
-Plan(graph) gives each value a node produces a buffer; values whose lifetimes
-do not overlap share one, and an element-wise op writes into an input that
-dies there. Each node is bound to its arrays once: convolutions and linear
-layers call their kernels directly (weights prepacked, e.g. Winograd
-transforms; workspaces sized once), other ops call the functional op with
-out=. A call only fills in the inputs and copies the results into fresh
-arrays (or the caller's `out`). A relu applied to a value that already had
-relu fused into its layer is dropped (relu is idempotent).
+Plan(graph) rewrites the graph (_rewrite: residual adds and activations
+fused into the layers before them), assigns each value a buffer (_memory:
+values whose lifetimes do not overlap share one), and binds each node to its
+arrays once: convolutions and linear layers call their kernels directly
+(weights prepacked, e.g. Winograd transforms; workspaces sized once), other
+ops call the functional op with out=. A call only fills in the inputs and
+copies the results into fresh arrays (or the caller's `out`).
 
 A plan reads the layers' arrays when it is built: it is a snapshot of the
 weights, independent of the model afterwards.
@@ -18,17 +17,15 @@ import threading
 import numpy as np
 
 from fastcnn import _threads
-from fastcnn._graph import Node, Value
+from fastcnn._graph import Value
+from fastcnn._memory import MemoryPlan
 from fastcnn._opinfo import info
 from fastcnn import _kernels
 from fastcnn._functional.conv import conv_padding, conv_run, ieee_safe
+from fastcnn._rewrite import Rewrite
 from fastcnn._validation import FUSABLE_ACTIVATIONS, conv_output_size, index_steps, ntuple
 
 __all__ = ["Plan"]
-
-# Activations a layer's kernel can apply in its last pass.
-_FUSABLE = {name for name in FUSABLE_ACTIVATIONS if name}
-
 
 class Plan:
     """A compiled graph; call it like the model: plan(x) or plan(x, out=y).
@@ -38,21 +35,26 @@ class Plan:
     demand and kept for reuse, all sharing the packed weights."""
 
     def __init__(self, graph, num_threads=None):
+        self._rewrite = Rewrite(graph)
+        self._memory = MemoryPlan(self._rewrite)
+        self._num_threads = num_threads or _threads.get_num_threads()
         self._packed = {}                 # weights packed once for every executor
-        first = _Executor(graph, num_threads, self._packed)
+        first = self._new_executor()
         self._executors = [first]
         self._idle = [first]
         self._lock = threading.Lock()
 
-    # What every executor shares, read from the first.
+    def _new_executor(self):
+        return _Executor(self._rewrite, self._memory, self._num_threads, self._packed)
+
     @property
     def graph(self):
-        return self._executors[0].graph
+        return self._rewrite.graph
 
     @property
     def nodes(self):
-        """The graph's nodes after fusion, in execution order."""
-        return self._executors[0].nodes
+        """The graph's nodes after the rewrites, in execution order."""
+        return self._rewrite.nodes
 
     @property
     def input_specs(self):
@@ -81,8 +83,7 @@ class Plan:
         with self._lock:
             executor = self._idle.pop() if self._idle else None
         if executor is None:
-            first = self._executors[0]
-            executor = _Executor(first.graph, first.num_threads, self._packed)
+            executor = self._new_executor()
             with self._lock:
                 self._executors.append(executor)
         try:
@@ -105,177 +106,26 @@ class Plan:
 class _Executor:
     """A plan's buffers bound to its steps: runs one call at a time."""
 
-    def __init__(self, graph, num_threads, packed):
+    def __init__(self, rewrite, memory, num_threads, packed):
         self._packed = packed
-        self.graph = graph
+        self._rewrite, self._memory = rewrite, memory
+        self._resolve = rewrite.resolve
+        graph = self.graph = rewrite.graph
+        self.nodes = rewrite.nodes
         self.input_specs = [(v.shape, v.dtype) for v in graph.inputs]
         self.output_specs = [(v.shape, v.dtype) for v in graph.outputs]
-        self.num_threads = num_threads or _threads.get_num_threads()
+        self.num_threads = num_threads
         self.weight_nbytes = 0
         self.workspace_nbytes = 0
-        self._alias = {}
         self._input_pos = {v.id: k for k, v in enumerate(graph.inputs)}
-        self._activation = {}     # id(node) -> activation fused into it by the plan
-        self.nodes = self._elide_idempotent(
-            self._fuse_activations(self._fuse_residuals(graph.nodes)))
-        self._plan_memory()
+        self._buffers = memory.allocate()
         self._fixed = {}          # value id -> array bound once (constants, buffers, views)
         self._dynamic_views = {}  # value id -> (node) views of inputs, made per call
         bound = [(node, self._bind(node)) for node in self.nodes]
         self.steps = [s for _, s in bound if s is not None]
         self._step_nodes = [n for n, s in bound if s is not None]
         self._outputs = [self._resolve(v) for v in graph.outputs]
-        self.nbytes = sum(b.nbytes for b in self._buffer_list) + self.workspace_nbytes
-
-    # ------------------------------------------------------------ analysis
-    def _resolve(self, v):
-        while v.id in self._alias:
-            v = self._alias[v.id]
-        return v
-
-    def _fused_activation(self, v):
-        node = v.node
-        if node is None:
-            return None
-        if info(node.op).idempotent:
-            return node.op
-        if info(node.op).fuses_activation:
-            return self._activation.get(id(node)) or node.arguments().get("activation")
-        return None
-
-    def _readers(self, nodes):
-        """value id (aliases resolved) -> how many nodes (and graph outputs) read it."""
-        readers = {}
-        for node in nodes:
-            for v in node.inputs():
-                v = self._resolve(v)
-                readers[v.id] = readers.get(v.id, 0) + 1
-        for v in self.graph.outputs:
-            v = self._resolve(v)
-            readers[v.id] = readers.get(v.id, 0) + 1
-        return readers
-
-    def _fuse_residuals(self, nodes):
-        """add(conv(x), r) -> conv(x, residual=r) when nothing else reads the
-        convolution's output and r has the output's shape: the sum happens in
-        the convolution's epilogue (before any activation fused later). The
-        convolution moves to the add's place, after r is computed."""
-        readers = self._readers(nodes)
-        fused = {}                # id(conv node) -> replacement placed at the add
-        drop = set()
-        for node in nodes:
-            if node.op != "add" or len(node.args) != 2 or node.kwargs:
-                continue
-            a, b = node.args
-            if not (isinstance(a, Value) and isinstance(b, Value)):
-                continue
-            out = node.outputs[0]
-            for conv_v, other in ((a, b), (b, a)):
-                conv = conv_v.node
-                if (conv is None or info(conv.op).family != "conv" or id(conv) in fused
-                        or readers.get(conv_v.id) != 1 or len(conv.outputs) != 1
-                        or conv_v.shape != out.shape or other.shape != out.shape
-                        or conv_v.dtype != other.dtype or other is conv_v):
-                    continue
-                bound = conv.arguments()
-                if "residual" not in bound or bound["residual"] is not None \
-                        or bound.get("activation") is not None:
-                    continue
-                fused[id(conv)] = Node(conv.op, conv.fn, conv.args,
-                                       dict(conv.kwargs, residual=other), conv.outputs,
-                                       conv.scope)
-                fused[id(node)] = fused[id(conv)]
-                drop.add(id(conv))
-                self._alias[out.id] = conv_v
-                break
-        result = []
-        for node in nodes:
-            if id(node) in drop:
-                continue
-            result.append(fused.get(id(node), node))
-        return result
-
-    def _fuse_activations(self, nodes):
-        """activation(layer(x)) -> layer(x, activation=...) when nothing else
-        reads the layer's output: one pass over memory instead of two."""
-        readers = self._readers(nodes)
-        keep = []
-        for node in nodes:
-            src = node.args[0] if node.args and isinstance(node.args[0], Value) else None
-            src = self._resolve(src) if src is not None else None
-            producer = src.node if src is not None else None
-            if (node.op in _FUSABLE and producer is not None and info(producer.op).fuses_activation
-                    and readers.get(src.id) == 1 and len(node.inputs()) == 1
-                    and len(producer.outputs) == 1 and producer.outputs[0] is src
-                    and id(producer) not in self._activation
-                    and producer.arguments().get("activation") is None):
-                self._activation[id(producer)] = node.op
-                self._alias[node.outputs[0].id] = src
-                continue
-            keep.append(node)
-        return keep
-
-    def _elide_idempotent(self, nodes):
-        keep = []
-        for node in nodes:
-            src = node.args[0] if node.args and isinstance(node.args[0], Value) else None
-            if info(node.op).idempotent and src is not None and \
-                    self._fused_activation(self._resolve(src)) == node.op:
-                self._alias[node.outputs[0].id] = self._resolve(src)
-                continue
-            keep.append(node)
-        return keep
-
-    def _plan_memory(self):
-        """Assign buffers: a value's buffer is free again after its last reader
-        (readers of its views count as readers)."""
-        nodes = self.nodes
-        self._base = {}           # view value id -> the value whose memory it shows
-        last = {}
-        end = len(nodes)
-        for i, node in enumerate(nodes):
-            for v in node.inputs():
-                b = self._buffer_owner(self._resolve(v))
-                last[b.id] = i
-            if node.view:
-                src = self._buffer_owner(self._resolve(node.inputs()[0]))
-                for o in node.outputs:
-                    self._base[o.id] = src
-        for v in self.graph.outputs:
-            last[self._buffer_owner(self._resolve(v)).id] = end
-        self._buffers = {}        # value id -> uint8 buffer
-        self._buffer_list = []
-        free = []
-        for i, node in enumerate(nodes):
-            taken = None
-            if info(node.op).elementwise and not node.view:
-                for v in node.inputs():
-                    v = self._buffer_owner(self._resolve(v))
-                    if (v.id in self._buffers and last.get(v.id) == i
-                            and v.nbytes == node.outputs[0].nbytes):
-                        taken = v
-                        break
-            for j, o in enumerate(node.outputs):
-                if node.view:
-                    continue
-                if j == 0 and taken is not None:
-                    self._buffers[o.id] = self._buffers[taken.id]
-                    continue
-                need = max(o.nbytes, 1)
-                fits = [k for k, buf in enumerate(free) if buf.nbytes >= need]
-                if fits:
-                    self._buffers[o.id] = free.pop(min(fits, key=lambda k: free[k].nbytes))
-                else:
-                    buf = np.empty(need, np.uint8)
-                    self._buffer_list.append(buf)
-                    self._buffers[o.id] = buf
-            for vid in [vid for vid, li in last.items() if li == i]:
-                buf = self._buffers.get(vid)
-                if buf is not None and not (taken is not None and vid == taken.id):
-                    free.append(buf)
-
-    def _buffer_owner(self, v):
-        return self._base.get(v.id, v)
+        self.nbytes = sum(b.nbytes for b in self._buffers) + self.workspace_nbytes
 
     # ------------------------------------------------------------ binding
     def _value_array(self, v):
@@ -287,10 +137,10 @@ class _Executor:
             return v.const
         if v.kind == "input" or v.id in self._dynamic_views:
             return None
-        buf = self._buffers.get(v.id)
-        if buf is None:
+        slot = self._memory.slot.get(v.id)
+        if slot is None:
             return None
-        arr = buf[:v.nbytes].view(v.dtype).reshape(v.shape)
+        arr = self._buffers[slot][:v.nbytes].view(v.dtype).reshape(v.shape)
         self._fixed[v.id] = arr
         return arr
 
@@ -340,8 +190,8 @@ class _Executor:
         arg_descs = [self._getter(a) for a in node.args]
         kw_descs = {k: self._getter(v) for k, v in node.kwargs.items()
                     if k not in ("out", "inplace")}
-        if id(node) in self._activation:
-            kw_descs["activation"] = ("fixed", self._activation[id(node)])
+        if id(node) in self._rewrite.activation:
+            kw_descs["activation"] = ("fixed", self._rewrite.activation[id(node)])
         outs = [self._value_array(o) for o in node.outputs]
         fn = node.fn
         takes_out = len(node.outputs) == 1 and info(node.op).takes_out
@@ -407,7 +257,7 @@ class _Executor:
                      if ws_shared + ws_thread else None]
         if workspace[0] is not None:
             self.workspace_nbytes += workspace[0].nbytes
-        act = FUSABLE_ACTIVATIONS[self._activation.get(id(node)) or b.get("activation")]
+        act = FUSABLE_ACTIVATIONS[self._rewrite.activation_of(node)]
         bias = None if bias is None else np.ascontiguousarray(bias)
         y = self._value_array(node.outputs[0]).reshape((x_shape[0], w.shape[0]) + out_sp)
         get = self._get
@@ -439,7 +289,7 @@ class _Executor:
         x_v = self._resolve(b["input"])
         rows = int(np.prod(x_v.shape[:-1], dtype=np.int64))
         x_desc = self._getter(b["input"])
-        act = FUSABLE_ACTIVATIONS[self._activation.get(id(node)) or b.get("activation")]
+        act = FUSABLE_ACTIVATIONS[self._rewrite.activation_of(node)]
         w = np.ascontiguousarray(w)
         bias = None if bias is None else np.ascontiguousarray(bias)
         y = self._value_array(node.outputs[0]).reshape(rows, w.shape[0])
