@@ -544,3 +544,14 @@ def test_header_thread_limit_is_the_kernels():
     header = (pathlib.Path(fastcnn.get_include()) / "fastcnn.h").read_text()
     assert re.search(r"#define FCNN_MAX_THREADS (\d+)", header).group(1) == \
         str(fastcnn.MAX_THREADS)
+
+
+def test_generated_function_table_is_current():
+    """fastcnn.h's fcnn_api, _capi.pyx's declaration of it and the code that
+    fills it come from one list (tools/capi.py); this fails when one of them
+    was edited by hand or the list changed without regenerating."""
+    tool = pathlib.Path(__file__).resolve().parent.parent / "tools" / "capi.py"
+    if not tool.exists():
+        pytest.skip("needs the source tree's tools/capi.py")
+    run = subprocess.run([sys.executable, str(tool), "--check"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
