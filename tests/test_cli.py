@@ -99,12 +99,37 @@ def test_limits_never_fall_as_threads_are_added(monkeypatch):
         "sgemm_gflops": fake({1: 90.0, 2: 48.0}),         # the busy case of the issue
         "read_gbs": fake({1: 60.0, 2: 70.0}),
         "write_gbs": fake({1: 50.0, 2: 100.0})})
+    monkeypatch.setattr(machine, "OtherLoad", _FakeLoad(0.0))
     lim = machine.limits([1, 2], quick=True)
     assert lim[2]["sgemm_gflops"] == 90.0 and lim[2]["floored"] == ["sgemm_gflops"]
-    assert lim[2]["read_gbs"] == 70.0 and lim[1]["floored"] == []
+    assert lim[2]["read_gbs"] == 70.0 and lim[1]["floored"] == [] and lim[2]["loaded"] == []
     assert calls.count(2) == 3 + machine.RETRIES                # sgemm re-measured
     table = report.limits_table(lim)
     assert "| 2 | 90.0 * | 70.0 | 100.0 |" in table and "the machine was busy" in table
+    # measured while other processes ran: measured again, then marked
+    calls.clear()
+    monkeypatch.setattr(machine, "OtherLoad", _FakeLoad(1.0))
+    lim = machine.limits([1], quick=True)
+    assert lim[1]["loaded"] == ["sgemm_gflops", "read_gbs", "write_gbs"]
+    assert len(calls) == 3 * (1 + machine.RETRIES)
+    assert "| 1 | 90.0 ~ | 60.0 ~ | 50.0 ~ |" in report.limits_table(lim)
+
+
+class _FakeLoad:
+    """machine.OtherLoad reporting a fixed load."""
+
+    def __init__(self, cores):
+        self.cores_value = cores
+
+    def __call__(self):
+        return self
+
+    def __enter__(self):
+        self.cores = self.cores_value
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 def test_shares_above_the_limit_are_explained():

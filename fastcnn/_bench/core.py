@@ -11,10 +11,6 @@ from fastcnn._bench.rivals import TorchThreads
 from fastcnn._bench.timing import compare
 
 
-# Other processes using this many cores during a row make it "measured under load".
-BUSY_CORES = 0.25
-
-
 @dataclass
 class Case:
     """One benchmark row family: make(batch, dtype, rivals) -> {contender: fn}.
@@ -101,7 +97,7 @@ def _timed(fns, repeat, min_time):
             timings = compare(fns, repeat=repeat, min_time=min_time)
         if best is None or (load.cores is not None and load.cores < best[1]):
             best = (timings, load.cores)
-        if load.cores is None or load.cores < BUSY_CORES:
+        if load.cores is None or load.cores < machine.BUSY_CORES:
             break
     return best
 

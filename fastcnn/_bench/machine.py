@@ -18,9 +18,12 @@ def tensor_bytes(quick=False):
     return (QUICK_BATCH if quick else SHAPE[0]) * int(np.prod(SHAPE[1:])) * 4
 
 
-# Extra rounds when a limit measures lower with more threads than with fewer
-# (impossible on an idle machine: the extra thread could idle).
+# Extra rounds for a measurement taken while other processes were busy, or a
+# limit lower with more threads than with fewer (impossible on an idle machine:
+# the extra thread could idle).
 RETRIES = 2
+# Other processes using this many cores make a measurement "taken under load".
+BUSY_CORES = 0.25
 
 
 def sgemm_gflops(threads, n=2048, repeat=5):
@@ -55,12 +58,14 @@ _PROBES = {"sgemm_gflops": sgemm_gflops, "read_gbs": read_gbs, "write_gbs": writ
 
 def limits(thread_counts, quick=False):
     """{threads: {"sgemm_gflops", "read_gbs", "write_gbs", "sgemm_n", "nbytes",
-    "floored": [limits raised to a fewer-thread measurement]}}.
+    "floored": [limits raised to a fewer-thread measurement],
+    "loaded": [limits measured while other processes used BUSY_CORES or more]}}.
 
-    Each is the best of several measurements. A limit that measures lower with
-    more threads than with fewer was taken while something else ran: it is
-    measured again, and if still lower, raised to the fewer-thread value (a
-    lower bound of the true limit) and listed under "floored". Read and write
+    Each is the best of several measurements. One taken while other processes
+    were busy, or lower with more threads than with fewer (impossible on an
+    idle machine), is measured again; a limit still lower is raised to the
+    fewer-thread value (a lower bound of the true limit) and listed under
+    "floored", one still measured under load under "loaded". Read and write
     are measured on a buffer the size of the memory-bound suites' tensor, so
     both see the same caches."""
     n = 1024 if quick else 2048
@@ -68,18 +73,22 @@ def limits(thread_counts, quick=False):
     nbytes = tensor_bytes(quick)
     out = {}
     for t in sorted(thread_counts):
-        lim = {"sgemm_n": n, "nbytes": nbytes, "floored": []}
+        lim = {"sgemm_n": n, "nbytes": nbytes, "floored": [], "loaded": []}
         for key, probe in _PROBES.items():
             args = (t, n, repeat) if key == "sgemm_gflops" else (t, nbytes, repeat)
-            value = probe(*args)
             fewer = max((out[f][key] for f in out), default=0.0)
-            for _ in range(RETRIES):
-                if value >= fewer:
+            value, busy = 0.0, True
+            for _ in range(1 + RETRIES):
+                with OtherLoad() as load:
+                    value = max(value, probe(*args))
+                busy = load.cores is not None and load.cores >= BUSY_CORES
+                if value >= fewer and not busy:
                     break
-                value = max(value, probe(*args))
             if value < fewer:
                 value = fewer
                 lim["floored"].append(key)
+            elif busy:
+                lim["loaded"].append(key)
             lim[key] = value
         out[t] = lim
     return out

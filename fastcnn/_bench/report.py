@@ -1,7 +1,7 @@
 """Text tables (Markdown) of benchmark rows, and the per-group summaries."""
 import statistics
 
-from fastcnn._bench.core import BUSY_CORES
+from fastcnn._bench.machine import BUSY_CORES
 
 
 def _fmt(v, digits=2):
@@ -106,13 +106,18 @@ def limits_table(limits):
     size = first["nbytes"] / 1e6
     lines = [f"| threads | sgemm GFLOP/s ({n}^3) | read GB/s ({size:.1f} MB) "
              f"| write GB/s ({size:.1f} MB) |", "|---|---|---|---|"]
-    floored = False
+    marks = set()
     for t, lim in sorted(limits.items()):
-        cells = [f"{lim[k]:.1f}" + (" *" if k in lim["floored"] else "")
-                 for k in ("sgemm_gflops", "read_gbs", "write_gbs")]
-        floored = floored or bool(lim["floored"])
+        cells = []
+        for k in ("sgemm_gflops", "read_gbs", "write_gbs"):
+            mark = " *" if k in lim["floored"] else " ~" if k in lim.get("loaded", ()) else ""
+            marks.add(mark.strip())
+            cells.append(f"{lim[k]:.1f}{mark}")
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
-    if floored:
+    if "*" in marks:
         lines.append("\n* measured lower than with fewer threads, again after retrying: the "
                      "machine was busy; the fewer-thread value is used (a lower bound).")
+    if "~" in marks:
+        lines.append("\n~ other processes used a quarter of a core or more while this limit was "
+                     "measured, even after measuring again: it may understate the machine.")
     return "\n".join(lines)
