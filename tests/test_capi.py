@@ -548,8 +548,9 @@ def test_header_thread_limit_is_the_kernels():
 
 def test_generated_function_table_is_current():
     """fastcnn.h's fcnn_api, _capi.pyx's declaration of it and the code that
-    fills it come from one list (tools/capi.py); this fails when one of them
-    was edited by hand or the list changed without regenerating."""
+    fills it come from one list (tools/capi.py), kernels.pxd's declarations
+    from the header's functions; this fails when one of them was edited by
+    hand or its source changed without regenerating."""
     tool = pathlib.Path(__file__).resolve().parent.parent / "tools" / "capi.py"
     if not tool.exists():
         pytest.skip("needs the source tree's tools/capi.py")
