@@ -6,7 +6,8 @@ import numpy as np
 
 from fastcnn.nn.conv import Conv1d, Conv2d, Conv3d
 from fastcnn.nn.linear import Linear
-from fastcnn.nn.module import Identity, Module, Sequential
+from fastcnn.nn.container import Sequential
+from fastcnn.nn.module import Identity, Module
 from fastcnn.nn.normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from fastcnn.nn.activation import ReLU, ReLU6
 

@@ -1,5 +1,6 @@
 """Layer classes mirroring torch.nn: same constructor arguments and state_dict keys."""
-from fastcnn.nn.module import Module, Parameter, Sequential, ModuleList, ModuleDict, Identity
+from fastcnn.nn.module import Module, Parameter, Identity
+from fastcnn.nn.container import Sequential, ModuleList, ModuleDict
 from fastcnn.nn.conv import Conv1d, Conv2d, Conv3d
 from fastcnn.nn.pooling import (MaxPool1d, MaxPool2d, MaxPool3d, AvgPool1d, AvgPool2d,
                                 AvgPool3d, LPPool1d, LPPool2d, AdaptiveAvgPool1d,

@@ -1,4 +1,4 @@
-"""Module, the base of every layer, and the containers.
+"""Module, the base of every layer (the containers are in container.py).
 
 PyTorch's habits on NumPy arrays: assigning a Parameter or a Module to an
 attribute registers it; buffers are registered with register_buffer;
@@ -6,14 +6,12 @@ state_dict() and load_state_dict() use PyTorch's dotted key names, so a
 PyTorch state_dict converted with {k: v.numpy()} loads unchanged.
 """
 from collections import OrderedDict
-import itertools
-import operator
 
 import numpy as np
 
 from fastcnn import _graph
 
-__all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "Identity"]
+__all__ = ["Parameter", "Module", "Identity"]
 
 
 class Parameter(np.ndarray):
@@ -382,157 +380,3 @@ class Identity(Module):
 
     def forward(self, input):
         return input
-
-
-class _ModuleSequence(Module):
-    """What Sequential and ModuleList share: children named "0", "1", ..."""
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
-
-    def extend(self, modules):
-        for m in modules:
-            self.append(m)
-        return self
-
-
-class Sequential(_ModuleSequence):
-    """Modules run in order; indexable, sliceable, appendable like PyTorch's."""
-
-    def __init__(self, *args):
-        super().__init__()
-        if len(args) == 1 and isinstance(args[0], OrderedDict):
-            for name, module in args[0].items():
-                self.add_module(name, module)
-        else:
-            for i, module in enumerate(args):
-                self.add_module(str(i), module)
-
-    def _index(self, idx):
-        n = len(self)
-        idx = operator.index(idx)
-        if not -n <= idx < n:
-            raise IndexError(f"index {idx} is out of range for Sequential of length {n}")
-        return idx % n
-
-    def __getitem__(self, idx):
-        if isinstance(idx, slice):
-            return Sequential(OrderedDict(list(self._modules.items())[idx]))
-        return next(itertools.islice(self._modules.values(), self._index(idx), None))
-
-    def __setitem__(self, idx, module):
-        key = list(self._modules)[self._index(idx)]
-        self.add_module(key, module)
-
-    def __delitem__(self, idx):
-        if isinstance(idx, slice):
-            for key in list(self._modules)[idx]:
-                del self._modules[key]
-        else:
-            del self._modules[list(self._modules)[self._index(idx)]]
-        # Keep the numbering 0..n-1 as PyTorch does.
-        items = list(self._modules.values())
-        if all(k.isdigit() for k in self._modules):
-            self._modules.clear()
-            for i, m in enumerate(items):
-                self._modules[str(i)] = m
-
-    def insert(self, index, module):
-        n = len(self)
-        if not -n <= index <= n:
-            raise IndexError(f"index {index} is out of range")
-        index = index % (n + 1) if index < 0 else index
-        items = list(self._modules.values())
-        items.insert(index, module)
-        self._modules.clear()
-        for i, m in enumerate(items):
-            self.add_module(str(i), m)
-        return self
-
-    def forward(self, input):
-        for module in self._modules.values():
-            input = module(input)
-        return input
-
-
-class ModuleList(_ModuleSequence):
-    """A list of modules, registered so their parameters are found."""
-
-    def __init__(self, modules=None):
-        super().__init__()
-        if modules is not None:
-            self.extend(modules)
-
-    def __getitem__(self, idx):
-        if isinstance(idx, slice):
-            return ModuleList(list(self._modules.values())[idx])
-        n = len(self)
-        idx = operator.index(idx)
-        if not -n <= idx < n:
-            raise IndexError(f"index {idx} is out of range for ModuleList of length {n}")
-        return self._modules[str(idx % n)]
-
-    def __setitem__(self, idx, module):
-        idx = operator.index(idx) % len(self)
-        self.add_module(str(idx), module)
-
-    def insert(self, index, module):
-        items = list(self._modules.values())
-        items.insert(index, module)
-        self._modules.clear()
-        for i, m in enumerate(items):
-            self.add_module(str(i), m)
-
-
-class ModuleDict(Module):
-    """A dict of modules, registered so their parameters are found."""
-
-    def __init__(self, modules=None):
-        super().__init__()
-        if modules is not None:
-            self.update(modules)
-
-    def __getitem__(self, key):
-        return self._modules[key]
-
-    def __setitem__(self, key, module):
-        self.add_module(key, module)
-
-    def __delitem__(self, key):
-        del self._modules[key]
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules)
-
-    def __contains__(self, key):
-        return key in self._modules
-
-    def keys(self):
-        return self._modules.keys()
-
-    def items(self):
-        return self._modules.items()
-
-    def values(self):
-        return self._modules.values()
-
-    def update(self, modules):
-        items = modules.items() if hasattr(modules, "items") else modules
-        for key, module in items:
-            self[key] = module
-
-    def pop(self, key):
-        return self._modules.pop(key)
-
-    def clear(self):
-        self._modules.clear()
