@@ -108,12 +108,18 @@ def index_steps(op, spatial, kernel, stride, pad_before, pad_after, dilation, ou
     indexed in 64 bits: a stride along an axis with one output, or a dilation
     along an axis with a one-tap kernel, is never used, so it becomes 1 (a huge
     one would overflow index arithmetic for nothing)."""
-    for size, k, pb, pa, d in zip(spatial, kernel, pad_before, pad_after, dilation):
-        if size + pb + pa >= INDEX_LIMIT or d * (k - 1) + 1 >= INDEX_LIMIT:
-            raise ValueError(f"{op}: sizes too large to index: padded input {size + pb + pa} "
-                             f"and window {d * (k - 1) + 1} must be below 2**62")
-    stride = tuple(1 if o == 1 else s for s, o in zip(stride, out_spatial))
-    dilation = tuple(1 if k == 1 else d for d, k in zip(dilation, kernel))
+    # a bound over all axes first: this runs on every call, the loop only when it fails
+    if (max(spatial) + max(pad_before) + max(pad_after) >= INDEX_LIMIT
+            or max(dilation) * max(kernel) >= INDEX_LIMIT):
+        for size, k, pb, pa, d in zip(spatial, kernel, pad_before, pad_after, dilation):
+            if size + pb + pa >= INDEX_LIMIT or d * (k - 1) + 1 >= INDEX_LIMIT:
+                raise ValueError(f"{op}: sizes too large to index: padded input "
+                                 f"{size + pb + pa} and window {d * (k - 1) + 1} must be "
+                                 f"below 2**62")
+    if 1 in out_spatial:
+        stride = tuple(1 if o == 1 else s for s, o in zip(stride, out_spatial))
+    if 1 in kernel:
+        dilation = tuple(1 if k == 1 else d for d, k in zip(dilation, kernel))
     return stride, dilation
 
 

@@ -2,6 +2,7 @@
 torch.nn.functional, with an optional fused activation (relu, relu6, silu)."""
 import math
 import numbers
+import struct
 
 import numpy as np
 
@@ -230,12 +231,26 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *, out=None):
         target = None
     # the parameters in the input's precision, as PyTorch computes (alpha=-1e39
     # is -inf in float32: each output is then x / inf = 0, not NaN)
-    as_dtype = x.dtype.type
-    with np.errstate(over="ignore"):
-        alpha, beta, k = (float(as_dtype(v)) for v in (alpha, beta, k))
-    _kernels._norm.local_response_norm(contiguous(x), y, n, c, spatial, int(size), alpha, beta,
-                                       k, _threads.get_num_threads())
+    if x.dtype == np.float32:
+        alpha, beta, k = (_as_float32(v) for v in (alpha, beta, k))
+    _kernels._norm.local_response_norm(contiguous(x), y, n, c, spatial, int(size),
+                                       float(alpha), float(beta), float(k),
+                                       _threads.get_num_threads())
     if target is not None:
         target[...] = y
         return target
     return y
+
+
+# Halfway between float32's largest value and the next power of two: from here
+# on, rounding to float32 gives inf (ties go to the even significand, inf's).
+_FLOAT32_OVERFLOW = math.ldexp(2 - 2**-24, 127)
+_FLOAT32 = struct.Struct("f")
+
+
+def _as_float32(value):
+    """value rounded to float32, as a Python float (beyond float32's range: inf)."""
+    value = float(value)
+    if abs(value) >= _FLOAT32_OVERFLOW:
+        return math.copysign(math.inf, value)
+    return _FLOAT32.unpack(_FLOAT32.pack(value))[0]

@@ -144,6 +144,13 @@ def _compare(got, want, dtype, reduction):
             f"max error {err.max()} (scale {scale})"
 
 
+def _implementation_failure(exc):
+    """PyTorch failing on an empty array inside its implementation (indexing
+    element 0 of a parameter: prelu, instance_norm with weights), not refusing
+    the call; fastcnn returns the empty result, as the README says."""
+    return isinstance(exc, IndexError) and "select(): index 0 out of range" in str(exc)
+
+
 def check(ours, theirs, args, float_call=None, compare=True, outputs=1):
     """Run fastcnn's call and PyTorch's; see the module docstring for the rules."""
     EXAMPLES["count"] += 1
@@ -177,6 +184,8 @@ def check(ours, theirs, args, float_call=None, compare=True, outputs=1):
     # fastcnn may be stricter there, never laxer, and results must agree.
     empty = any(0 in np.shape(np.asarray(a)) for a in args if isinstance(a, (np.ndarray, list)))
     if empty and err is not None and terr is None:
+        return
+    if empty and err is None and _implementation_failure(terr):
         return
     if err is not None and terr is None:
         # allowed (a clear error is always an acceptable answer); counted for the report
