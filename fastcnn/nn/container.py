@@ -26,6 +26,21 @@ class _ModuleSequence(Module):
             self.append(m)
         return self
 
+    def _index(self, idx):
+        """idx as a position in 0..n-1 (negative counts from the end); IndexError outside."""
+        n = len(self)
+        idx = operator.index(idx)
+        if not -n <= idx < n:
+            raise IndexError(f"index {idx} is out of range for {type(self).__name__} of "
+                             f"length {n}")
+        return idx % n
+
+    def _renumber(self, modules):
+        """Hold `modules` as the children "0", "1", ..."""
+        self._modules.clear()
+        for i, m in enumerate(modules):
+            self.add_module(str(i), m)
+
 
 class Sequential(_ModuleSequence):
     """Modules run in order; indexable, sliceable, appendable like PyTorch's."""
@@ -38,13 +53,6 @@ class Sequential(_ModuleSequence):
         else:
             for i, module in enumerate(args):
                 self.add_module(str(i), module)
-
-    def _index(self, idx):
-        n = len(self)
-        idx = operator.index(idx)
-        if not -n <= idx < n:
-            raise IndexError(f"index {idx} is out of range for Sequential of length {n}")
-        return idx % n
 
     def __getitem__(self, idx):
         if isinstance(idx, slice):
@@ -62,11 +70,8 @@ class Sequential(_ModuleSequence):
         else:
             del self._modules[list(self._modules)[self._index(idx)]]
         # Keep the numbering 0..n-1 as PyTorch does.
-        items = list(self._modules.values())
         if all(k.isdigit() for k in self._modules):
-            self._modules.clear()
-            for i, m in enumerate(items):
-                self._modules[str(i)] = m
+            self._renumber(list(self._modules.values()))
 
     def insert(self, index, module):
         n = len(self)
@@ -75,9 +80,7 @@ class Sequential(_ModuleSequence):
         index = index % (n + 1) if index < 0 else index
         items = list(self._modules.values())
         items.insert(index, module)
-        self._modules.clear()
-        for i, m in enumerate(items):
-            self.add_module(str(i), m)
+        self._renumber(items)
         return self
 
     def forward(self, input):
@@ -97,11 +100,7 @@ class ModuleList(_ModuleSequence):
     def __getitem__(self, idx):
         if isinstance(idx, slice):
             return ModuleList(list(self._modules.values())[idx])
-        n = len(self)
-        idx = operator.index(idx)
-        if not -n <= idx < n:
-            raise IndexError(f"index {idx} is out of range for ModuleList of length {n}")
-        return self._modules[str(idx % n)]
+        return self._modules[str(self._index(idx))]
 
     def __setitem__(self, idx, module):
         idx = operator.index(idx) % len(self)
@@ -110,9 +109,7 @@ class ModuleList(_ModuleSequence):
     def insert(self, index, module):
         items = list(self._modules.values())
         items.insert(index, module)
-        self._modules.clear()
-        for i, m in enumerate(items):
-            self.add_module(str(i), m)
+        self._renumber(items)
 
 
 class ModuleDict(Module):
