@@ -72,10 +72,6 @@ cdef extern from "fastcnn.h" nogil:
     int fcnn_get_num_threads()
 
     fcnn_status fcnn_conv_output_size(const fcnn_conv_params* p, int64_t* out_size)
-    fcnn_status fcnn_conv2d_output_size(int64_t in_h, int64_t in_w, int64_t kernel_h,
-                                        int64_t kernel_w, int64_t stride_h, int64_t stride_w,
-                                        int64_t pad_h, int64_t pad_w, int64_t dilation_h,
-                                        int64_t dilation_w, int64_t* out_h, int64_t* out_w)
     fcnn_status fcnn_conv_workspace_size(const fcnn_conv_params* p, fcnn_dtype dtype,
                                          int packed, int num_threads, size_t* bytes)
     fcnn_status fcnn_conv1d_f32(const fcnn_conv_params* p, const float* x, const float* weight,
@@ -170,4 +166,8 @@ cdef extern from "fastcnn.h" nogil:
                                  float* y, int log)
     fcnn_status fcnn_softmax_f64(int64_t outer, int64_t dim, int64_t inner, const double* x,
                                  double* y, int log)
+    fcnn_status fcnn_conv2d_output_size(int64_t in_h, int64_t in_w, int64_t kernel_h,
+                                        int64_t kernel_w, int64_t stride_h, int64_t stride_w,
+                                        int64_t pad_h, int64_t pad_w, int64_t dilation_h,
+                                        int64_t dilation_w, int64_t* out_h, int64_t* out_w)
     # END GENERATED: functions
