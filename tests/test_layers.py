@@ -6,6 +6,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -18,7 +19,9 @@ REPO = ROOT.parent
 def test_imports_point_down_the_layers():
     if not (REPO / "pyproject.toml").exists():
         pytest.skip("needs the source tree's pyproject.toml (the layer contract)")
-    lint = shutil.which("lint-imports")
+    # the venv's script, also when the venv is not activated
+    lint = shutil.which("lint-imports", path=os.pathsep.join(
+        [os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
     if lint is None:
         pytest.skip("import-linter is not installed (pip install -e \".[test]\")")
     run = subprocess.run([lint, "--config", str(REPO / "pyproject.toml")], cwd=REPO,
