@@ -556,3 +556,73 @@ def test_generated_function_table_is_current():
         pytest.skip("needs the source tree's tools/capi.py")
     run = subprocess.run([sys.executable, str(tool), "--check"], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+class _ConvParams(ctypes.Structure):
+    _fields_ = [("ndim", ctypes.c_int)] + \
+        [(f, ctypes.c_int64) for f in ("batch", "in_channels", "out_channels", "groups")] + \
+        [(f, ctypes.c_int64 * 3) for f in ("in_size", "kernel", "stride", "padding", "dilation")] + \
+        [("activation", ctypes.c_int)]
+
+
+class _PoolParams(ctypes.Structure):
+    _fields_ = [(f, ctypes.c_int64) for f in ("batch", "channels", "in_h", "in_w", "kernel_h",
+                                              "kernel_w", "stride_h", "stride_w", "pad_h",
+                                              "pad_w", "dilation_h", "dilation_w")] + \
+        [("ceil_mode", ctypes.c_int), ("count_include_pad", ctypes.c_int),
+         ("divisor_override", ctypes.c_int64)]
+
+
+def _api_function(name, *argtypes):
+    """A function of the published fcnn_api table, through ctypes: its place is
+    its field's in the header's table (an int, then one pointer per field)."""
+    header = pathlib.Path(fastcnn.get_include(), "fastcnn.h").read_text()
+    block = header[header.index("typedef struct fcnn_api {"):header.index("} fcnn_api;")]
+    fields = re.findall(r"\(\*(\w+)\)\(", block)
+    get = ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    table = get(fastcnn._capi._API, b"fastcnn._capi._API")
+    address = table + ctypes.sizeof(ctypes.c_void_p) * (1 + fields.index(name))
+    return ctypes.CFUNCTYPE(ctypes.c_int, *argtypes)(ctypes.c_void_p.from_address(address).value)
+
+
+def test_output_sizes_agree_with_the_python_formulas():
+    """The C-API computes output sizes in int64 with overflow checks, the Python
+    API with unbounded ints: the two must give the same sizes and refuse the
+    same shapes."""
+    import fastcnn._capi  # noqa: F401
+    from fastcnn._functional.pool import pool_output_size
+    from fastcnn._validation import conv_output_size
+    conv = _api_function("conv_output_size", ctypes.POINTER(_ConvParams), ctypes.POINTER(ctypes.c_int64 * 3))
+    pool = _api_function("pool2d_output_size", ctypes.POINTER(_PoolParams), ctypes.POINTER(ctypes.c_int64),
+                         ctypes.POINTER(ctypes.c_int64))
+    out3, oh, ow = (ctypes.c_int64 * 3)(), ctypes.c_int64(), ctypes.c_int64()
+    checked = 0
+    for size in (1, 2, 5, 7, 8, 13):
+        for kernel in (1, 2, 3, 4, 7):
+            for stride in (1, 2, 3, 5):
+                for dilation in (1, 2, 3):
+                    for pad in (0, 1, 2, 3):
+                        p = _ConvParams(ndim=1, batch=1, in_channels=1, out_channels=1, groups=1)
+                        p.in_size[0], p.kernel[0], p.stride[0] = size, kernel, stride
+                        p.padding[0], p.dilation[0] = pad, dilation
+                        want = conv_output_size(size, kernel, stride, pad, pad, dilation)
+                        status = conv(ctypes.byref(p), ctypes.byref(out3))
+                        assert (status == 0) == (want >= 1), (size, kernel, stride, pad, dilation)
+                        if status == 0:
+                            assert out3[0] == want
+                        if 2 * pad > kernel:
+                            continue            # pooling's padding limit, as PyTorch's
+                        for ceil_mode in (0, 1):
+                            q = _PoolParams(batch=1, channels=1, in_h=size, in_w=1,
+                                            kernel_h=kernel, kernel_w=1, stride_h=stride,
+                                            stride_w=1, pad_h=pad, dilation_h=dilation,
+                                            dilation_w=1, ceil_mode=ceil_mode)
+                            want = pool_output_size(size, kernel, stride, pad, dilation,
+                                                    ceil_mode)
+                            status = pool(ctypes.byref(q), ctypes.byref(oh), ctypes.byref(ow))
+                            assert (status == 0) == (want >= 1), (size, kernel, stride, pad)
+                            if status == 0:
+                                assert oh.value == want
+                            checked += 1
+    assert checked > 1000
