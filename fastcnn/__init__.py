@@ -37,7 +37,7 @@ __all__ = ["__version__", "functional", "nn", "MAX_THREADS", "get_num_threads",
            "get_isa", "set_max_isa", "show_config", "fuse", "compile", "summary", "models",
            "save", "load"]
 
-_LAZY = ("onnx", "viz")     # imported on first use, as torch.onnx: `import fastcnn` stays fast
+_LAZY = ("onnx", "viz", "dask")     # imported on first use, as torch.onnx: `import fastcnn` stays fast
 
 
 def __getattr__(name):

@@ -1,4 +1,4 @@
-"""The `fastcnn` command (also `python -m fastcnn`): bench, summary, info."""
+"""The `fastcnn` command (also `python -m fastcnn`): bench, summary, info, predict."""
 import argparse
 import sys
 
@@ -14,11 +14,16 @@ def main(argv=None):
                                    "to an .onnx file")
     s.add_argument("--input-shape", help="e.g. 1,3,224,224 (default: the network's own)")
     sub.add_parser("info", help="print fastcnn.show_config()")
+    from fastcnn.dask import _cli as predict_cli
+    predict_cli.add_arguments(sub.add_parser(
+        "predict", help="run an ONNX model over a file of images on a Dask cluster"))
     args = parser.parse_args(argv)
     if args.command == "bench":
         cli.run(args)
     elif args.command == "summary":
         return _summary(args)
+    elif args.command == "predict":
+        return predict_cli.run(args)
     elif args.command == "info":
         import fastcnn
         fastcnn.show_config()

@@ -63,7 +63,7 @@ def compile(model, input_shape, *, dtype=None, replan=False):
     shape = tuple(int(s) for s in input_shape)
     if any(s < 1 for s in shape):
         raise ValueError(f"compile: input_shape must be positive sizes, got {input_shape!r}")
-    dtype = _model_dtype(model) if dtype is None else np.dtype(dtype)
+    dtype = model_dtype(model) if dtype is None else np.dtype(dtype)
     fused = fuse(model, shape)
     if replan:
         r = ReplanningPlan(fused, dtype)
@@ -72,7 +72,7 @@ def compile(model, input_shape, *, dtype=None, replan=False):
     return _make(fused, shape, dtype)
 
 
-def _model_dtype(model):
+def model_dtype(model):
     """The dtype of the model's floating-point parameters (float32 if it has none)."""
     dtypes = {p.dtype for p in model.parameters() if p is not None and p.dtype.kind == "f"}
     if len(dtypes) > 1:

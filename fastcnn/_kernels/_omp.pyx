@@ -1,7 +1,8 @@
 """OpenMP runtime queries for the Python layer (thread resolution, show_config)."""
 from cython.parallel cimport prange
 from libc.string cimport memchr, memset
-from fastcnn._kernels._omp cimport omp_get_max_threads, omp_get_num_procs
+from fastcnn._kernels._omp cimport (omp_get_max_threads, omp_get_num_procs,
+                                    omp_get_num_threads)
 
 cdef extern from "<omp.h>" nogil:
     int _OPENMP
@@ -89,6 +90,21 @@ def num_procs():
 
 def openmp_version():
     return _OPENMP
+
+
+def team_size(int num_threads):
+    """The threads OpenMP starts for a parallel loop of fastcnn's that asks for
+    num_threads (as every kernel does): what a thread setting really gives,
+    whatever OMP_NUM_THREADS says."""
+    cdef int c, total = 0
+    if num_threads < 1 or num_threads > FCNN_MAX_THREADS:
+        raise ValueError(f"team_size: 1 to {FCNN_MAX_THREADS} threads, got {num_threads}")
+    if _forked_child:
+        num_threads = 1
+    with nogil:
+        for c in prange(num_threads, num_threads=num_threads, schedule='static'):
+            total += omp_get_num_threads()      # each iteration adds the team's size
+    return total // num_threads
 
 
 def parallel_read(const unsigned char[::1] buf, int num_threads):
