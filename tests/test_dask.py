@@ -26,7 +26,7 @@ ITEM = (3, 32, 32)
 
 def _cluster(**kw):
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, **kw)
+                                       dashboard_address=":0", **kw)
     return cluster, distributed.Client(cluster)
 
 
@@ -168,6 +168,12 @@ def test_bad_models_and_inputs_fail_before_any_task(client, onnx_file, tmp_path)
         == submitted
 
 
+def _finished_chunks(client):
+    return client.run_on_scheduler(lambda dask_scheduler: sum(
+        ts.state == "memory" for key, ts in dask_scheduler.tasks.items()
+        if "fastcnn-predict" in str(key)))
+
+
 def test_a_worker_killed_mid_job_and_every_row_once():
     cluster, client = _cluster()
     try:
@@ -175,14 +181,13 @@ def test_a_worker_killed_mid_job_and_every_row_once():
         model = _lenet(6)
         y = fastcnn.dask.predict(model, da.from_array(x, chunks=(4,) + ITEM), batch_size=4)
         pids = client.run(os.getpid)
-        done = client.persist(y)
-        futures = distributed.futures_of(done)
+        job = client.compute(y)
         deadline = time.monotonic() + 60
-        while sum(f.done() for f in futures) < 5 and time.monotonic() < deadline:
+        while _finished_chunks(client) < 5 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert sum(f.done() for f in futures) < len(futures), "the job ended before the kill"
+        assert not job.done(), "the job ended before the kill"
         os.kill(next(iter(pids.values())), signal.SIGKILL)
-        got = done.compute()
+        got = job.result()
         np.testing.assert_array_equal(got, _batched(fastcnn.compile(model, (4,) + ITEM), x, 4, 4))
         # the nanny started a new worker process in place of the killed one
         client.wait_for_workers(2, timeout=60)

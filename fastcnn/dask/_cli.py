@@ -70,7 +70,7 @@ def _run(args):
     else:
         workers = args.workers or max(1, (os.cpu_count() or 1) // args.threads)
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+                               dashboard_address=":0")
         client = Client(cluster)
     started = time.perf_counter() - t0
     try:

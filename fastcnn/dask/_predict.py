@@ -27,7 +27,8 @@ def predict(model, images, *, num_threads=1, batch_size=16, output=None, chunk_s
 
     model: an ONNX file path, ONNX bytes, or a fastcnn model (nn.Module, in
     eval mode on the workers); it travels to the workers as bytes, once per
-    worker, and is loaded and compiled once per worker process.
+    worker (scattered to every worker of the current distributed client), and
+    is loaded and compiled once per worker process.
     images: a Dask array (N, C, H, W) chunked along N (other axes are made
     whole), or a NumPy array (then split into chunks of chunk_size rows,
     default 64 batches). Its dtype must be the model's input dtype.
@@ -65,12 +66,24 @@ def predict(model, images, *, num_threads=1, batch_size=16, output=None, chunk_s
     in_nd, out_nd = images.ndim, 1 + len(out_item)
     layout = {"drop_axis": list(range(out_nd, in_nd))} if out_nd < in_nd else \
         {"new_axis": list(range(in_nd, out_nd))} if out_nd > in_nd else {}
-    import dask
-    model_key = dask.delayed(payload, pure=True)    # one key: moved once per worker
     return images.map_blocks(
-        run_chunk, model_key, num_threads, batch_size, item_shape, local.dtype,
+        run_chunk, _model_key(payload), num_threads, batch_size, item_shape, local.dtype,
         dtype=sample.dtype, chunks=(images.chunks[0],) + tuple((s,) for s in out_item),
         meta=np.empty((0,) * out_nd, sample.dtype), token="fastcnn-predict", **layout)
+
+
+def _model_key(payload):
+    """The payload as one key of the graph: with a distributed client, data
+    scattered to every worker (a worker that joins later copies it from a
+    peer), so the model's bytes neither pass through the scheduler nor travel
+    with the tasks; with Dask's local schedulers, a literal of the graph."""
+    try:
+        from distributed import get_client
+        client = get_client()
+    except (ImportError, ValueError):           # no distributed, or no client
+        import dask
+        return dask.delayed(payload, pure=True)
+    return client.scatter(payload, broadcast=True, hash=True)
 
 
 def _check_images(local, images, item_shape):

@@ -14,6 +14,7 @@ __all__ = ["load", "OnnxModel", "UnsupportedOperatorError"]
 
 Port = namedtuple("Port", ["name", "shape", "dtype"])
 _PLAN_CACHE = 8          # plans kept per model (one per input shape), least recently used out
+_FOLD_LIMIT = 64         # the most elements of an input folded into a plan as a constant
 
 
 class UnsupportedOperatorError(ValueError):
@@ -113,6 +114,7 @@ class OnnxModel:
         self._fuse_silu()
         self._plans = OrderedDict()
         self._plans_lock = threading.Lock()
+        self._fold_level = None     # see _folded
 
     # ------------------------------------------------------------ description
     def _port(self, value_info):
@@ -205,26 +207,73 @@ class OnnxModel:
 
     # ------------------------------------------------------------ running
     def _plan_for(self, arrays):
-        key = tuple((a.shape, a.dtype.str) for a in arrays)
+        """The plan for these inputs, and the inputs it takes: the inputs whose
+        values an operator needs as constants (a Reshape's shape, Slice's
+        starts, Resize's scales fed at run time) are folded into the plan,
+        made per value; the rest are fed to it."""
+        folded, graph = self._folded(arrays)
+        key = tuple((a.shape, a.dtype.str, a.tobytes() if k in folded else None)
+                    for k, a in enumerate(arrays))
+        fed = [a for k, a in enumerate(arrays) if k not in folded]
         with self._plans_lock:
             plan = self._plans.get(key)
             if plan is not None:
                 self._plans.move_to_end(key)
-                return plan
-        plan = Plan(self.graph_for([a.shape for a in arrays], [a.dtype for a in arrays]))
+                return plan, fed
+        if graph is None:
+            graph = self.graph_for([a.shape for a in arrays], [a.dtype for a in arrays],
+                                   {k: arrays[k] for k in folded})
+        plan = Plan(graph)
         with self._plans_lock:
             plan = self._plans.setdefault(key, plan)    # another thread may have made one
             if len(self._plans) > _PLAN_CACHE:
                 self._plans.popitem(last=False)
-        return plan
+        return plan, fed
 
-    def graph_for(self, shapes, dtypes=None):
-        """The op graph for inputs of these shapes (constants folded)."""
+    def _folded(self, arrays):
+        """Which inputs the plan takes as constants: none, until building the
+        graph fails for a value that is not constant; then the small integer
+        inputs, then every small input (at most _FOLD_LIMIT elements each).
+        Also the graph, when finding that out built it."""
+        graph = None
+        if self._fold_level is None:
+            shapes, dtypes = [a.shape for a in arrays], [a.dtype for a in arrays]
+            failure = None
+            for level in range(3):
+                values = {k: a for k, a in enumerate(arrays) if self._foldable(a, level)}
+                if level and len(values) == len(failure[1]):
+                    continue                    # folds nothing more than the last level
+                try:
+                    graph = self.graph_for(shapes, dtypes, values)
+                except UnsupportedOperatorError as exc:
+                    if "not constant" not in str(exc):
+                        raise
+                    failure = (exc, values)
+                    continue
+                self._fold_level = level
+                break
+            else:
+                raise failure[0]
+        return {k for k, a in enumerate(arrays) if self._foldable(a, self._fold_level)}, graph
+
+    @staticmethod
+    def _foldable(array, level):
+        if level == 0 or array.size > _FOLD_LIMIT:
+            return False
+        return level == 2 or array.dtype.kind in "iu"
+
+    def graph_for(self, shapes, dtypes=None, values=None):
+        """The op graph for inputs of these shapes (constants folded); `values`
+        maps input positions to the values they are fixed to."""
         dtypes = dtypes or [p.dtype for p in self.inputs]
+        values = values or {}
         b = _Builder(self)
         rng = np.random.default_rng(0)
         env = {name: _Entry(arr, None) for name, arr in self.initializers.items()}
-        for port, shape, dtype in zip(self.inputs, shapes, dtypes):
+        for k, (port, shape, dtype) in enumerate(zip(self.inputs, shapes, dtypes)):
+            if k in values:
+                env[port.name] = _Entry(np.array(values[k]), None)
+                continue
             dtype = np.dtype(dtype)
             sample = (rng.standard_normal(shape).astype(dtype) if dtype.kind == "f"
                       else np.zeros(shape, dtype))
@@ -274,7 +323,8 @@ class OnnxModel:
             raise ValueError(f"run: inputs {missing} missing, {unknown} unknown; the model "
                              f"takes {[p.name for p in self.inputs]}")
         arrays = [self._check_feed(p, input_feed[p.name]) for p in self.inputs]
-        results = self._plan_for(arrays)(*arrays)
+        plan, fed = self._plan_for(arrays)
+        results = plan(*fed)
         results = results if isinstance(results, tuple) else (results,)
         names = [p.name for p in self.outputs]
         if output_names is None:

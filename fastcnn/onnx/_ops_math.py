@@ -97,3 +97,47 @@ def _ufunc1(ufunc):
 for _name, _uf in {"Sqrt": np.sqrt, "Exp": np.exp, "Log": np.log, "Neg": np.negative,
                    "Abs": np.abs, "Reciprocal": np.reciprocal}.items():
     OPS[_name] = ((lambda n, f: lambda b, node, x: b.call(n, _ufunc1(f), [x[0]], {}))(_name.lower(), _uf), None)
+
+
+for _name, _uf in {"Floor": np.floor, "Ceil": np.ceil, "Round": np.rint, "Sign": np.sign,
+                   "Sin": np.sin, "Cos": np.cos, "Tan": np.tan, "Asin": np.arcsin,
+                   "Acos": np.arccos, "Atan": np.arctan, "Sinh": np.sinh, "Cosh": np.cosh,
+                   "Asinh": np.arcsinh, "Acosh": np.arccosh, "Atanh": np.arctanh,
+                   "Not": np.logical_not}.items():
+    OPS[_name] = ((lambda n, f: lambda b, node, x: b.call(n, _ufunc1(f), [x[0]], {}))(_name.lower(), _uf), None)
+
+
+def celu(x, alpha, out=None):
+    with np.errstate(over="ignore"):
+        y = np.maximum(x, 0) + np.minimum(0, alpha * np.expm1(x / alpha))
+    return put(out, y.astype(x.dtype))
+
+
+@op("Celu")
+def op_Celu(b, node, x):
+    alpha = float(node.attrs.get("alpha", 1.0))
+    return b.call("celu", celu, [x[0], np.array(alpha, x[0].array.dtype)], {})
+
+
+# ---------------------------------------------------------------- comparisons and selection
+
+def _compare(ufunc):
+    def run(a, b, out=None):
+        return put(out, ufunc(a, b))
+    return run
+
+
+for _name, _uf in {"Greater": np.greater, "Less": np.less, "Equal": np.equal,
+                   "GreaterOrEqual": np.greater_equal, "LessOrEqual": np.less_equal,
+                   "And": np.logical_and, "Or": np.logical_or, "Xor": np.logical_xor}.items():
+    OPS[_name] = ((lambda n, f: lambda b, node, x: b.call(n, _compare(f), [x[0], x[1]], {}))(
+        _name.lower(), _uf), None)
+
+
+def where(condition, a, b, out=None):
+    return put(out, np.where(condition, a, b))
+
+
+@op("Where")
+def op_Where(b, node, x):
+    return b.call("where", where, [x[0], x[1], x[2]], {})

@@ -274,9 +274,36 @@ def op_Cast(b, node, x):
     return b.call("cast", cast, [x[0], b.dtype(int(node.attrs["to"]))], {})
 
 
+def _log_sum_exp(data, axis, keepdims):
+    top = np.max(data, axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0)
+    y = np.log(np.sum(np.exp(data - top), axis=axis, keepdims=True)) + top
+    return y if keepdims else np.squeeze(y, axis=axis)
+
+
+_REDUCTIONS = {
+    "mean": np.mean, "max": np.max, "min": np.min, "sum": np.sum, "prod": np.prod,
+    "l1": lambda d, axis, keepdims: np.sum(np.abs(d), axis=axis, keepdims=keepdims),
+    "l2": lambda d, axis, keepdims: np.sqrt(np.sum(np.square(d), axis=axis, keepdims=keepdims)),
+    "sum_square": lambda d, axis, keepdims: np.sum(np.square(d), axis=axis, keepdims=keepdims),
+    "log_sum": lambda d, axis, keepdims: np.log(np.sum(d, axis=axis, keepdims=keepdims)),
+    "log_sum_exp": _log_sum_exp,
+}
+
+
 def reduce(data, kind, axes, keepdims, out=None):
-    fn = {"mean": np.mean, "max": np.max, "sum": np.sum}[kind]
-    return put(out, np.asarray(fn(data, axis=axes, keepdims=bool(keepdims))).astype(data.dtype))
+    if axes is None:
+        axes = tuple(range(data.ndim))
+    if data.size == 0 and kind in ("max", "min"):     # ONNX: the identity of the reduction
+        shape = tuple(1 if a in axes else n for a, n in enumerate(data.shape)) if keepdims \
+            else tuple(n for a, n in enumerate(data.shape) if a not in axes)
+        fill = -np.inf if kind == "max" else np.inf
+        return put(out, np.full(shape, fill if data.dtype.kind == "f" else
+                                (np.iinfo(data.dtype).min if kind == "max"
+                                 else np.iinfo(data.dtype).max), data.dtype))
+    with np.errstate(all="ignore"):
+        y = _REDUCTIONS[kind](data, axis=axes, keepdims=bool(keepdims))
+    return put(out, np.asarray(y).astype(data.dtype))
 
 
 def _reduce_builder(kind, axes_input_from):
@@ -297,9 +324,13 @@ def _reduce_builder(kind, axes_input_from):
     return builder
 
 
-OPS["ReduceMean"] = (_reduce_builder("mean", 18), None)
-OPS["ReduceMax"] = (_reduce_builder("max", 18), None)
-OPS["ReduceSum"] = (_reduce_builder("sum", 13), None)
+# ONNX name -> (kind, the opset from which axes are an input rather than an attribute)
+for _name, (_kind, _axes_from) in {
+        "ReduceMean": ("mean", 18), "ReduceMax": ("max", 18), "ReduceMin": ("min", 18),
+        "ReduceSum": ("sum", 13), "ReduceProd": ("prod", 18), "ReduceL1": ("l1", 18),
+        "ReduceL2": ("l2", 18), "ReduceSumSquare": ("sum_square", 18),
+        "ReduceLogSum": ("log_sum", 18), "ReduceLogSumExp": ("log_sum_exp", 18)}.items():
+    OPS[_name] = (_reduce_builder(_kind, _axes_from), None)
 
 
 # ---------------------------------------------------------------- Resize / Upsample
