@@ -44,10 +44,16 @@ def selected_cases():
     return sorted(chosen, key=lambda c: c.name)
 
 
+def _array(value):
+    from onnx import numpy_helper
+    if isinstance(value, (np.ndarray, np.generic)):
+        return np.asarray(value)
+    return numpy_helper.to_array(value)
+
+
 def run_case(case):
     """None when fastcnn gives the expected outputs, else why not (one line)."""
     import fastcnn.onnx
-    from onnx import numpy_helper
     try:
         model = fastcnn.onnx.load(case.model)
     except Exception as exc:                     # noqa: BLE001 - reported, not hidden
@@ -56,15 +62,14 @@ def run_case(case):
     for inputs, outputs in case.data_sets:
         feed = {}
         for name, value in zip(names, inputs):
-            feed[name] = numpy_helper.to_array(value) if not isinstance(value, np.ndarray) \
-                else value
+            feed[name] = _array(value)
         try:
             with np.errstate(all="ignore"):
                 got = model.run(None, feed)
         except Exception as exc:                 # noqa: BLE001
             return f"run: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
         for g, want in zip(got, outputs):
-            want = numpy_helper.to_array(want) if not isinstance(want, np.ndarray) else want
+            want = _array(want)
             g = np.asarray(g)
             if g.shape != want.shape:
                 return f"shape {g.shape}, expected {want.shape}"

@@ -207,6 +207,9 @@ class OnnxModel:
 
     # ------------------------------------------------------------ running
     def _plan_for(self, arrays):
+        return self._plan_and_feed(arrays)[0]
+
+    def _plan_and_feed(self, arrays):
         """The plan for these inputs, and the inputs it takes: the inputs whose
         values an operator needs as constants (a Reshape's shape, Slice's
         starts, Resize's scales fed at run time) are folded into the plan,
@@ -323,7 +326,7 @@ class OnnxModel:
             raise ValueError(f"run: inputs {missing} missing, {unknown} unknown; the model "
                              f"takes {[p.name for p in self.inputs]}")
         arrays = [self._check_feed(p, input_feed[p.name]) for p in self.inputs]
-        plan, fed = self._plan_for(arrays)
+        plan, fed = self._plan_and_feed(arrays)
         results = plan(*fed)
         results = results if isinstance(results, tuple) else (results,)
         names = [p.name for p in self.outputs]
