@@ -762,3 +762,32 @@ def test_export_to_file_and_errors(tmp_path):
         fonnx.export(bad, (1, 3, 8, 8))
     with pytest.raises(ValueError, match="no ONNX form for op"):
         fonnx.export(nn.Sequential(nn.LocalResponseNorm(3)).eval(), (1, 3, 8, 8))
+
+
+@requires_torch
+def test_torch_export_with_where_softplus_resize_and_open_sizes():
+    """What torch.onnx.export writes for F.softplus (Softplus, or Greater +
+    Where), torch.where and F.interpolate, with the batch and image size open:
+    against ONNX Runtime on several shapes (an empty batch, which ONNX Runtime
+    refuses to reshape, by its shape)."""
+    ort = pytest.importorskip("onnxruntime")
+
+    class Model(torch.nn.Module):
+        def forward(self, x):
+            y = torch.nn.functional.softplus(x, beta=2.0, threshold=3.0)
+            z = torch.where(x > 0, y, -x)
+            z = torch.nn.functional.interpolate(z, scale_factor=2, mode="bilinear",
+                                                align_corners=False)
+            return torch.argmax(z, dim=1, keepdim=True).float() + z.flatten(2).mean(-1)[..., None, None]
+
+    f = io.BytesIO()
+    torch.onnx.export(Model().eval(), (torch.randn(2, 3, 8, 8),), f, opset_version=17,
+                      dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}})
+    model, session = fonnx.load(f.getvalue()), ort.InferenceSession(f.getvalue())
+    rng = np.random.default_rng(0)
+    for shape in [(2, 3, 8, 8), (5, 3, 6, 10), (1, 3, 1, 1)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        np.testing.assert_allclose(model(x), session.run(None, {"x": x})[0], rtol=1e-5,
+                                   atol=1e-5)
+    assert model(np.zeros((0, 3, 4, 4), np.float32)).shape == (0, 3, 8, 8)

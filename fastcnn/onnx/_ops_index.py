@@ -108,9 +108,10 @@ def depth_to_space(data, block, mode, out=None):
     return put(out, y.reshape(n, c // block ** 2, h * block, w * block))
 
 
-def space_to_depth(data, block, out=None):
+def space_to_depth(data, block, mode, out=None):
     n, c, h, w = data.shape
-    y = data.reshape(n, c, h // block, block, w // block, block).transpose(0, 3, 5, 1, 2, 4)
+    y = data.reshape(n, c, h // block, block, w // block, block)
+    y = y.transpose(0, 3, 5, 1, 2, 4) if mode == "DCR" else y.transpose(0, 1, 3, 5, 2, 4)
     return put(out, y.reshape(n, c * block ** 2, h // block, w // block))
 
 
@@ -136,4 +137,7 @@ def op_DepthToSpace(b, node, x):
 
 @op("SpaceToDepth")
 def op_SpaceToDepth(b, node, x):
-    return b.call("space_to_depth", space_to_depth, [x[0], _block(node, x[0].array, False)], {})
+    mode = node.attrs.get("mode", b"DCR")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    return b.call("space_to_depth", space_to_depth,
+                  [x[0], _block(node, x[0].array, False), mode], {})

@@ -106,7 +106,7 @@ def avg_pool(input, kernel, stride, pads_begin, pads_end, ceil_mode, count_inclu
 def _pool_sum(fn, x, kernel, stride, ceil_mode):
     kwargs = {} if len(kernel) == 1 else {"divisor_override": 1}
     y = fn(x, kernel, stride, 0, bool(ceil_mode), True, **kwargs)
-    return y if kwargs else y * np.prod(kernel)
+    return y if kwargs else y * y.dtype.type(np.prod(kernel))
 
 
 def lp_pool(input, kernel, stride, pads_begin, pads_end, p, out=None):
@@ -120,9 +120,55 @@ def lp_pool(input, kernel, stride, pads_begin, pads_end, p, out=None):
 def _pool_check(node, opset):
     if node.attrs.get("storage_order", 0) != 0:
         return "storage_order=1 is not supported"
-    if node.op_type == "AveragePool" and any(d != 1 for d in node.attrs.get("dilations", [])):
-        return "dilations are not supported in AveragePool"
     return None
+
+
+def _needs_windows(kernel, begin, end, dilation, kind):
+    """Pooling fastcnn's kernels refuse, as PyTorch's do: padding past half the
+    (dilated) window, or dilated average and Lp windows."""
+    for k, pb, pe, d in zip(kernel, begin, end, dilation):
+        if max(pb, pe) > ((k - 1) * d + 1) // 2 or (kind != "max" and d != 1):
+            return True
+    return False
+
+
+def window_pool(input, kind, kernel, stride, begin, end, dilation, ceil_mode,
+                count_include_pad=False, p=2.0, out=None):
+    """Any ONNX pooling window, from strided views of the padded input: pads of
+    any size and dilations for every kind (ONNX allows what PyTorch does not)."""
+    nd = len(kernel)
+    spatial = input.shape[2:]
+    reach = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
+    outs = []
+    for n, r, s, pb, pe in zip(spatial, reach, stride, begin, end):
+        span = n + pb + pe - r
+        o = (-(-span // s) if ceil_mode else span // s) + 1
+        if ceil_mode and (o - 1) * s >= n + pb:
+            o -= 1                              # a window must start inside the input
+        outs.append(max(o, 0))
+    extra = [max(0, (o - 1) * s + r - (n + pb + pe)) for o, s, r, n, pb, pe in
+             zip(outs, stride, reach, spatial, begin, end)]
+    widths = [(0, 0), (0, 0)] + [(pb, pe + e) for pb, pe, e in zip(begin, end, extra)]
+    inside = np.pad(np.ones(spatial, bool), widths[2:])          # the input's positions
+    padded_area = np.pad(np.ones([n + pb + pe for n, pb, pe in zip(spatial, begin, end)], bool),
+                         [(0, e) for e in extra])                 # input and its pads
+    values = np.pad(input, widths)
+
+    def windows(a, lead):
+        v = np.lib.stride_tricks.sliding_window_view(a, reach, axis=tuple(range(lead, lead + nd)))
+        v = v[(slice(None),) * lead + tuple(slice(None, o * s, s) for o, s in zip(outs, stride))]
+        return v[(Ellipsis,) + tuple(slice(None, None, d) for d in dilation)]
+    axes = tuple(range(-nd, 0))
+    x, mask = windows(values, 2), windows(inside, 0)
+    with np.errstate(all="ignore"):
+        if kind == "max":
+            y = np.where(mask, x, -np.inf).max(axis=axes)
+        elif kind == "avg":
+            count = windows(padded_area, 0) if count_include_pad else mask
+            y = np.where(mask, x, 0).sum(axis=axes) / count.sum(axis=axes)
+        else:
+            y = (np.where(mask, np.abs(x), 0) ** p).sum(axis=axes) ** (1.0 / p)
+    return put(out, np.asarray(y).astype(input.dtype))
 
 
 @op("MaxPool", _pool_check)
@@ -130,6 +176,9 @@ def op_MaxPool(b, node, x):
     kernel = tuple(node.attrs["kernel_shape"])
     strides, begin, end, dilations = _spatial_attrs(node, x[0].array, kernel)
     with_indices = len(node.outputs) > 1 and node.outputs[1] != ""
+    if not with_indices and _needs_windows(kernel, begin, end, dilations, "max"):
+        return b.call("window_pool", window_pool, [x[0], "max", kernel, strides, begin, end,
+                                                   dilations, node.attrs.get("ceil_mode", 0)], {})
     return b.call("max_pool", max_pool, [x[0], kernel, strides, begin, end, dilations,
                                          node.attrs.get("ceil_mode", 0), with_indices], {},
                   n_out=2 if with_indices else 1)
@@ -138,7 +187,11 @@ def op_MaxPool(b, node, x):
 @op("AveragePool", _pool_check)
 def op_AveragePool(b, node, x):
     kernel = tuple(node.attrs["kernel_shape"])
-    strides, begin, end, _ = _spatial_attrs(node, x[0].array, kernel)
+    strides, begin, end, dilations = _spatial_attrs(node, x[0].array, kernel)
+    if _needs_windows(kernel, begin, end, dilations, "avg"):
+        return b.call("window_pool", window_pool, [
+            x[0], "avg", kernel, strides, begin, end, dilations, node.attrs.get("ceil_mode", 0),
+            node.attrs.get("count_include_pad", 0)], {})
     return b.call("avg_pool", avg_pool, [x[0], kernel, strides, begin, end,
                                          node.attrs.get("ceil_mode", 0),
                                          node.attrs.get("count_include_pad", 0)], {})
@@ -147,7 +200,11 @@ def op_AveragePool(b, node, x):
 @op("LpPool")
 def op_LpPool(b, node, x):
     kernel = tuple(node.attrs["kernel_shape"])
-    strides, begin, end, _ = _spatial_attrs(node, x[0].array, kernel)
+    strides, begin, end, dilations = _spatial_attrs(node, x[0].array, kernel)
+    if _needs_windows(kernel, begin, end, dilations, "lp") or node.attrs.get("ceil_mode", 0):
+        return b.call("window_pool", window_pool, [
+            x[0], "lp", kernel, strides, begin, end, dilations, node.attrs.get("ceil_mode", 0),
+            False, float(node.attrs.get("p", 2))], {})
     return b.call("lp_pool", lp_pool, [x[0], kernel, strides, begin, end,
                                        float(node.attrs.get("p", 2))], {})
 
@@ -182,12 +239,31 @@ def batch_norm(input, scale, bias, mean, var, eps, activation=None, out=None):
                         activation=activation)
 
 
-@op("BatchNormalization", lambda n, o: "training_mode=1 is not supported"
-    if n.attrs.get("training_mode", 0) else ("only the Y output is supported"
-                                             if len([v for v in n.outputs if v]) > 1 else None))
+def batch_norm_training(input, scale, bias, mean, var, eps, momentum):
+    """ONNX BatchNormalization with training_mode=1: normalized by the batch's
+    statistics (biased variance); also the updated running mean and variance."""
+    axes = (0,) + tuple(range(2, input.ndim))
+    shape = (1, -1) + (1,) * (input.ndim - 2)
+    batch_mean, batch_var = input.mean(axis=axes), input.var(axis=axes)
+    y = (input - batch_mean.reshape(shape)) / np.sqrt(batch_var.reshape(shape) + eps)
+    y = y * scale.reshape(shape) + bias.reshape(shape)
+    return (y.astype(input.dtype), (mean * momentum + batch_mean * (1 - momentum)).astype(mean.dtype),
+            (var * momentum + batch_var * (1 - momentum)).astype(var.dtype))
+
+
+@op("BatchNormalization")
 def op_BatchNormalization(b, node, x):
-    return b.call("batch_norm", batch_norm, [x[0], x[1], x[2], x[3], x[4],
-                                             float(node.attrs.get("epsilon", 1e-5))], {})
+    eps = float(node.attrs.get("epsilon", 1e-5))
+    if node.attrs.get("training_mode", 0):
+        n_out = len([v for v in node.outputs if v])
+        outs = b.call("batch_norm_training", batch_norm_training,
+                      [x[0], x[1], x[2], x[3], x[4], eps,
+                       float(node.attrs.get("momentum", 0.9))], {}, n_out=3)
+        return outs[:n_out]
+    if len([v for v in node.outputs if v]) > 1:
+        raise ValueError(f"onnx: BatchNormalization {node.name!r}: running statistics "
+                         f"outputs need training_mode=1")
+    return b.call("batch_norm", batch_norm, [x[0], x[1], x[2], x[3], x[4], eps], {})
 
 
 def instance_norm(input, scale, bias, eps, activation=None, out=None):
@@ -208,13 +284,29 @@ def layer_norm(input, scale, bias, axis, eps, activation=None, out=None):
     return N.layer_norm(input, shape, w, bb, eps, out=out, activation=activation)
 
 
-@op("LayerNormalization", lambda n, o: "only the Y output is supported"
-    if len([v for v in n.outputs if v]) > 1 else None)
+def layer_norm_statistics(input, scale, bias, axis, eps):
+    """ONNX LayerNormalization with its Mean and InvStdDev outputs (float32
+    statistics, stash_type 1)."""
+    axes = tuple(range(axis, input.ndim))
+    x = input.astype(np.float32 if input.dtype != np.float64 else np.float64)
+    mean = x.mean(axis=axes, keepdims=True)
+    inv_std = 1 / np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) + eps)
+    y = (x - mean) * inv_std * scale
+    if bias is not None:
+        y = y + bias
+    return y.astype(input.dtype), mean.astype(np.float32), inv_std.astype(np.float32)
+
+
+@op("LayerNormalization")
 def op_LayerNormalization(b, node, x):
     axis = int(node.attrs.get("axis", -1)) % x[0].array.ndim
     bias = x[2] if len(x) > 2 else None
-    return b.call("layer_norm", layer_norm, [x[0], x[1], bias, axis,
-                                             float(node.attrs.get("epsilon", 1e-5))], {})
+    eps = float(node.attrs.get("epsilon", 1e-5))
+    n_out = len(node.outputs)
+    if n_out > 1 and any(node.outputs[1:]):
+        return b.call("layer_norm_statistics", layer_norm_statistics,
+                      [x[0], x[1], bias, axis, eps], {}, n_out=3)[:n_out]
+    return b.call("layer_norm", layer_norm, [x[0], x[1], bias, axis, eps], {})
 
 
 def group_norm(input, scale, bias, groups, eps, activation=None, out=None):

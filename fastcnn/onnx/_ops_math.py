@@ -60,9 +60,18 @@ def _binary(ufunc):
 
 
 _BINARY = {"Add": ("add", np.add), "Sub": ("subtract", np.subtract),
-           "Mul": ("multiply", np.multiply), "Pow": ("power", np.power)}
+           "Mul": ("multiply", np.multiply)}
 for _name, (_op, _uf) in _BINARY.items():
     OPS[_name] = ((lambda o, f: lambda b, node, x: b.call(o, _binary(f), [x[0], x[1]], {}))(_op, _uf), None)
+
+
+def power(a, b, out=None):
+    """ONNX Pow: the result has the base's type (float32 ** int64 is float32)."""
+    with np.errstate(all="ignore"):
+        return put(out, np.power(a, b).astype(np.asarray(a).dtype))
+
+
+OPS["Pow"] = (lambda b, node, x: b.call("power", power, [x[0], x[1]], {}), None)
 
 
 def divide(a, b, out=None):

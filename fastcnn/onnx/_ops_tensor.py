@@ -235,10 +235,33 @@ def op_Identity(b, node, x):
     return [x[0]]
 
 
+def dropout_training(data, ratio, seed, out=None):
+    """ONNX Dropout with training_mode true: keep each value with probability
+    1 - ratio, scaled by 1 / (1 - ratio); the mask drawn as ONNX's reference
+    draws it (RandomState(seed).uniform), so a seeded node repeats itself."""
+    rng = np.random.RandomState(seed) if seed is not None else np.random.RandomState()
+    mask = rng.uniform(0, 1.0, data.shape) >= ratio
+    return (mask * data * data.dtype.type(1 / (1 - ratio))).astype(data.dtype), mask
+
+
 @op("Dropout")
 def op_Dropout(b, node, x):
+    with_mask = len(node.outputs) > 1 and bool(node.outputs[1])
+    training = len(x) > 2 and x[2] is not None
+    if training and not x[2].const:
+        return b.unsupported(node, "a training_mode that is not constant")
+    if training and bool(np.asarray(x[2].array)):
+        ratio = x[1] if len(x) > 1 and x[1] is not None else None
+        if ratio is not None and not ratio.const:
+            return b.unsupported(node, "a ratio that is not constant")
+        ratio = 0.5 if ratio is None else float(np.asarray(ratio.array))
+        if ratio > 0:
+            seed = int(node.attrs["seed"]) if "seed" in node.attrs else None
+            outs = b.call("dropout_training", dropout_training, [x[0], ratio, seed], {},
+                          n_out=2)
+            return outs if with_mask else outs[:1]
     outs = [x[0]]
-    if len(node.outputs) > 1 and node.outputs[1]:
+    if with_mask:
         outs.append(b.const(np.ones(x[0].array.shape, bool)))
     return outs
 
@@ -275,6 +298,8 @@ def op_Cast(b, node, x):
 
 
 def _log_sum_exp(data, axis, keepdims):
+    if data.size == 0:
+        return np.log(np.sum(np.exp(data), axis=axis, keepdims=keepdims))
     top = np.max(data, axis=axis, keepdims=True)
     top = np.where(np.isfinite(top), top, 0)
     y = np.log(np.sum(np.exp(data - top), axis=axis, keepdims=True)) + top
