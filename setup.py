@@ -16,7 +16,7 @@ import sys
 
 import numpy
 from Cython.Build import cythonize
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fastcnn", "_kernels"))
 import _isa  # noqa: E402  (the one table of targets and their compiler flags)
@@ -118,5 +118,6 @@ with open(os.path.join("fastcnn", "_build_info.py"), "w") as fh:
 
 setup(ext_modules=extensions,
       options={"build_ext": {"parallel": os.cpu_count() or 1}},
-      packages=["fastcnn", "fastcnn._kernels", "fastcnn._functional", "fastcnn._bench",
-                "fastcnn.nn", "fastcnn.onnx"] + [f"fastcnn._kernels.{t}" for t, _ in build_targets])
+      # every package of the source tree, and the per-target kernel packages made above
+      packages=sorted(set(find_packages(include=["fastcnn", "fastcnn.*"])
+                          + [f"fastcnn._kernels.{t}" for t, _ in build_targets])))

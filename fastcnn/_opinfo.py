@@ -8,7 +8,7 @@ __all__ = ["OpInfo", "info", "NUMPY_VIEWS", "NUMPY_RECORDED"]
 
 @dataclass(frozen=True)
 class OpInfo:
-    family: str = "other"          # conv, pool, adaptive_pool, linear, norm, activation,
+    family: str = "other"          # conv, conv_transpose, pool, adaptive_pool, linear, norm, activation,
                                    # elementwise, shape, numpy
     nd: int = 0                    # spatial axes of conv and pool ops (0: an argument says)
     elementwise: bool = False      # may write its output over an input read for the last time
@@ -19,9 +19,11 @@ class OpInfo:
 
 
 def _table():
-    ops = {"conv": OpInfo("conv", fuses_activation=True)}
+    ops = {"conv": OpInfo("conv", fuses_activation=True),
+           "conv_transpose": OpInfo("conv_transpose")}
     for nd in (1, 2, 3):
         ops[f"conv{nd}d"] = OpInfo("conv", nd, fuses_activation=True)
+        ops[f"conv_transpose{nd}d"] = OpInfo("conv_transpose", nd)
         for kind in ("max", "avg"):
             ops[f"{kind}_pool{nd}d"] = OpInfo("pool", nd)
             ops[f"adaptive_{kind}_pool{nd}d"] = OpInfo("adaptive_pool", nd)

@@ -7,6 +7,8 @@ additions are keyword-only: `out=` on every op, and `activation=` ('relu',
 'relu6', 'silu') on ops that fuse one into their epilogue.
 """
 from fastcnn._functional.conv import conv1d, conv2d, conv3d
+from fastcnn._functional.conv_transpose import (conv_transpose1d, conv_transpose2d,
+                                                conv_transpose3d)
 from fastcnn._functional.pool import (
     max_pool1d, max_pool2d, max_pool3d, avg_pool1d, avg_pool2d, avg_pool3d, lp_pool1d,
     lp_pool2d, adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d,
@@ -22,7 +24,7 @@ from fastcnn._functional.norm import (batch_norm, instance_norm, group_norm, lay
                                       local_response_norm)
 
 __all__ = [
-    "conv1d", "conv2d", "conv3d",
+    "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
     "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
     "lp_pool1d", "lp_pool2d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
     "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",

@@ -36,6 +36,32 @@ def conv_nd(x, w, bias=None, stride=1, pad_before=0, pad_after=None, dilation=1,
     return y
 
 
+def conv_transpose_nd(x, w, bias=None, stride=1, padding=0, output_padding=0, dilation=1,
+                      groups=1):
+    """Transposed convolution by its definition: every input value, times each
+    kernel tap, added at position i * stride + k * dilation - padding of the
+    output (taps that land outside are dropped); weight (C_in, C_out/groups, *K)."""
+    x, w = x.astype(np.float64), w.astype(np.float64)
+    nd = x.ndim - 2
+    st, pd, op, dl = (tuple(v) if isinstance(v, (tuple, list)) else (v,) * nd
+                      for v in (stride, padding, output_padding, dilation))
+    cin_g, cout_g = x.shape[1] // groups, w.shape[1]
+    size = [(n - 1) * s - 2 * p + d * (k - 1) + o + 1
+            for n, s, p, d, k, o in zip(x.shape[2:], st, pd, dl, w.shape[2:], op)]
+    y = np.zeros((x.shape[0], cout_g * groups) + tuple(size))
+    for i in itertools.product(*[range(n) for n in x.shape[2:]]):
+        for k in itertools.product(*[range(n) for n in w.shape[2:]]):
+            o = [a * s + b * d - p for a, b, s, d, p in zip(i, k, st, dl, pd)]
+            if all(0 <= v < n for v, n in zip(o, size)):
+                for g in range(groups):
+                    xs = x[(slice(None), slice(g * cin_g, (g + 1) * cin_g)) + i]
+                    ws = w[(slice(g * cin_g, (g + 1) * cin_g), slice(None)) + k]
+                    y[(slice(None), slice(g * cout_g, (g + 1) * cout_g)) + tuple(o)] += xs @ ws
+    if bias is not None:
+        y += np.asarray(bias, np.float64).reshape((1, -1) + (1,) * nd)
+    return y
+
+
 def relu(x):
     return np.where(x < 0, 0.0, x)
 

@@ -7,13 +7,7 @@ import pytest
 pytest.importorskip("onnx", reason="the node cases ship with onnx")
 import onnx_node_cases as cases  # noqa: E402
 
-CONV_TRANSPOSE = "ConvTranspose is not supported yet"
-KNOWN_FAILURES = {name: CONV_TRANSPOSE for name in (
-    "test_convtranspose", "test_convtranspose_1d", "test_convtranspose_3d",
-    "test_convtranspose_autopad_same", "test_convtranspose_dilations",
-    "test_convtranspose_group_2", "test_convtranspose_group_2_image_3",
-    "test_convtranspose_kernel_shape", "test_convtranspose_output_shape",
-    "test_convtranspose_pad", "test_convtranspose_pads")}
+KNOWN_FAILURES = {}     # name -> why it fails (none today)
 
 
 @pytest.fixture(scope="module")

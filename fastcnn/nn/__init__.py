@@ -1,7 +1,8 @@
 """Layer classes mirroring torch.nn: same constructor arguments and state_dict keys."""
 from fastcnn.nn.module import Module, Parameter, Identity
 from fastcnn.nn.container import Sequential, ModuleList, ModuleDict
-from fastcnn.nn.conv import Conv1d, Conv2d, Conv3d
+from fastcnn.nn.conv import (Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d,
+                             ConvTranspose3d)
 from fastcnn.nn.pooling import (MaxPool1d, MaxPool2d, MaxPool3d, AvgPool1d, AvgPool2d,
                                 AvgPool3d, LPPool1d, LPPool2d, AdaptiveAvgPool1d,
                                 AdaptiveAvgPool2d, AdaptiveAvgPool3d, AdaptiveMaxPool1d,
@@ -18,7 +19,7 @@ from fastcnn.nn import init
 
 __all__ = [
     "Module", "Parameter", "Sequential", "ModuleList", "ModuleDict", "Identity",
-    "Conv1d", "Conv2d", "Conv3d",
+    "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
     "MaxPool1d", "MaxPool2d", "MaxPool3d", "AvgPool1d", "AvgPool2d", "AvgPool3d", "LPPool1d",
     "LPPool2d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d",
     "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d",

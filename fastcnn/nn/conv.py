@@ -1,14 +1,17 @@
-"""Conv1d, Conv2d, Conv3d: torch.nn's constructor arguments and state_dict keys."""
+"""Conv1d/2d/3d and ConvTranspose1d/2d/3d: torch.nn's constructor arguments and
+state_dict keys."""
 import math
 
 import numpy as np
 
 from fastcnn._functional import conv as F
+from fastcnn._functional import conv_transpose as T
 from fastcnn._validation import ntuple
 from fastcnn.nn import init
 from fastcnn.nn.module import Module, Parameter
 
-__all__ = ["Conv1d", "Conv2d", "Conv3d"]
+__all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
+           "ConvTranspose3d"]
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -107,4 +110,106 @@ class Conv2d(_ConvNd):
 
 class Conv3d(_ConvNd):
     """3-D convolution over (N, C, D, H, W) inputs, as torch.nn.Conv3d."""
+    _nd = 3
+
+
+class _ConvTransposeNd(Module):
+    _nd = 0
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros",
+                 device=None, dtype=np.float32):
+        super().__init__()
+        name = type(self).__name__
+        nd = self._nd
+        for arg, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                           ("groups", groups)):
+            ntuple(value, 1, name, arg, minimum=1)
+        for arg, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if value % groups:
+                raise ValueError(f"{name}: {arg} ({value}) must be divisible by groups "
+                                 f"({groups})")
+        if padding_mode != "zeros":
+            raise ValueError(f"{name}: only 'zeros' padding mode is supported, got "
+                             f"{padding_mode!r} (as PyTorch)")
+        if device not in (None, "cpu"):
+            raise ValueError(f"{name}: fastcnn runs on the CPU only, got device={device!r}")
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"{name}: dtype must be float32 or float64, got {dtype}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = ntuple(kernel_size, nd, name, "kernel_size", minimum=1)
+        self.stride = ntuple(stride, nd, name, "stride", minimum=1)
+        self.padding = ntuple(padding, nd, name, "padding", minimum=0)
+        self.output_padding = ntuple(output_padding, nd, name, "output_padding", minimum=0)
+        self.dilation = ntuple(dilation, nd, name, "dilation", minimum=1)
+        self.padding_mode = padding_mode
+        shape = (in_channels, out_channels // groups) + self.kernel_size
+        self.weight = Parameter(np.empty(shape, dtype))
+        if bias:
+            self.bias = Parameter(np.empty(out_channels, dtype))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    reset_parameters = _ConvNd.reset_parameters        # fan_in from weight.shape[1], as PyTorch
+
+    def _output_padding(self, input, output_size):
+        """output_padding that gives output_size (PyTorch's forward(input, output_size))."""
+        if output_size is None:
+            return self.output_padding
+        nd, name = self._nd, type(self).__name__
+        size = list(output_size)
+        if len(size) == nd + 2:
+            size = size[2:]
+        if len(size) != nd:
+            raise ValueError(f"{name}: output_size must have {nd} or {nd + 2} elements, got "
+                             f"{len(output_size)}")
+        spatial = np.shape(input)[-nd:]
+        padding = []
+        for i, (want, n, k, s, p, d) in enumerate(zip(size, spatial, self.kernel_size,
+                                                      self.stride, self.padding,
+                                                      self.dilation)):
+            low = T.conv_transpose_output_size(n, k, s, p, 0, d)
+            if not low <= want <= low + s - 1:
+                raise ValueError(f"{name}: requested an output size of {tuple(size)}, but "
+                                 f"valid sizes along axis {i} range from {low} to "
+                                 f"{low + s - 1} (for an input of {tuple(spatial)})")
+            padding.append(want - low)
+        return tuple(padding)
+
+    def forward(self, input, output_size=None):
+        return T.conv_transpose_nd(self._nd, type(self).__name__, input, self.weight,
+                                   self.bias, self.stride, self.padding,
+                                   self._output_padding(input, output_size), self.groups,
+                                   self.dilation)
+
+    def extra_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding != (0,) * self._nd:
+            s += f", padding={self.padding}"
+        if self.output_padding != (0,) * self._nd:
+            s += f", output_padding={self.output_padding}"
+        if self.dilation != (1,) * self._nd:
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    """1-D transposed convolution over (N, C, L) inputs, as torch.nn.ConvTranspose1d."""
+    _nd = 1
+
+
+class ConvTranspose2d(_ConvTransposeNd):
+    """2-D transposed convolution over (N, C, H, W) inputs, as torch.nn.ConvTranspose2d."""
+    _nd = 2
+
+
+class ConvTranspose3d(_ConvTransposeNd):
+    """3-D transposed convolution over (N, C, D, H, W) inputs, as torch.nn.ConvTranspose3d."""
     _nd = 3

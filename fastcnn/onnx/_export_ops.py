@@ -49,6 +49,20 @@ def conv(ex, node, b, scope):
     return activation(ex, y, b.get("activation"), scope)
 
 
+@exports("conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "conv_transpose")
+def conv_transpose(ex, node, b, scope):
+    w = b["weight"]
+    nd = len(w.shape) - 2
+    inputs = [ex.name(b["input"]), ex.name(w)]
+    if b.get("bias") is not None:
+        inputs.append(ex.name(b["bias"]))
+    pads = _tup(b.get("padding", 0), nd)
+    return ex.emit("ConvTranspose", inputs, scope, kernel_shape=list(w.shape[2:]),
+                   strides=list(_tup(b.get("stride", 1), nd)), pads=list(pads) * 2,
+                   output_padding=list(_tup(b.get("output_padding", 0), nd)),
+                   dilations=list(_tup(b.get("dilation", 1), nd)), group=int(b.get("groups", 1)))
+
+
 @exports("linear")
 def linear(ex, node, b, scope):
     x, w, bias = b["input"], b["weight"], b.get("bias")

@@ -7,6 +7,7 @@ import numpy as np
 from fastcnn._functional import activation as A
 from fastcnn._functional import norm as N
 from fastcnn._functional import pool as P
+from fastcnn._functional import conv_transpose as T
 from fastcnn._functional.conv import conv_nd
 from fastcnn.onnx._registry import OPS, op, put, rows_cols
 
@@ -58,6 +59,61 @@ def op_Conv(b, node, x):
 
 def _pool_fn(nd, kind):
     return getattr(P, f"{kind}_pool{nd}d")
+
+
+def conv_transpose(input, weight, bias, strides, begin, end, output_padding, group,
+                   dilations, out=None):
+    """ONNX ConvTranspose: fastcnn's transposed convolution over the extent the
+    taps reach, then the window ONNX's pads (asymmetric, even negative) and
+    output_padding select; positions no tap reaches hold the bias."""
+    nd = len(strides)
+    full = T.conv_transpose_nd(nd, "ConvTranspose", input, weight, bias, strides, 0, 0, group,
+                               dilations)
+    reach = full.shape[2:]
+    size = [f + o - b - e for f, o, b, e in zip(reach, output_padding, begin, end)]
+    if min(size) < 1:
+        raise ValueError(f"onnx: ConvTranspose: the output would be {tuple(size)}: pads "
+                         f"{tuple(begin) + tuple(end)} leave nothing")
+    y = np.zeros(full.shape[:2] + tuple(size), full.dtype)
+    if bias is not None:
+        y += bias.reshape((1, -1) + (1,) * nd)
+    src = tuple(slice(max(b, 0), min(f, f + o - e)) for f, o, b, e in
+                zip(reach, output_padding, begin, end))
+    dst = tuple(slice(s.start - b, s.stop - b) for s, b in zip(src, begin))
+    y[(slice(None), slice(None)) + dst] = full[(slice(None), slice(None)) + src]
+    return put(out, y)
+
+
+@op("ConvTranspose")
+def op_ConvTranspose(b, node, x):
+    data, weight = x[0].array, x[1].array
+    nd = data.ndim - 2
+    kernel = tuple(node.attrs.get("kernel_shape", weight.shape[2:]))
+    strides = tuple(node.attrs.get("strides", [1] * nd))
+    dilations = tuple(node.attrs.get("dilations", [1] * nd))
+    output_padding = tuple(node.attrs.get("output_padding", [0] * nd))
+    group = int(node.attrs.get("group", 1))
+    auto_pad = node.attrs.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    spatial = data.shape[2:]
+    reach = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    if "output_shape" in node.attrs or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        wanted = list(node.attrs.get("output_shape", [n * s for n, s in zip(spatial, strides)]))
+        wanted = wanted[-nd:]
+        total = [s * (n - 1) + o + r - w for s, n, o, r, w in
+                 zip(strides, spatial, output_padding, reach, wanted)]
+        upper = auto_pad == "SAME_UPPER"
+        begin = tuple(t // 2 if upper else t - t // 2 for t in total)
+        end = tuple(t - t // 2 if upper else t // 2 for t in total)
+    elif auto_pad == "VALID":
+        begin = end = (0,) * nd
+    else:
+        pads = tuple(node.attrs.get("pads", [0] * (2 * nd)))
+        begin, end = pads[:nd], pads[nd:]
+    bias = x[2] if len(x) > 2 else None
+    return b.call("conv_transpose_onnx", conv_transpose,
+                  [x[0], x[1], bias, strides, begin, end, output_padding, group, dilations],
+                  {})
 
 
 def max_pool(input, kernel, stride, pads_begin, pads_end, dilation, ceil_mode, indices=False,

@@ -1,0 +1,168 @@
+"""Transposed convolution (the gradient of a convolution with respect to its
+input): conv_transpose1d/2d/3d, as torch.nn.functional's.
+
+The Caffe and PyTorch CPU design: one GEMM per group gives, for every input
+position, its contribution to each output channel at each kernel tap
+(columns = x^T @ w); col2im then adds each tap's plane into the output at
+stride steps. Additions run tap by tap in a fixed order, so results do not
+depend on the thread count.
+"""
+import math
+
+import numpy as np
+
+from fastcnn import _threads
+from fastcnn import _kernels
+from fastcnn._graph import traceable
+from fastcnn._validation import (as_array, check_float, check_out, contiguous, ntuple,
+                                 shape_str)
+
+__all__ = ["conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "conv_transpose_nd",
+           "conv_transpose_output_size"]
+
+_SPATIAL_NAMES = {1: "(L)", 2: "(H, W)", 3: "(D, H, W)"}
+_COLUMNS_LIMIT = 2**25          # elements of GEMM output per batch of images
+
+
+def conv_transpose_output_size(size, kernel, stride, padding, output_padding, dilation):
+    """(in - 1) stride - 2 padding + dilation (kernel - 1) + output_padding + 1."""
+    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+
+
+@traceable("conv_transpose")
+def conv_transpose_nd(nd, op, input, weight, bias=None, stride=1, padding=0, output_padding=0,
+                      groups=1, dilation=1, out=None):
+    """The transposed convolution behind conv_transpose1d/2d/3d, the
+    ConvTranspose layers and ONNX ConvTranspose; `op` names the caller in errors."""
+    x = as_array(input, op)
+    w = as_array(weight, op, "weight")
+    check_float(x, op)
+    if w.dtype != x.dtype:
+        raise TypeError(f"{op}: input dtype {x.dtype} does not match weight dtype {w.dtype}")
+    names = _SPATIAL_NAMES[nd]
+    if w.ndim != nd + 2:
+        raise ValueError(f"{op}: weight must have shape (in_channels, out_channels/groups, "
+                         f"{names[1:-1]}), got shape {shape_str(w.shape)}")
+    if x.ndim not in (nd + 1, nd + 2):
+        raise ValueError(f"{op}: expected input of shape (C, {names[1:-1]}) or "
+                         f"(N, C, {names[1:-1]}), got shape {shape_str(x.shape)}")
+    unbatched = x.ndim == nd + 1
+    if unbatched:
+        x = x[None]
+    groups = ntuple(groups, 1, op, "groups", minimum=1)[0]
+    in_channels, cout_group = w.shape[0], w.shape[1]
+    kernel = tuple(int(k) for k in w.shape[2:])
+    if in_channels == 0 or cout_group == 0 or min(kernel) == 0:
+        raise ValueError(f"{op}: weight has a zero-size dimension: {shape_str(w.shape)}")
+    if in_channels % groups:
+        raise ValueError(f"{op}: in_channels ({in_channels}) must be divisible by groups "
+                         f"({groups})")
+    if x.shape[1] != in_channels:
+        raise ValueError(f"{op}: expected input with {in_channels} channels (weight "
+                         f"{shape_str(w.shape)}), got input of shape "
+                         f"{shape_str(x.shape if not unbatched else x.shape[1:])}")
+    if 0 in x.shape[2:]:
+        raise ValueError(f"{op}: expected an input with non-zero spatial sizes, got shape "
+                         f"{shape_str(x.shape if not unbatched else x.shape[1:])}")
+    stride = ntuple(stride, nd, op, "stride", minimum=1)
+    dilation = ntuple(dilation, nd, op, "dilation", minimum=1)
+    padding = ntuple(padding, nd, op, "padding", minimum=0)
+    output_padding = ntuple(output_padding, nd, op, "output_padding", minimum=0)
+    for o, s, d in zip(output_padding, stride, dilation):
+        if o >= s and o >= d:
+            raise ValueError(f"{op}: output_padding must be smaller than either stride or "
+                             f"dilation, got output_padding={output_padding}, "
+                             f"stride={stride}, dilation={dilation}")
+    spatial = x.shape[2:]
+    out_spatial = tuple(conv_transpose_output_size(*a) for a in
+                        zip(spatial, kernel, stride, padding, output_padding, dilation))
+    if min(out_spatial) < 1:
+        raise ValueError(f"{op}: the output would be {out_spatial} for input {spatial}, kernel "
+                         f"{kernel}, stride {stride}, padding {padding}, dilation {dilation}: "
+                         f"too small")
+    if max(max(spatial) * max(stride), max(kernel) * max(dilation), max(padding)) >= 2**40:
+        raise ValueError(f"{op}: sizes too large to index")
+    out_channels = cout_group * groups
+    if bias is not None:
+        b = as_array(bias, op, "bias")
+        if b.dtype != x.dtype:
+            raise TypeError(f"{op}: bias dtype {b.dtype} does not match input dtype {x.dtype}")
+        if b.shape != (out_channels,):
+            raise ValueError(f"{op}: bias must have shape ({out_channels},), "
+                             f"got {shape_str(b.shape)}")
+        bias = contiguous(b)
+    out_shape = (x.shape[0], out_channels) + out_spatial
+    if out is None:
+        y = np.empty(out_shape, x.dtype)
+    else:
+        y = check_out(out, out_shape[1:] if unbatched else out_shape, x.dtype, op,
+                      (x, w, bias)).reshape(out_shape)
+    _run(x, contiguous(w), bias, y, groups, stride, padding, dilation)
+    if out is not None:
+        return out
+    return y[0] if unbatched else y
+
+
+def _run(x, w, bias, y, groups, stride, padding, dilation):
+    n, nd = x.shape[0], x.ndim - 2
+    spatial, kernel = x.shape[2:], w.shape[2:]
+    cin_g, cout_g = x.shape[1] // groups, w.shape[1]
+    taps = math.prod(kernel)
+    positions = math.prod(spatial)
+    # the full extent every tap reaches; the output is its window past the padding
+    full = tuple(max((i - 1) * s + d * (k - 1) + 1, p + o)
+                 for i, s, d, k, p, o in zip(spatial, stride, dilation, kernel, padding,
+                                             y.shape[2:]))
+    window = (slice(None), slice(None)) + tuple(slice(p, p + o) for p, o in
+                                                  zip(padding, y.shape[2:]))
+    threads = _threads.get_num_threads()
+    chunk = max(1, _COLUMNS_LIMIT // max(1, positions * cout_g * taps))
+    # per group, the weights as (cout_g * taps, cin_g) rows: the GEMM's right side
+    w_rows = [contiguous(w[g * cin_g:(g + 1) * cin_g].reshape(cin_g, cout_g * taps).T)
+              for g in range(groups)]
+    for start in range(0, n, chunk):
+        xs = x[start:start + chunk]
+        m = xs.shape[0]
+        acc = np.zeros((m, y.shape[1]) + full, x.dtype)
+        for g in range(groups):
+            rows = contiguous(xs[:, g * cin_g:(g + 1) * cin_g].reshape(m, cin_g, positions)
+                              .transpose(0, 2, 1)).reshape(m * positions, cin_g)
+            cols = np.empty((m * positions, cout_g * taps), x.dtype)
+            _kernels._linear.linear(rows, w_rows[g], None, cols, 0, threads)
+            cols = cols.reshape((m,) + tuple(spatial) + (cout_g,) + tuple(kernel))
+            cols = np.moveaxis(cols, 1 + nd, 1)          # (m, cout_g, *spatial, *kernel)
+            target = acc[:, g * cout_g:(g + 1) * cout_g]
+            for tap in np.ndindex(*kernel):                   # col2im, tap by tap
+                where = tuple(slice(t * d, t * d + (i - 1) * s + 1, s)
+                              for t, d, i, s in zip(tap, dilation, spatial, stride))
+                target[(slice(None), slice(None)) + where] += cols[(Ellipsis,) + tap]
+        np.copyto(y[start:start + m], acc[window])
+    if bias is not None:
+        y += bias.reshape((1, -1) + (1,) * nd)
+
+
+@traceable("conv_transpose1d")
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
+                     groups=1, dilation=1, *, out=None):
+    """1-D transposed convolution over (N, C_in, L) or (C_in, L), as
+    torch.nn.functional.conv_transpose1d; weight (C_in, C_out / groups, k)."""
+    return conv_transpose_nd(1, "conv_transpose1d", input, weight, bias, stride, padding,
+                             output_padding, groups, dilation, out)
+
+
+@traceable("conv_transpose2d")
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
+                     groups=1, dilation=1, *, out=None):
+    """2-D transposed convolution over (N, C_in, H, W) or (C_in, H, W), as
+    torch.nn.functional.conv_transpose2d; weight (C_in, C_out / groups, kh, kw)."""
+    return conv_transpose_nd(2, "conv_transpose2d", input, weight, bias, stride, padding,
+                             output_padding, groups, dilation, out)
+
+
+@traceable("conv_transpose3d")
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
+                     groups=1, dilation=1, *, out=None):
+    """3-D transposed convolution over (N, C_in, D, H, W) or (C_in, D, H, W), as
+    torch.nn.functional.conv_transpose3d."""
+    return conv_transpose_nd(3, "conv_transpose3d", input, weight, bias, stride, padding,
+                             output_padding, groups, dilation, out)

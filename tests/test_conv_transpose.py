@@ -1,0 +1,149 @@
+"""conv_transpose1d/2d/3d and ConvTranspose1d/2d/3d against the definition
+(tests/_reference.py) on awkward shapes, against PyTorch, and in plans and
+ONNX files."""
+import io
+
+import numpy as np
+import pytest
+
+import fastcnn
+import fastcnn.functional as F
+from fastcnn import nn
+import _reference as ref
+from conftest import assert_close, requires_torch, run_threads, torch
+
+FN = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+# (nd, batch, cin, cout, spatial, kernel, stride, padding, output_padding, dilation, groups)
+CASES = [
+    (1, 2, 3, 5, (7,), (3,), 1, 0, 0, 1, 1),
+    (1, 1, 4, 6, (5,), (2,), 2, 0, 1, 1, 2),           # output_padding, groups
+    (1, 3, 5, 3, (6,), (4,), 3, 1, 0, 2, 1),           # dilation
+    (2, 2, 3, 4, (5, 4), (3, 3), 2, 1, 1, 1, 1),       # non-square, padding = k // 2
+    (2, 1, 6, 4, (4, 4), (2, 2), 2, 0, 0, 1, 2),       # U-Net up-conv with groups
+    (2, 2, 5, 7, (3, 5), (1, 3), (3, 1), (0, 1), (2, 0), 1, 1),  # stride > kernel
+    (2, 1, 4, 4, (3, 3), (3, 2), 1, (1, 0), 0, (2, 1), 4),       # depthwise, dilation
+    (3, 1, 2, 3, (3, 4, 2), (2, 3, 2), (2, 1, 2), (0, 1, 0), (1, 0, 0), 1, 1),
+]
+
+
+def _data(rng, case, dtype=np.float32):
+    nd, n, cin, cout, spatial, kernel, stride, pad, opad, dil, groups = case
+    x = rng.standard_normal((n, cin) + spatial).astype(dtype)
+    w = rng.standard_normal((cin, cout // groups) + kernel).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype)
+    return x, w, b, dict(stride=stride, padding=pad, output_padding=opad, dilation=dil,
+                         groups=groups)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matches_the_definition(rng, case, dtype):
+    x, w, b, kw = _data(rng, case, dtype)
+    y = FN[case[0]](x, w, b, **kw)
+    assert y.dtype == dtype
+    expected = ref.conv_transpose_nd(x, w, b, **kw)
+    assert_close(y, expected, reduction=w.shape[0] * np.prod(w.shape[2:]))
+    # bit-identical across thread counts, and into out=
+    results = run_threads(lambda: FN[case[0]](x, w, b, **kw))
+    assert all(np.array_equal(results[0], r) for r in results)
+    out = np.full_like(y, np.nan)
+    assert FN[case[0]](x, w, b, out=out, **kw) is out
+    np.testing.assert_array_equal(out, results[0])
+
+
+def test_empty_batch_one_image_and_unbatched(rng):
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    assert F.conv_transpose2d(np.zeros((0, 3, 4, 4), np.float32), w, stride=2).shape == \
+        (0, 2, 9, 9)
+    x = rng.standard_normal((3, 4, 4)).astype(np.float32)
+    np.testing.assert_array_equal(F.conv_transpose2d(x, w, stride=2),
+                                  F.conv_transpose2d(x[None], w, stride=2)[0])
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda x, w: F.conv_transpose2d(x, w[:, :, :, :, None]), "weight must have shape"),
+    (lambda x, w: F.conv_transpose2d(x[:, :2], w), "expected input with 4 channels"),
+    (lambda x, w: F.conv_transpose2d(x, w, groups=3), "divisible by groups"),
+    (lambda x, w: F.conv_transpose2d(x, w, stride=2, output_padding=2),
+     "output_padding must be smaller than either stride or dilation"),
+    (lambda x, w: F.conv_transpose2d(x, w, padding=5), "too small"),
+    (lambda x, w: F.conv_transpose2d(x, w.astype(np.float64)), "does not match"),
+    (lambda x, w: F.conv_transpose2d(x, w, np.zeros(3, np.float32)), "bias must have shape"),
+    (lambda x, w: F.conv_transpose2d(x, w, stride=0), "stride"),
+])
+def test_bad_arguments_are_named(rng, call, message):
+    x = rng.standard_normal((1, 4, 3, 3)).astype(np.float32)
+    w = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    with pytest.raises((ValueError, TypeError), match=message):
+        call(x, w)
+
+
+@requires_torch
+@pytest.mark.parametrize("case", CASES)
+def test_matches_pytorch(rng, case):
+    x, w, b, kw = _data(rng, case)
+    t = getattr(torch.nn.functional, f"conv_transpose{case[0]}d")
+    expected = t(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b),
+                 kw["stride"], kw["padding"], kw["output_padding"], kw["groups"],
+                 kw["dilation"]).numpy()
+    assert_close(FN[case[0]](x, w, b, **kw), expected, reduction=w.shape[0] * np.prod(w.shape[2:]))
+
+
+@requires_torch
+def test_module_as_pytorch_output_size_and_state_dict(rng):
+    tm = torch.nn.ConvTranspose2d(4, 6, (3, 2), stride=2, padding=1, groups=2, bias=True)
+    m = nn.ConvTranspose2d(4, 6, (3, 2), stride=2, padding=1, groups=2)
+    assert list(m.state_dict()) == list(tm.state_dict())
+    assert m.weight.shape == tuple(tm.weight.shape)
+    m.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
+    x = rng.standard_normal((2, 4, 5, 5)).astype(np.float32)
+    for size in (None, (10, 9), (2, 6, 10, 9)):
+        expected = tm(torch.from_numpy(x), output_size=size).detach().numpy()
+        assert_close(m(x, output_size=size), expected, reduction=12)
+    with pytest.raises(ValueError, match="valid sizes along axis 0 range from 9 to 10"):
+        m(x, output_size=(12, 9))
+    with pytest.raises(ValueError, match="only 'zeros' padding mode"):
+        nn.ConvTranspose2d(4, 6, 3, padding_mode="reflect")
+
+
+def test_compiled_plan_and_onnx_round_trip(rng, tmp_path):
+    """A U-Net-like block: conv, up-conv, skip concatenation."""
+    class Up(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.down = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+            self.up = nn.ConvTranspose2d(8, 4, 2, stride=2)
+            self.head = nn.Conv2d(7, 2, 1)
+
+        def forward(self, x):
+            y = self.up(F.relu(self.down(x)))
+            return self.head(np.concatenate([x, y], axis=1))
+
+    model = Up().eval()
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    eager = model(x)
+    plan = fastcnn.compile(model, x.shape)
+    assert_close(plan(x), eager, reduction=72)
+    onnx = pytest.importorskip("onnx")
+    from fastcnn import onnx as fonnx
+    path = str(tmp_path / "up.onnx")
+    fonnx.export(model, x.shape, path)
+    assert "ConvTranspose" in {n.op_type for n in onnx.load(path).graph.node}
+    assert_close(fonnx.load(path)(x), eager, reduction=72)
+    ort = pytest.importorskip("onnxruntime")
+    got = ort.InferenceSession(path).run(None, {"input": x})[0]
+    assert_close(got, eager, reduction=72)
+
+
+@requires_torch
+def test_torch_export_with_asymmetric_output_runs_as_onnx_runtime(rng):
+    ort = pytest.importorskip("onnxruntime")
+    from fastcnn import onnx as fonnx
+    m = torch.nn.ConvTranspose2d(3, 5, 3, stride=2, padding=1, output_padding=1, dilation=1)
+    f = io.BytesIO()
+    torch.onnx.export(m, (torch.randn(1, 3, 6, 6),), f, opset_version=17, dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    x = rng.standard_normal((3, 3, 6, 6)).astype(np.float32)
+    assert_close(fonnx.load(f.getvalue())(x),
+                 ort.InferenceSession(f.getvalue()).run(None, {"x": x})[0], reduction=27)
