@@ -117,26 +117,32 @@ def _run(x, w, bias, y, groups, stride, padding, dilation):
                                                   zip(padding, y.shape[2:]))
     threads = _threads.get_num_threads()
     chunk = max(1, _COLUMNS_LIMIT // max(1, positions * cout_g * taps))
-    # per group, the weights as (cout_g * taps, cin_g) rows: the GEMM's right side
-    w_rows = [contiguous(w[g * cin_g:(g + 1) * cin_g].reshape(cin_g, cout_g * taps).T)
-              for g in range(groups)]
+    # per group, the weights tap-major, (taps * cout_g, cin_g): the GEMM then
+    # writes each tap's contributions as one contiguous (cout_g, positions) plane
+    w_taps = [contiguous(np.moveaxis(w[g * cin_g:(g + 1) * cin_g], (0, 1), (-1, -2))
+                         .reshape(taps * cout_g, cin_g)) for g in range(groups)]
     for start in range(0, n, chunk):
         xs = x[start:start + chunk]
         m = xs.shape[0]
-        acc = np.zeros((m, y.shape[1]) + full, x.dtype)
+        in_place = full == y.shape[2:]          # nothing cropped: accumulate into y
+        if in_place:
+            acc = y[start:start + m]
+            acc.fill(0)
+        else:
+            acc = np.zeros((m, y.shape[1]) + full, x.dtype)
         for g in range(groups):
             rows = contiguous(xs[:, g * cin_g:(g + 1) * cin_g].reshape(m, cin_g, positions)
                               .transpose(0, 2, 1)).reshape(m * positions, cin_g)
-            cols = np.empty((m * positions, cout_g * taps), x.dtype)
-            _kernels._linear.linear(rows, w_rows[g], None, cols, 0, threads)
-            cols = cols.reshape((m,) + tuple(spatial) + (cout_g,) + tuple(kernel))
-            cols = np.moveaxis(cols, 1 + nd, 1)          # (m, cout_g, *spatial, *kernel)
+            cols = np.empty((taps * cout_g, m * positions), x.dtype)
+            _kernels._linear.linear(w_taps[g], rows, None, cols, 0, threads)
+            cols = cols.reshape((taps, cout_g, m) + tuple(spatial))
             target = acc[:, g * cout_g:(g + 1) * cout_g]
-            for tap in np.ndindex(*kernel):                   # col2im, tap by tap
-                where = tuple(slice(t * d, t * d + (i - 1) * s + 1, s)
-                              for t, d, i, s in zip(tap, dilation, spatial, stride))
-                target[(slice(None), slice(None)) + where] += cols[(Ellipsis,) + tap]
-        np.copyto(y[start:start + m], acc[window])
+            for t, tap in enumerate(np.ndindex(*kernel)):     # col2im, tap by tap
+                where = tuple(slice(k * d, k * d + (i - 1) * s + 1, s)
+                              for k, d, i, s in zip(tap, dilation, spatial, stride))
+                target[(slice(None), slice(None)) + where] += cols[t].swapaxes(0, 1)
+        if not in_place:
+            np.copyto(y[start:start + m], acc[window])
     if bias is not None:
         y += bias.reshape((1, -1) + (1,) * nd)
 
