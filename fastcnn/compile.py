@@ -1,5 +1,6 @@
 """fastcnn.compile: a model as a preallocated inference plan."""
 import threading
+from collections import OrderedDict
 
 import numpy as np
 
@@ -12,22 +13,27 @@ __all__ = ["compile"]
 
 
 class ReplanningPlan:
-    """Plans per input shape, made on first use of each shape."""
+    """Plans per input shape, made on first use of each shape; the `LIMIT` most
+    recently used are kept (a plan holds its buffers and packed weights)."""
+
+    LIMIT = 8
 
     def __init__(self, model, dtype):
-        self._model, self._dtype, self._plans = model, dtype, {}
+        self._model, self._dtype, self._plans = model, dtype, OrderedDict()
         self._lock = threading.Lock()
 
     def __call__(self, x, out=None):
         if not isinstance(x, np.ndarray):
             raise TypeError(f"plan: input must be a numpy.ndarray, got {type(x).__name__}")
         key = (x.shape, x.dtype)
-        plan = self._plans.get(key)
-        if plan is None:
-            with self._lock:            # one plan per shape even when threads race here
-                plan = self._plans.get(key)
-                if plan is None:
-                    plan = self._plans[key] = _make(self._model, x.shape, x.dtype)
+        with self._lock:                # one plan per shape even when threads race here
+            plan = self._plans.get(key)
+            if plan is None:
+                plan = self._plans[key] = _make(self._model, x.shape, x.dtype)
+                while len(self._plans) > self.LIMIT:
+                    self._plans.popitem(last=False)
+            else:
+                self._plans.move_to_end(key)
         return plan(x, out=out)
 
     @property
@@ -56,7 +62,7 @@ def compile(model, input_shape, *, dtype=None, replan=False):
     model.double()).
 
     Calling with another shape or dtype is an error, unless replan=True,
-    which plans each new shape on first use.
+    which plans each new shape on first use (the 8 most recently used kept).
     """
     if not isinstance(model, Module):
         raise TypeError(f"compile: expected a fastcnn.nn.Module, got {type(model).__name__}")

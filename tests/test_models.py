@@ -77,6 +77,18 @@ def test_plan_replans_when_asked():
     assert_close(plan(x), model(x), 400)
 
 
+def test_replanning_keeps_the_most_recent_shapes():
+    model, shape = _model("lenet5")
+    plan = fastcnn.compile(model, (1,) + shape, replan=True)
+    rng = np.random.default_rng(0)
+    for batch in range(1, 12):
+        x = rng.standard_normal((batch,) + shape).astype(np.float32)
+        assert_close(plan(x), model(x), 400)
+    kept = plan._plans
+    assert len(kept) == plan.LIMIT
+    assert [k[0][0] for k in kept] == list(range(12 - plan.LIMIT, 12))
+
+
 def test_plan_memory_does_not_grow():
     model, shape = _model("lenet5")
     x = np.random.default_rng(0).standard_normal((4,) + shape).astype(np.float32)
