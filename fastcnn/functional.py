@@ -18,6 +18,8 @@ from fastcnn._functional.activation import (
     sigmoid, tanh, silu, hardswish, hardsigmoid, gelu, mish, softplus, prelu, softmax,
     log_softmax, softmin)
 from fastcnn._functional.linear import linear
+from fastcnn._functional.resize import interpolate
+from fastcnn._functional.padding import pad, pixel_shuffle, pixel_unshuffle
 from fastcnn._functional.shape import flatten, unflatten
 from fastcnn._functional.dropout import dropout, dropout1d, dropout2d, dropout3d
 from fastcnn._functional.norm import (batch_norm, instance_norm, group_norm, layer_norm,
@@ -31,6 +33,6 @@ __all__ = [
     "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "celu",
     "hardtanh", "hardtanh_", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "gelu",
     "mish", "softplus", "prelu", "softmax", "log_softmax", "softmin",
-    "linear", "flatten", "unflatten", "dropout", "dropout1d", "dropout2d", "dropout3d",
+    "linear", "interpolate", "pad", "pixel_shuffle", "pixel_unshuffle", "flatten", "unflatten", "dropout", "dropout1d", "dropout2d", "dropout3d",
     "batch_norm", "instance_norm", "group_norm", "layer_norm", "local_response_norm",
 ]

@@ -15,6 +15,9 @@ from fastcnn.nn.linear import (Linear, Flatten, Unflatten, Dropout, Dropout1d, D
 from fastcnn.nn.normalization import (BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d,
                                       InstanceNorm2d, InstanceNorm3d, GroupNorm, LayerNorm,
                                       LocalResponseNorm)
+from fastcnn.nn.upsampling import (Upsample, PixelShuffle, PixelUnshuffle, ZeroPad2d,
+                                   ConstantPad2d, ReflectionPad2d, ReplicationPad2d,
+                                   CircularPad2d)
 from fastcnn.nn import init
 
 __all__ = [
@@ -29,5 +32,7 @@ __all__ = [
     "Linear", "Flatten", "Unflatten", "Dropout", "Dropout1d", "Dropout2d", "Dropout3d",
     "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "InstanceNorm1d", "InstanceNorm2d",
     "InstanceNorm3d", "GroupNorm", "LayerNorm", "LocalResponseNorm",
+    "Upsample", "PixelShuffle", "PixelUnshuffle", "ZeroPad2d", "ConstantPad2d",
+    "ReflectionPad2d", "ReplicationPad2d", "CircularPad2d",
     "init",
 ]

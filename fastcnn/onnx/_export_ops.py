@@ -63,6 +63,93 @@ def conv_transpose(ex, node, b, scope):
                    dilations=list(_tup(b.get("dilation", 1), nd)), group=int(b.get("groups", 1)))
 
 
+@exports("pixel_shuffle")
+def pixel_shuffle(ex, node, b, scope):
+    if len(b["input"].shape) != 4:
+        raise ValueError(f"fastcnn.onnx.export: {scope}: pixel_shuffle of a "
+                         f"{len(b['input'].shape)}-D input has no ONNX form (DepthToSpace is 4-D)")
+    return ex.emit("DepthToSpace", [ex.name(b["input"])], scope,
+                   blocksize=int(b["upscale_factor"]), mode="CRD")
+
+
+@exports("pixel_unshuffle")
+def pixel_unshuffle(ex, node, b, scope):
+    """Reshape, Transpose, Reshape (SpaceToDepth's CRD order needs opset 25)."""
+    x = b["input"]
+    if len(x.shape) != 4:
+        raise ValueError(f"fastcnn.onnx.export: {scope}: pixel_unshuffle of a "
+                         f"{len(x.shape)}-D input has no ONNX form fastcnn writes")
+    _, c, h, w = x.shape
+    r = int(b["downscale_factor"])
+    y = ex.emit("Reshape", [ex.name(x), ex.const(np.array([-1, c, h // r, r, w // r, r],
+                                                           np.int64), "shape")], scope)
+    y = ex.emit("Transpose", [y], scope, perm=[0, 1, 3, 5, 2, 4])
+    return ex.emit("Reshape", [y, ex.const(np.array([-1, c * r * r, h // r, w // r], np.int64),
+                                           "shape")], scope)
+
+
+@exports("pad")
+def pad(ex, node, b, scope):
+    x = b["input"]
+    amounts = [int(v) for v in b["pad"]]
+    axes = len(amounts) // 2
+    rank = len(x.shape)
+    begin = [0] * (rank - axes) + [amounts[2 * k] for k in reversed(range(axes))]
+    end = [0] * (rank - axes) + [amounts[2 * k + 1] for k in reversed(range(axes))]
+    mode = {"constant": "constant", "reflect": "reflect", "replicate": "edge",
+            "circular": "wrap"}[b.get("mode", "constant")]
+    if mode == "wrap" and ex.opset < 19:
+        raise ValueError(f"fastcnn.onnx.export: {scope}: circular padding needs opset 19")
+    inputs = [ex.name(x), ex.const(np.array(begin + end, np.int64), "pads")]
+    if mode == "constant":
+        inputs.append(ex.const(np.array(b.get("value") or 0, x.dtype), "value"))
+    return ex.emit("Pad", inputs, scope, mode=mode)
+
+
+@exports("interpolate")
+def interpolate(ex, node, b, scope):
+    x = b["input"]
+    mode = b.get("mode", "nearest")
+    nd = len(x.shape) - 2
+    if mode == "area" or b.get("antialias"):
+        raise ValueError(f"fastcnn.onnx.export: {scope}: interpolate mode {mode!r}"
+                         f"{' with antialias' if b.get('antialias') else ''} has no ONNX "
+                         f"Resize form fastcnn writes")
+    align = bool(b.get("align_corners"))
+    attrs = {"nearest": dict(mode="nearest", coordinate_transformation_mode="asymmetric",
+                             nearest_mode="floor"),
+             "nearest-exact": dict(mode="nearest", nearest_mode="floor",
+                                   coordinate_transformation_mode="tf_half_pixel_for_nn")
+             }.get(mode, dict(mode="cubic" if mode == "bicubic" else "linear",
+                              coordinate_transformation_mode="align_corners" if align
+                              else "half_pixel", cubic_coeff_a=-0.75))
+    scale = b.get("scale_factor")
+    roi = ex.const(np.array([], np.float32), "roi")
+    if scale is not None and not b.get("recompute_scale_factor") and not align:
+        factors = list(scale) if isinstance(scale, (tuple, list)) else [scale] * nd
+        inputs = [ex.name(x), roi, ex.const(np.array([1.0, 1.0] + [float(f) for f in factors],
+                                                     np.float32), "scales")]
+    else:
+        sizes = list(node.outputs[0].shape)
+        inputs = [ex.name(x), roi, ex.const(np.array([], np.float32), "scales")]
+        if ex.dynamic_batch:            # sizes of the resized axes only (the batch stays open)
+            return ex.emit("Resize", inputs + [ex.const(np.array(sizes[2:], np.int64),
+                                                          "sizes")],
+                           scope, axes=list(range(2, 2 + nd)), **attrs) if ex.opset >= 18 \
+                else _resize_sizes(ex, x, inputs, sizes, scope, attrs)
+        inputs.append(ex.const(np.array(sizes, np.int64), "sizes"))
+    return ex.emit("Resize", inputs, scope, **attrs)
+
+
+def _resize_sizes(ex, x, inputs, sizes, scope, attrs):
+    """Opset 17: sizes for every axis, the batch and channels from the input's shape."""
+    lead = ex.emit("Slice", [ex.emit("Shape", [ex.name(x)], scope),
+                             ex.const(np.array([0], np.int64)), ex.const(np.array([2], np.int64))],
+                   scope)
+    full = ex.emit("Concat", [lead, ex.const(np.array(sizes[2:], np.int64))], scope, axis=0)
+    return ex.emit("Resize", inputs + [full], scope, **attrs)
+
+
 @exports("linear")
 def linear(ex, node, b, scope):
     x, w, bias = b["input"], b["weight"], b.get("bias")
