@@ -791,3 +791,22 @@ def test_torch_export_with_where_softplus_resize_and_open_sizes():
         np.testing.assert_allclose(model(x), session.run(None, {"x": x})[0], rtol=1e-5,
                                    atol=1e-5)
     assert model(np.zeros((0, 3, 4, 4), np.float32)).shape == (0, 3, 8, 8)
+
+
+@requires_torch
+def test_float16_export_runs_in_float32_as_onnx_runtime():
+    ort = pytest.importorskip("onnxruntime")
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
+                                torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 5)).eval().half()
+    f = io.BytesIO()
+    torch.onnx.export(model, (torch.randn(1, 3, 8, 8).half(),), f, opset_version=17,
+                      dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    with pytest.warns(UserWarning, match="float16 model: fastcnn computes it in float32"):
+        loaded = fonnx.load(f.getvalue())
+    x = np.random.default_rng(0).standard_normal((3, 3, 8, 8)).astype(np.float16)
+    got = loaded(x)
+    expected = ort.InferenceSession(f.getvalue()).run(None, {"x": x})[0]
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got.astype(np.float32), expected.astype(np.float32),
+                               rtol=2e-3, atol=2e-3)

@@ -1,6 +1,7 @@
 """Loading ONNX models into fastcnn plans."""
 import os
 import threading
+import warnings
 from collections import OrderedDict, namedtuple
 
 import numpy as np
@@ -110,6 +111,7 @@ class OnnxModel:
         self.outputs = [self._port(v) for v in graph.output]
         self._check_operators()
         self._fold_constant_nodes()
+        self._widen_float16()
         self._fold_batch_norm()
         self._fuse_silu()
         self._plans = OrderedDict()
@@ -150,6 +152,24 @@ class OnnxModel:
         for port in self.outputs:
             uses.setdefault(port.name, []).append(None)
         return uses
+
+    def _widen_float16(self):
+        """float16 weights and activations are computed in float32 (fastcnn's
+        kernels take float32 and float64); inputs are taken and outputs given
+        in float16 as the model declares them."""
+        half = np.dtype(np.float16)
+        wide = [k for k, a in self.initializers.items() if a.dtype == half]
+        ports = [p for p in self.inputs + self.outputs if p.dtype == half]
+        casts = [n for n in self.nodes if n.op_type == "Cast" and self._mapping(
+            int(n.attrs.get("to", 0))) == half] if wide or ports else []
+        if not (wide or ports or casts):
+            return
+        for k in wide:
+            self.initializers[k] = self.initializers[k].astype(np.float32)
+        for node in casts:
+            node.attrs["to"] = 1                        # TensorProto.FLOAT
+        warnings.warn("fastcnn.onnx.load: a float16 model: fastcnn computes it in float32 "
+                      "(its inputs and outputs stay float16)", stacklevel=4)
 
     def _fold_constant_nodes(self):
         keep = []
@@ -268,7 +288,8 @@ class OnnxModel:
     def graph_for(self, shapes, dtypes=None, values=None):
         """The op graph for inputs of these shapes (constants folded); `values`
         maps input positions to the values they are fixed to."""
-        dtypes = dtypes or [p.dtype for p in self.inputs]
+        dtypes = [np.dtype(np.float32) if np.dtype(d) == np.float16 else d
+                  for d in (dtypes or [p.dtype for p in self.inputs])]   # see _widen_float16
         values = values or {}
         b = _Builder(self)
         rng = np.random.default_rng(0)
@@ -326,9 +347,12 @@ class OnnxModel:
             raise ValueError(f"run: inputs {missing} missing, {unknown} unknown; the model "
                              f"takes {[p.name for p in self.inputs]}")
         arrays = [self._check_feed(p, input_feed[p.name]) for p in self.inputs]
+        arrays = [a.astype(np.float32) if a.dtype == np.float16 else a for a in arrays]
         plan, fed = self._plan_and_feed(arrays)
         results = plan(*fed)
         results = results if isinstance(results, tuple) else (results,)
+        results = tuple(r.astype(np.float16) if p.dtype == np.float16 else r
+                        for r, p in zip(results, self.outputs))
         names = [p.name for p in self.outputs]
         if output_names is None:
             return list(results)
