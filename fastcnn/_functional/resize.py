@@ -113,9 +113,11 @@ def axis_weights(in_size, out_size, scale, mode, coord, nearest, a=-0.75,
 
 
 def resize_taps(data, plan, extrapolation=0.0, out=None):
-    """plan: per axis, None (unchanged) or axis_weights(...)."""
+    """plan: per axis, None (unchanged) or axis_weights(...). Floating data is
+    computed in its own precision (coefficients rounded to it, as PyTorch)."""
     result = data
     outside = []
+    real = data.dtype if data.dtype.kind == "f" else np.dtype(np.float64)
     for axis, weights in enumerate(plan):
         if weights is None:
             continue
@@ -126,15 +128,18 @@ def resize_taps(data, plan, extrapolation=0.0, out=None):
         else:
             acc = None
             for k in range(indices.shape[1]):
-                term = np.take(result, indices[:, k], axis=axis) * \
-                    coefficients[:, k].reshape(shape)
-                acc = term if acc is None else acc + term
+                term = np.take(result, indices[:, k], axis=axis).astype(real, copy=False)
+                term *= coefficients[:, k].astype(real).reshape(shape)
+                if acc is None:
+                    acc = term
+                else:
+                    acc += term
             result = acc
         if out_of.any():
             outside.append((axis, out_of))
     result = np.asarray(result)
     if outside:
-        result = result.astype(np.float64, copy=True)
+        result = result.astype(real, copy=True)
         for axis, out_of in outside:
             index = [slice(None)] * result.ndim
             index[axis] = out_of

@@ -1,0 +1,112 @@
+"""U-Net decoder layers and dynamic-shape ONNX models, side by side in one run.
+
+    python benchmarks/bench_unet.py [--threads 1,2] [--repeat 10]
+
+1. Transposed convolutions and upsampling on U-Net decoder shapes (batch 1):
+   fastcnn vs PyTorch on the same threads (ratio = PyTorch ms / fastcnn ms).
+2. ResNet-18 exported by fastcnn with a fixed batch and with the batch (and
+   image size) left open, run by fastcnn.onnx at batch 1 and 8: the open model
+   should cost nothing more than the fixed one.
+Each figure is the best of --repeat calls, the contenders taking turns.
+"""
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+
+import fastcnn
+import fastcnn.functional as F
+from fastcnn._config import cpu_name
+
+# (name, op, input shape, weight shape or None, keyword arguments)
+LAYERS = [
+    ("up-conv 1024->512 @28", "conv_transpose2d", (1, 1024, 28, 28), (1024, 512, 2, 2),
+     dict(stride=2)),
+    ("up-conv 512->256 @56", "conv_transpose2d", (1, 512, 56, 56), (512, 256, 2, 2),
+     dict(stride=2)),
+    ("up-conv 256->128 @112", "conv_transpose2d", (1, 256, 112, 112), (256, 128, 2, 2),
+     dict(stride=2)),
+    ("up-conv 128->64 k4 s2 p1 @64", "conv_transpose2d", (1, 128, 64, 64), (128, 64, 4, 4),
+     dict(stride=2, padding=1)),
+    ("up-conv 64->32 k3 s2 p1 op1 @128", "conv_transpose2d", (1, 64, 128, 128),
+     (64, 32, 3, 3), dict(stride=2, padding=1, output_padding=1)),
+    ("upsample nearest x2 256@56", "interpolate", (1, 256, 56, 56), None,
+     dict(scale_factor=2, mode="nearest")),
+    ("upsample bilinear x2 128@112", "interpolate", (1, 128, 112, 112), None,
+     dict(scale_factor=2, mode="bilinear", align_corners=False)),
+    ("upsample bilinear x2 ac 64@128", "interpolate", (1, 64, 128, 128), None,
+     dict(scale_factor=2, mode="bilinear", align_corners=True)),
+]
+
+
+def best(fn, repeat):
+    fn()
+    t = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        t = min(t, time.perf_counter() - start)
+    return t
+
+
+def layers(threads, repeat):
+    import torch
+    rng = np.random.default_rng(0)
+    print("| layer | threads | fastcnn ms | PyTorch ms | vs PyTorch |")
+    print("|---|---|---|---|---|")
+    for name, op, shape, wshape, kw in LAYERS:
+        x = rng.standard_normal(shape).astype(np.float32)
+        args = [] if wshape is None else [(rng.standard_normal(wshape) * 0.05).astype(np.float32)]
+        targs = [torch.from_numpy(a) for a in args]
+        tx = torch.from_numpy(x)
+        fn, tfn = getattr(F, op), getattr(torch.nn.functional, op)
+        for n in threads:
+            torch.set_num_threads(n)
+            ours = theirs = float("inf")
+            for _ in range(2):                      # turns, so a busy moment hits both
+                with fastcnn.threads(n):
+                    ours = min(ours, best(lambda: fn(x, *args, **kw), repeat))
+                with torch.no_grad():
+                    theirs = min(theirs, best(lambda: tfn(tx, *targs, **kw), repeat))
+            print(f"| {name} | {n} | {ours * 1e3:.2f} | {theirs * 1e3:.2f} | "
+                  f"{theirs / ours:.2f}x |")
+
+
+def dynamic(threads, repeat):
+    from fastcnn import onnx as fonnx
+    model = fastcnn.models.resnet18().eval()
+    rng = np.random.default_rng(0)
+    print("\n| ResNet-18 ONNX | batch | threads | fixed ms | open batch ms | open / fixed |")
+    print("|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for batch in (1, 8):
+            fixed, open_ = os.path.join(tmp, "fixed.onnx"), os.path.join(tmp, "open.onnx")
+            fonnx.export(model, (batch, 3, 224, 224), fixed, dynamic_batch=False)
+            fonnx.export(model, (1, 3, 224, 224), open_, dynamic_batch=True)
+            a, b = fonnx.load(fixed), fonnx.load(open_)
+            x = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
+            for n in threads:
+                ta = tb = float("inf")
+                with fastcnn.threads(n):
+                    for _ in range(2):
+                        ta = min(ta, best(lambda: a(x), repeat))
+                        tb = min(tb, best(lambda: b(x), repeat))
+                print(f"| | {batch} | {n} | {ta * 1e3:.1f} | {tb * 1e3:.1f} | {tb / ta:.3f} |")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--repeat", type=int, default=10)
+    args = p.parse_args()
+    threads = [int(t) for t in args.threads.split(",")]
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, fastcnn {fastcnn.__version__} "
+          f"({fastcnn.get_isa()} kernels)\n")
+    layers(threads, args.repeat)
+    dynamic(threads, max(3, args.repeat // 3))
+
+
+if __name__ == "__main__":
+    main()
