@@ -60,32 +60,41 @@ def pad_input(x, before, after, mode, op):
     return np.pad(x, widths, mode=_NP_PAD_MODES[mode])
 
 
+def conv_operands(nd, op, input, weight, groups, weight_layout):
+    """The checks a convolution and a transposed one share: input and weight as
+    float arrays of one dtype and the right ranks (the input batched), groups,
+    and a weight without zero-size axes. Returns (x, w, unbatched, groups, kernel)."""
+    x = as_array(input, op)
+    w = as_array(weight, op, "weight")
+    check_float(x, op)
+    if w.dtype != x.dtype:
+        raise TypeError(f"{op}: input dtype {x.dtype} does not match weight dtype {w.dtype}")
+    names = _SPATIAL_NAMES[nd]
+    if w.ndim != nd + 2:
+        raise ValueError(f"{op}: weight must have shape {weight_layout}{names[1:-1]}), got "
+                         f"shape {shape_str(w.shape)}")
+    if x.ndim not in (nd + 1, nd + 2):
+        raise ValueError(f"{op}: expected input of shape (C, {names[1:-1]}) or "
+                         f"(N, C, {names[1:-1]}), got shape {shape_str(x.shape)}")
+    unbatched = x.ndim == nd + 1
+    if unbatched:
+        x = x[None]
+    groups = ntuple(groups, 1, op, "groups", minimum=1)[0]
+    kernel = tuple(int(k) for k in w.shape[2:])
+    if w.shape[0] == 0 or w.shape[1] == 0 or min(kernel) == 0:
+        raise ValueError(f"{op}: weight has a zero-size dimension: {shape_str(w.shape)}")
+    return x, w, unbatched, groups, kernel
+
+
 @traceable("conv")
 def conv_nd(nd, op, input, weight, bias, stride, padding, dilation, groups, out,
             activation, padding_mode="zeros", algorithm=None, residual=None):
     """The convolution behind conv1d/2d/3d, the Conv layers and ONNX Conv: nd
     spatial axes, `op` names the caller in errors; padding_mode, a forced
     algorithm and a residual added before the activation beyond PyTorch's."""
-    x = as_array(input, op)
-    w = as_array(weight, op, "weight")
-    check_float(x, op)
-    if w.dtype != x.dtype:
-        raise TypeError(f"{op}: input dtype {x.dtype} does not match weight dtype {w.dtype}")
-    spatial_names = _SPATIAL_NAMES[nd]
-    if w.ndim != nd + 2:
-        raise ValueError(f"{op}: weight must have shape (out_channels, in_channels/groups, "
-                         f"{spatial_names[1:-1]}), got shape {shape_str(w.shape)}")
-    if x.ndim not in (nd + 1, nd + 2):
-        raise ValueError(f"{op}: expected input of shape (C, {spatial_names[1:-1]}) or "
-                         f"(N, C, {spatial_names[1:-1]}), got shape {shape_str(x.shape)}")
-    unbatched = x.ndim == nd + 1
-    if unbatched:
-        x = x[None]
-    groups = ntuple(groups, 1, op, "groups", minimum=1)[0]
+    x, w, unbatched, groups, kernel = conv_operands(
+        nd, op, input, weight, groups, "(out_channels, in_channels/groups, ")
     out_channels, cin_group = w.shape[0], w.shape[1]
-    kernel = tuple(int(k) for k in w.shape[2:])
-    if out_channels == 0 or cin_group == 0 or min(kernel) == 0:
-        raise ValueError(f"{op}: weight has a zero-size dimension: {shape_str(w.shape)}")
     if out_channels % groups:
         raise ValueError(f"{op}: out_channels ({out_channels}) must be divisible by "
                          f"groups ({groups})")

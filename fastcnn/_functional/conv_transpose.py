@@ -14,13 +14,12 @@ import numpy as np
 from fastcnn import _threads
 from fastcnn import _kernels
 from fastcnn._graph import traceable
-from fastcnn._validation import (as_array, check_float, check_out, contiguous, ntuple,
-                                 shape_str)
+from fastcnn._functional.conv import conv_operands
+from fastcnn._validation import as_array, check_out, contiguous, ntuple, shape_str
 
 __all__ = ["conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "conv_transpose_nd",
            "conv_transpose_output_size"]
 
-_SPATIAL_NAMES = {1: "(L)", 2: "(H, W)", 3: "(D, H, W)"}
 _COLUMNS_LIMIT = 2**25          # elements of GEMM output per batch of images
 
 
@@ -34,26 +33,9 @@ def conv_transpose_nd(nd, op, input, weight, bias=None, stride=1, padding=0, out
                       groups=1, dilation=1, out=None):
     """The transposed convolution behind conv_transpose1d/2d/3d, the
     ConvTranspose layers and ONNX ConvTranspose; `op` names the caller in errors."""
-    x = as_array(input, op)
-    w = as_array(weight, op, "weight")
-    check_float(x, op)
-    if w.dtype != x.dtype:
-        raise TypeError(f"{op}: input dtype {x.dtype} does not match weight dtype {w.dtype}")
-    names = _SPATIAL_NAMES[nd]
-    if w.ndim != nd + 2:
-        raise ValueError(f"{op}: weight must have shape (in_channels, out_channels/groups, "
-                         f"{names[1:-1]}), got shape {shape_str(w.shape)}")
-    if x.ndim not in (nd + 1, nd + 2):
-        raise ValueError(f"{op}: expected input of shape (C, {names[1:-1]}) or "
-                         f"(N, C, {names[1:-1]}), got shape {shape_str(x.shape)}")
-    unbatched = x.ndim == nd + 1
-    if unbatched:
-        x = x[None]
-    groups = ntuple(groups, 1, op, "groups", minimum=1)[0]
+    x, w, unbatched, groups, kernel = conv_operands(
+        nd, op, input, weight, groups, "(in_channels, out_channels/groups, ")
     in_channels, cout_group = w.shape[0], w.shape[1]
-    kernel = tuple(int(k) for k in w.shape[2:])
-    if in_channels == 0 or cout_group == 0 or min(kernel) == 0:
-        raise ValueError(f"{op}: weight has a zero-size dimension: {shape_str(w.shape)}")
     if in_channels % groups:
         raise ValueError(f"{op}: in_channels ({in_channels}) must be divisible by groups "
                          f"({groups})")

@@ -3,13 +3,11 @@ import operator
 
 import numpy as np
 
+from fastcnn._functional.conv import pad_input
 from fastcnn._graph import traceable
 from fastcnn._validation import as_array, check_out, shape_str
 
 __all__ = ["pad", "pixel_shuffle", "pixel_unshuffle"]
-
-_NUMPY_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
-
 
 def _ints(values, op, name):
     try:
@@ -35,7 +33,7 @@ def pad(input, pad, mode="constant", value=None, *, out=None):
     axes = len(amounts) // 2
     widths = [(0, 0)] * (x.ndim - axes) + [(amounts[2 * k], amounts[2 * k + 1])
                                            for k in reversed(range(axes))]
-    if mode not in ("constant",) + tuple(_NUMPY_MODES):
+    if mode not in ("constant", "reflect", "replicate", "circular"):
         raise ValueError(f"{op}: mode must be 'constant', 'reflect', 'replicate' or "
                          f"'circular', got {mode!r}")
     grow = [(max(b, 0), max(a, 0)) for b, a in widths]
@@ -48,20 +46,13 @@ def pad(input, pad, mode="constant", value=None, *, out=None):
         if not (1 <= axes <= 3 and x.ndim - 2 <= axes <= x.ndim - 1):
             raise ValueError(f"{op}: {mode} padding of {axes} axes needs a {axes + 1}-D or "
                              f"{axes + 2}-D input (as PyTorch), got a {x.ndim}-D input")
-        for (b, a), size in zip(grow[x.ndim - axes:], x.shape[x.ndim - axes:]):
-            if size == 0:
-                raise ValueError(f"{op}: {mode} padding of an empty axis: "
-                                 f"{shape_str(x.shape)}")
-            if mode == "reflect" and max(b, a) >= size:
-                raise ValueError(f"{op}: reflect padding ({b}, {a}) must be smaller than the "
-                                 f"input size {size}")
-            if mode == "circular" and max(b, a) > size:
-                raise ValueError(f"{op}: circular padding ({b}, {a}) must be at most the "
-                                 f"input size {size}")
+        if 0 in x.shape[x.ndim - axes:]:
+            raise ValueError(f"{op}: {mode} padding of an empty axis: {shape_str(x.shape)}")
         if mode == "circular":          # PyTorch crops first, then wraps what is left
             x = x[tuple(slice(max(-b, 0), n - max(-a, 0)) for (b, a), n in zip(widths, x.shape))]
             widths = grow
-        y = np.pad(x, grow, mode=_NUMPY_MODES[mode])
+        y = pad_input(x, [b for b, _ in grow[x.ndim - axes:]],
+                      [a for _, a in grow[x.ndim - axes:]], mode, op)
     # negative amounts crop what is left
     crop = tuple(slice(max(-b, 0), y.shape[k] - max(-a, 0)) for k, (b, a) in enumerate(widths))
     if any(sl.start > sl.stop for sl in crop):

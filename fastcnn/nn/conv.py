@@ -16,6 +16,22 @@ __all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
+def _check_arguments(name, in_channels, out_channels, groups, device, dtype):
+    """The constructor checks every convolution layer makes; returns the dtype."""
+    for arg, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                       ("groups", groups)):
+        ntuple(value, 1, name, arg, minimum=1)
+    for arg, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+        if value % groups:
+            raise ValueError(f"{name}: {arg} ({value}) must be divisible by groups ({groups})")
+    if device not in (None, "cpu"):
+        raise ValueError(f"{name}: fastcnn runs on the CPU only, got device={device!r}")
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name}: dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
 class _ConvNd(Module):
     _nd = 0
 
@@ -25,23 +41,10 @@ class _ConvNd(Module):
         super().__init__()
         name = type(self).__name__
         nd = self._nd
-        for arg, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                           ("groups", groups)):
-            ntuple(value, 1, name, arg, minimum=1)
-        if in_channels % groups:
-            raise ValueError(f"{name}: in_channels ({in_channels}) must be divisible by "
-                             f"groups ({groups})")
-        if out_channels % groups:
-            raise ValueError(f"{name}: out_channels ({out_channels}) must be divisible by "
-                             f"groups ({groups})")
+        dtype = _check_arguments(name, in_channels, out_channels, groups, device, dtype)
         if padding_mode not in _PADDING_MODES:
             raise ValueError(f"{name}: padding_mode must be one of {_PADDING_MODES}, "
                              f"got {padding_mode!r}")
-        if device not in (None, "cpu"):
-            raise ValueError(f"{name}: fastcnn runs on the CPU only, got device={device!r}")
-        dtype = np.dtype(dtype)
-        if dtype not in (np.float32, np.float64):
-            raise TypeError(f"{name}: dtype must be float32 or float64, got {dtype}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = ntuple(kernel_size, nd, name, "kernel_size", minimum=1)
@@ -122,21 +125,10 @@ class _ConvTransposeNd(Module):
         super().__init__()
         name = type(self).__name__
         nd = self._nd
-        for arg, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                           ("groups", groups)):
-            ntuple(value, 1, name, arg, minimum=1)
-        for arg, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if value % groups:
-                raise ValueError(f"{name}: {arg} ({value}) must be divisible by groups "
-                                 f"({groups})")
+        dtype = _check_arguments(name, in_channels, out_channels, groups, device, dtype)
         if padding_mode != "zeros":
             raise ValueError(f"{name}: only 'zeros' padding mode is supported, got "
                              f"{padding_mode!r} (as PyTorch)")
-        if device not in (None, "cpu"):
-            raise ValueError(f"{name}: fastcnn runs on the CPU only, got device={device!r}")
-        dtype = np.dtype(dtype)
-        if dtype not in (np.float32, np.float64):
-            raise TypeError(f"{name}: dtype must be float32 or float64, got {dtype}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size = ntuple(kernel_size, nd, name, "kernel_size", minimum=1)
         self.stride = ntuple(stride, nd, name, "stride", minimum=1)
