@@ -124,7 +124,13 @@ def resize_taps(data, plan, extrapolation=0.0, out=None):
         indices, coefficients, out_of = weights
         shape = (-1,) + (1,) * (data.ndim - axis - 1)
         if indices.shape[1] == 1 and np.all(coefficients == 1):
-            result = np.take(result, indices[:, 0], axis=axis)
+            index = indices[:, 0]
+            size = result.shape[axis]
+            if len(index) % size == 0 and np.array_equal(
+                    index, np.arange(size).repeat(len(index) // size)):
+                result = np.repeat(result, len(index) // size, axis=axis)  # an integer factor
+            else:
+                result = np.take(result, index, axis=axis)
         else:
             acc = None
             for k in range(indices.shape[1]):
