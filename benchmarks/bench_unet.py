@@ -90,9 +90,9 @@ def dynamic(threads, repeat):
             for n in threads:
                 ta = tb = float("inf")
                 with fastcnn.threads(n):
-                    for _ in range(2):
-                        ta = min(ta, best(lambda: a(x), repeat))
+                    for _ in range(3):
                         tb = min(tb, best(lambda: b(x), repeat))
+                        ta = min(ta, best(lambda: a(x), repeat))
                 print(f"| | {batch} | {n} | {ta * 1e3:.1f} | {tb * 1e3:.1f} | {tb / ta:.3f} |")
 
 
@@ -105,7 +105,7 @@ def main():
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, fastcnn {fastcnn.__version__} "
           f"({fastcnn.get_isa()} kernels)\n")
     layers(threads, args.repeat)
-    dynamic(threads, max(3, args.repeat // 3))
+    dynamic(threads, args.repeat)
 
 
 if __name__ == "__main__":

@@ -143,3 +143,12 @@ def test_layers_plans_and_onnx_export(rng, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     np.testing.assert_allclose(ort.InferenceSession(path).run(None, {"input": x})[0], eager,
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear", "bicubic"])
+def test_resizing_is_bit_identical_across_threads(rng, mode):
+    from conftest import run_threads
+    x = rng.standard_normal((2, 5, 9, 7)).astype(np.float32)
+    results = run_threads(lambda: F.interpolate(x, scale_factor=2.5, mode=mode))
+    assert all(np.array_equal(results[0], r) for r in results[1:])
+    assert results[0].shape == (2, 5, 22, 17)

@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 
+from fastcnn import _kernels
+from fastcnn import _threads
 from fastcnn._functional import pool as P
 from fastcnn._graph import traceable
 from fastcnn._validation import as_array, check_float, check_out, ntuple, shape_str
@@ -114,7 +116,11 @@ def axis_weights(in_size, out_size, scale, mode, coord, nearest, a=-0.75,
 
 def resize_taps(data, plan, extrapolation=0.0, out=None):
     """plan: per axis, None (unchanged) or axis_weights(...). Floating data is
-    computed in its own precision (coefficients rounded to it, as PyTorch)."""
+    computed in its own precision (coefficients rounded to it, as PyTorch):
+    float32 and float64 by the kernels, other dtypes by NumPy."""
+    if data.dtype in (np.float32, np.float64) and not any(
+            w is not None and w[2].any() for w in plan):
+        return _resize_kernel(data, plan, out)
     result = data
     outside = []
     real = data.dtype if data.dtype.kind == "f" else np.dtype(np.float64)
@@ -154,6 +160,30 @@ def resize_taps(data, plan, extrapolation=0.0, out=None):
     if out is None:
         return result
     np.copyto(out, result)
+    return out
+
+
+def _resize_kernel(data, plan, out):
+    """One kernel pass per resized axis, the last axis first (its gathers then
+    run over the smaller array when enlarging)."""
+    x = np.ascontiguousarray(data)
+    threads = _threads.get_num_threads()
+    for axis in reversed(range(x.ndim)):
+        weights = plan[axis]
+        if weights is None:
+            continue
+        indices, coefficients, _ = weights
+        shape = x.shape
+        y = np.empty(shape[:axis] + (len(indices),) + shape[axis + 1:], x.dtype)
+        if y.size:
+            _kernels._pool.resize_axis(
+                x, y, math.prod(shape[:axis]), shape[axis], len(indices),
+                math.prod(shape[axis + 1:]), np.ascontiguousarray(indices, np.int64),
+                np.ascontiguousarray(coefficients, x.dtype), threads)
+        x = y
+    if out is None:
+        return x
+    np.copyto(out, x)
     return out
 
 

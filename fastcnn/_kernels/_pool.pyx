@@ -837,3 +837,83 @@ def adaptive(tuple sizes, bint is_max, cnp.ndarray x, cnp.ndarray y, object indi
         with nogil:
             _adaptive_forward(planes, in_d, in_h, in_w, out_d, out_h, out_w, is_max,
                               <double*>xp, <double*>yp, ip, wp, num_threads)
+
+
+# ---------------------------------------------------------------- resizing by taps
+
+cdef void _taps_rows(const floating* x, floating* y, index_t outer, index_t n_in,
+                     index_t n_out, index_t inner, index_t width, const int64_t* idx,
+                     const floating* coef, int num_threads) noexcept nogil:
+    """y[o, i, :] = sum_k coef[i, k] * x[o, idx[i, k], :] over contiguous rows of
+    `inner` values (the axis resized is not the last); each output row is one
+    task, its taps summed in order, so results do not depend on the threads."""
+    cdef index_t task, o, i, k, j, src
+    cdef floating c
+    cdef floating* row
+    cdef const floating* s
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for task in prange(outer * n_out, schedule='static'):
+            o = task // n_out
+            i = task - o * n_out
+            row = y + task * inner
+            src = idx[i * width]
+            c = coef[i * width]
+            s = x + (o * n_in + src) * inner
+            for j in range(inner):
+                row[j] = c * s[j]
+            for k in range(1, width):
+                c = coef[i * width + k]
+                if c == 0:
+                    continue
+                s = x + (o * n_in + idx[i * width + k]) * inner
+                for j in range(inner):
+                    row[j] = row[j] + c * s[j]
+
+
+cdef void _taps_last(const floating* x, floating* y, index_t outer, index_t n_in,
+                     index_t n_out, index_t width, const int64_t* idx, const floating* coef,
+                     int num_threads) noexcept nogil:
+    """y[o, i] = sum_k coef[i, k] * x[o, idx[i, k]]: the last axis resized."""
+    cdef index_t o, i, k
+    cdef floating acc
+    cdef const floating* s
+    cdef floating* row
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for o in prange(outer, schedule='static'):
+            s = x + o * n_in
+            row = y + o * n_out
+            for i in range(n_out):
+                acc = coef[i * width] * s[idx[i * width]]
+                for k in range(1, width):
+                    acc = acc + coef[i * width + k] * s[idx[i * width + k]]
+                row[i] = acc
+
+
+def resize_axis(cnp.ndarray x, cnp.ndarray y, index_t outer, index_t n_in, index_t n_out,
+                index_t inner, cnp.ndarray indices, cnp.ndarray coefficients, int num_threads):
+    """One axis of a separable resize: x (outer, n_in, inner) -> y (outer, n_out,
+    inner), C-contiguous, float32 or float64; indices int64 and coefficients
+    (of x's dtype) are (n_out, width) C-contiguous with indices in [0, n_in)."""
+    cdef index_t width = indices.shape[1]
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* yp = cnp.PyArray_DATA(y)
+    cdef const int64_t* ip = <const int64_t*>cnp.PyArray_DATA(indices)
+    cdef void* cp = cnp.PyArray_DATA(coefficients)
+    if x.dtype.num == cnp.NPY_FLOAT32:
+        with nogil:
+            if inner == 1:
+                _taps_last(<const float*>xp, <float*>yp, outer, n_in, n_out, width, ip,
+                           <const float*>cp, num_threads)
+            else:
+                _taps_rows(<const float*>xp, <float*>yp, outer, n_in, n_out, inner, width,
+                           ip, <const float*>cp, num_threads)
+    else:
+        with nogil:
+            if inner == 1:
+                _taps_last(<const double*>xp, <double*>yp, outer, n_in, n_out, width, ip,
+                           <const double*>cp, num_threads)
+            else:
+                _taps_rows(<const double*>xp, <double*>yp, outer, n_in, n_out, inner, width,
+                           ip, <const double*>cp, num_threads)
