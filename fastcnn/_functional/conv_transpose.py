@@ -3,9 +3,9 @@ input): conv_transpose1d/2d/3d, as torch.nn.functional's.
 
 The Caffe and PyTorch CPU design: one GEMM per group gives, for every input
 position, its contribution to each output channel at each kernel tap
-(columns = x^T @ w); col2im then adds each tap's plane into the output at
-stride steps. Additions run tap by tap in a fixed order, so results do not
-depend on the thread count.
+(columns = w^T x, tap-major); col2im (a kernel, one task per output plane)
+then adds each tap's plane into the output at stride steps, in a fixed
+order, so results do not depend on the thread count.
 """
 import math
 
@@ -103,26 +103,21 @@ def _run(x, w, bias, y, groups, stride, padding, dilation):
     # writes each tap's contributions as one contiguous (cout_g, positions) plane
     w_taps = [contiguous(np.moveaxis(w[g * cin_g:(g + 1) * cin_g], (0, 1), (-1, -2))
                          .reshape(taps * cout_g, cin_g)) for g in range(groups)]
+    pad3 = (1,) * (3 - nd)
+    size3, kernel3 = pad3 + tuple(spatial), pad3 + tuple(kernel)
+    stride3, dilation3, full3 = pad3 + tuple(stride), pad3 + tuple(dilation), pad3 + full
     for start in range(0, n, chunk):
         xs = x[start:start + chunk]
         m = xs.shape[0]
-        in_place = full == y.shape[2:]          # nothing cropped: accumulate into y
-        if in_place:
-            acc = y[start:start + m]
-            acc.fill(0)
-        else:
-            acc = np.zeros((m, y.shape[1]) + full, x.dtype)
+        in_place = full == y.shape[2:]          # nothing cropped: scatter into y itself
+        acc = y[start:start + m] if in_place else np.empty((m, y.shape[1]) + full, x.dtype)
         for g in range(groups):
             rows = contiguous(xs[:, g * cin_g:(g + 1) * cin_g].reshape(m, cin_g, positions)
                               .transpose(0, 2, 1)).reshape(m * positions, cin_g)
             cols = np.empty((taps * cout_g, m * positions), x.dtype)
             _kernels._linear.linear(w_taps[g], rows, None, cols, 0, threads)
-            cols = cols.reshape((taps, cout_g, m) + tuple(spatial))
-            target = acc[:, g * cout_g:(g + 1) * cout_g]
-            for t, tap in enumerate(np.ndindex(*kernel)):     # col2im, tap by tap
-                where = tuple(slice(k * d, k * d + (i - 1) * s + 1, s)
-                              for k, d, i, s in zip(tap, dilation, spatial, stride))
-                target[(slice(None), slice(None)) + where] += cols[t].swapaxes(0, 1)
+            _kernels._linear.col2im(cols, acc, m, taps, cout_g, y.shape[1], g * cout_g, size3,
+                                    kernel3, stride3, dilation3, full3, threads)
         if not in_place:
             np.copyto(y[start:start + m], acc[window])
     if bias is not None:

@@ -175,3 +175,69 @@ def linear(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray y, int activat
         with nogil:
             _linear(<double*>xp, <double*>wp, <double*>bp, <double*>yp, m, n, k, activation,
                     <double*>sp, num_threads)
+
+
+# ---------------------------------------------------------------- col2im
+
+cdef void _col2im(const floating* cols, floating* acc, index_t images, index_t taps,
+                  index_t cout, index_t channels, index_t c_offset, const index_t* size,
+                  const index_t* kernel, const index_t* stride, const index_t* dilation,
+                  const index_t* full, int num_threads) noexcept nogil:
+    """The scatter half of a transposed convolution: cols (taps, cout, images,
+    positions) holds each input position's contribution at each kernel tap;
+    each output plane (image, channel) is one task, set to zero and then summed
+    tap by tap in a fixed order, so results do not depend on the threads."""
+    cdef index_t positions = size[0] * size[1] * size[2]
+    cdef index_t plane_size = full[0] * full[1] * full[2]
+    cdef index_t task, img, c, t, td, th, tw, i0, i1, i2, j
+    cdef floating* plane
+    cdef floating* dst
+    cdef const floating* src
+    cdef const floating* row
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for task in prange(images * cout, schedule='static'):
+            img = task // cout
+            c = task - img * cout
+            plane = acc + (img * channels + c_offset + c) * plane_size
+            for j in range(plane_size):
+                plane[j] = 0
+            for t in range(taps):
+                td = t // (kernel[1] * kernel[2])
+                th = (t // kernel[2]) % kernel[1]
+                tw = t % kernel[2]
+                src = cols + ((t * cout + c) * images + img) * positions
+                for i0 in range(size[0]):
+                    for i1 in range(size[1]):
+                        dst = plane + ((i0 * stride[0] + td * dilation[0]) * full[1]
+                                       + i1 * stride[1] + th * dilation[1]) * full[2] \
+                            + tw * dilation[2]
+                        row = src + (i0 * size[1] + i1) * size[2]
+                        for i2 in range(size[2]):
+                            dst[i2 * stride[2]] += row[i2]
+
+
+def col2im(cnp.ndarray cols, cnp.ndarray acc, index_t images, index_t taps, index_t cout,
+           index_t channels, index_t c_offset, tuple size, tuple kernel, tuple stride,
+           tuple dilation, tuple full, int num_threads):
+    """acc[:, c_offset:c_offset + cout] = the col2im of cols (C-contiguous,
+    (taps, cout, images, positions)); acc C-contiguous (images, channels, *full);
+    the tuples hold 3 sizes each (leading ones for 1-D and 2-D)."""
+    cdef index_t s[3]
+    cdef index_t k[3]
+    cdef index_t st[3]
+    cdef index_t d[3]
+    cdef index_t f[3]
+    cdef int i
+    for i in range(3):
+        s[i], k[i], st[i], d[i], f[i] = size[i], kernel[i], stride[i], dilation[i], full[i]
+    cdef void* cp = cnp.PyArray_DATA(cols)
+    cdef void* ap = cnp.PyArray_DATA(acc)
+    if cols.dtype.num == cnp.NPY_FLOAT32:
+        with nogil:
+            _col2im(<const float*>cp, <float*>ap, images, taps, cout, channels, c_offset, s,
+                    k, st, d, f, num_threads)
+    else:
+        with nogil:
+            _col2im(<const double*>cp, <double*>ap, images, taps, cout, channels, c_offset,
+                    s, k, st, d, f, num_threads)
