@@ -86,6 +86,19 @@ def conv_operands(nd, op, input, weight, groups, weight_layout):
     return x, w, unbatched, groups, kernel
 
 
+def channel_bias(bias, channels, dtype, op):
+    """A convolution's bias as a contiguous (channels,) array of the input's
+    dtype, or None."""
+    if bias is None:
+        return None
+    b = as_array(bias, op, "bias")
+    if b.dtype != dtype:
+        raise TypeError(f"{op}: bias dtype {b.dtype} does not match input dtype {dtype}")
+    if b.shape != (channels,):
+        raise ValueError(f"{op}: bias must have shape ({channels},), got {shape_str(b.shape)}")
+    return contiguous(b)
+
+
 @traceable("conv")
 def conv_nd(nd, op, input, weight, bias, stride, padding, dilation, groups, out,
             activation, padding_mode="zeros", algorithm=None, residual=None):
@@ -106,14 +119,7 @@ def conv_nd(nd, op, input, weight, bias, stride, padding, dilation, groups, out,
     stride = ntuple(stride, nd, op, "stride", minimum=1)
     dilation = ntuple(dilation, nd, op, "dilation", minimum=1)
     before, after = conv_padding(padding, nd, kernel, stride, dilation, op)
-    if bias is not None:
-        b = as_array(bias, op, "bias")
-        if b.dtype != x.dtype:
-            raise TypeError(f"{op}: bias dtype {b.dtype} does not match input dtype {x.dtype}")
-        if b.shape != (out_channels,):
-            raise ValueError(f"{op}: bias must have shape ({out_channels},), "
-                             f"got {shape_str(b.shape)}")
-        bias = contiguous(b)
+    bias = channel_bias(bias, out_channels, x.dtype, op)
     act = activation_code(activation, op)
 
     if padding_mode != "zeros" and (any(before) or any(after)):

@@ -14,8 +14,8 @@ import numpy as np
 from fastcnn import _threads
 from fastcnn import _kernels
 from fastcnn._graph import traceable
-from fastcnn._functional.conv import conv_operands
-from fastcnn._validation import as_array, check_out, contiguous, ntuple, shape_str
+from fastcnn._functional.conv import channel_bias, conv_operands
+from fastcnn._validation import check_out, contiguous, ntuple, shape_str
 
 __all__ = ["conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "conv_transpose_nd",
            "conv_transpose_output_size"]
@@ -65,14 +65,7 @@ def conv_transpose_nd(nd, op, input, weight, bias=None, stride=1, padding=0, out
     if max(max(spatial) * max(stride), max(kernel) * max(dilation), max(padding)) >= 2**40:
         raise ValueError(f"{op}: sizes too large to index")
     out_channels = cout_group * groups
-    if bias is not None:
-        b = as_array(bias, op, "bias")
-        if b.dtype != x.dtype:
-            raise TypeError(f"{op}: bias dtype {b.dtype} does not match input dtype {x.dtype}")
-        if b.shape != (out_channels,):
-            raise ValueError(f"{op}: bias must have shape ({out_channels},), "
-                             f"got {shape_str(b.shape)}")
-        bias = contiguous(b)
+    bias = channel_bias(bias, out_channels, x.dtype, op)
     out_shape = (x.shape[0], out_channels) + out_spatial
     if out is None:
         y = np.empty(out_shape, x.dtype)

@@ -32,6 +32,29 @@ def _check_arguments(name, in_channels, out_channels, groups, device, dtype):
     return dtype
 
 
+def _describe(layer):
+    """The arguments a convolution layer's repr shows, in PyTorch's order."""
+    nd = layer._nd
+    s = (f"{layer.in_channels}, {layer.out_channels}, kernel_size={layer.kernel_size}, "
+         f"stride={layer.stride}")
+    if layer.padding != (0,) * nd:
+        padding = layer.padding
+        s += f", padding={padding if not isinstance(padding, str) else repr(padding)}"
+    if getattr(layer, "output_padding", (0,) * nd) != (0,) * nd:
+        s += f", output_padding={layer.output_padding}"
+    if layer.dilation != (1,) * nd:
+        s += f", dilation={layer.dilation}"
+    if layer.groups != 1:
+        s += f", groups={layer.groups}"
+    if layer.bias is None:
+        s += ", bias=False"
+    if layer.padding_mode != "zeros":
+        s += f", padding_mode={layer.padding_mode}"
+    if getattr(layer, "activation", None) is not None:
+        s += f", activation={layer.activation}"
+    return s
+
+
 class _ConvNd(Module):
     _nd = 0
 
@@ -85,20 +108,7 @@ class _ConvNd(Module):
                          self.activation, self.padding_mode)
 
     def extra_repr(self):
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0,) * self._nd:
-            s += f", padding={self.padding if not isinstance(self.padding, str) else repr(self.padding)}"
-        if self.dilation != (1,) * self._nd:
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        if self.padding_mode != "zeros":
-            s += f", padding_mode={self.padding_mode}"
-        if self.activation is not None:
-            s += f", activation={self.activation}"
-        return s
+        return _describe(self)
 
 
 class Conv1d(_ConvNd):
@@ -177,19 +187,7 @@ class _ConvTransposeNd(Module):
                                    self.dilation)
 
     def extra_repr(self):
-        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-             f"stride={self.stride}")
-        if self.padding != (0,) * self._nd:
-            s += f", padding={self.padding}"
-        if self.output_padding != (0,) * self._nd:
-            s += f", output_padding={self.output_padding}"
-        if self.dilation != (1,) * self._nd:
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        return s
+        return _describe(self)
 
 
 class ConvTranspose1d(_ConvTransposeNd):
