@@ -36,6 +36,10 @@ def pad(input, pad, mode="constant", value=None, *, out=None):
     if mode not in ("constant", "reflect", "replicate", "circular"):
         raise ValueError(f"{op}: mode must be 'constant', 'reflect', 'replicate' or "
                          f"'circular', got {mode!r}")
+    for (b, a), n in zip(widths, x.shape):
+        if max(-b, 0) + max(-a, 0) > n:            # negative amounts crop the input itself
+            raise ValueError(f"{op}: negative padding {tuple(amounts)} removes more than the "
+                             f"input {shape_str(x.shape)} holds")
     grow = [(max(b, 0), max(a, 0)) for b, a in widths]
     if mode == "constant":
         y = np.pad(x, grow, constant_values=0 if value is None else value) \

@@ -209,9 +209,8 @@ def _interpolate_taps(in_sizes, out_sizes, scales, mode, align_corners, antialia
                 kind = "cubic" if mode == "bicubic" else "linear"
                 if antialias:
                     taps.append(_antialias_weights(n, o, sc, kind, align_corners))
-                    continue
-                coord = "align_corners" if align_corners else "half_pixel"
-                taps.append(axis_weights(n, o, scale, kind, coord, "floor"))
+                else:
+                    taps.append(_torch_weights(n, o, sc, kind, align_corners))
         if len(_TAPS) > 64:
             _TAPS.clear()
         _TAPS[key] = taps = tuple(taps)
@@ -219,6 +218,35 @@ def _interpolate_taps(in_sizes, out_sizes, scales, mode, align_corners, antialia
 
 
 _TAPS = {}
+
+
+def _torch_weights(in_size, out_size, scale_factor, kind, align_corners):
+    """PyTorch's linear and cubic taps: the neighbours floor(src) and the next
+    (linear, src clamped at 0) or floor(src) - 1 .. floor(src) + 2 (cubic,
+    A = -0.75), reads clamped to the axis; every tap kept, even at weight 0,
+    so NaN and Inf reach the same outputs as in PyTorch (0 * Inf = NaN)."""
+    if align_corners:
+        ratio = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+    else:
+        ratio = 1 / scale_factor if scale_factor is not None else in_size / out_size
+    width = 4 if kind == "cubic" else 2
+    indices = np.zeros((out_size, width), np.int64)
+    coefficients = np.zeros((out_size, width))
+    for i in range(out_size):
+        src = i * ratio if align_corners else (i + 0.5) * ratio - 0.5
+        if kind == "linear":
+            src = max(src, 0.0)
+            left = int(src)
+            t = src - left
+            indices[i] = [left, left + 1 if left < in_size - 1 else left]
+            coefficients[i] = [1 - t, t]
+        else:
+            left = math.floor(src)
+            t = src - left
+            indices[i] = [min(max(left + k, 0), in_size - 1) for k in (-1, 0, 1, 2)]
+            coefficients[i] = [_cubic(t + 1, -0.75), _cubic(t, -0.75), _cubic(1 - t, -0.75),
+                               _cubic(2 - t, -0.75)]
+    return indices, coefficients, np.zeros(out_size, bool)
 
 
 def _antialias_weights(in_size, out_size, scale_factor, kind, align_corners):

@@ -864,8 +864,6 @@ cdef void _taps_rows(const floating* x, floating* y, index_t outer, index_t n_in
                 row[j] = c * s[j]
             for k in range(1, width):
                 c = coef[i * width + k]
-                if c == 0:
-                    continue
                 s = x + (o * n_in + idx[i * width + k]) * inner
                 for j in range(inner):
                     row[j] = row[j] + c * s[j]

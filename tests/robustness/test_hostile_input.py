@@ -534,3 +534,71 @@ def test_example_count():
     print(f"\nhostile-input examples run: {EXAMPLES['count']}")
     print(f"refused with a message where PyTorch computes something: {STRICTER}")
     assert EXAMPLES["count"] >= 10_000
+
+
+# ---------------------------------------------------------------- decoder ops
+
+@pytest.mark.parametrize("name", ["conv_transpose1d", "conv_transpose2d", "conv_transpose3d"])
+@settings(max_examples=OPS_EXAMPLES, **SETTINGS)
+@given(data=st.data())
+def test_conv_transpose(name, data):
+    nd = int(name[-2])
+    x = spatial_input(data, nd, 6, 2, 1, 1)
+    xs = np.shape(np.asarray(x, dtype=object) if isinstance(x, list) else x)
+    cin = xs[1] if len(xs) == nd + 2 else (xs[0] if len(xs) == nd + 1 else 2)
+    groups = data.draw(st.sampled_from([1, 1, 1, 2, 3, 0, -1]))
+    kernel = tuple(data.draw(st.integers(1, 4)) for _ in range(nd))
+    dtype = np.asarray(x).dtype
+    dtype = dtype if dtype in (np.float32, np.float64) else np.float32
+    w_shape = (max(cin, 1) + data.draw(st.sampled_from([0, 0, 0, 1])),
+               data.draw(st.integers(1, 3)), *kernel)
+    w = data.draw(arrays(shape=w_shape, dtype=dtype))
+    cout = w_shape[1] * max(1, abs(groups))
+    b = data.draw(st.one_of(st.none(), arrays(shape=(cout + data.draw(st.sampled_from([0, 0, 1])),),
+                                              dtype=dtype)))
+    stride = data.draw(int_or_tuple(nd, 0, 3))
+    padding = data.draw(int_or_tuple(nd, -1, 3))
+    output_padding = data.draw(int_or_tuple(nd, -1, 2))
+    dilation = data.draw(int_or_tuple(nd, 0, 3))
+    fn, tfn = getattr(F, name), getattr(TF, name)
+    check(lambda: fn(x, w, b, stride, padding, output_padding, groups, dilation),
+          lambda: tfn(_torch_arg(x), _torch_arg(w), _torch_arg(b), stride, padding,
+                      output_padding, groups, dilation),
+          [x, w] + ([b] if b is not None else []))
+
+
+@settings(max_examples=OPS_EXAMPLES * 2, **SETTINGS)
+@given(data=st.data())
+def test_interpolate(data):
+    nd = data.draw(st.integers(1, 3))
+    x = spatial_input(data, nd, 6, 1, 1, 1)
+    mode = data.draw(st.sampled_from(["nearest", "nearest-exact", "linear", "bilinear",
+                                      "bicubic", "trilinear", "area", "bad"]))
+    size = data.draw(st.one_of(st.none(), int_or_tuple(nd, -1, 6)))
+    scale = data.draw(st.one_of(st.none(), st.sampled_from([0.5, 1.0, 1.5, 2.0, 3.0, 0.0, -1.0])))
+    align = data.draw(st.sampled_from([None, None, False, True]))
+    alias = data.draw(st.sampled_from([False, False, True]))
+    check(lambda: F.interpolate(x, size, scale, mode, align, None, alias),
+          lambda: TF.interpolate(_torch_arg(x), size, scale, mode, align, None, alias), [x])
+
+
+@settings(max_examples=OPS_EXAMPLES * 2, **SETTINGS)
+@given(data=st.data())
+def test_pad(data):
+    x = data.draw(arrays(rank=data.draw(st.integers(1, 5)), min_size=0))
+    amounts = tuple(data.draw(st.lists(st.integers(-3, 4), min_size=0, max_size=7)))
+    mode = data.draw(st.sampled_from(["constant", "constant", "reflect", "replicate", "circular",
+                                      "bad"]))
+    value = data.draw(st.sampled_from([None, None, 1.5])) if mode == "constant" else None
+    check(lambda: F.pad(x, amounts, mode, value),
+          lambda: TF.pad(_torch_arg(x), amounts, mode, value), [x])
+
+
+@pytest.mark.parametrize("name", ["pixel_shuffle", "pixel_unshuffle"])
+@settings(max_examples=OPS_EXAMPLES, **SETTINGS)
+@given(data=st.data())
+def test_pixel_shuffle(name, data):
+    x = data.draw(arrays(rank=data.draw(st.integers(2, 5)), min_size=0))
+    factor = data.draw(st.sampled_from([1, 2, 2, 3, 0, -1]))
+    fn, tfn = getattr(F, name), getattr(TF, name)
+    check(lambda: fn(x, factor), lambda: tfn(_torch_arg(x), factor), [x])
