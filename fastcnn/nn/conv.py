@@ -32,6 +32,16 @@ def _check_arguments(name, in_channels, out_channels, groups, device, dtype):
     return dtype
 
 
+def _make_parameters(layer, weight_shape, out_channels, bias, dtype):
+    """A convolution layer's weight and (optional) bias, initialized as PyTorch's."""
+    layer.weight = Parameter(np.empty(weight_shape, dtype))
+    if bias:
+        layer.bias = Parameter(np.empty(out_channels, dtype))
+    else:
+        layer.register_parameter("bias", None)
+    layer.reset_parameters()
+
+
 def _describe(layer):
     """The arguments a convolution layer's repr shows, in PyTorch's order."""
     nd = layer._nd
@@ -86,13 +96,8 @@ class _ConvNd(Module):
         self.padding_mode = padding_mode
         # Set by fastcnn.fuse(): an activation applied in the conv's epilogue.
         self.activation = None
-        shape = (out_channels, in_channels // groups) + self.kernel_size
-        self.weight = Parameter(np.empty(shape, dtype))
-        if bias:
-            self.bias = Parameter(np.empty(out_channels, dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+        _make_parameters(self, (out_channels, in_channels // groups) + self.kernel_size,
+                         out_channels, bias, dtype)
 
     def reset_parameters(self):
         # PyTorch's default: kaiming_uniform with a = sqrt(5), i.e. U(-1/sqrt(fan_in), +).
@@ -146,13 +151,8 @@ class _ConvTransposeNd(Module):
         self.output_padding = ntuple(output_padding, nd, name, "output_padding", minimum=0)
         self.dilation = ntuple(dilation, nd, name, "dilation", minimum=1)
         self.padding_mode = padding_mode
-        shape = (in_channels, out_channels // groups) + self.kernel_size
-        self.weight = Parameter(np.empty(shape, dtype))
-        if bias:
-            self.bias = Parameter(np.empty(out_channels, dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+        _make_parameters(self, (in_channels, out_channels // groups) + self.kernel_size,
+                         out_channels, bias, dtype)
 
     reset_parameters = _ConvNd.reset_parameters        # fan_in from weight.shape[1], as PyTorch
 

@@ -2,11 +2,8 @@
 Range, DepthToSpace/SpaceToDepth."""
 import numpy as np
 
-from fastcnn.onnx._registry import op, put
+from fastcnn.onnx._registry import attr_str, ints, op, put
 
-
-def _ints(entry):
-    return [int(v) for v in np.asarray(entry.array).reshape(-1)]
 
 
 # ---------------------------------------------------------------- arg max / arg min, top k
@@ -56,7 +53,7 @@ def op_TopK(b, node, x):
     elif not x[1].const:
         return b.unsupported(node, "a k that is not constant")
     else:
-        k = _ints(x[1])[0]
+        k = ints(x[1])[0]
     if not 0 <= k <= data.shape[axis]:
         raise ValueError(f"onnx: TopK {node.name!r}: k = {k} is outside 0..{data.shape[axis]}")
     return b.call("top_k", top_k, [x[0], k, axis, int(node.attrs.get("largest", 1))], {},
@@ -73,7 +70,7 @@ def expand(data, shape, out=None):
 def op_Expand(b, node, x):
     if not x[1].const:
         return b.unsupported(node, "a shape that is not constant")
-    return b.call("expand", expand, [x[0], tuple(_ints(x[1]))], {})
+    return b.call("expand", expand, [x[0], tuple(ints(x[1]))], {})
 
 
 def tile(data, repeats, out=None):
@@ -84,7 +81,7 @@ def tile(data, repeats, out=None):
 def op_Tile(b, node, x):
     if not x[1].const:
         return b.unsupported(node, "repeats that are not constant")
-    return b.call("tile", tile, [x[0], tuple(_ints(x[1]))], {})
+    return b.call("tile", tile, [x[0], tuple(ints(x[1]))], {})
 
 
 @op("Range")
@@ -129,15 +126,13 @@ def _block(node, data, channels_divisible):
 
 @op("DepthToSpace")
 def op_DepthToSpace(b, node, x):
-    mode = node.attrs.get("mode", b"DCR")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
+    mode = attr_str(node, "mode", "DCR")
     return b.call("depth_to_space", depth_to_space,
                   [x[0], _block(node, x[0].array, True), mode], {})
 
 
 @op("SpaceToDepth")
 def op_SpaceToDepth(b, node, x):
-    mode = node.attrs.get("mode", b"DCR")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
+    mode = attr_str(node, "mode", "DCR")
     return b.call("space_to_depth", space_to_depth,
                   [x[0], _block(node, x[0].array, False), mode], {})

@@ -8,20 +8,13 @@ import math
 import numpy as np
 
 from fastcnn._functional.resize import axis_weights, resize_taps
-from fastcnn.onnx._registry import op
+from fastcnn.onnx._registry import attr_str, ints, op
 
 
-def _attr_str(node, name, default):
-    v = node.attrs.get(name, default)
-    return v.decode() if isinstance(v, bytes) else v
-
-
-def _ints(entry):
-    return [int(v) for v in np.asarray(entry.array).reshape(-1)]
 
 
 def _check(node, opset):
-    mode = _attr_str(node, "mode", "nearest")
+    mode = attr_str(node, "mode", "nearest")
     if mode not in ("nearest", "linear", "bilinear", "cubic"):
         return f"mode {mode!r} is not an ONNX Resize mode"
     return None
@@ -33,7 +26,7 @@ def _sizes_and_scales(b, node, data, scales, sizes, axes):
     axes = [a % rank for a in axes] if axes else list(range(rank))
     out_sizes, out_scales = list(data.shape), [1.0] * rank
     if sizes is not None:
-        policy = _attr_str(node, "keep_aspect_ratio_policy", "stretch")
+        policy = attr_str(node, "keep_aspect_ratio_policy", "stretch")
         ratios = [sizes[k] / data.shape[a] for k, a in enumerate(axes)]
         if policy != "stretch":
             scale = (min if policy == "not_larger" else max)(ratios)
@@ -51,11 +44,11 @@ def _sizes_and_scales(b, node, data, scales, sizes, axes):
 @op("Resize", _check)
 def op_Resize(b, node, x):
     data = x[0].array
-    mode = _attr_str(node, "mode", "nearest")
+    mode = attr_str(node, "mode", "nearest")
     mode = "linear" if mode == "bilinear" else mode
-    coord = _attr_str(node, "coordinate_transformation_mode",
+    coord = attr_str(node, "coordinate_transformation_mode",
                       "asymmetric" if b.opset < 11 else "half_pixel")
-    nearest = _attr_str(node, "nearest_mode", "round_prefer_floor")
+    nearest = attr_str(node, "nearest_mode", "round_prefer_floor")
     if b.opset < 11:
         roi_entry, scale_entry, sizes_entry = None, (x[1] if len(x) > 1 else None), None
     else:
@@ -67,7 +60,7 @@ def op_Resize(b, node, x):
             return b.unsupported(node, "roi, scales or sizes that are not constant")
     axes = [int(a) for a in node.attrs.get("axes", [])]
     if sizes_entry is not None and np.size(sizes_entry.array):
-        axes, sizes, scales = _sizes_and_scales(b, node, data, None, _ints(sizes_entry), axes)
+        axes, sizes, scales = _sizes_and_scales(b, node, data, None, ints(sizes_entry), axes)
     elif scale_entry is not None and np.size(scale_entry.array):
         values = [float(v) for v in np.asarray(scale_entry.array).reshape(-1)]
         axes, sizes, scales = _sizes_and_scales(b, node, data, values, None, axes)
@@ -93,7 +86,7 @@ def op_Resize(b, node, x):
                   [x[0], tuple(plan), float(node.attrs.get("extrapolation_value", 0.0))], {})
 
 
-@op("Upsample", lambda n, o: None if _attr_str(n, "mode", "nearest") in ("nearest", "linear",
+@op("Upsample", lambda n, o: None if attr_str(n, "mode", "nearest") in ("nearest", "linear",
                                                                          "bilinear")
     else "only nearest and linear modes are supported")
 def op_Upsample(b, node, x):
@@ -104,7 +97,7 @@ def op_Upsample(b, node, x):
         if not x[1].const:
             return b.unsupported(node, "scales that are not constant")
         scales = [float(v) for v in np.asarray(x[1].array).reshape(-1)]
-    mode = _attr_str(node, "mode", "nearest")
+    mode = attr_str(node, "mode", "nearest")
     mode = "linear" if mode == "bilinear" else mode
     plan = tuple(None if s == 1.0 else
                  axis_weights(n, int(math.floor(n * s)), s, mode, "asymmetric", "floor")

@@ -4,13 +4,10 @@ import math
 
 import numpy as np
 
-from fastcnn.onnx._registry import OPS, op, put, rows_cols
+from fastcnn.onnx._registry import OPS, ints, op, put, rows_cols
 
 
 # ---------------------------------------------------------------- shapes and data movement
-
-def _ints(entry):
-    return [int(v) for v in np.asarray(entry.array).reshape(-1)]
 
 
 def reshape(data, shape, out=None):
@@ -54,7 +51,7 @@ def op_Reshape(b, node, x):
     else:
         if not x[1].const:
             return b.unsupported(node, "a shape that is not constant")
-        shape = _ints(x[1])
+        shape = ints(x[1])
     target = _resolve_shape(x[0].array.shape, shape, int(node.attrs.get("allowzero", 0)))
     target = _infer_minus_one(x[0].array.shape, target, node)
     return b.call("reshape", reshape, [x[0], target], {}, view=True)
@@ -90,7 +87,7 @@ def _axes(b, node, x, index):
     if len(x) > index and x[index] is not None:
         if not x[index].const:
             return None
-        return _ints(x[index])
+        return ints(x[index])
     return []
 
 
@@ -145,7 +142,7 @@ def op_Split(b, node, x):
     elif len(x) > 1 and x[1] is not None:
         if not x[1].const:
             return b.unsupported(node, "split sizes that are not constant")
-        sections = _ints(x[1])
+        sections = ints(x[1])
     else:
         n = int(node.attrs.get("num_outputs", n))
         step = -(-size // n)
@@ -167,9 +164,9 @@ def op_Slice(b, node, x):
     else:
         if any(e is not None and not e.const for e in x[1:]):
             return b.unsupported(node, "starts, ends, axes or steps that are not constant")
-        starts, ends = _ints(x[1]), _ints(x[2])
-        axes = _ints(x[3]) if len(x) > 3 and x[3] is not None else list(range(len(starts)))
-        steps = _ints(x[4]) if len(x) > 4 and x[4] is not None else [1] * len(starts)
+        starts, ends = ints(x[1]), ints(x[2])
+        axes = ints(x[3]) if len(x) > 3 and x[3] is not None else list(range(len(starts)))
+        steps = ints(x[4]) if len(x) > 4 and x[4] is not None else [1] * len(starts)
     key = [slice(None)] * data.ndim
     for s, e, a, st in zip(starts, ends, axes, steps):
         a = a % data.ndim
@@ -219,10 +216,10 @@ def op_Pad(b, node, x):
     else:
         if not x[1].const or (len(x) > 2 and x[2] is not None and not x[2].const):
             return b.unsupported(node, "pads that are not constant")
-        pads = _ints(x[1])
+        pads = ints(x[1])
         value = float(np.asarray(x[2].array).reshape(-1)[0]) if len(x) > 2 and x[2] is not None and np.size(x[2].array) else 0.0
         if len(x) > 3 and x[3] is not None:
-            axes = [a % x[0].array.ndim for a in _ints(x[3])]
+            axes = [a % x[0].array.ndim for a in ints(x[3])]
             full = [0] * (2 * x[0].array.ndim)
             for k, a in enumerate(axes):
                 full[a], full[a + x[0].array.ndim] = pads[k], pads[k + len(axes)]
@@ -277,7 +274,7 @@ def op_ConstantOfShape(b, node, x):
         return b.unsupported(node, "a shape that is not constant")
     value = node.attrs.get("value")
     value = np.zeros(1, np.float32) if value is None else b.tensor(value)
-    return [b.const(np.full(_ints(x[0]), value.reshape(-1)[0], value.dtype))]
+    return [b.const(np.full(ints(x[0]), value.reshape(-1)[0], value.dtype))]
 
 
 @op("Shape")

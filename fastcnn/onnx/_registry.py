@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-__all__ = ["OPS", "SUPPORTED_MIN_OPSET", "op", "put", "rows_cols"]
+__all__ = ["OPS", "SUPPORTED_MIN_OPSET", "op", "put", "rows_cols", "attr_str", "ints"]
 
 # op_type -> (builder, check(node, opset) -> reason it cannot run, or None)
 OPS = {}
@@ -34,3 +34,14 @@ def put(out, result):
 def rows_cols(shape, axis):
     """The 2-D shape ONNX Flatten (and softmax's opset<13 coercion) gives `shape`."""
     return math.prod(shape[:axis]), math.prod(shape[axis:])
+
+
+def attr_str(node, name, default):
+    """A string attribute of an ONNX node (stored as bytes), or `default`."""
+    v = node.attrs.get(name, default)
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def ints(entry):
+    """A constant input's values as a list of Python ints."""
+    return [int(v) for v in np.asarray(entry.array).reshape(-1)]
