@@ -115,6 +115,12 @@ def _tracer():
     return _state.tracer
 
 
+def tracing():
+    """Whether this thread is recording a graph (fastcnn.compile's trace or a
+    training-mode forward)."""
+    return _state.tracer is not None
+
+
 class TracedArray(np.ndarray):
     """An array seen by the tracer: NumPy ufuncs and common methods on it are
     recorded as graph nodes."""
@@ -167,8 +173,11 @@ class TracedArray(np.ndarray):
         return _tracer().op_call("copy", np.copy, (self,), {})
 
     def __setitem__(self, key, value):
-        raise TraceError("fastcnn.compile: item assignment on an intermediate array in forward() "
-                         "is not supported")
+        tracer = _tracer()
+        if tracer is None:
+            np.ndarray.__setitem__(self.view(np.ndarray), key, value)
+        else:
+            tracer.setitem(self, key, value)
 
 
 def _root(a):
@@ -254,8 +263,10 @@ class _Tracer:
         g_kwargs = {k: self.to_graph(v) for k, v in kwargs.items()}
         results = result if isinstance(result, tuple) else (result,)
         outs = [Value(np.shape(r), np.asarray(r).dtype, "op") for r in results]
-        self.graph.nodes.append(Node(op, fn, g_args, g_kwargs, outs, self.scopes[-1], view=view,
-                                     inplace=inplace_target is not None))
+        node = Node(op, fn, g_args, g_kwargs, outs, self.scopes[-1], view=view,
+                    inplace=inplace_target is not None)
+        self.graph.nodes.append(node)
+        self.recorded(node, results)
         wrapped = []
         for i, (r, v) in enumerate(zip(results, outs)):
             if i == 0 and inplace_target is not None:
@@ -265,19 +276,40 @@ class _Tracer:
                 wrapped.append(self.wrap(r, v))
         return tuple(wrapped) if isinstance(result, tuple) else wrapped[0]
 
+    # -- what a subclass (the training recorder) adds
+    def recorded(self, node, results):
+        """Called for each new node with its results (plain arrays)."""
+
+    def before_inplace(self, target):
+        """Called before an op overwrites `target`, an array the graph has seen."""
+
+    def call(self, op, fn, args, kwargs):
+        """Run a recorded op on plain arrays."""
+        return fn(*args, **kwargs)
+
+    def setitem(self, target, key, value):
+        raise TraceError("fastcnn.compile: item assignment on an intermediate array in forward() "
+                         "is not supported")
+
+    def other_function(self, func, args, kwargs):
+        raise TraceError(f"fastcnn.compile: numpy.{func.__name__} is not supported in forward()")
+
     def op_call(self, op, fn, args, kwargs):
         if self.depth:
             return fn(*self.unwrap(args), **self.unwrap(kwargs))
         inplace_target = None
         out = kwargs.get("out")
-        if kwargs.get("inplace") or (out is not None and args and out is args[0]):
-            inplace_target = args[0]
+        if kwargs.get("inplace") or (out is not None and args and out is args[0]) or \
+                (op.endswith("_") and args and isinstance(args[0], np.ndarray)):
+            inplace_target = args[0]        # relu_(x), f(x, inplace=True), f(x, out=x)
         elif out is not None:
             raise TraceError(f"fastcnn.compile: {op}(out=...) into another array inside "
                              f"forward() is not supported; use the returned array")
+        if inplace_target is not None:
+            self.before_inplace(inplace_target)
         self.depth += 1
         try:
-            result = fn(*self.unwrap(args), **self.unwrap(kwargs))
+            result = self.call(op, fn, self.unwrap(args), self.unwrap(kwargs))
         finally:
             self.depth -= 1
         first = args[0] if args and isinstance(args[0], np.ndarray) else None
@@ -306,6 +338,8 @@ class _Tracer:
                 raise TraceError("fastcnn.compile: a ufunc writing into an unrelated array is not "
                                  "supported in forward()")
         base = self.unwrap(tuple(inputs))
+        if out is not None:
+            self.before_inplace(out)
         result = ufunc(*base, out=self.unwrap(out)) if out is not None else ufunc(*base)
         fn = functools.partial(_ufunc_call, ufunc)
         # x += y rebinds x to the result, a new Value (the planner may write it
@@ -320,7 +354,7 @@ class _Tracer:
         if name in NUMPY_RECORDED:
             result = func(*self.unwrap(args), **self.unwrap(kwargs))
             return self.record(name, func, args, kwargs, result)
-        raise TraceError(f"fastcnn.compile: numpy.{name} is not supported in forward()")
+        return self.other_function(func, args, kwargs)
 
     # -- modules
     def module_call(self, module, args, kwargs):

@@ -41,6 +41,8 @@ def _table():
     for name in ("leaky_relu", "elu", "selu", "celu", "hardtanh", "sigmoid", "tanh", "silu",
                  "hardswish", "hardsigmoid", "gelu", "mish", "softplus"):
         ops[name] = OpInfo("activation", elementwise=True)
+    for name in ("relu_", "leaky_relu_", "elu_", "hardtanh_"):         # in place: no out=
+        ops[name] = OpInfo("activation", takes_out=False)
     for name in ("add", "subtract", "multiply", "true_divide", "divide", "negative", "exp",
                  "log", "sqrt", "absolute"):                          # NumPy ufuncs
         ops[name] = OpInfo("elementwise", elementwise=True)

@@ -4,29 +4,29 @@ PyTorch's habits on NumPy arrays: assigning a Parameter or a Module to an
 attribute registers it; buffers are registered with register_buffer;
 state_dict() and load_state_dict() use PyTorch's dotted key names, so a
 PyTorch state_dict converted with {k: v.numpy()} loads unchanged.
+
+Training: a call in training mode with gradients enabled records the forward
+(fastcnn._autograd.tape); backward(grad_output) walks it in reverse, leaving
+each parameter's gradient in its .grad.
 """
 from collections import OrderedDict
 
 import numpy as np
 
 from fastcnn import _graph
+from fastcnn._autograd import mode as _grad_mode
+from fastcnn._autograd import tape as _tape
+from fastcnn._autograd.parameter import Parameter
 
 __all__ = ["Parameter", "Module", "Identity"]
 
 
-class Parameter(np.ndarray):
-    """Marks an array as a learnable parameter when assigned to a Module attribute.
-
-    The module stores (and hands back) a plain ndarray view of the data, so
-    arithmetic on parameters gives ordinary arrays.
-    """
-
-    def __new__(cls, data):
-        return np.asarray(data).view(cls)
-
-
-def _plain(array):
-    return array.view(np.ndarray) if isinstance(array, Parameter) else array
+def _parameter(value, like=None):
+    """value as a Parameter (itself when it is one); a new one keeps the
+    requires_grad of the parameter it replaces."""
+    if isinstance(value, Parameter):
+        return value
+    return Parameter(np.asarray(value), True if like is None else like.requires_grad)
 
 
 def _as_numpy(value):
@@ -55,14 +55,12 @@ class Module:
         params, buffers, modules = self._parameters, self._buffers, self._modules
         if isinstance(value, Parameter):
             self._forget(name)
-            params[name] = _plain(value)
+            params[name] = value
         elif isinstance(value, Module):
             self._forget(name)
             modules[name] = value
         elif name in params:
-            if value is not None:
-                value = np.asarray(value)
-            params[name] = value
+            params[name] = None if value is None else _parameter(value, params[name])
         elif name in buffers:
             buffers[name] = None if value is None else np.asarray(value)
         elif name in modules:
@@ -100,7 +98,7 @@ class Module:
         """Add a parameter (an array, or None for an absent one like bias=False)."""
         self._check_name(name)
         self._forget(name)
-        self._parameters[name] = None if param is None else _plain(np.asarray(param))
+        self._parameters[name] = None if param is None else _parameter(param)
 
     def register_buffer(self, name, tensor, persistent=True):
         """Add a buffer: state that is not a parameter (e.g. running_mean)."""
@@ -131,10 +129,45 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} has no forward() defined")
 
     def __call__(self, *args, **kwargs):
-        hook = _graph.module_call_hook      # set while the graph tracer records
-        if hook is not None:
+        hook = _graph.module_call_hook      # set while a graph tracer records in some thread
+        if hook is not None and _graph.tracing():
             return hook(self, args, kwargs)
+        if self.training and _grad_mode.is_grad_enabled():
+            return _tape.record(self, args, kwargs)
         return self.forward(*args, **kwargs)
+
+    # ------------------------------------------------------------ gradients
+    def backward(self, grad_output, *, input_grad=True):
+        """Back-propagate grad_output (the gradient of a loss with respect to
+        this module's output from its last training-mode call; a tuple for
+        several outputs) through that call: every parameter with
+        requires_grad gets its gradient added to .grad. Returns the gradient
+        with respect to the input (a tuple for several inputs), or None with
+        input_grad=False, which skips computing it."""
+        tape = self.__dict__.get("_tape")
+        if tape is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward: no recorded forward to go back through: call "
+                f"the module in training mode (model.train()) with gradients enabled first"
+                if "_tape" not in self.__dict__ else
+                f"{type(self).__name__}.backward: this forward was already back-propagated "
+                f"(its saved arrays are freed); run the forward again")
+        object.__setattr__(self, "_tape", None)
+        return tape.backward(grad_output, input_grad)
+
+    def zero_grad(self, set_to_none=True):
+        """Reset every parameter's gradient: to None (PyTorch's default), or to zeros."""
+        for p in self.parameters():
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad[...] = 0
+
+    def requires_grad_(self, requires_grad=True):
+        """Set requires_grad on every parameter (False freezes them)."""
+        for p in self.parameters():
+            p.requires_grad = bool(requires_grad)
+        return self
 
     def train(self, mode=True):
         if not isinstance(mode, (bool, np.bool_)):
@@ -210,27 +243,30 @@ class Module:
     # ------------------------------------------------------------ state
     def state_dict(self, destination=None, prefix="", keep_vars=False):
         """Ordered name -> array (references, as PyTorch) of parameters and
-        persistent buffers, with PyTorch's dotted names."""
+        persistent buffers, with PyTorch's dotted names; parameters as plain
+        arrays sharing their memory (the Parameters with keep_vars=True)."""
         if destination is None:
             destination = OrderedDict()
         non_persistent = self.__dict__.get("_non_persistent", ())
         for name, p in self._parameters.items():
             if p is not None:
-                destination[prefix + name] = p
+                destination[prefix + name] = p if keep_vars else p.view(np.ndarray)
         for name, b in self._buffers.items():
             if b is not None and name not in non_persistent:
                 destination[prefix + name] = b
         for name, module in self._modules.items():
             if module is not None:
-                module.state_dict(destination, prefix + name + ".")
+                module.state_dict(destination, prefix + name + ".", keep_vars)
         return destination
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays from state_dict into this module's parameters and buffers.
 
         Everything is checked first (missing and unexpected keys when strict,
-        shapes, convertible dtypes) and converted into new arrays; only then
-        are they committed, so a failed load leaves the module unchanged.
+        shapes, convertible dtypes) and converted; only then are the values
+        copied into the existing arrays (Parameters keep their identity, so
+        optimizers holding them see the loaded values), so a failed load
+        leaves the module unchanged.
         Returns (missing_keys, unexpected_keys) like PyTorch.
         """
         if not hasattr(state_dict, "keys"):
@@ -279,7 +315,13 @@ class Module:
             raise ValueError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
                              + "\n\t".join(errors))
         for module, store, name, arr in staged:
-            getattr(module, store)[name] = arr
+            current = getattr(module, store)[name]
+            if current.flags.writeable:
+                np.copyto(current, arr)
+            elif store == "_parameters":
+                getattr(module, store)[name] = _parameter(arr, current)
+            else:
+                getattr(module, store)[name] = arr
             module._state_changed()
         return _IncompatibleKeys(missing, unexpected)
 
@@ -316,7 +358,8 @@ class Module:
             for store in (module._parameters, module._buffers):
                 for name, value in store.items():
                     if value is not None and value.dtype.kind == "f" and value.dtype != dtype:
-                        store[name] = value.astype(dtype)
+                        store[name] = value.astype(dtype) if store is module._buffers \
+                            else Parameter(value.astype(dtype), value.requires_grad)
                         changed = True
             if changed:
                 module._state_changed()

@@ -1,0 +1,1 @@
+"""Training support: Parameter, gradient recording and the backward rules."""

@@ -1,0 +1,42 @@
+"""The backward rule of each recorded op, by the name its graph node carries.
+
+A rule takes a Context (the call's arguments as the forward saw them, its
+outputs, the output gradient, what its forward hook saved) and returns
+{argument: gradient} for the arguments the tape wants (ctx.needs). Rules of
+fastcnn's functional ops name arguments as the function's signature does;
+rules of NumPy ufuncs and functions (positional) use argument positions.
+FORWARD_HOOKS run an op while recording when its backward needs more than
+the op returns (max pooling's indices, dropout's random state).
+"""
+from fastcnn._autograd import rules_nn, rules_numpy
+
+__all__ = ["Context", "RULES", "POSITIONAL", "FORWARD_HOOKS"]
+
+
+class Context:
+    """What a rule sees of one recorded call."""
+
+    __slots__ = ("node", "args", "pos", "kw", "outputs", "grad", "grads", "extra", "targets")
+
+    def __init__(self, node, tape, targets, grads, positional):
+        self.node = node
+        self.targets = targets
+        if positional:
+            self.pos = [tape.array(a) for a in node.args]
+            self.kw = {k: tape.array(v) for k, v in node.kwargs.items()}
+            self.args = None
+        else:
+            self.args = {k: tape.array(v) for k, v in node.arguments().items()}
+            self.pos = self.kw = None
+        self.outputs = [tape.data.get(o.id) for o in node.outputs]
+        self.grads = grads
+        self.grad = grads[0]
+        self.extra = tape.extra.get(id(node))
+
+    def needs(self, name):
+        return name in self.targets
+
+
+RULES = {**rules_nn.RULES, **rules_numpy.RULES}
+POSITIONAL = frozenset(rules_numpy.RULES)
+FORWARD_HOOKS = rules_nn.FORWARD_HOOKS

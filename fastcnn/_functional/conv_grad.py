@@ -1,0 +1,215 @@
+"""Gradients of the convolutions, as torch.nn.grad's conv{1,2,3}d_input and
+conv{1,2,3}d_weight (and the bias's, a sum).
+
+Grad input is the transposed convolution of the output gradient (GEMM +
+col2im, conv_transpose's engine); depthwise layers use a direct kernel.
+Grad weight is one GEMM per group over im2col columns of the input, all
+images side by side (the Caffe / PyTorch CPU design); depthwise layers use a
+direct kernel. Every path sums in an order fixed by the shapes alone.
+"""
+import math
+
+import numpy as np
+
+from fastcnn import _kernels
+from fastcnn import _threads
+from fastcnn._functional.conv import conv_padding, pad_input
+from fastcnn._functional.conv_transpose import _run as _transposed
+from fastcnn._validation import as_array, check_float, contiguous, conv_output_size, ntuple
+
+__all__ = ["conv_input_grad", "conv_weight_grad", "conv_bias_grad", "conv1d_input",
+           "conv2d_input", "conv3d_input", "conv1d_weight", "conv2d_weight", "conv3d_weight",
+           "unpad_grad"]
+
+_COLUMNS_LIMIT = 2**25          # im2col elements per chunk of images
+
+
+class _Geometry:
+    """A convolution's sizes from its input shape, weight shape and options."""
+
+    def __init__(self, op, input_shape, weight_shape, stride, padding, dilation, groups,
+                 grad_output):
+        nd = len(weight_shape) - 2
+        self.nd = nd
+        self.kernel = tuple(int(k) for k in weight_shape[2:])
+        self.stride = ntuple(stride, nd, op, "stride", minimum=1)
+        self.dilation = ntuple(dilation, nd, op, "dilation", minimum=1)
+        self.before, self.after = conv_padding(padding, nd, self.kernel, self.stride,
+                                               self.dilation, op)
+        self.groups = ntuple(groups, 1, op, "groups", minimum=1)[0]
+        self.input_shape = tuple(int(s) for s in input_shape)
+        if len(self.input_shape) != nd + 2:
+            raise ValueError(f"{op}: input_size must have {nd + 2} entries (N, C, "
+                             f"{nd} spatial), got {self.input_shape}")
+        self.out_spatial = tuple(conv_output_size(*a) for a in zip(
+            self.input_shape[2:], self.kernel, self.stride, self.before, self.after,
+            self.dilation))
+        out_channels = weight_shape[0]
+        want = (self.input_shape[0], out_channels) + self.out_spatial
+        if tuple(grad_output.shape) != want:
+            raise ValueError(f"{op}: grad_output must have shape {want} (input {self.input_shape},"
+                             f" weight {tuple(weight_shape)}), got {tuple(grad_output.shape)}")
+        if self.input_shape[1] != weight_shape[1] * self.groups or out_channels % self.groups:
+            raise ValueError(f"{op}: input channels {self.input_shape[1]} and weight "
+                             f"{tuple(weight_shape)} do not match groups={self.groups}")
+
+    def kernel_geom(self, images, channels):
+        """The (images, channels, size3, out3, kernel3, stride3, pad3, dilation3)
+        tuple of the _grad kernels."""
+        lead = 3 - self.nd
+        return ((images, channels) + (1,) * lead + self.input_shape[2:]
+                + (1,) * lead + self.out_spatial + (1,) * lead + self.kernel
+                + (1,) * lead + self.stride + (0,) * lead + self.before
+                + (1,) * lead + self.dilation)
+
+
+def _float(a, op, name):
+    a = as_array(a, op, name)
+    check_float(a, op)
+    return a
+
+
+def conv_input_grad(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1,
+                    op="conv_input_grad"):
+    """The gradient of conv(input, weight) with respect to input, for an
+    input of shape input_size (N, C, *spatial)."""
+    w = _float(weight, op, "weight")
+    gy = _float(grad_output, op, "grad_output")
+    if gy.dtype != w.dtype:
+        raise TypeError(f"{op}: grad_output dtype {gy.dtype} does not match weight dtype {w.dtype}")
+    g = _Geometry(op, input_size, w.shape, stride, padding, dilation, groups, gy)
+    gx = np.empty(g.input_shape, gy.dtype)
+    if gx.size == 0:
+        return gx
+    gy, w = contiguous(gy), contiguous(w)
+    threads = _threads.get_num_threads()
+    if g.groups == g.input_shape[1] and w.shape[1] == 1:
+        _kernels._grad.depthwise_input(g.kernel_geom(*g.input_shape[:2]),
+                                       w.shape[0] // g.groups, gy, w, gx, threads)
+    else:
+        # w (out, in / groups, *k) is the transposed convolution's (in, out / groups, *k)
+        _transposed(gy, w, None, gx, g.groups, g.stride, g.before, g.dilation)
+    return gx
+
+
+def conv_weight_grad(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1,
+                     op="conv_weight_grad"):
+    """The gradient of conv(input, weight) with respect to a weight of shape
+    weight_size (out_channels, in_channels / groups, *kernel)."""
+    x = _float(input, op, "input")
+    gy = _float(grad_output, op, "grad_output")
+    if gy.dtype != x.dtype:
+        raise TypeError(f"{op}: grad_output dtype {gy.dtype} does not match input dtype {x.dtype}")
+    weight_size = tuple(int(s) for s in weight_size)
+    g = _Geometry(op, x.shape, weight_size, stride, padding, dilation, groups, gy)
+    gw = np.zeros(weight_size, x.dtype)
+    n, channels = g.input_shape[:2]
+    if n == 0 or gw.size == 0:
+        return gw
+    x, gy = contiguous(x), contiguous(gy)
+    threads = _threads.get_num_threads()
+    cout = weight_size[0]
+    if g.groups == channels and weight_size[1] == 1:
+        _kernels._grad.depthwise_weight(g.kernel_geom(n, channels), cout // channels, x, gy,
+                                        gw, threads)
+        return gw
+    taps = math.prod(g.kernel)
+    positions = math.prod(g.out_spatial)
+    cin_g, cout_g = weight_size[1], cout // g.groups
+    chunk = max(1, _COLUMNS_LIMIT // max(1, channels * taps * positions))
+    flat = gw.reshape(g.groups, cout_g, cin_g * taps)
+    part = np.empty((cout_g, cin_g * taps), x.dtype)
+    for start in range(0, n, chunk):
+        xs, gs = x[start:start + chunk], gy[start:start + chunk]
+        m = xs.shape[0]
+        cols = np.empty((channels * taps, m * positions), x.dtype)
+        _kernels._grad.im2col(g.kernel_geom(m, channels), xs, cols, threads)
+        # (cout, images * positions): the output gradient beside the columns
+        rows = np.ascontiguousarray(gs.reshape(m, cout, positions).transpose(1, 0, 2)).reshape(
+            cout, m * positions)
+        for k in range(g.groups):
+            _kernels._linear.linear(rows[k * cout_g:(k + 1) * cout_g],
+                                    cols[k * cin_g * taps:(k + 1) * cin_g * taps], None,
+                                    part if start else flat[k], 0, threads)
+            if start:
+                flat[k] += part
+    return gw
+
+
+def conv_bias_grad(grad_output):
+    """The gradient of a convolution's (or any per-channel) bias: grad_output
+    summed over every axis but the channels (axis 1)."""
+    gy = contiguous(grad_output)
+    if gy.ndim < 2:
+        raise ValueError(f"conv_bias_grad: grad_output must be (N, C, ...), got shape {gy.shape}")
+    n, c = gy.shape[:2]
+    sums = np.empty(c, np.float64)
+    _kernels._grad.channel_sums(gy, None, sums, n, c, math.prod(gy.shape[2:]),
+                                _threads.get_num_threads())
+    return sums.astype(gy.dtype)
+
+
+_NP_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def unpad_grad(grad, before, after, mode):
+    """The gradient of pad_input (reflect, replicate or circular padding of
+    the trailing len(before) axes): each padded position's gradient added to
+    the input position it copies."""
+    nd = len(before)
+    g = grad
+    for axis in range(g.ndim - nd, g.ndim):
+        i = axis - (g.ndim - nd)
+        size = g.shape[axis] - before[i] - after[i]
+        index = np.pad(np.arange(size), (before[i], after[i]), mode=_NP_MODES[mode])
+        moved = np.moveaxis(g, axis, 0)
+        acc = np.zeros((size,) + moved.shape[1:], g.dtype)
+        np.add.at(acc, index, moved)
+        g = np.moveaxis(acc, 0, axis)
+    return np.ascontiguousarray(g)
+
+
+def _nd_pair(nd):
+    def input_grad(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1):
+        return conv_input_grad(input_size, weight, grad_output, stride, padding, dilation, groups,
+                               f"conv{nd}d_input")
+
+    def weight_grad(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1):
+        return conv_weight_grad(input, weight_size, grad_output, stride, padding, dilation,
+                                groups, f"conv{nd}d_weight")
+    input_grad.__name__, weight_grad.__name__ = f"conv{nd}d_input", f"conv{nd}d_weight"
+    input_grad.__doc__ = (f"Gradient of conv{nd}d with respect to its input (of shape "
+                          f"input_size), as torch.nn.grad.conv{nd}d_input.")
+    weight_grad.__doc__ = (f"Gradient of conv{nd}d with respect to its weight (of shape "
+                           f"weight_size), as torch.nn.grad.conv{nd}d_weight.")
+    return input_grad, weight_grad
+
+
+conv1d_input, conv1d_weight = _nd_pair(1)
+conv2d_input, conv2d_weight = _nd_pair(2)
+conv3d_input, conv3d_weight = _nd_pair(3)
+
+
+def padded_conv_grads(x, weight, grad_output, stride, padding, dilation, groups, padding_mode,
+                      want_input, want_weight, op):
+    """(grad input, grad weight) of a convolution with padding_mode (any, as
+    the Conv layers take it); None for what is not wanted."""
+    gx = gw = None
+    if padding_mode == "zeros":
+        if want_input:
+            gx = conv_input_grad(x.shape, weight, grad_output, stride, padding, dilation, groups, op)
+        if want_weight:
+            gw = conv_weight_grad(x, weight.shape, grad_output, stride, padding, dilation, groups,
+                                  op)
+        return gx, gw
+    nd = x.ndim - 2
+    st = ntuple(stride, nd, op, "stride", minimum=1)
+    dil = ntuple(dilation, nd, op, "dilation", minimum=1)
+    before, after = conv_padding(padding, nd, weight.shape[2:], st, dil, op)
+    xp = pad_input(x, before, after, padding_mode, op)
+    if want_input:
+        g = conv_input_grad(xp.shape, weight, grad_output, st, 0, dil, groups, op)
+        gx = unpad_grad(g, before, after, padding_mode)
+    if want_weight:
+        gw = conv_weight_grad(xp, weight.shape, grad_output, st, 0, dil, groups, op)
+    return gx, gw

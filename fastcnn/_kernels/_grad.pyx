@@ -1,0 +1,720 @@
+"""Backward kernels: the gradients training needs, for float32 and float64.
+
+Every kernel splits its work by shape alone and each output element is
+written by one task summing in a fixed order, so gradients are bit-identical
+for every thread count. Sums over many elements (a channel's gradient over a
+batch, a row's statistics) accumulate in double.
+
+  activation_backward   gx = gy * act'(x or y), by the forward's ACT_* code
+  softmax_backward      softmax and log_softmax along the middle of (outer, n, inner)
+  im2col                input patches as (channels * taps, images * positions)
+                        columns for the weight gradient's GEMM
+  depthwise_input / depthwise_weight
+                        the two gradients of a depthwise convolution, direct
+  channel_sums          sum over (N, *, spatial) per channel (bias gradients)
+  batch_norm_backward   grad input, gamma and beta of batch norm in one pass per channel
+  rows_norm_backward    grad input of layer / group / instance norm and their
+                        per-row affine partial sums
+  max_pool_backward, avg_pool_backward, adaptive_avg_backward
+"""
+cimport numpy as cnp
+import numpy as np
+from cython.parallel cimport parallel, prange
+from libc.math cimport exp, tanh, erf, sqrt, log1p, expm1, fabs, M_PI
+
+from fastcnn._kernels._omp cimport fp_enter
+from fastcnn._kernels._typedefs cimport floating, index_t
+from fastcnn._kernels._activation cimport (
+    ACT_RELU, ACT_RELU6, ACT_SILU, ACT_LEAKY_RELU, ACT_ELU, ACT_HARDTANH, ACT_SIGMOID,
+    ACT_TANH, ACT_HARDSWISH, ACT_HARDSIGMOID, ACT_GELU, ACT_GELU_TANH, ACT_MISH,
+    ACT_SOFTPLUS, ACT_EXPM1_SCALED)
+
+cnp.import_array()
+
+cdef enum:
+    CHUNK = 16384          # elements per element-wise task
+
+
+cdef inline index_t _ceil_div(index_t a, index_t b) noexcept nogil:
+    return (a + b - 1) // b
+
+
+cdef inline bint _is_f32(cnp.ndarray a):
+    return a.dtype.num == cnp.NPY_FLOAT32
+
+
+cdef inline void* _data(object a):
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+# ---------------------------------------------------------------- activations
+
+cdef inline double _sigmoid(double v) noexcept nogil:
+    return 1.0 / (1.0 + exp(-v))
+
+
+cdef inline double _derivative(int act, double x, double y, double alpha, double beta,
+                               double gamma) noexcept nogil:
+    """d act / d x at x (y = act(x)); PyTorch's choices at the kinks (the
+    derivative of relu at 0 is 0, of hardtanh at its bounds 0)."""
+    cdef double s, t, u, sp
+    if act == ACT_RELU:
+        return 1.0 if y > 0 else 0.0
+    if act == ACT_RELU6:
+        return 1.0 if (x > 0 and x < 6) else 0.0
+    if act == ACT_HARDTANH:
+        return 1.0 if (x > alpha and x < beta) else 0.0
+    if act == ACT_LEAKY_RELU:
+        return 1.0 if x > 0 else alpha
+    if act == ACT_ELU:
+        return 1.0 if x > 0 else y + alpha
+    if act == ACT_EXPM1_SCALED:            # selu / celu: x > 0 ? beta x : alpha expm1(gamma x)
+        return beta if x > 0 else alpha * gamma * exp(x * gamma)
+    if act == ACT_SIGMOID:
+        return y * (1.0 - y)
+    if act == ACT_TANH:
+        return 1.0 - y * y
+    if act == ACT_SILU:
+        s = _sigmoid(x)
+        return s * (1.0 + x * (1.0 - s))
+    if act == ACT_HARDSWISH:
+        if x < -3:
+            return 0.0
+        if x <= 3:
+            return x / 3.0 + 0.5
+        return 1.0
+    if act == ACT_HARDSIGMOID:
+        return 1.0 / 6.0 if (x > -3 and x < 3) else 0.0
+    if act == ACT_GELU:
+        return 0.5 * (1.0 + erf(x * 0.7071067811865476)) + \
+            x * exp(-0.5 * x * x) * 0.3989422804014327
+    if act == ACT_GELU_TANH:
+        u = 0.7978845608028654 * (x + 0.044715 * x * x * x)
+        t = tanh(u)
+        return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * 0.7978845608028654 * \
+            (1.0 + 3.0 * 0.044715 * x * x)
+    if act == ACT_MISH:
+        sp = log1p(exp(-fabs(x))) + (x if x > 0 else 0.0)
+        t = tanh(sp)
+        return t + x * (1.0 - t * t) * _sigmoid(x)
+    if act == ACT_SOFTPLUS:                # alpha: beta, beta: threshold
+        return 1.0 if x * alpha > beta else _sigmoid(x * alpha)
+    return 1.0
+
+
+cdef void _activation_backward(int act, const floating* x, const floating* y,
+                               const floating* gy, floating* gx, index_t n, double alpha,
+                               double beta, double gamma, int num_threads) noexcept nogil:
+    cdef index_t c, i, start, stop
+    cdef index_t chunks = _ceil_div(n, CHUNK)
+    cdef double xv, yv
+    with parallel(num_threads=max(1, min(num_threads, chunks))):
+        fp_enter()
+        for c in prange(chunks, schedule='static'):
+            start = c * CHUNK
+            stop = min(start + CHUNK, n)
+            for i in range(start, stop):
+                xv = x[i] if x != NULL else 0.0
+                yv = y[i] if y != NULL else 0.0
+                gx[i] = <floating>(gy[i] * _derivative(act, xv, yv, alpha, beta, gamma))
+
+
+def activation_backward(int act, object x, object y, cnp.ndarray gy, cnp.ndarray gx,
+                        double alpha, double beta, double gamma, int num_threads):
+    """gx = gy * act'(x); x (the forward's input) or y (its output) may be None
+    when the derivative does not read it. Contiguous arrays of one dtype."""
+    cdef index_t n = gy.size
+    cdef void* xp = _data(x)
+    cdef void* yp = _data(y)
+    cdef void* gyp = cnp.PyArray_DATA(gy)
+    cdef void* gxp = cnp.PyArray_DATA(gx)
+    if _is_f32(gy):
+        with nogil:
+            _activation_backward(act, <float*>xp, <float*>yp, <float*>gyp, <float*>gxp, n,
+                                 alpha, beta, gamma, num_threads)
+    else:
+        with nogil:
+            _activation_backward(act, <double*>xp, <double*>yp, <double*>gyp, <double*>gxp, n,
+                                 alpha, beta, gamma, num_threads)
+
+
+# ---------------------------------------------------------------- softmax
+
+cdef void _softmax_backward(const floating* y, const floating* gy, floating* gx, index_t outer,
+                            index_t n, index_t inner, bint log, int num_threads) noexcept nogil:
+    """softmax: gx = y (gy - sum(gy y)); log_softmax: gx = gy - exp(y) sum(gy)."""
+    cdef index_t task, o, i, j, base
+    cdef double s
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for task in prange(outer * inner, schedule='static'):
+            o = task // inner
+            i = task - o * inner
+            base = o * n * inner + i
+            s = 0
+            for j in range(n):
+                if log:
+                    s = s + gy[base + j * inner]
+                else:
+                    s = s + <double>gy[base + j * inner] * y[base + j * inner]
+            for j in range(n):
+                if log:
+                    gx[base + j * inner] = <floating>(gy[base + j * inner]
+                                                      - exp(y[base + j * inner]) * s)
+                else:
+                    gx[base + j * inner] = <floating>(y[base + j * inner]
+                                                      * (gy[base + j * inner] - s))
+
+
+def softmax_backward(cnp.ndarray y, cnp.ndarray gy, cnp.ndarray gx, index_t outer, index_t n,
+                     index_t inner, bint log, int num_threads):
+    cdef void* yp = cnp.PyArray_DATA(y)
+    cdef void* gyp = cnp.PyArray_DATA(gy)
+    cdef void* gxp = cnp.PyArray_DATA(gx)
+    if _is_f32(y):
+        with nogil:
+            _softmax_backward(<float*>yp, <float*>gyp, <float*>gxp, outer, n, inner, log,
+                              num_threads)
+    else:
+        with nogil:
+            _softmax_backward(<double*>yp, <double*>gyp, <double*>gxp, outer, n, inner, log,
+                              num_threads)
+
+
+# ---------------------------------------------------------------- convolution
+
+cdef struct Geom:
+    index_t images, channels
+    index_t size[3]
+    index_t out[3]
+    index_t kernel[3]
+    index_t stride[3]
+    index_t pad[3]
+    index_t dilation[3]
+
+
+cdef Geom _geom(tuple g):
+    """(images, channels, size3, out3, kernel3, stride3, pad3, dilation3) flattened."""
+    cdef Geom r
+    cdef int i
+    r.images, r.channels = g[0], g[1]
+    for i in range(3):
+        r.size[i] = g[2 + i]
+        r.out[i] = g[5 + i]
+        r.kernel[i] = g[8 + i]
+        r.stride[i] = g[11 + i]
+        r.pad[i] = g[14 + i]
+        r.dilation[i] = g[17 + i]
+    return r
+
+
+cdef void _im2col(const floating* x, floating* cols, Geom g, int num_threads) noexcept nogil:
+    """cols[(c, tap), (img, position)] = x[img, c, position * stride + tap * dilation - pad]
+    (0 outside the input)."""
+    cdef index_t taps = g.kernel[0] * g.kernel[1] * g.kernel[2]
+    cdef index_t positions = g.out[0] * g.out[1] * g.out[2]
+    cdef index_t plane = g.size[0] * g.size[1] * g.size[2]
+    cdef index_t row, c, t, td, th, tw, img, o0, o1, o2, i0, i1, i2
+    cdef floating* dst
+    cdef const floating* src
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for row in prange(g.channels * taps, schedule='static'):
+            c = row // taps
+            t = row - c * taps
+            td = t // (g.kernel[1] * g.kernel[2])
+            th = (t // g.kernel[2]) % g.kernel[1]
+            tw = t % g.kernel[2]
+            for img in range(g.images):
+                dst = cols + row * g.images * positions + img * positions
+                src = x + (img * g.channels + c) * plane
+                for o0 in range(g.out[0]):
+                    i0 = o0 * g.stride[0] + td * g.dilation[0] - g.pad[0]
+                    for o1 in range(g.out[1]):
+                        i1 = o1 * g.stride[1] + th * g.dilation[1] - g.pad[1]
+                        for o2 in range(g.out[2]):
+                            i2 = o2 * g.stride[2] + tw * g.dilation[2] - g.pad[2]
+                            if (0 <= i0 < g.size[0] and 0 <= i1 < g.size[1]
+                                    and 0 <= i2 < g.size[2]):
+                                dst[(o0 * g.out[1] + o1) * g.out[2] + o2] = \
+                                    src[(i0 * g.size[1] + i1) * g.size[2] + i2]
+                            else:
+                                dst[(o0 * g.out[1] + o1) * g.out[2] + o2] = 0
+
+
+def im2col(tuple geom, cnp.ndarray x, cnp.ndarray cols, int num_threads):
+    """cols (channels * taps, images * positions) from x (images, channels, *size),
+    both C-contiguous; geom as _geom reads it."""
+    cdef Geom g = _geom(geom)
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* cp = cnp.PyArray_DATA(cols)
+    if _is_f32(x):
+        with nogil:
+            _im2col(<float*>xp, <float*>cp, g, num_threads)
+    else:
+        with nogil:
+            _im2col(<double*>xp, <double*>cp, g, num_threads)
+
+
+cdef void _depthwise_input(const floating* gy, const floating* w, floating* gx, Geom g,
+                           index_t multiplier, int num_threads) noexcept nogil:
+    """gx of a depthwise convolution (groups == channels, `multiplier` output
+    channels per input channel): each input plane is one task, zeroed, then
+    every output position of its channels scattered tap by tap in a fixed order."""
+    cdef index_t taps = g.kernel[0] * g.kernel[1] * g.kernel[2]
+    cdef index_t positions = g.out[0] * g.out[1] * g.out[2]
+    cdef index_t plane = g.size[0] * g.size[1] * g.size[2]
+    cdef index_t task, img, c, m, t, td, th, tw, o0, o1, o2, i0, i1, i2, j
+    cdef floating* dst
+    cdef const floating* src
+    cdef const floating* wk
+    cdef floating v
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for task in prange(g.images * g.channels, schedule='static'):
+            img = task // g.channels
+            c = task - img * g.channels
+            dst = gx + task * plane
+            for j in range(plane):
+                dst[j] = 0
+            for m in range(multiplier):
+                src = gy + (img * g.channels * multiplier + c * multiplier + m) * positions
+                wk = w + (c * multiplier + m) * taps
+                for o0 in range(g.out[0]):
+                    for o1 in range(g.out[1]):
+                        for o2 in range(g.out[2]):
+                            v = src[(o0 * g.out[1] + o1) * g.out[2] + o2]
+                            for t in range(taps):
+                                td = t // (g.kernel[1] * g.kernel[2])
+                                th = (t // g.kernel[2]) % g.kernel[1]
+                                tw = t % g.kernel[2]
+                                i0 = o0 * g.stride[0] + td * g.dilation[0] - g.pad[0]
+                                i1 = o1 * g.stride[1] + th * g.dilation[1] - g.pad[1]
+                                i2 = o2 * g.stride[2] + tw * g.dilation[2] - g.pad[2]
+                                if (0 <= i0 < g.size[0] and 0 <= i1 < g.size[1]
+                                        and 0 <= i2 < g.size[2]):
+                                    dst[(i0 * g.size[1] + i1) * g.size[2] + i2] += v * wk[t]
+
+
+def depthwise_input(tuple geom, index_t multiplier, cnp.ndarray gy, cnp.ndarray w,
+                    cnp.ndarray gx, int num_threads):
+    cdef Geom g = _geom(geom)
+    cdef void* gyp = cnp.PyArray_DATA(gy)
+    cdef void* wp = cnp.PyArray_DATA(w)
+    cdef void* gxp = cnp.PyArray_DATA(gx)
+    if _is_f32(gy):
+        with nogil:
+            _depthwise_input(<float*>gyp, <float*>wp, <float*>gxp, g, multiplier, num_threads)
+    else:
+        with nogil:
+            _depthwise_input(<double*>gyp, <double*>wp, <double*>gxp, g, multiplier,
+                             num_threads)
+
+
+cdef void _depthwise_weight(const floating* x, const floating* gy, floating* gw, Geom g,
+                            index_t multiplier, int num_threads) noexcept nogil:
+    """gw[oc, tap] = sum over images and output positions of gy * x at the tap:
+    one task per (output channel, tap), summed in double in a fixed order."""
+    cdef index_t taps = g.kernel[0] * g.kernel[1] * g.kernel[2]
+    cdef index_t positions = g.out[0] * g.out[1] * g.out[2]
+    cdef index_t plane = g.size[0] * g.size[1] * g.size[2]
+    cdef index_t outc = g.channels * multiplier
+    cdef index_t task, oc, c, t, td, th, tw, img, o0, o1, o2, i0, i1, i2
+    cdef const floating* src
+    cdef const floating* grad
+    cdef double acc
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for task in prange(outc * taps, schedule='static'):
+            oc = task // taps
+            t = task - oc * taps
+            c = oc // multiplier
+            td = t // (g.kernel[1] * g.kernel[2])
+            th = (t // g.kernel[2]) % g.kernel[1]
+            tw = t % g.kernel[2]
+            acc = 0
+            for img in range(g.images):
+                src = x + (img * g.channels + c) * plane
+                grad = gy + (img * outc + oc) * positions
+                for o0 in range(g.out[0]):
+                    i0 = o0 * g.stride[0] + td * g.dilation[0] - g.pad[0]
+                    if i0 < 0 or i0 >= g.size[0]:
+                        continue
+                    for o1 in range(g.out[1]):
+                        i1 = o1 * g.stride[1] + th * g.dilation[1] - g.pad[1]
+                        if i1 < 0 or i1 >= g.size[1]:
+                            continue
+                        for o2 in range(g.out[2]):
+                            i2 = o2 * g.stride[2] + tw * g.dilation[2] - g.pad[2]
+                            if 0 <= i2 < g.size[2]:
+                                acc = acc + <double>grad[(o0 * g.out[1] + o1) * g.out[2] + o2] \
+                                    * src[(i0 * g.size[1] + i1) * g.size[2] + i2]
+            gw[task] = <floating>acc
+
+
+def depthwise_weight(tuple geom, index_t multiplier, cnp.ndarray x, cnp.ndarray gy,
+                     cnp.ndarray gw, int num_threads):
+    cdef Geom g = _geom(geom)
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* gyp = cnp.PyArray_DATA(gy)
+    cdef void* gwp = cnp.PyArray_DATA(gw)
+    if _is_f32(x):
+        with nogil:
+            _depthwise_weight(<float*>xp, <float*>gyp, <float*>gwp, g, multiplier, num_threads)
+    else:
+        with nogil:
+            _depthwise_weight(<double*>xp, <double*>gyp, <double*>gwp, g, multiplier,
+                              num_threads)
+
+
+# ---------------------------------------------------------------- channel sums
+
+cdef void _channel_sums(const floating* a, const floating* b, double* out, index_t outer,
+                        index_t channels, index_t inner, int num_threads) noexcept nogil:
+    """out[c] = sum over (outer, inner) of a (times b when b is not NULL)."""
+    cdef index_t c, o, i
+    cdef double acc
+    cdef const floating* pa
+    cdef const floating* pb
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for c in prange(channels, schedule='static'):
+            acc = 0
+            for o in range(outer):
+                pa = a + (o * channels + c) * inner
+                if b == NULL:
+                    for i in range(inner):
+                        acc = acc + pa[i]
+                else:
+                    pb = b + (o * channels + c) * inner
+                    for i in range(inner):
+                        acc = acc + <double>pa[i] * pb[i]
+            out[c] = acc
+
+
+def channel_sums(cnp.ndarray a, object b, cnp.ndarray out, index_t outer, index_t channels,
+                 index_t inner, int num_threads):
+    """out (float64, channels) = per-channel sums of a (or of a * b) viewed as
+    (outer, channels, inner), C-contiguous."""
+    cdef void* ap = cnp.PyArray_DATA(a)
+    cdef void* bp = _data(b)
+    cdef double* op = <double*>cnp.PyArray_DATA(out)
+    if _is_f32(a):
+        with nogil:
+            _channel_sums(<float*>ap, <float*>bp, op, outer, channels, inner, num_threads)
+    else:
+        with nogil:
+            _channel_sums(<double*>ap, <double*>bp, op, outer, channels, inner, num_threads)
+
+
+# ---------------------------------------------------------------- normalizations
+
+cdef void _batch_norm_backward(const floating* x, const floating* gy, floating* gx,
+                               const floating* weight, const double* mean_in,
+                               const double* invstd_in, double eps, bint training,
+                               double* gweight, double* gbias, index_t batch,
+                               index_t channels, index_t inner, int num_threads) noexcept nogil:
+    """One task per channel. Training: the batch statistics again (two passes
+    in double), then sum(gy) and sum(gy * xhat), then
+    gx = w invstd (gy - sum(gy) / M - xhat sum(gy xhat) / M).
+    Eval: the given statistics, gx = gy w invstd."""
+    cdef index_t c, n, i
+    cdef index_t count = batch * inner
+    cdef double mean, var, invstd, sdy, sdyx, w, d, scale, k1, k2
+    cdef const floating* px
+    cdef const floating* pg
+    cdef floating* po
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for c in prange(channels, schedule='static'):
+            if training:
+                mean = 0
+                for n in range(batch):
+                    px = x + (n * channels + c) * inner
+                    for i in range(inner):
+                        mean = mean + px[i]
+                mean = mean / count
+                var = 0
+                for n in range(batch):
+                    px = x + (n * channels + c) * inner
+                    for i in range(inner):
+                        d = px[i] - mean
+                        var = var + d * d
+                invstd = 1.0 / sqrt(var / count + eps)
+            else:
+                mean = mean_in[c]
+                invstd = invstd_in[c]
+            sdy = 0
+            sdyx = 0
+            for n in range(batch):
+                px = x + (n * channels + c) * inner
+                pg = gy + (n * channels + c) * inner
+                for i in range(inner):
+                    sdy = sdy + pg[i]
+                    sdyx = sdyx + pg[i] * (px[i] - mean)
+            gbias[c] = sdy
+            gweight[c] = sdyx * invstd
+            w = weight[c] if weight != NULL else 1.0
+            scale = w * invstd
+            if gx == NULL:
+                continue
+            if training:
+                k1 = sdy / count
+                k2 = sdyx * invstd * invstd / count
+            else:
+                k1 = 0
+                k2 = 0
+            for n in range(batch):
+                px = x + (n * channels + c) * inner
+                pg = gy + (n * channels + c) * inner
+                po = gx + (n * channels + c) * inner
+                for i in range(inner):
+                    po[i] = <floating>(scale * (pg[i] - k1 - (px[i] - mean) * k2))
+
+
+def batch_norm_backward(cnp.ndarray x, cnp.ndarray gy, object gx, object weight, object mean,
+                        object invstd, double eps, bint training, cnp.ndarray gweight,
+                        cnp.ndarray gbias, index_t batch, index_t channels, index_t inner,
+                        int num_threads):
+    """x, gy, gx (None: not wanted) (batch, channels, inner) C-contiguous;
+    weight (channels,) or None; mean, invstd float64 (channels,) in eval mode;
+    gweight, gbias float64 (channels,)."""
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* gyp = cnp.PyArray_DATA(gy)
+    cdef void* gxp = _data(gx)
+    cdef void* wp = _data(weight)
+    cdef double* mp = <double*>_data(mean)
+    cdef double* sp = <double*>_data(invstd)
+    cdef double* gwp = <double*>cnp.PyArray_DATA(gweight)
+    cdef double* gbp = <double*>cnp.PyArray_DATA(gbias)
+    if _is_f32(x):
+        with nogil:
+            _batch_norm_backward(<float*>xp, <float*>gyp, <float*>gxp, <float*>wp, mp, sp, eps,
+                                 training, gwp, gbp, batch, channels, inner, num_threads)
+    else:
+        with nogil:
+            _batch_norm_backward(<double*>xp, <double*>gyp, <double*>gxp, <double*>wp, mp, sp,
+                                 eps, training, gwp, gbp, batch, channels, inner, num_threads)
+
+
+cdef void _rows_norm_backward(const floating* x, const floating* gy, floating* gx,
+                              const floating* weight, double eps, index_t rows, index_t groups,
+                              index_t row_channels, index_t inner, double* pdy,
+                              double* pdyx, int num_threads) noexcept nogil:
+    """Rows of row_channels * inner elements, each normalized by its own
+    statistics (group norm: row (n, g); instance norm: (n, c); layer norm: n
+    with inner == 1); the affine weight of element j of row r is
+    weight[(r % groups) * row_channels + j // inner]. One task per row:
+    gx = rstd (g - mean(g) - xhat mean(g xhat)) with g = gy * weight, and the
+    row's per-channel sums of gy and gy * xhat for the affine gradients."""
+    cdef index_t r, j, cj, i, base, wbase
+    cdef index_t m = row_channels * inner
+    cdef double mean, var, rstd, d, a, b, w, g, xh, s1, s2
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for r in prange(rows, schedule='static'):
+            base = r * m
+            wbase = (r % groups) * row_channels
+            mean = 0
+            for j in range(m):
+                mean = mean + x[base + j]
+            mean = mean / m
+            var = 0
+            for j in range(m):
+                d = x[base + j] - mean
+                var = var + d * d
+            rstd = 1.0 / sqrt(var / m + eps)
+            a = 0
+            b = 0
+            for cj in range(row_channels):
+                w = weight[wbase + cj] if weight != NULL else 1.0
+                s1 = 0
+                s2 = 0
+                for i in range(inner):
+                    j = base + cj * inner + i
+                    xh = (x[j] - mean) * rstd
+                    s1 = s1 + gy[j]
+                    s2 = s2 + gy[j] * xh
+                pdy[r * row_channels + cj] = s1
+                pdyx[r * row_channels + cj] = s2
+                a = a + w * s1
+                b = b + w * s2
+            a = a / m
+            b = b / m
+            if gx == NULL:
+                continue
+            for cj in range(row_channels):
+                w = weight[wbase + cj] if weight != NULL else 1.0
+                for i in range(inner):
+                    j = base + cj * inner + i
+                    xh = (x[j] - mean) * rstd
+                    gx[j] = <floating>(rstd * (w * gy[j] - a - xh * b))
+
+
+def rows_norm_backward(cnp.ndarray x, cnp.ndarray gy, object gx, object weight, double eps,
+                       index_t rows, index_t groups, index_t row_channels, index_t inner,
+                       cnp.ndarray pdy, cnp.ndarray pdyx, int num_threads):
+    """x, gy, gx (None: not wanted) C-contiguous (rows, row_channels * inner);
+    pdy, pdyx float64 (rows, row_channels) receive the per-row affine sums."""
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* gyp = cnp.PyArray_DATA(gy)
+    cdef void* gxp = _data(gx)
+    cdef void* wp = _data(weight)
+    cdef double* p1 = <double*>cnp.PyArray_DATA(pdy)
+    cdef double* p2 = <double*>cnp.PyArray_DATA(pdyx)
+    if _is_f32(x):
+        with nogil:
+            _rows_norm_backward(<float*>xp, <float*>gyp, <float*>gxp, <float*>wp, eps, rows,
+                                groups, row_channels, inner, p1, p2, num_threads)
+    else:
+        with nogil:
+            _rows_norm_backward(<double*>xp, <double*>gyp, <double*>gxp, <double*>wp, eps, rows,
+                                groups, row_channels, inner, p1, p2, num_threads)
+
+
+# ---------------------------------------------------------------- pooling
+
+cdef void _max_pool_backward(const floating* gy, const long long* indices, floating* gx,
+                             index_t planes, index_t out_size, index_t in_size,
+                             int num_threads) noexcept nogil:
+    cdef index_t p, j
+    cdef floating* dst
+    cdef const floating* src
+    cdef const long long* idx
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for p in prange(planes, schedule='static'):
+            dst = gx + p * in_size
+            src = gy + p * out_size
+            idx = indices + p * out_size
+            for j in range(in_size):
+                dst[j] = 0
+            for j in range(out_size):
+                if 0 <= idx[j] < in_size:
+                    dst[idx[j]] += src[j]
+
+
+def max_pool_backward(cnp.ndarray gy, cnp.ndarray indices, cnp.ndarray gx, index_t planes,
+                      index_t out_size, index_t in_size, int num_threads):
+    """gx[plane] = gy scattered (summed) to the int64 flat indices within each plane."""
+    cdef void* gyp = cnp.PyArray_DATA(gy)
+    cdef long long* ip = <long long*>cnp.PyArray_DATA(indices)
+    cdef void* gxp = cnp.PyArray_DATA(gx)
+    if _is_f32(gy):
+        with nogil:
+            _max_pool_backward(<float*>gyp, ip, <float*>gxp, planes, out_size, in_size,
+                               num_threads)
+    else:
+        with nogil:
+            _max_pool_backward(<double*>gyp, ip, <double*>gxp, planes, out_size, in_size,
+                               num_threads)
+
+
+cdef void _avg_pool_backward(const floating* gy, floating* gx, Geom g, bint count_include_pad,
+                             index_t divisor_override, int num_threads) noexcept nogil:
+    """Each output's gradient / its divisor added to its window (PyTorch's
+    divisor: the window clipped to the padded input when counting padding,
+    else to the input; divisor_override when given). One task per plane."""
+    cdef index_t positions = g.out[0] * g.out[1] * g.out[2]
+    cdef index_t plane = g.size[0] * g.size[1] * g.size[2]
+    cdef index_t p, j, o0, o1, o2, s0, s1, s2, e0, e1, e2, i0, i1, i2, pool_size, divisor
+    cdef floating* dst
+    cdef const floating* src
+    cdef floating v
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for p in prange(g.images, schedule='static'):
+            dst = gx + p * plane
+            src = gy + p * positions
+            for j in range(plane):
+                dst[j] = 0
+            for o0 in range(g.out[0]):
+                s0 = o0 * g.stride[0] - g.pad[0]
+                e0 = min(s0 + g.kernel[0], g.size[0] + g.pad[0])
+                for o1 in range(g.out[1]):
+                    s1 = o1 * g.stride[1] - g.pad[1]
+                    e1 = min(s1 + g.kernel[1], g.size[1] + g.pad[1])
+                    for o2 in range(g.out[2]):
+                        s2 = o2 * g.stride[2] - g.pad[2]
+                        e2 = min(s2 + g.kernel[2], g.size[2] + g.pad[2])
+                        pool_size = (e0 - s0) * (e1 - s1) * (e2 - s2)
+                        i0 = max(s0, 0)
+                        i1 = max(s1, 0)
+                        i2 = max(s2, 0)
+                        e0 = min(e0, g.size[0])
+                        e1 = min(e1, g.size[1])
+                        e2 = min(e2, g.size[2])
+                        if divisor_override:
+                            divisor = divisor_override
+                        elif count_include_pad:
+                            divisor = pool_size
+                        else:
+                            divisor = (e0 - i0) * (e1 - i1) * (e2 - i2)
+                        if divisor == 0 or e0 <= i0 or e1 <= i1 or e2 <= i2:
+                            continue
+                        v = src[(o0 * g.out[1] + o1) * g.out[2] + o2] / divisor
+                        for s0 in range(i0, e0):
+                            for s1 in range(i1, e1):
+                                for s2 in range(i2, e2):
+                                    dst[(s0 * g.size[1] + s1) * g.size[2] + s2] += v
+
+
+def avg_pool_backward(tuple geom, bint count_include_pad, index_t divisor_override,
+                      cnp.ndarray gy, cnp.ndarray gx, int num_threads):
+    """geom as _geom reads it with images = planes (dilation ignored)."""
+    cdef Geom g = _geom(geom)
+    cdef void* gyp = cnp.PyArray_DATA(gy)
+    cdef void* gxp = cnp.PyArray_DATA(gx)
+    if _is_f32(gy):
+        with nogil:
+            _avg_pool_backward(<float*>gyp, <float*>gxp, g, count_include_pad,
+                               divisor_override, num_threads)
+    else:
+        with nogil:
+            _avg_pool_backward(<double*>gyp, <double*>gxp, g, count_include_pad,
+                               divisor_override, num_threads)
+
+
+cdef void _adaptive_avg_backward(const floating* gy, floating* gx, Geom g,
+                                 int num_threads) noexcept nogil:
+    """Windows [floor(o I / O), ceil((o + 1) I / O)) on each axis, as PyTorch."""
+    cdef index_t positions = g.out[0] * g.out[1] * g.out[2]
+    cdef index_t plane = g.size[0] * g.size[1] * g.size[2]
+    cdef index_t p, j, o0, o1, o2, s0, s1, s2, e0, e1, e2, i0, i1, i2
+    cdef floating* dst
+    cdef const floating* src
+    cdef floating v
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for p in prange(g.images, schedule='static'):
+            dst = gx + p * plane
+            src = gy + p * positions
+            for j in range(plane):
+                dst[j] = 0
+            for o0 in range(g.out[0]):
+                s0 = (o0 * g.size[0]) // g.out[0]
+                e0 = _ceil_div((o0 + 1) * g.size[0], g.out[0])
+                for o1 in range(g.out[1]):
+                    s1 = (o1 * g.size[1]) // g.out[1]
+                    e1 = _ceil_div((o1 + 1) * g.size[1], g.out[1])
+                    for o2 in range(g.out[2]):
+                        s2 = (o2 * g.size[2]) // g.out[2]
+                        e2 = _ceil_div((o2 + 1) * g.size[2], g.out[2])
+                        v = src[(o0 * g.out[1] + o1) * g.out[2] + o2] / \
+                            ((e0 - s0) * (e1 - s1) * (e2 - s2))
+                        for i0 in range(s0, e0):
+                            for i1 in range(s1, e1):
+                                for i2 in range(s2, e2):
+                                    dst[(i0 * g.size[1] + i1) * g.size[2] + i2] += v
+
+
+def adaptive_avg_backward(tuple geom, cnp.ndarray gy, cnp.ndarray gx, int num_threads):
+    cdef Geom g = _geom(geom)
+    cdef void* gyp = cnp.PyArray_DATA(gy)
+    cdef void* gxp = cnp.PyArray_DATA(gx)
+    if _is_f32(gy):
+        with nogil:
+            _adaptive_avg_backward(<float*>gyp, <float*>gxp, g, num_threads)
+    else:
+        with nogil:
+            _adaptive_avg_backward(<double*>gyp, <double*>gxp, g, num_threads)
