@@ -1,7 +1,8 @@
 """fastcnn: NumPy-native CNN layers for the CPU.
 
 OpenMP kernels (GIL released) over OpenBLAS, with torch.nn.functional and
-torch.nn twins in fastcnn.functional and fastcnn.nn.
+torch.nn twins in fastcnn.functional and fastcnn.nn; training through
+Module.backward, fastcnn.optim and the backward functions of fastcnn.grad.
 """
 
 try:
@@ -24,7 +25,8 @@ from fastcnn._version import __version__
 from fastcnn._threads import MAX_THREADS, get_num_threads, set_num_threads, threads
 from fastcnn._kernels._omp import set_flush_denormal
 from fastcnn._random import manual_seed
-from fastcnn import functional, nn
+from fastcnn._autograd.mode import no_grad, enable_grad, set_grad_enabled, is_grad_enabled
+from fastcnn import functional, nn, grad, optim
 from fastcnn._config import get_include, get_isa, set_max_isa, show_config
 from fastcnn.fusion import fuse
 from fastcnn.compile import compile
@@ -35,7 +37,8 @@ from fastcnn import models
 __all__ = ["__version__", "functional", "nn", "MAX_THREADS", "get_num_threads",
            "set_num_threads", "threads", "set_flush_denormal", "manual_seed", "get_include",
            "get_isa", "set_max_isa", "show_config", "fuse", "compile", "summary", "models",
-           "save", "load"]
+           "save", "load", "grad", "optim", "no_grad", "enable_grad", "set_grad_enabled",
+           "is_grad_enabled"]
 
 _LAZY = ("onnx", "viz", "dask")     # imported on first use, as torch.onnx: `import fastcnn` stays fast
 

@@ -24,6 +24,9 @@ from fastcnn._functional.shape import flatten, unflatten
 from fastcnn._functional.dropout import dropout, dropout1d, dropout2d, dropout3d
 from fastcnn._functional.norm import (batch_norm, instance_norm, group_norm, layer_norm,
                                       local_response_norm)
+from fastcnn._functional.loss import (
+    loss_reduction, cross_entropy, cross_entropy_grad, nll_loss, nll_loss_grad, mse_loss,
+    mse_loss_grad, binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_grad)
 
 __all__ = [
     "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
@@ -35,4 +38,6 @@ __all__ = [
     "mish", "softplus", "prelu", "softmax", "log_softmax", "softmin",
     "linear", "interpolate", "pad", "pixel_shuffle", "pixel_unshuffle", "flatten", "unflatten", "dropout", "dropout1d", "dropout2d", "dropout3d",
     "batch_norm", "instance_norm", "group_norm", "layer_norm", "local_response_norm",
+    "cross_entropy", "cross_entropy_grad", "nll_loss", "nll_loss_grad", "mse_loss",
+    "mse_loss_grad", "binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits_grad",
 ]

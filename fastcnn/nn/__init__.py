@@ -18,6 +18,7 @@ from fastcnn.nn.normalization import (BatchNorm1d, BatchNorm2d, BatchNorm3d, Ins
 from fastcnn.nn.upsampling import (Upsample, PixelShuffle, PixelUnshuffle, ZeroPad2d,
                                    ConstantPad2d, ReflectionPad2d, ReplicationPad2d,
                                    CircularPad2d)
+from fastcnn.nn.loss import CrossEntropyLoss, NLLLoss, MSELoss, BCEWithLogitsLoss
 from fastcnn.nn import init
 
 __all__ = [
@@ -34,5 +35,6 @@ __all__ = [
     "InstanceNorm3d", "GroupNorm", "LayerNorm", "LocalResponseNorm",
     "Upsample", "PixelShuffle", "PixelUnshuffle", "ZeroPad2d", "ConstantPad2d",
     "ReflectionPad2d", "ReplicationPad2d", "CircularPad2d",
+    "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss",
     "init",
 ]
