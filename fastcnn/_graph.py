@@ -172,6 +172,19 @@ class TracedArray(np.ndarray):
     def copy(self, order="C"):
         return _tracer().op_call("copy", np.copy, (self,), {})
 
+    # reductions as methods: through NumPy's functions, which the tracer records
+    def sum(self, *args, **kwargs):
+        return np.sum(self, *args, **kwargs)
+
+    def mean(self, *args, **kwargs):
+        return np.mean(self, *args, **kwargs)
+
+    def max(self, *args, **kwargs):
+        return np.max(self, *args, **kwargs)
+
+    def min(self, *args, **kwargs):
+        return np.min(self, *args, **kwargs)
+
     def __setitem__(self, key, value):
         tracer = _tracer()
         if tracer is None:

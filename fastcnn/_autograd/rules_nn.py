@@ -145,7 +145,7 @@ def _avg_pool_nd(nd):
         a["kernel_size"] = tuple(k) if isinstance(k, (tuple, list)) else (k,) * nd
         return {"input": _pg.avg_pool_grad(ctx.grad, a["input"].shape, a["kernel_size"],
                                            a["stride"], a["padding"], a["count_include_pad"],
-                                           a["divisor_override"])}
+                                           a.get("divisor_override"))}
     return rule
 
 

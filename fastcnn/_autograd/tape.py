@@ -150,7 +150,8 @@ class Tape:
                 wanted.update(o.id for o in node.outputs)
         return wanted
 
-    def backward(self, grad_output, input_grad):
+    def output_grads(self, grad_output):
+        """{output Value id: gradient}, checked against the outputs."""
         where = f"{self.name}.backward"
         outs = self.graph.outputs
         grads_out = grad_output if self.several else (grad_output,)
@@ -168,6 +169,11 @@ class Tape:
             if g.dtype.kind != "f":
                 raise TypeError(f"{where}: gradient {i} must be a float array, got {g.dtype}")
             grads[v.id] = g.astype(v.dtype, copy=False)
+        return grads
+
+    def backward(self, grads, input_grad):
+        """Walk the tape back from output_grads(); returns the input gradients."""
+        where = f"{self.name}.backward"
         wanted = self._wanted(input_grad)
         for node in reversed(self.graph.nodes):
             gouts = [grads.pop(o.id, None) for o in node.outputs]

@@ -617,7 +617,7 @@ cdef void _avg_pool_backward(const floating* gy, floating* gx, Geom g, bint coun
     else to the input; divisor_override when given). One task per plane."""
     cdef index_t positions = g.out[0] * g.out[1] * g.out[2]
     cdef index_t plane = g.size[0] * g.size[1] * g.size[2]
-    cdef index_t p, j, o0, o1, o2, s0, s1, s2, e0, e1, e2, i0, i1, i2, pool_size, divisor
+    cdef index_t p, j, o, o0, o1, o2, s0, s1, s2, e0, e1, e2, i0, i1, i2, pool_size, divisor
     cdef floating* dst
     cdef const floating* src
     cdef floating v
@@ -628,35 +628,36 @@ cdef void _avg_pool_backward(const floating* gy, floating* gx, Geom g, bint coun
             src = gy + p * positions
             for j in range(plane):
                 dst[j] = 0
-            for o0 in range(g.out[0]):
+            for o in range(positions):
+                o0 = o // (g.out[1] * g.out[2])
+                o1 = (o // g.out[2]) % g.out[1]
+                o2 = o % g.out[2]
                 s0 = o0 * g.stride[0] - g.pad[0]
+                s1 = o1 * g.stride[1] - g.pad[1]
+                s2 = o2 * g.stride[2] - g.pad[2]
                 e0 = min(s0 + g.kernel[0], g.size[0] + g.pad[0])
-                for o1 in range(g.out[1]):
-                    s1 = o1 * g.stride[1] - g.pad[1]
-                    e1 = min(s1 + g.kernel[1], g.size[1] + g.pad[1])
-                    for o2 in range(g.out[2]):
-                        s2 = o2 * g.stride[2] - g.pad[2]
-                        e2 = min(s2 + g.kernel[2], g.size[2] + g.pad[2])
-                        pool_size = (e0 - s0) * (e1 - s1) * (e2 - s2)
-                        i0 = max(s0, 0)
-                        i1 = max(s1, 0)
-                        i2 = max(s2, 0)
-                        e0 = min(e0, g.size[0])
-                        e1 = min(e1, g.size[1])
-                        e2 = min(e2, g.size[2])
-                        if divisor_override:
-                            divisor = divisor_override
-                        elif count_include_pad:
-                            divisor = pool_size
-                        else:
-                            divisor = (e0 - i0) * (e1 - i1) * (e2 - i2)
-                        if divisor == 0 or e0 <= i0 or e1 <= i1 or e2 <= i2:
-                            continue
-                        v = src[(o0 * g.out[1] + o1) * g.out[2] + o2] / divisor
-                        for s0 in range(i0, e0):
-                            for s1 in range(i1, e1):
-                                for s2 in range(i2, e2):
-                                    dst[(s0 * g.size[1] + s1) * g.size[2] + s2] += v
+                e1 = min(s1 + g.kernel[1], g.size[1] + g.pad[1])
+                e2 = min(s2 + g.kernel[2], g.size[2] + g.pad[2])
+                pool_size = (e0 - s0) * (e1 - s1) * (e2 - s2)
+                s0 = max(s0, 0)
+                s1 = max(s1, 0)
+                s2 = max(s2, 0)
+                e0 = min(e0, g.size[0])
+                e1 = min(e1, g.size[1])
+                e2 = min(e2, g.size[2])
+                if divisor_override:
+                    divisor = divisor_override
+                elif count_include_pad:
+                    divisor = pool_size
+                else:
+                    divisor = (e0 - s0) * (e1 - s1) * (e2 - s2)
+                if divisor == 0 or e0 <= s0 or e1 <= s1 or e2 <= s2:
+                    continue
+                v = src[o] / divisor
+                for i0 in range(s0, e0):
+                    for i1 in range(s1, e1):
+                        for i2 in range(s2, e2):
+                            dst[(i0 * g.size[1] + i1) * g.size[2] + i2] += v
 
 
 def avg_pool_backward(tuple geom, bint count_include_pad, index_t divisor_override,

@@ -152,8 +152,9 @@ class Module:
                 if "_tape" not in self.__dict__ else
                 f"{type(self).__name__}.backward: this forward was already back-propagated "
                 f"(its saved arrays are freed); run the forward again")
+        grads = tape.output_grads(grad_output)
         object.__setattr__(self, "_tape", None)
-        return tape.backward(grad_output, input_grad)
+        return tape.backward(grads, input_grad)
 
     def zero_grad(self, set_to_none=True):
         """Reset every parameter's gradient: to None (PyTorch's default), or to zeros."""

@@ -1,0 +1,422 @@
+"""Training: backward of every layer against central finite differences
+(float64, the slow obvious reference) and PyTorch autograd, losses,
+optimizers step by step against torch.optim, whole training steps, thread
+determinism, and the errors a wrong backward call gets."""
+import numpy as np
+import pytest
+
+import fastcnn
+from fastcnn import models, nn, optim
+import fastcnn.functional as F
+import fastcnn.grad as G
+
+torch = pytest.importorskip("torch")
+from fastcnn._bench.torch_nets import torch_twin  # noqa: E402
+
+rng = np.random.default_rng(0)
+
+
+def finite_difference(f, x, eps=1e-6):
+    """d sum(f(x) * w) / dx for a fixed random w, by central differences."""
+    w = np.random.default_rng(1).standard_normal(np.shape(f(x)))
+    g = np.zeros_like(x)
+    flat, gflat = x.reshape(-1), g.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        hi = np.sum(f(x) * w)
+        flat[i] = old - eps
+        lo = np.sum(f(x) * w)
+        flat[i] = old
+        gflat[i] = (hi - lo) / (2 * eps)
+    return g, w
+
+
+def module_grads(module, x, w):
+    module.train()
+    module(x)
+    gx = module.backward(w)
+    return gx, {n: p.grad for n, p in module.named_parameters()}
+
+
+def check_module_fd(module, shape, tol=1e-6):
+    module = module.double()
+    x = rng.standard_normal(shape)
+
+    def f(z):
+        with fastcnn.no_grad():
+            return module(z)
+    num, w = finite_difference(f, x.copy())
+    gx, grads = module_grads(module, x, w)
+    np.testing.assert_allclose(gx, num, atol=tol * max(1, np.abs(num).max()), rtol=1e-5)
+    for name, p in module.named_parameters():
+        pnum, _ = finite_difference(lambda v: (np.copyto(p, v), f(x))[1],
+                                    np.array(p, copy=True))
+        np.testing.assert_allclose(grads[name], pnum, atol=tol * max(1, np.abs(pnum).max()),
+                                   rtol=1e-5, err_msg=name)
+
+
+LAYERS = [
+    (lambda: nn.Conv2d(3, 4, 3, stride=2, padding=1), (2, 3, 7, 6)),
+    (lambda: nn.Conv2d(4, 6, (3, 2), stride=(1, 3), padding=(1, 0), dilation=(2, 1), groups=2),
+     (1, 4, 7, 8)),
+    (lambda: nn.Conv2d(4, 8, 3, padding=1, groups=4), (2, 4, 5, 5)),            # depthwise x2
+    (lambda: nn.Conv2d(3, 2, 2, stride=3), (2, 3, 7, 7)),                         # stride > kernel
+    (lambda: nn.Conv2d(3, 2, 3, padding=1, padding_mode="reflect"), (1, 3, 5, 4)),
+    (lambda: nn.Conv2d(3, 2, 3, padding=1, padding_mode="circular"), (1, 3, 5, 4)),
+    (lambda: nn.Conv2d(2, 3, 4, padding="same"), (1, 2, 5, 6)),                  # asymmetric
+    (lambda: nn.Conv1d(3, 5, 3, stride=2, padding=1), (2, 3, 9)),
+    (lambda: nn.Conv3d(2, 3, 2, stride=(1, 2, 1), padding=1), (1, 2, 3, 4, 3)),
+    (lambda: nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1), (2, 3, 3, 4)),
+    (lambda: nn.ConvTranspose2d(4, 6, 2, stride=2, groups=2), (1, 4, 3, 3)),
+    (lambda: nn.Linear(7, 5), (3, 7)),
+    (lambda: nn.Linear(4, 3), (2, 3, 4)),
+    (lambda: nn.BatchNorm2d(3), (4, 3, 3, 2)),
+    (lambda: nn.BatchNorm1d(5), (6, 5)),
+    (lambda: nn.GroupNorm(2, 6), (2, 6, 3, 3)),
+    (lambda: nn.LayerNorm((3, 4)), (2, 5, 3, 4)),
+    (lambda: nn.InstanceNorm2d(3, affine=True), (2, 3, 4, 4)),
+    (lambda: nn.MaxPool2d(3, stride=2, padding=1), (2, 3, 7, 6)),
+    (lambda: nn.MaxPool2d(2, ceil_mode=True), (1, 2, 5, 5)),
+    (lambda: nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False), (2, 2, 7, 6)),
+    (lambda: nn.AvgPool2d(2, ceil_mode=True, divisor_override=3), (1, 2, 5, 5)),
+    (lambda: nn.AvgPool1d(3, stride=2, padding=1), (2, 2, 8)),
+    (lambda: nn.AdaptiveAvgPool2d((3, 2)), (2, 2, 7, 5)),
+    (lambda: nn.AdaptiveMaxPool2d(2), (1, 3, 5, 5)),
+    (lambda: nn.Softmax(dim=1), (3, 5, 2)),
+    (lambda: nn.LogSoftmax(dim=-1), (3, 5)),
+    (lambda: nn.PReLU(3), (2, 3, 4)),
+    (lambda: nn.Flatten(), (2, 3, 2, 2)),
+    (lambda: nn.PixelShuffle(2), (1, 8, 2, 3)),
+    (lambda: nn.ReflectionPad2d((1, 2, 0, 1)), (1, 2, 3, 4)),
+]
+ACTIVATIONS = [nn.ReLU(), nn.ReLU6(), nn.LeakyReLU(0.2), nn.ELU(0.7), nn.SELU(), nn.CELU(1.3),
+               nn.Hardtanh(-0.5, 0.8), nn.Sigmoid(), nn.Tanh(), nn.SiLU(), nn.Hardswish(),
+               nn.Hardsigmoid(), nn.GELU(), nn.GELU("tanh"), nn.Mish(), nn.Softplus(2, 3)]
+
+
+@pytest.mark.parametrize("make, shape", LAYERS, ids=lambda v: repr(v) if isinstance(v, tuple) else "")
+def test_layer_backward_matches_finite_differences(make, shape):
+    check_module_fd(make(), shape)
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS, ids=lambda m: repr(m))
+def test_activation_backward_matches_finite_differences(act):
+    # away from the kinks, where a derivative is a convention
+    x = rng.uniform(-4, 4, (3, 7))
+    x[np.abs(x) < 0.05] += 0.2
+    for kink in (-3, 3, 6, -0.5, 0.8):
+        x[np.abs(x - kink) < 0.05] += 0.2
+    act = act.double() if hasattr(act, "double") else act
+    num, w = finite_difference(lambda z: act.eval()(z), x.copy())
+    act.train()
+    act(x)
+    np.testing.assert_allclose(act.backward(w), num, atol=1e-6, rtol=1e-5)
+
+
+def _torch_layer(module):
+    """The torch twin of a single fastcnn layer, with the same weights."""
+    name = type(module).__name__
+    t = getattr(torch.nn, name)
+    kw = {}
+    if hasattr(module, "padding_mode"):
+        kw["padding_mode"] = module.padding_mode
+    return t, kw
+
+
+# MobileNetV2 on a small batch normalizes its last layers over a few values
+# each: float32 rounding differences of the two libraries grow through ~50
+# such layers, so its float32 comparison says little (float64 agrees to 1e-10)
+@pytest.mark.parametrize("name, shape, dtype, tol", [
+    (name, shape, dtype, tol) for name, shape in (
+        ("lenet5", (4, 3, 32, 32)), ("resnet18", (2, 3, 48, 48)),
+        ("mobilenet_v2", (2, 3, 48, 40)), ("groupnorm_cnn", (3, 3, 32, 32)))
+    for dtype, tol in ((np.float64, 1e-10), (np.float32, 2e-4))
+    if not (name == "mobilenet_v2" and dtype == np.float32)])
+def test_model_backward_matches_pytorch(name, shape, dtype, tol):
+    m = getattr(models, name)().to(dtype)
+    t = torch_twin(name, m).to(getattr(torch, np.dtype(dtype).name))
+    for mod in m.modules():              # dropout masks differ between the libraries
+        if isinstance(mod, nn.Dropout):
+            mod.eval()
+    for mod in t.modules():
+        if isinstance(mod, torch.nn.Dropout):
+            mod.eval()
+    x = rng.standard_normal(shape).astype(dtype)
+    y = m(x)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = t(xt)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    yt.backward(torch.tensor(gy))
+    gx = m.backward(gy)
+    scale = max(np.abs(xt.grad.numpy()).max(), 1e-30)
+    np.testing.assert_allclose(gx, xt.grad.numpy(), atol=tol * scale, rtol=0)
+    # each gradient against the largest of its network: a bias before a
+    # training-mode batch norm has a gradient of exactly 0, whose rounding
+    # differs in both libraries
+    top = max(np.abs(tp.grad.numpy()).max() for tp in t.parameters())
+    for (n, p), (tn, tp) in zip(m.named_parameters(), t.named_parameters()):
+        assert n == tn
+        np.testing.assert_allclose(p.grad, tp.grad.numpy(), atol=tol * top, rtol=0, err_msg=n)
+    # running statistics updated once, as PyTorch's
+    for (n, b), (tn, tb) in zip(m.named_buffers(), t.named_buffers()):
+        np.testing.assert_allclose(b, tb.numpy(), rtol=1e-5, atol=1e-6, err_msg=n)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(weight=True), dict(label_smoothing=0.15),
+                                dict(weight=True, label_smoothing=0.2, reduction="sum"),
+                                dict(reduction="none"), dict(ignore_index=1)])
+def test_cross_entropy_and_nll_match_pytorch(kw):
+    x = rng.standard_normal((6, 4, 3))
+    t = rng.integers(0, 4, (6, 3))
+    t[0, 0] = kw.get("ignore_index", -100)
+    w = rng.random(4) + 0.1
+    opts = {k: v for k, v in kw.items() if k != "weight"}
+    if kw.get("weight"):
+        opts["weight"] = w
+    topts = {k: torch.tensor(v) if k == "weight" else v for k, v in opts.items()}
+    g = rng.random((6, 3)) if kw.get("reduction") == "none" else 1.0
+    for f, fg, tf, inp in ((F.cross_entropy, F.cross_entropy_grad,
+                            torch.nn.functional.cross_entropy, x),
+                           (F.nll_loss, F.nll_loss_grad, torch.nn.functional.nll_loss,
+                            F.log_softmax(x, 1))):
+        if f is F.nll_loss and "label_smoothing" in opts:
+            continue
+        xt = torch.tensor(inp, requires_grad=True)
+        lt = tf(xt, torch.tensor(t), **topts)
+        lt.backward(torch.tensor(g) if np.ndim(g) else None)
+        np.testing.assert_allclose(f(inp, t, **opts), lt.detach().numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(fg(inp, t, grad_output=g, **opts), xt.grad.numpy(),
+                                   rtol=1e-10, atol=1e-12)
+
+
+def test_probability_targets_bce_and_mse_match_pytorch():
+    x = rng.standard_normal((5, 4, 2))
+    p = rng.random((5, 4, 2))
+    p /= p.sum(1, keepdims=True)
+    xt = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.cross_entropy(xt, torch.tensor(p), label_smoothing=0.1).backward()
+    np.testing.assert_allclose(F.cross_entropy_grad(x, p, label_smoothing=0.1), xt.grad.numpy(),
+                               atol=1e-14)
+    y, z, pw, w = rng.random((5, 4)), rng.standard_normal((5, 4)) * 30, rng.random(4) + .5, rng.random(4)
+    zt = torch.tensor(z, requires_grad=True)
+    lt = torch.nn.functional.binary_cross_entropy_with_logits(zt, torch.tensor(y), torch.tensor(w),
+                                                              pos_weight=torch.tensor(pw))
+    lt.backward()
+    assert abs(F.binary_cross_entropy_with_logits(z, y, w, pos_weight=pw) - lt.item()) < 1e-12
+    np.testing.assert_allclose(F.binary_cross_entropy_with_logits_grad(z, y, w, pos_weight=pw),
+                               zt.grad.numpy(), atol=1e-14)
+    crit = nn.MSELoss(reduction="sum")
+    crit(z, y)
+    np.testing.assert_allclose(crit.backward(2.0), 4 * (z - y))
+
+
+@pytest.mark.parametrize("make, tmake", [
+    (lambda p: optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-4),
+     lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-4)),
+    (lambda p: optim.SGD(p, lr=0.1, momentum=0.5, dampening=0.1),
+     lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.5, dampening=0.1)),
+    (lambda p: optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, maximize=True),
+     lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, maximize=True)),
+    (lambda p: optim.Adam(p, lr=1e-2, weight_decay=1e-3, amsgrad=True),
+     lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=1e-3, amsgrad=True)),
+    (lambda p: optim.AdamW(p, lr=1e-2, betas=(0.8, 0.99)),
+     lambda p: torch.optim.AdamW(p, lr=1e-2, betas=(0.8, 0.99))),
+])
+def test_training_steps_match_pytorch(make, tmake):
+    """Five steps of LeNet-5 from the same weights: same losses, same weights."""
+    m = models.lenet5().double()
+    t = torch_twin("lenet5", m).double()
+    opt, topt = make(m.parameters()), tmake(t.parameters())
+    sched = optim.lr_scheduler.StepLR(opt, 2, 0.5)
+    tsched = torch.optim.lr_scheduler.StepLR(topt, 2, 0.5)
+    crit = nn.CrossEntropyLoss(label_smoothing=0.05)
+    for _ in range(5):
+        x, y = rng.standard_normal((8, 3, 32, 32)), rng.integers(0, 10, 8)
+        opt.zero_grad()
+        loss = crit(m(x), y)
+        m.backward(crit.backward(), input_grad=False)
+        opt.step()
+        sched.step()
+        topt.zero_grad()
+        tl = torch.nn.functional.cross_entropy(t(torch.tensor(x)), torch.tensor(y),
+                                               label_smoothing=0.05)
+        tl.backward()
+        topt.step()
+        tsched.step()
+        assert abs(float(loss) - tl.item()) < 1e-10
+    for (n, p), tp in zip(m.named_parameters(), t.parameters()):
+        np.testing.assert_allclose(p, tp.detach().numpy(), atol=1e-10, err_msg=n)
+    assert sched.get_last_lr() == pytest.approx(tsched.get_last_lr())
+
+
+def test_optimizer_state_dict_round_trip():
+    m = models.lenet5()
+    opt = optim.Adam(m.parameters(), lr=1e-3)
+    m(rng.standard_normal((2, 3, 32, 32)).astype(np.float32))
+    m.backward(np.ones((2, 10), np.float32))
+    opt.step()
+    state = opt.state_dict()
+    opt2 = optim.Adam(m.parameters(), lr=5.0)
+    opt2.load_state_dict(state)
+    assert opt2.param_groups[0]["lr"] == 1e-3
+    for p in m.parameters():
+        np.testing.assert_array_equal(opt2.state[id(p)]["exp_avg"], opt.state[id(p)]["exp_avg"])
+
+
+def test_cosine_schedule_matches_pytorch():
+    p = nn.Parameter(np.zeros(2))
+    opt, topt = optim.SGD([p], lr=0.1), torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=0.1)
+    s = optim.lr_scheduler.CosineAnnealingLR(opt, T_max=7, eta_min=0.01)
+    ts = torch.optim.lr_scheduler.CosineAnnealingLR(topt, T_max=7, eta_min=0.01)
+    for _ in range(10):
+        opt.step()
+        topt.step()
+        s.step()
+        ts.step()
+        assert s.get_last_lr()[0] == pytest.approx(ts.get_last_lr()[0], rel=1e-12)
+
+
+def test_gradients_bit_identical_across_thread_counts():
+    m = models.resnet18(num_classes=10)
+    x = rng.standard_normal((2, 3, 40, 40)).astype(np.float32)
+    gy = rng.standard_normal((2, 10)).astype(np.float32)
+    results = []
+    for threads in (1, 2, 3):
+        state = {k: np.array(v) for k, v in m.state_dict().items()}
+        with fastcnn.threads(threads):
+            m.zero_grad()
+            m(x)
+            gx = m.backward(gy)
+        results.append((gx, [p.grad.copy() for p in m.parameters()]))
+        m.load_state_dict(state)         # running statistics back
+    for gx, grads in results[1:]:
+        np.testing.assert_array_equal(gx, results[0][0])
+        for a, b in zip(grads, results[0][1]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_gradients_accumulate_and_zero_grad_resets():
+    m = nn.Linear(3, 2)
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    m(x)
+    m.backward(np.ones((4, 2), np.float32))
+    first = m.weight.grad.copy()
+    m(x)
+    m.backward(np.ones((4, 2), np.float32))
+    np.testing.assert_allclose(m.weight.grad, 2 * first, rtol=1e-6)
+    m.zero_grad()
+    assert m.weight.grad is None
+
+
+def test_parameters_keep_identity_and_arithmetic_gives_plain_arrays():
+    m = nn.Conv2d(2, 3, 3)
+    w = m.weight
+    opt = optim.SGD(m.parameters(), lr=1.0)
+    m.load_state_dict({k: np.full(v.shape, 2.0, v.dtype) for k, v in m.state_dict().items()})
+    assert m.weight is w and np.all(w == 2.0)
+    assert type(w * 2) is np.ndarray and type(w[0]) is np.ndarray and type(w.reshape(-1)) is np.ndarray
+    assert isinstance(w, nn.Parameter) and w.requires_grad
+    m(rng.standard_normal((1, 2, 5, 5)).astype(np.float32))
+    m.backward(np.ones((1, 3, 3, 3), np.float32))
+    before = np.array(w)
+    opt.step()
+    np.testing.assert_allclose(m.weight, before - w.grad)
+
+
+def test_frozen_parameters_and_no_grad():
+    m = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU())
+    m[1].requires_grad_(False)
+    m[1].eval()                                     # a frozen-BN fine-tune
+    m(rng.standard_normal((2, 2, 5, 5)).astype(np.float32))
+    m.backward(np.ones((2, 3, 3, 3), np.float32))
+    assert m[1].weight.grad is None and m[0].weight.grad is not None
+    with fastcnn.no_grad():
+        m(rng.standard_normal((2, 2, 5, 5)).astype(np.float32))
+    with pytest.raises(RuntimeError, match="already back-propagated"):
+        m.backward(np.ones((2, 3, 3, 3), np.float32))
+    assert fastcnn.is_grad_enabled()
+
+    @fastcnn.no_grad()
+    def infer():
+        return fastcnn.is_grad_enabled()
+    assert infer() is False and fastcnn.is_grad_enabled()
+
+
+def test_inplace_ops_keep_what_backward_needs():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            z = F.relu(y)              # relu saves y's output
+            y += x                     # overwrites y in place
+            F.relu_(y)
+            return y * z
+    check_module_fd(Block(), (1, 3, 4, 4))
+
+
+def test_residual_and_user_numpy_ops():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 4)
+            self.b = nn.Linear(4, 3)
+
+        def forward(self, x):
+            h = np.tanh(self.a(x)) + x
+            h = np.concatenate([h, h[:, :2] * 2.0], axis=1)
+            return self.b(h[:, :4]) - h.mean(axis=1, keepdims=True)
+    check_module_fd(Net(), (3, 4))
+
+
+def test_dropout_backward_uses_the_forward_mask():
+    m = nn.Dropout(0.5).double()
+    x = rng.standard_normal((4, 50))
+    y = m(x)
+    g = m.backward(np.ones_like(x))
+    kept = y != 0
+    np.testing.assert_array_equal(g[kept], 2.0)
+    np.testing.assert_array_equal(g[~kept], 0.0)
+
+
+def test_backward_errors():
+    m = nn.Linear(3, 2)
+    with pytest.raises(RuntimeError, match="no recorded forward"):
+        m.backward(np.ones((1, 2), np.float32))
+    m(np.ones((4, 3), np.float32))
+    with pytest.raises(ValueError, match=r"output's shape \(4, 2\)"):
+        m.backward(np.ones((4, 3), np.float32))
+    m.backward(np.ones((4, 2), np.float32))
+    with pytest.raises(RuntimeError, match="already back-propagated"):
+        m.backward(np.ones((4, 2), np.float32))
+    with pytest.raises(ValueError, match="grad_output must have shape"):
+        G.conv2d_input((1, 2, 5, 5), np.ones((3, 2, 3, 3)), np.ones((1, 3, 4, 4)))
+    with pytest.raises(ValueError, match="target values must be in"):
+        F.cross_entropy(np.zeros((2, 3)), np.array([0, 3]))
+    with pytest.raises(TypeError, match="optimizer can only optimize Parameters"):
+        optim.SGD([np.zeros(3)], lr=0.1)
+
+
+def test_eval_mode_records_nothing():
+    m = models.lenet5().eval()
+    m(rng.standard_normal((1, 3, 32, 32)).astype(np.float32))
+    with pytest.raises(RuntimeError, match="no recorded forward"):
+        m.backward(np.ones((1, 10), np.float32))
+
+
+def test_conv_grad_functions_match_torch_nn_grad():
+    x = rng.standard_normal((2, 4, 9, 8))
+    w = rng.standard_normal((6, 2, 3, 3))
+    gy = rng.standard_normal((2, 6, 5, 4))
+    args = dict(stride=2, padding=1, dilation=1, groups=2)
+    np.testing.assert_allclose(
+        G.conv2d_input(x.shape, w, gy, **args),
+        torch.nn.grad.conv2d_input(x.shape, torch.tensor(w), torch.tensor(gy), **args).numpy(),
+        atol=1e-12)
+    np.testing.assert_allclose(
+        G.conv2d_weight(x, w.shape, gy, **args),
+        torch.nn.grad.conv2d_weight(torch.tensor(x), w.shape, torch.tensor(gy), **args).numpy(),
+        atol=1e-12)
