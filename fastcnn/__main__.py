@@ -1,4 +1,5 @@
-"""The `fastcnn` command (also `python -m fastcnn`): bench, summary, info, predict."""
+"""The `fastcnn` command (also `python -m fastcnn`): bench, summary, info, predict,
+train-digits."""
 import argparse
 import sys
 
@@ -17,6 +18,10 @@ def main(argv=None):
     from fastcnn.dask import _cli as predict_cli
     predict_cli.add_arguments(sub.add_parser(
         "predict", help="run an ONNX model over a file of images on a Dask cluster"))
+    from fastcnn import _experiment
+    _experiment.add_arguments(sub.add_parser(
+        "train-digits", help="train a LeNet-5-style net on the 8x8 digits with and without "
+                             "batch norm; plot and save both runs"))
     args = parser.parse_args(argv)
     if args.command == "bench":
         cli.run(args)
@@ -24,6 +29,8 @@ def main(argv=None):
         return _summary(args)
     elif args.command == "predict":
         return predict_cli.run(args)
+    elif args.command == "train-digits":
+        return _experiment.run(args)
     elif args.command == "info":
         import fastcnn
         fastcnn.show_config()

@@ -19,7 +19,8 @@ import numpy as np
 
 from fastcnn._opinfo import NUMPY_RECORDED, NUMPY_VIEWS
 
-__all__ = ["Value", "Node", "Graph", "traceable", "trace", "TraceError"]
+__all__ = ["Value", "Node", "Graph", "Tracer", "traceable", "trace", "TraceError", "tracing",
+           "recording", "root_array"]
 
 
 class TraceError(RuntimeError):
@@ -193,7 +194,7 @@ class TracedArray(np.ndarray):
             tracer.setitem(self, key, value)
 
 
-def _root(a):
+def root_array(a):
     while isinstance(a, np.ndarray) and a.base is not None:
         a = a.base
     return a
@@ -204,7 +205,15 @@ def _is_view_of(result, source):
     so it is recognised by the array it was made from)."""
     if np.shares_memory(result, source):
         return True
-    return result.size == 0 and _root(result) is _root(source)
+    return result.size == 0 and root_array(result) is root_array(source)
+
+
+def _holds(seq, types):
+    """Whether a list or tuple has an item of `types` (most hold only ints)."""
+    for item in seq:
+        if isinstance(item, types):
+            return True
+    return False
 
 
 def _data_pointer(a):
@@ -222,7 +231,7 @@ def _astype(x, dtype, out=None):
     return out
 
 
-class _Tracer:
+class Tracer:
     def __init__(self, model):
         self.graph = Graph()
         self.values = {}          # id(array object) -> Value
@@ -256,7 +265,7 @@ class _Tracer:
         """Arguments as the graph stores them: arrays become Values."""
         if isinstance(obj, np.ndarray):
             return self.value_of(obj)
-        if isinstance(obj, (list, tuple)):
+        if isinstance(obj, (list, tuple)) and _holds(obj, (np.ndarray, list, tuple)):
             return type(obj)(self.to_graph(o) for o in obj)
         return obj
 
@@ -264,8 +273,8 @@ class _Tracer:
     def unwrap(obj):
         if isinstance(obj, TracedArray):
             return obj.view(np.ndarray)
-        if isinstance(obj, (list, tuple)):
-            return type(obj)(_Tracer.unwrap(o) for o in obj)
+        if isinstance(obj, (list, tuple)) and _holds(obj, (TracedArray, list, tuple)):
+            return type(obj)(Tracer.unwrap(o) for o in obj)
         return obj
 
     # -- recording
@@ -426,11 +435,31 @@ def _hook(install):
         module_call_hook = _module_hook if _hook_users > 0 else None
 
 
+class recording:
+    """Install `tracer` as this thread's tracer while the block runs (a
+    training-mode forward's recorder)."""
+
+    def __init__(self, tracer):
+        self.tracer = tracer
+
+    def __enter__(self):
+        if _state.tracer is not None:
+            raise TraceError("a graph is already being recorded in this thread")
+        _state.tracer = self.tracer
+        _hook(True)
+        return self.tracer
+
+    def __exit__(self, *exc):
+        _state.tracer = None
+        _hook(False)
+        return False
+
+
 def trace(model, *examples):
     """Run model(*examples) once, recording every op into a Graph."""
     if _tracer() is not None:
         raise TraceError("fastcnn.compile: tracing is already in progress in this thread")
-    tracer = _Tracer(model if hasattr(model, "named_modules") else None)
+    tracer = Tracer(model if hasattr(model, "named_modules") else None)
     inputs = []
     for i, ex in enumerate(examples):
         v = Value(ex.shape, ex.dtype, "input", name=f"input{i}")

@@ -474,6 +474,8 @@ def test_out_and_inplace_are_where_the_readme_says():
     import inspect
     import fastcnn.functional as FF
     no_out = {"flatten", "unflatten", "dropout", "dropout1d", "dropout2d", "dropout3d"}
+    losses = {"cross_entropy", "nll_loss", "mse_loss", "binary_cross_entropy_with_logits"}
+    no_out |= losses | {name + "_grad" for name in losses}     # scalars, or new gradients
     for name in FF.__all__:
         fn = getattr(FF, name)
         if not callable(fn) or name.endswith("_"):

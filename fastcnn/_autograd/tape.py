@@ -25,7 +25,7 @@ from fastcnn._autograd.parameter import Parameter
 __all__ = ["record", "Tape"]
 
 
-class _Recorder(_graph._Tracer):
+class _Recorder(_graph.Tracer):
     """The graph tracer, keeping the forward's arrays for backward."""
 
     def __init__(self, model):
@@ -37,7 +37,7 @@ class _Recorder(_graph._Tracer):
 
     def _remember(self, value, array):
         self.data[value.id] = array
-        self.by_root[id(_graph._root(array))].append(value.id)
+        self.by_root[id(_graph.root_array(array))].append(value.id)
 
     def wrap(self, array, value):
         t = super().wrap(array, value)
@@ -55,7 +55,7 @@ class _Recorder(_graph._Tracer):
     def before_inplace(self, target):
         """Saved by copy: every recorded array on target's memory gets its
         values copied before the op writes."""
-        for vid in self.by_root.pop(id(_graph._root(target)), ()):
+        for vid in self.by_root.pop(id(_graph.root_array(target)), ()):
             a = self.data.get(vid)
             if a is not None:
                 self.data[vid] = a.copy()
@@ -92,30 +92,29 @@ def _setitem(x, key, value):
 def record(module, args, kwargs):
     """module(*args, **kwargs) with its forward recorded on module's tape;
     returns plain arrays."""
-    if _graph.tracing():
-        raise RuntimeError("backward recording inside a graph trace")
     recorder = _Recorder(module)
-    inputs = []
+    inputs, originals = [], {}
     for i, a in enumerate(args):
         if isinstance(a, np.ndarray) and not isinstance(a, Parameter):
             v = _graph.Value(a.shape, a.dtype, "input", name=f"input{i}")
             recorder.graph.inputs.append(v)
-            a = recorder.wrap(a, v)
+            wrapped = recorder.wrap(a, v)
+            originals[id(wrapped)] = a
+            a = wrapped
         inputs.append(a)
-    _graph._state.tracer = recorder
-    _graph._hook(True)
-    try:
+    with _graph.recording(recorder):
         out = recorder.module_call(module, tuple(inputs), kwargs)
-    finally:
-        _graph._state.tracer = None
-        _graph._hook(False)
     outs = out if isinstance(out, tuple) else (out,)
     for o in outs:
         recorder.graph.outputs.append(recorder.values.get(id(o)) if isinstance(o, np.ndarray)
                                       else None)
     object.__setattr__(module, "_tape", Tape(type(module).__name__, recorder,
                                              isinstance(out, tuple)))
-    return _graph._Tracer.unwrap(out)
+    # an input returned (written in place) is returned as the caller's own array
+    if isinstance(out, tuple):
+        return tuple(originals.get(id(o)) if id(o) in originals else _graph.Tracer.unwrap(o)
+                     for o in out)
+    return originals[id(out)] if id(out) in originals else _graph.Tracer.unwrap(out)
 
 
 class Tape:

@@ -28,8 +28,8 @@ HARDSWISH, HARDSIGMOID, GELU, GELU_TANH, MISH, SOFTPLUS, EXPM1_SCALED = (
                         "expm1_scaled"))
 ERF, EXP, LOG, SQRT = (_CODES[n] for n in ("erf", "exp", "log", "sqrt"))
 
-_SELU_ALPHA = 1.6732632423543772848170429916717
-_SELU_SCALE = 1.0507009873554804934193349852946
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
 
 
 def _same_memory(a, b):
@@ -104,8 +104,8 @@ def elu_(input, alpha=1.0):
 @traceable("selu")
 def selu(input, inplace=False, *, out=None):
     """scale * (x if x > 0 else alpha * (exp(x) - 1)), PyTorch's constants."""
-    return apply("selu", EXPM1_SCALED, input, inplace, out, _SELU_ALPHA * _SELU_SCALE,
-                 _SELU_SCALE, 1.0)
+    return apply("selu", EXPM1_SCALED, input, inplace, out, SELU_ALPHA * SELU_SCALE,
+                 SELU_SCALE, 1.0)
 
 
 @traceable("celu")
@@ -221,7 +221,7 @@ def prelu(input, weight, *, out=None):
     return y
 
 
-def _softmax_dim(ndim, dim, op):
+def softmax_dim(ndim, dim, op):
     if dim is None:
         warnings.warn(f"Implicit dimension choice for {op} has been deprecated. Change the call "
                       f"to include dim=X as an argument.", stacklevel=4)
@@ -242,7 +242,7 @@ def _softmax(op, input, dim, dtype, log, out):
     if dtype is not None:
         x = x.astype(dtype)
     check_float(x, op)
-    dim = _softmax_dim(x.ndim, dim, op)
+    dim = softmax_dim(x.ndim, dim, op)
     shape = x.shape
     if x.ndim == 0:
         outer, n, inner = 1, 1, 1

@@ -21,7 +21,7 @@ ACTIVATIONS = {
     "elu": (_act.ELU, "xy", lambda a: (a.get("alpha", 1.0), 0, 0)),
     "elu_": (_act.ELU, "xy", lambda a: (a.get("alpha", 1.0), 0, 0)),
     "selu": (_act.EXPM1_SCALED, "x",
-             lambda a: (_act._SELU_ALPHA * _act._SELU_SCALE, _act._SELU_SCALE, 1.0)),
+             lambda a: (_act.SELU_ALPHA * _act.SELU_SCALE, _act.SELU_SCALE, 1.0)),
     "celu": (_act.EXPM1_SCALED, "x",
              lambda a: (a.get("alpha", 1.0), 1.0, 1.0 / a.get("alpha", 1.0))),
     "hardtanh": (_act.HARDTANH, "x", lambda a: (a.get("min_val", -1.0), a.get("max_val", 1.0), 0)),
@@ -80,7 +80,7 @@ def softmax_grad(grad_output, output, dim, log=False):
         raise ValueError(f"{op}: grad_output must have the output's shape {y.shape}, got "
                          f"{gy.shape}")
     gy = gy.astype(y.dtype, copy=False)
-    dim = _act._softmax_dim(y.ndim, dim, op)
+    dim = _act.softmax_dim(y.ndim, dim, op)
     shape = y.shape
     outer, n, inner = (1, 1, 1) if y.ndim == 0 else (
         math.prod(shape[:dim]), shape[dim], math.prod(shape[dim + 1:]))

@@ -14,7 +14,7 @@ import numpy as np
 from fastcnn import _kernels
 from fastcnn import _threads
 from fastcnn._functional.conv import conv_padding, pad_input
-from fastcnn._functional.conv_transpose import _run as _transposed
+from fastcnn._functional.conv_transpose import run_transposed
 from fastcnn._validation import as_array, check_float, contiguous, conv_output_size, ntuple
 
 __all__ = ["conv_input_grad", "conv_weight_grad", "conv_bias_grad", "conv1d_input",
@@ -88,7 +88,7 @@ def conv_input_grad(input_size, weight, grad_output, stride=1, padding=0, dilati
                                        w.shape[0] // g.groups, gy, w, gx, threads)
     else:
         # w (out, in / groups, *k) is the transposed convolution's (in, out / groups, *k)
-        _transposed(gy, w, None, gx, g.groups, g.stride, g.before, g.dilation)
+        run_transposed(gy, w, None, gx, g.groups, g.stride, g.before, g.dilation)
     return gx
 
 

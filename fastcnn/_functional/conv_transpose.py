@@ -18,6 +18,7 @@ from fastcnn._functional.conv import channel_bias, conv_operands
 from fastcnn._validation import check_out, contiguous, ntuple, shape_str
 
 __all__ = ["conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "conv_transpose_nd",
+           "run_transposed",
            "conv_transpose_output_size"]
 
 _COLUMNS_LIMIT = 2**25          # elements of GEMM output per batch of images
@@ -72,13 +73,16 @@ def conv_transpose_nd(nd, op, input, weight, bias=None, stride=1, padding=0, out
     else:
         y = check_out(out, out_shape[1:] if unbatched else out_shape, x.dtype, op,
                       (x, w, bias)).reshape(out_shape)
-    _run(x, contiguous(w), bias, y, groups, stride, padding, dilation)
+    run_transposed(x, contiguous(w), bias, y, groups, stride, padding, dilation)
     if out is not None:
         return out
     return y[0] if unbatched else y
 
 
-def _run(x, w, bias, y, groups, stride, padding, dilation):
+def run_transposed(x, w, bias, y, groups, stride, padding, dilation):
+    """y = the transposed convolution of validated, batched x with w (in,
+    out / groups, *k), its window starting `padding` into the full extent
+    (also the gradient of a convolution with respect to its input)."""
     n, nd = x.shape[0], x.ndim - 2
     spatial, kernel = x.shape[2:], w.shape[2:]
     cin_g, cout_g = x.shape[1] // groups, w.shape[1]

@@ -38,7 +38,7 @@ def export(model, input_shape, f=None, *, opset=MIN_EXPORT_OPSET, input_names=No
     examples = [rng.standard_normal(s).astype(dtype) for s in shapes]
     m = copy.deepcopy(model).eval()
     graph = trace(m, *examples)
-    names = {id(a): k for k, a in m.state_dict().items()}
+    names = {id(a): k for k, a in m.state_dict(keep_vars=True).items()}
     ex = _Exporter(graph, names, opset, dynamic_batch)
     input_names = list(input_names or (["input"] if len(shapes) == 1
                                        else [f"input{i}" for i in range(len(shapes))]))
