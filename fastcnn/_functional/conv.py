@@ -208,7 +208,7 @@ class _Scratch(threading.local):
         return self.buffers[slot][:nbytes].view(dtype)
 
 
-_scratch = _Scratch()
+scratch = _Scratch()
 
 
 def conv_run(geom, x, w, bias, y, act, nthreads, algorithm=None, residual=None):
@@ -219,10 +219,10 @@ def conv_run(geom, x, w, bias, y, act, nthreads, algorithm=None, residual=None):
     ws_shared, ws_per_thread, _, packed_size = _kernels._conv.plan(geom, algorithm, x.itemsize)
     weights = w
     if packed_size:
-        weights = _scratch.get(0, packed_size, x.dtype)
+        weights = scratch.get(0, packed_size, x.dtype)
         _kernels._conv.pack(geom, algorithm, w, weights, nthreads)
     ws_size = ws_shared + ws_per_thread * nthreads
-    workspace = _scratch.get(1, ws_size, x.dtype) if ws_size else None
+    workspace = scratch.get(1, ws_size, x.dtype) if ws_size else None
     _kernels._conv.forward(geom, algorithm, x, weights, bias, y, workspace, act, nthreads,
                           residual)
 

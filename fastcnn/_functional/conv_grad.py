@@ -13,7 +13,7 @@ import numpy as np
 
 from fastcnn import _kernels
 from fastcnn import _threads
-from fastcnn._functional.conv import conv_padding, pad_input
+from fastcnn._functional.conv import conv_nd, scratch, conv_padding, pad_input
 from fastcnn._functional.conv_transpose import run_transposed
 from fastcnn._validation import as_array, check_float, contiguous, conv_output_size, ntuple
 
@@ -21,7 +21,7 @@ __all__ = ["conv_input_grad", "conv_weight_grad", "conv_bias_grad", "conv1d_inpu
            "conv2d_input", "conv3d_input", "conv1d_weight", "conv2d_weight", "conv3d_weight",
            "unpad_grad"]
 
-_COLUMNS_LIMIT = 2**25          # im2col elements per chunk of images
+_CHUNK_BYTES = 512 * 1024      # im2col columns per chunk of output positions
 
 
 class _Geometry:
@@ -83,6 +83,18 @@ def conv_input_grad(input_size, weight, grad_output, stride=1, padding=0, dilati
         return gx
     gy, w = contiguous(gy), contiguous(w)
     threads = _threads.get_num_threads()
+    reach = tuple(d * (k - 1) for d, k in zip(g.dilation, g.kernel))
+    if all(s == 1 for s in g.stride) and all(b <= r and a <= r for b, a, r in
+                                             zip(g.before, g.after, reach)):
+        # stride 1: a convolution of the output gradient with the flipped,
+        # transposed weights, on the forward engine (Winograd, direct, ...)
+        cout_g, cin_g = w.shape[0] // g.groups, w.shape[1]
+        flipped = np.ascontiguousarray(
+            w.reshape((g.groups, cout_g, cin_g) + g.kernel).swapaxes(1, 2)
+            [(Ellipsis,) + (slice(None, None, -1),) * g.nd]
+        ).reshape((g.groups * cin_g, cout_g) + g.kernel)
+        pads = [(r - b, r - a) for b, a, r in zip(g.before, g.after, reach)]
+        return conv_nd(g.nd, op, gy, flipped, None, 1, pads, g.dilation, g.groups, None, None)
     if g.groups == g.input_shape[1] and w.shape[1] == 1:
         _kernels._grad.depthwise_input(g.kernel_geom(*g.input_shape[:2]),
                                        w.shape[0] // g.groups, gy, w, gx, threads)
@@ -115,24 +127,18 @@ def conv_weight_grad(input, weight_size, grad_output, stride=1, padding=0, dilat
         return gw
     taps = math.prod(g.kernel)
     positions = math.prod(g.out_spatial)
-    cin_g, cout_g = weight_size[1], cout // g.groups
-    chunk = max(1, _COLUMNS_LIMIT // max(1, channels * taps * positions))
-    flat = gw.reshape(g.groups, cout_g, cin_g * taps)
-    part = np.empty((cout_g, cin_g * taps), x.dtype)
-    for start in range(0, n, chunk):
-        xs, gs = x[start:start + chunk], gy[start:start + chunk]
-        m = xs.shape[0]
-        cols = np.empty((channels * taps, m * positions), x.dtype)
-        _kernels._grad.im2col(g.kernel_geom(m, channels), xs, cols, threads)
-        # (cout, images * positions): the output gradient beside the columns
-        rows = np.ascontiguousarray(gs.reshape(m, cout, positions).transpose(1, 0, 2)).reshape(
-            cout, m * positions)
-        for k in range(g.groups):
-            _kernels._linear.linear(rows[k * cout_g:(k + 1) * cout_g],
-                                    cols[k * cin_g * taps:(k + 1) * cin_g * taps], None,
-                                    part if start else flat[k], 0, threads)
-            if start:
-                flat[k] += part
+    width = weight_size[1] * taps
+    # the output gradient channel-major, (cout, images * positions): the GEMM's left operand
+    rows = np.ascontiguousarray(gy.reshape(n, cout, positions).transpose(1, 0, 2))
+    # a chunk's columns stay in L2; at least 256 positions, so each GEMM has depth
+    chunk = max(256, _CHUNK_BYTES // (channels * taps * x.itemsize))
+    chunk = min(chunk, n * positions)
+    # column blocks: 4 per group, multiples of 16, so two threads share a GEMM's work
+    quarter = -(-width // 4)
+    col_block = max(16, (quarter + 15) // 16 * 16)
+    cols = scratch.get(1, channels * taps * chunk, x.dtype)
+    _kernels._grad.conv_weight(g.kernel_geom(n, channels), g.groups, x, rows, gw, cols, chunk,
+                               col_block, threads)
     return gw
 
 

@@ -7,8 +7,9 @@ batch, a row's statistics) accumulate in double.
 
   activation_backward   gx = gy * act'(x or y), by the forward's ACT_* code
   softmax_backward      softmax and log_softmax along the middle of (outer, n, inner)
-  im2col                input patches as (channels * taps, images * positions)
-                        columns for the weight gradient's GEMM
+  conv_weight           the weight gradient: per chunk of output positions, the
+                        chunk's im2col columns (cache-sized) and one GEMM per group
+                        and column block accumulating into the gradient
   depthwise_input / depthwise_weight
                         the two gradients of a depthwise convolution, direct
   channel_sums          sum over (N, *, spatial) per channel (bias gradients)
@@ -24,6 +25,7 @@ from libc.math cimport exp, tanh, erf, sqrt, log1p, expm1, fabs, M_PI
 
 from fastcnn._kernels._omp cimport fp_enter
 from fastcnn._kernels._typedefs cimport floating, index_t
+from fastcnn._kernels._blas cimport gemm, blas_enter, blas_leave
 from fastcnn._kernels._activation cimport (
     ACT_RELU, ACT_RELU6, ACT_SILU, ACT_LEAKY_RELU, ACT_ELU, ACT_HARDTANH, ACT_SIGMOID,
     ACT_TANH, ACT_HARDSWISH, ACT_HARDSIGMOID, ACT_GELU, ACT_GELU_TANH, ACT_MISH,
@@ -102,6 +104,14 @@ cdef inline double _derivative(int act, double x, double y, double alpha, double
     return 1.0
 
 
+cdef inline void _clamp_backward(const floating* x, const floating* gy, floating* gx,
+                                 index_t n, double lo, double hi) noexcept nogil:
+    cdef index_t i
+    cdef floating a = <floating>lo, b = <floating>hi
+    for i in range(n):
+        gx[i] = gy[i] if (x[i] > a and x[i] < b) else 0
+
+
 cdef void _activation_backward(int act, const floating* x, const floating* y,
                                const floating* gy, floating* gx, index_t n, double alpha,
                                double beta, double gamma, int num_threads) noexcept nogil:
@@ -113,10 +123,18 @@ cdef void _activation_backward(int act, const floating* x, const floating* y,
         for c in prange(chunks, schedule='static'):
             start = c * CHUNK
             stop = min(start + CHUNK, n)
-            for i in range(start, stop):
-                xv = x[i] if x != NULL else 0.0
-                yv = y[i] if y != NULL else 0.0
-                gx[i] = <floating>(gy[i] * _derivative(act, xv, yv, alpha, beta, gamma))
+            if act == ACT_RELU:                 # the common case, as a vector loop
+                for i in range(start, stop):
+                    gx[i] = gy[i] if y[i] > 0 else 0
+            elif act == ACT_RELU6 or act == ACT_HARDTANH:
+                _clamp_backward(x + start, gy + start, gx + start, stop - start,
+                                0.0 if act == ACT_RELU6 else alpha,
+                                6.0 if act == ACT_RELU6 else beta)
+            else:
+                for i in range(start, stop):
+                    xv = x[i] if x != NULL else 0.0
+                    yv = y[i] if y != NULL else 0.0
+                    gx[i] = <floating>(gy[i] * _derivative(act, xv, yv, alpha, beta, gamma))
 
 
 def activation_backward(int act, object x, object y, cnp.ndarray gy, cnp.ndarray gx,
@@ -208,13 +226,16 @@ cdef Geom _geom(tuple g):
     return r
 
 
-cdef void _im2col(const floating* x, floating* cols, Geom g, int num_threads) noexcept nogil:
-    """cols[(c, tap), (img, position)] = x[img, c, position * stride + tap * dilation - pad]
-    (0 outside the input)."""
+cdef void _im2col_range(const floating* x, floating* cols, Geom g, index_t first,
+                        index_t count, int num_threads) noexcept nogil:
+    """cols[(c, tap), j] for the flat (image, position) indices first + j,
+    j < count: the im2col columns of one chunk, walked in runs along the
+    last output axis."""
     cdef index_t taps = g.kernel[0] * g.kernel[1] * g.kernel[2]
     cdef index_t positions = g.out[0] * g.out[1] * g.out[2]
     cdef index_t plane = g.size[0] * g.size[1] * g.size[2]
-    cdef index_t row, c, t, td, th, tw, img, o0, o1, o2, i0, i1, i2
+    cdef index_t row, c, t, td, th, tw, q, img, pos, o01, o0, o1, o2s, run, i0, i1, i2, j
+    cdef bint row_ok
     cdef floating* dst
     cdef const floating* src
     with parallel(num_threads=num_threads):
@@ -225,35 +246,85 @@ cdef void _im2col(const floating* x, floating* cols, Geom g, int num_threads) no
             td = t // (g.kernel[1] * g.kernel[2])
             th = (t // g.kernel[2]) % g.kernel[1]
             tw = t % g.kernel[2]
-            for img in range(g.images):
-                dst = cols + row * g.images * positions + img * positions
-                src = x + (img * g.channels + c) * plane
-                for o0 in range(g.out[0]):
-                    i0 = o0 * g.stride[0] + td * g.dilation[0] - g.pad[0]
-                    for o1 in range(g.out[1]):
-                        i1 = o1 * g.stride[1] + th * g.dilation[1] - g.pad[1]
-                        for o2 in range(g.out[2]):
-                            i2 = o2 * g.stride[2] + tw * g.dilation[2] - g.pad[2]
-                            if (0 <= i0 < g.size[0] and 0 <= i1 < g.size[1]
-                                    and 0 <= i2 < g.size[2]):
-                                dst[(o0 * g.out[1] + o1) * g.out[2] + o2] = \
-                                    src[(i0 * g.size[1] + i1) * g.size[2] + i2]
-                            else:
-                                dst[(o0 * g.out[1] + o1) * g.out[2] + o2] = 0
+            dst = cols + row * count
+            q = first
+            while q < first + count:
+                img = q // positions
+                pos = q - img * positions
+                o01 = pos // g.out[2]
+                o2s = pos - o01 * g.out[2]
+                o0 = o01 // g.out[1]
+                o1 = o01 - o0 * g.out[1]
+                run = min(g.out[2] - o2s, first + count - q)
+                i0 = o0 * g.stride[0] + td * g.dilation[0] - g.pad[0]
+                i1 = o1 * g.stride[1] + th * g.dilation[1] - g.pad[1]
+                row_ok = 0 <= i0 < g.size[0] and 0 <= i1 < g.size[1]
+                src = x + (img * g.channels + c) * plane + (i0 * g.size[1] + i1) * g.size[2]
+                for j in range(run):
+                    i2 = (o2s + j) * g.stride[2] + tw * g.dilation[2] - g.pad[2]
+                    if row_ok and 0 <= i2 < g.size[2]:
+                        dst[q - first + j] = src[i2]
+                    else:
+                        dst[q - first + j] = 0
+                q = q + run
 
 
-def im2col(tuple geom, cnp.ndarray x, cnp.ndarray cols, int num_threads):
-    """cols (channels * taps, images * positions) from x (images, channels, *size),
-    both C-contiguous; geom as _geom reads it."""
+cdef void _conv_weight(const floating* x, const floating* rows, floating* gw, floating* cols,
+                       Geom g, index_t groups, index_t cout, index_t chunk,
+                       index_t col_block, int num_threads) noexcept nogil:
+    """gw (cout, channels / groups * taps) = rows (cout, images * positions: the
+    output gradient, channel-major) times the im2col columns of x, chunk by
+    chunk: each chunk's columns are built in `cols` (channels * taps, chunk)
+    and multiplied per (group, block of col_block gradient columns) into gw,
+    every chunk after the first added (beta = 1), so each element sums its
+    chunks in order: results do not depend on the thread count."""
+    cdef index_t taps = g.kernel[0] * g.kernel[1] * g.kernel[2]
+    cdef index_t total = g.images * g.out[0] * g.out[1] * g.out[2]
+    cdef index_t cin_g = g.channels // groups, cout_g = cout // groups
+    cdef index_t width = cin_g * taps
+    cdef index_t blocks = (width + col_block - 1) // col_block
+    cdef index_t first, count, task, grp, c0, nb
+    cdef floating beta
+    first = 0
+    blas_enter()
+    while first < total:
+        count = min(chunk, total - first)
+        _im2col_range(x, cols, g, first, count, num_threads)
+        beta = 0 if first == 0 else 1
+        with parallel(num_threads=min(<index_t>num_threads, groups * blocks)):
+            fp_enter()
+            for task in prange(groups * blocks, schedule='static'):
+                grp = task // blocks
+                c0 = (task - grp * blocks) * col_block
+                nb = min(col_block, width - c0)
+                gemm(False, True, <int>cout_g, <int>nb, <int>count, <floating>1,
+                     rows + grp * cout_g * total + first, <int>total,
+                     cols + (grp * width + c0) * count, <int>count, beta,
+                     gw + grp * cout_g * width + c0, <int>width)
+        first = first + count
+    blas_leave()
+
+
+def conv_weight(tuple geom, index_t groups, cnp.ndarray x, cnp.ndarray rows, cnp.ndarray gw,
+                cnp.ndarray cols, index_t chunk, index_t col_block, int num_threads):
+    """gw (cout, channels / groups, *kernel) of a convolution of x (images,
+    channels, *size) whose output gradient, channel-major, is rows (cout,
+    images * positions); cols: scratch of channels * taps * chunk elements.
+    All C-contiguous, one dtype."""
     cdef Geom g = _geom(geom)
+    cdef index_t cout = gw.shape[0]
     cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* rp = cnp.PyArray_DATA(rows)
+    cdef void* wp = cnp.PyArray_DATA(gw)
     cdef void* cp = cnp.PyArray_DATA(cols)
     if _is_f32(x):
         with nogil:
-            _im2col(<float*>xp, <float*>cp, g, num_threads)
+            _conv_weight(<float*>xp, <float*>rp, <float*>wp, <float*>cp, g, groups, cout,
+                         chunk, col_block, num_threads)
     else:
         with nogil:
-            _im2col(<double*>xp, <double*>cp, g, num_threads)
+            _conv_weight(<double*>xp, <double*>rp, <double*>wp, <double*>cp, g, groups, cout,
+                         chunk, col_block, num_threads)
 
 
 cdef void _depthwise_input(const floating* gy, const floating* w, floating* gx, Geom g,
