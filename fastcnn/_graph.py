@@ -73,7 +73,7 @@ class Node:
         """The call's arguments by parameter name, defaults filled in ({} when
         fn's signature cannot bind them)."""
         try:
-            b = inspect.signature(self.fn).bind(*self.args, **self.kwargs)
+            b = _signature(self.fn).bind(*self.args, **self.kwargs)
         except (TypeError, ValueError):
             return {}
         b.apply_defaults()
@@ -81,6 +81,11 @@ class Node:
 
     def __repr__(self):
         return f"Node({self.op}, {[v.shape for v in self.outputs]}, scope={self.scope!r})"
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature(fn):
+    return inspect.signature(fn)
 
 
 def _flat(items):

@@ -10,7 +10,7 @@ the op returns (max pooling's indices, dropout's random state).
 """
 from fastcnn._autograd import rules_nn, rules_numpy
 
-__all__ = ["Context", "RULES", "POSITIONAL", "FORWARD_HOOKS"]
+__all__ = ["Context", "RULES", "POSITIONAL", "FORWARD_HOOKS", "READS", "READS_ALL"]
 
 
 class Context:
@@ -38,5 +38,19 @@ class Context:
 
 
 RULES = {**rules_nn.RULES, **rules_numpy.RULES}
+
+# What a rule reads of the forward's arrays beyond their shapes: "in" (the
+# call's array arguments), "out" (its outputs), both, or neither. An in-place
+# op copies an array away first only if a recorded rule will read it.
+_SHAPES_ONLY = ("add", "subtract", "negative", "positive", "flatten", "unflatten", "reshape",
+                "squeeze", "expand_dims", "ravel", "transpose", "getitem", "copy", "pad",
+                "pixel_shuffle", "pixel_unshuffle", "concatenate", "stack", "sum", "mean",
+                "dropout", "dropout1d", "dropout2d", "dropout3d") + tuple(
+    f"{kind}_pool{nd}d" for kind in ("max", "avg", "adaptive_max", "adaptive_avg")
+    for nd in (1, 2, 3))
+_OUTPUT_ONLY = ("relu", "relu_", "sigmoid", "tanh", "exp", "sqrt", "softmax", "log_softmax",
+                "softmin")
+READS = {**{op: () for op in _SHAPES_ONLY}, **{op: ("out",) for op in _OUTPUT_ONLY}}
+READS_ALL = ("in", "out")
 POSITIONAL = frozenset(rules_numpy.RULES)
 FORWARD_HOOKS = rules_nn.FORWARD_HOOKS

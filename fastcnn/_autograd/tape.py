@@ -33,6 +33,7 @@ class _Recorder(_graph.Tracer):
         self.data = {}                              # Value id -> the array's values
         self.extra = {}                             # Node id -> what its rule saved
         self.by_root = collections.defaultdict(list)  # id(root array) -> Value ids on it
+        self.needed = set()                          # Value ids some rule reads the data of
         self.pending = None
 
     def _remember(self, value, array):
@@ -45,6 +46,11 @@ class _Recorder(_graph.Tracer):
         return t
 
     def recorded(self, node, results):
+        reads = _rules.READS.get(node.op, _rules.READS_ALL)
+        if "in" in reads:
+            self.needed.update(v.id for v in node.inputs())
+        if "out" in reads:
+            self.needed.update(v.id for v in node.outputs)
         for v, r in zip(node.outputs, results):
             if isinstance(r, np.ndarray):
                 self._remember(v, r.view(np.ndarray) if type(r) is not np.ndarray else r)
@@ -53,11 +59,11 @@ class _Recorder(_graph.Tracer):
             self.pending = None
 
     def before_inplace(self, target):
-        """Saved by copy: every recorded array on target's memory gets its
-        values copied before the op writes."""
+        """Saved by copy: every recorded array on target's memory that a rule
+        will read gets its values copied before the op writes."""
         for vid in self.by_root.pop(id(_graph.root_array(target)), ()):
             a = self.data.get(vid)
-            if a is not None:
+            if a is not None and vid in self.needed:
                 self.data[vid] = a.copy()
 
     def call(self, op, fn, args, kwargs):

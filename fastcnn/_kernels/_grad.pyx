@@ -234,7 +234,7 @@ cdef void _im2col_range(const floating* x, floating* cols, Geom g, index_t first
     cdef index_t taps = g.kernel[0] * g.kernel[1] * g.kernel[2]
     cdef index_t positions = g.out[0] * g.out[1] * g.out[2]
     cdef index_t plane = g.size[0] * g.size[1] * g.size[2]
-    cdef index_t row, c, t, td, th, tw, q, img, pos, o01, o0, o1, o2s, run, i0, i1, i2, j
+    cdef index_t row, c, t, td, th, tw, q, img, pos, o01, o0, o1, o2s, run, i0, i1, i2, j, lo, hi
     cdef bint row_ok
     cdef floating* dst
     cdef const floating* src
@@ -260,12 +260,23 @@ cdef void _im2col_range(const floating* x, floating* cols, Geom g, index_t first
                 i1 = o1 * g.stride[1] + th * g.dilation[1] - g.pad[1]
                 row_ok = 0 <= i0 < g.size[0] and 0 <= i1 < g.size[1]
                 src = x + (img * g.channels + c) * plane + (i0 * g.size[1] + i1) * g.size[2]
-                for j in range(run):
-                    i2 = (o2s + j) * g.stride[2] + tw * g.dilation[2] - g.pad[2]
-                    if row_ok and 0 <= i2 < g.size[2]:
-                        dst[q - first + j] = src[i2]
-                    else:
-                        dst[q - first + j] = 0
+                # the run's positions j with 0 <= i2 < size: [lo, hi)
+                i2 = o2s * g.stride[2] + tw * g.dilation[2] - g.pad[2]
+                lo = 0 if i2 >= 0 else min(run, (-i2 + g.stride[2] - 1) // g.stride[2])
+                hi = 0 if i2 >= g.size[2] else min(run, (g.size[2] - i2 + g.stride[2] - 1)
+                                                   // g.stride[2])
+                if not row_ok or hi < lo:
+                    lo = hi = 0
+                for j in range(lo):
+                    dst[q - first + j] = 0
+                if g.stride[2] == 1:
+                    for j in range(lo, hi):
+                        dst[q - first + j] = src[i2 + j]
+                else:
+                    for j in range(lo, hi):
+                        dst[q - first + j] = src[i2 + j * g.stride[2]]
+                for j in range(max(lo, hi), run):
+                    dst[q - first + j] = 0
                 q = q + run
 
 
