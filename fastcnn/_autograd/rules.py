@@ -10,7 +10,8 @@ the op returns (max pooling's indices, dropout's random state).
 """
 from fastcnn._autograd import rules_nn, rules_numpy
 
-__all__ = ["Context", "RULES", "POSITIONAL", "FORWARD_HOOKS", "READS", "READS_ALL"]
+__all__ = ["Context", "RULES", "POSITIONAL", "FORWARD_HOOKS", "READS", "READS_ALL",
+           "FUSED_OUTPUT"]
 
 
 class Context:
@@ -50,7 +51,17 @@ _SHAPES_ONLY = ("add", "subtract", "negative", "positive", "flatten", "unflatten
     for nd in (1, 2, 3))
 _OUTPUT_ONLY = ("relu", "relu_", "sigmoid", "tanh", "exp", "sqrt", "softmax", "log_softmax",
                 "softmin")
-READS = {**{op: () for op in _SHAPES_ONLY}, **{op: ("out",) for op in _OUTPUT_ONLY}}
+# ops that read their inputs only (their output too when they ran a fused
+# activation: FUSED_OUTPUT)
+_INPUT_ONLY = ("conv", "conv1d", "conv2d", "conv3d", "conv_transpose", "conv_transpose1d",
+               "conv_transpose2d", "conv_transpose3d", "linear", "batch_norm", "instance_norm",
+               "group_norm", "layer_norm", "prelu", "relu6", "leaky_relu", "leaky_relu_",
+               "hardtanh", "hardtanh_", "silu", "hardswish", "hardsigmoid", "gelu", "mish",
+               "softplus", "selu", "celu", "multiply", "square", "log", "absolute")
+READS = {**{op: () for op in _SHAPES_ONLY}, **{op: ("out",) for op in _OUTPUT_ONLY},
+         **{op: ("in",) for op in _INPUT_ONLY}}
 READS_ALL = ("in", "out")
+FUSED_OUTPUT = frozenset(op for op in _INPUT_ONLY if op.startswith(("conv", "linear"))
+                         or op.endswith("_norm"))
 POSITIONAL = frozenset(rules_numpy.RULES)
 FORWARD_HOOKS = rules_nn.FORWARD_HOOKS

@@ -49,7 +49,8 @@ class _Recorder(_graph.Tracer):
         reads = _rules.READS.get(node.op, _rules.READS_ALL)
         if "in" in reads:
             self.needed.update(v.id for v in node.inputs())
-        if "out" in reads:
+        if "out" in reads or (node.op in _rules.FUSED_OUTPUT
+                              and node.arguments().get("activation") is not None):
             self.needed.update(v.id for v in node.outputs)
         for v, r in zip(node.outputs, results):
             if isinstance(r, np.ndarray):
