@@ -17,13 +17,14 @@ batch, a row's statistics) accumulate in double.
   rows_norm_backward    grad input of layer / group / instance norm and their
                         per-row affine partial sums
   max_pool_backward, avg_pool_backward, adaptive_avg_backward
+  sgd_step, adam_step   the optimizers' updates, in place, one pass each
 """
 cimport numpy as cnp
 import numpy as np
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport exp, tanh, erf, sqrt, log1p, expm1, fabs, M_PI
 
-from fastcnn._kernels._omp cimport fp_enter
+from fastcnn._kernels._omp cimport fp_enter, thread_doubles, thread_run
 from fastcnn._kernels._typedefs cimport floating, index_t
 from fastcnn._kernels._blas cimport gemm, blas_enter, blas_leave
 from fastcnn._kernels._activation cimport (
@@ -31,10 +32,33 @@ from fastcnn._kernels._activation cimport (
     ACT_TANH, ACT_HARDSWISH, ACT_HARDSIGMOID, ACT_GELU, ACT_GELU_TANH, ACT_MISH,
     ACT_SOFTPLUS, ACT_EXPM1_SCALED)
 
+cdef extern from "reduce.h" nogil:
+    void fcnn_shifted_sums_f32(const float* x, long n, double k, double* s)
+    void fcnn_shifted_sums_f64(const double* x, long n, double k, double* s)
+    void fcnn_grad_sums_f32(const float* x, const float* gy, long n, double mean, double* s)
+    void fcnn_grad_sums_f64(const double* x, const double* gy, long n, double mean, double* s)
+
 cnp.import_array()
 
 cdef enum:
     CHUNK = 16384          # elements per element-wise task
+
+
+cdef inline void _sums(const floating* x, index_t n, double k, double* s) noexcept nogil:
+    """s[0] = sum(x - k), s[1] = sum((x - k)^2), vectorised (reduce.h)."""
+    if floating is float:
+        fcnn_shifted_sums_f32(x, n, k, s)
+    else:
+        fcnn_shifted_sums_f64(x, n, k, s)
+
+
+cdef inline void _grad_sums(const floating* x, const floating* gy, index_t n, double mean,
+                            double* s) noexcept nogil:
+    """s[0] = sum(gy), s[1] = sum(gy (x - mean)), vectorised (reduce.h)."""
+    if floating is float:
+        fcnn_grad_sums_f32(x, gy, n, mean, s)
+    else:
+        fcnn_grad_sums_f64(x, gy, n, mean, s)
 
 
 cdef inline index_t _ceil_div(index_t a, index_t b) noexcept nogil:
@@ -495,33 +519,33 @@ cdef void _batch_norm_backward(const floating* x, const floating* gy, floating* 
                                const floating* weight, const double* mean_in,
                                const double* invstd_in, double eps, bint training,
                                double* gweight, double* gbias, index_t batch,
-                               index_t channels, index_t inner, int num_threads) noexcept nogil:
+                               index_t channels, index_t inner, double* ws,
+                               int num_threads) noexcept nogil:
     """One task per channel. Training: the batch statistics again (two passes
     in double), then sum(gy) and sum(gy * xhat), then
     gx = w invstd (gy - sum(gy) / M - xhat sum(gy xhat) / M).
     Eval: the given statistics, gx = gy w invstd."""
     cdef index_t c, n, i
     cdef index_t count = batch * inner
-    cdef double mean, var, invstd, sdy, sdyx, w, d, scale, k1, k2
+    cdef double mean, var, invstd, sdy, sdyx, w, scale, k1, k2
+    cdef double* part
     cdef const floating* px
     cdef const floating* pg
     cdef floating* po
     with parallel(num_threads=num_threads):
         fp_enter()
+        part = thread_run(ws, 2, threadid())
         for c in prange(channels, schedule='static'):
             if training:
                 mean = 0
                 for n in range(batch):
-                    px = x + (n * channels + c) * inner
-                    for i in range(inner):
-                        mean = mean + px[i]
+                    _sums(x + (n * channels + c) * inner, inner, 0.0, part)
+                    mean = mean + part[0]
                 mean = mean / count
                 var = 0
                 for n in range(batch):
-                    px = x + (n * channels + c) * inner
-                    for i in range(inner):
-                        d = px[i] - mean
-                        var = var + d * d
+                    _sums(x + (n * channels + c) * inner, inner, mean, part)
+                    var = var + part[1]
                 invstd = 1.0 / sqrt(var / count + eps)
             else:
                 mean = mean_in[c]
@@ -529,11 +553,10 @@ cdef void _batch_norm_backward(const floating* x, const floating* gy, floating* 
             sdy = 0
             sdyx = 0
             for n in range(batch):
-                px = x + (n * channels + c) * inner
-                pg = gy + (n * channels + c) * inner
-                for i in range(inner):
-                    sdy = sdy + pg[i]
-                    sdyx = sdyx + pg[i] * (px[i] - mean)
+                _grad_sums(x + (n * channels + c) * inner, gy + (n * channels + c) * inner,
+                           inner, mean, part)
+                sdy = sdy + part[0]
+                sdyx = sdyx + part[1]
             gbias[c] = sdy
             gweight[c] = sdyx * invstd
             w = weight[c] if weight != NULL else 1.0
@@ -550,8 +573,16 @@ cdef void _batch_norm_backward(const floating* x, const floating* gy, floating* 
                 px = x + (n * channels + c) * inner
                 pg = gy + (n * channels + c) * inner
                 po = gx + (n * channels + c) * inner
-                for i in range(inner):
-                    po[i] = <floating>(scale * (pg[i] - k1 - (px[i] - mean) * k2))
+                _bn_dx(px, pg, po, inner, scale, k1, k2, mean)
+
+
+cdef inline void _bn_dx(const floating* px, const floating* pg, floating* po, index_t n,
+                        double scale, double k1, double k2, double mean) noexcept nogil:
+    cdef index_t i
+    cdef floating a = <floating>scale, b = <floating>(scale * k1), k = <floating>(scale * k2)
+    cdef floating m = <floating>mean
+    for i in range(n):
+        po[i] = a * pg[i] - b - (px[i] - m) * k
 
 
 def batch_norm_backward(cnp.ndarray x, cnp.ndarray gy, object gx, object weight, object mean,
@@ -569,14 +600,17 @@ def batch_norm_backward(cnp.ndarray x, cnp.ndarray gy, object gx, object weight,
     cdef double* sp = <double*>_data(invstd)
     cdef double* gwp = <double*>cnp.PyArray_DATA(gweight)
     cdef double* gbp = <double*>cnp.PyArray_DATA(gbias)
+    cdef cnp.ndarray scratch = np.empty(thread_doubles(2, num_threads))
+    cdef double* ws = <double*>cnp.PyArray_DATA(scratch)
     if _is_f32(x):
         with nogil:
             _batch_norm_backward(<float*>xp, <float*>gyp, <float*>gxp, <float*>wp, mp, sp, eps,
-                                 training, gwp, gbp, batch, channels, inner, num_threads)
+                                 training, gwp, gbp, batch, channels, inner, ws, num_threads)
     else:
         with nogil:
             _batch_norm_backward(<double*>xp, <double*>gyp, <double*>gxp, <double*>wp, mp, sp,
-                                 eps, training, gwp, gbp, batch, channels, inner, num_threads)
+                                 eps, training, gwp, gbp, batch, channels, inner, ws,
+                                 num_threads)
 
 
 cdef void _rows_norm_backward(const floating* x, const floating* gy, floating* gx,
@@ -801,3 +835,98 @@ def adaptive_avg_backward(tuple geom, cnp.ndarray gy, cnp.ndarray gx, int num_th
     else:
         with nogil:
             _adaptive_avg_backward(<double*>gyp, <double*>gxp, g, num_threads)
+
+
+# ---------------------------------------------------------------- optimizer steps
+
+cdef void _sgd(floating* p, const floating* g, floating* buf, index_t n, floating lr,
+               floating momentum, floating dampening, floating wd, bint nesterov, bint first,
+               int num_threads) noexcept nogil:
+    cdef index_t c, i, start, stop
+    cdef index_t chunks = _ceil_div(n, CHUNK)
+    cdef floating d, b
+    with parallel(num_threads=max(1, min(num_threads, chunks))):
+        fp_enter()
+        for c in prange(chunks, schedule='static'):
+            start = c * CHUNK
+            stop = min(start + CHUNK, n)
+            for i in range(start, stop):
+                d = g[i] + wd * p[i]
+                if buf != NULL:
+                    b = d if first else momentum * buf[i] + (1 - dampening) * d
+                    buf[i] = b
+                    d = d + momentum * b if nesterov else b
+                p[i] = p[i] - lr * d
+
+
+def sgd_step(cnp.ndarray p, cnp.ndarray g, object buf, double lr, double momentum,
+             double dampening, double weight_decay, bint nesterov, bint first,
+             int num_threads):
+    """One SGD update in place (torch.optim.SGD's formula): p, g and the
+    momentum buffer (None without momentum; filled from d when first)
+    C-contiguous, one dtype."""
+    cdef void* pp = cnp.PyArray_DATA(p)
+    cdef void* gp = cnp.PyArray_DATA(g)
+    cdef void* bp = _data(buf)
+    cdef index_t n = p.size
+    if _is_f32(p):
+        with nogil:
+            _sgd(<float*>pp, <float*>gp, <float*>bp, n, <float>lr, <float>momentum,
+                 <float>dampening, <float>weight_decay, nesterov, first, num_threads)
+    else:
+        with nogil:
+            _sgd(<double*>pp, <double*>gp, <double*>bp, n, lr, momentum, dampening,
+                 weight_decay, nesterov, first, num_threads)
+
+
+cdef void _adam(floating* p, const floating* g, floating* m, floating* v, floating* vmax,
+                index_t n, floating lr, floating beta1, floating beta2, floating eps,
+                floating wd, bint decoupled, floating step_size, floating bias2_sqrt,
+                int num_threads) noexcept nogil:
+    cdef index_t c, i, start, stop
+    cdef index_t chunks = _ceil_div(n, CHUNK)
+    cdef floating d, vv
+    with parallel(num_threads=max(1, min(num_threads, chunks))):
+        fp_enter()
+        for c in prange(chunks, schedule='static'):
+            start = c * CHUNK
+            stop = min(start + CHUNK, n)
+            for i in range(start, stop):
+                d = g[i]
+                if decoupled:
+                    p[i] = p[i] * (1 - lr * wd)
+                else:
+                    d = d + wd * p[i]
+                m[i] = m[i] + (1 - beta1) * (d - m[i])
+                v[i] = beta2 * v[i] + (1 - beta2) * d * d
+                vv = v[i]
+                if vmax != NULL:
+                    if vv > vmax[i]:
+                        vmax[i] = vv
+                    vv = vmax[i]
+                p[i] = p[i] - step_size * m[i] / (sqrt(vv) / bias2_sqrt + eps)
+
+
+def adam_step(cnp.ndarray p, cnp.ndarray g, cnp.ndarray m, cnp.ndarray v, object vmax,
+              double lr, double beta1, double beta2, double eps, double weight_decay,
+              bint decoupled, int step, int num_threads):
+    """One Adam / AdamW update in place (torch.optim's formulas; vmax: the
+    amsgrad maximum or None); step counts from 1."""
+    cdef void* pp = cnp.PyArray_DATA(p)
+    cdef void* gp = cnp.PyArray_DATA(g)
+    cdef void* mp = cnp.PyArray_DATA(m)
+    cdef void* vp = cnp.PyArray_DATA(v)
+    cdef void* xp = _data(vmax)
+    cdef index_t n = p.size
+    cdef double step_size = lr / (1 - beta1 ** step)
+    cdef double bias2_sqrt = sqrt(1 - beta2 ** step)
+    if _is_f32(p):
+        with nogil:
+            _adam(<float*>pp, <float*>gp, <float*>mp, <float*>vp, <float*>xp, n, <float>lr,
+                  <float>beta1, <float>beta2, <float>eps, <float>weight_decay, decoupled,
+                  <float>step_size, <float>bias2_sqrt, num_threads)
+    else:
+        with nogil:
+            _adam(<double*>pp, <double*>gp, <double*>mp, <double*>vp, <double*>xp, n, lr,
+                  beta1, beta2, eps, weight_decay, decoupled, step_size, bias2_sqrt,
+                  num_threads)

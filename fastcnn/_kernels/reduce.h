@@ -35,6 +35,35 @@ static inline void fcnn_shifted_sums_f64(const double *x, long n, double k, doub
     s[1] = s2;
 }
 
+/* The sums a normalization's backward needs over n values:
+ * s[0] = sum(gy), s[1] = sum(gy * (x - mean)), in double. */
+static inline void fcnn_grad_sums_f32(const float *x, const float *gy, long n, double mean,
+                                      double *s)
+{
+    double s1 = 0.0, s2 = 0.0;
+#pragma omp simd reduction(+:s1, s2)
+    for (long i = 0; i < n; i++) {
+        double g = (double)gy[i];
+        s1 += g;
+        s2 += g * ((double)x[i] - mean);
+    }
+    s[0] = s1;
+    s[1] = s2;
+}
+
+static inline void fcnn_grad_sums_f64(const double *x, const double *gy, long n, double mean,
+                                      double *s)
+{
+    double s1 = 0.0, s2 = 0.0;
+#pragma omp simd reduction(+:s1, s2)
+    for (long i = 0; i < n; i++) {
+        s1 += gy[i];
+        s2 += gy[i] * (x[i] - mean);
+    }
+    s[0] = s1;
+    s[1] = s2;
+}
+
 /* 1 when no value is NaN or +-Inf: an integer OR over "exponent all ones",
  * which vectorises without any floating-point reassociation. */
 static inline int fcnn_all_finite_f32(const float *x, long n)

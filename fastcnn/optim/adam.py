@@ -1,9 +1,9 @@
 """Adam and AdamW (decoupled weight decay), as torch.optim's, amsgrad included."""
-import math
-
 import numpy as np
 
-from fastcnn.optim.optimizer import Optimizer
+from fastcnn import _kernels
+from fastcnn._threads import get_num_threads
+from fastcnn.optim.optimizer import Optimizer, contiguous_update
 
 __all__ = ["Adam", "AdamW"]
 
@@ -26,16 +26,13 @@ class Adam(Optimizer):
 
     def step(self, closure=None):
         """m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
-        p -= lr / (1 - b1^t) m / (sqrt(v) / sqrt(1 - b2^t) + eps)."""
+        p -= lr / (1 - b1^t) m / (sqrt(v) / sqrt(1 - b2^t) + eps), one pass
+        per parameter (AdamW first p *= 1 - lr wd; Adam adds wd p to g)."""
         loss = closure() if closure is not None else None
+        threads = get_num_threads()
         for group in self.param_groups:
-            lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            (b1, b2) = group["betas"]
             for p, g, state in self._grads(group):
-                t = p.dtype.type
-                if wd and self._decoupled:
-                    p *= t(1 - lr * wd)
-                elif wd:
-                    g = g + p * t(wd)
                 if not state:
                     state["step"] = 0
                     state["exp_avg"] = np.zeros_like(p)
@@ -43,18 +40,12 @@ class Adam(Optimizer):
                     if group["amsgrad"]:
                         state["max_exp_avg_sq"] = np.zeros_like(p)
                 state["step"] += 1
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                m *= t(b1)
-                m += g * t(1 - b1)
-                v *= t(b2)
-                v += g * g * t(1 - b2)
-                if group["amsgrad"]:
-                    np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
-                    v = state["max_exp_avg_sq"]
-                bias1 = 1 - b1 ** state["step"]
-                bias2 = 1 - b2 ** state["step"]
-                denom = np.sqrt(v) / t(math.sqrt(bias2)) + t(eps)
-                p -= t(lr / bias1) * m / denom
+                with contiguous_update(p) as target:
+                    _kernels._grad.adam_step(target, np.ascontiguousarray(g), state["exp_avg"],
+                                             state["exp_avg_sq"], state.get("max_exp_avg_sq"),
+                                             group["lr"], b1, b2, group["eps"],
+                                             group["weight_decay"], self._decoupled,
+                                             state["step"], threads)
         return loss
 
 

@@ -1,12 +1,27 @@
 """The optimizer base: parameter groups, per-parameter state, zero_grad and
 state_dict / load_state_dict in PyTorch's layout."""
+import contextlib
 import copy
 
 import numpy as np
 
 from fastcnn._autograd.parameter import Parameter
 
-__all__ = ["Optimizer"]
+__all__ = ["Optimizer", "contiguous_update"]
+
+
+@contextlib.contextmanager
+def contiguous_update(p):
+    """p itself when the kernels can update it in place, else a contiguous
+    native-order copy written back afterwards."""
+    if p.flags.c_contiguous and p.dtype.isnative and p.flags.writeable:
+        yield p
+        return
+    if not p.flags.writeable:
+        raise ValueError("optimizer step: a parameter is read-only")
+    work = np.ascontiguousarray(p, dtype=p.dtype.newbyteorder("="))
+    yield work
+    p[...] = work
 
 
 class Optimizer:

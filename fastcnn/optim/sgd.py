@@ -2,7 +2,9 @@
 and weight decay, as torch.optim.SGD."""
 import numpy as np
 
-from fastcnn.optim.optimizer import Optimizer
+from fastcnn import _kernels
+from fastcnn._threads import get_num_threads
+from fastcnn.optim.optimizer import Optimizer, contiguous_update
 
 __all__ = ["SGD"]
 
@@ -24,19 +26,20 @@ class SGD(Optimizer):
     def step(self, closure=None):
         """One update of every parameter with a gradient:
         d = g + wd p; buf = momentum buf + (1 - dampening) d (buf = d at first);
-        d = d + momentum buf (Nesterov) or buf; p -= lr d."""
+        d = d + momentum buf (Nesterov) or buf; p -= lr d. One pass per
+        parameter, in the kernels' threads."""
         loss = closure() if closure is not None else None
+        threads = get_num_threads()
         for group in self.param_groups:
-            lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
+            momentum = group["momentum"]
             for p, g, state in self._grads(group):
-                d = g + p * p.dtype.type(wd) if wd else g
-                if momentum:
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        buf = state["momentum_buffer"] = np.array(d, copy=True)
-                    else:
-                        buf *= p.dtype.type(momentum)
-                        buf += d * p.dtype.type(1 - group["dampening"])
-                    d = d + buf * p.dtype.type(momentum) if group["nesterov"] else buf
-                p -= d * p.dtype.type(lr)
+                buf = state.get("momentum_buffer")
+                first = buf is None
+                if momentum and first:
+                    buf = state["momentum_buffer"] = np.empty_like(p)
+                with contiguous_update(p) as target:
+                    _kernels._grad.sgd_step(target, np.ascontiguousarray(g),
+                                            buf if momentum else None, group["lr"], momentum,
+                                            group["dampening"], group["weight_decay"],
+                                            group["nesterov"], first, threads)
         return loss
