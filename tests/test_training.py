@@ -465,3 +465,29 @@ def test_train_digits_experiment(tmp_path, capsys):
 def _has(module):
     import importlib.util
     return importlib.util.find_spec(module) is not None
+
+
+@pytest.mark.parametrize("cout", [1, 5, 16, 17])          # the direct path up to 16, GEMM beyond
+@pytest.mark.parametrize("kernel, stride, padding, dilation", [
+    (5, 1, 0, 1), (3, 1, 2, 2), ((2, 7), 1, (1, 3), 1), (3, 2, 1, 1), ((3, 9), 1, 1, 1)])
+def test_weight_gradient_paths_match_torch(cout, kernel, stride, padding, dilation):
+    x = rng.standard_normal((3, 4, 11, 13))
+    w = rng.standard_normal((cout, 4) + ((kernel,) * 2 if isinstance(kernel, int) else kernel))
+    y = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w), None, stride, padding,
+                                   dilation)
+    gy = rng.standard_normal(tuple(y.shape))
+    want = torch.nn.grad.conv2d_weight(torch.tensor(x), w.shape, torch.tensor(gy), stride,
+                                       padding, dilation).numpy()
+    got = G.conv2d_weight(x, w.shape, gy, stride, padding, dilation)
+    np.testing.assert_allclose(got, want, atol=1e-11, rtol=1e-11)
+    g32 = G.conv2d_weight(x.astype(np.float32), w.shape, gy.astype(np.float32), stride, padding,
+                          dilation)
+    np.testing.assert_allclose(g32, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    # a non-finite input takes the im2col path, where it meets only its own taps
+    x[0, 0, 5, 6] = np.inf
+    with np.errstate(invalid="ignore"):
+        want = torch.nn.grad.conv2d_weight(torch.tensor(x), w.shape, torch.tensor(gy), stride,
+                                           padding, dilation).numpy()
+        got = G.conv2d_weight(x, w.shape, gy, stride, padding, dilation)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))

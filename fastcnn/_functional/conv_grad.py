@@ -125,6 +125,14 @@ def conv_weight_grad(input, weight_size, grad_output, stride=1, padding=0, dilat
         _kernels._grad.depthwise_weight(g.kernel_geom(n, channels), cout // channels, x, gy,
                                         gw, threads)
         return gw
+    geom = g.kernel_geom(n, channels)
+    if (g.groups == 1 and cout <= _kernels._grad.WGRAD_COUT_MAX
+            and g.kernel[-1] <= _kernels._grad.WGRAD_KW_MAX
+            and all(s == 1 for s in g.stride[-2:]) and _kernels._act.all_finite(x, threads)):
+        # few output channels: an im2col GEMM would be all packing
+        xp, gp, plen = _direct_operands(x, gy, geom)
+        _kernels._grad.conv_weight_direct(geom, xp, gp, gw, plen, threads)
+        return gw
     taps = math.prod(g.kernel)
     positions = math.prod(g.out_spatial)
     width = weight_size[1] * taps
@@ -137,9 +145,30 @@ def conv_weight_grad(input, weight_size, grad_output, stride=1, padding=0, dilat
     quarter = -(-width // 4)
     col_block = max(16, (quarter + 15) // 16 * 16)
     cols = scratch.get(1, channels * taps * chunk, x.dtype)
-    _kernels._grad.conv_weight(g.kernel_geom(n, channels), g.groups, x, rows, gw, cols, chunk,
+    _kernels._grad.conv_weight(geom, g.groups, x, rows, gw, cols, chunk,
                                col_block, threads)
     return gw
+
+
+def _direct_operands(x, gy, geom):
+    """The padded input (phase rows) and row-padded output gradient of
+    conv_wgrad.h, from the kernel geometry; and the phase-row length."""
+    n, channels = geom[:2]
+    size, out, kernel = geom[2:5], geom[5:8], geom[8:11]
+    stride, pad, dil = geom[11:14], geom[14:17], geom[17:20]
+    plen = out[2] + (kernel[2] - 1) * dil[2] // stride[2] + 1
+    rows = (out[1] - 1) * stride[1] + (kernel[1] - 1) * dil[1] + 1 + stride[1]
+    width = plen * stride[2]
+    xp = np.zeros((n, channels, size[0], rows, width), x.dtype)
+    h, w = min(size[1], rows - pad[1]), min(size[2], width - pad[2])
+    xp[:, :, :, pad[1]:pad[1] + h, pad[2]:pad[2] + w] = \
+        x.reshape((n, channels) + tuple(size))[:, :, :, :h, :w]
+    xp = np.ascontiguousarray(xp.reshape(n, channels, size[0], rows, plen, stride[2])
+                              .swapaxes(-1, -2))
+    row = stride[1] * stride[2] * plen
+    gp = np.zeros((n, gy.shape[1], out[0], out[1], row), gy.dtype)
+    gp[..., :out[2]] = gy.reshape((n, gy.shape[1]) + tuple(out))
+    return xp, gp, plen
 
 
 def conv_bias_grad(grad_output):

@@ -7,6 +7,8 @@ batch, a row's statistics) accumulate in double.
 
   activation_backward   gx = gy * act'(x or y), by the forward's ACT_* code
   softmax_backward      softmax and log_softmax along the middle of (outer, n, inner)
+  conv_weight_direct    the weight gradient of convolutions with few output
+                        channels (conv_wgrad.h: no im2col, vectors along rows)
   conv_weight           the weight gradient: per chunk of output positions, the
                         chunk's im2col columns (cache-sized) and one GEMM per group
                         and column block accumulating into the gradient
@@ -360,6 +362,80 @@ def conv_weight(tuple geom, index_t groups, cnp.ndarray x, cnp.ndarray rows, cnp
         with nogil:
             _conv_weight(<double*>xp, <double*>rp, <double*>wp, <double*>cp, g, groups, cout,
                          chunk, col_block, num_threads)
+
+
+cdef extern from "conv_wgrad.h" nogil:
+    long FCNN_WGRAD_KW_MAX
+    long FCNN_WGRAD_COUT_MAX
+    void fcnn_wgrad_f32(const float* xp, const float* gp, float* gw, long images,
+                        long channels, long cout, long c, long co0, long kd, long kh,
+                        const long* size, const long* out, const long* kernel,
+                        const long* stride, const long* pad, const long* dil, long plen,
+                        long plane_len, long out_len)
+    void fcnn_wgrad_f64(const double* xp, const double* gp, double* gw, long images,
+                        long channels, long cout, long c, long co0, long kd, long kh,
+                        const long* size, const long* out, const long* kernel,
+                        const long* stride, const long* pad, const long* dil, long plen,
+                        long plane_len, long out_len)
+
+WGRAD_KW_MAX = FCNN_WGRAD_KW_MAX
+WGRAD_COUT_MAX = FCNN_WGRAD_COUT_MAX
+
+
+cdef void _conv_weight_direct(const floating* xp, const floating* gp, floating* gw, Geom g,
+                              index_t cout, index_t plen, index_t plane_len, index_t out_len,
+                              int num_threads) noexcept nogil:
+    cdef index_t pairs = (cout + 1) // 2
+    cdef index_t rows = g.kernel[0] * g.kernel[1]
+    cdef index_t tasks = g.channels * pairs * rows
+    cdef index_t task, c, co0, r
+    cdef long size[3]
+    cdef long out[3]
+    cdef long kernel[3]
+    cdef long stride[3]
+    cdef long pad[3]
+    cdef long dil[3]
+    cdef int i
+    for i in range(3):
+        size[i], out[i], kernel[i] = g.size[i], g.out[i], g.kernel[i]
+        stride[i], pad[i], dil[i] = g.stride[i], g.pad[i], g.dilation[i]
+    with parallel(num_threads=max(1, min(<index_t>num_threads, tasks))):
+        fp_enter()
+        for task in prange(tasks, schedule='static'):
+            c = task // (pairs * rows)
+            co0 = (task // rows) % pairs * 2
+            r = task % rows
+            if floating is float:
+                fcnn_wgrad_f32(xp, gp, gw, g.images, g.channels, cout, c, co0,
+                               r // g.kernel[1], r % g.kernel[1], size, out, kernel, stride,
+                               pad, dil, plen, plane_len, out_len)
+            else:
+                fcnn_wgrad_f64(xp, gp, gw, g.images, g.channels, cout, c, co0,
+                               r // g.kernel[1], r % g.kernel[1], size, out, kernel, stride,
+                               pad, dil, plen, plane_len, out_len)
+
+
+def conv_weight_direct(tuple geom, cnp.ndarray xp, cnp.ndarray gp, cnp.ndarray gw,
+                       index_t plen, int num_threads):
+    """gw (cout, channels, *kernel) of an ungrouped convolution with at most
+    WGRAD_COUT_MAX output channels and kernel width at most WGRAD_KW_MAX,
+    from the padded, phase-split input xp and row-padded output gradient gp
+    that conv_wgrad.h describes (C-contiguous, one dtype)."""
+    cdef Geom g = _geom(geom)
+    cdef index_t cout = gw.shape[0]
+    cdef index_t plane_len = xp[0, 0].size
+    cdef index_t out_len = gp[0, 0].size
+    cdef void* xptr = cnp.PyArray_DATA(xp)
+    cdef void* gptr = cnp.PyArray_DATA(gp)
+    cdef void* wp = cnp.PyArray_DATA(gw)
+    if _is_f32(xp):
+        with nogil:
+            _conv_weight_direct(<float*>xptr, <float*>gptr, <float*>wp, g, cout, plen,
+                                plane_len, out_len, num_threads)
+    else:
+        with nogil:
+            _conv_weight_direct(<double*>xptr, <double*>gptr, <double*>wp, g, cout, plen,
+                                plane_len, out_len, num_threads)
 
 
 cdef void _depthwise_input(const floating* gy, const floating* w, floating* gx, Geom g,

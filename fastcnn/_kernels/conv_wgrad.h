@@ -1,0 +1,93 @@
+/* The weight gradient of a convolution with few output channels, direct.
+ *
+ * gw[co][c][kd][kh][kw] = sum over images and output positions of
+ * gy[n][co][od][oh][ow] * x[n][c][od*sd + kd*dd - pd][oh*sh + kh*dh - ph][ow*sw + kw*dw - pw].
+ * With few output channels an im2col GEMM is all packing (its M is tiny).
+ * Here the caller lays the operands out so that every tap reads one
+ * contiguous run per output plane:
+ *   xp: each input plane zero-padded and split into "phase" rows: phase p
+ *       of a padded row holds its elements p, p + sw, p + 2 sw, ... (plen
+ *       of them), so a tap's elements along an output row are contiguous at
+ *       any stride; rows from -ph on, sh spare rows at the end;
+ *   gp: each output plane with rows of R = sh * sw * plen elements (zeros
+ *       past the output width), the distance between the input rows two
+ *       consecutive output rows read.
+ * Then output position q = oh * R + ow of tap (kh, kw) reads xp at a fixed
+ * offset plus q, and a task (input channel, pair of output channels, kd,
+ * kh) runs vectors over q with one accumulator per (output channel, kw) in
+ * registers, summing the lanes in a fixed order at the end. The padded
+ * positions multiply zeros (the caller keeps non-finite inputs away). Each
+ * gw element is computed by one task in one order: results do not depend
+ * on the thread count.
+ *
+ * Uses the vector types of transpose.h (the target's width).
+ */
+#ifndef FASTCNN_CONV_WGRAD_H
+#define FASTCNN_CONV_WGRAD_H
+
+#include "transpose.h"
+
+#define FCNN_WGRAD_KW_MAX 8     /* kernel widths up to this take the direct path */
+#define FCNN_WGRAD_COUT_MAX 16  /* output channels up to this take the direct path */
+
+/* plane_len: elements of one padded input plane in xp; out_len: of one
+ * padded output plane in gp (od planes of oh rows of R). */
+#define FCNN_DEFINE_WGRAD(SUFFIX, T)                                                      \
+static void fcnn_wgrad_##SUFFIX(const T *xp, const T *gp, T *gw, long images, long channels, \
+                                long cout, long c, long co0, long kd, long kh,             \
+                                const long *in, const long *out, const long *kernel,       \
+                                const long *stride, const long *pad, const long *dil,      \
+                                long plen, long plane_len, long out_len)                  \
+{                                                                                          \
+    enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                              \
+    typedef fcnn_vec_##SUFFIX vec;                                                         \
+    const long KW = kernel[2], sw = stride[2], dw = dil[2];                                \
+    const long R = stride[1] * sw * plen, rows_len = plane_len / in[0];                 \
+    const long span = out[1] * R, full = span / VL * VL;                                   \
+    const long nco = cout - co0 < 2 ? cout - co0 : 2;                                      \
+    long offset[FCNN_WGRAD_KW_MAX];                                                        \
+    for (long k = 0; k < KW; k++)                                                          \
+        offset[k] = (k * dw % sw) * plen + k * dw / sw + kh * dil[1] * sw * plen;          \
+    vec acc[2][FCNN_WGRAD_KW_MAX];                                                         \
+    T tail[2][FCNN_WGRAD_KW_MAX];                                                          \
+    for (long t = 0; t < 2; t++)                                                           \
+        for (long k = 0; k < KW; k++) {                                                    \
+            acc[t][k] = (vec){0};                                                          \
+            tail[t][k] = 0;                                                                \
+        }                                                                                  \
+    for (long n = 0; n < images; n++)                                                      \
+    for (long od = 0; od < out[0]; od++) {                                                 \
+        long id = od * stride[0] + kd * dil[0] - pad[0];                                   \
+        if (id < 0 || id >= in[0])                                                         \
+            continue;                                                                      \
+        const T *x0 = xp + (n * channels + c) * plane_len + id * rows_len;                 \
+        const T *g0 = gp + ((n * cout + co0) * out[0] + od) * (out_len / out[0]);          \
+        const T *g1 = g0 + (nco > 1 ? out_len : 0);                                        \
+        for (long q = 0; q < full; q += VL) {                                              \
+            vec a = *(const vec *)(g0 + q), b = *(const vec *)(g1 + q);                    \
+            for (long k = 0; k < KW; k++) {                                                \
+                vec xv = *(const vec *)(x0 + offset[k] + q);                               \
+                acc[0][k] += a * xv;                                                       \
+                acc[1][k] += b * xv;                                                       \
+            }                                                                              \
+        }                                                                                  \
+        for (long q = full; q < span; q++)                                                 \
+            for (long k = 0; k < KW; k++) {                                                \
+                tail[0][k] += g0[q] * x0[offset[k] + q];                                   \
+                tail[1][k] += g1[q] * x0[offset[k] + q];                                   \
+            }                                                                              \
+    }                                                                                      \
+    for (long t = 0; t < nco; t++)                                                         \
+        for (long k = 0; k < KW; k++) {                                                    \
+            T s = 0;                                                                       \
+            for (long l = 0; l < VL; l++)                                                  \
+                s += acc[t][k][l];                                                         \
+            gw[((((co0 + t) * channels + c) * kernel[0] + kd) * kernel[1] + kh) * KW + k]  \
+                = s + tail[t][k];                                                          \
+        }                                                                                  \
+}
+
+FCNN_DEFINE_WGRAD(f32, float)
+FCNN_DEFINE_WGRAD(f64, double)
+
+#endif
