@@ -34,6 +34,7 @@ class _Recorder(_graph.Tracer):
         self.extra = {}                             # Node id -> what its rule saved
         self.by_root = collections.defaultdict(list)  # id(root array) -> Value ids on it
         self.needed = set()                          # Value ids some rule reads the data of
+        self.fused = {}                              # Value id -> node that may read it
         self.pending = None
 
     def _remember(self, value, array):
@@ -49,9 +50,11 @@ class _Recorder(_graph.Tracer):
         reads = _rules.READS.get(node.op, _rules.READS_ALL)
         if "in" in reads:
             self.needed.update(v.id for v in node.inputs())
-        if "out" in reads or (node.op in _rules.FUSED_OUTPUT
-                              and node.arguments().get("activation") is not None):
+        if "out" in reads:
             self.needed.update(v.id for v in node.outputs)
+        elif node.op in _rules.FUSED_OUTPUT:          # read when it fused an activation:
+            for v in node.outputs:                     # decided if an in-place op comes
+                self.fused[v.id] = node
         for v, r in zip(node.outputs, results):
             if isinstance(r, np.ndarray):
                 self._remember(v, r.view(np.ndarray) if type(r) is not np.ndarray else r)
@@ -64,7 +67,11 @@ class _Recorder(_graph.Tracer):
         will read gets its values copied before the op writes."""
         for vid in self.by_root.pop(id(_graph.root_array(target)), ()):
             a = self.data.get(vid)
-            if a is not None and vid in self.needed:
+            if a is None:
+                continue
+            node = self.fused.get(vid)
+            if vid in self.needed or (node is not None
+                                      and node.arguments().get("activation") is not None):
                 self.data[vid] = a.copy()
 
     def call(self, op, fn, args, kwargs):
