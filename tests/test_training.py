@@ -491,3 +491,19 @@ def test_weight_gradient_paths_match_torch(cout, kernel, stride, padding, dilati
         got = G.conv2d_weight(x, w.shape, gy, stride, padding, dilation)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+
+
+@pytest.mark.parametrize("kw", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
+                                dict(kernel_size=(2, 3), stride=1, dilation=2, ceil_mode=True),
+                                dict(kernel_size=3, stride=2, ceil_mode=True)])
+def test_max_pool_backward_ties_and_nan_match_pytorch(kw):
+    """The gradient goes where PyTorch's indices point: the first maximum of
+    a window with ties, the last NaN of a window with NaN."""
+    x = rng.integers(0, 3, (2, 3, 9, 8)).astype(np.float64)      # many ties
+    x[0, 0, 2, 3] = x[1, 2, 5, 5] = x[1, 2, 5, 6] = np.nan
+    m = nn.MaxPool2d(**kw).double()
+    y = m(x)
+    gy = rng.standard_normal(y.shape)
+    xt = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.max_pool2d(xt, **kw).backward(torch.tensor(gy))
+    np.testing.assert_array_equal(m.backward(gy), xt.grad.numpy())

@@ -47,8 +47,7 @@ _SHAPES_ONLY = ("add", "subtract", "negative", "positive", "flatten", "unflatten
                 "squeeze", "expand_dims", "ravel", "transpose", "getitem", "copy", "pad",
                 "pixel_shuffle", "pixel_unshuffle", "concatenate", "stack", "sum", "mean",
                 "dropout", "dropout1d", "dropout2d", "dropout3d") + tuple(
-    f"{kind}_pool{nd}d" for kind in ("max", "avg", "adaptive_max", "adaptive_avg")
-    for nd in (1, 2, 3))
+    f"{kind}_pool{nd}d" for kind in ("avg", "adaptive_max", "adaptive_avg") for nd in (1, 2, 3))
 _OUTPUT_ONLY = ("relu", "relu_", "sigmoid", "tanh", "exp", "sqrt", "softmax", "log_softmax",
                 "softmin")
 # ops that read their inputs only (their output too when they ran a fused

@@ -124,7 +124,8 @@ def _legacy_dim(ndim):
 # -- pooling
 
 def _with_indices(fn, args, kwargs):
-    """Run a max pooling with return_indices=True; keep the indices for backward."""
+    """Run an adaptive max pooling with return_indices=True; keep the indices
+    for backward."""
     bound = inspect.signature(fn).bind(*args, **kwargs)
     wanted = bound.arguments.get("return_indices", False)
     bound.arguments["return_indices"] = True
@@ -133,6 +134,16 @@ def _with_indices(fn, args, kwargs):
 
 
 def _max_pool(nd):
+    def rule(ctx):
+        a = ctx.args
+        k = a["kernel_size"]
+        return {"input": _pg.max_pool_grad_from_output(
+            ctx.grad, a["input"], ctx.outputs[0], tuple(k) if isinstance(k, (tuple, list))
+            else (k,) * nd, a["stride"], a["padding"], a["dilation"])}
+    return rule
+
+
+def _adaptive_max_pool(nd):
     def rule(ctx):
         return {"input": _pg.max_pool_grad(ctx.grad, ctx.extra, ctx.args["input"].shape, nd)}
     return rule
@@ -264,8 +275,7 @@ FORWARD_HOOKS = {name: _dropout_state for name in ("dropout", "dropout1d", "drop
                                                    "dropout3d")}
 for _nd in (1, 2, 3):
     RULES[f"max_pool{_nd}d"] = _max_pool(_nd)
-    RULES[f"adaptive_max_pool{_nd}d"] = _max_pool(_nd)
+    RULES[f"adaptive_max_pool{_nd}d"] = _adaptive_max_pool(_nd)
     RULES[f"avg_pool{_nd}d"] = _avg_pool_nd(_nd)
     RULES[f"adaptive_avg_pool{_nd}d"] = _adaptive_avg(_nd)
-    FORWARD_HOOKS[f"max_pool{_nd}d"] = _with_indices
     FORWARD_HOOKS[f"adaptive_max_pool{_nd}d"] = _with_indices

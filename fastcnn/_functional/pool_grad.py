@@ -8,7 +8,8 @@ from fastcnn import _kernels
 from fastcnn import _threads
 from fastcnn._validation import as_array, check_float, contiguous, ntuple
 
-__all__ = ["max_pool_grad", "avg_pool_grad", "adaptive_avg_pool_grad"]
+__all__ = ["max_pool_grad", "max_pool_grad_from_output", "avg_pool_grad",
+           "adaptive_avg_pool_grad"]
 
 
 def _planes(op, grad_output, input_shape, nd):
@@ -41,6 +42,34 @@ def max_pool_grad(grad_output, indices, input_shape, nd):
         _kernels._grad.max_pool_backward(gy, idx, gx, planes, math.prod(gy.shape[-nd:]),
                                          math.prod(input_shape[-nd:]),
                                          _threads.get_num_threads())
+    return gx
+
+
+def max_pool_grad_from_output(grad_output, input, output, kernel_size, stride=None, padding=0,
+                              dilation=1):
+    """The gradient of max_pool{1,2,3}d (nd from kernel_size's length, or the
+    input's rank) from its input and output instead of indices: each output's
+    gradient goes to the first position of its window holding the maximum
+    (the last NaN when the maximum is NaN), as PyTorch's indices point."""
+    op = "max_pool_grad"
+    x = as_array(input, op, "input")
+    nd = len(kernel_size) if isinstance(kernel_size, (tuple, list)) else x.ndim - 2
+    gy, input_shape, planes = _planes(op, grad_output, x.shape, nd)
+    y = as_array(output, op, "output")
+    if y.shape != gy.shape:
+        raise ValueError(f"{op}: output must have grad_output's shape {gy.shape}, got {y.shape}")
+    kernel = ntuple(kernel_size, nd, op, "kernel_size", minimum=1)
+    stride = kernel if stride is None or (isinstance(stride, (list, tuple)) and not stride) \
+        else ntuple(stride, nd, op, "stride", minimum=1)
+    pads = ntuple(padding, nd, op, "padding", minimum=0)
+    dilation = ntuple(dilation, nd, op, "dilation", minimum=1)
+    gx = np.empty(input_shape, gy.dtype)
+    if gx.size:
+        geom = ((planes, 1) + _lead3(input_shape[-nd:], 1) + _lead3(gy.shape[-nd:], 1)
+                + _lead3(kernel, 1) + _lead3(stride, 1) + _lead3(pads, 0)
+                + _lead3(dilation, 1))
+        _kernels._grad.max_pool_backward_search(geom, contiguous(x), contiguous(y), gy, gx,
+                                                _threads.get_num_threads())
     return gx
 
 

@@ -18,7 +18,8 @@ batch, a row's statistics) accumulate in double.
   batch_norm_backward   grad input, gamma and beta of batch norm in one pass per channel
   rows_norm_backward    grad input of layer / group / instance norm and their
                         per-row affine partial sums
-  max_pool_backward, avg_pool_backward, adaptive_avg_backward
+  max_pool_backward (from indices), max_pool_backward_search (from input and
+  output), avg_pool_backward, adaptive_avg_backward
   sgd_step, adam_step   the optimizers' updates, in place, one pass each
 """
 cimport numpy as cnp
@@ -784,6 +785,82 @@ cdef void _max_pool_backward(const floating* gy, const long long* indices, float
             for j in range(out_size):
                 if 0 <= idx[j] < in_size:
                     dst[idx[j]] += src[j]
+
+
+cdef void _max_pool_backward_search(const floating* x, const floating* y, const floating* gy,
+                                    floating* gx, Geom g, int num_threads) noexcept nogil:
+    """Each output's gradient added at its window's maximum, found again from
+    the input and the output: the first position (row-major) holding the
+    output's value, or the last NaN when the output is NaN (PyTorch's
+    choices). One task per plane (images = planes)."""
+    cdef index_t positions = g.out[0] * g.out[1] * g.out[2]
+    cdef index_t plane = g.size[0] * g.size[1] * g.size[2]
+    cdef index_t p, j, o, o0, o1, o2, best
+    cdef floating* dst
+    cdef const floating* src
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for p in prange(g.images, schedule='static'):
+            dst = gx + p * plane
+            src = x + p * plane
+            for j in range(plane):
+                dst[j] = 0
+            o = p * positions
+            for o0 in range(g.out[0]):
+                for o1 in range(g.out[1]):
+                    for o2 in range(g.out[2]):
+                        best = _window_max_at(src, y[o], &g, o0, o1, o2)
+                        if best >= 0:
+                            dst[best] += gy[o]
+                        o = o + 1
+
+
+cdef inline index_t _window_max_at(const floating* src, floating v, const Geom* g, index_t o0,
+                                   index_t o1, index_t o2) noexcept nogil:
+    """Where in its window output (o0, o1, o2) took its value v: the first
+    position holding v (scanned backwards with selects, not branches: which
+    position holds a window's maximum is data, unpredictable), or the last
+    NaN when v is NaN; -1 for none."""
+    cdef index_t k0, k1, k2, i0, i1, i2, at, best = -1
+    cdef bint nan = v != v
+    for k0 in range(g[0].kernel[0] - 1, -1, -1):
+        i0 = o0 * g[0].stride[0] + k0 * g[0].dilation[0] - g[0].pad[0]
+        if i0 < 0 or i0 >= g[0].size[0]:
+            continue
+        for k1 in range(g[0].kernel[1] - 1, -1, -1):
+            i1 = o1 * g[0].stride[1] + k1 * g[0].dilation[1] - g[0].pad[1]
+            if i1 < 0 or i1 >= g[0].size[1]:
+                continue
+            for k2 in range(g[0].kernel[2] - 1, -1, -1):
+                i2 = o2 * g[0].stride[2] + k2 * g[0].dilation[2] - g[0].pad[2]
+                if i2 < 0 or i2 >= g[0].size[2]:
+                    continue
+                at = (i0 * g[0].size[1] + i1) * g[0].size[2] + i2
+                if nan:
+                    if best < 0 and src[at] != src[at]:
+                        best = at
+                else:
+                    best = at if src[at] == v else best
+    return best
+
+
+def max_pool_backward_search(tuple geom, cnp.ndarray x, cnp.ndarray y, cnp.ndarray gy,
+                             cnp.ndarray gx, int num_threads):
+    """The gradient of max pooling from its input and output (no indices);
+    geom as _geom reads it with images = planes. C-contiguous, one dtype."""
+    cdef Geom g = _geom(geom)
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* yp = cnp.PyArray_DATA(y)
+    cdef void* gyp = cnp.PyArray_DATA(gy)
+    cdef void* gxp = cnp.PyArray_DATA(gx)
+    if _is_f32(x):
+        with nogil:
+            _max_pool_backward_search(<float*>xp, <float*>yp, <float*>gyp, <float*>gxp, g,
+                                      num_threads)
+    else:
+        with nogil:
+            _max_pool_backward_search(<double*>xp, <double*>yp, <double*>gyp, <double*>gxp, g,
+                                      num_threads)
 
 
 def max_pool_backward(cnp.ndarray gy, cnp.ndarray indices, cnp.ndarray gx, index_t planes,
