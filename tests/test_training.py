@@ -507,3 +507,75 @@ def test_max_pool_backward_ties_and_nan_match_pytorch(kw):
     xt = torch.tensor(x, requires_grad=True)
     torch.nn.functional.max_pool2d(xt, **kw).backward(torch.tensor(gy))
     np.testing.assert_array_equal(m.backward(gy), xt.grad.numpy())
+
+
+BAD_BACKWARD_CALLS = [
+    lambda: G.conv2d_input((1, 2, 5), np.ones((3, 2, 3, 3)), np.ones((1, 3, 3, 3))),
+    lambda: G.conv2d_input((1, 4, 5, 5), np.ones((3, 2, 3, 3)), np.ones((1, 3, 3, 3))),
+    lambda: G.conv2d_input((1, 2, 5, 5), np.ones((3, 2, 3, 3), np.float32), np.ones((1, 3, 3, 3))),
+    lambda: G.conv2d_weight(np.ones((1, 2, 5, 5)), (3, 2, 3, 3), np.ones((1, 3, 2, 2))),
+    lambda: G.conv2d_weight(np.ones((1, 2, 5, 5)), (3, 2, 3, 3), np.ones((1, 3, 3, 3)), stride=0),
+    lambda: G.conv2d_weight(np.ones((1, 2, 5, 5), np.int64), (3, 2, 3, 3), np.ones((1, 3, 3, 3))),
+    lambda: G.conv2d_weight(np.ones((1, 2, 5, 5)), (3, 2, 3, 3), np.ones((1, 3, 3, 3)), groups=4),
+    lambda: G.linear_grad(np.ones((2, 3)), np.ones((4, 3)), np.ones((2, 5))),
+    lambda: G.activation_grad("nope", np.ones(3), np.ones(3)),
+    lambda: G.activation_grad("silu", np.ones(3)),
+    lambda: G.activation_grad("silu", np.ones(3), np.ones(4)),
+    lambda: G.softmax_grad(np.ones((2, 3)), np.ones((2, 4)), 1),
+    lambda: G.softmax_grad(np.ones((2, 3)), np.ones((2, 3)), 5),
+    lambda: G.batch_norm_grad(np.ones((2, 3, 4)), np.ones((2, 3, 5))),
+    lambda: G.layer_norm_grad(np.ones((2, 3)), np.ones((2, 4)), 3),
+    lambda: G.max_pool_grad(np.ones((1, 2, 2, 2)), np.zeros((1, 2, 2, 3), np.int64),
+                            (1, 2, 4, 4), 2),
+    lambda: G.max_pool_grad_from_output(np.ones((1, 2, 2, 2)), np.ones((1, 2, 4, 4)),
+                                        np.ones((1, 2, 3, 2)), 2),
+    lambda: G.avg_pool_grad(np.ones((1, 2, 2, 2)), (1, 3, 4, 4), 2),
+    lambda: F.cross_entropy_grad(np.ones((2, 3)), np.array([0.5, 1.0])),
+    lambda: F.cross_entropy(np.ones((2, 3)), np.array([0, 1]), weight=np.ones(4)),
+    lambda: F.cross_entropy(np.ones((2, 3)), np.array([0, 1]), label_smoothing=2.0),
+    lambda: F.nll_loss(np.ones((2, 3)), np.array([[0, 1]])),
+    lambda: F.mse_loss_grad(np.ones((2, 3)), np.ones((4, 3))),
+    lambda: F.mse_loss(np.ones((2, 3)), np.ones((2, 3)), reduction="avg"),
+    lambda: F.cross_entropy_grad(np.ones((2, 3)), np.array([0, 1]), grad_output=np.ones(2)),
+    lambda: optim.SGD(nn.Linear(2, 2).parameters(), lr=-1.0),
+    lambda: optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1, nesterov=True),
+    lambda: optim.Adam(nn.Linear(2, 2).parameters(), betas=(1.0, 0.9)),
+    lambda: optim.SGD([], lr=0.1),
+    lambda: optim.lr_scheduler.StepLR(optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1), 0),
+    lambda: fastcnn.set_grad_enabled("yes"),
+]
+
+
+@pytest.mark.parametrize("call", BAD_BACKWARD_CALLS, ids=[str(i) for i in
+                                                          range(len(BAD_BACKWARD_CALLS))])
+def test_bad_backward_input_is_a_clear_error(call):
+    with pytest.raises((ValueError, TypeError)) as info:
+        call()
+    assert len(str(info.value)) > 10
+
+
+def test_model_backward_bad_gradients():
+    m = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU())
+    m(np.ones((1, 2, 5, 5), np.float32))
+    with pytest.raises(TypeError, match="float"):
+        m.backward(np.ones((1, 3, 3, 3), np.int64))
+    with pytest.raises(ValueError, match="expected 1 gradient"):
+        m.backward((np.ones((1, 3, 3, 3)), np.ones(2)))
+    conv = nn.Conv2d(2, 3, 3)
+    conv(np.ones((1, 2, 5, 5), np.float32))
+    g = conv.backward(np.full((1, 3, 3, 3), np.nan, np.float32))    # NaN flows, no crash
+    assert np.isnan(conv.weight.grad).all() and np.isnan(g).all() and g.shape == (1, 2, 5, 5)
+
+
+def test_unsupported_op_backward_names_it():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 3)
+
+        def forward(self, x):
+            return F.local_response_norm(self.conv(x), 2)
+    m = Net()
+    m(np.ones((1, 1, 5, 5), np.float32))
+    with pytest.raises(NotImplementedError, match="local_response_norm"):
+        m.backward(np.ones((1, 1, 3, 3), np.float32))

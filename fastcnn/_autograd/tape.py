@@ -167,7 +167,8 @@ class Tape:
         """{output Value id: gradient}, checked against the outputs."""
         where = f"{self.name}.backward"
         outs = self.graph.outputs
-        grads_out = grad_output if self.several else (grad_output,)
+        several = self.several or isinstance(grad_output, tuple)
+        grads_out = grad_output if several else (grad_output,)
         if not isinstance(grads_out, tuple) or len(grads_out) != len(outs):
             raise ValueError(f"{where}: expected {len(outs)} gradient(s), one per output, got "
                              f"{len(grads_out) if isinstance(grads_out, tuple) else 1}")
