@@ -23,7 +23,7 @@ def _reduction(reduction, op):
 
 def _reduce(values, reduction, denominator=None):
     if reduction == "none":
-        return values
+        return np.asarray(values)
     total = values.sum(dtype=np.float64)
     if reduction == "sum":
         return np.asarray(total, values.dtype)
@@ -66,6 +66,9 @@ class _Classes:
         self.classes = c
         self.probabilities = t.dtype.kind == "f"
         if self.probabilities:
+            if ignore_index >= 0:
+                raise ValueError(f"{op}: ignore_index ({ignore_index}) applies to class-index "
+                                 f"targets, not to probability targets")
             if t.shape != self.x.shape:
                 raise ValueError(f"{op}: probability targets must have the input's shape "
                                  f"{self.x.shape}, got {t.shape}")
@@ -99,15 +102,21 @@ class _Classes:
         return v.reshape((1, -1) + (1,) * (self.x.ndim - 2))
 
     def picked(self, a):
-        """a[n, target[n, ...], ...] for index targets."""
+        """a[n, target[n, ...], ...] for index targets (zeros with no classes:
+        every target is then ignore_index)."""
+        if not self.classes:
+            return np.zeros(self.t.shape, a.dtype)
         return np.take_along_axis(a, self.safe[:, None], axis=1)[:, 0]
 
     def target_weights(self):
-        w = np.ones(self.t.shape, self.x.dtype) if self.weight is None else self.weight[self.safe]
+        if self.weight is None or not self.classes:
+            w = np.ones(self.t.shape, self.x.dtype)
+        else:
+            w = self.weight[self.safe]
         return np.where(self.valid, w, 0).astype(self.x.dtype)
 
     def unbatch(self, a):
-        return a[0] if self.unbatched and np.ndim(a) else a
+        return a[0, ...] if self.unbatched and np.ndim(a) else a
 
 
 def _nll_terms(cls, logp):
@@ -116,8 +125,10 @@ def _nll_terms(cls, logp):
     terms = -tw * cls.picked(logp)
     if cls.smoothing:
         w = 1 if cls.weight is None else cls.class_axis(cls.weight)
-        smooth = -(logp * w).sum(axis=1) / cls.classes
-        terms = (1 - cls.smoothing) * terms + cls.smoothing * np.where(cls.valid, smooth, 0)
+        with np.errstate(invalid="ignore", divide="ignore"):   # no classes: 0 / 0, as PyTorch
+            smooth = np.where(cls.valid, -(logp * w).sum(axis=1), 0) * \
+                (np.float64(cls.smoothing) / cls.classes)
+        terms = (1 - cls.smoothing) * terms + smooth.astype(terms.dtype)
     return terms, tw.sum(dtype=np.float64)
 
 
@@ -132,10 +143,17 @@ def _nll_dlogp(cls, scale):
     return d
 
 
+def _probability_denominator(cls):
+    """The mean's denominator for probability targets: the positions
+    (PyTorch divides numel by the classes, so no classes gives 0 / 0)."""
+    return cls.x.size / cls.classes if cls.classes else float("nan")
+
+
 def _probability_terms(cls, logp):
     t = cls.t.astype(cls.x.dtype)
     if cls.smoothing:
-        t = t * (1 - cls.smoothing) + cls.smoothing / cls.classes
+        with np.errstate(divide="ignore"):
+            t = t * (1 - cls.smoothing) + np.float64(cls.smoothing) / cls.classes
     w = 1 if cls.weight is None else cls.class_axis(cls.weight)
     return -(logp * t * w).sum(axis=1), t * w
 
@@ -150,7 +168,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     logp = log_softmax(cls.x, 1)
     if cls.probabilities:
         terms, _ = _probability_terms(cls, logp)
-        return cls.unbatch(_reduce(terms, reduction))
+        return cls.unbatch(_reduce(terms, reduction, _probability_denominator(cls)))
     terms, denominator = _nll_terms(cls, logp)
     return cls.unbatch(_reduce(terms, reduction, denominator))
 
@@ -168,7 +186,7 @@ def cross_entropy_grad(input, target, weight=None, size_average=None, ignore_ind
     if cls.unbatched and reduction == "none" and g.ndim == 0:
         g = g.reshape(1)
     if cls.probabilities:
-        scale = _scale(g, reduction, term_shape, cls.x.dtype, int(np.prod(term_shape)), op)
+        scale = _scale(g, reduction, term_shape, cls.x.dtype, _probability_denominator(cls), op)
         _, tw = _probability_terms(cls, logp)
         dlogp = -tw * scale[:, None]
     else:
@@ -209,10 +227,14 @@ def nll_loss_grad(input, target, weight=None, size_average=None, ignore_index=-1
     return cls.unbatch(_nll_dlogp(cls, scale))
 
 
-def _pair(op, input, target):
+def _pair(op, input, target, broadcast=True):
+    """input and target as arrays of input's dtype; the target broadcast to
+    the input's shape (mse_loss) or of the same shape (the BCE loss)."""
     x = as_array(input, op)
     y = as_array(target, op, "target")
     check_float(x, op)
+    if y.shape != x.shape and not broadcast:
+        raise ValueError(f"{op}: target must have the input's shape {x.shape}, got {y.shape}")
     if y.shape != x.shape:
         try:
             y = np.broadcast_to(y, x.shape)
@@ -236,15 +258,25 @@ def mse_loss_grad(input, target, size_average=None, reduce=None, reduction="mean
     op = "mse_loss_grad"
     reduction = _reduction(loss_reduction(size_average, reduce, reduction), op)
     x, y = _pair(op, input, target)
-    return (2 * (x - y) * _scale(grad_output, reduction, x.shape, x.dtype, x.size, op)).astype(x.dtype)
+    return np.asarray(2 * (x - y) * _scale(grad_output, reduction, x.shape, x.dtype, x.size, op),
+                      x.dtype)
 
 
 def _bce_operands(op, input, target, weight, pos_weight):
-    x, y = _pair(op, input, target)
-    w = None if weight is None else np.broadcast_to(as_array(weight, op, "weight"), x.shape)
-    pw = None if pos_weight is None else np.broadcast_to(as_array(pos_weight, op, "pos_weight"),
-                                                         x.shape)
-    return x, y, w, pw
+    x, y = _pair(op, input, target, broadcast=False)
+    return x, y, _broadcast_weight(op, "weight", weight, x), \
+        _broadcast_weight(op, "pos_weight", pos_weight, x)
+
+
+def _broadcast_weight(op, name, weight, x):
+    if weight is None:
+        return None
+    w = as_array(weight, op, name)
+    try:
+        return np.broadcast_to(w, x.shape)
+    except ValueError:
+        raise ValueError(f"{op}: {name} of shape {w.shape} does not broadcast to the input's "
+                         f"{x.shape}") from None
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
@@ -276,7 +308,7 @@ def binary_cross_entropy_with_logits_grad(input, target, weight=None, size_avera
     d = s - y if pw is None else (1 - y) * s - pw * y * (1 - s)
     if w is not None:
         d = d * w
-    return (d * _scale(grad_output, reduction, x.shape, x.dtype, x.size, op)).astype(x.dtype)
+    return np.asarray(d * _scale(grad_output, reduction, x.shape, x.dtype, x.size, op), x.dtype)
 
 
 def loss_reduction(size_average, reduce, reduction):

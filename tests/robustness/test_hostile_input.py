@@ -602,3 +602,68 @@ def test_pixel_shuffle(name, data):
     factor = data.draw(st.sampled_from([1, 2, 2, 3, 0, -1]))
     fn, tfn = getattr(F, name), getattr(TF, name)
     check(lambda: fn(x, factor), lambda: tfn(_torch_arg(x), factor), [x])
+
+
+# ---------------------------------------------------------------- losses
+
+def _class_target(data, x):
+    """Class indices for input x: mostly valid, sometimes out of range or the ignore index."""
+    shape = np.shape(x)
+    tshape = (shape[0],) + shape[2:] if len(shape) >= 2 else ()
+    if data.draw(st.integers(0, 9)) == 0:
+        tshape = tuple(data.draw(st.lists(st.integers(0, 4), max_size=4)))
+    c = shape[1] if len(shape) >= 2 else (shape[0] if shape else 1)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    t = rng.integers(0, max(c, 1), tshape)
+    if t.size and data.draw(st.integers(0, 4)) == 0:
+        t.flat[0] = data.draw(st.sampled_from([-100, -1, c, c + 3]))
+    return t.astype(data.draw(st.sampled_from([np.int64, np.int64, np.int32, np.float32])))
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "nll_loss"])
+@settings(max_examples=OPS_EXAMPLES, **SETTINGS)
+@given(data=st.data())
+def test_class_loss(name, data):
+    x = data.draw(arrays(max_rank=4))
+    probabilities = name == "cross_entropy" and data.draw(st.integers(0, 3)) == 0
+    t = data.draw(arrays(shape=np.shape(x), dtype=np.asarray(x).dtype)) if probabilities \
+        else _class_target(data, x)
+    c = np.shape(x)[1] if np.ndim(x) >= 2 else (np.shape(x)[0] if np.ndim(x) else 1)
+    dtype = np.asarray(x).dtype if _is_float_array(x) else np.float32
+    w = data.draw(st.one_of(st.none(), arrays(shape=(data.draw(st.sampled_from([c, c + 1])),),
+                                             dtype=dtype)))
+    kwargs = dict(reduction=data.draw(st.sampled_from(["mean", "sum", "none", "avg"])),
+                  ignore_index=data.draw(st.sampled_from([-100, 0, 1])))
+    if name == "cross_entropy":
+        kwargs["label_smoothing"] = data.draw(st.sampled_from([0.0, 0.1, 1.0, -0.1, 1.5]))
+    fn, tfn = getattr(F, name), getattr(TF, name)
+    float_call = _is_float_array(x) and (np.asarray(t).dtype.kind == "i" or _is_float_array(t)) \
+        and (w is None or _is_float_array(w))
+    # class indices of any integer dtype (PyTorch takes int64 and uint8 only)
+    t_torch = t.astype(np.int64) if np.asarray(t).dtype.kind in "iu" else t
+    check(lambda: fn(x, t, w, **kwargs),
+          lambda: tfn(_torch_arg(x), _torch_arg(t_torch), _torch_arg(w), **kwargs),
+          [x, t] + ([w] if w is not None else []), float_call=float_call)
+
+
+@pytest.mark.parametrize("name", ["mse_loss", "binary_cross_entropy_with_logits"])
+@settings(max_examples=OPS_EXAMPLES, **SETTINGS)
+@given(data=st.data())
+def test_elementwise_loss(name, data):
+    x = data.draw(arrays())
+    same = data.draw(st.integers(0, 5)) > 0
+    t = data.draw(arrays(shape=np.shape(x) if same else None,
+                         dtype=np.asarray(x).dtype if _is_float_array(x) else None))
+    kwargs = dict(reduction=data.draw(st.sampled_from(["mean", "sum", "none", "avg"])))
+    weights = []
+    if name == "binary_cross_entropy_with_logits":
+        dtype = np.asarray(x).dtype if _is_float_array(x) else np.float32
+        for key in ("weight", "pos_weight"):
+            if data.draw(st.booleans()):
+                shape = np.shape(x)[data.draw(st.integers(0, np.ndim(x))):]
+                kwargs[key] = data.draw(arrays(shape=shape, dtype=dtype))
+                weights.append(kwargs[key])
+    fn, tfn = getattr(F, name), getattr(TF, name)
+    check(lambda: fn(x, t, **kwargs),
+          lambda: tfn(_torch_arg(x), _torch_arg(t), **{k: _torch_arg(v) for k, v in kwargs.items()}),
+          [x, t] + weights)
