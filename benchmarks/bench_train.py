@@ -1,6 +1,7 @@
 """Training speed: fastcnn and PyTorch side by side in one run.
 
     python benchmarks/bench_train.py [--threads 1,2] [--repeat 5] [--skip-layers]
+                                     [--isa baseline|avx2|avx512]
 
 1. One training step (forward, cross-entropy, backward, SGD with momentum and
    weight decay) of LeNet-5 at batch 64 (3x32x32) and ResNet-18 at batch 8
@@ -11,7 +12,8 @@
    grad input + grad weight against PyTorch's autograd backward of the same
    conv, with the % of this machine's sgemm peak (measured in the same run)
    that fastcnn's pair reaches (2 x the forward's multiply-adds, x 2 flops).
-Each figure is the best of --repeat, the contenders taking turns.
+Each figure is the best of --repeat, the contenders taking turns. --isa caps
+fastcnn's kernels and PyTorch's (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) alike.
 """
 import argparse
 import os
@@ -22,6 +24,7 @@ import numpy as np
 import fastcnn
 from fastcnn import models, nn, optim
 import fastcnn.grad as G
+from fastcnn._bench.cli import cap_isa
 from fastcnn._bench.machine import sgemm_gflops
 from fastcnn._bench.torch_nets import torch_twin
 from fastcnn._config import cpu_name
@@ -133,7 +136,11 @@ def main():
     p.add_argument("--threads", default="1,2")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--skip-layers", action="store_true")
+    p.add_argument("--isa", choices=["baseline", "avx2", "avx512"], default=None,
+                   help="cap fastcnn and PyTorch to this instruction-set target")
     args = p.parse_args()
+    if args.isa:
+        cap_isa(args.isa)
     threads = [int(t) for t in args.threads.split(",")]
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, fastcnn {fastcnn.__version__} "
           f"({fastcnn.get_isa()} kernels)\n")

@@ -103,8 +103,9 @@ RIVAL_ISA_ENV = {
 }
 
 
-def _cap_isa(isa):
-    """Cap fastcnn now and the rivals before they load (they read these once)."""
+def cap_isa(isa):
+    """Cap fastcnn now and the rivals before they load (they read these once):
+    `fastcnn bench --isa` and the benchmark scripts' --isa."""
     loaded = [m for m in ("torch", "onnxruntime", "openvino") if m in sys.modules]
     if loaded:
         sys.exit(f"fastcnn bench: --isa must be set before {', '.join(loaded)} loads")
@@ -131,7 +132,7 @@ def run(args):
         sys.exit(f"fastcnn bench: unknown rival {', '.join(unknown)}; choose from "
                  f"{', '.join(KNOWN)} or none")
     if args.isa:
-        _cap_isa(args.isa)
+        cap_isa(args.isa)
     rivals, missing = available(wanted)
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         sys.exit("fastcnn bench: --plot needs matplotlib: pip install \"fastcnn[bench]\"")

@@ -66,6 +66,9 @@ class _Classes:
         self.classes = c
         self.probabilities = t.dtype.kind == "f"
         if self.probabilities:
+            if t.dtype != x.dtype:
+                raise TypeError(f"{op}: probability targets must have the input's dtype "
+                                f"{x.dtype}, got {t.dtype}")
             if ignore_index >= 0:
                 raise ValueError(f"{op}: ignore_index ({ignore_index}) applies to class-index "
                                  f"targets, not to probability targets")
@@ -88,7 +91,10 @@ class _Classes:
             self.safe = np.where(valid, t, 0).astype(np.intp)
         self.t = t
         if weight is not None:
-            weight = as_array(weight, op, "weight").astype(self.x.dtype)
+            weight = as_array(weight, op, "weight")
+            if weight.dtype != x.dtype:
+                raise TypeError(f"{op}: weight dtype {weight.dtype} does not match input "
+                                f"dtype {x.dtype}")
             if weight.shape != (c,):
                 raise ValueError(f"{op}: weight must have shape ({c},), got {weight.shape}")
         self.weight = weight
@@ -122,7 +128,8 @@ class _Classes:
 def _nll_terms(cls, logp):
     """Per-position loss terms and the mean's denominator (index targets)."""
     tw = cls.target_weights()
-    terms = -tw * cls.picked(logp)
+    with np.errstate(invalid="ignore"):       # an ignored position's NaN or Inf times 0
+        terms = np.where(cls.valid, -tw * cls.picked(logp), 0).astype(logp.dtype)
     if cls.smoothing:
         w = 1 if cls.weight is None else cls.class_axis(cls.weight)
         with np.errstate(invalid="ignore", divide="ignore"):   # no classes: 0 / 0, as PyTorch
