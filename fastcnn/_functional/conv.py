@@ -197,7 +197,9 @@ class _Scratch(threading.local):
     LIMIT = 256 * 2**20             # larger needs are allocated per call
 
     def __init__(self):
-        self.buffers = [np.empty(0, np.uint8), np.empty(0, np.uint8)]
+        # 0: packed weights, 1: workspace (conv_run); 2: a transposed
+        # convolution's phase output
+        self.buffers = [np.empty(0, np.uint8) for _ in range(3)]
 
     def get(self, slot, size, dtype):
         nbytes = size * np.dtype(dtype).itemsize

@@ -1,8 +1,9 @@
 """Gradients of the convolutions, as torch.nn.grad's conv{1,2,3}d_input and
 conv{1,2,3}d_weight (and the bias's, a sum).
 
-Grad input is the transposed convolution of the output gradient (GEMM +
-col2im, conv_transpose's engine); depthwise layers use a direct kernel.
+Grad input is the transposed convolution of the output gradient
+(conv_transpose's engine: one stride-1 convolution per output phase on the
+forward engine); strided depthwise layers use a direct kernel.
 Grad weight is one GEMM per group over im2col columns of the input, all
 images side by side (the Caffe / PyTorch CPU design); depthwise layers use a
 direct kernel. Every path sums in an order fixed by the shapes alone.
@@ -13,7 +14,7 @@ import numpy as np
 
 from fastcnn import _kernels
 from fastcnn import _threads
-from fastcnn._functional.conv import conv_nd, scratch, conv_padding, pad_input
+from fastcnn._functional.conv import scratch, conv_padding, pad_input
 from fastcnn._functional.conv_transpose import run_transposed
 from fastcnn._validation import as_array, check_float, contiguous, conv_output_size, ntuple
 
@@ -22,6 +23,7 @@ __all__ = ["conv_input_grad", "conv_weight_grad", "conv_bias_grad", "conv1d_inpu
            "unpad_grad"]
 
 _CHUNK_BYTES = 512 * 1024      # im2col columns per chunk of output positions
+_MIN_CHUNK = 256                # ... but at least this many: each GEMM has depth
 
 
 class _Geometry:
@@ -82,22 +84,11 @@ def conv_input_grad(input_size, weight, grad_output, stride=1, padding=0, dilati
     if gx.size == 0:
         return gx
     gy, w = contiguous(gy), contiguous(w)
-    threads = _threads.get_num_threads()
-    reach = tuple(d * (k - 1) for d, k in zip(g.dilation, g.kernel))
-    if all(s == 1 for s in g.stride) and all(b <= r and a <= r for b, a, r in
-                                             zip(g.before, g.after, reach)):
-        # stride 1: a convolution of the output gradient with the flipped,
-        # transposed weights, on the forward engine (Winograd, direct, ...)
-        cout_g, cin_g = w.shape[0] // g.groups, w.shape[1]
-        flipped = np.ascontiguousarray(
-            w.reshape((g.groups, cout_g, cin_g) + g.kernel).swapaxes(1, 2)
-            [(Ellipsis,) + (slice(None, None, -1),) * g.nd]
-        ).reshape((g.groups * cin_g, cout_g) + g.kernel)
-        pads = [(r - b, r - a) for b, a, r in zip(g.before, g.after, reach)]
-        return conv_nd(g.nd, op, gy, flipped, None, 1, pads, g.dilation, g.groups, None, None)
-    if g.groups == g.input_shape[1] and w.shape[1] == 1:
+    if (g.groups == g.input_shape[1] and w.shape[1] == 1
+            and any(s > 1 for s in g.stride)):
         _kernels._grad.depthwise_input(g.kernel_geom(*g.input_shape[:2]),
-                                       w.shape[0] // g.groups, gy, w, gx, threads)
+                                       w.shape[0] // g.groups, gy, w, gx,
+                                       _threads.get_num_threads())
     else:
         # w (out, in / groups, *k) is the transposed convolution's (in, out / groups, *k)
         run_transposed(gy, w, None, gx, g.groups, g.stride, g.before, g.dilation)
@@ -138,14 +129,17 @@ def conv_weight_grad(input, weight_size, grad_output, stride=1, padding=0, dilat
     width = weight_size[1] * taps
     # the output gradient channel-major, (cout, images * positions): the GEMM's left operand
     rows = np.ascontiguousarray(gy.reshape(n, cout, positions).transpose(1, 0, 2))
-    # a chunk's columns stay in L2; at least 256 positions, so each GEMM has depth
-    chunk = max(256, _CHUNK_BYTES // (channels * taps * x.itemsize))
+    # a chunk's columns stay in L2 where they are few enough
+    chunk = max(_MIN_CHUNK, _CHUNK_BYTES // (channels * taps * x.itemsize))
     chunk = min(chunk, n * positions)
     # column blocks: 4 per group, multiples of 16, so two threads share a GEMM's work
     quarter = -(-width // 4)
     col_block = max(16, (quarter + 15) // 16 * 16)
     cols = scratch.get(1, channels * taps * chunk, x.dtype)
-    _kernels._grad.conv_weight(geom, g.groups, x, rows, gw, cols, chunk,
+    # gw's transpose as the GEMMs' product when the columns are the much
+    # longer side (3x3 layers: 9 x in_channels against out_channels)
+    gwt = scratch.get(2, gw.size, x.dtype) if width >= 4 * (cout // g.groups) else None
+    _kernels._grad.conv_weight(geom, g.groups, x, rows, gw, gwt, cols, chunk,
                                col_block, threads)
     return gw
 

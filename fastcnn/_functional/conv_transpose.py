@@ -7,6 +7,7 @@ position, its contribution to each output channel at each kernel tap
 then adds each tap's plane into the output at stride steps, in a fixed
 order, so results do not depend on the thread count.
 """
+import itertools
 import math
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 from fastcnn import _threads
 from fastcnn import _kernels
 from fastcnn._graph import traceable
-from fastcnn._functional.conv import channel_bias, conv_operands
+from fastcnn._functional.conv import channel_bias, conv_operands, conv_run, scratch
 from fastcnn._validation import check_out, contiguous, ntuple, shape_str
 
 __all__ = ["conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "conv_transpose_nd",
@@ -22,6 +23,10 @@ __all__ = ["conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "conv_tra
            "conv_transpose_output_size"]
 
 _COLUMNS_LIMIT = 2**25          # elements of GEMM output per batch of images
+# Strided: one convolution per phase pays when each phase has this many
+# outputs per image; with fewer, the forward kernels' per-image tiles are
+# mostly edges and one GEMM over every image's columns wins.
+_PHASE_MIN_POSITIONS = 256
 
 
 def conv_transpose_output_size(size, kernel, stride, padding, output_padding, dilation):
@@ -83,6 +88,98 @@ def run_transposed(x, w, bias, y, groups, stride, padding, dilation):
     """y = the transposed convolution of validated, batched x with w (in,
     out / groups, *k), its window starting `padding` into the full extent
     (also the gradient of a convolution with respect to its input)."""
+    if all(d == 1 for d in dilation) and (
+            all(s == 1 for s in stride)
+            or math.prod(-(-o // s) for o, s in zip(y.shape[2:], stride)) >= _PHASE_MIN_POSITIONS):
+        _by_phases(x, w, y, groups, stride, padding)
+    else:
+        _by_columns(x, w, y, groups, stride, padding, dilation)
+    if bias is not None:
+        y += bias.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+
+def _axis_phases(size_in, size_out, k, s, p):
+    """Along one axis, the outputs o = s q + a of each phase a, as a stride-1
+    correlation of the input with the taps t0, t0 + s, ... reversed:
+    y[s q + a] = sum_j x[q + first + j] w[t0 + s (taps - 1 - j)].
+    Yields (a, count, t0, taps, first); taps 0 means the phase is all zeros."""
+    for a in range(min(s, size_out)):
+        count = -(-(size_out - a) // s)
+        t0 = (a + p) % s
+        taps = -(-(k - t0) // s) if k > t0 else 0
+        first = (a + p - t0) // s - (taps - 1)
+        yield a, count, t0, taps, first
+
+
+def _by_phases(x, w, y, groups, stride, padding):
+    """The transposed convolution as stride-1 convolutions on the forward
+    engine, one per output phase (sub-pixel position modulo the stride), each
+    with the kernel taps that reach that phase, flipped; the phases are then
+    interleaved into y. Stride 1 is a single phase written into y directly."""
+    nd = x.ndim - 2
+    n, cin_g, cout_g = x.shape[0], x.shape[1] // groups, w.shape[1]
+    kernel = w.shape[2:]
+    w_conv = conv_weights(w, groups)
+    threads = _threads.get_num_threads()
+    pad3, one3 = (0,) * (3 - nd), (1,) * (3 - nd)
+    per_axis = [list(_axis_phases(*a)) for a in zip(x.shape[2:], y.shape[2:], kernel, stride,
+                                                    padding)]
+    direct = all(s == 1 for s in stride)
+    for phase in itertools.product(*per_axis):
+        if any(taps == 0 for _, _, _, taps, _ in phase):
+            y[(slice(None), slice(None)) + tuple(slice(a, None, s) for (a, *_), s
+                                                 in zip(phase, stride))] = 0
+            continue
+        sub = _phase_taps(w_conv, phase, stride)
+        # the input rows each phase reads: first .. first + count + taps - 2,
+        # zeros outside x (padding when it is within the kernel, else explicit)
+        lo = [first for _, _, _, _, first in phase]
+        hi = [first + count + taps - 2 for _, count, _, taps, first in phase]
+        crop = tuple(slice(max(l, 0), min(h, size - 1) + 1)
+                     for l, h, size in zip(lo, hi, x.shape[2:]))
+        before = [max(0, -l) for l in lo]
+        after = [max(0, h - (size - 1)) for h, size in zip(hi, x.shape[2:])]
+        xin = x[(slice(None), slice(None)) + crop]
+        if any(b >= taps or e >= taps for b, e, (_, _, _, taps, _) in zip(before, after, phase)):
+            xin = np.pad(xin, [(0, 0), (0, 0)] + list(zip(before, after)))
+            before = [0] * nd
+        xin = contiguous(xin)
+        counts = tuple(count for _, count, _, _, _ in phase)
+        out = y if direct else scratch.get(2, n * y.shape[1] * math.prod(counts), y.dtype) \
+            .reshape((n, y.shape[1]) + counts)
+        geom = ((n, x.shape[1], y.shape[1], groups) + one3 + xin.shape[2:] + one3 + counts
+                + one3 + sub.shape[2:] + (1, 1, 1) + pad3 + tuple(before) + (1, 1, 1))
+        conv_run(geom, xin, sub, None, out, 0, threads)
+        if not direct:
+            planes = (n * y.shape[1],)
+            _kernels._linear.scatter_phase(
+                out.reshape(planes + one3 + counts), y.reshape(planes + one3 + y.shape[2:]),
+                pad3 + tuple(a for a, *_ in phase), one3 + tuple(stride), threads)
+
+
+def conv_weights(w, groups):
+    """A transposed convolution's weights (in, out / groups, *k) as a
+    convolution's (out, in / groups, *k). The swap moves whole kernels (a
+    kernel's taps as one element): several times faster than NumPy's
+    element-wise transpose of a weight this size."""
+    cin_g, cout_g, kernel = w.shape[0] // groups, w.shape[1], w.shape[2:]
+    kernels = np.ascontiguousarray(w).reshape(groups, cin_g, cout_g * math.prod(kernel)) \
+        .view(np.dtype((np.void, w.itemsize * math.prod(kernel))))
+    return np.ascontiguousarray(kernels.swapaxes(1, 2)).view(w.dtype) \
+        .reshape((groups * cout_g, cin_g) + kernel)
+
+
+def _phase_taps(w_conv, phase, stride):
+    """The convolution weights of one phase: per axis the taps t0, t0 + s, ...
+    in reverse order (a correlation with the flipped sub-kernel)."""
+    return np.ascontiguousarray(w_conv[(slice(None), slice(None)) + tuple(
+        slice(t0 + s * (taps - 1), t0 - 1 if t0 else None, -s)
+        for (_, _, t0, taps, _), s in zip(phase, stride))])
+
+
+def _by_columns(x, w, y, groups, stride, padding, dilation):
+    """The transposed convolution as one GEMM per group (every input
+    position's contribution at every tap) and col2im (dilated kernels)."""
     n, nd = x.shape[0], x.ndim - 2
     spatial, kernel = x.shape[2:], w.shape[2:]
     cin_g, cout_g = x.shape[1] // groups, w.shape[1]
@@ -117,8 +214,6 @@ def run_transposed(x, w, bias, y, groups, stride, padding, dilation):
                                     kernel3, stride3, dilation3, full3, threads)
         if not in_place:
             np.copyto(y[start:start + m], acc[window])
-    if bias is not None:
-        y += bias.reshape((1, -1) + (1,) * nd)
 
 
 @traceable("conv_transpose1d")

@@ -30,6 +30,7 @@ from libc.math cimport exp, tanh, erf, sqrt, log1p, expm1, fabs, M_PI
 from fastcnn._kernels._omp cimport fp_enter, thread_doubles, thread_run
 from fastcnn._kernels._typedefs cimport floating, index_t
 from fastcnn._kernels._blas cimport gemm, blas_enter, blas_leave
+from fastcnn._kernels._transpose cimport transpose
 from fastcnn._kernels._activation cimport (
     ACT_RELU, ACT_RELU6, ACT_SILU, ACT_LEAKY_RELU, ACT_ELU, ACT_HARDTANH, ACT_SIGMOID,
     ACT_TANH, ACT_HARDSWISH, ACT_HARDSIGMOID, ACT_GELU, ACT_GELU_TANH, ACT_MISH,
@@ -307,15 +308,18 @@ cdef void _im2col_range(const floating* x, floating* cols, Geom g, index_t first
                 q = q + run
 
 
-cdef void _conv_weight(const floating* x, const floating* rows, floating* gw, floating* cols,
-                       Geom g, index_t groups, index_t cout, index_t chunk,
+cdef void _conv_weight(const floating* x, const floating* rows, floating* gw, floating* gwt,
+                       floating* cols, Geom g, index_t groups, index_t cout, index_t chunk,
                        index_t col_block, int num_threads) noexcept nogil:
     """gw (cout, channels / groups * taps) = rows (cout, images * positions: the
     output gradient, channel-major) times the im2col columns of x, chunk by
     chunk: each chunk's columns are built in `cols` (channels * taps, chunk)
-    and multiplied per (group, block of col_block gradient columns) into gw,
-    every chunk after the first added (beta = 1), so each element sums its
-    chunks in order: results do not depend on the thread count."""
+    and multiplied per (group, block of col_block columns) into gw, every
+    chunk after the first added (beta = 1), so each element sums its chunks
+    in order: results do not depend on the thread count. With gwt (not
+    NULL) the products go to gw's transpose per group, the columns being the
+    GEMM's left operand (OpenBLAS streams a much longer side better there),
+    and gwt is transposed into gw at the end."""
     cdef index_t taps = g.kernel[0] * g.kernel[1] * g.kernel[2]
     cdef index_t total = g.images * g.out[0] * g.out[1] * g.out[2]
     cdef index_t cin_g = g.channels // groups, cout_g = cout // groups
@@ -335,34 +339,51 @@ cdef void _conv_weight(const floating* x, const floating* rows, floating* gw, fl
                 grp = task // blocks
                 c0 = (task - grp * blocks) * col_block
                 nb = min(col_block, width - c0)
-                gemm(False, True, <int>cout_g, <int>nb, <int>count, <floating>1,
-                     rows + grp * cout_g * total + first, <int>total,
-                     cols + (grp * width + c0) * count, <int>count, beta,
-                     gw + grp * cout_g * width + c0, <int>width)
+                if gwt != NULL:
+                    gemm(False, True, <int>nb, <int>cout_g, <int>count, <floating>1,
+                         cols + (grp * width + c0) * count, <int>count,
+                         rows + grp * cout_g * total + first, <int>total, beta,
+                         gwt + (grp * width + c0) * cout_g, <int>cout_g)
+                else:
+                    gemm(False, True, <int>cout_g, <int>nb, <int>count, <floating>1,
+                         rows + grp * cout_g * total + first, <int>total,
+                         cols + (grp * width + c0) * count, <int>count, beta,
+                         gw + grp * cout_g * width + c0, <int>width)
         first = first + count
     blas_leave()
+    if gwt == NULL:
+        return
+    with parallel(num_threads=min(<index_t>num_threads, groups)):
+        for grp in prange(groups, schedule='static'):
+            transpose(gwt + grp * width * cout_g, cout_g, width, cout_g,
+                      gw + grp * cout_g * width, width)
 
 
 def conv_weight(tuple geom, index_t groups, cnp.ndarray x, cnp.ndarray rows, cnp.ndarray gw,
-                cnp.ndarray cols, index_t chunk, index_t col_block, int num_threads):
+                object gwt, cnp.ndarray cols, index_t chunk, index_t col_block,
+                int num_threads):
     """gw (cout, channels / groups, *kernel) of a convolution of x (images,
     channels, *size) whose output gradient, channel-major, is rows (cout,
-    images * positions); cols: scratch of channels * taps * chunk elements.
-    All C-contiguous, one dtype."""
+    images * positions); gwt: None or scratch of gw's size (then the GEMMs
+    compute gw's transpose); cols: scratch of channels * taps * chunk
+    elements. All C-contiguous, one dtype."""
     cdef Geom g = _geom(geom)
     cdef index_t cout = gw.shape[0]
     cdef void* xp = cnp.PyArray_DATA(x)
     cdef void* rp = cnp.PyArray_DATA(rows)
     cdef void* wp = cnp.PyArray_DATA(gw)
+    cdef void* tp = NULL if gwt is None else cnp.PyArray_DATA(<cnp.ndarray>gwt)
     cdef void* cp = cnp.PyArray_DATA(cols)
+    if gwt is not None and (<cnp.ndarray>gwt).size < gw.size:
+        raise ValueError("conv_weight: gwt scratch too small")
     if _is_f32(x):
         with nogil:
-            _conv_weight(<float*>xp, <float*>rp, <float*>wp, <float*>cp, g, groups, cout,
-                         chunk, col_block, num_threads)
+            _conv_weight(<float*>xp, <float*>rp, <float*>wp, <float*>tp, <float*>cp, g, groups,
+                         cout, chunk, col_block, num_threads)
     else:
         with nogil:
-            _conv_weight(<double*>xp, <double*>rp, <double*>wp, <double*>cp, g, groups, cout,
-                         chunk, col_block, num_threads)
+            _conv_weight(<double*>xp, <double*>rp, <double*>wp, <double*>tp, <double*>cp, g,
+                         groups, cout, chunk, col_block, num_threads)
 
 
 cdef extern from "conv_wgrad.h" nogil:

@@ -241,3 +241,59 @@ def col2im(cnp.ndarray cols, cnp.ndarray acc, index_t images, index_t taps, inde
         with nogil:
             _col2im(<const double*>cp, <double*>ap, images, taps, cout, channels, c_offset,
                     s, k, st, d, f, num_threads)
+
+
+# ---------------------------------------------------------------- phase scatter
+
+cdef void _scatter_phase(const floating* src, floating* dst, index_t planes,
+                         const index_t* count, const index_t* offset, const index_t* stride,
+                         const index_t* full, int num_threads) noexcept nogil:
+    """dst[p, o0 + s0 i0, o1 + s1 i1, o2 + s2 i2] = src[p, i0, i1, i2]: one
+    phase of a transposed convolution into its output, one plane a task."""
+    cdef index_t src_plane = count[0] * count[1] * count[2]
+    cdef index_t dst_plane = full[0] * full[1] * full[2]
+    cdef index_t p, i0, i1, i2
+    cdef floating* d
+    cdef const floating* s
+    with parallel(num_threads=num_threads):
+        for p in prange(planes, schedule='static'):
+            for i0 in range(count[0]):
+                for i1 in range(count[1]):
+                    s = src + p * src_plane + (i0 * count[1] + i1) * count[2]
+                    d = dst + p * dst_plane + ((offset[0] + i0 * stride[0]) * full[1]
+                                               + offset[1] + i1 * stride[1]) * full[2] \
+                        + offset[2]
+                    for i2 in range(count[2]):
+                        d[i2 * stride[2]] = s[i2]
+
+
+def scatter_phase(cnp.ndarray src, cnp.ndarray dst, tuple offset, tuple stride,
+                  int num_threads):
+    """Write src (planes, *count), C-contiguous, into dst (planes, *full),
+    C-contiguous, at offset + stride * index along each of the 3 trailing
+    axes (tuples of 3, leading zeros / ones for 1-D and 2-D)."""
+    cdef index_t c[3]
+    cdef index_t o[3]
+    cdef index_t st[3]
+    cdef index_t f[3]
+    cdef int i
+    if src.ndim != 4 or dst.ndim != 4 or src.shape[0] != dst.shape[0] \
+            or src.dtype != dst.dtype or not (src.flags.c_contiguous and dst.flags.c_contiguous):
+        raise ValueError("scatter_phase: expected C-contiguous (planes, d, h, w) arrays of one "
+                         "dtype")
+    for i in range(3):
+        c[i], o[i], st[i], f[i] = src.shape[1 + i], offset[i], stride[i], dst.shape[1 + i]
+        if st[i] < 1 or o[i] < 0 or (c[i] > 0 and o[i] + (c[i] - 1) * st[i] >= f[i]):
+            raise ValueError("scatter_phase: the phase does not fit in the output")
+    cdef void* sp = cnp.PyArray_DATA(src)
+    cdef void* dp = cnp.PyArray_DATA(dst)
+    if src.dtype.num == cnp.NPY_FLOAT32:
+        with nogil:
+            _scatter_phase(<const float*>sp, <float*>dp, src.shape[0], c, o, st, f,
+                           num_threads)
+    elif src.dtype.num == cnp.NPY_FLOAT64:
+        with nogil:
+            _scatter_phase(<const double*>sp, <double*>dp, src.shape[0], c, o, st, f,
+                           num_threads)
+    else:
+        raise TypeError("scatter_phase: float32 or float64 arrays only")
