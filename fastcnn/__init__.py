@@ -22,6 +22,8 @@ except ImportError as exc:  # the source tree, where nothing is compiled
         ) from exc
     raise
 from fastcnn._version import __version__
+from fastcnn import _malloc
+_malloc.tune()
 from fastcnn._threads import MAX_THREADS, get_num_threads, set_num_threads, threads
 from fastcnn._kernels._omp import set_flush_denormal
 from fastcnn._random import manual_seed

@@ -8,6 +8,7 @@ import numpy as np
 
 from fastcnn import _kernels
 from fastcnn._kernels import _blas, _omp
+from fastcnn import _malloc
 from fastcnn._threads import get_num_threads
 from fastcnn._version import __version__
 
@@ -96,6 +97,7 @@ def config():
         "build": build,
         "openmp_version": _omp.openmp_version(),
         "fastcnn_threads": get_num_threads(),
+        "malloc": _malloc.state,
         "blas_vendor": _blas.blas_vendor(),
         "threadpools": pools,
     }
@@ -119,6 +121,7 @@ def show_config():
         for target, flags in c["build"]["targets"].items():
             print(f"  {target}: {' '.join(flags) or '(compiler defaults)'}")
     print(f"openmp: version {c['openmp_version']}; fastcnn threads: {c['fastcnn_threads']}")
+    print(f"malloc: {c['malloc']}")
     print(f"blas: {c['blas_vendor']} {c['blas_core']} via scipy.linalg.cython_blas "
           f"(single-threaded inside fastcnn's parallel regions; small-matrix GEMM: "
           f"{'yes' if c['conv_dispatch']['blas_small_gemm'] else 'no'})")
