@@ -1,13 +1,14 @@
 """U-Net decoder layers and dynamic-shape ONNX models, side by side in one run.
 
-    python benchmarks/bench_unet.py [--threads 1,2] [--repeat 10]
+    python benchmarks/bench_unet.py [--threads 1,2] [--repeat 10] [--isa baseline|avx2|avx512]
 
 1. Transposed convolutions and upsampling on U-Net decoder shapes (batch 1):
    fastcnn vs PyTorch on the same threads (ratio = PyTorch ms / fastcnn ms).
 2. ResNet-18 exported by fastcnn with a fixed batch and with the batch (and
    image size) left open, run by fastcnn.onnx at batch 1 and 8: the open model
    should cost nothing more than the fixed one.
-Each figure is the best of --repeat calls, the contenders taking turns.
+Each figure is the best of --repeat calls, the contenders taking turns. --isa
+caps fastcnn's kernels and PyTorch's alike.
 """
 import argparse
 import os
@@ -18,6 +19,7 @@ import numpy as np
 
 import fastcnn
 import fastcnn.functional as F
+from fastcnn._bench.cli import cap_isa
 from fastcnn._config import cpu_name
 
 # (name, op, input shape, weight shape or None, keyword arguments)
@@ -100,7 +102,11 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", default="1,2")
     p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--isa", choices=["baseline", "avx2", "avx512"], default=None,
+                   help="cap fastcnn and PyTorch to this instruction-set target")
     args = p.parse_args()
+    if args.isa:
+        cap_isa(args.isa)
     threads = [int(t) for t in args.threads.split(",")]
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, fastcnn {fastcnn.__version__} "
           f"({fastcnn.get_isa()} kernels)\n")
