@@ -51,7 +51,7 @@ def max_pool_grad_from_output(grad_output, input, output, kernel_size, stride=No
     input's rank) from its input and output instead of indices: each output's
     gradient goes to the first position of its window holding the maximum
     (the last NaN when the maximum is NaN), as PyTorch's indices point."""
-    op = "max_pool_grad"
+    op = "max_pool_grad_from_output"
     x = as_array(input, op, "input")
     nd = len(kernel_size) if isinstance(kernel_size, (tuple, list)) else x.ndim - 2
     gy, input_shape, planes = _planes(op, grad_output, x.shape, nd)

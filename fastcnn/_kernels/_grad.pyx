@@ -816,9 +816,12 @@ cdef void _max_pool_backward_search(const floating* x, const floating* y, const 
     choices). One task per plane (images = planes)."""
     cdef index_t positions = g.out[0] * g.out[1] * g.out[2]
     cdef index_t plane = g.size[0] * g.size[1] * g.size[2]
-    cdef index_t p, j, o, o0, o1, o2, best
+    cdef index_t p, j, o, o0, o1, o2, best, lo0, hi0, lo1, hi1, lo2, hi2
     cdef floating* dst
     cdef const floating* src
+    if _disjoint_windows(&g):
+        _max_pool_backward_disjoint(x, y, gy, gx, g, num_threads)
+        return
     with parallel(num_threads=num_threads):
         fp_enter()
         for p in prange(g.images, schedule='static'):
@@ -828,41 +831,124 @@ cdef void _max_pool_backward_search(const floating* x, const floating* y, const 
                 dst[j] = 0
             o = p * positions
             for o0 in range(g.out[0]):
+                lo0 = _first_tap_inside(&g, 0, o0)
+                hi0 = _end_tap_inside(&g, 0, o0, lo0)
                 for o1 in range(g.out[1]):
+                    lo1 = _first_tap_inside(&g, 1, o1)
+                    hi1 = _end_tap_inside(&g, 1, o1, lo1)
                     for o2 in range(g.out[2]):
-                        best = _window_max_at(src, y[o], &g, o0, o1, o2)
+                        lo2 = _first_tap_inside(&g, 2, o2)
+                        hi2 = _end_tap_inside(&g, 2, o2, lo2)
+                        best = _window_max_at(src, y[o], &g, o0, o1, o2,
+                                              lo0, hi0, lo1, hi1, lo2, hi2)
                         if best >= 0:
                             dst[best] += gy[o]
                         o = o + 1
 
 
+cdef bint _disjoint_windows(const Geom* g) noexcept nogil:
+    """2-D (or 1-D) pooling whose windows neither overlap nor leave the input
+    (no padding, no dilation, stride >= kernel): most CNNs' 2x2 / 2 pooling."""
+    cdef int a
+    if g[0].size[0] != 1 or g[0].kernel[0] != 1:
+        return False
+    for a in range(1, 3):
+        if (g[0].pad[a] != 0 or g[0].dilation[a] != 1 or g[0].stride[a] < g[0].kernel[a]
+                or (g[0].out[a] - 1) * g[0].stride[a] + g[0].kernel[a] > g[0].size[a]):
+            return False
+    return True
+
+
+cdef void _max_pool_backward_disjoint(const floating* x, const floating* y,
+                                      const floating* gy, floating* gx, Geom g,
+                                      int num_threads) noexcept nogil:
+    """_max_pool_backward_search for disjoint windows: each window's taps in
+    row-major order, the first one equal to the output taking its gradient
+    (selects, no branches on the data); an output that is NaN takes the
+    general search (its last NaN)."""
+    cdef index_t oh = g.out[1], ow = g.out[2], h = g.size[1], w = g.size[2]
+    cdef index_t kh = g.kernel[1], kw = g.kernel[2], sh = g.stride[1], sw = g.stride[2]
+    cdef index_t p, j, o1, o2, k1, k2, at, best
+    cdef floating v, gv
+    cdef floating* dst
+    cdef const floating* src
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for p in prange(g.images, schedule='static'):
+            dst = gx + p * h * w
+            src = x + p * h * w
+            for j in range(h * w):
+                dst[j] = 0
+            for o1 in range(oh):
+                for o2 in range(ow):
+                    v = y[(p * oh + o1) * ow + o2]
+                    gv = gy[(p * oh + o1) * ow + o2]
+                    if v != v:
+                        best = _window_max_at(src, v, &g, 0, o1, o2, 0, 1, 0, kh, 0, kw)
+                        if best >= 0:
+                            dst[best] += gv
+                        continue
+                    best = -1
+                    for k1 in range(kh - 1, -1, -1):
+                        for k2 in range(kw - 1, -1, -1):
+                            at = (o1 * sh + k1) * w + o2 * sw + k2
+                            best = _select(src[at] == v, at, best)
+                    if best >= 0:
+                        dst[best] = gv
+
+
+cdef inline index_t _first_tap_inside(const Geom* g, int axis, index_t o) noexcept nogil:
+    """The first tap of output o's window along axis that falls inside the input."""
+    cdef index_t start = o * g[0].stride[axis] - g[0].pad[axis]
+    cdef index_t d = g[0].dilation[axis]
+    return 0 if start >= 0 else (-start + d - 1) // d
+
+
+cdef inline index_t _end_tap_inside(const Geom* g, int axis, index_t o,
+                                    index_t first) noexcept nogil:
+    """One past the last tap of output o's window along axis inside the input."""
+    cdef index_t start = o * g[0].stride[axis] - g[0].pad[axis]
+    cdef index_t d = g[0].dilation[axis], k = g[0].kernel[axis], n = g[0].size[axis]
+    cdef index_t end = k if start + (k - 1) * d < n else (n - 1 - start) // d + 1
+    return end if end > first else first
+
+
 cdef inline index_t _window_max_at(const floating* src, floating v, const Geom* g, index_t o0,
-                                   index_t o1, index_t o2) noexcept nogil:
+                                   index_t o1, index_t o2, index_t lo0, index_t hi0,
+                                   index_t lo1, index_t hi1, index_t lo2,
+                                   index_t hi2) noexcept nogil:
     """Where in its window output (o0, o1, o2) took its value v: the first
     position holding v (scanned backwards with selects, not branches: which
     position holds a window's maximum is data, unpredictable), or the last
-    NaN when v is NaN; -1 for none."""
-    cdef index_t k0, k1, k2, i0, i1, i2, at, best = -1
-    cdef bint nan = v != v
-    for k0 in range(g[0].kernel[0] - 1, -1, -1):
-        i0 = o0 * g[0].stride[0] + k0 * g[0].dilation[0] - g[0].pad[0]
-        if i0 < 0 or i0 >= g[0].size[0]:
-            continue
-        for k1 in range(g[0].kernel[1] - 1, -1, -1):
-            i1 = o1 * g[0].stride[1] + k1 * g[0].dilation[1] - g[0].pad[1]
-            if i1 < 0 or i1 >= g[0].size[1]:
-                continue
-            for k2 in range(g[0].kernel[2] - 1, -1, -1):
-                i2 = o2 * g[0].stride[2] + k2 * g[0].dilation[2] - g[0].pad[2]
-                if i2 < 0 or i2 >= g[0].size[2]:
-                    continue
-                at = (i0 * g[0].size[1] + i1) * g[0].size[2] + i2
-                if nan:
-                    if best < 0 and src[at] != src[at]:
-                        best = at
-                else:
-                    best = at if src[at] == v else best
+    NaN when v is NaN; -1 for none. [lo, hi) per axis: the taps inside the input."""
+    cdef index_t k0, k1, k2, at, row, best = -1
+    cdef index_t w = g[0].size[2], hw = g[0].size[1] * g[0].size[2]
+    cdef index_t d2 = g[0].dilation[2]
+    cdef index_t b0 = o0 * g[0].stride[0] - g[0].pad[0]
+    cdef index_t b1 = o1 * g[0].stride[1] - g[0].pad[1]
+    cdef index_t b2 = o2 * g[0].stride[2] - g[0].pad[2]
+    if v != v:
+        for k0 in range(lo0, hi0):
+            for k1 in range(lo1, hi1):
+                row = (b0 + k0 * g[0].dilation[0]) * hw + (b1 + k1 * g[0].dilation[1]) * w + b2
+                for k2 in range(lo2, hi2):
+                    at = row + k2 * d2
+                    best = _select(src[at] != src[at], at, best)
+        return best
+    for k0 in range(hi0 - 1, lo0 - 1, -1):
+        for k1 in range(hi1 - 1, lo1 - 1, -1):
+            row = (b0 + k0 * g[0].dilation[0]) * hw + (b1 + k1 * g[0].dilation[1]) * w + b2
+            for k2 in range(hi2 - 1, lo2 - 1, -1):
+                at = row + k2 * d2
+                best = _select(src[at] == v, at, best)
     return best
+
+
+cdef inline index_t _select(bint take, index_t a, index_t b) noexcept nogil:
+    """take ? a : b through a mask: compilers turn the conditional form into a
+    branch on the data, mispredicted about every other window."""
+    cdef index_t mask = -(<index_t>take)
+    return (a & mask) | (b & ~mask)
 
 
 def max_pool_backward_search(tuple geom, cnp.ndarray x, cnp.ndarray y, cnp.ndarray gy,
