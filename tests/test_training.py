@@ -493,7 +493,8 @@ def test_weight_gradient_paths_match_torch(cout, kernel, stride, padding, dilati
     np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
 
 
-@pytest.mark.parametrize("kw", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
+@pytest.mark.parametrize("kw", [dict(kernel_size=2), dict(kernel_size=(2, 3), stride=(3, 4)),
+                                dict(kernel_size=3, stride=2, padding=1),
                                 dict(kernel_size=(2, 3), stride=1, dilation=2, ceil_mode=True),
                                 dict(kernel_size=3, stride=2, ceil_mode=True)])
 def test_max_pool_backward_ties_and_nan_match_pytorch(kw):
