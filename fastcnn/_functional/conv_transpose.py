@@ -125,10 +125,11 @@ def _by_phases(x, w, y, groups, stride, padding):
     per_axis = [list(_axis_phases(*a)) for a in zip(x.shape[2:], y.shape[2:], kernel, stride,
                                                     padding)]
     direct = all(s == 1 for s in stride)
-    for phase in itertools.product(*per_axis):
+    phases = list(itertools.product(*per_axis))
+    if any(taps == 0 for phase in phases for _, _, _, taps, _ in phase):
+        y.fill(0)           # phases no tap reaches (stride > kernel): one contiguous pass
+    for phase in phases:
         if any(taps == 0 for _, _, _, taps, _ in phase):
-            y[(slice(None), slice(None)) + tuple(slice(a, None, s) for (a, *_), s
-                                                 in zip(phase, stride))] = 0
             continue
         sub = _phase_taps(w_conv, phase, stride)
         # the input rows each phase reads: first .. first + count + taps - 2,
