@@ -17,7 +17,6 @@ fastcnn's kernels and PyTorch's (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) alike.
 """
 import argparse
 import os
-import time
 
 import numpy as np
 
@@ -25,6 +24,7 @@ import fastcnn
 from fastcnn import models, nn, optim
 import fastcnn.grad as G
 from fastcnn._bench.cli import cap_isa
+from fastcnn._bench.timing import best_of
 from fastcnn._bench.machine import sgemm_gflops
 from fastcnn._bench.torch_nets import torch_twin
 from fastcnn._config import cpu_name
@@ -38,16 +38,6 @@ CONVS = [("conv1 7x7/2", 3, 64, 7, 2, 3, 224), ("layer1 3x3", 64, 64, 3, 1, 1, 5
          ("layer2 1x1/2", 64, 128, 1, 2, 0, 56), ("layer3 3x3/2", 128, 256, 3, 2, 1, 28),
          ("layer3 3x3", 256, 256, 3, 1, 1, 14), ("layer4 3x3/2", 256, 512, 3, 2, 1, 14),
          ("layer4 3x3", 512, 512, 3, 1, 1, 7)]
-
-
-def best(fn, repeat):
-    fn()
-    t = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        t = min(t, time.perf_counter() - start)
-    return t
 
 
 def steps(threads, repeat):
@@ -83,8 +73,8 @@ def steps(threads, repeat):
             a = b = float("inf")
             for _ in range(2):
                 with fastcnn.threads(n):
-                    a = min(a, best(ours, repeat))
-                b = min(b, best(theirs, repeat))
+                    a = min(a, best_of(ours, repeat))
+                b = min(b, best_of(theirs, repeat))
             print(f"| {name} | {batch} | {n} | {a * 1e3:.1f} | {b * 1e3:.1f} | {b / a:.2f}x |")
 
 
@@ -121,9 +111,9 @@ def conv_layers(threads, repeat, batch=8):
             a = b = f = float("inf")
             for _ in range(2):
                 with fastcnn.threads(n):
-                    a = min(a, best(ours, repeat))
-                b = min(b, best(theirs, repeat))
-                f = min(f, best(theirs_forward, repeat))
+                    a = min(a, best_of(ours, repeat))
+                b = min(b, best_of(theirs, repeat))
+                f = min(f, best_of(theirs_forward, repeat))
             b -= f                        # PyTorch's backward alone
             flops = 2 * 2 * batch * cout * cin * k * k * out * out
             print(f"| {name} {cin}->{cout} @{size} | {n} | {a * 1e3:.2f} | {b * 1e3:.2f} | "

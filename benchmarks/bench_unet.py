@@ -13,13 +13,13 @@ caps fastcnn's kernels and PyTorch's alike.
 import argparse
 import os
 import tempfile
-import time
 
 import numpy as np
 
 import fastcnn
 import fastcnn.functional as F
 from fastcnn._bench.cli import cap_isa
+from fastcnn._bench.timing import best_of
 from fastcnn._config import cpu_name
 
 # (name, op, input shape, weight shape or None, keyword arguments)
@@ -43,16 +43,6 @@ LAYERS = [
 ]
 
 
-def best(fn, repeat):
-    fn()
-    t = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        t = min(t, time.perf_counter() - start)
-    return t
-
-
 def layers(threads, repeat):
     import torch
     rng = np.random.default_rng(0)
@@ -69,9 +59,9 @@ def layers(threads, repeat):
             ours = theirs = float("inf")
             for _ in range(2):                      # turns, so a busy moment hits both
                 with fastcnn.threads(n):
-                    ours = min(ours, best(lambda: fn(x, *args, **kw), repeat))
+                    ours = min(ours, best_of(lambda: fn(x, *args, **kw), repeat))
                 with torch.no_grad():
-                    theirs = min(theirs, best(lambda: tfn(tx, *targs, **kw), repeat))
+                    theirs = min(theirs, best_of(lambda: tfn(tx, *targs, **kw), repeat))
             print(f"| {name} | {n} | {ours * 1e3:.2f} | {theirs * 1e3:.2f} | "
                   f"{theirs / ours:.2f}x |")
 
@@ -93,8 +83,8 @@ def dynamic(threads, repeat):
                 ta = tb = float("inf")
                 with fastcnn.threads(n):
                     for _ in range(3):
-                        tb = min(tb, best(lambda: b(x), repeat))
-                        ta = min(ta, best(lambda: a(x), repeat))
+                        tb = min(tb, best_of(lambda: b(x), repeat))
+                        ta = min(ta, best_of(lambda: a(x), repeat))
                 print(f"| | {batch} | {n} | {ta * 1e3:.1f} | {tb * 1e3:.1f} | {tb / ta:.3f} |")
 
 

@@ -20,36 +20,8 @@ def is_grad_enabled():
     return _mode.enabled
 
 
-class set_grad_enabled:
-    """Turn recording on or off: as a function call, a context manager (the
-    previous setting comes back on exit) or a decorator."""
-
-    def __init__(self, mode):
-        if not isinstance(mode, bool):
-            raise TypeError(f"set_grad_enabled: mode must be a bool, got {type(mode).__name__}")
-        self.prev = _mode.enabled
-        self.mode = mode
-        _mode.enabled = mode
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        _mode.enabled = self.prev
-        return False
-
-    def __call__(self, fn):
-        mode = self.mode
-        _mode.enabled = self.prev          # as a decorator: only while fn runs
-
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            with set_grad_enabled(mode):
-                return fn(*args, **kwargs)
-        return wrapper
-
-
 class _Switch:
+    """Recording set to `mode` inside a with block or a decorated function."""
     mode = True
 
     def __enter__(self):
@@ -69,6 +41,25 @@ class _Switch:
             with set_grad_enabled(mode):
                 return fn(*args, **kwargs)
         return wrapper
+
+
+class set_grad_enabled(_Switch):
+    """Turn recording on or off: as a function call, a context manager (the
+    previous setting comes back on exit) or a decorator."""
+
+    def __init__(self, mode):
+        if not isinstance(mode, bool):
+            raise TypeError(f"set_grad_enabled: mode must be a bool, got {type(mode).__name__}")
+        self.prev = _mode.enabled
+        self.mode = mode
+        _mode.enabled = mode
+
+    def __enter__(self):
+        return self                        # the call itself switched
+
+    def __call__(self, fn):
+        _mode.enabled = self.prev          # as a decorator: only while fn runs
+        return super().__call__(fn)
 
 
 class no_grad(_Switch):

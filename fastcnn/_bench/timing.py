@@ -22,6 +22,12 @@ class Timing:
         return max(self.times)
 
 
+def best_of(fn, repeat):
+    """The fastest of `repeat` single calls, after one warm-up call (seconds)."""
+    fn()
+    return min(_once(fn) for _ in range(repeat))
+
+
 def _once(fn):
     t0 = time.perf_counter()
     fn()
