@@ -55,6 +55,10 @@ cdef extern from "conv_dw.h" nogil:
                           long kh, long kw, long sh, long sw, long ph, long pw, long dh,
                           long dw, long out_w, long oh0, long oh1, long wp, float* buf,
                           float* out)
+    void fcnn_dw3x3_row_f32(float* y, const float* r0, const float* r1, const float* r2,
+                            long lo, long hi, long s, long pw, const float* w, float b)
+    void fcnn_dw3x3_row_f64(double* y, const double* r0, const double* r1, const double* r2,
+                            long lo, long hi, long s, long pw, const double* w, double b)
     void fcnn_dw_rows_f64(const double* x, long planes, long in_h, long in_w, const double* w,
                           long kh, long kw, long sh, long sw, long ph, long pw, long dh,
                           long dw, long out_w, long oh0, long oh1, long wp, double* buf,
@@ -638,14 +642,12 @@ cdef inline void _direct_plane_3x3(const ConvGeom* g, const floating* xc, const 
     output row. Rows above and below the input read zero_row; the columns
     whose window crosses the left or right edge are done one by one."""
     cdef index_t in_w = g.in_w, out_w = g.out_w, s = g.stride_w, pw = g.pad_w
-    cdef floating w0 = wk[0], w1 = wk[1], w2 = wk[2], w3 = wk[3], w4 = wk[4]
-    cdef floating w5 = wk[5], w6 = wk[6], w7 = wk[7], w8 = wk[8]
     cdef const floating* r0
     cdef const floating* r1
     cdef const floating* r2
     cdef const floating* rows[3]
     cdef floating* yrow
-    cdef index_t oh, ih, j, lo, hi, base
+    cdef index_t oh, ih, j, lo, hi
     # interior columns: the whole window inside [0, in_w)
     lo = min(out_w, _ceil_div_stride(pw, s))
     hi = max(lo, min(out_w, (in_w - 3 + pw) // s + 1)) if in_w + pw >= 3 else lo
@@ -655,24 +657,10 @@ cdef inline void _direct_plane_3x3(const ConvGeom* g, const floating* xc, const 
         r1 = xc + (ih + 1) * in_w if 0 <= ih + 1 < g.in_h else zero_row
         r2 = xc + (ih + 2) * in_w if 0 <= ih + 2 < g.in_h else zero_row
         yrow = yp + oh * out_w
-        if s == 1:
-            for j in range(lo, hi):
-                base = j - pw
-                yrow[j] = (w0 * r0[base] + w1 * r0[base + 1] + w2 * r0[base + 2]
-                           + w3 * r1[base] + w4 * r1[base + 1] + w5 * r1[base + 2]
-                           + w6 * r2[base] + w7 * r2[base + 1] + w8 * r2[base + 2] + b)
-        elif s == 2:
-            for j in range(lo, hi):
-                base = 2 * j - pw
-                yrow[j] = (w0 * r0[base] + w1 * r0[base + 1] + w2 * r0[base + 2]
-                           + w3 * r1[base] + w4 * r1[base + 1] + w5 * r1[base + 2]
-                           + w6 * r2[base] + w7 * r2[base + 1] + w8 * r2[base + 2] + b)
+        if floating is float:
+            fcnn_dw3x3_row_f32(yrow, r0, r1, r2, lo, hi, s, pw, wk, b)
         else:
-            for j in range(lo, hi):
-                base = j * s - pw
-                yrow[j] = (w0 * r0[base] + w1 * r0[base + 1] + w2 * r0[base + 2]
-                           + w3 * r1[base] + w4 * r1[base + 1] + w5 * r1[base + 2]
-                           + w6 * r2[base] + w7 * r2[base + 1] + w8 * r2[base + 2] + b)
+            fcnn_dw3x3_row_f64(yrow, r0, r1, r2, lo, hi, s, pw, wk, b)
         # edge columns, in the same order of taps
         rows[0] = r0
         rows[1] = r1

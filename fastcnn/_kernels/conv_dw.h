@@ -99,4 +99,44 @@ static inline void fcnn_dw_rows_##SUFFIX(                                       
 FCNN_DEFINE_DW_KERNEL(f32, float)
 FCNN_DEFINE_DW_KERNEL(f64, double)
 
+/* One output row of the per-plane 3x3 depthwise kernel (wide planes), columns
+ * lo .. hi - 1 whose whole window lies inside the input rows r0, r1, r2:
+ * y[j] = sum of the nine taps at input column j * s - pw, plus b, the taps
+ * summed in row-major order. A function of its own (never inlined): inlined
+ * into the parallel region around it, the nine weights and three row pointers
+ * were spilled to the stack on every column. */
+#define FCNN_DEFINE_DW3X3_ROW(SUFFIX, T)                                                  \
+static __attribute__((noinline)) void fcnn_dw3x3_row_##SUFFIX(                           \
+    T *restrict y, const T *r0, const T *r1, const T *r2, long lo, long hi, long s,      \
+    long pw, const T *w, T b)                                                            \
+{                                                                                        \
+    const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4];                       \
+    const T w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];                                  \
+    if (s == 1) {                                                                        \
+        for (long j = lo; j < hi; j++) {                                                 \
+            long c = j - pw;                                                             \
+            y[j] = w0 * r0[c] + w1 * r0[c + 1] + w2 * r0[c + 2] + w3 * r1[c]             \
+                 + w4 * r1[c + 1] + w5 * r1[c + 2] + w6 * r2[c] + w7 * r2[c + 1]         \
+                 + w8 * r2[c + 2] + b;                                                   \
+        }                                                                                \
+    } else if (s == 2) {                                                                 \
+        for (long j = lo; j < hi; j++) {                                                 \
+            long c = 2 * j - pw;                                                         \
+            y[j] = w0 * r0[c] + w1 * r0[c + 1] + w2 * r0[c + 2] + w3 * r1[c]             \
+                 + w4 * r1[c + 1] + w5 * r1[c + 2] + w6 * r2[c] + w7 * r2[c + 1]         \
+                 + w8 * r2[c + 2] + b;                                                   \
+        }                                                                                \
+    } else {                                                                             \
+        for (long j = lo; j < hi; j++) {                                                 \
+            long c = j * s - pw;                                                         \
+            y[j] = w0 * r0[c] + w1 * r0[c + 1] + w2 * r0[c + 2] + w3 * r1[c]             \
+                 + w4 * r1[c + 1] + w5 * r1[c + 2] + w6 * r2[c] + w7 * r2[c + 1]         \
+                 + w8 * r2[c + 2] + b;                                                   \
+        }                                                                                \
+    }                                                                                    \
+}
+
+FCNN_DEFINE_DW3X3_ROW(f32, float)
+FCNN_DEFINE_DW3X3_ROW(f64, double)
+
 #endif

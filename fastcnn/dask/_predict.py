@@ -83,7 +83,11 @@ def _model_key(payload):
     except (ImportError, ValueError):           # no distributed, or no client
         import dask
         return dask.delayed(payload, pure=True)
-    return client.scatter(payload, broadcast=True, hash=True)
+    # a key of its own per call (hash=False): with content-hashed keys, a call
+    # made while the previous call's future of the same model is being
+    # released can find its data forgotten ("lost dependencies"); the workers
+    # still load each model once (their runners are keyed by the bytes' digest)
+    return client.scatter(payload, broadcast=True, hash=False)
 
 
 def _check_images(local, images, item_shape):
