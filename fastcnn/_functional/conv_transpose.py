@@ -1,11 +1,13 @@
 """Transposed convolution (the gradient of a convolution with respect to its
 input): conv_transpose1d/2d/3d, as torch.nn.functional's.
 
-The Caffe and PyTorch CPU design: one GEMM per group gives, for every input
-position, its contribution to each output channel at each kernel tap
-(columns = w^T x, tap-major); col2im (a kernel, one task per output plane)
-then adds each tap's plane into the output at stride steps, in a fixed
-order, so results do not depend on the thread count.
+Two engines, one dispatcher (run_transposed): by output phases, one stride-1
+convolution per phase (the outputs whose index is a given value modulo the
+stride) on the forward engine, scattered into the output by a kernel; and the
+Caffe / PyTorch CPU design for dilated kernels and small strided outputs, one
+GEMM per group over every image's columns (columns = w^T x, tap-major), then
+col2im adding each tap's plane at stride steps. Both sum in a fixed order, so
+results do not depend on the thread count.
 """
 import itertools
 import math
