@@ -16,18 +16,16 @@ Each figure is the best of --repeat, the contenders taking turns. --isa caps
 fastcnn's kernels and PyTorch's (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) alike.
 """
 import argparse
-import os
 
 import numpy as np
 
 import fastcnn
 from fastcnn import models, nn, optim
 import fastcnn.grad as G
-from fastcnn._bench.cli import cap_isa
+from fastcnn._bench.cli import script_args
 from fastcnn._bench.timing import best_of
 from fastcnn._bench.machine import sgemm_gflops
 from fastcnn._bench.torch_nets import torch_twin
-from fastcnn._config import cpu_name
 
 NETS = [("lenet5", models.lenet5, 64, (3, 32, 32), 10),
         ("resnet18", models.resnet18, 8, (3, 224, 224), 1000)]
@@ -123,17 +121,9 @@ def conv_layers(threads, repeat, batch=8):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", default="1,2")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--skip-layers", action="store_true")
-    p.add_argument("--isa", choices=["baseline", "avx2", "avx512"], default=None,
-                   help="cap fastcnn and PyTorch to this instruction-set target")
-    args = p.parse_args()
-    if args.isa:
-        cap_isa(args.isa)
-    threads = [int(t) for t in args.threads.split(",")]
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, fastcnn {fastcnn.__version__} "
-          f"({fastcnn.get_isa()} kernels)\n")
+    args, threads = script_args(p)
     steps(threads, args.repeat)
     if not args.skip_layers:
         conv_layers(threads, args.repeat)

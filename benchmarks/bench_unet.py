@@ -18,9 +18,8 @@ import numpy as np
 
 import fastcnn
 import fastcnn.functional as F
-from fastcnn._bench.cli import cap_isa
+from fastcnn._bench.cli import script_args
 from fastcnn._bench.timing import best_of
-from fastcnn._config import cpu_name
 
 # (name, op, input shape, weight shape or None, keyword arguments)
 LAYERS = [
@@ -90,16 +89,8 @@ def dynamic(threads, repeat):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", default="1,2")
     p.add_argument("--repeat", type=int, default=10)
-    p.add_argument("--isa", choices=["baseline", "avx2", "avx512"], default=None,
-                   help="cap fastcnn and PyTorch to this instruction-set target")
-    args = p.parse_args()
-    if args.isa:
-        cap_isa(args.isa)
-    threads = [int(t) for t in args.threads.split(",")]
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, fastcnn {fastcnn.__version__} "
-          f"({fastcnn.get_isa()} kernels)\n")
+    args, threads = script_args(p)
     layers(threads, args.repeat)
     dynamic(threads, args.repeat)
 

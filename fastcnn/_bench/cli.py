@@ -117,6 +117,21 @@ def cap_isa(isa):
         sys.exit(f"fastcnn bench: --isa {isa}: {exc}")
 
 
+def script_args(parser):
+    """The benchmark scripts' shared options added to their parser (--threads,
+    --isa) and parsed; the cap applied and the header line printed. Returns
+    (args, thread counts)."""
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--isa", choices=list(RIVAL_ISA_ENV), default=None,
+                        help="cap fastcnn and PyTorch to this instruction-set target")
+    args = parser.parse_args()
+    if args.isa:
+        cap_isa(args.isa)
+    print(f"CPU: {_config.cpu_name()}, {os.cpu_count()} cores, fastcnn {fastcnn.__version__} "
+          f"({fastcnn.get_isa()} kernels)\n")
+    return args, [int(t) for t in args.threads.split(",")]
+
+
 def run(args):
     names = _suite_names(args.suite)
     if args.repeat < 1:
