@@ -387,6 +387,9 @@ DEPTHWISE_CASES = [
     (1, 17, 17, (9, 9), (3, 3), 4, 1, 1, 17),         # stride > kernel
     (1, 40, 40, (3, 3), (3, 3), 1, 1, 1, 40),         # a 3x3 plane
     (3, 24, 24, (30, 5), (3, 3), 1, 1, 1, 24),        # tall: several row blocks per task set
+    (1, 5, 5, (7, 37), (3, 3), 1, 1, 1, 5),           # wide rows, odd height: rows in pairs + one
+    (2, 3, 3, (6, 40), (3, 3), 1, (2, 0), 1, 3),      # wide rows, zero rows above and below
+    (1, 4, 4, (5, 70), (3, 3), (1, 3), (1, 2), 1, 4),  # wide rows, stride 3 along W only
 ]
 
 

@@ -55,10 +55,12 @@ cdef extern from "conv_dw.h" nogil:
                           long kh, long kw, long sh, long sw, long ph, long pw, long dh,
                           long dw, long out_w, long oh0, long oh1, long wp, float* buf,
                           float* out)
-    void fcnn_dw3x3_row_f32(float* y, const float* r0, const float* r1, const float* r2,
-                            long lo, long hi, long s, long pw, const float* w, float b)
-    void fcnn_dw3x3_row_f64(double* y, const double* r0, const double* r1, const double* r2,
-                            long lo, long hi, long s, long pw, const double* w, double b)
+    void fcnn_dw3x3_plane_f32(float* y, const float* x, const float* zero, long in_h,
+                              long in_w, long out_h, long out_w, long sh, long sw, long ph,
+                              long pw, long lo, long hi, const float* w, float b)
+    void fcnn_dw3x3_plane_f64(double* y, const double* x, const double* zero, long in_h,
+                              long in_w, long out_h, long out_w, long sh, long sw, long ph,
+                              long pw, long lo, long hi, const double* w, double b)
     void fcnn_dw_rows_f64(const double* x, long planes, long in_h, long in_w, const double* w,
                           long kh, long kw, long sh, long sw, long ph, long pw, long dh,
                           long dw, long out_w, long oh0, long oh1, long wp, double* buf,
@@ -625,50 +627,21 @@ cdef inline void _direct_plane_3x3_wide(const ConvGeom* g, const floating* xc,
             yp[oh * g.out_w + c] = wide[oh * wp + c]
 
 
-cdef inline floating _direct_edge_3x3(const floating** rows, const floating* wk,
-                                     index_t iw0, index_t in_w) noexcept nogil:
-    cdef floating acc = 0
-    cdef index_t kh, kw
-    for kh in range(3):
-        for kw in range(3):
-            if 0 <= iw0 + kw < in_w:
-                acc = acc + wk[kh * 3 + kw] * rows[kh][iw0 + kw]
-    return acc
-
-
 cdef inline void _direct_plane_3x3(const ConvGeom* g, const floating* xc, const floating* wk,
                                    floating b, floating* yp, const floating* zero_row) noexcept nogil:
-    """3x3 depthwise, any stride and padding: all nine taps in one pass per
-    output row. Rows above and below the input read zero_row; the columns
-    whose window crosses the left or right edge are done one by one."""
+    """3x3 depthwise, any stride and padding (conv_dw.h); zero_row stands for
+    the rows above and below the input."""
     cdef index_t in_w = g.in_w, out_w = g.out_w, s = g.stride_w, pw = g.pad_w
-    cdef const floating* r0
-    cdef const floating* r1
-    cdef const floating* r2
-    cdef const floating* rows[3]
-    cdef floating* yrow
-    cdef index_t oh, ih, j, lo, hi
+    cdef index_t lo, hi
     # interior columns: the whole window inside [0, in_w)
     lo = min(out_w, _ceil_div_stride(pw, s))
     hi = max(lo, min(out_w, (in_w - 3 + pw) // s + 1)) if in_w + pw >= 3 else lo
-    for oh in range(g.out_h):
-        ih = oh * g.stride_h - g.pad_h
-        r0 = xc + ih * in_w if 0 <= ih < g.in_h else zero_row
-        r1 = xc + (ih + 1) * in_w if 0 <= ih + 1 < g.in_h else zero_row
-        r2 = xc + (ih + 2) * in_w if 0 <= ih + 2 < g.in_h else zero_row
-        yrow = yp + oh * out_w
-        if floating is float:
-            fcnn_dw3x3_row_f32(yrow, r0, r1, r2, lo, hi, s, pw, wk, b)
-        else:
-            fcnn_dw3x3_row_f64(yrow, r0, r1, r2, lo, hi, s, pw, wk, b)
-        # edge columns, in the same order of taps
-        rows[0] = r0
-        rows[1] = r1
-        rows[2] = r2
-        for j in range(lo):
-            yrow[j] = _direct_edge_3x3(rows, wk, j * s - pw, in_w) + b
-        for j in range(hi, out_w):
-            yrow[j] = _direct_edge_3x3(rows, wk, j * s - pw, in_w) + b
+    if floating is float:
+        fcnn_dw3x3_plane_f32(yp, xc, zero_row, g.in_h, in_w, g.out_h, out_w, g.stride_h, s,
+                             g.pad_h, pw, lo, hi, wk, b)
+    else:
+        fcnn_dw3x3_plane_f64(yp, xc, zero_row, g.in_h, in_w, g.out_h, out_w, g.stride_h, s,
+                             g.pad_h, pw, lo, hi, wk, b)
 
 
 # ---------------------------------------------------------------- depthwise over channels

@@ -99,44 +99,75 @@ static inline void fcnn_dw_rows_##SUFFIX(                                       
 FCNN_DEFINE_DW_KERNEL(f32, float)
 FCNN_DEFINE_DW_KERNEL(f64, double)
 
-/* One output row of the per-plane 3x3 depthwise kernel (wide planes), columns
- * lo .. hi - 1 whose whole window lies inside the input rows r0, r1, r2:
- * y[j] = sum of the nine taps at input column j * s - pw, plus b, the taps
- * summed in row-major order. A function of its own (never inlined): inlined
- * into the parallel region around it, the nine weights and three row pointers
- * were spilled to the stack on every column. */
-#define FCNN_DEFINE_DW3X3_ROW(SUFFIX, T)                                                  \
-static __attribute__((noinline)) void fcnn_dw3x3_row_##SUFFIX(                           \
-    T *restrict y, const T *r0, const T *r1, const T *r2, long lo, long hi, long s,      \
-    long pw, const T *w, T b)                                                            \
+/* The per-plane 3x3 depthwise kernel (wide planes): one channel's output
+ * plane, any stride and padding. Output columns lo .. hi - 1 (whole window
+ * inside the input row) are vectorised; the edge columns take only the taps
+ * inside the row. Rows above and below the input read `zero`, a zeroed row of
+ * in_w elements. Every output sums its nine taps in row-major order, plus b.
+ * With stride 1 two output rows are computed together: they share two of the
+ * input rows they read, so each input vector is loaded once for both. A
+ * function of its own (never inlined): inlined into the parallel region
+ * around it, the nine weights and the row pointers were spilled to the stack
+ * on every column. */
+#define FCNN_DW3X3_SUM(ra, rb, rc, c)                                                    \
+    (w0 * ra[c] + w1 * ra[(c) + 1] + w2 * ra[(c) + 2] + w3 * rb[c] + w4 * rb[(c) + 1]    \
+     + w5 * rb[(c) + 2] + w6 * rc[c] + w7 * rc[(c) + 1] + w8 * rc[(c) + 2] + b)
+
+#define FCNN_DEFINE_DW3X3_PLANE(SUFFIX, T)                                                \
+static inline T fcnn_dw3x3_edge_##SUFFIX(const T *r0, const T *r1, const T *r2,          \
+                                         const T *w, long c, long in_w, T b)             \
+{                                                                                        \
+    const T *rows[3] = {r0, r1, r2};                                                     \
+    T acc = 0;                                                                           \
+    for (int kh = 0; kh < 3; kh++)                                                       \
+        for (int kw = 0; kw < 3; kw++)                                                   \
+            if (c + kw >= 0 && c + kw < in_w)                                            \
+                acc += w[kh * 3 + kw] * rows[kh][c + kw];                                \
+    return acc + b;                                                                      \
+}                                                                                        \
+                                                                                         \
+static __attribute__((noinline)) void fcnn_dw3x3_plane_##SUFFIX(                         \
+    T *restrict y, const T *x, const T *zero, long in_h, long in_w, long out_h,          \
+    long out_w, long sh, long sw, long ph, long pw, long lo, long hi, const T *w, T b)   \
 {                                                                                        \
     const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4];                       \
     const T w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];                                  \
-    if (s == 1) {                                                                        \
-        for (long j = lo; j < hi; j++) {                                                 \
-            long c = j - pw;                                                             \
-            y[j] = w0 * r0[c] + w1 * r0[c + 1] + w2 * r0[c + 2] + w3 * r1[c]             \
-                 + w4 * r1[c + 1] + w5 * r1[c + 2] + w6 * r2[c] + w7 * r2[c + 1]         \
-                 + w8 * r2[c + 2] + b;                                                   \
+    for (long oh = 0; oh < out_h; oh++) {                                                \
+        long ih = oh * sh - ph;                                                          \
+        const T *r0 = ih >= 0 && ih < in_h ? x + ih * in_w : zero;                       \
+        const T *r1 = ih + 1 >= 0 && ih + 1 < in_h ? x + (ih + 1) * in_w : zero;         \
+        const T *r2 = ih + 2 >= 0 && ih + 2 < in_h ? x + (ih + 2) * in_w : zero;         \
+        T *y0 = y + oh * out_w;                                                          \
+        if (sw == 1 && sh == 1 && oh + 1 < out_h) {                                      \
+            const T *r3 = ih + 3 >= 0 && ih + 3 < in_h ? x + (ih + 3) * in_w : zero;     \
+            T *y1 = y0 + out_w;                                                          \
+            for (long j = lo; j < hi; j++) {                                             \
+                y0[j] = FCNN_DW3X3_SUM(r0, r1, r2, j - pw);                              \
+                y1[j] = FCNN_DW3X3_SUM(r1, r2, r3, j - pw);                              \
+            }                                                                            \
+            for (long j = 0; j < lo; j++)                                                \
+                y1[j] = fcnn_dw3x3_edge_##SUFFIX(r1, r2, r3, w, j - pw, in_w, b);        \
+            for (long j = hi; j < out_w; j++)                                            \
+                y1[j] = fcnn_dw3x3_edge_##SUFFIX(r1, r2, r3, w, j - pw, in_w, b);        \
+            oh++;                                                                        \
+        } else if (sw == 1) {                                                            \
+            for (long j = lo; j < hi; j++)                                               \
+                y0[j] = FCNN_DW3X3_SUM(r0, r1, r2, j - pw);                              \
+        } else if (sw == 2) {                                                            \
+            for (long j = lo; j < hi; j++)                                               \
+                y0[j] = FCNN_DW3X3_SUM(r0, r1, r2, 2 * j - pw);                          \
+        } else {                                                                         \
+            for (long j = lo; j < hi; j++)                                               \
+                y0[j] = FCNN_DW3X3_SUM(r0, r1, r2, j * sw - pw);                         \
         }                                                                                \
-    } else if (s == 2) {                                                                 \
-        for (long j = lo; j < hi; j++) {                                                 \
-            long c = 2 * j - pw;                                                         \
-            y[j] = w0 * r0[c] + w1 * r0[c + 1] + w2 * r0[c + 2] + w3 * r1[c]             \
-                 + w4 * r1[c + 1] + w5 * r1[c + 2] + w6 * r2[c] + w7 * r2[c + 1]         \
-                 + w8 * r2[c + 2] + b;                                                   \
-        }                                                                                \
-    } else {                                                                             \
-        for (long j = lo; j < hi; j++) {                                                 \
-            long c = j * s - pw;                                                         \
-            y[j] = w0 * r0[c] + w1 * r0[c + 1] + w2 * r0[c + 2] + w3 * r1[c]             \
-                 + w4 * r1[c + 1] + w5 * r1[c + 2] + w6 * r2[c] + w7 * r2[c + 1]         \
-                 + w8 * r2[c + 2] + b;                                                   \
-        }                                                                                \
+        for (long j = 0; j < lo; j++)                                                    \
+            y0[j] = fcnn_dw3x3_edge_##SUFFIX(r0, r1, r2, w, j * sw - pw, in_w, b);       \
+        for (long j = hi; j < out_w; j++)                                                \
+            y0[j] = fcnn_dw3x3_edge_##SUFFIX(r0, r1, r2, w, j * sw - pw, in_w, b);       \
     }                                                                                    \
 }
 
-FCNN_DEFINE_DW3X3_ROW(f32, float)
-FCNN_DEFINE_DW3X3_ROW(f64, double)
+FCNN_DEFINE_DW3X3_PLANE(f32, float)
+FCNN_DEFINE_DW3X3_PLANE(f64, double)
 
 #endif
