@@ -32,6 +32,10 @@ CASES = [
     (2, 1, 5, 5, (18, 18), (3, 3), 2, 1, 1, 1, 5),     # depthwise
     (3, 1, 2, 3, (8, 8, 7), (3, 2, 3), 2, (1, 0, 1), (1, 1, 0), 1, 1),
     (1, 2, 3, 4, (300,), (5,), 3, 2, 2, 1, 1),
+    # taps that never meet (kernel <= stride): every output belongs to one phase
+    (2, 2, 5, 80, (20, 21), (2, 2), 2, 0, 0, 1, 1),    # several row and column tiles
+    (2, 1, 6, 9, (7, 9), (2, 3), (2, 3), 1, 1, 1, 3),  # padding crops, output_padding
+    (3, 1, 3, 4, (3, 4, 5), (2, 1, 2), (2, 2, 3), (1, 0, 1), (1, 0, 0), 1, 1),
 ]
 
 
