@@ -29,6 +29,7 @@ CASES = [
     (2, 2, 4, 6, (16, 17), (3, 3), 2, 1, 1, 1, 2),     # groups, output_padding
     (2, 1, 2, 3, (20, 18), (1, 2), (3, 2), (0, 1), (2, 0), 1, 1),  # phases without taps
     (2, 1, 3, 2, (20, 19), (3, 3), 2, 3, 1, 1, 1),     # padding beyond the kernel
+    (2, 1, 3, 4, (17, 16), (3, 1), 2, (1, 0), 1, 1, 1),  # odd columns without taps
     (2, 1, 5, 5, (18, 18), (3, 3), 2, 1, 1, 1, 5),     # depthwise
     (3, 1, 2, 3, (8, 8, 7), (3, 2, 3), 2, (1, 0, 1), (1, 1, 0), 1, 1),
     (1, 2, 3, 4, (300,), (5,), 3, 2, 2, 1, 1),
@@ -159,3 +160,22 @@ def test_torch_export_with_asymmetric_output_runs_as_onnx_runtime(rng):
     x = rng.standard_normal((3, 3, 6, 6)).astype(np.float32)
     assert_close(fonnx.load(f.getvalue())(x),
                  ort.InferenceSession(f.getvalue()).run(None, {"x": x})[0], reduction=27)
+
+
+def test_phase_interleave_refuses_what_does_not_fit():
+    from fastcnn import _kernels
+    interleave = _kernels._linear.interleave_phases
+    y = np.zeros((2, 1, 5, 4), np.float32)
+    fits = [np.zeros((2, 1, c0, 2), np.float32) for c0 in (3, 3, 2, 2)]
+    interleave(fits, y, (1, 2, 2), None, 1)
+    for sources, message in [
+            (fits[:3], "expected 4 phases"),
+            (fits[:2] + [np.zeros((2, 1, 3, 2), np.float32)] + fits[3:], "phase 2"),
+            ([f.astype(np.float64) for f in fits], "phase 0"),
+            ([f[:, :, :, ::2] for f in fits], "phase 0")]:
+        with pytest.raises(ValueError, match=message):
+            interleave(sources, y, (1, 2, 2), None, 1)
+    with pytest.raises(ValueError, match="bias"):
+        interleave(fits, y, (1, 2, 2), np.zeros(3, np.float32), 1)
+    with pytest.raises(ValueError, match="strides must be positive"):
+        interleave(fits, y, (1, 0, 2), None, 1)

@@ -198,7 +198,7 @@ class _Scratch(threading.local):
 
     def __init__(self):
         # 0: packed weights, 1: workspace (conv_run); 2: a transposed
-        # convolution's phase output
+        # convolution's phase outputs
         self.buffers = [np.empty(0, np.uint8) for _ in range(3)]
 
     def get(self, slot, size, dtype):

@@ -3,7 +3,7 @@ input): conv_transpose1d/2d/3d, as torch.nn.functional's.
 
 Two engines, one dispatcher (run_transposed): by output phases, one stride-1
 convolution per phase (the outputs whose index is a given value modulo the
-stride) on the forward engine, scattered into the output by a kernel; and the
+stride) on the forward engine, interleaved into the output by one kernel; and the
 Caffe / PyTorch CPU design for dilated kernels and small strided outputs, one
 GEMM per group over every image's columns (columns = w^T x, tap-major), then
 col2im adding each tap's plane at stride steps. Both sum in a fixed order, so
@@ -93,11 +93,11 @@ def run_transposed(x, w, bias, y, groups, stride, padding, dilation):
     if all(d == 1 for d in dilation) and (
             all(s == 1 for s in stride)
             or math.prod(-(-o // s) for o, s in zip(y.shape[2:], stride)) >= _PHASE_MIN_POSITIONS):
-        _by_phases(x, w, y, groups, stride, padding)
+        _by_phases(x, w, bias, y, groups, stride, padding)
     else:
         _by_columns(x, w, y, groups, stride, padding, dilation)
-    if bias is not None:
-        y += bias.reshape((1, -1) + (1,) * (x.ndim - 2))
+        if bias is not None:
+            y += bias.reshape((1, -1) + (1,) * (x.ndim - 2))
 
 
 def _axis_phases(size_in, size_out, k, s, p):
@@ -113,25 +113,25 @@ def _axis_phases(size_in, size_out, k, s, p):
         yield a, count, t0, taps, first
 
 
-def _by_phases(x, w, y, groups, stride, padding):
+def _by_phases(x, w, bias, y, groups, stride, padding):
     """The transposed convolution as stride-1 convolutions on the forward
     engine, one per output phase (sub-pixel position modulo the stride), each
-    with the kernel taps that reach that phase, flipped; the phases are then
-    interleaved into y. Stride 1 is a single phase written into y directly."""
+    with the kernel taps that reach that phase, flipped; one pass then
+    interleaves the phases into y, adding the bias. Stride 1 is a single phase
+    written into y directly, bias included."""
     nd = x.ndim - 2
-    n, cin_g, cout_g = x.shape[0], x.shape[1] // groups, w.shape[1]
-    kernel = w.shape[2:]
+    n, planes = x.shape[0], x.shape[0] * y.shape[1]
     w_conv = conv_weights(w, groups)
     threads = _threads.get_num_threads()
     pad3, one3 = (0,) * (3 - nd), (1,) * (3 - nd)
-    per_axis = [list(_axis_phases(*a)) for a in zip(x.shape[2:], y.shape[2:], kernel, stride,
-                                                    padding)]
+    per_axis = [list(_axis_phases(*a)) for a in zip(x.shape[2:], y.shape[2:], w.shape[2:],
+                                                    stride, padding)]
     direct = all(s == 1 for s in stride)
-    phases = list(itertools.product(*per_axis))
-    if any(taps == 0 for phase in phases for _, _, _, taps, _ in phase):
-        y.fill(0)           # phases no tap reaches (stride > kernel): one contiguous pass
-    for phase in phases:
+    buffer = None if direct else scratch.get(2, y.size, y.dtype)   # the phases, in turn
+    sources, used = [], 0
+    for phase in itertools.product(*per_axis):
         if any(taps == 0 for _, _, _, taps, _ in phase):
+            sources.append(None)        # no tap reaches it: bias or zeros
             continue
         sub = _phase_taps(w_conv, phase, stride)
         # the input rows each phase reads: first .. first + count + taps - 2,
@@ -148,16 +148,19 @@ def _by_phases(x, w, y, groups, stride, padding):
             before = [0] * nd
         xin = contiguous(xin)
         counts = tuple(count for _, count, _, _, _ in phase)
-        out = y if direct else scratch.get(2, n * y.shape[1] * math.prod(counts), y.dtype) \
-            .reshape((n, y.shape[1]) + counts)
+        if direct:
+            out = y
+        else:
+            size = planes * math.prod(counts)
+            out = buffer[used:used + size].reshape((n, y.shape[1]) + counts)
+            sources.append(out.reshape((planes,) + one3 + counts))
+            used += size
         geom = ((n, x.shape[1], y.shape[1], groups) + one3 + xin.shape[2:] + one3 + counts
                 + one3 + sub.shape[2:] + (1, 1, 1) + pad3 + tuple(before) + (1, 1, 1))
-        conv_run(geom, xin, sub, None, out, 0, threads)
-        if not direct:
-            planes = (n * y.shape[1],)
-            _kernels._linear.scatter_phase(
-                out.reshape(planes + one3 + counts), y.reshape(planes + one3 + y.shape[2:]),
-                pad3 + tuple(a for a, *_ in phase), one3 + tuple(stride), threads)
+        conv_run(geom, xin, sub, bias if direct else None, out, 0, threads)
+    if not direct:
+        _kernels._linear.interleave_phases(sources, y.reshape((planes,) + one3 + y.shape[2:]),
+                                           one3 + tuple(stride), bias, threads)
 
 
 def conv_weights(w, groups):

@@ -243,57 +243,117 @@ def col2im(cnp.ndarray cols, cnp.ndarray acc, index_t images, index_t taps, inde
                     s, k, st, d, f, num_threads)
 
 
-# ---------------------------------------------------------------- phase scatter
+# ---------------------------------------------------------- phase interleave
 
-cdef void _scatter_phase(const floating* src, floating* dst, index_t planes,
-                         const index_t* count, const index_t* offset, const index_t* stride,
-                         const index_t* full, int num_threads) noexcept nogil:
-    """dst[p, o0 + s0 i0, o1 + s1 i1, o2 + s2 i2] = src[p, i0, i1, i2]: one
-    phase of a transposed convolution into its output, one plane a task."""
-    cdef index_t src_plane = count[0] * count[1] * count[2]
-    cdef index_t dst_plane = full[0] * full[1] * full[2]
-    cdef index_t p, i0, i1, i2
+cdef void _interleave_phases(const index_t* sources, floating* dst, index_t planes,
+                             const index_t* full, const index_t* stride, const index_t* phases,
+                             const floating* bias, index_t channels,
+                             int num_threads) noexcept nogil:
+    """dst[p, a0 + s0 q0, a1 + s1 q1, a2 + s2 q2] = phase (a0, a1, a2)[p, q0,
+    q1, q2] + bias[p % channels], every output row written whole by one task
+    (each of its cache lines once); a phase with no source is bias (or 0)."""
+    cdef index_t rows = planes * full[0] * full[1]
+    cdef index_t r, p, o0, o1, a0, a1, a2, c0, c1, c2, j, n2
+    cdef floating b
     cdef floating* d
-    cdef const floating* s
+    cdef const floating* src
+    cdef const floating* src1
     with parallel(num_threads=num_threads):
-        for p in prange(planes, schedule='static'):
-            for i0 in range(count[0]):
-                for i1 in range(count[1]):
-                    s = src + p * src_plane + (i0 * count[1] + i1) * count[2]
-                    d = dst + p * dst_plane + ((offset[0] + i0 * stride[0]) * full[1]
-                                               + offset[1] + i1 * stride[1]) * full[2] \
-                        + offset[2]
-                    for i2 in range(count[2]):
-                        d[i2 * stride[2]] = s[i2]
+        for r in prange(rows, schedule='static'):
+            p = r // (full[0] * full[1])
+            o0 = r // full[1] % full[0]
+            o1 = r % full[1]
+            a0, a1 = o0 % stride[0], o1 % stride[1]
+            c0 = (full[0] - a0 + stride[0] - 1) // stride[0]
+            c1 = (full[1] - a1 + stride[1] - 1) // stride[1]
+            b = bias[p % channels] if bias != NULL else 0
+            d = dst + r * full[2]
+            if stride[2] == 2 and phases[2] == 2 \
+                    and sources[(a0 * phases[1] + a1) * 2] != 0 \
+                    and sources[(a0 * phases[1] + a1) * 2 + 1] != 0:
+                # two interleaved column phases: one loop the compiler vectorizes
+                c2 = (full[2] + 1) // 2
+                src = (<const floating*>sources[(a0 * phases[1] + a1) * 2]
+                       + ((p * c0 + o0 // stride[0]) * c1 + o1 // stride[1]) * c2)
+                src1 = (<const floating*>sources[(a0 * phases[1] + a1) * 2 + 1]
+                        + ((p * c0 + o0 // stride[0]) * c1 + o1 // stride[1]) * (full[2] // 2))
+                n2 = full[2] // 2
+                for j in range(n2):
+                    d[2 * j] = src[j] + b
+                    d[2 * j + 1] = src1[j] + b
+                if full[2] % 2:
+                    d[full[2] - 1] = src[n2] + b
+                continue
+            for a2 in range(phases[2]):
+                c2 = (full[2] - a2 + stride[2] - 1) // stride[2]
+                src = <const floating*>sources[(a0 * phases[1] + a1) * phases[2] + a2]
+                if src == NULL:
+                    for j in range(c2):
+                        d[a2 + j * stride[2]] = b
+                else:
+                    src = src + ((p * c0 + o0 // stride[0]) * c1 + o1 // stride[1]) * c2
+                    for j in range(c2):
+                        d[a2 + j * stride[2]] = src[j] + b
 
 
-def scatter_phase(cnp.ndarray src, cnp.ndarray dst, tuple offset, tuple stride,
-                  int num_threads):
-    """Write src (planes, *count), C-contiguous, into dst (planes, *full),
-    C-contiguous, at offset + stride * index along each of the 3 trailing
-    axes (tuples of 3, leading zeros / ones for 1-D and 2-D)."""
-    cdef index_t c[3]
-    cdef index_t o[3]
-    cdef index_t st[3]
+def interleave_phases(list sources, cnp.ndarray dst, tuple stride, bias, int num_threads):
+    """Write the phases of a transposed convolution into dst (planes, f0, f1,
+    f2), C-contiguous, adding bias (None, or one value per channel, planes
+    a multiple of its length). stride: 3 ints (leading ones for 1-D and 2-D);
+    sources: for every phase (a0, a1, a2), a_i < min(s_i, f_i), in C order,
+    None (no kernel tap reaches it) or a C-contiguous (planes, c0, c1, c2)
+    array of dst's dtype, c_i = ceil((f_i - a_i) / s_i)."""
     cdef index_t f[3]
-    cdef int i
-    if src.ndim != 4 or dst.ndim != 4 or src.shape[0] != dst.shape[0] \
-            or src.dtype != dst.dtype or not (src.flags.c_contiguous and dst.flags.c_contiguous):
-        raise ValueError("scatter_phase: expected C-contiguous (planes, d, h, w) arrays of one "
-                         "dtype")
+    cdef index_t st[3]
+    cdef index_t m[3]
+    cdef index_t a[3]
+    cdef index_t i, k, channels = 1
+    cdef bint fits
+    if dst.ndim != 4 or not dst.flags.c_contiguous \
+            or dst.dtype.num not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64):
+        raise ValueError("interleave_phases: expected a C-contiguous float32 or float64 "
+                         "(planes, d, h, w) output")
+    if len(stride) != 3:
+        raise ValueError("interleave_phases: expected 3 strides")
     for i in range(3):
-        c[i], o[i], st[i], f[i] = src.shape[1 + i], offset[i], stride[i], dst.shape[1 + i]
-        if st[i] < 1 or o[i] < 0 or (c[i] > 0 and o[i] + (c[i] - 1) * st[i] >= f[i]):
-            raise ValueError("scatter_phase: the phase does not fit in the output")
-    cdef void* sp = cnp.PyArray_DATA(src)
+        f[i], st[i] = dst.shape[1 + i], stride[i]
+        if st[i] < 1:
+            raise ValueError("interleave_phases: strides must be positive")
+        m[i] = min(st[i], f[i])
+    if len(sources) != m[0] * m[1] * m[2]:
+        raise ValueError(f"interleave_phases: expected {m[0] * m[1] * m[2]} phases, got "
+                         f"{len(sources)}")
+    cdef cnp.ndarray addresses = np.zeros(len(sources), np.intp)
+    cdef cnp.ndarray src
+    for k in range(len(sources)):
+        if sources[k] is None:
+            continue
+        src = sources[k]
+        a[0], a[1], a[2] = k // (m[1] * m[2]), k // m[2] % m[1], k % m[2]
+        fits = src.ndim == 4 and src.flags.c_contiguous and src.dtype == dst.dtype \
+            and src.shape[0] == dst.shape[0]
+        for i in range(3):
+            fits = fits and src.shape[1 + i] == (f[i] - a[i] + st[i] - 1) // st[i]
+        if not fits:
+            raise ValueError(f"interleave_phases: phase {k} is not a C-contiguous array of "
+                             f"the output's dtype and its phase's shape")
+        addresses[k] = <cnp.intp_t>cnp.PyArray_DATA(src)
+    cdef cnp.ndarray b
+    cdef void* bp = NULL
+    if bias is not None:
+        b = bias
+        if b.ndim != 1 or not b.flags.c_contiguous or b.dtype != dst.dtype \
+                or b.shape[0] == 0 or dst.shape[0] % b.shape[0]:
+            raise ValueError("interleave_phases: bias must be a contiguous 1-D array of the "
+                             "output's dtype whose length divides the planes")
+        bp, channels = cnp.PyArray_DATA(b), b.shape[0]
+    cdef const index_t* sp = <const index_t*>cnp.PyArray_DATA(addresses)
     cdef void* dp = cnp.PyArray_DATA(dst)
-    if src.dtype.num == cnp.NPY_FLOAT32:
+    if dst.dtype.num == cnp.NPY_FLOAT32:
         with nogil:
-            _scatter_phase(<const float*>sp, <float*>dp, src.shape[0], c, o, st, f,
-                           num_threads)
-    elif src.dtype.num == cnp.NPY_FLOAT64:
-        with nogil:
-            _scatter_phase(<const double*>sp, <double*>dp, src.shape[0], c, o, st, f,
-                           num_threads)
+            _interleave_phases(sp, <float*>dp, dst.shape[0], f, st, m, <const float*>bp,
+                               channels, num_threads)
     else:
-        raise TypeError("scatter_phase: float32 or float64 arrays only")
+        with nogil:
+            _interleave_phases(sp, <double*>dp, dst.shape[0], f, st, m, <const double*>bp,
+                               channels, num_threads)
