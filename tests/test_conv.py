@@ -488,6 +488,11 @@ def test_dispatcher_picks_fast_paths(dispatch):
     assert kernels.select(lenet2) == ("blocked_oc" if fills else "blocked")
     few = kernels.dispatch_facts()["blocked_oc_min_channels"] - 1
     assert kernels.select(g((64, 6, 14, 14), (few, 6, 5, 5), 1, 0, 1, 1)) == "blocked"
+    # a short reduction into two vectors of output channels (a transposed
+    # convolution's 1x2 phase): the small-matrix GEMM; fewer channels than a
+    # vector (LeNet's first layer): blocked over pixels
+    assert kernels.select(g((1, 64, 128, 129), (32, 64, 1, 2), 1, 0, 1, 1)) == "im2col"
+    assert kernels.select(g((64, 1, 32, 32), (3, 1, 5, 5), 1, 0, 1, 1)) == "blocked"
     # a 7x7 stem's 64 output channels fill the output-channel kernel's vectors
     assert kernels.select(g((1, 3, 224, 224), (64, 3, 7, 7), 2, 3, 1, 1)) == "blocked_oc"
     assert kernels.select(g((1, 3, 224, 224), (32, 3, 3, 3), 2, 1, 1, 1)) == "im2col"

@@ -25,6 +25,7 @@ from fastcnn._kernels._transpose cimport transpose
 cdef extern from "conv_block.h" nogil:
     enum:
         FCNN_BLOCK_OCB
+        FCNN_BLOCK_QV
         FCNN_BLOCK_LANES_F32
         FCNN_BLOCK_LANES_F64
         FCNN_OC_WIDE_P
@@ -92,6 +93,7 @@ cdef enum:
     BLOCK_PAD_BYTES = 64 * 1024 * 1024    # limit on the padded input held at once
     BLOCK_MAX_STRIDED_K = 256             # strided: blocked only for short reductions
     BLOCK_PACK_POSITIONS = 256            # unpacked weights: outputs per call to amortise packing
+    BLOCK_MIN_REDUCTION = 72              # input channels x taps for blocked against a small GEMM
     OC_MIN_REDUCTION = 256                # input channels x taps for blocked_oc
     OC_PACK_POSITIONS = 128               # unpacked weights: outputs per call to amortise packing
     OC_INLINE_PACK_POSITIONS = 256        # up to this many outputs of one image: pack in the tasks
@@ -234,12 +236,24 @@ cdef bint _blocked_pays(const ConvGeom* g, bint weights_packed) noexcept nogil:
     weights are repacked per call, which needs enough positions to amortise."""
     cdef index_t taps = g.kernel_h * g.kernel_w
     cdef index_t reach_w = ((g.kernel_w - 1) * g.dilation_w) // g.stride_w
-    cdef index_t lanes, outputs
+    cdef index_t lanes, outputs, red, cout_group
     if not blocked_applies(g) or taps == 1:
         return False
     if not (g.stride_h == 1 and g.stride_w == 1) and (
             (g.in_channels // g.groups) * taps > BLOCK_MAX_STRIDED_K
             or taps < BLOCK_MIN_STRIDED_TAPS):
+        return False
+    # Against a small-matrix GEMM the blocked kernel needs a reduction long
+    # enough to amortise each output tile's setup, unless the output channels
+    # are fewer than one vector (the GEMM's rows mostly empty); and once they
+    # fill two vectors, a tile of 4 vectors per weight load (AVX-512) and a
+    # longer reduction still; a 2-vector tile (AVX2, SSE) then loses outright.
+    red = (g.in_channels // g.groups) * taps
+    cout_group = g.out_channels // g.groups
+    if _small_gemm and (
+            (cout_group >= FCNN_OC_VL_F32 and red < BLOCK_MIN_REDUCTION)
+            or (cout_group >= 2 * FCNN_OC_VL_F32
+                and (FCNN_BLOCK_QV < 4 or red < 2 * BLOCK_MIN_REDUCTION))):
         return False
     outputs = g.out_h * g.out_w
     lanes = _round_up((g.out_h - 1) * (g.out_w + reach_w) + g.out_w, FCNN_BLOCK_LANES_F32)
