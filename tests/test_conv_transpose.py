@@ -37,6 +37,10 @@ CASES = [
     (2, 2, 5, 80, (20, 21), (2, 2), 2, 0, 0, 1, 1),    # several row and column tiles
     (2, 1, 6, 9, (7, 9), (2, 3), (2, 3), 1, 1, 1, 3),  # padding crops, output_padding
     (3, 1, 3, 4, (3, 4, 5), (2, 1, 2), (2, 2, 3), (1, 0, 1), (1, 0, 0), 1, 1),
+    # kernel = stride, nothing cropped: every phase one tap over the whole input
+    (1, 2, 3, 5, (300,), (3,), 3, 0, 0, 1, 1),
+    (3, 2, 3, 5, (8, 8, 7), (2, 2, 2), 2, 0, 0, 1, 1),
+    (2, 3, 7, 9, (17, 16), (2, 3), (2, 3), 0, 0, 1, 1),
 ]
 
 
