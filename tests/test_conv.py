@@ -367,6 +367,10 @@ BLOCKED_CASES = [
     (1, 3, 5, (11, 11), (11, 11), 1, 0, 1, 1),        # kernel as large as the input
     (3, 6, 16, (14, 14), (5, 5), 1, 0, 1, 1),         # LeNet's second layer
     (1, 16, 12, (30, 3), (3, 3), 2, 1, 1, 2),         # narrow, grouped, stride 2
+    # output channels the 3-channel tile pads less than the 6-channel one
+    (2, 64, 3, (17, 19), (3, 3), 1, 1, 1, 1),         # an image's colours, several lane tiles
+    (1, 6, 9, (12, 10), (4, 4), 2, 1, 1, 3),          # 3 per group, stride 2
+    (1, 10, 15, (9, 9), (3, 3), 1, 1, 1, 1),          # 15: five 3-channel blocks
 ]
 
 

@@ -28,6 +28,9 @@ cdef extern from "conv_block.h" nogil:
         FCNN_BLOCK_QV
         FCNN_BLOCK_LANES_F32
         FCNN_BLOCK_LANES_F64
+        FCNN_BLOCK_NARROW_OCB
+        FCNN_BLOCK_NARROW_LANES_F32
+        FCNN_BLOCK_NARROW_LANES_F64
         FCNN_OC_WIDE_P
         FCNN_OC_WIDE_V
         FCNN_OC_TALL_P
@@ -47,6 +50,12 @@ cdef extern from "conv_block.h" nogil:
     void fcnn_block_kernel_f64(const double* x, long ld_c, const double* w, const long* toff,
                                long ntaps, long cin, double* out, long ld_out,
                                int accumulate)
+    void fcnn_block_kernel_f32_narrow(const float* x, long ld_c, const float* w,
+                                      const long* toff, long ntaps, long cin, float* out,
+                                      long ld_out, int accumulate)
+    void fcnn_block_kernel_f64_narrow(const double* x, long ld_c, const double* w,
+                                      const long* toff, long ntaps, long cin, double* out,
+                                      long ld_out, int accumulate)
 
 cdef extern from "conv_dw.h" nogil:
     enum:
@@ -760,11 +769,14 @@ cdef index_t conv_packed_size(const ConvGeom* g, int algorithm, index_t itemsize
         return conv_packed_size(&one, algorithm, itemsize)
     if algorithm == CONV_WINOGRAD:
         return 36 * g.out_channels * g.in_channels
-    if algorithm == CONV_BLOCKED or algorithm == CONV_POINTWISE:
+    if algorithm == CONV_POINTWISE:
         return (g.groups * _ceil_div(g.out_channels // g.groups, FCNN_BLOCK_OCB) * FCNN_BLOCK_OCB
                 * (g.in_channels // g.groups) * g.kernel_d * g.kernel_h * g.kernel_w)
-    if algorithm == CONV_BLOCKED_OC:
-        _blocked_oc_plan(g, itemsize, &p)
+    if algorithm == CONV_BLOCKED or algorithm == CONV_BLOCKED_OC:
+        if algorithm == CONV_BLOCKED:
+            _blocked_plan(g, itemsize, &p)
+        else:
+            _blocked_oc_plan(g, itemsize, &p)
         return (g.groups * p.n_m_blocks * p.m_block * (g.in_channels // g.groups)
                 * g.kernel_h * g.kernel_w)
     if algorithm == CONV_DEPTHWISE:
@@ -1076,15 +1088,24 @@ cdef bint blocked_applies(const ConvGeom* g) noexcept nogil:
     return g.in_d == 1 and g.kernel_d == 1 and g.out_d == 1 and g.pad_d == 0
 
 
-cdef inline index_t _block_lanes(index_t itemsize) noexcept nogil:
+cdef inline index_t _block_lanes(index_t itemsize, bint narrow=False) noexcept nogil:
+    if narrow:
+        return FCNN_BLOCK_NARROW_LANES_F32 if itemsize == 4 else FCNN_BLOCK_NARROW_LANES_F64
     return FCNN_BLOCK_LANES_F32 if itemsize == 4 else FCNN_BLOCK_LANES_F64
 
 
+cdef inline bint _block_narrow(index_t m_group) noexcept nogil:
+    """Whether the narrow tile (half the channels, more lanes) pads a
+    group's output channels less than the wide one; ties go wide."""
+    return (_round_up(m_group, FCNN_BLOCK_NARROW_OCB) < _round_up(m_group, FCNN_BLOCK_OCB))
+
+
 cdef void _blocked_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noexcept nogil:
-    cdef index_t lanes = _block_lanes(itemsize)
     cdef index_t reach_h = ((g.kernel_h - 1) * g.dilation_h) // g.stride_h
     cdef index_t reach_w = ((g.kernel_w - 1) * g.dilation_w) // g.stride_w
     cdef index_t m_group = g.out_channels // g.groups
+    cdef bint narrow = _block_narrow(m_group)
+    cdef index_t lanes = _block_lanes(itemsize, narrow)
     cdef index_t image
     p.wq = g.out_w + reach_w
     p.hq = g.out_h + reach_h
@@ -1093,13 +1114,13 @@ cdef void _blocked_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noexce
     p.channel_stride = _round_up(g.stride_h * g.stride_w * p.hq * p.wq + lanes, 16)
     p.col_tile = lanes
     p.n_col_tiles = _ceil_div(p.lanes, lanes)
-    p.m_block = FCNN_BLOCK_OCB
-    p.n_m_blocks = _ceil_div(m_group, FCNN_BLOCK_OCB)
+    p.m_block = FCNN_BLOCK_NARROW_OCB if narrow else FCNN_BLOCK_OCB
+    p.n_m_blocks = _ceil_div(m_group, p.m_block)
     image = g.in_channels * p.channel_stride
     p.images_per_chunk = max(1, min(g.batch, BLOCK_PAD_BYTES // (image * itemsize)))
     p.n_tasks = g.batch * g.groups * p.n_m_blocks * p.n_col_tiles
     p.workspace_shared = _tap_offsets_size(g, itemsize) + p.images_per_chunk * image
-    p.workspace_per_thread = FCNN_BLOCK_OCB * lanes
+    p.workspace_per_thread = p.m_block * lanes
 
 
 cdef void _pack_block_columns(const floating* src, index_t k, index_t valid, index_t mb,
@@ -1159,9 +1180,15 @@ cdef void _pad_channel(const ConvGeom* g, const ConvPlan* plan, index_t sh, inde
 
 cdef inline void _block_kernel(const floating* x, index_t ld_c, const floating* w,
                                const long* toff, index_t ntaps, index_t cin,
-                               floating* out, index_t ld_out, int accumulate) noexcept nogil:
+                               floating* out, index_t ld_out, int accumulate,
+                               bint narrow=False) noexcept nogil:
     if floating is float:
-        fcnn_block_kernel_f32(x, ld_c, w, toff, ntaps, cin, out, ld_out, accumulate)
+        if narrow:
+            fcnn_block_kernel_f32_narrow(x, ld_c, w, toff, ntaps, cin, out, ld_out, accumulate)
+        else:
+            fcnn_block_kernel_f32(x, ld_c, w, toff, ntaps, cin, out, ld_out, accumulate)
+    elif narrow:
+        fcnn_block_kernel_f64_narrow(x, ld_c, w, toff, ntaps, cin, out, ld_out, accumulate)
     else:
         fcnn_block_kernel_f64(x, ld_c, w, toff, ntaps, cin, out, ld_out, accumulate)
 
@@ -1170,7 +1197,7 @@ cdef void _blocked_task(const ConvGeom* g, const ConvPlan* plan, const floating*
                         index_t n0, const floating* packed, const long* toff,
                         const floating* bias, floating* y, const floating* res,
                         floating* tile, int activation, index_t task) noexcept nogil:
-    """One block of FCNN_BLOCK_OCB output channels x plan.col_tile lanes of one
+    """One block of plan.m_block output channels x plan.col_tile lanes of one
     (image, group); the image's padded channels start at xpad (image n0 first)."""
     cdef index_t cin = g.in_channels // g.groups, m_group = g.out_channels // g.groups
     cdef index_t taps = g.kernel_h * g.kernel_w
@@ -1180,14 +1207,14 @@ cdef void _blocked_task(const ConvGeom* g, const ConvPlan* plan, const floating*
     cdef index_t grp = (task // (plan.n_col_tiles * plan.n_m_blocks)) % g.groups
     cdef index_t n = task // (plan.n_col_tiles * plan.n_m_blocks * g.groups)
     cdef index_t q0 = qb * lanes, q1 = min(q0 + lanes, plan.lanes)
-    cdef index_t m0 = ocb * FCNN_BLOCK_OCB
-    cdef index_t mcount = min(<index_t>FCNN_BLOCK_OCB, m_group - m0)
+    cdef index_t m0 = ocb * plan.m_block
+    cdef index_t mcount = min(plan.m_block, m_group - m0)
     cdef index_t o, oc, q, oh, ow, seg
     cdef floating* yrow
     _block_kernel(xpad + ((n - n0) * g.in_channels + grp * cin) * plan.channel_stride + q0,
                   plan.channel_stride,
-                  packed + (grp * plan.n_m_blocks + ocb) * FCNN_BLOCK_OCB * cin * taps,
-                  toff, taps, cin, tile, lanes, 0)
+                  packed + (grp * plan.n_m_blocks + ocb) * plan.m_block * cin * taps,
+                  toff, taps, cin, tile, lanes, 0, plan.m_block == FCNN_BLOCK_NARROW_OCB)
     for o in range(mcount):
         oc = grp * m_group + m0 + o
         q = q0
@@ -1604,9 +1631,9 @@ cdef void _pack_weights(const ConvGeom* g, int algorithm, const floating* w, flo
     cdef ConvPlan plan
     if algorithm == CONV_WINOGRAD:
         _winograd_pack(g, w, packed, num_threads)
-    elif algorithm == CONV_BLOCKED or algorithm == CONV_POINTWISE:
+    elif algorithm == CONV_POINTWISE:
         _pack_channel_blocks(w, g.groups, m_group, k, FCNN_BLOCK_OCB, packed, num_threads)
-    elif algorithm == CONV_BLOCKED_OC:
+    elif algorithm == CONV_BLOCKED or algorithm == CONV_BLOCKED_OC:
         plan = conv_make_plan(g, algorithm, sizeof(floating))
         _pack_channel_blocks(w, g.groups, m_group, k, plan.m_block, packed, num_threads)
     elif algorithm == CONV_DEPTHWISE:      # one group of all channels, one input channel each

@@ -10,8 +10,12 @@
  *
  * Written with GCC vector extensions, so it compiles for any target: 64-byte
  * vectors with AVX-512 (6 x 4 accumulators of 32 registers), 32-byte ones
- * with AVX2 and 16-byte ones with SSE (6 x 2 of 16). The summation order is fixed (channels, then
- * taps), whatever the thread count.
+ * with AVX2 and 16-byte ones with SSE (6 x 2 of 16). A narrow tile of half
+ * the channels and more lanes (3 x 8; 3 x 3 of 16 registers) serves layers whose
+ * output channels it pads less, such as 3 (an image's colours: the last
+ * layer of a decoder or generator, the input gradient of a stem), where the
+ * wide tile would spend half its multiply-adds on padding. The summation
+ * order is fixed (channels, then taps), whatever the thread count.
  *
  * Also here: the output-channel kernel ("blocked_oc"). Vector types and
  * transposition: transpose.h.
@@ -23,65 +27,72 @@
 
 #if FCNN_VEC_BYTES == 64
 #define FCNN_BLOCK_QV 4
+#define FCNN_BLOCK_NARROW_QV 8
 #else
 #define FCNN_BLOCK_QV 2
+#define FCNN_BLOCK_NARROW_QV 3      /* 3 x 4 and the operands would not fit 16 registers */
 #endif
 #define FCNN_BLOCK_OCB 6
+#define FCNN_BLOCK_NARROW_OCB 3
 #ifndef FCNN_BLOCK_PREFETCH
 #define FCNN_BLOCK_PREFETCH 4096    /* bytes of weights fetched ahead */
 #endif
 #define FCNN_BLOCK_LANES_F32 (FCNN_BLOCK_QV * FCNN_VEC_BYTES / 4)
 #define FCNN_BLOCK_LANES_F64 (FCNN_BLOCK_QV * FCNN_VEC_BYTES / 8)
+#define FCNN_BLOCK_NARROW_LANES_F32 (FCNN_BLOCK_NARROW_QV * FCNN_VEC_BYTES / 4)
+#define FCNN_BLOCK_NARROW_LANES_F64 (FCNN_BLOCK_NARROW_QV * FCNN_VEC_BYTES / 8)
 
 /* x: the first lane's input in channel 0; ld_c: elements between channels;
  * w: packed weights [channel][tap][OCB]; out: OCB rows of LANES, ld_out
  * elements apart, added to when accumulate is set (the caller splits the
  * channels into chunks). */
-#define FCNN_DEFINE_BLOCK_KERNEL(SUFFIX, T)                                              \
-static inline void fcnn_block_kernel_##SUFFIX(const T *x, long ld_c, const T *w,         \
-                                              const long *toff, long ntaps, long cin,    \
-                                              T *out, long ld_out, int accumulate)       \
-{                                                                                        \
-    enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                      \
-    fcnn_vec_##SUFFIX acc[FCNN_BLOCK_OCB][FCNN_BLOCK_QV];                                \
-    _Pragma("GCC unroll 8")                                                              \
-    for (int o = 0; o < FCNN_BLOCK_OCB; o++) {                                           \
-        _Pragma("GCC unroll 8")                                                          \
-        for (int v = 0; v < FCNN_BLOCK_QV; v++)                                          \
+#define FCNN_DEFINE_BLOCK_KERNEL(SUFFIX, NAME, T, OCB, QV)                                \
+static inline void fcnn_block_kernel_##SUFFIX##NAME(const T *x, long ld_c, const T *w,    \
+                                              const long *toff, long ntaps, long cin,     \
+                                              T *out, long ld_out, int accumulate)        \
+{                                                                                         \
+    enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                             \
+    fcnn_vec_##SUFFIX acc[OCB][QV];                                                       \
+    _Pragma("GCC unroll 8")                                                               \
+    for (int o = 0; o < OCB; o++) {                                                       \
+        _Pragma("GCC unroll 8")                                                           \
+        for (int v = 0; v < QV; v++)                                                      \
             acc[o][v] = accumulate ? *(const fcnn_vec_##SUFFIX *)(out + o * ld_out + v * VL) \
-                                   : (fcnn_vec_##SUFFIX){0};                             \
-    }                                                                                    \
-    for (long c = 0; c < cin; c++) {                                                     \
-        const T *xc = x + c * ld_c;                                                      \
-        /* weights stream from memory once per call: fetch them well ahead */            \
-        for (long l = 0; l < ntaps * FCNN_BLOCK_OCB * (long)sizeof(T); l += 64)           \
-            __builtin_prefetch((const char *)w + FCNN_BLOCK_PREFETCH + l, 0, 0);           \
-        for (long t = 0; t < ntaps; t++) {                                               \
-            const T *xp = xc + toff[t];                                                  \
-            fcnn_vec_##SUFFIX xv[FCNN_BLOCK_QV];                                         \
-            _Pragma("GCC unroll 8")                                                      \
-            for (int v = 0; v < FCNN_BLOCK_QV; v++)                                      \
-                xv[v] = *(const fcnn_vec_##SUFFIX *)(xp + VL * v);                       \
-            _Pragma("GCC unroll 8")                                                      \
-            for (int o = 0; o < FCNN_BLOCK_OCB; o++) {                                   \
-                T wo = w[o];                                                             \
-                _Pragma("GCC unroll 8")                                                  \
-                for (int v = 0; v < FCNN_BLOCK_QV; v++)                                  \
-                    acc[o][v] += wo * xv[v];                                             \
-            }                                                                            \
-            w += FCNN_BLOCK_OCB;                                                         \
-        }                                                                                \
-    }                                                                                    \
-    _Pragma("GCC unroll 8")                                                              \
-    for (int o = 0; o < FCNN_BLOCK_OCB; o++) {                                           \
-        _Pragma("GCC unroll 8")                                                          \
-        for (int v = 0; v < FCNN_BLOCK_QV; v++)                                          \
-            *(fcnn_vec_##SUFFIX *)(out + o * ld_out + v * VL) = acc[o][v];               \
-    }                                                                                    \
+                                   : (fcnn_vec_##SUFFIX){0};                              \
+    }                                                                                     \
+    for (long c = 0; c < cin; c++) {                                                      \
+        const T *xc = x + c * ld_c;                                                       \
+        /* weights stream from memory once per call: fetch them well ahead */             \
+        for (long l = 0; l < ntaps * OCB * (long)sizeof(T); l += 64)                      \
+            __builtin_prefetch((const char *)w + FCNN_BLOCK_PREFETCH + l, 0, 0);          \
+        for (long t = 0; t < ntaps; t++) {                                                \
+            const T *xp = xc + toff[t];                                                   \
+            fcnn_vec_##SUFFIX xv[QV];                                                     \
+            _Pragma("GCC unroll 8")                                                       \
+            for (int v = 0; v < QV; v++)                                                  \
+                xv[v] = *(const fcnn_vec_##SUFFIX *)(xp + VL * v);                        \
+            _Pragma("GCC unroll 8")                                                       \
+            for (int o = 0; o < OCB; o++) {                                               \
+                T wo = w[o];                                                              \
+                _Pragma("GCC unroll 8")                                                   \
+                for (int v = 0; v < QV; v++)                                              \
+                    acc[o][v] += wo * xv[v];                                              \
+            }                                                                             \
+            w += OCB;                                                                     \
+        }                                                                                 \
+    }                                                                                     \
+    _Pragma("GCC unroll 8")                                                               \
+    for (int o = 0; o < OCB; o++) {                                                       \
+        _Pragma("GCC unroll 8")                                                           \
+        for (int v = 0; v < QV; v++)                                                      \
+            *(fcnn_vec_##SUFFIX *)(out + o * ld_out + v * VL) = acc[o][v];                \
+    }                                                                                     \
 }
 
-FCNN_DEFINE_BLOCK_KERNEL(f32, float)
-FCNN_DEFINE_BLOCK_KERNEL(f64, double)
+FCNN_DEFINE_BLOCK_KERNEL(f32, , float, FCNN_BLOCK_OCB, FCNN_BLOCK_QV)
+FCNN_DEFINE_BLOCK_KERNEL(f64, , double, FCNN_BLOCK_OCB, FCNN_BLOCK_QV)
+FCNN_DEFINE_BLOCK_KERNEL(f32, _narrow, float, FCNN_BLOCK_NARROW_OCB, FCNN_BLOCK_NARROW_QV)
+FCNN_DEFINE_BLOCK_KERNEL(f64, _narrow, double, FCNN_BLOCK_NARROW_OCB, FCNN_BLOCK_NARROW_QV)
 
 
 
