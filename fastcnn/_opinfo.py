@@ -20,7 +20,8 @@ class OpInfo:
 
 def _table():
     ops = {"conv": OpInfo("conv", fuses_activation=True),
-           "conv_transpose": OpInfo("conv_transpose")}
+           "conv_transpose": OpInfo("conv_transpose"),
+           "conv_transpose_onnx": OpInfo("conv_transpose")}
     for nd in (1, 2, 3):
         ops[f"conv{nd}d"] = OpInfo("conv", nd, fuses_activation=True)
         ops[f"conv_transpose{nd}d"] = OpInfo("conv_transpose", nd)

@@ -22,6 +22,7 @@ from fastcnn._memory import MemoryPlan
 from fastcnn._opinfo import info
 from fastcnn import _kernels
 from fastcnn._functional.conv import conv_padding, conv_run, ieee_safe
+from fastcnn._functional import conv_transpose as T
 from fastcnn._rewrite import Rewrite
 from fastcnn._validation import FUSABLE_ACTIVATIONS, conv_output_size, index_steps, ntuple
 
@@ -180,6 +181,10 @@ class _Executor:
             step = self._conv_step(node)
             if step is not None:
                 return step
+        if info(node.op).family == "conv_transpose":
+            step = self._conv_transpose_step(node)
+            if step is not None:
+                return step
         if node.op == "linear":
             step = self._linear_step(node)
             if step is not None:
@@ -275,6 +280,52 @@ class _Executor:
                 conv_run(geom, x, raw_w, bias, y, act, n, "im2col", res)
                 return
             conv.forward(geom, algorithm, x, weights, bias, y, ws, act, n, res)
+        return step
+
+    def _conv_transpose_step(self, node):
+        """A transposed convolution by phases with every phase's weights packed
+        once (the columns route, for dilated kernels and small strided
+        outputs, runs as the functional op)."""
+        b = node.arguments()
+        if node.op == "conv_transpose_onnx":    # its window: `begin` into the full extent
+            stride, padding, dilation = b["strides"], b["begin"], b["dilations"]
+            groups = b["group"]
+        else:
+            nd = info(node.op).nd or b["nd"]
+            stride, padding, dilation = (ntuple(b.get(k, 1 if k != "padding" else 0), nd,
+                                                node.op, k)
+                                         for k in ("stride", "padding", "dilation"))
+            groups = b.get("groups", 1)
+        weight, bias = b["weight"], b.get("bias")
+        w = self._value_array(weight) if isinstance(weight, Value) else None
+        if isinstance(bias, Value):
+            bias = self._value_array(bias)
+            if bias is None:
+                return None
+        if w is None or b.get("out") is not None or min(padding) < 0:
+            return None
+        nd = w.ndim - 2
+        x_shape = self._resolve(b["input"]).shape
+        y_shape = node.outputs[0].shape
+        if len(x_shape) == nd + 1:
+            x_shape, y_shape = (1,) + x_shape, (1,) + y_shape
+        if not T.by_phases(y_shape, stride, dilation):
+            return None
+        w = np.ascontiguousarray(w)
+        bias = None if bias is None else np.ascontiguousarray(bias)
+        key = ("conv_transpose", weight.id, x_shape, y_shape, groups, tuple(stride),
+               tuple(padding), _kernels.isa)
+        engine = T.CompiledPhases(x_shape, y_shape, w, groups, stride, padding,
+                                  self.num_threads, self._packed.get(key))
+        self._packed[key] = engine.packed
+        self.weight_nbytes += engine.weight_nbytes
+        self.workspace_nbytes += engine.nbytes
+        y = self._value_array(node.outputs[0]).reshape(y_shape)
+        x_desc, get = self._getter(b["input"]), self._get
+
+        def step(inputs):
+            x = np.ascontiguousarray(get(x_desc, inputs)).reshape(x_shape)
+            engine(x, bias, y, _threads.get_num_threads())
         return step
 
     def _linear_step(self, node):

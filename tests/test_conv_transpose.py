@@ -153,6 +153,103 @@ def test_compiled_plan_and_onnx_round_trip(rng, tmp_path):
     assert_close(got, eager, reduction=72)
 
 
+LAYER = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[9] == 1])
+def test_compiled_plan_packs_each_phase_once(rng, case):
+    """In a plan, every phase's weights are packed at compile time and its
+    input window and outputs have buffers of their own: the same results as
+    the definition, call after call (the zeros around a window stay zero),
+    on any thread count."""
+    from fastcnn._functional.conv_transpose import by_phases
+    nd, n, cin, cout, spatial, kernel, stride, pad, opad, dil, groups = case
+    layer = LAYER[nd](cin, cout, kernel, stride, pad, opad, groups, dilation=dil).eval()
+    x = rng.standard_normal((n, cin) + spatial).astype(np.float32)
+    plan = fastcnn.compile(layer, x.shape)
+    stride3 = (stride,) * nd if isinstance(stride, int) else stride
+    if by_phases(plan.output_specs[0][0], stride3, (1,) * nd):
+        assert plan.weight_nbytes >= layer.weight.nbytes     # packed once, not per call
+    reduction = cin // groups * np.prod(kernel)
+    for _ in range(2):
+        x = rng.standard_normal(x.shape).astype(np.float32)
+        expected = ref.conv_transpose_nd(x, layer.weight, layer.bias, stride=stride,
+                                         padding=pad, output_padding=opad, dilation=dil,
+                                         groups=groups)
+        results = run_threads(lambda: plan(x))
+        assert_close(results[0], expected, reduction=reduction)
+        assert all(np.array_equal(results[0], r) for r in results)
+
+
+def test_compiled_phases_windows_and_nonfinite_input(rng):
+    """The compiled engine's own branches: a phase reading a cropped window,
+    one padded beyond its kernel, phases no tap reaches, phases one thread
+    each; a NaN in the input spreads to the outputs it reaches and no further
+    (a Winograd phase falls back to the definition's products)."""
+    from fastcnn._functional.conv_transpose import CompiledPhases
+    seen = set()
+    for shape, w_shape, stride, padding, out_sp in [
+            ((2, 4, 9, 10), (4, 3, 3, 3), (2, 2), (0, 0), (20, 22)),    # padded beyond
+            ((1, 6, 7, 9), (6, 3, 2, 3), (2, 3), (1, 1), (13, 26)),     # cropped windows
+            ((1, 2, 20, 18), (2, 3, 1, 2), (3, 2), (0, 1), (59, 35)),   # phases without taps
+            ((1, 32, 24, 24), (32, 32, 3, 3), (1, 1), (1, 1), (24, 24)),   # stride 1
+            ((1, 32, 24, 24), (32, 32, 6, 6), (2, 2), (2, 2), (48, 48))]:  # 3x3 phases
+        x = rng.standard_normal(shape).astype(np.float32)
+        w = rng.standard_normal(w_shape).astype(np.float32)
+        b = rng.standard_normal(w_shape[1]).astype(np.float32)
+        y_shape = (shape[0], w_shape[1]) + out_sp
+        engine = CompiledPhases(shape, y_shape, w, 1, stride, padding, 2)
+        seen |= {"padded" for p in engine.phases if p is not None and p.explicit is not None}
+        seen |= {"copied" for b in engine.inputs if b is not None}
+        seen |= {"no taps" for p in engine.phases if p is None} | set(engine.algorithms)
+        live = [k for k, p in enumerate(engine.phases) if p is not None]
+        seen |= {"one thread each" for _ in range(engine._one_thread_each(live, 2))}
+        y = np.empty(y_shape, np.float32)
+        for trial in range(2):
+            x[0, 0, 1, 1] = np.nan if trial else x[0, 0, 1, 1]
+            engine(x, b, y, 2)
+            opad = tuple(o - ((i - 1) * st - 2 * p + k) for o, i, st, p, k in
+                         zip(out_sp, shape[2:], stride, padding, w_shape[2:]))
+            kw = dict(stride=stride, padding=padding, output_padding=opad)
+            expected = ref.conv_transpose_nd(np.nan_to_num(x), w, b, **kw)
+            reached = ref.conv_transpose_nd(np.isnan(x).astype(np.float32), np.abs(w) + 1,
+                                            None, **kw) > 0
+            np.testing.assert_array_equal(np.isnan(y), reached)
+            assert_close(np.where(reached, 0, y), np.where(reached, 0, expected),
+                         reduction=w_shape[0] * 9)
+    assert {"padded", "copied", "no taps", "winograd", "one thread each"} <= seen
+
+
+def test_forward_each_refuses_what_does_not_fit():
+    """The kernel entry that runs a transposed convolution's phases one
+    thread each checks its lists, dtypes and workspace before any kernel runs."""
+    from fastcnn import _kernels
+    conv = _kernels._conv
+    geom = (1, 4, 4, 1, 1, 6, 6, 1, 6, 6, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1)
+    x = np.ones((1, 4, 6, 6), np.float32)
+    w = np.ones((4, 4, 1, 1), np.float32)
+    y = np.empty((1, 4, 6, 6), np.float32)
+    algorithm = conv.select(geom, True)
+    shared, per_thread, _, size = conv.plan(geom, algorithm, 4)
+    packed = np.empty(max(size, 1), np.float32)
+    if size:
+        conv.pack(geom, algorithm, w, packed, 1)
+    else:
+        packed = w
+    ws = np.empty(2 * (shared + per_thread) + 1, np.float32)
+    conv.forward_each([geom, geom], [algorithm] * 2, [x, x], [packed, packed], [y, y], ws, 2)
+    np.testing.assert_array_equal(y, np.full_like(y, 4))
+    with pytest.raises(ValueError, match="one algorithm, input, weight and output"):
+        conv.forward_each([geom, geom], [algorithm], [x, x], [packed, packed], [y, y], ws, 2)
+    with pytest.raises(ValueError, match="of one dtype"):
+        conv.forward_each([geom], [algorithm], [x.astype(np.float64)], [packed], [y], ws, 1)
+    with pytest.raises(ValueError, match="at least one thread"):
+        conv.forward_each([geom], [algorithm], [x], [packed], [y], ws, 0)
+    if shared + per_thread:
+        with pytest.raises(ValueError, match="workspace too small"):
+            conv.forward_each([geom], [algorithm], [x], [packed], [y], ws[:0], 1)
+
+
 @requires_torch
 def test_torch_export_with_asymmetric_output_runs_as_onnx_runtime(rng):
     ort = pytest.importorskip("onnxruntime")

@@ -11,17 +11,19 @@ results do not depend on the thread count.
 """
 import itertools
 import math
+from typing import NamedTuple
 
 import numpy as np
 
 from fastcnn import _threads
 from fastcnn import _kernels
 from fastcnn._graph import traceable
-from fastcnn._functional.conv import channel_bias, conv_operands, conv_run, scratch
+from fastcnn._functional.conv import (channel_bias, conv_operands, conv_run, ieee_safe,
+                                      scratch)
 from fastcnn._validation import check_out, contiguous, ntuple, shape_str
 
 __all__ = ["conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "conv_transpose_nd",
-           "run_transposed",
+           "run_transposed", "by_phases", "Phases", "CompiledPhases",
            "conv_transpose_output_size"]
 
 _COLUMNS_LIMIT = 2**25          # elements of GEMM output per batch of images
@@ -90,10 +92,9 @@ def run_transposed(x, w, bias, y, groups, stride, padding, dilation):
     """y = the transposed convolution of validated, batched x with w (in,
     out / groups, *k), its window starting `padding` into the full extent
     (also the gradient of a convolution with respect to its input)."""
-    if all(d == 1 for d in dilation) and (
-            all(s == 1 for s in stride)
-            or math.prod(-(-o // s) for o, s in zip(y.shape[2:], stride)) >= _PHASE_MIN_POSITIONS):
-        _by_phases(x, w, bias, y, groups, stride, padding)
+    if by_phases(y.shape, stride, dilation):
+        Phases(x.shape, y.shape, w, groups, stride, padding)(x, bias, y,
+                                                             _threads.get_num_threads())
     else:
         _by_columns(x, w, y, groups, stride, padding, dilation)
         if bias is not None:
@@ -113,54 +114,240 @@ def _axis_phases(size_in, size_out, k, s, p):
         yield a, count, t0, taps, first
 
 
-def _by_phases(x, w, bias, y, groups, stride, padding):
-    """The transposed convolution as stride-1 convolutions on the forward
-    engine, one per output phase (sub-pixel position modulo the stride), each
-    with the kernel taps that reach that phase, flipped; one pass then
-    interleaves the phases into y, adding the bias. Stride 1 is a single phase
-    written into y directly, bias included."""
-    nd = x.ndim - 2
-    n, planes = x.shape[0], x.shape[0] * y.shape[1]
-    w_conv = conv_weights(w, groups)
-    threads = _threads.get_num_threads()
-    pad3, one3 = (0,) * (3 - nd), (1,) * (3 - nd)
-    per_axis = [list(_axis_phases(*a)) for a in zip(x.shape[2:], y.shape[2:], w.shape[2:],
-                                                    stride, padding)]
-    direct = all(s == 1 for s in stride)
-    buffer = None if direct else scratch.get(2, y.size, y.dtype)   # the phases, in turn
-    sources, used = [], 0
-    for phase in itertools.product(*per_axis):
-        if any(taps == 0 for _, _, _, taps, _ in phase):
-            sources.append(None)        # no tap reaches it: bias or zeros
-            continue
-        sub = _phase_taps(w_conv, phase, stride)
-        # the input rows each phase reads: first .. first + count + taps - 2,
-        # zeros outside x (padding when it is within the kernel, else explicit)
-        lo = [first for _, _, _, _, first in phase]
-        hi = [first + count + taps - 2 for _, count, _, taps, first in phase]
-        crop = tuple(slice(max(l, 0), min(h, size - 1) + 1)
-                     for l, h, size in zip(lo, hi, x.shape[2:]))
-        before = [max(0, -l) for l in lo]
-        after = [max(0, h - (size - 1)) for h, size in zip(hi, x.shape[2:])]
-        xin = x[(slice(None), slice(None)) + crop]
-        if any(b >= taps or e >= taps for b, e, (_, _, _, taps, _) in zip(before, after, phase)):
-            xin = np.pad(xin, [(0, 0), (0, 0)] + list(zip(before, after)))
-            before = [0] * nd
-        xin = contiguous(xin)
-        counts = tuple(count for _, count, _, _, _ in phase)
-        if direct:
-            out = y
+def by_phases(y_shape, stride, dilation):
+    """Whether the transposed convolution runs by output phases (else by
+    columns): undilated, and stride 1 or enough outputs per phase."""
+    return all(d == 1 for d in dilation) and (
+        all(s == 1 for s in stride)
+        or math.prod(-(-o // s) for o, s in zip(y_shape[2:], stride)) >= _PHASE_MIN_POSITIONS)
+
+
+class _Phase(NamedTuple):
+    geom: tuple              # the forward engine's geometry of its stride-1 convolution
+    window: tuple            # the slices of the input it reads
+    explicit: tuple          # zero padding around that window beyond the kernel's, or None
+    in_shape: tuple          # the shape of its (padded) input
+    counts: tuple            # its outputs along each axis
+    sub: np.ndarray          # its weights: the taps that reach it, flipped
+
+
+class Phases:
+    """A transposed convolution by output phases (the outputs whose index is a
+    given value modulo the stride), resolved for one input and output shape:
+    each phase is a stride-1 convolution on the forward engine with the
+    kernel taps that reach it, flipped; one pass then interleaves the phases
+    into y, adding the bias. Stride 1 is a single phase written into y
+    directly, bias included. Eager calls resolve one per call; compiled plans
+    resolve one once (CompiledPhases)."""
+
+    def __init__(self, x_shape, y_shape, w, groups, stride, padding):
+        nd = len(x_shape) - 2
+        self.nd, self.groups, self.stride, self.y_shape = nd, groups, tuple(stride), y_shape
+        self.direct = all(s == 1 for s in stride)
+        w_conv = conv_weights(w, groups)
+        pad3, one3 = (0,) * (3 - nd), (1,) * (3 - nd)
+        n, spatial = x_shape[0], x_shape[2:]
+        self.phases = []                # in C order; None: no tap reaches it
+        for phase in itertools.product(*[_axis_phases(*a) for a in zip(
+                spatial, y_shape[2:], w.shape[2:], stride, padding)]):
+            if any(taps == 0 for _, _, _, taps, _ in phase):
+                self.phases.append(None)
+                continue
+            # the input rows it reads: first .. first + count + taps - 2, zeros
+            # outside x (the kernel's padding when within the kernel, else explicit)
+            lo = [first for _, _, _, _, first in phase]
+            hi = [first + count + taps - 2 for _, count, _, taps, first in phase]
+            window = (slice(None), slice(None)) + tuple(
+                slice(max(l, 0), min(h, size - 1) + 1) for l, h, size in zip(lo, hi, spatial))
+            before = tuple(max(0, -l) for l in lo)
+            after = tuple(max(0, h - (size - 1)) for h, size in zip(hi, spatial))
+            in_spatial = tuple(sl.stop - sl.start for sl in window[2:])
+            explicit = None
+            if any(b >= t or e >= t for b, e, (_, _, _, t, _) in zip(before, after, phase)):
+                explicit = ((0, 0), (0, 0)) + tuple(zip(before, after))
+                in_spatial = tuple(i + b + e for i, b, e in zip(in_spatial, before, after))
+                before = (0,) * nd
+            counts = tuple(count for _, count, _, _, _ in phase)
+            sub = _phase_taps(w_conv, phase, stride)
+            geom = ((n, x_shape[1], y_shape[1], groups) + one3 + in_spatial + one3 + counts
+                    + one3 + sub.shape[2:] + (1, 1, 1) + pad3 + before + (1, 1, 1))
+            self.phases.append(_Phase(geom, window, explicit, (n, x_shape[1]) + in_spatial,
+                                      counts, sub))
+
+    def __call__(self, x, bias, y, threads):
+        n, channels, nd = y.shape[0], y.shape[1], self.nd
+        one3 = (1,) * (3 - nd)
+        buffer = None if self.direct else self._phase_buffer(y)
+        sources, live, outs, used = [], [], [], 0
+        for k, phase in enumerate(self.phases):
+            if phase is None:
+                sources.append(None)    # bias or zeros
+                continue
+            if self.direct:
+                out = y
+            else:
+                size = n * channels * math.prod(phase.counts)
+                out = buffer[used:used + size].reshape((n, channels) + phase.counts)
+                sources.append(out.reshape((n * channels,) + one3 + phase.counts))
+                used += size
+            live.append(k)
+            outs.append(out)
+        if not self.direct and self._one_thread_each(live, threads):
+            self._conv_each(live, [self._input(k, x) for k in live], outs, threads)
         else:
-            size = planes * math.prod(counts)
-            out = buffer[used:used + size].reshape((n, y.shape[1]) + counts)
-            sources.append(out.reshape((planes,) + one3 + counts))
+            for k, out in zip(live, outs):
+                self._conv(k, self._input(k, x), out, bias if self.direct else None, threads)
+        if not self.direct:
+            _kernels._linear.interleave_phases(
+                sources, y.reshape((n * channels,) + one3 + y.shape[2:]),
+                one3 + self.stride, bias, threads)
+
+    def _one_thread_each(self, live, threads):
+        """Whether the phases run one thread each, `threads` at a time, rather
+        than one after another on every thread: phases split over threads
+        less well than a whole layer, so this pays when the phases share the
+        threads evenly (work, largest first, to the least loaded thread:
+        within 5 % of an even share)."""
+        if threads < 2 or len(live) < threads:
+            return False
+        work = sorted((math.prod(self.phases[k].geom[7:13]) for k in live), reverse=True)
+        loads = [0] * threads
+        for w in work:
+            loads[loads.index(min(loads))] += w
+        return sum(work) >= 0.95 * threads * max(loads)
+
+    def _conv_each(self, live, xins, outs, threads):
+        """The phases `live`, one thread each (see _one_thread_each)."""
+        conv = _kernels._conv
+        algorithms, sizes = [], []
+        for k, xin in zip(live, xins):
+            phase = self.phases[k]
+            algorithm = ieee_safe(conv.select(phase.geom, False), xin, phase.sub, threads)
+            shared, per_thread, _, packed_size = conv.plan(phase.geom, algorithm, xin.itemsize)
+            algorithms.append(algorithm)
+            sizes.append((shared + per_thread, packed_size))
+        weights = scratch.get(0, sum(p for _, p in sizes), xins[0].dtype)
+        packed, used = [], 0
+        for k, algorithm, (_, size) in zip(live, algorithms, sizes):
+            sub = self.phases[k].sub
+            if size:
+                conv.pack(self.phases[k].geom, algorithm, sub, weights[used:used + size], threads)
+            packed.append(weights[used:used + size] if size else sub)
             used += size
-        geom = ((n, x.shape[1], y.shape[1], groups) + one3 + xin.shape[2:] + one3 + counts
-                + one3 + sub.shape[2:] + (1, 1, 1) + pad3 + tuple(before) + (1, 1, 1))
-        conv_run(geom, xin, sub, bias if direct else None, out, 0, threads)
-    if not direct:
-        _kernels._linear.interleave_phases(sources, y.reshape((planes,) + one3 + y.shape[2:]),
-                                           one3 + tuple(stride), bias, threads)
+        workspace = scratch.get(1, max(1, threads * max(w for w, _ in sizes)), xins[0].dtype)
+        conv.forward_each([self.phases[k].geom for k in live], algorithms, xins, packed, outs,
+                          workspace, threads)
+
+    def _phase_buffer(self, y):
+        return scratch.get(2, y.size, y.dtype)
+
+    def _input(self, k, x):
+        phase = self.phases[k]
+        xin = x[phase.window]
+        if phase.explicit is not None:
+            xin = np.pad(xin, phase.explicit)
+        return contiguous(xin)
+
+    def _conv(self, k, xin, out, bias, threads):
+        phase = self.phases[k]
+        conv_run(phase.geom, xin, phase.sub, bias, out, 0, threads)
+
+
+class CompiledPhases(Phases):
+    """Phases for a compiled plan: each phase's algorithm chosen and its
+    weights packed once (`packed`, from another executor of the same plan,
+    shares them), its input window and the phase outputs in buffers allocated
+    once; a call allocates nothing."""
+
+    def __init__(self, x_shape, y_shape, w, groups, stride, padding, num_threads,
+                 packed=None):
+        super().__init__(x_shape, y_shape, w, groups, stride, padding)
+        conv = _kernels._conv
+        dtype, itemsize = w.dtype, w.itemsize
+        self.algorithms, self.inputs, self.interiors = [], [], []
+        self.packed = packed if packed is not None else []
+        self.workspace_sizes = []
+        for k, phase in enumerate(self.phases):
+            if phase is None:
+                for lst in (self.algorithms, self.inputs, self.interiors):
+                    lst.append(None)
+                if packed is None:
+                    self.packed.append(None)
+                continue
+            algorithm = conv.select(phase.geom, True)
+            if algorithm == "direct":
+                algorithm = ieee_safe(algorithm, None, phase.sub, num_threads)
+            shared, per_thread, _, packed_size = conv.plan(phase.geom, algorithm, itemsize)
+            self.workspace_sizes.append((shared, per_thread))
+            if packed is None:
+                weights = phase.sub
+                if packed_size:
+                    weights = np.empty(packed_size, dtype)
+                    conv.pack(phase.geom, algorithm, phase.sub, weights, num_threads)
+                self.packed.append(weights)
+            self.algorithms.append(algorithm)
+            whole = all(sl.start == 0 and sl.stop == size
+                        for sl, size in zip(phase.window[2:], x_shape[2:]))
+            if whole and phase.explicit is None:
+                self.inputs.append(None)            # the input itself
+                self.interiors.append(None)
+                continue
+            before = (0,) * self.nd if phase.explicit is None else \
+                tuple(b for b, _ in phase.explicit[2:])
+            self.interiors.append((slice(None), slice(None)) + tuple(
+                slice(b, b + sl.stop - sl.start) for b, sl in zip(before, phase.window[2:])))
+            # zeros around the window stay zero: each call writes the interior only
+            self.inputs.append(np.zeros(phase.in_shape, dtype))
+        self.buffer = None if self.direct else np.empty(math.prod(y_shape), dtype)
+        self.workspace = np.empty(self._workspace_size(num_threads), dtype)
+
+    @property
+    def weight_nbytes(self):
+        return sum(p.nbytes for p in self.packed if p is not None)
+
+    @property
+    def nbytes(self):
+        return (self.workspace.nbytes + (0 if self.buffer is None else self.buffer.nbytes)
+                + sum(b.nbytes for b in self.inputs if b is not None))
+
+    def _workspace_size(self, threads):
+        """Elements for the phases one after another or one thread each."""
+        return max([max(s + t * threads, threads * (s + t)) for s, t in self.workspace_sizes],
+                   default=0)
+
+    def _phase_buffer(self, y):
+        return self.buffer
+
+    def _input(self, k, x):
+        buffer = self.inputs[k]
+        if buffer is None:
+            return x
+        np.copyto(buffer[self.interiors[k]], x[self.phases[k].window])
+        return buffer
+
+    def _conv(self, k, xin, out, bias, threads):
+        phase, algorithm = self.phases[k], self.algorithms[k]
+        if algorithm == "winograd" and not _kernels._act.all_finite(xin, threads):
+            conv_run(phase.geom, xin, phase.sub, bias, out, 0, threads, "im2col")
+            return
+        _kernels._conv.forward(phase.geom, algorithm, xin, self.packed[k], bias, out,
+                               self._workspace(threads), 0, threads, None)
+
+    def _conv_each(self, live, xins, outs, threads):
+        if any(self.algorithms[k] == "winograd" and not _kernels._act.all_finite(xin, threads)
+               for k, xin in zip(live, xins)):
+            for k, xin, out in zip(live, xins, outs):     # im2col where Winograd was
+                self._conv(k, xin, out, None, threads)
+            return
+        _kernels._conv.forward_each([self.phases[k].geom for k in live],
+                                    [self.algorithms[k] for k in live], xins,
+                                    [self.packed[k] for k in live], outs,
+                                    self._workspace(threads), threads)
+
+    def _workspace(self, threads):
+        if self.workspace.size < self._workspace_size(threads):
+            self.workspace = np.empty(self._workspace_size(threads), self.workspace.dtype)
+        return self.workspace
 
 
 def conv_weights(w, groups):

@@ -13,6 +13,7 @@ cimport numpy as cnp
 from cython.parallel cimport parallel, prange, threadid
 from fastcnn._kernels._omp cimport fp_enter
 from libc.string cimport memset, memcpy
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
 cdef extern from *:
     void __builtin_prefetch(const void* addr, int rw, int locality) nogil
@@ -1757,3 +1758,57 @@ def forward(tuple geom, str algorithm, cnp.ndarray x, cnp.ndarray weights, objec
         with nogil:
             conv_forward_f64(&g, &p, <double*>xp, <double*>wp, <double*>b, <double*>yp,
                              <double*>rp, <double*>ws, activation, num_threads)
+
+
+def forward_each(list geoms, list algorithms, list xs, list weights, list ys,
+                 cnp.ndarray workspace, int num_threads):
+    """Independent convolutions (no bias, residual or activation), each on
+    one thread, `num_threads` at a time, taken in list order as threads come
+    free: for convolutions too small to split well over threads, such as a
+    transposed convolution's phases. Each is computed as by forward() on one
+    thread. Arrays as forward()'s, of one dtype; workspace holds num_threads
+    slices of the largest shared plus per-thread need."""
+    cdef Py_ssize_t count = len(geoms), i
+    cdef index_t per = 0
+    cdef ConvGeom* g
+    cdef ConvPlan* p
+    cdef void** ptr
+    cdef char* ws = <char*>cnp.PyArray_DATA(workspace)
+    cdef bint f32 = workspace.dtype.num == cnp.NPY_FLOAT32
+    cdef index_t itemsize = workspace.itemsize
+    if not (len(algorithms) == len(xs) == len(weights) == len(ys) == count):
+        raise ValueError("conv: forward_each needs one algorithm, input, weight and output "
+                         "per geometry")
+    if num_threads < 1:
+        raise ValueError("conv: forward_each needs at least one thread")
+    g = <ConvGeom*>PyMem_Malloc(count * sizeof(ConvGeom))
+    p = <ConvPlan*>PyMem_Malloc(count * sizeof(ConvPlan))
+    ptr = <void**>PyMem_Malloc(3 * count * sizeof(void*))
+    if g == NULL or p == NULL or ptr == NULL:
+        PyMem_Free(g); PyMem_Free(p); PyMem_Free(ptr)
+        raise MemoryError()
+    try:
+        for i in range(count):
+            g[i] = _geom_from_tuple(geoms[i])
+            p[i] = conv_make_plan(&g[i], _BY_NAME[algorithms[i]], itemsize)
+            per = max(per, p[i].workspace_shared + p[i].workspace_per_thread)
+            for k, a in enumerate((xs[i], weights[i], ys[i])):
+                if (<cnp.ndarray>a).dtype.num != workspace.dtype.num:
+                    raise ValueError("conv: forward_each needs arrays of one dtype")
+                ptr[3 * i + k] = cnp.PyArray_DATA(<cnp.ndarray>a)
+        if workspace.size < per * num_threads:
+            raise ValueError("conv: workspace too small")
+        with nogil, parallel(num_threads=num_threads):
+            for i in prange(count, schedule='dynamic', chunksize=1):
+                if f32:
+                    conv_forward_f32(&g[i], &p[i], <float*>ptr[3 * i], <float*>ptr[3 * i + 1],
+                                     NULL, <float*>ptr[3 * i + 2], NULL,
+                                     <float*>(ws + threadid() * per * itemsize), 0, 1)
+                else:
+                    conv_forward_f64(&g[i], &p[i], <double*>ptr[3 * i], <double*>ptr[3 * i + 1],
+                                     NULL, <double*>ptr[3 * i + 2], NULL,
+                                     <double*>(ws + threadid() * per * itemsize), 0, 1)
+    finally:
+        PyMem_Free(g)
+        PyMem_Free(p)
+        PyMem_Free(ptr)
