@@ -150,9 +150,12 @@ def _direct_operands(x, gy, geom):
     n, channels = geom[:2]
     size, out, kernel = geom[2:5], geom[5:8], geom[8:11]
     stride, pad, dil = geom[11:14], geom[14:17], geom[17:20]
+    align = _kernels._grad.WGRAD_PLANE_ALIGN
     plen = out[2] + (kernel[2] - 1) * dil[2] // stride[2] + 1
-    rows = (out[1] - 1) * stride[1] + (kernel[1] - 1) * dil[1] + 1 + stride[1]
     width = plen * stride[2]
+    # sh spare rows, and enough more for whole vectors past the last output
+    rows = (out[1] - 1) * stride[1] + (kernel[1] - 1) * dil[1] + 1 + stride[1] \
+        + -(-align // width)
     xp = np.zeros((n, channels, size[0], rows, width), x.dtype)
     h, w = min(size[1], rows - pad[1]), min(size[2], width - pad[2])
     xp[:, :, :, pad[1]:pad[1] + h, pad[2]:pad[2] + w] = \
@@ -160,8 +163,10 @@ def _direct_operands(x, gy, geom):
     xp = np.ascontiguousarray(xp.reshape(n, channels, size[0], rows, plen, stride[2])
                               .swapaxes(-1, -2))
     row = stride[1] * stride[2] * plen
-    gp = np.zeros((n, gy.shape[1], out[0], out[1], row), gy.dtype)
-    gp[..., :out[2]] = gy.reshape((n, gy.shape[1]) + tuple(out))
+    plane = -(-out[1] * row // align) * align      # zeros up to whole vectors
+    gp = np.zeros((n, gy.shape[1], out[0], plane), gy.dtype)
+    gp[..., :out[1] * row].reshape(n, gy.shape[1], out[0], out[1], row)[..., :out[2]] = \
+        gy.reshape((n, gy.shape[1]) + tuple(out))
     return xp, gp, plen
 
 

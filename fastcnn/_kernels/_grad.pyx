@@ -389,6 +389,7 @@ def conv_weight(tuple geom, index_t groups, cnp.ndarray x, cnp.ndarray rows, cnp
 cdef extern from "conv_wgrad.h" nogil:
     long FCNN_WGRAD_KW_MAX
     long FCNN_WGRAD_COUT_MAX
+    long FCNN_WGRAD_PLANE_ALIGN
     void fcnn_wgrad_f32(const float* xp, const float* gp, float* gw, long images,
                         long channels, long cout, long c, long co0, long kd, long kh,
                         const long* size, const long* out, const long* kernel,
@@ -402,6 +403,7 @@ cdef extern from "conv_wgrad.h" nogil:
 
 WGRAD_KW_MAX = FCNN_WGRAD_KW_MAX
 WGRAD_COUT_MAX = FCNN_WGRAD_COUT_MAX
+WGRAD_PLANE_ALIGN = FCNN_WGRAD_PLANE_ALIGN
 
 
 cdef void _conv_weight_direct(const floating* xp, const floating* gp, floating* gw, Geom g,

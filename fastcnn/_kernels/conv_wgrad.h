@@ -8,15 +8,19 @@
  *   xp: each input plane zero-padded and split into "phase" rows: phase p
  *       of a padded row holds its elements p, p + sw, p + 2 sw, ... (plen
  *       of them), so a tap's elements along an output row are contiguous at
- *       any stride; rows from -ph on, sh spare rows at the end;
+ *       any stride; rows from -ph on, sh spare rows at the end and enough
+ *       more that a vector read past the last output position stays inside
+ *       the plane;
  *   gp: each output plane with rows of R = sh * sw * plen elements (zeros
  *       past the output width), the distance between the input rows two
- *       consecutive output rows read.
+ *       consecutive output rows read, and zeros after its last row up to a
+ *       whole number of FCNN_WGRAD_PLANE_ALIGN elements (so whole vectors
+ *       cover it: no scalar tail).
  * Then output position q = oh * R + ow of tap (kh, kw) reads xp at a fixed
  * offset plus q, and a task (input channel, pair of output channels, kd,
  * kh) runs vectors over q with one accumulator per (output channel, kw) in
- * registers, summing the lanes in a fixed order at the end. The padded
- * positions multiply zeros (the caller keeps non-finite inputs away). Each
+ * registers (a loop compiled per kernel width, so they stay there), summing
+ * the lanes in a fixed order at the end. The padded positions multiply zeros (the caller keeps non-finite inputs away). Each
  * gw element is computed by one task in one order: results do not depend
  * on the thread count.
  *
@@ -29,6 +33,49 @@
 
 #define FCNN_WGRAD_KW_MAX 8     /* kernel widths up to this take the direct path */
 #define FCNN_WGRAD_COUT_MAX 16  /* output channels up to this take the direct path */
+#define FCNN_WGRAD_PLANE_ALIGN 16  /* elements: a multiple of every target's vector */
+
+/* acc[t][k] += sum over q < len (whole vectors) of g_t[q] * x0[offset[k] + q],
+ * for a kernel width KWC known at compile time. */
+#define FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, KWC)                                            \
+static inline void fcnn_wgrad_rows_##SUFFIX##_##KWC(const T *x0, const T *g0, const T *g1,  \
+                                                 const long *offset, long len,            \
+                                                 fcnn_vec_##SUFFIX acc[2][FCNN_WGRAD_KW_MAX]) \
+{                                                                                          \
+    enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                              \
+    typedef fcnn_vec_##SUFFIX vec;                                                         \
+    vec s0[KWC], s1[KWC];                                                                  \
+    const T *xk[KWC];                                                                      \
+    _Pragma("GCC unroll 8")                                                                \
+    for (int k = 0; k < KWC; k++) {                                                        \
+        s0[k] = acc[0][k];                                                                 \
+        s1[k] = acc[1][k];                                                                 \
+        xk[k] = x0 + offset[k];                                                            \
+    }                                                                                      \
+    for (long q = 0; q < len; q += VL) {                                                   \
+        vec a = *(const vec *)(g0 + q), b = *(const vec *)(g1 + q);                        \
+        _Pragma("GCC unroll 8")                                                            \
+        for (int k = 0; k < KWC; k++) {                                                    \
+            vec xv = *(const vec *)(xk[k] + q);                                            \
+            s0[k] += a * xv;                                                               \
+            s1[k] += b * xv;                                                               \
+        }                                                                                  \
+    }                                                                                      \
+    _Pragma("GCC unroll 8")                                                                \
+    for (int k = 0; k < KWC; k++) {                                                        \
+        acc[0][k] = s0[k];                                                                 \
+        acc[1][k] = s1[k];                                                                 \
+    }                                                                                      \
+}
+
+#define FCNN_DEFINE_WGRAD_ROWS_ALL(SUFFIX, T)                                             \
+    FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 1) FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 2)             \
+    FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 3) FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 4)             \
+    FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 5) FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 6)             \
+    FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 7) FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 8)
+
+FCNN_DEFINE_WGRAD_ROWS_ALL(f32, float)
+FCNN_DEFINE_WGRAD_ROWS_ALL(f64, double)
 
 /* plane_len: elements of one padded input plane in xp; out_len: of one
  * padded output plane in gp (od planes of oh rows of R). */
@@ -43,18 +90,16 @@ static void fcnn_wgrad_##SUFFIX(const T *xp, const T *gp, T *gw, long images, lo
     typedef fcnn_vec_##SUFFIX vec;                                                         \
     const long KW = kernel[2], sw = stride[2], dw = dil[2];                                \
     const long R = stride[1] * sw * plen, rows_len = plane_len / in[0];                 \
-    const long span = out[1] * R, full = span / VL * VL;                                   \
+    /* whole vectors over the plane's positions: gp's zeros pad it (see above) */         \
+    const long len = (out[1] * R + VL - 1) / VL * VL;                                      \
     const long nco = cout - co0 < 2 ? cout - co0 : 2;                                      \
     long offset[FCNN_WGRAD_KW_MAX];                                                        \
     for (long k = 0; k < KW; k++)                                                          \
         offset[k] = (k * dw % sw) * plen + k * dw / sw + kh * dil[1] * sw * plen;          \
     vec acc[2][FCNN_WGRAD_KW_MAX];                                                         \
-    T tail[2][FCNN_WGRAD_KW_MAX];                                                          \
     for (long t = 0; t < 2; t++)                                                           \
-        for (long k = 0; k < KW; k++) {                                                    \
+        for (long k = 0; k < KW; k++)                                                      \
             acc[t][k] = (vec){0};                                                          \
-            tail[t][k] = 0;                                                                \
-        }                                                                                  \
     for (long n = 0; n < images; n++)                                                      \
     for (long od = 0; od < out[0]; od++) {                                                 \
         long id = od * stride[0] + kd * dil[0] - pad[0];                                   \
@@ -63,19 +108,16 @@ static void fcnn_wgrad_##SUFFIX(const T *xp, const T *gp, T *gw, long images, lo
         const T *x0 = xp + (n * channels + c) * plane_len + id * rows_len;                 \
         const T *g0 = gp + ((n * cout + co0) * out[0] + od) * (out_len / out[0]);          \
         const T *g1 = g0 + (nco > 1 ? out_len : 0);                                        \
-        for (long q = 0; q < full; q += VL) {                                              \
-            vec a = *(const vec *)(g0 + q), b = *(const vec *)(g1 + q);                    \
-            for (long k = 0; k < KW; k++) {                                                \
-                vec xv = *(const vec *)(x0 + offset[k] + q);                               \
-                acc[0][k] += a * xv;                                                       \
-                acc[1][k] += b * xv;                                                       \
-            }                                                                              \
+        switch (KW) {                                                                      \
+        case 1: fcnn_wgrad_rows_##SUFFIX##_1(x0, g0, g1, offset, len, acc); break;         \
+        case 2: fcnn_wgrad_rows_##SUFFIX##_2(x0, g0, g1, offset, len, acc); break;         \
+        case 3: fcnn_wgrad_rows_##SUFFIX##_3(x0, g0, g1, offset, len, acc); break;         \
+        case 4: fcnn_wgrad_rows_##SUFFIX##_4(x0, g0, g1, offset, len, acc); break;         \
+        case 5: fcnn_wgrad_rows_##SUFFIX##_5(x0, g0, g1, offset, len, acc); break;         \
+        case 6: fcnn_wgrad_rows_##SUFFIX##_6(x0, g0, g1, offset, len, acc); break;         \
+        case 7: fcnn_wgrad_rows_##SUFFIX##_7(x0, g0, g1, offset, len, acc); break;         \
+        default: fcnn_wgrad_rows_##SUFFIX##_8(x0, g0, g1, offset, len, acc); break;        \
         }                                                                                  \
-        for (long q = full; q < span; q++)                                                 \
-            for (long k = 0; k < KW; k++) {                                                \
-                tail[0][k] += g0[q] * x0[offset[k] + q];                                   \
-                tail[1][k] += g1[q] * x0[offset[k] + q];                                   \
-            }                                                                              \
     }                                                                                      \
     for (long t = 0; t < nco; t++)                                                         \
         for (long k = 0; k < KW; k++) {                                                    \
@@ -83,7 +125,7 @@ static void fcnn_wgrad_##SUFFIX(const T *xp, const T *gp, T *gw, long images, lo
             for (long l = 0; l < VL; l++)                                                  \
                 s += acc[t][k][l];                                                         \
             gw[((((co0 + t) * channels + c) * kernel[0] + kd) * kernel[1] + kh) * KW + k]  \
-                = s + tail[t][k];                                                          \
+                = s;                                                                       \
         }                                                                                  \
 }
 
