@@ -226,7 +226,10 @@ def test_plan_keeps_the_target_it_was_compiled_for(restore_isa):
     """Packed weights follow the target's vector width: a plan compiled under one
     target runs its own kernels after the cap changes, with the same bits."""
     model = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
-                          nn.Conv2d(32, 32, 3, padding=1), nn.AdaptiveAvgPool2d(1)).eval()
+                          nn.Conv2d(32, 32, 3, padding=1),
+                          nn.ConvTranspose2d(32, 32, 4, stride=2, padding=1),   # phases packed
+                          nn.ConvTranspose2d(32, 32, 3, padding=1),
+                          nn.AdaptiveAvgPool2d(1)).eval()
     x = np.random.default_rng(8).standard_normal((2, 16, 14, 14)).astype(np.float32)
     fastcnn.set_max_isa(RUNNABLE[0])
     plan = fastcnn.compile(model, x.shape)
@@ -234,4 +237,4 @@ def test_plan_keeps_the_target_it_was_compiled_for(restore_isa):
     fastcnn.set_max_isa(RUNNABLE[-1])
     np.testing.assert_array_equal(plan(x), before)
     later = fastcnn.compile(model, x.shape)         # compiled afterwards: the new target
-    assert_close(later(x), before, 16 * 9 * 32 * 9)
+    assert_close(later(x), before, 16 * 9 + 32 * 9 + 32 * 4 + 32 * 9)

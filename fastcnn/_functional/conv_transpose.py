@@ -262,7 +262,9 @@ class CompiledPhases(Phases):
     def __init__(self, x_shape, y_shape, w, groups, stride, padding, num_threads,
                  packed=None):
         super().__init__(x_shape, y_shape, w, groups, stride, padding)
-        conv = _kernels._conv
+        # the kernels it packs for, kept whatever fastcnn.set_max_isa binds later
+        conv = self.kernels = _kernels._conv
+        self.all_finite = _kernels._act.all_finite
         dtype, itemsize = w.dtype, w.itemsize
         self.algorithms, self.inputs, self.interiors = [], [], []
         self.packed = packed if packed is not None else []
@@ -327,22 +329,22 @@ class CompiledPhases(Phases):
 
     def _conv(self, k, xin, out, bias, threads):
         phase, algorithm = self.phases[k], self.algorithms[k]
-        if algorithm == "winograd" and not _kernels._act.all_finite(xin, threads):
+        if algorithm == "winograd" and not self.all_finite(xin, threads):
             conv_run(phase.geom, xin, phase.sub, bias, out, 0, threads, "im2col")
             return
-        _kernels._conv.forward(phase.geom, algorithm, xin, self.packed[k], bias, out,
-                               self._workspace(threads), 0, threads, None)
+        self.kernels.forward(phase.geom, algorithm, xin, self.packed[k], bias, out,
+                             self._workspace(threads), 0, threads, None)
 
     def _conv_each(self, live, xins, outs, threads):
-        if any(self.algorithms[k] == "winograd" and not _kernels._act.all_finite(xin, threads)
+        if any(self.algorithms[k] == "winograd" and not self.all_finite(xin, threads)
                for k, xin in zip(live, xins)):
             for k, xin, out in zip(live, xins, outs):     # im2col where Winograd was
                 self._conv(k, xin, out, None, threads)
             return
-        _kernels._conv.forward_each([self.phases[k].geom for k in live],
-                                    [self.algorithms[k] for k in live], xins,
-                                    [self.packed[k] for k in live], outs,
-                                    self._workspace(threads), threads)
+        self.kernels.forward_each([self.phases[k].geom for k in live],
+                                  [self.algorithms[k] for k in live], xins,
+                                  [self.packed[k] for k in live], outs,
+                                  self._workspace(threads), threads)
 
     def _workspace(self, threads):
         if self.workspace.size < self._workspace_size(threads):
