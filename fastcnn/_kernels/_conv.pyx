@@ -774,10 +774,7 @@ cdef index_t conv_packed_size(const ConvGeom* g, int algorithm, index_t itemsize
         return (g.groups * _ceil_div(g.out_channels // g.groups, FCNN_BLOCK_OCB) * FCNN_BLOCK_OCB
                 * (g.in_channels // g.groups) * g.kernel_d * g.kernel_h * g.kernel_w)
     if algorithm == CONV_BLOCKED or algorithm == CONV_BLOCKED_OC:
-        if algorithm == CONV_BLOCKED:
-            _blocked_plan(g, itemsize, &p)
-        else:
-            _blocked_oc_plan(g, itemsize, &p)
+        p = conv_make_plan(g, algorithm, itemsize)      # its channel blocks, as packing's
         return (g.groups * p.n_m_blocks * p.m_block * (g.in_channels // g.groups)
                 * g.kernel_h * g.kernel_w)
     if algorithm == CONV_DEPTHWISE:
