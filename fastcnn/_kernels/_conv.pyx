@@ -72,6 +72,12 @@ cdef extern from "conv_dw.h" nogil:
     void fcnn_dw3x3_plane_f64(double* y, const double* x, const double* zero, long in_h,
                               long in_w, long out_h, long out_w, long sh, long sw, long ph,
                               long pw, long lo, long hi, const double* w, double b)
+    long fcnn_dw3x3_workspace(long out_w, long vl)
+    void fcnn_dw3x3_rows_f32(float* y, const float* x, long in_h, long in_w, long out_h,
+                             long out_w, long ph, long pw, const float* w, float b, float* ws)
+    void fcnn_dw3x3_rows_f64(double* y, const double* x, long in_h, long in_w, long out_h,
+                             long out_w, long ph, long pw, const double* w, double b,
+                             double* ws)
     void fcnn_dw_rows_f64(const double* x, long planes, long in_h, long in_w, const double* w,
                           long kh, long kw, long sh, long sw, long ph, long pw, long dh,
                           long dw, long out_w, long oh0, long oh1, long wp, double* buf,
@@ -93,7 +99,7 @@ cdef enum:
     GEMM_KB = 160
     MIN_TASKS = 8
     SHARED_COL_BYTES = 64 * 1024 * 1024   # limit on columns gathered up front
-    DIRECT_WIDE_BELOW = 32                # output width under which depthwise pads the plane
+    DIRECT_WIDE_BELOW = 32                # depthwise 3x3 output width: padded plane below, rows from
     WINO_MIN_TILES = 32
     WINO_PACK_TILES = 160
     # At most this many tiles in all (batch-1 late layers): transform them once
@@ -333,8 +339,14 @@ cdef ConvPlan _make_plan(const ConvGeom* g, int algorithm, index_t itemsize) noe
         p.m_block = 1
         p.n_m_blocks = m_group
         p.n_tasks = g.batch * g.out_channels
-        # a row of zeros for the padding rows, or the padded plane of narrow outputs
-        p.workspace_per_thread = max(g.in_w, _wide_scratch(g)) if _direct_wide(g) else g.in_w
+        # a row of zeros for the padding rows, the padded plane of narrow
+        # outputs or the padded rows of wide ones
+        p.workspace_per_thread = g.in_w
+        if _direct_wide(g):
+            p.workspace_per_thread = max(g.in_w, _wide_scratch(g))
+        elif _direct_rows(g):
+            p.workspace_per_thread = max(g.in_w, fcnn_dw3x3_workspace(g.out_w,
+                                                                       _dw_lanes(itemsize)))
         return p
     # Tiles a multiple of 16 wide (the GEMM kernel's vector), the last one shorter.
     # With few output channels and a short reduction, widen the tiles so each
@@ -539,7 +551,9 @@ cdef void _direct_task(const ConvGeom* g, const floating* x, const floating* w,
                        const floating* bias, floating* y, const floating* res,
                        floating* zero_row, int activation, index_t task) noexcept nogil:
     """One output plane (image, output channel) of a grouped convolution with
-    few input channels per group (depthwise and the like)."""
+    few input channels per group (depthwise and the like). zero_row: the
+    thread's workspace, zeroed before its first task (the 3x3 kernels keep
+    their padding there)."""
     cdef index_t cin_group = g.in_channels // g.groups
     cdef index_t m_group = g.out_channels // g.groups
     cdef index_t kvol = g.kernel_d * g.kernel_h * g.kernel_w
@@ -553,7 +567,9 @@ cdef void _direct_task(const ConvGeom* g, const floating* x, const floating* w,
     cdef floating b = bias[oc] if bias != NULL else 0
     if (cin_group == 1 and g.kernel_d == 1 and g.kernel_h == 3 and g.kernel_w == 3
             and g.dilation_h == 1 and g.dilation_w == 1 and g.in_d == 1):
-        if _direct_wide(g):
+        if _direct_rows(g):
+            _direct_plane_3x3_rows(g, xg, wk, b, yp, zero_row)
+        elif _direct_wide(g):
             _direct_plane_3x3_wide(g, xg, wk, b, yp, zero_row)
         else:
             _direct_plane_3x3(g, xg, wk, b, yp, zero_row)
@@ -609,6 +625,11 @@ cdef inline bint _direct_wide(const ConvGeom* g) noexcept nogil:
     return g.out_w < DIRECT_WIDE_BELOW and g.stride_w == 1 and g.stride_h == 1
 
 
+cdef inline bint _direct_rows(const ConvGeom* g) noexcept nogil:
+    """Wider stride-1 3x3 depthwise outputs use the padded-rows kernel."""
+    return g.out_w >= DIRECT_WIDE_BELOW and g.stride_w == 1 and g.stride_h == 1
+
+
 cdef inline index_t _wide_width(const ConvGeom* g) noexcept nogil:
     """Row length of the zero-padded plane used for narrow 3x3 depthwise outputs."""
     return max(g.in_w + g.pad_w, (g.out_w - 1) * g.stride_w + 3) + 1
@@ -649,6 +670,19 @@ cdef inline void _direct_plane_3x3_wide(const ConvGeom* g, const floating* xc,
     for oh in range(g.out_h):
         for c in range(g.out_w):
             yp[oh * g.out_w + c] = wide[oh * wp + c]
+
+
+cdef inline void _direct_plane_3x3_rows(const ConvGeom* g, const floating* xc,
+                                        const floating* wk, floating b, floating* yp,
+                                        floating* ws) noexcept nogil:
+    """Wide stride-1 3x3 depthwise outputs: whole vectors over zero-padded rows
+    (conv_dw.h)."""
+    if floating is float:
+        fcnn_dw3x3_rows_f32(yp, xc, g.in_h, g.in_w, g.out_h, g.out_w, g.pad_h, g.pad_w, wk,
+                            b, ws)
+    else:
+        fcnn_dw3x3_rows_f64(yp, xc, g.in_h, g.in_w, g.out_h, g.out_w, g.pad_h, g.pad_w, wk,
+                            b, ws)
 
 
 cdef inline void _direct_plane_3x3(const ConvGeom* g, const floating* xc, const floating* wk,

@@ -170,4 +170,115 @@ static __attribute__((noinline)) void fcnn_dw3x3_plane_##SUFFIX(                
 FCNN_DEFINE_DW3X3_PLANE(f32, float)
 FCNN_DEFINE_DW3X3_PLANE(f64, double)
 
+/* The 3x3 depthwise kernel for wide stride-1 planes: one channel's output
+ * plane, any padding. Each input row read is copied once into a zero-padded
+ * row (a ring of eight, so rows shared by consecutive outputs are prepared
+ * once), so every output column, edges included, is a whole vector of the
+ * same nine taps over real zeros (NaN and Inf weights meet the padding as the
+ * definition says). Two output rows are computed together: they share two of
+ * the four input rows they read. Every output sums its nine taps in row-major
+ * order, then b. Narrower outputs leave too many lanes idle; strided ones
+ * gain nothing over fcnn_dw3x3_plane (their rows would need splitting into
+ * even and odd columns: measured slower).
+ *
+ * ws: fcnn_dw3x3_workspace(out_w, VL) elements, zeroed before the first plane and
+ * otherwise written only where input columns go, so the padding stays zero. */
+static inline long fcnn_dw3x3_slot(long out_w, long vl)
+{
+    return ((out_w + vl - 1) / vl + 1) * vl;
+}
+
+/* the zero row, the ring of eight rows and one vector for a row's last outputs */
+static inline long fcnn_dw3x3_workspace(long out_w, long vl)
+{
+    return 9 * fcnn_dw3x3_slot(out_w, vl) + vl;
+}
+
+
+#define FCNN_DW3X3_TAPS(V, a, b, c)                                                      \
+    (w0 * V(a, 0) + w1 * V(a, 1) + w2 * V(a, 2) + w3 * V(b, 0) + w4 * V(b, 1)             \
+     + w5 * V(b, 2) + w6 * V(c, 0) + w7 * V(c, 1) + w8 * V(c, 2) + bv)
+
+#define FCNN_DEFINE_DW3X3_ROWS(SUFFIX, T)                                                \
+/* dst[i] = src[i] for i < n, whole vectors then one at a time (a call to */           \
+/* memcpy would spill the nine weight vectors around it)                   */            \
+static inline void fcnn_dw3x3_copy_##SUFFIX(const T *src, long n, T *dst)                 \
+{                                                                                        \
+    enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                            \
+    long i = 0;                                                                          \
+    for (; i + VL <= n; i += VL)                                                         \
+        *(fcnn_vec_##SUFFIX *)(dst + i) = *(const fcnn_vec_##SUFFIX *)(src + i);         \
+    for (; i < n; i++)                                                                   \
+        dst[i] = src[i];                                                                 \
+}                                                                                        \
+                                                                                         \
+/* The padded row of input row r: the shared zero row outside the input. */              \
+static inline const T *fcnn_dw3x3_row_##SUFFIX(                                          \
+    const T *x, long in_h, long in_w, long r, long pw, long used, long slot, T *ws,      \
+    long *ring)                                                                   \
+{                                                                                        \
+    if (r < 0 || r >= in_h)                                                              \
+        return ws;                                                                       \
+    T *row = ws + (1 + (r & 7)) * slot;                                                  \
+    if (ring[r & 7] != r) {                                                              \
+        const T *src = x + r * in_w;                                                     \
+        long end = pw + in_w < used ? pw + in_w : used;                                  \
+        fcnn_dw3x3_copy_##SUFFIX(src, end - pw, row + pw);                               \
+        ring[r & 7] = r;                                                                 \
+    }                                                                                    \
+    return row;                                                                          \
+}                                                                                        \
+                                                                                         \
+static inline void fcnn_dw3x3_store_##SUFFIX(T *y, long j, long out_w,                   \
+                                             fcnn_vec_##SUFFIX v, T *tail)               \
+{                                                                                        \
+    enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                            \
+    if (j + VL <= out_w) {                                                               \
+        *(fcnn_vec_##SUFFIX *)(y + j) = v;                                               \
+    } else {                                                                             \
+        *(fcnn_vec_##SUFFIX *)tail = v;                                                  \
+        for (long k = 0; k < out_w - j; k++)                                             \
+            y[j + k] = tail[k];                                                          \
+    }                                                                                    \
+}                                                                                        \
+                                                                                         \
+static __attribute__((noinline)) void fcnn_dw3x3_rows_##SUFFIX(                          \
+    T *restrict y, const T *x, long in_h, long in_w, long out_h, long out_w, long ph,    \
+    long pw, const T *w, T b, T *ws)                                                     \
+{                                                                                        \
+    enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                            \
+    typedef fcnn_vec_##SUFFIX vec;                                                       \
+    const long slot = fcnn_dw3x3_slot(out_w, VL);                                        \
+    const long used = out_w + 2;                     /* padded columns read */            \
+    const vec w0 = (vec){0} + w[0], w1 = (vec){0} + w[1], w2 = (vec){0} + w[2];          \
+    const vec w3 = (vec){0} + w[3], w4 = (vec){0} + w[4], w5 = (vec){0} + w[5];          \
+    const vec w6 = (vec){0} + w[6], w7 = (vec){0} + w[7], w8 = (vec){0} + w[8];          \
+    const vec bv = (vec){0} + b;                                                         \
+    T *tail = ws + 9 * slot;                                                             \
+    long ring[8] = {-1, -1, -1, -1, -1, -1, -1, -1};                                     \
+    /* rows are prepared one step ahead of the step that reads them: loads   */          \
+    /* right after the copy's stores would wait on store forwarding          */          \
+    for (long oh = 0; oh < out_h; oh += 2) {                                             \
+        const T *r[4];                                                                   \
+        for (int i = 0; i < 4; i++)                                                      \
+            r[i] = fcnn_dw3x3_row_##SUFFIX(x, in_h, in_w, oh - ph + i, pw, used, slot, ws, ring); \
+        for (int i = 0; i < 4 && oh + 2 < out_h; i++)                                    \
+            fcnn_dw3x3_row_##SUFFIX(x, in_h, in_w, oh + 2 - ph + i, pw, used, slot, ws, ring); \
+        T *y0 = y + oh * out_w;                                                          \
+        for (long j = 0; j < out_w; j += VL) {                                           \
+            fcnn_dw3x3_store_##SUFFIX(y0, j, out_w,                                      \
+                FCNN_DW3X3_TAPS(FCNN_DW3X3_TAP, r[0] + j, r[1] + j, r[2] + j), tail);    \
+            if (oh + 1 < out_h)                                                          \
+                fcnn_dw3x3_store_##SUFFIX(y0 + out_w, j, out_w,                          \
+                    FCNN_DW3X3_TAPS(FCNN_DW3X3_TAP, r[1] + j, r[2] + j, r[3] + j), tail); \
+        }                                                                                \
+    }                                                                                    \
+}
+
+/* tap k (0, 1, 2) of the VL outputs whose window starts at padded column p */
+#define FCNN_DW3X3_TAP(p, k) (*(const vec *)((p) + (k)))
+
+FCNN_DEFINE_DW3X3_ROWS(f32, float)
+FCNN_DEFINE_DW3X3_ROWS(f64, double)
+
 #endif
