@@ -14,6 +14,10 @@
 #ifndef FASTCNN_CONV_DW_H
 #define FASTCNN_CONV_DW_H
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include "transpose.h"
 
 #define FCNN_DW_VL_F32 (FCNN_VEC_BYTES / 4)
@@ -188,6 +192,20 @@ static inline long fcnn_dw3x3_slot(long out_w, long vl)
     return ((out_w + vl - 1) / vl + 1) * vl;
 }
 
+/* The first n lanes of v stored at p, by a masked store where the target has
+ * one (AVX-512; 1: done); otherwise 0, and the caller goes through memory.
+ * A row's last, partial vector is most of the work left over where the row
+ * is not a multiple of the vector (56 outputs: 3 x 16 + 8). */
+#if defined(__AVX512F__)
+#define FCNN_DW_STORE_PART_f32(p, n, v)                                                   \
+    (_mm512_mask_storeu_ps((p), (__mmask16)((1u << (n)) - 1), (__m512)(v)), 1)
+#define FCNN_DW_STORE_PART_f64(p, n, v)                                                   \
+    (_mm512_mask_storeu_pd((p), (__mmask8)((1u << (n)) - 1), (__m512d)(v)), 1)
+#else
+#define FCNN_DW_STORE_PART_f32(p, n, v) 0
+#define FCNN_DW_STORE_PART_f64(p, n, v) 0
+#endif
+
 /* the zero row, the ring of eight rows and one vector for a row's last outputs */
 static inline long fcnn_dw3x3_workspace(long out_w, long vl)
 {
@@ -235,7 +253,7 @@ static inline void fcnn_dw3x3_store_##SUFFIX(T *y, long j, long out_w,          
     enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                            \
     if (j + VL <= out_w) {                                                               \
         *(fcnn_vec_##SUFFIX *)(y + j) = v;                                               \
-    } else {                                                                             \
+    } else if (!FCNN_DW_STORE_PART_##SUFFIX(y + j, out_w - j, v)) {                      \
         *(fcnn_vec_##SUFFIX *)tail = v;                                                  \
         for (long k = 0; k < out_w - j; k++)                                             \
             y[j + k] = tail[k];                                                          \
