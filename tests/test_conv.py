@@ -395,6 +395,8 @@ DEPTHWISE_CASES = [
     (2, 3, 3, (6, 40), (3, 3), 1, (2, 0), 1, 3),      # wide rows, zero rows above and below
     (1, 4, 4, (5, 70), (3, 3), (1, 3), (1, 2), 1, 4),  # wide rows, stride 3 along W only
     (1, 6, 6, (9, 71), (3, 3), 2, 1, 1, 6),           # wide rows, stride 2, a partial last vector
+    (1, 3, 3, (8, 67), (3, 3), 2, 2, 1, 3),           # wide rows, stride 2, padding 2
+    (1, 2, 2, (6, 70), (3, 3), 2, 0, 1, 2),           # wide rows, stride 2, last column unread
     (1, 3, 3, (6, 32), (3, 3), 1, 1, 1, 3),           # padded rows: whole vectors
     (2, 4, 8, (7, 10), (3, 3), 2, 0, 1, 4),           # stride 2, last column unread; 2 filters each
     (1, 2, 2, (5, 40), (3, 3), (1, 2), (3, 4), 1, 2),  # padding past the kernel: zero rows, columns

@@ -72,12 +72,18 @@ cdef extern from "conv_dw.h" nogil:
     void fcnn_dw3x3_plane_f64(double* y, const double* x, const double* zero, long in_h,
                               long in_w, long out_h, long out_w, long sh, long sw, long ph,
                               long pw, long lo, long hi, const double* w, double b)
-    long fcnn_dw3x3_workspace(long out_w, long vl)
+    long fcnn_dw3x3_workspace(long out_w, long vl, long stride)
     void fcnn_dw3x3_rows_f32(float* y, const float* x, long in_h, long in_w, long out_h,
                              long out_w, long ph, long pw, const float* w, float b, float* ws)
     void fcnn_dw3x3_rows_f64(double* y, const double* x, long in_h, long in_w, long out_h,
                              long out_w, long ph, long pw, const double* w, double b,
                              double* ws)
+    void fcnn_dw3x3_rows_s2_f32(float* y, const float* x, long in_h, long in_w, long out_h,
+                                long out_w, long ph, long pw, const float* w, float b,
+                                float* ws)
+    void fcnn_dw3x3_rows_s2_f64(double* y, const double* x, long in_h, long in_w,
+                                long out_h, long out_w, long ph, long pw, const double* w,
+                                double b, double* ws)
     void fcnn_dw_rows_f64(const double* x, long planes, long in_h, long in_w, const double* w,
                           long kh, long kw, long sh, long sw, long ph, long pw, long dh,
                           long dw, long out_w, long oh0, long oh1, long wp, double* buf,
@@ -345,8 +351,8 @@ cdef ConvPlan _make_plan(const ConvGeom* g, int algorithm, index_t itemsize) noe
         if _direct_wide(g):
             p.workspace_per_thread = max(g.in_w, _wide_scratch(g))
         elif _direct_rows(g):
-            p.workspace_per_thread = max(g.in_w, fcnn_dw3x3_workspace(g.out_w,
-                                                                       _dw_lanes(itemsize)))
+            p.workspace_per_thread = max(g.in_w, fcnn_dw3x3_workspace(
+                g.out_w, _dw_lanes(itemsize), g.stride_w))
         return p
     # Tiles a multiple of 16 wide (the GEMM kernel's vector), the last one shorter.
     # With few output channels and a short reduction, widen the tiles so each
@@ -626,8 +632,10 @@ cdef inline bint _direct_wide(const ConvGeom* g) noexcept nogil:
 
 
 cdef inline bint _direct_rows(const ConvGeom* g) noexcept nogil:
-    """Wider stride-1 3x3 depthwise outputs use the padded-rows kernel."""
-    return g.out_w >= DIRECT_WIDE_BELOW and g.stride_w == 1 and g.stride_h == 1
+    """Wide 3x3 depthwise outputs at stride 1 or 2 use the padded-rows
+    kernels (narrower rows leave their per-row work too few vectors)."""
+    return (g.out_w >= DIRECT_WIDE_BELOW and g.stride_w == g.stride_h
+            and (g.stride_w == 1 or g.stride_w == 2))
 
 
 cdef inline index_t _wide_width(const ConvGeom* g) noexcept nogil:
@@ -678,11 +686,19 @@ cdef inline void _direct_plane_3x3_rows(const ConvGeom* g, const floating* xc,
     """Wide stride-1 3x3 depthwise outputs: whole vectors over zero-padded rows
     (conv_dw.h)."""
     if floating is float:
-        fcnn_dw3x3_rows_f32(yp, xc, g.in_h, g.in_w, g.out_h, g.out_w, g.pad_h, g.pad_w, wk,
-                            b, ws)
+        if g.stride_w == 2:
+            fcnn_dw3x3_rows_s2_f32(yp, xc, g.in_h, g.in_w, g.out_h, g.out_w, g.pad_h,
+                                   g.pad_w, wk, b, ws)
+        else:
+            fcnn_dw3x3_rows_f32(yp, xc, g.in_h, g.in_w, g.out_h, g.out_w, g.pad_h, g.pad_w,
+                                wk, b, ws)
     else:
-        fcnn_dw3x3_rows_f64(yp, xc, g.in_h, g.in_w, g.out_h, g.out_w, g.pad_h, g.pad_w, wk,
-                            b, ws)
+        if g.stride_w == 2:
+            fcnn_dw3x3_rows_s2_f64(yp, xc, g.in_h, g.in_w, g.out_h, g.out_w, g.pad_h,
+                                   g.pad_w, wk, b, ws)
+        else:
+            fcnn_dw3x3_rows_f64(yp, xc, g.in_h, g.in_w, g.out_h, g.out_w, g.pad_h, g.pad_w,
+                                wk, b, ws)
 
 
 cdef inline void _direct_plane_3x3(const ConvGeom* g, const floating* xc, const floating* wk,

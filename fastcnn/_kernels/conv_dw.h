@@ -174,22 +174,24 @@ static __attribute__((noinline)) void fcnn_dw3x3_plane_##SUFFIX(                
 FCNN_DEFINE_DW3X3_PLANE(f32, float)
 FCNN_DEFINE_DW3X3_PLANE(f64, double)
 
-/* The 3x3 depthwise kernel for wide stride-1 planes: one channel's output
- * plane, any padding. Each input row read is copied once into a zero-padded
- * row (a ring of eight, so rows shared by consecutive outputs are prepared
- * once), so every output column, edges included, is a whole vector of the
- * same nine taps over real zeros (NaN and Inf weights meet the padding as the
- * definition says). Two output rows are computed together: they share two of
- * the four input rows they read. Every output sums its nine taps in row-major
- * order, then b. Narrower outputs leave too many lanes idle; strided ones
- * gain nothing over fcnn_dw3x3_plane (their rows would need splitting into
- * even and odd columns: measured slower).
+/* The 3x3 depthwise kernels for wide planes at stride 1 or 2 (both ways):
+ * one channel's output plane, any padding. Each input row read is copied once
+ * into a zero-padded row (a ring of eight, filled one step ahead of the step
+ * that reads it, so rows shared by consecutive outputs are prepared once), so
+ * every output column, edges included, is a whole vector of the same nine
+ * taps over real zeros (NaN and Inf weights meet the padding as the
+ * definition says). At stride 1 two output rows are computed together: they
+ * share two of the four input rows they read; at stride 2 a tap is the even
+ * or odd columns of two vectors, by a shuffle. Every output sums its nine
+ * taps in row-major order, then b. Narrower outputs (fcnn_dw3x3_plane, the
+ * padded plane) leave the per-row work here too few vectors.
  *
- * ws: fcnn_dw3x3_workspace(out_w, VL) elements, zeroed before the first plane and
- * otherwise written only where input columns go, so the padding stays zero. */
-static inline long fcnn_dw3x3_slot(long out_w, long vl)
+ * ws: fcnn_dw3x3_workspace(out_w, VL, stride) elements, zeroed before the
+ * first plane and otherwise written only where input columns go, so the
+ * padding stays zero. */
+static inline long fcnn_dw3x3_slot(long out_w, long vl, long stride)
 {
-    return ((out_w + vl - 1) / vl + 1) * vl;
+    return stride * ((out_w + vl - 1) / vl + 1) * vl;
 }
 
 /* The first n lanes of v stored at p, by a masked store where the target has
@@ -206,10 +208,13 @@ static inline long fcnn_dw3x3_slot(long out_w, long vl)
 #define FCNN_DW_STORE_PART_f64(p, n, v) 0
 #endif
 
+/* lane l of the even (b = 0) or odd (b = 1) columns of two vectors */
+#define FCNN_DW_LANE(l, b, VL) (2 * (l) + (b))
+
 /* the zero row, the ring of eight rows and one vector for a row's last outputs */
-static inline long fcnn_dw3x3_workspace(long out_w, long vl)
+static inline long fcnn_dw3x3_workspace(long out_w, long vl, long stride)
 {
-    return 9 * fcnn_dw3x3_slot(out_w, vl) + vl;
+    return 9 * fcnn_dw3x3_slot(out_w, vl, stride) + vl;
 }
 
 
@@ -266,7 +271,7 @@ static __attribute__((noinline)) void fcnn_dw3x3_rows_##SUFFIX(                 
 {                                                                                        \
     enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                            \
     typedef fcnn_vec_##SUFFIX vec;                                                       \
-    const long slot = fcnn_dw3x3_slot(out_w, VL);                                        \
+    const long slot = fcnn_dw3x3_slot(out_w, VL, 1);                                     \
     const long used = out_w + 2;                     /* padded columns read */            \
     const vec w0 = (vec){0} + w[0], w1 = (vec){0} + w[1], w2 = (vec){0} + w[2];          \
     const vec w3 = (vec){0} + w[3], w4 = (vec){0} + w[4], w5 = (vec){0} + w[5];          \
@@ -291,10 +296,47 @@ static __attribute__((noinline)) void fcnn_dw3x3_rows_##SUFFIX(                 
                     FCNN_DW3X3_TAPS(FCNN_DW3X3_TAP, r[1] + j, r[2] + j, r[3] + j), tail); \
         }                                                                                \
     }                                                                                    \
+}                                                                                        \
+                                                                                         \
+/* Stride 2 both ways: output row oh reads rows 2 oh - ph .. + 2, one of them */         \
+/* shared with the next; a tap of VL outputs is the even or odd columns of   */          \
+/* two vectors, taken by a shuffle.                                          */          \
+static __attribute__((noinline)) void fcnn_dw3x3_rows_s2_##SUFFIX(                       \
+    T *restrict y, const T *x, long in_h, long in_w, long out_h, long out_w, long ph,    \
+    long pw, const T *w, T b, T *ws)                                                     \
+{                                                                                        \
+    enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                            \
+    typedef fcnn_vec_##SUFFIX vec;                                                       \
+    const fcnn_tr_mask_##SUFFIX even = FCNN_TR_LIST_##SUFFIX(FCNN_DW_LANE, 0);           \
+    const fcnn_tr_mask_##SUFFIX odd = FCNN_TR_LIST_##SUFFIX(FCNN_DW_LANE, 1);            \
+    const long slot = fcnn_dw3x3_slot(out_w, VL, 2);                                     \
+    const long used = 2 * out_w + 1;                 /* padded columns read */            \
+    const vec w0 = (vec){0} + w[0], w1 = (vec){0} + w[1], w2 = (vec){0} + w[2];          \
+    const vec w3 = (vec){0} + w[3], w4 = (vec){0} + w[4], w5 = (vec){0} + w[5];          \
+    const vec w6 = (vec){0} + w[6], w7 = (vec){0} + w[7], w8 = (vec){0} + w[8];          \
+    const vec bv = (vec){0} + b;                                                         \
+    T *tail = ws + 9 * slot;                                                             \
+    long ring[8] = {-1, -1, -1, -1, -1, -1, -1, -1};                                     \
+    for (long oh = 0; oh < out_h; oh++) {                                                \
+        const T *r[3];                                                                   \
+        for (int i = 0; i < 3; i++)                                                      \
+            r[i] = fcnn_dw3x3_row_##SUFFIX(x, in_h, in_w, 2 * oh - ph + i, pw, used, slot, ws, ring); \
+        for (int i = 0; i < 3 && oh + 1 < out_h; i++)                                    \
+            fcnn_dw3x3_row_##SUFFIX(x, in_h, in_w, 2 * oh + 2 - ph + i, pw, used, slot, ws, ring); \
+        for (long j = 0; j < out_w; j += VL)                                             \
+            fcnn_dw3x3_store_##SUFFIX(y + oh * out_w, j, out_w,                          \
+                FCNN_DW3X3_TAPS(FCNN_DW3X3_TAP2, r[0] + 2 * j, r[1] + 2 * j, r[2] + 2 * j), \
+                tail);                                                                   \
+    }                                                                                    \
 }
 
-/* tap k (0, 1, 2) of the VL outputs whose window starts at padded column p */
+/* tap k (0, 1, 2) of the VL outputs whose window starts at padded column p:
+ * stride 1 loads p + k; stride 2 takes the even (k = 0, 2) or odd (k = 1)
+ * columns of the two vectors from p + k - k % 2 */
 #define FCNN_DW3X3_TAP(p, k) (*(const vec *)((p) + (k)))
+#define FCNN_DW3X3_TAP2(p, k)                                                             \
+    __builtin_shuffle(*(const vec *)((p) + (k) - (k) % 2),                               \
+                      *(const vec *)((p) + (k) - (k) % 2 + VL), (k) % 2 ? odd : even)
 
 FCNN_DEFINE_DW3X3_ROWS(f32, float)
 FCNN_DEFINE_DW3X3_ROWS(f64, double)
