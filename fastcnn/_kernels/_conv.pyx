@@ -686,19 +686,11 @@ cdef inline void _direct_plane_3x3_rows(const ConvGeom* g, const floating* xc,
     """Wide stride-1 3x3 depthwise outputs: whole vectors over zero-padded rows
     (conv_dw.h)."""
     if floating is float:
-        if g.stride_w == 2:
-            fcnn_dw3x3_rows_s2_f32(yp, xc, g.in_h, g.in_w, g.out_h, g.out_w, g.pad_h,
-                                   g.pad_w, wk, b, ws)
-        else:
-            fcnn_dw3x3_rows_f32(yp, xc, g.in_h, g.in_w, g.out_h, g.out_w, g.pad_h, g.pad_w,
-                                wk, b, ws)
+        (fcnn_dw3x3_rows_s2_f32 if g.stride_w == 2 else fcnn_dw3x3_rows_f32)(
+            yp, xc, g.in_h, g.in_w, g.out_h, g.out_w, g.pad_h, g.pad_w, wk, b, ws)
     else:
-        if g.stride_w == 2:
-            fcnn_dw3x3_rows_s2_f64(yp, xc, g.in_h, g.in_w, g.out_h, g.out_w, g.pad_h,
-                                   g.pad_w, wk, b, ws)
-        else:
-            fcnn_dw3x3_rows_f64(yp, xc, g.in_h, g.in_w, g.out_h, g.out_w, g.pad_h, g.pad_w,
-                                wk, b, ws)
+        (fcnn_dw3x3_rows_s2_f64 if g.stride_w == 2 else fcnn_dw3x3_rows_f64)(
+            yp, xc, g.in_h, g.in_w, g.out_h, g.out_w, g.pad_h, g.pad_w, wk, b, ws)
 
 
 cdef inline void _direct_plane_3x3(const ConvGeom* g, const floating* xc, const floating* wk,

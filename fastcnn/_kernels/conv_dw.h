@@ -218,6 +218,21 @@ static inline long fcnn_dw3x3_workspace(long out_w, long vl, long stride)
 }
 
 
+/* What both padded-rows kernels hold: the nine weights and the bias as
+ * vectors, the row slots (slot elements each after the zero row), the padded
+ * columns read, a vector for partial stores and the ring's row numbers. */
+#define FCNN_DW3X3_SETUP(SUFFIX, T, STRIDE)                                               \
+    enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                            \
+    typedef fcnn_vec_##SUFFIX vec;                                                       \
+    const long slot = fcnn_dw3x3_slot(out_w, VL, STRIDE);                                \
+    const long used = (out_w - 1) * (STRIDE) + 3;                                        \
+    const vec w0 = (vec){0} + w[0], w1 = (vec){0} + w[1], w2 = (vec){0} + w[2];          \
+    const vec w3 = (vec){0} + w[3], w4 = (vec){0} + w[4], w5 = (vec){0} + w[5];          \
+    const vec w6 = (vec){0} + w[6], w7 = (vec){0} + w[7], w8 = (vec){0} + w[8];          \
+    const vec bv = (vec){0} + b;                                                         \
+    T *tail = ws + 9 * slot;                                                             \
+    long ring[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
+
 #define FCNN_DW3X3_TAPS(V, a, b, c)                                                      \
     (w0 * V(a, 0) + w1 * V(a, 1) + w2 * V(a, 2) + w3 * V(b, 0) + w4 * V(b, 1)             \
      + w5 * V(b, 2) + w6 * V(c, 0) + w7 * V(c, 1) + w8 * V(c, 2) + bv)
@@ -269,16 +284,7 @@ static __attribute__((noinline)) void fcnn_dw3x3_rows_##SUFFIX(                 
     T *restrict y, const T *x, long in_h, long in_w, long out_h, long out_w, long ph,    \
     long pw, const T *w, T b, T *ws)                                                     \
 {                                                                                        \
-    enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                            \
-    typedef fcnn_vec_##SUFFIX vec;                                                       \
-    const long slot = fcnn_dw3x3_slot(out_w, VL, 1);                                     \
-    const long used = out_w + 2;                     /* padded columns read */            \
-    const vec w0 = (vec){0} + w[0], w1 = (vec){0} + w[1], w2 = (vec){0} + w[2];          \
-    const vec w3 = (vec){0} + w[3], w4 = (vec){0} + w[4], w5 = (vec){0} + w[5];          \
-    const vec w6 = (vec){0} + w[6], w7 = (vec){0} + w[7], w8 = (vec){0} + w[8];          \
-    const vec bv = (vec){0} + b;                                                         \
-    T *tail = ws + 9 * slot;                                                             \
-    long ring[8] = {-1, -1, -1, -1, -1, -1, -1, -1};                                     \
+    FCNN_DW3X3_SETUP(SUFFIX, T, 1)                                                       \
     /* rows are prepared one step ahead of the step that reads them: loads   */          \
     /* right after the copy's stores would wait on store forwarding          */          \
     for (long oh = 0; oh < out_h; oh += 2) {                                             \
@@ -305,18 +311,9 @@ static __attribute__((noinline)) void fcnn_dw3x3_rows_s2_##SUFFIX(              
     T *restrict y, const T *x, long in_h, long in_w, long out_h, long out_w, long ph,    \
     long pw, const T *w, T b, T *ws)                                                     \
 {                                                                                        \
-    enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                            \
-    typedef fcnn_vec_##SUFFIX vec;                                                       \
+    FCNN_DW3X3_SETUP(SUFFIX, T, 2)                                                       \
     const fcnn_tr_mask_##SUFFIX even = FCNN_TR_LIST_##SUFFIX(FCNN_DW_LANE, 0);           \
     const fcnn_tr_mask_##SUFFIX odd = FCNN_TR_LIST_##SUFFIX(FCNN_DW_LANE, 1);            \
-    const long slot = fcnn_dw3x3_slot(out_w, VL, 2);                                     \
-    const long used = 2 * out_w + 1;                 /* padded columns read */            \
-    const vec w0 = (vec){0} + w[0], w1 = (vec){0} + w[1], w2 = (vec){0} + w[2];          \
-    const vec w3 = (vec){0} + w[3], w4 = (vec){0} + w[4], w5 = (vec){0} + w[5];          \
-    const vec w6 = (vec){0} + w[6], w7 = (vec){0} + w[7], w8 = (vec){0} + w[8];          \
-    const vec bv = (vec){0} + b;                                                         \
-    T *tail = ws + 9 * slot;                                                             \
-    long ring[8] = {-1, -1, -1, -1, -1, -1, -1, -1};                                     \
     for (long oh = 0; oh < out_h; oh++) {                                                \
         const T *r[3];                                                                   \
         for (int i = 0; i < 3; i++)                                                      \
