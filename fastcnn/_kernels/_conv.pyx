@@ -105,7 +105,7 @@ cdef enum:
     GEMM_KB = 160
     MIN_TASKS = 8
     SHARED_COL_BYTES = 64 * 1024 * 1024   # limit on columns gathered up front
-    DIRECT_WIDE_BELOW = 32                # depthwise 3x3 output width: padded plane below, rows from
+    DIRECT_WIDE_BELOW = 32                # depthwise 3x3 outputs this wide: padded rows
     WINO_MIN_TILES = 32
     WINO_PACK_TILES = 160
     # At most this many tiles in all (batch-1 late layers): transform them once
@@ -683,8 +683,8 @@ cdef inline void _direct_plane_3x3_wide(const ConvGeom* g, const floating* xc,
 cdef inline void _direct_plane_3x3_rows(const ConvGeom* g, const floating* xc,
                                         const floating* wk, floating b, floating* yp,
                                         floating* ws) noexcept nogil:
-    """Wide stride-1 3x3 depthwise outputs: whole vectors over zero-padded rows
-    (conv_dw.h)."""
+    """Wide 3x3 depthwise outputs at stride 1 or 2: whole vectors over
+    zero-padded rows (conv_dw.h)."""
     if floating is float:
         (fcnn_dw3x3_rows_s2_f32 if g.stride_w == 2 else fcnn_dw3x3_rows_f32)(
             yp, xc, g.in_h, g.in_w, g.out_h, g.out_w, g.pad_h, g.pad_w, wk, b, ws)
