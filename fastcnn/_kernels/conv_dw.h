@@ -253,7 +253,7 @@ static inline void fcnn_dw3x3_copy_##SUFFIX(const T *src, long n, T *dst)       
 /* The padded row of input row r: the shared zero row outside the input. */              \
 static inline const T *fcnn_dw3x3_row_##SUFFIX(                                          \
     const T *x, long in_h, long in_w, long r, long pw, long used, long slot, T *ws,      \
-    long *ring)                                                                   \
+    long *ring)                                                                          \
 {                                                                                        \
     if (r < 0 || r >= in_h)                                                              \
         return ws;                                                                       \
@@ -265,6 +265,19 @@ static inline const T *fcnn_dw3x3_row_##SUFFIX(                                 
         ring[r & 7] = r;                                                                 \
     }                                                                                    \
     return row;                                                                          \
+}                                                                                        \
+                                                                                         \
+/* r[i] = padded row first + i (i < n), then the next step's n_next rows from */        \
+/* next prepared ahead: loads right after the copy's stores would wait on     */        \
+/* store forwarding                                                            */        \
+static inline void fcnn_dw3x3_rows_at_##SUFFIX(                                          \
+    const T *x, long in_h, long in_w, long first, int n, long next, int n_next, long pw, \
+    long used, long slot, T *ws, long *ring, const T **r)                                \
+{                                                                                        \
+    for (int i = 0; i < n; i++)                                                          \
+        r[i] = fcnn_dw3x3_row_##SUFFIX(x, in_h, in_w, first + i, pw, used, slot, ws, ring); \
+    for (int i = 0; i < n_next; i++)                                                     \
+        fcnn_dw3x3_row_##SUFFIX(x, in_h, in_w, next + i, pw, used, slot, ws, ring);      \
 }                                                                                        \
                                                                                          \
 static inline void fcnn_dw3x3_store_##SUFFIX(T *y, long j, long out_w,                   \
@@ -285,14 +298,10 @@ static __attribute__((noinline)) void fcnn_dw3x3_rows_##SUFFIX(                 
     long pw, const T *w, T b, T *ws)                                                     \
 {                                                                                        \
     FCNN_DW3X3_SETUP(SUFFIX, T, 1)                                                       \
-    /* rows are prepared one step ahead of the step that reads them: loads   */          \
-    /* right after the copy's stores would wait on store forwarding          */          \
     for (long oh = 0; oh < out_h; oh += 2) {                                             \
         const T *r[4];                                                                   \
-        for (int i = 0; i < 4; i++)                                                      \
-            r[i] = fcnn_dw3x3_row_##SUFFIX(x, in_h, in_w, oh - ph + i, pw, used, slot, ws, ring); \
-        for (int i = 0; i < 4 && oh + 2 < out_h; i++)                                    \
-            fcnn_dw3x3_row_##SUFFIX(x, in_h, in_w, oh + 2 - ph + i, pw, used, slot, ws, ring); \
+        fcnn_dw3x3_rows_at_##SUFFIX(x, in_h, in_w, oh - ph, 4, oh + 2 - ph,              \
+                                    oh + 2 < out_h ? 4 : 0, pw, used, slot, ws, ring, r); \
         T *y0 = y + oh * out_w;                                                          \
         for (long j = 0; j < out_w; j += VL) {                                           \
             fcnn_dw3x3_store_##SUFFIX(y0, j, out_w,                                      \
@@ -316,10 +325,8 @@ static __attribute__((noinline)) void fcnn_dw3x3_rows_s2_##SUFFIX(              
     const fcnn_tr_mask_##SUFFIX odd = FCNN_TR_LIST_##SUFFIX(FCNN_DW_LANE, 1);            \
     for (long oh = 0; oh < out_h; oh++) {                                                \
         const T *r[3];                                                                   \
-        for (int i = 0; i < 3; i++)                                                      \
-            r[i] = fcnn_dw3x3_row_##SUFFIX(x, in_h, in_w, 2 * oh - ph + i, pw, used, slot, ws, ring); \
-        for (int i = 0; i < 3 && oh + 1 < out_h; i++)                                    \
-            fcnn_dw3x3_row_##SUFFIX(x, in_h, in_w, 2 * oh + 2 - ph + i, pw, used, slot, ws, ring); \
+        fcnn_dw3x3_rows_at_##SUFFIX(x, in_h, in_w, 2 * oh - ph, 3, 2 * oh + 2 - ph,      \
+                                    oh + 1 < out_h ? 3 : 0, pw, used, slot, ws, ring, r); \
         for (long j = 0; j < out_w; j += VL)                                             \
             fcnn_dw3x3_store_##SUFFIX(y + oh * out_w, j, out_w,                          \
                 FCNN_DW3X3_TAPS(FCNN_DW3X3_TAP2, r[0] + 2 * j, r[1] + 2 * j, r[2] + 2 * j), \
