@@ -94,6 +94,7 @@ def config():
         "conv_working_sets": _kernels._conv.cache_budgets(),
         "conv_dispatch": _kernels._conv.dispatch_facts(),
         "blas_core": _blas.blas_core(),
+        "blas_core_reason": _kernels.blas_reason,
         "build": build,
         "openmp_version": _omp.openmp_version(),
         "fastcnn_threads": get_num_threads(),
@@ -122,7 +123,8 @@ def show_config():
             print(f"  {target}: {' '.join(flags) or '(compiler defaults)'}")
     print(f"openmp: version {c['openmp_version']}; fastcnn threads: {c['fastcnn_threads']}")
     print(f"malloc: {c['malloc']}")
-    print(f"blas: {c['blas_vendor']} {c['blas_core']} via scipy.linalg.cython_blas "
+    print(f"blas: {c['blas_vendor']} {c['blas_core']} ({c['blas_core_reason']}) "
+          f"via scipy.linalg.cython_blas "
           f"(single-threaded inside fastcnn's parallel regions; small-matrix GEMM: "
           f"{'yes' if c['conv_dispatch']['blas_small_gemm'] else 'no'})")
     print("thread pools loaded in this process:")

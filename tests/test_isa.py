@@ -135,6 +135,37 @@ def test_env_cap_in_a_fresh_process():
            "'avx-512'" in run.stderr
 
 
+def test_openblas_core_per_target():
+    assert _isa.openblas_core(X86, "avx512", V4) == "SkylakeX"
+    assert _isa.openblas_core(X86, "avx2", V3) == "Haswell"
+    assert _isa.openblas_core(X86, "baseline", V3) == "Nehalem"
+    assert _isa.openblas_core(X86, "baseline", {"sse2"}) is None    # lacks SSE4.2: OpenBLAS picks
+    assert _isa.openblas_core(X86, "native", V4) is None
+    assert _isa.openblas_core(_isa.PORTABLE_TARGETS, "baseline", set()) is None
+
+
+@pytest.mark.parametrize("target", [t for t in RUNNABLE if t != DEFAULT])
+def test_env_cap_reaches_openblas(target):
+    """Under a cap OpenBLAS runs the capped target's kernels, unless the user
+    chose its kernels (OPENBLAS_CORETYPE, left as the environment has it)."""
+    if _kernels._blas.blas_vendor() != "openblas":
+        pytest.skip("SciPy's BLAS is not OpenBLAS")
+    run = _run_python("import fastcnn, os; from fastcnn import _kernels as k; "
+                      "print(k._blas.blas_core(), os.environ.get('OPENBLAS_CORETYPE')); "
+                      "print(k.blas_reason)", FASTCNN_MAX_ISA=target)
+    assert run.returncode == 0, run.stderr
+    (core, left), reason = run.stdout.splitlines()[0].split(), run.stdout.splitlines()[1]
+    user = os.environ.get(_isa.OPENBLAS_ENV)
+    assert left == str(user)                      # the variable is not left behind
+    if user:
+        assert core.lower() == user.lower() and reason == "set by OPENBLAS_CORETYPE"
+    else:
+        want = _isa.openblas_core(X86, target, _kernels.FEATURES)
+        assert core == want and reason == f"capped with the kernels to {target}"
+    assert _kernels.blas_reason in ("OpenBLAS's own choice", "set by OPENBLAS_CORETYPE") \
+        or _kernels.blas_reason.startswith("capped with the kernels to")
+
+
 @pytest.mark.parametrize("target", RUNNABLE)
 def test_cap_binds_every_layer(target, restore_isa):
     assert fastcnn.set_max_isa(target) == target

@@ -22,12 +22,43 @@ import sys
 import threading
 import warnings
 
-from fastcnn._kernels import _blas, _cpu, _isa, _omp  # noqa: F401  (shared by every target)
+from fastcnn._kernels import _cpu, _isa, _omp  # noqa: F401  (shared by every target)
 
 TABLE = _isa.targets_for(platform.machine())
 FEATURES = _cpu.features()
 BUILT = tuple(name for name in (*TABLE, "native")
               if importlib.util.find_spec(f"fastcnn._kernels.{name}") is not None)
+
+
+def _load_blas(cap):
+    """Import _blas, which loads SciPy's OpenBLAS. Under a cap, OpenBLAS is
+    asked for the kernel set of the capped target (_isa.openblas_core); it
+    reads OPENBLAS_CORETYPE once, when it loads, so the variable is set for
+    that moment only, and a value the user set wins. Returns (module, a
+    sentence saying whose choice the kernel set is)."""
+    cap = (cap or "").strip().lower() or None
+    try:
+        target = _isa.choose(TABLE, BUILT, FEATURES, cap)[0]
+        best = _isa.choose(TABLE, BUILT, FEATURES, None)[0]
+    except (ValueError, RuntimeError):
+        target = best = None        # bind() reports it
+    wanted = _isa.openblas_core(TABLE, target, FEATURES) if target != best else None
+    if os.environ.get(_isa.OPENBLAS_ENV) or wanted is None:
+        module = importlib.import_module("fastcnn._kernels._blas")
+        return module, (f"set by {_isa.OPENBLAS_ENV}" if os.environ.get(_isa.OPENBLAS_ENV)
+                        else "OpenBLAS's own choice")
+    os.environ[_isa.OPENBLAS_ENV] = wanted
+    try:
+        module = importlib.import_module("fastcnn._kernels._blas")
+    finally:
+        del os.environ[_isa.OPENBLAS_ENV]
+    if module.blas_vendor() != "openblas" or module.blas_core().lower() == wanted.lower():
+        return module, f"capped with the kernels to {target}"
+    return module, (f"OpenBLAS's own choice: it was loaded before fastcnn, which would "
+                    f"have asked for {wanted} under the {target} cap")
+
+
+_blas, blas_reason = _load_blas(os.environ.get(_isa.ENV_CAP))
 
 
 def _read(path):

@@ -20,12 +20,14 @@ X86_TARGETS = {
         "flags": ["-march=x86-64", "-mtune=generic"],
         "features": ("sse2",),
         "describe": "x86-64 baseline (SSE2)",
+        "openblas_core": ("Nehalem", ("sse4_2",)),
     },
     "avx2": {
         "flags": ["-march=x86-64-v3", "-mtune=generic"],
         "features": ("sse2", "sse4_2", "popcnt", "avx", "avx2", "fma", "f16c", "bmi1", "bmi2",
                      "lzcnt", "movbe", "os_ymm"),
         "describe": "AVX2 + FMA (x86-64-v3)",
+        "openblas_core": ("Haswell", ()),
     },
     "avx512": {
         "flags": ["-march=x86-64-v4", "-mtune=generic", "-mprefer-vector-width=512"],
@@ -33,8 +35,15 @@ X86_TARGETS = {
                      "lzcnt", "movbe", "os_ymm", "avx512f", "avx512bw", "avx512cd", "avx512dq",
                      "avx512vl", "os_zmm"),
         "describe": "AVX-512 F/BW/CD/DQ/VL (x86-64-v4)",
+        "openblas_core": ("SkylakeX", ()),
     },
 }
+# "openblas_core": the OpenBLAS kernel set (its OPENBLAS_CORETYPE name) that
+# uses no more than the target's instructions, and any CPU features it needs
+# beyond the target's. OpenBLAS picks its kernels by the CPU alone, so under a
+# FASTCNN_MAX_ISA cap the loader asks it for this set: the cap then reaches
+# the GEMMs too, and a capped run measures what that CPU class would run.
+
 # Any other architecture: the portable C path, with the compiler's defaults.
 PORTABLE_TARGETS = {
     "baseline": {"flags": [], "features": (), "describe": "portable C (compiler defaults)"},
@@ -99,3 +108,15 @@ def choose(table, built, features, cap=None):
     lacks = missing_features(table, cap, features)
     why = f"lacks {' '.join(lacks)}" if lacks else "not built in this install"
     return choice, f"capped to {cap}, which cannot run here ({why}); using {choice}"
+
+
+OPENBLAS_ENV = "OPENBLAS_CORETYPE"
+
+
+def openblas_core(table, name, features):
+    """The OpenBLAS kernel set matching target `name` on a CPU with `features`,
+    or None (no such target, no set named, or the CPU lacks what it needs)."""
+    core, needs = table.get(name, {}).get("openblas_core", (None, ()))
+    if core is None or set(needs) - set(features):
+        return None
+    return core
