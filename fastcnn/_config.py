@@ -104,6 +104,12 @@ def config():
     }
 
 
+def blas_line():
+    """The BLAS behind the GEMMs, its kernel set and whose choice that is."""
+    core = f" {_blas.blas_core()}" if _blas.blas_core() else ""
+    return f"{_blas.blas_vendor()}{core} ({_kernels.blas_reason})"
+
+
 def show_config():
     """Print version, build flags, CPU SIMD features, BLAS and OpenMP libraries
     and their thread counts."""
@@ -123,8 +129,7 @@ def show_config():
             print(f"  {target}: {' '.join(flags) or '(compiler defaults)'}")
     print(f"openmp: version {c['openmp_version']}; fastcnn threads: {c['fastcnn_threads']}")
     print(f"malloc: {c['malloc']}")
-    print(f"blas: {c['blas_vendor']} {c['blas_core']} ({c['blas_core_reason']}) "
-          f"via scipy.linalg.cython_blas "
+    print(f"blas: {blas_line()} via scipy.linalg.cython_blas "
           f"(single-threaded inside fastcnn's parallel regions; small-matrix GEMM: "
           f"{'yes' if c['conv_dispatch']['blas_small_gemm'] else 'no'})")
     print("thread pools loaded in this process:")

@@ -115,6 +115,9 @@ def cap_isa(isa):
         fastcnn.set_max_isa(isa)
     except ValueError as exc:
         sys.exit(f"fastcnn bench: --isa {isa}: {exc}")
+    if os.environ.get("FASTCNN_MAX_ISA") != isa:
+        print(f"note: OpenBLAS runs the kernels it loaded with ({_config.blas_line()}); "
+              f"FASTCNN_MAX_ISA={isa} in the environment caps them too")
 
 
 def script_args(parser):
@@ -128,7 +131,7 @@ def script_args(parser):
     if args.isa:
         cap_isa(args.isa)
     print(f"CPU: {_config.cpu_name()}, {os.cpu_count()} cores, fastcnn {fastcnn.__version__} "
-          f"({fastcnn.get_isa()} kernels)\n")
+          f"({fastcnn.get_isa()} kernels; BLAS: {_config.blas_line()})\n")
     return args, [int(t) for t in args.threads.split(",")]
 
 
@@ -166,7 +169,8 @@ def run(args):
     print(f"threads {threads}, batch {batches}, {dtype}, {repeat} measurements per contender "
           f"(best / median / max)")
     print(f"cpu: {_config.cpu_name()}; simd: {' '.join(_config.cpu_features())}")
-    print(f"fastcnn kernels: {_kernels.describe()} ({_kernels.isa_reason})")
+    print(f"fastcnn kernels: {_kernels.describe()} ({_kernels.isa_reason}); "
+          f"BLAS: {_config.blas_line()}")
     for m in missing:
         print(f"note: rival {m} is not installed; its columns are left out")
     print("\n## Machine limits (measured now)\n")
