@@ -625,6 +625,32 @@ def test_residual_validation(rng):
     np.testing.assert_array_equal(y, ref)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("stride,width", [(1, 40), (2, 71), (1, 67)])
+def test_depthwise_epilogue_in_the_kernel_is_the_epilogue_pass(stride, width, dtype, rng):
+    """Wide depthwise 3x3 outputs apply ReLU / ReLU6 as they are stored: the
+    same values, bit for bit, as the activation applied to the unactivated
+    output (NaN, +-Inf and values around 0 and 6 included); other
+    activations and a residual run as a pass afterwards."""
+    x = (rng.standard_normal((2, 5, 6, width)) * 4).astype(dtype)
+    x[0, 1, 2, 3], x[1, 2, 0, 5], x[0, 3, 4, 7] = np.nan, np.inf, -np.inf
+    w = rng.standard_normal((5, 1, 3, 3)).astype(dtype)
+    b = rng.standard_normal(5).astype(dtype)
+    run = lambda act, res=None: _conv_impl(2, "conv2d", x, w, b, stride, 1, 1, 5, None, act,
+                                           algorithm="direct", residual=res)
+    with np.errstate(all="ignore"):
+        plain = run(None)
+        relu = np.where(plain < 0, dtype(0), plain)
+        relu6 = np.where(relu > 6, dtype(6), relu)
+        np.testing.assert_array_equal(run("relu"), relu)
+        np.testing.assert_array_equal(run("relu6"), relu6)
+        res = rng.standard_normal(plain.shape).astype(dtype)
+        summed = plain + res
+        np.testing.assert_array_equal(run("relu6", res), np.where(
+            summed < 0, dtype(0), np.where(summed > 6, dtype(6), summed)))
+    assert np.isnan(relu6).any() and (relu6 == 6).any() and (relu6 == 0).any()
+
+
 @pytest.mark.parametrize("shape,wshape,groups,padding", [
     ((1, 16, 20, 20), (16, 16, 3, 3), 1, 1),      # Winograd: tiles would spread a NaN
     ((1, 8, 9, 9), (8, 1, 3, 3), 8, 1),           # depthwise direct: skips the padding taps

@@ -20,7 +20,8 @@ cdef extern from *:
 
 from fastcnn._kernels._typedefs cimport floating, index_t
 from fastcnn._kernels._blas cimport gemm, blas_enter, blas_leave
-from fastcnn._kernels._activation cimport bias_residual_activation
+from fastcnn._kernels._activation cimport ACT_NONE, ACT_RELU, ACT_RELU6, bias_residual_activation
+from libc.math cimport INFINITY
 from fastcnn._kernels._transpose cimport transpose
 
 cdef extern from "conv_block.h" nogil:
@@ -74,16 +75,17 @@ cdef extern from "conv_dw.h" nogil:
                               long pw, long lo, long hi, const double* w, double b)
     long fcnn_dw3x3_workspace(long out_w, long vl, long stride)
     void fcnn_dw3x3_rows_f32(float* y, const float* x, long in_h, long in_w, long out_h,
-                             long out_w, long ph, long pw, const float* w, float b, float* ws)
+                             long out_w, long ph, long pw, const float* w, float b,
+                             int clamp, float lo, float hi, float* ws)
     void fcnn_dw3x3_rows_f64(double* y, const double* x, long in_h, long in_w, long out_h,
                              long out_w, long ph, long pw, const double* w, double b,
-                             double* ws)
+                             int clamp, double lo, double hi, double* ws)
     void fcnn_dw3x3_rows_s2_f32(float* y, const float* x, long in_h, long in_w, long out_h,
                                 long out_w, long ph, long pw, const float* w, float b,
-                                float* ws)
+                                int clamp, float lo, float hi, float* ws)
     void fcnn_dw3x3_rows_s2_f64(double* y, const double* x, long in_h, long in_w,
                                 long out_h, long out_w, long ph, long pw, const double* w,
-                                double b, double* ws)
+                                double b, int clamp, double lo, double hi, double* ws)
     void fcnn_dw_rows_f64(const double* x, long planes, long in_h, long in_w, const double* w,
                           long kh, long kw, long sh, long sw, long ph, long pw, long dh,
                           long dw, long out_w, long oh0, long oh1, long wp, double* buf,
@@ -573,8 +575,12 @@ cdef void _direct_task(const ConvGeom* g, const floating* x, const floating* w,
     cdef floating b = bias[oc] if bias != NULL else 0
     if (cin_group == 1 and g.kernel_d == 1 and g.kernel_h == 3 and g.kernel_w == 3
             and g.dilation_h == 1 and g.dilation_w == 1 and g.in_d == 1):
-        if _direct_rows(g):
-            _direct_plane_3x3_rows(g, xg, wk, b, yp, zero_row)
+        if _direct_rows(g) and res == NULL and (activation == ACT_NONE or activation == ACT_RELU
+                                                or activation == ACT_RELU6):
+            _direct_plane_3x3_rows(g, xg, wk, b, yp, zero_row, activation)
+            return          # the epilogue is done in the kernel
+        elif _direct_rows(g):
+            _direct_plane_3x3_rows(g, xg, wk, b, yp, zero_row, ACT_NONE)
         elif _direct_wide(g):
             _direct_plane_3x3_wide(g, xg, wk, b, yp, zero_row)
         else:
@@ -682,15 +688,20 @@ cdef inline void _direct_plane_3x3_wide(const ConvGeom* g, const floating* xc,
 
 cdef inline void _direct_plane_3x3_rows(const ConvGeom* g, const floating* xc,
                                         const floating* wk, floating b, floating* yp,
-                                        floating* ws) noexcept nogil:
+                                        floating* ws, int activation) noexcept nogil:
     """Wide 3x3 depthwise outputs at stride 1 or 2: whole vectors over
-    zero-padded rows (conv_dw.h)."""
+    zero-padded rows (conv_dw.h), with ReLU or ReLU6 (or no activation)
+    applied as each vector is stored."""
+    cdef int clamp = activation == ACT_RELU or activation == ACT_RELU6
+    cdef floating lo = 0, hi = 6 if activation == ACT_RELU6 else INFINITY
     if floating is float:
         (fcnn_dw3x3_rows_s2_f32 if g.stride_w == 2 else fcnn_dw3x3_rows_f32)(
-            yp, xc, g.in_h, g.in_w, g.out_h, g.out_w, g.pad_h, g.pad_w, wk, b, ws)
+            yp, xc, g.in_h, g.in_w, g.out_h, g.out_w, g.pad_h, g.pad_w, wk, b, clamp, lo, hi,
+            ws)
     else:
         (fcnn_dw3x3_rows_s2_f64 if g.stride_w == 2 else fcnn_dw3x3_rows_f64)(
-            yp, xc, g.in_h, g.in_w, g.out_h, g.out_w, g.pad_h, g.pad_w, wk, b, ws)
+            yp, xc, g.in_h, g.in_w, g.out_h, g.out_w, g.pad_h, g.pad_w, wk, b, clamp, lo, hi,
+            ws)
 
 
 cdef inline void _direct_plane_3x3(const ConvGeom* g, const floating* xc, const floating* wk,

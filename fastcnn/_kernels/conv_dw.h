@@ -183,8 +183,11 @@ FCNN_DEFINE_DW3X3_PLANE(f64, double)
  * definition says). At stride 1 two output rows are computed together: they
  * share two of the four input rows they read; at stride 2 a tap is the even
  * or odd columns of two vectors, by a shuffle. Every output sums its nine
- * taps in row-major order, then b. Narrower outputs (fcnn_dw3x3_plane, the
- * padded plane) leave the per-row work here too few vectors.
+ * taps in row-major order, then b; with clamp set, each output vector is
+ * clamped to [lo, hi] as it is stored (the ReLU and ReLU6 epilogues: the
+ * bound where v < lo or v > hi, else v, so NaN passes), which saves a pass
+ * over the plane. Narrower outputs (fcnn_dw3x3_plane, the padded plane)
+ * leave the per-row work here too few vectors.
  *
  * ws: fcnn_dw3x3_workspace(out_w, VL, stride) elements, zeroed before the
  * first plane and otherwise written only where input columns go, so the
@@ -229,7 +232,7 @@ static inline long fcnn_dw3x3_workspace(long out_w, long vl, long stride)
     const vec w0 = (vec){0} + w[0], w1 = (vec){0} + w[1], w2 = (vec){0} + w[2];          \
     const vec w3 = (vec){0} + w[3], w4 = (vec){0} + w[4], w5 = (vec){0} + w[5];          \
     const vec w6 = (vec){0} + w[6], w7 = (vec){0} + w[7], w8 = (vec){0} + w[8];          \
-    const vec bv = (vec){0} + b;                                                         \
+    const vec bv = (vec){0} + b, lov = (vec){0} + lo, hiv = (vec){0} + hi;              \
     T *tail = ws + 9 * slot;                                                             \
     long ring[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
 
@@ -280,10 +283,24 @@ static inline void fcnn_dw3x3_rows_at_##SUFFIX(                                 
         fcnn_dw3x3_row_##SUFFIX(x, in_h, in_w, next + i, pw, used, slot, ws, ring);      \
 }                                                                                        \
                                                                                          \
+/* v clamped to [lo, hi]: the bound where v < lo or v > hi, else v (as the    */       \
+/* scalar epilogue's selects: NaN fails both comparisons and passes)        */          \
+static inline fcnn_vec_##SUFFIX fcnn_dw_clamp_##SUFFIX(                                  \
+    fcnn_vec_##SUFFIX v, fcnn_vec_##SUFFIX lo, fcnn_vec_##SUFFIX hi)                     \
+{                                                                                        \
+    typedef fcnn_tr_mask_##SUFFIX mask;                                                  \
+    const mask below = v < lo, above = v > hi;                                           \
+    return (fcnn_vec_##SUFFIX)(((mask)v & ~(below | above)) | ((mask)lo & below)         \
+                               | ((mask)hi & above));                                    \
+}                                                                                        \
+                                                                                         \
 static inline void fcnn_dw3x3_store_##SUFFIX(T *y, long j, long out_w,                   \
-                                             fcnn_vec_##SUFFIX v, T *tail)               \
+                                             fcnn_vec_##SUFFIX v, T *tail, int clamp,    \
+                                             fcnn_vec_##SUFFIX lo, fcnn_vec_##SUFFIX hi) \
 {                                                                                        \
     enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                            \
+    if (clamp)                                                                           \
+        v = fcnn_dw_clamp_##SUFFIX(v, lo, hi);                                           \
     if (j + VL <= out_w) {                                                               \
         *(fcnn_vec_##SUFFIX *)(y + j) = v;                                               \
     } else if (!FCNN_DW_STORE_PART_##SUFFIX(y + j, out_w - j, v)) {                      \
@@ -295,7 +312,7 @@ static inline void fcnn_dw3x3_store_##SUFFIX(T *y, long j, long out_w,          
                                                                                          \
 static __attribute__((noinline)) void fcnn_dw3x3_rows_##SUFFIX(                          \
     T *restrict y, const T *x, long in_h, long in_w, long out_h, long out_w, long ph,    \
-    long pw, const T *w, T b, T *ws)                                                     \
+    long pw, const T *w, T b, int clamp, T lo, T hi, T *ws)                              \
 {                                                                                        \
     FCNN_DW3X3_SETUP(SUFFIX, T, 1)                                                       \
     for (long oh = 0; oh < out_h; oh += 2) {                                             \
@@ -305,10 +322,12 @@ static __attribute__((noinline)) void fcnn_dw3x3_rows_##SUFFIX(                 
         T *y0 = y + oh * out_w;                                                          \
         for (long j = 0; j < out_w; j += VL) {                                           \
             fcnn_dw3x3_store_##SUFFIX(y0, j, out_w,                                      \
-                FCNN_DW3X3_TAPS(FCNN_DW3X3_TAP, r[0] + j, r[1] + j, r[2] + j), tail);    \
+                FCNN_DW3X3_TAPS(FCNN_DW3X3_TAP, r[0] + j, r[1] + j, r[2] + j), tail,     \
+                clamp, lov, hiv);                                                        \
             if (oh + 1 < out_h)                                                          \
                 fcnn_dw3x3_store_##SUFFIX(y0 + out_w, j, out_w,                          \
-                    FCNN_DW3X3_TAPS(FCNN_DW3X3_TAP, r[1] + j, r[2] + j, r[3] + j), tail); \
+                    FCNN_DW3X3_TAPS(FCNN_DW3X3_TAP, r[1] + j, r[2] + j, r[3] + j), tail, \
+                    clamp, lov, hiv);                                                    \
         }                                                                                \
     }                                                                                    \
 }                                                                                        \
@@ -318,7 +337,7 @@ static __attribute__((noinline)) void fcnn_dw3x3_rows_##SUFFIX(                 
 /* two vectors, taken by a shuffle.                                          */          \
 static __attribute__((noinline)) void fcnn_dw3x3_rows_s2_##SUFFIX(                       \
     T *restrict y, const T *x, long in_h, long in_w, long out_h, long out_w, long ph,    \
-    long pw, const T *w, T b, T *ws)                                                     \
+    long pw, const T *w, T b, int clamp, T lo, T hi, T *ws)                              \
 {                                                                                        \
     FCNN_DW3X3_SETUP(SUFFIX, T, 2)                                                       \
     const fcnn_tr_mask_##SUFFIX even = FCNN_TR_LIST_##SUFFIX(FCNN_DW_LANE, 0);           \
@@ -330,7 +349,7 @@ static __attribute__((noinline)) void fcnn_dw3x3_rows_s2_##SUFFIX(              
         for (long j = 0; j < out_w; j += VL)                                             \
             fcnn_dw3x3_store_##SUFFIX(y + oh * out_w, j, out_w,                          \
                 FCNN_DW3X3_TAPS(FCNN_DW3X3_TAP2, r[0] + 2 * j, r[1] + 2 * j, r[2] + 2 * j), \
-                tail);                                                                   \
+                tail, clamp, lov, hiv);                                                  \
     }                                                                                    \
 }
 
