@@ -626,18 +626,21 @@ def test_residual_validation(rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("stride,width", [(1, 40), (2, 71), (1, 67)])
-def test_depthwise_epilogue_in_the_kernel_is_the_epilogue_pass(stride, width, dtype, rng):
-    """Wide depthwise 3x3 outputs apply ReLU / ReLU6 as they are stored: the
-    same values, bit for bit, as the activation applied to the unactivated
-    output (NaN, +-Inf and values around 0 and 6 included); other
-    activations and a residual run as a pass afterwards."""
+@pytest.mark.parametrize("algorithm,stride,width", [
+    ("direct", 1, 40), ("direct", 2, 71), ("direct", 1, 67),        # padded rows
+    ("depthwise", 1, 14), ("depthwise", 2, 15), ("depthwise", 1, 7)])  # channels in lanes
+def test_depthwise_epilogue_in_the_kernel_is_the_epilogue_pass(algorithm, stride, width,
+                                                                dtype, rng):
+    """Depthwise 3x3 kernels apply ReLU / ReLU6 as they store their vectors:
+    the same values, bit for bit, as the activation applied to the
+    unactivated output (NaN, +-Inf and values around 0 and 6 included); a
+    residual runs as a pass afterwards."""
     x = (rng.standard_normal((2, 5, 6, width)) * 4).astype(dtype)
-    x[0, 1, 2, 3], x[1, 2, 0, 5], x[0, 3, 4, 7] = np.nan, np.inf, -np.inf
+    x[0, 1, 2, 3], x[1, 2, 0, 5], x[0, 3, 4, 6] = np.nan, np.inf, -np.inf
     w = rng.standard_normal((5, 1, 3, 3)).astype(dtype)
     b = rng.standard_normal(5).astype(dtype)
     run = lambda act, res=None: _conv_impl(2, "conv2d", x, w, b, stride, 1, 1, 5, None, act,
-                                           algorithm="direct", residual=res)
+                                           algorithm=algorithm, residual=res)
     with np.errstate(all="ignore"):
         plain = run(None)
         relu = np.where(plain < 0, dtype(0), plain)

@@ -65,8 +65,8 @@ cdef extern from "conv_dw.h" nogil:
         FCNN_DW_VL_F64
     void fcnn_dw_rows_f32(const float* x, long planes, long in_h, long in_w, const float* w,
                           long kh, long kw, long sh, long sw, long ph, long pw, long dh,
-                          long dw, long out_w, long oh0, long oh1, long wp, float* buf,
-                          float* out)
+                          long dw, long out_w, long oh0, long oh1, long wp, int has_bias,
+                          const float* bias, int clamp, float lo, float hi, float* buf, float* out)
     void fcnn_dw3x3_plane_f32(float* y, const float* x, const float* zero, long in_h,
                               long in_w, long out_h, long out_w, long sh, long sw, long ph,
                               long pw, long lo, long hi, const float* w, float b)
@@ -88,8 +88,8 @@ cdef extern from "conv_dw.h" nogil:
                                 double b, int clamp, double lo, double hi, double* ws)
     void fcnn_dw_rows_f64(const double* x, long planes, long in_h, long in_w, const double* w,
                           long kh, long kw, long sh, long sw, long ph, long pw, long dh,
-                          long dw, long out_w, long oh0, long oh1, long wp, double* buf,
-                          double* out)
+                          long dw, long out_w, long oh0, long oh1, long wp, int has_bias,
+                          const double* bias, int clamp, double lo, double hi, double* buf, double* out)
 
 cnp.import_array()
 
@@ -775,16 +775,29 @@ cdef void _depthwise_task(const ConvGeom* g, const ConvPlan* plan, const floatin
     cdef const floating* xb = x + (n * g.in_channels + c0) * g.in_h * g.in_w
     cdef index_t c
     cdef floating* yrow
+    cdef floating lanes_bias[16]        # the block's biases, zero past its channels
+    # bias and ReLU / ReLU6 are applied in the kernel, on the channel vectors;
+    # a residual or another activation in a pass over the output rows after
+    cdef bint fused = res == NULL and (activation == ACT_NONE or activation == ACT_RELU
+                                       or activation == ACT_RELU6)
+    cdef int clamp = fused and activation != ACT_NONE
+    cdef floating lo = 0, hi = 6 if activation == ACT_RELU6 else INFINITY
+    for c in range(vl):
+        lanes_bias[c] = bias[c0 + c] if bias != NULL and c < planes else 0
     if floating is float:
         fcnn_dw_rows_f32(xb, planes, g.in_h, g.in_w, packed + cb * taps * vl, g.kernel_h,
                          g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dilation_h,
-                         g.dilation_w, g.out_w, oh0, oh1, plan.wq, scratch, out)
+                         g.dilation_w, g.out_w, oh0, oh1, plan.wq, fused and bias != NULL,
+                         lanes_bias, clamp, lo, hi, scratch, out)
     else:
         fcnn_dw_rows_f64(xb, planes, g.in_h, g.in_w, packed + cb * taps * vl, g.kernel_h,
                          g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dilation_h,
-                         g.dilation_w, g.out_w, oh0, oh1, plan.wq, scratch, out)
+                         g.dilation_w, g.out_w, oh0, oh1, plan.wq, fused and bias != NULL,
+                         lanes_bias, clamp, lo, hi, scratch, out)
     transpose(out, vl, count, planes, y + ((n * g.out_channels + c0) * g.out_h + oh0) * g.out_w,
               g.out_h * g.out_w)
+    if fused:
+        return
     for c in range(planes):
         yrow = y + ((n * g.out_channels + c0 + c) * g.out_h + oh0) * g.out_w
         bias_residual_activation(yrow, count, bias[c0 + c] if bias != NULL else 0,

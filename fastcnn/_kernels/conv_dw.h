@@ -23,27 +23,69 @@
 #define FCNN_DW_VL_F32 (FCNN_VEC_BYTES / 4)
 #define FCNN_DW_VL_F64 (FCNN_VEC_BYTES / 8)
 
+/* v clamped to [lo, hi]: the bound where v < lo or v > hi, else v, as the
+ * scalar epilogue's selects (NaN fails both comparisons and passes): the ReLU
+ * and ReLU6 epilogues applied in registers. */
+#define FCNN_DEFINE_DW_CLAMP(SUFFIX)                                                      \
+static inline fcnn_vec_##SUFFIX fcnn_dw_clamp_##SUFFIX(                                  \
+    fcnn_vec_##SUFFIX v, fcnn_vec_##SUFFIX lo, fcnn_vec_##SUFFIX hi)                     \
+{                                                                                        \
+    typedef fcnn_tr_mask_##SUFFIX mask;                                                  \
+    const mask below = v < lo, above = v > hi;                                           \
+    return (fcnn_vec_##SUFFIX)(((mask)v & ~(below | above)) | ((mask)lo & below)         \
+                               | ((mask)hi & above));                                    \
+}
+
+FCNN_DEFINE_DW_CLAMP(f32)
+FCNN_DEFINE_DW_CLAMP(f64)
+
+/* Output positions computed together by the channels-in-lanes kernel: enough
+ * independent sums to cover the FMA latency, few enough that they and the
+ * nine 3x3 weights stay in registers (32 vector registers with AVX-512, 16
+ * otherwise). */
+#define FCNN_DW_POSITIONS (FCNN_VEC_BYTES == 64 ? 8 : 4)
+
 /* out[p][lane] for output rows oh0 .. oh1 - 1 (p = (oh - oh0) * out_w + ow),
  * from a buffer whose row 0 is input row oh0 * sh - ph and column 0 is input
- * column -pw. Written with the kernel size as arguments so that calls with
- * constants (3x3) are unrolled with the weights held in registers. */
+ * column -pw. Positions go FCNN_DW_POSITIONS at a time, across row ends, each
+ * a sum of its taps in row-major order from zero; then the channels' biases
+ * (has_bias) and the clamp to [lo, hi] (clamp). Written with the kernel size
+ * as arguments so that calls with constants (3x3) are unrolled with the
+ * weights held in registers. */
 #define FCNN_DEFINE_DW_TAPS(SUFFIX, T)                                                    \
 static inline __attribute__((always_inline)) void fcnn_dw_taps_##SUFFIX(                 \
     const T *buf, long wp, const T *w, long kh, long kw, long sh, long sw, long dh,      \
-    long dw, long rows, long out_w, T *out)                                              \
+    long dw, long rows, long out_w, int has_bias, const T *bias, int clamp, T lo, T hi,  \
+    T *out)                                                                              \
 {                                                                                        \
-    enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                      \
-    for (long r = 0; r < rows; r++) {                                                    \
-        const T *base = buf + r * sh * wp * VL;                                          \
-        T *o = out + r * out_w * VL;                                                     \
-        for (long ow = 0; ow < out_w; ow++) {                                            \
-            const T *b = base + ow * sw * VL;                                            \
-            fcnn_vec_##SUFFIX acc = (fcnn_vec_##SUFFIX){0};                              \
-            for (long i = 0; i < kh; i++)                                                \
-                for (long j = 0; j < kw; j++)                                            \
-                    acc += *(const fcnn_vec_##SUFFIX *)(w + (i * kw + j) * VL)           \
-                         * *(const fcnn_vec_##SUFFIX *)(b + (i * dh * wp + j * dw) * VL); \
-            *(fcnn_vec_##SUFFIX *)(o + ow * VL) = acc;                                   \
+    enum { VL = FCNN_VEC_BYTES / sizeof(T), U = FCNN_DW_POSITIONS };                     \
+    typedef fcnn_vec_##SUFFIX vec;                                                       \
+    const vec bv = has_bias ? *(const vec *)bias : (vec){0};                             \
+    const vec lov = (vec){0} + lo, hiv = (vec){0} + hi;                                  \
+    const long count = rows * out_w;                                                     \
+    long r = 0, ow = 0;                                                                  \
+    for (long p = 0; p < count; p += U) {                                                \
+        const int n = count - p < U ? (int)(count - p) : U;                              \
+        const T *at[U];                                                                  \
+        vec acc[U];                                                                      \
+        for (int u = 0; u < U; u++) {       /* past the last position: the first again */ \
+            at[u] = u < n ? buf + (r * sh * wp + ow * sw) * VL : at[0];                  \
+            acc[u] = (vec){0};                                                           \
+            if (u < n && ++ow == out_w) {                                                \
+                ow = 0;                                                                  \
+                r++;                                                                     \
+            }                                                                            \
+        }                                                                                \
+        for (long i = 0; i < kh; i++)                                                    \
+            for (long j = 0; j < kw; j++) {                                              \
+                const vec wv = *(const vec *)(w + (i * kw + j) * VL);                    \
+                const long off = (i * dh * wp + j * dw) * VL;                            \
+                for (int u = 0; u < U; u++)                                              \
+                    acc[u] += wv * *(const vec *)(at[u] + off);                          \
+            }                                                                            \
+        for (int u = 0; u < n; u++) {                                                    \
+            vec v = has_bias ? acc[u] + bv : acc[u];                                     \
+            *(vec *)(out + (p + u) * VL) = clamp ? fcnn_dw_clamp_##SUFFIX(v, lov, hiv) : v; \
         }                                                                                \
     }                                                                                    \
 }
@@ -57,7 +99,7 @@ FCNN_DEFINE_DW_TAPS(SUFFIX, T)                                                  
 static inline void fcnn_dw_rows_##SUFFIX(                                                \
     const T *x, long planes, long in_h, long in_w, const T *w, long kh, long kw,         \
     long sh, long sw, long ph, long pw, long dh, long dw, long out_w, long oh0, long oh1, \
-    long wp, T *buf, T *out)                                                             \
+    long wp, int has_bias, const T *bias, int clamp, T lo, T hi, T *buf, T *out)         \
 {                                                                                        \
     enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                      \
     long ih0 = oh0 * sh - ph;                                                            \
@@ -93,11 +135,14 @@ static inline void fcnn_dw_rows_##SUFFIX(                                       
         }                                                                                \
     }                                                                                    \
     if (kh == 3 && kw == 3 && dh == 1 && dw == 1 && sw == 1)                             \
-        fcnn_dw_taps_##SUFFIX(buf, wp, w, 3, 3, sh, 1, 1, 1, oh1 - oh0, out_w, out);     \
+        fcnn_dw_taps_##SUFFIX(buf, wp, w, 3, 3, sh, 1, 1, 1, oh1 - oh0, out_w, has_bias, \
+                              bias, clamp, lo, hi, out);                                 \
     else if (kh == 3 && kw == 3 && dh == 1 && dw == 1 && sw == 2)                        \
-        fcnn_dw_taps_##SUFFIX(buf, wp, w, 3, 3, sh, 2, 1, 1, oh1 - oh0, out_w, out);     \
+        fcnn_dw_taps_##SUFFIX(buf, wp, w, 3, 3, sh, 2, 1, 1, oh1 - oh0, out_w, has_bias, \
+                              bias, clamp, lo, hi, out);                                 \
     else                                                                                 \
-        fcnn_dw_taps_##SUFFIX(buf, wp, w, kh, kw, sh, sw, dh, dw, oh1 - oh0, out_w, out); \
+        fcnn_dw_taps_##SUFFIX(buf, wp, w, kh, kw, sh, sw, dh, dw, oh1 - oh0, out_w,      \
+                              has_bias, bias, clamp, lo, hi, out);                       \
 }
 
 FCNN_DEFINE_DW_KERNEL(f32, float)
@@ -281,17 +326,6 @@ static inline void fcnn_dw3x3_rows_at_##SUFFIX(                                 
         r[i] = fcnn_dw3x3_row_##SUFFIX(x, in_h, in_w, first + i, pw, used, slot, ws, ring); \
     for (int i = 0; i < n_next; i++)                                                     \
         fcnn_dw3x3_row_##SUFFIX(x, in_h, in_w, next + i, pw, used, slot, ws, ring);      \
-}                                                                                        \
-                                                                                         \
-/* v clamped to [lo, hi]: the bound where v < lo or v > hi, else v (as the    */       \
-/* scalar epilogue's selects: NaN fails both comparisons and passes)        */          \
-static inline fcnn_vec_##SUFFIX fcnn_dw_clamp_##SUFFIX(                                  \
-    fcnn_vec_##SUFFIX v, fcnn_vec_##SUFFIX lo, fcnn_vec_##SUFFIX hi)                     \
-{                                                                                        \
-    typedef fcnn_tr_mask_##SUFFIX mask;                                                  \
-    const mask below = v < lo, above = v > hi;                                           \
-    return (fcnn_vec_##SUFFIX)(((mask)v & ~(below | above)) | ((mask)lo & below)         \
-                               | ((mask)hi & above));                                    \
 }                                                                                        \
                                                                                          \
 static inline void fcnn_dw3x3_store_##SUFFIX(T *y, long j, long out_w,                   \
