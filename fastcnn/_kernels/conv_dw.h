@@ -259,10 +259,11 @@ static inline long fcnn_dw3x3_slot(long out_w, long vl, long stride)
 /* lane l of the even (b = 0) or odd (b = 1) columns of two vectors */
 #define FCNN_DW_LANE(l, b, VL) (2 * (l) + (b))
 
-/* the zero row, the ring of eight rows and one vector for a row's last outputs */
+/* the zero row, the ring of eight rows and one vector for a row's last
+ * outputs, from the first vector-aligned element (so one more vector) */
 static inline long fcnn_dw3x3_workspace(long out_w, long vl, long stride)
 {
-    return 9 * fcnn_dw3x3_slot(out_w, vl, stride) + vl;
+    return 9 * fcnn_dw3x3_slot(out_w, vl, stride) + 2 * vl;
 }
 
 
@@ -272,6 +273,7 @@ static inline long fcnn_dw3x3_workspace(long out_w, long vl, long stride)
 #define FCNN_DW3X3_SETUP(SUFFIX, T, STRIDE)                                               \
     enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                            \
     typedef fcnn_vec_##SUFFIX vec;                                                       \
+    ws = (T *)(((uintptr_t)ws + FCNN_VEC_BYTES - 1) & ~(uintptr_t)(FCNN_VEC_BYTES - 1)); \
     const long slot = fcnn_dw3x3_slot(out_w, VL, STRIDE);                                \
     const long used = (out_w - 1) * (STRIDE) + 3;                                        \
     const vec w0 = (vec){0} + w[0], w1 = (vec){0} + w[1], w2 = (vec){0} + w[2];          \
@@ -281,9 +283,13 @@ static inline long fcnn_dw3x3_workspace(long out_w, long vl, long stride)
     T *tail = ws + 9 * slot;                                                             \
     long ring[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
 
+/* Each kernel row's three taps summed on their own, then the rows, then b: */
+/* three short chains of multiply-adds instead of one of nine, so the       */
+/* vectors waiting on them leave the scheduler room for the next outputs.   */
 #define FCNN_DW3X3_TAPS(V, a, b, c)                                                      \
-    (w0 * V(a, 0) + w1 * V(a, 1) + w2 * V(a, 2) + w3 * V(b, 0) + w4 * V(b, 1)             \
-     + w5 * V(b, 2) + w6 * V(c, 0) + w7 * V(c, 1) + w8 * V(c, 2) + bv)
+    ((((w0 * V(a, 0) + w1 * V(a, 1)) + w2 * V(a, 2))                                     \
+      + ((w3 * V(b, 0) + w4 * V(b, 1)) + w5 * V(b, 2)))                                  \
+     + ((w6 * V(c, 0) + w7 * V(c, 1)) + w8 * V(c, 2)) + bv)
 
 #define FCNN_DEFINE_DW3X3_ROWS(SUFFIX, T)                                                \
 /* dst[i] = src[i] for i < n, whole vectors then one at a time (a call to */           \
@@ -349,19 +355,26 @@ static __attribute__((noinline)) void fcnn_dw3x3_rows_##SUFFIX(                 
     long pw, const T *w, T b, int clamp, T lo, T hi, T *ws)                              \
 {                                                                                        \
     FCNN_DW3X3_SETUP(SUFFIX, T, 1)                                                       \
+    const fcnn_tr_mask_##SUFFIX by1 = FCNN_TR_LIST_##SUFFIX(FCNN_DW_SHIFT, 1);           \
+    const fcnn_tr_mask_##SUFFIX by2 = FCNN_TR_LIST_##SUFFIX(FCNN_DW_SHIFT, 2);           \
     for (long oh = 0; oh < out_h; oh += 2) {                                             \
         const T *r[4];                                                                   \
         fcnn_dw3x3_rows_at_##SUFFIX(x, in_h, in_w, oh - ph, 4, oh + 2 - ph,              \
                                     oh + 2 < out_h ? 4 : 0, pw, used, slot, ws, ring, r); \
         T *y0 = y + oh * out_w;                                                          \
         for (long j = 0; j < out_w; j += VL) {                                           \
+            vec t[4][3];                                                                 \
+            for (int i = 0; i < 4; i++) {                                                \
+                const vec cur = *(const vec *)(r[i] + j), next = *(const vec *)(r[i] + j + VL); \
+                t[i][0] = cur;                                                           \
+                t[i][1] = __builtin_shuffle(cur, next, by1);                             \
+                t[i][2] = __builtin_shuffle(cur, next, by2);                             \
+            }                                                                            \
             fcnn_dw3x3_store_##SUFFIX(y0, j, out_w,                                      \
-                FCNN_DW3X3_TAPS(FCNN_DW3X3_TAP, r[0] + j, r[1] + j, r[2] + j), tail,     \
-                clamp, lov, hiv);                                                        \
+                FCNN_DW3X3_TAPS(FCNN_DW3X3_TAP, t[0], t[1], t[2]), tail, clamp, lov, hiv); \
             if (oh + 1 < out_h)                                                          \
                 fcnn_dw3x3_store_##SUFFIX(y0 + out_w, j, out_w,                          \
-                    FCNN_DW3X3_TAPS(FCNN_DW3X3_TAP, r[1] + j, r[2] + j, r[3] + j), tail, \
-                    clamp, lov, hiv);                                                    \
+                    FCNN_DW3X3_TAPS(FCNN_DW3X3_TAP, t[1], t[2], t[3]), tail, clamp, lov, hiv); \
         }                                                                                \
     }                                                                                    \
 }                                                                                        \
@@ -376,24 +389,33 @@ static __attribute__((noinline)) void fcnn_dw3x3_rows_s2_##SUFFIX(              
     FCNN_DW3X3_SETUP(SUFFIX, T, 2)                                                       \
     const fcnn_tr_mask_##SUFFIX even = FCNN_TR_LIST_##SUFFIX(FCNN_DW_LANE, 0);           \
     const fcnn_tr_mask_##SUFFIX odd = FCNN_TR_LIST_##SUFFIX(FCNN_DW_LANE, 1);            \
+    const fcnn_tr_mask_##SUFFIX by1 = FCNN_TR_LIST_##SUFFIX(FCNN_DW_SHIFT, 1);           \
     for (long oh = 0; oh < out_h; oh++) {                                                \
         const T *r[3];                                                                   \
         fcnn_dw3x3_rows_at_##SUFFIX(x, in_h, in_w, 2 * oh - ph, 3, 2 * oh + 2 - ph,      \
                                     oh + 1 < out_h ? 3 : 0, pw, used, slot, ws, ring, r); \
-        for (long j = 0; j < out_w; j += VL)                                             \
+        for (long j = 0; j < out_w; j += VL) {                                           \
+            vec t[3][3];                                                                 \
+            for (int i = 0; i < 3; i++) {                                                \
+                const vec *v = (const vec *)(r[i] + 2 * j);                              \
+                t[i][0] = __builtin_shuffle(v[0], v[1], even);                           \
+                t[i][1] = __builtin_shuffle(v[0], v[1], odd);                            \
+                t[i][2] = __builtin_shuffle(t[i][0], __builtin_shuffle(v[2], v[3], even), by1); \
+            }                                                                            \
             fcnn_dw3x3_store_##SUFFIX(y + oh * out_w, j, out_w,                          \
-                FCNN_DW3X3_TAPS(FCNN_DW3X3_TAP2, r[0] + 2 * j, r[1] + 2 * j, r[2] + 2 * j), \
-                tail, clamp, lov, hiv);                                                  \
+                FCNN_DW3X3_TAPS(FCNN_DW3X3_TAP, t[0], t[1], t[2]), tail, clamp, lov, hiv); \
+        }                                                                                \
     }                                                                                    \
 }
 
-/* tap k (0, 1, 2) of the VL outputs whose window starts at padded column p:
- * stride 1 loads p + k; stride 2 takes the even (k = 0, 2) or odd (k = 1)
- * columns of the two vectors from p + k - k % 2 */
-#define FCNN_DW3X3_TAP(p, k) (*(const vec *)((p) + (k)))
-#define FCNN_DW3X3_TAP2(p, k)                                                             \
-    __builtin_shuffle(*(const vec *)((p) + (k) - (k) % 2),                               \
-                      *(const vec *)((p) + (k) - (k) % 2 + VL), (k) % 2 ? odd : even)
+/* tap k (0, 1, 2) of VL outputs: t[k] of their row, made from whole aligned
+ * vectors by shuffles (unaligned loads would straddle two cache lines): at
+ * stride 1 the row's vector shifted by k columns, at stride 2 the even
+ * (k = 0) or odd (k = 1) columns of the two vectors from the window's start,
+ * and for k = 2 the even columns shifted by one, the next vector's first
+ * even column coming in. */
+#define FCNN_DW_SHIFT(l, k, VL) ((l) + (k))
+#define FCNN_DW3X3_TAP(t, k) ((t)[k])
 
 FCNN_DEFINE_DW3X3_ROWS(f32, float)
 FCNN_DEFINE_DW3X3_ROWS(f64, double)
