@@ -394,13 +394,18 @@ static __attribute__((noinline)) void fcnn_dw3x3_rows_s2_##SUFFIX(              
         const T *r[3];                                                                   \
         fcnn_dw3x3_rows_at_##SUFFIX(x, in_h, in_w, 2 * oh - ph, 3, 2 * oh + 2 - ph,      \
                                     oh + 1 < out_h ? 3 : 0, pw, used, slot, ws, ring, r); \
+        vec evens[3];                       /* each row's even columns from 2 j */       \
+        for (int i = 0; i < 3; i++)                                                      \
+            evens[i] = __builtin_shuffle(((const vec *)r[i])[0], ((const vec *)r[i])[1], even); \
         for (long j = 0; j < out_w; j += VL) {                                           \
             vec t[3][3];                                                                 \
             for (int i = 0; i < 3; i++) {                                                \
                 const vec *v = (const vec *)(r[i] + 2 * j);                              \
-                t[i][0] = __builtin_shuffle(v[0], v[1], even);                           \
+                const vec next = __builtin_shuffle(v[2], v[3], even);                    \
+                t[i][0] = evens[i];                                                      \
                 t[i][1] = __builtin_shuffle(v[0], v[1], odd);                            \
-                t[i][2] = __builtin_shuffle(t[i][0], __builtin_shuffle(v[2], v[3], even), by1); \
+                t[i][2] = __builtin_shuffle(evens[i], next, by1);                        \
+                evens[i] = next;                                                         \
             }                                                                            \
             fcnn_dw3x3_store_##SUFFIX(y + oh * out_w, j, out_w,                          \
                 FCNN_DW3X3_TAPS(FCNN_DW3X3_TAP, t[0], t[1], t[2]), tail, clamp, lov, hiv); \
