@@ -23,6 +23,7 @@ from fastcnn._opinfo import info
 from fastcnn import _kernels
 from fastcnn._functional.conv import conv_padding, conv_run, ieee_safe
 from fastcnn._functional import conv_transpose as T
+from fastcnn._functional import pool as P
 from fastcnn._rewrite import Rewrite
 from fastcnn._validation import FUSABLE_ACTIVATIONS, conv_output_size, index_steps, ntuple
 
@@ -189,6 +190,10 @@ class _Executor:
             step = self._linear_step(node)
             if step is not None:
                 return step
+        if node.op in P.PLAN_OPS:
+            step = self._pool_step(node)
+            if step is not None:
+                return step
         return self._python_step(node)
 
     def _python_step(self, node):
@@ -352,6 +357,42 @@ class _Executor:
             x = x_fixed if x_fixed is not None else \
                 np.ascontiguousarray(get(x_desc, inputs)).reshape(rows, w.shape[1])
             _kernels._linear.linear(x, w, bias, y, act, _threads.get_num_threads())
+        return step
+
+    def _pool_step(self, node):
+        """Pooling with its arguments checked and its workspace allocated once:
+        the step only calls the kernel (a Python step would check them again on
+        every call, which costs most in a network whose weights have just
+        pushed that code out of the caches)."""
+        b = node.arguments()
+        if not b or b.get("out") is not None:
+            return None
+        nd = P.PLAN_OPS[node.op][0]
+        x_v = self._resolve(b["input"])
+        shape = tuple(x_v.shape)
+        if len(shape) == nd + 1:
+            shape = (1,) + shape
+        if len(shape) != nd + 2 or 0 in shape[1:]:
+            return None
+        bound = P.plan_kernel(node.op, shape, b)
+        if bound is None:
+            return None
+        out_shape, run = bound
+        y = self._value_array(node.outputs[0]).reshape(out_shape)
+        x_desc = self._getter(b["input"])
+        x_fixed = np.ascontiguousarray(x_desc[1]).reshape(shape) if x_desc[0] == "fixed" else None
+        dtype = np.float64 if node.op.startswith("adaptive") else y.dtype
+        workspace = [np.empty(run.workspace_size(self.num_threads), dtype)]
+        self.workspace_nbytes += workspace[0].nbytes
+        get = self._get
+
+        def step(inputs):
+            n = _threads.get_num_threads()
+            x = x_fixed if x_fixed is not None else \
+                np.ascontiguousarray(get(x_desc, inputs)).reshape(shape)
+            if workspace[0].size < run.workspace_size(n):
+                workspace[0] = np.empty(run.workspace_size(n), dtype)
+            run(x, y, None, n, workspace[0])
         return step
 
     # ------------------------------------------------------------ running

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+import fastcnn
 import fastcnn.functional as F
 from fastcnn import nn
 
@@ -317,3 +318,53 @@ def test_2x2_pools_over_whole_planes(shape, dtype, rng):
         np.testing.assert_array_equal(np.isnan(y), np.isnan(ref_avg))
     y = F.avg_pool2d(x, 2, divisor_override=3)
     assert_close(y, ref_avg * 4 / 3, 4)
+
+
+@pytest.mark.parametrize("layer,shape", [
+    (nn.MaxPool2d(3, 2, 1), (2, 3, 9, 11)),
+    (nn.MaxPool2d(2, ceil_mode=True), (1, 4, 7, 5)),
+    (nn.MaxPool1d(3, 2, 1, dilation=2), (2, 3, 12)),
+    (nn.MaxPool3d(2, 1), (1, 2, 4, 5, 3)),
+    (nn.AvgPool2d(3, 2, 1, count_include_pad=False), (2, 3, 9, 8)),
+    (nn.AvgPool2d(2, divisor_override=3), (1, 5, 6, 6)),
+    (nn.AvgPool1d(3, 2, 1, ceil_mode=True), (2, 3, 10)),
+    (nn.AvgPool3d(2), (1, 2, 4, 4, 4)),
+    (nn.LPPool2d(3, 2), (1, 3, 7, 7)),
+    (nn.LPPool1d(2.5, 3), (2, 3, 9)),
+    (nn.AdaptiveAvgPool2d(1), (2, 17, 7, 7)),
+    (nn.AdaptiveAvgPool2d((3, None)), (1, 3, 8, 5)),
+    (nn.AdaptiveAvgPool1d(4), (2, 3, 10)),
+    (nn.AdaptiveAvgPool3d((1, 2, 3)), (1, 2, 4, 5, 6)),
+    (nn.AdaptiveMaxPool2d((2, 3)), (2, 3, 7, 8)),
+    (nn.AdaptiveMaxPool1d(3), (1, 4, 10)),
+    (nn.AdaptiveMaxPool3d(2), (1, 2, 4, 4, 5)),
+])
+def test_compiled_plan_binds_pooling_once(layer, shape, rng):
+    """A plan runs pooling as a kernel call with its arguments checked and its
+    workspace allocated at compile time: the same results, bit for bit, as
+    the eager layer (NaN included), on every call and thread count."""
+    model = nn.Sequential(layer, nn.ReLU()).eval()
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.flat[3] = np.nan
+    plan = fastcnn.compile(model, shape)
+    expected = model(x)
+    np.testing.assert_array_equal(plan(x), expected)
+    np.testing.assert_array_equal(plan(x + 0), expected)
+    for got in run_threads(lambda: plan(x)):
+        np.testing.assert_array_equal(got, expected)
+    with plan._executor() as executor:
+        kinds = [step.__qualname__.split(".")[-3] for step in executor.steps]
+    assert "_pool_step" in kinds
+
+
+def test_compiled_plan_keeps_indices_pooling_as_called(rng):
+    class WithIndices(nn.Module):
+        def forward(self, x):
+            y, idx = F.max_pool2d(x, 2, return_indices=True)
+            return y + idx.astype(np.float32)
+    x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
+    model = WithIndices().eval()
+    plan = fastcnn.compile(model, x.shape)
+    np.testing.assert_array_equal(plan(x), model(x))
+    with plan._executor() as executor:
+        assert "_pool_step" not in [s.__qualname__.split(".")[-3] for s in executor.steps]

@@ -49,6 +49,26 @@ def _pool(nd, op, mode, input, kernel_size, stride, padding, dilation, ceil_mode
     check_float(x, op)
     x, unbatched = spatial_input(x, nd, op)
     _check_sizes(x, unbatched, op)
+    out_shape, run = _pool_kernel(nd, op, mode, x.shape, kernel_size, stride, padding, dilation,
+                                  ceil_mode, count_include_pad, divisor_override, norm_type)
+    if out is None:
+        y = np.empty(out_shape, x.dtype)
+    else:
+        y = check_out(out, out_shape[1:] if unbatched else out_shape, x.dtype, op, (x,))
+        y = y.reshape(out_shape)
+    indices = np.empty(out_shape, np.int64) if return_indices else None
+    run(contiguous(x), y, indices, _threads.get_num_threads())
+    result = (out if out is not None else (y[0] if unbatched else y))
+    if return_indices:
+        return result, (indices[0] if unbatched else indices)
+    return result
+
+
+def _pool_kernel(nd, op, mode, shape, kernel_size, stride, padding, dilation, ceil_mode,
+                 count_include_pad=True, divisor_override=None, norm_type=2.0):
+    """The pooling of a batched input of this shape, its arguments checked
+    once: (output shape, run), run(x, y, indices, num_threads, workspace=None)
+    calling the kernel (a compiled plan binds one and keeps its workspace)."""
     kernel = ntuple(kernel_size, nd, op, "kernel_size", minimum=1)
     stride = kernel if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) \
         else ntuple(stride, nd, op, "stride", minimum=1)
@@ -62,7 +82,7 @@ def _pool(nd, op, mode, input, kernel_size, stride, padding, dilation, ceil_mode
         divisor_override = ntuple(divisor_override, 1, op, "divisor_override")[0]
         if divisor_override == 0:
             raise ValueError(f"{op}: divisor must be not zero")
-    spatial = x.shape[2:]
+    spatial = shape[2:]
     if nd == 3 and mode == _AVG and any(s < k for s, k in zip(spatial, kernel)):
         # PyTorch's avg_pool3d (not its 1-D and 2-D forms) wants the input no smaller than the kernel
         raise ValueError(f"{op}: input image (T: {spatial[0]} H: {spatial[1]} W: {spatial[2]}) "
@@ -71,28 +91,20 @@ def _pool(nd, op, mode, input, kernel_size, stride, padding, dilation, ceil_mode
     out_sp = tuple(pool_output_size(s, k, st, p, d, ceil_mode)
                    for s, k, st, p, d in zip(spatial, kernel, stride, pads, dilation))
     if min(out_sp) < 1:
-        raise ValueError(f"{op}: Given input size: ({'x'.join(map(str, x.shape[1:]))}). "
-                         f"Calculated output size: ({'x'.join(map(str, x.shape[1:2] + out_sp))}). "
+        raise ValueError(f"{op}: Given input size: ({'x'.join(map(str, shape[1:]))}). "
+                         f"Calculated output size: ({'x'.join(map(str, shape[1:2] + out_sp))}). "
                          f"Output size is too small")
     stride, dilation = index_steps(op, spatial, kernel, stride, pads, pads, dilation, out_sp)
-    out_shape = x.shape[:2] + out_sp
-    if out is None:
-        y = np.empty(out_shape, x.dtype)
-    else:
-        y = check_out(out, out_shape[1:] if unbatched else out_shape, x.dtype, op, (x,))
-        y = y.reshape(out_shape)
-    indices = np.empty(out_shape, np.int64) if return_indices else None
-    planes = x.shape[0] * x.shape[1]
-    if planes and math.prod(spatial):
-        x = contiguous(x)
-        geom = ((planes,) + _as_3d(spatial, 1) + _as_3d(out_sp, 1) + _as_3d(kernel, 1)
-                + _as_3d(stride, 1) + _as_3d(pads, 0) + _as_3d(dilation, 1))
-        _kernels._pool.pool(geom, mode, bool(count_include_pad), divisor_override or 0, float(norm_type),
-                   x, y, indices, _threads.get_num_threads())
-    result = (out if out is not None else (y[0] if unbatched else y))
-    if return_indices:
-        return result, (indices[0] if unbatched else indices)
-    return result
+    planes = shape[0] * shape[1]
+    geom = ((planes,) + _as_3d(spatial, 1) + _as_3d(out_sp, 1) + _as_3d(kernel, 1)
+            + _as_3d(stride, 1) + _as_3d(pads, 0) + _as_3d(dilation, 1))
+    settings = (mode, bool(count_include_pad), divisor_override or 0, float(norm_type))
+
+    def run(x, y, indices, num_threads, workspace=None):
+        if planes and math.prod(spatial):
+            _kernels._pool.pool(geom, *settings, x, y, indices, num_threads, workspace)
+    run.workspace_size = lambda num_threads: _kernels._pool.pool_workspace(geom, num_threads)
+    return tuple(shape[:2]) + out_sp, run
 
 
 @traceable("max_pool1d")
@@ -174,12 +186,28 @@ def _adaptive(nd, op, is_max, input, output_size, return_indices=False, out=None
     x = as_array(input, op)
     check_float(x, op)
     x, unbatched = spatial_input(x, nd, op)
-    spatial = x.shape[2:]
+    out_shape, run = _adaptive_kernel(nd, op, is_max, x.shape, output_size, unbatched)
+    if out is None:
+        y = np.empty(out_shape, x.dtype)
+    else:
+        y = check_out(out, out_shape[1:] if unbatched else out_shape, x.dtype, op, (x,))
+        y = y.reshape(out_shape)
+    indices = np.empty(out_shape, np.int64) if return_indices else None
+    run(contiguous(x), y, indices, _threads.get_num_threads())
+    result = out if out is not None else (y[0] if unbatched else y)
+    if return_indices:
+        return result, (indices[0] if unbatched else indices)
+    return result
+
+
+def _adaptive_kernel(nd, op, is_max, shape, output_size, unbatched=False):
+    """As _pool_kernel, for adaptive pooling of a batched input of this shape."""
+    spatial = shape[2:]
     # PyTorch's rule: non-empty spatial axes; a batched input's channels too
     # for max pooling and in 3-D
-    if 0 in spatial or (x.shape[1] == 0 and not unbatched and (is_max or nd == 3)):
+    if 0 in spatial or (shape[1] == 0 and not unbatched and (is_max or nd == 3)):
         raise ValueError(f"{op}: expected an input with non-zero sizes for non-batch "
-                         f"dimensions, got shape {shape_str(x.shape[1:] if unbatched else x.shape)}")
+                         f"dimensions, got shape {shape_str(shape[1:] if unbatched else shape)}")
     # As PyTorch: an int, or one entry per spatial axis; None entries (keep
     # that axis's size) only in 2-D and 3-D.
     if isinstance(output_size, (list, tuple)):
@@ -197,22 +225,42 @@ def _adaptive(nd, op, is_max, input, output_size, return_indices=False, out=None
     sizes = ntuple(sizes, nd, op, "output_size")
     if any(o <= 0 for o in sizes):
         raise ValueError(f"{op}: output_size must be positive, got {sizes}")
-    out_shape = x.shape[:2] + sizes
-    if out is None:
-        y = np.empty(out_shape, x.dtype)
-    else:
-        y = check_out(out, out_shape[1:] if unbatched else out_shape, x.dtype, op, (x,))
-        y = y.reshape(out_shape)
-    indices = np.empty(out_shape, np.int64) if return_indices else None
-    planes = x.shape[0] * x.shape[1]
-    if planes:
-        x = contiguous(x)
-        _kernels._pool.adaptive((planes,) + _as_3d(spatial, 1) + _as_3d(sizes, 1), is_max, x, y,
-                       indices, _threads.get_num_threads())
-    result = out if out is not None else (y[0] if unbatched else y)
-    if return_indices:
-        return result, (indices[0] if unbatched else indices)
-    return result
+    planes = shape[0] * shape[1]
+    geom = (planes,) + _as_3d(spatial, 1) + _as_3d(sizes, 1)
+
+    def run(x, y, indices, num_threads, workspace=None):
+        if planes:
+            _kernels._pool.adaptive(geom, is_max, x, y, indices, num_threads, workspace)
+    run.workspace_size = lambda num_threads: _kernels._pool.adaptive_workspace_size(
+        geom[3], num_threads)
+    return tuple(shape[:2]) + sizes, run
+
+
+# What a compiled plan binds for each pooling op: (spatial axes, kind), kind
+# a pooling mode or "adaptive_max" / "adaptive_avg".
+PLAN_OPS = {"max_pool1d": (1, _MAX), "max_pool2d": (2, _MAX), "max_pool3d": (3, _MAX),
+            "avg_pool1d": (1, _AVG), "avg_pool2d": (2, _AVG), "avg_pool3d": (3, _AVG),
+            "lp_pool1d": (1, _LP), "lp_pool2d": (2, _LP),
+            "adaptive_avg_pool1d": (1, "adaptive_avg"), "adaptive_avg_pool2d": (2, "adaptive_avg"),
+            "adaptive_avg_pool3d": (3, "adaptive_avg"), "adaptive_max_pool1d": (1, "adaptive_max"),
+            "adaptive_max_pool2d": (2, "adaptive_max"), "adaptive_max_pool3d": (3, "adaptive_max")}
+
+
+def plan_kernel(op, shape, arguments):
+    """For a compiled plan: pooling `op` (one of PLAN_OPS, its arguments by
+    name as the call gave them) over a batched input of this shape, checked
+    once; (output shape, run) as _pool_kernel, or None where the plan runs
+    the op as called (indices asked for)."""
+    nd, kind = PLAN_OPS[op]
+    if arguments.get("return_indices"):
+        return None
+    if kind in ("adaptive_avg", "adaptive_max"):
+        return _adaptive_kernel(nd, op, kind == "adaptive_max", shape, arguments["output_size"])
+    get = arguments.get
+    norm = _check_norm(get("norm_type"), op) if kind == _LP else 2.0
+    return _pool_kernel(nd, op, kind, shape, get("kernel_size"), get("stride"),
+                        get("padding", 0), get("dilation", 1), get("ceil_mode", False),
+                        get("count_include_pad", True), get("divisor_override"), norm)
 
 
 @traceable("adaptive_avg_pool1d")

@@ -794,20 +794,37 @@ cdef void adaptive_forward_f64(index_t planes, index_t in_d, index_t in_h, index
 
 # ---------------------------------------------------------------- Python entry
 
-def pool(tuple geom, int mode, bint count_include_pad, index_t divisor_override,
-         double norm_type, cnp.ndarray x, cnp.ndarray y, object indices, int num_threads):
-    """y (and int64 indices) = pooling of x, both C-contiguous (planes, D, H, W)."""
-    cdef PoolGeom g
+cdef void _geom_from_tuple(tuple geom, PoolGeom* g):
     (g.planes, g.in_d, g.in_h, g.in_w, g.out_d, g.out_h, g.out_w,
      g.kernel_d, g.kernel_h, g.kernel_w, g.stride_d, g.stride_h, g.stride_w,
      g.pad_d, g.pad_h, g.pad_w, g.dilation_d, g.dilation_h, g.dilation_w) = geom
+
+
+def pool_workspace(tuple geom, int num_threads):
+    """Elements (of the input's dtype) of the workspace pool() needs."""
+    cdef PoolGeom g
+    _geom_from_tuple(geom, &g)
+    return pool_workspace_per_thread(&g) * num_threads
+
+
+def pool(tuple geom, int mode, bint count_include_pad, index_t divisor_override,
+         double norm_type, cnp.ndarray x, cnp.ndarray y, object indices, int num_threads,
+         object workspace=None):
+    """y (and int64 indices) = pooling of x, both C-contiguous (planes, D, H, W).
+    workspace: at least pool_workspace(geom, num_threads) elements of x's
+    dtype (compiled plans keep one), or None to allocate it."""
+    cdef PoolGeom g
+    _geom_from_tuple(geom, &g)
     g.mode = mode
     g.count_include_pad = count_include_pad
     g.divisor_override = divisor_override
     g.norm_type = norm_type
     cdef int64_t* ip = NULL if indices is None else <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>indices)
     cdef index_t ws_per_thread = pool_workspace_per_thread(&g)
-    cdef cnp.ndarray ws = np.empty(ws_per_thread * num_threads, dtype=x.dtype)
+    cdef cnp.ndarray ws = workspace if (
+        workspace is not None and workspace.dtype == x.dtype
+        and workspace.size >= ws_per_thread * num_threads) else \
+        np.empty(ws_per_thread * num_threads, dtype=x.dtype)
     cdef void* xp = cnp.PyArray_DATA(x)
     cdef void* yp = cnp.PyArray_DATA(y)
     cdef void* wp = cnp.PyArray_DATA(ws)
@@ -819,15 +836,25 @@ def pool(tuple geom, int mode, bint count_include_pad, index_t divisor_override,
             _pool_forward(&g, <double*>xp, <double*>yp, ip, <double*>wp, ws_per_thread, num_threads)
 
 
+def adaptive_workspace_size(index_t in_w, int num_threads):
+    """Elements (float64) of the workspace adaptive() needs."""
+    return adaptive_workspace(in_w, num_threads)
+
+
 def adaptive(tuple sizes, bint is_max, cnp.ndarray x, cnp.ndarray y, object indices,
-             int num_threads):
-    """Adaptive average or max pooling over planes; sizes = (planes, in d h w, out d h w)."""
+             int num_threads, object workspace=None):
+    """Adaptive average or max pooling over planes; sizes = (planes, in d h w, out d h w).
+    workspace: at least adaptive_workspace_size(in_w, num_threads) float64
+    elements, or None to allocate it."""
     cdef index_t planes, in_d, in_h, in_w, out_d, out_h, out_w
     planes, in_d, in_h, in_w, out_d, out_h, out_w = sizes
     cdef int64_t* ip = NULL if indices is None else <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>indices)
     cdef void* xp = cnp.PyArray_DATA(x)
     cdef void* yp = cnp.PyArray_DATA(y)
-    cdef cnp.ndarray ws = np.empty(adaptive_workspace(in_w, num_threads), np.float64)
+    cdef cnp.ndarray ws = workspace if (
+        workspace is not None and workspace.dtype == np.float64
+        and workspace.size >= adaptive_workspace(in_w, num_threads)) else \
+        np.empty(adaptive_workspace(in_w, num_threads), np.float64)
     cdef double* wp = <double*>cnp.PyArray_DATA(ws)
     if x.dtype.num == cnp.NPY_FLOAT32:
         with nogil:
