@@ -558,6 +558,25 @@ def test_either_dispatch_matches_the_reference(dispatch, small_gemm, x_shape, w_
         np.testing.assert_array_equal(other, got[0])
 
 
+@pytest.mark.parametrize("n, l2_kib, blocks", [(8, 128, 2), (9, 128, 2), (8, 2048, 1)])
+def test_gemm_1x1_splits_weights_larger_than_half_of_l2(dispatch, n, l2_kib, blocks, rng):
+    """Over enough images, a 1x1 layer whose weights exceed half of L2 runs
+    in blocks of output channels (each kept in L2 across the images): the
+    same results as the reference, bit-identical for any thread count."""
+    dispatch.set_cache_sizes(48 * 1024, l2_kib * 1024)
+    x = rng.standard_normal((n, 300, 5, 6)).astype(np.float32)
+    w = rng.standard_normal((70, 300, 1, 1)).astype(np.float32)      # 82 KiB
+    b = rng.standard_normal(70).astype(np.float32)
+    geom = _geometry(x.shape, w.shape, 1, 0, 1, 1)
+    assert dispatch.plan(geom, "gemm_1x1", 4)[2] == n * blocks       # tasks: images x blocks
+    run = lambda: _conv_impl(2, "conv2d", x, w, b, 1, 0, 1, 1, None, "relu",
+                             algorithm="gemm_1x1")
+    got = run_threads(run)
+    assert_close(got[0], ACTIVATIONS["relu"](conv_nd(x, w, b, 1, 0)), 300)
+    for other in got[1:]:
+        np.testing.assert_array_equal(other, got[0])
+
+
 @pytest.mark.parametrize("n", [1, 3])
 def test_blocked_oc_unpacked_packs_each_call(n, rng):
     """Each thread keeps the channel block it packed last and reuses it for

@@ -316,7 +316,7 @@ cdef ConvPlan _make_plan(const ConvGeom* g, int algorithm, index_t itemsize) noe
     cdef index_t m_group = g.out_channels // g.groups
     cdef index_t k = cin_group * g.kernel_d * g.kernel_h * g.kernel_w
     cdef index_t positions = g.out_d * g.out_h * g.out_w
-    cdef index_t units, tile, work
+    cdef index_t units, tile, work, parts
     p.algorithm = algorithm
     p.workspace_per_thread = 0
     p.workspace_shared = 0
@@ -381,6 +381,14 @@ cdef ConvPlan _make_plan(const ConvGeom* g, int algorithm, index_t itemsize) noe
                         and units * k * p.col_tile * itemsize <= SHARED_COL_BYTES)
         if p.shared_col or algorithm == CONV_GEMM_1X1:
             p.m_block = max(16, _round_up(_ceil_div(m_group, MIN_TASKS), 16))
+    elif algorithm == CONV_GEMM_1X1 and units > 1:
+        # Weights larger than half of L2 (late 1x1 layers, over several
+        # images or tiles): blocks of output channels whose weights stay in
+        # L2 while a thread's consecutive tasks take them over every image
+        # and tile, instead of streaming them all in again for each.
+        parts = _ceil_div(m_group * k * itemsize, _l2_bytes // 2)
+        if parts > 1:
+            p.m_block = max(16, _round_up(_ceil_div(m_group, parts), 16))
     p.n_m_blocks = _ceil_div(m_group, p.m_block)
     p.n_tasks = units * p.n_m_blocks
     if algorithm == CONV_IM2COL:
