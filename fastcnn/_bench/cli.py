@@ -115,7 +115,8 @@ def cap_isa(isa):
         fastcnn.set_max_isa(isa)
     except ValueError as exc:
         sys.exit(f"fastcnn bench: --isa {isa}: {exc}")
-    if os.environ.get("FASTCNN_MAX_ISA") != isa:
+    best = _kernels._isa.choose(_kernels.TABLE, _kernels.BUILT, _kernels.FEATURES)[0]
+    if isa != best and os.environ.get("FASTCNN_MAX_ISA") != isa:
         print(f"note: OpenBLAS runs the kernels it loaded with ({_config.blas_line()}); "
               f"FASTCNN_MAX_ISA={isa} in the environment caps them too")
 
