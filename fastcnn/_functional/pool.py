@@ -49,8 +49,16 @@ def _pool(nd, op, mode, input, kernel_size, stride, padding, dilation, ceil_mode
     check_float(x, op)
     x, unbatched = spatial_input(x, nd, op)
     _check_sizes(x, unbatched, op)
-    out_shape, run = _pool_kernel(nd, op, mode, x.shape, kernel_size, stride, padding, dilation,
-                                  ceil_mode, count_include_pad, divisor_override, norm_type)
+    bound = _pool_kernel(nd, op, mode, x.shape, kernel_size, stride, padding, dilation,
+                         ceil_mode, count_include_pad, divisor_override, norm_type)
+    return _run(op, x, unbatched, bound, return_indices, out)
+
+
+def _run(op, x, unbatched, bound, return_indices, out):
+    """Run a bound pooling, (output shape, run), on the batched input x: the
+    result in `out` or a new array, with int64 indices if asked for; an
+    unbatched input gives unbatched results."""
+    out_shape, run = bound
     if out is None:
         y = np.empty(out_shape, x.dtype)
     else:
@@ -58,7 +66,7 @@ def _pool(nd, op, mode, input, kernel_size, stride, padding, dilation, ceil_mode
         y = y.reshape(out_shape)
     indices = np.empty(out_shape, np.int64) if return_indices else None
     run(contiguous(x), y, indices, _threads.get_num_threads())
-    result = (out if out is not None else (y[0] if unbatched else y))
+    result = out if out is not None else (y[0] if unbatched else y)
     if return_indices:
         return result, (indices[0] if unbatched else indices)
     return result
@@ -186,18 +194,8 @@ def _adaptive(nd, op, is_max, input, output_size, return_indices=False, out=None
     x = as_array(input, op)
     check_float(x, op)
     x, unbatched = spatial_input(x, nd, op)
-    out_shape, run = _adaptive_kernel(nd, op, is_max, x.shape, output_size, unbatched)
-    if out is None:
-        y = np.empty(out_shape, x.dtype)
-    else:
-        y = check_out(out, out_shape[1:] if unbatched else out_shape, x.dtype, op, (x,))
-        y = y.reshape(out_shape)
-    indices = np.empty(out_shape, np.int64) if return_indices else None
-    run(contiguous(x), y, indices, _threads.get_num_threads())
-    result = out if out is not None else (y[0] if unbatched else y)
-    if return_indices:
-        return result, (indices[0] if unbatched else indices)
-    return result
+    bound = _adaptive_kernel(nd, op, is_max, x.shape, output_size, unbatched)
+    return _run(op, x, unbatched, bound, return_indices, out)
 
 
 def _adaptive_kernel(nd, op, is_max, shape, output_size, unbatched=False):
