@@ -493,6 +493,25 @@ def test_weight_gradient_paths_match_torch(cout, kernel, stride, padding, dilati
     np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
 
 
+@pytest.mark.parametrize("shape, cout, kernel, stride, padding", [
+    ((5, 64, 13, 13), 32, 3, 1, 1),          # chunks of 256 positions start mid-row, mid-image
+    ((4, 130, 9, 23), 20, (3, 2), (1, 2), (1, 0))])
+def test_weight_gradient_over_several_column_chunks(shape, cout, kernel, stride, padding):
+    """The im2col weight gradient builds its columns chunk by chunk of output
+    positions; chunks that start inside a row and an image give torch's
+    gradient."""
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((cout, shape[1]) + ((kernel,) * 2 if isinstance(kernel, int)
+                                                else kernel))
+    y = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w), None, stride, padding)
+    gy = rng.standard_normal(tuple(y.shape))
+    want = torch.nn.grad.conv2d_weight(torch.tensor(x), w.shape, torch.tensor(gy), stride,
+                                       padding).numpy()
+    assert y.shape[0] * y.shape[2] * y.shape[3] > 256
+    np.testing.assert_allclose(G.conv2d_weight(x, w.shape, gy, stride, padding), want,
+                               atol=1e-11, rtol=1e-11)
+
+
 @pytest.mark.parametrize("kw", [dict(kernel_size=2), dict(kernel_size=(2, 3), stride=(3, 4)),
                                 dict(kernel_size=3, stride=2, padding=1),
                                 dict(kernel_size=(2, 3), stride=1, dilation=2, ceil_mode=True),

@@ -275,21 +275,22 @@ cdef void _im2col_range(const floating* x, floating* cols, Geom g, index_t first
             th = (t // g.kernel[2]) % g.kernel[1]
             tw = t % g.kernel[2]
             dst = cols + row * count
+            # the chunk's first position, then advanced run by run (no divisions per run)
+            img = first // positions
+            pos = first - img * positions
+            o01 = pos // g.out[2]
+            o2s = pos - o01 * g.out[2]
+            o0 = o01 // g.out[1]
+            o1 = o01 - o0 * g.out[1]
+            i2 = o2s * g.stride[2] + tw * g.dilation[2] - g.pad[2]
             q = first
             while q < first + count:
-                img = q // positions
-                pos = q - img * positions
-                o01 = pos // g.out[2]
-                o2s = pos - o01 * g.out[2]
-                o0 = o01 // g.out[1]
-                o1 = o01 - o0 * g.out[1]
                 run = min(g.out[2] - o2s, first + count - q)
                 i0 = o0 * g.stride[0] + td * g.dilation[0] - g.pad[0]
                 i1 = o1 * g.stride[1] + th * g.dilation[1] - g.pad[1]
                 row_ok = 0 <= i0 < g.size[0] and 0 <= i1 < g.size[1]
                 src = x + (img * g.channels + c) * plane + (i0 * g.size[1] + i1) * g.size[2]
                 # the run's positions j with 0 <= i2 < size: [lo, hi)
-                i2 = o2s * g.stride[2] + tw * g.dilation[2] - g.pad[2]
                 lo = 0 if i2 >= 0 else min(run, (-i2 + g.stride[2] - 1) // g.stride[2])
                 hi = 0 if i2 >= g.size[2] else min(run, (g.size[2] - i2 + g.stride[2] - 1)
                                                    // g.stride[2])
@@ -306,6 +307,16 @@ cdef void _im2col_range(const floating* x, floating* cols, Geom g, index_t first
                 for j in range(max(lo, hi), run):
                     dst[q - first + j] = 0
                 q = q + run
+                # the next run starts a row of the last output axis
+                o2s = 0
+                i2 = tw * g.dilation[2] - g.pad[2]
+                o1 = o1 + 1
+                if o1 == g.out[1]:
+                    o1 = 0
+                    o0 = o0 + 1
+                    if o0 == g.out[0]:
+                        o0 = 0
+                        img = img + 1
 
 
 cdef void _conv_weight(const floating* x, const floating* rows, floating* gw, floating* gwt,
