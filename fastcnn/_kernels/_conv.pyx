@@ -694,6 +694,12 @@ cdef inline void _direct_plane_3x3_wide(const ConvGeom* g, const floating* xc,
             yp[oh * g.out_w + c] = wide[oh * wp + c]
 
 
+cdef inline double _clamp_top(int activation) noexcept nogil:
+    """The upper bound of the clamp the depthwise kernels apply for ReLU
+    (none) and ReLU6 (6); their lower bound is 0."""
+    return 6 if activation == ACT_RELU6 else INFINITY
+
+
 cdef inline void _direct_plane_3x3_rows(const ConvGeom* g, const floating* xc,
                                         const floating* wk, floating b, floating* yp,
                                         floating* ws, int activation) noexcept nogil:
@@ -701,7 +707,7 @@ cdef inline void _direct_plane_3x3_rows(const ConvGeom* g, const floating* xc,
     zero-padded rows (conv_dw.h), with ReLU or ReLU6 (or no activation)
     applied as each vector is stored."""
     cdef int clamp = activation == ACT_RELU or activation == ACT_RELU6
-    cdef floating lo = 0, hi = 6 if activation == ACT_RELU6 else INFINITY
+    cdef floating lo = 0, hi = _clamp_top(activation)
     if floating is float:
         (fcnn_dw3x3_rows_s2_f32 if g.stride_w == 2 else fcnn_dw3x3_rows_f32)(
             yp, xc, g.in_h, g.in_w, g.out_h, g.out_w, g.pad_h, g.pad_w, wk, b, clamp, lo, hi,
@@ -789,7 +795,7 @@ cdef void _depthwise_task(const ConvGeom* g, const ConvPlan* plan, const floatin
     cdef bint fused = res == NULL and (activation == ACT_NONE or activation == ACT_RELU
                                        or activation == ACT_RELU6)
     cdef int clamp = fused and activation != ACT_NONE
-    cdef floating lo = 0, hi = 6 if activation == ACT_RELU6 else INFINITY
+    cdef floating lo = 0, hi = _clamp_top(activation)
     for c in range(vl):
         lanes_bias[c] = bias[c0 + c] if bias != NULL and c < planes else 0
     if floating is float:
