@@ -10,6 +10,7 @@ FASTCNN_MARCH=native builds a single target tuned to the building machine
 instead (a machine-local build; it may not run on other CPUs). GEMM is not
 compiled here: it runs in SciPy's OpenBLAS, which picks its kernels at run time.
 """
+import glob
 import os
 import platform
 import sys
@@ -36,6 +37,8 @@ DIRECTIVES = {
     "embedsignature": True,
 }
 INCLUDE_DIRS = [numpy.get_include(), "fastcnn/_kernels", "include"]
+# The C headers the kernels include: a change to one rebuilds every module.
+HEADERS = sorted(glob.glob("fastcnn/_kernels/*.h") + glob.glob("include/*.h"))
 MACROS = [("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
 
 # Process-wide state and run-time queries: built once, for the baseline, and
@@ -57,9 +60,10 @@ def targets():
     return _isa.build_targets(platform.machine())
 
 
-def extension(name, source, flags):
+def extension(name, source, flags, depends=()):
     return Extension(name, [source], include_dirs=INCLUDE_DIRS, define_macros=MACROS,
-                     extra_compile_args=COMMON_ARGS + flags, extra_link_args=LINK_ARGS)
+                     extra_compile_args=COMMON_ARGS + flags, extra_link_args=LINK_ARGS,
+                     depends=list(depends) + HEADERS)
 
 
 def write_if_changed(path, text):
@@ -106,7 +110,9 @@ for target, flags in build_targets:
     for module in PER_TARGET:
         leaf = module.rsplit(".", 1)[1]
         wrapper = target_wrapper(target, module, by_name[module])
-        extensions.append(extension(f"fastcnn._kernels.{target}.{leaf}", wrapper, flags))
+        # the wrapper only includes the Cython output: rebuild when that changes
+        extensions.append(extension(f"fastcnn._kernels.{target}.{leaf}", wrapper, flags,
+                                    depends=[by_name[module]]))
 
 # Recorded so show_config() can report how the kernels were built.
 with open(os.path.join("fastcnn", "_build_info.py"), "w") as fh:

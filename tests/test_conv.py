@@ -560,9 +560,11 @@ def test_either_dispatch_matches_the_reference(dispatch, small_gemm, x_shape, w_
 
 @pytest.mark.parametrize("n, l2_kib, blocks", [(8, 128, 2), (9, 128, 2), (8, 2048, 1)])
 def test_gemm_1x1_splits_weights_larger_than_half_of_l2(dispatch, n, l2_kib, blocks, rng):
-    """Over enough images, a 1x1 layer whose weights exceed half of L2 runs
-    in blocks of output channels (each kept in L2 across the images): the
-    same results as the reference, bit-identical for any thread count."""
+    """With a small-matrix GEMM, over enough images, a 1x1 layer whose
+    weights exceed half of L2 runs in blocks of output channels (each kept
+    in L2 across the images): the same results as the reference,
+    bit-identical for any thread count."""
+    dispatch.set_blas_small_gemm(True)
     dispatch.set_cache_sizes(48 * 1024, l2_kib * 1024)
     x = rng.standard_normal((n, 300, 5, 6)).astype(np.float32)
     w = rng.standard_normal((70, 300, 1, 1)).astype(np.float32)      # 82 KiB
@@ -573,6 +575,30 @@ def test_gemm_1x1_splits_weights_larger_than_half_of_l2(dispatch, n, l2_kib, blo
                              algorithm="gemm_1x1")
     got = run_threads(run)
     assert_close(got[0], ACTIVATIONS["relu"](conv_nd(x, w, b, 1, 0)), 300)
+    for other in got[1:]:
+        np.testing.assert_array_equal(other, got[0])
+
+
+@pytest.mark.parametrize("n, cin, cout, hw, tasks", [
+    (1, 1024, 512, (28, 28), 8),      # one up-convolution phase: 8 large tiles
+    (1, 160, 960, (7, 7), 2),         # few positions: the output channels split in 2
+    (8, 64, 33, (5, 7), 8),           # one tile per image
+    (1, 7, 5, (3, 2), 2),             # tiny: at least 2 (one per thread of 2)
+])
+def test_gemm_1x1_with_a_packing_blas_issues_few_large_tiles(dispatch, n, cin, cout, hw,
+                                                            tasks, rng):
+    """A BLAS that packs its operands on every call (no small-matrix GEMM)
+    gets a few large tiles per layer, as many as the work needs (at most 8),
+    from the shape alone: the same results as the reference, bit-identical
+    for any thread count."""
+    dispatch.set_blas_small_gemm(False)
+    x = rng.standard_normal((n, cin) + hw).astype(np.float32)
+    w = rng.standard_normal((cout, cin, 1, 1)).astype(np.float32)
+    geom = _geometry(x.shape, w.shape, 1, 0, 1, 1)
+    assert dispatch.plan(geom, "gemm_1x1", 4)[2] == tasks
+    got = run_threads(lambda: _conv_impl(2, "conv2d", x, w, None, 1, 0, 1, 1, None, None,
+                                         algorithm="gemm_1x1"))
+    assert_close(got[0], conv_nd(x, w, None, 1, 0), cin)
     for other in got[1:]:
         np.testing.assert_array_equal(other, got[0])
 

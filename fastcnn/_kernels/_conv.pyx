@@ -19,7 +19,7 @@ cdef extern from *:
     void __builtin_prefetch(const void* addr, int rw, int locality) nogil
 
 from fastcnn._kernels._typedefs cimport floating, index_t
-from fastcnn._kernels._blas cimport gemm, blas_enter, blas_leave
+from fastcnn._kernels._blas cimport gemm, blas_enter, blas_leave, gemm_tasks, gemm_tiles
 from fastcnn._kernels._activation cimport ACT_NONE, ACT_RELU, ACT_RELU6, bias_residual_activation
 from libc.math cimport INFINITY
 from fastcnn._kernels._transpose cimport transpose
@@ -356,6 +356,9 @@ cdef ConvPlan _make_plan(const ConvGeom* g, int algorithm, index_t itemsize) noe
             p.workspace_per_thread = max(g.in_w, fcnn_dw3x3_workspace(
                 g.out_w, _dw_lanes(itemsize), g.stride_w))
         return p
+    if algorithm == CONV_GEMM_1X1 and not _small_gemm:
+        _packed_gemm_1x1_plan(g, &p)
+        return p
     # Tiles a multiple of 16 wide (the GEMM kernel's vector), the last one shorter.
     # With few output channels and a short reduction, widen the tiles so each
     # GEMM call still does about as much work as GEMM_MB x COL_TILE x GEMM_KB:
@@ -397,6 +400,23 @@ cdef ConvPlan _make_plan(const ConvGeom* g, int algorithm, index_t itemsize) noe
         else:
             p.workspace_per_thread = k * p.col_tile
     return p
+
+
+cdef void _packed_gemm_1x1_plan(const ConvGeom* g, ConvPlan* p) noexcept nogil:
+    """1x1 by GEMM with a BLAS that packs both operands on every call: a few
+    large, square tiles per layer (gemm_tiles), each one GEMM call, instead
+    of the small blocks a small-matrix kernel wants, which would pack the
+    weights again for every 64 positions."""
+    cdef index_t m_group = g.out_channels // g.groups
+    cdef index_t k = g.in_channels // g.groups
+    cdef index_t positions = g.out_d * g.out_h * g.out_w
+    cdef index_t units = g.batch * g.groups
+    cdef index_t want = _ceil_div(gemm_tasks(<double>units * m_group * positions * k), units)
+    gemm_tiles(m_group, positions, want, &p.m_block, &p.col_tile)
+    p.n_col_tiles = _ceil_div(positions, p.col_tile)
+    p.n_m_blocks = _ceil_div(m_group, p.m_block)
+    p.n_tasks = units * p.n_col_tiles * p.n_m_blocks
+    p.shared_col = False
 
 
 cdef inline index_t _ceil_div_stride(index_t a, index_t stride) noexcept nogil:
@@ -478,10 +498,15 @@ cdef inline void _gemm_blocked(index_t m, index_t n, index_t k, const floating* 
                                const floating* b, index_t ldb, floating* c,
                                index_t ldc) noexcept nogil:
     """Row-major C[m, n] (ld ldc) = A[m, k] (ld k) @ B[k, n] (ld ldb), issued as
-    balanced blocks of at most GEMM_MB x n x GEMM_KB (see the constants)."""
+    balanced blocks of at most GEMM_MB x n x GEMM_KB for a small-matrix GEMM
+    (see the constants), as one call to a BLAS that packs its operands."""
     cdef index_t n_mb = _ceil_div(m, GEMM_MB), n_kb = _ceil_div(k, GEMM_KB)
-    cdef index_t mb = _ceil_div(m, n_mb), kb = _ceil_div(k, n_kb)
+    cdef index_t mb, kb
     cdef index_t i, l, i0, l0
+    if not _small_gemm:             # a packing GEMM blocks for itself
+        n_mb = n_kb = 1
+    mb = _ceil_div(m, n_mb)
+    kb = _ceil_div(k, n_kb)
     for i in range(n_mb):
         i0 = i * mb
         for l in range(n_kb):

@@ -7,19 +7,17 @@ cimport numpy as cnp
 import numpy as np
 from cython.parallel cimport parallel, prange, threadid
 from fastcnn._kernels._omp cimport fp_enter
-from libc.math cimport ceil
 
 from fastcnn._kernels._typedefs cimport floating, index_t
-from fastcnn._kernels._blas cimport gemm, blas_enter, blas_leave
+from fastcnn._kernels._blas cimport (gemm, blas_enter, blas_leave, gemm_tasks, gemm_tiles,
+                                     GEMM_MAX_TASKS)
 from fastcnn._kernels._activation cimport bias_activation
 from fastcnn._kernels._transpose cimport transpose
 
 cnp.import_array()
 
 cdef enum:
-    MAX_TASKS = 8           # tasks per product: enough for 8 threads to share ...
-    TASK_FMAS = 1 << 25     # ... and one per 2^25 multiply-adds (0.2 ms of a core), at least 2,
-    SMALL_FMAS = 1 << 23    # but MAX_TASKS below this
+    SMALL_FMAS = 1 << 23    # products below this: GEMM_MAX_TASKS small tiles (see _linear)
     T_MAX_ROWS = 256        # the transposed form: at most this many rows ...
     T_COL_BLOCK = 256       # ... and this many output features per task
 
@@ -66,43 +64,22 @@ cdef void _linear_transposed(const floating* x, const floating* w, const floatin
     blas_leave()
 
 
-cdef void _tiles(index_t m, index_t n, index_t k, index_t* row_block,
-                 index_t* col_block) noexcept nogil:
-    """The output tile of each task, from the shape alone (results never
-    depend on the thread count): a task per TASK_FMAS multiply-adds, 2 to
-    MAX_TASKS of them, the tiles as square as the shape allows (a
-    single-threaded GEMM runs faster the larger and squarer it is: packing
-    is amortised over more multiplies); columns in multiples of 16. Small
-    products take MAX_TASKS small tiles, which OpenBLAS multiplies without
-    packing where its core can, and which spread over every thread."""
-    cdef double fmas = <double>m * n * k                # in double: no overflow
-    cdef index_t want = MAX_TASKS if fmas < SMALL_FMAS else <index_t>min(
-        <double>MAX_TASKS, max(2.0, ceil(fmas / TASK_FMAS)))
-    cdef index_t rb, cb, rows, cols, tasks, score, best = -1, best_tasks = 0
-    for rb in range(1, want + 1):
-        cb = _ceil_div(want, rb)
-        rows = _ceil_div(m, rb)
-        cols = min(n, _ceil_div(_ceil_div(n, cb), 16) * 16)
-        tasks = _ceil_div(m, rows) * _ceil_div(n, cols)
-        score = min(rows, cols)
-        # as many tasks as the shape gives (up to want), then the squarest
-        if min(tasks, want) > best_tasks or (min(tasks, want) == best_tasks and score > best):
-            best_tasks = min(tasks, want)
-            best = score
-            row_block[0] = rows
-            col_block[0] = cols
-
-
 cdef void _linear(const floating* x, const floating* w, const floating* bias, floating* y,
                   index_t m, index_t n, index_t k, int activation, floating* ws,
                   int num_threads) noexcept nogil:
     cdef index_t row_block = 0, row_blocks, col_block = 0, col_blocks, task, r0, c0, rows, cols, r
+    cdef double fmas
     if m <= 0 or n <= 0:
         return
     if ws != NULL and _transposed(m, n):
         _linear_transposed(x, w, bias, y, m, n, k, activation, ws, num_threads)
         return
-    _tiles(m, n, k, &row_block, &col_block)
+    # small products take GEMM_MAX_TASKS small tiles, which OpenBLAS
+    # multiplies without packing where its core can, and which spread over
+    # every thread; larger ones one task per GEMM_TASK_FMAS (gemm_tasks)
+    fmas = <double>m * n * k
+    gemm_tiles(m, n, GEMM_MAX_TASKS if fmas < SMALL_FMAS else gemm_tasks(fmas),
+               &row_block, &col_block)
     row_blocks = _ceil_div(m, row_block)
     col_blocks = _ceil_div(n, col_block)
     blas_enter()
