@@ -288,9 +288,10 @@ class _Executor:
         return step
 
     def _conv_transpose_step(self, node):
-        """A transposed convolution by phases with every phase's weights packed
-        once (the columns route, for dilated kernels and small strided
-        outputs, runs as the functional op)."""
+        """A transposed convolution by taps with its scratch allocated once, or
+        by phases with every phase's weights packed once (the columns route,
+        for dilated kernels and small strided outputs, runs as the functional
+        op)."""
         b = node.arguments()
         if node.op == "conv_transpose_onnx":    # its window: `begin` into the full extent
             stride, padding, dilation = b["strides"], b["begin"], b["dilations"]
@@ -314,19 +315,23 @@ class _Executor:
         y_shape = node.outputs[0].shape
         if len(x_shape) == nd + 1:
             x_shape, y_shape = (1,) + x_shape, (1,) + y_shape
-        if not T.by_phases(y_shape, stride, dilation):
-            return None
         w = np.ascontiguousarray(w)
         bias = None if bias is None else np.ascontiguousarray(bias)
-        key = ("conv_transpose", weight.id, x_shape, y_shape, groups, tuple(stride),
-               tuple(padding), _kernels.isa)
-        engine = T.CompiledPhases(x_shape, y_shape, w, groups, stride, padding,
-                                  self.num_threads, self._packed.get(key))
-        self._packed[key] = engine.packed
-        self.weight_nbytes += engine.weight_nbytes
-        self.workspace_nbytes += engine.nbytes
         y = self._value_array(node.outputs[0]).reshape(y_shape)
         x_desc, get = self._getter(b["input"]), self._get
+        if T.by_taps(x_shape, y_shape, w.shape, stride, padding, dilation):
+            engine = T.ByTaps(x_shape, w, groups, stride, self.num_threads, own_workspace=True)
+            self.workspace_nbytes += engine.workspace.nbytes
+        else:
+            if not T.by_phases(y_shape, stride, dilation):
+                return None
+            key = ("conv_transpose", weight.id, x_shape, y_shape, groups, tuple(stride),
+                   tuple(padding), _kernels.isa)
+            engine = T.CompiledPhases(x_shape, y_shape, w, groups, stride, padding,
+                                      self.num_threads, self._packed.get(key))
+            self._packed[key] = engine.packed
+            self.weight_nbytes += engine.weight_nbytes
+            self.workspace_nbytes += engine.nbytes
 
         def step(inputs):
             x = np.ascontiguousarray(get(x_desc, inputs)).reshape(x_shape)

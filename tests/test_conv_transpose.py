@@ -41,6 +41,10 @@ CASES = [
     (1, 2, 3, 5, (300,), (3,), 3, 0, 0, 1, 1),
     (3, 2, 3, 5, (8, 8, 7), (2, 2, 2), 2, 0, 0, 1, 1),
     (2, 3, 7, 9, (17, 16), (2, 3), (2, 3), 0, 0, 1, 1),
+    # ... run by taps: several channel and row blocks, one tap (1x1), groups in 1-D
+    (2, 1, 5, 96, (33, 31), (2, 2), 2, 0, 0, 1, 1),
+    (2, 2, 3, 5, (4, 5), (1, 1), 1, 0, 0, 1, 1),
+    (1, 3, 4, 6, (9,), (4,), 4, 0, 0, 1, 2),
 ]
 
 
@@ -73,6 +77,8 @@ def test_empty_batch_one_image_and_unbatched(rng):
     w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
     assert F.conv_transpose2d(np.zeros((0, 3, 4, 4), np.float32), w, stride=2).shape == \
         (0, 2, 9, 9)
+    assert F.conv_transpose2d(np.zeros((0, 3, 4, 4), np.float32), w[:, :, :2, :2],
+                              stride=2).shape == (0, 2, 8, 8)       # by taps
     x = rng.standard_normal((3, 4, 4)).astype(np.float32)
     np.testing.assert_array_equal(F.conv_transpose2d(x, w, stride=2),
                                   F.conv_transpose2d(x[None], w, stride=2)[0])
@@ -162,13 +168,17 @@ def test_compiled_plan_packs_each_phase_once(rng, case):
     input window and outputs have buffers of their own: the same results as
     the definition, call after call (the zeros around a window stay zero),
     on any thread count."""
-    from fastcnn._functional.conv_transpose import by_phases
+    from fastcnn._functional.conv_transpose import by_phases, by_taps
     nd, n, cin, cout, spatial, kernel, stride, pad, opad, dil, groups = case
     layer = LAYER[nd](cin, cout, kernel, stride, pad, opad, groups, dilation=dil).eval()
     x = rng.standard_normal((n, cin) + spatial).astype(np.float32)
     plan = fastcnn.compile(layer, x.shape)
     stride3 = (stride,) * nd if isinstance(stride, int) else stride
-    if by_phases(plan.output_specs[0][0], stride3, (1,) * nd):
+    pad3 = (pad,) * nd if isinstance(pad, int) else pad
+    y_shape = plan.output_specs[0][0]
+    if by_taps(x.shape, y_shape, layer.weight.shape, stride3, pad3, (1,) * nd):
+        assert plan.weight_nbytes == 0                       # the weights as stored
+    elif by_phases(y_shape, stride3, (1,) * nd):
         assert plan.weight_nbytes >= layer.weight.nbytes     # packed once, not per call
     reduction = cin // groups * np.prod(kernel)
     for _ in range(2):
@@ -280,3 +290,37 @@ def test_phase_interleave_refuses_what_does_not_fit():
         interleave(fits, y, (1, 2, 2), np.zeros(3, np.float32), 1)
     with pytest.raises(ValueError, match="strides must be positive"):
         interleave(fits, y, (1, 0, 2), None, 1)
+
+
+def test_by_taps_runs_where_kernel_equals_stride():
+    from fastcnn._functional.conv_transpose import by_taps
+    x, w = (1, 8, 5, 6), (8, 4, 2, 3)
+    assert by_taps(x, (1, 4, 10, 18), w, (2, 3), (0, 0), (1, 1))
+    assert not by_taps(x, (1, 4, 11, 18), w, (2, 3), (0, 0), (1, 1))      # output_padding
+    assert not by_taps(x, (1, 4, 8, 18), w, (2, 3), (1, 0), (1, 1))       # padding
+    assert not by_taps(x, (1, 4, 10, 18), w, (2, 2), (0, 0), (1, 1))      # kernel > stride
+    assert not by_taps(x, (1, 4, 10, 18), w, (2, 3), (0, 0), (2, 1))      # dilation
+
+
+def test_by_taps_refuses_what_does_not_fit():
+    from fastcnn import _kernels
+    run, size = _kernels._linear.conv_transpose_by_taps, _kernels._linear.by_taps_workspace
+    x = np.ones((2, 6, 3, 4), np.float32)
+    w = np.ones((6, 2, 2, 2), np.float32)
+    y = np.zeros((2, 6, 6, 8), np.float32)
+    ws = np.zeros(size(2, 3, 2, 2, (1, 3, 4), (1, 2, 2), 4, 2), np.float32)
+    run(x, w, None, y, 3, (2, 2), ws, 2)
+    np.testing.assert_array_equal(y, 2)         # 2 input channels a group, each 1 x 1
+    for args, message in [
+            ((x, w, None, np.zeros((2, 4, 6, 8), np.float32), 3, (2, 2), ws, 2),
+             "shapes do not match"),
+            ((x, w, None, y, 4, (2, 2), ws, 2), "shapes do not match"),
+            ((x, w, np.zeros(5, np.float32), y, 3, (2, 2), ws, 2), "shapes do not match"),
+            ((x, w, None, y, 3, (2, 3), ws, 2), "shapes do not match"),
+            ((x, w, None, y, 3, (2, 2), ws[:4], 2), "workspace too small"),
+            ((x, w.astype(np.float64), None, y, 3, (2, 2), ws, 2), "one dtype"),
+            ((x, w, None, y[:, :, :, ::2], 3, (2, 2), ws, 2), "C-contiguous"),
+            ((x, w, None, y, 3, (2,), ws, 2), "1-D to 3-D"),
+            ((x, w, None, y, 0, (2, 2), ws, 2), "1-D to 3-D")]:
+        with pytest.raises(ValueError, match=message):
+            run(*args)

@@ -1,13 +1,16 @@
 """Transposed convolution (the gradient of a convolution with respect to its
 input): conv_transpose1d/2d/3d, as torch.nn.functional's.
 
-Two engines, one dispatcher (run_transposed): by output phases, one stride-1
-convolution per phase (the outputs whose index is a given value modulo the
-stride) on the forward engine, interleaved into the output by one kernel; and the
-Caffe / PyTorch CPU design for dilated kernels and small strided outputs, one
-GEMM per group over every image's columns (columns = w^T x, tap-major), then
-col2im adding each tap's plane at stride steps. Both sum in a fixed order, so
-results do not depend on the thread count.
+Three engines, one dispatcher (run_transposed): by taps where the kernel equals
+the stride with no padding (U-Net's up-convolutions; the taps' outputs never
+overlap, so one GEMM per tile with the weights as stored gives every tap's
+outputs, scattered into place by the same task); by output phases, one
+stride-1 convolution per phase (the outputs whose index is a given value
+modulo the stride) on the forward engine, interleaved into the output by one
+kernel; and the Caffe / PyTorch CPU design for dilated kernels and small
+strided outputs, one GEMM per group over every image's columns (columns = w^T
+x, tap-major), then col2im adding each tap's plane at stride steps. All sum in
+a fixed order, so results do not depend on the thread count.
 """
 import itertools
 import math
@@ -23,7 +26,8 @@ from fastcnn._functional.conv import (channel_bias, conv_operands, conv_run, iee
 from fastcnn._validation import check_out, contiguous, ntuple, shape_str
 
 __all__ = ["conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "conv_transpose_nd",
-           "run_transposed", "by_phases", "Phases", "CompiledPhases",
+           "run_transposed", "by_taps", "ByTaps", "by_phases", "Phases",
+           "CompiledPhases",
            "conv_transpose_output_size"]
 
 _COLUMNS_LIMIT = 2**25          # elements of GEMM output per batch of images
@@ -92,7 +96,10 @@ def run_transposed(x, w, bias, y, groups, stride, padding, dilation):
     """y = the transposed convolution of validated, batched x with w (in,
     out / groups, *k), its window starting `padding` into the full extent
     (also the gradient of a convolution with respect to its input)."""
-    if by_phases(y.shape, stride, dilation):
+    if by_taps(x.shape, y.shape, w.shape, stride, padding, dilation):
+        threads = _threads.get_num_threads()
+        ByTaps(x.shape, w, groups, stride, threads)(x, bias, y, threads)
+    elif by_phases(y.shape, stride, dilation):
         Phases(x.shape, y.shape, w, groups, stride, padding)(x, bias, y,
                                                              _threads.get_num_threads())
     else:
@@ -112,6 +119,44 @@ def _axis_phases(size_in, size_out, k, s, p):
         taps = -(-(k - t0) // s) if k > t0 else 0
         first = (a + p - t0) // s - (taps - 1)
         yield a, count, t0, taps, first
+
+
+def by_taps(x_shape, y_shape, w_shape, stride, padding, dilation):
+    """Whether the transposed convolution runs by taps: the kernel is the
+    stride, undilated and unpadded, with no output padding (each output is
+    one tap's), and the GEMM's sizes fit its 32-bit arguments."""
+    return (tuple(w_shape[2:]) == tuple(stride) and all(p == 0 for p in padding)
+            and all(d == 1 for d in dilation)
+            and tuple(y_shape[2:]) == tuple(i * s for i, s in zip(x_shape[2:], stride))
+            and max(math.prod(x_shape[2:]), w_shape[1] * math.prod(stride), w_shape[0]) < 2**31)
+
+
+class ByTaps:
+    """A transposed convolution by taps (see by_taps) for one input shape
+    and weight. Its scratch is the thread's shared scratch in eager calls;
+    in a compiled plan (own_workspace) its own, allocated for `threads` up
+    front and again only if a call brings more threads."""
+
+    def __init__(self, x_shape, w, groups, stride, threads, own_workspace=False):
+        self.x_shape, self.w, self.groups, self.stride = x_shape, w, groups, tuple(stride)
+        pad3 = (1,) * (3 - len(stride))
+        self._args = (x_shape[0], groups, x_shape[1] // groups, w.shape[1],
+                      pad3 + tuple(x_shape[2:]), pad3 + self.stride, w.itemsize)
+        self.workspace = np.empty(self._size(threads), w.dtype) if own_workspace else None
+
+    def _size(self, threads):
+        return _kernels._linear.by_taps_workspace(*self._args, threads)
+
+    def __call__(self, x, bias, y, threads):
+        size = self._size(threads)
+        if self.workspace is None:
+            workspace = scratch.get(2, size, x.dtype)
+        else:
+            if self.workspace.size < size:
+                self.workspace = np.empty(size, self.workspace.dtype)
+            workspace = self.workspace
+        _kernels._linear.conv_transpose_by_taps(x, self.w, bias, y, self.groups, self.stride,
+                                                workspace, threads)
 
 
 def by_phases(y_shape, stride, dilation):

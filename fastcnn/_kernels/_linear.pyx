@@ -334,3 +334,164 @@ def interleave_phases(list sources, cnp.ndarray dst, tuple stride, bias, int num
         with nogil:
             _interleave_phases(sp, <double*>dp, dst.shape[0], f, st, m, <const double*>bp,
                                channels, num_threads)
+
+
+# ------------------------------------------- transposed convolution by taps
+
+cdef enum:
+    TAPS_TILE_BYTES = 1024 * 1024     # a task's product, kept in L2 until scattered
+
+
+cdef void _by_taps_tiles(index_t units, index_t cout_g, index_t taps, index_t rows,
+                         index_t width, index_t k, index_t itemsize, index_t* channel_block,
+                         index_t* row_block) noexcept nogil:
+    """A task's output channels and input rows (of `width` positions) for a
+    transposed convolution by taps (see _by_taps), from the shape alone: the
+    GEMM tiles of gemm_tiles, at least enough of them that each product fits
+    in TAPS_TILE_BYTES, in whole channels (all their taps) and whole rows."""
+    cdef index_t m = cout_g * taps, n = rows * width, rb = m, cb = n
+    cdef index_t want
+    units = max(1, units)               # an empty batch: the tiles of one image
+    want = _ceil_div(gemm_tasks(<double>units * m * n * k), units)
+    want = max(want, _ceil_div(m * n * itemsize, TAPS_TILE_BYTES))
+    gemm_tiles(m, n, want, &rb, &cb)
+    channel_block[0] = max(1, min(cout_g, _ceil_div(rb, taps)))
+    row_block[0] = max(1, min(rows, _ceil_div(cb, width)))
+
+
+cdef void _by_taps(const floating* x, const floating* w, const floating* bias, floating* y,
+                   floating* ws, index_t batch, index_t groups, index_t cin_g, index_t cout_g,
+                   const index_t* size, const index_t* stride, int num_threads) noexcept nogil:
+    """y = the transposed convolution of x (batch, groups * cin_g, *size) with
+    w (groups * cin_g, cout_g, *stride), kernel == stride, no padding: the
+    outputs of the taps never overlap, so each (image, group, channel block,
+    row block) task computes all its taps in one GEMM with the weights as
+    stored (the transposed operand: (cout_g * taps) x cin_g times cin_g x
+    positions) and scatters the product into y, adding the bias while it is
+    hot. Each output is one GEMM dot product: no dependence on the threads."""
+    cdef index_t taps = stride[0] * stride[1] * stride[2]
+    cdef index_t rows = size[0] * size[1], width = size[2], positions = rows * width
+    cdef index_t out1 = size[1] * stride[1], out2 = width * stride[2]
+    cdef index_t out_plane = taps * positions
+    cdef index_t cb = 0, rb = 0, n_cb, n_rb, task, t, img, grp, c0, cc, r0, rr, ncols
+    cdef index_t c, r, i0, i1, a0, a1, a2, j, ldw = cout_g * taps
+    cdef floating b
+    cdef floating* tile
+    cdef floating* d
+    cdef const floating* src
+    cdef const floating* src1
+    _by_taps_tiles(batch * groups, cout_g, taps, rows, width, cin_g, sizeof(floating), &cb, &rb)
+    n_cb = _ceil_div(cout_g, cb)
+    n_rb = _ceil_div(rows, rb)
+    blas_enter()
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        tile = ws + threadid() * by_taps_tile(cb, rb, taps, width)
+        for task in prange(batch * groups * n_cb * n_rb, schedule='static'):
+            t = task
+            r0 = (t % n_rb) * rb
+            t = t // n_rb
+            c0 = (t % n_cb) * cb
+            t = t // n_cb
+            grp = t % groups
+            img = t // groups
+            rr = min(rb, rows - r0)
+            cc = min(cb, cout_g - c0)
+            ncols = rr * width
+            # tile[(c, tap), q] = sum_i w[grp, i, c0 + c, tap] x[img, grp, i, r0 * width + q]
+            if cin_g == 0:
+                _zero_rows(tile, cc * taps, ncols, ncols)
+            else:
+                gemm(True, False, <int>(cc * taps), <int>ncols, <int>cin_g, <floating>1,
+                     w + grp * cin_g * ldw + c0 * taps, <int>ldw,
+                     x + (img * groups + grp) * cin_g * positions + r0 * width,
+                     <int>positions, <floating>0, tile, <int>ncols)
+            for c in range(cc):
+                b = bias[grp * cout_g + c0 + c] if bias != NULL else 0
+                for r in range(r0, r0 + rr):
+                    i0 = r // size[1]
+                    i1 = r % size[1]
+                    for a0 in range(stride[0]):
+                        for a1 in range(stride[1]):
+                            # output row (i0 s0 + a0, i1 s1 + a1): the taps a2 interleaved
+                            d = y + ((img * groups + grp) * cout_g + c0 + c) * out_plane \
+                                + ((i0 * stride[0] + a0) * out1 + i1 * stride[1] + a1) * out2
+                            src = tile + ((c * stride[0] + a0) * stride[1] + a1) * stride[2] \
+                                * ncols + (r - r0) * width
+                            if stride[2] == 2:      # one loop the compiler vectorizes
+                                src1 = src + ncols
+                                for j in range(width):
+                                    d[2 * j] = src[j] + b
+                                    d[2 * j + 1] = src1[j] + b
+                            else:
+                                for a2 in range(stride[2]):
+                                    for j in range(width):
+                                        d[j * stride[2] + a2] = src[a2 * ncols + j] + b
+    blas_leave()
+
+
+cdef inline index_t by_taps_tile(index_t channel_block, index_t row_block, index_t taps,
+                                 index_t width) noexcept nogil:
+    """Elements of one thread's product tile, padded to whole cache lines plus one."""
+    return (channel_block * taps * row_block * width + 15) // 16 * 16 + 16
+
+
+def by_taps_workspace(index_t batch, index_t groups, index_t cin_g, index_t cout_g,
+                      tuple size, tuple stride, int itemsize, int num_threads):
+    """Elements of scratch conv_transpose_by_taps wants (size, stride: 3 ints)."""
+    cdef index_t taps = stride[0] * stride[1] * stride[2], rows = size[0] * size[1]
+    cdef index_t cb = 0, rb = 0
+    _by_taps_tiles(batch * groups, cout_g, taps, rows, size[2], cin_g, itemsize, &cb, &rb)
+    return max(1, num_threads) * by_taps_tile(cb, rb, taps, size[2])
+
+
+def conv_transpose_by_taps(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray y,
+                           int groups, tuple stride, cnp.ndarray workspace, int num_threads):
+    """y = the transposed convolution of x (N, C_in, *size) with w (C_in,
+    C_out / groups, *stride) (kernel == stride, no padding, no dilation), plus
+    bias; all C-contiguous, one float dtype, 1-D to 3-D (stride: as many ints)."""
+    cdef int nd = x.ndim - 2, i
+    cdef index_t s[3]
+    cdef index_t sz[3]
+    if not 1 <= nd <= 3 or len(stride) != nd or w.ndim != nd + 2 or y.ndim != nd + 2 \
+            or groups < 1:
+        raise ValueError("conv_transpose_by_taps: expected 1-D to 3-D operands and strides")
+    for a in (x, w, y, workspace) + (() if bias is None else (bias,)):
+        if not (<cnp.ndarray>a).flags.c_contiguous or (<cnp.ndarray>a).dtype != x.dtype \
+                or x.dtype.num not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64):
+            raise ValueError("conv_transpose_by_taps: expected C-contiguous float32 or "
+                             "float64 operands of one dtype")
+    for i in range(3):
+        s[i] = 1 if i < 3 - nd else stride[i - (3 - nd)]
+        sz[i] = 1 if i < 3 - nd else x.shape[2 + i - (3 - nd)]
+        if s[i] < 1:
+            raise ValueError("conv_transpose_by_taps: strides must be positive")
+    cdef index_t cin = x.shape[1], cout_g = w.shape[1]
+    cdef bint fits = cin % groups == 0 and w.shape[0] == cin and y.shape[0] == x.shape[0] \
+        and y.shape[1] == cout_g * groups \
+        and (bias is None or ((<cnp.ndarray>bias).ndim == 1
+                              and (<cnp.ndarray>bias).shape[0] == y.shape[1]))
+    for i in range(nd):
+        fits = (fits and w.shape[2 + i] == stride[i]
+                and y.shape[2 + i] == x.shape[2 + i] * stride[i])
+    if not fits:
+        raise ValueError("conv_transpose_by_taps: operand shapes do not match")
+    if workspace.size < by_taps_workspace(x.shape[0], groups, cin // groups, cout_g,
+                                          (sz[0], sz[1], sz[2]), (s[0], s[1], s[2]),
+                                          x.itemsize, num_threads):
+        raise ValueError("conv_transpose_by_taps: workspace too small")
+    if y.size == 0:
+        return
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* wp = cnp.PyArray_DATA(w)
+    cdef void* bp = NULL if bias is None else cnp.PyArray_DATA(<cnp.ndarray>bias)
+    cdef void* yp = cnp.PyArray_DATA(y)
+    cdef void* sp = cnp.PyArray_DATA(workspace)
+    if x.dtype.num == cnp.NPY_FLOAT32:
+        with nogil:
+            _by_taps(<float*>xp, <float*>wp, <float*>bp, <float*>yp, <float*>sp, x.shape[0],
+                     groups, cin // groups, cout_g, sz, s, num_threads)
+    else:
+        with nogil:
+            _by_taps(<double*>xp, <double*>wp, <double*>bp, <double*>yp, <double*>sp,
+                     x.shape[0], groups, cin // groups, cout_g, sz, s, num_threads)
