@@ -603,6 +603,30 @@ def test_gemm_1x1_with_a_packing_blas_issues_few_large_tiles(dispatch, n, cin, c
         np.testing.assert_array_equal(other, got[0])
 
 
+@pytest.mark.parametrize("algorithm, message", [
+    ("winograd", "does not apply"), ("depthwise", "does not apply"),
+    ("nonsense", "unknown algorithm")])
+def test_a_forced_algorithm_that_does_not_apply_is_refused(algorithm, message):
+    """The kernels assume their geometry (Winograd a 3x3 kernel, depthwise one
+    channel a group): every entry that takes an algorithm by name refuses one
+    that does not apply, before any kernel runs."""
+    from fastcnn import _kernels
+    conv = _kernels._conv
+    x = np.ones((1, 16, 7, 7), np.float32)
+    w = np.ones((8, 16, 1, 1), np.float32)
+    y = np.zeros((1, 8, 7, 7), np.float32)
+    scratch = np.zeros(1 << 16, np.float32)
+    geom = _geometry(x.shape, w.shape, 1, 0, 1, 1)
+    assert not conv.applicable(geom, algorithm)
+    for call in (lambda: conv.plan(geom, algorithm, 4),
+                 lambda: conv.pack(geom, algorithm, w, scratch, 1),
+                 lambda: conv.forward(geom, algorithm, x, w, None, y, scratch, 0, 1),
+                 lambda: conv.forward_each([geom], [algorithm], [x], [w], [y], scratch, 1)):
+        with pytest.raises(ValueError, match=message):
+            call()
+    assert not y.any()
+
+
 @pytest.mark.parametrize("n", [1, 3])
 def test_blocked_oc_unpacked_packs_each_call(n, rng):
     """Each thread keeps the channel block it packed last and reuses it for

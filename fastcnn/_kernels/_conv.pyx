@@ -1792,26 +1792,44 @@ def select(tuple geom, bint weights_packed=False):
     return ALGORITHMS[conv_select_algorithm(&g, weights_packed)]
 
 
+cdef bint _applies(const ConvGeom* g, int algorithm) noexcept nogil:
+    if algorithm == CONV_WINOGRAD:
+        return winograd_applies(g)
+    if algorithm == CONV_BLOCKED:
+        return blocked_applies(g)
+    if algorithm == CONV_BLOCKED_OC or algorithm == CONV_BLOCKED_OC_UNPACKED:
+        return blocked_oc_applies(g)
+    if algorithm == CONV_DEPTHWISE:
+        return depthwise_applies(g)
+    if algorithm == CONV_GEMM_1X1 or algorithm == CONV_POINTWISE:
+        return pointwise_applies(g)
+    return algorithm == CONV_IM2COL or algorithm == CONV_DIRECT
+
+
 def applicable(tuple geom, str algorithm):
     """Whether `algorithm` can run this geometry (tests force each one)."""
     cdef ConvGeom g = _geom_from_tuple(geom)
-    if algorithm == "winograd":
-        return winograd_applies(&g)
-    if algorithm == "blocked":
-        return blocked_applies(&g)
-    if algorithm in ("blocked_oc", "blocked_oc_unpacked"):
-        return blocked_oc_applies(&g)
-    if algorithm == "depthwise":
-        return depthwise_applies(&g)
-    if algorithm in ("gemm_1x1", "pointwise"):
-        return pointwise_applies(&g)
-    return algorithm in ("im2col", "direct")
+    return algorithm in _BY_NAME and _applies(&g, _BY_NAME[algorithm])
+
+
+cdef int _algorithm(const ConvGeom* g, str algorithm) except -1:
+    """The code of an algorithm named by a caller, which must apply to g:
+    the kernels assume their geometry (a forced Winograd on a 1x1 layer
+    would read past its input)."""
+    if algorithm not in _BY_NAME:
+        raise ValueError(f"conv: unknown algorithm {algorithm!r}; expected one of "
+                         f"{sorted(_BY_NAME)}")
+    if not _applies(g, _BY_NAME[algorithm]):
+        raise ValueError(f"conv: algorithm {algorithm!r} does not apply to this geometry "
+                         f"(kernel {g.kernel_d}x{g.kernel_h}x{g.kernel_w}, stride "
+                         f"{g.stride_d}x{g.stride_h}x{g.stride_w}, groups {g.groups})")
+    return _BY_NAME[algorithm]
 
 
 def plan(tuple geom, str algorithm, int itemsize):
     """(workspace elements: shared, per thread; number of tasks; packed weight elements)."""
     cdef ConvGeom g = _geom_from_tuple(geom)
-    cdef int a = _BY_NAME[algorithm]
+    cdef int a = _algorithm(&g, algorithm)
     cdef ConvPlan p = conv_make_plan(&g, a, itemsize)
     return p.workspace_shared, p.workspace_per_thread, p.n_tasks, conv_packed_size(&g, a, itemsize)
 
@@ -1819,7 +1837,7 @@ def plan(tuple geom, str algorithm, int itemsize):
 def pack(tuple geom, str algorithm, cnp.ndarray w, cnp.ndarray packed, int num_threads):
     """Write the algorithm's transformed weights (Winograd U) into `packed`."""
     cdef ConvGeom g = _geom_from_tuple(geom)
-    cdef int a = _BY_NAME[algorithm]
+    cdef int a = _algorithm(&g, algorithm)
     cdef void* wp = cnp.PyArray_DATA(w)
     cdef void* pp = cnp.PyArray_DATA(packed)
     if packed.size < conv_packed_size(&g, a, w.itemsize):
@@ -1840,7 +1858,7 @@ def forward(tuple geom, str algorithm, cnp.ndarray x, cnp.ndarray weights, objec
     memory); weights packed where the algorithm packs; workspace holds the
     shared plus num_threads * per-thread elements."""
     cdef ConvGeom g = _geom_from_tuple(geom)
-    cdef int a = _BY_NAME[algorithm]
+    cdef int a = _algorithm(&g, algorithm)
     cdef ConvPlan p = conv_make_plan(&g, a, x.itemsize)
     cdef void* b = NULL if bias is None else cnp.PyArray_DATA(<cnp.ndarray>bias)
     cdef void* ws = NULL if workspace is None else cnp.PyArray_DATA(<cnp.ndarray>workspace)
@@ -1892,7 +1910,7 @@ def forward_each(list geoms, list algorithms, list xs, list weights, list ys,
     try:
         for i in range(count):
             g[i] = _geom_from_tuple(geoms[i])
-            p[i] = conv_make_plan(&g[i], _BY_NAME[algorithms[i]], itemsize)
+            p[i] = conv_make_plan(&g[i], _algorithm(&g[i], algorithms[i]), itemsize)
             per = max(per, p[i].workspace_shared + p[i].workspace_per_thread)
             for k, a in enumerate((xs[i], weights[i], ys[i])):
                 if (<cnp.ndarray>a).dtype.num != workspace.dtype.num:
