@@ -42,6 +42,41 @@ def test_nearest_is_a_gather_and_area_an_average(rng):
                                x.reshape(1, 2, 2, 2, 3, 2).mean(axis=(3, 5)), rtol=1e-6)
 
 
+@pytest.mark.parametrize("nd", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nearest_matches_the_gather_definition(rng, nd, dtype):
+    """y[..., i] = x[..., floor(i * in / out)] on every axis: integer
+    factors (the copying kernel), other sizes (the gather) and one output."""
+    spatial = (5, 7, 4)[:nd]
+    x = rng.standard_normal((2, 3) + spatial).astype(dtype)
+    for size in [(10, 14, 8), (15, 21, 12), (7, 9, 7), (3, 2, 1), (1, 1, 1), (5, 14, 4)]:
+        size = size[:nd]
+        expected = x
+        for axis, (n, o) in enumerate(zip(spatial, size)):
+            expected = np.take(expected, np.arange(o) * n // o, axis=2 + axis)
+        np.testing.assert_array_equal(F.interpolate(x, size=size, mode="nearest"), expected,
+                                      err_msg=str(size))
+
+
+def test_nearest_kernel_refuses_what_does_not_fit():
+    from fastcnn import _kernels
+    run = _kernels._pool.resize_nearest_2d
+    x = np.ones((2, 3, 4), np.float32)
+    y = np.zeros((2, 5, 6), np.float32)
+    rows, cols = np.zeros(5, np.int64), np.zeros(6, np.int64)
+    run(x, y, rows, cols, 2)
+    assert np.all(y == 1)
+    for args, message in [
+            ((x, y.astype(np.float64), rows, cols, 1), "one dtype"),
+            ((x, y[:, :, ::2], rows, cols[:3], 1), "C-contiguous"),
+            ((x, y, rows[:4], cols, 1), "one per output row"),
+            ((x, y, rows.astype(np.int32), cols, 1), "int64"),
+            ((x, y, rows + 3, cols, 1), "outside the input"),
+            ((x, y, rows, cols - 1, 1), "outside the input")]:
+        with pytest.raises(ValueError, match=message):
+            run(*args)
+
+
 def test_pad_and_pixel_shuffle_definitions(rng):
     x = rng.standard_normal((2, 8, 3, 4)).astype(np.float32)
     y = F.pixel_shuffle(x, 2)

@@ -163,11 +163,34 @@ def resize_taps(data, plan, extrapolation=0.0, out=None):
     return out
 
 
+def _picks(weights):
+    """An axis's nearest-neighbour indices (one tap of weight 1), else None."""
+    if weights is None or weights[0].shape[1] != 1 or not np.all(weights[1] == 1):
+        return None
+    return np.ascontiguousarray(weights[0][:, 0], np.int64)
+
+
 def _resize_kernel(data, plan, out):
     """One kernel pass per resized axis, the last axis first (its gathers then
-    run over the smaller array when enlarging)."""
+    run over the smaller array when enlarging); nearest on the last axis and
+    the one before it (or only the last) in one pass."""
     x = np.ascontiguousarray(data)
     threads = _threads.get_num_threads()
+    plan = list(plan)
+    cols = _picks(plan[-1])
+    rows = _picks(plan[-2]) if x.ndim >= 2 and plan[-2] is not None else \
+        np.arange(x.shape[-2] if x.ndim >= 2 else 1, dtype=np.int64)
+    if cols is not None and rows is not None:
+        shape = x.shape[:-2] + (len(rows), len(cols))
+        y = np.empty(shape if x.ndim >= 2 else shape[1:], x.dtype)
+        if y.size:
+            _kernels._pool.resize_nearest_2d(
+                x.reshape((-1,) + ((1,) if x.ndim < 2 else x.shape[-2:-1]) + x.shape[-1:]),
+                y.reshape((-1, len(rows), len(cols))), rows, cols, threads)
+        x = y
+        plan[-1] = None
+        if x.ndim >= 2:
+            plan[-2] = None
     for axis in reversed(range(x.ndim)):
         weights = plan[axis]
         if weights is None:

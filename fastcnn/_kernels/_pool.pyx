@@ -942,3 +942,72 @@ def resize_axis(cnp.ndarray x, cnp.ndarray y, index_t outer, index_t n_in, index
             else:
                 _taps_rows(<const double*>xp, <double*>yp, outer, n_in, n_out, inner, width,
                            ip, <const double*>cp, num_threads)
+
+
+cdef void _nearest_2d(const floating* x, floating* y, index_t outer, index_t n_rows,
+                      index_t n_cols, index_t o_rows, index_t o_cols, const int64_t* rows,
+                      const int64_t* cols, index_t factor, int num_threads) noexcept nogil:
+    """y[o, i, j] = x[o, rows[i], cols[j]] in one pass, an output row a task;
+    factor > 0: cols[j] = j // factor (an integer upscale: each value copied
+    factor times, 2 as one loop the compiler vectorizes)."""
+    cdef index_t task, o, i, j, t
+    cdef floating v
+    cdef floating* d
+    cdef const floating* s
+    with parallel(num_threads=num_threads):
+        for task in prange(outer * o_rows, schedule='static'):
+            o = task // o_rows
+            i = task - o * o_rows
+            d = y + task * o_cols
+            s = x + (o * n_rows + rows[i]) * n_cols
+            if factor == 2:
+                for j in range(n_cols):
+                    d[2 * j] = s[j]
+                    d[2 * j + 1] = s[j]
+            elif factor > 0:
+                for j in range(n_cols):
+                    v = s[j]
+                    for t in range(factor):
+                        d[j * factor + t] = v
+            else:
+                for j in range(o_cols):
+                    d[j] = s[cols[j]]
+
+
+def resize_nearest_2d(cnp.ndarray x, cnp.ndarray y, cnp.ndarray rows, cnp.ndarray cols,
+                      int num_threads):
+    """Nearest resize of the last two axes: x (outer, n_rows, n_cols) -> y
+    (outer, len(rows), len(cols)), C-contiguous, one float dtype, y[o, i, j] =
+    x[o, rows[i], cols[j]]; rows and cols int64 indices into those axes."""
+    cdef index_t i, factor
+    if x.ndim != 3 or y.ndim != 3 or not x.flags.c_contiguous or not y.flags.c_contiguous \
+            or x.dtype != y.dtype or x.dtype.num not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64):
+        raise ValueError("resize_nearest_2d: expected C-contiguous 3-D float32 or float64 "
+                         "arrays of one dtype")
+    if rows.ndim != 1 or cols.ndim != 1 or rows.dtype != np.int64 or cols.dtype != np.int64 \
+            or y.shape[0] != x.shape[0] or y.shape[1] != rows.shape[0] \
+            or y.shape[2] != cols.shape[0]:
+        raise ValueError("resize_nearest_2d: expected int64 row and column indices, one per "
+                         "output row and column")
+    rows = np.ascontiguousarray(rows)
+    cols = np.ascontiguousarray(cols)
+    if y.size == 0:
+        return
+    if (rows.size and (rows.min() < 0 or rows.max() >= x.shape[1])) \
+            or (cols.size and (cols.min() < 0 or cols.max() >= x.shape[2])):
+        raise ValueError("resize_nearest_2d: an index outside the input")
+    factor = y.shape[2] // x.shape[2] if y.shape[2] % x.shape[2] == 0 else 0
+    if factor and not np.array_equal(cols, np.arange(y.shape[2]) // factor):
+        factor = 0
+    cdef const int64_t* rp = <const int64_t*>cnp.PyArray_DATA(rows)
+    cdef const int64_t* cp = <const int64_t*>cnp.PyArray_DATA(cols)
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* yp = cnp.PyArray_DATA(y)
+    if x.dtype.num == cnp.NPY_FLOAT32:
+        with nogil:
+            _nearest_2d(<const float*>xp, <float*>yp, x.shape[0], x.shape[1], x.shape[2],
+                        y.shape[1], y.shape[2], rp, cp, factor, num_threads)
+    else:
+        with nogil:
+            _nearest_2d(<const double*>xp, <double*>yp, x.shape[0], x.shape[1], x.shape[2],
+                        y.shape[1], y.shape[2], rp, cp, factor, num_threads)
