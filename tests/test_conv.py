@@ -479,10 +479,15 @@ def test_dispatcher_picks_fast_paths(dispatch):
     small = g((8, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1)
     assert kernels.select(small) == "blocked_oc"
     assert kernels.select(small, True) == "winograd"
-    # enough tiles for Winograd with prepacked weights, too few to repack per call
+    # unpacked, 48 tiles or more pay for transforming weights of 128-256
+    # channels; few channels never pay (their GEMMs run poorly)
     mid = g((8, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1, 1)
-    assert kernels.select(mid) == "blocked_oc"
-    assert kernels.select(mid, True) == "winograd"
+    assert kernels.select(mid) == "winograd"
+    assert kernels.select(g((4, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1, 1)) == "winograd"
+    assert kernels.select(g((1, 128, 28, 28), (128, 128, 3, 3), 1, 1, 1, 1)) == "winograd"
+    assert kernels.select(g((8, 64, 14, 14), (64, 64, 3, 3), 1, 1, 1, 1)) != "winograd"
+    assert kernels.select(g((4, 32, 28, 28), (32, 32, 3, 3), 1, 1, 1, 1)) != "winograd"
+    assert kernels.select(g((4, 32, 28, 28), (32, 32, 3, 3), 1, 1, 1, 1), True) == "winograd"
     # one image of 128-256 outputs: blocked_oc packing in its tasks (a pass
     # packing weights would not pay); fewer outputs: im2col
     layer3 = g((1, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1, 1)

@@ -109,7 +109,13 @@ cdef enum:
     SHARED_COL_BYTES = 64 * 1024 * 1024   # limit on columns gathered up front
     DIRECT_WIDE_BELOW = 32                # depthwise 3x3 outputs this wide: padded rows
     WINO_MIN_TILES = 32
+    # Unpacked weights (see _winograd_pays_unpacked): at least this many
+    # channels, and this many tiles; or, with twice the channels and at most
+    # WINO_FEW_TILES_FILTERS filters (36 x that many transformed), this many.
+    WINO_MIN_CHANNELS = 64
     WINO_PACK_TILES = 160
+    WINO_FEW_TILES = 48
+    WINO_FEW_TILES_FILTERS = 256 * 256
     # At most this many tiles in all (batch-1 late layers): transform them once
     # into a shared V and give each task a block of output channels, so the
     # transformed weights are read once rather than once per task.
@@ -196,9 +202,10 @@ cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept 
         return CONV_DIRECT
     if winograd_applies(g) and g.in_channels >= 8 and g.out_channels >= 8:
         tiles = g.batch * _ceil_div(g.out_h, 4) * _ceil_div(g.out_w, 4)
-        # Transforming the weights costs about as much as the multiplies they
-        # save on WINO_PACK_TILES tiles; below that only prepacked weights win.
-        if tiles >= (WINO_MIN_TILES if weights_packed else WINO_PACK_TILES):
+        if weights_packed:
+            if tiles >= WINO_MIN_TILES:
+                return CONV_WINOGRAD
+        elif _winograd_pays_unpacked(g, tiles):
             return CONV_WINOGRAD
     if pointwise_applies(g):
         return CONV_POINTWISE if _pointwise_pays(g) else CONV_GEMM_1X1
@@ -215,6 +222,22 @@ cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept 
     if _blocked_pays(g, weights_packed):
         return CONV_BLOCKED
     return CONV_IM2COL
+
+
+cdef bint _winograd_pays_unpacked(const ConvGeom* g, index_t tiles) noexcept nogil:
+    """Whether Winograd wins when each call transforms the weights first.
+    Its 36 GEMMs per block of tiles run well only with enough channels on
+    both sides (WINO_MIN_CHANNELS; below that the direct kernels win even on
+    many tiles), and the transform writes 4x the weights, which tiles must
+    amortise: WINO_PACK_TILES of them, or WINO_FEW_TILES while the
+    transformed weights stay small (WINO_FEW_TILES_FILTERS filters)."""
+    cdef index_t channels = min(g.in_channels, g.out_channels)
+    if channels < WINO_MIN_CHANNELS:
+        return False
+    if tiles >= WINO_PACK_TILES:
+        return True
+    return (channels >= 2 * WINO_MIN_CHANNELS and tiles >= WINO_FEW_TILES
+            and g.in_channels * g.out_channels <= WINO_FEW_TILES_FILTERS)
 
 
 cdef bint _blocked_oc_pays(const ConvGeom* g, bint weights_packed) noexcept nogil:
