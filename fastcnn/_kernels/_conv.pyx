@@ -26,6 +26,7 @@ from fastcnn._kernels._transpose cimport transpose
 
 cdef extern from "conv_block.h" nogil:
     enum:
+        FCNN_HAS_FMA
         FCNN_BLOCK_OCB
         FCNN_BLOCK_QV
         FCNN_BLOCK_LANES_F32
@@ -180,7 +181,8 @@ def cache_budgets():
 def dispatch_facts():
     """What the dispatcher knows beyond the shape (for show_config and tests)."""
     return {"blas_small_gemm": bool(_small_gemm),
-            "blocked_oc_min_channels": FCNN_OC_WIDE_V * FCNN_OC_VL_F32}
+            "blocked_oc_min_channels": FCNN_OC_WIDE_V * FCNN_OC_VL_F32,
+            "fused_multiply_add": bool(FCNN_HAS_FMA)}
 
 
 cdef inline index_t _ceil_div(index_t a, index_t b) noexcept nogil:
@@ -230,8 +232,12 @@ cdef bint _winograd_pays_unpacked(const ConvGeom* g, index_t tiles) noexcept nog
     both sides (WINO_MIN_CHANNELS; below that the direct kernels win even on
     many tiles), and the transform writes 4x the weights, which tiles must
     amortise: WINO_PACK_TILES of them, or WINO_FEW_TILES while the
-    transformed weights stay small (WINO_FEW_TILES_FILTERS filters)."""
+    transformed weights stay small (WINO_FEW_TILES_FILTERS filters). Without
+    fused multiply-adds the direct kernels are slow enough that WINO_MIN_TILES
+    pay, and WINO_PACK_TILES on any channels."""
     cdef index_t channels = min(g.in_channels, g.out_channels)
+    if not FCNN_HAS_FMA:
+        return tiles >= (WINO_MIN_TILES if channels >= WINO_MIN_CHANNELS else WINO_PACK_TILES)
     if channels < WINO_MIN_CHANNELS:
         return False
     if tiles >= WINO_PACK_TILES:

@@ -20,6 +20,14 @@
 #else
 #define FCNN_VEC_BYTES 16
 #endif
+/* Whether the target multiplies and adds in one instruction. Without it the
+ * direct kernels lose more to Winograd's fewer multiplies (the dispatcher
+ * picks Winograd sooner). */
+#if defined(__FMA__)
+#define FCNN_HAS_FMA 1
+#else
+#define FCNN_HAS_FMA 0
+#endif
 typedef float fcnn_vec_f32 __attribute__((vector_size(FCNN_VEC_BYTES), aligned(sizeof(float))));
 typedef double fcnn_vec_f64 __attribute__((vector_size(FCNN_VEC_BYTES), aligned(sizeof(double))));
 
