@@ -324,3 +324,26 @@ def test_by_taps_refuses_what_does_not_fit():
             ((x, w, None, y, 0, (2, 2), ws, 2), "1-D to 3-D")]:
         with pytest.raises(ValueError, match=message):
             run(*args)
+
+
+def test_phase_weights_swap_and_gather_taps(rng):
+    from fastcnn import _kernels
+    gather = _kernels._linear.phase_weights
+    w = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)        # 3 groups
+    taps = np.array([8, 6, 2, 0], np.int64)
+    out = np.empty((6, 2, 4), np.float32)
+    gather(w, 3, taps, out, 2)
+    for g in range(3):
+        for o in range(2):
+            for i in range(2):
+                np.testing.assert_array_equal(out[g * 2 + o, i],
+                                              w[g * 2 + i, o].ravel()[taps])
+    for args, message in [
+            ((w, 4, taps, out, 1), "groups must divide"),
+            ((w, 3, taps.astype(np.int32), out, 1), "int64 taps"),
+            ((w, 3, taps[:3], out, 1), "int64 taps"),
+            ((w, 3, taps + 1, out, 1), "outside the kernel"),
+            ((w, 3, taps, out.astype(np.float64), 1), "one dtype"),
+            ((w[:, :, ::2], 3, taps, out, 1), "C-contiguous")]:
+        with pytest.raises(ValueError, match=message):
+            gather(*args)

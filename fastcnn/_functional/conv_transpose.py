@@ -189,7 +189,6 @@ class Phases:
         nd = len(x_shape) - 2
         self.nd, self.groups, self.stride, self.y_shape = nd, groups, tuple(stride), y_shape
         self.direct = all(s == 1 for s in stride)
-        w_conv = conv_weights(w, groups)
         pad3, one3 = (0,) * (3 - nd), (1,) * (3 - nd)
         n, spatial = x_shape[0], x_shape[2:]
         self.phases = []                # in C order; None: no tap reaches it
@@ -213,7 +212,7 @@ class Phases:
                 in_spatial = tuple(i + b + e for i, b, e in zip(in_spatial, before, after))
                 before = (0,) * nd
             counts = tuple(count for _, count, _, _, _ in phase)
-            sub = _phase_taps(w_conv, phase, stride)
+            sub = _phase_taps(w, groups, phase, stride)
             geom = ((n, x_shape[1], y_shape[1], groups) + one3 + in_spatial + one3 + counts
                     + one3 + sub.shape[2:] + (1, 1, 1) + pad3 + before + (1, 1, 1))
             self.phases.append(_Phase(geom, window, explicit, (n, x_shape[1]) + in_spatial,
@@ -397,28 +396,19 @@ class CompiledPhases(Phases):
         return self.workspace
 
 
-def conv_weights(w, groups):
-    """A transposed convolution's weights (in, out / groups, *k) as a
-    convolution's (out, in / groups, *k). The swap moves whole kernels (a
-    kernel's taps as one element): several times faster than NumPy's
-    element-wise transpose of a weight this size."""
-    cin_g, cout_g, kernel = w.shape[0] // groups, w.shape[1], w.shape[2:]
-    kernels = np.ascontiguousarray(w).reshape(groups, cin_g, cout_g * math.prod(kernel)) \
-        .view(np.dtype((np.void, w.itemsize * math.prod(kernel))))
-    return np.ascontiguousarray(kernels.swapaxes(1, 2)).view(w.dtype) \
-        .reshape((groups * cout_g, cin_g) + kernel)
-
-
-def _phase_taps(w_conv, phase, stride):
-    """The convolution weights of one phase: per axis the taps t0, t0 + s, ...
-    in reverse order (a correlation with the flipped sub-kernel), gathered by
-    one take over the flattened taps (a strided copy of a few taps per
-    kernel is several times slower)."""
+def _phase_taps(w, groups, phase, stride):
+    """The convolution weights (out, in / groups, *taps) of one phase, from
+    the transposed convolution's (in, out / groups, *k): per axis the taps
+    t0, t0 + s, ... in reverse order (a correlation with the flipped
+    sub-kernel), gathered with the in/out swap in one threaded pass."""
     taps = [np.arange(t0 + s * (count - 1), t0 - 1, -s)
             for (_, _, t0, count, _), s in zip(phase, stride)]
-    flat = np.ravel_multi_index(np.ix_(*taps), w_conv.shape[2:]).ravel()
-    return np.take(w_conv.reshape(w_conv.shape[:2] + (-1,)), flat, axis=2) \
-        .reshape(w_conv.shape[:2] + tuple(len(t) for t in taps))
+    flat = np.ravel_multi_index(np.ix_(*taps), w.shape[2:]).ravel().astype(np.int64)
+    cin_g, cout_g = w.shape[0] // groups, w.shape[1]
+    sub = np.empty((groups * cout_g, cin_g, len(flat)), w.dtype)
+    _kernels._linear.phase_weights(np.ascontiguousarray(w), groups, flat, sub,
+                                   _threads.get_num_threads())
+    return sub.reshape(sub.shape[:2] + tuple(len(t) for t in taps))
 
 
 def _by_columns(x, w, y, groups, stride, padding, dilation):

@@ -7,6 +7,7 @@ cimport numpy as cnp
 import numpy as np
 from cython.parallel cimport parallel, prange, threadid
 from fastcnn._kernels._omp cimport fp_enter
+from libc.stdint cimport int64_t
 
 from fastcnn._kernels._typedefs cimport floating, index_t
 from fastcnn._kernels._blas cimport (gemm, blas_enter, blas_leave, gemm_tasks, gemm_tiles,
@@ -495,3 +496,61 @@ def conv_transpose_by_taps(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarra
         with nogil:
             _by_taps(<double*>xp, <double*>wp, <double*>bp, <double*>yp, <double*>sp,
                      x.shape[0], groups, cin // groups, cout_g, sz, s, num_threads)
+
+
+# ------------------------------------------------ transposed-convolution weights
+
+cdef void _phase_weights(const floating* w, floating* out, index_t groups, index_t cin_g,
+                         index_t cout_g, index_t kernel, const int64_t* taps, index_t n_taps,
+                         int num_threads) noexcept nogil:
+    """out[g cout_g + o, i, t] = w[g cin_g + i, o, taps[t]]: an output row
+    (filter) a task, its kernels read whole from w's rows."""
+    cdef index_t f, grp, o, i, t
+    cdef const floating* src
+    cdef floating* dst
+    with parallel(num_threads=num_threads):
+        for f in prange(groups * cout_g, schedule='static'):
+            grp = f // cout_g
+            o = f - grp * cout_g
+            dst = out + f * cin_g * n_taps
+            src = w + (grp * cin_g * cout_g + o) * kernel
+            for i in range(cin_g):
+                for t in range(n_taps):
+                    dst[i * n_taps + t] = src[taps[t]]
+                src = src + cout_g * kernel
+
+
+def phase_weights(cnp.ndarray w, int groups, cnp.ndarray taps, cnp.ndarray out,
+                  int num_threads):
+    """A transposed convolution's weights w (in, out / groups, *k), as the
+    convolution weights of one output phase: out (out, in / groups, n_taps)
+    holds, per filter, the kernel taps at the flat indices `taps` (int64)."""
+    cdef index_t kernel, cin_g, cout_g, n_taps = taps.shape[0] if taps.ndim == 1 else -1
+    if w.ndim < 3 or not w.flags.c_contiguous or out.ndim != 3 or not out.flags.c_contiguous \
+            or w.dtype != out.dtype or w.dtype.num not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64):
+        raise ValueError("phase_weights: expected C-contiguous float32 or float64 weights "
+                         "and output of one dtype")
+    if groups < 1 or w.shape[0] % groups:
+        raise ValueError("phase_weights: groups must divide the input channels")
+    kernel = w.size // max(1, w.shape[0] * w.shape[1])
+    cin_g, cout_g = w.shape[0] // groups, w.shape[1]
+    if taps.dtype != np.int64 or n_taps < 0 or not taps.flags.c_contiguous \
+            or out.shape[0] != groups * cout_g or out.shape[1] != cin_g \
+            or out.shape[2] != n_taps:
+        raise ValueError("phase_weights: expected int64 taps and an (out, in / groups, taps) "
+                         "output")
+    if n_taps and (taps.min() < 0 or taps.max() >= kernel):
+        raise ValueError("phase_weights: a tap outside the kernel")
+    if out.size == 0:
+        return
+    cdef const int64_t* tp = <const int64_t*>cnp.PyArray_DATA(taps)
+    cdef void* wp = cnp.PyArray_DATA(w)
+    cdef void* op = cnp.PyArray_DATA(out)
+    if w.dtype.num == cnp.NPY_FLOAT32:
+        with nogil:
+            _phase_weights(<const float*>wp, <float*>op, groups, cin_g, cout_g, kernel, tp,
+                           n_taps, num_threads)
+    else:
+        with nogil:
+            _phase_weights(<const double*>wp, <double*>op, groups, cin_g, cout_g, kernel, tp,
+                           n_taps, num_threads)
