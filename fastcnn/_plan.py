@@ -323,7 +323,7 @@ class _Executor:
             engine = T.ByTaps(x_shape, w, groups, stride, self.num_threads, own_workspace=True)
             self.workspace_nbytes += engine.workspace.nbytes
         else:
-            if not T.by_phases(y_shape, stride, dilation):
+            if not T.by_phases(y_shape, w.shape, groups, stride, dilation):
                 return None
             key = ("conv_transpose", weight.id, x_shape, y_shape, groups, tuple(stride),
                    tuple(padding), _kernels.isa)

@@ -178,7 +178,7 @@ def test_compiled_plan_packs_each_phase_once(rng, case):
     y_shape = plan.output_specs[0][0]
     if by_taps(x.shape, y_shape, layer.weight.shape, stride3, pad3, (1,) * nd):
         assert plan.weight_nbytes == 0                       # the weights as stored
-    elif by_phases(y_shape, stride3, (1,) * nd):
+    elif by_phases(y_shape, layer.weight.shape, groups, stride3, (1,) * nd):
         assert plan.weight_nbytes >= layer.weight.nbytes     # packed once, not per call
     reduction = cin // groups * np.prod(kernel)
     for _ in range(2):

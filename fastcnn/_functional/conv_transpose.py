@@ -35,6 +35,10 @@ _COLUMNS_LIMIT = 2**25          # elements of GEMM output per batch of images
 # outputs per image; with fewer, the forward kernels' per-image tiles are
 # mostly edges and one GEMM over every image's columns wins.
 _PHASE_MIN_POSITIONS = 256
+# ... or when the layer has this many multiply-adds, whatever its outputs
+# (many channels: the phases' convolutions run at the forward kernels' speed
+# where the columns route also writes and re-reads every tap's plane).
+_PHASE_MIN_FMAS = 2**24
 
 
 def conv_transpose_output_size(size, kernel, stride, padding, output_padding, dilation):
@@ -99,7 +103,7 @@ def run_transposed(x, w, bias, y, groups, stride, padding, dilation):
     if by_taps(x.shape, y.shape, w.shape, stride, padding, dilation):
         threads = _threads.get_num_threads()
         ByTaps(x.shape, w, groups, stride, threads)(x, bias, y, threads)
-    elif by_phases(y.shape, stride, dilation):
+    elif by_phases(y.shape, w.shape, groups, stride, dilation):
         Phases(x.shape, y.shape, w, groups, stride, padding)(x, bias, y,
                                                              _threads.get_num_threads())
     else:
@@ -159,12 +163,17 @@ class ByTaps:
                                                 workspace, threads)
 
 
-def by_phases(y_shape, stride, dilation):
+def by_phases(y_shape, w_shape, groups, stride, dilation):
     """Whether the transposed convolution runs by output phases (else by
-    columns): undilated, and stride 1 or enough outputs per phase."""
-    return all(d == 1 for d in dilation) and (
-        all(s == 1 for s in stride)
-        or math.prod(-(-o // s) for o, s in zip(y_shape[2:], stride)) >= _PHASE_MIN_POSITIONS)
+    columns): undilated, and stride 1, enough outputs per phase, or enough
+    multiply-adds (each output takes in / groups x taps / stride of them)
+    for the phases' fixed costs to pay."""
+    if any(d != 1 for d in dilation):
+        return False
+    taps = math.prod(w_shape[2:]) / math.prod(stride)
+    return (all(s == 1 for s in stride)
+            or math.prod(-(-o // s) for o, s in zip(y_shape[2:], stride)) >= _PHASE_MIN_POSITIONS
+            or math.prod(y_shape) * (w_shape[0] // groups) * taps >= _PHASE_MIN_FMAS)
 
 
 class _Phase(NamedTuple):
