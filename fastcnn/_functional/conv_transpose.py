@@ -194,10 +194,11 @@ class Phases:
     directly, bias included. Eager calls resolve one per call; compiled plans
     resolve one once (CompiledPhases)."""
 
-    def __init__(self, x_shape, y_shape, w, groups, stride, padding):
+    def __init__(self, x_shape, y_shape, w, groups, stride, padding, weights_packed=False):
         nd = len(x_shape) - 2
         self.nd, self.groups, self.stride, self.y_shape = nd, groups, tuple(stride), y_shape
         self.direct = all(s == 1 for s in stride)
+        self.merged = False
         pad3, one3 = (0,) * (3 - nd), (1,) * (3 - nd)
         n, spatial = x_shape[0], x_shape[2:]
         self.phases = []                # in C order; None: no tap reaches it
@@ -226,10 +227,50 @@ class Phases:
                     + one3 + sub.shape[2:] + (1, 1, 1) + pad3 + before + (1, 1, 1))
             self.phases.append(_Phase(geom, window, explicit, (n, x_shape[1]) + in_spatial,
                                       counts, sub))
+        self._merge(x_shape, y_shape, w.dtype, weights_packed)
+
+    def _merge(self, x_shape, y_shape, dtype, weights_packed):
+        """Merge the phases into one 3x3 convolution with every phase's filters
+        (s0 s1 x out channels: each phase's taps placed where its window lies
+        in the 3x3 around its input position, zeros elsewhere) where that runs
+        as Winograd and the kernel has more taps than the 9 multiplies per
+        input position Winograd spends on all the phases together (4x4 at
+        stride 2: 16): one input transform for every phase and GEMMs s0 s1
+        times taller."""
+        if (self.nd != 2 or self.groups != 1 or self.stride != (2, 2)
+                or any(p is None for p in self.phases)
+                or tuple(y_shape[2:]) != tuple(2 * s for s in x_shape[2:])
+                or sum(math.prod(p.sub.shape[2:]) for p in self.phases) <= 9):
+            return
+        offsets = []
+        for p in self.phases:
+            # the window starts at input position q + first - before of its output q
+            first = [sl.start - b for sl, b in zip(p.window[2:], p.geom[17:19])] \
+                if p.explicit is None else \
+                [sl.start - b for sl, (b, _) in zip(p.window[2:], p.explicit[2:])]
+            if p.counts != tuple(x_shape[2:]) or any(
+                    f < -1 or f + k > 2 for f, k in zip(first, p.sub.shape[2:])):
+                return
+            offsets.append(first)
+        n, cin, cout = x_shape[0], x_shape[1], y_shape[1]
+        geom = ((n, cin, 4 * cout, 1, 1) + tuple(x_shape[2:]) + (1,) + tuple(x_shape[2:])
+                + (1, 3, 3, 1, 1, 1, 0, 1, 1, 1, 1, 1))
+        if _kernels._conv.select(geom, weights_packed) != "winograd":
+            return
+        sub = np.zeros((4 * cout, cin, 3, 3), dtype)
+        for k, (p, (f0, f1)) in enumerate(zip(self.phases, offsets)):
+            k0, k1 = p.sub.shape[2:]
+            sub[k * cout:(k + 1) * cout, :, f0 + 1:f0 + 1 + k0, f1 + 1:f1 + 1 + k1] = p.sub
+        whole = (slice(None), slice(None)) + tuple(slice(0, s) for s in x_shape[2:])
+        self.phases = [_Phase(geom, whole, None, tuple(x_shape), tuple(x_shape[2:]), sub)]
+        self.merged = True
 
     def __call__(self, x, bias, y, threads):
         n, channels, nd = y.shape[0], y.shape[1], self.nd
         one3 = (1,) * (3 - nd)
+        if self.merged:
+            self._call_merged(x, bias, y, threads)
+            return
         buffer = None if self.direct else self._phase_buffer(y)
         sources, live, outs, used = [], [], [], 0
         for k, phase in enumerate(self.phases):
@@ -254,6 +295,19 @@ class Phases:
             _kernels._linear.interleave_phases(
                 sources, y.reshape((n * channels,) + one3 + y.shape[2:]),
                 one3 + self.stride, bias, threads)
+
+    def _call_merged(self, x, bias, y, threads):
+        """The merged convolution (see _merge), then each image's four phases,
+        consecutive channel blocks of its output, interleaved into y."""
+        n, channels = y.shape[:2]
+        counts = self.phases[0].counts
+        out = self._phase_buffer(y)[:y.size].reshape((n, 4 * channels) + counts)
+        self._conv(0, self._input(0, x), out, None, threads)
+        for i in range(n):
+            sources = [out[i, k * channels:(k + 1) * channels].reshape((channels, 1) + counts)
+                       for k in range(4)]
+            _kernels._linear.interleave_phases(
+                sources, y[i].reshape((channels, 1) + y.shape[2:]), (1, 2, 2), bias, threads)
 
     def _one_thread_each(self, live, threads):
         """Whether the phases run one thread each, `threads` at a time, rather
@@ -314,7 +368,7 @@ class CompiledPhases(Phases):
 
     def __init__(self, x_shape, y_shape, w, groups, stride, padding, num_threads,
                  packed=None):
-        super().__init__(x_shape, y_shape, w, groups, stride, padding)
+        super().__init__(x_shape, y_shape, w, groups, stride, padding, weights_packed=True)
         # the kernels it packs for, kept whatever fastcnn.set_max_isa binds later
         conv = self.kernels = _kernels._conv
         self.all_finite = _kernels._act.all_finite
