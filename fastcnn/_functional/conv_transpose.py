@@ -202,8 +202,10 @@ class Phases:
         pad3, one3 = (0,) * (3 - nd), (1,) * (3 - nd)
         n, spatial = x_shape[0], x_shape[2:]
         self.phases = []                # in C order; None: no tap reaches it
+        described = []                  # each phase's _axis_phases, for its taps
         for phase in itertools.product(*[_axis_phases(*a) for a in zip(
                 spatial, y_shape[2:], w.shape[2:], stride, padding)]):
+            described.append(phase)
             if any(taps == 0 for _, _, _, taps, _ in phase):
                 self.phases.append(None)
                 continue
@@ -222,14 +224,17 @@ class Phases:
                 in_spatial = tuple(i + b + e for i, b, e in zip(in_spatial, before, after))
                 before = (0,) * nd
             counts = tuple(count for _, count, _, _, _ in phase)
-            sub = _phase_taps(w, groups, phase, stride)
+            kernel = tuple(taps for _, _, _, taps, _ in phase)
             geom = ((n, x_shape[1], y_shape[1], groups) + one3 + in_spatial + one3 + counts
-                    + one3 + sub.shape[2:] + (1, 1, 1) + pad3 + before + (1, 1, 1))
+                    + one3 + kernel + (1, 1, 1) + pad3 + before + (1, 1, 1))
             self.phases.append(_Phase(geom, window, explicit, (n, x_shape[1]) + in_spatial,
-                                      counts, sub))
-        self._merge(x_shape, y_shape, w.dtype, weights_packed)
+                                      counts, None))
+        if not self._merge(x_shape, y_shape, w, described, weights_packed):
+            # each phase's weights (gathered only now: a merged layer needs none)
+            self.phases = [p and p._replace(sub=_phase_taps(w, groups, d, stride))
+                           for p, d in zip(self.phases, described)]
 
-    def _merge(self, x_shape, y_shape, dtype, weights_packed):
+    def _merge(self, x_shape, y_shape, w, described, weights_packed):
         """Merge the phases into one 3x3 convolution with every phase's filters
         (s0 s1 x out channels: each phase's taps placed where its window lies
         in the 3x3 around its input position, zeros elsewhere) where that runs
@@ -240,30 +245,31 @@ class Phases:
         if (self.nd != 2 or self.groups != 1 or self.stride != (2, 2)
                 or any(p is None for p in self.phases)
                 or tuple(y_shape[2:]) != tuple(2 * s for s in x_shape[2:])
-                or sum(math.prod(p.sub.shape[2:]) for p in self.phases) <= 9):
-            return
-        offsets = []
-        for p in self.phases:
-            # the window starts at input position q + first - before of its output q
-            first = [sl.start - b for sl, b in zip(p.window[2:], p.geom[17:19])] \
-                if p.explicit is None else \
-                [sl.start - b for sl, (b, _) in zip(p.window[2:], p.explicit[2:])]
-            if p.counts != tuple(x_shape[2:]) or any(
-                    f < -1 or f + k > 2 for f, k in zip(first, p.sub.shape[2:])):
-                return
-            offsets.append(first)
+                or math.prod(w.shape[2:]) <= 9):
+            return False
+        for d in described:
+            # phase outputs q read inputs q + first .. q + first + taps - 1
+            if any(count != size or first < -1 or first + taps > 2
+                   for (_, count, _, taps, first), size in zip(d, x_shape[2:])):
+                return False
         n, cin, cout = x_shape[0], x_shape[1], y_shape[1]
         geom = ((n, cin, 4 * cout, 1, 1) + tuple(x_shape[2:]) + (1,) + tuple(x_shape[2:])
                 + (1, 3, 3, 1, 1, 1, 0, 1, 1, 1, 1, 1))
         if _kernels._conv.select(geom, weights_packed) != "winograd":
-            return
-        sub = np.zeros((4 * cout, cin, 3, 3), dtype)
-        for k, (p, (f0, f1)) in enumerate(zip(self.phases, offsets)):
-            k0, k1 = p.sub.shape[2:]
-            sub[k * cout:(k + 1) * cout, :, f0 + 1:f0 + 1 + k0, f1 + 1:f1 + 1 + k1] = p.sub
+            return False
+        sub = np.empty((4 * cout, cin, 9), w.dtype)
+        for k, d in enumerate(described):
+            # the 3x3 around q: row i reads q + i - 1, the phase's tap i - 1 - first
+            taps = [[t[i - 1 - first] if 0 <= i - 1 - first < len(t) else -1 for i in range(3)]
+                    for t, (_, _, _, _, first) in zip(_reversed_taps(d, self.stride), d)]
+            flat = [r * w.shape[3] + c if r >= 0 and c >= 0 else -1
+                    for r in taps[0] for c in taps[1]]
+            _gather_weights(w, 1, flat, sub[k * cout:(k + 1) * cout])
         whole = (slice(None), slice(None)) + tuple(slice(0, s) for s in x_shape[2:])
-        self.phases = [_Phase(geom, whole, None, tuple(x_shape), tuple(x_shape[2:]), sub)]
+        self.phases = [_Phase(geom, whole, None, tuple(x_shape), tuple(x_shape[2:]),
+                              sub.reshape(4 * cout, cin, 3, 3))]
         self.merged = True
+        return True
 
     def __call__(self, x, bias, y, threads):
         n, channels, nd = y.shape[0], y.shape[1], self.nd
@@ -464,14 +470,27 @@ def _phase_taps(w, groups, phase, stride):
     the transposed convolution's (in, out / groups, *k): per axis the taps
     t0, t0 + s, ... in reverse order (a correlation with the flipped
     sub-kernel), gathered with the in/out swap in one threaded pass."""
-    taps = [np.arange(t0 + s * (count - 1), t0 - 1, -s)
+    taps = _reversed_taps(phase, stride)
+    flat = np.ravel_multi_index(np.ix_(*taps), w.shape[2:]).ravel()
+    return _gather_weights(w, groups, flat).reshape(
+        (groups * w.shape[1], w.shape[0] // groups) + tuple(len(t) for t in taps))
+
+
+def _reversed_taps(phase, stride):
+    return [np.arange(t0 + s * (count - 1), t0 - 1, -s)
             for (_, _, t0, count, _), s in zip(phase, stride)]
-    flat = np.ravel_multi_index(np.ix_(*taps), w.shape[2:]).ravel().astype(np.int64)
+
+
+def _gather_weights(w, groups, flat, out=None):
+    """out (out, in / groups, len(flat)) = w's kernel taps at the flat
+    indices `flat` (-1: zero), in and out swapped (phase_weights)."""
     cin_g, cout_g = w.shape[0] // groups, w.shape[1]
-    sub = np.empty((groups * cout_g, cin_g, len(flat)), w.dtype)
-    _kernels._linear.phase_weights(np.ascontiguousarray(w), groups, flat, sub,
+    if out is None:
+        out = np.empty((groups * cout_g, cin_g, len(flat)), w.dtype)
+    _kernels._linear.phase_weights(np.ascontiguousarray(w), groups,
+                                   np.ascontiguousarray(flat, np.int64), out,
                                    _threads.get_num_threads())
-    return sub.reshape(sub.shape[:2] + tuple(len(t) for t in taps))
+    return out
 
 
 def _by_columns(x, w, y, groups, stride, padding, dilation):

@@ -503,8 +503,9 @@ def conv_transpose_by_taps(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarra
 cdef void _phase_weights(const floating* w, floating* out, index_t groups, index_t cin_g,
                          index_t cout_g, index_t kernel, const int64_t* taps, index_t n_taps,
                          int num_threads) noexcept nogil:
-    """out[g cout_g + o, i, t] = w[g cin_g + i, o, taps[t]]: an output row
-    (filter) a task, its kernels read whole from w's rows."""
+    """out[g cout_g + o, i, t] = w[g cin_g + i, o, taps[t]] (0 where taps[t]
+    is -1): an output row (filter) a task, its kernels read whole from w's
+    rows."""
     cdef index_t f, grp, o, i, t
     cdef const floating* src
     cdef floating* dst
@@ -516,7 +517,7 @@ cdef void _phase_weights(const floating* w, floating* out, index_t groups, index
             src = w + (grp * cin_g * cout_g + o) * kernel
             for i in range(cin_g):
                 for t in range(n_taps):
-                    dst[i * n_taps + t] = src[taps[t]]
+                    dst[i * n_taps + t] = src[taps[t]] if taps[t] >= 0 else 0
                 src = src + cout_g * kernel
 
 
@@ -524,7 +525,8 @@ def phase_weights(cnp.ndarray w, int groups, cnp.ndarray taps, cnp.ndarray out,
                   int num_threads):
     """A transposed convolution's weights w (in, out / groups, *k), as the
     convolution weights of one output phase: out (out, in / groups, n_taps)
-    holds, per filter, the kernel taps at the flat indices `taps` (int64)."""
+    holds, per filter, the kernel taps at the flat indices `taps` (int64; -1:
+    a zero)."""
     cdef index_t kernel, cin_g, cout_g, n_taps = taps.shape[0] if taps.ndim == 1 else -1
     if w.ndim < 3 or not w.flags.c_contiguous or out.ndim != 3 or not out.flags.c_contiguous \
             or w.dtype != out.dtype or w.dtype.num not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64):
@@ -539,7 +541,7 @@ def phase_weights(cnp.ndarray w, int groups, cnp.ndarray taps, cnp.ndarray out,
             or out.shape[2] != n_taps:
         raise ValueError("phase_weights: expected int64 taps and an (out, in / groups, taps) "
                          "output")
-    if n_taps and (taps.min() < 0 or taps.max() >= kernel):
+    if n_taps and (taps.min() < -1 or taps.max() >= kernel):
         raise ValueError("phase_weights: a tap outside the kernel")
     if out.size == 0:
         return
