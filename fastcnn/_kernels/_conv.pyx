@@ -140,11 +140,12 @@ cdef index_t _oc_weight_bytes = 32 * 1024
 cdef index_t _oc_partial_bytes = 64 * 1024
 cdef index_t _dw_task_bytes = 96 * 1024
 cdef index_t _l2_bytes = 2048 * 1024
-# A Winograd task's transformed tiles (V and M). Not L2-sized: every task
-# reads all the transformed weights again, so fewer, larger tasks pay even
-# when their tiles spill from L2 to L3 (re-reading the weights costs more
-# than the spill; benchmarks/bench_isa.py measures both on a given CPU).
-cdef index_t _wino_budget_bytes = 1536 * 1024
+# A Winograd task's transformed tiles (V and M): three times L2. Every task
+# reads all the transformed weights again, and its 36 GEMMs are as wide as
+# its tiles, so fewer, larger tasks pay even when their tiles spill from L2
+# to L3 (against 1.5 times L2, 1.1-1.25x on ResNet-18's 3x3 layers at batch 8
+# and a U-Net 4x4 up-convolution, AVX2 and AVX-512; six times L2 gained no more).
+cdef index_t _wino_budget_bytes = 3 * 2048 * 1024
 # Whether the BLAS multiplies small matrices without packing them (OpenBLAS's
 # SkylakeX-family kernels do; its Haswell/Zen kernels pack on every call). With
 # such a GEMM, im2col and 1x1 GEMM win on small problems; without it, the
@@ -162,13 +163,14 @@ def set_blas_small_gemm(bint has_small_gemm):
 def set_cache_sizes(l1d_bytes, l2_bytes):
     """Size the kernels' working sets for a core with these L1 data and L2
     caches (bytes, per core). Plans made afterwards use them."""
-    global _oc_weight_bytes, _oc_partial_bytes, _dw_task_bytes, _l2_bytes
+    global _oc_weight_bytes, _oc_partial_bytes, _dw_task_bytes, _l2_bytes, _wino_budget_bytes
     cdef index_t l1 = max(<index_t>8 * 1024, <index_t>l1d_bytes)
     cdef index_t l2 = max(<index_t>128 * 1024, <index_t>l2_bytes)
     _oc_weight_bytes = l1 * 2 // 3
     _oc_partial_bytes = l1 * 4 // 3
     _dw_task_bytes = l1 * 2
     _l2_bytes = l2
+    _wino_budget_bytes = 3 * l2
 
 
 def cache_budgets():
