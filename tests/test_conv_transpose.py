@@ -333,6 +333,13 @@ def test_phase_weights_swap_and_gather_taps(rng):
     taps = np.array([8, 6, 2, 0], np.int64)
     out = np.empty((6, 2, 4), np.float32)
     gather(w, 3, taps, out, 2)
+    two = np.empty((12, 2, 4), np.float32)                 # two sets of taps, -1 a zero
+    gather(w, 3, np.stack([taps, [-1, 4, -1, 1]]), two, 2)
+    np.testing.assert_array_equal(two[:6], out)
+    for f in range(6):
+        for i in range(2):
+            np.testing.assert_array_equal(two[6 + f, i], [0, w[f // 2 * 2 + i, f % 2, 1, 1],
+                                                          0, w[f // 2 * 2 + i, f % 2, 0, 1]])
     for g in range(3):
         for o in range(2):
             for i in range(2):
@@ -341,7 +348,8 @@ def test_phase_weights_swap_and_gather_taps(rng):
     for args, message in [
             ((w, 4, taps, out, 1), "groups must divide"),
             ((w, 3, taps.astype(np.int32), out, 1), "int64 taps"),
-            ((w, 3, taps[:3], out, 1), "int64 taps"),
+            ((w, 3, taps[:3], out, 1), "taps\\) output"),
+            ((w, 3, taps.reshape(2, 1, 2), out, 1), "int64 taps"),
             ((w, 3, taps + 1, out, 1), "outside the kernel"),
             ((w, 3, taps, out.astype(np.float64), 1), "one dtype"),
             ((w[:, :, ::2], 3, taps, out, 1), "C-contiguous")]:

@@ -257,14 +257,14 @@ class Phases:
                 + (1, 3, 3, 1, 1, 1, 0, 1, 1, 1, 1, 1))
         if _kernels._conv.select(geom, weights_packed) != "winograd":
             return False
-        sub = np.empty((4 * cout, cin, 9), w.dtype)
-        for k, d in enumerate(described):
+        flat = []
+        for d in described:
             # the 3x3 around q: row i reads q + i - 1, the phase's tap i - 1 - first
             taps = [[t[i - 1 - first] if 0 <= i - 1 - first < len(t) else -1 for i in range(3)]
                     for t, (_, _, _, _, first) in zip(_reversed_taps(d, self.stride), d)]
-            flat = [r * w.shape[3] + c if r >= 0 and c >= 0 else -1
-                    for r in taps[0] for c in taps[1]]
-            _gather_weights(w, 1, flat, sub[k * cout:(k + 1) * cout])
+            flat.append([r * w.shape[3] + c if r >= 0 and c >= 0 else -1
+                         for r in taps[0] for c in taps[1]])
+        sub = _gather_weights(w, 1, flat)
         whole = (slice(None), slice(None)) + tuple(slice(0, s) for s in x_shape[2:])
         self.phases = [_Phase(geom, whole, None, tuple(x_shape), tuple(x_shape[2:]),
                               sub.reshape(4 * cout, cin, 3, 3))]
@@ -481,14 +481,14 @@ def _reversed_taps(phase, stride):
             for (_, _, t0, count, _), s in zip(phase, stride)]
 
 
-def _gather_weights(w, groups, flat, out=None):
-    """out (out, in / groups, len(flat)) = w's kernel taps at the flat
-    indices `flat` (-1: zero), in and out swapped (phase_weights)."""
-    cin_g, cout_g = w.shape[0] // groups, w.shape[1]
-    if out is None:
-        out = np.empty((groups * cout_g, cin_g, len(flat)), w.dtype)
-    _kernels._linear.phase_weights(np.ascontiguousarray(w), groups,
-                                   np.ascontiguousarray(flat, np.int64), out,
+def _gather_weights(w, groups, flat):
+    """(sets * out, in / groups, taps): w's kernel taps at the flat indices
+    `flat` ((sets, taps) or (taps,); -1: zero), in and out swapped, every
+    set's filters after the last's (phase_weights)."""
+    flat = np.ascontiguousarray(flat, np.int64)
+    sets = 1 if flat.ndim == 1 else flat.shape[0]
+    out = np.empty((sets * w.shape[1] * groups, w.shape[0] // groups, flat.shape[-1]), w.dtype)
+    _kernels._linear.phase_weights(np.ascontiguousarray(w), groups, flat, out,
                                    _threads.get_num_threads())
     return out
 

@@ -501,47 +501,53 @@ def conv_transpose_by_taps(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarra
 # ------------------------------------------------ transposed-convolution weights
 
 cdef void _phase_weights(const floating* w, floating* out, index_t groups, index_t cin_g,
-                         index_t cout_g, index_t kernel, const int64_t* taps, index_t n_taps,
-                         int num_threads) noexcept nogil:
-    """out[g cout_g + o, i, t] = w[g cin_g + i, o, taps[t]] (0 where taps[t]
-    is -1): an output row (filter) a task, its kernels read whole from w's
-    rows."""
-    cdef index_t f, grp, o, i, t
+                         index_t cout_g, index_t kernel, const int64_t* taps, index_t sets,
+                         index_t n_taps, int num_threads) noexcept nogil:
+    """out[(s groups + g) cout_g + o, i, t] = w[g cin_g + i, o, taps[s, t]] (0
+    where taps[s, t] is -1): an output filter (all its sets) a task, each of
+    its kernels read once from w's rows for every set."""
+    cdef index_t f, grp, o, i, t, st, set_stride = groups * cout_g * cin_g * n_taps
     cdef const floating* src
     cdef floating* dst
+    cdef const int64_t* tp
     with parallel(num_threads=num_threads):
         for f in prange(groups * cout_g, schedule='static'):
             grp = f // cout_g
             o = f - grp * cout_g
-            dst = out + f * cin_g * n_taps
             src = w + (grp * cin_g * cout_g + o) * kernel
             for i in range(cin_g):
-                for t in range(n_taps):
-                    dst[i * n_taps + t] = src[taps[t]] if taps[t] >= 0 else 0
+                for st in range(sets):
+                    dst = out + st * set_stride + (f * cin_g + i) * n_taps
+                    tp = taps + st * n_taps
+                    for t in range(n_taps):
+                        dst[t] = src[tp[t]] if tp[t] >= 0 else 0
                 src = src + cout_g * kernel
 
 
 def phase_weights(cnp.ndarray w, int groups, cnp.ndarray taps, cnp.ndarray out,
                   int num_threads):
-    """A transposed convolution's weights w (in, out / groups, *k), as the
-    convolution weights of one output phase: out (out, in / groups, n_taps)
-    holds, per filter, the kernel taps at the flat indices `taps` (int64; -1:
-    a zero)."""
-    cdef index_t kernel, cin_g, cout_g, n_taps = taps.shape[0] if taps.ndim == 1 else -1
+    """A transposed convolution's weights w (in, out / groups, *k) as the
+    convolution weights of output phases: out (sets * out, in / groups,
+    n_taps) holds, per set of taps (a row of `taps`, int64 (sets, n_taps) or
+    one set (n_taps,); -1: a zero) and filter, the kernel taps at those flat
+    indices."""
+    cdef index_t kernel, cin_g, cout_g, sets, n_taps
     if w.ndim < 3 or not w.flags.c_contiguous or out.ndim != 3 or not out.flags.c_contiguous \
             or w.dtype != out.dtype or w.dtype.num not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64):
         raise ValueError("phase_weights: expected C-contiguous float32 or float64 weights "
                          "and output of one dtype")
     if groups < 1 or w.shape[0] % groups:
         raise ValueError("phase_weights: groups must divide the input channels")
+    if taps.dtype != np.int64 or taps.ndim not in (1, 2) or not taps.flags.c_contiguous:
+        raise ValueError("phase_weights: expected int64 taps (sets, taps) or (taps,)")
+    sets = 1 if taps.ndim == 1 else taps.shape[0]
+    n_taps = taps.shape[taps.ndim - 1]
     kernel = w.size // max(1, w.shape[0] * w.shape[1])
     cin_g, cout_g = w.shape[0] // groups, w.shape[1]
-    if taps.dtype != np.int64 or n_taps < 0 or not taps.flags.c_contiguous \
-            or out.shape[0] != groups * cout_g or out.shape[1] != cin_g \
+    if out.shape[0] != sets * groups * cout_g or out.shape[1] != cin_g \
             or out.shape[2] != n_taps:
-        raise ValueError("phase_weights: expected int64 taps and an (out, in / groups, taps) "
-                         "output")
-    if n_taps and (taps.min() < -1 or taps.max() >= kernel):
+        raise ValueError("phase_weights: expected an (sets * out, in / groups, taps) output")
+    if taps.size and (taps.min() < -1 or taps.max() >= kernel):
         raise ValueError("phase_weights: a tap outside the kernel")
     if out.size == 0:
         return
@@ -551,8 +557,8 @@ def phase_weights(cnp.ndarray w, int groups, cnp.ndarray taps, cnp.ndarray out,
     if w.dtype.num == cnp.NPY_FLOAT32:
         with nogil:
             _phase_weights(<const float*>wp, <float*>op, groups, cin_g, cout_g, kernel, tp,
-                           n_taps, num_threads)
+                           sets, n_taps, num_threads)
     else:
         with nogil:
             _phase_weights(<const double*>wp, <double*>op, groups, cin_g, cout_g, kernel, tp,
-                           n_taps, num_threads)
+                           sets, n_taps, num_threads)
