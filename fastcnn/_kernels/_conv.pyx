@@ -145,7 +145,9 @@ cdef index_t _l2_bytes = 2048 * 1024
 # its tiles, so fewer, larger tasks pay even when their tiles spill from L2
 # to L3 (against 1.5 times L2, 1.1-1.25x on ResNet-18's 3x3 layers at batch 8
 # and a U-Net 4x4 up-convolution, AVX2 and AVX-512; six times L2 gained no more).
-cdef index_t _wino_budget_bytes = 3 * 2048 * 1024
+cdef enum:
+    WINO_BUDGET_L2S = 3
+cdef index_t _wino_budget_bytes = WINO_BUDGET_L2S * _l2_bytes
 # Whether the BLAS multiplies small matrices without packing them (OpenBLAS's
 # SkylakeX-family kernels do; its Haswell/Zen kernels pack on every call). With
 # such a GEMM, im2col and 1x1 GEMM win on small problems; without it, the
@@ -170,7 +172,7 @@ def set_cache_sizes(l1d_bytes, l2_bytes):
     _oc_partial_bytes = l1 * 4 // 3
     _dw_task_bytes = l1 * 2
     _l2_bytes = l2
-    _wino_budget_bytes = 3 * l2
+    _wino_budget_bytes = WINO_BUDGET_L2S * l2
 
 
 def cache_budgets():
