@@ -59,6 +59,10 @@ cdef extern from "conv_block.h" nogil:
     void fcnn_block_kernel_f64_narrow(const double* x, long ld_c, const double* w,
                                       const long* toff, long ntaps, long cin, double* out,
                                       long ld_out, int accumulate)
+    void fcnn_block_gemm_f32(const float* x, long ld_c, const float* w, long cin, float* out,
+                             long ld_out, long lanes)
+    void fcnn_block_gemm_f64(const double* x, long ld_c, const double* w, long cin,
+                             double* out, long ld_out, long lanes)
 
 cdef extern from "conv_dw.h" nogil:
     enum:
@@ -881,11 +885,15 @@ cdef void _depthwise_task(const ConvGeom* g, const ConvPlan* plan, const floatin
 #
 # Y = A^T [(G g G^T) . (B^T d B)] A per 6x6 input tile d and 4x4 output tile
 # (Lavin and Gray, points 0, +-1, +-2, inf). The weights are packed once as
-# U[xi][out][in] (xi = 36 transform points). A task takes a block of tile rows
-# of one image: transform its tiles into V[xi][in][tile], run 36 GEMMs
-# M[xi] = U[xi] @ V[xi], and transform M back into output rows, adding bias
-# and the activation before they are written. Transforms run along tile rows
-# so the compiler vectorises them across tiles.
+# U[xi][out block][in][FCNN_BLOCK_OCB] (xi = 36 transform points; the output
+# channels padded to whole blocks). A task takes a block of tile rows of one
+# image: transform its tiles into V[xi][in][tile], run 36 products
+# M[xi] = U[xi] @ V[xi] with the register-blocked kernel (conv_block.h: V is
+# read as it lies and U is already in the kernel's order, so nothing is
+# repacked per call, as a BLAS GEMM would), and transform M back into output
+# rows, adding bias and the activation before they are written. Transforms
+# run along tile rows so the compiler vectorises them across tiles. Rows of V
+# and M are padded to whole vectors (_wino_ld), the padding of V zeroed.
 
 cdef bint winograd_applies(const ConvGeom* g) noexcept nogil:
     return (g.groups == 1 and g.kernel_d == 1 and g.kernel_h == 3 and g.kernel_w == 3
@@ -907,7 +915,7 @@ cdef index_t conv_packed_size(const ConvGeom* g, int algorithm, index_t itemsize
         one = _one_image(g)
         return conv_packed_size(&one, algorithm, itemsize)
     if algorithm == CONV_WINOGRAD:
-        return 36 * g.out_channels * g.in_channels
+        return 36 * _round_up(g.out_channels, FCNN_BLOCK_OCB) * g.in_channels
     if algorithm == CONV_POINTWISE:
         return (g.groups * _ceil_div(g.out_channels // g.groups, FCNN_BLOCK_OCB) * FCNN_BLOCK_OCB
                 * (g.in_channels // g.groups) * g.kernel_d * g.kernel_h * g.kernel_w)
@@ -926,9 +934,34 @@ cdef inline index_t _wino_scratch(index_t tiles_w, index_t tiles) noexcept nogil
     return 36 * tiles + 4 * (tiles_w + 1) + 4 * tiles_w
 
 
+cdef inline index_t _wino_ld(index_t tiles, index_t itemsize) noexcept nogil:
+    """Elements per row of V and M: the tiles in whole vectors (the kernel
+    reads and writes whole vectors)."""
+    return _round_up(tiles, _oc_lanes(itemsize))
+
+
+cdef inline void _wino_products(const floating* u, index_t u_rows, const floating* v,
+                                floating* mo, index_t m_rows, index_t rows, index_t cin,
+                                index_t tiles, index_t ld) noexcept nogil:
+    """M[xi][m][t] = sum_c U[xi][m][c] V[xi][c][t] for the first `rows`
+    output channels (whole blocks), each xi in turn; U and M hold u_rows and
+    m_rows channels per xi, V cin, rows ld elements apart."""
+    cdef index_t xi, b
+    cdef const floating* ux
+    cdef floating* mx
+    for xi in range(36):
+        for b in range(rows // FCNN_BLOCK_OCB):
+            ux = u + (xi * u_rows + b * FCNN_BLOCK_OCB) * cin
+            mx = mo + (xi * m_rows + b * FCNN_BLOCK_OCB) * ld
+            if floating is float:
+                fcnn_block_gemm_f32(v + xi * cin * ld, ld, ux, cin, mx, ld, tiles)
+            else:
+                fcnn_block_gemm_f64(v + xi * cin * ld, ld, ux, cin, mx, ld, tiles)
+
+
 cdef void _winograd_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noexcept nogil:
     cdef index_t per_tile = 36 * (g.in_channels + g.out_channels) * itemsize
-    cdef index_t rows_budget, want_blocks, tiles_image, total
+    cdef index_t rows_budget, want_blocks, tiles_image, total, ld
     p.tiles_h = _ceil_div(g.out_h, 4)
     p.tiles_w = _ceil_div(g.out_w, 4)
     tiles_image = p.tiles_h * p.tiles_w
@@ -939,13 +972,15 @@ cdef void _winograd_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noexc
         p.rows_per_task = p.tiles_h
         p.tasks_per_image = 1
         p.tiles_per_task = total
-        p.m_block = min(g.out_channels, max(16, _round_up(_ceil_div(g.out_channels, MIN_TASKS), 16)))
+        p.m_block = _round_up(min(g.out_channels, max(16, _ceil_div(g.out_channels, MIN_TASKS))),
+                              FCNN_BLOCK_OCB)
         p.n_m_blocks = _ceil_div(g.out_channels, p.m_block)
         p.n_tasks = p.n_m_blocks
         # shared: V for every tile; per thread: M for one channel block, and
         # the transforms' scratch for one image
-        p.workspace_shared = 36 * g.in_channels * total
-        p.workspace_per_thread = 36 * p.m_block * total + _wino_scratch(p.tiles_w, tiles_image)
+        ld = _wino_ld(total, itemsize)
+        p.workspace_shared = 36 * g.in_channels * ld
+        p.workspace_per_thread = 36 * p.m_block * ld + _wino_scratch(p.tiles_w, tiles_image)
         return
     rows_budget = max(1, _wino_budget_bytes // (per_tile * p.tiles_w))
     want_blocks = _ceil_div(MIN_TASKS, g.batch)
@@ -955,8 +990,9 @@ cdef void _winograd_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noexc
     p.rows_per_task = _ceil_div(p.tiles_h, p.tasks_per_image)
     p.tiles_per_task = p.rows_per_task * p.tiles_w
     p.n_tasks = g.batch * p.tasks_per_image
-    p.workspace_per_thread = (36 * (g.in_channels + g.out_channels) * p.tiles_per_task
-                              + _wino_scratch(p.tiles_w, p.tiles_per_task))
+    ld = _wino_ld(p.tiles_per_task, itemsize)
+    p.workspace_per_thread = (36 * (g.in_channels + _round_up(g.out_channels, FCNN_BLOCK_OCB)) * ld
+                              + _wino_scratch(p.tiles_w, ld))
     p.m_block = p.n_m_blocks = 0
 
 
@@ -985,11 +1021,13 @@ cdef enum:
 
 cdef void _winograd_pack(const ConvGeom* g, const floating* w, floating* u,
                          int num_threads) noexcept nogil:
-    """U[xi][m][c] = (G g G^T)[xi] for each 3x3 filter g = w[m, c], by chunks
-    of filters (see _winograd_pack_chunk)."""
-    cdef index_t plane = g.out_channels * g.in_channels
-    cdef index_t n_chunks = _ceil_div(plane, WINO_PACK_CHUNK)
-    cdef index_t chunk
+    """U[xi][block][c][o] = (G g G^T)[xi] for each 3x3 filter g = w[block
+    OCB + o, c] (zero past the last output channel), by chunks of a block's
+    filters (see _winograd_pack_chunk)."""
+    cdef index_t cin = g.in_channels, rows = _round_up(g.out_channels, FCNN_BLOCK_OCB)
+    cdef index_t per_chunk = WINO_PACK_CHUNK // FCNN_BLOCK_OCB
+    cdef index_t n_chunks = _ceil_div(cin, per_chunk)
+    cdef index_t task, b, c0
     cdef const floating* kron
     if floating is float:
         kron = _KRON_F32
@@ -997,42 +1035,51 @@ cdef void _winograd_pack(const ConvGeom* g, const floating* w, floating* u,
         kron = _KRON_F64
     with parallel(num_threads=num_threads):
         fp_enter()
-        for chunk in prange(n_chunks, schedule='static'):
-            _winograd_pack_chunk(w, u, kron, plane, chunk * WINO_PACK_CHUNK,
-                                 min(<index_t>WINO_PACK_CHUNK, plane - chunk * WINO_PACK_CHUNK))
+        for task in prange(rows // FCNN_BLOCK_OCB * n_chunks, schedule='static'):
+            b = task // n_chunks
+            c0 = (task % n_chunks) * per_chunk
+            _winograd_pack_chunk(g, w, u, kron, b * FCNN_BLOCK_OCB, c0,
+                                 min(per_chunk, cin - c0))
 
 
-cdef void _winograd_pack_chunk(const floating* w, floating* u, const floating* kron,
-                               index_t plane, index_t f0, index_t count) noexcept nogil:
-    """Filters f0 .. f0 + count: their 9 taps transposed into 9 rows, then
-    each of U's 36 rows a fixed sum of the 9 rows scaled by kron(G, G),
-    vectorised across the filters. (A GEMM of 9-deep products spends most
-    of its time packing; this is several times faster.)"""
+cdef void _winograd_pack_chunk(const ConvGeom* g, const floating* w, floating* u,
+                               const floating* kron, index_t m0, index_t c0,
+                               index_t count) noexcept nogil:
+    """The filters of output channels m0 .. m0 + OCB - 1 and input channels
+    c0 .. c0 + count - 1: their 9 taps gathered into 9 rows in U's order
+    (channel, then output), then each of U's 36 rows a fixed sum of the 9
+    rows scaled by kron(G, G), vectorised across the filters and stored as
+    one run. (A GEMM of 9-deep products spends most of its time packing.)"""
     cdef floating taps[9 * WINO_PACK_CHUNK]
-    cdef index_t j, k, xi
+    cdef index_t cin = g.in_channels, rows = _round_up(g.out_channels, FCNN_BLOCK_OCB)
+    cdef index_t n = count * FCNN_BLOCK_OCB
+    cdef index_t j, k, xi, c, o
     cdef floating* dst
-    cdef floating c0, c1, c2, c3, c4, c5, c6, c7, c8
-    for j in range(count):
-        for k in range(9):
-            taps[k * WINO_PACK_CHUNK + j] = w[(f0 + j) * 9 + k]
+    cdef floating c_0, c_1, c_2, c_3, c_4, c_5, c_6, c_7, c_8
+    for c in range(count):
+        for o in range(FCNN_BLOCK_OCB):
+            j = c * FCNN_BLOCK_OCB + o
+            for k in range(9):
+                taps[k * WINO_PACK_CHUNK + j] = (
+                    w[((m0 + o) * cin + c0 + c) * 9 + k] if m0 + o < g.out_channels else 0)
     for xi in range(36):
-        c0, c1, c2 = kron[xi * 9], kron[xi * 9 + 1], kron[xi * 9 + 2]
-        c3, c4, c5 = kron[xi * 9 + 3], kron[xi * 9 + 4], kron[xi * 9 + 5]
-        c6, c7, c8 = kron[xi * 9 + 6], kron[xi * 9 + 7], kron[xi * 9 + 8]
-        dst = u + xi * plane + f0
-        for j in range(count):
-            dst[j] = (c0 * taps[j] + c1 * taps[WINO_PACK_CHUNK + j]
-                      + c2 * taps[2 * WINO_PACK_CHUNK + j] + c3 * taps[3 * WINO_PACK_CHUNK + j]
-                      + c4 * taps[4 * WINO_PACK_CHUNK + j] + c5 * taps[5 * WINO_PACK_CHUNK + j]
-                      + c6 * taps[6 * WINO_PACK_CHUNK + j] + c7 * taps[7 * WINO_PACK_CHUNK + j]
-                      + c8 * taps[8 * WINO_PACK_CHUNK + j])
+        c_0, c_1, c_2 = kron[xi * 9], kron[xi * 9 + 1], kron[xi * 9 + 2]
+        c_3, c_4, c_5 = kron[xi * 9 + 3], kron[xi * 9 + 4], kron[xi * 9 + 5]
+        c_6, c_7, c_8 = kron[xi * 9 + 6], kron[xi * 9 + 7], kron[xi * 9 + 8]
+        dst = u + (xi * rows + m0) * cin + c0 * FCNN_BLOCK_OCB
+        for j in range(n):
+            dst[j] = (c_0 * taps[j] + c_1 * taps[WINO_PACK_CHUNK + j]
+                      + c_2 * taps[2 * WINO_PACK_CHUNK + j] + c_3 * taps[3 * WINO_PACK_CHUNK + j]
+                      + c_4 * taps[4 * WINO_PACK_CHUNK + j] + c_5 * taps[5 * WINO_PACK_CHUNK + j]
+                      + c_6 * taps[6 * WINO_PACK_CHUNK + j] + c_7 * taps[7 * WINO_PACK_CHUNK + j]
+                      + c_8 * taps[8 * WINO_PACK_CHUNK + j])
 
 
 cdef inline void _wino_input(const ConvGeom* g, const floating* xc, index_t th0, index_t th1,
                              index_t tiles_w, index_t ld, floating* phase, floating* tmp,
-                             floating* v, index_t ld_xi) noexcept nogil:
+                             floating* v, index_t ld_xi, index_t pad) noexcept nogil:
     """V[xi * ld_xi + t] = (B^T d_t B)[xi] for the tiles t of tile rows th0..th1-1
-    of one channel.
+    of one channel, and `pad` zeros after them (the rest of the last vector).
 
     Each input row is split once into its 4 column phases (phase[q][tw] =
     row[4 tw + q]), so the row transform reads tile columns 0..5 as contiguous
@@ -1101,6 +1148,9 @@ cdef inline void _wino_input(const ConvGeom* g, const floating* xc, index_t th0,
             v[(3 * 6 + k) * ld_xi + t] = -k2 * d1 - d2 + k2 * d3 + d4
             v[(4 * 6 + k) * ld_xi + t] = k2 * d1 - d2 - k2 * d3 + d4
             v[(5 * 6 + k) * ld_xi + t] = k4 * d1 - k5 * d3 + d5
+    if pad > 0:
+        for k in range(36):
+            memset(v + k * ld_xi + nt, 0, pad * sizeof(floating))
 
 
 cdef inline void _wino_output(const ConvGeom* g, const floating* mo, index_t ld_xi,
@@ -1166,23 +1216,21 @@ cdef void _winograd_task(const ConvGeom* g, const ConvPlan* plan, const floating
     cdef index_t th1 = min(th0 + plan.rows_per_task, plan.tiles_h)
     cdef index_t ntiles = (th1 - th0) * tw_count
     cdef index_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w
-    cdef floating* v = ws                          # V[xi][c][tile], xi stride cin * tb
-    cdef floating* mo = v + 36 * cin * tb          # M[xi][m][tile], xi stride cout * tb
-    cdef floating* tmp = mo + 36 * cout * tb
-    cdef floating* phase = tmp + 36 * tb
+    cdef index_t ld = _wino_ld(tb, sizeof(floating)), rows_u = _round_up(cout, FCNN_BLOCK_OCB)
+    cdef floating* v = ws                          # V[xi][c][tile], xi stride cin * ld
+    cdef floating* mo = v + 36 * cin * ld          # M[xi][m][tile], xi stride rows_u * ld
+    cdef floating* tmp = mo + 36 * rows_u * ld
+    cdef floating* phase = tmp + 36 * ld
     cdef floating* rows = phase + 4 * (tw_count + 1)
-    cdef index_t c, m, xi
+    cdef index_t c, m
     cdef const floating* xn = x + n * cin * in_plane
     cdef floating* yn = y + n * cout * out_plane
     for c in range(cin):
-        _wino_input(g, xn + c * in_plane, th0, th1, tw_count, tb, phase, tmp,
-                    v + c * tb, cin * tb)
-    for xi in range(36):
-        gemm(False, False, <int>cout, <int>ntiles, <int>cin, <floating>1,
-             u + xi * cout * cin, <int>cin, v + xi * cin * tb, <int>tb,
-             <floating>0, mo + xi * cout * tb, <int>tb)
+        _wino_input(g, xn + c * in_plane, th0, th1, tw_count, ld, phase, tmp,
+                    v + c * ld, cin * ld, _wino_ld(ntiles, sizeof(floating)) - ntiles)
+    _wino_products(u, rows_u, v, mo, rows_u, rows_u, cin, ntiles, ld)
     for m in range(cout):
-        _wino_output(g, mo + m * tb, cout * tb, th0, th1, tw_count, tb, tmp, rows,
+        _wino_output(g, mo + m * ld, rows_u * ld, th0, th1, tw_count, ld, tmp, rows,
                      yn + m * out_plane,
                      res + (n * cout + m) * out_plane if res != NULL else NULL,
                      bias[m] if bias != NULL else 0, bias != NULL, activation)
@@ -1191,13 +1239,14 @@ cdef void _winograd_task(const ConvGeom* g, const ConvPlan* plan, const floating
 cdef void _winograd_shared_input(const ConvGeom* g, const ConvPlan* plan, const floating* x,
                                  floating* v, floating* ws, index_t task) noexcept nogil:
     """Shared Winograd, phase 1: the tiles of one (image, channel) into V."""
-    cdef index_t tiles_image = plan.tiles_h * plan.tiles_w
+    cdef index_t tiles_image = plan.tiles_h * plan.tiles_w, tt = plan.tiles_per_task
+    cdef index_t ld = _wino_ld(tt, sizeof(floating))
     cdef index_t n = task // g.in_channels, c = task % g.in_channels
-    cdef floating* tmp = ws + 36 * plan.m_block * plan.tiles_per_task
+    cdef floating* tmp = ws + 36 * plan.m_block * ld
     cdef floating* phase = tmp + 36 * tiles_image
     _wino_input(g, x + (n * g.in_channels + c) * g.in_h * g.in_w, 0, plan.tiles_h, plan.tiles_w,
-                tiles_image, phase, tmp, v + c * plan.tiles_per_task + n * tiles_image,
-                g.in_channels * plan.tiles_per_task)
+                tiles_image, phase, tmp, v + c * ld + n * tiles_image, g.in_channels * ld,
+                ld - tt if n == g.batch - 1 else 0)
 
 
 cdef void _winograd_shared_task(const ConvGeom* g, const ConvPlan* plan, const floating* u,
@@ -1207,19 +1256,18 @@ cdef void _winograd_shared_task(const ConvGeom* g, const ConvPlan* plan, const f
     """Shared Winograd, phase 2: one block of output channels over every tile."""
     cdef index_t cin = g.in_channels, cout = g.out_channels, tt = plan.tiles_per_task
     cdef index_t tiles_image = plan.tiles_h * plan.tiles_w
+    cdef index_t ld = _wino_ld(tt, sizeof(floating)), rows_u = _round_up(cout, FCNN_BLOCK_OCB)
     cdef index_t m0 = task * plan.m_block
     cdef index_t mb = min(plan.m_block, cout - m0)
-    cdef floating* mo = ws                          # M[xi][m][tile], xi stride mb * tt
-    cdef floating* tmp = mo + 36 * plan.m_block * tt
+    cdef floating* mo = ws                          # M[xi][m][tile], xi stride m_block * ld
+    cdef floating* tmp = mo + 36 * plan.m_block * ld
     cdef floating* rows = tmp + 36 * tiles_image + 4 * (plan.tiles_w + 1)
-    cdef index_t xi, m, n
-    for xi in range(36):
-        gemm(False, False, <int>mb, <int>tt, <int>cin, <floating>1,
-             u + xi * cout * cin + m0 * cin, <int>cin, v + xi * cin * tt, <int>tt,
-             <floating>0, mo + xi * mb * tt, <int>tt)
+    cdef index_t m, n
+    _wino_products(u + m0 * cin, rows_u, v, mo, plan.m_block, _round_up(mb, FCNN_BLOCK_OCB),
+                   cin, tt, ld)
     for m in range(mb):
         for n in range(g.batch):
-            _wino_output(g, mo + m * tt + n * tiles_image, mb * tt, 0, plan.tiles_h,
+            _wino_output(g, mo + m * ld + n * tiles_image, plan.m_block * ld, 0, plan.tiles_h,
                          plan.tiles_w, tiles_image, tmp, rows,
                          y + (n * cout + m0 + m) * g.out_h * g.out_w,
                          res + (n * cout + m0 + m) * g.out_h * g.out_w if res != NULL else NULL,

@@ -93,6 +93,48 @@ FCNN_DEFINE_BLOCK_KERNEL(f32, , float, FCNN_BLOCK_OCB, FCNN_BLOCK_QV)
 FCNN_DEFINE_BLOCK_KERNEL(f64, , double, FCNN_BLOCK_OCB, FCNN_BLOCK_QV)
 FCNN_DEFINE_BLOCK_KERNEL(f32, _narrow, float, FCNN_BLOCK_NARROW_OCB, FCNN_BLOCK_NARROW_QV)
 FCNN_DEFINE_BLOCK_KERNEL(f64, _narrow, double, FCNN_BLOCK_NARROW_OCB, FCNN_BLOCK_NARROW_QV)
+/* The tails of fcnn_block_gemm: fewer vectors of lanes (any target uses some). */
+FCNN_DEFINE_BLOCK_KERNEL(f32, _q1, float, FCNN_BLOCK_OCB, 1)
+FCNN_DEFINE_BLOCK_KERNEL(f64, _q1, double, FCNN_BLOCK_OCB, 1)
+#if FCNN_BLOCK_QV > 2
+FCNN_DEFINE_BLOCK_KERNEL(f32, _q2, float, FCNN_BLOCK_OCB, 2)
+FCNN_DEFINE_BLOCK_KERNEL(f64, _q2, double, FCNN_BLOCK_OCB, 2)
+FCNN_DEFINE_BLOCK_KERNEL(f32, _q3, float, FCNN_BLOCK_OCB, 3)
+FCNN_DEFINE_BLOCK_KERNEL(f64, _q3, double, FCNN_BLOCK_OCB, 3)
+#endif
+
+/* A GEMM with the block kernel: out (OCB rows of `lanes`, ld_out apart) =
+ * w^T x, w packed [cin][OCB], x cin rows of `lanes` (ld_c apart). The lanes
+ * are rounded up to whole vectors: x's rows and out's must hold that many.
+ * Whole blocks of FCNN_BLOCK_QV vectors, then one call for the rest; each
+ * output is one kernel's fixed sum over the channels. */
+#define FCNN_DEFINE_BLOCK_GEMM(SUFFIX, T)                                                 \
+static inline void fcnn_block_gemm_##SUFFIX(const T *x, long ld_c, const T *w, long cin,   \
+                                            T *out, long ld_out, long lanes)              \
+{                                                                                         \
+    enum { VL = FCNN_VEC_BYTES / sizeof(T), BL = FCNN_BLOCK_QV * VL };                    \
+    static const long tap0 = 0;                                                           \
+    long j = 0, whole = (lanes + VL - 1) / VL * VL;                                       \
+    for (; j + BL <= whole; j += BL)                                                      \
+        fcnn_block_kernel_##SUFFIX(x + j, ld_c, w, &tap0, 1, cin, out + j, ld_out, 0);    \
+    switch ((whole - j) / VL) {                                                           \
+    case 0: break;                                                                        \
+    case 1: fcnn_block_kernel_##SUFFIX##_q1(x + j, ld_c, w, &tap0, 1, cin, out + j, ld_out, 0); \
+        break;                                                                            \
+    FCNN_BLOCK_GEMM_WIDE_TAILS(SUFFIX)                                                    \
+    }                                                                                     \
+}
+#if FCNN_BLOCK_QV > 2
+#define FCNN_BLOCK_GEMM_WIDE_TAILS(SUFFIX)                                                \
+    case 2: fcnn_block_kernel_##SUFFIX##_q2(x + j, ld_c, w, &tap0, 1, cin, out + j, ld_out, 0); \
+        break;                                                                            \
+    case 3: fcnn_block_kernel_##SUFFIX##_q3(x + j, ld_c, w, &tap0, 1, cin, out + j, ld_out, 0); \
+        break;
+#else
+#define FCNN_BLOCK_GEMM_WIDE_TAILS(SUFFIX)
+#endif
+FCNN_DEFINE_BLOCK_GEMM(f32, float)
+FCNN_DEFINE_BLOCK_GEMM(f64, double)
 
 
 
