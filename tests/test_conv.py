@@ -446,6 +446,19 @@ def test_every_algorithm_matches_reference(case, algorithm, dtype, rng):
         np.testing.assert_array_equal(results[0], r)
 
 
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_winograd_every_tile_count(dtype, rng):
+    """Winograd's products run over the tiles in whole blocks of vectors, then
+    the remaining vectors: one tile row of 1 .. 70 tiles (every remainder
+    past the widest block and vector, on any target), 7 output channels (a
+    partial block of them), shared and per-task tiles."""
+    for width in range(4, 4 * 70 + 1, 4):
+        x = rng.standard_normal((1, 5, 4, width)).astype(dtype)
+        w = rng.standard_normal((7, 5, 3, 3)).astype(dtype)
+        out = _conv_impl(2, "conv2d", x, w, None, 1, 1, 1, 1, None, None, algorithm="winograd")
+        assert_close(out, conv_nd(x, w, None, 1, 1, None, 1, 1), w[0].size * 100)
+
 @pytest.fixture
 def dispatch():
     """The conv kernels with the dispatcher's machine facts pinned by the test
