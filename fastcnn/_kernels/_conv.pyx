@@ -34,6 +34,8 @@ cdef extern from "conv_block.h" nogil:
         FCNN_BLOCK_NARROW_OCB
         FCNN_BLOCK_NARROW_LANES_F32
         FCNN_BLOCK_NARROW_LANES_F64
+        FCNN_BLOCK_SPLAT_F32
+        FCNN_BLOCK_SPLAT_F64
         FCNN_OC_WIDE_P
         FCNN_OC_WIDE_V
         FCNN_OC_TALL_P
@@ -191,6 +193,11 @@ def dispatch_facts():
     return {"blas_small_gemm": bool(_small_gemm),
             "blocked_oc_min_channels": FCNN_OC_WIDE_V * FCNN_OC_VL_F32,
             "fused_multiply_add": bool(FCNN_HAS_FMA)}
+
+
+cdef inline index_t _splat(index_t itemsize) noexcept nogil:
+    """Copies of each weight in the block kernel's packed panels (conv_block.h)."""
+    return FCNN_BLOCK_SPLAT_F32 if itemsize == 4 else FCNN_BLOCK_SPLAT_F64
 
 
 cdef inline index_t _ceil_div(index_t a, index_t b) noexcept nogil:
@@ -885,7 +892,7 @@ cdef void _depthwise_task(const ConvGeom* g, const ConvPlan* plan, const floatin
 #
 # Y = A^T [(G g G^T) . (B^T d B)] A per 6x6 input tile d and 4x4 output tile
 # (Lavin and Gray, points 0, +-1, +-2, inf). The weights are packed once as
-# U[xi][out block][in][FCNN_BLOCK_OCB] (xi = 36 transform points; the output
+# U[xi][out block][in][FCNN_BLOCK_OCB][splat] (xi = 36 transform points; the output
 # channels padded to whole blocks). A task takes a block of tile rows of one
 # image: transform its tiles into V[xi][in][tile], run 36 products
 # M[xi] = U[xi] @ V[xi] with the register-blocked kernel (conv_block.h: V is
@@ -915,14 +922,15 @@ cdef index_t conv_packed_size(const ConvGeom* g, int algorithm, index_t itemsize
         one = _one_image(g)
         return conv_packed_size(&one, algorithm, itemsize)
     if algorithm == CONV_WINOGRAD:
-        return 36 * _round_up(g.out_channels, FCNN_BLOCK_OCB) * g.in_channels
+        return 36 * _round_up(g.out_channels, FCNN_BLOCK_OCB) * g.in_channels * _splat(itemsize)
     if algorithm == CONV_POINTWISE:
         return (g.groups * _ceil_div(g.out_channels // g.groups, FCNN_BLOCK_OCB) * FCNN_BLOCK_OCB
-                * (g.in_channels // g.groups) * g.kernel_d * g.kernel_h * g.kernel_w)
+                * (g.in_channels // g.groups) * g.kernel_d * g.kernel_h * g.kernel_w
+                * _splat(itemsize))
     if algorithm == CONV_BLOCKED or algorithm == CONV_BLOCKED_OC:
         p = conv_make_plan(g, algorithm, itemsize)      # its channel blocks, as packing's
         return (g.groups * p.n_m_blocks * p.m_block * (g.in_channels // g.groups)
-                * g.kernel_h * g.kernel_w)
+                * g.kernel_h * g.kernel_w * (_splat(itemsize) if algorithm == CONV_BLOCKED else 1))
     if algorithm == CONV_DEPTHWISE:
         return _round_up(g.out_channels, _dw_lanes(itemsize)) * g.kernel_h * g.kernel_w
     return 0
@@ -951,7 +959,7 @@ cdef inline void _wino_products(const floating* u, index_t u_rows, const floatin
     cdef floating* mx
     for xi in range(36):
         for b in range(rows // FCNN_BLOCK_OCB):
-            ux = u + (xi * u_rows + b * FCNN_BLOCK_OCB) * cin
+            ux = u + (xi * u_rows + b * FCNN_BLOCK_OCB) * cin * _splat(sizeof(floating))
             mx = mo + (xi * m_rows + b * FCNN_BLOCK_OCB) * ld
             if floating is float:
                 fcnn_block_gemm_f32(v + xi * cin * ld, ld, ux, cin, mx, ld, tiles)
@@ -1052,8 +1060,9 @@ cdef void _winograd_pack_chunk(const ConvGeom* g, const floating* w, floating* u
     one run. (A GEMM of 9-deep products spends most of its time packing.)"""
     cdef floating taps[9 * WINO_PACK_CHUNK]
     cdef index_t cin = g.in_channels, rows = _round_up(g.out_channels, FCNN_BLOCK_OCB)
-    cdef index_t n = count * FCNN_BLOCK_OCB
-    cdef index_t j, k, xi, c, o
+    cdef index_t n = count * FCNN_BLOCK_OCB, splat = _splat(sizeof(floating))
+    cdef index_t j, k, xi, c, o, s
+    cdef floating value
     cdef floating* dst
     cdef floating c_0, c_1, c_2, c_3, c_4, c_5, c_6, c_7, c_8
     for c in range(count):
@@ -1066,13 +1075,14 @@ cdef void _winograd_pack_chunk(const ConvGeom* g, const floating* w, floating* u
         c_0, c_1, c_2 = kron[xi * 9], kron[xi * 9 + 1], kron[xi * 9 + 2]
         c_3, c_4, c_5 = kron[xi * 9 + 3], kron[xi * 9 + 4], kron[xi * 9 + 5]
         c_6, c_7, c_8 = kron[xi * 9 + 6], kron[xi * 9 + 7], kron[xi * 9 + 8]
-        dst = u + (xi * rows + m0) * cin + c0 * FCNN_BLOCK_OCB
+        dst = u + ((xi * rows + m0) * cin + c0 * FCNN_BLOCK_OCB) * splat
         for j in range(n):
             dst[j] = (c_0 * taps[j] + c_1 * taps[WINO_PACK_CHUNK + j]
                       + c_2 * taps[2 * WINO_PACK_CHUNK + j] + c_3 * taps[3 * WINO_PACK_CHUNK + j]
                       + c_4 * taps[4 * WINO_PACK_CHUNK + j] + c_5 * taps[5 * WINO_PACK_CHUNK + j]
                       + c_6 * taps[6 * WINO_PACK_CHUNK + j] + c_7 * taps[7 * WINO_PACK_CHUNK + j]
                       + c_8 * taps[8 * WINO_PACK_CHUNK + j])
+        _splat_in_place(dst, n, splat)
 
 
 cdef inline void _wino_input(const ConvGeom* g, const floating* xc, index_t th0, index_t th1,
@@ -1263,7 +1273,7 @@ cdef void _winograd_shared_task(const ConvGeom* g, const ConvPlan* plan, const f
     cdef floating* tmp = mo + 36 * plan.m_block * ld
     cdef floating* rows = tmp + 36 * tiles_image + 4 * (plan.tiles_w + 1)
     cdef index_t m, n
-    _wino_products(u + m0 * cin, rows_u, v, mo, plan.m_block, _round_up(mb, FCNN_BLOCK_OCB),
+    _wino_products(u + m0 * cin * _splat(sizeof(floating)), rows_u, v, mo, plan.m_block, _round_up(mb, FCNN_BLOCK_OCB),
                    cin, tt, ld)
     for m in range(mb):
         for n in range(g.batch):
@@ -1344,17 +1354,31 @@ cdef void _pack_block_columns(const floating* src, index_t k, index_t valid, ind
 
 
 cdef void _pack_channel_blocks(const floating* w, index_t groups, index_t m_group, index_t k,
-                               index_t mb, floating* packed, int num_threads) noexcept nogil:
-    """packed[group][channel block][i][o] = w[group, block * mb + o, i] for the
-    (groups, m_group, k) weights, zero past the group's last channel: the
-    layout the blocked and depthwise kernels read (mb channels per block);
-    blocks are packed in parallel."""
+                               index_t mb, index_t splat, floating* packed,
+                               int num_threads) noexcept nogil:
+    """packed[group][channel block][i][o][s] = w[group, block * mb + o, i] for
+    the (groups, m_group, k) weights, zero past the group's last channel: the
+    layout the blocked and depthwise kernels read (mb channels per block,
+    `splat` copies of each: see conv_block.h); blocks are packed in parallel."""
     cdef index_t nb = _ceil_div(m_group, mb)
     cdef index_t blk
     for blk in prange(groups * nb, num_threads=num_threads, schedule='static'):
         _pack_block_columns(w + ((blk // nb) * m_group + (blk % nb) * mb) * k, k,
                             min(mb, m_group - (blk % nb) * mb), mb, 0, k,
-                            packed + blk * k * mb)
+                            packed + blk * k * mb * splat)
+        _splat_in_place(packed + blk * k * mb * splat, k * mb, splat)
+
+
+cdef inline void _splat_in_place(floating* p, index_t n, index_t splat) noexcept nogil:
+    """p[i * splat + s] = p[i] for the first n values (from the last down)."""
+    cdef index_t i, s
+    if splat == 1:
+        return
+    i = n
+    while i > 0:
+        i -= 1
+        for s in range(splat):
+            p[i * splat + s] = p[i]
 
 
 cdef void _pad_channel(const ConvGeom* g, const ConvPlan* plan, index_t sh, index_t sw,
@@ -1421,7 +1445,8 @@ cdef void _blocked_task(const ConvGeom* g, const ConvPlan* plan, const floating*
     cdef floating* yrow
     _block_kernel(xpad + ((n - n0) * g.in_channels + grp * cin) * plan.channel_stride + q0,
                   plan.channel_stride,
-                  packed + (grp * plan.n_m_blocks + ocb) * plan.m_block * cin * taps,
+                  packed + (grp * plan.n_m_blocks + ocb) * plan.m_block * cin * taps
+                  * _splat(sizeof(floating)),
                   toff, taps, cin, tile, lanes, 0, plan.m_block == FCNN_BLOCK_NARROW_OCB)
     for o in range(mcount):
         oc = grp * m_group + m0 + o
@@ -1555,7 +1580,7 @@ cdef void _pointwise_task(const ConvGeom* g, const ConvPlan* plan, const floatin
     while c0 < cin:
         kc = min(plan.chunk_channels, cin - c0)
         for b in range(b0, b1):
-            wb = packed + ((grp * plan.n_m_blocks + b) * cin + c0) * ocb
+            wb = packed + ((grp * plan.n_m_blocks + b) * cin + c0) * ocb * _splat(sizeof(floating))
             direct = (b + 1) * ocb <= m_group
             yblk = y + (n * g.out_channels + grp * m_group + b * ocb) * positions + p0
             for j in range(nblk):
@@ -1840,12 +1865,15 @@ cdef void _pack_weights(const ConvGeom* g, int algorithm, const floating* w, flo
     if algorithm == CONV_WINOGRAD:
         _winograd_pack(g, w, packed, num_threads)
     elif algorithm == CONV_POINTWISE:
-        _pack_channel_blocks(w, g.groups, m_group, k, FCNN_BLOCK_OCB, packed, num_threads)
+        _pack_channel_blocks(w, g.groups, m_group, k, FCNN_BLOCK_OCB, _splat(sizeof(floating)),
+                             packed, num_threads)
     elif algorithm == CONV_BLOCKED or algorithm == CONV_BLOCKED_OC:
         plan = conv_make_plan(g, algorithm, sizeof(floating))
-        _pack_channel_blocks(w, g.groups, m_group, k, plan.m_block, packed, num_threads)
+        _pack_channel_blocks(w, g.groups, m_group, k, plan.m_block,
+                             _splat(sizeof(floating)) if algorithm == CONV_BLOCKED else 1,
+                             packed, num_threads)
     elif algorithm == CONV_DEPTHWISE:      # one group of all channels, one input channel each
-        _pack_channel_blocks(w, 1, g.out_channels, k, _dw_lanes(sizeof(floating)), packed,
+        _pack_channel_blocks(w, 1, g.out_channels, k, _dw_lanes(sizeof(floating)), 1, packed,
                              num_threads)
 
 

@@ -37,13 +37,26 @@
 #ifndef FCNN_BLOCK_PREFETCH
 #define FCNN_BLOCK_PREFETCH 4096    /* bytes of weights fetched ahead */
 #endif
+/* How many copies of each weight the packed panels hold. With 16-byte
+ * vectors (SSE) a broadcast is a scalar load and a shuffle, and the shuffles
+ * compete with the multiplies and adds for the same pipes: there each weight
+ * is stored splatted across a whole vector and loaded as one. With AVX and
+ * later a broadcast is a plain load: one copy, and 4x less weight traffic. */
+#define FCNN_BLOCK_SPLAT(VL) (FCNN_VEC_BYTES == 16 ? (VL) : 1)
+#define FCNN_BLOCK_SPLAT_F32 FCNN_BLOCK_SPLAT(FCNN_VEC_BYTES / 4)
+#define FCNN_BLOCK_SPLAT_F64 FCNN_BLOCK_SPLAT(FCNN_VEC_BYTES / 8)
+#if FCNN_VEC_BYTES == 16
+#define FCNN_BLOCK_WEIGHT(VT, w, o, SPLAT) (*(const VT *)((w) + (o) * (SPLAT)))
+#else
+#define FCNN_BLOCK_WEIGHT(VT, w, o, SPLAT) ((w)[o])
+#endif
 #define FCNN_BLOCK_LANES_F32 (FCNN_BLOCK_QV * FCNN_VEC_BYTES / 4)
 #define FCNN_BLOCK_LANES_F64 (FCNN_BLOCK_QV * FCNN_VEC_BYTES / 8)
 #define FCNN_BLOCK_NARROW_LANES_F32 (FCNN_BLOCK_NARROW_QV * FCNN_VEC_BYTES / 4)
 #define FCNN_BLOCK_NARROW_LANES_F64 (FCNN_BLOCK_NARROW_QV * FCNN_VEC_BYTES / 8)
 
 /* x: the first lane's input in channel 0; ld_c: elements between channels;
- * w: packed weights [channel][tap][OCB]; out: OCB rows of LANES, ld_out
+ * w: packed weights [channel][tap][OCB][SPLAT]; out: OCB rows of LANES, ld_out
  * elements apart, added to when accumulate is set (the caller splits the
  * channels into chunks). */
 #define FCNN_DEFINE_BLOCK_KERNEL(SUFFIX, NAME, T, OCB, QV)                                \
@@ -51,7 +64,7 @@ static inline void fcnn_block_kernel_##SUFFIX##NAME(const T *x, long ld_c, const
                                               const long *toff, long ntaps, long cin,     \
                                               T *out, long ld_out, int accumulate)        \
 {                                                                                         \
-    enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                             \
+    enum { VL = FCNN_VEC_BYTES / sizeof(T), SPLAT = FCNN_BLOCK_SPLAT(VL) };               \
     fcnn_vec_##SUFFIX acc[OCB][QV];                                                       \
     _Pragma("GCC unroll 8")                                                               \
     for (int o = 0; o < OCB; o++) {                                                       \
@@ -63,7 +76,7 @@ static inline void fcnn_block_kernel_##SUFFIX##NAME(const T *x, long ld_c, const
     for (long c = 0; c < cin; c++) {                                                      \
         const T *xc = x + c * ld_c;                                                       \
         /* weights stream from memory once per call: fetch them well ahead */             \
-        for (long l = 0; l < ntaps * OCB * (long)sizeof(T); l += 64)                      \
+        for (long l = 0; l < ntaps * OCB * SPLAT * (long)sizeof(T); l += 64)              \
             __builtin_prefetch((const char *)w + FCNN_BLOCK_PREFETCH + l, 0, 0);          \
         for (long t = 0; t < ntaps; t++) {                                                \
             const T *xp = xc + toff[t];                                                   \
@@ -73,12 +86,11 @@ static inline void fcnn_block_kernel_##SUFFIX##NAME(const T *x, long ld_c, const
                 xv[v] = *(const fcnn_vec_##SUFFIX *)(xp + VL * v);                        \
             _Pragma("GCC unroll 8")                                                       \
             for (int o = 0; o < OCB; o++) {                                               \
-                T wo = w[o];                                                              \
                 _Pragma("GCC unroll 8")                                                   \
                 for (int v = 0; v < QV; v++)                                              \
-                    acc[o][v] += wo * xv[v];                                              \
+                    acc[o][v] += FCNN_BLOCK_WEIGHT(fcnn_vec_##SUFFIX, w, o, SPLAT) * xv[v]; \
             }                                                                             \
-            w += OCB;                                                                     \
+            w += OCB * SPLAT;                                                             \
         }                                                                                 \
     }                                                                                     \
     _Pragma("GCC unroll 8")                                                               \
@@ -104,7 +116,7 @@ FCNN_DEFINE_BLOCK_KERNEL(f64, _q3, double, FCNN_BLOCK_OCB, 3)
 #endif
 
 /* A GEMM with the block kernel: out (OCB rows of `lanes`, ld_out apart) =
- * w^T x, w packed [cin][OCB], x cin rows of `lanes` (ld_c apart). The lanes
+ * w^T x, w packed [cin][OCB][SPLAT], x cin rows of `lanes` (ld_c apart). The lanes
  * are rounded up to whole vectors: x's rows and out's must hold that many.
  * Whole blocks of FCNN_BLOCK_QV vectors, then one call for the rest; each
  * output is one kernel's fixed sum over the channels. */
