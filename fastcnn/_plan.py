@@ -321,6 +321,7 @@ class _Executor:
         x_desc, get = self._getter(b["input"]), self._get
         if T.by_taps(x_shape, y_shape, w.shape, stride, padding, dilation):
             engine = T.ByTaps(x_shape, w, groups, stride, self.num_threads, own_workspace=True)
+            self.weight_nbytes += engine.packed.nbytes if engine.packed is not w else 0
             self.workspace_nbytes += engine.workspace.nbytes
         else:
             if not T.by_phases(y_shape, w.shape, groups, stride, dilation):

@@ -45,6 +45,9 @@ CASES = [
     (2, 1, 5, 96, (33, 31), (2, 2), 2, 0, 0, 1, 1),
     (2, 2, 3, 5, (4, 5), (1, 1), 1, 0, 0, 1, 1),
     (1, 3, 4, 6, (9,), (4,), 4, 0, 0, 1, 2),
+    # ... channel blocks that start mid-kernel-block unless whole (9 taps, 4 with groups)
+    (2, 2, 96, 75, (13, 11), (3, 3), 3, 0, 0, 1, 1),
+    (2, 1, 64, 50, (9, 7), (2, 2), 2, 0, 0, 1, 2),
 ]
 
 
@@ -168,6 +171,7 @@ def test_compiled_plan_packs_each_phase_once(rng, case):
     input window and outputs have buffers of their own: the same results as
     the definition, call after call (the zeros around a window stay zero),
     on any thread count."""
+    from fastcnn import _kernels
     from fastcnn._functional.conv_transpose import by_phases, by_taps
     nd, n, cin, cout, spatial, kernel, stride, pad, opad, dil, groups = case
     layer = LAYER[nd](cin, cout, kernel, stride, pad, opad, groups, dilation=dil).eval()
@@ -177,7 +181,9 @@ def test_compiled_plan_packs_each_phase_once(rng, case):
     pad3 = (pad,) * nd if isinstance(pad, int) else pad
     y_shape = plan.output_specs[0][0]
     if by_taps(x.shape, y_shape, layer.weight.shape, stride3, pad3, (1,) * nd):
-        assert plan.weight_nbytes == 0                       # the weights as stored
+        packed = _kernels._linear.by_taps_packed_size(groups, cin // groups, cout // groups,
+                                                      int(np.prod(kernel)), 4)
+        assert plan.weight_nbytes == 4 * packed          # packed once, or taken as stored
     elif by_phases(y_shape, layer.weight.shape, groups, stride3, (1,) * nd):
         assert plan.weight_nbytes >= layer.weight.nbytes     # packed once, not per call
     reduction = cin // groups * np.prod(kernel)
@@ -304,26 +310,36 @@ def test_by_taps_runs_where_kernel_equals_stride():
 
 def test_by_taps_refuses_what_does_not_fit():
     from fastcnn import _kernels
-    run, size = _kernels._linear.conv_transpose_by_taps, _kernels._linear.by_taps_workspace
+    lin = _kernels._linear
+    run, size = lin.conv_transpose_by_taps, lin.by_taps_workspace
     x = np.ones((2, 6, 3, 4), np.float32)
     w = np.ones((6, 2, 2, 2), np.float32)
+    n_packed = lin.by_taps_packed_size(3, 2, 2, 4, 4)
+    packed = np.empty(n_packed, np.float32) if n_packed else w    # 0: the weights as stored
+    lin.by_taps_pack(w, 3, packed if n_packed else np.empty(0, np.float32), 2)
     y = np.zeros((2, 6, 6, 8), np.float32)
     ws = np.zeros(size(2, 3, 2, 2, (1, 3, 4), (1, 2, 2), 4, 2), np.float32)
-    run(x, w, None, y, 3, (2, 2), ws, 2)
+    run(x, packed, None, y, 3, (2, 2), ws, 2)
     np.testing.assert_array_equal(y, 2)         # 2 input channels a group, each 1 x 1
     for args, message in [
-            ((x, w, None, np.zeros((2, 4, 6, 8), np.float32), 3, (2, 2), ws, 2),
+            ((x, packed, None, np.zeros((2, 4, 6, 8), np.float32), 3, (2, 2), ws, 2),
              "shapes do not match"),
-            ((x, w, None, y, 4, (2, 2), ws, 2), "shapes do not match"),
-            ((x, w, np.zeros(5, np.float32), y, 3, (2, 2), ws, 2), "shapes do not match"),
-            ((x, w, None, y, 3, (2, 3), ws, 2), "shapes do not match"),
-            ((x, w, None, y, 3, (2, 2), ws[:4], 2), "workspace too small"),
-            ((x, w.astype(np.float64), None, y, 3, (2, 2), ws, 2), "one dtype"),
-            ((x, w, None, y[:, :, :, ::2], 3, (2, 2), ws, 2), "C-contiguous"),
-            ((x, w, None, y, 3, (2,), ws, 2), "1-D to 3-D"),
-            ((x, w, None, y, 0, (2, 2), ws, 2), "1-D to 3-D")]:
+            ((x, packed, None, y, 4, (2, 2), ws, 2), "shapes do not match"),
+            ((x, packed.reshape(-1)[:-1], None, y, 3, (2, 2), ws, 2), "shapes do not match"),
+            ((x, packed, np.zeros(5, np.float32), y, 3, (2, 2), ws, 2), "shapes do not match"),
+            ((x, packed, None, y, 3, (2, 3), ws, 2), "shapes do not match"),
+            ((x, packed, None, y, 3, (2, 2), ws[:4], 2), "workspace too small"),
+            ((x, packed.astype(np.float64), None, y, 3, (2, 2), ws, 2), "one dtype"),
+            ((x, packed, None, y[:, :, :, ::2], 3, (2, 2), ws, 2), "C-contiguous"),
+            ((x, packed, None, y, 3, (2,), ws, 2), "1-D to 3-D"),
+            ((x, packed, None, y, 0, (2, 2), ws, 2), "1-D to 3-D")]:
         with pytest.raises(ValueError, match=message):
             run(*args)
+    for args, message in [((w, 4, packed, 2), "groups must divide"),
+                          ((w, 3, np.empty(n_packed + 1, np.float32), 2), "packed elements"),
+                          ((w, 3, packed.astype(np.float64), 2), "one dtype")]:
+        with pytest.raises(ValueError, match=message):
+            lin.by_taps_pack(*args)
 
 
 def test_phase_weights_swap_and_gather_taps(rng):

@@ -137,15 +137,27 @@ def by_taps(x_shape, y_shape, w_shape, stride, padding, dilation):
 
 class ByTaps:
     """A transposed convolution by taps (see by_taps) for one input shape
-    and weight. Its scratch is the thread's shared scratch in eager calls;
-    in a compiled plan (own_workspace) its own, allocated for `threads` up
-    front and again only if a call brings more threads."""
+    and weight, its weights packed for the kernel when built (where the
+    kernel packs them). Its scratch (the packed weights included) is the
+    thread's shared scratch in eager calls; in a compiled plan
+    (own_workspace) its own, allocated for `threads` up front and again only
+    if a call brings more threads."""
 
     def __init__(self, x_shape, w, groups, stride, threads, own_workspace=False):
-        self.x_shape, self.w, self.groups, self.stride = x_shape, w, groups, tuple(stride)
+        self.x_shape, self.groups, self.stride = x_shape, groups, tuple(stride)
         pad3 = (1,) * (3 - len(stride))
-        self._args = (x_shape[0], groups, x_shape[1] // groups, w.shape[1],
-                      pad3 + tuple(x_shape[2:]), pad3 + self.stride, w.itemsize)
+        cin_g, cout_g = x_shape[1] // groups, w.shape[1]
+        self._args = (x_shape[0], groups, cin_g, cout_g, pad3 + tuple(x_shape[2:]),
+                      pad3 + self.stride, w.itemsize)
+        w = np.ascontiguousarray(w)
+        size = _kernels._linear.by_taps_packed_size(groups, cin_g, cout_g,
+                                                    math.prod(self.stride), w.itemsize)
+        if size == 0:               # the kernel takes the weights as stored
+            self.packed = w
+        else:
+            self.packed = (np.empty(size, w.dtype) if own_workspace
+                           else scratch.get(0, size, w.dtype))
+            _kernels._linear.by_taps_pack(w, groups, self.packed, threads)
         self.workspace = np.empty(self._size(threads), w.dtype) if own_workspace else None
 
     def _size(self, threads):
@@ -159,8 +171,8 @@ class ByTaps:
             if self.workspace.size < size:
                 self.workspace = np.empty(size, self.workspace.dtype)
             workspace = self.workspace
-        _kernels._linear.conv_transpose_by_taps(x, self.w, bias, y, self.groups, self.stride,
-                                                workspace, threads)
+        _kernels._linear.conv_transpose_by_taps(x, self.packed, bias, y, self.groups,
+                                                self.stride, workspace, threads)
 
 
 def by_phases(y_shape, w_shape, groups, stride, dilation):

@@ -14,6 +14,19 @@ from fastcnn._kernels._blas cimport (gemm, blas_enter, blas_leave, gemm_tasks, g
                                      GEMM_MAX_TASKS)
 from fastcnn._kernels._activation cimport bias_activation
 from fastcnn._kernels._transpose cimport transpose
+from libc.string cimport memcpy, memset
+
+cdef extern from "conv_block.h" nogil:
+    enum:
+        FCNN_BLOCK_OCB
+        FCNN_BLOCK_SPLAT_F32
+        FCNN_BLOCK_SPLAT_F64
+        FCNN_OC_VL_F32
+        FCNN_OC_VL_F64
+    void fcnn_block_gemm_f32(const float* x, long ld_c, const float* w, long cin, float* out,
+                             long ld_out, long lanes)
+    void fcnn_block_gemm_f64(const double* x, long ld_c, const double* w, long cin,
+                             double* out, long ld_out, long lanes)
 
 cnp.import_array()
 
@@ -338,56 +351,169 @@ def interleave_phases(list sources, cnp.ndarray dst, tuple stride, bias, int num
 
 
 # ------------------------------------------- transposed convolution by taps
+#
+# Kernel == stride, no padding: the outputs of the taps never overlap, so the
+# layer is one product per group, (cout_g * taps) x cin_g times cin_g x
+# positions, whose rows ((channel, tap) pairs) are scattered into the output.
+# A task is (image, group, channel block, block of input rows): it computes
+# all its channels' taps into a tile kept in L2 and scatters the tile into y,
+# adding the bias while it is hot. Each output is one fixed sum over the input
+# channels: no dependence on threads.
+#
+# The product: with 16-byte vectors (SSE) the register-blocked kernel
+# (conv_block.h), whose splatted weights need no shuffles, outruns an SSE
+# BLAS; it reads the weights packed once into its blocks of FCNN_BLOCK_OCB
+# rows (by_taps_pack) and the input as it lies. With AVX and later the BLAS's
+# GEMM is as fast or faster and takes the weights as stored (the transposed
+# operand): nothing to pack.
 
 cdef enum:
     TAPS_TILE_BYTES = 1024 * 1024     # a task's product, kept in L2 until scattered
+    TAPS_PANEL_BYTES = 256 * 1024     # a task's input rows (all channels), re-read
+                                      # from L2 by each block of rows of the product
+
+
+cdef inline index_t _splat(index_t itemsize) noexcept nogil:
+    return FCNN_BLOCK_SPLAT_F32 if itemsize == 4 else FCNN_BLOCK_SPLAT_F64
+
+
+cdef inline index_t _vector(index_t itemsize) noexcept nogil:
+    return FCNN_OC_VL_F32 if itemsize == 4 else FCNN_OC_VL_F64
+
+
+cdef inline bint _taps_blocked(index_t itemsize) noexcept nogil:
+    """Whether the product runs on the block kernel (see the section's comment)."""
+    return _splat(itemsize) > 1
+
+
+cdef inline index_t _gcd(index_t a, index_t b) noexcept nogil:
+    while b:
+        a, b = b, a % b
+    return a
 
 
 cdef void _by_taps_tiles(index_t units, index_t cout_g, index_t taps, index_t rows,
                          index_t width, index_t k, index_t itemsize, index_t* channel_block,
                          index_t* row_block) noexcept nogil:
-    """A task's output channels and input rows (of `width` positions) for a
-    transposed convolution by taps (see _by_taps), from the shape alone: the
-    GEMM tiles of gemm_tiles, at least enough of them that each product fits
-    in TAPS_TILE_BYTES, in whole channels (all their taps) and whole rows."""
+    """A task's output channels and input rows (of `width` positions), from
+    the shape alone: the GEMM tiles of gemm_tiles, at least enough of them
+    that each product fits in TAPS_TILE_BYTES, in whole channels (all their
+    taps) and whole rows; on the block kernel also each task's input rows in
+    TAPS_PANEL_BYTES, and the channels in whole blocks of its rows where the
+    group has more."""
     cdef index_t m = cout_g * taps, n = rows * width, rb = m, cb = n
-    cdef index_t want
+    cdef bint blocked = _taps_blocked(itemsize)
+    cdef index_t want, unit = FCNN_BLOCK_OCB // _gcd(FCNN_BLOCK_OCB, taps) if blocked else 1
     units = max(1, units)               # an empty batch: the tiles of one image
     want = _ceil_div(gemm_tasks(<double>units * m * n * k), units)
     want = max(want, _ceil_div(m * n * itemsize, TAPS_TILE_BYTES))
     gemm_tiles(m, n, want, &rb, &cb)
-    channel_block[0] = max(1, min(cout_g, _ceil_div(rb, taps)))
+    channel_block[0] = max(1, min(cout_g, _ceil_div(_ceil_div(rb, taps), unit) * unit))
     row_block[0] = max(1, min(rows, _ceil_div(cb, width)))
+    if blocked:
+        row_block[0] = max(1, min(row_block[0], TAPS_PANEL_BYTES // max(1, k * width * itemsize)))
 
 
-cdef void _by_taps(const floating* x, const floating* w, const floating* bias, floating* y,
+cdef inline index_t _by_taps_ld(index_t row_block, index_t width, index_t itemsize) noexcept nogil:
+    """Elements per row of a task's product tile: its positions in whole vectors."""
+    cdef index_t v = _vector(itemsize)
+    return _ceil_div(row_block * width, v) * v
+
+
+cdef inline index_t by_taps_tile(index_t channel_block, index_t row_block, index_t taps,
+                                 index_t width, index_t cin_g, index_t itemsize) noexcept nogil:
+    """Elements of one thread's scratch: the product tile (its rows in whole
+    kernel blocks) and a panel for the input's last partial vector, padded to
+    whole cache lines plus one."""
+    cdef index_t rows = _ceil_div(channel_block * taps, FCNN_BLOCK_OCB) * FCNN_BLOCK_OCB
+    return ((rows * _by_taps_ld(row_block, width, itemsize) + cin_g * _vector(itemsize) + 15)
+            // 16 * 16 + 16)
+
+
+cdef inline void _block_gemm(const floating* x, index_t ld_c, const floating* w, index_t k,
+                             floating* out, index_t ld_out, index_t lanes) noexcept nogil:
+    if floating is float:
+        fcnn_block_gemm_f32(x, ld_c, w, k, out, ld_out, lanes)
+    else:
+        fcnn_block_gemm_f64(x, ld_c, w, k, out, ld_out, lanes)
+
+
+cdef void _by_taps_pack(const floating* w, floating* packed, index_t groups, index_t cin_g,
+                        index_t m, int num_threads) noexcept nogil:
+    """packed[group][block][i][o][s] = w[group cin_g + i, block OCB + o] for the
+    (groups cin_g, m) weights (m = cout_g taps), zero past m; `s` the kernel's
+    copies of each weight (conv_block.h)."""
+    cdef index_t nb = _ceil_div(m, FCNN_BLOCK_OCB), splat = _splat(sizeof(floating))
+    cdef index_t task, grp, b, i, o, r, t
+    cdef floating v
+    cdef floating* dst
+    for task in prange(groups * nb, num_threads=num_threads, schedule='static'):
+        grp = task // nb
+        b = task - grp * nb
+        dst = packed + task * cin_g * FCNN_BLOCK_OCB * splat
+        for i in range(cin_g):
+            for o in range(FCNN_BLOCK_OCB):
+                r = b * FCNN_BLOCK_OCB + o
+                v = w[(grp * cin_g + i) * m + r] if r < m else 0
+                for t in range(splat):
+                    dst[(i * FCNN_BLOCK_OCB + o) * splat + t] = v
+
+
+cdef void _by_taps_blocks(const floating* xs, index_t ld_x, const floating* packed,
+                          index_t k, index_t row0, index_t row1, index_t m, index_t ncols,
+                          floating* tile, index_t ld, floating* panel,
+                          bint at_end) noexcept nogil:
+    """tile[r - row0, q] = sum_i w[i, r] xs[i, q] for rows row0 .. row1 - 1 of
+    the product (row0 a whole number of kernel blocks), q < ncols, on the
+    block kernel with one group's packed weights; at the input's very end
+    (at_end) its last partial vector comes from a zero-padded copy in panel."""
+    cdef index_t vl = _vector(sizeof(floating)), splat = _splat(sizeof(floating))
+    cdef index_t whole = ncols // vl * vl if at_end else ncols
+    cdef index_t i, b
+    cdef const floating* wb
+    cdef floating* out
+    if whole < ncols:
+        for i in range(k):
+            memcpy(panel + i * vl, xs + i * ld_x + whole, (ncols - whole) * sizeof(floating))
+            memset(panel + i * vl + ncols - whole, 0, (vl - (ncols - whole)) * sizeof(floating))
+    for b in range(row0 // FCNN_BLOCK_OCB, min(_ceil_div(m, FCNN_BLOCK_OCB),
+                                               _ceil_div(row1, FCNN_BLOCK_OCB))):
+        wb = packed + b * k * FCNN_BLOCK_OCB * splat
+        out = tile + (b * FCNN_BLOCK_OCB - row0) * ld
+        _block_gemm(xs, ld_x, wb, k, out, ld, whole)
+        if whole < ncols:
+            _block_gemm(panel, vl, wb, k, out + whole, ld, ncols - whole)
+
+
+cdef void _by_taps(const floating* x, const floating* packed, const floating* bias, floating* y,
                    floating* ws, index_t batch, index_t groups, index_t cin_g, index_t cout_g,
                    const index_t* size, const index_t* stride, int num_threads) noexcept nogil:
     """y = the transposed convolution of x (batch, groups * cin_g, *size) with
-    w (groups * cin_g, cout_g, *stride), kernel == stride, no padding: the
-    outputs of the taps never overlap, so each (image, group, channel block,
-    row block) task computes all its taps in one GEMM with the weights as
-    stored (the transposed operand: (cout_g * taps) x cin_g times cin_g x
-    positions) and scatters the product into y, adding the bias while it is
-    hot. Each output is one GEMM dot product: no dependence on the threads."""
+    the weights by_taps_pack packed (see the section's comment)."""
     cdef index_t taps = stride[0] * stride[1] * stride[2]
     cdef index_t rows = size[0] * size[1], width = size[2], positions = rows * width
     cdef index_t out1 = size[1] * stride[1], out2 = width * stride[2]
-    cdef index_t out_plane = taps * positions
-    cdef index_t cb = 0, rb = 0, n_cb, n_rb, task, t, img, grp, c0, cc, r0, rr, ncols
-    cdef index_t c, r, i0, i1, a0, a1, a2, j, ldw = cout_g * taps
-    cdef floating b
+    cdef index_t out_plane = taps * positions, m = cout_g * taps
+    cdef index_t nb = _ceil_div(m, FCNN_BLOCK_OCB), splat = _splat(sizeof(floating))
+    cdef index_t cb = 0, rb = 0, n_cb, n_rb, task, t, img, grp, c0, cc, r0, rr, ncols, ld
+    cdef index_t c, r, i0, i1, a0, a1, a2, j
+    cdef bint blocked = _taps_blocked(sizeof(floating))
+    cdef floating bv
     cdef floating* tile
+    cdef floating* panel
     cdef floating* d
+    cdef const floating* xs
     cdef const floating* src
     cdef const floating* src1
     _by_taps_tiles(batch * groups, cout_g, taps, rows, width, cin_g, sizeof(floating), &cb, &rb)
     n_cb = _ceil_div(cout_g, cb)
     n_rb = _ceil_div(rows, rb)
+    ld = _by_taps_ld(rb, width, sizeof(floating))
     blas_enter()
     with parallel(num_threads=num_threads):
         fp_enter()
-        tile = ws + threadid() * by_taps_tile(cb, rb, taps, width)
+        tile = ws + threadid() * by_taps_tile(cb, rb, taps, width, cin_g, sizeof(floating))
+        panel = tile + _ceil_div(cb * taps, FCNN_BLOCK_OCB) * FCNN_BLOCK_OCB * ld
         for task in prange(batch * groups * n_cb * n_rb, schedule='static'):
             t = task
             r0 = (t % n_rb) * rb
@@ -399,16 +525,19 @@ cdef void _by_taps(const floating* x, const floating* w, const floating* bias, f
             rr = min(rb, rows - r0)
             cc = min(cb, cout_g - c0)
             ncols = rr * width
-            # tile[(c, tap), q] = sum_i w[grp, i, c0 + c, tap] x[img, grp, i, r0 * width + q]
+            xs = x + (img * groups + grp) * cin_g * positions + r0 * width
             if cin_g == 0:
-                _zero_rows(tile, cc * taps, ncols, ncols)
-            else:
+                _zero_rows(tile, cc * taps, ncols, ld)
+            elif not blocked:
                 gemm(True, False, <int>(cc * taps), <int>ncols, <int>cin_g, <floating>1,
-                     w + grp * cin_g * ldw + c0 * taps, <int>ldw,
-                     x + (img * groups + grp) * cin_g * positions + r0 * width,
-                     <int>positions, <floating>0, tile, <int>ncols)
+                     packed + grp * cin_g * m + c0 * taps, <int>m, xs, <int>positions,
+                     <floating>0, tile, <int>ld)
+            else:
+                _by_taps_blocks(xs, positions, packed + grp * nb * cin_g * FCNN_BLOCK_OCB * splat,
+                                cin_g, c0 * taps, (c0 + cc) * taps, m, ncols, tile, ld, panel,
+                                img == batch - 1 and grp == groups - 1 and r0 + rr == rows)
             for c in range(cc):
-                b = bias[grp * cout_g + c0 + c] if bias != NULL else 0
+                bv = bias[grp * cout_g + c0 + c] if bias != NULL else 0
                 for r in range(r0, r0 + rr):
                     i0 = r // size[1]
                     i1 = r % size[1]
@@ -418,23 +547,17 @@ cdef void _by_taps(const floating* x, const floating* w, const floating* bias, f
                             d = y + ((img * groups + grp) * cout_g + c0 + c) * out_plane \
                                 + ((i0 * stride[0] + a0) * out1 + i1 * stride[1] + a1) * out2
                             src = tile + ((c * stride[0] + a0) * stride[1] + a1) * stride[2] \
-                                * ncols + (r - r0) * width
+                                * ld + (r - r0) * width
                             if stride[2] == 2:      # one loop the compiler vectorizes
-                                src1 = src + ncols
+                                src1 = src + ld
                                 for j in range(width):
-                                    d[2 * j] = src[j] + b
-                                    d[2 * j + 1] = src1[j] + b
+                                    d[2 * j] = src[j] + bv
+                                    d[2 * j + 1] = src1[j] + bv
                             else:
                                 for a2 in range(stride[2]):
                                     for j in range(width):
-                                        d[j * stride[2] + a2] = src[a2 * ncols + j] + b
+                                        d[j * stride[2] + a2] = src[a2 * ld + j] + bv
     blas_leave()
-
-
-cdef inline index_t by_taps_tile(index_t channel_block, index_t row_block, index_t taps,
-                                 index_t width) noexcept nogil:
-    """Elements of one thread's product tile, padded to whole cache lines plus one."""
-    return (channel_block * taps * row_block * width + 15) // 16 * 16 + 16
 
 
 def by_taps_workspace(index_t batch, index_t groups, index_t cin_g, index_t cout_g,
@@ -443,21 +566,59 @@ def by_taps_workspace(index_t batch, index_t groups, index_t cin_g, index_t cout
     cdef index_t taps = stride[0] * stride[1] * stride[2], rows = size[0] * size[1]
     cdef index_t cb = 0, rb = 0
     _by_taps_tiles(batch * groups, cout_g, taps, rows, size[2], cin_g, itemsize, &cb, &rb)
-    return max(1, num_threads) * by_taps_tile(cb, rb, taps, size[2])
+    return max(1, num_threads) * by_taps_tile(cb, rb, taps, size[2], cin_g, itemsize)
 
 
-def conv_transpose_by_taps(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray y,
+def by_taps_packed_size(index_t groups, index_t cin_g, index_t cout_g, index_t taps,
+                        int itemsize):
+    """Elements of the weights by_taps_pack writes; 0: the kernel takes them as
+    stored (see the section's comment)."""
+    if not _taps_blocked(itemsize):
+        return 0
+    return (groups * _ceil_div(cout_g * taps, FCNN_BLOCK_OCB) * FCNN_BLOCK_OCB * cin_g
+            * _splat(itemsize))
+
+
+def by_taps_pack(cnp.ndarray w, int groups, cnp.ndarray packed, int num_threads):
+    """Pack a transposed convolution's weights w (C_in, C_out / groups, *k)
+    for conv_transpose_by_taps (kernel == stride), into by_taps_packed_size
+    elements (none to write where that is 0)."""
+    if w.ndim < 3 or not w.flags.c_contiguous or not packed.flags.c_contiguous \
+            or w.dtype != packed.dtype or w.dtype.num not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64):
+        raise ValueError("by_taps_pack: expected C-contiguous float32 or float64 weights and "
+                         "output of one dtype")
+    if groups < 1 or w.shape[0] % groups:
+        raise ValueError("by_taps_pack: groups must divide the input channels")
+    cdef index_t cin_g = w.shape[0] // groups, m = w.size // max(1, w.shape[0])
+    cdef index_t taps = m // max(1, w.shape[1])
+    cdef index_t size = by_taps_packed_size(groups, cin_g, w.shape[1], taps, w.itemsize)
+    if packed.size != size:
+        raise ValueError(f"by_taps_pack: expected {size} packed elements, got {packed.size}")
+    if size == 0:
+        return
+    cdef void* wp = cnp.PyArray_DATA(w)
+    cdef void* pp = cnp.PyArray_DATA(packed)
+    if w.dtype.num == cnp.NPY_FLOAT32:
+        with nogil:
+            _by_taps_pack(<const float*>wp, <float*>pp, groups, cin_g, m, num_threads)
+    else:
+        with nogil:
+            _by_taps_pack(<const double*>wp, <double*>pp, groups, cin_g, m, num_threads)
+
+
+def conv_transpose_by_taps(cnp.ndarray x, cnp.ndarray packed, object bias, cnp.ndarray y,
                            int groups, tuple stride, cnp.ndarray workspace, int num_threads):
-    """y = the transposed convolution of x (N, C_in, *size) with w (C_in,
-    C_out / groups, *stride) (kernel == stride, no padding, no dilation), plus
-    bias; all C-contiguous, one float dtype, 1-D to 3-D (stride: as many ints)."""
+    """y = the transposed convolution of x (N, C_in, *size) with weights
+    (C_in, C_out / groups, *stride) as by_taps_pack packed them (or as
+    stored, where by_taps_packed_size is 0) (kernel == stride, no padding, no
+    dilation), plus bias; all C-contiguous, one float dtype, 1-D to 3-D
+    (stride: as many ints; C_out from y)."""
     cdef int nd = x.ndim - 2, i
     cdef index_t s[3]
     cdef index_t sz[3]
-    if not 1 <= nd <= 3 or len(stride) != nd or w.ndim != nd + 2 or y.ndim != nd + 2 \
-            or groups < 1:
+    if not 1 <= nd <= 3 or len(stride) != nd or y.ndim != nd + 2 or groups < 1:
         raise ValueError("conv_transpose_by_taps: expected 1-D to 3-D operands and strides")
-    for a in (x, w, y, workspace) + (() if bias is None else (bias,)):
+    for a in (x, packed, y, workspace) + (() if bias is None else (bias,)):
         if not (<cnp.ndarray>a).flags.c_contiguous or (<cnp.ndarray>a).dtype != x.dtype \
                 or x.dtype.num not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64):
             raise ValueError("conv_transpose_by_taps: expected C-contiguous float32 or "
@@ -467,14 +628,22 @@ def conv_transpose_by_taps(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarra
         sz[i] = 1 if i < 3 - nd else x.shape[2 + i - (3 - nd)]
         if s[i] < 1:
             raise ValueError("conv_transpose_by_taps: strides must be positive")
-    cdef index_t cin = x.shape[1], cout_g = w.shape[1]
-    cdef bint fits = cin % groups == 0 and w.shape[0] == cin and y.shape[0] == x.shape[0] \
-        and y.shape[1] == cout_g * groups \
+    cdef index_t cin = x.shape[1], cout_g = y.shape[1] // groups
+    cdef index_t size = by_taps_packed_size(groups, cin // groups, cout_g, s[0] * s[1] * s[2],
+                                            x.itemsize)
+    cdef bint fits = cin % groups == 0 and y.shape[1] % groups == 0 \
+        and y.shape[0] == x.shape[0] \
         and (bias is None or ((<cnp.ndarray>bias).ndim == 1
                               and (<cnp.ndarray>bias).shape[0] == y.shape[1]))
+    if size:
+        fits = fits and packed.size == size
+    else:               # the weights as stored
+        fits = (fits and packed.ndim == nd + 2 and packed.shape[0] == cin
+                and packed.shape[1] == cout_g)
+        for i in range(nd):
+            fits = fits and packed.shape[2 + i] == stride[i]
     for i in range(nd):
-        fits = (fits and w.shape[2 + i] == stride[i]
-                and y.shape[2 + i] == x.shape[2 + i] * stride[i])
+        fits = fits and y.shape[2 + i] == x.shape[2 + i] * stride[i]
     if not fits:
         raise ValueError("conv_transpose_by_taps: operand shapes do not match")
     if workspace.size < by_taps_workspace(x.shape[0], groups, cin // groups, cout_g,
@@ -484,7 +653,7 @@ def conv_transpose_by_taps(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarra
     if y.size == 0:
         return
     cdef void* xp = cnp.PyArray_DATA(x)
-    cdef void* wp = cnp.PyArray_DATA(w)
+    cdef void* wp = cnp.PyArray_DATA(packed)
     cdef void* bp = NULL if bias is None else cnp.PyArray_DATA(<cnp.ndarray>bias)
     cdef void* yp = cnp.PyArray_DATA(y)
     cdef void* sp = cnp.PyArray_DATA(workspace)
