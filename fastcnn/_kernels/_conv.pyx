@@ -147,8 +147,8 @@ cdef index_t _oc_partial_bytes = 64 * 1024
 cdef index_t _dw_task_bytes = 96 * 1024
 cdef index_t _l2_bytes = 2048 * 1024
 # A Winograd task's transformed tiles (V and M): three times L2. Every task
-# reads all the transformed weights again, and its 36 GEMMs are as wide as
-# its tiles, so fewer, larger tasks pay even when their tiles spill from L2
+# reads all the transformed weights again, and its 36 products are as wide
+# as its tiles, so fewer, larger tasks pay even when their tiles spill from L2
 # to L3 (against 1.5 times L2, 1.1-1.25x on ResNet-18's 3x3 layers at batch 8
 # and a U-Net 4x4 up-convolution, AVX2 and AVX-512; six times L2 gained no more).
 cdef enum:
@@ -243,7 +243,7 @@ cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept 
 
 cdef bint _winograd_pays_unpacked(const ConvGeom* g, index_t tiles) noexcept nogil:
     """Whether Winograd wins when each call transforms the weights first.
-    Its 36 GEMMs per block of tiles run well only with enough channels on
+    Its 36 products per block of tiles run well only with enough channels on
     both sides (WINO_MIN_CHANNELS; below that the direct kernels win even on
     many tiles), and the transform writes 4x the weights, which tiles must
     amortise: WINO_PACK_TILES of them, or WINO_FEW_TILES while the
