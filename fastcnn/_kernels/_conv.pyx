@@ -980,9 +980,10 @@ cdef void _winograd_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noexc
         p.rows_per_task = p.tiles_h
         p.tasks_per_image = 1
         p.tiles_per_task = total
-        p.m_block = _round_up(min(g.out_channels, max(16, _ceil_div(g.out_channels, MIN_TASKS))),
-                              FCNN_BLOCK_OCB)
-        p.n_m_blocks = _ceil_div(g.out_channels, p.m_block)
+        # MIN_TASKS channel blocks of at least 16 channels, whole kernel
+        # blocks dealt out evenly (see _winograd_shared_task); m_block: the largest
+        p.n_m_blocks = max(1, min(<index_t>MIN_TASKS, g.out_channels // 16))
+        p.m_block = _ceil_div(_ceil_div(g.out_channels, FCNN_BLOCK_OCB), p.n_m_blocks) * FCNN_BLOCK_OCB
         p.n_tasks = p.n_m_blocks
         # shared: V for every tile; per thread: M for one channel block, and
         # the transforms' scratch for one image
@@ -1267,14 +1268,16 @@ cdef void _winograd_shared_task(const ConvGeom* g, const ConvPlan* plan, const f
     cdef index_t cin = g.in_channels, cout = g.out_channels, tt = plan.tiles_per_task
     cdef index_t tiles_image = plan.tiles_h * plan.tiles_w
     cdef index_t ld = _wino_ld(tt, sizeof(floating)), rows_u = _round_up(cout, FCNN_BLOCK_OCB)
-    cdef index_t m0 = task * plan.m_block
-    cdef index_t mb = min(plan.m_block, cout - m0)
+    cdef index_t units = rows_u // FCNN_BLOCK_OCB
+    # the kernel's blocks of channels dealt out evenly over the tasks
+    cdef index_t m0 = task * units // plan.n_tasks * FCNN_BLOCK_OCB
+    cdef index_t mb = min((task + 1) * units // plan.n_tasks * FCNN_BLOCK_OCB, cout) - m0
     cdef floating* mo = ws                          # M[xi][m][tile], xi stride m_block * ld
     cdef floating* tmp = mo + 36 * plan.m_block * ld
     cdef floating* rows = tmp + 36 * tiles_image + 4 * (plan.tiles_w + 1)
     cdef index_t m, n
-    _wino_products(u + m0 * cin * _splat(sizeof(floating)), rows_u, v, mo, plan.m_block, _round_up(mb, FCNN_BLOCK_OCB),
-                   cin, tt, ld)
+    _wino_products(u + m0 * cin * _splat(sizeof(floating)), rows_u, v, mo, plan.m_block,
+                   _round_up(mb, FCNN_BLOCK_OCB), cin, tt, ld)
     for m in range(mb):
         for n in range(g.batch):
             _wino_output(g, mo + m * ld + n * tiles_image, plan.m_block * ld, 0, plan.tiles_h,
