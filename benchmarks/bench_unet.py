@@ -7,7 +7,8 @@
 2. ResNet-18 exported by fastcnn with a fixed batch and with the batch (and
    image size) left open, run by fastcnn.onnx at batch 1 and 8: the open model
    should cost nothing more than the fixed one.
-Each figure is the best of --repeat calls, the contenders taking turns. --isa
+Each figure is the best of --repeat calls, the contenders taking turns (each
+turn after a short pause, see PAUSE). --isa
 caps fastcnn's kernels and PyTorch's alike.
 """
 import argparse
@@ -20,6 +21,11 @@ import fastcnn
 import fastcnn.functional as F
 from fastcnn._bench.cli import script_args
 from fastcnn._bench.timing import best_of
+
+# Seconds of sleep before each contender's turn: the OpenMP threads of the one
+# before spin-wait for work for a while and would take cores from the next
+# (seen here: 2-thread rows 30-40 % slower for whichever ran second).
+PAUSE = 0.2
 
 # (name, op, input shape, weight shape or None, keyword arguments)
 LAYERS = [
@@ -58,9 +64,9 @@ def layers(threads, repeat):
             ours = theirs = float("inf")
             for _ in range(2):                      # turns, so a busy moment hits both
                 with fastcnn.threads(n):
-                    ours = min(ours, best_of(lambda: fn(x, *args, **kw), repeat))
+                    ours = min(ours, best_of(lambda: fn(x, *args, **kw), repeat, PAUSE))
                 with torch.no_grad():
-                    theirs = min(theirs, best_of(lambda: tfn(tx, *targs, **kw), repeat))
+                    theirs = min(theirs, best_of(lambda: tfn(tx, *targs, **kw), repeat, PAUSE))
             print(f"| {name} | {n} | {ours * 1e3:.2f} | {theirs * 1e3:.2f} | "
                   f"{theirs / ours:.2f}x |")
 

@@ -22,8 +22,12 @@ class Timing:
         return max(self.times)
 
 
-def best_of(fn, repeat):
-    """The fastest of `repeat` single calls, after one warm-up call (seconds)."""
+def best_of(fn, repeat, pause=0.0):
+    """The fastest of `repeat` single calls, after one warm-up call (seconds);
+    with `pause`, first sleep that long (see compare: the thread pools of
+    whatever ran before stop spinning)."""
+    if pause:
+        time.sleep(pause)
     fn()
     return min(_once(fn) for _ in range(repeat))
 
