@@ -546,8 +546,12 @@ def test_dispatcher_without_a_small_matrix_gemm(dispatch):
     assert kernels.select(g((1, 384, 14, 14), (96, 384, 1, 1), 1, 0, 1, 1)) == "pointwise"
     assert kernels.select(g((2, 5, 7, 3), (3, 5, 1, 1), 1, 0, 1, 1)) == "pointwise"
     assert kernels.select(g((1, 64, 56, 56), (128, 64, 1, 1), 2, 0, 1, 1)) == "blocked_oc"
-    # weights over half of L2 (1.6 MB): GEMM
-    assert kernels.select(g((1, 320, 7, 7), (1280, 320, 1, 1), 1, 0, 1, 1)) == "gemm_1x1"
+    # weights over half of L2 (1.6 MB): GEMM, unless they are packed ahead and
+    # splatted (SSE: the pointwise kernel needs no shuffles, the BLAS does)
+    big = g((1, 320, 7, 7), (1280, 320, 1, 1), 1, 0, 1, 1)
+    assert kernels.select(big) == "gemm_1x1"
+    splat = kernels.dispatch_facts()["splatted_weights"]
+    assert kernels.select(big, True) == ("pointwise" if splat else "gemm_1x1")
     assert kernels.select(g((1, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1)) == \
         "blocked_oc_unpacked"
     assert kernels.select(g((2, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1)) == "blocked_oc"

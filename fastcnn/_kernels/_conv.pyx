@@ -192,7 +192,8 @@ def dispatch_facts():
     """What the dispatcher knows beyond the shape (for show_config and tests)."""
     return {"blas_small_gemm": bool(_small_gemm),
             "blocked_oc_min_channels": FCNN_OC_WIDE_V * FCNN_OC_VL_F32,
-            "fused_multiply_add": bool(FCNN_HAS_FMA)}
+            "fused_multiply_add": bool(FCNN_HAS_FMA),
+            "splatted_weights": bool(FCNN_BLOCK_SPLAT_F32 > 1)}
 
 
 cdef inline index_t _splat(index_t itemsize) noexcept nogil:
@@ -225,7 +226,7 @@ cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept 
         elif _winograd_pays_unpacked(g, tiles):
             return CONV_WINOGRAD
     if pointwise_applies(g):
-        return CONV_POINTWISE if _pointwise_pays(g) else CONV_GEMM_1X1
+        return CONV_POINTWISE if _pointwise_pays(g, weights_packed) else CONV_GEMM_1X1
     # one small image: each channel block's weights are read by one thread,
     # which packs them as it computes instead of in a pass of its own (still
     # only with enough outputs to amortise packing, where a small-matrix GEMM
@@ -291,10 +292,13 @@ cdef inline bint _weights_fit_half_l2(const ConvGeom* g) noexcept nogil:
             * g.kernel_w * <index_t>sizeof(float) <= _l2_bytes)
 
 
-cdef bint _pointwise_pays(const ConvGeom* g) noexcept nogil:
+cdef bint _pointwise_pays(const ConvGeom* g, bint weights_packed) noexcept nogil:
     """Against a GEMM that packs on every call, the pointwise kernel wins while
-    the weights fit in half of L2."""
-    return not _small_gemm and _weights_fit_half_l2(g)
+    the weights fit in half of L2; with its weights splatted (SSE, see
+    conv_block.h: no shuffles, where the BLAS's SSE kernels shuffle) at any
+    size, once they are packed ahead (packing them per call costs 4x)."""
+    return not _small_gemm and (_weights_fit_half_l2(g)
+                                or (weights_packed and FCNN_BLOCK_SPLAT_F32 > 1))
 
 
 cdef bint _blocked_pays(const ConvGeom* g, bint weights_packed) noexcept nogil:
