@@ -23,6 +23,7 @@ from fastcnn._kernels._blas cimport gemm, blas_enter, blas_leave, gemm_tasks, ge
 from fastcnn._kernels._activation cimport ACT_NONE, ACT_RELU, ACT_RELU6, bias_residual_activation
 from libc.math cimport INFINITY
 from fastcnn._kernels._transpose cimport transpose
+from fastcnn._kernels._block_gemm cimport block_gemm, block_splat, block_vector
 
 cdef extern from "conv_block.h" nogil:
     enum:
@@ -34,8 +35,6 @@ cdef extern from "conv_block.h" nogil:
         FCNN_BLOCK_NARROW_OCB
         FCNN_BLOCK_NARROW_LANES_F32
         FCNN_BLOCK_NARROW_LANES_F64
-        FCNN_BLOCK_SPLAT_F32
-        FCNN_BLOCK_SPLAT_F64
         FCNN_OC_WIDE_P
         FCNN_OC_WIDE_V
         FCNN_OC_TALL_P
@@ -61,10 +60,6 @@ cdef extern from "conv_block.h" nogil:
     void fcnn_block_kernel_f64_narrow(const double* x, long ld_c, const double* w,
                                       const long* toff, long ntaps, long cin, double* out,
                                       long ld_out, int accumulate)
-    void fcnn_block_gemm_f32(const float* x, long ld_c, const float* w, long cin, float* out,
-                             long ld_out, long lanes)
-    void fcnn_block_gemm_f64(const double* x, long ld_c, const double* w, long cin,
-                             double* out, long ld_out, long lanes)
 
 cdef extern from "conv_dw.h" nogil:
     enum:
@@ -193,12 +188,7 @@ def dispatch_facts():
     return {"blas_small_gemm": bool(_small_gemm),
             "blocked_oc_min_channels": FCNN_OC_WIDE_V * FCNN_OC_VL_F32,
             "fused_multiply_add": bool(FCNN_HAS_FMA),
-            "splatted_weights": bool(FCNN_BLOCK_SPLAT_F32 > 1)}
-
-
-cdef inline index_t _splat(index_t itemsize) noexcept nogil:
-    """Copies of each weight in the block kernel's packed panels (conv_block.h)."""
-    return FCNN_BLOCK_SPLAT_F32 if itemsize == 4 else FCNN_BLOCK_SPLAT_F64
+            "splatted_weights": block_splat(4) > 1}
 
 
 cdef inline index_t _ceil_div(index_t a, index_t b) noexcept nogil:
@@ -298,7 +288,7 @@ cdef bint _pointwise_pays(const ConvGeom* g, bint weights_packed) noexcept nogil
     conv_block.h: no shuffles, where the BLAS's SSE kernels shuffle) at any
     size, once they are packed ahead (packing them per call costs 4x)."""
     return not _small_gemm and (_weights_fit_half_l2(g)
-                                or (weights_packed and FCNN_BLOCK_SPLAT_F32 > 1))
+                                or (weights_packed and block_splat(4) > 1))
 
 
 cdef bint _blocked_pays(const ConvGeom* g, bint weights_packed) noexcept nogil:
@@ -926,15 +916,15 @@ cdef index_t conv_packed_size(const ConvGeom* g, int algorithm, index_t itemsize
         one = _one_image(g)
         return conv_packed_size(&one, algorithm, itemsize)
     if algorithm == CONV_WINOGRAD:
-        return 36 * _round_up(g.out_channels, FCNN_BLOCK_OCB) * g.in_channels * _splat(itemsize)
+        return 36 * _round_up(g.out_channels, FCNN_BLOCK_OCB) * g.in_channels * block_splat(itemsize)
     if algorithm == CONV_POINTWISE:
         return (g.groups * _ceil_div(g.out_channels // g.groups, FCNN_BLOCK_OCB) * FCNN_BLOCK_OCB
                 * (g.in_channels // g.groups) * g.kernel_d * g.kernel_h * g.kernel_w
-                * _splat(itemsize))
+                * block_splat(itemsize))
     if algorithm == CONV_BLOCKED or algorithm == CONV_BLOCKED_OC:
         p = conv_make_plan(g, algorithm, itemsize)      # its channel blocks, as packing's
         return (g.groups * p.n_m_blocks * p.m_block * (g.in_channels // g.groups)
-                * g.kernel_h * g.kernel_w * (_splat(itemsize) if algorithm == CONV_BLOCKED else 1))
+                * g.kernel_h * g.kernel_w * (block_splat(itemsize) if algorithm == CONV_BLOCKED else 1))
     if algorithm == CONV_DEPTHWISE:
         return _round_up(g.out_channels, _dw_lanes(itemsize)) * g.kernel_h * g.kernel_w
     return 0
@@ -949,7 +939,7 @@ cdef inline index_t _wino_scratch(index_t tiles_w, index_t tiles) noexcept nogil
 cdef inline index_t _wino_ld(index_t tiles, index_t itemsize) noexcept nogil:
     """Elements per row of V and M: the tiles in whole vectors (the kernel
     reads and writes whole vectors)."""
-    return _round_up(tiles, _oc_lanes(itemsize))
+    return _round_up(tiles, block_vector(itemsize))
 
 
 cdef inline void _wino_products(const floating* u, index_t u_rows, const floating* v,
@@ -960,15 +950,11 @@ cdef inline void _wino_products(const floating* u, index_t u_rows, const floatin
     m_rows channels per xi, V cin, rows ld elements apart."""
     cdef index_t xi, b
     cdef const floating* ux
-    cdef floating* mx
     for xi in range(36):
         for b in range(rows // FCNN_BLOCK_OCB):
-            ux = u + (xi * u_rows + b * FCNN_BLOCK_OCB) * cin * _splat(sizeof(floating))
-            mx = mo + (xi * m_rows + b * FCNN_BLOCK_OCB) * ld
-            if floating is float:
-                fcnn_block_gemm_f32(v + xi * cin * ld, ld, ux, cin, mx, ld, tiles)
-            else:
-                fcnn_block_gemm_f64(v + xi * cin * ld, ld, ux, cin, mx, ld, tiles)
+            ux = u + (xi * u_rows + b * FCNN_BLOCK_OCB) * cin * block_splat(sizeof(floating))
+            block_gemm(v + xi * cin * ld, ld, ux, cin, mo + (xi * m_rows + b * FCNN_BLOCK_OCB) * ld,
+                       ld, tiles)
 
 
 cdef void _winograd_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noexcept nogil:
@@ -1065,7 +1051,7 @@ cdef void _winograd_pack_chunk(const ConvGeom* g, const floating* w, floating* u
     one run. (A GEMM of 9-deep products spends most of its time packing.)"""
     cdef floating taps[9 * WINO_PACK_CHUNK]
     cdef index_t cin = g.in_channels, rows = _round_up(g.out_channels, FCNN_BLOCK_OCB)
-    cdef index_t n = count * FCNN_BLOCK_OCB, splat = _splat(sizeof(floating))
+    cdef index_t n = count * FCNN_BLOCK_OCB, splat = block_splat(sizeof(floating))
     cdef index_t j, k, xi, c, o, s
     cdef floating value
     cdef floating* dst
@@ -1280,7 +1266,7 @@ cdef void _winograd_shared_task(const ConvGeom* g, const ConvPlan* plan, const f
     cdef floating* tmp = mo + 36 * plan.m_block * ld
     cdef floating* rows = tmp + 36 * tiles_image + 4 * (plan.tiles_w + 1)
     cdef index_t m, n
-    _wino_products(u + m0 * cin * _splat(sizeof(floating)), rows_u, v, mo, plan.m_block,
+    _wino_products(u + m0 * cin * block_splat(sizeof(floating)), rows_u, v, mo, plan.m_block,
                    _round_up(mb, FCNN_BLOCK_OCB), cin, tt, ld)
     for m in range(mb):
         for n in range(g.batch):
@@ -1453,7 +1439,7 @@ cdef void _blocked_task(const ConvGeom* g, const ConvPlan* plan, const floating*
     _block_kernel(xpad + ((n - n0) * g.in_channels + grp * cin) * plan.channel_stride + q0,
                   plan.channel_stride,
                   packed + (grp * plan.n_m_blocks + ocb) * plan.m_block * cin * taps
-                  * _splat(sizeof(floating)),
+                  * block_splat(sizeof(floating)),
                   toff, taps, cin, tile, lanes, 0, plan.m_block == FCNN_BLOCK_NARROW_OCB)
     for o in range(mcount):
         oc = grp * m_group + m0 + o
@@ -1587,7 +1573,7 @@ cdef void _pointwise_task(const ConvGeom* g, const ConvPlan* plan, const floatin
     while c0 < cin:
         kc = min(plan.chunk_channels, cin - c0)
         for b in range(b0, b1):
-            wb = packed + ((grp * plan.n_m_blocks + b) * cin + c0) * ocb * _splat(sizeof(floating))
+            wb = packed + ((grp * plan.n_m_blocks + b) * cin + c0) * ocb * block_splat(sizeof(floating))
             direct = (b + 1) * ocb <= m_group
             yblk = y + (n * g.out_channels + grp * m_group + b * ocb) * positions + p0
             for j in range(nblk):
@@ -1872,12 +1858,12 @@ cdef void _pack_weights(const ConvGeom* g, int algorithm, const floating* w, flo
     if algorithm == CONV_WINOGRAD:
         _winograd_pack(g, w, packed, num_threads)
     elif algorithm == CONV_POINTWISE:
-        _pack_channel_blocks(w, g.groups, m_group, k, FCNN_BLOCK_OCB, _splat(sizeof(floating)),
+        _pack_channel_blocks(w, g.groups, m_group, k, FCNN_BLOCK_OCB, block_splat(sizeof(floating)),
                              packed, num_threads)
     elif algorithm == CONV_BLOCKED or algorithm == CONV_BLOCKED_OC:
         plan = conv_make_plan(g, algorithm, sizeof(floating))
         _pack_channel_blocks(w, g.groups, m_group, k, plan.m_block,
-                             _splat(sizeof(floating)) if algorithm == CONV_BLOCKED else 1,
+                             block_splat(sizeof(floating)) if algorithm == CONV_BLOCKED else 1,
                              packed, num_threads)
     elif algorithm == CONV_DEPTHWISE:      # one group of all channels, one input channel each
         _pack_channel_blocks(w, 1, g.out_channels, k, _dw_lanes(sizeof(floating)), 1, packed,

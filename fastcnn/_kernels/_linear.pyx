@@ -15,18 +15,8 @@ from fastcnn._kernels._blas cimport (gemm, blas_enter, blas_leave, gemm_tasks, g
 from fastcnn._kernels._activation cimport bias_activation
 from fastcnn._kernels._transpose cimport transpose
 from libc.string cimport memcpy, memset
-
-cdef extern from "conv_block.h" nogil:
-    enum:
-        FCNN_BLOCK_OCB
-        FCNN_BLOCK_SPLAT_F32
-        FCNN_BLOCK_SPLAT_F64
-        FCNN_OC_VL_F32
-        FCNN_OC_VL_F64
-    void fcnn_block_gemm_f32(const float* x, long ld_c, const float* w, long cin, float* out,
-                             long ld_out, long lanes)
-    void fcnn_block_gemm_f64(const double* x, long ld_c, const double* w, long cin,
-                             double* out, long ld_out, long lanes)
+from fastcnn._kernels._block_gemm cimport (FCNN_BLOCK_OCB, block_gemm, block_splat,
+                                           block_vector)
 
 cnp.import_array()
 
@@ -373,17 +363,9 @@ cdef enum:
                                       # from L2 by each block of rows of the product
 
 
-cdef inline index_t _splat(index_t itemsize) noexcept nogil:
-    return FCNN_BLOCK_SPLAT_F32 if itemsize == 4 else FCNN_BLOCK_SPLAT_F64
-
-
-cdef inline index_t _vector(index_t itemsize) noexcept nogil:
-    return FCNN_OC_VL_F32 if itemsize == 4 else FCNN_OC_VL_F64
-
-
 cdef inline bint _taps_blocked(index_t itemsize) noexcept nogil:
     """Whether the product runs on the block kernel (see the section's comment)."""
-    return _splat(itemsize) > 1
+    return block_splat(itemsize) > 1
 
 
 cdef inline index_t _gcd(index_t a, index_t b) noexcept nogil:
@@ -416,7 +398,7 @@ cdef void _by_taps_tiles(index_t units, index_t cout_g, index_t taps, index_t ro
 
 cdef inline index_t _by_taps_ld(index_t row_block, index_t width, index_t itemsize) noexcept nogil:
     """Elements per row of a task's product tile: its positions in whole vectors."""
-    cdef index_t v = _vector(itemsize)
+    cdef index_t v = block_vector(itemsize)
     return _ceil_div(row_block * width, v) * v
 
 
@@ -426,16 +408,8 @@ cdef inline index_t by_taps_tile(index_t channel_block, index_t row_block, index
     kernel blocks) and a panel for the input's last partial vector, padded to
     whole cache lines plus one."""
     cdef index_t rows = _ceil_div(channel_block * taps, FCNN_BLOCK_OCB) * FCNN_BLOCK_OCB
-    return ((rows * _by_taps_ld(row_block, width, itemsize) + cin_g * _vector(itemsize) + 15)
+    return ((rows * _by_taps_ld(row_block, width, itemsize) + cin_g * block_vector(itemsize) + 15)
             // 16 * 16 + 16)
-
-
-cdef inline void _block_gemm(const floating* x, index_t ld_c, const floating* w, index_t k,
-                             floating* out, index_t ld_out, index_t lanes) noexcept nogil:
-    if floating is float:
-        fcnn_block_gemm_f32(x, ld_c, w, k, out, ld_out, lanes)
-    else:
-        fcnn_block_gemm_f64(x, ld_c, w, k, out, ld_out, lanes)
 
 
 cdef void _by_taps_pack(const floating* w, floating* packed, index_t groups, index_t cin_g,
@@ -443,7 +417,7 @@ cdef void _by_taps_pack(const floating* w, floating* packed, index_t groups, ind
     """packed[group][block][i][o][s] = w[group cin_g + i, block OCB + o] for the
     (groups cin_g, m) weights (m = cout_g taps), zero past m; `s` the kernel's
     copies of each weight (conv_block.h)."""
-    cdef index_t nb = _ceil_div(m, FCNN_BLOCK_OCB), splat = _splat(sizeof(floating))
+    cdef index_t nb = _ceil_div(m, FCNN_BLOCK_OCB), splat = block_splat(sizeof(floating))
     cdef index_t task, grp, b, i, o, r, t
     cdef floating v
     cdef floating* dst
@@ -467,7 +441,7 @@ cdef void _by_taps_blocks(const floating* xs, index_t ld_x, const floating* pack
     the product (row0 a whole number of kernel blocks), q < ncols, on the
     block kernel with one group's packed weights; at the input's very end
     (at_end) its last partial vector comes from a zero-padded copy in panel."""
-    cdef index_t vl = _vector(sizeof(floating)), splat = _splat(sizeof(floating))
+    cdef index_t vl = block_vector(sizeof(floating)), splat = block_splat(sizeof(floating))
     cdef index_t whole = ncols // vl * vl if at_end else ncols
     cdef index_t i, b
     cdef const floating* wb
@@ -480,9 +454,9 @@ cdef void _by_taps_blocks(const floating* xs, index_t ld_x, const floating* pack
                                                _ceil_div(row1, FCNN_BLOCK_OCB))):
         wb = packed + b * k * FCNN_BLOCK_OCB * splat
         out = tile + (b * FCNN_BLOCK_OCB - row0) * ld
-        _block_gemm(xs, ld_x, wb, k, out, ld, whole)
+        block_gemm(xs, ld_x, wb, k, out, ld, whole)
         if whole < ncols:
-            _block_gemm(panel, vl, wb, k, out + whole, ld, ncols - whole)
+            block_gemm(panel, vl, wb, k, out + whole, ld, ncols - whole)
 
 
 cdef void _by_taps(const floating* x, const floating* packed, const floating* bias, floating* y,
@@ -494,7 +468,7 @@ cdef void _by_taps(const floating* x, const floating* packed, const floating* bi
     cdef index_t rows = size[0] * size[1], width = size[2], positions = rows * width
     cdef index_t out1 = size[1] * stride[1], out2 = width * stride[2]
     cdef index_t out_plane = taps * positions, m = cout_g * taps
-    cdef index_t nb = _ceil_div(m, FCNN_BLOCK_OCB), splat = _splat(sizeof(floating))
+    cdef index_t nb = _ceil_div(m, FCNN_BLOCK_OCB), splat = block_splat(sizeof(floating))
     cdef index_t cb = 0, rb = 0, n_cb, n_rb, task, t, img, grp, c0, cc, r0, rr, ncols, ld
     cdef index_t c, r, i0, i1, a0, a1, a2, j
     cdef bint blocked = _taps_blocked(sizeof(floating))
@@ -576,7 +550,7 @@ def by_taps_packed_size(index_t groups, index_t cin_g, index_t cout_g, index_t t
     if not _taps_blocked(itemsize):
         return 0
     return (groups * _ceil_div(cout_g * taps, FCNN_BLOCK_OCB) * FCNN_BLOCK_OCB * cin_g
-            * _splat(itemsize))
+            * block_splat(itemsize))
 
 
 def by_taps_pack(cnp.ndarray w, int groups, cnp.ndarray packed, int num_threads):
