@@ -3,7 +3,9 @@
     python benchmarks/bench_unet.py [--threads 1,2] [--repeat 10] [--isa baseline|avx2|avx512]
 
 1. Transposed convolutions and upsampling on U-Net decoder shapes (batch 1):
-   fastcnn vs PyTorch on the same threads (ratio = PyTorch ms / fastcnn ms).
+   fastcnn vs PyTorch on the same threads (ratio = PyTorch ms / fastcnn ms),
+   and the transposed convolutions' rate as a % of the sgemm peak measured
+   in the same run (the 4x4 layer's Winograd can pass 100 %).
 2. ResNet-18 exported by fastcnn with a fixed batch and with the batch (and
    image size) left open, run by fastcnn.onnx at batch 1 and 8: the open model
    should cost nothing more than the fixed one.
@@ -12,6 +14,7 @@ turn after a short pause, see PAUSE). --isa
 caps fastcnn's kernels and PyTorch's alike.
 """
 import argparse
+import math
 import os
 import tempfile
 
@@ -20,6 +23,7 @@ import numpy as np
 import fastcnn
 import fastcnn.functional as F
 from fastcnn._bench.cli import script_args
+from fastcnn._bench.machine import sgemm_gflops
 from fastcnn._bench.timing import best_of
 
 # Seconds of sleep before each contender's turn: the OpenMP threads of the one
@@ -51,9 +55,14 @@ LAYERS = [
 def layers(threads, repeat):
     import torch
     rng = np.random.default_rng(0)
-    print("| layer | threads | fastcnn ms | PyTorch ms | vs PyTorch |")
-    print("|---|---|---|---|---|")
+    peak = {n: sgemm_gflops(n) for n in threads}
+    print("sgemm peak, this run: " + ", ".join(f"{peak[n]:.0f} GFLOP/s at {n} thread(s)"
+                                              for n in threads) + "\n")
+    print("| layer | threads | fastcnn ms | PyTorch ms | vs PyTorch | fastcnn % sgemm peak |")
+    print("|---|---|---|---|---|---|")
     for name, op, shape, wshape, kw in LAYERS:
+        # a transposed convolution's multiply-adds: every input x its output taps
+        flops = None if wshape is None else 2 * math.prod(shape) * math.prod(wshape[1:])
         x = rng.standard_normal(shape).astype(np.float32)
         args = [] if wshape is None else [(rng.standard_normal(wshape) * 0.05).astype(np.float32)]
         targs = [torch.from_numpy(a) for a in args]
@@ -67,8 +76,9 @@ def layers(threads, repeat):
                     ours = min(ours, best_of(lambda: fn(x, *args, **kw), repeat, PAUSE))
                 with torch.no_grad():
                     theirs = min(theirs, best_of(lambda: tfn(tx, *targs, **kw), repeat, PAUSE))
+            rate = "" if flops is None else f"{100 * flops / ours / 1e9 / peak[n]:.0f} %"
             print(f"| {name} | {n} | {ours * 1e3:.2f} | {theirs * 1e3:.2f} | "
-                  f"{theirs / ours:.2f}x |")
+                  f"{theirs / ours:.2f}x | {rate} |")
 
 
 def dynamic(threads, repeat):
