@@ -247,39 +247,45 @@ class Phases:
                            for p, d in zip(self.phases, described)]
 
     def _merge(self, x_shape, y_shape, w, described, weights_packed):
-        """Merge the phases into one 3x3 convolution with every phase's filters
-        (s0 s1 x out channels: each phase's taps placed where its window lies
-        in the 3x3 around its input position, zeros elsewhere) where that runs
-        as Winograd and the kernel has more taps than the 9 multiplies per
-        input position Winograd spends on all the phases together (4x4 at
-        stride 2: 16): one input transform for every phase and GEMMs s0 s1
-        times taller."""
+        """Merge the phases into one k x k convolution with every phase's
+        filters (s0 s1 x out channels: each phase's taps placed where its
+        window lies in the k x k around its input position, zeros elsewhere;
+        k = 2 or 3, the smallest window holding every phase's) where that runs
+        as Winograd and the kernel has more taps than the multiplies per input
+        position Winograd spends on all the phases together (4 x 25/16 for
+        k = 2: a 3x3 stride-2 kernel; 4 x 36/16 = 9 for k = 3: 4x4 and larger):
+        one input transform for every phase and GEMMs s0 s1 times taller."""
         if (self.nd != 2 or self.groups != 1 or self.stride != (2, 2)
                 or any(p is None for p in self.phases)
-                or tuple(y_shape[2:]) != tuple(2 * s for s in x_shape[2:])
-                or math.prod(w.shape[2:]) <= 9):
+                or tuple(y_shape[2:]) != tuple(2 * s for s in x_shape[2:])):
             return False
-        for d in described:
-            # phase outputs q read inputs q + first .. q + first + taps - 1
-            if any(count != size or first < -1 or first + taps > 2
-                   for (_, count, _, taps, first), size in zip(d, x_shape[2:])):
-                return False
+        # phase outputs q read inputs q + first .. q + first + taps - 1
+        if any(count != size for d in described for (_, count, _, _, _), size
+               in zip(d, x_shape[2:])):
+            return False
+        lo = min(first for d in described for _, _, _, _, first in d)
+        hi = max(first + taps - 1 for d in described for _, _, _, taps, first in d)
+        k = hi - lo + 1
+        if not (lo in (-1, 0) and k in (2, 3)
+                and math.prod(w.shape[2:]) > 4 * (k + 3) ** 2 / 16):
+            return False
         n, cin, cout = x_shape[0], x_shape[1], y_shape[1]
         geom = ((n, cin, 4 * cout, 1, 1) + tuple(x_shape[2:]) + (1,) + tuple(x_shape[2:])
-                + (1, 3, 3, 1, 1, 1, 0, 1, 1, 1, 1, 1))
+                + (1, k, k, 1, 1, 1, 0, -lo, -lo, 1, 1, 1))
         if _kernels._conv.select(geom, weights_packed) != "winograd":
             return False
         flat = []
         for d in described:
-            # the 3x3 around q: row i reads q + i - 1, the phase's tap i - 1 - first
-            taps = [[t[i - 1 - first] if 0 <= i - 1 - first < len(t) else -1 for i in range(3)]
+            # the k x k around q: row i reads q + i + lo, the phase's tap i + lo - first
+            taps = [[t[i + lo - first] if 0 <= i + lo - first < len(t) else -1
+                     for i in range(k)]
                     for t, (_, _, _, _, first) in zip(_reversed_taps(d, self.stride), d)]
             flat.append([r * w.shape[3] + c if r >= 0 and c >= 0 else -1
                          for r in taps[0] for c in taps[1]])
         sub = _gather_weights(w, 1, flat)
         whole = (slice(None), slice(None)) + tuple(slice(0, s) for s in x_shape[2:])
         self.phases = [_Phase(geom, whole, None, tuple(x_shape), tuple(x_shape[2:]),
-                              sub.reshape(4 * cout, cin, 3, 3))]
+                              sub.reshape(4 * cout, cin, k, k))]
         self.merged = True
         return True
 

@@ -16,7 +16,8 @@ cdef enum:
     CONV_GEMM_1X1 = 0   # 1x1, stride 1, no padding: the input already is the GEMM operand
     CONV_IM2COL = 1     # column tiles gathered per task, then one GEMM per task
     CONV_DIRECT = 2     # depthwise and few channels per group: no GEMM
-    CONV_WINOGRAD = 3   # F(4x4, 3x3) for 2-D 3x3 stride 1: 36 products on transformed tiles
+    CONV_WINOGRAD = 3   # F(4x4, 3x3) / F(4x4, 2x2) for 2-D 3x3 / 2x2 stride 1: 36 / 25
+                        # products on transformed tiles
     CONV_BLOCKED = 4    # 2-D direct, vectors over output pixels (few output channels)
     CONV_BLOCKED_OC = 5 # 2-D direct, vectors over output channels, pixels in registers
     CONV_DEPTHWISE = 6  # 2-D depthwise, vectors over channels (small planes)

@@ -882,13 +882,16 @@ cdef void _depthwise_task(const ConvGeom* g, const ConvPlan* plan, const floatin
                                  activation)
 
 
-# ---------------------------------------------------------------- Winograd F(4x4, 3x3)
+# ---------------------------------------------------------------- Winograd F(4x4, 3x3), F(4x4, 2x2)
 #
-# Y = A^T [(G g G^T) . (B^T d B)] A per 6x6 input tile d and 4x4 output tile
-# (Lavin and Gray, points 0, +-1, +-2, inf). The weights are packed once as
-# U[xi][out block][in][FCNN_BLOCK_OCB][splat] (xi = 36 transform points; the output
+# Y = A^T [(G g G^T) . (B^T d B)] A per a x a input tile d and 4x4 output tile,
+# a = 6 for 3x3 kernels (Lavin and Gray, points 0, +-1, +-2, inf) and a = 5
+# for 2x2 ones (points 0, +-1, 2, inf: 25 products for 64 multiplies; the
+# phases of a 3x3 stride-2 transposed convolution, merged, are one such
+# convolution). The weights are packed once as
+# U[xi][out block][in][FCNN_BLOCK_OCB][splat] (xi = a^2 transform points; the output
 # channels padded to whole blocks). A task takes a block of tile rows of one
-# image: transform its tiles into V[xi][in][tile], run 36 products
+# image: transform its tiles into V[xi][in][tile], run a^2 products
 # M[xi] = U[xi] @ V[xi] with the register-blocked kernel (conv_block.h: V is
 # read as it lies and U is already in the kernel's order, so nothing is
 # repacked per call, as a BLAS GEMM would), and transform M back into output
@@ -897,10 +900,16 @@ cdef void _depthwise_task(const ConvGeom* g, const ConvPlan* plan, const floatin
 # and M are padded to whole vectors (_wino_ld), the padding of V zeroed.
 
 cdef bint winograd_applies(const ConvGeom* g) noexcept nogil:
-    return (g.groups == 1 and g.kernel_d == 1 and g.kernel_h == 3 and g.kernel_w == 3
+    return (g.groups == 1 and g.kernel_d == 1 and g.kernel_h == g.kernel_w
+            and (g.kernel_h == 3 or g.kernel_h == 2)
             and g.stride_h == 1 and g.stride_w == 1 and g.stride_d == 1
             and g.dilation_h == 1 and g.dilation_w == 1
             and g.in_d == 1 and g.out_d == 1 and g.pad_d == 0)
+
+
+cdef inline index_t _wino_points(const ConvGeom* g) noexcept nogil:
+    """Transform points per tile: a^2, a = 4 + kernel - 1."""
+    return (g.kernel_h + 3) * (g.kernel_h + 3)
 
 
 cdef inline ConvGeom _one_image(const ConvGeom* g) noexcept nogil:
@@ -916,7 +925,8 @@ cdef index_t conv_packed_size(const ConvGeom* g, int algorithm, index_t itemsize
         one = _one_image(g)
         return conv_packed_size(&one, algorithm, itemsize)
     if algorithm == CONV_WINOGRAD:
-        return 36 * _round_up(g.out_channels, FCNN_BLOCK_OCB) * g.in_channels * block_splat(itemsize)
+        return (_wino_points(g) * _round_up(g.out_channels, FCNN_BLOCK_OCB) * g.in_channels
+                * block_splat(itemsize))
     if algorithm == CONV_POINTWISE:
         return (g.groups * _ceil_div(g.out_channels // g.groups, FCNN_BLOCK_OCB) * FCNN_BLOCK_OCB
                 * (g.in_channels // g.groups) * g.kernel_d * g.kernel_h * g.kernel_w
@@ -930,10 +940,10 @@ cdef index_t conv_packed_size(const ConvGeom* g, int algorithm, index_t itemsize
     return 0
 
 
-cdef inline index_t _wino_scratch(index_t tiles_w, index_t tiles) noexcept nogil:
-    # half transforms (36 rows of the block's tiles), the 4 column phases of an
+cdef inline index_t _wino_scratch(const ConvGeom* g, index_t tiles_w, index_t tiles) noexcept nogil:
+    # half transforms (a^2 rows of the block's tiles), the 4 column phases of an
     # input row, and one output row
-    return 36 * tiles + 4 * (tiles_w + 1) + 4 * tiles_w
+    return _wino_points(g) * tiles + 4 * (tiles_w + 1) + 4 * tiles_w
 
 
 cdef inline index_t _wino_ld(index_t tiles, index_t itemsize) noexcept nogil:
@@ -942,15 +952,15 @@ cdef inline index_t _wino_ld(index_t tiles, index_t itemsize) noexcept nogil:
     return _round_up(tiles, block_vector(itemsize))
 
 
-cdef inline void _wino_products(const floating* u, index_t u_rows, const floating* v,
-                                floating* mo, index_t m_rows, index_t rows, index_t cin,
-                                index_t tiles, index_t ld) noexcept nogil:
+cdef inline void _wino_products(index_t points, const floating* u, index_t u_rows,
+                                const floating* v, floating* mo, index_t m_rows, index_t rows,
+                                index_t cin, index_t tiles, index_t ld) noexcept nogil:
     """M[xi][m][t] = sum_c U[xi][m][c] V[xi][c][t] for the first `rows`
     output channels (whole blocks), each xi in turn; U and M hold u_rows and
     m_rows channels per xi, V cin, rows ld elements apart."""
     cdef index_t xi, b
     cdef const floating* ux
-    for xi in range(36):
+    for xi in range(points):
         for b in range(rows // FCNN_BLOCK_OCB):
             ux = u + (xi * u_rows + b * FCNN_BLOCK_OCB) * cin * block_splat(sizeof(floating))
             block_gemm(v + xi * cin * ld, ld, ux, cin, mo + (xi * m_rows + b * FCNN_BLOCK_OCB) * ld,
@@ -958,7 +968,8 @@ cdef inline void _wino_products(const floating* u, index_t u_rows, const floatin
 
 
 cdef void _winograd_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noexcept nogil:
-    cdef index_t per_tile = 36 * (g.in_channels + g.out_channels) * itemsize
+    cdef index_t points = _wino_points(g)
+    cdef index_t per_tile = points * (g.in_channels + g.out_channels) * itemsize
     cdef index_t rows_budget, want_blocks, tiles_image, total, ld
     p.tiles_h = _ceil_div(g.out_h, 4)
     p.tiles_w = _ceil_div(g.out_w, 4)
@@ -978,8 +989,8 @@ cdef void _winograd_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noexc
         # shared: V for every tile; per thread: M for one channel block, and
         # the transforms' scratch for one image
         ld = _wino_ld(total, itemsize)
-        p.workspace_shared = 36 * g.in_channels * ld
-        p.workspace_per_thread = 36 * p.m_block * ld + _wino_scratch(p.tiles_w, tiles_image)
+        p.workspace_shared = points * g.in_channels * ld
+        p.workspace_per_thread = points * p.m_block * ld + _wino_scratch(g, p.tiles_w, tiles_image)
         return
     rows_budget = max(1, _wino_budget_bytes // (per_tile * p.tiles_w))
     want_blocks = _ceil_div(MIN_TASKS, g.batch)
@@ -990,29 +1001,44 @@ cdef void _winograd_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noexc
     p.tiles_per_task = p.rows_per_task * p.tiles_w
     p.n_tasks = g.batch * p.tasks_per_image
     ld = _wino_ld(p.tiles_per_task, itemsize)
-    p.workspace_per_thread = (36 * (g.in_channels + _round_up(g.out_channels, FCNN_BLOCK_OCB)) * ld
-                              + _wino_scratch(p.tiles_w, ld))
+    p.workspace_per_thread = (points * (g.in_channels + _round_up(g.out_channels, FCNN_BLOCK_OCB))
+                              * ld + _wino_scratch(g, p.tiles_w, ld))
     p.m_block = p.n_m_blocks = 0
 
 
 # kron(G, G): U[xi][f] = sum_k KRON[xi][k] w[f][k] transforms every filter
-# (U = KRON @ W^T, W the (filters, 9) weights; see _winograd_pack_chunk).
-cdef double _G[6][3]
-_G[0][:] = [0.25, 0.0, 0.0]
-_G[1][:] = [-1.0 / 6, -1.0 / 6, -1.0 / 6]
-_G[2][:] = [-1.0 / 6, 1.0 / 6, -1.0 / 6]
-_G[3][:] = [1.0 / 24, 1.0 / 12, 1.0 / 6]
-_G[4][:] = [1.0 / 24, -1.0 / 12, 1.0 / 6]
-_G[5][:] = [0.0, 0.0, 1.0]
-cdef float _KRON_F32[36 * 9]
-cdef double _KRON_F64[36 * 9]
+# (U = KRON @ W^T, W the (filters, taps) weights; see _winograd_pack_chunk),
+# one table per kernel size: 3x3 (36 x 9) and 2x2 (25 x 4).
+cdef double _G3[6][3]
+_G3[0][:] = [0.25, 0.0, 0.0]
+_G3[1][:] = [-1.0 / 6, -1.0 / 6, -1.0 / 6]
+_G3[2][:] = [-1.0 / 6, 1.0 / 6, -1.0 / 6]
+_G3[3][:] = [1.0 / 24, 1.0 / 12, 1.0 / 6]
+_G3[4][:] = [1.0 / 24, -1.0 / 12, 1.0 / 6]
+_G3[5][:] = [0.0, 0.0, 1.0]
+cdef double _G2[5][2]
+_G2[0][:] = [0.5, 0.0]
+_G2[1][:] = [-0.5, -0.5]
+_G2[2][:] = [-1.0 / 6, 1.0 / 6]
+_G2[3][:] = [1.0 / 6, 1.0 / 3]
+_G2[4][:] = [0.0, 1.0]
+cdef float _KRON3_F32[36 * 9]
+cdef double _KRON3_F64[36 * 9]
+cdef float _KRON2_F32[25 * 4]
+cdef double _KRON2_F64[25 * 4]
 cdef int _i, _j, _a, _b
 for _i in range(6):
     for _j in range(6):
         for _a in range(3):
             for _b in range(3):
-                _KRON_F64[(_i * 6 + _j) * 9 + _a * 3 + _b] = _G[_i][_a] * _G[_j][_b]
-                _KRON_F32[(_i * 6 + _j) * 9 + _a * 3 + _b] = <float>(_G[_i][_a] * _G[_j][_b])
+                _KRON3_F64[(_i * 6 + _j) * 9 + _a * 3 + _b] = _G3[_i][_a] * _G3[_j][_b]
+                _KRON3_F32[(_i * 6 + _j) * 9 + _a * 3 + _b] = <float>(_G3[_i][_a] * _G3[_j][_b])
+for _i in range(5):
+    for _j in range(5):
+        for _a in range(2):
+            for _b in range(2):
+                _KRON2_F64[(_i * 5 + _j) * 4 + _a * 2 + _b] = _G2[_i][_a] * _G2[_j][_b]
+                _KRON2_F32[(_i * 5 + _j) * 4 + _a * 2 + _b] = <float>(_G2[_i][_a] * _G2[_j][_b])
 
 cdef enum:
     WINO_PACK_CHUNK = 256     # filters per pack task: their taps, transposed, stay in L1
@@ -1020,7 +1046,7 @@ cdef enum:
 
 cdef void _winograd_pack(const ConvGeom* g, const floating* w, floating* u,
                          int num_threads) noexcept nogil:
-    """U[xi][block][c][o] = (G g G^T)[xi] for each 3x3 filter g = w[block
+    """U[xi][block][c][o] = (G g G^T)[xi] for each filter g = w[block
     OCB + o, c] (zero past the last output channel), by chunks of a block's
     filters (see _winograd_pack_chunk)."""
     cdef index_t cin = g.in_channels, rows = _round_up(g.out_channels, FCNN_BLOCK_OCB)
@@ -1029,9 +1055,9 @@ cdef void _winograd_pack(const ConvGeom* g, const floating* w, floating* u,
     cdef index_t task, b, c0
     cdef const floating* kron
     if floating is float:
-        kron = _KRON_F32
+        kron = &_KRON3_F32[0] if g.kernel_h == 3 else &_KRON2_F32[0]
     else:
-        kron = _KRON_F64
+        kron = &_KRON3_F64[0] if g.kernel_h == 3 else &_KRON2_F64[0]
     with parallel(num_threads=num_threads):
         fp_enter()
         for task in prange(rows // FCNN_BLOCK_OCB * n_chunks, schedule='static'):
@@ -1045,34 +1071,34 @@ cdef void _winograd_pack_chunk(const ConvGeom* g, const floating* w, floating* u
                                const floating* kron, index_t m0, index_t c0,
                                index_t count) noexcept nogil:
     """The filters of output channels m0 .. m0 + OCB - 1 and input channels
-    c0 .. c0 + count - 1: their 9 taps gathered into 9 rows in U's order
-    (channel, then output), then each of U's 36 rows a fixed sum of the 9
+    c0 .. c0 + count - 1: their taps gathered into one row each in U's order
+    (channel, then output), then each of U's a^2 rows a fixed sum of the tap
     rows scaled by kron(G, G), vectorised across the filters and stored as
     one run. (A GEMM of 9-deep products spends most of its time packing.)"""
     cdef floating taps[9 * WINO_PACK_CHUNK]
     cdef index_t cin = g.in_channels, rows = _round_up(g.out_channels, FCNN_BLOCK_OCB)
     cdef index_t n = count * FCNN_BLOCK_OCB, splat = block_splat(sizeof(floating))
-    cdef index_t j, k, xi, c, o, s
-    cdef floating value
+    cdef index_t nk = g.kernel_h * g.kernel_w, points = _wino_points(g)
+    cdef index_t j, k, xi, c, o
+    cdef floating coef
     cdef floating* dst
-    cdef floating c_0, c_1, c_2, c_3, c_4, c_5, c_6, c_7, c_8
+    cdef const floating* row
     for c in range(count):
         for o in range(FCNN_BLOCK_OCB):
             j = c * FCNN_BLOCK_OCB + o
-            for k in range(9):
+            for k in range(nk):
                 taps[k * WINO_PACK_CHUNK + j] = (
-                    w[((m0 + o) * cin + c0 + c) * 9 + k] if m0 + o < g.out_channels else 0)
-    for xi in range(36):
-        c_0, c_1, c_2 = kron[xi * 9], kron[xi * 9 + 1], kron[xi * 9 + 2]
-        c_3, c_4, c_5 = kron[xi * 9 + 3], kron[xi * 9 + 4], kron[xi * 9 + 5]
-        c_6, c_7, c_8 = kron[xi * 9 + 6], kron[xi * 9 + 7], kron[xi * 9 + 8]
+                    w[((m0 + o) * cin + c0 + c) * nk + k] if m0 + o < g.out_channels else 0)
+    for xi in range(points):
         dst = u + ((xi * rows + m0) * cin + c0 * FCNN_BLOCK_OCB) * splat
+        coef = kron[xi * nk]
         for j in range(n):
-            dst[j] = (c_0 * taps[j] + c_1 * taps[WINO_PACK_CHUNK + j]
-                      + c_2 * taps[2 * WINO_PACK_CHUNK + j] + c_3 * taps[3 * WINO_PACK_CHUNK + j]
-                      + c_4 * taps[4 * WINO_PACK_CHUNK + j] + c_5 * taps[5 * WINO_PACK_CHUNK + j]
-                      + c_6 * taps[6 * WINO_PACK_CHUNK + j] + c_7 * taps[7 * WINO_PACK_CHUNK + j]
-                      + c_8 * taps[8 * WINO_PACK_CHUNK + j])
+            dst[j] = coef * taps[j]
+        for k in range(1, nk):
+            coef = kron[xi * nk + k]
+            row = taps + k * WINO_PACK_CHUNK
+            for j in range(n):
+                dst[j] += coef * row[j]
         _splat_in_place(dst, n, splat)
 
 
@@ -1083,11 +1109,11 @@ cdef inline void _wino_input(const ConvGeom* g, const floating* xc, index_t th0,
     of one channel, and `pad` zeros after them (the rest of the last vector).
 
     Each input row is split once into its 4 column phases (phase[q][tw] =
-    row[4 tw + q]), so the row transform reads tile columns 0..5 as contiguous
+    row[4 tw + q]), so the row transform reads tile columns 0..a-1 as contiguous
     vectors (columns 4 and 5 are phases 0 and 1 of the next tile). The column
     transform then runs over all the block's tiles at once.
     """
-    cdef index_t nt = (th1 - th0) * tiles_w
+    cdef index_t nt = (th1 - th0) * tiles_w, a = g.kernel_h + 3
     cdef index_t pw = tiles_w + 1           # phase length: tiles_w + 1 tile starts
     cdef index_t r, q, k, t, tw, th, ih, lo, hi, base
     cdef floating* p0 = phase
@@ -1099,13 +1125,13 @@ cdef inline void _wino_input(const ConvGeom* g, const floating* xc, index_t th0,
     cdef floating d0, d1, d2, d3, d4, d5
     # typed constants: Cython would write bare literals as double and force
     # the whole expression into scalar double arithmetic
-    cdef floating k2 = 2, k4 = 4, k5 = 5
+    cdef floating k2 = 2, k3 = 3, k4 = 4, k5 = 5
     for th in range(th0, th1):
-        for r in range(6):
+        for r in range(a):
             ih = 4 * th - g.pad_h + r
-            row = tmp + (r * 6) * ld + (th - th0) * tiles_w
+            row = tmp + (r * a) * ld + (th - th0) * tiles_w
             if ih < 0 or ih >= g.in_h:
-                for k in range(6):
+                for k in range(a):
                     memset(row + k * ld, 0, tiles_w * sizeof(floating))
                 continue
             for q in range(4):
@@ -1120,7 +1146,20 @@ cdef inline void _wino_input(const ConvGeom* g, const floating* xc, index_t th0,
                     dst[tw] = xc[base + 4 * tw]
                 for tw in range(hi, pw):
                     dst[tw] = 0
-            # B^T along the row: tmp[r * 6 + k][t]
+            # B^T along the row: tmp[r * a + k][t]
+            if a == 5:
+                for tw in range(tiles_w):
+                    d0 = p0[tw]
+                    d1 = p1[tw]
+                    d2 = p2[tw]
+                    d3 = p3[tw]
+                    d4 = p0[tw + 1]
+                    row[tw] = k2 * d0 - d1 - k2 * d2 + d3
+                    row[ld + tw] = -k2 * d1 - d2 + d3
+                    row[2 * ld + tw] = k2 * d1 - k3 * d2 + d3
+                    row[3 * ld + tw] = d3 - d1
+                    row[4 * ld + tw] = k2 * d1 - d2 - k2 * d3 + d4
+                continue
             for tw in range(tiles_w):
                 d0 = p0[tw]
                 d1 = p1[tw]
@@ -1134,8 +1173,21 @@ cdef inline void _wino_input(const ConvGeom* g, const floating* xc, index_t th0,
                 row[3 * ld + tw] = -k2 * d1 - d2 + k2 * d3 + d4
                 row[4 * ld + tw] = k2 * d1 - d2 - k2 * d3 + d4
                 row[5 * ld + tw] = k4 * d1 - k5 * d3 + d5
-    # then B^T down columns: V[kr * 6 + k][t]
-    for k in range(6):
+    # then B^T down columns: V[kr * a + k][t]
+    for k in range(a):
+        if a == 5:
+            for t in range(nt):
+                d0 = tmp[(0 * 5 + k) * ld + t]
+                d1 = tmp[(1 * 5 + k) * ld + t]
+                d2 = tmp[(2 * 5 + k) * ld + t]
+                d3 = tmp[(3 * 5 + k) * ld + t]
+                d4 = tmp[(4 * 5 + k) * ld + t]
+                v[(0 * 5 + k) * ld_xi + t] = k2 * d0 - d1 - k2 * d2 + d3
+                v[(1 * 5 + k) * ld_xi + t] = -k2 * d1 - d2 + d3
+                v[(2 * 5 + k) * ld_xi + t] = k2 * d1 - k3 * d2 + d3
+                v[(3 * 5 + k) * ld_xi + t] = d3 - d1
+                v[(4 * 5 + k) * ld_xi + t] = k2 * d1 - d2 - k2 * d3 + d4
+            continue
         for t in range(nt):
             d0 = tmp[(0 * 6 + k) * ld + t]
             d1 = tmp[(1 * 6 + k) * ld + t]
@@ -1150,7 +1202,7 @@ cdef inline void _wino_input(const ConvGeom* g, const floating* xc, index_t th0,
             v[(4 * 6 + k) * ld_xi + t] = k2 * d1 - d2 - k2 * d3 + d4
             v[(5 * 6 + k) * ld_xi + t] = k4 * d1 - k5 * d3 + d5
     if pad > 0:
-        for k in range(36):
+        for k in range(a * a):
             memset(v + k * ld_xi + nt, 0, pad * sizeof(floating))
 
 
@@ -1160,15 +1212,27 @@ cdef inline void _wino_output(const ConvGeom* g, const floating* mo, index_t ld_
                               const floating* rc, floating bias, bint has_bias,
                               int activation) noexcept nogil:
     """Output rows 4*th0 .. 4*th1-1 of one channel from M[xi * ld_xi + t]."""
-    cdef index_t nt = (th1 - th0) * tiles_w
+    cdef index_t nt = (th1 - th0) * tiles_w, a = g.kernel_h + 3
     cdef index_t b, i, t, tw, th, oh
     cdef floating m0, m1, m2, m3, m4, m5
     cdef floating k2 = 2, k4 = 4, k8 = 8     # typed, see _wino_input
     cdef const floating* src
     cdef bint direct = g.out_w == 4 * tiles_w
     cdef floating* dst
-    # A^T down columns, over all the block's tiles: tmp[i * 6 + b][t]
-    for b in range(6):
+    # A^T down columns, over all the block's tiles: tmp[i * a + b][t]
+    for b in range(a):
+        if a == 5:
+            for t in range(nt):
+                m0 = mo[(0 * 5 + b) * ld_xi + t]
+                m1 = mo[(1 * 5 + b) * ld_xi + t]
+                m2 = mo[(2 * 5 + b) * ld_xi + t]
+                m3 = mo[(3 * 5 + b) * ld_xi + t]
+                m4 = mo[(4 * 5 + b) * ld_xi + t]
+                tmp[(0 * 5 + b) * ld + t] = m0 + m1 + m2 + m3
+                tmp[(1 * 5 + b) * ld + t] = m1 - m2 + k2 * m3
+                tmp[(2 * 5 + b) * ld + t] = m1 + m2 + k4 * m3
+                tmp[(3 * 5 + b) * ld + t] = m1 - m2 + k8 * m3 + m4
+            continue
         for t in range(nt):
             m0 = mo[(0 * 6 + b) * ld_xi + t]
             m1 = mo[(1 * 6 + b) * ld_xi + t]
@@ -1188,18 +1252,30 @@ cdef inline void _wino_output(const ConvGeom* g, const floating* mo, index_t ld_
             if oh >= g.out_h:
                 break
             dst = yc + oh * g.out_w if direct else rows
-            src = tmp + (i * 6) * ld + (th - th0) * tiles_w
-            for tw in range(tiles_w):
-                m0 = src[tw]
-                m1 = src[ld + tw]
-                m2 = src[2 * ld + tw]
-                m3 = src[3 * ld + tw]
-                m4 = src[4 * ld + tw]
-                m5 = src[5 * ld + tw]
-                dst[4 * tw] = m0 + m1 + m2 + m3 + m4
-                dst[4 * tw + 1] = m1 - m2 + k2 * m3 - k2 * m4
-                dst[4 * tw + 2] = m1 + m2 + k4 * m3 + k4 * m4
-                dst[4 * tw + 3] = m1 - m2 + k8 * m3 - k8 * m4 + m5
+            src = tmp + (i * a) * ld + (th - th0) * tiles_w
+            if a == 5:
+                for tw in range(tiles_w):
+                    m0 = src[tw]
+                    m1 = src[ld + tw]
+                    m2 = src[2 * ld + tw]
+                    m3 = src[3 * ld + tw]
+                    m4 = src[4 * ld + tw]
+                    dst[4 * tw] = m0 + m1 + m2 + m3
+                    dst[4 * tw + 1] = m1 - m2 + k2 * m3
+                    dst[4 * tw + 2] = m1 + m2 + k4 * m3
+                    dst[4 * tw + 3] = m1 - m2 + k8 * m3 + m4
+            else:
+                for tw in range(tiles_w):
+                    m0 = src[tw]
+                    m1 = src[ld + tw]
+                    m2 = src[2 * ld + tw]
+                    m3 = src[3 * ld + tw]
+                    m4 = src[4 * ld + tw]
+                    m5 = src[5 * ld + tw]
+                    dst[4 * tw] = m0 + m1 + m2 + m3 + m4
+                    dst[4 * tw + 1] = m1 - m2 + k2 * m3 - k2 * m4
+                    dst[4 * tw + 2] = m1 + m2 + k4 * m3 + k4 * m4
+                    dst[4 * tw + 3] = m1 - m2 + k8 * m3 - k8 * m4 + m5
             bias_residual_activation(dst, g.out_w, bias, has_bias,
                                      rc + oh * g.out_w if rc != NULL else NULL, activation)
             if not direct:
@@ -1219,9 +1295,10 @@ cdef void _winograd_task(const ConvGeom* g, const ConvPlan* plan, const floating
     cdef index_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w
     cdef index_t ld = _wino_ld(tb, sizeof(floating)), rows_u = _round_up(cout, FCNN_BLOCK_OCB)
     cdef floating* v = ws                          # V[xi][c][tile], xi stride cin * ld
-    cdef floating* mo = v + 36 * cin * ld          # M[xi][m][tile], xi stride rows_u * ld
-    cdef floating* tmp = mo + 36 * rows_u * ld
-    cdef floating* phase = tmp + 36 * ld
+    cdef index_t points = _wino_points(g)
+    cdef floating* mo = v + points * cin * ld      # M[xi][m][tile], xi stride rows_u * ld
+    cdef floating* tmp = mo + points * rows_u * ld
+    cdef floating* phase = tmp + points * ld
     cdef floating* rows = phase + 4 * (tw_count + 1)
     cdef index_t c, m
     cdef const floating* xn = x + n * cin * in_plane
@@ -1229,7 +1306,7 @@ cdef void _winograd_task(const ConvGeom* g, const ConvPlan* plan, const floating
     for c in range(cin):
         _wino_input(g, xn + c * in_plane, th0, th1, tw_count, ld, phase, tmp,
                     v + c * ld, cin * ld, _wino_ld(ntiles, sizeof(floating)) - ntiles)
-    _wino_products(u, rows_u, v, mo, rows_u, rows_u, cin, ntiles, ld)
+    _wino_products(points, u, rows_u, v, mo, rows_u, rows_u, cin, ntiles, ld)
     for m in range(cout):
         _wino_output(g, mo + m * ld, rows_u * ld, th0, th1, tw_count, ld, tmp, rows,
                      yn + m * out_plane,
@@ -1243,8 +1320,8 @@ cdef void _winograd_shared_input(const ConvGeom* g, const ConvPlan* plan, const 
     cdef index_t tiles_image = plan.tiles_h * plan.tiles_w, tt = plan.tiles_per_task
     cdef index_t ld = _wino_ld(tt, sizeof(floating))
     cdef index_t n = task // g.in_channels, c = task % g.in_channels
-    cdef floating* tmp = ws + 36 * plan.m_block * ld
-    cdef floating* phase = tmp + 36 * tiles_image
+    cdef floating* tmp = ws + _wino_points(g) * plan.m_block * ld
+    cdef floating* phase = tmp + _wino_points(g) * tiles_image
     _wino_input(g, x + (n * g.in_channels + c) * g.in_h * g.in_w, 0, plan.tiles_h, plan.tiles_w,
                 tiles_image, phase, tmp, v + c * ld + n * tiles_image, g.in_channels * ld,
                 ld - tt if n == g.batch - 1 else 0)
@@ -1263,11 +1340,12 @@ cdef void _winograd_shared_task(const ConvGeom* g, const ConvPlan* plan, const f
     cdef index_t m0 = task * units // plan.n_tasks * FCNN_BLOCK_OCB
     cdef index_t mb = min((task + 1) * units // plan.n_tasks * FCNN_BLOCK_OCB, cout) - m0
     cdef floating* mo = ws                          # M[xi][m][tile], xi stride m_block * ld
-    cdef floating* tmp = mo + 36 * plan.m_block * ld
-    cdef floating* rows = tmp + 36 * tiles_image + 4 * (plan.tiles_w + 1)
+    cdef index_t points = _wino_points(g)
+    cdef floating* tmp = mo + points * plan.m_block * ld
+    cdef floating* rows = tmp + points * tiles_image + 4 * (plan.tiles_w + 1)
     cdef index_t m, n
-    _wino_products(u + m0 * cin * block_splat(sizeof(floating)), rows_u, v, mo, plan.m_block,
-                   _round_up(mb, FCNN_BLOCK_OCB), cin, tt, ld)
+    _wino_products(points, u + m0 * cin * block_splat(sizeof(floating)), rows_u, v, mo,
+                   plan.m_block, _round_up(mb, FCNN_BLOCK_OCB), cin, tt, ld)
     for m in range(mb):
         for n in range(g.batch):
             _wino_output(g, mo + m * ld + n * tiles_image, plan.m_block * ld, 0, plan.tiles_h,
