@@ -357,6 +357,13 @@ WINOGRAD_CASES = [
     (1, 3, 5, (6, 9), (3, 3), 1, (0, 1), 1, 1),
     (1, 32, 48, (10, 14), (3, 3), 1, 1, 1, 1),       # few tiles: shared transformed input
     (2, 40, 64, (7, 9), (3, 3), 1, 1, 1, 1),         # shared, two images, partial tiles
+    # F(4x4, 2x2)
+    (1, 8, 8, (9, 9), (2, 2), 1, 0, 1, 1),
+    (2, 16, 24, (13, 7), (2, 2), 1, 1, 1, 1),        # padding 1: output 14 x 8
+    (1, 3, 5, (6, 9), (2, 2), 1, (0, 1), 1, 1),      # odd channels, padding along W only
+    (1, 8, 8, (2, 2), (2, 2), 1, 0, 1, 1),           # a single output
+    (3, 64, 64, (21, 20), (2, 2), 1, 0, 1, 1),       # several tasks per image
+    (2, 40, 64, (7, 9), (2, 2), 1, 1, 1, 1),         # shared, two images, partial tiles
 ]
 
 
@@ -438,8 +445,8 @@ def test_every_algorithm_matches_reference(case, algorithm, dtype, rng):
     run = lambda: _conv_impl(2, "conv2d", x, w, b, stride, padding, dilation, groups, None,
                           "relu", algorithm=algorithm)
     ref = ACTIVATIONS["relu"](conv_nd(x, w, b, stride, padding, None, dilation, groups))
-    # Winograd F(4x4, 3x3) rounds more than a direct sum (its transforms scale
-    # values by up to 8x); within 10x the direct tolerance.
+    # Winograd rounds more than a direct sum (its transforms scale values by
+    # up to 8x); within 10x the direct tolerance.
     assert_close(run(), ref, w[0].size * (100 if algorithm == "winograd" else 1))
     results = run_threads(run)
     for r in results[1:]:
@@ -452,12 +459,14 @@ def test_winograd_every_tile_count(dtype, rng):
     """Winograd's products run over the tiles in whole blocks of vectors, then
     the remaining vectors: one tile row of 1 .. 70 tiles (every remainder
     past the widest block and vector, on any target), 7 output channels (a
-    partial block of them), shared and per-task tiles."""
-    for width in range(4, 4 * 70 + 1, 4):
-        x = rng.standard_normal((1, 5, 4, width)).astype(dtype)
-        w = rng.standard_normal((7, 5, 3, 3)).astype(dtype)
-        out = _conv_impl(2, "conv2d", x, w, None, 1, 1, 1, 1, None, None, algorithm="winograd")
-        assert_close(out, conv_nd(x, w, None, 1, 1, None, 1, 1), w[0].size * 100)
+    partial block of them), shared and per-task tiles; 3x3 and 2x2 kernels."""
+    for k in (3, 2):
+        for width in range(4, 4 * 70 + 1, 4):
+            x = rng.standard_normal((1, 5, 4, width)).astype(dtype)
+            w = rng.standard_normal((7, 5, k, k)).astype(dtype)
+            out = _conv_impl(2, "conv2d", x, w, None, 1, k - 2, 1, 1, None, None,
+                             algorithm="winograd")
+            assert_close(out, conv_nd(x, w, None, 1, k - 2, None, 1, 1), w[0].size * 100)
 
 @pytest.fixture
 def dispatch():
@@ -633,7 +642,7 @@ def test_gemm_1x1_with_a_packing_blas_issues_few_large_tiles(dispatch, n, cin, c
     ("winograd", "does not apply"), ("depthwise", "does not apply"),
     ("nonsense", "unknown algorithm")])
 def test_a_forced_algorithm_that_does_not_apply_is_refused(algorithm, message):
-    """The kernels assume their geometry (Winograd a 3x3 kernel, depthwise one
+    """The kernels assume their geometry (Winograd a 3x3 or 2x2 kernel, depthwise one
     channel a group): every entry that takes an algorithm by name refuses one
     that does not apply, before any kernel runs."""
     from fastcnn import _kernels

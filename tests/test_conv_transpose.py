@@ -373,6 +373,33 @@ def test_phase_weights_swap_and_gather_taps(rng):
             gather(*args)
 
 
+@pytest.mark.parametrize("n, cin, cout, size", [(1, 64, 32, (40, 40)), (2, 66, 34, (17, 23))])
+def test_3x3_stride_2_phases_merge_into_one_2x2_winograd_convolution(rng, n, cin, cout, size):
+    """A 3x3 stride-2 layer (padding 1, output padding 1: the output twice
+    the input) whose phases (1x1, 1x2, 2x1, 2x2 taps) merge into one 2x2
+    convolution run as Winograd F(4x4, 2x2): eager and compiled, within
+    Winograd's rounding of the definition, bit-identical across thread
+    counts, bias added once."""
+    from fastcnn._functional.conv_transpose import Phases
+    x = rng.standard_normal((n, cin) + size).astype(np.float32)
+    w = rng.standard_normal((cin, cout, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    y_shape = (n, cout) + tuple(2 * s for s in size)
+    merged = Phases(x.shape, y_shape, w, 1, (2, 2), (1, 1), weights_packed=True)
+    assert merged.merged and merged.phases[0].geom[11:13] == (2, 2)
+    kw = dict(stride=2, padding=1, output_padding=1)
+    expected = ref.conv_transpose_nd(x, w, b, **kw)
+    results = run_threads(lambda: F.conv_transpose2d(x, w, b, **kw))
+    assert_close(results[0], expected, reduction=4 * cin)
+    assert all(np.array_equal(results[0], r) for r in results)
+    layer = nn.ConvTranspose2d(cin, cout, 3, 2, 1, output_padding=1).eval()
+    layer.load_state_dict({"weight": w, "bias": b})
+    plan = fastcnn.compile(layer, x.shape)
+    for _ in range(2):
+        assert_close(plan(x), expected, reduction=4 * cin)
+    assert plan.weight_nbytes >= 25 * 4 * cout * cin * 4         # transformed once
+
+
 @pytest.mark.parametrize("n, cin, cout, size", [(1, 128, 64, (32, 32)), (2, 130, 66, (17, 23))])
 def test_4x4_stride_2_phases_merge_into_one_winograd_convolution(rng, n, cin, cout, size):
     """A 4x4 stride-2 layer (padding 1) whose merged 3x3 convolution runs as
