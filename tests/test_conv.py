@@ -514,6 +514,10 @@ def test_dispatcher_picks_fast_paths(dispatch):
     wino32 = kernels.select(g((4, 32, 28, 28), (32, 32, 3, 3), 1, 1, 1, 1)) == "winograd"
     assert (wino64, wino32) == ((False, False) if fma else (True, True))
     assert kernels.select(g((4, 32, 28, 28), (32, 32, 3, 3), 1, 1, 1, 1), True) == "winograd"
+    # 2x2 kernels (F(4x4, 2x2)): with channels enough for their transforms
+    assert kernels.select(g((1, 64, 128, 128), (128, 64, 2, 2), 1, 0, 1, 1)) == "winograd"
+    assert kernels.select(g((1, 64, 128, 128), (128, 64, 2, 2), 1, 0, 1, 1), True) == "winograd"
+    assert kernels.select(g((1, 24, 24, 24), (24, 24, 2, 2), 1, 0, 1, 1), True) != "winograd"
     # one image of 128-256 outputs: blocked_oc packing in its tasks (a pass
     # packing weights would not pay); fewer outputs: im2col
     layer3 = g((1, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1, 1)
