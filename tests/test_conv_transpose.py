@@ -373,51 +373,39 @@ def test_phase_weights_swap_and_gather_taps(rng):
             gather(*args)
 
 
+@pytest.mark.parametrize("k, padding, output_padding, window", [
+    (3, 1, 1, 2),           # phases of 1x1, 1x2, 2x1, 2x2 taps: one 2x2 convolution
+    (5, 2, 1, 3),           # 3x3, 3x2, 2x3, 2x2: one 3x3 convolution
+    (4, 1, 0, None)])       # four 2x2 phases: each a 2x2 Winograd convolution
 @pytest.mark.parametrize("n, cin, cout, size", [(1, 64, 32, (40, 40)), (2, 66, 34, (17, 23))])
-def test_3x3_stride_2_phases_merge_into_one_2x2_winograd_convolution(rng, n, cin, cout, size):
-    """A 3x3 stride-2 layer (padding 1, output padding 1: the output twice
-    the input) whose phases (1x1, 1x2, 2x1, 2x2 taps) merge into one 2x2
-    convolution run as Winograd F(4x4, 2x2): eager and compiled, within
-    Winograd's rounding of the definition, bit-identical across thread
-    counts, bias added once."""
+def test_stride_2_phases_run_as_winograd(rng, n, cin, cout, size, k, padding, output_padding,
+                                         window):
+    """Stride-2 layers whose output is twice the input: the phases merge into
+    one k x k convolution run as Winograd where that spends fewer multiplies
+    than the phases on their own, else each phase runs as Winograd. Eager
+    and compiled, within Winograd's rounding of the definition,
+    bit-identical across thread counts, bias added once."""
     from fastcnn._functional.conv_transpose import Phases
+    from fastcnn._kernels import _conv
     x = rng.standard_normal((n, cin) + size).astype(np.float32)
-    w = rng.standard_normal((cin, cout, 3, 3)).astype(np.float32)
+    w = rng.standard_normal((cin, cout, k, k)).astype(np.float32)
     b = rng.standard_normal(cout).astype(np.float32)
     y_shape = (n, cout) + tuple(2 * s for s in size)
-    merged = Phases(x.shape, y_shape, w, 1, (2, 2), (1, 1), weights_packed=True)
-    assert merged.merged and merged.phases[0].geom[11:13] == (2, 2)
-    kw = dict(stride=2, padding=1, output_padding=1)
+    phases = Phases(x.shape, y_shape, w, 1, (2, 2), (padding,) * 2, weights_packed=True)
+    assert phases.merged == (window is not None)
+    assert all(_conv.select(p.geom, True) == "winograd" for p in phases.phases
+               if window is not None or p.geom[11:13] == (2, 2))
+    if window is not None:
+        assert phases.phases[0].geom[11:13] == (window, window)
+    kw = dict(stride=2, padding=padding, output_padding=output_padding)
     expected = ref.conv_transpose_nd(x, w, b, **kw)
     results = run_threads(lambda: F.conv_transpose2d(x, w, b, **kw))
-    assert_close(results[0], expected, reduction=4 * cin)
+    assert_close(results[0], expected, reduction=k * k * cin)
     assert all(np.array_equal(results[0], r) for r in results)
-    layer = nn.ConvTranspose2d(cin, cout, 3, 2, 1, output_padding=1).eval()
+    layer = nn.ConvTranspose2d(cin, cout, k, 2, padding, output_padding=output_padding).eval()
     layer.load_state_dict({"weight": w, "bias": b})
     plan = fastcnn.compile(layer, x.shape)
     for _ in range(2):
-        assert_close(plan(x), expected, reduction=4 * cin)
-    assert plan.weight_nbytes >= 25 * 4 * cout * cin * 4         # transformed once
-
-
-@pytest.mark.parametrize("n, cin, cout, size", [(1, 128, 64, (32, 32)), (2, 130, 66, (17, 23))])
-def test_4x4_stride_2_phases_merge_into_one_winograd_convolution(rng, n, cin, cout, size):
-    """A 4x4 stride-2 layer (padding 1) whose merged 3x3 convolution runs as
-    Winograd: eager and compiled, within Winograd's rounding of the
-    definition, bit-identical across thread counts, bias added once."""
-    from fastcnn._functional.conv_transpose import Phases
-    x = rng.standard_normal((n, cin) + size).astype(np.float32)
-    w = rng.standard_normal((cin, cout, 4, 4)).astype(np.float32)
-    b = rng.standard_normal(cout).astype(np.float32)
-    y_shape = (n, cout) + tuple(2 * s for s in size)
-    assert Phases(x.shape, y_shape, w, 1, (2, 2), (1, 1), weights_packed=True).merged
-    expected = ref.conv_transpose_nd(x, w, b, stride=2, padding=1)
-    results = run_threads(lambda: F.conv_transpose2d(x, w, b, stride=2, padding=1))
-    assert_close(results[0], expected, reduction=4 * cin)
-    assert all(np.array_equal(results[0], r) for r in results)
-    layer = nn.ConvTranspose2d(cin, cout, 4, 2, 1).eval()
-    layer.load_state_dict({"weight": w, "bias": b})
-    plan = fastcnn.compile(layer, x.shape)
-    for _ in range(2):
-        assert_close(plan(x), expected, reduction=4 * cin)
-    assert plan.weight_nbytes >= 36 * 4 * cout * cin * 4         # transformed once
+        assert_close(plan(x), expected, reduction=k * k * cin)
+    points = 36 if window == 3 else 25
+    assert plan.weight_nbytes >= points * 4 * cout * cin * 4     # transformed once

@@ -251,10 +251,11 @@ class Phases:
         filters (s0 s1 x out channels: each phase's taps placed where its
         window lies in the k x k around its input position, zeros elsewhere;
         k = 2 or 3, the smallest window holding every phase's) where that runs
-        as Winograd and the kernel has more taps than the multiplies per input
-        position Winograd spends on all the phases together (4 x 25/16 for
-        k = 2: a 3x3 stride-2 kernel; 4 x 36/16 = 9 for k = 3: 4x4 and larger):
-        one input transform for every phase and GEMMs s0 s1 times taller."""
+        as Winograd with fewer multiplies per input position than the phases
+        on their own (_multiplies): one input transform for every phase and
+        GEMMs s0 s1 times taller. A 3x3 stride-2 kernel merges into 2x2
+        (4 x 25/16 against 1 + 2 + 2 + 25/16); a 4x4 one stays four 2x2
+        Winograd phases (4 x 25/16 against 4 x 36/16 merged into 3x3)."""
         if (self.nd != 2 or self.groups != 1 or self.stride != (2, 2)
                 or any(p is None for p in self.phases)
                 or tuple(y_shape[2:]) != tuple(2 * s for s in x_shape[2:])):
@@ -266,13 +267,14 @@ class Phases:
         lo = min(first for d in described for _, _, _, _, first in d)
         hi = max(first + taps - 1 for d in described for _, _, _, taps, first in d)
         k = hi - lo + 1
-        if not (lo in (-1, 0) and k in (2, 3)
-                and math.prod(w.shape[2:]) > 4 * (k + 3) ** 2 / 16):
+        if not (lo in (-1, 0) and k in (2, 3)):
             return False
         n, cin, cout = x_shape[0], x_shape[1], y_shape[1]
         geom = ((n, cin, 4 * cout, 1, 1) + tuple(x_shape[2:]) + (1,) + tuple(x_shape[2:])
                 + (1, k, k, 1, 1, 1, 0, -lo, -lo, 1, 1, 1))
-        if _kernels._conv.select(geom, weights_packed) != "winograd":
+        alone = sum(_multiplies(p.geom, weights_packed) for p in self.phases)
+        if (_kernels._conv.select(geom, weights_packed) != "winograd"
+                or 4 * _multiplies(geom, weights_packed) >= alone):
             return False
         flat = []
         for d in described:
@@ -492,6 +494,15 @@ def _phase_taps(w, groups, phase, stride):
     flat = np.ravel_multi_index(np.ix_(*taps), w.shape[2:]).ravel()
     return _gather_weights(w, groups, flat).reshape(
         (groups * w.shape[1], w.shape[0] // groups) + tuple(len(t) for t in taps))
+
+
+def _multiplies(geom, weights_packed):
+    """Multiplies per output position and channel pair of a stride-1
+    convolution on the forward engine: its taps, or Winograd's a^2 / 16."""
+    taps = geom[11] * geom[12]
+    if _kernels._conv.select(geom, weights_packed) == "winograd":
+        return (geom[11] + 3) ** 2 / 16
+    return taps
 
 
 def _reversed_taps(phase, stride):
