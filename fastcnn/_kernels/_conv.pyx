@@ -1082,17 +1082,17 @@ cdef void _winograd_pack_chunk(const ConvGeom* g, const floating* w, floating* u
                                index_t count) noexcept nogil:
     """The filters of output channels m0 .. m0 + OCB - 1 and input channels
     c0 .. c0 + count - 1: their taps gathered into one row each in U's order
-    (channel, then output), then each of U's a^2 rows a fixed sum of the tap
-    rows scaled by kron(G, G), vectorised across the filters and stored as
-    one run. (A GEMM of 9-deep products spends most of its time packing.)"""
+    (channel, then output), then each of U's a^2 rows a fixed sum of the 9
+    (or 4) tap rows scaled by kron(G, G), written out so that it vectorises
+    across the filters, and stored as one run. (A GEMM of 9-deep products
+    spends most of its time packing.)"""
     cdef floating taps[9 * WINO_PACK_CHUNK]
     cdef index_t cin = g.in_channels, rows = _round_up(g.out_channels, FCNN_BLOCK_OCB)
     cdef index_t n = count * FCNN_BLOCK_OCB, splat = block_splat(sizeof(floating))
     cdef index_t nk = g.kernel_h * g.kernel_w, points = _wino_points(g)
     cdef index_t j, k, xi, c, o
-    cdef floating coef
     cdef floating* dst
-    cdef const floating* row
+    cdef floating c_0, c_1, c_2, c_3, c_4, c_5, c_6, c_7, c_8
     for c in range(count):
         for o in range(FCNN_BLOCK_OCB):
             j = c * FCNN_BLOCK_OCB + o
@@ -1101,14 +1101,24 @@ cdef void _winograd_pack_chunk(const ConvGeom* g, const floating* w, floating* u
                     w[((m0 + o) * cin + c0 + c) * nk + k] if m0 + o < g.out_channels else 0)
     for xi in range(points):
         dst = u + ((xi * rows + m0) * cin + c0 * FCNN_BLOCK_OCB) * splat
-        coef = kron[xi * nk]
-        for j in range(n):
-            dst[j] = coef * taps[j]
-        for k in range(1, nk):
-            coef = kron[xi * nk + k]
-            row = taps + k * WINO_PACK_CHUNK
+        c_0, c_1, c_2, c_3 = kron[xi * nk], kron[xi * nk + 1], kron[xi * nk + 2], kron[xi * nk + 3]
+        if nk == 4:
             for j in range(n):
-                dst[j] += coef * row[j]
+                dst[j] = (c_0 * taps[j] + c_1 * taps[WINO_PACK_CHUNK + j]
+                          + c_2 * taps[2 * WINO_PACK_CHUNK + j]
+                          + c_3 * taps[3 * WINO_PACK_CHUNK + j])
+        else:
+            c_4, c_5 = kron[xi * nk + 4], kron[xi * nk + 5]
+            c_6, c_7, c_8 = kron[xi * nk + 6], kron[xi * nk + 7], kron[xi * nk + 8]
+            for j in range(n):
+                dst[j] = (c_0 * taps[j] + c_1 * taps[WINO_PACK_CHUNK + j]
+                          + c_2 * taps[2 * WINO_PACK_CHUNK + j]
+                          + c_3 * taps[3 * WINO_PACK_CHUNK + j]
+                          + c_4 * taps[4 * WINO_PACK_CHUNK + j]
+                          + c_5 * taps[5 * WINO_PACK_CHUNK + j]
+                          + c_6 * taps[6 * WINO_PACK_CHUNK + j]
+                          + c_7 * taps[7 * WINO_PACK_CHUNK + j]
+                          + c_8 * taps[8 * WINO_PACK_CHUNK + j])
         _splat_in_place(dst, n, splat)
 
 
