@@ -518,6 +518,12 @@ def test_dispatcher_picks_fast_paths(dispatch):
     assert kernels.select(g((1, 64, 128, 128), (128, 64, 2, 2), 1, 0, 1, 1)) == "winograd"
     assert kernels.select(g((1, 64, 128, 128), (128, 64, 2, 2), 1, 0, 1, 1), True) == "winograd"
     assert kernels.select(g((1, 24, 24, 24), (24, 24, 2, 2), 1, 0, 1, 1), True) != "winograd"
+    # ... and tiles enough an image (64 with 16-lane vectors, else 16)
+    few = kernels.dispatch_facts()["winograd_2x2_min_image_tiles"]
+    assert few in (16, 64)
+    for size, tiles in ((28, 49), (14, 16), (7, 4)):
+        wino = kernels.select(g((8, 128, size + 1, size + 1), (64, 128, 2, 2), 1, 0, 1, 1), True)
+        assert (wino == "winograd") == (tiles >= few), (size, wino)
     # one image of 128-256 outputs: blocked_oc packing in its tasks (a pass
     # packing weights would not pay); fewer outputs: im2col
     layer3 = g((1, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1, 1)

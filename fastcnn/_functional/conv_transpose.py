@@ -39,6 +39,12 @@ _PHASE_MIN_POSITIONS = 256
 # (many channels: the phases' convolutions run at the forward kernels' speed
 # where the columns route also writes and re-reads every tap's plane).
 _PHASE_MIN_FMAS = 2**24
+# Merged into one 2x2 convolution, the phases save few multiplies (4 x 25/16
+# against 1 + 2 + 2 + 25/16); what pays is GEMMs four times taller, where each
+# phase alone has fewer output channels than this (a U-Net 3x3 layer of 32:
+# 1.1-1.6x; 128 and more: up to 1.6x slower, the transformed weights then
+# outweighing the products; 64 between, 0.8-1.2x; AMD EPYC Zen 5, all targets).
+_MERGE_2X2_MAX_CHANNELS = 64
 
 
 def conv_transpose_output_size(size, kernel, stride, padding, output_padding, dilation):
@@ -254,8 +260,9 @@ class Phases:
         as Winograd with fewer multiplies per input position than the phases
         on their own (_multiplies): one input transform for every phase and
         GEMMs s0 s1 times taller. A 3x3 stride-2 kernel merges into 2x2
-        (4 x 25/16 against 1 + 2 + 2 + 25/16); a 4x4 one stays four 2x2
-        Winograd phases (4 x 25/16 against 4 x 36/16 merged into 3x3)."""
+        (4 x 25/16 against 1 + 2 + 2 + 25/16) with few output channels
+        (_MERGE_2X2_MAX_CHANNELS); a 4x4 one stays four 2x2 Winograd phases
+        (4 x 25/16 against 4 x 36/16 merged into 3x3)."""
         if (self.nd != 2 or self.groups != 1 or self.stride != (2, 2)
                 or any(p is None for p in self.phases)
                 or tuple(y_shape[2:]) != tuple(2 * s for s in x_shape[2:])):
@@ -267,9 +274,9 @@ class Phases:
         lo = min(first for d in described for _, _, _, _, first in d)
         hi = max(first + taps - 1 for d in described for _, _, _, taps, first in d)
         k = hi - lo + 1
-        if not (lo in (-1, 0) and k in (2, 3)):
-            return False
         n, cin, cout = x_shape[0], x_shape[1], y_shape[1]
+        if not (lo in (-1, 0) and k in (2, 3)) or (k == 2 and cout >= _MERGE_2X2_MAX_CHANNELS):
+            return False
         geom = ((n, cin, 4 * cout, 1, 1) + tuple(x_shape[2:]) + (1,) + tuple(x_shape[2:])
                 + (1, k, k, 1, 1, 1, 0, -lo, -lo, 1, 1, 1))
         alone = sum(_multiplies(p.geom, weights_packed) for p in self.phases)

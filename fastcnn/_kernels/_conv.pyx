@@ -122,6 +122,10 @@ cdef enum:
     # into a shared V and give each task a block of output channels, so the
     # transformed weights are read once rather than once per task.
     WINO_SHARED_TILES = 64
+    # 2x2 kernels: tiles an image at least (see _winograd_shape_pays); 7x7
+    # planes (4 tiles) ran 1.2x slower than blocked_oc on SSE at batch 8
+    WINO2_MIN_IMAGE_TILES = 16
+    WINO2_MIN_IMAGE_TILES_WIDE = 64     # with 16-lane (64-byte) vectors
     BLOCK_PAD_BYTES = 64 * 1024 * 1024    # limit on the padded input held at once
     BLOCK_MAX_STRIDED_K = 256             # strided: blocked only for short reductions
     BLOCK_PACK_POSITIONS = 256            # unpacked weights: outputs per call to amortise packing
@@ -188,7 +192,8 @@ def dispatch_facts():
     return {"blas_small_gemm": bool(_small_gemm),
             "blocked_oc_min_channels": FCNN_OC_WIDE_V * FCNN_OC_VL_F32,
             "fused_multiply_add": bool(FCNN_HAS_FMA),
-            "splatted_weights": block_splat(4) > 1}
+            "splatted_weights": block_splat(4) > 1,
+            "winograd_2x2_min_image_tiles": _wino2_min_image_tiles()}
 
 
 cdef inline index_t _ceil_div(index_t a, index_t b) noexcept nogil:
@@ -208,7 +213,7 @@ cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept 
         return CONV_DEPTHWISE
     if g.groups > 1 and cin_group <= 4:
         return CONV_DIRECT
-    if winograd_applies(g) and _winograd_channels_pay(g):
+    if winograd_applies(g) and _winograd_shape_pays(g):
         tiles = g.batch * _ceil_div(g.out_h, 4) * _ceil_div(g.out_w, 4)
         if weights_packed:
             if tiles >= WINO_MIN_TILES:
@@ -232,13 +237,22 @@ cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept 
     return CONV_IM2COL
 
 
-cdef inline bint _winograd_channels_pay(const ConvGeom* g) noexcept nogil:
-    """Enough channels for Winograd's transforms to pay: 8 each for 3x3
-    kernels (4x fewer multiplies); 2x2 ones save 2.56x, so their transforms
-    need more channels (16 in, 32 out: 24 -> 24 at 24x24 measured 3x slower
-    than blocked_oc on AVX2, 16 -> 32 at 32x32 as fast)."""
+cdef inline index_t _wino2_min_image_tiles() noexcept nogil:
+    return WINO2_MIN_IMAGE_TILES_WIDE if block_vector(4) >= 16 else WINO2_MIN_IMAGE_TILES
+
+
+cdef inline bint _winograd_shape_pays(const ConvGeom* g) noexcept nogil:
+    """Enough channels and tiles for Winograd's transforms to pay: 8 channels
+    each for 3x3 kernels (4x fewer multiplies). 2x2 ones save 2.56x, so their
+    transforms need more: 16 channels in and 32 out (24 -> 24 at 24x24
+    measured 3x slower than blocked_oc on AVX2, 16 -> 32 at 32x32 as fast),
+    and WINO2_MIN_IMAGE_TILES tiles an image (with 16-lane vectors, the
+    transforms run across a tile row, 7 tiles at 28x28: there blocked_oc
+    measured 1.2-1.4x faster at batch 8, slower from 32x32 up)."""
+    cdef index_t tiles_image = _ceil_div(g.out_h, 4) * _ceil_div(g.out_w, 4)
     if g.kernel_h == 2:
-        return g.in_channels >= 16 and g.out_channels >= 32
+        return (g.in_channels >= 16 and g.out_channels >= 32
+                and tiles_image >= _wino2_min_image_tiles())
     return g.in_channels >= 8 and g.out_channels >= 8
 
 
