@@ -1136,6 +1136,61 @@ cdef void _winograd_pack_chunk(const ConvGeom* g, const floating* w, floating* u
         _splat_in_place(dst, n, splat)
 
 
+cdef inline void _wino_bt(index_t a, const floating* s0, const floating* s1,
+                          const floating* s2, const floating* s3, const floating* s4,
+                          const floating* s5, floating* d, index_t ld_d,
+                          index_t n) noexcept nogil:
+    """d[k * ld_d + t] = (B^T (s0[t], .., s_{a-1}[t]))[k] for k < a, t < n: one
+    axis of the input transform, over n tiles (s5 unread when a = 5)."""
+    cdef index_t t
+    cdef floating x0, x1, x2, x3, x4, x5
+    # typed constants: Cython would write bare literals as double and force
+    # the whole expression into scalar double arithmetic
+    cdef floating k2 = 2, k3 = 3, k4 = 4, k5 = 5
+    if a == 5:
+        for t in range(n):
+            x0, x1, x2, x3, x4 = s0[t], s1[t], s2[t], s3[t], s4[t]
+            d[t] = k2 * x0 - x1 - k2 * x2 + x3
+            d[ld_d + t] = -k2 * x1 - x2 + x3
+            d[2 * ld_d + t] = k2 * x1 - k3 * x2 + x3
+            d[3 * ld_d + t] = x3 - x1
+            d[4 * ld_d + t] = k2 * x1 - x2 - k2 * x3 + x4
+        return
+    for t in range(n):
+        x0, x1, x2, x3, x4, x5 = s0[t], s1[t], s2[t], s3[t], s4[t], s5[t]
+        d[t] = k4 * x0 - k5 * x2 + x4
+        d[ld_d + t] = -k4 * x1 - k4 * x2 + x3 + x4
+        d[2 * ld_d + t] = k4 * x1 - k4 * x2 - x3 + x4
+        d[3 * ld_d + t] = -k2 * x1 - x2 + k2 * x3 + x4
+        d[4 * ld_d + t] = k2 * x1 - x2 - k2 * x3 + x4
+        d[5 * ld_d + t] = k4 * x1 - k5 * x3 + x5
+
+
+cdef inline void _wino_at(index_t a, const floating* s0, const floating* s1,
+                          const floating* s2, const floating* s3, const floating* s4,
+                          const floating* s5, floating* d, index_t ld_d, index_t step,
+                          index_t n) noexcept nogil:
+    """d[i * ld_d + t * step] = (A^T (s0[t], .., s_{a-1}[t]))[i] for i < 4,
+    t < n: one axis of the output transform (s5 unread when a = 5)."""
+    cdef index_t t
+    cdef floating m0, m1, m2, m3, m4, m5
+    cdef floating k2 = 2, k4 = 4, k8 = 8     # typed, see _wino_bt
+    if a == 5:
+        for t in range(n):
+            m0, m1, m2, m3, m4 = s0[t], s1[t], s2[t], s3[t], s4[t]
+            d[t * step] = m0 + m1 + m2 + m3
+            d[ld_d + t * step] = m1 - m2 + k2 * m3
+            d[2 * ld_d + t * step] = m1 + m2 + k4 * m3
+            d[3 * ld_d + t * step] = m1 - m2 + k8 * m3 + m4
+        return
+    for t in range(n):
+        m0, m1, m2, m3, m4, m5 = s0[t], s1[t], s2[t], s3[t], s4[t], s5[t]
+        d[t * step] = m0 + m1 + m2 + m3 + m4
+        d[ld_d + t * step] = m1 - m2 + k2 * m3 - k2 * m4
+        d[2 * ld_d + t * step] = m1 + m2 + k4 * m3 + k4 * m4
+        d[3 * ld_d + t * step] = m1 - m2 + k8 * m3 - k8 * m4 + m5
+
+
 cdef inline void _wino_input(const ConvGeom* g, const floating* xc, index_t th0, index_t th1,
                              index_t tiles_w, index_t ld, floating* phase, floating* tmp,
                              floating* v, index_t ld_xi, index_t pad) noexcept nogil:
@@ -1149,17 +1204,13 @@ cdef inline void _wino_input(const ConvGeom* g, const floating* xc, index_t th0,
     """
     cdef index_t nt = (th1 - th0) * tiles_w, a = g.kernel_h + 3
     cdef index_t pw = tiles_w + 1           # phase length: tiles_w + 1 tile starts
-    cdef index_t r, q, k, t, tw, th, ih, lo, hi, base
+    cdef index_t r, q, k, tw, th, ih, lo, hi, base
     cdef floating* p0 = phase
     cdef floating* p1 = phase + pw
     cdef floating* p2 = phase + 2 * pw
     cdef floating* p3 = phase + 3 * pw
     cdef floating* row
     cdef floating* dst
-    cdef floating d0, d1, d2, d3, d4, d5
-    # typed constants: Cython would write bare literals as double and force
-    # the whole expression into scalar double arithmetic
-    cdef floating k2 = 2, k3 = 3, k4 = 4, k5 = 5
     for th in range(th0, th1):
         for r in range(a):
             ih = 4 * th - g.pad_h + r
@@ -1181,60 +1232,12 @@ cdef inline void _wino_input(const ConvGeom* g, const floating* xc, index_t th0,
                 for tw in range(hi, pw):
                     dst[tw] = 0
             # B^T along the row: tmp[r * a + k][t]
-            if a == 5:
-                for tw in range(tiles_w):
-                    d0 = p0[tw]
-                    d1 = p1[tw]
-                    d2 = p2[tw]
-                    d3 = p3[tw]
-                    d4 = p0[tw + 1]
-                    row[tw] = k2 * d0 - d1 - k2 * d2 + d3
-                    row[ld + tw] = -k2 * d1 - d2 + d3
-                    row[2 * ld + tw] = k2 * d1 - k3 * d2 + d3
-                    row[3 * ld + tw] = d3 - d1
-                    row[4 * ld + tw] = k2 * d1 - d2 - k2 * d3 + d4
-                continue
-            for tw in range(tiles_w):
-                d0 = p0[tw]
-                d1 = p1[tw]
-                d2 = p2[tw]
-                d3 = p3[tw]
-                d4 = p0[tw + 1]
-                d5 = p1[tw + 1]
-                row[tw] = k4 * d0 - k5 * d2 + d4
-                row[ld + tw] = -k4 * d1 - k4 * d2 + d3 + d4
-                row[2 * ld + tw] = k4 * d1 - k4 * d2 - d3 + d4
-                row[3 * ld + tw] = -k2 * d1 - d2 + k2 * d3 + d4
-                row[4 * ld + tw] = k2 * d1 - d2 - k2 * d3 + d4
-                row[5 * ld + tw] = k4 * d1 - k5 * d3 + d5
+            _wino_bt(a, p0, p1, p2, p3, p0 + 1, p1 + 1, row, ld, tiles_w)
     # then B^T down columns: V[kr * a + k][t]
     for k in range(a):
-        if a == 5:
-            for t in range(nt):
-                d0 = tmp[(0 * 5 + k) * ld + t]
-                d1 = tmp[(1 * 5 + k) * ld + t]
-                d2 = tmp[(2 * 5 + k) * ld + t]
-                d3 = tmp[(3 * 5 + k) * ld + t]
-                d4 = tmp[(4 * 5 + k) * ld + t]
-                v[(0 * 5 + k) * ld_xi + t] = k2 * d0 - d1 - k2 * d2 + d3
-                v[(1 * 5 + k) * ld_xi + t] = -k2 * d1 - d2 + d3
-                v[(2 * 5 + k) * ld_xi + t] = k2 * d1 - k3 * d2 + d3
-                v[(3 * 5 + k) * ld_xi + t] = d3 - d1
-                v[(4 * 5 + k) * ld_xi + t] = k2 * d1 - d2 - k2 * d3 + d4
-            continue
-        for t in range(nt):
-            d0 = tmp[(0 * 6 + k) * ld + t]
-            d1 = tmp[(1 * 6 + k) * ld + t]
-            d2 = tmp[(2 * 6 + k) * ld + t]
-            d3 = tmp[(3 * 6 + k) * ld + t]
-            d4 = tmp[(4 * 6 + k) * ld + t]
-            d5 = tmp[(5 * 6 + k) * ld + t]
-            v[(0 * 6 + k) * ld_xi + t] = k4 * d0 - k5 * d2 + d4
-            v[(1 * 6 + k) * ld_xi + t] = -k4 * d1 - k4 * d2 + d3 + d4
-            v[(2 * 6 + k) * ld_xi + t] = k4 * d1 - k4 * d2 - d3 + d4
-            v[(3 * 6 + k) * ld_xi + t] = -k2 * d1 - d2 + k2 * d3 + d4
-            v[(4 * 6 + k) * ld_xi + t] = k2 * d1 - d2 - k2 * d3 + d4
-            v[(5 * 6 + k) * ld_xi + t] = k4 * d1 - k5 * d3 + d5
+        _wino_bt(a, tmp + k * ld, tmp + (a + k) * ld, tmp + (2 * a + k) * ld,
+                 tmp + (3 * a + k) * ld, tmp + (4 * a + k) * ld, tmp + (5 * a + k) * ld,
+                 v + k * ld_xi, a * ld_xi, nt)
     if pad > 0:
         for k in range(a * a):
             memset(v + k * ld_xi + nt, 0, pad * sizeof(floating))
@@ -1247,37 +1250,15 @@ cdef inline void _wino_output(const ConvGeom* g, const floating* mo, index_t ld_
                               int activation) noexcept nogil:
     """Output rows 4*th0 .. 4*th1-1 of one channel from M[xi * ld_xi + t]."""
     cdef index_t nt = (th1 - th0) * tiles_w, a = g.kernel_h + 3
-    cdef index_t b, i, t, tw, th, oh
-    cdef floating m0, m1, m2, m3, m4, m5
-    cdef floating k2 = 2, k4 = 4, k8 = 8     # typed, see _wino_input
+    cdef index_t b, i, th, oh
     cdef const floating* src
     cdef bint direct = g.out_w == 4 * tiles_w
     cdef floating* dst
     # A^T down columns, over all the block's tiles: tmp[i * a + b][t]
     for b in range(a):
-        if a == 5:
-            for t in range(nt):
-                m0 = mo[(0 * 5 + b) * ld_xi + t]
-                m1 = mo[(1 * 5 + b) * ld_xi + t]
-                m2 = mo[(2 * 5 + b) * ld_xi + t]
-                m3 = mo[(3 * 5 + b) * ld_xi + t]
-                m4 = mo[(4 * 5 + b) * ld_xi + t]
-                tmp[(0 * 5 + b) * ld + t] = m0 + m1 + m2 + m3
-                tmp[(1 * 5 + b) * ld + t] = m1 - m2 + k2 * m3
-                tmp[(2 * 5 + b) * ld + t] = m1 + m2 + k4 * m3
-                tmp[(3 * 5 + b) * ld + t] = m1 - m2 + k8 * m3 + m4
-            continue
-        for t in range(nt):
-            m0 = mo[(0 * 6 + b) * ld_xi + t]
-            m1 = mo[(1 * 6 + b) * ld_xi + t]
-            m2 = mo[(2 * 6 + b) * ld_xi + t]
-            m3 = mo[(3 * 6 + b) * ld_xi + t]
-            m4 = mo[(4 * 6 + b) * ld_xi + t]
-            m5 = mo[(5 * 6 + b) * ld_xi + t]
-            tmp[(0 * 6 + b) * ld + t] = m0 + m1 + m2 + m3 + m4
-            tmp[(1 * 6 + b) * ld + t] = m1 - m2 + k2 * m3 - k2 * m4
-            tmp[(2 * 6 + b) * ld + t] = m1 + m2 + k4 * m3 + k4 * m4
-            tmp[(3 * 6 + b) * ld + t] = m1 - m2 + k8 * m3 - k8 * m4 + m5
+        _wino_at(a, mo + b * ld_xi, mo + (a + b) * ld_xi, mo + (2 * a + b) * ld_xi,
+                 mo + (3 * a + b) * ld_xi, mo + (4 * a + b) * ld_xi, mo + (5 * a + b) * ld_xi,
+                 tmp + b * ld, a * ld, 1, nt)
     # then A^T along each tile row, stored interleaved as output rows (straight
     # into y when the tiles cover the row exactly), then bias and activation
     for th in range(th0, th1):
@@ -1287,29 +1268,8 @@ cdef inline void _wino_output(const ConvGeom* g, const floating* mo, index_t ld_
                 break
             dst = yc + oh * g.out_w if direct else rows
             src = tmp + (i * a) * ld + (th - th0) * tiles_w
-            if a == 5:
-                for tw in range(tiles_w):
-                    m0 = src[tw]
-                    m1 = src[ld + tw]
-                    m2 = src[2 * ld + tw]
-                    m3 = src[3 * ld + tw]
-                    m4 = src[4 * ld + tw]
-                    dst[4 * tw] = m0 + m1 + m2 + m3
-                    dst[4 * tw + 1] = m1 - m2 + k2 * m3
-                    dst[4 * tw + 2] = m1 + m2 + k4 * m3
-                    dst[4 * tw + 3] = m1 - m2 + k8 * m3 + m4
-            else:
-                for tw in range(tiles_w):
-                    m0 = src[tw]
-                    m1 = src[ld + tw]
-                    m2 = src[2 * ld + tw]
-                    m3 = src[3 * ld + tw]
-                    m4 = src[4 * ld + tw]
-                    m5 = src[5 * ld + tw]
-                    dst[4 * tw] = m0 + m1 + m2 + m3 + m4
-                    dst[4 * tw + 1] = m1 - m2 + k2 * m3 - k2 * m4
-                    dst[4 * tw + 2] = m1 + m2 + k4 * m3 + k4 * m4
-                    dst[4 * tw + 3] = m1 - m2 + k8 * m3 - k8 * m4 + m5
+            _wino_at(a, src, src + ld, src + 2 * ld, src + 3 * ld, src + 4 * ld, src + 5 * ld,
+                     dst, 1, 4, tiles_w)
             bias_residual_activation(dst, g.out_w, bias, has_bias,
                                      rc + oh * g.out_w if rc != NULL else NULL, activation)
             if not direct:
