@@ -1033,36 +1033,29 @@ cdef void _winograd_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noexc
 # kron(G, G): U[xi][f] = sum_k KRON[xi][k] w[f][k] transforms every filter
 # (U = KRON @ W^T, W the (filters, taps) weights; see _winograd_pack_chunk),
 # one table per kernel size: 3x3 (36 x 9) and 2x2 (25 x 4).
-cdef double _G3[6][3]
-_G3[0][:] = [0.25, 0.0, 0.0]
-_G3[1][:] = [-1.0 / 6, -1.0 / 6, -1.0 / 6]
-_G3[2][:] = [-1.0 / 6, 1.0 / 6, -1.0 / 6]
-_G3[3][:] = [1.0 / 24, 1.0 / 12, 1.0 / 6]
-_G3[4][:] = [1.0 / 24, -1.0 / 12, 1.0 / 6]
-_G3[5][:] = [0.0, 0.0, 1.0]
-cdef double _G2[5][2]
-_G2[0][:] = [0.5, 0.0]
-_G2[1][:] = [-0.5, -0.5]
-_G2[2][:] = [-1.0 / 6, 1.0 / 6]
-_G2[3][:] = [1.0 / 6, 1.0 / 3]
-_G2[4][:] = [0.0, 1.0]
 cdef float _KRON3_F32[36 * 9]
 cdef double _KRON3_F64[36 * 9]
 cdef float _KRON2_F32[25 * 4]
 cdef double _KRON2_F64[25 * 4]
-cdef int _i, _j, _a, _b
-for _i in range(6):
-    for _j in range(6):
-        for _a in range(3):
-            for _b in range(3):
-                _KRON3_F64[(_i * 6 + _j) * 9 + _a * 3 + _b] = _G3[_i][_a] * _G3[_j][_b]
-                _KRON3_F32[(_i * 6 + _j) * 9 + _a * 3 + _b] = <float>(_G3[_i][_a] * _G3[_j][_b])
-for _i in range(5):
-    for _j in range(5):
-        for _a in range(2):
-            for _b in range(2):
-                _KRON2_F64[(_i * 5 + _j) * 4 + _a * 2 + _b] = _G2[_i][_a] * _G2[_j][_b]
-                _KRON2_F32[(_i * 5 + _j) * 4 + _a * 2 + _b] = <float>(_G2[_i][_a] * _G2[_j][_b])
+
+
+cdef void _fill_kron(list G, float* f32, double* f64):
+    """f[(i a + j) r^2 + k r + l] = G[i][k] G[j][l], G a x r."""
+    cdef int a = len(G), r = len(G[0]), i, j, k, l, at
+    for i in range(a):
+        for j in range(a):
+            for k in range(r):
+                for l in range(r):
+                    at = (i * a + j) * r * r + k * r + l
+                    f64[at] = G[i][k] * G[j][l]
+                    f32[at] = <float>f64[at]
+
+
+_fill_kron([[0.25, 0.0, 0.0], [-1.0 / 6, -1.0 / 6, -1.0 / 6], [-1.0 / 6, 1.0 / 6, -1.0 / 6],
+            [1.0 / 24, 1.0 / 12, 1.0 / 6], [1.0 / 24, -1.0 / 12, 1.0 / 6], [0.0, 0.0, 1.0]],
+           _KRON3_F32, _KRON3_F64)
+_fill_kron([[0.5, 0.0], [-0.5, -0.5], [-1.0 / 6, 1.0 / 6], [1.0 / 6, 1.0 / 3], [0.0, 1.0]],
+           _KRON2_F32, _KRON2_F64)
 
 cdef enum:
     WINO_PACK_CHUNK = 256     # filters per pack task: their taps, transposed, stay in L1
