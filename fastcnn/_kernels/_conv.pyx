@@ -23,6 +23,7 @@ from fastcnn._kernels._blas cimport gemm, blas_enter, blas_leave, gemm_tasks, ge
 from fastcnn._kernels._activation cimport ACT_NONE, ACT_RELU, ACT_RELU6, bias_residual_activation
 from libc.math cimport INFINITY
 from fastcnn._kernels._transpose cimport transpose
+from fastcnn._kernels._im2col cimport im2col_rows
 from fastcnn._kernels._block_gemm cimport block_gemm, block_splat, block_vector
 
 cdef extern from "conv_block.h" nogil:
@@ -490,70 +491,32 @@ cdef inline index_t _ceil_div_stride(index_t a, index_t stride) noexcept nogil:
     return (a + stride - 1) // stride
 
 
-cdef inline void _copy_strided(floating* dst, const floating* src, index_t lo, index_t hi,
-                               index_t n, index_t stride) noexcept nogil:
-    """dst[j] = src[j * stride] for j in [lo, hi), zero for j in [0, lo) and [hi, n)."""
-    cdef index_t j
-    for j in range(lo):
-        dst[j] = 0
-    if stride == 1:
-        memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
-    elif stride == 2:
-        for j in range(lo, hi):
-            dst[j] = src[2 * j]
-    else:
-        for j in range(lo, hi):
-            dst[j] = src[j * stride]
-    for j in range(hi, n):
-        dst[j] = 0
-
-
 cdef void vol2col_tile(const ConvGeom* g, const floating* x, index_t p0, index_t ncols,
                        index_t c0, index_t c1, floating* col) noexcept nogil:
     """col[r, t] for r over (channel, kd, kh, kw) of channels c0 .. c1-1 of one
-    group and t over the output positions p0 .. p0 + ncols - 1; zero where the
-    window is in padding. x points at the group's first channel, col at the
-    first row of channel c0.
-
-    Output positions run along output rows, so each k-row of the tile is a few
-    row segments; each segment is one strided copy with its padded ends zeroed.
-    """
-    cdef index_t plane = g.in_d * g.in_h * g.in_w
-    cdef index_t out_hw = g.out_h * g.out_w
-    cdef index_t in_w = g.in_w, out_w = g.out_w, stride_w = g.stride_w
-    cdef index_t c, kd, kh, kw, t, seg, od, oh, ow, id_, ih, iw0, lo, hi
-    cdef index_t od0 = p0 // out_hw, oh0 = (p0 // out_w) % g.out_h, ow0 = p0 % out_w
-    cdef floating* row = col
-    cdef const floating* xc
+    group and t over the output positions p0 .. p0 + ncols - 1 of one image
+    (im2col.h); zero where the window is in padding. x points at the group's
+    first channel, col at the first row of channel c0."""
+    cdef long size[3]
+    cdef long out[3]
+    cdef long kernel[3]
+    cdef long stride[3]
+    cdef long pad[3]
+    cdef long dil[3]
+    cdef index_t c, kd, kh
+    size[0], size[1], size[2] = g.in_d, g.in_h, g.in_w
+    out[0], out[1], out[2] = g.out_d, g.out_h, g.out_w
+    kernel[0], kernel[1], kernel[2] = g.kernel_d, g.kernel_h, g.kernel_w
+    stride[0], stride[1], stride[2] = g.stride_d, g.stride_h, g.stride_w
+    pad[0], pad[1], pad[2] = g.pad_d, g.pad_h, g.pad_w
+    dil[0], dil[1], dil[2] = g.dilation_d, g.dilation_h, g.dilation_w
     for c in range(c0, c1):
-        xc = x + c * plane
         for kd in range(g.kernel_d):
             for kh in range(g.kernel_h):
-                for kw in range(g.kernel_w):
-                    od = od0
-                    oh = oh0
-                    ow = ow0
-                    t = 0
-                    while t < ncols:
-                        seg = min(out_w - ow, ncols - t)
-                        id_ = od * g.stride_d - g.pad_d + kd * g.dilation_d
-                        ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h
-                        if id_ < 0 or id_ >= g.in_d or ih < 0 or ih >= g.in_h:
-                            _copy_strided(row + t, xc, 0, 0, seg, 1)
-                        else:
-                            # column j reads iw0 + j * stride_w, valid in [0, in_w)
-                            iw0 = ow * stride_w - g.pad_w + kw * g.dilation_w
-                            lo = 0 if iw0 >= 0 else min(seg, _ceil_div_stride(-iw0, stride_w))
-                            hi = 0 if iw0 >= in_w else min(seg, _ceil_div_stride(in_w - iw0, stride_w))
-                            _copy_strided(row + t, xc + (id_ * g.in_h + ih) * in_w + iw0,
-                                          lo, max(hi, lo), seg, stride_w)
-                        t += seg
-                        ow = 0
-                        oh += 1
-                        if oh == g.out_h:
-                            oh = 0
-                            od += 1
-                    row += ncols
+                # one image: image_len is never stepped
+                im2col_rows(x, 0, c, kd, kh, size, out, kernel, stride, pad, dil, p0, ncols,
+                            col, ncols)
+                col += g.kernel_w * ncols
 
 
 cdef inline void _gemm_blocked(index_t m, index_t n, index_t k, const floating* a,

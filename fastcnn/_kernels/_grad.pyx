@@ -28,6 +28,7 @@ from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport exp, tanh, erf, sqrt, log1p, expm1, fabs, M_PI
 
 from fastcnn._kernels._omp cimport fp_enter, thread_doubles, thread_run
+from fastcnn._kernels._im2col cimport im2col_rows
 from fastcnn._kernels._typedefs cimport floating, index_t
 from fastcnn._kernels._blas cimport gemm, blas_enter, blas_leave
 from fastcnn._kernels._transpose cimport transpose
@@ -257,66 +258,29 @@ cdef Geom _geom(tuple g):
 cdef void _im2col_range(const floating* x, floating* cols, Geom g, index_t first,
                         index_t count, int num_threads) noexcept nogil:
     """cols[(c, tap), j] for the flat (image, position) indices first + j,
-    j < count: the im2col columns of one chunk, walked in runs along the
-    last output axis."""
-    cdef index_t taps = g.kernel[0] * g.kernel[1] * g.kernel[2]
-    cdef index_t positions = g.out[0] * g.out[1] * g.out[2]
+    j < count: the im2col columns of one chunk (im2col.h), a task per
+    (c, kd, kh)."""
     cdef index_t plane = g.size[0] * g.size[1] * g.size[2]
-    cdef index_t row, c, t, td, th, tw, q, img, pos, o01, o0, o1, o2s, run, i0, i1, i2, j, lo, hi
-    cdef bint row_ok
-    cdef floating* dst
-    cdef const floating* src
-    with parallel(num_threads=num_threads):
+    cdef index_t kdh = g.kernel[0] * g.kernel[1]
+    cdef index_t task, c, r
+    cdef long size[3]
+    cdef long out[3]
+    cdef long kernel[3]
+    cdef long stride[3]
+    cdef long pad[3]
+    cdef long dil[3]
+    cdef int i
+    for i in range(3):
+        size[i], out[i], kernel[i] = g.size[i], g.out[i], g.kernel[i]
+        stride[i], pad[i], dil[i] = g.stride[i], g.pad[i], g.dilation[i]
+    with parallel(num_threads=max(1, min(<index_t>num_threads, g.channels * kdh))):
         fp_enter()
-        for row in prange(g.channels * taps, schedule='static'):
-            c = row // taps
-            t = row - c * taps
-            td = t // (g.kernel[1] * g.kernel[2])
-            th = (t // g.kernel[2]) % g.kernel[1]
-            tw = t % g.kernel[2]
-            dst = cols + row * count
-            # the chunk's first position, then advanced run by run (no divisions per run)
-            img = first // positions
-            pos = first - img * positions
-            o01 = pos // g.out[2]
-            o2s = pos - o01 * g.out[2]
-            o0 = o01 // g.out[1]
-            o1 = o01 - o0 * g.out[1]
-            i2 = o2s * g.stride[2] + tw * g.dilation[2] - g.pad[2]
-            q = first
-            while q < first + count:
-                run = min(g.out[2] - o2s, first + count - q)
-                i0 = o0 * g.stride[0] + td * g.dilation[0] - g.pad[0]
-                i1 = o1 * g.stride[1] + th * g.dilation[1] - g.pad[1]
-                row_ok = 0 <= i0 < g.size[0] and 0 <= i1 < g.size[1]
-                src = x + (img * g.channels + c) * plane + (i0 * g.size[1] + i1) * g.size[2]
-                # the run's positions j with 0 <= i2 < size: [lo, hi)
-                lo = 0 if i2 >= 0 else min(run, (-i2 + g.stride[2] - 1) // g.stride[2])
-                hi = 0 if i2 >= g.size[2] else min(run, (g.size[2] - i2 + g.stride[2] - 1)
-                                                   // g.stride[2])
-                if not row_ok or hi < lo:
-                    lo = hi = 0
-                for j in range(lo):
-                    dst[q - first + j] = 0
-                if g.stride[2] == 1:
-                    for j in range(lo, hi):
-                        dst[q - first + j] = src[i2 + j]
-                else:
-                    for j in range(lo, hi):
-                        dst[q - first + j] = src[i2 + j * g.stride[2]]
-                for j in range(max(lo, hi), run):
-                    dst[q - first + j] = 0
-                q = q + run
-                # the next run starts a row of the last output axis
-                o2s = 0
-                i2 = tw * g.dilation[2] - g.pad[2]
-                o1 = o1 + 1
-                if o1 == g.out[1]:
-                    o1 = 0
-                    o0 = o0 + 1
-                    if o0 == g.out[0]:
-                        o0 = 0
-                        img = img + 1
+        for task in prange(g.channels * kdh, schedule='static'):
+            c = task // kdh
+            r = task - c * kdh
+            im2col_rows(x, g.channels * plane, c, r // g.kernel[1], r % g.kernel[1], size,
+                        out, kernel, stride, pad, dil, first, count,
+                        cols + task * g.kernel[2] * count, count)
 
 
 cdef void _conv_weight(const floating* x, const floating* rows, floating* gw, floating* gwt,
