@@ -298,6 +298,33 @@ def test_phase_interleave_refuses_what_does_not_fit():
         interleave(fits, y, (1, 0, 2), None, 1)
 
 
+@pytest.mark.parametrize("limit", [2**25, 700])
+def test_columns_route_in_chunks_of_images(rng, monkeypatch, limit):
+    # few outputs a phase (5 x 5): one GEMM over every image's columns, then
+    # col2im; a small limit makes each image its own chunk
+    from fastcnn._functional import conv_transpose as T
+    monkeypatch.setattr(T, "_COLUMNS_LIMIT", limit)
+    x = rng.standard_normal((5, 6, 5, 5)).astype(np.float32)
+    w = rng.standard_normal((6, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    kw = dict(stride=2, padding=1, output_padding=1, groups=2)
+    assert not T.by_phases((5, 6, 10, 10), w.shape, 2, (2, 2), (1, 1))
+    y = F.conv_transpose2d(x, w, b, **kw)
+    assert_close(y, ref.conv_transpose_nd(x, w, b, **kw), reduction=6 * 9)
+    results = run_threads(lambda: F.conv_transpose2d(x, w, b, **kw))
+    assert all(np.array_equal(results[0], r) for r in results)
+
+
+def test_phases_take_layers_with_many_outputs_a_phase():
+    from fastcnn._functional.conv_transpose import by_phases, _PHASE_MIN_POSITIONS
+    w = (512, 256, 3, 3)
+    assert not by_phases((8, 256, 14, 14), w, 1, (2, 2), (1, 1))        # 49 a phase
+    assert by_phases((8, 256, 28, 28), w, 1, (2, 2), (1, 1))            # 196 a phase
+    assert by_phases((8, 256, 7, 7), w, 1, (1, 1), (1, 1))              # stride 1
+    assert not by_phases((8, 256, 28, 28), w, 1, (2, 2), (2, 2))        # dilated
+    assert 100 < _PHASE_MIN_POSITIONS <= 121
+
+
 def test_by_taps_runs_where_kernel_equals_stride():
     from fastcnn._functional.conv_transpose import by_taps
     x, w = (1, 8, 5, 6), (8, 4, 2, 3)

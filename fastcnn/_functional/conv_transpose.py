@@ -7,9 +7,10 @@ overlap, so one GEMM per tile with the weights as stored gives every tap's
 outputs, scattered into place by the same task); by output phases, one
 stride-1 convolution per phase (the outputs whose index is a given value
 modulo the stride) on the forward engine, interleaved into the output by one
-kernel; and the Caffe / PyTorch CPU design for dilated kernels and small
-strided outputs, one GEMM per group over every image's columns (columns = w^T
-x, tap-major), then col2im adding each tap's plane at stride steps. All sum in
+kernel; and the Caffe / PyTorch CPU design for dilated kernels and strided
+layers with few outputs per phase, one GEMM per group over every image's
+columns (columns = w^T x, the weights as stored), then col2im adding each
+tap's plane at stride steps. All sum in
 a fixed order, so results do not depend on the thread count.
 """
 import itertools
@@ -33,12 +34,11 @@ __all__ = ["conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "conv_tra
 _COLUMNS_LIMIT = 2**25          # elements of GEMM output per batch of images
 # Strided: one convolution per phase pays when each phase has this many
 # outputs per image; with fewer, the forward kernels' per-image tiles are
-# mostly edges and one GEMM over every image's columns wins.
-_PHASE_MIN_POSITIONS = 256
-# ... or when the layer has this many multiply-adds, whatever its outputs
-# (many channels: the phases' convolutions run at the forward kernels' speed
-# where the columns route also writes and re-reads every tap's plane).
-_PHASE_MIN_FMAS = 2**24
+# mostly edges and one GEMM over every image's columns wins (3x3 stride 2,
+# batch 8, 64 to 512 channels: columns 0.64-0.92x the phases' time at 49-100
+# outputs a phase, 0.88-1.22x at 121, 0.95-1.13x at 196, 1.2-1.5x at 784;
+# AMD EPYC Zen 5, all targets, 1 and 2 threads).
+_PHASE_MIN_POSITIONS = 112
 # Merged into one 2x2 convolution, the phases save few multiplies (4 x 25/16
 # against 1 + 2 + 2 + 25/16); what pays is GEMMs four times taller, where each
 # phase alone has fewer output channels than this (a U-Net 3x3 layer of 32:
@@ -183,15 +183,11 @@ class ByTaps:
 
 def by_phases(y_shape, w_shape, groups, stride, dilation):
     """Whether the transposed convolution runs by output phases (else by
-    columns): undilated, and stride 1, enough outputs per phase, or enough
-    multiply-adds (each output takes in / groups x taps / stride of them)
-    for the phases' fixed costs to pay."""
+    columns): undilated, and stride 1 or enough outputs per phase."""
     if any(d != 1 for d in dilation):
         return False
-    taps = math.prod(w_shape[2:]) / math.prod(stride)
     return (all(s == 1 for s in stride)
-            or math.prod(-(-o // s) for o, s in zip(y_shape[2:], stride)) >= _PHASE_MIN_POSITIONS
-            or math.prod(y_shape) * (w_shape[0] // groups) * taps >= _PHASE_MIN_FMAS)
+            or math.prod(-(-o // s) for o, s in zip(y_shape[2:], stride)) >= _PHASE_MIN_POSITIONS)
 
 
 class _Phase(NamedTuple):
@@ -530,11 +526,12 @@ def _gather_weights(w, groups, flat):
 
 
 def _by_columns(x, w, y, groups, stride, padding, dilation):
-    """The transposed convolution as one GEMM per group (every input
-    position's contribution at every tap) and col2im (dilated kernels)."""
+    """The transposed convolution as one GEMM per group over every image's
+    columns (each input position's contribution at every tap), the weights
+    as stored, then col2im."""
     n, nd = x.shape[0], x.ndim - 2
     spatial, kernel = x.shape[2:], w.shape[2:]
-    cin_g, cout_g = x.shape[1] // groups, w.shape[1]
+    cin, channels = x.shape[1], y.shape[1]
     taps = math.prod(kernel)
     positions = math.prod(spatial)
     # the full extent every tap reaches; the output is its window past the padding
@@ -543,27 +540,27 @@ def _by_columns(x, w, y, groups, stride, padding, dilation):
                                              y.shape[2:]))
     window = (slice(None), slice(None)) + tuple(slice(p, p + o) for p, o in
                                                   zip(padding, y.shape[2:]))
+    in_place = full == y.shape[2:]          # nothing cropped: scatter into y itself
     threads = _threads.get_num_threads()
-    chunk = max(1, _COLUMNS_LIMIT // max(1, positions * cout_g * taps))
-    # per group, the weights tap-major, (taps * cout_g, cin_g): the GEMM then
-    # writes each tap's contributions as one contiguous (cout_g, positions) plane
-    w_taps = [contiguous(np.moveaxis(w[g * cin_g:(g + 1) * cin_g], (0, 1), (-1, -2))
-                         .reshape(taps * cout_g, cin_g)) for g in range(groups)]
+    chunk = max(1, _COLUMNS_LIMIT // max(1, positions * channels * taps))
+    w = contiguous(w)
     pad3 = (1,) * (3 - nd)
     size3, kernel3 = pad3 + tuple(spatial), pad3 + tuple(kernel)
     stride3, dilation3, full3 = pad3 + tuple(stride), pad3 + tuple(dilation), pad3 + full
     for start in range(0, n, chunk):
         xs = x[start:start + chunk]
         m = xs.shape[0]
-        in_place = full == y.shape[2:]          # nothing cropped: scatter into y itself
-        acc = y[start:start + m] if in_place else np.empty((m, y.shape[1]) + full, x.dtype)
-        for g in range(groups):
-            rows = contiguous(xs[:, g * cin_g:(g + 1) * cin_g].reshape(m, cin_g, positions)
-                              .transpose(0, 2, 1)).reshape(m * positions, cin_g)
-            cols = np.empty((taps * cout_g, m * positions), x.dtype)
-            _kernels._linear.linear(w_taps[g], rows, None, cols, 0, threads)
-            _kernels._linear.col2im(cols, acc, m, taps, cout_g, y.shape[1], g * cout_g, size3,
-                                    kernel3, stride3, dilation3, full3, threads)
+        # the input channel-major, (in, images * positions): the GEMMs' right operand
+        xc = scratch.get(0, cin * m * positions, x.dtype).reshape(cin, m, positions)
+        np.copyto(xc, xs.reshape(m, cin, positions).transpose(1, 0, 2))
+        cols = scratch.get(1, channels * taps * m * positions, x.dtype)
+        _kernels._linear.transposed_columns(w, xc.reshape(cin, m * positions), cols, groups,
+                                            threads)
+        acc = (y[start:start + m] if in_place else
+               scratch.get(2, m * channels * math.prod(full), x.dtype)
+               .reshape((m, channels) + full))
+        _kernels._linear.col2im(cols, acc, m, taps, size3, kernel3, stride3, dilation3, full3,
+                                threads)
         if not in_place:
             np.copyto(y[start:start + m], acc[window])
 

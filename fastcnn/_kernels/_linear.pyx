@@ -158,16 +158,72 @@ def linear(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray y, int activat
                     <double*>sp, num_threads)
 
 
-# ---------------------------------------------------------------- col2im
+# ------------------------------------------------------- columns and col2im
+
+cdef void _transposed_columns(const floating* w, const floating* xc, floating* cols,
+                              index_t groups, index_t cin_g, index_t rows, index_t n,
+                              int num_threads) noexcept nogil:
+    """Per group g, cols_g (rows, n) = w_g^T xc_g: w_g (cin_g, rows) the
+    weights as stored, xc_g (cin_g, n) the input channel-major; tiles of
+    the product split from the shape alone, one single-threaded GEMM each."""
+    cdef index_t row_block = 0, col_block = 0, row_blocks, col_blocks, tiles, task, grp, tile
+    cdef index_t r0, c0
+    cdef double fmas = <double>rows * n * cin_g
+    gemm_tiles(rows, n, GEMM_MAX_TASKS if fmas < SMALL_FMAS else gemm_tasks(fmas),
+               &row_block, &col_block)
+    row_blocks = _ceil_div(rows, row_block)
+    col_blocks = _ceil_div(n, col_block)
+    tiles = row_blocks * col_blocks
+    blas_enter()
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for task in prange(groups * tiles, schedule='static'):
+            grp = task // tiles
+            tile = task - grp * tiles
+            r0 = (tile // col_blocks) * row_block
+            c0 = (tile % col_blocks) * col_block
+            gemm(True, False, <int>min(row_block, rows - r0), <int>min(col_block, n - c0),
+                 <int>cin_g, <floating>1, w + grp * cin_g * rows + r0, <int>rows,
+                 xc + grp * cin_g * n + c0, <int>n, <floating>0,
+                 cols + (grp * rows + r0) * n + c0, <int>n)
+    blas_leave()
+
+
+def transposed_columns(cnp.ndarray w, cnp.ndarray xc, cnp.ndarray cols, index_t groups,
+                       int num_threads):
+    """The GEMM half of a transposed convolution by columns: cols
+    (groups * rows, n) = per group w_g^T xc_g, for w (in, out / groups, *k)
+    as stored (rows = out / groups * taps) and xc (in, n), the input
+    channel-major; all C-contiguous, one dtype, in % groups == 0."""
+    cdef index_t cin_g = xc.shape[0] // groups
+    cdef index_t rows = w.size // max(<index_t>1, w.shape[0])
+    cdef index_t n = xc.shape[1]
+    if cols.size < groups * rows * n:
+        raise ValueError("transposed_columns: cols too small")
+    if rows == 0 or n == 0:
+        return
+    cdef void* wp = cnp.PyArray_DATA(w)
+    cdef void* xp = cnp.PyArray_DATA(xc)
+    cdef void* cp = cnp.PyArray_DATA(cols)
+    if w.dtype.num == cnp.NPY_FLOAT32:
+        with nogil:
+            _transposed_columns(<const float*>wp, <const float*>xp, <float*>cp, groups, cin_g,
+                                rows, n, num_threads)
+    else:
+        with nogil:
+            _transposed_columns(<const double*>wp, <const double*>xp, <double*>cp, groups,
+                                cin_g, rows, n, num_threads)
+
 
 cdef void _col2im(const floating* cols, floating* acc, index_t images, index_t taps,
-                  index_t cout, index_t channels, index_t c_offset, const index_t* size,
-                  const index_t* kernel, const index_t* stride, const index_t* dilation,
-                  const index_t* full, int num_threads) noexcept nogil:
-    """The scatter half of a transposed convolution: cols (taps, cout, images,
-    positions) holds each input position's contribution at each kernel tap;
-    each output plane (image, channel) is one task, set to zero and then summed
-    tap by tap in a fixed order, so results do not depend on the threads."""
+                  index_t channels, const index_t* size, const index_t* kernel,
+                  const index_t* stride, const index_t* dilation, const index_t* full,
+                  int num_threads) noexcept nogil:
+    """The scatter half of a transposed convolution: cols (channels, taps,
+    images, positions) holds each input position's contribution at each
+    kernel tap; each output plane (image, channel) is one task, set to zero
+    and then summed tap by tap in a fixed order, so results do not depend on
+    the threads."""
     cdef index_t positions = size[0] * size[1] * size[2]
     cdef index_t plane_size = full[0] * full[1] * full[2]
     cdef index_t task, img, c, t, td, th, tw, i0, i1, i2, j
@@ -177,17 +233,17 @@ cdef void _col2im(const floating* cols, floating* acc, index_t images, index_t t
     cdef const floating* row
     with parallel(num_threads=num_threads):
         fp_enter()
-        for task in prange(images * cout, schedule='static'):
-            img = task // cout
-            c = task - img * cout
-            plane = acc + (img * channels + c_offset + c) * plane_size
+        for task in prange(images * channels, schedule='static'):
+            img = task // channels
+            c = task - img * channels
+            plane = acc + task * plane_size
             for j in range(plane_size):
                 plane[j] = 0
             for t in range(taps):
                 td = t // (kernel[1] * kernel[2])
                 th = (t // kernel[2]) % kernel[1]
                 tw = t % kernel[2]
-                src = cols + ((t * cout + c) * images + img) * positions
+                src = cols + ((c * taps + t) * images + img) * positions
                 for i0 in range(size[0]):
                     for i1 in range(size[1]):
                         dst = plane + ((i0 * stride[0] + td * dilation[0]) * full[1]
@@ -198,12 +254,11 @@ cdef void _col2im(const floating* cols, floating* acc, index_t images, index_t t
                             dst[i2 * stride[2]] += row[i2]
 
 
-def col2im(cnp.ndarray cols, cnp.ndarray acc, index_t images, index_t taps, index_t cout,
-           index_t channels, index_t c_offset, tuple size, tuple kernel, tuple stride,
-           tuple dilation, tuple full, int num_threads):
-    """acc[:, c_offset:c_offset + cout] = the col2im of cols (C-contiguous,
-    (taps, cout, images, positions)); acc C-contiguous (images, channels, *full);
-    the tuples hold 3 sizes each (leading ones for 1-D and 2-D)."""
+def col2im(cnp.ndarray cols, cnp.ndarray acc, index_t images, index_t taps, tuple size,
+           tuple kernel, tuple stride, tuple dilation, tuple full, int num_threads):
+    """acc = the col2im of cols (C-contiguous, (channels, taps, images,
+    positions)); acc C-contiguous (images, channels, *full); the tuples hold
+    3 sizes each (leading ones for 1-D and 2-D)."""
     cdef index_t s[3]
     cdef index_t k[3]
     cdef index_t st[3]
@@ -212,16 +267,19 @@ def col2im(cnp.ndarray cols, cnp.ndarray acc, index_t images, index_t taps, inde
     cdef int i
     for i in range(3):
         s[i], k[i], st[i], d[i], f[i] = size[i], kernel[i], stride[i], dilation[i], full[i]
+    cdef index_t channels = acc.shape[1]
+    if cols.size < channels * taps * images * s[0] * s[1] * s[2]:
+        raise ValueError("col2im: cols too small")
     cdef void* cp = cnp.PyArray_DATA(cols)
     cdef void* ap = cnp.PyArray_DATA(acc)
     if cols.dtype.num == cnp.NPY_FLOAT32:
         with nogil:
-            _col2im(<const float*>cp, <float*>ap, images, taps, cout, channels, c_offset, s,
-                    k, st, d, f, num_threads)
+            _col2im(<const float*>cp, <float*>ap, images, taps, channels, s, k, st, d, f,
+                    num_threads)
     else:
         with nogil:
-            _col2im(<const double*>cp, <double*>ap, images, taps, cout, channels, c_offset,
-                    s, k, st, d, f, num_threads)
+            _col2im(<const double*>cp, <double*>ap, images, taps, channels, s, k, st, d, f,
+                    num_threads)
 
 
 # ---------------------------------------------------------- phase interleave
