@@ -198,8 +198,8 @@ class _Scratch(threading.local):
 
     def __init__(self):
         # 0: packed weights, 1: workspace (conv_run); 2: a transposed
-        # convolution's phase outputs
-        self.buffers = [np.empty(0, np.uint8) for _ in range(3)]
+        # convolution's phase outputs, 3: its phases' weights
+        self.buffers = [np.empty(0, np.uint8) for _ in range(4)]
 
     def get(self, slot, size, dtype):
         nbytes = size * np.dtype(dtype).itemsize

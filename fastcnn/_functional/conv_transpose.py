@@ -245,8 +245,18 @@ class Phases:
                                       counts, None))
         if not self._merge(x_shape, y_shape, w, described, weights_packed):
             # each phase's weights (gathered only now: a merged layer needs none)
-            self.phases = [p and p._replace(sub=_phase_taps(w, groups, d, stride))
-                           for p, d in zip(self.phases, described)]
+            sizes = [p and w.shape[0] * w.shape[1] * math.prod(p.geom[10:13])
+                     for p in self.phases]
+            buffer, used = self._weights_buffer(sum(filter(None, sizes)), w.dtype), 0
+            for k, (p, d) in enumerate(zip(self.phases, described)):
+                if p is not None:
+                    self.phases[k] = p._replace(sub=_phase_taps(
+                        w, groups, d, stride, buffer[used:used + sizes[k]]))
+                    used += sizes[k]
+
+    def _weights_buffer(self, size, dtype):
+        """Where the phases' weights go: the thread's scratch (one call uses them)."""
+        return scratch.get(3, size, dtype)
 
     def _merge(self, x_shape, y_shape, w, described, weights_packed):
         """Merge the phases into one k x k convolution with every phase's
@@ -287,7 +297,7 @@ class Phases:
                     for t, (_, _, _, _, first) in zip(_reversed_taps(d, self.stride), d)]
             flat.append([r * w.shape[3] + c if r >= 0 and c >= 0 else -1
                          for r in taps[0] for c in taps[1]])
-        sub = _gather_weights(w, 1, flat)
+        sub = _gather_weights(w, 1, flat, self._weights_buffer(4 * cout * cin * k * k, w.dtype))
         whole = (slice(None), slice(None)) + tuple(slice(0, s) for s in x_shape[2:])
         self.phases = [_Phase(geom, whole, None, tuple(x_shape), tuple(x_shape[2:]),
                               sub.reshape(4 * cout, cin, k, k))]
@@ -439,6 +449,10 @@ class CompiledPhases(Phases):
         self.buffer = None if self.direct else np.empty(math.prod(y_shape), dtype)
         self.workspace = np.empty(self._workspace_size(num_threads), dtype)
 
+    def _weights_buffer(self, size, dtype):
+        """The phases' weights, kept: the plan runs them (or packs them) every call."""
+        return np.empty(size, dtype)
+
     @property
     def weight_nbytes(self):
         return sum(p.nbytes for p in self.packed if p is not None)
@@ -488,14 +502,14 @@ class CompiledPhases(Phases):
         return self.workspace
 
 
-def _phase_taps(w, groups, phase, stride):
-    """The convolution weights (out, in / groups, *taps) of one phase, from
-    the transposed convolution's (in, out / groups, *k): per axis the taps
-    t0, t0 + s, ... in reverse order (a correlation with the flipped
-    sub-kernel), gathered with the in/out swap in one threaded pass."""
+def _phase_taps(w, groups, phase, stride, buffer):
+    """The convolution weights (out, in / groups, *taps) of one phase, in
+    `buffer`, from the transposed convolution's (in, out / groups, *k): per
+    axis the taps t0, t0 + s, ... in reverse order (a correlation with the
+    flipped sub-kernel), gathered with the in/out swap in one threaded pass."""
     taps = _reversed_taps(phase, stride)
     flat = np.ravel_multi_index(np.ix_(*taps), w.shape[2:]).ravel()
-    return _gather_weights(w, groups, flat).reshape(
+    return _gather_weights(w, groups, flat, buffer).reshape(
         (groups * w.shape[1], w.shape[0] // groups) + tuple(len(t) for t in taps))
 
 
@@ -513,13 +527,13 @@ def _reversed_taps(phase, stride):
             for (_, _, t0, count, _), s in zip(phase, stride)]
 
 
-def _gather_weights(w, groups, flat):
-    """(sets * out, in / groups, taps): w's kernel taps at the flat indices
-    `flat` ((sets, taps) or (taps,); -1: zero), in and out swapped, every
-    set's filters after the last's (phase_weights)."""
+def _gather_weights(w, groups, flat, buffer):
+    """(sets * out, in / groups, taps), in `buffer`: w's kernel taps at the
+    flat indices `flat` ((sets, taps) or (taps,); -1: zero), in and out
+    swapped, every set's filters after the last's (phase_weights)."""
     flat = np.ascontiguousarray(flat, np.int64)
     sets = 1 if flat.ndim == 1 else flat.shape[0]
-    out = np.empty((sets * w.shape[1] * groups, w.shape[0] // groups, flat.shape[-1]), w.dtype)
+    out = buffer.reshape(sets * w.shape[1] * groups, w.shape[0] // groups, flat.shape[-1])
     _kernels._linear.phase_weights(np.ascontiguousarray(w), groups, flat, out,
                                    _threads.get_num_threads())
     return out

@@ -701,28 +701,38 @@ def conv_transpose_by_taps(cnp.ndarray x, cnp.ndarray packed, object bias, cnp.n
 
 # ------------------------------------------------ transposed-convolution weights
 
+cdef enum:
+    PW_FILTERS = 16     # output filters a phase_weights task: their kernels, adjacent in w, read at once
+
+
 cdef void _phase_weights(const floating* w, floating* out, index_t groups, index_t cin_g,
                          index_t cout_g, index_t kernel, const int64_t* taps, index_t sets,
                          index_t n_taps, int num_threads) noexcept nogil:
     """out[(s groups + g) cout_g + o, i, t] = w[g cin_g + i, o, taps[s, t]] (0
-    where taps[s, t] is -1): an output filter (all its sets) a task, each of
-    its kernels read once from w's rows for every set."""
-    cdef index_t f, grp, o, i, t, st, set_stride = groups * cout_g * cin_g * n_taps
+    where taps[s, t] is -1): PW_FILTERS output filters (all their sets) a
+    task, each filter written in one sequential run while the kernels it
+    reads, adjacent in w for the task's filters, stay in cache."""
+    cdef index_t blocks = (cout_g + PW_FILTERS - 1) // PW_FILTERS
+    cdef index_t task, grp, o0, o1, o, i, t, st, set_stride = groups * cout_g * cin_g * n_taps
     cdef const floating* src
     cdef floating* dst
     cdef const int64_t* tp
     with parallel(num_threads=num_threads):
-        for f in prange(groups * cout_g, schedule='static'):
-            grp = f // cout_g
-            o = f - grp * cout_g
-            src = w + (grp * cin_g * cout_g + o) * kernel
-            for i in range(cin_g):
-                for st in range(sets):
-                    dst = out + st * set_stride + (f * cin_g + i) * n_taps
-                    tp = taps + st * n_taps
-                    for t in range(n_taps):
-                        dst[t] = src[tp[t]] if tp[t] >= 0 else 0
-                src = src + cout_g * kernel
+        for task in prange(groups * blocks, schedule='static'):
+            grp = task // blocks
+            o0 = (task - grp * blocks) * PW_FILTERS
+            o1 = min(cout_g, o0 + PW_FILTERS)
+            for st in range(sets):
+                tp = taps + st * n_taps
+                for o in range(o0, o1):
+                    # a filter's kernels in order: one sequential run of out
+                    dst = out + st * set_stride + (grp * cout_g + o) * cin_g * n_taps
+                    src = w + (grp * cin_g * cout_g + o) * kernel
+                    for i in range(cin_g):
+                        for t in range(n_taps):
+                            dst[t] = src[tp[t]] if tp[t] >= 0 else 0
+                        dst = dst + n_taps
+                        src = src + cout_g * kernel
 
 
 def phase_weights(cnp.ndarray w, int groups, cnp.ndarray taps, cnp.ndarray out,
