@@ -215,8 +215,10 @@ def test_compiled_phases_windows_and_nonfinite_input(rng):
         b = rng.standard_normal(w_shape[1]).astype(np.float32)
         y_shape = (shape[0], w_shape[1]) + out_sp
         engine = CompiledPhases(shape, y_shape, w, 1, stride, padding, 2)
-        seen |= {"padded" for p in engine.phases if p is not None and p.explicit is not None}
-        seen |= {"copied" for b in engine.inputs if b is not None}
+        seen |= {"padded" for p in engine.phases if p is not None and any(
+            s < 0 or s + n > size for s, n, size in zip(p.start, p.in_shape[2:], shape[2:]))}
+        seen |= {"copied" for k, p in enumerate(engine.phases)
+                 if p is not None and engine._window_size(k, shape)}
         seen |= {"no taps" for p in engine.phases if p is None} | set(engine.algorithms)
         live = [k for k, p in enumerate(engine.phases) if p is not None]
         seen |= {"one thread each" for _ in range(engine._one_thread_each(live, 2))}
@@ -323,6 +325,22 @@ def test_phases_take_layers_with_many_outputs_a_phase():
     assert by_phases((8, 256, 7, 7), w, 1, (1, 1), (1, 1))              # stride 1
     assert not by_phases((8, 256, 28, 28), w, 1, (2, 2), (2, 2))        # dilated
     assert 100 < _PHASE_MIN_POSITIONS <= 121
+
+
+@pytest.mark.parametrize("start, out", [((0, -2, -3), (2, 7, 9)), ((1, 3, 4), (1, 4, 5)),
+                                        ((0, 6, -9), (2, 3, 4)), ((0, 0, 0), (2, 5, 6))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_copy_window_crops_and_pads_in_one_pass(rng, start, out, dtype):
+    from fastcnn import _kernels
+    x = rng.standard_normal((3, 2, 5, 6)).astype(dtype)
+    y = np.full((3,) + out, np.nan, dtype)
+    _kernels._linear.copy_window(x, y, start, 2)
+    padded = np.pad(x, ((0, 0),) + ((20, 20),) * 3)
+    expected = padded[(slice(None),) + tuple(slice(20 + s, 20 + s + o)
+                                            for s, o in zip(start, out))]
+    np.testing.assert_array_equal(y, expected)
+    with pytest.raises(ValueError, match="copy_window"):
+        _kernels._linear.copy_window(x, y.astype(np.float16), start, 1)
 
 
 def test_by_taps_runs_where_kernel_equals_stride():

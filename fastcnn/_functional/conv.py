@@ -197,9 +197,9 @@ class _Scratch(threading.local):
     LIMIT = 256 * 2**20             # larger needs are allocated per call
 
     def __init__(self):
-        # 0: packed weights, 1: workspace (conv_run); 2: a transposed
-        # convolution's phase outputs, 3: its phases' weights
-        self.buffers = [np.empty(0, np.uint8) for _ in range(4)]
+        # 0: packed weights, 1: workspace (conv_run); a transposed
+        # convolution's phase outputs (2), weights (3) and input windows (4)
+        self.buffers = [np.empty(0, np.uint8) for _ in range(5)]
 
     def get(self, slot, size, dtype):
         nbytes = size * np.dtype(dtype).itemsize

@@ -45,6 +45,12 @@ _PHASE_MIN_POSITIONS = 112
 # 1.1-1.6x; 128 and more: up to 1.6x slower, the transformed weights then
 # outweighing the products; 64 between, 0.8-1.2x; AMD EPYC Zen 5, all targets).
 _MERGE_2X2_MAX_CHANNELS = 64
+# Phases run one thread each only where each is small: threading one small
+# convolution pays less than running several side by side (batch-1 U-Net
+# layers, up to 1.12x), but phases this large run better on every thread in
+# turn (ResNet's first layer's grad input, 8 x 3->64 @224 in four 3x3 / 4x4
+# phases of 0.3 G multiply-adds each: 1.45x; AMD EPYC Zen 5).
+_ONE_THREAD_EACH_MAX_FMAS = 2**26
 
 
 def conv_transpose_output_size(size, kernel, stride, padding, output_padding, dilation):
@@ -192,9 +198,9 @@ def by_phases(y_shape, w_shape, groups, stride, dilation):
 
 class _Phase(NamedTuple):
     geom: tuple              # the forward engine's geometry of its stride-1 convolution
-    window: tuple            # the slices of the input it reads
-    explicit: tuple          # zero padding around that window beyond the kernel's, or None
-    in_shape: tuple          # the shape of its (padded) input
+    start: tuple             # where its input window starts in the input (any sign:
+                             # zeros outside the input, beyond the kernel's padding)
+    in_shape: tuple          # the shape of that window
     counts: tuple            # its outputs along each axis
     sub: np.ndarray          # its weights: the taps that reach it, flipped
 
@@ -227,22 +233,20 @@ class Phases:
             # outside x (the kernel's padding when within the kernel, else explicit)
             lo = [first for _, _, _, _, first in phase]
             hi = [first + count + taps - 2 for _, count, _, taps, first in phase]
-            window = (slice(None), slice(None)) + tuple(
-                slice(max(l, 0), min(h, size - 1) + 1) for l, h, size in zip(lo, hi, spatial))
+            start = tuple(max(l, 0) for l in lo)
+            in_spatial = tuple(max(0, min(h, size - 1) + 1 - st)
+                               for h, size, st in zip(hi, spatial, start))
             before = tuple(max(0, -l) for l in lo)
             after = tuple(max(0, h - (size - 1)) for h, size in zip(hi, spatial))
-            in_spatial = tuple(sl.stop - sl.start for sl in window[2:])
-            explicit = None
             if any(b >= t or e >= t for b, e, (_, _, _, t, _) in zip(before, after, phase)):
-                explicit = ((0, 0), (0, 0)) + tuple(zip(before, after))
+                start = tuple(lo)
                 in_spatial = tuple(i + b + e for i, b, e in zip(in_spatial, before, after))
                 before = (0,) * nd
             counts = tuple(count for _, count, _, _, _ in phase)
             kernel = tuple(taps for _, _, _, taps, _ in phase)
             geom = ((n, x_shape[1], y_shape[1], groups) + one3 + in_spatial + one3 + counts
                     + one3 + kernel + (1, 1, 1) + pad3 + before + (1, 1, 1))
-            self.phases.append(_Phase(geom, window, explicit, (n, x_shape[1]) + in_spatial,
-                                      counts, None))
+            self.phases.append(_Phase(geom, start, (n, x_shape[1]) + in_spatial, counts, None))
         if not self._merge(x_shape, y_shape, w, described, weights_packed):
             # each phase's weights (gathered only now: a merged layer needs none)
             sizes = [p and w.shape[0] * w.shape[1] * math.prod(p.geom[10:13])
@@ -298,8 +302,7 @@ class Phases:
             flat.append([r * w.shape[3] + c if r >= 0 and c >= 0 else -1
                          for r in taps[0] for c in taps[1]])
         sub = _gather_weights(w, 1, flat, self._weights_buffer(4 * cout * cin * k * k, w.dtype))
-        whole = (slice(None), slice(None)) + tuple(slice(0, s) for s in x_shape[2:])
-        self.phases = [_Phase(geom, whole, None, tuple(x_shape), tuple(x_shape[2:]),
+        self.phases = [_Phase(geom, (0, 0), tuple(x_shape), tuple(x_shape[2:]),
                               sub.reshape(4 * cout, cin, k, k))]
         self.merged = True
         return True
@@ -326,10 +329,11 @@ class Phases:
             live.append(k)
             outs.append(out)
         if not self.direct and self._one_thread_each(live, threads):
-            self._conv_each(live, [self._input(k, x) for k in live], outs, threads)
+            self._conv_each(live, self._inputs(live, x, threads), outs, threads)
         else:
             for k, out in zip(live, outs):
-                self._conv(k, self._input(k, x), out, bias if self.direct else None, threads)
+                self._conv(k, self._inputs([k], x, threads)[0], out,
+                           bias if self.direct else None, threads)
         if not self.direct:
             _kernels._linear.interleave_phases(
                 sources, y.reshape((n * channels,) + one3 + y.shape[2:]),
@@ -341,7 +345,7 @@ class Phases:
         n, channels = y.shape[:2]
         counts = self.phases[0].counts
         out = self._phase_buffer(y)[:y.size].reshape((n, 4 * channels) + counts)
-        self._conv(0, self._input(0, x), out, None, threads)
+        self._conv(0, self._inputs([0], x, threads)[0], out, None, threads)
         for i in range(n):
             sources = [out[i, k * channels:(k + 1) * channels].reshape((channels, 1) + counts)
                        for k in range(4)]
@@ -350,13 +354,17 @@ class Phases:
 
     def _one_thread_each(self, live, threads):
         """Whether the phases run one thread each, `threads` at a time, rather
-        than one after another on every thread: phases split over threads
-        less well than a whole layer, so this pays when the phases share the
-        threads evenly (work, largest first, to the least loaded thread:
-        within 5 % of an even share)."""
+        than one after another on every thread: small phases split over
+        threads less well than a whole layer, so this pays when each is small
+        (_ONE_THREAD_EACH_MAX_FMAS) and they share the threads evenly (work,
+        largest first, to the least loaded thread: within 5 % of an even
+        share)."""
         if threads < 2 or len(live) < threads:
             return False
         work = sorted((math.prod(self.phases[k].geom[7:13]) for k in live), reverse=True)
+        geom = self.phases[live[0]].geom
+        if work[0] * geom[0] * geom[1] * (geom[2] // geom[3]) > _ONE_THREAD_EACH_MAX_FMAS:
+            return False
         loads = [0] * threads
         for w in work:
             loads[loads.index(min(loads))] += w
@@ -387,12 +395,36 @@ class Phases:
     def _phase_buffer(self, y):
         return scratch.get(2, y.size, y.dtype)
 
-    def _input(self, k, x):
+    def _inputs(self, live, x, threads):
+        """The input windows of the phases `live`: x itself where a phase
+        reads all of it, else a copy with zeros outside x (_copy_window)."""
+        sizes = [self._window_size(k, x.shape) for k in live]
+        buffer, used, inputs = self._input_buffer(sum(sizes), x.dtype), 0, []
+        for k, size in zip(live, sizes):
+            inputs.append(x if size == 0 else
+                          self._copy_window(k, x, buffer[used:used + size], threads))
+            used += size
+        return inputs
+
+    def _window_size(self, k, x_shape):
+        """Elements of phase k's input window: 0 where it is the whole input."""
         phase = self.phases[k]
-        xin = x[phase.window]
-        if phase.explicit is not None:
-            xin = np.pad(xin, phase.explicit)
-        return contiguous(xin)
+        if all(s == 0 for s in phase.start) and phase.in_shape == tuple(x_shape):
+            return 0
+        return math.prod(phase.in_shape)
+
+    def _copy_window(self, k, x, buffer, threads):
+        phase, one3 = self.phases[k], (1,) * (3 - self.nd)
+        xin = buffer.reshape(phase.in_shape)
+        planes = x.shape[0] * x.shape[1]
+        _kernels._linear.copy_window(x.reshape((planes,) + one3 + x.shape[2:]),
+                                     xin.reshape((planes,) + one3 + phase.in_shape[2:]),
+                                     (0,) * (3 - self.nd) + phase.start, threads)
+        return xin
+
+    def _input_buffer(self, size, dtype):
+        """Where the phases' input windows go: the thread's scratch."""
+        return scratch.get(4, size, dtype)
 
     def _conv(self, k, xin, out, bias, threads):
         phase = self.phases[k]
@@ -412,13 +444,12 @@ class CompiledPhases(Phases):
         conv = self.kernels = _kernels._conv
         self.all_finite = _kernels._act.all_finite
         dtype, itemsize = w.dtype, w.itemsize
-        self.algorithms, self.inputs, self.interiors = [], [], []
+        self.algorithms = []
         self.packed = packed if packed is not None else []
         self.workspace_sizes = []
         for k, phase in enumerate(self.phases):
             if phase is None:
-                for lst in (self.algorithms, self.inputs, self.interiors):
-                    lst.append(None)
+                self.algorithms.append(None)
                 if packed is None:
                     self.packed.append(None)
                 continue
@@ -434,18 +465,9 @@ class CompiledPhases(Phases):
                     conv.pack(phase.geom, algorithm, phase.sub, weights, num_threads)
                 self.packed.append(weights)
             self.algorithms.append(algorithm)
-            whole = all(sl.start == 0 and sl.stop == size
-                        for sl, size in zip(phase.window[2:], x_shape[2:]))
-            if whole and phase.explicit is None:
-                self.inputs.append(None)            # the input itself
-                self.interiors.append(None)
-                continue
-            before = (0,) * self.nd if phase.explicit is None else \
-                tuple(b for b, _ in phase.explicit[2:])
-            self.interiors.append((slice(None), slice(None)) + tuple(
-                slice(b, b + sl.stop - sl.start) for b, sl in zip(before, phase.window[2:])))
-            # zeros around the window stay zero: each call writes the interior only
-            self.inputs.append(np.zeros(phase.in_shape, dtype))
+        # every phase's input window, one after another (see _inputs)
+        self.inputs = np.empty(sum(self._window_size(k, x_shape)
+                                   for k, p in enumerate(self.phases) if p is not None), dtype)
         self.buffer = None if self.direct else np.empty(math.prod(y_shape), dtype)
         self.workspace = np.empty(self._workspace_size(num_threads), dtype)
 
@@ -460,7 +482,7 @@ class CompiledPhases(Phases):
     @property
     def nbytes(self):
         return (self.workspace.nbytes + (0 if self.buffer is None else self.buffer.nbytes)
-                + sum(b.nbytes for b in self.inputs if b is not None))
+                + self.inputs.nbytes)
 
     def _workspace_size(self, threads):
         """Elements for the phases one after another or one thread each."""
@@ -470,12 +492,8 @@ class CompiledPhases(Phases):
     def _phase_buffer(self, y):
         return self.buffer
 
-    def _input(self, k, x):
-        buffer = self.inputs[k]
-        if buffer is None:
-            return x
-        np.copyto(buffer[self.interiors[k]], x[self.phases[k].window])
-        return buffer
+    def _input_buffer(self, size, dtype):
+        return self.inputs
 
     def _conv(self, k, xin, out, bias, threads):
         phase, algorithm = self.phases[k], self.algorithms[k]

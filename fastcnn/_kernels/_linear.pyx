@@ -282,6 +282,66 @@ def col2im(cnp.ndarray cols, cnp.ndarray acc, index_t images, index_t taps, tupl
                     num_threads)
 
 
+# ------------------------------------------------------------ input windows
+
+cdef void _copy_window(const floating* x, floating* y, index_t planes, const index_t* size,
+                       const index_t* out, const index_t* start,
+                       int num_threads) noexcept nogil:
+    """y[p, i0, i1, i2] = x[p, start0 + i0, start1 + i1, start2 + i2], zero
+    outside x: a row of y a task, each element written once."""
+    cdef index_t rows = planes * out[0] * out[1]
+    cdef index_t r, p, i0, i1, s0, s1, lo, hi, j
+    cdef floating* dst
+    cdef const floating* src
+    with parallel(num_threads=num_threads):
+        for r in prange(rows, schedule='static'):
+            p = r // (out[0] * out[1])
+            i0 = r // out[1] % out[0]
+            i1 = r % out[1]
+            dst = y + r * out[2]
+            s0 = start[0] + i0
+            s1 = start[1] + i1
+            lo = hi = 0
+            if 0 <= s0 < size[0] and 0 <= s1 < size[1]:
+                lo = min(out[2], max(<index_t>0, -start[2]))
+                hi = max(lo, min(out[2], size[2] - start[2]))
+            src = x + ((p * size[0] + s0) * size[1] + s1) * size[2] + start[2]
+            for j in range(lo):
+                dst[j] = 0
+            for j in range(lo, hi):
+                dst[j] = src[j]
+            for j in range(hi, out[2]):
+                dst[j] = 0
+
+
+def copy_window(cnp.ndarray x, cnp.ndarray y, tuple start, int num_threads):
+    """y (planes, o0, o1, o2) = the window of x (planes, s0, s1, s2) from
+    `start` (3 ints, any sign) on, zero where it lies outside x: a crop and
+    a zero padding in one pass. Both C-contiguous, one float dtype."""
+    cdef index_t size[3]
+    cdef index_t out[3]
+    cdef index_t st[3]
+    cdef int i
+    if x.ndim != 4 or y.ndim != 4 or not x.flags.c_contiguous or not y.flags.c_contiguous \
+            or x.dtype != y.dtype or x.dtype.num not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64) \
+            or x.shape[0] != y.shape[0] or len(start) != 3:
+        raise ValueError("copy_window: expected C-contiguous float32 or float64 (planes, d, h, "
+                         "w) arrays of one dtype and plane count, and 3 starts")
+    for i in range(3):
+        size[i], out[i], st[i] = x.shape[1 + i], y.shape[1 + i], start[i]
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* yp = cnp.PyArray_DATA(y)
+    cdef index_t planes = y.shape[0]
+    if y.size == 0:
+        return
+    if x.dtype.num == cnp.NPY_FLOAT32:
+        with nogil:
+            _copy_window(<const float*>xp, <float*>yp, planes, size, out, st, num_threads)
+    else:
+        with nogil:
+            _copy_window(<const double*>xp, <double*>yp, planes, size, out, st, num_threads)
+
+
 # ---------------------------------------------------------- phase interleave
 
 cdef void _interleave_phases(const index_t* sources, floating* dst, index_t planes,
