@@ -390,6 +390,34 @@ def test_residual_and_user_numpy_ops():
     check_module_fd(Net(), (3, 4))
 
 
+def test_parameter_grads_never_alias_what_the_caller_holds():
+    # p.grad takes a backward's fresh array as it is, and copies what the
+    # caller can reach: the gradient given, an input gradient returned, or
+    # another parameter's gradient
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.shift = nn.Parameter(np.zeros((2, 3), np.float32))
+            self.twin = nn.Parameter(np.zeros((2, 3), np.float32))
+            self.lin = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.lin(x) + self.shift + self.twin
+    m = Net().train()
+    x = np.ones((2, 3), np.float32)
+    m(x)
+    g = np.full((2, 3), 2.0, np.float32)
+    gx = m.backward(g)
+    grads = [m.shift.grad, m.twin.grad, m.lin.weight.grad, m.lin.bias.grad, gx]
+    for i, a in enumerate(grads):
+        assert not np.may_share_memory(a, g)
+        assert not any(np.may_share_memory(a, b) for b in grads[i + 1:])
+    np.testing.assert_array_equal(m.shift.grad, g)
+    np.testing.assert_array_equal(m.lin.bias.grad, g.sum(0))
+    g[:] = 7
+    np.testing.assert_array_equal(m.twin.grad, 2.0)
+
+
 def test_dropout_backward_uses_the_forward_mask():
     m = nn.Dropout(0.5).double()
     x = rng.standard_normal((4, 50))

@@ -189,6 +189,7 @@ class Tape:
         """Walk the tape back from output_grads(); returns the input gradients."""
         where = f"{self.name}.backward"
         wanted = self._wanted(input_grad)
+        given = list(grads.values())
         for node in reversed(self.graph.nodes):
             gouts = [grads.pop(o.id, None) for o in node.outputs]
             if all(g is None for g in gouts):
@@ -210,16 +211,17 @@ class Tape:
                     _accumulate(grads, targets[name], g, wanted)
             for o in node.outputs:
                 self.data.pop(o.id, None)                  # free what no earlier node reads
-        for v in self._params():
-            g = grads.pop(v.id, None)
-            if g is None:
-                continue
-            p = v.const
-            if p.grad is None:
-                p.grad = np.array(g, dtype=p.dtype, copy=True).reshape(p.shape)
-            else:
-                p.grad += g
+        params = [(v.const, grads.pop(v.id, None)) for v in self._params()]
+        params = [(p, g) for p, g in params if g is not None]
         results = tuple(grads.get(v.id) if input_grad else None for v in self.graph.inputs)
+        reachable = given + [g for _, g in params] + [r for r in results if r is not None]
+        for p, g in params:
+            if p.grad is not None:
+                p.grad += g
+            elif _own(g, p, reachable):
+                p.grad = g.reshape(p.shape)
+            else:
+                p.grad = np.array(g, dtype=p.dtype, copy=True).reshape(p.shape)
         self.data = self.extra = None
         if not input_grad:
             return None
@@ -232,6 +234,16 @@ class Tape:
                 if v.kind == "const" and isinstance(v.const, Parameter) and v.id not in seen:
                     seen.add(v.id)
                     yield v
+
+
+def _own(g, p, reachable):
+    """Whether g can become p.grad as it is: a fresh array of p's dtype and
+    size (no view) whose memory no other array the caller can reach shares
+    (the gradients given, returned, or set on another parameter); else
+    p.grad is a copy."""
+    return (isinstance(g, np.ndarray) and g.base is None and g.dtype == p.dtype
+            and g.size == p.size and g.flags.c_contiguous and g.flags.writeable
+            and sum(o is g or np.may_share_memory(o, g) for o in reachable) == 1)
 
 
 def _has_wanted(arg, wanted):
