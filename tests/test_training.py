@@ -12,6 +12,7 @@ import fastcnn.grad as G
 
 torch = pytest.importorskip("torch")
 from fastcnn._bench.torch_nets import torch_twin  # noqa: E402
+from conftest import run_threads  # noqa: E402
 
 rng = np.random.default_rng(0)
 
@@ -538,6 +539,51 @@ def test_weight_gradient_over_several_column_chunks(shape, cout, kernel, stride,
     assert y.shape[0] * y.shape[2] * y.shape[3] > 256
     np.testing.assert_allclose(G.conv2d_weight(x, w.shape, gy, stride, padding), want,
                                atol=1e-11, rtol=1e-11)
+
+
+def _weight_grad_definition(x, gy, w_shape, stride, padding, groups):
+    """gw[o, i, kh, kw] = sum over images and outputs of gy * the input
+    at that tap, from zero-padded x (2-D)."""
+    (sh, sw), (ph, pw) = stride, padding
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    oh, ow = gy.shape[2:]
+    cout_g, cin_g = w_shape[0] // groups, w_shape[1]
+    gw = np.zeros(w_shape)
+    for kh in range(w_shape[2]):
+        for kw in range(w_shape[3]):
+            xs = xp[:, :, kh:kh + sh * (oh - 1) + 1:sh, kw:kw + sw * (ow - 1) + 1:sw]
+            for g in range(groups):
+                gw[g * cout_g:(g + 1) * cout_g, :, kh, kw] = np.einsum(
+                    "nohw,nihw->oi", gy[:, g * cout_g:(g + 1) * cout_g],
+                    xs[:, g * cin_g:(g + 1) * cin_g])
+    return gw
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("chunk_bytes, min_chunk", [(512 * 1024, 256), (1, 100)])
+def test_small_weight_gradient_in_runs_of_positions(monkeypatch, dtype, chunk_bytes,
+                                                     min_chunk):
+    """A small weight gradient over many positions sums 8 runs of positions
+    (a thread's each, several chunks a run with the small chunks), bit-identical
+    at every thread count."""
+    from fastcnn._functional import conv_grad
+    monkeypatch.setattr(conv_grad, "_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(conv_grad, "_MIN_CHUNK", min_chunk)
+    x = rng.standard_normal((3, 6, 40, 37)).astype(dtype)
+    w_shape = (8, 3, 5, 3)
+    gy = rng.standard_normal((3, 8, 20, 37)).astype(dtype)
+    args = dict(stride=(2, 1), padding=(2, 1), groups=2)
+    assert 3 * 20 * 37 >= conv_grad._PARTS * min_chunk
+    assert np.prod(w_shape) <= conv_grad._PARTS_MAX_WEIGHTS
+    want = _weight_grad_definition(x.astype(np.float64), gy.astype(np.float64), w_shape,
+                                   args["stride"], args["padding"], 2)
+    got = run_threads(lambda: G.conv2d_weight(x, w_shape, gy, **args))
+    assert all(np.array_equal(got[0], r) for r in got)
+    tol = 1e-4 if dtype == np.float32 else 1e-11
+    np.testing.assert_allclose(got[0], want, rtol=tol, atol=tol * np.abs(want).max())
+    torch_gw = torch.nn.grad.conv2d_weight(torch.tensor(x), w_shape, torch.tensor(gy),
+                                           **args).numpy()
+    np.testing.assert_allclose(got[0], torch_gw, rtol=tol, atol=tol * np.abs(want).max())
 
 
 @pytest.mark.parametrize("kw", [dict(kernel_size=2), dict(kernel_size=(2, 3), stride=(3, 4)),

@@ -334,6 +334,99 @@ cdef void _conv_weight(const floating* x, const floating* rows, floating* gw, fl
                       gw + grp * cout_g * width, width)
 
 
+cdef void _conv_weight_parts(const floating* x, const floating* rows, floating* gw,
+                             floating* partial, floating* cols, Geom g, index_t groups,
+                             index_t cout, index_t chunk, index_t parts,
+                             int num_threads) noexcept nogil:
+    """gw as _conv_weight computes it, for a small gw over many output
+    positions: the positions cut into `parts` runs (by the shape alone),
+    each run a task that builds its chunks' columns in its thread's slice of
+    `cols` and multiplies them into its own partial gw (partial: parts x
+    gw's size); then gw = the partials summed in order. Results do not
+    depend on the thread count."""
+    cdef index_t taps = g.kernel[0] * g.kernel[1] * g.kernel[2]
+    cdef index_t kdh = g.kernel[0] * g.kernel[1]
+    cdef index_t plane = g.size[0] * g.size[1] * g.size[2]
+    cdef index_t total = g.images * g.out[0] * g.out[1] * g.out[2]
+    cdef index_t cin_g = g.channels // groups, cout_g = cout // groups
+    cdef index_t width = cin_g * taps, size = cout * width
+    cdef index_t per_part = (total + parts - 1) // parts
+    cdef index_t part, first, last, count, grp, task, e, k
+    cdef floating* mine
+    cdef floating* acc
+    cdef floating sum_
+    cdef long sz[3]
+    cdef long out[3]
+    cdef long kernel[3]
+    cdef long stride[3]
+    cdef long pad[3]
+    cdef long dil[3]
+    cdef int i
+    for i in range(3):
+        sz[i], out[i], kernel[i] = g.size[i], g.out[i], g.kernel[i]
+        stride[i], pad[i], dil[i] = g.stride[i], g.pad[i], g.dilation[i]
+    blas_enter()
+    with parallel(num_threads=max(1, min(<index_t>num_threads, parts))):
+        fp_enter()
+        mine = cols + threadid() * g.channels * taps * chunk
+        for part in prange(parts, schedule='static'):
+            acc = partial + part * size
+            first = part * per_part
+            last = min(total, first + per_part)
+            if first >= last:
+                for e in range(size):
+                    acc[e] = 0
+            while first < last:
+                count = min(chunk, last - first)
+                for task in range(g.channels * kdh):
+                    im2col_rows(x, g.channels * plane, task // kdh, (task % kdh) // g.kernel[1],
+                                task % g.kernel[1], sz, out, kernel, stride, pad, dil, first,
+                                count, mine + task * g.kernel[2] * count, count)
+                for grp in range(groups):
+                    gemm(False, True, <int>cout_g, <int>width, <int>count, <floating>1,
+                         rows + grp * cout_g * total + first, <int>total,
+                         mine + grp * width * count, <int>count,
+                         <floating>(0 if first == part * per_part else 1),
+                         acc + grp * cout_g * width, <int>width)
+                first = first + count
+    blas_leave()
+    with parallel(num_threads=num_threads):
+        for e in prange(size, schedule='static'):
+            sum_ = partial[e]
+            for k in range(1, parts):
+                sum_ = sum_ + partial[k * size + e]
+            gw[e] = sum_
+
+
+def conv_weight_parts(tuple geom, index_t groups, cnp.ndarray x, cnp.ndarray rows,
+                      cnp.ndarray gw, cnp.ndarray partial, cnp.ndarray cols, index_t chunk,
+                      index_t parts, int num_threads):
+    """gw (cout, channels / groups, *kernel), as conv_weight, by `parts`
+    runs of output positions summed at the end (small gw, many positions);
+    partial: scratch of parts x gw's size; cols: scratch of num_threads x
+    channels x taps x chunk elements. All C-contiguous, one dtype."""
+    cdef Geom g = _geom(geom)
+    cdef index_t cout = gw.shape[0]
+    cdef index_t taps = g.kernel[0] * g.kernel[1] * g.kernel[2]
+    if parts < 1 or chunk < 1 or num_threads < 1:
+        raise ValueError("conv_weight_parts: parts, chunk and threads must be positive")
+    if partial.size < parts * gw.size or cols.size < num_threads * g.channels * taps * chunk:
+        raise ValueError("conv_weight_parts: scratch too small")
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* rp = cnp.PyArray_DATA(rows)
+    cdef void* wp = cnp.PyArray_DATA(gw)
+    cdef void* pp = cnp.PyArray_DATA(partial)
+    cdef void* cp = cnp.PyArray_DATA(cols)
+    if _is_f32(x):
+        with nogil:
+            _conv_weight_parts(<float*>xp, <float*>rp, <float*>wp, <float*>pp, <float*>cp, g,
+                               groups, cout, chunk, parts, num_threads)
+    else:
+        with nogil:
+            _conv_weight_parts(<double*>xp, <double*>rp, <double*>wp, <double*>pp, <double*>cp,
+                               g, groups, cout, chunk, parts, num_threads)
+
+
 def conv_weight(tuple geom, index_t groups, cnp.ndarray x, cnp.ndarray rows, cnp.ndarray gw,
                 object gwt, cnp.ndarray cols, index_t chunk, index_t col_block,
                 int num_threads):
