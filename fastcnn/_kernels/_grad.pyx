@@ -255,6 +255,25 @@ cdef Geom _geom(tuple g):
     return r
 
 
+cdef struct Axes:
+    # a Geom's per-axis sizes as the C headers take them
+    long size[3]
+    long out[3]
+    long kernel[3]
+    long stride[3]
+    long pad[3]
+    long dil[3]
+
+
+cdef inline Axes _axes(Geom g) noexcept nogil:
+    cdef Axes a
+    cdef int i
+    for i in range(3):
+        a.size[i], a.out[i], a.kernel[i] = g.size[i], g.out[i], g.kernel[i]
+        a.stride[i], a.pad[i], a.dil[i] = g.stride[i], g.pad[i], g.dilation[i]
+    return a
+
+
 cdef void _im2col_range(const floating* x, floating* cols, Geom g, index_t first,
                         index_t count, int num_threads) noexcept nogil:
     """cols[(c, tap), j] for the flat (image, position) indices first + j,
@@ -263,23 +282,14 @@ cdef void _im2col_range(const floating* x, floating* cols, Geom g, index_t first
     cdef index_t plane = g.size[0] * g.size[1] * g.size[2]
     cdef index_t kdh = g.kernel[0] * g.kernel[1]
     cdef index_t task, c, r
-    cdef long size[3]
-    cdef long out[3]
-    cdef long kernel[3]
-    cdef long stride[3]
-    cdef long pad[3]
-    cdef long dil[3]
-    cdef int i
-    for i in range(3):
-        size[i], out[i], kernel[i] = g.size[i], g.out[i], g.kernel[i]
-        stride[i], pad[i], dil[i] = g.stride[i], g.pad[i], g.dilation[i]
+    cdef Axes a = _axes(g)
     with parallel(num_threads=max(1, min(<index_t>num_threads, g.channels * kdh))):
         fp_enter()
         for task in prange(g.channels * kdh, schedule='static'):
             c = task // kdh
             r = task - c * kdh
-            im2col_rows(x, g.channels * plane, c, r // g.kernel[1], r % g.kernel[1], size,
-                        out, kernel, stride, pad, dil, first, count,
+            im2col_rows(x, g.channels * plane, c, r // g.kernel[1], r % g.kernel[1], a.size,
+                        a.out, a.kernel, a.stride, a.pad, a.dil, first, count,
                         cols + task * g.kernel[2] * count, count)
 
 
@@ -355,16 +365,7 @@ cdef void _conv_weight_parts(const floating* x, const floating* rows, floating* 
     cdef floating* mine
     cdef floating* acc
     cdef floating sum_
-    cdef long sz[3]
-    cdef long out[3]
-    cdef long kernel[3]
-    cdef long stride[3]
-    cdef long pad[3]
-    cdef long dil[3]
-    cdef int i
-    for i in range(3):
-        sz[i], out[i], kernel[i] = g.size[i], g.out[i], g.kernel[i]
-        stride[i], pad[i], dil[i] = g.stride[i], g.pad[i], g.dilation[i]
+    cdef Axes a = _axes(g)
     blas_enter()
     with parallel(num_threads=max(1, min(<index_t>num_threads, parts))):
         fp_enter()
@@ -380,7 +381,8 @@ cdef void _conv_weight_parts(const floating* x, const floating* rows, floating* 
                 count = min(chunk, last - first)
                 for task in range(g.channels * kdh):
                     im2col_rows(x, g.channels * plane, task // kdh, (task % kdh) // g.kernel[1],
-                                task % g.kernel[1], sz, out, kernel, stride, pad, dil, first,
+                                task % g.kernel[1], a.size, a.out, a.kernel, a.stride, a.pad,
+                                a.dil, first,
                                 count, mine + task * g.kernel[2] * count, count)
                 for grp in range(groups):
                     gemm(False, True, <int>cout_g, <int>width, <int>count, <floating>1,
@@ -481,16 +483,7 @@ cdef void _conv_weight_direct(const floating* xp, const floating* gp, floating* 
     cdef index_t rows = g.kernel[0] * g.kernel[1]
     cdef index_t tasks = g.channels * pairs * rows
     cdef index_t task, c, co0, r
-    cdef long size[3]
-    cdef long out[3]
-    cdef long kernel[3]
-    cdef long stride[3]
-    cdef long pad[3]
-    cdef long dil[3]
-    cdef int i
-    for i in range(3):
-        size[i], out[i], kernel[i] = g.size[i], g.out[i], g.kernel[i]
-        stride[i], pad[i], dil[i] = g.stride[i], g.pad[i], g.dilation[i]
+    cdef Axes a = _axes(g)
     with parallel(num_threads=max(1, min(<index_t>num_threads, tasks))):
         fp_enter()
         for task in prange(tasks, schedule='static'):
@@ -499,12 +492,12 @@ cdef void _conv_weight_direct(const floating* xp, const floating* gp, floating* 
             r = task % rows
             if floating is float:
                 fcnn_wgrad_f32(xp, gp, gw, g.images, g.channels, cout, c, co0,
-                               r // g.kernel[1], r % g.kernel[1], size, out, kernel, stride,
-                               pad, dil, plen, plane_len, out_len)
+                               r // g.kernel[1], r % g.kernel[1], a.size, a.out, a.kernel,
+                               a.stride, a.pad, a.dil, plen, plane_len, out_len)
             else:
                 fcnn_wgrad_f64(xp, gp, gw, g.images, g.channels, cout, c, co0,
-                               r // g.kernel[1], r % g.kernel[1], size, out, kernel, stride,
-                               pad, dil, plen, plane_len, out_len)
+                               r // g.kernel[1], r % g.kernel[1], a.size, a.out, a.kernel,
+                               a.stride, a.pad, a.dil, plen, plane_len, out_len)
 
 
 def conv_weight_direct(tuple geom, cnp.ndarray xp, cnp.ndarray gp, cnp.ndarray gw,
