@@ -524,6 +524,7 @@ def test_weight_gradient_paths_match_torch(cout, kernel, stride, padding, dilati
 
 @pytest.mark.parametrize("shape, cout, kernel, stride, padding", [
     ((5, 64, 13, 13), 32, 3, 1, 1),          # chunks of 256 positions start mid-row, mid-image
+    ((3, 128, 10, 9), 256, 3, 1, 1),         # 256 output channels: gw itself the GEMMs' product
     ((4, 130, 9, 23), 20, (3, 2), (1, 2), (1, 0))])
 def test_weight_gradient_over_several_column_chunks(shape, cout, kernel, stride, padding):
     """The im2col weight gradient builds its columns chunk by chunk of output
