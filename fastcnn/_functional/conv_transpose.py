@@ -35,9 +35,10 @@ _COLUMNS_LIMIT = 2**25          # elements of GEMM output per batch of images
 # Strided: one convolution per phase pays when each phase has this many
 # outputs per image; with fewer, the forward kernels' per-image tiles are
 # mostly edges and one GEMM over every image's columns wins (3x3 stride 2,
-# batch 8, 64 to 512 channels: columns 0.64-0.92x the phases' time at 49-100
-# outputs a phase, 0.88-1.22x at 121, 0.95-1.13x at 196, 1.2-1.5x at 784;
-# AMD EPYC Zen 5, all targets, 1 and 2 threads).
+# batch 8, 64 to 512 channels: columns 0.64-0.98x the phases' time at 49-100
+# outputs a phase, one 64-channel layer at 2 threads 1.12-1.14x; 0.88-1.22x at
+# 121, 0.95-1.13x at 196, 1.2-1.5x at 784; AMD EPYC Zen 5, all targets, 1 and 2
+# threads).
 _PHASE_MIN_POSITIONS = 112
 # Merged into one 2x2 convolution, the phases save few multiplies (4 x 25/16
 # against 1 + 2 + 2 + 25/16); what pays is GEMMs four times taller, where each
