@@ -460,6 +460,7 @@ cdef extern from "conv_wgrad.h" nogil:
     long FCNN_WGRAD_KW_MAX
     long FCNN_WGRAD_COUT_MAX
     long FCNN_WGRAD_PLANE_ALIGN
+    long fcnn_wgrad_tile(long kw)
     void fcnn_wgrad_f32(const float* xp, const float* gp, float* gw, long images,
                         long channels, long cout, long c, long co0, long kd, long kh,
                         const long* size, const long* out, const long* kernel,
@@ -479,16 +480,17 @@ WGRAD_PLANE_ALIGN = FCNN_WGRAD_PLANE_ALIGN
 cdef void _conv_weight_direct(const floating* xp, const floating* gp, floating* gw, Geom g,
                               index_t cout, index_t plen, index_t plane_len, index_t out_len,
                               int num_threads) noexcept nogil:
-    cdef index_t pairs = (cout + 1) // 2
+    cdef index_t tile = fcnn_wgrad_tile(g.kernel[2])
+    cdef index_t co_tiles = (cout + tile - 1) // tile
     cdef index_t rows = g.kernel[0] * g.kernel[1]
-    cdef index_t tasks = g.channels * pairs * rows
+    cdef index_t tasks = g.channels * co_tiles * rows
     cdef index_t task, c, co0, r
     cdef Axes a = _axes(g)
     with parallel(num_threads=max(1, min(<index_t>num_threads, tasks))):
         fp_enter()
         for task in prange(tasks, schedule='static'):
-            c = task // (pairs * rows)
-            co0 = (task // rows) % pairs * 2
+            c = task // (co_tiles * rows)
+            co0 = (task // rows) % co_tiles * tile
             r = task % rows
             if floating is float:
                 fcnn_wgrad_f32(xp, gp, gw, g.images, g.channels, cout, c, co0,

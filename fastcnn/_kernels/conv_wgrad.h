@@ -17,10 +17,11 @@
  *       whole number of FCNN_WGRAD_PLANE_ALIGN elements (so whole vectors
  *       cover it: no scalar tail).
  * Then output position q = oh * R + ow of tap (kh, kw) reads xp at a fixed
- * offset plus q, and a task (input channel, pair of output channels, kd,
- * kh) runs vectors over q with one accumulator per (output channel, kw) in
- * registers (a loop compiled per kernel width, so they stay there), summing
- * the lanes in a fixed order at the end. The padded positions multiply zeros (the caller keeps non-finite inputs away). Each
+ * offset plus q, and a task (input channel, 2 or 4 output channels
+ * (fcnn_wgrad_tile), kd, kh) runs vectors over q with one accumulator per
+ * (output channel, kw) in registers (a loop compiled per channel count and
+ * kernel width, so they stay there), summing the lanes in a fixed order at
+ * the end. The padded positions multiply zeros (the caller keeps non-finite inputs away). Each
  * gw element is computed by one task in one order: results do not depend
  * on the thread count.
  *
@@ -35,44 +36,64 @@
 #define FCNN_WGRAD_COUT_MAX 16  /* output channels up to this take the direct path */
 #define FCNN_WGRAD_PLANE_ALIGN 16  /* elements: a multiple of every target's vector */
 
-/* acc[t][k] += sum over q < len (whole vectors) of g_t[q] * x0[offset[k] + q],
- * for a kernel width KWC known at compile time. */
-#define FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, KWC)                                            \
-static inline void fcnn_wgrad_rows_##SUFFIX##_##KWC(const T *x0, const T *g0, const T *g1,  \
-                                                 const long *offset, long len,            \
-                                                 fcnn_vec_##SUFFIX acc[2][FCNN_WGRAD_KW_MAX]) \
+#define FCNN_WGRAD_CO_MAX 4      /* output channels a task, at most */
+
+/* Output channels a task for kernel width kw: four where 32 vector registers
+ * hold their 4 x kw accumulators, the gradient rows and an input vector
+ * (AVX-512, kw <= 6), else two. Each gw element sums the same products in
+ * the same order either way. */
+static inline long fcnn_wgrad_tile(long kw)
+{
+    return FCNN_VEC_BYTES == 64 && kw <= 6 ? 4 : 2;
+}
+
+/* acc[t][k] += sum over q < len (whole vectors) of g[t][q] * x0[offset[k] + q],
+ * t < NCO, for NCO output channels and a kernel width KWC known at compile time. */
+#define FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, NCO, KWC)                                       \
+static inline void fcnn_wgrad_rows_##SUFFIX##_##NCO##_##KWC(                              \
+    const T *x0, const T *const *g, const long *offset, long len,                          \
+    fcnn_vec_##SUFFIX acc[FCNN_WGRAD_CO_MAX][FCNN_WGRAD_KW_MAX])                           \
 {                                                                                          \
     enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                              \
     typedef fcnn_vec_##SUFFIX vec;                                                         \
-    vec s0[KWC], s1[KWC];                                                                  \
+    vec s[NCO][KWC];                                                                       \
     const T *xk[KWC];                                                                      \
     _Pragma("GCC unroll 8")                                                                \
     for (int k = 0; k < KWC; k++) {                                                        \
-        s0[k] = acc[0][k];                                                                 \
-        s1[k] = acc[1][k];                                                                 \
+        _Pragma("GCC unroll 4")                                                            \
+        for (int t = 0; t < NCO; t++)                                                      \
+            s[t][k] = acc[t][k];                                                           \
         xk[k] = x0 + offset[k];                                                            \
     }                                                                                      \
     for (long q = 0; q < len; q += VL) {                                                   \
-        vec a = *(const vec *)(g0 + q), b = *(const vec *)(g1 + q);                        \
+        vec gv[NCO];                                                                       \
+        _Pragma("GCC unroll 4")                                                            \
+        for (int t = 0; t < NCO; t++)                                                      \
+            gv[t] = *(const vec *)(g[t] + q);                                              \
         _Pragma("GCC unroll 8")                                                            \
         for (int k = 0; k < KWC; k++) {                                                    \
             vec xv = *(const vec *)(xk[k] + q);                                            \
-            s0[k] += a * xv;                                                               \
-            s1[k] += b * xv;                                                               \
+            _Pragma("GCC unroll 4")                                                        \
+            for (int t = 0; t < NCO; t++)                                                  \
+                s[t][k] += gv[t] * xv;                                                     \
         }                                                                                  \
     }                                                                                      \
     _Pragma("GCC unroll 8")                                                                \
     for (int k = 0; k < KWC; k++) {                                                        \
-        acc[0][k] = s0[k];                                                                 \
-        acc[1][k] = s1[k];                                                                 \
+        _Pragma("GCC unroll 4")                                                            \
+        for (int t = 0; t < NCO; t++)                                                      \
+            acc[t][k] = s[t][k];                                                           \
     }                                                                                      \
 }
 
 #define FCNN_DEFINE_WGRAD_ROWS_ALL(SUFFIX, T)                                             \
-    FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 1) FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 2)             \
-    FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 3) FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 4)             \
-    FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 5) FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 6)             \
-    FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 7) FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 8)
+    FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 2, 1) FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 2, 2)       \
+    FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 2, 3) FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 2, 4)       \
+    FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 2, 5) FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 2, 6)       \
+    FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 2, 7) FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 2, 8)       \
+    FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 4, 1) FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 4, 2)       \
+    FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 4, 3) FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 4, 4)       \
+    FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 4, 5) FCNN_DEFINE_WGRAD_ROWS(SUFFIX, T, 4, 6)
 
 FCNN_DEFINE_WGRAD_ROWS_ALL(f32, float)
 FCNN_DEFINE_WGRAD_ROWS_ALL(f64, double)
@@ -92,12 +113,13 @@ static void fcnn_wgrad_##SUFFIX(const T *xp, const T *gp, T *gw, long images, lo
     const long R = stride[1] * sw * plen, rows_len = plane_len / in[0];                 \
     /* whole vectors over the plane's positions: gp's zeros pad it (see above) */         \
     const long len = (out[1] * R + VL - 1) / VL * VL;                                      \
-    const long nco = cout - co0 < 2 ? cout - co0 : 2;                                      \
+    const long tile = fcnn_wgrad_tile(KW);                                                 \
+    const long nco = cout - co0 < tile ? cout - co0 : tile;                                \
     long offset[FCNN_WGRAD_KW_MAX];                                                        \
     for (long k = 0; k < KW; k++)                                                          \
         offset[k] = (k * dw % sw) * plen + k * dw / sw + kh * dil[1] * sw * plen;          \
-    vec acc[2][FCNN_WGRAD_KW_MAX];                                                         \
-    for (long t = 0; t < 2; t++)                                                           \
+    vec acc[FCNN_WGRAD_CO_MAX][FCNN_WGRAD_KW_MAX];                                         \
+    for (long t = 0; t < tile; t++)                                                        \
         for (long k = 0; k < KW; k++)                                                      \
             acc[t][k] = (vec){0};                                                          \
     for (long n = 0; n < images; n++)                                                      \
@@ -106,17 +128,31 @@ static void fcnn_wgrad_##SUFFIX(const T *xp, const T *gp, T *gw, long images, lo
         if (id < 0 || id >= in[0])                                                         \
             continue;                                                                      \
         const T *x0 = xp + (n * channels + c) * plane_len + id * rows_len;                 \
-        const T *g0 = gp + ((n * cout + co0) * out[0] + od) * (out_len / out[0]);          \
-        const T *g1 = g0 + (nco > 1 ? out_len : 0);                                        \
+        const T *g[FCNN_WGRAD_CO_MAX];                                                     \
+        /* a channel past cout reads the first one's rows again (never stored) */          \
+        for (long t = 0; t < tile; t++)                                                    \
+            g[t] = gp + ((n * cout + co0 + (t < nco ? t : 0)) * out[0] + od)               \
+                        * (out_len / out[0]);                                              \
+        if (tile == 4) {                                                                   \
+            switch (KW) {                                                                  \
+            case 1: fcnn_wgrad_rows_##SUFFIX##_4_1(x0, g, offset, len, acc); break;        \
+            case 2: fcnn_wgrad_rows_##SUFFIX##_4_2(x0, g, offset, len, acc); break;        \
+            case 3: fcnn_wgrad_rows_##SUFFIX##_4_3(x0, g, offset, len, acc); break;        \
+            case 4: fcnn_wgrad_rows_##SUFFIX##_4_4(x0, g, offset, len, acc); break;        \
+            case 5: fcnn_wgrad_rows_##SUFFIX##_4_5(x0, g, offset, len, acc); break;        \
+            default: fcnn_wgrad_rows_##SUFFIX##_4_6(x0, g, offset, len, acc); break;       \
+            }                                                                              \
+            continue;                                                                      \
+        }                                                                                  \
         switch (KW) {                                                                      \
-        case 1: fcnn_wgrad_rows_##SUFFIX##_1(x0, g0, g1, offset, len, acc); break;         \
-        case 2: fcnn_wgrad_rows_##SUFFIX##_2(x0, g0, g1, offset, len, acc); break;         \
-        case 3: fcnn_wgrad_rows_##SUFFIX##_3(x0, g0, g1, offset, len, acc); break;         \
-        case 4: fcnn_wgrad_rows_##SUFFIX##_4(x0, g0, g1, offset, len, acc); break;         \
-        case 5: fcnn_wgrad_rows_##SUFFIX##_5(x0, g0, g1, offset, len, acc); break;         \
-        case 6: fcnn_wgrad_rows_##SUFFIX##_6(x0, g0, g1, offset, len, acc); break;         \
-        case 7: fcnn_wgrad_rows_##SUFFIX##_7(x0, g0, g1, offset, len, acc); break;         \
-        default: fcnn_wgrad_rows_##SUFFIX##_8(x0, g0, g1, offset, len, acc); break;        \
+        case 1: fcnn_wgrad_rows_##SUFFIX##_2_1(x0, g, offset, len, acc); break;            \
+        case 2: fcnn_wgrad_rows_##SUFFIX##_2_2(x0, g, offset, len, acc); break;            \
+        case 3: fcnn_wgrad_rows_##SUFFIX##_2_3(x0, g, offset, len, acc); break;            \
+        case 4: fcnn_wgrad_rows_##SUFFIX##_2_4(x0, g, offset, len, acc); break;            \
+        case 5: fcnn_wgrad_rows_##SUFFIX##_2_5(x0, g, offset, len, acc); break;            \
+        case 6: fcnn_wgrad_rows_##SUFFIX##_2_6(x0, g, offset, len, acc); break;            \
+        case 7: fcnn_wgrad_rows_##SUFFIX##_2_7(x0, g, offset, len, acc); break;            \
+        default: fcnn_wgrad_rows_##SUFFIX##_2_8(x0, g, offset, len, acc); break;           \
         }                                                                                  \
     }                                                                                      \
     for (long t = 0; t < nco; t++)                                                         \
