@@ -18,7 +18,7 @@ import collections
 
 import numpy as np
 
-from fastcnn import _graph
+from fastcnn import _graph, _malloc
 from fastcnn._autograd import rules as _rules
 from fastcnn._autograd.parameter import Parameter
 
@@ -187,6 +187,10 @@ class Tape:
 
     def backward(self, grads, input_grad):
         """Walk the tape back from output_grads(); returns the input gradients."""
+        with _malloc.held():                       # the next step reuses this memory
+            return self._backward(grads, input_grad)
+
+    def _backward(self, grads, input_grad):
         where = f"{self.name}.backward"
         wanted = self._wanted(input_grad)
         given = list(grads.values())
