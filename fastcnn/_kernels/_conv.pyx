@@ -25,6 +25,7 @@ from libc.math cimport INFINITY
 from fastcnn._kernels._transpose cimport transpose
 from fastcnn._kernels._im2col cimport im2col_rows
 from fastcnn._kernels._block_gemm cimport block_gemm, block_splat, block_vector
+from fastcnn._kernels._winograd cimport wino_at, wino_input, wino_gt
 
 cdef extern from "conv_block.h" nogil:
     enum:
@@ -1002,6 +1003,20 @@ cdef float _KRON2_F32[25 * 4]
 cdef double _KRON2_F64[25 * 4]
 
 
+cdef list _g3():
+    """F(4x4, 3x3)'s G (6x3), read off wino_gt (its transpose) row by row."""
+    cdef double unit[6]
+    cdef double col[3]
+    cdef int i
+    rows = []
+    for i in range(6):
+        for j in range(6):
+            unit[j] = 1.0 if i == j else 0.0
+        wino_gt(&unit[0], &unit[1], &unit[2], &unit[3], &unit[4], &unit[5], &col[0], 1, 1, 1)
+        rows.append([col[0], col[1], col[2]])
+    return rows
+
+
 cdef void _fill_kron(list G, float* f32, double* f64):
     """f[(i a + j) r^2 + k r + l] = G[i][k] G[j][l], G a x r."""
     cdef int a = len(G), r = len(G[0]), i, j, k, l, at
@@ -1014,9 +1029,7 @@ cdef void _fill_kron(list G, float* f32, double* f64):
                     f32[at] = <float>f64[at]
 
 
-_fill_kron([[0.25, 0.0, 0.0], [-1.0 / 6, -1.0 / 6, -1.0 / 6], [-1.0 / 6, 1.0 / 6, -1.0 / 6],
-            [1.0 / 24, 1.0 / 12, 1.0 / 6], [1.0 / 24, -1.0 / 12, 1.0 / 6], [0.0, 0.0, 1.0]],
-           _KRON3_F32, _KRON3_F64)
+_fill_kron(_g3(), _KRON3_F32, _KRON3_F64)
 _fill_kron([[0.5, 0.0], [-0.5, -0.5], [-1.0 / 6, 1.0 / 6], [1.0 / 6, 1.0 / 3], [0.0, 1.0]],
            _KRON2_F32, _KRON2_F64)
 
@@ -1092,113 +1105,6 @@ cdef void _winograd_pack_chunk(const ConvGeom* g, const floating* w, floating* u
         _splat_in_place(dst, n, splat)
 
 
-cdef inline void _wino_bt(index_t a, const floating* s0, const floating* s1,
-                          const floating* s2, const floating* s3, const floating* s4,
-                          const floating* s5, floating* d, index_t ld_d,
-                          index_t n) noexcept nogil:
-    """d[k * ld_d + t] = (B^T (s0[t], .., s_{a-1}[t]))[k] for k < a, t < n: one
-    axis of the input transform, over n tiles (s5 unread when a = 5)."""
-    cdef index_t t
-    cdef floating x0, x1, x2, x3, x4, x5
-    # typed constants: Cython would write bare literals as double and force
-    # the whole expression into scalar double arithmetic
-    cdef floating k2 = 2, k3 = 3, k4 = 4, k5 = 5
-    if a == 5:
-        for t in range(n):
-            x0, x1, x2, x3, x4 = s0[t], s1[t], s2[t], s3[t], s4[t]
-            d[t] = k2 * x0 - x1 - k2 * x2 + x3
-            d[ld_d + t] = -k2 * x1 - x2 + x3
-            d[2 * ld_d + t] = k2 * x1 - k3 * x2 + x3
-            d[3 * ld_d + t] = x3 - x1
-            d[4 * ld_d + t] = k2 * x1 - x2 - k2 * x3 + x4
-        return
-    for t in range(n):
-        x0, x1, x2, x3, x4, x5 = s0[t], s1[t], s2[t], s3[t], s4[t], s5[t]
-        d[t] = k4 * x0 - k5 * x2 + x4
-        d[ld_d + t] = -k4 * x1 - k4 * x2 + x3 + x4
-        d[2 * ld_d + t] = k4 * x1 - k4 * x2 - x3 + x4
-        d[3 * ld_d + t] = -k2 * x1 - x2 + k2 * x3 + x4
-        d[4 * ld_d + t] = k2 * x1 - x2 - k2 * x3 + x4
-        d[5 * ld_d + t] = k4 * x1 - k5 * x3 + x5
-
-
-cdef inline void _wino_at(index_t a, const floating* s0, const floating* s1,
-                          const floating* s2, const floating* s3, const floating* s4,
-                          const floating* s5, floating* d, index_t ld_d, index_t step,
-                          index_t n) noexcept nogil:
-    """d[i * ld_d + t * step] = (A^T (s0[t], .., s_{a-1}[t]))[i] for i < 4,
-    t < n: one axis of the output transform (s5 unread when a = 5)."""
-    cdef index_t t
-    cdef floating m0, m1, m2, m3, m4, m5
-    cdef floating k2 = 2, k4 = 4, k8 = 8     # typed, see _wino_bt
-    if a == 5:
-        for t in range(n):
-            m0, m1, m2, m3, m4 = s0[t], s1[t], s2[t], s3[t], s4[t]
-            d[t * step] = m0 + m1 + m2 + m3
-            d[ld_d + t * step] = m1 - m2 + k2 * m3
-            d[2 * ld_d + t * step] = m1 + m2 + k4 * m3
-            d[3 * ld_d + t * step] = m1 - m2 + k8 * m3 + m4
-        return
-    for t in range(n):
-        m0, m1, m2, m3, m4, m5 = s0[t], s1[t], s2[t], s3[t], s4[t], s5[t]
-        d[t * step] = m0 + m1 + m2 + m3 + m4
-        d[ld_d + t * step] = m1 - m2 + k2 * m3 - k2 * m4
-        d[2 * ld_d + t * step] = m1 + m2 + k4 * m3 + k4 * m4
-        d[3 * ld_d + t * step] = m1 - m2 + k8 * m3 - k8 * m4 + m5
-
-
-cdef inline void _wino_input(const ConvGeom* g, const floating* xc, index_t th0, index_t th1,
-                             index_t tiles_w, index_t ld, floating* phase, floating* tmp,
-                             floating* v, index_t ld_xi, index_t pad) noexcept nogil:
-    """V[xi * ld_xi + t] = (B^T d_t B)[xi] for the tiles t of tile rows th0..th1-1
-    of one channel, and `pad` zeros after them (the rest of the last vector).
-
-    Each input row is split once into its 4 column phases (phase[q][tw] =
-    row[4 tw + q]), so the row transform reads tile columns 0..a-1 as contiguous
-    vectors (columns 4 and 5 are phases 0 and 1 of the next tile). The column
-    transform then runs over all the block's tiles at once.
-    """
-    cdef index_t nt = (th1 - th0) * tiles_w, a = g.kernel_h + 3
-    cdef index_t pw = tiles_w + 1           # phase length: tiles_w + 1 tile starts
-    cdef index_t r, q, k, tw, th, ih, lo, hi, base
-    cdef floating* p0 = phase
-    cdef floating* p1 = phase + pw
-    cdef floating* p2 = phase + 2 * pw
-    cdef floating* p3 = phase + 3 * pw
-    cdef floating* row
-    cdef floating* dst
-    for th in range(th0, th1):
-        for r in range(a):
-            ih = 4 * th - g.pad_h + r
-            row = tmp + (r * a) * ld + (th - th0) * tiles_w
-            if ih < 0 or ih >= g.in_h:
-                for k in range(a):
-                    memset(row + k * ld, 0, tiles_w * sizeof(floating))
-                continue
-            for q in range(4):
-                # phase q holds column iw = 4 * tw + q - pad_w: valid for tw in [lo, hi)
-                dst = phase + q * pw
-                base = ih * g.in_w + q - g.pad_w
-                lo = min(pw, _ceil_div(g.pad_w - q, 4)) if g.pad_w > q else 0
-                hi = max(lo, min(pw, _ceil_div(g.in_w + g.pad_w - q, 4)))
-                for tw in range(lo):
-                    dst[tw] = 0
-                for tw in range(lo, hi):
-                    dst[tw] = xc[base + 4 * tw]
-                for tw in range(hi, pw):
-                    dst[tw] = 0
-            # B^T along the row: tmp[r * a + k][t]
-            _wino_bt(a, p0, p1, p2, p3, p0 + 1, p1 + 1, row, ld, tiles_w)
-    # then B^T down columns: V[kr * a + k][t]
-    for k in range(a):
-        _wino_bt(a, tmp + k * ld, tmp + (a + k) * ld, tmp + (2 * a + k) * ld,
-                 tmp + (3 * a + k) * ld, tmp + (4 * a + k) * ld, tmp + (5 * a + k) * ld,
-                 v + k * ld_xi, a * ld_xi, nt)
-    if pad > 0:
-        for k in range(a * a):
-            memset(v + k * ld_xi + nt, 0, pad * sizeof(floating))
-
-
 cdef inline void _wino_output(const ConvGeom* g, const floating* mo, index_t ld_xi,
                               index_t th0, index_t th1, index_t tiles_w, index_t ld,
                               floating* tmp, floating* rows, floating* yc,
@@ -1212,7 +1118,7 @@ cdef inline void _wino_output(const ConvGeom* g, const floating* mo, index_t ld_
     cdef floating* dst
     # A^T down columns, over all the block's tiles: tmp[i * a + b][t]
     for b in range(a):
-        _wino_at(a, mo + b * ld_xi, mo + (a + b) * ld_xi, mo + (2 * a + b) * ld_xi,
+        wino_at(a, mo + b * ld_xi, mo + (a + b) * ld_xi, mo + (2 * a + b) * ld_xi,
                  mo + (3 * a + b) * ld_xi, mo + (4 * a + b) * ld_xi, mo + (5 * a + b) * ld_xi,
                  tmp + b * ld, a * ld, 1, nt)
     # then A^T along each tile row, stored interleaved as output rows (straight
@@ -1224,7 +1130,7 @@ cdef inline void _wino_output(const ConvGeom* g, const floating* mo, index_t ld_
                 break
             dst = yc + oh * g.out_w if direct else rows
             src = tmp + (i * a) * ld + (th - th0) * tiles_w
-            _wino_at(a, src, src + ld, src + 2 * ld, src + 3 * ld, src + 4 * ld, src + 5 * ld,
+            wino_at(a, src, src + ld, src + 2 * ld, src + 3 * ld, src + 4 * ld, src + 5 * ld,
                      dst, 1, 4, tiles_w)
             bias_residual_activation(dst, g.out_w, bias, has_bias,
                                      rc + oh * g.out_w if rc != NULL else NULL, activation)
@@ -1254,7 +1160,7 @@ cdef void _winograd_task(const ConvGeom* g, const ConvPlan* plan, const floating
     cdef const floating* xn = x + n * cin * in_plane
     cdef floating* yn = y + n * cout * out_plane
     for c in range(cin):
-        _wino_input(g, xn + c * in_plane, th0, th1, tw_count, ld, phase, tmp,
+        wino_input(g.kernel_h + 3, g.in_h, g.in_w, g.pad_h, g.pad_w, xn + c * in_plane, th0, th1, tw_count, ld, phase, tmp,
                     v + c * ld, cin * ld, _wino_ld(ntiles, sizeof(floating)) - ntiles)
     _wino_products(points, u, rows_u, v, mo, rows_u, rows_u, cin, ntiles, ld)
     for m in range(cout):
@@ -1272,7 +1178,7 @@ cdef void _winograd_shared_input(const ConvGeom* g, const ConvPlan* plan, const 
     cdef index_t n = task // g.in_channels, c = task % g.in_channels
     cdef floating* tmp = ws + _wino_points(g) * plan.m_block * ld
     cdef floating* phase = tmp + _wino_points(g) * tiles_image
-    _wino_input(g, x + (n * g.in_channels + c) * g.in_h * g.in_w, 0, plan.tiles_h, plan.tiles_w,
+    wino_input(g.kernel_h + 3, g.in_h, g.in_w, g.pad_h, g.pad_w, x + (n * g.in_channels + c) * g.in_h * g.in_w, 0, plan.tiles_h, plan.tiles_w,
                 tiles_image, phase, tmp, v + c * ld + n * tiles_image, g.in_channels * ld,
                 ld - tt if n == g.batch - 1 else 0)
 

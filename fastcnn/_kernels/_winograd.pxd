@@ -1,0 +1,190 @@
+# Winograd F(4x4, 3x3) and F(4x4, 2x2) transforms, one axis at a time over
+# runs of tiles (so the compiler vectorises them across tiles): the forward
+# convolution's (_conv.pyx: V = B^T d B, Y = A^T M A, U = G g G^T) and the
+# weight gradient's (_grad.pyx), which uses the same matrices transposed
+# (Lavin and Gray): gw = G^T [(A gy A^T) . (B^T d B)] G per 4x4 tile of the
+# output gradient gy and the 6x6 input tile d under it.
+from libc.string cimport memset
+from fastcnn._kernels._typedefs cimport floating, index_t
+
+
+cdef inline index_t _div_up(index_t a, index_t b) noexcept nogil:
+    return (a + b - 1) // b
+
+
+cdef inline void wino_bt(index_t a, const floating* s0, const floating* s1,
+                          const floating* s2, const floating* s3, const floating* s4,
+                          const floating* s5, floating* d, index_t ld_d,
+                          index_t n) noexcept nogil:
+    """d[k * ld_d + t] = (B^T (s0[t], .., s_{a-1}[t]))[k] for k < a, t < n: one
+    axis of the input transform, over n tiles (s5 unread when a = 5)."""
+    cdef index_t t
+    cdef floating x0, x1, x2, x3, x4, x5
+    # typed constants: Cython would write bare literals as double and force
+    # the whole expression into scalar double arithmetic
+    cdef floating k2 = 2, k3 = 3, k4 = 4, k5 = 5
+    if a == 5:
+        for t in range(n):
+            x0, x1, x2, x3, x4 = s0[t], s1[t], s2[t], s3[t], s4[t]
+            d[t] = k2 * x0 - x1 - k2 * x2 + x3
+            d[ld_d + t] = -k2 * x1 - x2 + x3
+            d[2 * ld_d + t] = k2 * x1 - k3 * x2 + x3
+            d[3 * ld_d + t] = x3 - x1
+            d[4 * ld_d + t] = k2 * x1 - x2 - k2 * x3 + x4
+        return
+    for t in range(n):
+        x0, x1, x2, x3, x4, x5 = s0[t], s1[t], s2[t], s3[t], s4[t], s5[t]
+        d[t] = k4 * x0 - k5 * x2 + x4
+        d[ld_d + t] = -k4 * x1 - k4 * x2 + x3 + x4
+        d[2 * ld_d + t] = k4 * x1 - k4 * x2 - x3 + x4
+        d[3 * ld_d + t] = -k2 * x1 - x2 + k2 * x3 + x4
+        d[4 * ld_d + t] = k2 * x1 - x2 - k2 * x3 + x4
+        d[5 * ld_d + t] = k4 * x1 - k5 * x3 + x5
+
+
+cdef inline void wino_at(index_t a, const floating* s0, const floating* s1,
+                          const floating* s2, const floating* s3, const floating* s4,
+                          const floating* s5, floating* d, index_t ld_d, index_t step,
+                          index_t n) noexcept nogil:
+    """d[i * ld_d + t * step] = (A^T (s0[t], .., s_{a-1}[t]))[i] for i < 4,
+    t < n: one axis of the output transform (s5 unread when a = 5)."""
+    cdef index_t t
+    cdef floating m0, m1, m2, m3, m4, m5
+    cdef floating k2 = 2, k4 = 4, k8 = 8     # typed, see wino_bt
+    if a == 5:
+        for t in range(n):
+            m0, m1, m2, m3, m4 = s0[t], s1[t], s2[t], s3[t], s4[t]
+            d[t * step] = m0 + m1 + m2 + m3
+            d[ld_d + t * step] = m1 - m2 + k2 * m3
+            d[2 * ld_d + t * step] = m1 + m2 + k4 * m3
+            d[3 * ld_d + t * step] = m1 - m2 + k8 * m3 + m4
+        return
+    for t in range(n):
+        m0, m1, m2, m3, m4, m5 = s0[t], s1[t], s2[t], s3[t], s4[t], s5[t]
+        d[t * step] = m0 + m1 + m2 + m3 + m4
+        d[ld_d + t * step] = m1 - m2 + k2 * m3 - k2 * m4
+        d[2 * ld_d + t * step] = m1 + m2 + k4 * m3 + k4 * m4
+        d[3 * ld_d + t * step] = m1 - m2 + k8 * m3 - k8 * m4 + m5
+
+
+cdef inline void wino_input(index_t a, index_t in_h, index_t in_w, index_t pad_h,
+                            index_t pad_w, const floating* xc, index_t th0, index_t th1,
+                            index_t tiles_w, index_t ld, floating* phase, floating* tmp,
+                            floating* v, index_t ld_xi, index_t pad) noexcept nogil:
+    """V[xi * ld_xi + t] = (B^T d_t B)[xi] for the tiles t of tile rows th0..th1-1
+    of one channel, and `pad` zeros after them (the rest of the last vector).
+
+    Each input row is split once into its 4 column phases (phase[q][tw] =
+    row[4 tw + q]), so the row transform reads tile columns 0..a-1 as contiguous
+    vectors (columns 4 and 5 are phases 0 and 1 of the next tile). The column
+    transform then runs over all the block's tiles at once.
+    """
+    cdef index_t nt = (th1 - th0) * tiles_w
+    cdef index_t pw = tiles_w + 1           # phase length: tiles_w + 1 tile starts
+    cdef index_t r, q, k, tw, th, ih, lo, hi, base
+    cdef floating* p0 = phase
+    cdef floating* p1 = phase + pw
+    cdef floating* p2 = phase + 2 * pw
+    cdef floating* p3 = phase + 3 * pw
+    cdef floating* row
+    cdef floating* dst
+    for th in range(th0, th1):
+        for r in range(a):
+            ih = 4 * th - pad_h + r
+            row = tmp + (r * a) * ld + (th - th0) * tiles_w
+            if ih < 0 or ih >= in_h:
+                for k in range(a):
+                    memset(row + k * ld, 0, tiles_w * sizeof(floating))
+                continue
+            for q in range(4):
+                # phase q holds column iw = 4 * tw + q - pad_w: valid for tw in [lo, hi)
+                dst = phase + q * pw
+                base = ih * in_w + q - pad_w
+                lo = min(pw, _div_up(pad_w - q, 4)) if pad_w > q else 0
+                hi = max(lo, min(pw, _div_up(in_w + pad_w - q, 4)))
+                for tw in range(lo):
+                    dst[tw] = 0
+                for tw in range(lo, hi):
+                    dst[tw] = xc[base + 4 * tw]
+                for tw in range(hi, pw):
+                    dst[tw] = 0
+            # B^T along the row: tmp[r * a + k][t]
+            wino_bt(a, p0, p1, p2, p3, p0 + 1, p1 + 1, row, ld, tiles_w)
+    # then B^T down columns: V[kr * a + k][t]
+    for k in range(a):
+        wino_bt(a, tmp + k * ld, tmp + (a + k) * ld, tmp + (2 * a + k) * ld,
+                 tmp + (3 * a + k) * ld, tmp + (4 * a + k) * ld, tmp + (5 * a + k) * ld,
+                 v + k * ld_xi, a * ld_xi, nt)
+    if pad > 0:
+        for k in range(a * a):
+            memset(v + k * ld_xi + nt, 0, pad * sizeof(floating))
+
+
+
+cdef inline void wino_a(const floating* s0, const floating* s1, const floating* s2,
+                        const floating* s3, floating* d, index_t ld_d,
+                        index_t n) noexcept nogil:
+    """d[k * ld_d + t] = (A (s0[t], .., s3[t]))[k] for k < 6, t < n, A the
+    6x4 transpose of wino_at's A^T: one axis of the output gradient's
+    transform (3x3 kernels)."""
+    cdef index_t t
+    cdef floating m0, m1, m2, m3
+    cdef floating k2 = 2, k4 = 4, k8 = 8     # typed, see wino_bt
+    for t in range(n):
+        m0, m1, m2, m3 = s0[t], s1[t], s2[t], s3[t]
+        d[t] = m0
+        d[ld_d + t] = m0 + m1 + m2 + m3
+        d[2 * ld_d + t] = m0 - m1 + m2 - m3
+        d[3 * ld_d + t] = m0 + k2 * m1 + k4 * m2 + k8 * m3
+        d[4 * ld_d + t] = m0 - k2 * m1 + k4 * m2 - k8 * m3
+        d[5 * ld_d + t] = m3
+
+
+cdef inline void wino_gt(const floating* s0, const floating* s1, const floating* s2,
+                         const floating* s3, const floating* s4, const floating* s5,
+                         floating* d, index_t ld_d, index_t step, index_t n) noexcept nogil:
+    """d[k * ld_d + t * step] = (G^T (s0[t], .., s5[t]))[k] for k < 3, t < n:
+    one axis of the weight gradient's output transform, G the 6x3 filter
+    transform of F(4x4, 3x3) (the forward's weight packing reads G from here)."""
+    cdef index_t t
+    cdef floating m0, m1, m2, m3, m4, m5
+    cdef floating q = 0.25, s = 1.0 / 6, e = 1.0 / 12, f = 1.0 / 24
+    for t in range(n):
+        m0, m1, m2, m3, m4, m5 = s0[t], s1[t], s2[t], s3[t], s4[t], s5[t]
+        d[t * step] = q * m0 - s * (m1 + m2) + f * (m3 + m4)
+        d[ld_d + t * step] = s * (m2 - m1) + e * (m3 - m4)
+        d[2 * ld_d + t * step] = s * (m3 + m4 - m1 - m2) + m5
+
+
+cdef inline void wino_output_grad(const floating* gc, index_t out_h, index_t out_w,
+                                  index_t th0, index_t th1, index_t tiles_w, index_t ld,
+                                  floating* phase, floating* tmp, floating* v,
+                                  index_t ld_xi) noexcept nogil:
+    """V[xi * ld_xi + t] = (A g_t A^T)[xi] for the 4x4 tiles g_t of tile rows
+    th0..th1-1 of one output-gradient plane (zeros past its edges), as
+    wino_input does for the input: each row split into its 4 column phases,
+    A along the rows, then A down the columns over all the tiles at once."""
+    cdef index_t nt = (th1 - th0) * tiles_w
+    cdef index_t r, q, k, tw, th, oh, hi
+    cdef floating* row
+    cdef floating* dst
+    for th in range(th0, th1):
+        for r in range(4):
+            oh = 4 * th + r
+            row = tmp + (r * 6) * ld + (th - th0) * tiles_w
+            if oh >= out_h:
+                for k in range(6):
+                    memset(row + k * ld, 0, tiles_w * sizeof(floating))
+                continue
+            for q in range(4):
+                dst = phase + q * tiles_w
+                hi = min(tiles_w, _div_up(out_w - q, 4))
+                for tw in range(hi):
+                    dst[tw] = gc[oh * out_w + 4 * tw + q]
+                for tw in range(hi, tiles_w):
+                    dst[tw] = 0
+            wino_a(phase, phase + tiles_w, phase + 2 * tiles_w, phase + 3 * tiles_w,
+                   row, ld, tiles_w)
+    for k in range(6):
+        wino_a(tmp + k * ld, tmp + (6 + k) * ld, tmp + (12 + k) * ld, tmp + (18 + k) * ld,
+               v + k * ld_xi, 6 * ld_xi, nt)
