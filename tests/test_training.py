@@ -526,10 +526,12 @@ def test_weight_gradient_paths_match_torch(cout, kernel, stride, padding, dilati
     ((5, 64, 13, 13), 32, 3, 1, 1),          # chunks of 256 positions start mid-row, mid-image
     ((3, 128, 10, 9), 256, 3, 1, 1),         # 256 output channels: gw itself the GEMMs' product
     ((4, 130, 9, 23), 20, (3, 2), (1, 2), (1, 0))])
-def test_weight_gradient_over_several_column_chunks(shape, cout, kernel, stride, padding):
+def test_weight_gradient_over_several_column_chunks(monkeypatch, shape, cout, kernel, stride,
+                                                   padding):
     """The im2col weight gradient builds its columns chunk by chunk of output
     positions; chunks that start inside a row and an image give torch's
-    gradient."""
+    gradient (Winograd, which would take the 3x3 layers, held off)."""
+    monkeypatch.setattr(fastcnn._kernels._grad, "winograd_weight_pays", lambda *a: False)
     x = rng.standard_normal(shape)
     w = rng.standard_normal((cout, shape[1]) + ((kernel,) * 2 if isinstance(kernel, int)
                                                 else kernel))
@@ -585,6 +587,78 @@ def test_small_weight_gradient_in_runs_of_positions(monkeypatch, dtype, chunk_by
     torch_gw = torch.nn.grad.conv2d_weight(torch.tensor(x), w_shape, torch.tensor(gy),
                                            **args).numpy()
     np.testing.assert_allclose(got[0], torch_gw, rtol=tol, atol=tol * np.abs(want).max())
+
+
+def _winograd_geom(x_shape, w_shape, padding, gy):
+    from fastcnn._functional.conv_grad import _Geometry
+    return _Geometry("test", x_shape, w_shape, 1, padding, 1, 1, gy).kernel_geom(*x_shape[:2])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("chunk_tiles", [1, 7, fastcnn._kernels._grad.WINOGRAD_WEIGHT_CHUNK_TILES])
+@pytest.mark.parametrize("x_shape, cout, padding", [
+    ((2, 9, 11, 17), 13, 1),          # odd channels, outputs not whole tiles, non-square
+    ((1, 3, 5, 7), 2, 0),             # one image, one tile row, tiles cut on both axes
+    ((3, 5, 9, 9), 7, 2),             # padding past the kernel's reach: zero-gradient edges
+    ((2, 17, 13, 6), 16, (1, 2))])    # different padding per axis
+def test_winograd_weight_gradient_matches_definition(dtype, chunk_tiles, x_shape, cout,
+                                                     padding):
+    """The Winograd weight gradient (any chunking: one tile row, several
+    images, all of them) against the definition, within a bound on the sum
+    of |products|; bit-identical at every thread count."""
+    pads = (padding,) * 2 if isinstance(padding, int) else padding
+    x = rng.standard_normal(x_shape)
+    w_shape = (cout, x_shape[1], 3, 3)
+    gy = rng.standard_normal((x_shape[0], cout, x_shape[2] + 2 * pads[0] - 2,
+                              x_shape[3] + 2 * pads[1] - 2))
+    geom = _winograd_geom(x_shape, w_shape, padding, gy)
+    k = fastcnn._kernels._grad
+
+    def run():
+        threads = fastcnn.get_num_threads()
+        gw = np.zeros(w_shape, dtype)
+        work = np.empty(k.winograd_weight_workspace(geom, cout, chunk_tiles, threads), dtype)
+        k.conv_weight_winograd(geom, x.astype(dtype), gy.astype(dtype), gw, work,
+                               chunk_tiles, threads)
+        return gw
+    got = run_threads(run)
+    assert all(np.array_equal(got[0], r) for r in got)
+    want = _weight_grad_definition(x, gy, w_shape, (1, 1), pads, 1)
+    bound = _weight_grad_definition(np.abs(x), np.abs(gy), w_shape, (1, 1), pads, 1)
+    assert np.all(np.abs(got[0] - want) <= 64 * np.finfo(dtype).eps * bound)
+
+
+def test_winograd_weight_gradient_where_it_applies():
+    """Only 2-D 3x3 stride-1 undilated layers with enough channels, tiles and
+    outputs a side take it; conv2d_weight then matches torch, and a non-finite
+    input (which a transform would smear over its tile) takes the im2col path."""
+    k = fastcnn._kernels._grad
+    x = rng.standard_normal((4, 16, 20, 20))
+    gy = rng.standard_normal((4, 24, 20, 20))
+    assert k.winograd_weight_pays(_winograd_geom(x.shape, (24, 16, 3, 3), 1, gy), 24, 8)
+    assert not k.winograd_weight_pays(_winograd_geom(x.shape, (24, 16, 5, 5), 2, gy), 24, 8)
+    assert not k.winograd_weight_pays(_winograd_geom(x[:, :4].shape, (24, 4, 3, 3), 1, gy),
+                                      24, 8)                         # too few channels
+    assert not k.winograd_weight_pays(_winograd_geom(x[:1, :, :4, :4].shape, (24, 16, 3, 3), 1,
+                                                     gy[:1, :, :4, :4]), 24, 8)  # one tile
+    with pytest.raises(ValueError, match="needs a 2-D 3x3 stride-1"):
+        k.conv_weight_winograd(_winograd_geom(x.shape, (24, 16, 5, 5), 2, gy), x, gy,
+                               np.zeros((24, 16, 5, 5)), np.zeros(10**6), 16, 1)
+    geom = _winograd_geom(x.shape, (24, 16, 3, 3), 1, gy)
+    with pytest.raises(ValueError, match="scratch too small"):
+        k.conv_weight_winograd(geom, x, gy, np.zeros((24, 16, 3, 3)), np.zeros(10), 16, 1)
+    want = torch.nn.grad.conv2d_weight(torch.tensor(x), (24, 16, 3, 3), torch.tensor(gy),
+                                       padding=1).numpy()
+    np.testing.assert_allclose(G.conv2d_weight(x, (24, 16, 3, 3), gy, padding=1), want,
+                               rtol=1e-9, atol=1e-12 * np.abs(want).max())
+    x[1, 3, 7, 8] = -np.inf
+    with np.errstate(invalid="ignore"):
+        want = torch.nn.grad.conv2d_weight(torch.tensor(x), (24, 16, 3, 3), torch.tensor(gy),
+                                           padding=1).numpy()
+        got = G.conv2d_weight(x, (24, 16, 3, 3), gy, padding=1)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    assert np.isfinite(got[:, :3]).all()          # channels without the Inf stay exact
 
 
 @pytest.mark.parametrize("kw", [dict(kernel_size=2), dict(kernel_size=(2, 3), stride=(3, 4)),

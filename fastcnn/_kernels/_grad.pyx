@@ -32,6 +32,8 @@ from fastcnn._kernels._im2col cimport im2col_rows
 from fastcnn._kernels._typedefs cimport floating, index_t
 from fastcnn._kernels._blas cimport gemm, blas_enter, blas_leave
 from fastcnn._kernels._transpose cimport transpose
+from fastcnn._kernels._winograd cimport wino_grad_tiles, wino_gt
+from fastcnn._kernels._block_gemm cimport block_vector
 from fastcnn._kernels._activation cimport (
     ACT_RELU, ACT_RELU6, ACT_SILU, ACT_LEAKY_RELU, ACT_ELU, ACT_HARDTANH, ACT_SIGMOID,
     ACT_TANH, ACT_HARDSWISH, ACT_HARDSIGMOID, ACT_GELU, ACT_GELU_TANH, ACT_MISH,
@@ -454,6 +456,194 @@ def conv_weight(tuple geom, index_t groups, cnp.ndarray x, cnp.ndarray rows, cnp
         with nogil:
             _conv_weight(<double*>xp, <double*>rp, <double*>wp, <double*>tp, <double*>cp, g,
                          groups, cout, chunk, col_block, num_threads)
+
+
+# ---------------------------------------------------------------- Winograd weight gradient
+#
+# 2-D 3x3 stride-1 layers: gw = G^T [sum_t (A gy_t A^T) . (B^T d_t B)] G over
+# the 4x4 tiles t of the output gradient and the 6x6 input tiles d_t under
+# them (_winograd.pxd): 36 products per tile pair instead of 144, and one
+# output transform per filter at the end. The tiles go in chunks (whole
+# images, or tile rows of one image) fixed by the shape: a chunk's tiles are
+# transformed into V (36, channels, tiles) and W (36, cout, tiles), then
+# M[xi] (cout, channels) += W[xi] V[xi]^T for the 36 points xi, one GEMM each,
+# the chunks in order, so results do not depend on the thread count.
+
+cdef enum:
+    # Tiles a chunk: the GEMMs' depth (ResNet-18's 3x3 layers measured the
+    # same from 256 to 512; 64 and 1024 up to 1.2x slower at 2 threads).
+    WINO_WGRAD_CHUNK_TILES = 384
+    WINO_WGRAD_MIN_CHANNELS = 8
+    WINO_WGRAD_MIN_TILES = 16
+    # With 16-lane vectors the GEMMs run twice as fast and the transforms do
+    # not (gathers, planes a few tiles wide): Winograd then needs outputs at
+    # least WINO_WGRAD_WIDE_MIN_OUT on each side (512 -> 512 at 7x7, batch 8:
+    # 1.1-1.2x slower, 1.2-1.7x faster from 12x12) and, below
+    # WINO_WGRAD_WIDE_MANY_TILES tiles, M (36 x cout x channels) within
+    # WINO_WGRAD_WIDE_M_BYTES (512 -> 512 at 14x14: batch 1 1.2-1.4x slower,
+    # batch 8 1.45x faster); with 8 lanes or none it wins from 5x5 on
+    # (512 -> 512 at 7x7: 1.25x faster with AVX2, 1.9x without).
+    WINO_WGRAD_MIN_OUT = 5
+    WINO_WGRAD_WIDE_MIN_OUT = 8
+    WINO_WGRAD_WIDE_MANY_TILES = 64
+    WINO_WGRAD_WIDE_M_BYTES = 16 * 1024 * 1024
+
+WINOGRAD_WEIGHT_CHUNK_TILES = WINO_WGRAD_CHUNK_TILES
+
+
+def winograd_weight_pays(tuple geom, index_t cout, index_t itemsize):
+    """Whether conv_weight_winograd applies to this weight gradient (a 2-D
+    3x3 stride-1 undilated single-group convolution) and beats the im2col
+    GEMMs on this target (the rules above)."""
+    cdef Geom g = _geom(geom)
+    cdef index_t tiles, least
+    if not _wino_applies(g):
+        return False
+    tiles = g.images * _ceil_div(g.out[1], 4) * _ceil_div(g.out[2], 4)
+    least = WINO_WGRAD_WIDE_MIN_OUT if block_vector(4) >= 16 else WINO_WGRAD_MIN_OUT
+    if (min(g.channels, cout) < WINO_WGRAD_MIN_CHANNELS or tiles < WINO_WGRAD_MIN_TILES
+            or min(g.out[1], g.out[2]) < least):
+        return False
+    return (block_vector(4) < 16 or tiles >= WINO_WGRAD_WIDE_MANY_TILES
+            or 36 * cout * g.channels * itemsize <= WINO_WGRAD_WIDE_M_BYTES)
+
+
+cdef bint _wino_applies(Geom g) noexcept nogil:
+    return (g.kernel[0] == 1 and g.kernel[1] == 3 and g.kernel[2] == 3 and g.size[0] == 1
+            and g.stride[1] == 1 and g.stride[2] == 1 and g.dilation[1] == 1
+            and g.dilation[2] == 1)
+
+
+cdef struct WinoChunks:
+    index_t tiles_h, tiles_w, images_per, rows_per, per_image, count, max_tiles
+
+
+cdef WinoChunks _wino_chunks(Geom g, index_t chunk_tiles) noexcept nogil:
+    """Whole images a chunk while an image has at most chunk_tiles tiles,
+    else runs of tile rows within one image."""
+    cdef WinoChunks c
+    cdef index_t image = 0
+    c.tiles_h = _ceil_div(g.out[1], 4)
+    c.tiles_w = _ceil_div(g.out[2], 4)
+    image = c.tiles_h * c.tiles_w
+    if image <= chunk_tiles:
+        c.images_per = min(g.images, max(1, chunk_tiles // image))
+        c.rows_per = c.tiles_h
+        c.per_image = 1
+        c.count = _ceil_div(g.images, c.images_per)
+    else:
+        c.images_per = 1
+        c.rows_per = max(1, chunk_tiles // c.tiles_w)
+        c.per_image = _ceil_div(c.tiles_h, c.rows_per)
+        c.count = g.images * c.per_image
+    c.max_tiles = c.images_per * c.rows_per * c.tiles_w
+    return c
+
+
+cdef index_t _wino_thread_size(Geom g, WinoChunks c) noexcept nogil:
+    """Per thread: the transforms' gathered columns and half-done rows (one
+    image's tiles of a chunk), and the output transform's (6, 3, channels) rows."""
+    return 42 * c.rows_per * c.tiles_w + 18 * g.channels
+
+
+def winograd_weight_workspace(tuple geom, index_t cout, index_t chunk_tiles, int num_threads):
+    """Elements of scratch conv_weight_winograd needs."""
+    cdef Geom g = _geom(geom)
+    cdef WinoChunks c = _wino_chunks(g, chunk_tiles)
+    return (36 * (g.channels + cout) * c.max_tiles + 36 * cout * g.channels
+            + num_threads * _wino_thread_size(g, c))
+
+
+cdef void _conv_weight_winograd(const floating* x, const floating* gy, floating* gw,
+                                floating* work, Geom g, index_t cout, index_t chunk_tiles,
+                                int num_threads) noexcept nogil:
+    cdef WinoChunks c = _wino_chunks(g, chunk_tiles)
+    cdef index_t cin = g.channels, tw = c.tiles_w
+    cdef index_t in_plane = g.size[1] * g.size[2], out_plane = g.out[1] * g.out[2]
+    cdef floating* v = work
+    cdef floating* w = v + 36 * cin * c.max_tiles
+    cdef floating* m = w + 36 * cout * c.max_tiles
+    cdef floating* scratch = m + 36 * cout * cin
+    cdef index_t per_thread = _wino_thread_size(g, c)
+    cdef index_t chunk, n0, n1, r0, r1, nt, seg, task, i, ch, xi, o, k
+    cdef floating* mine
+    for chunk in range(c.count):
+        if c.per_image == 1:
+            n0 = chunk * c.images_per
+            n1 = min(g.images, n0 + c.images_per)
+            r0, r1 = 0, c.tiles_h
+        else:
+            n0 = chunk // c.per_image
+            n1 = n0 + 1
+            r0 = (chunk % c.per_image) * c.rows_per
+            r1 = min(c.tiles_h, r0 + c.rows_per)
+        seg = (r1 - r0) * tw
+        nt = (n1 - n0) * seg
+        with parallel(num_threads=min(<index_t>num_threads, (cin + cout) * (n1 - n0))):
+            fp_enter()
+            mine = scratch + threadid() * per_thread
+            for task in prange((cin + cout) * (n1 - n0), schedule='static'):
+                i = task // (cin + cout)
+                ch = task % (cin + cout)
+                if ch < cin:
+                    wino_grad_tiles(True, x + ((n0 + i) * cin + ch) * in_plane, g.size[1],
+                                    g.size[2], g.pad[1], g.pad[2], r0, r1, tw, mine,
+                                    mine + 6 * seg, v + ch * nt + i * seg, cin * nt)
+                else:
+                    wino_grad_tiles(False, gy + ((n0 + i) * cout + ch - cin) * out_plane,
+                                    g.out[1], g.out[2], 0, 0, r0, r1, tw, mine, mine + 6 * seg,
+                                    w + (ch - cin) * nt + i * seg, cout * nt)
+        blas_enter()
+        with parallel(num_threads=min(<index_t>num_threads, 36)):
+            fp_enter()
+            for xi in prange(36, schedule='static'):
+                gemm(False, True, <int>cout, <int>cin, <int>nt, <floating>1,
+                     w + xi * cout * nt, <int>nt, v + xi * cin * nt, <int>nt,
+                     <floating>(0 if chunk == 0 else 1), m + xi * cout * cin, <int>cin)
+        blas_leave()
+    # gw[o][c] = G^T M[.][o][c] G: along the points' columns, then their rows
+    with parallel(num_threads=min(<index_t>num_threads, cout)):
+        fp_enter()
+        mine = scratch + threadid() * per_thread + 42 * c.rows_per * tw
+        for o in prange(cout, schedule='static'):
+            for i in range(6):
+                wino_gt(m + (6 * i * cout + o) * cin, m + ((6 * i + 1) * cout + o) * cin,
+                        m + ((6 * i + 2) * cout + o) * cin, m + ((6 * i + 3) * cout + o) * cin,
+                        m + ((6 * i + 4) * cout + o) * cin, m + ((6 * i + 5) * cout + o) * cin,
+                        mine + 3 * i * cin, cin, 1, cin)
+            for k in range(3):
+                wino_gt(mine + k * cin, mine + (3 + k) * cin, mine + (6 + k) * cin,
+                        mine + (9 + k) * cin, mine + (12 + k) * cin, mine + (15 + k) * cin,
+                        gw + o * cin * 9 + k, 3, 9, cin)
+
+
+def conv_weight_winograd(tuple geom, cnp.ndarray x, cnp.ndarray gy, cnp.ndarray gw,
+                         cnp.ndarray work, index_t chunk_tiles, int num_threads):
+    """gw (cout, channels, 3, 3) of a 2-D 3x3 stride-1 undilated single-group
+    convolution of x (images, channels, h, w) with output gradient gy, by
+    Winograd (above); work: winograd_weight_workspace elements. All
+    C-contiguous, one dtype, finite (a transform mixes an Inf into NaNs)."""
+    cdef Geom g = _geom(geom)
+    cdef index_t cout = gw.shape[0]
+    if not _wino_applies(g) or gw.shape[1] != g.channels:
+        raise ValueError("conv_weight_winograd: needs a 2-D 3x3 stride-1 undilated "
+                         "single-group convolution")
+    if chunk_tiles < 1 or num_threads < 1:
+        raise ValueError("conv_weight_winograd: chunk_tiles and threads must be positive")
+    if work.size < winograd_weight_workspace(geom, cout, chunk_tiles, num_threads):
+        raise ValueError("conv_weight_winograd: scratch too small")
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* gp = cnp.PyArray_DATA(gy)
+    cdef void* wp = cnp.PyArray_DATA(gw)
+    cdef void* sp = cnp.PyArray_DATA(work)
+    if _is_f32(x):
+        with nogil:
+            _conv_weight_winograd(<float*>xp, <float*>gp, <float*>wp, <float*>sp, g, cout,
+                                  chunk_tiles, num_threads)
+    else:
+        with nogil:
+            _conv_weight_winograd(<double*>xp, <double*>gp, <double*>wp, <double*>sp, g,
+                                  cout, chunk_tiles, num_threads)
 
 
 cdef extern from "conv_wgrad.h" nogil:

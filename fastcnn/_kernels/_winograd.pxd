@@ -156,35 +156,55 @@ cdef inline void wino_gt(const floating* s0, const floating* s1, const floating*
         d[2 * ld_d + t * step] = s * (m3 + m4 - m1 - m2) + m5
 
 
-cdef inline void wino_output_grad(const floating* gc, index_t out_h, index_t out_w,
-                                  index_t th0, index_t th1, index_t tiles_w, index_t ld,
-                                  floating* phase, floating* tmp, floating* v,
-                                  index_t ld_xi) noexcept nogil:
-    """V[xi * ld_xi + t] = (A g_t A^T)[xi] for the 4x4 tiles g_t of tile rows
-    th0..th1-1 of one output-gradient plane (zeros past its edges), as
-    wino_input does for the input: each row split into its 4 column phases,
-    A along the rows, then A down the columns over all the tiles at once."""
-    cdef index_t nt = (th1 - th0) * tiles_w
-    cdef index_t r, q, k, tw, th, oh, hi
+cdef inline void _gather_columns(const floating* row, index_t width, index_t first,
+                                 index_t tiles, floating* dst) noexcept nogil:
+    """dst[t] = row[first + 4 t] for t < tiles, zero where that is outside the row."""
+    cdef index_t t, lo, hi
+    lo = min(tiles, _div_up(-first, 4)) if first < 0 else 0
+    hi = max(lo, min(tiles, _div_up(width - first, 4)))
+    for t in range(lo):
+        dst[t] = 0
+    for t in range(lo, hi):
+        dst[t] = row[first + 4 * t]
+    for t in range(hi, tiles):
+        dst[t] = 0
+
+
+cdef inline void wino_grad_tiles(bint input, const floating* plane, index_t h, index_t w,
+                                 index_t pad_h, index_t pad_w, index_t th0, index_t th1,
+                                 index_t tiles_w, floating* cols, floating* tmp,
+                                 floating* v, index_t ld_xi) noexcept nogil:
+    """The weight gradient's tiles of tile rows th0..th1-1 of one plane (h x w,
+    zeros outside), t counting them row by row: with input, the input tiles
+    V[xi * ld_xi + t] = (B^T d_t B)[xi] (6x6, from row 4 th - pad_h, column
+    4 tw - pad_w); else the output gradient's (A g_t A^T)[xi] (4x4, no
+    padding). Each tile row's columns are gathered tile by tile (cols: 6
+    runs of the tiles), so both axes' transforms run over every tile at once.
+    tmp: 36 runs of the tiles."""
+    cdef index_t nt = (th1 - th0) * tiles_w, taps = 6 if input else 4
+    cdef index_t r, q, k, th, ih, at
     cdef floating* row
-    cdef floating* dst
-    for th in range(th0, th1):
-        for r in range(4):
-            oh = 4 * th + r
-            row = tmp + (r * 6) * ld + (th - th0) * tiles_w
-            if oh >= out_h:
-                for k in range(6):
-                    memset(row + k * ld, 0, tiles_w * sizeof(floating))
-                continue
-            for q in range(4):
-                dst = phase + q * tiles_w
-                hi = min(tiles_w, _div_up(out_w - q, 4))
-                for tw in range(hi):
-                    dst[tw] = gc[oh * out_w + 4 * tw + q]
-                for tw in range(hi, tiles_w):
-                    dst[tw] = 0
-            wino_a(phase, phase + tiles_w, phase + 2 * tiles_w, phase + 3 * tiles_w,
-                   row, ld, tiles_w)
+    for r in range(taps):
+        for th in range(th0, th1):
+            ih = 4 * th + r - (pad_h if input else 0)
+            at = (th - th0) * tiles_w
+            for q in range(taps):
+                if 0 <= ih < h:
+                    _gather_columns(plane + ih * w, w, q - (pad_w if input else 0), tiles_w,
+                                    cols + q * nt + at)
+                else:
+                    memset(cols + q * nt + at, 0, tiles_w * sizeof(floating))
+        row = tmp + r * 6 * nt
+        if input:
+            wino_bt(6, cols, cols + nt, cols + 2 * nt, cols + 3 * nt, cols + 4 * nt,
+                    cols + 5 * nt, row, nt, nt)
+        else:
+            wino_a(cols, cols + nt, cols + 2 * nt, cols + 3 * nt, row, nt, nt)
     for k in range(6):
-        wino_a(tmp + k * ld, tmp + (6 + k) * ld, tmp + (12 + k) * ld, tmp + (18 + k) * ld,
-               v + k * ld_xi, 6 * ld_xi, nt)
+        if input:
+            wino_bt(6, tmp + k * nt, tmp + (6 + k) * nt, tmp + (12 + k) * nt,
+                    tmp + (18 + k) * nt, tmp + (24 + k) * nt, tmp + (30 + k) * nt,
+                    v + k * ld_xi, 6 * ld_xi, nt)
+        else:
+            wino_a(tmp + k * nt, tmp + (6 + k) * nt, tmp + (12 + k) * nt, tmp + (18 + k) * nt,
+                   v + k * ld_xi, 6 * ld_xi, nt)
