@@ -659,6 +659,13 @@ def test_winograd_weight_gradient_where_it_applies():
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
     assert np.isfinite(got[:, :3]).all()          # channels without the Inf stay exact
+    x[1, 3, 7, 8] = 0
+    gy[2, 5, 0, 19] = np.nan
+    want = torch.nn.grad.conv2d_weight(torch.tensor(x), (24, 16, 3, 3), torch.tensor(gy),
+                                       padding=1).numpy()
+    got = G.conv2d_weight(x, (24, 16, 3, 3), gy, padding=1)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isfinite(got[:5]).all()
 
 
 @pytest.mark.parametrize("kw", [dict(kernel_size=2), dict(kernel_size=(2, 3), stride=(3, 4)),

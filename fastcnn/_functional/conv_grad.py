@@ -136,14 +136,17 @@ def conv_weight_grad(input, weight_size, grad_output, stride=1, padding=0, dilat
         xp, gp, plen = _direct_operands(x, gy, geom)
         _kernels._grad.conv_weight_direct(geom, xp, gp, gw, plen, threads)
         return gw
-    if (g.groups == 1 and _kernels._grad.winograd_weight_pays(geom, cout, x.itemsize)
-            and _kernels._act.all_finite(x, threads) and _kernels._act.all_finite(gy, threads)):
-        # a transform mixes an Inf or NaN into the whole tile's sums
+    if g.groups == 1 and _kernels._grad.winograd_weight_pays(geom, cout, x.itemsize):
         chunk = _kernels._grad.WINOGRAD_WEIGHT_CHUNK_TILES
         work = scratch.get(0, _kernels._grad.winograd_weight_workspace(geom, cout, chunk,
                                                                        threads), x.dtype)
         _kernels._grad.conv_weight_winograd(geom, x, gy, gw, work, chunk, threads)
-        return gw
+        # An Inf or NaN in x or gy reaches every M row its tile meets, and so
+        # some element of each filter it touches: a finite gw had finite
+        # operands. Otherwise the transforms smeared it over whole tiles (or
+        # overflowed): the im2col path below gives the definition's values.
+        if _kernels._act.all_finite(gw, threads):
+            return gw
     taps = math.prod(g.kernel)
     positions = math.prod(g.out_spatial)
     width = weight_size[1] * taps
