@@ -56,22 +56,32 @@ class Node:
     view: the output shares the input's memory (reshape, flatten, slicing).
     inplace: the op wrote into args[0] (its output replaces that array).
     """
-    __slots__ = ("op", "fn", "args", "kwargs", "outputs", "scope", "view", "inplace")
+    __slots__ = ("op", "fn", "args", "kwargs", "outputs", "scope", "view", "inplace",
+                 "_inputs", "_arguments")
 
     def __init__(self, op, fn, args, kwargs, outputs, scope="", view=False, inplace=False):
         self.op, self.fn, self.args, self.kwargs = op, fn, args, kwargs
         self.outputs, self.scope, self.view, self.inplace = outputs, scope, view, inplace
+        self._inputs = self._arguments = None       # worked out once, when first asked
         for v in outputs:
             v.node = self
 
     def inputs(self):
-        """The Values this node reads."""
-        return [a for a in itertools.chain(_flat(self.args), _flat(self.kwargs.values()))
-                if isinstance(a, Value)]
+        """The Values this node reads (a node's call never changes)."""
+        if self._inputs is None:
+            self._inputs = [a for a in itertools.chain(_flat(self.args),
+                                                       _flat(self.kwargs.values()))
+                            if isinstance(a, Value)]
+        return self._inputs
 
     def arguments(self):
         """The call's arguments by parameter name, defaults filled in ({} when
-        fn's signature cannot bind them)."""
+        fn's signature cannot bind them); a dict the caller must not change."""
+        if self._arguments is None:
+            self._arguments = self._bind()
+        return self._arguments
+
+    def _bind(self):
         names, defaults = _parameters(self.fn)
         if names is not None and len(self.args) <= len(names) and \
                 all(k in names for k in self.kwargs):
