@@ -685,6 +685,25 @@ def test_max_pool_backward_ties_and_nan_match_pytorch(kw):
     np.testing.assert_array_equal(m.backward(gy), xt.grad.numpy())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 3, 7, 9), (1, 2, 2, 2), (3, 1, 5, 33)])
+def test_max_pool_2x2_backward_odd_sizes(dtype, shape):
+    """2x2 / 2 pooling's backward (a kernel of its own): odd heights and
+    widths leave a last row and column no window covers, whose gradient is
+    0; ties, NaN and Inf go where PyTorch's indices point; any thread count."""
+    x = rng.integers(-2, 3, shape).astype(dtype)
+    x.flat[::7] = np.nan
+    x.flat[3::11] = np.inf
+    m = nn.MaxPool2d(2)
+    y = m(x)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    got = run_threads(lambda: fastcnn.grad.max_pool_grad_from_output(gy, x, y, 2))
+    assert all(np.array_equal(got[0], g) for g in got)
+    xt = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.max_pool2d(xt, 2).backward(torch.tensor(gy))
+    np.testing.assert_array_equal(got[0], xt.grad.numpy())
+
+
 BAD_BACKWARD_CALLS = [
     lambda: G.conv2d_input((1, 2, 5), np.ones((3, 2, 3, 3)), np.ones((1, 3, 3, 3))),
     lambda: G.conv2d_input((1, 4, 5, 5), np.ones((3, 2, 3, 3)), np.ones((1, 3, 3, 3))),

@@ -1127,11 +1127,25 @@ cdef void _max_pool_backward_disjoint(const floating* x, const floating* y,
     cdef floating v, gv
     cdef floating* dst
     cdef const floating* src
+    cdef bint pairs = kh == 2 and kw == 2 and sh == 2 and sw == 2
     with parallel(num_threads=num_threads):
         fp_enter()
         for p in prange(g.images, schedule='static'):
             dst = gx + p * h * w
             src = x + p * h * w
+            if pairs:
+                # every window's four cells written; rows and columns past
+                # the last window zeroed
+                for o1 in range(oh):
+                    _max_pool_2x2_rows(src + 2 * o1 * w, src + (2 * o1 + 1) * w,
+                                       y + (p * oh + o1) * ow, gy + (p * oh + o1) * ow,
+                                       dst + 2 * o1 * w, dst + (2 * o1 + 1) * w, ow)
+                    for j in range(2 * ow, w):
+                        dst[2 * o1 * w + j] = 0
+                        dst[(2 * o1 + 1) * w + j] = 0
+                for j in range(2 * oh * w, h * w):
+                    dst[j] = 0
+                continue
             for j in range(h * w):
                 dst[j] = 0
             for o1 in range(oh):
@@ -1150,6 +1164,30 @@ cdef void _max_pool_backward_disjoint(const floating* x, const floating* y,
                             best = _select(src[at] == v, at, best)
                     if best >= 0:
                         dst[best] = gv
+
+
+cdef inline void _max_pool_2x2_rows(const floating* r0, const floating* r1, const floating* y,
+                                    const floating* gy, floating* d0, floating* d1,
+                                    index_t ow) noexcept nogil:
+    """One output row of 2x2 / 2 max pooling's gradient: each window's four
+    cells (a b / c e) take gy where the window's first cell equal to the
+    output sits (the last NaN when the output is NaN), 0 elsewhere. Selects
+    only, so the compiler vectorises across the windows."""
+    cdef index_t j
+    cdef floating a, b, c, e, v, gv
+    cdef bint nan, ta, tb, tc, te
+    for j in range(ow):
+        v, gv = y[j], gy[j]
+        a, b, c, e = r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]
+        nan = v != v
+        ta = (a != a) & (b == b) & (c == c) & (e == e) if nan else a == v
+        tb = (b != b) & (c == c) & (e == e) if nan else (b == v) & (a != v)
+        tc = (c != c) & (e == e) if nan else (c == v) & (a != v) & (b != v)
+        te = (e != e) if nan else (e == v) & (a != v) & (b != v) & (c != v)
+        d0[2 * j] = gv if ta else 0
+        d0[2 * j + 1] = gv if tb else 0
+        d1[2 * j] = gv if tc else 0
+        d1[2 * j + 1] = gv if te else 0
 
 
 cdef inline index_t _first_tap_inside(const Geom* g, int axis, index_t o) noexcept nogil:
