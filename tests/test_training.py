@@ -704,6 +704,25 @@ def test_max_pool_2x2_backward_odd_sizes(dtype, shape):
     np.testing.assert_array_equal(got[0], xt.grad.numpy())
 
 
+@pytest.mark.parametrize("kw", [dict(kernel_size=3, stride=2, padding=1),
+                                dict(kernel_size=(2, 3), stride=1, padding=(0, 1)),
+                                dict(kernel_size=(1, 4), stride=(1, 3))])
+def test_max_pool_backward_long_rows(kw):
+    """Overlapping windows on rows of more than one block of outputs (the
+    search runs the windows inside the columns 64 at a time): ties, NaN and
+    the edge windows as PyTorch's indices say, at any thread count."""
+    x = rng.integers(0, 3, (2, 2, 5, 301)).astype(np.float32)
+    x[0, 1, 2, 100:103] = np.nan
+    x[1, 0, 4, 0] = x[1, 0, 4, 300] = np.nan
+    y = F.max_pool2d(x, **kw)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    got = run_threads(lambda: fastcnn.grad.max_pool_grad_from_output(gy, x, y, **kw))
+    assert all(np.array_equal(got[0], g) for g in got)
+    xt = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.max_pool2d(xt, **kw).backward(torch.tensor(gy))
+    np.testing.assert_array_equal(got[0], xt.grad.numpy())
+
+
 BAD_BACKWARD_CALLS = [
     lambda: G.conv2d_input((1, 2, 5), np.ones((3, 2, 3, 3)), np.ones((1, 3, 3, 3))),
     lambda: G.conv2d_input((1, 4, 5, 5), np.ones((3, 2, 3, 3)), np.ones((1, 3, 3, 3))),

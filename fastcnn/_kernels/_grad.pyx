@@ -34,6 +34,7 @@ from fastcnn._kernels._blas cimport gemm, blas_enter, blas_leave
 from fastcnn._kernels._transpose cimport transpose
 from fastcnn._kernels._winograd cimport wino_grad_tiles, wino_gt
 from fastcnn._kernels._block_gemm cimport block_vector
+from libc.limits cimport INT_MAX
 from fastcnn._kernels._activation cimport (
     ACT_RELU, ACT_RELU6, ACT_SILU, ACT_LEAKY_RELU, ACT_ELU, ACT_HARDTANH, ACT_SIGMOID,
     ACT_TANH, ACT_HARDSWISH, ACT_HARDSIGMOID, ACT_GELU, ACT_GELU_TANH, ACT_MISH,
@@ -1074,6 +1075,14 @@ cdef void _max_pool_backward_search(const floating* x, const floating* y, const 
     cdef index_t p, j, o, o0, o1, o2, best, lo0, hi0, lo1, hi1, lo2, hi2
     cdef floating* dst
     cdef const floating* src
+    # 2-D, undilated: the outputs c0 .. c1-1 of each row, whose windows lie
+    # inside the input's columns, by _max_pool_row_inside
+    cdef bint flat = (g.size[0] == 1 and g.kernel[0] == 1 and g.dilation[1] == 1
+                      and g.dilation[2] == 1)
+    cdef index_t c0 = min(g.out[2], _ceil_div(g.pad[2], g.stride[2]))
+    cdef index_t c1 = max(c0, min(g.out[2], (g.size[2] + g.pad[2] - g.kernel[2]) // g.stride[2]
+                                   + 1 if g.size[2] + g.pad[2] >= g.kernel[2] else 0))
+    flat = flat and c1 > c0 and plane <= INT_MAX         # positions as int: vectors twice as wide
     if _disjoint_windows(&g):
         _max_pool_backward_disjoint(x, y, gy, gx, g, num_threads)
         return
@@ -1091,7 +1100,14 @@ cdef void _max_pool_backward_search(const floating* x, const floating* y, const 
                 for o1 in range(g.out[1]):
                     lo1 = _first_tap_inside(&g, 1, o1)
                     hi1 = _end_tap_inside(&g, 1, o1, lo1)
-                    for o2 in range(g.out[2]):
+                    o2 = 0
+                    while o2 < g.out[2]:
+                        if o2 == c0 and flat:
+                            _max_pool_row_inside(src, y + o - c0, gy + o - c0, dst, &g, o1,
+                                                 lo1, hi1, c0, c1)
+                            o = o + c1 - c0
+                            o2 = c1
+                            continue
                         lo2 = _first_tap_inside(&g, 2, o2)
                         hi2 = _end_tap_inside(&g, 2, o2, lo2)
                         best = _window_max_at(src, y[o], &g, o0, o1, o2,
@@ -1099,6 +1115,7 @@ cdef void _max_pool_backward_search(const floating* x, const floating* y, const 
                         if best >= 0:
                             dst[best] += gy[o]
                         o = o + 1
+                        o2 = o2 + 1
 
 
 cdef bint _disjoint_windows(const Geom* g) noexcept nogil:
@@ -1188,6 +1205,46 @@ cdef inline void _max_pool_2x2_rows(const floating* r0, const floating* r1, cons
         d0[2 * j + 1] = gv if tb else 0
         d1[2 * j] = gv if tc else 0
         d1[2 * j + 1] = gv if te else 0
+
+
+cdef enum:
+    POOL_ROW_BLOCK = 64        # outputs a block of _max_pool_row_inside
+
+
+cdef void _max_pool_row_inside(const floating* src, const floating* y, const floating* gy,
+                               floating* dst, const Geom* g, index_t o1, index_t lo1,
+                               index_t hi1, index_t c0, index_t c1) noexcept nogil:
+    """_window_max_at for outputs c0 .. c1-1 of output row o1 (2-D,
+    undilated, every window inside the input's columns; y and gy point at
+    the row's first output), by blocks of outputs: the taps in reverse
+    row-major order, each compared across the block's outputs (a loop the
+    compiler vectorises), then each gradient added at its position; an
+    output that is NaN takes _window_max_at (its last NaN)."""
+    cdef int best[POOL_ROW_BLOCK]
+    cdef index_t w = g[0].size[2], sw = g[0].stride[2], kw = g[0].kernel[2]
+    cdef index_t b0, n, j, k1, k2, at
+    cdef const floating* taps
+    cdef const floating* yb
+    cdef floating v
+    b0 = c0
+    while b0 < c1:
+        n = min(<index_t>POOL_ROW_BLOCK, c1 - b0)
+        yb = y + b0
+        for j in range(n):
+            best[j] = -1
+        for k1 in range(hi1 - 1, lo1 - 1, -1):
+            for k2 in range(kw - 1, -1, -1):
+                at = (o1 * g[0].stride[1] - g[0].pad[1] + k1) * w + b0 * sw - g[0].pad[2] + k2
+                taps = src + at
+                for j in range(n):
+                    best[j] = <int>at + <int>(j * sw) if taps[j * sw] == yb[j] else best[j]
+        for j in range(n):
+            v = yb[j]
+            if v != v:
+                best[j] = <int>_window_max_at(src, v, g, 0, o1, b0 + j, 0, 1, lo1, hi1, 0, kw)
+            if best[j] >= 0:
+                dst[best[j]] += gy[b0 + j]
+        b0 = b0 + n
 
 
 cdef inline index_t _first_tap_inside(const Geom* g, int axis, index_t o) noexcept nogil:
