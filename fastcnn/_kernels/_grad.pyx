@@ -1144,7 +1144,11 @@ cdef void _max_pool_backward_disjoint(const floating* x, const floating* y,
     cdef floating v, gv
     cdef floating* dst
     cdef const floating* src
-    cdef bint pairs = kh == 2 and kw == 2 and sh == 2 and sw == 2
+    # 2x2 / 2 windows by rows (pool_grad.h), except with 16-lane vectors: the
+    # AVX-512 build of that loop measured 1.3-2x slower than the per-window
+    # one below at one thread (LeNet-5's pools; 2-4x faster at two threads
+    # and on the other targets), a difference not yet explained
+    cdef bint pairs = kh == 2 and kw == 2 and sh == 2 and sw == 2 and block_vector(4) < 16
     with parallel(num_threads=num_threads):
         fp_enter()
         for p in prange(g.images, schedule='static'):
@@ -1183,28 +1187,21 @@ cdef void _max_pool_backward_disjoint(const floating* x, const floating* y,
                         dst[best] = gv
 
 
+cdef extern from "pool_grad.h" nogil:
+    void fcnn_max_pool_2x2_row_f32(const float* r0, const float* r1, const float* y,
+                                   const float* gy, float* d0, float* d1, long ow)
+    void fcnn_max_pool_2x2_row_f64(const double* r0, const double* r1, const double* y,
+                                   const double* gy, double* d0, double* d1, long ow)
+
+
 cdef inline void _max_pool_2x2_rows(const floating* r0, const floating* r1, const floating* y,
                                     const floating* gy, floating* d0, floating* d1,
                                     index_t ow) noexcept nogil:
-    """One output row of 2x2 / 2 max pooling's gradient: each window's four
-    cells (a b / c e) take gy where the window's first cell equal to the
-    output sits (the last NaN when the output is NaN), 0 elsewhere. Selects
-    only, so the compiler vectorises across the windows."""
-    cdef index_t j
-    cdef floating a, b, c, e, v, gv
-    cdef bint nan, ta, tb, tc, te
-    for j in range(ow):
-        v, gv = y[j], gy[j]
-        a, b, c, e = r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]
-        nan = v != v
-        ta = (a != a) & (b == b) & (c == c) & (e == e) if nan else a == v
-        tb = (b != b) & (c == c) & (e == e) if nan else (b == v) & (a != v)
-        tc = (c != c) & (e == e) if nan else (c == v) & (a != v) & (b != v)
-        te = (e != e) if nan else (e == v) & (a != v) & (b != v) & (c != v)
-        d0[2 * j] = gv if ta else 0
-        d0[2 * j + 1] = gv if tb else 0
-        d1[2 * j] = gv if tc else 0
-        d1[2 * j + 1] = gv if te else 0
+    """One output row of 2x2 / 2 max pooling's gradient (pool_grad.h)."""
+    if floating is float:
+        fcnn_max_pool_2x2_row_f32(r0, r1, y, gy, d0, d1, ow)
+    else:
+        fcnn_max_pool_2x2_row_f64(r0, r1, y, gy, d0, d1, ow)
 
 
 cdef enum:
