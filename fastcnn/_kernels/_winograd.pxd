@@ -12,6 +12,20 @@ cdef inline index_t _div_up(index_t a, index_t b) noexcept nogil:
     return (a + b - 1) // b
 
 
+cdef inline void _gather_columns(const floating* row, index_t width, index_t first,
+                                 index_t tiles, floating* dst) noexcept nogil:
+    """dst[t] = row[first + 4 t] for t < tiles, zero where that is outside the row."""
+    cdef index_t t, lo, hi
+    lo = min(tiles, _div_up(-first, 4)) if first < 0 else 0
+    hi = max(lo, min(tiles, _div_up(width - first, 4)))
+    for t in range(lo):
+        dst[t] = 0
+    for t in range(lo, hi):
+        dst[t] = row[first + 4 * t]
+    for t in range(hi, tiles):
+        dst[t] = 0
+
+
 cdef inline void wino_bt(index_t a, const floating* s0, const floating* s1,
                           const floating* s2, const floating* s3, const floating* s4,
                           const floating* s5, floating* d, index_t ld_d,
@@ -81,13 +95,12 @@ cdef inline void wino_input(index_t a, index_t in_h, index_t in_w, index_t pad_h
     """
     cdef index_t nt = (th1 - th0) * tiles_w
     cdef index_t pw = tiles_w + 1           # phase length: tiles_w + 1 tile starts
-    cdef index_t r, q, k, tw, th, ih, lo, hi, base
+    cdef index_t r, q, k, th, ih
     cdef floating* p0 = phase
     cdef floating* p1 = phase + pw
     cdef floating* p2 = phase + 2 * pw
     cdef floating* p3 = phase + 3 * pw
     cdef floating* row
-    cdef floating* dst
     for th in range(th0, th1):
         for r in range(a):
             ih = 4 * th - pad_h + r
@@ -96,18 +109,8 @@ cdef inline void wino_input(index_t a, index_t in_h, index_t in_w, index_t pad_h
                 for k in range(a):
                     memset(row + k * ld, 0, tiles_w * sizeof(floating))
                 continue
-            for q in range(4):
-                # phase q holds column iw = 4 * tw + q - pad_w: valid for tw in [lo, hi)
-                dst = phase + q * pw
-                base = ih * in_w + q - pad_w
-                lo = min(pw, _div_up(pad_w - q, 4)) if pad_w > q else 0
-                hi = max(lo, min(pw, _div_up(in_w + pad_w - q, 4)))
-                for tw in range(lo):
-                    dst[tw] = 0
-                for tw in range(lo, hi):
-                    dst[tw] = xc[base + 4 * tw]
-                for tw in range(hi, pw):
-                    dst[tw] = 0
+            for q in range(4):          # phase q: columns 4 tw + q - pad_w
+                _gather_columns(xc + ih * in_w, in_w, q - pad_w, pw, phase + q * pw)
             # B^T along the row: tmp[r * a + k][t]
             wino_bt(a, p0, p1, p2, p3, p0 + 1, p1 + 1, row, ld, tiles_w)
     # then B^T down columns: V[kr * a + k][t]
@@ -154,20 +157,6 @@ cdef inline void wino_gt(const floating* s0, const floating* s1, const floating*
         d[t * step] = q * m0 - s * (m1 + m2) + f * (m3 + m4)
         d[ld_d + t * step] = s * (m2 - m1) + e * (m3 - m4)
         d[2 * ld_d + t * step] = s * (m3 + m4 - m1 - m2) + m5
-
-
-cdef inline void _gather_columns(const floating* row, index_t width, index_t first,
-                                 index_t tiles, floating* dst) noexcept nogil:
-    """dst[t] = row[first + 4 t] for t < tiles, zero where that is outside the row."""
-    cdef index_t t, lo, hi
-    lo = min(tiles, _div_up(-first, 4)) if first < 0 else 0
-    hi = max(lo, min(tiles, _div_up(width - first, 4)))
-    for t in range(lo):
-        dst[t] = 0
-    for t in range(lo, hi):
-        dst[t] = row[first + 4 * t]
-    for t in range(hi, tiles):
-        dst[t] = 0
 
 
 cdef inline void wino_grad_tiles(bint input, const floating* plane, index_t h, index_t w,
