@@ -33,12 +33,13 @@ _INT_MAX = 2**31 - 1                # mallopt takes an int
 
 state = "not applied"
 _libc = None                        # set once the thresholds are applied
+_mallinfo = None                    # glibc's mallinfo2 (or mallinfo), typed once
 _trim = TRIM_THRESHOLD
 
 
 def tune():
     """Apply the thresholds once (glibc only); returns what was done, as text."""
-    global state, _libc
+    global state, _libc, _mallinfo
     if os.environ.get("FASTCNN_MALLOC_TUNING", "1").strip() == "0":
         state = "left as is (FASTCNN_MALLOC_TUNING=0)"
     elif platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
@@ -54,6 +55,7 @@ def tune():
             ok = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and \
                 mallopt(_M_TRIM_THRESHOLD, _trim) == 1
             _libc = libc if ok else None
+            _mallinfo = _mallinfo_call(libc) if ok else None
             state = _describe() if ok else "left as is (mallopt refused)"
     return state
 
@@ -70,16 +72,16 @@ def _mallinfo_type(field):
     return type("mallinfo", (ctypes.Structure,), {"_fields_": [(n, field) for n in names]})
 
 
-def _heap_size():
-    """Bytes glibc's arenas hold from the system: mallinfo2's arena field
-    (mallinfo's, an int, before glibc 2.33)."""
-    call = getattr(_libc, "mallinfo2", None)
+def _mallinfo_call(libc):
+    """glibc's mallinfo2 (mallinfo, with int fields, before glibc 2.33), its
+    result type set: the arena field is the bytes its arenas hold."""
+    call = getattr(libc, "mallinfo2", None)
     if call is None:
-        call = _libc.mallinfo
+        call = libc.mallinfo
         call.restype = _mallinfo_type(ctypes.c_int)
     else:
         call.restype = _mallinfo_type(ctypes.c_size_t)
-    return call().arena
+    return call
 
 
 @contextlib.contextmanager
@@ -95,6 +97,6 @@ def held():
     try:
         yield
     finally:
-        _trim = max(_trim, min(_heap_size(), _INT_MAX))
+        _trim = max(_trim, min(_mallinfo().arena, _INT_MAX))
         _libc.mallopt(_M_TRIM_THRESHOLD, _trim)
         state = _describe()
