@@ -595,7 +595,9 @@ def _winograd_geom(x_shape, w_shape, padding, gy):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("chunk_tiles", [1, 7, fastcnn._kernels._grad.WINOGRAD_WEIGHT_CHUNK_TILES])
+# chunks of one tile row, of 7 tiles, of one 3x5-tile image (the first shape:
+# two parts, fewer than 3 threads), and the default
+@pytest.mark.parametrize("chunk_tiles", [1, 7, 15, fastcnn._kernels._grad.WINOGRAD_WEIGHT_CHUNK_TILES])
 @pytest.mark.parametrize("x_shape, cout, padding", [
     ((2, 9, 11, 17), 13, 1),          # odd channels, outputs not whole tiles, non-square
     ((1, 3, 5, 7), 2, 0),             # one image, one tile row, tiles cut on both axes
@@ -605,7 +607,8 @@ def test_winograd_weight_gradient_matches_definition(dtype, chunk_tiles, x_shape
                                                      padding):
     """The Winograd weight gradient (any chunking: one tile row, several
     images, all of them) against the definition, within a bound on the sum
-    of |products|; bit-identical at every thread count."""
+    of |products|; bit-identical at every thread count, whether the threads
+    take whole parts or share each chunk."""
     pads = (padding,) * 2 if isinstance(padding, int) else padding
     x = rng.standard_normal(x_shape)
     w_shape = (cout, x_shape[1], 3, 3)

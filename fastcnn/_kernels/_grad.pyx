@@ -467,13 +467,25 @@ def conv_weight(tuple geom, index_t groups, cnp.ndarray x, cnp.ndarray rows, cnp
 # output transform per filter at the end. The tiles go in chunks (whole
 # images, or tile rows of one image) fixed by the shape: a chunk's tiles are
 # transformed into V (36, channels, tiles) and W (36, cout, tiles), then
-# M[xi] (cout, channels) += W[xi] V[xi]^T for the 36 points xi, one GEMM each,
-# the chunks in order, so results do not depend on the thread count.
+# M[xi] (cout, channels) += W[xi] V[xi]^T for the 36 points xi, one GEMM each.
+#
+# The chunks fall into parts, runs of chunks fixed by the shape, each summed
+# into its own M in chunk order; the parts' Ms are added in part order. With
+# at least as many parts as threads, each thread takes whole parts: it
+# transforms and multiplies its own chunks, so V and W never cross cores
+# (sharing them, with the GEMMs split over the points, made the transforms
+# slower at 2 threads than at 1). With fewer parts than threads, the threads
+# share each chunk's transforms and GEMMs instead. Either way every M is the
+# same sum of the same GEMMs: results do not depend on the thread count.
 
 cdef enum:
     # Tiles a chunk: the GEMMs' depth (ResNet-18's 3x3 layers measured the
     # same from 256 to 512; 64 and 1024 up to 1.2x slower at 2 threads).
     WINO_WGRAD_CHUNK_TILES = 384
+    # Parts at most, and their Ms' elements at most (64 -> 64 at 56x56,
+    # batch 8, 2 threads: 2.6 ms with 8 parts, 5.2 ms sharing each chunk).
+    WINO_WGRAD_PARTS_MAX = 8
+    WINO_WGRAD_PARTS_ELEMENTS = 4 * 1024 * 1024
     WINO_WGRAD_MIN_CHANNELS = 8
     WINO_WGRAD_MIN_TILES = 16
     # With 16-lane vectors the GEMMs run twice as fast and the transforms do
@@ -516,96 +528,166 @@ cdef bint _wino_applies(Geom g) noexcept nogil:
 
 
 cdef struct WinoChunks:
-    index_t tiles_h, tiles_w, images_per, rows_per, per_image, count, max_tiles
+    index_t tiles_h, tiles_w, images_per, rows_per, per_image, count, max_tiles, parts
+    index_t m_size, vw_size, thread_size
 
 
-cdef WinoChunks _wino_chunks(Geom g, index_t chunk_tiles) noexcept nogil:
+cdef WinoChunks _wino_chunks(Geom g, index_t cout, index_t chunk_tiles) noexcept nogil:
     """Whole images a chunk while an image has at most chunk_tiles tiles,
-    else runs of tile rows within one image."""
+    else runs of tile rows within one image; as few chunks as that allows,
+    evened out. Then the parts, and the scratch sizes: one M, one V and W,
+    and one thread's transform rows (the gathered columns and half-done
+    rows of one image's tiles of a chunk, and the output transform's
+    (6, 3, channels) rows)."""
     cdef WinoChunks c
     cdef index_t image = 0
     c.tiles_h = _ceil_div(g.out[1], 4)
     c.tiles_w = _ceil_div(g.out[2], 4)
     image = c.tiles_h * c.tiles_w
     if image <= chunk_tiles:
-        c.images_per = min(g.images, max(1, chunk_tiles // image))
+        c.images_per = _ceil_div(g.images, _ceil_div(g.images, max(1, chunk_tiles // image)))
+        c.count = _ceil_div(g.images, c.images_per)
         c.rows_per = c.tiles_h
         c.per_image = 1
-        c.count = _ceil_div(g.images, c.images_per)
     else:
         c.images_per = 1
-        c.rows_per = max(1, chunk_tiles // c.tiles_w)
+        c.rows_per = _ceil_div(c.tiles_h, _ceil_div(c.tiles_h, max(1, chunk_tiles // c.tiles_w)))
         c.per_image = _ceil_div(c.tiles_h, c.rows_per)
         c.count = g.images * c.per_image
     c.max_tiles = c.images_per * c.rows_per * c.tiles_w
+    c.m_size = 36 * cout * g.channels
+    c.vw_size = 36 * (g.channels + cout) * c.max_tiles
+    c.thread_size = 42 * c.rows_per * c.tiles_w + 18 * g.channels
+    c.parts = max(1, min(c.count, WINO_WGRAD_PARTS_MAX, WINO_WGRAD_PARTS_ELEMENTS // c.m_size))
     return c
 
 
-cdef index_t _wino_thread_size(Geom g, WinoChunks c) noexcept nogil:
-    """Per thread: the transforms' gathered columns and half-done rows (one
-    image's tiles of a chunk), and the output transform's (6, 3, channels) rows."""
-    return 42 * c.rows_per * c.tiles_w + 18 * g.channels
+cdef inline bint _wino_by_parts(WinoChunks c, int num_threads) noexcept nogil:
+    return num_threads <= c.parts
 
 
 def winograd_weight_workspace(tuple geom, index_t cout, index_t chunk_tiles, int num_threads):
-    """Elements of scratch conv_weight_winograd needs."""
+    """Elements of scratch conv_weight_winograd needs: the parts' Ms, a V and
+    W per thread taking whole parts (else one), and the threads' rows."""
     cdef Geom g = _geom(geom)
-    cdef WinoChunks c = _wino_chunks(g, chunk_tiles)
-    return (36 * (g.channels + cout) * c.max_tiles + 36 * cout * g.channels
-            + num_threads * _wino_thread_size(g, c))
+    cdef WinoChunks c = _wino_chunks(g, cout, chunk_tiles)
+    cdef index_t copies = num_threads if _wino_by_parts(c, num_threads) else 1
+    return c.parts * c.m_size + copies * c.vw_size + num_threads * c.thread_size
+
+
+cdef inline void _wino_transform(bint input, const floating* planes, Geom g, WinoChunks c,
+                                 index_t channels, index_t chunk, index_t task,
+                                 floating* mine, floating* dst) noexcept nogil:
+    """Transform task (image i of the chunk, channel ch) of a chunk: of the
+    input (V) or of the output gradient (W); dst: V or W."""
+    cdef index_t i = task // channels, ch = task % channels
+    cdef index_t n0, r0, r1, seg, nt
+    if c.per_image == 1:
+        n0, r0, r1 = chunk * c.images_per, 0, c.tiles_h
+        nt = (min(g.images, n0 + c.images_per) - n0) * c.rows_per * c.tiles_w
+    else:
+        n0 = chunk // c.per_image
+        r0 = (chunk % c.per_image) * c.rows_per
+        r1 = min(c.tiles_h, r0 + c.rows_per)
+        nt = (r1 - r0) * c.tiles_w
+    seg = (r1 - r0) * c.tiles_w
+    if input:
+        wino_grad_tiles(True, planes + ((n0 + i) * channels + ch) * g.size[1] * g.size[2],
+                        g.size[1], g.size[2], g.pad[1], g.pad[2], r0, r1, c.tiles_w, mine,
+                        mine + 6 * seg, dst + ch * nt + i * seg, channels * nt)
+    else:
+        wino_grad_tiles(False, planes + ((n0 + i) * channels + ch) * g.out[1] * g.out[2],
+                        g.out[1], g.out[2], 0, 0, r0, r1, c.tiles_w, mine, mine + 6 * seg,
+                        dst + ch * nt + i * seg, channels * nt)
+
+
+cdef inline index_t _wino_chunk_images(Geom g, WinoChunks c, index_t chunk) noexcept nogil:
+    if c.per_image == 1:
+        return min(g.images, (chunk + 1) * c.images_per) - chunk * c.images_per
+    return 1
+
+
+cdef inline index_t _wino_chunk_tiles(Geom g, WinoChunks c, index_t chunk) noexcept nogil:
+    if c.per_image == 1:
+        return _wino_chunk_images(g, c, chunk) * c.tiles_h * c.tiles_w
+    return (min(c.tiles_h, (chunk % c.per_image + 1) * c.rows_per)
+            - chunk % c.per_image * c.rows_per) * c.tiles_w
+
+
+cdef inline void _wino_point_gemm(const floating* v, const floating* w, floating* m,
+                                  index_t cin, index_t cout, index_t nt, index_t xi,
+                                  bint first) noexcept nogil:
+    gemm(False, True, <int>cout, <int>cin, <int>nt, <floating>1, w + xi * cout * nt, <int>nt,
+         v + xi * cin * nt, <int>nt, <floating>(0 if first else 1), m + xi * cout * cin,
+         <int>cin)
 
 
 cdef void _conv_weight_winograd(const floating* x, const floating* gy, floating* gw,
                                 floating* work, Geom g, index_t cout, index_t chunk_tiles,
                                 int num_threads) noexcept nogil:
-    cdef WinoChunks c = _wino_chunks(g, chunk_tiles)
-    cdef index_t cin = g.channels, tw = c.tiles_w
-    cdef index_t in_plane = g.size[1] * g.size[2], out_plane = g.out[1] * g.out[2]
-    cdef floating* v = work
-    cdef floating* w = v + 36 * cin * c.max_tiles
-    cdef floating* m = w + 36 * cout * c.max_tiles
-    cdef floating* scratch = m + 36 * cout * cin
-    cdef index_t per_thread = _wino_thread_size(g, c)
-    cdef index_t chunk, n0, n1, r0, r1, nt, seg, task, i, ch, xi, o, k
+    cdef WinoChunks c = _wino_chunks(g, cout, chunk_tiles)
+    cdef index_t cin = g.channels, tasks, nt
+    cdef floating* m = work
+    cdef floating* vws = m + c.parts * c.m_size
+    cdef bint by_parts = _wino_by_parts(c, num_threads)
+    cdef floating* rows = vws + (num_threads if by_parts else 1) * c.vw_size
+    cdef index_t part, chunk, first, task, xi, j, p, o, i, k
     cdef floating* mine
-    for chunk in range(c.count):
-        if c.per_image == 1:
-            n0 = chunk * c.images_per
-            n1 = min(g.images, n0 + c.images_per)
-            r0, r1 = 0, c.tiles_h
-        else:
-            n0 = chunk // c.per_image
-            n1 = n0 + 1
-            r0 = (chunk % c.per_image) * c.rows_per
-            r1 = min(c.tiles_h, r0 + c.rows_per)
-        seg = (r1 - r0) * tw
-        nt = (n1 - n0) * seg
-        with parallel(num_threads=min(<index_t>num_threads, (cin + cout) * (n1 - n0))):
+    cdef floating* v
+    cdef floating* w
+    blas_enter()
+    if by_parts:
+        with parallel(num_threads=num_threads):
             fp_enter()
-            mine = scratch + threadid() * per_thread
-            for task in prange((cin + cout) * (n1 - n0), schedule='static'):
-                i = task // (cin + cout)
-                ch = task % (cin + cout)
-                if ch < cin:
-                    wino_grad_tiles(True, x + ((n0 + i) * cin + ch) * in_plane, g.size[1],
-                                    g.size[2], g.pad[1], g.pad[2], r0, r1, tw, mine,
-                                    mine + 6 * seg, v + ch * nt + i * seg, cin * nt)
-                else:
-                    wino_grad_tiles(False, gy + ((n0 + i) * cout + ch - cin) * out_plane,
-                                    g.out[1], g.out[2], 0, 0, r0, r1, tw, mine, mine + 6 * seg,
-                                    w + (ch - cin) * nt + i * seg, cout * nt)
-        blas_enter()
-        with parallel(num_threads=min(<index_t>num_threads, 36)):
-            fp_enter()
-            for xi in prange(36, schedule='static'):
-                gemm(False, True, <int>cout, <int>cin, <int>nt, <floating>1,
-                     w + xi * cout * nt, <int>nt, v + xi * cin * nt, <int>nt,
-                     <floating>(0 if chunk == 0 else 1), m + xi * cout * cin, <int>cin)
-        blas_leave()
+            mine = rows + threadid() * c.thread_size
+            v = vws + threadid() * c.vw_size
+            w = v + 36 * cin * c.max_tiles
+            for part in prange(c.parts, schedule='dynamic'):
+                first = part * c.count // c.parts
+                for chunk in range(first, (part + 1) * c.count // c.parts):
+                    tasks = _wino_chunk_images(g, c, chunk)
+                    nt = _wino_chunk_tiles(g, c, chunk)
+                    for task in range(tasks * cin):
+                        _wino_transform(True, x, g, c, cin, chunk, task, mine, v)
+                    for task in range(tasks * cout):
+                        _wino_transform(False, gy, g, c, cout, chunk, task, mine, w)
+                    for xi in range(36):
+                        _wino_point_gemm(v, w, m + part * c.m_size, cin, cout, nt, xi,
+                                         chunk == first)
+    else:
+        v = vws
+        w = v + 36 * cin * c.max_tiles
+        for part in range(c.parts):
+            first = part * c.count // c.parts
+            for chunk in range(first, (part + 1) * c.count // c.parts):
+                tasks = _wino_chunk_images(g, c, chunk) * (cin + cout)
+                nt = _wino_chunk_tiles(g, c, chunk)
+                with parallel(num_threads=min(<index_t>num_threads, tasks)):
+                    fp_enter()
+                    mine = rows + threadid() * c.thread_size
+                    for task in prange(tasks, schedule='static'):
+                        if task % (cin + cout) < cin:
+                            _wino_transform(True, x, g, c, cin, chunk,
+                                            task // (cin + cout) * cin + task % (cin + cout),
+                                            mine, v)
+                        else:
+                            _wino_transform(False, gy, g, c, cout, chunk,
+                                            task // (cin + cout) * cout
+                                            + task % (cin + cout) - cin, mine, w)
+                with parallel(num_threads=min(<index_t>num_threads, 36)):
+                    fp_enter()
+                    for xi in prange(36, schedule='static'):
+                        _wino_point_gemm(v, w, m + part * c.m_size, cin, cout, nt, xi,
+                                         chunk == first)
+    blas_leave()
+    if c.parts > 1:
+        for j in prange(c.m_size, num_threads=num_threads, schedule='static'):
+            for p in range(1, c.parts):
+                m[j] = m[j] + m[p * c.m_size + j]
     # gw[o][c] = G^T M[.][o][c] G: along the points' columns, then their rows
     with parallel(num_threads=min(<index_t>num_threads, cout)):
         fp_enter()
-        mine = scratch + threadid() * per_thread + 42 * c.rows_per * tw
+        mine = rows + threadid() * c.thread_size + 42 * c.rows_per * c.tiles_w
         for o in prange(cout, schedule='static'):
             for i in range(6):
                 wino_gt(m + (6 * i * cout + o) * cin, m + ((6 * i + 1) * cout + o) * cin,
