@@ -378,6 +378,8 @@ BLOCKED_CASES = [
     (2, 64, 3, (17, 19), (3, 3), 1, 1, 1, 1),         # an image's colours, several lane tiles
     (1, 6, 9, (12, 10), (4, 4), 2, 1, 1, 3),          # 3 per group, stride 2
     (1, 10, 15, (9, 9), (3, 3), 1, 1, 1, 1),          # 15: five 3-channel blocks
+    # weights larger than the padded images: blocked_oc's tasks block by block
+    (3, 64, 40, (3, 4), (3, 3), 1, 1, 1, 1),
 ]
 
 

@@ -59,6 +59,7 @@ cdef struct ConvPlan:
     # block of rows_per_task output rows); col_tile = pixels per kernel call,
     # n_col_tiles = calls per row, m_block = channels per block
     bint oc_tall                    # the kernel shape with more channels, fewer pixels
+    bint oc_block_major             # tasks taken channel block by block, not image by image
     index_t chunk_channels          # input channels per pass (their weights stay in L1)
     index_t row_blocks
     index_t oc_pack_offset          # unpacked: where a thread's packed channel block starts
