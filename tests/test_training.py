@@ -563,6 +563,43 @@ def _weight_grad_definition(x, gy, w_shape, stride, padding, groups):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, cout, kernel, stride, padding", [
+    ((64, 3, 32, 32), 6, (5, 5), (1, 1), (0, 0)),     # LeNet-5's first layer
+    ((2, 5, 9, 11), 7, (3, 3), (1, 1), (1, 1)),       # odd channels, padded
+    ((3, 2, 11, 13), 3, (3, 4), (2, 3), (1, 2)),      # strided: rows split by phase
+    ((1, 1, 4, 5), 16, (3, 3), (1, 1), (3, 4))])      # padding past the kernel's reach
+def test_direct_weight_gradient_matches_definition(dtype, x_shape, cout, kernel, stride,
+                                                    padding):
+    """The direct weight gradient (few output channels) on the operands
+    direct_layout lays out, at any stride: the definition's values,
+    bit-identical at every thread count."""
+    from fastcnn._functional.conv_grad import _Geometry, _direct_operands
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w_shape = (cout, x_shape[1]) + kernel
+    out = [(s + 2 * p - k) // st + 1 for s, p, k, st in zip(x_shape[2:], padding, kernel,
+                                                              stride)]
+    gy = rng.standard_normal((x_shape[0], cout, *out)).astype(dtype)
+    geom = _Geometry("test", x_shape, w_shape, stride, padding, 1, 1, gy).kernel_geom(
+        *x_shape[:2])
+
+    def run():
+        threads = fastcnn.get_num_threads()
+        xp, gp, plen = _direct_operands(x, gy, geom, threads)
+        gw = np.zeros(w_shape, dtype)
+        fastcnn._kernels._grad.conv_weight_direct(geom, xp, gp, gw, plen, threads)
+        return gw
+    got = run_threads(run)
+    assert all(np.array_equal(got[0], r) for r in got)
+    want = _weight_grad_definition(x.astype(np.float64), gy.astype(np.float64), w_shape,
+                                   stride, padding, 1)
+    tol = 1e-4 if dtype == np.float32 else 1e-11
+    np.testing.assert_allclose(got[0], want, rtol=tol, atol=tol * np.abs(want).max())
+    with pytest.raises(ValueError, match="direct_layout: operand shapes"):
+        xp, gp, plen = _direct_operands(x, gy, geom, 1)
+        fastcnn._kernels._grad.direct_layout(geom, x, gy, xp[:, :, :, 1:], gp, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("chunk_bytes, min_chunk", [(512 * 1024, 256), (1, 100)])
 def test_small_weight_gradient_in_runs_of_positions(monkeypatch, dtype, chunk_bytes,
                                                      min_chunk):

@@ -133,7 +133,7 @@ def conv_weight_grad(input, weight_size, grad_output, stride=1, padding=0, dilat
             and g.kernel[-1] <= _kernels._grad.WGRAD_KW_MAX
             and all(s == 1 for s in g.stride[-2:]) and _kernels._act.all_finite(x, threads)):
         # few output channels: an im2col GEMM would be all packing
-        xp, gp, plen = _direct_operands(x, gy, geom)
+        xp, gp, plen = _direct_operands(x, gy, geom, threads)
         _kernels._grad.conv_weight_direct(geom, xp, gp, gw, plen, threads)
         return gw
     if g.groups == 1 and _kernels._grad.winograd_weight_pays(geom, cout, x.itemsize):
@@ -175,29 +175,12 @@ def conv_weight_grad(input, weight_size, grad_output, stride=1, padding=0, dilat
     return gw
 
 
-def _direct_operands(x, gy, geom):
+def _direct_operands(x, gy, geom, threads):
     """The padded input (phase rows) and row-padded output gradient of
     conv_wgrad.h, from the kernel geometry; and the phase-row length."""
-    n, channels = geom[:2]
-    size, out, kernel = geom[2:5], geom[5:8], geom[8:11]
-    stride, pad, dil = geom[11:14], geom[14:17], geom[17:20]
-    align = _kernels._grad.WGRAD_PLANE_ALIGN
-    plen = out[2] + (kernel[2] - 1) * dil[2] // stride[2] + 1
-    width = plen * stride[2]
-    # sh spare rows, and enough more for whole vectors past the last output
-    rows = (out[1] - 1) * stride[1] + (kernel[1] - 1) * dil[1] + 1 + stride[1] \
-        + -(-align // width)
-    xp = np.zeros((n, channels, size[0], rows, width), x.dtype)
-    h, w = min(size[1], rows - pad[1]), min(size[2], width - pad[2])
-    xp[:, :, :, pad[1]:pad[1] + h, pad[2]:pad[2] + w] = \
-        x.reshape((n, channels) + tuple(size))[:, :, :, :h, :w]
-    xp = np.ascontiguousarray(xp.reshape(n, channels, size[0], rows, plen, stride[2])
-                              .swapaxes(-1, -2))
-    row = stride[1] * stride[2] * plen
-    plane = -(-out[1] * row // align) * align      # zeros up to whole vectors
-    gp = np.zeros((n, gy.shape[1], out[0], plane), gy.dtype)
-    gp[..., :out[1] * row].reshape(n, gy.shape[1], out[0], out[1], row)[..., :out[2]] = \
-        gy.reshape((n, gy.shape[1]) + tuple(out))
+    xp_shape, gp_shape, plen = _kernels._grad.direct_layout_shapes(geom, gy.shape[1])
+    xp, gp = np.empty(xp_shape, x.dtype), np.empty(gp_shape, gy.dtype)
+    _kernels._grad.direct_layout(geom, x, gy, xp, gp, threads)
     return xp, gp, plen
 
 

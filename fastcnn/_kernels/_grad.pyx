@@ -35,6 +35,7 @@ from fastcnn._kernels._transpose cimport transpose
 from fastcnn._kernels._winograd cimport wino_grad_tiles, wino_gt
 from fastcnn._kernels._block_gemm cimport block_vector
 from libc.limits cimport INT_MAX
+from libc.string cimport memcpy, memset
 from fastcnn._kernels._activation cimport (
     ACT_RELU, ACT_RELU6, ACT_SILU, ACT_LEAKY_RELU, ACT_ELU, ACT_HARDTANH, ACT_SIGMOID,
     ACT_TANH, ACT_HARDSWISH, ACT_HARDSIGMOID, ACT_GELU, ACT_GELU_TANH, ACT_MISH,
@@ -773,6 +774,95 @@ cdef void _conv_weight_direct(const floating* xp, const floating* gp, floating* 
                 fcnn_wgrad_f64(xp, gp, gw, g.images, g.channels, cout, c, co0,
                                r // g.kernel[1], r % g.kernel[1], a.size, a.out, a.kernel,
                                a.stride, a.pad, a.dil, plen, plane_len, out_len)
+
+
+cdef void _direct_layout(const floating* x, const floating* gy, floating* xp, floating* gp,
+                         Geom g, index_t cout, DirectSizes d, int num_threads) noexcept nogil:
+    cdef index_t sh = g.stride[1], sw = g.stride[2], width = d.width, plen = d.plen
+    cdef index_t rows = d.rows, out_plane = d.plane
+    cdef index_t planes = g.images * g.channels * g.size[0]
+    cdef index_t h = min(g.size[1], rows - g.pad[1]), w = min(g.size[2], width - g.pad[2])
+    cdef index_t row = sh * sw * plen, t, i, ph, q, col
+    cdef const floating* src
+    cdef floating* dst
+    with parallel(num_threads=max(1, min(<index_t>num_threads, planes))):
+        for t in prange(planes + g.images * cout * g.out[0], schedule='static'):
+            if t < planes:          # an input plane: padded, its rows split by phase
+                src = x + t * g.size[1] * g.size[2]
+                dst = xp + t * rows * width
+                memset(dst, 0, rows * width * sizeof(floating))
+                for i in range(h):
+                    if sw == 1:
+                        memcpy(dst + (g.pad[1] + i) * width + g.pad[2], src + i * g.size[2],
+                               w * sizeof(floating))
+                    else:
+                        for ph in range(sw):
+                            for q in range(plen):
+                                col = q * sw + ph - g.pad[2]
+                                if 0 <= col < w:
+                                    dst[(g.pad[1] + i) * width + ph * plen + q] = \
+                                        src[i * g.size[2] + col]
+            else:                   # an output gradient plane: rows R apart
+                src = gy + (t - planes) * g.out[1] * g.out[2]
+                dst = gp + (t - planes) * out_plane
+                memset(dst, 0, out_plane * sizeof(floating))
+                for i in range(g.out[1]):
+                    memcpy(dst + i * row, src + i * g.out[2], g.out[2] * sizeof(floating))
+
+
+cdef struct DirectSizes:
+    index_t plen, rows, width, plane
+
+
+cdef DirectSizes _direct_sizes(Geom g) noexcept nogil:
+    """conv_wgrad.h's layout: the phase-row length; the padded plane's rows
+    (sh spare rows, and enough more for whole vectors past the last output)
+    and row length; an output gradient plane's elements (zeros up to whole
+    vectors)."""
+    cdef DirectSizes d
+    d.plen = g.out[2] + (g.kernel[2] - 1) * g.dilation[2] // g.stride[2] + 1
+    d.width = d.plen * g.stride[2]
+    d.rows = ((g.out[1] - 1) * g.stride[1] + (g.kernel[1] - 1) * g.dilation[1] + 1
+              + g.stride[1] + _ceil_div(FCNN_WGRAD_PLANE_ALIGN, d.width))
+    d.plane = (_ceil_div(g.out[1] * g.stride[1] * d.width, FCNN_WGRAD_PLANE_ALIGN)
+               * FCNN_WGRAD_PLANE_ALIGN)
+    return d
+
+
+def direct_layout_shapes(tuple geom, index_t cout):
+    """The shapes of conv_weight_direct's operands xp and gp, and the
+    phase-row length plen (conv_wgrad.h)."""
+    cdef Geom g = _geom(geom)
+    cdef DirectSizes d = _direct_sizes(g)
+    return ((g.images, g.channels, g.size[0], d.rows, d.width),
+            (g.images, cout, g.out[0], d.plane), d.plen)
+
+
+def direct_layout(tuple geom, cnp.ndarray x, cnp.ndarray gy, cnp.ndarray xp, cnp.ndarray gp,
+                  int num_threads):
+    """Lay out conv_weight_direct's operands from x (images, channels, *size)
+    and gy (images, cout, *out): xp and gp of direct_layout_shapes, each
+    input plane zero-padded with its rows split by phase, each output row
+    stride_h * stride_w * plen elements apart. All C-contiguous, one dtype."""
+    cdef Geom g = _geom(geom)
+    cdef index_t cout = gy.shape[1]
+    cdef DirectSizes d = _direct_sizes(g)
+    if ((<object>xp).shape, (<object>gp).shape, d.plen) != direct_layout_shapes(geom, cout) or (
+            x.size != g.images * g.channels * g.size[0] * g.size[1] * g.size[2]
+            or gy.size != g.images * cout * g.out[0] * g.out[1] * g.out[2]):
+        raise ValueError("direct_layout: operand shapes do not match the geometry")
+    cdef void* a = cnp.PyArray_DATA(x)
+    cdef void* b = cnp.PyArray_DATA(gy)
+    cdef void* c = cnp.PyArray_DATA(xp)
+    cdef void* dp = cnp.PyArray_DATA(gp)
+    if _is_f32(x):
+        with nogil:
+            _direct_layout(<float*>a, <float*>b, <float*>c, <float*>dp, g, cout, d,
+                           num_threads)
+    else:
+        with nogil:
+            _direct_layout(<double*>a, <double*>b, <double*>c, <double*>dp, g, cout, d,
+                           num_threads)
 
 
 def conv_weight_direct(tuple geom, cnp.ndarray xp, cnp.ndarray gp, cnp.ndarray gw,
