@@ -734,14 +734,15 @@ cdef extern from "conv_wgrad.h" nogil:
     long FCNN_WGRAD_KW_MAX
     long FCNN_WGRAD_COUT_MAX
     long FCNN_WGRAD_PLANE_ALIGN
+    long FCNN_WGRAD_ROWS_MAX
     long fcnn_wgrad_tile(long kw)
     void fcnn_wgrad_f32(const float* xp, const float* gp, float* gw, long images,
-                        long channels, long cout, long c, long co0, long kd, long kh,
+                        long channels, long cout, long c, long co0, long r0, long nrows,
                         const long* size, const long* out, const long* kernel,
                         const long* stride, const long* pad, const long* dil, long plen,
                         long plane_len, long out_len)
     void fcnn_wgrad_f64(const double* xp, const double* gp, double* gw, long images,
-                        long channels, long cout, long c, long co0, long kd, long kh,
+                        long channels, long cout, long c, long co0, long r0, long nrows,
                         const long* size, const long* out, const long* kernel,
                         const long* stride, const long* pad, const long* dil, long plen,
                         long plane_len, long out_len)
@@ -757,23 +758,30 @@ cdef void _conv_weight_direct(const floating* xp, const floating* gp, floating* 
     cdef index_t tile = fcnn_wgrad_tile(g.kernel[2])
     cdef index_t co_tiles = (cout + tile - 1) // tile
     cdef index_t rows = g.kernel[0] * g.kernel[1]
-    cdef index_t tasks = g.channels * co_tiles * rows
-    cdef index_t task, c, co0, r
+    # Runs of kernel rows a task: all of them (one pass over the planes), in
+    # as few runs as give 8 tasks a thread (each gw element is one task's
+    # either way).
+    cdef index_t runs = max(_ceil_div(rows, FCNN_WGRAD_ROWS_MAX),
+                            min(rows, _ceil_div(8 * num_threads, g.channels * co_tiles)))
+    cdef index_t run = _ceil_div(rows, runs)
+    cdef index_t tasks, task, c, co0, r0
     cdef Axes a = _axes(g)
+    runs = _ceil_div(rows, run)
+    tasks = g.channels * co_tiles * runs
     with parallel(num_threads=max(1, min(<index_t>num_threads, tasks))):
         fp_enter()
         for task in prange(tasks, schedule='static'):
-            c = task // (co_tiles * rows)
-            co0 = (task // rows) % co_tiles * tile
-            r = task % rows
+            c = task // (co_tiles * runs)
+            co0 = (task // runs) % co_tiles * tile
+            r0 = task % runs * run
             if floating is float:
-                fcnn_wgrad_f32(xp, gp, gw, g.images, g.channels, cout, c, co0,
-                               r // g.kernel[1], r % g.kernel[1], a.size, a.out, a.kernel,
-                               a.stride, a.pad, a.dil, plen, plane_len, out_len)
+                fcnn_wgrad_f32(xp, gp, gw, g.images, g.channels, cout, c, co0, r0,
+                               min(run, rows - r0), a.size, a.out, a.kernel, a.stride, a.pad,
+                               a.dil, plen, plane_len, out_len)
             else:
-                fcnn_wgrad_f64(xp, gp, gw, g.images, g.channels, cout, c, co0,
-                               r // g.kernel[1], r % g.kernel[1], a.size, a.out, a.kernel,
-                               a.stride, a.pad, a.dil, plen, plane_len, out_len)
+                fcnn_wgrad_f64(xp, gp, gw, g.images, g.channels, cout, c, co0, r0,
+                               min(run, rows - r0), a.size, a.out, a.kernel, a.stride, a.pad,
+                               a.dil, plen, plane_len, out_len)
 
 
 cdef void _direct_layout(const floating* x, const floating* gy, floating* xp, floating* gp,

@@ -18,8 +18,9 @@
  *       cover it: no scalar tail).
  * Then output position q = oh * R + ow of tap (kh, kw) reads xp at a fixed
  * offset plus q, and a task (input channel, 2 or 4 output channels
- * (fcnn_wgrad_tile), kd, kh) runs vectors over q with one accumulator per
- * (output channel, kw) in registers (a loop compiled per channel count and
+ * (fcnn_wgrad_tile), a run of kernel rows (kd, kh)) runs vectors over q,
+ * row by row of the run, with one accumulator per (output channel, kw) in
+ * registers (a loop compiled per channel count and
  * kernel width, so they stay there), summing the lanes in a fixed order at
  * the end. The padded positions multiply zeros (the caller keeps non-finite inputs away). Each
  * gw element is computed by one task in one order: results do not depend
@@ -37,6 +38,7 @@
 #define FCNN_WGRAD_PLANE_ALIGN 16  /* elements: a multiple of every target's vector */
 
 #define FCNN_WGRAD_CO_MAX 4      /* output channels a task, at most */
+#define FCNN_WGRAD_ROWS_MAX 8    /* kernel rows (kd, kh) a task, at most */
 
 /* Output channels a task for kernel width kw: four where 32 vector registers
  * hold their 4 x kw accumulators, the gradient rows and an input vector
@@ -98,11 +100,15 @@ static inline void fcnn_wgrad_rows_##SUFFIX##_##NCO##_##KWC(                    
 FCNN_DEFINE_WGRAD_ROWS_ALL(f32, float)
 FCNN_DEFINE_WGRAD_ROWS_ALL(f64, double)
 
-/* plane_len: elements of one padded input plane in xp; out_len: of one
- * padded output plane in gp (od planes of oh rows of R). */
+/* Rows r0 .. r0 + nrows - 1 (r = kd * kernel_h + kh, nrows at most
+ * FCNN_WGRAD_ROWS_MAX) of input channel c and output channels co0 ... of gw:
+ * image by image, every row's taps read the image's planes while they sit
+ * in L1 (one pass over gp and xp for all rows). plane_len: elements of one
+ * padded input plane in xp; out_len: of one padded output plane in gp (od
+ * planes of oh rows of R). */
 #define FCNN_DEFINE_WGRAD(SUFFIX, T)                                                      \
 static void fcnn_wgrad_##SUFFIX(const T *xp, const T *gp, T *gw, long images, long channels, \
-                                long cout, long c, long co0, long kd, long kh,             \
+                                long cout, long c, long co0, long r0, long nrows,          \
                                 const long *in, const long *out, const long *kernel,       \
                                 const long *stride, const long *pad, const long *dil,      \
                                 long plen, long plane_len, long out_len)                  \
@@ -115,54 +121,61 @@ static void fcnn_wgrad_##SUFFIX(const T *xp, const T *gp, T *gw, long images, lo
     const long len = (out[1] * R + VL - 1) / VL * VL;                                      \
     const long tile = fcnn_wgrad_tile(KW);                                                 \
     const long nco = cout - co0 < tile ? cout - co0 : tile;                                \
-    long offset[FCNN_WGRAD_KW_MAX];                                                        \
-    for (long k = 0; k < KW; k++)                                                          \
-        offset[k] = (k * dw % sw) * plen + k * dw / sw + kh * dil[1] * sw * plen;          \
-    vec acc[FCNN_WGRAD_CO_MAX][FCNN_WGRAD_KW_MAX];                                         \
-    for (long t = 0; t < tile; t++)                                                        \
+    long offset[FCNN_WGRAD_ROWS_MAX][FCNN_WGRAD_KW_MAX], kds[FCNN_WGRAD_ROWS_MAX];         \
+    vec acc[FCNN_WGRAD_ROWS_MAX][FCNN_WGRAD_CO_MAX][FCNN_WGRAD_KW_MAX];                   \
+    for (long r = 0; r < nrows; r++) {                                                     \
+        const long kh = (r0 + r) % kernel[1];                                              \
+        kds[r] = (r0 + r) / kernel[1];                                                     \
         for (long k = 0; k < KW; k++)                                                      \
-            acc[t][k] = (vec){0};                                                          \
+            offset[r][k] = (k * dw % sw) * plen + k * dw / sw + kh * dil[1] * sw * plen;   \
+        for (long t = 0; t < tile; t++)                                                    \
+            for (long k = 0; k < KW; k++)                                                  \
+                acc[r][t][k] = (vec){0};                                                   \
+    }                                                                                      \
     for (long n = 0; n < images; n++)                                                      \
     for (long od = 0; od < out[0]; od++) {                                                 \
-        long id = od * stride[0] + kd * dil[0] - pad[0];                                   \
-        if (id < 0 || id >= in[0])                                                         \
-            continue;                                                                      \
-        const T *x0 = xp + (n * channels + c) * plane_len + id * rows_len;                 \
         const T *g[FCNN_WGRAD_CO_MAX];                                                     \
         /* a channel past cout reads the first one's rows again (never stored) */          \
         for (long t = 0; t < tile; t++)                                                    \
             g[t] = gp + ((n * cout + co0 + (t < nco ? t : 0)) * out[0] + od)               \
                         * (out_len / out[0]);                                              \
-        if (tile == 4) {                                                                   \
-            switch (KW) {                                                                  \
-            case 1: fcnn_wgrad_rows_##SUFFIX##_4_1(x0, g, offset, len, acc); break;        \
-            case 2: fcnn_wgrad_rows_##SUFFIX##_4_2(x0, g, offset, len, acc); break;        \
-            case 3: fcnn_wgrad_rows_##SUFFIX##_4_3(x0, g, offset, len, acc); break;        \
-            case 4: fcnn_wgrad_rows_##SUFFIX##_4_4(x0, g, offset, len, acc); break;        \
-            case 5: fcnn_wgrad_rows_##SUFFIX##_4_5(x0, g, offset, len, acc); break;        \
-            default: fcnn_wgrad_rows_##SUFFIX##_4_6(x0, g, offset, len, acc); break;       \
+        for (long r = 0; r < nrows; r++) {                                                 \
+            long id = od * stride[0] + kds[r] * dil[0] - pad[0];                           \
+            if (id < 0 || id >= in[0])                                                     \
+                continue;                                                                  \
+            const T *x0 = xp + (n * channels + c) * plane_len + id * rows_len;             \
+            if (tile == 4) {                                                               \
+                switch (KW) {                                                              \
+                case 1: fcnn_wgrad_rows_##SUFFIX##_4_1(x0, g, offset[r], len, acc[r]); break; \
+                case 2: fcnn_wgrad_rows_##SUFFIX##_4_2(x0, g, offset[r], len, acc[r]); break; \
+                case 3: fcnn_wgrad_rows_##SUFFIX##_4_3(x0, g, offset[r], len, acc[r]); break; \
+                case 4: fcnn_wgrad_rows_##SUFFIX##_4_4(x0, g, offset[r], len, acc[r]); break; \
+                case 5: fcnn_wgrad_rows_##SUFFIX##_4_5(x0, g, offset[r], len, acc[r]); break; \
+                default: fcnn_wgrad_rows_##SUFFIX##_4_6(x0, g, offset[r], len, acc[r]); break; \
+                }                                                                          \
+                continue;                                                                  \
             }                                                                              \
-            continue;                                                                      \
-        }                                                                                  \
-        switch (KW) {                                                                      \
-        case 1: fcnn_wgrad_rows_##SUFFIX##_2_1(x0, g, offset, len, acc); break;            \
-        case 2: fcnn_wgrad_rows_##SUFFIX##_2_2(x0, g, offset, len, acc); break;            \
-        case 3: fcnn_wgrad_rows_##SUFFIX##_2_3(x0, g, offset, len, acc); break;            \
-        case 4: fcnn_wgrad_rows_##SUFFIX##_2_4(x0, g, offset, len, acc); break;            \
-        case 5: fcnn_wgrad_rows_##SUFFIX##_2_5(x0, g, offset, len, acc); break;            \
-        case 6: fcnn_wgrad_rows_##SUFFIX##_2_6(x0, g, offset, len, acc); break;            \
-        case 7: fcnn_wgrad_rows_##SUFFIX##_2_7(x0, g, offset, len, acc); break;            \
-        default: fcnn_wgrad_rows_##SUFFIX##_2_8(x0, g, offset, len, acc); break;           \
+            switch (KW) {                                                                  \
+            case 1: fcnn_wgrad_rows_##SUFFIX##_2_1(x0, g, offset[r], len, acc[r]); break;  \
+            case 2: fcnn_wgrad_rows_##SUFFIX##_2_2(x0, g, offset[r], len, acc[r]); break;  \
+            case 3: fcnn_wgrad_rows_##SUFFIX##_2_3(x0, g, offset[r], len, acc[r]); break;  \
+            case 4: fcnn_wgrad_rows_##SUFFIX##_2_4(x0, g, offset[r], len, acc[r]); break;  \
+            case 5: fcnn_wgrad_rows_##SUFFIX##_2_5(x0, g, offset[r], len, acc[r]); break;  \
+            case 6: fcnn_wgrad_rows_##SUFFIX##_2_6(x0, g, offset[r], len, acc[r]); break;  \
+            case 7: fcnn_wgrad_rows_##SUFFIX##_2_7(x0, g, offset[r], len, acc[r]); break;  \
+            default: fcnn_wgrad_rows_##SUFFIX##_2_8(x0, g, offset[r], len, acc[r]); break; \
+            }                                                                              \
         }                                                                                  \
     }                                                                                      \
-    for (long t = 0; t < nco; t++)                                                         \
-        for (long k = 0; k < KW; k++) {                                                    \
-            T s = 0;                                                                       \
-            for (long l = 0; l < VL; l++)                                                  \
-                s += acc[t][k][l];                                                         \
-            gw[((((co0 + t) * channels + c) * kernel[0] + kd) * kernel[1] + kh) * KW + k]  \
-                = s;                                                                       \
-        }                                                                                  \
+    for (long r = 0; r < nrows; r++)                                                       \
+        for (long t = 0; t < nco; t++)                                                     \
+            for (long k = 0; k < KW; k++) {                                                \
+                T s = 0;                                                                   \
+                for (long l = 0; l < VL; l++)                                              \
+                    s += acc[r][t][k][l];                                                  \
+                gw[(((co0 + t) * channels + c) * kernel[0] * kernel[1] + r0 + r) * KW + k] \
+                    = s;                                                                   \
+            }                                                                              \
 }
 
 FCNN_DEFINE_WGRAD(f32, float)
