@@ -597,6 +597,9 @@ def test_direct_weight_gradient_matches_definition(dtype, x_shape, cout, kernel,
     with pytest.raises(ValueError, match="direct_layout: operand shapes"):
         xp, gp, plen = _direct_operands(x, gy, geom, 1)
         fastcnn._kernels._grad.direct_layout(geom, x, gy, xp[:, :, :, 1:], gp, 1)
+    with pytest.raises(ValueError, match="direct_layout: operands must be C-contiguous"):
+        xp, gp, plen = _direct_operands(x, gy, geom, 1)
+        fastcnn._kernels._grad.direct_layout(geom, x, gy.astype(np.float16), xp, gp, 1)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -859,6 +859,9 @@ def direct_layout(tuple geom, cnp.ndarray x, cnp.ndarray gy, cnp.ndarray xp, cnp
             x.size != g.images * g.channels * g.size[0] * g.size[1] * g.size[2]
             or gy.size != g.images * cout * g.out[0] * g.out[1] * g.out[2]):
         raise ValueError("direct_layout: operand shapes do not match the geometry")
+    if not all(a.flags.c_contiguous and a.dtype == x.dtype and a.dtype in (np.float32, np.float64)
+               for a in (x, gy, xp, gp)):
+        raise ValueError("direct_layout: operands must be C-contiguous and of one float dtype")
     cdef void* a = cnp.PyArray_DATA(x)
     cdef void* b = cnp.PyArray_DATA(gy)
     cdef void* c = cnp.PyArray_DATA(xp)
