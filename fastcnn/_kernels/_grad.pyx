@@ -576,32 +576,6 @@ def winograd_weight_workspace(tuple geom, index_t cout, index_t chunk_tiles, int
     return c.parts * c.m_size + copies * c.vw_size + num_threads * c.thread_size
 
 
-cdef inline void _wino_transform(bint input, const floating* planes, Geom g, WinoChunks c,
-                                 index_t channels, index_t chunk, index_t task,
-                                 floating* mine, floating* dst) noexcept nogil:
-    """Transform task (image i of the chunk, channel ch) of a chunk: of the
-    input (V) or of the output gradient (W); dst: V or W."""
-    cdef index_t i = task // channels, ch = task % channels
-    cdef index_t n0, r0, r1, seg, nt
-    if c.per_image == 1:
-        n0, r0, r1 = chunk * c.images_per, 0, c.tiles_h
-        nt = (min(g.images, n0 + c.images_per) - n0) * c.rows_per * c.tiles_w
-    else:
-        n0 = chunk // c.per_image
-        r0 = (chunk % c.per_image) * c.rows_per
-        r1 = min(c.tiles_h, r0 + c.rows_per)
-        nt = (r1 - r0) * c.tiles_w
-    seg = (r1 - r0) * c.tiles_w
-    if input:
-        wino_grad_tiles(True, planes + ((n0 + i) * channels + ch) * g.size[1] * g.size[2],
-                        g.size[1], g.size[2], g.pad[1], g.pad[2], r0, r1, c.tiles_w, mine,
-                        mine + 6 * seg, dst + ch * nt + i * seg, channels * nt)
-    else:
-        wino_grad_tiles(False, planes + ((n0 + i) * channels + ch) * g.out[1] * g.out[2],
-                        g.out[1], g.out[2], 0, 0, r0, r1, c.tiles_w, mine, mine + 6 * seg,
-                        dst + ch * nt + i * seg, channels * nt)
-
-
 cdef inline index_t _wino_chunk_images(Geom g, WinoChunks c, index_t chunk) noexcept nogil:
     if c.per_image == 1:
         return min(g.images, (chunk + 1) * c.images_per) - chunk * c.images_per
@@ -613,6 +587,30 @@ cdef inline index_t _wino_chunk_tiles(Geom g, WinoChunks c, index_t chunk) noexc
         return _wino_chunk_images(g, c, chunk) * c.tiles_h * c.tiles_w
     return (min(c.tiles_h, (chunk % c.per_image + 1) * c.rows_per)
             - chunk % c.per_image * c.rows_per) * c.tiles_w
+
+
+cdef inline void _wino_transform(bint input, const floating* planes, Geom g, WinoChunks c,
+                                 index_t channels, index_t chunk, index_t task,
+                                 floating* mine, floating* dst) noexcept nogil:
+    """Transform task (image i of the chunk, channel ch) of a chunk: of the
+    input (V) or of the output gradient (W); dst: V or W."""
+    cdef index_t i = task // channels, ch = task % channels
+    cdef index_t n0, r0, r1, seg, nt = _wino_chunk_tiles(g, c, chunk)
+    if c.per_image == 1:
+        n0, r0, r1 = chunk * c.images_per, 0, c.tiles_h
+    else:
+        n0 = chunk // c.per_image
+        r0 = (chunk % c.per_image) * c.rows_per
+        r1 = min(c.tiles_h, r0 + c.rows_per)
+    seg = (r1 - r0) * c.tiles_w
+    if input:
+        wino_grad_tiles(True, planes + ((n0 + i) * channels + ch) * g.size[1] * g.size[2],
+                        g.size[1], g.size[2], g.pad[1], g.pad[2], r0, r1, c.tiles_w, mine,
+                        mine + 6 * seg, dst + ch * nt + i * seg, channels * nt)
+    else:
+        wino_grad_tiles(False, planes + ((n0 + i) * channels + ch) * g.out[1] * g.out[2],
+                        g.out[1], g.out[2], 0, 0, r0, r1, c.tiles_w, mine, mine + 6 * seg,
+                        dst + ch * nt + i * seg, channels * nt)
 
 
 cdef inline void _wino_point_gemm(const floating* v, const floating* w, floating* m,
@@ -789,7 +787,8 @@ cdef void _direct_layout(const floating* x, const floating* gy, floating* xp, fl
     cdef index_t sh = g.stride[1], sw = g.stride[2], width = d.width, plen = d.plen
     cdef index_t rows = d.rows, out_plane = d.plane
     cdef index_t planes = g.images * g.channels * g.size[0]
-    cdef index_t h = min(g.size[1], rows - g.pad[1]), w = min(g.size[2], width - g.pad[2])
+    cdef index_t h = max(0, min(g.size[1], rows - g.pad[1]))
+    cdef index_t w = max(0, min(g.size[2], width - g.pad[2]))
     cdef index_t row = sh * sw * plen, t, i, ph, q, col
     cdef const floating* src
     cdef floating* dst
