@@ -1703,15 +1703,15 @@ cdef void _blocked_oc_task(const ConvGeom* g, const ConvPlan* plan, const floati
                                  activation)
 
 
-cdef inline index_t _oc_block_major(const ConvGeom* g, const ConvPlan* plan, index_t n0,
-                                    index_t n1, index_t i) noexcept nogil:
+cdef inline index_t _oc_task(const ConvGeom* g, const ConvPlan* plan, index_t n0, index_t n1,
+                             index_t i) noexcept nogil:
     """The i-th task of images n0 .. n1 - 1, image by image or (the plan's
     choice) channel block by channel block."""
-    cdef index_t per_block = (n1 - n0) * plan.row_blocks
-    cdef index_t block = i // per_block, n = n0 + i % per_block // plan.row_blocks
     if not plan.oc_block_major:
         return n0 * plan.n_tasks // g.batch + i
-    return (n * g.groups * plan.n_m_blocks + block) * plan.row_blocks + i % plan.row_blocks
+    cdef index_t per_block = (n1 - n0) * plan.row_blocks
+    cdef index_t n = n0 + i % per_block // plan.row_blocks
+    return (n * g.groups * plan.n_m_blocks + i // per_block) * plan.row_blocks + i % plan.row_blocks
 
 
 cdef void _blocked_oc_forward(const ConvGeom* g, const ConvPlan* plan, const floating* x,
@@ -1744,7 +1744,7 @@ cdef void _blocked_oc_forward(const ConvGeom* g, const ConvPlan* plan, const flo
                              workspace + task * plan.channel_stride)
             for task in prange((n1 - n0) * per_image, schedule='static'):
                 _blocked_oc_task(g, plan, workspace, n0, packed, toff, bias, y, res, acc,
-                                 activation, _oc_block_major(g, plan, n0, n1, task))
+                                 activation, _oc_task(g, plan, n0, n1, task))
         n0 = n1
 
 
