@@ -115,6 +115,6 @@ def linear_grad(input, weight, grad_output, want_input=True, want_weight=True, w
                                 0, threads)
     if want_bias:
         sums = np.empty(out_features, np.float64)
-        _kernels._grad.channel_sums(g2, None, sums, g2.shape[0], out_features, 1, threads)
+        _kernels._grad.channel_sums(g2, sums, g2.shape[0], out_features, 1, threads)
         gb = sums.astype(gy.dtype)
     return gx, gw, gb

@@ -192,7 +192,7 @@ def conv_bias_grad(grad_output):
         raise ValueError(f"conv_bias_grad: grad_output must be (N, C, ...), got shape {gy.shape}")
     n, c = gy.shape[:2]
     sums = np.empty(c, np.float64)
-    _kernels._grad.channel_sums(gy, None, sums, n, c, math.prod(gy.shape[2:]),
+    _kernels._grad.channel_sums(gy, sums, n, c, math.prod(gy.shape[2:]),
                                 _threads.get_num_threads())
     return sums.astype(gy.dtype)
 

@@ -42,6 +42,8 @@ from fastcnn._kernels._activation cimport (
     ACT_SOFTPLUS, ACT_EXPM1_SCALED)
 
 cdef extern from "reduce.h" nogil:
+    double fcnn_sum_f32(const float* x, long n)
+    double fcnn_sum_f64(const double* x, long n)
     void fcnn_shifted_sums_f32(const float* x, long n, double k, double* s)
     void fcnn_shifted_sums_f64(const double* x, long n, double k, double* s)
     void fcnn_grad_sums_f32(const float* x, const float* gy, long n, double mean, double* s)
@@ -51,6 +53,14 @@ cnp.import_array()
 
 cdef enum:
     CHUNK = 16384          # elements per element-wise task
+
+
+cdef inline double _sum(const floating* x, index_t n) noexcept nogil:
+    """sum(x) in double, vectorised (reduce.h)."""
+    if floating is float:
+        return fcnn_sum_f32(x, n)
+    else:
+        return fcnn_sum_f64(x, n)
 
 
 cdef inline void _sums(const floating* x, index_t n, double k, double* s) noexcept nogil:
@@ -1011,42 +1021,42 @@ def depthwise_weight(tuple geom, index_t multiplier, cnp.ndarray x, cnp.ndarray 
 
 # ---------------------------------------------------------------- channel sums
 
-cdef void _channel_sums(const floating* a, const floating* b, double* out, index_t outer,
-                        index_t channels, index_t inner, int num_threads) noexcept nogil:
-    """out[c] = sum over (outer, inner) of a (times b when b is not NULL)."""
-    cdef index_t c, o, i
+cdef void _channel_sums(const floating* a, double* out, index_t outer, index_t channels,
+                        index_t inner, int num_threads) noexcept nogil:
+    """out[c] = sum over (outer, inner) of a: a task per channel, each plane
+    summed in vector lanes (reduce.h), the planes in order. With inner 1 (a
+    linear layer's rows) the rows are added in order, vectors across the
+    channels: one task."""
+    cdef index_t c, o
     cdef double acc
-    cdef const floating* pa
-    cdef const floating* pb
+    if inner == 1:
+        for c in range(channels):
+            out[c] = 0
+        for o in range(outer):
+            for c in range(channels):
+                out[c] += a[o * channels + c]
+        return
     with parallel(num_threads=num_threads):
         fp_enter()
         for c in prange(channels, schedule='static'):
             acc = 0
             for o in range(outer):
-                pa = a + (o * channels + c) * inner
-                if b == NULL:
-                    for i in range(inner):
-                        acc = acc + pa[i]
-                else:
-                    pb = b + (o * channels + c) * inner
-                    for i in range(inner):
-                        acc = acc + <double>pa[i] * pb[i]
+                acc = acc + _sum(a + (o * channels + c) * inner, inner)
             out[c] = acc
 
 
-def channel_sums(cnp.ndarray a, object b, cnp.ndarray out, index_t outer, index_t channels,
+def channel_sums(cnp.ndarray a, cnp.ndarray out, index_t outer, index_t channels,
                  index_t inner, int num_threads):
-    """out (float64, channels) = per-channel sums of a (or of a * b) viewed as
-    (outer, channels, inner), C-contiguous."""
+    """out (float64, channels) = per-channel sums of a viewed as (outer,
+    channels, inner), C-contiguous."""
     cdef void* ap = cnp.PyArray_DATA(a)
-    cdef void* bp = _data(b)
     cdef double* op = <double*>cnp.PyArray_DATA(out)
     if _is_f32(a):
         with nogil:
-            _channel_sums(<float*>ap, <float*>bp, op, outer, channels, inner, num_threads)
+            _channel_sums(<float*>ap, op, outer, channels, inner, num_threads)
     else:
         with nogil:
-            _channel_sums(<double*>ap, <double*>bp, op, outer, channels, inner, num_threads)
+            _channel_sums(<double*>ap, op, outer, channels, inner, num_threads)
 
 
 # ---------------------------------------------------------------- normalizations

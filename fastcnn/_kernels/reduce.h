@@ -8,6 +8,25 @@
 #ifndef FASTCNN_REDUCE_H
 #define FASTCNN_REDUCE_H
 
+/* sum(x), in double (bias gradients). */
+static inline double fcnn_sum_f32(const float *x, long n)
+{
+    double s = 0.0;
+#pragma omp simd reduction(+:s)
+    for (long i = 0; i < n; i++)
+        s += (double)x[i];
+    return s;
+}
+
+static inline double fcnn_sum_f64(const double *x, long n)
+{
+    double s = 0.0;
+#pragma omp simd reduction(+:s)
+    for (long i = 0; i < n; i++)
+        s += x[i];
+    return s;
+}
+
 /* s[0] = sum(x - k), s[1] = sum((x - k)^2), in double. */
 static inline void fcnn_shifted_sums_f32(const float *x, long n, double k, double *s)
 {
