@@ -155,7 +155,7 @@ static void fcnn_wgrad_##SUFFIX(const T *xp, const T *gp, T *gw, long images, lo
             if (id < 0 || id >= in[0])                                                     \
                 continue;                                                                  \
             const T *x0 = xp + (n * channels + c) * plane_len + id * rows_len;             \
-            if (tile == 4) {                                                               \
+            if (nco > 2) {                                                                 \
                 switch (KW) {                                                              \
                 case 1: fcnn_wgrad_rows_##SUFFIX##_4_1(x0, g, offset[r], len, acc[r]); break; \
                 case 2: fcnn_wgrad_rows_##SUFFIX##_4_2(x0, g, offset[r], len, acc[r]); break; \
