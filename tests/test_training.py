@@ -729,7 +729,10 @@ def test_max_pool_backward_ties_and_nan_match_pytorch(kw):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(2, 3, 7, 9), (1, 2, 2, 2), (3, 1, 5, 33)])
+# rows of 4, 1, 16, 14 and 5 windows: whole 16-byte vectors of them, the last
+# ones alone, and both in one row (float32 and float64)
+@pytest.mark.parametrize("shape", [(2, 3, 7, 9), (1, 2, 2, 2), (3, 1, 5, 33), (2, 2, 6, 29),
+                                   (1, 2, 4, 11)])
 def test_max_pool_2x2_backward_odd_sizes(dtype, shape):
     """2x2 / 2 pooling's backward (a kernel of its own): odd heights and
     widths leave a last row and column no window covers, whose gradient is

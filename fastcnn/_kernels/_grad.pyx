@@ -1336,11 +1336,8 @@ cdef void _max_pool_backward_disjoint(const floating* x, const floating* y,
     cdef floating v, gv
     cdef floating* dst
     cdef const floating* src
-    # 2x2 / 2 windows by rows (pool_grad.h), except with 16-lane vectors: the
-    # AVX-512 build of that loop measured 1.3-2x slower than the per-window
-    # one below at one thread (LeNet-5's pools; 2-4x faster at two threads
-    # and on the other targets), a difference not yet explained
-    cdef bint pairs = kh == 2 and kw == 2 and sh == 2 and sw == 2 and block_vector(4) < 16
+    # 2x2 / 2 windows by rows of 16-byte vectors (pool_grad.h)
+    cdef bint pairs = kh == 2 and kw == 2 and sh == 2 and sw == 2
     with parallel(num_threads=num_threads):
         fp_enter()
         for p in prange(g.images, schedule='static'):
