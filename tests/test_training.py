@@ -573,7 +573,7 @@ def test_direct_weight_gradient_matches_definition(dtype, x_shape, cout, kernel,
     """The direct weight gradient (few output channels) on the operands
     direct_layout lays out, at any stride: the definition's values,
     bit-identical at every thread count."""
-    from fastcnn._functional.conv_grad import _Geometry, _direct_operands
+    from fastcnn._functional.conv_grad import _Geometry, _direct_workspace
     x = rng.standard_normal(x_shape).astype(dtype)
     w_shape = (cout, x_shape[1]) + kernel
     out = [(s + 2 * p - k) // st + 1 for s, p, k, st in zip(x_shape[2:], padding, kernel,
@@ -581,12 +581,11 @@ def test_direct_weight_gradient_matches_definition(dtype, x_shape, cout, kernel,
     gy = rng.standard_normal((x_shape[0], cout, *out)).astype(dtype)
     geom = _Geometry("test", x_shape, w_shape, stride, padding, 1, 1, gy).kernel_geom(
         *x_shape[:2])
+    direct = fastcnn._kernels._grad.conv_weight_direct
 
     def run():
-        threads = fastcnn.get_num_threads()
-        xp, gp, plen = _direct_operands(x, gy, geom, threads)
         gw = np.zeros(w_shape, dtype)
-        fastcnn._kernels._grad.conv_weight_direct(geom, xp, gp, gw, plen, threads)
+        direct(geom, x, gy, *_direct_workspace(geom, gw), gw, fastcnn.get_num_threads())
         return gw
     got = run_threads(run)
     assert all(np.array_equal(got[0], r) for r in got)
@@ -594,12 +593,14 @@ def test_direct_weight_gradient_matches_definition(dtype, x_shape, cout, kernel,
                                    stride, padding, 1)
     tol = 1e-4 if dtype == np.float32 else 1e-11
     np.testing.assert_allclose(got[0], want, rtol=tol, atol=tol * np.abs(want).max())
-    with pytest.raises(ValueError, match="direct_layout: operand shapes"):
-        xp, gp, plen = _direct_operands(x, gy, geom, 1)
-        fastcnn._kernels._grad.direct_layout(geom, x, gy, xp[:, :, :, 1:], gp, 1)
-    with pytest.raises(ValueError, match="direct_layout: operands must be C-contiguous"):
-        xp, gp, plen = _direct_operands(x, gy, geom, 1)
-        fastcnn._kernels._grad.direct_layout(geom, x, gy.astype(np.float16), xp, gp, 1)
+    gw = np.zeros(w_shape, dtype)
+    xp, gp, partial = _direct_workspace(geom, gw)
+    with pytest.raises(ValueError, match="conv_weight_direct: operand shapes"):
+        direct(geom, x, gy, xp[:, :, :, 1:], gp, partial, gw, 1)
+    with pytest.raises(ValueError, match="conv_weight_direct: operands must be C-contiguous"):
+        direct(geom, x, gy.astype(np.float16), xp, gp, partial, gw, 1)
+    with pytest.raises(ValueError, match="conv_weight_direct: gw or partial"):
+        direct(geom, x, gy, xp, gp, partial[:gw.size * min(x_shape[0], 8) - 1], gw, 1)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -133,8 +133,8 @@ def conv_weight_grad(input, weight_size, grad_output, stride=1, padding=0, dilat
             and g.kernel[-1] <= _kernels._grad.WGRAD_KW_MAX
             and all(s == 1 for s in g.stride[-2:]) and _kernels._act.all_finite(x, threads)):
         # few output channels: an im2col GEMM would be all packing
-        xp, gp, plen = _direct_operands(x, gy, geom, threads)
-        _kernels._grad.conv_weight_direct(geom, xp, gp, gw, plen, threads)
+        xp, gp, partial = _direct_workspace(geom, gw)
+        _kernels._grad.conv_weight_direct(geom, x, gy, xp, gp, partial, gw, threads)
         return gw
     if g.groups == 1 and _kernels._grad.winograd_weight_pays(geom, cout, x.itemsize):
         chunk = _kernels._grad.WINOGRAD_WEIGHT_CHUNK_TILES
@@ -175,13 +175,14 @@ def conv_weight_grad(input, weight_size, grad_output, stride=1, padding=0, dilat
     return gw
 
 
-def _direct_operands(x, gy, geom, threads):
-    """The padded input (phase rows) and row-padded output gradient of
-    conv_wgrad.h, from the kernel geometry; and the phase-row length."""
-    xp_shape, gp_shape, plen = _kernels._grad.direct_layout_shapes(geom, gy.shape[1])
-    xp, gp = np.empty(xp_shape, x.dtype), np.empty(gp_shape, gy.dtype)
-    _kernels._grad.direct_layout(geom, x, gy, xp, gp, threads)
-    return xp, gp, plen
+def _direct_workspace(geom, gw):
+    """conv_weight_direct's laid-out operands and partial sums for gw, from
+    the thread's scratch (fresh ones would page-fault on every call)."""
+    xp_shape, gp_shape, _ = _kernels._grad.direct_layout_shapes(geom, gw.shape[0])
+    xp = scratch.get(0, math.prod(xp_shape), gw.dtype).reshape(xp_shape)
+    gp = scratch.get(1, math.prod(gp_shape), gw.dtype).reshape(gp_shape)
+    partial = scratch.get(2, _kernels._grad.direct_parts(geom[0]) * gw.size, gw.dtype)
+    return xp, gp, partial
 
 
 def conv_bias_grad(grad_output):

@@ -53,6 +53,7 @@ cnp.import_array()
 
 cdef enum:
     CHUNK = 16384          # elements per element-wise task
+    WGRAD_DIRECT_PARTS = 8  # image runs of the direct weight gradient (at most)
 
 
 cdef inline double _sum(const floating* x, index_t n) noexcept nogil:
@@ -760,71 +761,136 @@ WGRAD_COUT_MAX = FCNN_WGRAD_COUT_MAX
 WGRAD_PLANE_ALIGN = FCNN_WGRAD_PLANE_ALIGN
 
 
-cdef void _conv_weight_direct(const floating* xp, const floating* gp, floating* gw, Geom g,
-                              index_t cout, index_t plen, index_t plane_len, index_t out_len,
-                              int num_threads) noexcept nogil:
+cdef inline index_t _direct_part_start(index_t images, index_t parts, index_t p) noexcept nogil:
+    return images * p // parts
+
+
+cdef inline void _wgrad_call(const floating* xp, const floating* gp, floating* gw, Geom g,
+                             index_t cout, index_t n0, index_t n1, index_t c, index_t co0,
+                             index_t r0, index_t nrows, const Axes* a, index_t plen,
+                             index_t plane_len, index_t out_len) noexcept nogil:
+    """One task of conv_wgrad.h on images n0 .. n1 - 1, into gw."""
+    if floating is float:
+        fcnn_wgrad_f32(xp + n0 * g.channels * plane_len, gp + n0 * cout * out_len, gw,
+                       n1 - n0, g.channels, cout, c, co0, r0, nrows, a.size, a.out, a.kernel,
+                       a.stride, a.pad, a.dil, plen, plane_len, out_len)
+    else:
+        fcnn_wgrad_f64(xp + n0 * g.channels * plane_len, gp + n0 * cout * out_len, gw,
+                       n1 - n0, g.channels, cout, c, co0, r0, nrows, a.size, a.out, a.kernel,
+                       a.stride, a.pad, a.dil, plen, plane_len, out_len)
+
+
+cdef void _conv_weight_direct(const floating* x, const floating* gy, floating* xp,
+                              floating* gp, floating* partial, floating* gw, Geom g,
+                              index_t cout, DirectSizes d, int num_threads) noexcept nogil:
+    """Lay out xp and gp and sum gw over the images in parts: runs of images
+    fixed by the batch (WGRAD_DIRECT_PARTS at most), each summed into its own
+    partial gw, the parts then added in order, so the result does not depend
+    on the thread count. With at least as many parts as threads, a thread
+    takes whole parts: it lays out its own images and reads them back from
+    its own cache (from the other core's, reads measured 3x slower). With
+    fewer, the layout and then the tasks (part, input channel, output-channel
+    tile, run of kernel rows) are shared out."""
     cdef index_t tile = fcnn_wgrad_tile(g.kernel[2])
     cdef index_t co_tiles = (cout + tile - 1) // tile
     cdef index_t rows = g.kernel[0] * g.kernel[1]
-    # Runs of kernel rows a task: all of them (one pass over the planes), in
-    # as few runs as give 8 tasks a thread (each gw element is one task's
-    # either way).
-    cdef index_t runs = max(_ceil_div(rows, FCNN_WGRAD_ROWS_MAX),
-                            min(rows, _ceil_div(8 * num_threads, g.channels * co_tiles)))
-    cdef index_t run = _ceil_div(rows, runs)
-    cdef index_t tasks, task, c, co0, r0
+    cdef index_t parts = min(g.images, <index_t>WGRAD_DIRECT_PARTS)
+    cdef index_t size = cout * g.channels * rows * g.kernel[2]
+    cdef index_t plane_len = d.rows * d.width * g.size[0], out_len = d.plane * g.out[0]
+    cdef index_t runs, run, tasks, task, part, c, co0, r0, n0, n1, i
     cdef Axes a = _axes(g)
-    runs = _ceil_div(rows, run)
-    tasks = g.channels * co_tiles * runs
-    with parallel(num_threads=max(1, min(<index_t>num_threads, tasks))):
-        fp_enter()
-        for task in prange(tasks, schedule='static'):
-            c = task // (co_tiles * runs)
-            co0 = (task // runs) % co_tiles * tile
-            r0 = task % runs * run
-            if floating is float:
-                fcnn_wgrad_f32(xp, gp, gw, g.images, g.channels, cout, c, co0, r0,
-                               min(run, rows - r0), a.size, a.out, a.kernel, a.stride, a.pad,
-                               a.dil, plen, plane_len, out_len)
-            else:
-                fcnn_wgrad_f64(xp, gp, gw, g.images, g.channels, cout, c, co0, r0,
-                               min(run, rows - r0), a.size, a.out, a.kernel, a.stride, a.pad,
-                               a.dil, plen, plane_len, out_len)
+    cdef floating s
+    if parts >= num_threads:
+        run = min(rows, <index_t>FCNN_WGRAD_ROWS_MAX)
+        runs = _ceil_div(rows, run)
+        with parallel(num_threads=num_threads):
+            fp_enter()
+            for part in prange(parts, schedule='static'):
+                n0 = _direct_part_start(g.images, parts, part)
+                n1 = _direct_part_start(g.images, parts, part + 1)
+                _direct_layout_planes(x, gy, xp, gp, g, cout, d, n0 * g.channels * g.size[0],
+                                      n1 * g.channels * g.size[0], n0 * cout * g.out[0],
+                                      n1 * cout * g.out[0])
+                for task in range(g.channels * co_tiles * runs):
+                    c = task // (co_tiles * runs)
+                    co0 = (task // runs) % co_tiles * tile
+                    r0 = task % runs * run
+                    _wgrad_call(xp, gp, partial + part * size, g, cout, n0, n1, c, co0, r0,
+                                min(run, rows - r0), &a, d.plen, plane_len, out_len)
+    else:
+        _direct_layout(x, gy, xp, gp, g, cout, d, num_threads)
+        # runs of kernel rows: as few as give 8 tasks a thread
+        runs = max(_ceil_div(rows, FCNN_WGRAD_ROWS_MAX),
+                   min(rows, _ceil_div(8 * num_threads, parts * g.channels * co_tiles)))
+        run = _ceil_div(rows, runs)
+        runs = _ceil_div(rows, run)
+        tasks = parts * g.channels * co_tiles * runs
+        with parallel(num_threads=max(1, min(<index_t>num_threads, tasks))):
+            fp_enter()
+            for task in prange(tasks, schedule='static'):
+                part = task // (g.channels * co_tiles * runs)
+                c = task // (co_tiles * runs) % g.channels
+                co0 = (task // runs) % co_tiles * tile
+                r0 = task % runs * run
+                _wgrad_call(xp, gp, partial + part * size, g, cout,
+                            _direct_part_start(g.images, parts, part),
+                            _direct_part_start(g.images, parts, part + 1), c, co0, r0,
+                            min(run, rows - r0), &a, d.plen, plane_len, out_len)
+    for i in range(size):
+        s = partial[i]
+        for part in range(1, parts):
+            s = s + partial[part * size + i]
+        gw[i] = s
 
 
 cdef void _direct_layout(const floating* x, const floating* gy, floating* xp, floating* gp,
                          Geom g, index_t cout, DirectSizes d, int num_threads) noexcept nogil:
+    """All of xp and gp, a task per plane of each."""
+    cdef index_t planes = g.images * g.channels * g.size[0]
+    cdef index_t outs = g.images * cout * g.out[0]
+    cdef index_t t
+    with parallel(num_threads=max(1, min(<index_t>num_threads, planes))):
+        for t in prange(planes + outs, schedule='static'):
+            if t < planes:
+                _direct_layout_planes(x, gy, xp, gp, g, cout, d, t, t + 1, 0, 0)
+            else:
+                _direct_layout_planes(x, gy, xp, gp, g, cout, d, 0, 0, t - planes,
+                                      t - planes + 1)
+
+
+cdef void _direct_layout_planes(const floating* x, const floating* gy, floating* xp,
+                                floating* gp, Geom g, index_t cout, DirectSizes d,
+                                index_t in0, index_t in1, index_t out0,
+                                index_t out1) noexcept nogil:
+    """Input planes in0 .. in1 - 1 into xp (zero-padded, rows split by phase)
+    and output gradient planes out0 .. out1 - 1 into gp (rows R apart)."""
     cdef index_t sh = g.stride[1], sw = g.stride[2], width = d.width, plen = d.plen
     cdef index_t rows = d.rows, out_plane = d.plane
-    cdef index_t planes = g.images * g.channels * g.size[0]
     cdef index_t h = max(0, min(g.size[1], rows - g.pad[1]))
     cdef index_t w = max(0, min(g.size[2], width - g.pad[2]))
     cdef index_t row = sh * sw * plen, t, i, ph, q, col
     cdef const floating* src
     cdef floating* dst
-    with parallel(num_threads=max(1, min(<index_t>num_threads, planes))):
-        for t in prange(planes + g.images * cout * g.out[0], schedule='static'):
-            if t < planes:          # an input plane: padded, its rows split by phase
-                src = x + t * g.size[1] * g.size[2]
-                dst = xp + t * rows * width
-                memset(dst, 0, rows * width * sizeof(floating))
-                for i in range(h):
-                    if sw == 1:
-                        memcpy(dst + (g.pad[1] + i) * width + g.pad[2], src + i * g.size[2],
-                               w * sizeof(floating))
-                    else:
-                        for ph in range(sw):
-                            for q in range(plen):
-                                col = q * sw + ph - g.pad[2]
-                                if 0 <= col < w:
-                                    dst[(g.pad[1] + i) * width + ph * plen + q] = \
-                                        src[i * g.size[2] + col]
-            else:                   # an output gradient plane: rows R apart
-                src = gy + (t - planes) * g.out[1] * g.out[2]
-                dst = gp + (t - planes) * out_plane
-                memset(dst, 0, out_plane * sizeof(floating))
-                for i in range(g.out[1]):
-                    memcpy(dst + i * row, src + i * g.out[2], g.out[2] * sizeof(floating))
+    for t in range(in0, in1):
+        src = x + t * g.size[1] * g.size[2]
+        dst = xp + t * rows * width
+        memset(dst, 0, rows * width * sizeof(floating))
+        for i in range(h):
+            if sw == 1:
+                memcpy(dst + (g.pad[1] + i) * width + g.pad[2], src + i * g.size[2],
+                       w * sizeof(floating))
+            else:
+                for ph in range(sw):
+                    for q in range(plen):
+                        col = q * sw + ph - g.pad[2]
+                        if 0 <= col < w:
+                            dst[(g.pad[1] + i) * width + ph * plen + q] = src[i * g.size[2] + col]
+    for t in range(out0, out1):
+        src = gy + t * g.out[1] * g.out[2]
+        dst = gp + t * out_plane
+        memset(dst, 0, out_plane * sizeof(floating))
+        for i in range(g.out[1]):
+            memcpy(dst + i * row, src + i * g.out[2], g.out[2] * sizeof(floating))
 
 
 cdef struct DirectSizes:
@@ -855,57 +921,58 @@ def direct_layout_shapes(tuple geom, index_t cout):
             (g.images, cout, g.out[0], d.plane), d.plen)
 
 
-def direct_layout(tuple geom, cnp.ndarray x, cnp.ndarray gy, cnp.ndarray xp, cnp.ndarray gp,
-                  int num_threads):
-    """Lay out conv_weight_direct's operands from x (images, channels, *size)
-    and gy (images, cout, *out): xp and gp of direct_layout_shapes, each
-    input plane zero-padded with its rows split by phase, each output row
-    stride_h * stride_w * plen elements apart. All C-contiguous, one dtype."""
+def _check_direct_operands(tuple geom, cnp.ndarray x, cnp.ndarray gy, cnp.ndarray xp,
+                           cnp.ndarray gp, str op):
     cdef Geom g = _geom(geom)
     cdef index_t cout = gy.shape[1]
     cdef DirectSizes d = _direct_sizes(g)
     if ((<object>xp).shape, (<object>gp).shape, d.plen) != direct_layout_shapes(geom, cout) or (
             x.size != g.images * g.channels * g.size[0] * g.size[1] * g.size[2]
             or gy.size != g.images * cout * g.out[0] * g.out[1] * g.out[2]):
-        raise ValueError("direct_layout: operand shapes do not match the geometry")
+        raise ValueError(f"{op}: operand shapes do not match the geometry")
     if not all(a.flags.c_contiguous and a.dtype == x.dtype and a.dtype in (np.float32, np.float64)
                for a in (x, gy, xp, gp)):
-        raise ValueError("direct_layout: operands must be C-contiguous and of one float dtype")
+        raise ValueError(f"{op}: operands must be C-contiguous and of one float dtype")
+
+
+def conv_weight_direct(tuple geom, cnp.ndarray x, cnp.ndarray gy, cnp.ndarray xp,
+                       cnp.ndarray gp, cnp.ndarray partial, cnp.ndarray gw, int num_threads):
+    """gw (cout, channels, *kernel) of an ungrouped convolution with at most
+    WGRAD_COUT_MAX output channels and kernel width at most WGRAD_KW_MAX,
+    from x (images, channels, *size) and gy (images, cout, *out): lays out
+    xp and gp (direct_layout_shapes; conv_wgrad.h) and sums in
+    direct_parts(images) parts, each into its slice of `partial` (gw.size
+    elements a part). All C-contiguous, one float dtype."""
+    cdef Geom g = _geom(geom)
+    cdef index_t cout = gw.shape[0]
+    cdef DirectSizes d = _direct_sizes(g)
+    _check_direct_operands(geom, x, gy, xp, gp, "conv_weight_direct")
+    if (gw.size != cout * g.channels * g.kernel[0] * g.kernel[1] * g.kernel[2]
+            or gy.shape[1] != cout or partial.size < direct_parts(g.images) * gw.size):
+        raise ValueError("conv_weight_direct: gw or partial does not match the geometry")
+    if not (partial.flags.c_contiguous and gw.flags.c_contiguous
+            and partial.dtype == gw.dtype == x.dtype):
+        raise ValueError("conv_weight_direct: gw and partial must be C-contiguous, of the "
+                         "operands' dtype")
     cdef void* a = cnp.PyArray_DATA(x)
     cdef void* b = cnp.PyArray_DATA(gy)
     cdef void* c = cnp.PyArray_DATA(xp)
     cdef void* dp = cnp.PyArray_DATA(gp)
+    cdef void* pp = cnp.PyArray_DATA(partial)
+    cdef void* wp = cnp.PyArray_DATA(gw)
     if _is_f32(x):
         with nogil:
-            _direct_layout(<float*>a, <float*>b, <float*>c, <float*>dp, g, cout, d,
-                           num_threads)
+            _conv_weight_direct(<float*>a, <float*>b, <float*>c, <float*>dp, <float*>pp,
+                                <float*>wp, g, cout, d, num_threads)
     else:
         with nogil:
-            _direct_layout(<double*>a, <double*>b, <double*>c, <double*>dp, g, cout, d,
-                           num_threads)
+            _conv_weight_direct(<double*>a, <double*>b, <double*>c, <double*>dp, <double*>pp,
+                                <double*>wp, g, cout, d, num_threads)
 
 
-def conv_weight_direct(tuple geom, cnp.ndarray xp, cnp.ndarray gp, cnp.ndarray gw,
-                       index_t plen, int num_threads):
-    """gw (cout, channels, *kernel) of an ungrouped convolution with at most
-    WGRAD_COUT_MAX output channels and kernel width at most WGRAD_KW_MAX,
-    from the padded, phase-split input xp and row-padded output gradient gp
-    that conv_wgrad.h describes (C-contiguous, one dtype)."""
-    cdef Geom g = _geom(geom)
-    cdef index_t cout = gw.shape[0]
-    cdef index_t plane_len = xp[0, 0].size
-    cdef index_t out_len = gp[0, 0].size
-    cdef void* xptr = cnp.PyArray_DATA(xp)
-    cdef void* gptr = cnp.PyArray_DATA(gp)
-    cdef void* wp = cnp.PyArray_DATA(gw)
-    if _is_f32(xp):
-        with nogil:
-            _conv_weight_direct(<float*>xptr, <float*>gptr, <float*>wp, g, cout, plen,
-                                plane_len, out_len, num_threads)
-    else:
-        with nogil:
-            _conv_weight_direct(<double*>xptr, <double*>gptr, <double*>wp, g, cout, plen,
-                                plane_len, out_len, num_threads)
+def direct_parts(index_t images):
+    """The parts conv_weight_direct sums a batch of `images` in."""
+    return max(1, min(images, <index_t>WGRAD_DIRECT_PARTS))
 
 
 cdef void _depthwise_input(const floating* gy, const floating* w, floating* gx, Geom g,
