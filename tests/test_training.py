@@ -567,7 +567,8 @@ def _weight_grad_definition(x, gy, w_shape, stride, padding, groups):
     ((64, 3, 32, 32), 6, (5, 5), (1, 1), (0, 0)),     # LeNet-5's first layer
     ((2, 5, 9, 11), 7, (3, 3), (1, 1), (1, 1)),       # odd channels, padded
     ((3, 2, 11, 13), 3, (3, 4), (2, 3), (1, 2)),      # strided: rows split by phase
-    ((1, 1, 4, 5), 16, (3, 3), (1, 1), (3, 4))])      # padding past the kernel's reach
+    ((1, 1, 4, 5), 16, (3, 3), (1, 1), (3, 4)),       # padding past the kernel's reach
+    ((2, 64, 9, 9), 16, (5, 5), (1, 1), (2, 2))])     # parts added by several threads
 def test_direct_weight_gradient_matches_definition(dtype, x_shape, cout, kernel, stride,
                                                     padding):
     """The direct weight gradient (few output channels) on the operands

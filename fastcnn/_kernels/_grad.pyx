@@ -836,7 +836,9 @@ cdef void _conv_weight_direct(const floating* x, const floating* gy, floating* x
                             _direct_part_start(g.images, parts, part),
                             _direct_part_start(g.images, parts, part + 1), c, co0, r0,
                             min(run, rows - r0), &a, d.plen, plane_len, out_len)
-    for i in range(size):
+    # the parts in order, element by element (threads only for large gradients)
+    for i in prange(size, num_threads=num_threads if size >= CHUNK else 1,
+                    schedule='static'):
         s = partial[i]
         for part in range(1, parts):
             s = s + partial[part * size + i]
