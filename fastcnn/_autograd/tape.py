@@ -19,6 +19,7 @@ import collections
 import numpy as np
 
 from fastcnn import _graph, _malloc
+from fastcnn._functional import activation_grad as _ag
 from fastcnn._autograd import rules as _rules
 from fastcnn._autograd.parameter import Parameter
 
@@ -269,4 +270,4 @@ def _accumulate(grads, target, g, wanted):
     if g.shape != target.shape:
         g = np.broadcast_to(g, target.shape) if g.ndim == 0 else g.reshape(target.shape)
     prev = grads.get(target.id)
-    grads[target.id] = g if prev is None else prev + g
+    grads[target.id] = g if prev is None else _ag.sum_grads(prev, g)

@@ -1,4 +1,5 @@
-"""Gradients of the activations, softmax / log_softmax and linear."""
+"""Gradients of the activations, softmax / log_softmax and linear, and the
+sum of two gradients of one tensor."""
 import math
 
 import numpy as np
@@ -8,7 +9,7 @@ from fastcnn import _threads
 from fastcnn._functional import activation as _act
 from fastcnn._validation import as_array, check_float, contiguous
 
-__all__ = ["activation_grad", "softmax_grad", "linear_grad", "ACTIVATIONS"]
+__all__ = ["activation_grad", "softmax_grad", "linear_grad", "sum_grads", "ACTIVATIONS"]
 
 # op -> (kernel code, what the derivative reads: "x" input, "y" output, "xy" both,
 # the parameters (alpha, beta, gamma) from the call's arguments)
@@ -118,3 +119,16 @@ def linear_grad(input, weight, grad_output, want_input=True, want_weight=True, w
         _kernels._grad.channel_sums(g2, sums, g2.shape[0], out_features, 1, threads)
         gb = sums.astype(gy.dtype)
     return gx, gw, gb
+
+
+def sum_grads(a, b):
+    """a + b, two gradients of one tensor (a residual's input gets one from
+    each branch): on every thread where both are C-contiguous float arrays of
+    one shape and dtype, else NumPy's (broadcasting) sum."""
+    if (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape
+            and a.dtype == b.dtype and a.dtype in (np.float32, np.float64)
+            and a.flags.c_contiguous and b.flags.c_contiguous):
+        out = np.empty(a.shape, a.dtype)
+        _kernels._act.add(a, b, out, _threads.get_num_threads())
+        return out
+    return a + b

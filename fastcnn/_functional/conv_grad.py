@@ -117,10 +117,10 @@ def conv_weight_grad(input, weight_size, grad_output, stride=1, padding=0, dilat
         raise TypeError(f"{op}: grad_output dtype {gy.dtype} does not match input dtype {x.dtype}")
     weight_size = tuple(int(s) for s in weight_size)
     g = _Geometry(op, x.shape, weight_size, stride, padding, dilation, groups, gy)
-    gw = np.zeros(weight_size, x.dtype)
     n, channels = g.input_shape[:2]
-    if n == 0 or gw.size == 0:
-        return gw
+    if n == 0 or math.prod(weight_size) == 0:
+        return np.zeros(weight_size, x.dtype)
+    gw = np.empty(weight_size, x.dtype)         # every path below writes all of it
     x, gy = contiguous(x), contiguous(gy)
     threads = _threads.get_num_threads()
     cout = weight_size[0]

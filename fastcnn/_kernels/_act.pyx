@@ -92,6 +92,39 @@ def same_buffer(cnp.ndarray a, cnp.ndarray b):
     return True
 
 
+cdef void _add(const floating* a, const floating* b, floating* y, index_t n,
+               int num_threads) noexcept nogil:
+    cdef index_t c, start, i, stop
+    cdef index_t chunks = _ceil_div(n, CHUNK)
+    with parallel(num_threads=max(1, min(num_threads, chunks))):
+        for c in prange(chunks, schedule='static'):
+            start = c * CHUNK
+            stop = min(start + CHUNK, n)
+            for i in range(start, stop):
+                y[i] = a[i] + b[i]
+
+
+def add(cnp.ndarray a, cnp.ndarray b, cnp.ndarray y, int num_threads):
+    """y = a + b for C-contiguous a, b, y of one float dtype and size (y may
+    be a or b), in threaded chunks: what numpy's single-threaded add would
+    leave to one core."""
+    cdef index_t n = y.size
+    if a.size != n or b.size != n or a.dtype != y.dtype or b.dtype != y.dtype:
+        raise ValueError(f"add: operands of {a.size}, {b.size} and {n} elements, dtypes "
+                         f"{a.dtype}, {b.dtype}, {y.dtype}: expected one size and dtype")
+    cdef void* ap = cnp.PyArray_DATA(a)
+    cdef void* bp = cnp.PyArray_DATA(b)
+    cdef void* yp = cnp.PyArray_DATA(y)
+    if y.dtype.num == cnp.NPY_FLOAT32:
+        with nogil:
+            _add(<float*>ap, <float*>bp, <float*>yp, n, num_threads)
+    elif y.dtype.num == cnp.NPY_FLOAT64:
+        with nogil:
+            _add(<double*>ap, <double*>bp, <double*>yp, n, num_threads)
+    else:
+        raise TypeError(f"add: expected float32 or float64, got {y.dtype}")
+
+
 # ---------------------------------------------------------------- PReLU
 
 cdef void _prelu(const floating* x, const floating* w, floating* y, index_t planes,
