@@ -152,7 +152,7 @@ def conv_weight_grad(input, weight_size, grad_output, stride=1, padding=0, dilat
     width = weight_size[1] * taps
     # the output gradient channel-major, (cout, images * positions): the GEMM's left operand
     rows = scratch.get(0, gy.size, x.dtype).reshape(cout, n, positions)
-    np.copyto(rows, gy.reshape(n, cout, positions).transpose(1, 0, 2))
+    _kernels._linear.channel_major(gy, rows, n, cout, positions, threads)
     # a chunk's columns stay in L2 where they are few enough
     chunk = max(_MIN_CHUNK, _CHUNK_BYTES // (channels * taps * x.itemsize))
     chunk = min(chunk, n * positions)

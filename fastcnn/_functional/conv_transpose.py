@@ -576,7 +576,7 @@ def _by_columns(x, w, y, groups, stride, padding, dilation):
     in_place = full == y.shape[2:]          # nothing cropped: scatter into y itself
     threads = _threads.get_num_threads()
     chunk = max(1, _COLUMNS_LIMIT // max(1, positions * channels * taps))
-    w = contiguous(w)
+    x, w = contiguous(x), contiguous(w)
     pad3 = (1,) * (3 - nd)
     size3, kernel3 = pad3 + tuple(spatial), pad3 + tuple(kernel)
     stride3, dilation3, full3 = pad3 + tuple(stride), pad3 + tuple(dilation), pad3 + full
@@ -585,7 +585,7 @@ def _by_columns(x, w, y, groups, stride, padding, dilation):
         m = xs.shape[0]
         # the input channel-major, (in, images * positions): the GEMMs' right operand
         xc = scratch.get(0, cin * m * positions, x.dtype).reshape(cin, m, positions)
-        np.copyto(xc, xs.reshape(m, cin, positions).transpose(1, 0, 2))
+        _kernels._linear.channel_major(xs, xc, m, cin, positions, threads)
         cols = scratch.get(1, channels * taps * m * positions, x.dtype)
         _kernels._linear.transposed_columns(w, xc.reshape(cin, m * positions), cols, groups,
                                             threads)

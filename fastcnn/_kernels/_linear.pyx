@@ -282,6 +282,39 @@ def col2im(cnp.ndarray cols, cnp.ndarray acc, index_t images, index_t taps, tupl
                     num_threads)
 
 
+# ------------------------------------------------------------ channel-major copy
+
+cdef void _channel_major(const floating* x, floating* y, index_t images, index_t channels,
+                         index_t inner, int num_threads) noexcept nogil:
+    cdef index_t task, img, c
+    with parallel(num_threads=num_threads):
+        for task in prange(images * channels, schedule='static'):
+            c = task // images
+            img = task - c * images
+            memcpy(y + task * inner, x + (img * channels + c) * inner, inner * sizeof(floating))
+
+
+def channel_major(cnp.ndarray x, cnp.ndarray y, index_t images, index_t channels,
+                  index_t inner, int num_threads):
+    """y (channels, images, inner) = x (images, channels, inner) with its two
+    leading axes swapped (a GEMM operand's rows), one row a task; both
+    C-contiguous, one float dtype."""
+    if (x.size < images * channels * inner or y.size < images * channels * inner
+            or x.dtype != y.dtype or not x.flags.c_contiguous or not y.flags.c_contiguous):
+        raise ValueError("channel_major: expected C-contiguous arrays of one dtype holding "
+                         f"{images} x {channels} x {inner} elements")
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* yp = cnp.PyArray_DATA(y)
+    if x.dtype.num == cnp.NPY_FLOAT32:
+        with nogil:
+            _channel_major(<float*>xp, <float*>yp, images, channels, inner, num_threads)
+    elif x.dtype.num == cnp.NPY_FLOAT64:
+        with nogil:
+            _channel_major(<double*>xp, <double*>yp, images, channels, inner, num_threads)
+    else:
+        raise TypeError(f"channel_major: expected float32 or float64, got {x.dtype}")
+
+
 # ------------------------------------------------------------ input windows
 
 cdef void _copy_window(const floating* x, floating* y, index_t planes, const index_t* size,
