@@ -845,3 +845,27 @@ def test_unsupported_op_backward_names_it():
     m(np.ones((1, 1, 5, 5), np.float32))
     with pytest.raises(NotImplementedError, match="local_response_norm"):
         m.backward(np.ones((1, 1, 3, 3), np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sum_grads_and_channel_major_copies(dtype):
+    """The backward's helpers on every thread: two gradients of one tensor
+    summed (NumPy's broadcasting sum where shapes differ), and the (images,
+    channels, inner) -> (channels, images, inner) copy; bad operands are
+    refused before the kernels run."""
+    from fastcnn import _kernels
+    from fastcnn._functional.activation_grad import sum_grads
+    a = rng.standard_normal((3, 5, 7, 40001)).astype(dtype)     # several chunks
+    b = rng.standard_normal(a.shape).astype(dtype)
+    got = run_threads(lambda: sum_grads(a, b))
+    assert all(np.array_equal(g, a + b) for g in got)
+    np.testing.assert_array_equal(sum_grads(a, b[:1]), a + b[:1])
+    rows = np.empty((5, 3, 7 * 40001), dtype)
+    for threads in (1, 2, 3):
+        rows[:] = 0
+        _kernels._linear.channel_major(a, rows, 3, 5, 7 * 40001, threads)
+        np.testing.assert_array_equal(rows, a.reshape(3, 5, -1).transpose(1, 0, 2))
+    with pytest.raises(ValueError, match="channel_major"):
+        _kernels._linear.channel_major(a, rows[:2], 3, 5, 7 * 40001, 1)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _kernels._act.add(a, b, np.empty(a.shape[::-1], dtype).T, 1)

@@ -112,6 +112,8 @@ def add(cnp.ndarray a, cnp.ndarray b, cnp.ndarray y, int num_threads):
     if a.size != n or b.size != n or a.dtype != y.dtype or b.dtype != y.dtype:
         raise ValueError(f"add: operands of {a.size}, {b.size} and {n} elements, dtypes "
                          f"{a.dtype}, {b.dtype}, {y.dtype}: expected one size and dtype")
+    if not (a.flags.c_contiguous and b.flags.c_contiguous and y.flags.c_contiguous):
+        raise ValueError("add: expected C-contiguous operands")
     cdef void* ap = cnp.PyArray_DATA(a)
     cdef void* bp = cnp.PyArray_DATA(b)
     cdef void* yp = cnp.PyArray_DATA(y)

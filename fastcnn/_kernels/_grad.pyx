@@ -1340,8 +1340,8 @@ cdef void _max_pool_backward_search(const floating* x, const floating* y, const 
     cdef floating* phases
     # the input's columns split by their index modulo the column stride (each
     # plane's, in the thread's buffer): a tap's column of every window in a
-    # row is then one contiguous run, compared in vectors (strided, the
-    # compiler's loop ran scalar: 6x slower at 3x3 / 2)
+    # row is then one contiguous run, compared in vectors (at a stride, the
+    # compiler's loop compared them one by one)
     cdef index_t sw = g.stride[2], phase_cols = _ceil_div(g.size[2], g.stride[2])
     cdef index_t r
     # 2-D, undilated: the outputs c0 .. c1-1 of each row, whose windows lie
