@@ -36,7 +36,6 @@ from fastcnn._kernels._winograd cimport wino_grad_tiles, wino_gt
 from fastcnn._kernels._block_gemm cimport block_vector
 from libc.limits cimport INT_MAX
 from libc.string cimport memcpy, memset
-from libc.stdlib cimport malloc, free
 from fastcnn._kernels._activation cimport (
     ACT_RELU, ACT_RELU6, ACT_SILU, ACT_LEAKY_RELU, ACT_ELU, ACT_HARDTANH, ACT_SIGMOID,
     ACT_TANH, ACT_HARDSWISH, ACT_HARDSIGMOID, ACT_GELU, ACT_GELU_TANH, ACT_MISH,
@@ -1337,13 +1336,6 @@ cdef void _max_pool_backward_search(const floating* x, const floating* y, const 
     cdef index_t p, j, o, o0, o1, o2, best, lo0, hi0, lo1, hi1, lo2, hi2
     cdef floating* dst
     cdef const floating* src
-    cdef floating* phases
-    # the input's columns split by their index modulo the column stride (each
-    # plane's, in the thread's buffer): a tap's column of every window in a
-    # row is then one contiguous run, compared in vectors (at a stride, the
-    # compiler's loop compared them one by one)
-    cdef index_t sw = g.stride[2], phase_cols = _ceil_div(g.size[2], g.stride[2])
-    cdef index_t r
     # 2-D, undilated: the outputs c0 .. c1-1 of each row, whose windows lie
     # inside the input's columns, by _max_pool_row_inside
     cdef bint flat = (g.size[0] == 1 and g.kernel[0] == 1 and g.dilation[1] == 1
@@ -1357,18 +1349,11 @@ cdef void _max_pool_backward_search(const floating* x, const floating* y, const 
         return
     with parallel(num_threads=num_threads):
         fp_enter()
-        phases = NULL
-        if flat and sw > 1:
-            phases = <floating*>malloc(g.size[1] * sw * phase_cols * sizeof(floating))
         for p in prange(g.images, schedule='static'):
             dst = gx + p * plane
             src = x + p * plane
             for j in range(plane):
                 dst[j] = 0
-            if phases != NULL:
-                for r in range(g.size[1]):
-                    _split_columns(src + r * g.size[2], phases + r * sw * phase_cols,
-                                   g.size[2], sw, phase_cols)
             o = p * positions
             for o0 in range(g.out[0]):
                 lo0 = _first_tap_inside(&g, 0, o0)
@@ -1379,8 +1364,8 @@ cdef void _max_pool_backward_search(const floating* x, const floating* y, const 
                     o2 = 0
                     while o2 < g.out[2]:
                         if o2 == c0 and flat:
-                            _max_pool_row_inside(src, phases, phase_cols, y + o - c0,
-                                                 gy + o - c0, dst, &g, o1, lo1, hi1, c0, c1)
+                            _max_pool_row_inside(src, y + o - c0, gy + o - c0, dst, &g, o1,
+                                                 lo1, hi1, c0, c1)
                             o = o + c1 - c0
                             o2 = c1
                             continue
@@ -1392,27 +1377,6 @@ cdef void _max_pool_backward_search(const floating* x, const floating* y, const 
                             dst[best] += gy[o]
                         o = o + 1
                         o2 = o2 + 1
-        free(phases)
-
-
-cdef inline void _split_columns(const floating* row, floating* phases, index_t w, index_t sw,
-                                index_t phase_cols) noexcept nogil:
-    """phases[ph * phase_cols + m] = row[m sw + ph]: the row's columns by
-    their index modulo sw (stride 2 apart, as a constant stride the compiler
-    vectorises with shuffles)."""
-    cdef index_t ph, m
-    cdef floating* even = phases
-    cdef floating* odd = phases + phase_cols
-    if sw == 2:
-        for m in range(w // 2):
-            even[m] = row[2 * m]
-            odd[m] = row[2 * m + 1]
-        if w % 2:
-            even[w // 2] = row[w - 1]
-        return
-    for ph in range(sw):
-        for m in range((w - ph + sw - 1) // sw):
-            phases[ph * phase_cols + m] = row[m * sw + ph]
 
 
 cdef bint _disjoint_windows(const Geom* g) noexcept nogil:
@@ -1502,19 +1466,21 @@ cdef enum:
     POOL_ROW_BLOCK = 64        # outputs a block of _max_pool_row_inside
 
 
-cdef void _max_pool_row_inside(const floating* src, const floating* phases,
-                               index_t phase_cols, const floating* y, const floating* gy,
+cdef void _max_pool_row_inside(const floating* src, const floating* y, const floating* gy,
                                floating* dst, const Geom* g, index_t o1, index_t lo1,
                                index_t hi1, index_t c0, index_t c1) noexcept nogil:
     """_window_max_at for outputs c0 .. c1-1 of output row o1 (2-D,
     undilated, every window inside the input's columns; y and gy point at
     the row's first output), by blocks of outputs: the taps in reverse
     row-major order, each compared across the block's outputs (a loop the
-    compiler vectorises), then each gradient added at its position; an
-    output that is NaN takes _window_max_at (its last NaN)."""
+    compiler vectorises, selecting the tap's offset in the window, one
+    constant per tap), then each gradient added at its window's start plus
+    that offset; an output that is NaN takes _window_max_at (its last NaN)."""
     cdef int best[POOL_ROW_BLOCK]
     cdef index_t w = g[0].size[2], sw = g[0].stride[2], kw = g[0].kernel[2]
-    cdef index_t b0, n, j, k1, k2, at, row, shift, ph
+    cdef index_t top = o1 * g[0].stride[1] - g[0].pad[1]
+    cdef index_t b0, n, j, k1, k2, row, start, at
+    cdef int offset
     cdef const floating* taps
     cdef const floating* yb
     cdef floating v
@@ -1525,33 +1491,33 @@ cdef void _max_pool_row_inside(const floating* src, const floating* phases,
         for j in range(n):
             best[j] = -1
         for k1 in range(hi1 - 1, lo1 - 1, -1):
+            row = top + k1
             for k2 in range(kw - 1, -1, -1):
-                row = o1 * g[0].stride[1] - g[0].pad[1] + k1
-                at = row * w + b0 * sw - g[0].pad[2] + k2
-                if phases != NULL:
-                    # column (b0 + j) sw + k2 - pad: phase ph = (k2 - pad) mod sw,
-                    # at b0 + j + shift there, (k2 - pad) = shift sw + ph
-                    ph = k2 - g[0].pad[2]
-                    shift = 0
-                    while ph < 0:
-                        ph = ph + sw
-                        shift = shift - 1
-                    while ph >= sw:
-                        ph = ph - sw
-                        shift = shift + 1
-                    taps = phases + (row * sw + ph) * phase_cols + b0 + shift
+                offset = <int>(k1 * w + k2)
+                taps = src + row * w + b0 * sw - g[0].pad[2] + k2
+                # a constant stride of 2 (most strided pooling) the compiler
+                # loads in vectors, shuffled; a stride known only at run time
+                # it reads one by one
+                if sw == 2:
                     for j in range(n):
-                        best[j] = <int>at + <int>(j * sw) if taps[j] == yb[j] else best[j]
+                        best[j] = offset if taps[2 * j] == yb[j] else best[j]
+                elif sw == 1:
+                    for j in range(n):
+                        best[j] = offset if taps[j] == yb[j] else best[j]
                 else:
-                    taps = src + at
                     for j in range(n):
-                        best[j] = <int>at + <int>(j * sw) if taps[j * sw] == yb[j] else best[j]
+                        best[j] = offset if taps[j * sw] == yb[j] else best[j]
+        # window j starts at row top, column (b0 + j) sw - pad
+        start = top * w + b0 * sw - g[0].pad[2]
         for j in range(n):
             v = yb[j]
             if v != v:
-                best[j] = <int>_window_max_at(src, v, g, 0, o1, b0 + j, 0, 1, lo1, hi1, 0, kw)
-            if best[j] >= 0:
-                dst[best[j]] += gy[b0 + j]
+                at = _window_max_at(src, v, g, 0, o1, b0 + j, 0, 1, lo1, hi1, 0, kw)
+                if at >= 0:
+                    dst[at] += gy[b0 + j]
+            elif best[j] >= 0:
+                dst[start + best[j]] += gy[b0 + j]
+            start = start + sw
         b0 = b0 + n
 
 
