@@ -759,10 +759,9 @@ def test_max_pool_2x2_backward_odd_sizes(dtype, shape):
                                 dict(kernel_size=(3, 4), stride=2, padding=(1, 2))])
 def test_max_pool_backward_long_rows(kw):
     """Overlapping windows on rows of more than one block of outputs (the
-    search runs the windows inside the columns 64 at a time, strided taps
-    read from the row split by column modulo the stride, padding wider than
-    the stride included): ties, NaN and the edge windows as PyTorch's
-    indices say, at any thread count."""
+    search runs the windows inside the columns 64 at a time; strides 1, 2
+    and 3 take three loops; padding wider than the stride included): ties,
+    NaN and the edge windows as PyTorch's indices say, at any thread count."""
     x = rng.integers(0, 3, (2, 2, 5, 301)).astype(np.float32)
     x[0, 1, 2, 100:103] = np.nan
     x[1, 0, 4, 0] = x[1, 0, 4, 300] = np.nan
