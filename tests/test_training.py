@@ -868,3 +868,11 @@ def test_sum_grads_and_channel_major_copies(dtype):
         _kernels._linear.channel_major(a, rows[:2], 3, 5, 7 * 40001, 1)
     with pytest.raises(ValueError, match="C-contiguous"):
         _kernels._act.add(a, b, np.empty(a.shape[::-1], dtype).T, 1)
+    # fastcnn.set_flush_denormal reaches the sum on every thread
+    tiny = np.full(a.shape, np.finfo(dtype).smallest_subnormal, dtype)
+    if fastcnn.set_flush_denormal(True):
+        try:
+            assert all(not g.any() for g in run_threads(lambda: sum_grads(tiny, tiny)))
+        finally:
+            fastcnn.set_flush_denormal(False)
+    assert all(g.all() for g in run_threads(lambda: sum_grads(tiny, tiny)))

@@ -96,7 +96,13 @@ cdef void _add(const floating* a, const floating* b, floating* y, index_t n,
                int num_threads) noexcept nogil:
     cdef index_t c, start, i, stop
     cdef index_t chunks = _ceil_div(n, CHUNK)
-    with parallel(num_threads=max(1, min(num_threads, chunks))):
+    if chunks <= 1 or num_threads <= 1:
+        fp_enter()              # in the calling thread, as _elementwise
+        for i in range(n):
+            y[i] = a[i] + b[i]
+        return
+    with parallel(num_threads=min(num_threads, chunks)):
+        fp_enter()
         for c in prange(chunks, schedule='static'):
             start = c * CHUNK
             stop = min(start + CHUNK, n)
