@@ -408,6 +408,7 @@ cdef void _conv_weight_parts(const floating* x, const floating* rows, floating* 
                 first = first + count
     blas_leave()
     with parallel(num_threads=num_threads):
+        fp_enter()
         for e in prange(size, schedule='static'):
             sum_ = partial[e]
             for k in range(1, parts):
@@ -691,9 +692,11 @@ cdef void _conv_weight_winograd(const floating* x, const floating* gy, floating*
                                          chunk == first)
     blas_leave()
     if c.parts > 1:
-        for j in prange(c.m_size, num_threads=num_threads, schedule='static'):
-            for p in range(1, c.parts):
-                m[j] = m[j] + m[p * c.m_size + j]
+        with parallel(num_threads=num_threads):
+            fp_enter()
+            for j in prange(c.m_size, schedule='static'):
+                for p in range(1, c.parts):
+                    m[j] = m[j] + m[p * c.m_size + j]
     # gw[o][c] = G^T M[.][o][c] G: along the points' columns, then their rows
     with parallel(num_threads=min(<index_t>num_threads, cout)):
         fp_enter()
@@ -837,12 +840,13 @@ cdef void _conv_weight_direct(const floating* x, const floating* gy, floating* x
                             _direct_part_start(g.images, parts, part + 1), c, co0, r0,
                             min(run, rows - r0), &a, d.plen, plane_len, out_len)
     # the parts in order, element by element (threads only for large gradients)
-    for i in prange(size, num_threads=num_threads if size >= CHUNK else 1,
-                    schedule='static'):
-        s = partial[i]
-        for part in range(1, parts):
-            s = s + partial[part * size + i]
-        gw[i] = s
+    with parallel(num_threads=num_threads if size >= CHUNK else 1):
+        fp_enter()
+        for i in prange(size, schedule='static'):
+            s = partial[i]
+            for part in range(1, parts):
+                s = s + partial[part * size + i]
+            gw[i] = s
 
 
 cdef void _direct_layout(const floating* x, const floating* gy, floating* xp, floating* gp,
