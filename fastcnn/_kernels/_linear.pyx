@@ -807,9 +807,11 @@ cdef void _phase_weights(const floating* w, floating* out, index_t groups, index
     reads, adjacent in w for the task's filters, stay in cache."""
     cdef index_t blocks = (cout_g + PW_FILTERS - 1) // PW_FILTERS
     cdef index_t task, grp, o0, o1, o, i, t, st, set_stride = groups * cout_g * cin_g * n_taps
+    cdef index_t last = n_taps - 1
     cdef const floating* src
     cdef floating* dst
     cdef const int64_t* tp
+    cdef bint flipped
     with parallel(num_threads=num_threads):
         for task in prange(groups * blocks, schedule='static'):
             grp = task // blocks
@@ -817,13 +819,25 @@ cdef void _phase_weights(const floating* w, floating* out, index_t groups, index
             o1 = min(cout_g, o0 + PW_FILTERS)
             for st in range(sets):
                 tp = taps + st * n_taps
+                # the whole kernel reversed (every stride-1 transposed
+                # convolution): a plain loop, without the index table's loads
+                flipped = n_taps == kernel
+                for t in range(n_taps):
+                    flipped = flipped and tp[t] == last - t
                 for o in range(o0, o1):
                     # a filter's kernels in order: one sequential run of out
                     dst = out + st * set_stride + (grp * cout_g + o) * cin_g * n_taps
                     src = w + (grp * cin_g * cout_g + o) * kernel
                     for i in range(cin_g):
-                        for t in range(n_taps):
-                            dst[t] = src[tp[t]] if tp[t] >= 0 else 0
+                        if flipped and n_taps == 9:     # 3x3: a known length, unrolled
+                            for t in range(9):
+                                dst[t] = src[8 - t]
+                        elif flipped:
+                            for t in range(n_taps):
+                                dst[t] = src[last - t]
+                        else:
+                            for t in range(n_taps):
+                                dst[t] = src[tp[t]] if tp[t] >= 0 else 0
                         dst = dst + n_taps
                         src = src + cout_g * kernel
 
