@@ -36,6 +36,7 @@ from fastcnn._kernels._winograd cimport wino_grad_tiles, wino_gt
 from fastcnn._kernels._block_gemm cimport block_vector
 from libc.limits cimport INT_MAX
 from libc.string cimport memcpy, memset
+from libc.stdlib cimport malloc, free
 from fastcnn._kernels._activation cimport (
     ACT_RELU, ACT_RELU6, ACT_SILU, ACT_LEAKY_RELU, ACT_ELU, ACT_HARDTANH, ACT_SIGMOID,
     ACT_TANH, ACT_HARDSWISH, ACT_HARDSIGMOID, ACT_GELU, ACT_GELU_TANH, ACT_MISH,
@@ -1329,6 +1330,10 @@ cdef void _max_pool_backward(const floating* gy, const long long* indices, float
                     dst[idx[j]] += src[j]
 
 
+cdef enum:
+    POOL_LOCAL_PLANE_BYTES = 256 * 1024    # a plane _max_pool_backward_search sums locally
+
+
 cdef void _max_pool_backward_search(const floating* x, const floating* y, const floating* gy,
                                     floating* gx, Geom g, int num_threads) noexcept nogil:
     """Each output's gradient added at its window's maximum, found again from
@@ -1339,6 +1344,7 @@ cdef void _max_pool_backward_search(const floating* x, const floating* y, const 
     cdef index_t plane = g.size[0] * g.size[1] * g.size[2]
     cdef index_t p, j, o, o0, o1, o2, best, lo0, hi0, lo1, hi1, lo2, hi2
     cdef floating* dst
+    cdef floating* local
     cdef const floating* src
     # 2-D, undilated: the outputs c0 .. c1-1 of each row, whose windows lie
     # inside the input's columns, by _max_pool_row_inside
@@ -1353,8 +1359,14 @@ cdef void _max_pool_backward_search(const floating* x, const floating* y, const 
         return
     with parallel(num_threads=num_threads):
         fp_enter()
+        # each thread sums its planes in one buffer of its own, warm in cache
+        # (zeroed and scattered into there, then copied out whole): zeroing
+        # and scattering into gx itself fetched each cold line of it first
+        # (ResNet's 3x3 / 2 pool, batch 8, 1 thread: 1.2x faster)
+        local = (<floating*>malloc(plane * sizeof(floating))
+                 if plane * sizeof(floating) <= POOL_LOCAL_PLANE_BYTES else NULL)
         for p in prange(g.images, schedule='static'):
-            dst = gx + p * plane
+            dst = local if local != NULL else gx + p * plane
             src = x + p * plane
             for j in range(plane):
                 dst[j] = 0
@@ -1381,6 +1393,9 @@ cdef void _max_pool_backward_search(const floating* x, const floating* y, const 
                             dst[best] += gy[o]
                         o = o + 1
                         o2 = o2 + 1
+            if local != NULL:
+                memcpy(gx + p * plane, local, plane * sizeof(floating))
+        free(local)
 
 
 cdef bint _disjoint_windows(const Geom* g) noexcept nogil:
