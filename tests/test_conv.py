@@ -500,21 +500,24 @@ def test_dispatcher_picks_fast_paths(dispatch):
     assert kernels.select(g((1, 64, 56, 56), (128, 64, 3, 3), 2, 1, 1, 1)) == "blocked_oc"
     assert kernels.select(g((1, 64, 56, 56), (128, 64, 1, 1), 2, 0, 1, 1)) == "im2col"
     # few tiles (32) of many filters: Winograd with prepacked weights, and
-    # unpacked only without fused multiply-adds
+    # unpacked only without fused multiply-adds or with 8-lane vectors (where
+    # the direct kernels run at half the 16-lane rate)
     fma = kernels.dispatch_facts()["fused_multiply_add"]
+    narrow = kernels.dispatch_facts()["winograd_narrow_vectors"]
     small = g((8, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1)
-    assert kernels.select(small) == ("blocked_oc" if fma else "winograd")
+    assert kernels.select(small) == ("blocked_oc" if fma and not narrow else "winograd")
     assert kernels.select(small, True) == "winograd"
     # unpacked, 48 tiles or more pay for transforming weights of 128-256
     # channels; with fused multiply-adds, few channels never pay (their GEMMs
-    # run poorly against the direct kernels); without, 32 tiles of 64
+    # run poorly against the direct kernels) but 64 do on 32 tiles with 8-lane
+    # vectors; without, 32 tiles of 64
     mid = g((8, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1, 1)
     assert kernels.select(mid) == "winograd"
     assert kernels.select(g((4, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1, 1)) == "winograd"
     assert kernels.select(g((1, 128, 28, 28), (128, 128, 3, 3), 1, 1, 1, 1)) == "winograd"
     wino64 = kernels.select(g((8, 64, 14, 14), (64, 64, 3, 3), 1, 1, 1, 1)) == "winograd"
     wino32 = kernels.select(g((4, 32, 28, 28), (32, 32, 3, 3), 1, 1, 1, 1)) == "winograd"
-    assert (wino64, wino32) == ((False, False) if fma else (True, True))
+    assert (wino64, wino32) == ((narrow, False) if fma else (True, True))
     assert kernels.select(g((4, 32, 28, 28), (32, 32, 3, 3), 1, 1, 1, 1), True) == "winograd"
     # 2x2 kernels (F(4x4, 2x2)): with channels enough for their transforms
     assert kernels.select(g((1, 64, 128, 128), (128, 64, 2, 2), 1, 0, 1, 1)) == "winograd"
@@ -527,9 +530,10 @@ def test_dispatcher_picks_fast_paths(dispatch):
         wino = kernels.select(g((8, 128, size + 1, size + 1), (64, 128, 2, 2), 1, 0, 1, 1), True)
         assert (wino == "winograd") == (tiles >= few), (size, wino)
     # one image of 128-256 outputs: blocked_oc packing in its tasks (a pass
-    # packing weights would not pay); fewer outputs: im2col
+    # packing weights would not pay; with 8-lane vectors, 16 tiles of 256
+    # channels pay for Winograd's); fewer outputs: im2col
     layer3 = g((1, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1, 1)
-    assert kernels.select(layer3) == "blocked_oc_unpacked"
+    assert kernels.select(layer3) == ("winograd" if narrow else "blocked_oc_unpacked")
     assert kernels.select(layer3, True) == "blocked_oc"
     late = g((1, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1)
     assert kernels.select(late) == "im2col"

@@ -120,6 +120,10 @@ cdef enum:
     WINO_PACK_TILES = 160
     WINO_FEW_TILES = 48
     WINO_FEW_TILES_FILTERS = 256 * 256
+    # With 8-lane vectors (AVX2), twice the channels need only this many tiles
+    # (3x3 layers of 128-512 channels at 16-48 tiles: 1.2-1.8x faster than
+    # blocked_oc, 1 and 2 threads; 8 tiles: 0.8-1.1x)
+    WINO_NARROW_FEW_TILES = 16
     # At most this many tiles in all (batch-1 late layers): transform them once
     # into a shared V and give each task a block of output channels, so the
     # transformed weights are read once rather than once per task.
@@ -195,6 +199,7 @@ def dispatch_facts():
             "blocked_oc_min_channels": FCNN_OC_WIDE_V * FCNN_OC_VL_F32,
             "fused_multiply_add": bool(FCNN_HAS_FMA),
             "splatted_weights": block_splat(4) > 1,
+            "winograd_narrow_vectors": bool(FCNN_HAS_FMA) and block_vector(4) < 16,
             "winograd_2x2_min_image_tiles": _wino2_min_image_tiles()}
 
 
@@ -266,12 +271,19 @@ cdef bint _winograd_pays_unpacked(const ConvGeom* g, index_t tiles) noexcept nog
     amortise: WINO_PACK_TILES of them, or WINO_FEW_TILES while the
     transformed weights stay small (WINO_FEW_TILES_FILTERS filters). Without
     fused multiply-adds the direct kernels are slow enough that WINO_MIN_TILES
-    pay, and WINO_PACK_TILES on any channels."""
+    pay, and WINO_PACK_TILES on any channels; with 8-lane vectors, see
+    WINO_NARROW_FEW_TILES."""
     cdef index_t channels = min(g.in_channels, g.out_channels)
     if not FCNN_HAS_FMA:
         return tiles >= (WINO_MIN_TILES if channels >= WINO_MIN_CHANNELS else WINO_PACK_TILES)
     if channels < WINO_MIN_CHANNELS:
         return False
+    if block_vector(4) < 16:
+        # 8-lane vectors: the direct kernels take twice the time per multiply
+        # that 16 lanes take, while the transforms and the packing stream
+        # memory at the same rate, so Winograd pays on far fewer tiles
+        return tiles >= (WINO_NARROW_FEW_TILES if channels >= 2 * WINO_MIN_CHANNELS
+                         else WINO_MIN_TILES)
     if tiles >= WINO_PACK_TILES:
         return True
     return (channels >= 2 * WINO_MIN_CHANNELS and tiles >= WINO_FEW_TILES
