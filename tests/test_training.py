@@ -774,6 +774,22 @@ def test_max_pool_backward_long_rows(kw):
     np.testing.assert_array_equal(got[0], xt.grad.numpy())
 
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool_backward_planes_beyond_the_local_buffer(dtype):
+    """A thread sums each plane in a buffer of its own up to 256 KiB and into
+    the gradient itself beyond (a 200 x 200 plane: 160 KiB in float32, 320
+    KiB in float64): both as PyTorch's indices say, at any thread count."""
+    x = rng.integers(0, 4, (3, 2, 200, 200)).astype(dtype)
+    x[1, 1, 50, 60:63] = np.nan
+    y = F.max_pool2d(x, 3, 2, 1)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    got = run_threads(lambda: fastcnn.grad.max_pool_grad_from_output(gy, x, y, 3, 2, 1))
+    assert all(np.array_equal(got[0], g) for g in got)
+    xt = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.max_pool2d(xt, 3, 2, 1).backward(torch.tensor(gy))
+    np.testing.assert_array_equal(got[0], xt.grad.numpy())
+
 BAD_BACKWARD_CALLS = [
     lambda: G.conv2d_input((1, 2, 5), np.ones((3, 2, 3, 3)), np.ones((1, 3, 3, 3))),
     lambda: G.conv2d_input((1, 4, 5, 5), np.ones((3, 2, 3, 3)), np.ones((1, 3, 3, 3))),
