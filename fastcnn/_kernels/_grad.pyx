@@ -360,6 +360,21 @@ cdef void _conv_weight(const floating* x, const floating* rows, floating* gw, fl
                       gw + grp * cout_g * width, width)
 
 
+cdef void _sum_parts(const floating* partial, index_t size, index_t parts, floating* gw,
+                     int num_threads) noexcept nogil:
+    """gw = the `parts` runs of `size` partial sums added in order, element by
+    element (an order the shapes fix: the same bits on any thread count)."""
+    cdef index_t e, k
+    cdef floating total
+    with parallel(num_threads=num_threads):
+        fp_enter()
+        for e in prange(size, schedule='static'):
+            total = partial[e]
+            for k in range(1, parts):
+                total = total + partial[k * size + e]
+            gw[e] = total
+
+
 cdef void _conv_weight_parts(const floating* x, const floating* rows, floating* gw,
                              floating* partial, floating* cols, Geom g, index_t groups,
                              index_t cout, index_t chunk, index_t parts,
@@ -377,10 +392,9 @@ cdef void _conv_weight_parts(const floating* x, const floating* rows, floating* 
     cdef index_t cin_g = g.channels // groups, cout_g = cout // groups
     cdef index_t width = cin_g * taps, size = cout * width
     cdef index_t per_part = (total + parts - 1) // parts
-    cdef index_t part, first, last, count, grp, task, e, k
+    cdef index_t part, first, last, count, grp, task, e
     cdef floating* mine
     cdef floating* acc
-    cdef floating sum_
     cdef Axes a = _axes(g)
     blas_enter()
     with parallel(num_threads=max(1, min(<index_t>num_threads, parts))):
@@ -408,13 +422,7 @@ cdef void _conv_weight_parts(const floating* x, const floating* rows, floating* 
                          acc + grp * cout_g * width, <int>width)
                 first = first + count
     blas_leave()
-    with parallel(num_threads=num_threads):
-        fp_enter()
-        for e in prange(size, schedule='static'):
-            sum_ = partial[e]
-            for k in range(1, parts):
-                sum_ = sum_ + partial[k * size + e]
-            gw[e] = sum_
+    _sum_parts(partial, size, parts, gw, num_threads)
 
 
 def conv_weight_parts(tuple geom, index_t groups, cnp.ndarray x, cnp.ndarray rows,
@@ -801,9 +809,8 @@ cdef void _conv_weight_direct(const floating* x, const floating* gy, floating* x
     cdef index_t parts = min(g.images, <index_t>WGRAD_DIRECT_PARTS)
     cdef index_t size = cout * g.channels * rows * g.kernel[2]
     cdef index_t plane_len = d.rows * d.width * g.size[0], out_len = d.plane * g.out[0]
-    cdef index_t runs, run, tasks, task, part, c, co0, r0, n0, n1, i
+    cdef index_t runs, run, tasks, task, part, c, co0, r0, n0, n1
     cdef Axes a = _axes(g)
-    cdef floating s
     if parts >= num_threads:
         run = min(rows, <index_t>FCNN_WGRAD_ROWS_MAX)
         runs = _ceil_div(rows, run)
@@ -840,14 +847,8 @@ cdef void _conv_weight_direct(const floating* x, const floating* gy, floating* x
                             _direct_part_start(g.images, parts, part),
                             _direct_part_start(g.images, parts, part + 1), c, co0, r0,
                             min(run, rows - r0), &a, d.plen, plane_len, out_len)
-    # the parts in order, element by element (threads only for large gradients)
-    with parallel(num_threads=num_threads if size >= CHUNK else 1):
-        fp_enter()
-        for i in prange(size, schedule='static'):
-            s = partial[i]
-            for part in range(1, parts):
-                s = s + partial[part * size + i]
-            gw[i] = s
+    # threads only for large gradients
+    _sum_parts(partial, size, parts, gw, num_threads if size >= CHUNK else 1)
 
 
 cdef void _direct_layout(const floating* x, const floating* gy, floating* xp, floating* gp,
@@ -1145,7 +1146,7 @@ cdef void _batch_norm_backward(const floating* x, const floating* gy, floating* 
     in double), then sum(gy) and sum(gy * xhat), then
     gx = w invstd (gy - sum(gy) / M - xhat sum(gy xhat) / M).
     Eval: the given statistics, gx = gy w invstd."""
-    cdef index_t c, n, i
+    cdef index_t c, n
     cdef index_t count = batch * inner
     cdef double mean, var, invstd, sdy, sdyx, w, scale, k1, k2
     cdef double* part
@@ -1245,7 +1246,7 @@ cdef void _rows_norm_backward(const floating* x, const floating* gy, floating* g
     row's per-channel sums of gy and gy * xhat for the affine gradients."""
     cdef index_t r, j, cj, i, base, wbase
     cdef index_t m = row_channels * inner
-    cdef double mean, var, rstd, d, a, b, w, g, xh, s1, s2
+    cdef double mean, var, rstd, d, a, b, w, xh, s1, s2
     with parallel(num_threads=num_threads):
         fp_enter()
         for r in prange(rows, schedule='static'):
