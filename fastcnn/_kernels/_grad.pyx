@@ -363,7 +363,8 @@ cdef void _conv_weight(const floating* x, const floating* rows, floating* gw, fl
 cdef void _sum_parts(const floating* partial, index_t size, index_t parts, floating* gw,
                      int num_threads) noexcept nogil:
     """gw = the `parts` runs of `size` partial sums added in order, element by
-    element (an order the shapes fix: the same bits on any thread count)."""
+    element (an order the shapes fix: the same bits on any thread count); gw
+    may be the first run itself."""
     cdef index_t e, k
     cdef floating total
     with parallel(num_threads=num_threads):
@@ -651,7 +652,7 @@ cdef void _conv_weight_winograd(const floating* x, const floating* gy, floating*
     cdef floating* vws = m + c.parts * c.m_size
     cdef bint by_parts = _wino_by_parts(c, num_threads)
     cdef floating* rows = vws + (num_threads if by_parts else 1) * c.vw_size
-    cdef index_t part, chunk, first, task, xi, j, p, o, i, k
+    cdef index_t part, chunk, first, task, xi, o, i, k
     cdef floating* mine
     cdef floating* v
     cdef floating* w
@@ -700,12 +701,8 @@ cdef void _conv_weight_winograd(const floating* x, const floating* gy, floating*
                         _wino_point_gemm(v, w, m + part * c.m_size, cin, cout, nt, xi,
                                          chunk == first)
     blas_leave()
-    if c.parts > 1:
-        with parallel(num_threads=num_threads):
-            fp_enter()
-            for j in prange(c.m_size, schedule='static'):
-                for p in range(1, c.parts):
-                    m[j] = m[j] + m[p * c.m_size + j]
+    if c.parts > 1:        # into the first part's M
+        _sum_parts(m, c.m_size, c.parts, m, num_threads)
     # gw[o][c] = G^T M[.][o][c] G: along the points' columns, then their rows
     with parallel(num_threads=min(<index_t>num_threads, cout)):
         fp_enter()
@@ -1354,7 +1351,7 @@ cdef void _max_pool_backward_search(const floating* x, const floating* y, const 
     cdef index_t c0 = min(g.out[2], _ceil_div(g.pad[2], g.stride[2]))
     cdef index_t c1 = max(c0, min(g.out[2], (g.size[2] + g.pad[2] - g.kernel[2]) // g.stride[2]
                                    + 1 if g.size[2] + g.pad[2] >= g.kernel[2] else 0))
-    flat = flat and c1 > c0 and plane <= INT_MAX         # positions as int: vectors twice as wide
+    flat = flat and c1 > c0 and plane <= INT_MAX         # tap offsets as int: vectors twice as wide
     if _disjoint_windows(&g):
         _max_pool_backward_disjoint(x, y, gy, gx, g, num_threads)
         return
