@@ -21,11 +21,11 @@ from fastcnn._graph import Value
 from fastcnn._memory import MemoryPlan
 from fastcnn._opinfo import info
 from fastcnn import _kernels
-from fastcnn._functional.conv import conv_padding, conv_run, ieee_safe
+from fastcnn._functional.conv import conv_run, ieee_safe, layer_geometry
 from fastcnn._functional import conv_transpose as T
 from fastcnn._functional import pool as P
 from fastcnn._rewrite import Rewrite
-from fastcnn._validation import FUSABLE_ACTIVATIONS, conv_output_size, index_steps, ntuple
+from fastcnn._validation import FUSABLE_ACTIVATIONS, ntuple
 
 __all__ = ["Plan"]
 
@@ -186,6 +186,8 @@ class _Executor:
             step = self._conv_transpose_step(node)
             if step is not None:
                 return step
+        if node.op == "conv_chain":
+            return self._chain_step(node)
         if node.op == "linear":
             step = self._linear_step(node)
             if step is not None:
@@ -233,18 +235,8 @@ class _Executor:
         x_shape = self._resolve(b["input"]).shape
         if len(x_shape) == nd + 1:
             x_shape = (1,) + x_shape
-        stride = ntuple(b.get("stride", 1), nd, node.op, "stride")
-        dilation = ntuple(b.get("dilation", 1), nd, node.op, "dilation")
-        groups = b.get("groups", 1)
-        kernel = w.shape[2:]
-        before, after = conv_padding(b.get("padding", 0), nd, kernel, stride, dilation, "conv")
-        out_sp = tuple(conv_output_size(s, k, st, pb, pa, d) for s, k, st, pb, pa, d
-                       in zip(x_shape[2:], kernel, stride, before, after, dilation))
-        stride, dilation = index_steps(node.op, x_shape[2:], kernel, stride, before, after,
-                                       dilation, out_sp)
-        one, zero = (1,) * (3 - nd), (0,) * (3 - nd)
-        geom = ((x_shape[0], x_shape[1], w.shape[0], groups) + one + tuple(x_shape[2:]) + one
-                + out_sp + one + tuple(kernel) + one + stride + zero + tuple(before) + one + dilation)
+        geom = layer_geometry(node.op, nd, x_shape, w.shape, b)
+        out_sp = geom[7 + 3 - nd:10]
         # Weights are packed once here, so Winograd pays off sooner than in eager calls.
         # Winograd inputs holding NaN or Inf run with im2col (see ieee_safe), checked per call.
         # The step keeps the kernels it packed for (their layout follows the ISA target's
@@ -337,6 +329,28 @@ class _Executor:
         def step(inputs):
             x = np.ascontiguousarray(get(x_desc, inputs)).reshape(x_shape)
             engine(x, bias, y, _threads.get_num_threads())
+        return step
+
+    def _chain_step(self, node):
+        """A fused expansion -> depthwise -> projection (_chain): its weights
+        were packed by the rewrite, its workspace is allocated once here."""
+        chain = node.kwargs["chain"]
+        x_desc = self._getter(node.args[0])
+        res_desc = self._getter(node.args[1]) if node.args[1] is not None else None
+        y = self._value_array(node.outputs[0]).reshape(chain.output_shape)
+        workspace = [np.empty(chain.workspace_size(self.num_threads), np.float32)]
+        self.workspace_nbytes += workspace[0].nbytes
+        self.weight_nbytes += chain.packed.nbytes
+        get = self._get
+
+        def step(inputs):
+            n = _threads.get_num_threads()
+            x = np.ascontiguousarray(get(x_desc, inputs)).reshape(chain.input_shape)
+            res = None if res_desc is None else \
+                np.ascontiguousarray(get(res_desc, inputs)).reshape(chain.output_shape)
+            if workspace[0].size < chain.workspace_size(n):
+                workspace[0] = np.empty(chain.workspace_size(n), np.float32)
+            chain(x, res, y, workspace[0], n)
         return step
 
     def _linear_step(self, node):

@@ -1,7 +1,9 @@
 """The plan's rewrites of a graph, before any memory is assigned: a residual
 add moves into the convolution that feeds it, an activation into the layer
-that feeds it, and a relu of a value that already had relu applied is
-dropped (relu is idempotent)."""
+that feeds it, a relu of a value that already had relu applied is dropped
+(relu is idempotent), and a 1x1 expansion, depthwise convolution and 1x1
+projection become one conv_chain node (see _chain)."""
+from fastcnn._chain import Chain, conv_chain, find_chains
 from fastcnn._graph import Node, Value
 from fastcnn._opinfo import info
 from fastcnn._validation import FUSABLE_ACTIVATIONS
@@ -21,8 +23,8 @@ class Rewrite:
         self.graph = graph
         self.alias = {}
         self.activation = {}
-        self.nodes = self._elide_idempotent(
-            self._fuse_activations(self._fuse_residuals(graph.nodes)))
+        self.nodes = self._fuse_chains(self._elide_idempotent(
+            self._fuse_activations(self._fuse_residuals(graph.nodes))))
 
     def activation_of(self, node):
         """The activation the node's kernel applies: fused here, or its own argument."""
@@ -126,3 +128,24 @@ class Rewrite:
                 continue
             keep.append(node)
         return keep
+
+    def _fuse_chains(self, nodes):
+        """expansion -> depthwise -> projection -> one conv_chain node in the
+        projection's place, reading the expansion's input (and the
+        projection's residual): the tensors between them get no buffers."""
+        chains = find_chains(nodes, self, self._readers(nodes))
+        if not chains:
+            return nodes
+        drop = {id(layer.node) for layers in chains.values() for layer in layers[:2]}
+        result = []
+        for node in nodes:
+            if id(node) in drop:
+                continue
+            layers = chains.get(id(node))
+            if layers is not None:
+                expand, _, project = layers
+                node = Node("conv_chain", conv_chain,
+                            (self.resolve(expand.node.arguments()["input"]), project.residual),
+                            {"chain": Chain(*layers)}, node.outputs, node.scope)
+            result.append(node)
+        return result

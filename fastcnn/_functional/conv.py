@@ -166,16 +166,41 @@ def conv_nd(nd, op, input, weight, bias, stride, padding, dilation, groups, out,
         return out if out is not None else (y[0] if unbatched else y)
     x = contiguous(x)
 
-    pad3 = (0,) * (3 - nd)
-    one3 = (1,) * (3 - nd)
-    geom = ((x.shape[0], in_channels, out_channels, groups)
-            + one3 + spatial + one3 + out_spatial + one3 + kernel
-            + one3 + stride + pad3 + before + one3 + dilation)
+    geom = kernel_geometry(x.shape[0], in_channels, out_channels, groups, spatial,
+                           out_spatial, kernel, stride, before, dilation)
     nthreads = _threads.get_num_threads()
     conv_run(geom, x, w, bias, y, act, nthreads, algorithm, residual)
     if out is not None:
         return out
     return y[0] if unbatched else y
+
+
+def kernel_geometry(batch, in_channels, out_channels, groups, spatial, out_spatial, kernel,
+                    stride, before, dilation):
+    """The kernels' geometry tuple (_kernels._conv's ConvGeom): every convolution
+    runs as 3-D, 1-D and 2-D with leading sizes of 1; padding before each axis
+    only (the amount after follows from the output size)."""
+    ones, zeros = (1,) * (3 - len(spatial)), (0,) * (3 - len(spatial))
+    return ((batch, in_channels, out_channels, groups) + ones + tuple(spatial) + ones
+            + tuple(out_spatial) + ones + tuple(kernel) + ones + tuple(stride) + zeros
+            + tuple(before) + ones + tuple(dilation))
+
+
+def layer_geometry(op, nd, x_shape, w_shape, arguments):
+    """A recorded convolution's kernel geometry from its bound arguments
+    (stride, padding, dilation, groups: the functional ops' or ONNX's forms)
+    and its batched input and weight shapes, as conv_nd resolves them."""
+    kernel = tuple(w_shape[2:])
+    stride = ntuple(arguments.get("stride", 1), nd, op, "stride")
+    dilation = ntuple(arguments.get("dilation", 1), nd, op, "dilation")
+    before, after = conv_padding(arguments.get("padding", 0), nd, kernel, stride, dilation,
+                                 "conv")
+    out_sp = tuple(conv_output_size(s, k, st, pb, pa, d) for s, k, st, pb, pa, d
+                   in zip(x_shape[2:], kernel, stride, before, after, dilation))
+    stride, dilation = index_steps(op, x_shape[2:], kernel, stride, before, after, dilation,
+                                   out_sp)
+    return kernel_geometry(x_shape[0], x_shape[1], w_shape[0], arguments.get("groups", 1),
+                           x_shape[2:], out_sp, kernel, stride, before, dilation)
 
 
 def ieee_safe(algorithm, x, w, nthreads):

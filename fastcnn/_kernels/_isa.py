@@ -53,7 +53,7 @@ NATIVE_TARGET = {"flags": [], "features": (), "describe": "built for the buildin
 
 # Compiled once per target; the loader binds them together (they cimport the
 # shared _omp and _blas, and _capi cimports the kernels).
-KERNEL_MODULES = ("_act", "_conv", "_pool", "_linear", "_norm", "_grad", "_capi")
+KERNEL_MODULES = ("_act", "_conv", "_chain", "_pool", "_linear", "_norm", "_grad", "_capi")
 
 ENV_CAP = "FASTCNN_MAX_ISA"
 

@@ -1,0 +1,142 @@
+"""Convolution chains a plan runs as one step: a 1x1 expansion, a depthwise
+convolution and a 1x1 projection (MobileNetV2's inverted residual blocks),
+band by band with the tensors between them in each thread's cache
+(_kernels._chain, conv_chain.h).
+
+find_chains picks them out of a rewritten node list; a Chain holds their
+weights, packed once, and runs them on NCHW float32 arrays. Results agree
+with the layers run one by one within rounding (a different summation
+order); they are bit-identical for any thread count.
+"""
+import numpy as np
+
+from fastcnn import _kernels
+from fastcnn._functional.conv import layer_geometry
+from fastcnn._graph import Value
+from fastcnn._opinfo import info
+from fastcnn._validation import FUSABLE_ACTIVATIONS
+
+__all__ = ["Chain", "find_chains", "conv_chain"]
+
+
+class _Layer:
+    """One 2-D float32 convolution of the graph with constant weights: its
+    kernel geometry, weight, bias, activation and residual (a Value or None)."""
+
+    def __init__(self, node, geom, weight, bias, activation, residual):
+        self.node, self.geom, self.weight, self.bias = node, geom, weight, bias
+        self.activation, self.residual = activation, residual
+
+    @property
+    def pointwise(self):
+        g = self.geom
+        return (g[3] == 1 and g[11:13] == (1, 1) and g[14:16] == (1, 1)
+                and g[17:19] == (0, 0) and g[8:10] == g[5:7])
+
+    @property
+    def depthwise(self):
+        g = self.geom
+        return g[1] == g[2] == g[3] > 1
+
+
+def _const(v, resolve):
+    if v is None:
+        return None
+    if not isinstance(v, Value):
+        return np.asarray(v)
+    v = resolve(v)
+    return v.const if v.kind == "const" else False
+
+
+def _layer(node, rewrite):
+    """node as a _Layer the chain kernel can run, or None."""
+    if info(node.op).family != "conv" or len(node.outputs) != 1:
+        return None
+    b = node.arguments()
+    if not b or b.get("out") is not None or b.get("padding_mode", "zeros") != "zeros" \
+            or b.get("algorithm") is not None:
+        return None
+    x = b.get("input")
+    w = _const(b.get("weight"), rewrite.resolve)
+    bias = _const(b.get("bias"), rewrite.resolve)
+    activation = rewrite.activation_of(node)
+    if (not isinstance(x, Value) or w is False or bias is False or w is None
+            or w.ndim != 4 or w.dtype != np.float32 or len(x.shape) != 4
+            or x.dtype != np.float32 or FUSABLE_ACTIVATIONS.get(activation, -1)
+            not in _kernels._chain.ACTIVATIONS):
+        return None
+    geom = layer_geometry(node.op, 2, rewrite.resolve(x).shape, w.shape, b)
+    return _Layer(node, geom, w, bias, activation, b.get("residual"))
+
+
+def find_chains(nodes, rewrite, readers):
+    """{id(projection node): (expansion layer, depthwise layer, projection
+    layer)} for each expansion -> depthwise -> projection run whose inner
+    outputs nothing else reads, where the chain kernel pays (see
+    _kernels._chain.pays)."""
+    producer = {}
+    for node in nodes:
+        for v in node.outputs:
+            producer[v.id] = node
+    chains = {}
+    for node in nodes:
+        proj = _layer(node, rewrite)
+        if proj is None or not proj.pointwise:
+            continue
+        dw_node = producer.get(rewrite.resolve(node.arguments()["input"]).id)
+        dw = _layer(dw_node, rewrite) if dw_node is not None else None
+        if dw is None or not dw.depthwise or dw.residual is not None \
+                or readers.get(dw_node.outputs[0].id) != 1:
+            continue
+        exp_node = producer.get(rewrite.resolve(dw_node.arguments()["input"]).id)
+        exp = _layer(exp_node, rewrite) if exp_node is not None else None
+        if exp is None or not exp.pointwise or exp.residual is not None \
+                or readers.get(exp_node.outputs[0].id) != 1:
+            continue
+        if _kernels._chain.pays(True):
+            chains[id(node)] = (exp, dw, proj)
+    return chains
+
+
+class Chain:
+    """An expansion, a depthwise convolution and a projection, packed once
+    for the instruction-set target bound now (a chain keeps that target's
+    kernels, as a plan does)."""
+
+    def __init__(self, expand, depthwise, project):
+        g_e, g_d, g_p = expand.geom, depthwise.geom, project.geom
+        self.batch = g_e[0]
+        self.geom = (g_e[1], g_e[5], g_e[6], g_d[1], g_p[2], g_d[8], g_d[9],
+                     g_d[11], g_d[12], g_d[14], g_d[15], g_d[17], g_d[18], g_d[20], g_d[21])
+        self.input_shape = (self.batch,) + self.geom[:3]
+        self.output_shape = (self.batch, self.geom[4]) + self.geom[5:7]
+        self.activations = tuple(FUSABLE_ACTIVATIONS[layer.activation]
+                                 for layer in (expand, depthwise, project))
+        self.scopes = (expand.node.scope, depthwise.node.scope, project.node.scope)
+        self._kernels = _kernels._chain
+        self._l2 = _kernels._conv.cache_budgets()["l2"]
+        self.packed = self._kernels.pack(self.geom, expand.weight, expand.bias,
+                                         depthwise.weight, depthwise.bias, project.weight,
+                                         project.bias, self._l2)
+        self.scratch = self._kernels.plan(self.geom, True, self._l2)[2]
+
+    def workspace_size(self, num_threads):
+        return self.scratch * num_threads
+
+    def __call__(self, x, residual, y, workspace, num_threads):
+        """y = the chain applied to x (+ residual before the last activation)."""
+        a_e, a_d, a_p = self.activations
+        self._kernels.forward(self.geom, True, x, self.packed, residual, y, workspace,
+                              a_e, a_d, a_p, num_threads, self._l2)
+
+
+def conv_chain(input, residual=None, *, chain, out=None):
+    """The op a plan records for a fused chain (its step calls the kernel
+    directly; this is the same run with a workspace of its own)."""
+    from fastcnn import _threads
+    x = np.ascontiguousarray(input, np.float32)
+    y = np.empty(chain.output_shape, np.float32) if out is None else out
+    n = _threads.get_num_threads()
+    chain(x, None if residual is None else np.ascontiguousarray(residual), y,
+          np.empty(chain.workspace_size(n), np.float32), n)
+    return y
