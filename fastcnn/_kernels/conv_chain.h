@@ -128,6 +128,12 @@ static void fcnn_chain_depthwise(
     float *xt = buf + g->blocks * block_len + g->blocks * mid_len;
     float *acc = xt + g->cin * P;
     const fcnn_vec_f32 hev = (fcnn_vec_f32){0} + hi_e;
+    /* the last block's lanes past cexp must hold zeros, not 0 * Inf = NaN
+     * from an infinite input: the projection multiplies them by zero again */
+    const long used = g->cexp - (g->blocks - 1) * VL;
+    fcnn_tr_mask_f32 keep;
+    for (int l = 0; l < VL; l++)
+        keep[l] = l < used ? -1 : 0;
 
     if (!g->expand) {
         /* no expansion: the depthwise kernel of the "depthwise" algorithm,
@@ -184,8 +190,10 @@ static void fcnn_chain_depthwise(
                         break;
                     fcnn_vec_f32 e = *(const fcnn_vec_f32 *)(acc + (j * V + v) * VL)
                                      + *(const fcnn_vec_f32 *)(be + blk * VL);
-                    *(fcnn_vec_f32 *)(buf + blk * block_len + ((ih - ih0) * g->wp + col) * VL)
-                        = fcnn_chain_clamp(e, clamp_e, hev);
+                    e = fcnn_chain_clamp(e, clamp_e, hev);
+                    if (blk == g->blocks - 1)
+                        e = (fcnn_vec_f32)((fcnn_tr_mask_f32)e & keep);
+                    *(fcnn_vec_f32 *)(buf + blk * block_len + ((ih - ih0) * g->wp + col) * VL) = e;
                 }
             }
         }
