@@ -20,9 +20,7 @@ cdef extern from "conv_chain.h" nogil:
     enum:
         FCNN_HAS_FMA
         FCNN_CHAIN_VL
-        FCNN_CHAIN_P
-        FCNN_CHAIN_V
-        FCNN_CHAIN_TILE
+        FCNN_CHAIN_PAD_BLOCKS
     ctypedef struct fcnn_chain_geom:
         long cin, in_h, in_w, cexp, cout, out_h, out_w
         long kh, kw, sh, sw, ph, pw, dh, dw
@@ -69,16 +67,21 @@ cdef fcnn_chain_geom _geom(tuple t, bint expand, long l2_bytes) except *:
     return g
 
 
+cdef long _padded_blocks(long channels):
+    """Blocks of VL channels the packed weights hold: whole tiles of either shape."""
+    return _ceil_div(_ceil_div(channels, FCNN_CHAIN_VL), FCNN_CHAIN_PAD_BLOCKS) * FCNN_CHAIN_PAD_BLOCKS
+
+
 cdef tuple _offsets(const fcnn_chain_geom* g):
     """Where each part of the packed weights starts: (expansion weights,
     expansion biases, depthwise weights, depthwise biases, projection weights,
     projection biases, end)."""
-    cdef long tiles_e = _ceil_div(g.blocks, FCNN_CHAIN_V) if g.expand else 0
-    cdef long tiles_p = _ceil_div(g.cout, FCNN_CHAIN_TILE)
-    cdef long cpad = g.blocks * FCNN_CHAIN_VL
-    sizes = (tiles_e * g.cin * FCNN_CHAIN_TILE, tiles_e * FCNN_CHAIN_TILE,
-             g.blocks * g.kh * g.kw * FCNN_CHAIN_VL, cpad,
-             tiles_p * cpad * FCNN_CHAIN_TILE, tiles_p * FCNN_CHAIN_TILE)
+    cdef long vl = FCNN_CHAIN_VL
+    cdef long exp_blocks = _padded_blocks(g.cexp) if g.expand else 0
+    cdef long out_blocks = _padded_blocks(g.cout)
+    cdef long cpad = g.blocks * vl
+    sizes = (exp_blocks * g.cin * vl, exp_blocks * vl, g.blocks * g.kh * g.kw * vl, cpad,
+             out_blocks * cpad * vl, out_blocks * vl)
     out, at = [], 0
     for s in sizes:
         out.append(at)
@@ -112,33 +115,37 @@ def pack(tuple geom, object we, object be, object wd, object bd, object wp, obje
     wp (cout, cexp, 1, 1); biases 1-D or None."""
     cdef bint expand = we is not None
     cdef fcnn_chain_geom g = _geom(geom, expand, l2_bytes)
-    cdef long vl = FCNN_CHAIN_VL, tile = FCNN_CHAIN_TILE, v = FCNN_CHAIN_V
+    cdef long vl = FCNN_CHAIN_VL
     off = _offsets(&g)
     packed = np.zeros(off[6], np.float32)
     cpad = g.blocks * vl
+
+    def blocks(w, rows, cols, padded_rows):
+        """w (rows, cols) zero-padded to padded_rows x cols and laid out
+        [block of VL rows][cols][VL]."""
+        out = np.zeros((padded_rows, cols), np.float32)
+        out[:rows] = w
+        return out.reshape(padded_rows // vl, vl, cols).transpose(0, 2, 1).ravel()
+
     def bias(b, n, size):
         out = np.zeros(size, np.float32)
         if b is not None:
             out[:n] = np.asarray(b, np.float32).reshape(n)
         return out
+
     if expand:
-        tiles_e = _ceil_div(g.blocks, v)
-        w = np.zeros((tiles_e * tile, g.cin), np.float32)
-        w[:g.cexp] = np.asarray(we, np.float32).reshape(g.cexp, g.cin)
-        # [tile][cin][TILE]
-        packed[off[0]:off[1]] = w.reshape(tiles_e, tile, g.cin).transpose(0, 2, 1).ravel()
-        packed[off[1]:off[2]] = bias(be, g.cexp, tiles_e * tile)
-    w = np.zeros((cpad, g.kh * g.kw), np.float32)
-    w[:g.cexp] = np.asarray(wd, np.float32).reshape(g.cexp, g.kh * g.kw)
-    # [block][tap][VL]
-    packed[off[2]:off[3]] = w.reshape(g.blocks, vl, g.kh * g.kw).transpose(0, 2, 1).ravel()
+        rows = _padded_blocks(g.cexp) * vl
+        packed[off[0]:off[1]] = blocks(np.asarray(we, np.float32).reshape(g.cexp, g.cin),
+                                       g.cexp, g.cin, rows)
+        packed[off[1]:off[2]] = bias(be, g.cexp, rows)
+    packed[off[2]:off[3]] = blocks(np.asarray(wd, np.float32).reshape(g.cexp, g.kh * g.kw),
+                                   g.cexp, g.kh * g.kw, cpad)
     packed[off[3]:off[4]] = bias(bd, g.cexp, cpad)
-    tiles_p = _ceil_div(g.cout, tile)
-    w = np.zeros((tiles_p * tile, cpad), np.float32)
-    w[:g.cout, :g.cexp] = np.asarray(wp, np.float32).reshape(g.cout, g.cexp)
-    # [tile][channel][TILE]
-    packed[off[4]:off[5]] = w.reshape(tiles_p, tile, cpad).transpose(0, 2, 1).ravel()
-    packed[off[5]:off[6]] = bias(bp, g.cout, tiles_p * tile)
+    rows = _padded_blocks(g.cout) * vl
+    w = np.zeros((g.cout, cpad), np.float32)
+    w[:, :g.cexp] = np.asarray(wp, np.float32).reshape(g.cout, g.cexp)
+    packed[off[4]:off[5]] = blocks(w, g.cout, cpad, rows)
+    packed[off[5]:off[6]] = bias(bp, g.cout, rows)
     return packed
 
 

@@ -30,17 +30,27 @@
 #include "conv_dw.h"
 
 #define FCNN_CHAIN_VL (FCNN_VEC_BYTES / 4)
-#define FCNN_CHAIN_P FCNN_OC_WIDE_P           /* pixels per register tile */
-#define FCNN_CHAIN_V FCNN_OC_WIDE_V           /* channel vectors per register tile */
-#define FCNN_CHAIN_TILE (FCNN_CHAIN_V * FCNN_CHAIN_VL)
+/* Two register tiles, blocked_oc's shapes: WIDE (more pixels) and TALL (more
+ * channel vectors); each stage takes the one that pads its pixels and
+ * channels less (7x7 planes: 49 pixels fill 7 tall tiles of 7, against 4
+ * wide ones of 14 with AVX-512). Weights are packed per block of VL
+ * channels, in a whole number of tiles of either shape (PAD_BLOCKS). */
+#define FCNN_CHAIN_PW FCNN_OC_WIDE_P
+#define FCNN_CHAIN_VW FCNN_OC_WIDE_V
+#define FCNN_CHAIN_PT FCNN_OC_TALL_P
+#define FCNN_CHAIN_VT FCNN_OC_TALL_V
+#define FCNN_CHAIN_PMAX FCNN_CHAIN_PW
+#define FCNN_CHAIN_VMAX FCNN_CHAIN_VT
+#define FCNN_CHAIN_PAD_BLOCKS (FCNN_CHAIN_VW * FCNN_CHAIN_VT)
 
-/* acc[j][v] (+)= sum over c < cin of x[c * ld_c + j * LDP] * w[c][v][lane]:
- * P pixels LDP apart, V vectors of output channels (w packed [cin][TILE]). */
-#define FCNN_DEFINE_CHAIN_TILE(NAME, LDP)                                                 \
+/* acc[j][v] (+)= sum over c < cin of x[c * ld_c + j * LDP] * w[v * ld_w + c * VL + lane]:
+ * P pixels LDP apart, V vectors of output channels. */
+#define FCNN_DEFINE_CHAIN_TILE(NAME, LDP, P, V)                                           \
 static inline __attribute__((always_inline)) void fcnn_chain_tile_##NAME(                \
-    const float *x, long ld_c, const float *w, long cin, float *acc_io, int accumulate)  \
+    const float *x, long ld_c, const float *w, long ld_w, long cin, float *acc_io,       \
+    int accumulate)                                                                      \
 {                                                                                        \
-    enum { P = FCNN_CHAIN_P, V = FCNN_CHAIN_V, VL = FCNN_CHAIN_VL };                     \
+    enum { VL = FCNN_CHAIN_VL };                                                         \
     fcnn_vec_f32 acc[P][V];                                                              \
     _Pragma("GCC unroll 16")                                                             \
     for (int j = 0; j < P; j++) {                                                        \
@@ -54,7 +64,7 @@ static inline __attribute__((always_inline)) void fcnn_chain_tile_##NAME(       
         fcnn_vec_f32 wv[V];                                                              \
         _Pragma("GCC unroll 8")                                                          \
         for (int v = 0; v < V; v++)                                                      \
-            wv[v] = *(const fcnn_vec_f32 *)(w + (c * V + v) * VL);                       \
+            wv[v] = *(const fcnn_vec_f32 *)(w + v * ld_w + c * VL);                      \
         _Pragma("GCC unroll 16")                                                         \
         for (int j = 0; j < P; j++) {                                                    \
             float b = xc[j * (LDP)];                                                     \
@@ -71,8 +81,28 @@ static inline __attribute__((always_inline)) void fcnn_chain_tile_##NAME(       
     }                                                                                    \
 }
 
-FCNN_DEFINE_CHAIN_TILE(planes, 1)                 /* NCHW input: pixels side by side */
-FCNN_DEFINE_CHAIN_TILE(lanes, FCNN_CHAIN_VL)      /* channels in lanes: pixels VL apart */
+/* NCHW input (the expansion): pixels side by side; channels in lanes (the
+ * projection, reading the depthwise output): pixels VL apart */
+FCNN_DEFINE_CHAIN_TILE(planes_wide, 1, FCNN_CHAIN_PW, FCNN_CHAIN_VW)
+FCNN_DEFINE_CHAIN_TILE(planes_tall, 1, FCNN_CHAIN_PT, FCNN_CHAIN_VT)
+FCNN_DEFINE_CHAIN_TILE(lanes_wide, FCNN_CHAIN_VL, FCNN_CHAIN_PW, FCNN_CHAIN_VW)
+FCNN_DEFINE_CHAIN_TILE(lanes_tall, FCNN_CHAIN_VL, FCNN_CHAIN_PT, FCNN_CHAIN_VT)
+
+/* Whether the tall tile pads `pixels` x `blocks` less than the wide one. */
+static inline int fcnn_chain_tall(long pixels, long blocks)
+{
+    enum { PW = FCNN_CHAIN_PW, VW = FCNN_CHAIN_VW, PT = FCNN_CHAIN_PT, VT = FCNN_CHAIN_VT };
+    const long wide = (pixels + PW - 1) / PW * PW * ((blocks + VW - 1) / VW * VW);
+    const long tall = (pixels + PT - 1) / PT * PT * ((blocks + VT - 1) / VT * VT);
+    return tall < wide;
+}
+
+/* Fetch n floats at w towards L2 (the next tile's weights, while this one computes). */
+static inline void fcnn_chain_prefetch(const float *w, long n)
+{
+    for (long i = 0; i < n; i += 64 / (long)sizeof(float))
+        __builtin_prefetch(w + i, 0, 2);
+}
 
 /* The geometry of one chain; cexp = the depthwise channels (= cin without an
  * expansion). Sizes in elements. */
@@ -95,9 +125,9 @@ static inline long fcnn_chain_rows_read(const fcnn_chain_geom *g, long rows)
  * tile of input pixels copied at a plane's end, and the register tile. */
 static inline long fcnn_chain_scratch(const fcnn_chain_geom *g, long rows)
 {
-    enum { P = FCNN_CHAIN_P, VL = FCNN_CHAIN_VL };
+    enum { P = FCNN_CHAIN_PMAX, VL = FCNN_CHAIN_VL };
     return g->blocks * VL * (fcnn_chain_rows_read(g, rows) * g->wp + rows * g->out_w + P)
-           + g->cin * P + P * FCNN_CHAIN_TILE;
+           + g->cin * P + P * FCNN_CHAIN_VMAX * VL;
 }
 
 /* Clamp each lane to [0, hi] where clamp is set (ReLU: hi = inf; ReLU6: 6). */
@@ -109,15 +139,15 @@ static inline __attribute__((always_inline)) fcnn_vec_f32 fcnn_chain_clamp(
 
 /* Steps 1-2 for the output rows oh0 .. oh1 - 1 of one image: mid gets the
  * depthwise output, [block][(oh - oh0) * out_w + ow][lane].
- * x: the image's input planes; we: expansion weights [tile][cin][TILE], be
- * its biases (padded to whole tiles); wd: depthwise weights [block][tap][VL],
- * bd its biases [block][VL]. */
+ * x: the image's input planes; we: expansion weights [block][cin][VL], be
+ * its biases [block][VL]; wd: depthwise weights [block][tap][VL], bd its
+ * biases [block][VL]. */
 static void fcnn_chain_depthwise(
     const fcnn_chain_geom *g, const float *x, const float *we, const float *be,
     int clamp_e, float hi_e, const float *wd, const float *bd, int clamp_d, float hi_d,
     long oh0, long oh1, float *scratch, float *mid)
 {
-    enum { P = FCNN_CHAIN_P, V = FCNN_CHAIN_V, VL = FCNN_CHAIN_VL, TILE = FCNN_CHAIN_TILE };
+    enum { P = FCNN_CHAIN_PMAX, VL = FCNN_CHAIN_VL };
     const long rows = oh1 - oh0, nrows = fcnn_chain_rows_read(g, rows);
     const long ih0 = oh0 * g->sh - g->ph, plane = g->in_h * g->in_w;
     const long r0 = ih0 > 0 ? ih0 : 0;
@@ -166,26 +196,36 @@ static void fcnn_chain_depthwise(
         }
     }
     /* the expansion over the input rows r0 .. r1 - 1 (pixels q0 .. q1 - 1 of each plane) */
-    const long q1 = r1 * g->in_w, tiles = (g->blocks + V - 1) / V;
-    for (long t = 0; t < tiles; t++) {
-        const float *wt = we + t * g->cin * TILE;
-        for (long q = r0 * g->in_w; q < q1; q += P) {
-            const long n = q1 - q < P ? q1 - q : P;
-            if (q + P <= plane) {
-                fcnn_chain_tile_planes(x + q, plane, wt, g->cin, acc, 0);
-            } else {        /* the tile would read past the last plane: copy it */
+    const long q1 = r1 * g->in_w, ld_w = g->cin * VL;
+    const int tall = fcnn_chain_tall(q1 - r0 * g->in_w, g->blocks);
+    const int V = tall ? FCNN_CHAIN_VT : FCNN_CHAIN_VW;
+    const long PT = tall ? FCNN_CHAIN_PT : FCNN_CHAIN_PW;
+    for (long blk0 = 0; blk0 < g->blocks; blk0 += V) {
+        const float *wt = we + blk0 * ld_w;
+        if (blk0 + V < g->blocks)
+            fcnn_chain_prefetch(wt + V * ld_w, V * ld_w);
+        for (long q = r0 * g->in_w; q < q1; q += PT) {
+            const long n = q1 - q < PT ? q1 - q : PT;
+            const float *src = x + q;
+            long ld_c = plane;
+            if (q + PT > plane) {   /* the tile would read past the last plane: copy it */
                 for (long c = 0; c < g->cin; c++)
-                    for (long j = 0; j < P; j++)
-                        xt[c * P + j] = j < n ? x[c * plane + q + j] : 0;
-                fcnn_chain_tile_planes(xt, P, wt, g->cin, acc, 0);
+                    for (long j = 0; j < PT; j++)
+                        xt[c * PT + j] = j < n ? x[c * plane + q + j] : 0;
+                src = xt;
+                ld_c = PT;
             }
+            if (tall)
+                fcnn_chain_tile_planes_tall(src, ld_c, wt, ld_w, g->cin, acc, 0);
+            else
+                fcnn_chain_tile_planes_wide(src, ld_c, wt, ld_w, g->cin, acc, 0);
             for (long j = 0; j < n; j++) {
                 const long ih = (q + j) / g->in_w, iw = (q + j) % g->in_w;
                 const long col = g->pw + iw;
                 if (col >= g->wp)
                     continue;
                 for (int v = 0; v < V; v++) {
-                    const long blk = t * V + v;
+                    const long blk = blk0 + v;
                     if (blk >= g->blocks)
                         break;
                     fcnn_vec_f32 e = *(const fcnn_vec_f32 *)(acc + (j * V + v) * VL)
@@ -217,25 +257,35 @@ static void fcnn_chain_depthwise(
 
 /* Step 3: the projection of mid (the output rows oh0 .. oh1 - 1) into the
  * image's output planes y: ((sum + bias) + residual), clamped.
- * wp: [tile][blocks * VL][TILE]; bp: biases padded to whole tiles. */
+ * wp: [output block][blocks * VL][VL]; bp: biases [output block][VL]. */
 static void fcnn_chain_project(
     const fcnn_chain_geom *g, const float *mid, const float *wp, const float *bp,
     const float *res, int clamp_p, float hi_p, long oh0, long oh1, float *acc, float *y)
 {
-    enum { P = FCNN_CHAIN_P, V = FCNN_CHAIN_V, VL = FCNN_CHAIN_VL, TILE = FCNN_CHAIN_TILE };
+    enum { P = FCNN_CHAIN_PMAX, VL = FCNN_CHAIN_VL };
     const long count = (oh1 - oh0) * g->out_w, plane = g->out_h * g->out_w;
-    const long mid_len = count * VL + P * VL, tiles = (g->cout + TILE - 1) / TILE;
-    const long first = oh0 * g->out_w;
-    for (long t = 0; t < tiles; t++) {
-        const float *wt = wp + t * g->blocks * VL * TILE;
-        const long channels = g->cout - t * TILE < TILE ? g->cout - t * TILE : TILE;
-        for (long q = 0; q < count; q += P) {
-            const long n = count - q < P ? count - q : P;
-            for (long blk = 0; blk < g->blocks; blk++)
-                fcnn_chain_tile_lanes(mid + blk * mid_len + q * VL, 1, wt + blk * VL * TILE,
-                                      VL, acc, blk > 0);
+    const long mid_len = count * VL + P * VL, ld_w = g->blocks * VL * VL;
+    const long out_blocks = (g->cout + VL - 1) / VL, first = oh0 * g->out_w;
+    const int tall = fcnn_chain_tall(count, out_blocks);
+    const int V = tall ? FCNN_CHAIN_VT : FCNN_CHAIN_VW;
+    const long PT = tall ? FCNN_CHAIN_PT : FCNN_CHAIN_PW;
+    for (long ob0 = 0; ob0 < out_blocks; ob0 += V) {
+        const float *wt = wp + ob0 * ld_w;
+        const long c0 = ob0 * VL;
+        const long channels = g->cout - c0 < V * VL ? g->cout - c0 : V * VL;
+        if (ob0 + V < out_blocks)
+            fcnn_chain_prefetch(wt + V * ld_w, V * ld_w);
+        for (long q = 0; q < count; q += PT) {
+            const long n = count - q < PT ? count - q : PT;
+            for (long blk = 0; blk < g->blocks; blk++) {
+                const float *src = mid + blk * mid_len + q * VL;
+                if (tall)
+                    fcnn_chain_tile_lanes_tall(src, 1, wt + blk * VL * VL, ld_w, VL, acc, blk > 0);
+                else
+                    fcnn_chain_tile_lanes_wide(src, 1, wt + blk * VL * VL, ld_w, VL, acc, blk > 0);
+            }
             for (long k = 0; k < channels; k++) {
-                const long oc = t * TILE + k, v = k / VL, lane = k % VL;
+                const long oc = c0 + k, v = k / VL, lane = k % VL;
                 float *yr = y + oc * plane + first + q;
                 const float *rr = res ? res + oc * plane + first + q : NULL;
                 const float b = bp[oc];
@@ -259,7 +309,7 @@ static inline void fcnn_chain_band(
     const float *bp, const float *res, int clamp_p, float hi_p, long oh0, long oh1,
     float *scratch, float *y)
 {
-    enum { P = FCNN_CHAIN_P, VL = FCNN_CHAIN_VL };
+    enum { P = FCNN_CHAIN_PMAX, VL = FCNN_CHAIN_VL };
     const long rows = oh1 - oh0;
     float *mid = scratch + g->blocks * fcnn_chain_rows_read(g, rows) * g->wp * VL;
     float *acc = mid + g->blocks * (rows * g->out_w * VL + P * VL) + g->cin * P;
