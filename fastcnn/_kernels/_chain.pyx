@@ -26,12 +26,32 @@ cdef extern from "conv_chain.h" nogil:
         long kh, kw, sh, sw, ph, pw, dh, dw
         int expand
         long blocks, wp, band_rows
+    ctypedef struct fcnn_chain_task:
+        pass
     long fcnn_chain_scratch(const fcnn_chain_geom* g, long rows)
+    fcnn_chain_task fcnn_chain_layout(const fcnn_chain_geom* g, long oh0, long oh1,
+                                      float* shared, float* own)
+    long fcnn_chain_expand_units(const fcnn_chain_geom* g, const fcnn_chain_task* t)
+    long fcnn_chain_project_units(const fcnn_chain_geom* g, const fcnn_chain_task* t)
+    void fcnn_chain_expand_unit(const fcnn_chain_geom* g, const fcnn_chain_task* t,
+                                const float* x, const float* we, const float* be,
+                                int clamp_e, float hi_e, long unit)
+    void fcnn_chain_depthwise_unit(const fcnn_chain_geom* g, const fcnn_chain_task* t,
+                                   const float* x, const float* wd, const float* bd,
+                                   int clamp_d, float hi_d, long oh0, long blk)
+    void fcnn_chain_project_unit(const fcnn_chain_geom* g, const fcnn_chain_task* t,
+                                 const float* wp, const float* bp, const float* res,
+                                 int clamp_p, float hi_p, long oh0, long unit, float* y)
     void fcnn_chain_band(const fcnn_chain_geom* g, const float* x, const float* we,
                          const float* be, int clamp_e, float hi_e, const float* wd,
                          const float* bd, int clamp_d, float hi_d, const float* wp,
                          const float* bp, const float* res, int clamp_p, float hi_p,
                          long oh0, long oh1, float* scratch, float* y)
+
+# Below this many tasks (images x bands) per thread, the threads share each
+# task instead: whole tasks would leave threads idle or unevenly loaded.
+cdef enum:
+    SPLIT_TASKS_PER_THREAD = 4
 
 # The activations the chain applies in its epilogues: a clamp to [0, hi].
 _CLAMPS = {ACT_NONE: (0, 0.0), ACT_RELU: (1, INFINITY), ACT_RELU6: (1, 6.0)}
@@ -198,22 +218,46 @@ def forward(tuple geom, bint expand, cnp.ndarray x, cnp.ndarray packed, object r
     tasks = n_img * bands
     if tasks == 0:
         return
-    num_threads = <int>min(<long>num_threads, tasks)
     xp = <const float*>cnp.PyArray_DATA(x)
     pp = <const float*>cnp.PyArray_DATA(packed)
     yp = <float*>cnp.PyArray_DATA(y)
     ws = <float*>cnp.PyArray_DATA(workspace)
     if residual is not None:
         rp = <const float*>cnp.PyArray_DATA(<cnp.ndarray>residual)
-    o0, o1, o2, o3, o4, o5 = off[:6]
-    cdef long p0 = o0, p1 = o1, p2 = o2, p3 = o3, p4 = o4, p5 = o5
-    with nogil, parallel(num_threads=num_threads):
-        fp_enter()
-        for task in prange(tasks, schedule='static'):
+    cdef long p0 = off[0], p1 = off[1], p2 = off[2], p3 = off[3], p4 = off[4], p5 = off[5]
+    cdef long unit, units
+    cdef fcnn_chain_task t
+    if tasks >= SPLIT_TASKS_PER_THREAD * num_threads:
+        # enough tasks: each thread runs whole tasks in its own scratch
+        with nogil, parallel(num_threads=num_threads):
+            fp_enter()
+            for task in prange(tasks, schedule='static'):
+                img = task // bands
+                oh0 = (task % bands) * g.band_rows
+                oh1 = min(g.out_h, oh0 + g.band_rows)
+                fcnn_chain_band(&g, xp + img * x_image, pp + p0, pp + p1, clamp_e, hi_e,
+                                pp + p2, pp + p3, clamp_d, hi_d, pp + p4, pp + p5,
+                                rp + img * y_image if rp != NULL else NULL, clamp_p, hi_p,
+                                oh0, oh1, ws + threadid() * scratch, yp + img * y_image)
+        return
+    # few tasks (one image's few bands): the threads share each task, its
+    # steps split into units (tiles of channels x tiles of pixels, blocks),
+    # in the first thread's scratch; every output is the same sum either way
+    with nogil:
+        for task in range(tasks):
             img = task // bands
             oh0 = (task % bands) * g.band_rows
             oh1 = min(g.out_h, oh0 + g.band_rows)
-            fcnn_chain_band(&g, xp + img * x_image, pp + p0, pp + p1, clamp_e, hi_e,
-                            pp + p2, pp + p3, clamp_d, hi_d, pp + p4, pp + p5,
-                            rp + img * y_image if rp != NULL else NULL, clamp_p, hi_p,
-                            oh0, oh1, ws + threadid() * scratch, yp + img * y_image)
+            with parallel(num_threads=num_threads):
+                fp_enter()
+                t = fcnn_chain_layout(&g, oh0, oh1, ws, ws + threadid() * scratch)
+                for unit in prange(fcnn_chain_expand_units(&g, &t), schedule='static'):
+                    fcnn_chain_expand_unit(&g, &t, xp + img * x_image, pp + p0, pp + p1,
+                                           clamp_e, hi_e, unit)
+                for unit in prange(g.blocks, schedule='static'):
+                    fcnn_chain_depthwise_unit(&g, &t, xp + img * x_image, pp + p2, pp + p3,
+                                              clamp_d, hi_d, oh0, unit)
+                for unit in prange(fcnn_chain_project_units(&g, &t), schedule='static'):
+                    fcnn_chain_project_unit(&g, &t, pp + p4, pp + p5,
+                                            rp + img * y_image if rp != NULL else NULL,
+                                            clamp_p, hi_p, oh0, unit, yp + img * y_image)

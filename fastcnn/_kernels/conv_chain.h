@@ -137,26 +137,76 @@ static inline __attribute__((always_inline)) fcnn_vec_f32 fcnn_chain_clamp(
     return clamp ? fcnn_dw_clamp_f32(v, (fcnn_vec_f32){0}, hi) : v;
 }
 
-/* Steps 1-2 for the output rows oh0 .. oh1 - 1 of one image: mid gets the
- * depthwise output, [block][(oh - oh0) * out_w + ow][lane].
- * x: the image's input planes; we: expansion weights [block][cin][VL], be
- * its biases [block][VL]; wd: depthwise weights [block][tap][VL], bd its
- * biases [block][VL]. */
-static void fcnn_chain_depthwise(
-    const fcnn_chain_geom *g, const float *x, const float *we, const float *be,
-    int clamp_e, float hi_e, const float *wd, const float *bd, int clamp_d, float hi_d,
-    long oh0, long oh1, float *scratch, float *mid)
+/* Where a task's parts lie in its scratch (rows: its output rows): the
+ * padded expanded rows buf[block][row][column][lane], the depthwise output
+ * mid[block][position][lane] (a tile of slack after each block), a tile of
+ * input pixels copied at a plane's end, and the register tile. When the
+ * threads share one task, they share buf and mid and each has xt and acc. */
+typedef struct {
+    long rows, nrows, ih0, block_len, mid_len;
+    float *buf, *mid, *xt, *acc;
+} fcnn_chain_task;
+
+static inline fcnn_chain_task fcnn_chain_layout(const fcnn_chain_geom *g, long oh0, long oh1,
+                                                float *shared, float *own)
 {
     enum { P = FCNN_CHAIN_PMAX, VL = FCNN_CHAIN_VL };
-    const long rows = oh1 - oh0, nrows = fcnn_chain_rows_read(g, rows);
-    const long ih0 = oh0 * g->sh - g->ph, plane = g->in_h * g->in_w;
-    const long r0 = ih0 > 0 ? ih0 : 0;
-    const long r1 = ih0 + nrows < g->in_h ? ih0 + nrows : g->in_h;
-    const long block_len = nrows * g->wp * VL, mid_len = rows * g->out_w * VL + P * VL;
-    const long taps = g->kh * g->kw;
-    float *buf = scratch;
-    float *xt = buf + g->blocks * block_len + g->blocks * mid_len;
-    float *acc = xt + g->cin * P;
+    fcnn_chain_task t;
+    t.rows = oh1 - oh0;
+    t.nrows = fcnn_chain_rows_read(g, t.rows);
+    t.ih0 = oh0 * g->sh - g->ph;
+    t.block_len = t.nrows * g->wp * VL;
+    t.mid_len = t.rows * g->out_w * VL + P * VL;
+    t.buf = shared;
+    t.mid = shared + g->blocks * t.block_len;
+    t.xt = own + g->blocks * (t.block_len + t.mid_len);
+    t.acc = t.xt + g->cin * P;
+    return t;
+}
+
+/* The input pixels the expansion computes (those of the input rows the
+ * task reads) and its register tile's shape for them. */
+static inline void fcnn_chain_expand_shape(const fcnn_chain_geom *g, const fcnn_chain_task *t,
+                                           long *q0, long *q1, int *tall)
+{
+    const long r0 = t->ih0 > 0 ? t->ih0 : 0;
+    const long r1 = t->ih0 + t->nrows < g->in_h ? t->ih0 + t->nrows : g->in_h;
+    *q0 = r0 * g->in_w;
+    *q1 = r1 > r0 ? r1 * g->in_w : *q0;
+    *tall = fcnn_chain_tall(*q1 - *q0, g->blocks);
+}
+
+/* Units of step 1: (tile of V blocks, tile of pixels); none without an expansion. */
+static inline long fcnn_chain_expand_units(const fcnn_chain_geom *g, const fcnn_chain_task *t)
+{
+    long q0, q1;
+    int tall;
+    if (!g->expand)
+        return 0;
+    fcnn_chain_expand_shape(g, t, &q0, &q1, &tall);
+    const long V = tall ? FCNN_CHAIN_VT : FCNN_CHAIN_VW, P = tall ? FCNN_CHAIN_PT : FCNN_CHAIN_PW;
+    return (g->blocks + V - 1) / V * ((q1 - q0 + P - 1) / P);
+}
+
+/* Step 1, one unit: the expansion of V blocks of channels over P input
+ * pixels, stored with bias and clamp at their places in buf.
+ * x: the image's input planes; we: weights [block][cin][VL]; be: biases [block][VL]. */
+static void fcnn_chain_expand_unit(const fcnn_chain_geom *g, const fcnn_chain_task *t,
+                                   const float *x, const float *we, const float *be,
+                                   int clamp_e, float hi_e, long unit)
+{
+    enum { VL = FCNN_CHAIN_VL };
+    long q0, q1;
+    int tall;
+    fcnn_chain_expand_shape(g, t, &q0, &q1, &tall);
+    const int V = tall ? FCNN_CHAIN_VT : FCNN_CHAIN_VW;
+    const long P = tall ? FCNN_CHAIN_PT : FCNN_CHAIN_PW;
+    const long ptiles = (q1 - q0 + P - 1) / P, plane = g->in_h * g->in_w;
+    const long blk0 = unit / ptiles * V, q = q0 + unit % ptiles * P;
+    const long n = q1 - q < P ? q1 - q : P, ld_w = g->cin * VL;
+    const float *wt = we + blk0 * ld_w;
+    const float *src = x + q;
+    long ld_c = plane;
     const fcnn_vec_f32 hev = (fcnn_vec_f32){0} + hi_e;
     /* the last block's lanes past cexp must hold zeros, not 0 * Inf = NaN
      * from an infinite input: the projection multiplies them by zero again */
@@ -164,158 +214,147 @@ static void fcnn_chain_depthwise(
     fcnn_tr_mask_f32 keep;
     for (int l = 0; l < VL; l++)
         keep[l] = l < used ? -1 : 0;
-
-    if (!g->expand) {
-        /* no expansion: the depthwise kernel of the "depthwise" algorithm,
-         * which transposes the input rows itself, one block at a time */
-        for (long blk = 0; blk < g->blocks; blk++) {
-            const long planes = g->cexp - blk * VL < VL ? g->cexp - blk * VL : VL;
-            fcnn_dw_rows_f32(x + blk * VL * plane, planes, g->in_h, g->in_w,
-                             wd + blk * taps * VL, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw,
-                             g->dh, g->dw, g->out_w, oh0, oh1, g->wp, 1, bd + blk * VL,
-                             clamp_d, 0, hi_d, buf, mid + blk * mid_len);
+    if (q == q0 && blk0 + V < g->blocks)
+        fcnn_chain_prefetch(wt + V * ld_w, V * ld_w);
+    if (q + P > plane) {        /* the tile would read past the last plane: copy it */
+        for (long c = 0; c < g->cin; c++)
+            for (long j = 0; j < P; j++)
+                t->xt[c * P + j] = j < n ? x[c * plane + q + j] : 0;
+        src = t->xt;
+        ld_c = P;
+    }
+    if (tall)
+        fcnn_chain_tile_planes_tall(src, ld_c, wt, ld_w, g->cin, t->acc, 0);
+    else
+        fcnn_chain_tile_planes_wide(src, ld_c, wt, ld_w, g->cin, t->acc, 0);
+    for (long j = 0; j < n; j++) {
+        const long ih = (q + j) / g->in_w, col = g->pw + (q + j) % g->in_w;
+        if (col >= g->wp)
+            continue;
+        for (int v = 0; v < V && blk0 + v < g->blocks; v++) {
+            const long blk = blk0 + v;
+            fcnn_vec_f32 e = *(const fcnn_vec_f32 *)(t->acc + (j * V + v) * VL)
+                             + *(const fcnn_vec_f32 *)(be + blk * VL);
+            e = fcnn_chain_clamp(e, clamp_e, hev);
+            if (blk == g->blocks - 1)
+                e = (fcnn_vec_f32)((fcnn_tr_mask_f32)e & keep);
+            *(fcnn_vec_f32 *)(t->buf + blk * t->block_len + ((ih - t->ih0) * g->wp + col) * VL) = e;
         }
+    }
+}
+
+/* Step 2, one unit: block blk's depthwise output, into mid. With an
+ * expansion, buf's rows above and below the input and its padding columns
+ * are zeroed first (the expansion writes the rest); without one, the
+ * "depthwise" algorithm's kernel transposes the input rows itself.
+ * wd: weights [block][tap][VL]; bd: biases [block][VL]. */
+static void fcnn_chain_depthwise_unit(const fcnn_chain_geom *g, const fcnn_chain_task *t,
+                                      const float *x, const float *wd, const float *bd,
+                                      int clamp_d, float hi_d, long oh0, long blk)
+{
+    enum { VL = FCNN_CHAIN_VL };
+    const long taps = g->kh * g->kw;
+    float *b = t->buf + blk * t->block_len, *out = t->mid + blk * t->mid_len;
+    const float *w = wd + blk * taps * VL, *bias = bd + blk * VL;
+    if (!g->expand) {
+        const long planes = g->cexp - blk * VL < VL ? g->cexp - blk * VL : VL;
+        fcnn_dw_rows_f32(x + blk * VL * g->in_h * g->in_w, planes, g->in_h, g->in_w, w,
+                         g->kh, g->kw, g->sh, g->sw, g->ph, g->pw, g->dh, g->dw, g->out_w,
+                         oh0, oh0 + t->rows, g->wp, 1, bias, clamp_d, 0, hi_d, b, out);
         return;
     }
-    /* zero what the expansion does not write: rows above and below the
-     * input, and the padding columns either side of each input row */
-    for (long blk = 0; blk < g->blocks; blk++) {
-        float *b = buf + blk * block_len;
-        for (long r = 0; r < nrows; r++) {
-            const long ih = ih0 + r;
-            float *row = b + r * g->wp * VL;
-            if (ih < 0 || ih >= g->in_h) {
-                memset(row, 0, g->wp * VL * sizeof(float));
-                continue;
-            }
-            const long left = g->pw < g->wp ? g->pw : g->wp;
-            memset(row, 0, left * VL * sizeof(float));
-            if (g->pw + g->in_w < g->wp)
-                memset(row + (g->pw + g->in_w) * VL, 0,
-                       (g->wp - g->pw - g->in_w) * VL * sizeof(float));
+    for (long r = 0; r < t->nrows; r++) {
+        const long ih = t->ih0 + r;
+        float *row = b + r * g->wp * VL;
+        if (ih < 0 || ih >= g->in_h) {
+            memset(row, 0, g->wp * VL * sizeof(float));
+            continue;
         }
+        memset(row, 0, (g->pw < g->wp ? g->pw : g->wp) * VL * sizeof(float));
+        if (g->pw + g->in_w < g->wp)
+            memset(row + (g->pw + g->in_w) * VL, 0,
+                   (g->wp - g->pw - g->in_w) * VL * sizeof(float));
     }
-    /* the expansion over the input rows r0 .. r1 - 1 (pixels q0 .. q1 - 1 of each plane) */
-    const long q1 = r1 * g->in_w, ld_w = g->cin * VL;
-    const int tall = fcnn_chain_tall(q1 - r0 * g->in_w, g->blocks);
-    const int V = tall ? FCNN_CHAIN_VT : FCNN_CHAIN_VW;
-    const long PT = tall ? FCNN_CHAIN_PT : FCNN_CHAIN_PW;
-    for (long blk0 = 0; blk0 < g->blocks; blk0 += V) {
-        const float *wt = we + blk0 * ld_w;
-        if (blk0 + V < g->blocks)
-            fcnn_chain_prefetch(wt + V * ld_w, V * ld_w);
-        for (long q = r0 * g->in_w; q < q1; q += PT) {
-            const long n = q1 - q < PT ? q1 - q : PT;
-            const float *src = x + q;
-            long ld_c = plane;
-            if (q + PT > plane) {   /* the tile would read past the last plane: copy it */
-                for (long c = 0; c < g->cin; c++)
-                    for (long j = 0; j < PT; j++)
-                        xt[c * PT + j] = j < n ? x[c * plane + q + j] : 0;
-                src = xt;
-                ld_c = PT;
-            }
-            if (tall)
-                fcnn_chain_tile_planes_tall(src, ld_c, wt, ld_w, g->cin, acc, 0);
-            else
-                fcnn_chain_tile_planes_wide(src, ld_c, wt, ld_w, g->cin, acc, 0);
-            for (long j = 0; j < n; j++) {
-                const long ih = (q + j) / g->in_w, iw = (q + j) % g->in_w;
-                const long col = g->pw + iw;
-                if (col >= g->wp)
-                    continue;
-                for (int v = 0; v < V; v++) {
-                    const long blk = blk0 + v;
-                    if (blk >= g->blocks)
-                        break;
-                    fcnn_vec_f32 e = *(const fcnn_vec_f32 *)(acc + (j * V + v) * VL)
-                                     + *(const fcnn_vec_f32 *)(be + blk * VL);
-                    e = fcnn_chain_clamp(e, clamp_e, hev);
-                    if (blk == g->blocks - 1)
-                        e = (fcnn_vec_f32)((fcnn_tr_mask_f32)e & keep);
-                    *(fcnn_vec_f32 *)(buf + blk * block_len + ((ih - ih0) * g->wp + col) * VL) = e;
-                }
-            }
-        }
-    }
-    /* the depthwise convolution of each block, as the "depthwise" algorithm */
-    for (long blk = 0; blk < g->blocks; blk++) {
-        const float *b = buf + blk * block_len;
-        float *out = mid + blk * mid_len;
-        const float *w = wd + blk * taps * VL, *bias = bd + blk * VL;
-        if (g->kh == 3 && g->kw == 3 && g->dh == 1 && g->dw == 1 && g->sw == 1)
-            fcnn_dw_taps_f32(b, g->wp, w, 3, 3, g->sh, 1, 1, 1, rows, g->out_w, 1, bias,
-                             clamp_d, 0, hi_d, out);
-        else if (g->kh == 3 && g->kw == 3 && g->dh == 1 && g->dw == 1 && g->sw == 2)
-            fcnn_dw_taps_f32(b, g->wp, w, 3, 3, g->sh, 2, 1, 1, rows, g->out_w, 1, bias,
-                             clamp_d, 0, hi_d, out);
-        else
-            fcnn_dw_taps_f32(b, g->wp, w, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw, rows,
-                             g->out_w, 1, bias, clamp_d, 0, hi_d, out);
-    }
+    if (g->kh == 3 && g->kw == 3 && g->dh == 1 && g->dw == 1 && g->sw == 1)
+        fcnn_dw_taps_f32(b, g->wp, w, 3, 3, g->sh, 1, 1, 1, t->rows, g->out_w, 1, bias,
+                         clamp_d, 0, hi_d, out);
+    else if (g->kh == 3 && g->kw == 3 && g->dh == 1 && g->dw == 1 && g->sw == 2)
+        fcnn_dw_taps_f32(b, g->wp, w, 3, 3, g->sh, 2, 1, 1, t->rows, g->out_w, 1, bias,
+                         clamp_d, 0, hi_d, out);
+    else
+        fcnn_dw_taps_f32(b, g->wp, w, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw, t->rows,
+                         g->out_w, 1, bias, clamp_d, 0, hi_d, out);
 }
 
-/* Step 3: the projection of mid (the output rows oh0 .. oh1 - 1) into the
- * image's output planes y: ((sum + bias) + residual), clamped.
- * wp: [output block][blocks * VL][VL]; bp: biases [output block][VL]. */
-static void fcnn_chain_project(
-    const fcnn_chain_geom *g, const float *mid, const float *wp, const float *bp,
-    const float *res, int clamp_p, float hi_p, long oh0, long oh1, float *acc, float *y)
+/* Units of step 3: (tile of V output blocks, tile of output pixels). */
+static inline long fcnn_chain_project_units(const fcnn_chain_geom *g, const fcnn_chain_task *t)
 {
-    enum { P = FCNN_CHAIN_PMAX, VL = FCNN_CHAIN_VL };
-    const long count = (oh1 - oh0) * g->out_w, plane = g->out_h * g->out_w;
-    const long mid_len = count * VL + P * VL, ld_w = g->blocks * VL * VL;
-    const long out_blocks = (g->cout + VL - 1) / VL, first = oh0 * g->out_w;
+    const long count = t->rows * g->out_w, blocks = (g->cout + FCNN_CHAIN_VL - 1) / FCNN_CHAIN_VL;
+    const int tall = fcnn_chain_tall(count, blocks);
+    const long V = tall ? FCNN_CHAIN_VT : FCNN_CHAIN_VW, P = tall ? FCNN_CHAIN_PT : FCNN_CHAIN_PW;
+    return (blocks + V - 1) / V * ((count + P - 1) / P);
+}
+
+/* Step 3, one unit: the projection of P positions of mid into V blocks of
+ * output channels of y (the image's planes): ((sum + bias) + residual),
+ * clamped. wp: [output block][blocks * VL][VL]; bp: biases [output block][VL]. */
+static void fcnn_chain_project_unit(const fcnn_chain_geom *g, const fcnn_chain_task *t,
+                                    const float *wp, const float *bp, const float *res,
+                                    int clamp_p, float hi_p, long oh0, long unit, float *y)
+{
+    enum { VL = FCNN_CHAIN_VL };
+    const long count = t->rows * g->out_w, plane = g->out_h * g->out_w;
+    const long out_blocks = (g->cout + VL - 1) / VL, ld_w = g->blocks * VL * VL;
     const int tall = fcnn_chain_tall(count, out_blocks);
     const int V = tall ? FCNN_CHAIN_VT : FCNN_CHAIN_VW;
-    const long PT = tall ? FCNN_CHAIN_PT : FCNN_CHAIN_PW;
-    for (long ob0 = 0; ob0 < out_blocks; ob0 += V) {
-        const float *wt = wp + ob0 * ld_w;
-        const long c0 = ob0 * VL;
-        const long channels = g->cout - c0 < V * VL ? g->cout - c0 : V * VL;
-        if (ob0 + V < out_blocks)
-            fcnn_chain_prefetch(wt + V * ld_w, V * ld_w);
-        for (long q = 0; q < count; q += PT) {
-            const long n = count - q < PT ? count - q : PT;
-            for (long blk = 0; blk < g->blocks; blk++) {
-                const float *src = mid + blk * mid_len + q * VL;
-                if (tall)
-                    fcnn_chain_tile_lanes_tall(src, 1, wt + blk * VL * VL, ld_w, VL, acc, blk > 0);
-                else
-                    fcnn_chain_tile_lanes_wide(src, 1, wt + blk * VL * VL, ld_w, VL, acc, blk > 0);
-            }
-            for (long k = 0; k < channels; k++) {
-                const long oc = c0 + k, v = k / VL, lane = k % VL;
-                float *yr = y + oc * plane + first + q;
-                const float *rr = res ? res + oc * plane + first + q : NULL;
-                const float b = bp[oc];
-                for (long j = 0; j < n; j++) {
-                    float s = acc[(j * V + v) * VL + lane] + b;
-                    if (rr)
-                        s += rr[j];
-                    if (clamp_p)
-                        s = s < 0 ? 0 : s > hi_p ? hi_p : s;
-                    yr[j] = s;
-                }
-            }
+    const long P = tall ? FCNN_CHAIN_PT : FCNN_CHAIN_PW;
+    const long ptiles = (count + P - 1) / P;
+    const long ob0 = unit / ptiles * V, q = unit % ptiles * P;
+    const long n = count - q < P ? count - q : P, c0 = ob0 * VL;
+    const long channels = g->cout - c0 < V * VL ? g->cout - c0 : V * VL;
+    const float *wt = wp + ob0 * ld_w;
+    if (q == 0 && ob0 + V < out_blocks)
+        fcnn_chain_prefetch(wt + V * ld_w, V * ld_w);
+    for (long blk = 0; blk < g->blocks; blk++) {
+        const float *src = t->mid + blk * t->mid_len + q * VL;
+        if (tall)
+            fcnn_chain_tile_lanes_tall(src, 1, wt + blk * VL * VL, ld_w, VL, t->acc, blk > 0);
+        else
+            fcnn_chain_tile_lanes_wide(src, 1, wt + blk * VL * VL, ld_w, VL, t->acc, blk > 0);
+    }
+    const long first = oh0 * g->out_w + q;
+    for (long k = 0; k < channels; k++) {
+        const long oc = c0 + k, v = k / VL, lane = k % VL;
+        float *yr = y + oc * plane + first;
+        const float *rr = res ? res + oc * plane + first : NULL;
+        const float b = bp[oc];
+        for (long j = 0; j < n; j++) {
+            float s = t->acc[(j * V + v) * VL + lane] + b;
+            if (rr)
+                s += rr[j];
+            if (clamp_p)
+                s = s < 0 ? 0 : s > hi_p ? hi_p : s;
+            yr[j] = s;
         }
     }
 }
 
-/* One task: the output rows oh0 .. oh1 - 1 of one image, all three steps. */
+/* One task on one thread: the output rows oh0 .. oh1 - 1 of one image, all
+ * three steps (x, res, y: the image's). */
 static inline void fcnn_chain_band(
     const fcnn_chain_geom *g, const float *x, const float *we, const float *be, int clamp_e,
     float hi_e, const float *wd, const float *bd, int clamp_d, float hi_d, const float *wp,
     const float *bp, const float *res, int clamp_p, float hi_p, long oh0, long oh1,
     float *scratch, float *y)
 {
-    enum { P = FCNN_CHAIN_PMAX, VL = FCNN_CHAIN_VL };
-    const long rows = oh1 - oh0;
-    float *mid = scratch + g->blocks * fcnn_chain_rows_read(g, rows) * g->wp * VL;
-    float *acc = mid + g->blocks * (rows * g->out_w * VL + P * VL) + g->cin * P;
-    fcnn_chain_depthwise(g, x, we, be, clamp_e, hi_e, wd, bd, clamp_d, hi_d, oh0, oh1,
-                         scratch, mid);
-    fcnn_chain_project(g, mid, wp, bp, res, clamp_p, hi_p, oh0, oh1, acc, y);
+    const fcnn_chain_task t = fcnn_chain_layout(g, oh0, oh1, scratch, scratch);
+    const long ne = fcnn_chain_expand_units(g, &t), np = fcnn_chain_project_units(g, &t);
+    for (long u = 0; u < ne; u++)
+        fcnn_chain_expand_unit(g, &t, x, we, be, clamp_e, hi_e, u);
+    for (long blk = 0; blk < g->blocks; blk++)
+        fcnn_chain_depthwise_unit(g, &t, x, wd, bd, clamp_d, hi_d, oh0, blk);
+    for (long u = 0; u < np; u++)
+        fcnn_chain_project_unit(g, &t, wp, bp, res, clamp_p, hi_p, oh0, u, y);
 }
 
 #endif
