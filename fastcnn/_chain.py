@@ -93,9 +93,21 @@ def find_chains(nodes, rewrite, readers):
         if exp is None or not exp.pointwise or exp.residual is not None \
                 or readers.get(exp_node.outputs[0].id) != 1:
             continue
-        if _kernels._chain.pays(True):
+        if _kernels._chain.pays(_chain_geometry(exp, dw, proj), True, exp.geom[0],
+                                _l2_bytes()):
             chains[id(node)] = (exp, dw, proj)
     return chains
+
+
+def _l2_bytes():
+    return _kernels._conv.cache_budgets()["l2"]
+
+
+def _chain_geometry(expand, depthwise, project):
+    """The chain kernel's geometry tuple (see _kernels._chain) from the layers'."""
+    g_e, g_d, g_p = expand.geom, depthwise.geom, project.geom
+    return (g_e[1], g_e[5], g_e[6], g_d[1], g_p[2], g_d[8], g_d[9],
+            g_d[11], g_d[12], g_d[14], g_d[15], g_d[17], g_d[18], g_d[20], g_d[21])
 
 
 class Chain:
@@ -104,17 +116,15 @@ class Chain:
     kernels, as a plan does)."""
 
     def __init__(self, expand, depthwise, project):
-        g_e, g_d, g_p = expand.geom, depthwise.geom, project.geom
-        self.batch = g_e[0]
-        self.geom = (g_e[1], g_e[5], g_e[6], g_d[1], g_p[2], g_d[8], g_d[9],
-                     g_d[11], g_d[12], g_d[14], g_d[15], g_d[17], g_d[18], g_d[20], g_d[21])
+        self.batch = expand.geom[0]
+        self.geom = _chain_geometry(expand, depthwise, project)
         self.input_shape = (self.batch,) + self.geom[:3]
         self.output_shape = (self.batch, self.geom[4]) + self.geom[5:7]
         self.activations = tuple(FUSABLE_ACTIVATIONS[layer.activation]
                                  for layer in (expand, depthwise, project))
         self.scopes = (expand.node.scope, depthwise.node.scope, project.node.scope)
         self._kernels = _kernels._chain
-        self._l2 = _kernels._conv.cache_budgets()["l2"]
+        self._l2 = _l2_bytes()
         self.packed = self._kernels.pack(self.geom, expand.weight, expand.bias,
                                          depthwise.weight, depthwise.bias, project.weight,
                                          project.bias, self._l2)

@@ -142,16 +142,41 @@ def _randomize(model, rng):
     return model
 
 
-def _expected_chains(blocks=16):
-    return blocks if _kernels._chain.pays(True) else 0
+FMA = _kernels._conv.dispatch_facts()["fused_multiply_add"]
+
+
+@pytest.fixture
+def small_l2():
+    """An L2 of 128 KiB, so small test networks have expanded tensors that
+    do not fit (where plans run chains); restored afterwards."""
+    _kernels._conv.set_cache_sizes(32 * 1024, 128 * 1024)
+    yield
+    _kernels._conv.set_cache_sizes(_kernels.CACHES["l1d"], _kernels.CACHES["l2"])
+
+
+def test_chains_pay_where_the_expanded_tensor_leaves_l2():
+    pays, l2 = _kernels._chain.pays, 2 << 20
+    block = lambda c, e, o, size, s: (c, size, size, e, o, (size - 1) // s + 1,
+                                      (size - 1) // s + 1, 3, 3, s, s, 1, 1, 1, 1)
+    first = block(16, 96, 24, 112, 2)          # MobileNetV2 at 224x224: 4.8 MB expanded
+    late = block(96, 576, 96, 14, 1)           # 451 KB a image
+    assert pays(first, True, 1, l2) == FMA
+    assert not pays(late, True, 1, l2)
+    assert pays(late, True, 8, l2) == FMA
+    assert not pays(block(32, 32, 16, 112, 1), False, 1, l2)
+
+
+def _expected_chains(blocks):
+    return blocks if FMA else 0
 
 
 @pytest.mark.parametrize("batch", [1, 2])
-def test_mobilenet_plan_runs_chains_and_matches_eager(rng, batch):
+def test_mobilenet_plan_runs_chains_and_matches_eager(rng, batch, small_l2):
     model = _randomize(models.MobileNetV2(num_classes=10, width_mult=0.5), rng).eval()
-    x = rng.standard_normal((batch, 3, 64, 64)).astype(np.float32)
+    x = rng.standard_normal((batch, 3, 96, 96)).astype(np.float32)
     plan = fastcnn.compile(model, x.shape)
-    assert [n.op for n in plan.nodes].count("conv_chain") == _expected_chains()
+    # the blocks whose expanded tensors exceed half of the 128 KiB L2
+    assert [n.op for n in plan.nodes].count("conv_chain") == _expected_chains({1: 3, 2: 9}[batch])
     expected = model(x)
     results = run_threads(lambda: plan(x))
     assert np.abs(expected).max() > 1e-2           # a real comparison, not of zeros
@@ -160,7 +185,7 @@ def test_mobilenet_plan_runs_chains_and_matches_eager(rng, batch):
         assert np.array_equal(r, results[0])
 
 
-def test_mobilenet_onnx_model_runs_chains(rng, tmp_path):
+def test_mobilenet_onnx_model_runs_chains(rng, tmp_path, small_l2):
     from fastcnn import onnx as fonnx
     model = _randomize(models.MobileNetV2(num_classes=10, width_mult=0.5), rng).eval()
     path = tmp_path / "mobilenet.onnx"
@@ -189,9 +214,9 @@ class _Block(nn.Module):
 
 
 @pytest.mark.parametrize("leak", [False, True])
-def test_plan_fuses_only_private_intermediates(rng, leak):
+def test_plan_fuses_only_private_intermediates(rng, leak, small_l2):
     block = _Block(leak).eval()
-    x = rng.standard_normal((2, 8, 12, 12)).astype(np.float32)
+    x = rng.standard_normal((2, 8, 24, 24)).astype(np.float32)
     plan = fastcnn.compile(block, x.shape)
     chains = [n.op for n in plan.nodes].count("conv_chain")
     assert chains == (0 if leak else _expected_chains(1))
@@ -200,9 +225,9 @@ def test_plan_fuses_only_private_intermediates(rng, leak):
         assert_close(g, e, reduction=32 * 9)
 
 
-def test_plan_keeps_float64_layers(rng):
+def test_plan_keeps_float64_layers(rng, small_l2):
     block = _Block().double().eval()
-    x = rng.standard_normal((1, 8, 12, 12))
+    x = rng.standard_normal((1, 8, 24, 24))
     plan = fastcnn.compile(block, x.shape, dtype=np.float64)
     assert "conv_chain" not in [n.op for n in plan.nodes]
     assert_close(plan(x), block(x), reduction=32 * 9)

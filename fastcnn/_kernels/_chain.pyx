@@ -63,9 +63,12 @@ cdef inline long _ceil_div(long a, long b) noexcept nogil:
 
 
 cdef fcnn_chain_geom _geom(tuple t, bint expand, long l2_bytes) except *:
-    """The kernel's geometry, with its bands: as many output rows per band as
-    keep a task's scratch within half of L2 (the other half holds the
-    weights and the rows it reads), evened out over the bands."""
+    """The kernel's geometry, with its bands: the whole image while a task's
+    scratch fits in 3/4 of L2 (one band recomputes no halo rows), else as
+    many output rows per band as keep it within half of L2 (the other half
+    holds the weights and the rows it reads), evened out over the bands.
+    (MobileNetV2's 96->576->96 block at 14x14, AVX-512: one band of 14 rows
+    0.41-0.43 ms against two of 7 at 0.46-0.51.)"""
     cdef fcnn_chain_geom g
     cdef long rows, bands
     (g.cin, g.in_h, g.in_w, g.cexp, g.cout, g.out_h, g.out_w, g.kh, g.kw, g.sh, g.sw,
@@ -80,8 +83,9 @@ cdef fcnn_chain_geom _geom(tuple t, bint expand, long l2_bytes) except *:
     g.blocks = _ceil_div(g.cexp, FCNN_CHAIN_VL)
     g.wp = (g.out_w - 1) * g.sw + (g.kw - 1) * g.dw + 1
     rows = g.out_h
-    while rows > 1 and fcnn_chain_scratch(&g, rows) * <long>sizeof(float) > l2_bytes // 2:
-        rows -= 1
+    if fcnn_chain_scratch(&g, rows) * <long>sizeof(float) > l2_bytes // 4 * 3:
+        while rows > 1 and fcnn_chain_scratch(&g, rows) * <long>sizeof(float) > l2_bytes // 2:
+            rows -= 1
     bands = _ceil_div(g.out_h, rows)
     g.band_rows = _ceil_div(g.out_h, bands)
     return g
@@ -110,14 +114,23 @@ cdef tuple _offsets(const fcnn_chain_geom* g):
     return tuple(out)
 
 
-def pays(bint expand):
+def pays(tuple geom, bint expand, long batch, long l2_bytes):
     """Whether the chain beats its layers run one by one (each with the
-    algorithm the dispatcher picks): with an expansion, on targets with fused
-    multiply-adds. Measured on MobileNetV2's blocks, batch 1 and 8: 1.0-1.6x
-    with AVX-512 and AVX2; 0.77-1.25x on SSE, whose broadcasts cost a shuffle
-    each; without an expansion (its first block) 0.56-0.73x, where the
-    depthwise kernel must transpose its input rows itself."""
-    return expand and FCNN_HAS_FMA
+    algorithm the dispatcher picks): with an expansion whose output, over
+    the whole batch, is larger than half of L2 (run layer by layer, it goes
+    to memory and back), on targets with fused multiply-adds.
+
+    Measured in compiled MobileNetV2 (Xeon, 2 MiB L2, AVX-512): its 112x112
+    and 56x56 blocks 1.0-1.6x faster as chains at batch 1 and 8, AVX-512 and
+    AVX2; its 14x14 and 7x7 blocks at batch 1 0.2-0.5 ms slower in all (their
+    expanded tensors stay in L2 anyway); at batch 8 its 14x14 blocks as
+    chains 1.5-4 % faster over the network. On SSE (no FMA, a shuffle per
+    broadcast) chains ran 0.77-1.25x; without an expansion (MobileNetV2's
+    first block, whose depthwise kernel must transpose its own input rows)
+    0.56-0.73x."""
+    cdef fcnn_chain_geom g = _geom(geom, expand, l2_bytes)
+    return bool(expand and FCNN_HAS_FMA
+                and batch * g.cexp * g.in_h * g.in_w * <long>sizeof(float) > l2_bytes // 2)
 
 
 def plan(tuple geom, bint expand, long l2_bytes):
