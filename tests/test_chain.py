@@ -194,6 +194,9 @@ def test_mobilenet_onnx_model_runs_chains(rng, tmp_path, small_l2):
     x = rng.standard_normal((1, 3, 48, 48)).astype(np.float32)
     y = loaded.run(None, {"input": x})[0]
     assert_close(y, model(x), reduction=960 * 9)
+    (plan,) = loaded._plans.values()
+    chains = [n.op for n in plan.nodes].count("conv_chain")
+    assert chains >= 1 if FMA else chains == 0
 
 
 class _Block(nn.Module):

@@ -43,12 +43,14 @@
 #define FCNN_CHAIN_VMAX FCNN_CHAIN_VT
 #define FCNN_CHAIN_PAD_BLOCKS (FCNN_CHAIN_VW * FCNN_CHAIN_VT)
 
-/* acc[j][v] (+)= sum over c < cin of x[c * ld_c + j * LDP] * w[v * ld_w + c * VL + lane]:
- * P pixels LDP apart, V vectors of output channels. */
+/* acc[j][v] = sum over b < nb, c < cin of x[b * ld_b + c * ld_c + j * LDP]
+ *                                        * w[v * ld_w + (b * cin + c) * VL + lane]:
+ * P pixels LDP apart, V vectors of output channels, the input channels in nb
+ * runs of cin (the depthwise output's blocks of lanes) summed in order. */
 #define FCNN_DEFINE_CHAIN_TILE(NAME, LDP, P, V)                                           \
 static inline __attribute__((always_inline)) void fcnn_chain_tile_##NAME(                \
-    const float *x, long ld_c, const float *w, long ld_w, long cin, float *acc_io,       \
-    int accumulate)                                                                      \
+    const float *x, long ld_c, long ld_b, long nb, const float *w, long ld_w, long cin,  \
+    float *acc_io)                                                                       \
 {                                                                                        \
     enum { VL = FCNN_CHAIN_VL };                                                         \
     fcnn_vec_f32 acc[P][V];                                                              \
@@ -56,23 +58,23 @@ static inline __attribute__((always_inline)) void fcnn_chain_tile_##NAME(       
     for (int j = 0; j < P; j++) {                                                        \
         _Pragma("GCC unroll 8")                                                          \
         for (int v = 0; v < V; v++)                                                      \
-            acc[j][v] = accumulate ? *(const fcnn_vec_f32 *)(acc_io + (j * V + v) * VL)  \
-                                   : (fcnn_vec_f32){0};                                  \
+            acc[j][v] = (fcnn_vec_f32){0};                                               \
     }                                                                                    \
-    for (long c = 0; c < cin; c++) {                                                     \
-        const float *xc = x + c * ld_c;                                                  \
-        fcnn_vec_f32 wv[V];                                                              \
-        _Pragma("GCC unroll 8")                                                          \
-        for (int v = 0; v < V; v++)                                                      \
-            wv[v] = *(const fcnn_vec_f32 *)(w + v * ld_w + c * VL);                      \
-        _Pragma("GCC unroll 16")                                                         \
-        for (int j = 0; j < P; j++) {                                                    \
-            float b = xc[j * (LDP)];                                                     \
+    for (long b = 0; b < nb; b++, x += ld_b, w += cin * VL)                              \
+        for (long c = 0; c < cin; c++) {                                                 \
+            const float *xc = x + c * ld_c;                                              \
+            fcnn_vec_f32 wv[V];                                                          \
             _Pragma("GCC unroll 8")                                                      \
             for (int v = 0; v < V; v++)                                                  \
-                acc[j][v] += b * wv[v];                                                  \
+                wv[v] = *(const fcnn_vec_f32 *)(w + v * ld_w + c * VL);                  \
+            _Pragma("GCC unroll 16")                                                     \
+            for (int j = 0; j < P; j++) {                                                \
+                float s = xc[j * (LDP)];                                                 \
+                _Pragma("GCC unroll 8")                                                  \
+                for (int v = 0; v < V; v++)                                              \
+                    acc[j][v] += s * wv[v];                                              \
+            }                                                                            \
         }                                                                                \
-    }                                                                                    \
     _Pragma("GCC unroll 16")                                                             \
     for (int j = 0; j < P; j++) {                                                        \
         _Pragma("GCC unroll 8")                                                          \
@@ -224,9 +226,9 @@ static void fcnn_chain_expand_unit(const fcnn_chain_geom *g, const fcnn_chain_ta
         ld_c = P;
     }
     if (tall)
-        fcnn_chain_tile_planes_tall(src, ld_c, wt, ld_w, g->cin, t->acc, 0);
+        fcnn_chain_tile_planes_tall(src, ld_c, 0, 1, wt, ld_w, g->cin, t->acc);
     else
-        fcnn_chain_tile_planes_wide(src, ld_c, wt, ld_w, g->cin, t->acc, 0);
+        fcnn_chain_tile_planes_wide(src, ld_c, 0, 1, wt, ld_w, g->cin, t->acc);
     for (long j = 0; j < n; j++) {
         const long ih = (q + j) / g->in_w, col = g->pw + (q + j) % g->in_w;
         if (col >= g->wp)
@@ -315,13 +317,12 @@ static void fcnn_chain_project_unit(const fcnn_chain_geom *g, const fcnn_chain_t
     const float *wt = wp + ob0 * ld_w;
     if (q == 0 && ob0 + V < out_blocks)
         fcnn_chain_prefetch(wt + V * ld_w, V * ld_w);
-    for (long blk = 0; blk < g->blocks; blk++) {
-        const float *src = t->mid + blk * t->mid_len + q * VL;
-        if (tall)
-            fcnn_chain_tile_lanes_tall(src, 1, wt + blk * VL * VL, ld_w, VL, t->acc, blk > 0);
-        else
-            fcnn_chain_tile_lanes_wide(src, 1, wt + blk * VL * VL, ld_w, VL, t->acc, blk > 0);
-    }
+    if (tall)
+        fcnn_chain_tile_lanes_tall(t->mid + q * VL, 1, t->mid_len, g->blocks, wt, ld_w, VL,
+                                   t->acc);
+    else
+        fcnn_chain_tile_lanes_wide(t->mid + q * VL, 1, t->mid_len, g->blocks, wt, ld_w, VL,
+                                   t->acc);
     const long first = oh0 * g->out_w + q;
     for (long k = 0; k < channels; k++) {
         const long oc = c0 + k, v = k / VL, lane = k % VL;
