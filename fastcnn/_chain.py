@@ -73,7 +73,7 @@ def find_chains(nodes, rewrite, readers):
     """{id(projection node): (expansion layer, depthwise layer, projection
     layer)} for each expansion -> depthwise -> projection run whose inner
     outputs nothing else reads, where the chain kernel pays (see
-    _kernels._chain.pays)."""
+    _kernels._chain.pays: on targets with fused multiply-adds)."""
     producer = {}
     for node in nodes:
         for v in node.outputs:
@@ -93,14 +93,9 @@ def find_chains(nodes, rewrite, readers):
         if exp is None or not exp.pointwise or exp.residual is not None \
                 or readers.get(exp_node.outputs[0].id) != 1:
             continue
-        if _kernels._chain.pays(_chain_geometry(exp, dw, proj), True, exp.geom[0],
-                                _l2_bytes()):
+        if _kernels._chain.pays(True):
             chains[id(node)] = (exp, dw, proj)
     return chains
-
-
-def _l2_bytes():
-    return _kernels._conv.cache_budgets()["l2"]
 
 
 def _chain_geometry(expand, depthwise, project):
@@ -124,7 +119,7 @@ class Chain:
                                  for layer in (expand, depthwise, project))
         self.scopes = (expand.node.scope, depthwise.node.scope, project.node.scope)
         self._kernels = _kernels._chain
-        self._l2 = _l2_bytes()
+        self._l2 = _kernels._conv.cache_budgets()["l2"]
         self.packed = self._kernels.pack(self.geom, expand.weight, expand.bias,
                                          depthwise.weight, depthwise.bias, project.weight,
                                          project.bias, self._l2)

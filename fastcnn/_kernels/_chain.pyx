@@ -114,23 +114,18 @@ cdef tuple _offsets(const fcnn_chain_geom* g):
     return tuple(out)
 
 
-def pays(tuple geom, bint expand, long batch, long l2_bytes):
+def pays(bint expand):
     """Whether the chain beats its layers run one by one (each with the
-    algorithm the dispatcher picks): with an expansion whose output, over
-    the whole batch, is larger than half of L2 (run layer by layer, it goes
-    to memory and back), on targets with fused multiply-adds.
-
-    Measured in compiled MobileNetV2 (Xeon, 2 MiB L2, AVX-512): its 112x112
-    and 56x56 blocks 1.0-1.6x faster as chains at batch 1 and 8, AVX-512 and
-    AVX2; its 14x14 and 7x7 blocks at batch 1 0.2-0.5 ms slower in all (their
-    expanded tensors stay in L2 anyway); at batch 8 its 14x14 blocks as
-    chains 1.5-4 % faster over the network. On SSE (no FMA, a shuffle per
-    broadcast) chains ran 0.77-1.25x; without an expansion (MobileNetV2's
-    first block, whose depthwise kernel must transpose its own input rows)
-    0.56-0.73x."""
-    cdef fcnn_chain_geom g = _geom(geom, expand, l2_bytes)
-    return bool(expand and FCNN_HAS_FMA
-                and batch * g.cexp * g.in_h * g.in_w * <long>sizeof(float) > l2_bytes // 2)
+    algorithm the dispatcher picks): with an expansion, on targets with fused
+    multiply-adds. Compiled MobileNetV2 with every block a chain against
+    only its 112x112 and 56x56 blocks (Xeon, 2 MiB L2, alternating runs):
+    batch 1, AVX-512: as fast on 1 thread, 9 % faster on 2; AVX2: 9 % and
+    16 % faster; batch 8 within 2 %. Block by block the chains run 1.0-1.6x
+    their layers' speed where the expanded tensor leaves L2, and about as fast
+    where it stays. On SSE (no FMA, a shuffle per broadcast) chains ran
+    0.77-1.25x; without an expansion (MobileNetV2's first block, whose
+    depthwise kernel must transpose its own input rows) 0.56-0.73x."""
+    return bool(expand and FCNN_HAS_FMA)
 
 
 def plan(tuple geom, bint expand, long l2_bytes):

@@ -42,15 +42,19 @@
 #define FCNN_CHAIN_PMAX FCNN_CHAIN_PW
 #define FCNN_CHAIN_VMAX FCNN_CHAIN_VT
 #define FCNN_CHAIN_PAD_BLOCKS (FCNN_CHAIN_VW * FCNN_CHAIN_VT)
+#define FCNN_CHAIN_LINE (64 / (long)sizeof(float))      /* floats per cache line */
 
 /* acc[j][v] = sum over b < nb, c < cin of x[b * ld_b + c * ld_c + j * LDP]
  *                                        * w[v * ld_w + (b * cin + c) * VL + lane]:
  * P pixels LDP apart, V vectors of output channels, the input channels in nb
- * runs of cin (the depthwise output's blocks of lanes) summed in order. */
+ * runs of cin (the depthwise output's blocks of lanes) summed in order.
+ * With each input channel it fetches one line of pf towards L2 (the first
+ * pf_lines lines): the next tile's weights, spread over the tiles that
+ * share these, so streaming cold weights overlaps the multiply-adds. */
 #define FCNN_DEFINE_CHAIN_TILE(NAME, LDP, P, V)                                           \
 static inline __attribute__((always_inline)) void fcnn_chain_tile_##NAME(                \
     const float *x, long ld_c, long ld_b, long nb, const float *w, long ld_w, long cin,  \
-    float *acc_io)                                                                       \
+    float *acc_io, const float *pf, long pf_lines)                                       \
 {                                                                                        \
     enum { VL = FCNN_CHAIN_VL };                                                         \
     fcnn_vec_f32 acc[P][V];                                                              \
@@ -63,6 +67,8 @@ static inline __attribute__((always_inline)) void fcnn_chain_tile_##NAME(       
     for (long b = 0; b < nb; b++, x += ld_b, w += cin * VL)                              \
         for (long c = 0; c < cin; c++) {                                                 \
             const float *xc = x + c * ld_c;                                              \
+            if (b * cin + c < pf_lines)                                                  \
+                __builtin_prefetch(pf + (b * cin + c) * FCNN_CHAIN_LINE, 0, 2);          \
             fcnn_vec_f32 wv[V];                                                          \
             _Pragma("GCC unroll 8")                                                      \
             for (int v = 0; v < V; v++)                                                  \
@@ -99,11 +105,15 @@ static inline int fcnn_chain_tall(long pixels, long blocks)
     return tall < wide;
 }
 
-/* Fetch n floats at w towards L2 (the next tile's weights, while this one computes). */
-static inline void fcnn_chain_prefetch(const float *w, long n)
+/* The lines of the next tile's weights (n floats at w) unit `part` of
+ * `parts` fetches, one per input channel of its tile call: where the next
+ * tile starts and how many lines remain from there (0 for the last tile). */
+static inline long fcnn_chain_prefetch_part(const float **pf, const float *w, long n,
+                                            long part, long per_part)
 {
-    for (long i = 0; i < n; i += 64 / (long)sizeof(float))
-        __builtin_prefetch(w + i, 0, 2);
+    const long lines = (n + FCNN_CHAIN_LINE - 1) / FCNN_CHAIN_LINE, first = part * per_part;
+    *pf = w + first * FCNN_CHAIN_LINE;
+    return first < lines ? lines - first : 0;
 }
 
 /* The geometry of one chain; cexp = the depthwise channels (= cin without an
@@ -216,8 +226,9 @@ static void fcnn_chain_expand_unit(const fcnn_chain_geom *g, const fcnn_chain_ta
     fcnn_tr_mask_f32 keep;
     for (int l = 0; l < VL; l++)
         keep[l] = l < used ? -1 : 0;
-    if (q == q0 && blk0 + V < g->blocks)
-        fcnn_chain_prefetch(wt + V * ld_w, V * ld_w);
+    const float *pf = wt;
+    const long pf_lines = blk0 + V < g->blocks
+        ? fcnn_chain_prefetch_part(&pf, wt + V * ld_w, V * ld_w, (q - q0) / P, g->cin) : 0;
     if (q + P > plane) {        /* the tile would read past the last plane: copy it */
         for (long c = 0; c < g->cin; c++)
             for (long j = 0; j < P; j++)
@@ -226,9 +237,9 @@ static void fcnn_chain_expand_unit(const fcnn_chain_geom *g, const fcnn_chain_ta
         ld_c = P;
     }
     if (tall)
-        fcnn_chain_tile_planes_tall(src, ld_c, 0, 1, wt, ld_w, g->cin, t->acc);
+        fcnn_chain_tile_planes_tall(src, ld_c, 0, 1, wt, ld_w, g->cin, t->acc, pf, pf_lines);
     else
-        fcnn_chain_tile_planes_wide(src, ld_c, 0, 1, wt, ld_w, g->cin, t->acc);
+        fcnn_chain_tile_planes_wide(src, ld_c, 0, 1, wt, ld_w, g->cin, t->acc, pf, pf_lines);
     for (long j = 0; j < n; j++) {
         const long ih = (q + j) / g->in_w, col = g->pw + (q + j) % g->in_w;
         if (col >= g->wp)
@@ -315,14 +326,15 @@ static void fcnn_chain_project_unit(const fcnn_chain_geom *g, const fcnn_chain_t
     const long n = count - q < P ? count - q : P, c0 = ob0 * VL;
     const long channels = g->cout - c0 < V * VL ? g->cout - c0 : V * VL;
     const float *wt = wp + ob0 * ld_w;
-    if (q == 0 && ob0 + V < out_blocks)
-        fcnn_chain_prefetch(wt + V * ld_w, V * ld_w);
+    const float *pf = wt;
+    const long pf_lines = ob0 + V < out_blocks
+        ? fcnn_chain_prefetch_part(&pf, wt + V * ld_w, V * ld_w, q / P, g->blocks * VL) : 0;
     if (tall)
         fcnn_chain_tile_lanes_tall(t->mid + q * VL, 1, t->mid_len, g->blocks, wt, ld_w, VL,
-                                   t->acc);
+                                   t->acc, pf, pf_lines);
     else
         fcnn_chain_tile_lanes_wide(t->mid + q * VL, 1, t->mid_len, g->blocks, wt, ld_w, VL,
-                                   t->acc);
+                                   t->acc, pf, pf_lines);
     const long first = oh0 * g->out_w + q;
     for (long k = 0; k < channels; k++) {
         const long oc = c0 + k, v = k / VL, lane = k % VL;
