@@ -335,19 +335,39 @@ static void fcnn_chain_project_unit(const fcnn_chain_geom *g, const fcnn_chain_t
     else
         fcnn_chain_tile_lanes_wide(t->mid + q * VL, 1, t->mid_len, g->blocks, wt, ld_w, VL,
                                    t->acc, pf, pf_lines);
+    /* the tile's VL-pixel x VL-channel blocks turned by register transposes
+     * into runs of pixels per channel, then ((sum + bias) + residual), clamped */
     const long first = oh0 * g->out_w + q;
-    for (long k = 0; k < channels; k++) {
-        const long oc = c0 + k, v = k / VL, lane = k % VL;
-        float *yr = y + oc * plane + first;
-        const float *rr = res ? res + oc * plane + first : NULL;
-        const float b = bp[oc];
-        for (long j = 0; j < n; j++) {
-            float s = t->acc[(j * V + v) * VL + lane] + b;
-            if (rr)
-                s += rr[j];
-            if (clamp_p)
-                s = s < 0 ? 0 : s > hi_p ? hi_p : s;
-            yr[j] = s;
+    const fcnn_vec_f32 hiv = (fcnn_vec_f32){0} + hi_p;
+    for (long j0 = 0; j0 < n; j0 += VL) {
+        const long m = n - j0 < VL ? n - j0 : VL;
+        for (int v = 0; v < V && v * VL < channels; v++) {
+            fcnn_vec_f32 r[VL];
+            for (int j = 0; j < VL; j++)
+                r[j] = j < m ? *(const fcnn_vec_f32 *)(t->acc + ((j0 + j) * V + v) * VL)
+                             : (fcnn_vec_f32){0};
+            fcnn_transpose_f32(r);
+            for (long l = 0; l < VL && v * VL + l < channels; l++) {
+                const long oc = c0 + v * VL + l;
+                float *yr = y + oc * plane + first + j0;
+                fcnn_vec_f32 sum = r[l] + bp[oc];
+                if (res) {
+                    const float *rr = res + oc * plane + first + j0;
+                    fcnn_vec_f32 rv;
+                    if (m == VL)
+                        rv = *(const fcnn_vec_f32 *)rr;
+                    else
+                        for (int j = 0; j < VL; j++)
+                            rv[j] = j < m ? rr[j] : 0;
+                    sum += rv;
+                }
+                sum = fcnn_chain_clamp(sum, clamp_p, hiv);
+                if (m == VL)
+                    *(fcnn_vec_f32 *)yr = sum;
+                else
+                    for (long j = 0; j < m; j++)
+                        yr[j] = sum[j];
+            }
         }
     }
 }
