@@ -8,9 +8,8 @@ Each block (expansion 1x1 + ReLU6, depthwise 3x3 + ReLU6, projection 1x1, the
 residual where the block has one) runs as a chain (_kernels._chain, weights
 packed once) and as three convolutions with the algorithms a compiled plan
 picks (weights prepacked alike). Figures are the best of --repeat calls, the
-two taking turns; "plan" says whether a compiled plan would run the block as
-a chain on this machine (_kernels._chain.pays: the expanded tensor over the
-batch larger than half of L2).
+two taking turns; "plan runs" says whether a compiled plan runs the block as
+a chain on this target (_kernels._chain.pays: with fused multiply-adds).
 """
 import argparse
 import time
@@ -96,7 +95,7 @@ def block(n, cin, cexp, cout, size, stride, threads, repeat):
     algorithms = "/".join(s[1] for s in steps)
     print(f"| {n} | {threads} | {cin}->{cexp}->{cout} @{size} s{stride} | {algorithms} | "
           f"{t_layers * 1e3:.3f} | {t_chain * 1e3:.3f} | {t_layers / t_chain:.2f}x | "
-          f"{bands} x {rows} | {'chain' if chain.pays(cg, True, n, l2) else 'layers'} | "
+          f"{bands} x {rows} | {'chain' if chain.pays(True) else 'layers'} | "
           f"{err:.1e} |")
 
 
