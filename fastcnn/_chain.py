@@ -117,7 +117,6 @@ class Chain:
         self.output_shape = (self.batch, self.geom[4]) + self.geom[5:7]
         self.activations = tuple(FUSABLE_ACTIVATIONS[layer.activation]
                                  for layer in (expand, depthwise, project))
-        self.scopes = (expand.node.scope, depthwise.node.scope, project.node.scope)
         self._kernels = _kernels._chain
         self._l2 = _kernels._conv.cache_budgets()["l2"]
         self.packed = self._kernels.pack(self.geom, expand.weight, expand.bias,
