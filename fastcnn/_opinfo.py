@@ -33,8 +33,7 @@ def _table():
         ops[f"lp_pool{nd}d"] = OpInfo("pool", nd)
     for name in ("max_pool", "avg_pool", "lp_pool"):                 # ONNX, nd from arguments
         ops[name] = OpInfo("pool")
-    for name in ("adaptive_avg_pool", "adaptive_max_pool", "global_lp_pool"):
-        ops[name] = OpInfo("adaptive_pool")
+    ops["global_lp_pool"] = OpInfo("adaptive_pool")                  # ONNX
     ops["linear"] = OpInfo("linear", fuses_activation=True, spatial=False)
     for name in ("batch_norm", "instance_norm", "group_norm", "layer_norm"):
         ops[name] = OpInfo("norm", fuses_activation=True)

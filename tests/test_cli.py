@@ -12,13 +12,14 @@ from fastcnn.__main__ import main
 def test_bench_quick_writes_tables_json_and_plot(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out_json, out_png = tmp_path / "bench.json", tmp_path / "bench.png"
-    status = main(["bench", "--quick", "--suite", "pool,capi,scaling", "--net", "lenet5",
+    status = main(["bench", "--quick", "--suite", "pool,capi,scaling,latency", "--net", "lenet5",
                  "--threads", "1,2", "--compare", "none", "--repeat", "2",
                  "--json", str(out_json), "--plot", str(out_png)])
     captured = capsys.readouterr()
     for part in ("## Machine limits", "sgemm GFLOP/s", "## pool", "max_pool2d 3x3/s2/p1",
                  "fastcnn ms (best / median / max)", "## capi", "## scaling",
-                 "fastcnn speed-up", "fastcnn efficiency"):
+                 "fastcnn speed-up", "fastcnn efficiency", "## latency",
+                 "fastcnn p50 / p99 ms", "plan buffers + workspaces MB"):
         assert part in captured.out, part
     # file notices go to stderr, so `bench > table.md` holds the tables only
     for part in (f"wrote {out_json}", f"wrote {out_png}"):
@@ -28,13 +29,20 @@ def test_bench_quick_writes_tables_json_and_plot(tmp_path, capsys):
                 "missing_rivals", "threads", "batches", "dtype", "repeat"):
         assert key in record, key
     assert record["config"]["fastcnn"] and record["config"]["simd"]
-    assert {r["suite"] for r in record["rows"]} == {"pool", "capi", "scaling"}
+    assert {r["suite"] for r in record["rows"]} == {"pool", "capi", "scaling", "latency"}
     pool = [r for r in record["rows"] if r["suite"] == "pool"]
     assert all(r["fastcnn_best_ms"] <= r["fastcnn_median_ms"] <= r["fastcnn_max_ms"] for r in pool)
     assert all("gbs" in r and "pct_peak" in r for r in pool)
     scaling = [r for r in record["rows"] if r["suite"] == "scaling"]
     assert [r["threads"] for r in scaling] == [1, 2]
     assert scaling[0]["fastcnn_speedup"] == 1.0 and "fastcnn_efficiency" in scaling[1]
+    latency = [r for r in record["rows"] if r["suite"] == "latency"]
+    assert [(r["case"], r["threads"]) for r in latency] == [("lenet5", 1), ("lenet5", 2)]
+    for r in latency:
+        assert 0 < r["fastcnn_p50_ms"] <= r["fastcnn_p99_ms"] and r["calls"] >= 20
+        # weights and buffers are the plan's own; a call allocates no activations
+        assert r["plan_weight_bytes"] > 0 and r["plan_buffer_bytes"] > 0
+        assert r["call_alloc_bytes"] < 64 * 1024
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert status == 0
 

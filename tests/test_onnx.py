@@ -185,6 +185,35 @@ def test_global_pool(op, attrs, shape):
     np.testing.assert_allclose(model(x), expected, rtol=1e-5)
 
 
+def _plan_ops(model, x):
+    model(x)
+    return [n.op for n in model._plan_for([x]).nodes]
+
+
+@pytest.mark.parametrize("op,attrs,plan_op", [
+    ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), "max_pool2d"),
+    ("AveragePool", dict(kernel_shape=[2, 2], strides=[2, 2]), "avg_pool2d"),
+    ("MaxPool", dict(kernel_shape=[3], strides=[2], pads=[1, 1]), "max_pool1d"),
+    ("GlobalAveragePool", {}, "adaptive_avg_pool2d"),
+    ("GlobalMaxPool", {}, "adaptive_max_pool2d"),
+    ("MaxPool", dict(kernel_shape=[3, 2], pads=[1, 0, 0, 1]), "max_pool"),   # asymmetric
+])
+def test_pooling_runs_as_the_functional_op(op, attrs, plan_op):
+    # symmetric pooling is the functional op itself, which plans bind to a
+    # pooling step (as in a compiled nn model) instead of a Python call
+    nd = len(attrs.get("kernel_shape", [0, 0] if plan_op.endswith("2d") else [0, 0, 0]))
+    x = f32(1, 3, *(7, 6, 5)[:nd])
+    model = check(node(op, ["x"], **attrs), {"x": x})
+    assert _plan_ops(model, x) == [plan_op]
+
+
+def test_global_pool_rank_error():
+    x = f32(1, 2, 2, 2, 2, 2)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, 2, 1, 1, 1, 1))
+    with pytest.raises(ValueError, match="GlobalAveragePool.*1-3 spatial dimensions"):
+        fonnx.load(_model([node("GlobalAveragePool", ["x"])], {"x": x}, {}, [y], 17))(x)
+
+
 def test_pool_storage_order_rejected():
     with pytest.raises(fonnx.UnsupportedOperatorError, match="storage_order"):
         check(node("MaxPool", ["x"], kernel_shape=[2, 2], storage_order=1), {"x": f32(1, 1, 4, 4)})
@@ -231,6 +260,53 @@ def test_group_norm():
     if NEWEST >= 21:
         check(node("GroupNormalization", ["x", "s", "b"], num_groups=2, epsilon=1e-3), {"x": x},
               {"s": f32(6), "b": f32(6)}, opset=21, rtol=1e-4, atol=1e-4)
+
+
+def _group_norm_graph(groups=3, unit=1.0, swap=False, shared_mul=False):
+    """GroupNorm as exporters write it before opset 18 (Reshape, unit-scale
+    InstanceNormalization, Reshape back, per-channel Mul and Add)."""
+    c = 6
+    mul_in = ["w", "r2"] if swap else ["r2", "w"]
+    nodes = [node("Reshape", ["x", "g"], ["r1"]),
+             node("InstanceNormalization", ["r1", "one", "zero"], ["n"], epsilon=1e-3),
+             node("Shape", ["x"], ["s"]), node("Reshape", ["n", "s"], ["r2"]),
+             node("Mul", mul_in, ["m"]), node("Add", ["bias", "m"] if swap else ["m", "bias"])]
+    outputs = ["y", "m"] if shared_mul else None
+    inits = {"g": np.array([0, groups, -1], np.int64),
+             "one": np.full(groups, unit, np.float32), "zero": np.zeros(groups, np.float32),
+             "w": f32(c, 1, 1), "bias": f32(c, 1, 1)}
+    return nodes, inits, outputs
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_group_norm_pattern_becomes_one_node(swap):
+    nodes, inits, _ = _group_norm_graph(swap=swap)
+    model = check(nodes, {"x": f32(2, 6, 4, 5)}, inits, rtol=1e-4, atol=1e-4)
+    assert [n.op_type for n in model.nodes] == ["GroupNormalization"]
+    assert _plan_ops(model, f32(2, 6, 4, 5)) == ["group_norm"]
+
+
+@pytest.mark.parametrize("kind", ["unit", "shared_mul"])
+def test_group_norm_pattern_kept_when_it_does_not_fit(kind):
+    # a scale that is not 1, or an intermediate another node reads, keeps the nodes
+    nodes, inits, outputs = _group_norm_graph(unit=2.0 if kind == "unit" else 1.0,
+                                              shared_mul=kind == "shared_mul")
+    model = check(nodes, {"x": f32(2, 6, 4, 5)}, inits, rtol=1e-4, atol=1e-4, outputs=outputs)
+    assert "GroupNormalization" not in [n.op_type for n in model.nodes]
+
+
+def test_exported_group_norm_net_plans_like_the_model():
+    from fastcnn import models
+    from fastcnn.onnx import export
+    fastcnn.manual_seed(0)
+    net = models.groupnorm_cnn().eval()
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    buf = io.BytesIO()
+    export(net, x.shape, buf)
+    model = fonnx.load(buf.getvalue())
+    np.testing.assert_allclose(model(x), net(x), rtol=1e-4, atol=1e-5)
+    ops = _plan_ops(model, x)
+    assert ops.count("group_norm") == ops.count("conv") and "instance_norm" not in ops
 
 
 @pytest.mark.parametrize("size", [3, 4, 5])

@@ -23,14 +23,15 @@ SUITES = {
     "linear": ("layers", "linear_cases", ()),
     "nets": ("nets", "cases", ()),
     "scaling": ("scaling", None, ()),
+    "latency": ("latency", None, ()),
     "onnx": ("onnx_models", "cases", ("onnx",)),
     "capi": ("capi", "cases", ()),
     "denormal": ("denormal", "cases", ()),
 }
 GROUPS = {
     "layers": ["conv", "pool", "activation", "norm", "linear"],
-    "all": ["conv", "pool", "activation", "norm", "linear", "nets", "scaling", "onnx", "capi",
-            "denormal"],
+    "all": ["conv", "pool", "activation", "norm", "linear", "nets", "scaling", "latency", "onnx",
+            "capi", "denormal"],
 }
 
 
@@ -188,6 +189,12 @@ def run(args):
             continue
         suite_threads = list(range(1, max(threads + [cores]) + 1)) if name == "scaling" \
             else threads
+        if name == "latency":
+            from fastcnn._bench import latency
+            rows = latency.run(suite_threads, rivals, repeat, quick=args.quick)
+            all_rows += rows
+            print(f"\n## latency (batch 1, single calls)\n\n{latency.table(rows)}")
+            continue
         cases = _cases(name, args.quick, args.net, batches[-1])
         rows = run_cases(name, cases, suite_threads, batches, dtype, rivals, limits, repeat,
                          min_time=0.02 if args.quick else 0.05)

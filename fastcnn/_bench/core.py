@@ -5,9 +5,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-import fastcnn
 from fastcnn._bench import machine
-from fastcnn._bench.rivals import TorchThreads
+from fastcnn._bench.rivals import same_threads
 from fastcnn._bench.timing import compare
 
 
@@ -58,7 +57,7 @@ def run_cases(suite, cases, threads, batches, dtype, rivals, limits, repeat, min
     progress = Progress(len(plan), suite)
     for case, batch, nthreads in plan:
         progress.step(case.name)
-        with fastcnn.threads(nthreads), TorchThreads(nthreads) if "torch" in rivals else _null():
+        with same_threads(nthreads, rivals):
             fns = case.make(batch, dtype, rivals)
             timings, other = _timed(fns, repeat, min_time)
         row = {"suite": suite, "case": case.name, "group": case.group, "shape": case.shape,
@@ -101,10 +100,3 @@ def _timed(fns, repeat, min_time):
             break
     return best
 
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

@@ -1,6 +1,7 @@
 """The network suite: reference networks, fastcnn eager and compiled, side by
 side with PyTorch and (when installed) ONNX Runtime and OpenVINO on the same
 weights; the rivals' ONNX model is exported by fastcnn.onnx.export."""
+import importlib.util
 import io
 
 import numpy as np
@@ -49,30 +50,47 @@ def onnx_rivals(data, x, rivals):
     return fns
 
 
-def net_case(name, batch):
+def contenders(name, b, rivals, eager=True):
+    """(plan, {contender: fn}) for reference network `name` at batch b: the
+    compiled plan ("fastcnn"), the same model through fastcnn.onnx.load of its
+    exported file ("onnx_load", when onnx is installed), the eager model, and
+    the rivals asked for, all on the same weights and input."""
     ctor, sample_shape = models.REFERENCE_NETWORKS[name]
+    fastcnn.manual_seed(0)
+    model = ctor().eval()
+    shape = (b,) + sample_shape
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    plan = fastcnn.compile(model, shape)
+    out = np.empty(plan.output_specs[0][0], np.float32)
+    fns = {"fastcnn": lambda: plan(x, out=out)}
+    data = onnx_bytes(name, model, b) if importlib.util.find_spec("onnx") else None
+    if data is not None:
+        from fastcnn import onnx as fonnx
+        loaded = fonnx.load(data)
+        loaded(x)                                 # plan once, outside the timing
+        fns["onnx_load"] = lambda: loaded.run(None, {"input": x})
+    if eager:
+        fns["eager"] = lambda: model(x)
+    if "torch" in rivals:
+        import torch
+        from fastcnn._bench.torch_nets import torch_twin
+        twin = torch_twin(name, model)
+        xt = torch.from_numpy(x)
+
+        def run_torch():
+            with torch.no_grad():
+                twin(xt)
+        fns["torch"] = run_torch
+    if data is not None:
+        fns.update(onnx_rivals(data, x, rivals))
+    return plan, fns
+
+
+def net_case(name, batch):
+    sample_shape = models.REFERENCE_NETWORKS[name][1]
 
     def make(b, dtype, rivals):
-        fastcnn.manual_seed(0)
-        model = ctor().eval()
-        shape = (b,) + sample_shape
-        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-        plan = fastcnn.compile(model, shape)
-        out = np.empty(plan.output_specs[0][0], np.float32)
-        fns = {"fastcnn": lambda: plan(x, out=out), "eager": lambda: model(x)}
-        if "torch" in rivals:
-            import torch
-            from fastcnn._bench.torch_nets import torch_twin
-            twin = torch_twin(name, model)
-            xt = torch.from_numpy(x)
-
-            def run_torch():
-                with torch.no_grad():
-                    twin(xt)
-            fns["torch"] = run_torch
-        if "onnxruntime" in rivals or "openvino" in rivals:
-            fns.update(onnx_rivals(onnx_bytes(name, model, b), x, rivals))
-        return fns
+        return contenders(name, b, rivals)[1]
 
     return Case(name=name, group="nets", make=make, flops=net_flops(name), batches=(batch,),
                 shape="x".join(map(str, sample_shape)))

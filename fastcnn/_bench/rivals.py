@@ -1,5 +1,6 @@
 """Optional rivals run side by side: PyTorch, ONNX Runtime and OpenVINO.
 Missing ones are reported, never an error."""
+import contextlib
 import importlib
 
 
@@ -35,3 +36,13 @@ class TorchThreads:
     def __exit__(self, *exc):
         import torch
         torch.set_num_threads(self.previous)
+
+
+@contextlib.contextmanager
+def same_threads(n, rivals):
+    """fastcnn, and PyTorch when it is among the rivals, on n threads for a
+    block (ONNX Runtime and OpenVINO take fastcnn's count when made)."""
+    import fastcnn
+    with fastcnn.threads(n), (TorchThreads(n) if "torch" in rivals
+                              else contextlib.nullcontext()):
+        yield

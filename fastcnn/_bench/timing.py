@@ -66,3 +66,20 @@ def compare(contenders, repeat=5, min_time=0.05, warmup=1, pause=0.05):
                 fn()
             results[name].times.append((time.perf_counter() - t0) / n)
     return results
+
+
+def samples(contenders, calls, rounds, pause=0.05):
+    """Single-call times (seconds) of each callable in `contenders`: `calls`
+    calls back to back per round, the contenders taking turns round by round
+    (as in compare, after a pause and an untimed call that wakes the thread
+    pools). Returns name -> list of rounds * calls times, for percentiles."""
+    times = {name: [] for name in contenders}
+    for fn in contenders.values():
+        fn()
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            if pause and len(contenders) > 1:
+                time.sleep(pause)
+                fn()
+            times[name] += [_once(fn) for _ in range(calls)]
+    return times

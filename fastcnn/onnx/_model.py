@@ -114,6 +114,7 @@ class OnnxModel:
         self._widen_float16()
         self._fold_batch_norm()
         self._fuse_silu()
+        self._fuse_group_norm()
         self._plans = OrderedDict()
         self._plans_lock = threading.Lock()
         self._fold_level = None     # see _folded
@@ -223,6 +224,57 @@ class OnnxModel:
                     mul.op_type, mul.inputs = "FastcnnSiLU", [a]
                     drop.add(id(sig))
                     break
+        self.nodes = [n for n in self.nodes if id(n) not in drop]
+
+    def _fuse_group_norm(self):
+        """GroupNorm as exporters write it for opsets before 18 -> one
+        GroupNormalization (per-channel scale and bias, as opset 21 has it):
+        Reshape(x, [0, G, -1]), InstanceNormalization with unit scale and zero
+        bias, Reshape back to Shape(x), Mul by a per-channel weight, Add a
+        per-channel bias; every intermediate read only by the next step."""
+        uses = self._consumers()
+        producer = {o: n for n in self.nodes for o in n.outputs}
+        init = self.initializers
+
+        def only(name, op_type):
+            node = producer.get(name)
+            if node is not None and node.op_type == op_type and len(uses.get(name, [])) == 1:
+                return node
+            return None
+
+        def per_channel(name):
+            a = init.get(name)
+            return a.reshape(-1) if a is not None and a.ndim >= 2 and \
+                a.shape[1:] == (1,) * (a.ndim - 1) and a.dtype.kind == "f" else None
+
+        drop = set()
+        for add in self.nodes:
+            if add.op_type != "Add":
+                continue
+            mul, bias = _data_and_param(add, only, "Mul", per_channel)
+            back, weight = _data_and_param(mul, only, "Reshape", per_channel)
+            inorm = back and only(back.inputs[0], "InstanceNormalization")
+            grouped = inorm and only(inorm.inputs[0], "Reshape")
+            shape = back and producer.get(back.inputs[1])
+            if not (grouped and shape is not None and shape.op_type == "Shape"
+                    and not shape.attrs and shape.inputs[0] == grouped.inputs[0]):
+                continue
+            target = init.get(grouped.inputs[1])
+            unit, zero = (init.get(k) for k in inorm.inputs[1:3])
+            if target is None or target.shape != (3,) or target[0] != 0 or target[2] != -1 or \
+                    target[1] < 1 or grouped.attrs.get("allowzero", 0) or \
+                    unit is None or zero is None or not (np.all(unit == 1) and np.all(zero == 0)) \
+                    or weight is None or bias is None or weight.shape != bias.shape or \
+                    weight.size % int(target[1]):
+                continue
+            wname, bname = f"{add.name}::group_norm_weight", f"{add.name}::group_norm_bias"
+            init[wname], init[bname] = weight, bias
+            add.op_type, add.inputs = "GroupNormalization", [grouped.inputs[0], wname, bname]
+            add.attrs = {"num_groups": int(target[1]),
+                         "epsilon": float(inorm.attrs.get("epsilon", 1e-5))}
+            drop.update(id(n) for n in (mul, back, inorm, grouped))
+            if len(uses.get(shape.outputs[0], [])) == 1:
+                drop.add(id(shape))
         self.nodes = [n for n in self.nodes if id(n) not in drop]
 
     # ------------------------------------------------------------ running
@@ -461,6 +513,19 @@ class _Builder:
                                      {k: self._graph_arg(v) for k, v in kwargs.items()}, outs,
                                      self.scope, view=view))
         return [_Entry(np.asarray(r), v) for r, v in zip(results, outs)]
+
+
+def _data_and_param(node, only, op_type, param):
+    """For a binary node (or None): (the op_type node its data input comes
+    from, read there only, and param(its other input)), either order; (None,
+    None) when neither order fits."""
+    if node is None or len(node.inputs) != 2:
+        return None, None
+    for data, other in (node.inputs, reversed(node.inputs)):
+        source, value = only(data, op_type), param(other)
+        if source is not None and value is not None:
+            return source, value
+    return None, None
 
 
 def _silu_builder(b, node, x):

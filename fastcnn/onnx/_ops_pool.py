@@ -130,8 +130,14 @@ def op_MaxPool(b, node, x):
     if not with_indices and _needs_windows(kernel, begin, end, dilations, "max"):
         return b.call("window_pool", window_pool, [x[0], "max", kernel, strides, begin, end,
                                                    dilations, node.attrs.get("ceil_mode", 0)], {})
+    ceil_mode = bool(node.attrs.get("ceil_mode", 0))
+    if not with_indices and begin == end:
+        # the functional op itself, which compiled plans run as a pooling step
+        nd = len(kernel)
+        return b.call(f"max_pool{nd}d", _pool_fn(nd, "max"),
+                      [x[0], kernel, strides, begin, dilations, ceil_mode], {})
     return b.call("max_pool", max_pool, [x[0], kernel, strides, begin, end, dilations,
-                                         node.attrs.get("ceil_mode", 0), with_indices], {},
+                                         ceil_mode, with_indices], {},
                   n_out=2 if with_indices else 1)
 
 
@@ -143,9 +149,15 @@ def op_AveragePool(b, node, x):
         return b.call("window_pool", window_pool, [
             x[0], "avg", kernel, strides, begin, end, dilations, node.attrs.get("ceil_mode", 0),
             node.attrs.get("count_include_pad", 0)], {})
-    return b.call("avg_pool", avg_pool, [x[0], kernel, strides, begin, end,
-                                         node.attrs.get("ceil_mode", 0),
-                                         node.attrs.get("count_include_pad", 0)], {})
+    ceil_mode = bool(node.attrs.get("ceil_mode", 0))
+    count_include_pad = bool(node.attrs.get("count_include_pad", 0))
+    if begin == end:
+        # the functional op itself, which compiled plans run as a pooling step
+        nd = len(kernel)
+        return b.call(f"avg_pool{nd}d", _pool_fn(nd, "avg"),
+                      [x[0], kernel, strides, begin, ceil_mode, count_include_pad], {})
+    return b.call("avg_pool", avg_pool, [x[0], kernel, strides, begin, end, ceil_mode,
+                                         count_include_pad], {})
 
 
 @op("LpPool")
@@ -160,24 +172,32 @@ def op_LpPool(b, node, x):
                                        float(node.attrs.get("p", 2))], {})
 
 
-def global_pool(input, kind, p=2.0, out=None):
-    nd = input.ndim - 2
-    if kind in ("avg", "max"):
-        return getattr(P, f"adaptive_{kind}_pool{nd}d")(input, 1, out=out)
+def global_lp_pool(input, p=2.0, out=None):
     axes = tuple(range(2, input.ndim))
     return put(out, (np.abs(input) ** p).sum(axis=axes, keepdims=True) ** (1.0 / p))
 
 
+def _global_pool(b, node, x, kind):
+    """Global average or max pooling as the functional adaptive op of output
+    size 1, which compiled plans run as a pooling step."""
+    nd = x.array.ndim - 2
+    if not 1 <= nd <= 3:
+        raise ValueError(f"onnx: {node.op_type} {node.name!r}: expected an input with 1-3 "
+                         f"spatial dimensions, got shape {x.array.shape}")
+    name = f"adaptive_{kind}_pool{nd}d"
+    return b.call(name, getattr(P, name), [x, 1], {})
+
+
 @op("GlobalAveragePool")
 def op_GlobalAveragePool(b, node, x):
-    return b.call("adaptive_avg_pool", global_pool, [x[0], "avg"], {})
+    return _global_pool(b, node, x[0], "avg")
 
 
 @op("GlobalMaxPool")
 def op_GlobalMaxPool(b, node, x):
-    return b.call("adaptive_max_pool", global_pool, [x[0], "max"], {})
+    return _global_pool(b, node, x[0], "max")
 
 
 @op("GlobalLpPool")
 def op_GlobalLpPool(b, node, x):
-    return b.call("global_lp_pool", global_pool, [x[0], "lp", float(node.attrs.get("p", 2))], {})
+    return b.call("global_lp_pool", global_lp_pool, [x[0], float(node.attrs.get("p", 2))], {})
