@@ -65,3 +65,46 @@ class MemoryPlan:
     def allocate(self):
         """A fresh set of buffers (uint8), one per slot."""
         return [np.empty(n, np.uint8) for n in self.slot_bytes]
+
+
+class Scratch:
+    """An executor's one workspace. Its steps run one at a time, so each
+    step's scratch is a view of the same bytes, as many as the largest step
+    needs on the threads it runs with: a plan holds one workspace instead of
+    one per layer, and what one layer's kernel leaves in cache is where the
+    next one's scratch lies."""
+
+    ALIGN = 64          # bytes: a cache line, and any vector's alignment
+
+    def __init__(self):
+        self._bytes = np.empty(0, np.uint8)
+
+    @property
+    def nbytes(self):
+        return self._bytes.nbytes
+
+    def reserve(self, nbytes):
+        """Grow to hold nbytes (at an aligned start); views made before stay
+        valid but are remade by their getters."""
+        if self._bytes.nbytes < nbytes + self.ALIGN:
+            self._bytes = np.empty(nbytes + self.ALIGN, np.uint8)
+
+    def getter(self, size_for, dtype, num_threads):
+        """A function threads -> an array of size_for(threads) elements of
+        dtype in this workspace (None when that is 0), made again only when
+        the workspace grew or a larger thread count needs more; the workspace
+        grows now for num_threads."""
+        dtype = np.dtype(dtype)
+        self.reserve(size_for(num_threads) * dtype.itemsize)
+        held = [None, None]          # (the bytes the view is of, the view)
+
+        def get(threads):
+            size = size_for(threads)
+            if size == 0:
+                return None
+            if held[0] is not self._bytes or held[1].size < size:
+                self.reserve(size * dtype.itemsize)
+                start = -self._bytes.ctypes.data % self.ALIGN
+                held[:] = self._bytes, self._bytes[start:start + size * dtype.itemsize].view(dtype)
+            return held[1]
+        return get

@@ -4,7 +4,8 @@ Plan(graph) rewrites the graph (_rewrite: residual adds and activations
 fused into the layers before them), assigns each value a buffer (_memory:
 values whose lifetimes do not overlap share one), and binds each node to its
 arrays once: convolutions and linear layers call their kernels directly
-(weights prepacked, e.g. Winograd transforms; workspaces sized once), other
+(weights prepacked, e.g. Winograd transforms; one workspace, sized once, that
+the steps share as they run one after another), other
 ops call the functional op with out=. A call only fills in the inputs and
 copies the results into fresh arrays (or the caller's `out`).
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from fastcnn import _threads
 from fastcnn._graph import Value
-from fastcnn._memory import MemoryPlan
+from fastcnn._memory import MemoryPlan, Scratch
 from fastcnn._opinfo import info
 from fastcnn import _kernels
 from fastcnn._functional.conv import conv_run, ieee_safe, layer_geometry
@@ -118,7 +119,8 @@ class _Executor:
         self.output_specs = [(v.shape, v.dtype) for v in graph.outputs]
         self.num_threads = num_threads
         self.weight_nbytes = 0
-        self.workspace_nbytes = 0
+        self.workspace_nbytes = 0       # workspaces steps own (transposed convolutions)
+        self._scratch = Scratch()       # the workspace the other steps share
         self._input_pos = {v.id: k for k, v in enumerate(graph.inputs)}
         self._buffers = memory.allocate()
         self._fixed = {}          # value id -> array bound once (constants, buffers, views)
@@ -127,7 +129,12 @@ class _Executor:
         self.steps = [s for _, s in bound if s is not None]
         self._step_nodes = [n for n, s in bound if s is not None]
         self._outputs = [self._resolve(v) for v in graph.outputs]
-        self.nbytes = sum(b.nbytes for b in self._buffers) + self.workspace_nbytes
+
+    @property
+    def nbytes(self):
+        """Its buffers and workspaces (the shared one as large as it has grown)."""
+        return (sum(b.nbytes for b in self._buffers) + self.workspace_nbytes
+                + self._scratch.nbytes)
 
     # ------------------------------------------------------------ binding
     def _value_array(self, v):
@@ -255,10 +262,8 @@ class _Executor:
                 conv.pack(geom, algorithm, raw_w, weights, self.num_threads)
                 self._packed[key] = weights
             self.weight_nbytes += weights.nbytes
-        workspace = [np.empty(ws_shared + ws_thread * self.num_threads, w.dtype)
-                     if ws_shared + ws_thread else None]
-        if workspace[0] is not None:
-            self.workspace_nbytes += workspace[0].nbytes
+        workspace = self._scratch.getter(lambda n: ws_shared + ws_thread * n, w.dtype,
+                                         self.num_threads)
         act = FUSABLE_ACTIVATIONS[self._rewrite.activation_of(node)]
         bias = None if bias is None else np.ascontiguousarray(bias)
         y = self._value_array(node.outputs[0]).reshape((x_shape[0], w.shape[0]) + out_sp)
@@ -269,9 +274,7 @@ class _Executor:
         def step(inputs):
             n = _threads.get_num_threads()
             x = x_fixed if x_fixed is not None else np.ascontiguousarray(get(x_desc, inputs)).reshape(x_shape)
-            ws = workspace[0]
-            if ws is not None and ws.size < ws_shared + ws_thread * n:
-                ws = workspace[0] = np.empty(ws_shared + ws_thread * n, w.dtype)
+            ws = workspace(n)
             res = None if res_desc is None else np.ascontiguousarray(get(res_desc, inputs)).reshape(y.shape)
             if algorithm == "winograd" and not all_finite(x, n):
                 conv_run(geom, x, raw_w, bias, y, act, n, "im2col", res)
@@ -333,13 +336,12 @@ class _Executor:
 
     def _chain_step(self, node):
         """A fused expansion -> depthwise -> projection (_chain): its weights
-        were packed by the rewrite, its workspace is allocated once here."""
+        were packed by the rewrite, its workspace is the executor's scratch."""
         chain = node.kwargs["chain"]
         x_desc = self._getter(node.args[0])
         res_desc = self._getter(node.args[1]) if node.args[1] is not None else None
         y = self._value_array(node.outputs[0]).reshape(chain.output_shape)
-        workspace = [np.empty(chain.workspace_size(self.num_threads), np.float32)]
-        self.workspace_nbytes += workspace[0].nbytes
+        workspace = self._scratch.getter(chain.workspace_size, np.float32, self.num_threads)
         self.weight_nbytes += chain.packed.nbytes
         get = self._get
 
@@ -348,9 +350,7 @@ class _Executor:
             x = np.ascontiguousarray(get(x_desc, inputs)).reshape(chain.input_shape)
             res = None if res_desc is None else \
                 np.ascontiguousarray(get(res_desc, inputs)).reshape(chain.output_shape)
-            if workspace[0].size < chain.workspace_size(n):
-                workspace[0] = np.empty(chain.workspace_size(n), np.float32)
-            chain(x, res, y, workspace[0], n)
+            chain(x, res, y, workspace(n), n)
         return step
 
     def _linear_step(self, node):
@@ -380,7 +380,7 @@ class _Executor:
         return step
 
     def _pool_step(self, node):
-        """Pooling with its arguments checked and its workspace allocated once:
+        """Pooling with its arguments checked once, its workspace the executor's scratch:
         the step only calls the kernel (a Python step would check them again on
         every call, which costs most in a network whose weights have just
         pushed that code out of the caches)."""
@@ -402,17 +402,14 @@ class _Executor:
         x_desc = self._getter(b["input"])
         x_fixed = np.ascontiguousarray(x_desc[1]).reshape(shape) if x_desc[0] == "fixed" else None
         dtype = np.float64 if node.op.startswith("adaptive") else y.dtype
-        workspace = [np.empty(run.workspace_size(self.num_threads), dtype)]
-        self.workspace_nbytes += workspace[0].nbytes
+        workspace = self._scratch.getter(run.workspace_size, dtype, self.num_threads)
         get = self._get
 
         def step(inputs):
             n = _threads.get_num_threads()
             x = x_fixed if x_fixed is not None else \
                 np.ascontiguousarray(get(x_desc, inputs)).reshape(shape)
-            if workspace[0].size < run.workspace_size(n):
-                workspace[0] = np.empty(run.workspace_size(n), dtype)
-            run(x, y, None, n, workspace[0])
+            run(x, y, None, n, workspace(n))
         return step
 
     # ------------------------------------------------------------ running

@@ -104,6 +104,40 @@ def test_plan_memory_does_not_grow():
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 1024     # KiB
 
 
+def test_scratch_is_one_aligned_workspace():
+    from fastcnn._memory import Scratch
+    scratch = Scratch()
+    small = scratch.getter(lambda n: 100 * n, np.float32, 1)
+    wide = scratch.getter(lambda n: 10 * n, np.float64, 2)
+    empty = scratch.getter(lambda n: 0, np.float32, 2)
+    a, b = small(1), wide(2)
+    assert a.dtype == np.float32 and a.size == 100 and b.dtype == np.float64 and b.size == 20
+    assert np.shares_memory(a, b) and a.ctypes.data % 64 == 0 and empty(2) is None
+    assert scratch.nbytes == 400 + Scratch.ALIGN            # the larger need, not the sum
+    assert small(1) is a                                     # kept while nothing grows
+    grown = small(8)                                         # more threads: remade, larger
+    assert grown.size == 800 and scratch.nbytes >= 3200 and wide(2).base is grown.base
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_plan_steps_share_one_workspace(name):
+    # the steps run one after another: the plan holds the largest step's
+    # workspace once, and more threads than it was compiled for grow it
+    model, shape = _model(name)
+    x = np.random.default_rng(0).standard_normal((1,) + shape).astype(np.float32)
+    with fastcnn.threads(1):
+        plan = fastcnn.compile(model, x.shape)
+        y1 = plan(x)
+    executor = plan._executors[0]
+    buffers = sum(b.nbytes for b in executor._buffers)
+    assert plan.nbytes - buffers == executor._scratch.nbytes + executor.workspace_nbytes
+    assert executor._scratch.nbytes < 4 * 2 ** 20
+    with fastcnn.threads(3):
+        y3 = plan(x)
+    np.testing.assert_array_equal(y1, y3)
+    assert_close(y1, model(x), 512)
+
+
 def test_plan_fuses_activation_nodes():
     model, shape = _model("lenet5")
     plan = fastcnn.compile(model, (8,) + shape)
