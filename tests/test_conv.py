@@ -515,14 +515,6 @@ def test_dispatcher_picks_fast_paths(dispatch):
     small = g((8, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1)
     assert kernels.select(small) == ("blocked_oc" if fma and not narrow else "winograd")
     assert kernels.select(small, True) == "winograd"
-    # prepacked, more tiles than the shared path takes but few an image (16 at
-    # 14x14) and 36 x 256 x 256 transformed weights beyond L2: each image's task
-    # would stream them all; with 16-lane vectors (FMA, not narrow) the direct
-    # kernel wins. 64 tiles (shared) or 49 an image keep Winograd.
-    streamed = kernels.select(g((8, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1, 1), True)
-    assert streamed == ("blocked_oc" if fma and not narrow else "winograd")
-    assert kernels.select(g((4, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1, 1), True) == "winograd"
-    assert kernels.select(g((8, 128, 28, 28), (128, 128, 3, 3), 1, 1, 1, 1), True) == "winograd"
     # unpacked, 48 tiles or more pay for transforming weights of 128-256
     # channels; with fused multiply-adds, few channels never pay (their GEMMs
     # run poorly against the direct kernels) but 64 do on 32 tiles with 8-lane

@@ -136,9 +136,6 @@ cdef enum:
     # into a shared V and give each task a block of output channels, so the
     # transformed weights are read once rather than once per task.
     WINO_SHARED_TILES = 64
-    # Fewer tiles an image than this: each image's task reuses the transformed
-    # weights too little to stream them (see _winograd_streams_weights)
-    WINO_FEW_IMAGE_TILES = 32
     # 2x2 kernels: tiles an image at least (see _winograd_shape_pays); 7x7
     # planes (4 tiles) ran 1.2x slower than blocked_oc on SSE at batch 8
     WINO2_MIN_IMAGE_TILES = 16
@@ -235,7 +232,7 @@ cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept 
     if winograd_applies(g) and _winograd_shape_pays(g):
         tiles = g.batch * _ceil_div(g.out_h, 4) * _ceil_div(g.out_w, 4)
         if weights_packed:
-            if tiles >= WINO_MIN_TILES and not _winograd_streams_weights(g, tiles):
+            if tiles >= WINO_MIN_TILES:
                 return CONV_WINOGRAD
         elif _winograd_pays_unpacked(g, tiles):
             return CONV_WINOGRAD
@@ -275,21 +272,6 @@ cdef inline bint _winograd_shape_pays(const ConvGeom* g) noexcept nogil:
         return (g.in_channels >= 16 and g.out_channels >= 32
                 and tiles_image >= _wino2_min_image_tiles())
     return g.in_channels >= 8 and g.out_channels >= 8
-
-
-cdef bint _winograd_streams_weights(const ConvGeom* g, index_t tiles) noexcept nogil:
-    """Whether a 3x3 Winograd layer would spend its time reading transformed
-    weights: with more tiles than the shared path takes, each image is a task
-    that reads all of them (36 x in x out) for its own few tiles. Under
-    WINO_FEW_IMAGE_TILES tiles an image, with those weights beyond L2, the
-    direct kernel wins where its vectors are 16 wide (ResNet-18's 256-channel
-    layers at 14x14, batch 8, compiled, Xeon AVX-512: 13.0 -> 9.3 ms with
-    blocked_oc on 1 thread, 6.3 -> 4.8 on 2; the shared path's 10.5 and 5.8
-    ms lie between). With 8-lane vectors Winograd stays 1.7x faster there."""
-    cdef index_t tiles_image = _ceil_div(g.out_h, 4) * _ceil_div(g.out_w, 4)
-    return (block_vector(4) >= 16 and g.kernel_h == 3 and tiles > WINO_SHARED_TILES
-            and tiles_image < WINO_FEW_IMAGE_TILES
-            and _wino_points(g) * g.in_channels * g.out_channels * 4 > _l2_bytes)
 
 
 cdef bint _winograd_pays_unpacked(const ConvGeom* g, index_t tiles) noexcept nogil:
