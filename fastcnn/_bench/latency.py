@@ -9,6 +9,7 @@ import tracemalloc
 import numpy as np
 
 from fastcnn._bench.nets import contenders
+from fastcnn._bench.report import names_with
 from fastcnn._bench.rivals import same_threads
 from fastcnn._bench.timing import samples
 
@@ -54,11 +55,7 @@ def run(threads, rivals, repeat, quick=False):
 
 
 def table(rows):
-    names = []
-    for row in rows:
-        for key in row:
-            if key.endswith("_p50_ms") and key[:-7] not in names:
-                names.append(key[:-7])
+    names = names_with(rows, "_p50_ms")
     head = ["net", "batch", "threads", "calls"] + [f"{n} p50 / p99 ms" for n in names] + \
         ["plan buffers + workspaces MB", "packed weights MB", "allocated per call KB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -12,16 +12,20 @@ def _fmt(v, digits=2):
     return str(v)
 
 
-def contenders(rows, rivals):
-    """The other contenders the rows hold: fastcnn variants first (e.g. eager),
-    then the rivals, in the order asked."""
+def names_with(rows, suffix):
+    """The contender names of the rows' keys ending in suffix, in first-seen order."""
     names = []
     for row in rows:
         for key in row:
-            if key.endswith("_best_ms") and key != "fastcnn_best_ms":
-                name = key[:-len("_best_ms")]
-                if name not in names:
-                    names.append(name)
+            if key.endswith(suffix) and key[:-len(suffix)] not in names:
+                names.append(key[:-len(suffix)])
+    return names
+
+
+def contenders(rows, rivals):
+    """The other contenders the rows hold: fastcnn variants first (e.g. eager),
+    then the rivals, in the order asked."""
+    names = [n for n in names_with(rows, "_best_ms") if n != "fastcnn"]
     return [n for n in names if n not in rivals] + [r for r in rivals if r in names]
 
 

@@ -3,6 +3,7 @@ thread count from 1 to the core count; speed-up over one thread and parallel
 efficiency (speed-up / threads)."""
 from fastcnn import models
 from fastcnn._bench.nets import net_case
+from fastcnn._bench.report import names_with
 
 DEFAULT_NET = "resnet18"
 
@@ -37,11 +38,7 @@ def add_speedups(rows):
 
 
 def table(rows):
-    names = []
-    for row in rows:
-        for key in row:
-            if key.endswith("_speedup") and key[:-8] not in names:
-                names.append(key[:-8])
+    names = names_with(rows, "_speedup")
     head = ["net", "batch", "threads"]
     for n in names:
         head += [f"{n} ms", f"{n} speed-up", f"{n} efficiency"]
