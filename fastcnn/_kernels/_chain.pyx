@@ -31,17 +31,16 @@ cdef extern from "conv_chain.h" nogil:
     long fcnn_chain_scratch(const fcnn_chain_geom* g, long rows)
     fcnn_chain_task fcnn_chain_layout(const fcnn_chain_geom* g, long oh0, long oh1,
                                       float* shared, float* own)
-    long fcnn_chain_expand_units(const fcnn_chain_geom* g, const fcnn_chain_task* t)
-    long fcnn_chain_project_units(const fcnn_chain_geom* g, const fcnn_chain_task* t)
-    void fcnn_chain_expand_unit(const fcnn_chain_geom* g, const fcnn_chain_task* t,
+    void fcnn_chain_expand_part(const fcnn_chain_geom* g, const fcnn_chain_task* t,
                                 const float* x, const float* we, const float* be,
-                                int clamp_e, float hi_e, long unit)
+                                int clamp_e, float hi_e, long part, long parts)
     void fcnn_chain_depthwise_unit(const fcnn_chain_geom* g, const fcnn_chain_task* t,
                                    const float* x, const float* wd, const float* bd,
                                    int clamp_d, float hi_d, long oh0, long blk)
-    void fcnn_chain_project_unit(const fcnn_chain_geom* g, const fcnn_chain_task* t,
+    void fcnn_chain_project_part(const fcnn_chain_geom* g, const fcnn_chain_task* t,
                                  const float* wp, const float* bp, const float* res,
-                                 int clamp_p, float hi_p, long oh0, long unit, float* y)
+                                 int clamp_p, float hi_p, long oh0, long part, long parts,
+                                 float* y)
     void fcnn_chain_band(const fcnn_chain_geom* g, const float* x, const float* we,
                          const float* be, int clamp_e, float hi_e, const float* wd,
                          const float* bd, int clamp_d, float hi_d, const float* wp,
@@ -233,7 +232,7 @@ def forward(tuple geom, bint expand, cnp.ndarray x, cnp.ndarray packed, object r
     if residual is not None:
         rp = <const float*>cnp.PyArray_DATA(<cnp.ndarray>residual)
     cdef long p0 = off[0], p1 = off[1], p2 = off[2], p3 = off[3], p4 = off[4], p5 = off[5]
-    cdef long unit, units
+    cdef long unit
     cdef fcnn_chain_task t
     if tasks >= SPLIT_TASKS_PER_THREAD * num_threads:
         # enough tasks: each thread runs whole tasks in its own scratch
@@ -249,8 +248,9 @@ def forward(tuple geom, bint expand, cnp.ndarray x, cnp.ndarray packed, object r
                                 oh0, oh1, ws + threadid() * scratch, yp + img * y_image)
         return
     # few tasks (one image's few bands): the threads share each task, its
-    # steps split into units (tiles of channels x tiles of pixels, blocks),
-    # in the first thread's scratch; every output is the same sum either way
+    # steps split into parts (runs of tiles of channels x tiles of pixels;
+    # blocks), in the first thread's scratch; every output is the same sum
+    # either way
     with nogil:
         for task in range(tasks):
             img = task // bands
@@ -259,13 +259,14 @@ def forward(tuple geom, bint expand, cnp.ndarray x, cnp.ndarray packed, object r
             with parallel(num_threads=num_threads):
                 fp_enter()
                 t = fcnn_chain_layout(&g, oh0, oh1, ws, ws + threadid() * scratch)
-                for unit in prange(fcnn_chain_expand_units(&g, &t), schedule='static'):
-                    fcnn_chain_expand_unit(&g, &t, xp + img * x_image, pp + p0, pp + p1,
-                                           clamp_e, hi_e, unit)
+                for unit in prange(num_threads, schedule='static'):
+                    fcnn_chain_expand_part(&g, &t, xp + img * x_image, pp + p0, pp + p1,
+                                           clamp_e, hi_e, unit, num_threads)
                 for unit in prange(g.blocks, schedule='static'):
                     fcnn_chain_depthwise_unit(&g, &t, xp + img * x_image, pp + p2, pp + p3,
                                               clamp_d, hi_d, oh0, unit)
-                for unit in prange(fcnn_chain_project_units(&g, &t), schedule='static'):
-                    fcnn_chain_project_unit(&g, &t, pp + p4, pp + p5,
+                for unit in prange(num_threads, schedule='static'):
+                    fcnn_chain_project_part(&g, &t, pp + p4, pp + p5,
                                             rp + img * y_image if rp != NULL else NULL,
-                                            clamp_p, hi_p, oh0, unit, yp + img * y_image)
+                                            clamp_p, hi_p, oh0, unit, num_threads,
+                                            yp + img * y_image)

@@ -224,75 +224,90 @@ static inline void fcnn_chain_expand_shape(const fcnn_chain_geom *g, const fcnn_
     *tall = fcnn_chain_tall(*q1 - *q0, g->blocks);
 }
 
-/* Units of step 1: (tile of V blocks, tile of pixels); none without an expansion. */
-static inline long fcnn_chain_expand_units(const fcnn_chain_geom *g, const fcnn_chain_task *t)
+/* The units [*u0, *u1) of `units` that part `part` of `parts` takes:
+ * contiguous runs, as OpenMP's static schedule deals them. */
+static inline void fcnn_chain_part(long units, long part, long parts, long *u0, long *u1)
 {
-    long q0, q1;
-    int tall;
-    if (!g->expand)
-        return 0;
-    fcnn_chain_expand_shape(g, t, &q0, &q1, &tall);
-    const long V = tall ? FCNN_CHAIN_VT : FCNN_CHAIN_VW, P = tall ? FCNN_CHAIN_PT : FCNN_CHAIN_PW;
-    return (g->blocks + V - 1) / V * ((q1 - q0 + P - 1) / P);
+    const long chunk = (units + parts - 1) / parts;
+    *u0 = part * chunk < units ? part * chunk : units;
+    *u1 = *u0 + chunk < units ? *u0 + chunk : units;
 }
 
-/* Step 1, one unit: the expansion of V blocks of channels over P input
- * pixels, stored with bias and clamp at their places in buf.
+/* Step 1, part `part` of `parts`: the expansion's units (tiles of V blocks
+ * of channels x tiles of P input pixels, pixels fastest) in one run, each
+ * stored with bias and clamp at its places in buf. One run per part keeps
+ * the divisions out of the tiles: with AVX2's 6-pixel tiles and 16 input
+ * channels a tile is ~100 cycles of multiply-adds.
  * x: the image's input planes; we: weights [block][cin][VL]; be: biases [block][VL]. */
-static void fcnn_chain_expand_unit(const fcnn_chain_geom *g, const fcnn_chain_task *t,
+static void fcnn_chain_expand_part(const fcnn_chain_geom *g, const fcnn_chain_task *t,
                                    const float *x, const float *we, const float *be,
-                                   int clamp_e, float hi_e, long unit)
+                                   int clamp_e, float hi_e, long part, long parts)
 {
     enum { VL = FCNN_CHAIN_VL };
-    long q0, q1;
+    long q0, q1, u0, u1;
     int tall;
+    if (!g->expand)
+        return;
     fcnn_chain_expand_shape(g, t, &q0, &q1, &tall);
     const int V = tall ? FCNN_CHAIN_VT : FCNN_CHAIN_VW;
     const long P = tall ? FCNN_CHAIN_PT : FCNN_CHAIN_PW;
-    const long ptiles = (q1 - q0 + P - 1) / P, plane = g->in_h * g->in_w;
-    const long blk0 = unit / ptiles * V, q = q0 + unit % ptiles * P;
-    const long n = q1 - q < P ? q1 - q : P, ld_w = g->cin * VL;
-    const float *wt = we + blk0 * ld_w;
-    const float *src = x + q;
-    long ld_c = plane;
+    const long ptiles = (q1 - q0 + P - 1) / P, plane = g->in_h * g->in_w, ld_w = g->cin * VL;
+    fcnn_chain_part((g->blocks + V - 1) / V * ptiles, part, parts, &u0, &u1);
+    if (u0 >= u1)
+        return;
     /* the last block's lanes past cexp must hold zeros, not 0 * Inf = NaN
      * from an infinite input: the projection multiplies them by zero again */
     const long used = g->cexp - (g->blocks - 1) * VL;
-    fcnn_tr_mask_f32 keep[FCNN_CHAIN_VMAX];
-    for (int v = 0; v < V; v++)
-        for (int l = 0; l < VL; l++)
-            keep[v][l] = blk0 + v < g->blocks - 1 || l < used ? -1 : 0;
-    const int nv = g->blocks - blk0 < V ? (int)(g->blocks - blk0) : V;
-    /* where each pixel's vectors go in buf (-1: past the tile, or a column
-     * the depthwise does not read) */
-    long off[FCNN_CHAIN_PMAX];
-    long ih = q / g->in_w, iw = q % g->in_w;
-    for (long j = 0; j < P; j++) {
-        const long col = g->pw + iw;
-        off[j] = j < n && col < g->wp ? ((ih - t->ih0) * g->wp + col) * VL : -1;
-        if (++iw == g->in_w) {
+    const fcnn_vec_f32 hev = (fcnn_vec_f32){0} + hi_e;
+    long bt = u0 / ptiles, pt = u0 % ptiles;
+    long ih = (q0 + pt * P) / g->in_w, iw = (q0 + pt * P) % g->in_w;
+    for (long u = u0; u < u1; u++) {
+        const long blk0 = bt * V, q = q0 + pt * P, n = q1 - q < P ? q1 - q : P;
+        const float *wt = we + blk0 * ld_w, *src = x + q;
+        long ld_c = plane;
+        fcnn_tr_mask_f32 keep[FCNN_CHAIN_VMAX];
+        for (int v = 0; v < V; v++)
+            for (int l = 0; l < VL; l++)
+                keep[v][l] = blk0 + v < g->blocks - 1 || l < used ? -1 : 0;
+        const int nv = g->blocks - blk0 < V ? (int)(g->blocks - blk0) : V;
+        /* where each pixel's vectors go in buf (-1: past the tile, or a
+         * column the depthwise does not read); (ih, iw) walks on to the
+         * next tile's first pixel */
+        long off[FCNN_CHAIN_PMAX];
+        for (long j = 0; j < P; j++) {
+            const long col = g->pw + iw;
+            off[j] = j < n && col < g->wp ? ((ih - t->ih0) * g->wp + col) * VL : -1;
+            if (++iw == g->in_w) {
+                iw = 0;
+                ih++;
+            }
+        }
+        const float *pf = wt;
+        const long pf_lines = blk0 + V < g->blocks
+            ? fcnn_chain_prefetch_part(&pf, wt + V * ld_w, V * ld_w, pt, g->cin) : 0;
+        if (q + P > plane) {        /* the tile would read past the last plane: copy it */
+            for (long c = 0; c < g->cin; c++)
+                for (long j = 0; j < P; j++)
+                    t->xt[c * P + j] = j < n ? x[c * plane + q + j] : 0;
+            src = t->xt;
+            ld_c = P;
+        }
+        float *dst = t->buf + blk0 * t->block_len;
+        if (tall)
+            fcnn_chain_expand_tile_tall(src, ld_c, wt, ld_w, g->cin, pf, pf_lines,
+                                        be + blk0 * VL, clamp_e, hev, keep, nv, dst,
+                                        t->block_len, off);
+        else
+            fcnn_chain_expand_tile_wide(src, ld_c, wt, ld_w, g->cin, pf, pf_lines,
+                                        be + blk0 * VL, clamp_e, hev, keep, nv, dst,
+                                        t->block_len, off);
+        if (++pt == ptiles) {
+            pt = 0;
+            bt++;
+            ih = q0 / g->in_w;
             iw = 0;
-            ih++;
         }
     }
-    const float *pf = wt;
-    const long pf_lines = blk0 + V < g->blocks
-        ? fcnn_chain_prefetch_part(&pf, wt + V * ld_w, V * ld_w, (q - q0) / P, g->cin) : 0;
-    if (q + P > plane) {        /* the tile would read past the last plane: copy it */
-        for (long c = 0; c < g->cin; c++)
-            for (long j = 0; j < P; j++)
-                t->xt[c * P + j] = j < n ? x[c * plane + q + j] : 0;
-        src = t->xt;
-        ld_c = P;
-    }
-    const fcnn_vec_f32 hev = (fcnn_vec_f32){0} + hi_e;
-    float *dst = t->buf + blk0 * t->block_len;
-    if (tall)
-        fcnn_chain_expand_tile_tall(src, ld_c, wt, ld_w, g->cin, pf, pf_lines, be + blk0 * VL,
-                                    clamp_e, hev, keep, nv, dst, t->block_len, off);
-    else
-        fcnn_chain_expand_tile_wide(src, ld_c, wt, ld_w, g->cin, pf, pf_lines, be + blk0 * VL,
-                                    clamp_e, hev, keep, nv, dst, t->block_len, off);
 }
 
 /* Step 2, one unit: block blk's depthwise output, into mid. With an
@@ -338,21 +353,15 @@ static void fcnn_chain_depthwise_unit(const fcnn_chain_geom *g, const fcnn_chain
                          g->out_w, 1, bias, clamp_d, 0, hi_d, out);
 }
 
-/* Units of step 3: (tile of V output blocks, tile of output pixels). */
-static inline long fcnn_chain_project_units(const fcnn_chain_geom *g, const fcnn_chain_task *t)
-{
-    const long count = t->rows * g->out_w, blocks = (g->cout + FCNN_CHAIN_VL - 1) / FCNN_CHAIN_VL;
-    const int tall = fcnn_chain_tall(count, blocks);
-    const long V = tall ? FCNN_CHAIN_VT : FCNN_CHAIN_VW, P = tall ? FCNN_CHAIN_PT : FCNN_CHAIN_PW;
-    return (blocks + V - 1) / V * ((count + P - 1) / P);
-}
-
-/* Step 3, one unit: the projection of P positions of mid into V blocks of
- * output channels of y (the image's planes): ((sum + bias) + residual),
- * clamped. wp: [output block][blocks * VL][VL]; bp: biases [output block][VL]. */
-static void fcnn_chain_project_unit(const fcnn_chain_geom *g, const fcnn_chain_task *t,
+/* Step 3, part `part` of `parts`: the projection's units (tiles of V
+ * output blocks x tiles of P positions of mid, positions fastest) in one
+ * run, each into the output planes y (the image's): ((sum + bias) +
+ * residual), clamped. wp: [output block][blocks * VL][VL]; bp: biases
+ * [output block][VL]. */
+static void fcnn_chain_project_part(const fcnn_chain_geom *g, const fcnn_chain_task *t,
                                     const float *wp, const float *bp, const float *res,
-                                    int clamp_p, float hi_p, long oh0, long unit, float *y)
+                                    int clamp_p, float hi_p, long oh0, long part, long parts,
+                                    float *y)
 {
     enum { VL = FCNN_CHAIN_VL };
     const long count = t->rows * g->out_w, plane = g->out_h * g->out_w;
@@ -361,51 +370,59 @@ static void fcnn_chain_project_unit(const fcnn_chain_geom *g, const fcnn_chain_t
     const int V = tall ? FCNN_CHAIN_VT : FCNN_CHAIN_VW;
     const long P = tall ? FCNN_CHAIN_PT : FCNN_CHAIN_PW;
     const long ptiles = (count + P - 1) / P;
-    const long ob0 = unit / ptiles * V, q = unit % ptiles * P;
-    const long n = count - q < P ? count - q : P, c0 = ob0 * VL;
-    const long channels = g->cout - c0 < V * VL ? g->cout - c0 : V * VL;
-    const float *wt = wp + ob0 * ld_w;
-    const float *pf = wt;
-    const long pf_lines = ob0 + V < out_blocks
-        ? fcnn_chain_prefetch_part(&pf, wt + V * ld_w, V * ld_w, q / P, g->blocks * VL) : 0;
-    if (tall)
-        fcnn_chain_tile_lanes_tall(t->mid + q * VL, 1, t->mid_len, g->blocks, wt, ld_w, VL,
-                                   t->acc, pf, pf_lines);
-    else
-        fcnn_chain_tile_lanes_wide(t->mid + q * VL, 1, t->mid_len, g->blocks, wt, ld_w, VL,
-                                   t->acc, pf, pf_lines);
-    /* the tile's VL-pixel x VL-channel blocks turned by register transposes
-     * into runs of pixels per channel, then ((sum + bias) + residual), clamped */
-    const long first = oh0 * g->out_w + q;
+    long u0, u1;
+    fcnn_chain_part((out_blocks + V - 1) / V * ptiles, part, parts, &u0, &u1);
     const fcnn_vec_f32 hiv = (fcnn_vec_f32){0} + hi_p;
-    for (long j0 = 0; j0 < n; j0 += VL) {
-        const long m = n - j0 < VL ? n - j0 : VL;
-        for (int v = 0; v < V && v * VL < channels; v++) {
-            fcnn_vec_f32 r[VL];
-            for (int j = 0; j < VL; j++)
-                r[j] = j < m ? *(const fcnn_vec_f32 *)(t->acc + ((j0 + j) * V + v) * VL)
-                             : (fcnn_vec_f32){0};
-            fcnn_transpose_f32(r);
-            for (long l = 0; l < VL && v * VL + l < channels; l++) {
-                const long oc = c0 + v * VL + l;
-                float *yr = y + oc * plane + first + j0;
-                fcnn_vec_f32 sum = r[l] + bp[oc];
-                if (res) {
-                    const float *rr = res + oc * plane + first + j0;
-                    fcnn_vec_f32 rv;
+    long bt = u0 / ptiles - 1, pt = ptiles - 1;
+    if (u0 % ptiles) {
+        bt = u0 / ptiles;
+        pt = u0 % ptiles - 1;
+    }
+    for (long u = u0; u < u1; u++) {
+        if (++pt == ptiles) {
+            pt = 0;
+            bt++;
+        }
+        const long ob0 = bt * V, q = pt * P;
+        const long n = count - q < P ? count - q : P, c0 = ob0 * VL;
+        const long channels = g->cout - c0 < V * VL ? g->cout - c0 : V * VL;
+        const float *wt = wp + ob0 * ld_w;
+        const float *pf = wt;
+        const long pf_lines = ob0 + V < out_blocks
+            ? fcnn_chain_prefetch_part(&pf, wt + V * ld_w, V * ld_w, pt, g->blocks * VL) : 0;
+        if (tall)
+            fcnn_chain_tile_lanes_tall(t->mid + q * VL, 1, t->mid_len, g->blocks, wt, ld_w, VL,
+                                       t->acc, pf, pf_lines);
+        else
+            fcnn_chain_tile_lanes_wide(t->mid + q * VL, 1, t->mid_len, g->blocks, wt, ld_w, VL,
+                                       t->acc, pf, pf_lines);
+        /* the tile's VL-pixel x VL-channel blocks turned by register
+         * transposes into runs of pixels per channel, then ((sum + bias) +
+         * residual), clamped; a run shorter than a vector (every run where
+         * the tile has fewer pixels than lanes) read and written in part */
+        const long first = oh0 * g->out_w + q;
+        for (long j0 = 0; j0 < n; j0 += VL) {
+            const long m = n - j0 < VL ? n - j0 : VL;
+            for (int v = 0; v < V && v * VL < channels; v++) {
+                fcnn_vec_f32 r[VL];
+                for (int j = 0; j < VL; j++)
+                    r[j] = j < m ? *(const fcnn_vec_f32 *)(t->acc + ((j0 + j) * V + v) * VL)
+                                 : (fcnn_vec_f32){0};
+                fcnn_transpose_f32(r);
+                for (long l = 0; l < VL && v * VL + l < channels; l++) {
+                    const long oc = c0 + v * VL + l;
+                    float *yr = y + oc * plane + first + j0;
+                    fcnn_vec_f32 sum = r[l] + bp[oc];
+                    if (res) {
+                        const float *rr = res + oc * plane + first + j0;
+                        sum += m == VL ? *(const fcnn_vec_f32 *)rr : fcnn_load_part_f32(rr, m);
+                    }
+                    sum = fcnn_chain_clamp(sum, clamp_p, hiv);
                     if (m == VL)
-                        rv = *(const fcnn_vec_f32 *)rr;
+                        *(fcnn_vec_f32 *)yr = sum;
                     else
-                        for (int j = 0; j < VL; j++)
-                            rv[j] = j < m ? rr[j] : 0;
-                    sum += rv;
+                        fcnn_store_part_f32(yr, m, sum);
                 }
-                sum = fcnn_chain_clamp(sum, clamp_p, hiv);
-                if (m == VL)
-                    *(fcnn_vec_f32 *)yr = sum;
-                else
-                    for (long j = 0; j < m; j++)
-                        yr[j] = sum[j];
             }
         }
     }
@@ -420,13 +437,10 @@ static inline void fcnn_chain_band(
     float *scratch, float *y)
 {
     const fcnn_chain_task t = fcnn_chain_layout(g, oh0, oh1, scratch, scratch);
-    const long ne = fcnn_chain_expand_units(g, &t), np = fcnn_chain_project_units(g, &t);
-    for (long u = 0; u < ne; u++)
-        fcnn_chain_expand_unit(g, &t, x, we, be, clamp_e, hi_e, u);
+    fcnn_chain_expand_part(g, &t, x, we, be, clamp_e, hi_e, 0, 1);
     for (long blk = 0; blk < g->blocks; blk++)
         fcnn_chain_depthwise_unit(g, &t, x, wd, bd, clamp_d, hi_d, oh0, blk);
-    for (long u = 0; u < np; u++)
-        fcnn_chain_project_unit(g, &t, wp, bp, res, clamp_p, hi_p, oh0, u, y);
+    fcnn_chain_project_part(g, &t, wp, bp, res, clamp_p, hi_p, oh0, 0, 1, y);
 }
 
 #endif

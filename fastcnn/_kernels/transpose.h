@@ -107,6 +107,73 @@ static inline void fcnn_transpose_rect_##SUFFIX(const T *src, long ld_src, long 
             dst[j * ld_dst + i] = src[i * ld_src + j];                                   \
 }
 
+/* The first m < VL floats at p as a vector (the other lanes zero), and v's
+ * first m lanes stored at p: nothing read or written past p + m, in a few
+ * vector moves (a masked move with AVX-512; 4-, 2- and 1-float pieces
+ * otherwise) rather than m scalar ones. */
+#if defined(__SSE2__)
+#include <immintrin.h>
+static inline __m128 fcnn_load_part_128(const float *p, long k)
+{
+    if (k == 1)
+        return _mm_load_ss(p);
+    if (k < 2)
+        return _mm_setzero_ps();
+    const __m128 two = _mm_castpd_ps(_mm_load_sd((const double *)p));
+    return k == 2 ? two : _mm_movelh_ps(two, _mm_load_ss(p + 2));
+}
+static inline void fcnn_store_part_128(float *p, long k, __m128 v)
+{
+    if (k >= 2) {
+        _mm_store_sd((double *)p, _mm_castps_pd(v));
+        v = _mm_movehl_ps(v, v);
+        p += 2;
+        k -= 2;
+    }
+    if (k)
+        _mm_store_ss(p, v);
+}
+#endif
+
+static inline fcnn_vec_f32 fcnn_load_part_f32(const float *p, long m)
+{
+#if FCNN_VEC_BYTES == 64
+    return (fcnn_vec_f32)_mm512_maskz_loadu_ps((__mmask16)((1u << m) - 1), p);
+#elif FCNN_VEC_BYTES == 32
+    const __m128 lo = m >= 4 ? _mm_loadu_ps(p) : fcnn_load_part_128(p, m);
+    const __m128 hi = m > 4 ? fcnn_load_part_128(p + 4, m - 4) : _mm_setzero_ps();
+    return (fcnn_vec_f32)_mm256_set_m128(hi, lo);
+#elif defined(__SSE2__)
+    return (fcnn_vec_f32)fcnn_load_part_128(p, m);
+#else
+    fcnn_vec_f32 v = {0};
+    for (long j = 0; j < m; j++)
+        v[j] = p[j];
+    return v;
+#endif
+}
+
+static inline void fcnn_store_part_f32(float *p, long m, fcnn_vec_f32 v)
+{
+#if FCNN_VEC_BYTES == 64
+    _mm512_mask_storeu_ps(p, (__mmask16)((1u << m) - 1), (__m512)v);
+#elif FCNN_VEC_BYTES == 32
+    __m128 rest = _mm256_castps256_ps128((__m256)v);
+    if (m >= 4) {
+        _mm_storeu_ps(p, rest);
+        rest = _mm256_extractf128_ps((__m256)v, 1);
+        p += 4;
+        m -= 4;
+    }
+    fcnn_store_part_128(p, m, rest);
+#elif defined(__SSE2__)
+    fcnn_store_part_128(p, m, (__m128)v);
+#else
+    for (long j = 0; j < m; j++)
+        p[j] = v[j];
+#endif
+}
+
 FCNN_DEFINE_TRANSPOSE(f32, float)
 FCNN_DEFINE_TRANSPOSE(f64, double)
 FCNN_DEFINE_TRANSPOSE_RECT(f32, float)
