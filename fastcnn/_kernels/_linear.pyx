@@ -10,7 +10,7 @@ from fastcnn._kernels._omp cimport fp_enter
 from libc.stdint cimport int64_t
 
 from fastcnn._kernels._typedefs cimport floating, index_t
-from fastcnn._kernels._blas cimport (gemm, blas_enter, blas_leave, gemm_tasks, gemm_tiles,
+from fastcnn._kernels._blas cimport (gemm, gemv, blas_enter, blas_leave, gemm_tasks, gemm_tiles,
                                      GEMM_MAX_TASKS)
 from fastcnn._kernels._activation cimport bias_activation
 from fastcnn._kernels._transpose cimport transpose
@@ -56,12 +56,19 @@ cdef void _linear_transposed(const floating* x, const floating* w, const floatin
         for task in prange(blocks, schedule='static'):
             c0 = task * T_COL_BLOCK
             cols = min(<index_t>T_COL_BLOCK, n - c0)
-            if k > 0:
-                gemm(False, True, <int>cols, <int>m, <int>k, <floating>1, w + c0 * k, <int>k,
-                     x, <int>k, <floating>0, t, <int>m)
+            if m == 1:
+                # one row: a matrix-vector product straight into y (a GEMM
+                # with one column packs the whole weight block first)
+                _zero_rows(y + c0, 1, cols, n)
+                if k > 0:
+                    gemv(<int>cols, <int>k, w + c0 * k, <int>k, x, y + c0)
             else:
-                _zero_rows(t, cols, m, m)
-            transpose(t, m, cols, m, y + c0, n)      # y[:, c0:c0+cols] = t^T
+                if k > 0:
+                    gemm(False, True, <int>cols, <int>m, <int>k, <floating>1, w + c0 * k,
+                         <int>k, x, <int>k, <floating>0, t, <int>m)
+                else:
+                    _zero_rows(t, cols, m, m)
+                transpose(t, m, cols, m, y + c0, n)      # y[:, c0:c0+cols] = t^T
             for r in range(m):
                 _row_epilogue(y + r * n + c0, bias + c0 if bias != NULL else NULL, cols,
                               activation)
