@@ -261,15 +261,18 @@ static void fcnn_chain_expand_part(const fcnn_chain_geom *g, const fcnn_chain_ta
     const fcnn_vec_f32 hev = (fcnn_vec_f32){0} + hi_e;
     long bt = u0 / ptiles, pt = u0 % ptiles;
     long ih = (q0 + pt * P) / g->in_w, iw = (q0 + pt * P) % g->in_w;
+    fcnn_tr_mask_f32 keep[FCNN_CHAIN_VMAX];
+    int nv = 0;
     for (long u = u0; u < u1; u++) {
         const long blk0 = bt * V, q = q0 + pt * P, n = q1 - q < P ? q1 - q : P;
         const float *wt = we + blk0 * ld_w, *src = x + q;
         long ld_c = plane;
-        fcnn_tr_mask_f32 keep[FCNN_CHAIN_VMAX];
-        for (int v = 0; v < V; v++)
-            for (int l = 0; l < VL; l++)
-                keep[v][l] = blk0 + v < g->blocks - 1 || l < used ? -1 : 0;
-        const int nv = g->blocks - blk0 < V ? (int)(g->blocks - blk0) : V;
+        if (u == u0 || pt == 0) {   /* a new tile of blocks: its masks */
+            for (int v = 0; v < V; v++)
+                for (int l = 0; l < VL; l++)
+                    keep[v][l] = blk0 + v < g->blocks - 1 || l < used ? -1 : 0;
+            nv = g->blocks - blk0 < V ? (int)(g->blocks - blk0) : V;
+        }
         /* where each pixel's vectors go in buf (-1: past the tile, or a
          * column the depthwise does not read); (ih, iw) walks on to the
          * next tile's first pixel */

@@ -274,8 +274,7 @@ static inline long fcnn_dw3x3_slot(long out_w, long vl, long stride)
  * A row's last, partial vector is most of the work left over where the row
  * is not a multiple of the vector (56 outputs: 3 x 16 + 8). */
 #if defined(__AVX512F__)
-#define FCNN_DW_STORE_PART_f32(p, n, v)                                                   \
-    (_mm512_mask_storeu_ps((p), (__mmask16)((1u << (n)) - 1), (__m512)(v)), 1)
+#define FCNN_DW_STORE_PART_f32(p, n, v) (fcnn_store_part_f32((p), (n), (v)), 1)
 #define FCNN_DW_STORE_PART_f64(p, n, v)                                                   \
     (_mm512_mask_storeu_pd((p), (__mmask8)((1u << (n)) - 1), (__m512d)(v)), 1)
 #else
