@@ -15,6 +15,9 @@ from conftest import assert_close, requires_torch, run_threads, torch
 @pytest.mark.parametrize("x_shape,out_features", [((4, 7), 5), ((7,), 3), ((2, 3, 9), 11),
                                                   ((64, 300), 100), ((1, 1), 1), ((0, 5), 4),
                                                   ((3, 513), 1000),
+                                                  # one row: the matrix-vector kernel, with
+                                                  # ragged rows and tails; no inputs
+                                                  ((1, 1283), 1003), ((1, 0), 9),
                                                   # several ragged output tiles
                                                   ((1000, 300), 770), ((3, 257, 129), 33)])
 def test_linear_matches_reference(x_shape, out_features, dtype, rng):

@@ -1,5 +1,5 @@
 # The one place that touches BLAS. Kernels call gemm() on row-major matrices.
-from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
+from scipy.linalg.cython_blas cimport sgemm, dgemm
 from libc.math cimport ceil
 from fastcnn._kernels._typedefs cimport floating, index_t
 
@@ -21,18 +21,6 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     else:
         dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda,
               &beta, c, &ldc)
-
-
-cdef inline void gemv(int rows, int k, const floating* a, int lda, const floating* x,
-                      floating* y) noexcept nogil:
-    """Row-major y[rows] += A[rows, k] @ x[k] (a column-major A^T times x)."""
-    cdef char t = b'T'
-    cdef int one = 1
-    cdef floating alpha = 1
-    if floating is float:
-        sgemv(&t, &k, &rows, &alpha, <float*>a, &lda, <float*>x, &one, &alpha, y, &one)
-    else:
-        dgemv(&t, &k, &rows, &alpha, <double*>a, &lda, <double*>x, &one, &alpha, y, &one)
 
 
 cdef void blas_enter() noexcept nogil

@@ -10,7 +10,7 @@ from fastcnn._kernels._omp cimport fp_enter
 from libc.stdint cimport int64_t
 
 from fastcnn._kernels._typedefs cimport floating, index_t
-from fastcnn._kernels._blas cimport (gemm, gemv, blas_enter, blas_leave, gemm_tasks, gemm_tiles,
+from fastcnn._kernels._blas cimport (gemm, blas_enter, blas_leave, gemm_tasks, gemm_tiles,
                                      GEMM_MAX_TASKS)
 from fastcnn._kernels._activation cimport bias_activation
 from fastcnn._kernels._transpose cimport transpose
@@ -19,6 +19,10 @@ from fastcnn._kernels._block_gemm cimport (FCNN_BLOCK_OCB, block_gemm, block_spl
                                            block_vector)
 
 cnp.import_array()
+
+cdef extern from "gemv.h" nogil:
+    void fcnn_gemv_f32(long rows, long k, const float* a, long lda, const float* x, float* y)
+    void fcnn_gemv_f64(long rows, long k, const double* a, long lda, const double* x, double* y)
 
 cdef enum:
     SMALL_FMAS = 1 << 23    # products below this: GEMM_MAX_TASKS small tiles (see _linear)
@@ -57,11 +61,12 @@ cdef void _linear_transposed(const floating* x, const floating* w, const floatin
             c0 = task * T_COL_BLOCK
             cols = min(<index_t>T_COL_BLOCK, n - c0)
             if m == 1:
-                # one row: a matrix-vector product straight into y (a GEMM
-                # with one column packs the whole weight block first)
-                _zero_rows(y + c0, 1, cols, n)
-                if k > 0:
-                    gemv(<int>cols, <int>k, w + c0 * k, <int>k, x, y + c0)
+                # one row: a matrix-vector product straight into y (gemv.h; a
+                # GEMM with one column packs the whole weight block first)
+                if floating is float:
+                    fcnn_gemv_f32(cols, k, w + c0 * k, k, x, y + c0)
+                else:
+                    fcnn_gemv_f64(cols, k, w + c0 * k, k, x, y + c0)
             else:
                 if k > 0:
                     gemm(False, True, <int>cols, <int>m, <int>k, <floating>1, w + c0 * k,
