@@ -231,10 +231,9 @@ cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept 
         return CONV_DIRECT
     if winograd_applies(g) and _winograd_shape_pays(g):
         tiles = g.batch * _ceil_div(g.out_h, 4) * _ceil_div(g.out_w, 4)
-        if weights_packed:
-            if tiles >= WINO_MIN_TILES:
-                return CONV_WINOGRAD
-        elif _winograd_pays_unpacked(g, tiles):
+        # prepacked weights only take the transform's cost away: wherever
+        # Winograd pays when each call transforms them, it pays here too
+        if _winograd_pays_unpacked(g, tiles) or (weights_packed and tiles >= WINO_MIN_TILES):
             return CONV_WINOGRAD
     if pointwise_applies(g):
         if _few_positions_expanding(g, weights_packed):
