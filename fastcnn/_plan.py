@@ -22,7 +22,8 @@ from fastcnn._graph import Value
 from fastcnn._memory import MemoryPlan, Scratch
 from fastcnn._opinfo import info
 from fastcnn import _kernels
-from fastcnn._functional.conv import conv_run, ieee_safe, layer_geometry
+from fastcnn._autotune import Tuner
+from fastcnn._functional.conv import conv_run, layer_geometry
 from fastcnn._functional import conv_transpose as T
 from fastcnn._functional import pool as P
 from fastcnn._rewrite import Rewrite
@@ -37,18 +38,20 @@ class Plan:
     other call is using; concurrent calls get executors of their own, made on
     demand and kept for reuse, all sharing the packed weights."""
 
-    def __init__(self, graph, num_threads=None):
+    def __init__(self, graph, num_threads=None, autotune=False, where="compile"):
         self._rewrite = Rewrite(graph)
         self._memory = MemoryPlan(self._rewrite)
         self._num_threads = num_threads or _threads.get_num_threads()
         self._packed = {}                 # weights packed once for every executor
+        self._tuner = Tuner(self._rewrite.nodes, autotune, where)  # and algorithms chosen once
         first = self._new_executor()
         self._executors = [first]
         self._idle = [first]
         self._lock = threading.Lock()
 
     def _new_executor(self):
-        return _Executor(self._rewrite, self._memory, self._num_threads, self._packed)
+        return _Executor(self._rewrite, self._memory, self._num_threads, self._packed,
+                         self._tuner)
 
     @property
     def graph(self):
@@ -58,6 +61,12 @@ class Plan:
     def nodes(self):
         """The graph's nodes after the rewrites, in execution order."""
         return self._rewrite.nodes
+
+    @property
+    def algorithms(self):
+        """{step name: algorithm} of each convolution step (see _autotune;
+        compile(..., autotune=plan.algorithms) makes a plan with the same)."""
+        return self._tuner.algorithms
 
     @property
     def input_specs(self):
@@ -109,8 +118,8 @@ class Plan:
 class _Executor:
     """A plan's buffers bound to its steps: runs one call at a time."""
 
-    def __init__(self, rewrite, memory, num_threads, packed):
-        self._packed = packed
+    def __init__(self, rewrite, memory, num_threads, packed, tuner):
+        self._packed, self._tuner = packed, tuner
         self._rewrite, self._memory = rewrite, memory
         self._resolve = rewrite.resolve
         graph = self.graph = rewrite.graph
@@ -249,9 +258,10 @@ class _Executor:
         # The step keeps the kernels it packed for (their layout follows the ISA target's
         # vector width), whatever fastcnn.set_max_isa binds later.
         conv, all_finite = _kernels._conv, _kernels._act.all_finite
-        algorithm = conv.select(geom, True)
-        if algorithm == "direct":
-            algorithm = ieee_safe(algorithm, None, np.ascontiguousarray(w), self.num_threads)
+        act = FUSABLE_ACTIVATIONS[self._rewrite.activation_of(node)]
+        bias = None if bias is None else np.ascontiguousarray(bias)
+        algorithm = self._tuner.algorithm(node, geom, x_shape, np.ascontiguousarray(w), bias,
+                                          act, self.num_threads)
         ws_shared, ws_thread, _, packed_size = conv.plan(geom, algorithm, w.itemsize)
         weights = raw_w = np.ascontiguousarray(w)
         if packed_size:
@@ -264,8 +274,6 @@ class _Executor:
             self.weight_nbytes += weights.nbytes
         workspace = self._scratch.getter(lambda n: ws_shared + ws_thread * n, w.dtype,
                                          self.num_threads)
-        act = FUSABLE_ACTIVATIONS[self._rewrite.activation_of(node)]
-        bias = None if bias is None else np.ascontiguousarray(bias)
         y = self._value_array(node.outputs[0]).reshape((x_shape[0], w.shape[0]) + out_sp)
         get = self._get
         x_fixed = x_desc[1].reshape(x_shape) if x_desc[0] == "fixed" else None

@@ -4,6 +4,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from fastcnn._autotune import check_setting
 from fastcnn._graph import trace
 from fastcnn._plan import Plan
 from fastcnn.fusion import fuse
@@ -18,8 +19,9 @@ class ReplanningPlan:
 
     LIMIT = 8
 
-    def __init__(self, model, dtype):
+    def __init__(self, model, dtype, autotune=False):
         self._model, self._dtype, self._plans = model, dtype, OrderedDict()
+        self._autotune = autotune
         self._lock = threading.Lock()
 
     def __call__(self, x, out=None):
@@ -29,7 +31,7 @@ class ReplanningPlan:
         with self._lock:                # one plan per shape even when threads race here
             plan = self._plans.get(key)
             if plan is None:
-                plan = self._plans[key] = _make(self._model, x.shape, x.dtype)
+                plan = self._plans[key] = _make(self._model, x.shape, x.dtype, self._autotune)
                 while len(self._plans) > self.LIMIT:
                     self._plans.popitem(last=False)
             else:
@@ -41,12 +43,12 @@ class ReplanningPlan:
         return sum(p.nbytes for p in self._plans.values())
 
 
-def _make(fused, input_shape, dtype):
+def _make(fused, input_shape, dtype, autotune=False):
     sample = np.random.default_rng(0).standard_normal(input_shape).astype(dtype)
-    return Plan(trace(fused, sample))
+    return Plan(trace(fused, sample), autotune=autotune)
 
 
-def compile(model, input_shape, *, dtype=None, replan=False):
+def compile(model, input_shape, *, dtype=None, replan=False, autotune=False):
     """An inference plan for `model` on inputs of `input_shape`.
 
     The model is fused (fastcnn.fuse: BatchNorm folded, ReLU fused; traced
@@ -63,19 +65,26 @@ def compile(model, input_shape, *, dtype=None, replan=False):
 
     Calling with another shape or dtype is an error, unless replan=True,
     which plans each new shape on first use (the 8 most recently used kept).
+
+    autotune: False (default) runs each convolution with the algorithm the
+    dispatcher's cost model picks, the same on every compile; True times
+    every algorithm that can run it (on this machine, the thread count in
+    use) and keeps the fastest; a mapping (a plan's `plan.algorithms`,
+    {step name: algorithm}) gives those steps those algorithms.
     """
     if not isinstance(model, Module):
         raise TypeError(f"compile: expected a fastcnn.nn.Module, got {type(model).__name__}")
+    check_setting(autotune, "compile")
     shape = tuple(int(s) for s in input_shape)
     if any(s < 1 for s in shape):
         raise ValueError(f"compile: input_shape must be positive sizes, got {input_shape!r}")
     dtype = model_dtype(model) if dtype is None else np.dtype(dtype)
     fused = fuse(model, shape)
     if replan:
-        r = ReplanningPlan(fused, dtype)
+        r = ReplanningPlan(fused, dtype, autotune)
         r(np.zeros(shape, dtype))
         return r
-    return _make(fused, shape, dtype)
+    return _make(fused, shape, dtype, autotune)
 
 
 def model_dtype(model):

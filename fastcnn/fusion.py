@@ -208,5 +208,6 @@ def _close(a, b, rtol, atol):
     if isinstance(a, (tuple, list)):
         return len(a) == len(b) and all(_close(x, y, rtol, atol) for x, y in zip(a, b))
     a, b = np.asarray(a), np.asarray(b)
-    scale = max(1.0, float(np.max(np.abs(b)))) if b.size else 1.0
+    finite = np.abs(b[np.isfinite(b)]) if b.dtype.kind in "fc" else np.abs(b)
+    scale = max(1.0, float(np.max(finite))) if finite.size else 1.0   # Inf and NaN match exactly
     return a.shape == b.shape and bool(np.allclose(a, b, rtol=rtol, atol=atol * scale, equal_nan=True))

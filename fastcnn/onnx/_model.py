@@ -7,6 +7,7 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from fastcnn._graph import Graph, Node, Value
+from fastcnn._autotune import check_setting
 from fastcnn._plan import Plan
 from fastcnn.fusion import fold_batch_norm
 from fastcnn.onnx._ops import OPS, SUPPORTED_MIN_OPSET, silu
@@ -40,13 +41,15 @@ class _NodeSpec:
         self.inputs, self.outputs, self.attrs = list(inputs), list(outputs), attrs
 
 
-def load(model):
+def load(model, *, autotune=False):
     """Load an ONNX model from a path, bytes, or an onnx.ModelProto.
 
     The graph is checked, constants folded, BatchNormalization after Conv
     folded into the Conv, x * sigmoid(x) turned into SiLU, and every operator
     checked: unsupported ones are all listed in one UnsupportedOperatorError.
-    Plans are made per input shape on first use (see OnnxModel)."""
+    Plans are made per input shape on first use (see OnnxModel), choosing
+    their convolutions' algorithms as fastcnn.compile's autotune says."""
+    check_setting(autotune, "fastcnn.onnx.load")
     onnx = require_onnx()
     proto = _read(onnx, model)
     try:
@@ -56,7 +59,7 @@ def load(model):
         # are still valid models; fastcnn runs them as defined.
         if "is deprecated in domain_version" not in str(exc):
             raise ValueError(f"fastcnn.onnx.load: the model is not valid ONNX: {exc}") from None
-    return OnnxModel(proto)
+    return OnnxModel(proto, autotune)
 
 
 def _read(onnx, model):
@@ -91,8 +94,9 @@ class OnnxModel:
     Runtime, or `model(*arrays)`. `inputs` and `outputs` describe the ports
     (shape entries are None where the model leaves a dimension open)."""
 
-    def __init__(self, proto):
+    def __init__(self, proto, autotune=False):
         onnx = require_onnx()
+        self._autotune = check_setting(autotune, "fastcnn.onnx.load")
         from onnx import numpy_helper
         self._numpy_helper = numpy_helper
         self._mapping = onnx.helper.tensor_dtype_to_np_dtype
@@ -298,7 +302,7 @@ class OnnxModel:
         if graph is None:
             graph = self.graph_for([a.shape for a in arrays], [a.dtype for a in arrays],
                                    {k: arrays[k] for k in folded})
-        plan = Plan(graph)
+        plan = Plan(graph, autotune=self._autotune, where="fastcnn.onnx.load")
         with self._plans_lock:
             plan = self._plans.setdefault(key, plan)    # another thread may have made one
             if len(self._plans) > _PLAN_CACHE:
