@@ -484,8 +484,23 @@ def dispatch():
     kernels.set_cache_sizes(48 * 1024, 2048 * 1024)
     yield kernels
     kernels.set_blas_small_gemm(_blas.small_gemm())
+    kernels.set_wide_vectors_full_rate(not _kernels._cpu.avx512_on_256_bit_units())
     if "l1d" in _kernels.CACHES and "l2" in _kernels.CACHES:
         kernels.set_cache_sizes(_kernels.CACHES["l1d"], _kernels.CACHES["l2"])
+
+
+def test_wide_vectors_at_half_rate_pay_for_winograd_as_narrow_ones(dispatch):
+    """16-lane multiply-adds on 256-bit units (Zen 4) take the 8-lane rules."""
+    kernels = dispatch
+    fma = kernels.dispatch_facts()["fused_multiply_add"]
+    layer3 = _geometry((1, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1, 1)
+    kernels.set_wide_vectors_full_rate(False)
+    assert kernels.dispatch_facts()["winograd_narrow_vectors"] == fma
+    assert kernels.select(layer3, True) == ("winograd" if fma else "blocked_oc")
+    kernels.set_wide_vectors_full_rate(True)
+    narrow = kernels.dispatch_facts()["winograd_narrow_vectors"]
+    assert narrow == (fma and kernels.dispatch_facts()["blocked_oc_min_channels"] < 32)
+    assert kernels.select(layer3, True) == ("winograd" if narrow else "blocked_oc")
 
 
 def test_dispatcher_picks_fast_paths(dispatch):

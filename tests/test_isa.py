@@ -85,6 +85,21 @@ def test_probe_agrees_with_the_kernel_flags():
         assert (ours in _kernels.FEATURES) == (theirs in flags), ours
 
 
+def test_probe_finds_avx512_on_256_bit_units():
+    """AMD family 19h (Zen 3 and 4) as /proc/cpuinfo reports it."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            info = dict(line.split(":", 1) for line in fh.read().split("\n\n")[0].splitlines()
+                        if ":" in line)
+    except OSError:
+        pytest.skip("no /proc/cpuinfo")
+    info = {k.strip(): v.strip() for k, v in info.items()}
+    if "vendor_id" not in info or "cpu family" not in info:
+        pytest.skip("no vendor or family in /proc/cpuinfo")
+    expected = info["vendor_id"] == "AuthenticAMD" and info["cpu family"] == "25"
+    assert _kernels._cpu.avx512_on_256_bit_units() == expected
+
+
 # ------------------------------------------------------------ the cap, for real
 
 def test_reported_everywhere(capsys):

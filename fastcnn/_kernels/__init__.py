@@ -115,6 +115,7 @@ def _bind(target):
         if "l1d" in CACHES and "l2" in CACHES:
             conv.set_cache_sizes(CACHES["l1d"], CACHES["l2"])
         conv.set_blas_small_gemm(_blas.small_gemm())
+        conv.set_wide_vectors_full_rate(not _cpu.avx512_on_256_bit_units())
     except BaseException:
         for name, module in previous.items():
             if module is not None:

@@ -176,6 +176,26 @@ cdef index_t _wino_budget_bytes = WINO_BUDGET_L2S * _l2_bytes
 cdef bint _small_gemm = True
 
 
+# Whether 16-lane (AVX-512) multiply-adds run at twice the 8-lane rate. Where
+# they run on 256-bit units (set_wide_vectors_full_rate(False): AMD Zen 4) the
+# direct kernels multiply at AVX2's rate, and Winograd pays as it does there
+# (see _winograd_pays_unpacked): ResNet-18 at batch 1 on Zen 4, avx512, its
+# layer3 3x3 layers (16 tiles of 256 channels) timed each way in one plan
+# (autotune): 15.1 -> 13.8 ms on 2 threads.
+cdef bint _wide_full_rate = True
+
+
+def set_wide_vectors_full_rate(bint full_rate):
+    """Tell the dispatcher whether 16-lane multiply-adds run at full rate."""
+    global _wide_full_rate
+    _wide_full_rate = full_rate
+
+
+cdef inline bint _narrow_multiplies() noexcept nogil:
+    """Whether the direct kernels multiply at the 8-lane rate."""
+    return block_vector(4) < 16 or not _wide_full_rate
+
+
 def set_blas_small_gemm(bint has_small_gemm):
     """Tell the dispatcher whether the BLAS has a small-matrix GEMM path."""
     global _small_gemm
@@ -208,7 +228,7 @@ def dispatch_facts():
             "blocked_oc_min_channels": FCNN_OC_WIDE_V * FCNN_OC_VL_F32,
             "fused_multiply_add": bool(FCNN_HAS_FMA),
             "splatted_weights": block_splat(4) > 1,
-            "winograd_narrow_vectors": bool(FCNN_HAS_FMA) and block_vector(4) < 16,
+            "winograd_narrow_vectors": bool(FCNN_HAS_FMA) and _narrow_multiplies(),
             "winograd_2x2_min_image_tiles": _wino2_min_image_tiles()}
 
 
@@ -281,17 +301,19 @@ cdef bint _winograd_pays_unpacked(const ConvGeom* g, index_t tiles) noexcept nog
     amortise: WINO_PACK_TILES of them, or WINO_FEW_TILES while the
     transformed weights stay small (WINO_FEW_TILES_FILTERS filters). Without
     fused multiply-adds the direct kernels are slow enough that WINO_MIN_TILES
-    pay, and WINO_PACK_TILES on any channels; with 8-lane vectors, see
+    pay, and WINO_PACK_TILES on any channels; with 8-lane vectors (or
+    16-lane ones on 256-bit units, _narrow_multiplies), see
     WINO_NARROW_FEW_TILES."""
     cdef index_t channels = min(g.in_channels, g.out_channels)
     if not FCNN_HAS_FMA:
         return tiles >= (WINO_MIN_TILES if channels >= WINO_MIN_CHANNELS else WINO_PACK_TILES)
     if channels < WINO_MIN_CHANNELS:
         return False
-    if block_vector(4) < 16:
-        # 8-lane vectors: the direct kernels take twice the time per multiply
-        # that 16 lanes take, while the transforms and the packing stream
-        # memory at the same rate, so Winograd pays on far fewer tiles
+    if _narrow_multiplies():
+        # 8-lane vectors (or 16 at their rate): the direct kernels take twice
+        # the time per multiply that full-rate 16 lanes take, while the
+        # transforms and the packing stream memory at the same rate, so
+        # Winograd pays on far fewer tiles
         return tiles >= (WINO_NARROW_FEW_TILES if channels >= 2 * WINO_MIN_CHANNELS
                          else WINO_MIN_TILES)
     if tiles >= WINO_PACK_TILES:

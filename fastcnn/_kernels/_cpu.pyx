@@ -6,6 +6,7 @@ cdef extern from "cpu_features.h" nogil:
     enum:
         FCNN_CPU_COUNT
     int fcnn_cpu_probe(int* has)
+    int fcnn_cpu_avx512_on_256_bit_units()
 
 # Names in the order of cpu_features.h's enum (the names _isa.py's table uses).
 FEATURE_NAMES = ("sse2", "sse4_2", "popcnt", "avx", "avx2", "fma", "f16c", "bmi1", "bmi2",
@@ -21,3 +22,9 @@ def features():
     if not fcnn_cpu_probe(has):
         return frozenset()
     return frozenset(name for i, name in enumerate(FEATURE_NAMES) if has[i])
+
+
+def avx512_on_256_bit_units():
+    """Whether this CPU runs AVX-512 multiply-adds on 256-bit units (AMD Zen
+    4): AVX-512 code then multiplies at AVX2's rate (see _conv's dispatcher)."""
+    return bool(fcnn_cpu_avx512_on_256_bit_units())
