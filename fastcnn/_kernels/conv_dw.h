@@ -93,23 +93,41 @@ static inline __attribute__((always_inline)) void fcnn_dw_taps_##SUFFIX(        
     long r = 0, ow = 0;                                                                  \
     for (long p = 0; p < count; p += U) {                                                \
         const int n = count - p < U ? (int)(count - p) : U;                              \
-        const T *at[U];                                                                  \
         vec acc[U];                                                                      \
-        for (int u = 0; u < U; u++) {       /* past the last position: the first again */ \
-            at[u] = u < n ? buf + (r * sh * wp + ow * sw) * VL : at[0];                  \
+        for (int u = 0; u < U; u++)                                                      \
             acc[u] = (vec){0};                                                           \
-            if (u < n && ++ow == out_w) {                                                \
+        if (n == U && ow + U <= out_w) {                                                 \
+            /* one row: one pointer, the positions sw * VL apart (pointers per  */       \
+            /* position spilled to the stack with 16 registers, AVX2)           */       \
+            const T *at = buf + (r * sh * wp + ow * sw) * VL;                            \
+            for (long i = 0; i < kh; i++)                                                \
+                for (long j = 0; j < kw; j++) {                                          \
+                    const vec wv = *(const vec *)(w + (i * kw + j) * VL);                \
+                    const T *tap = at + (i * dh * wp + j * dw) * VL;                     \
+                    for (int u = 0; u < U; u++)                                          \
+                        acc[u] += wv * *(const vec *)(tap + u * sw * VL);                \
+                }                                                                        \
+            if ((ow += U) == out_w) {                                                    \
                 ow = 0;                                                                  \
                 r++;                                                                     \
             }                                                                            \
-        }                                                                                \
-        for (long i = 0; i < kh; i++)                                                    \
-            for (long j = 0; j < kw; j++) {                                              \
-                const vec wv = *(const vec *)(w + (i * kw + j) * VL);                    \
-                const long off = (i * dh * wp + j * dw) * VL;                            \
-                for (int u = 0; u < U; u++)                                              \
-                    acc[u] += wv * *(const vec *)(at[u] + off);                          \
+        } else {                                                                         \
+            const T *at[U];                                                              \
+            for (int u = 0; u < U; u++) {   /* past the last position: the first again */ \
+                at[u] = u < n ? buf + (r * sh * wp + ow * sw) * VL : at[0];              \
+                if (u < n && ++ow == out_w) {                                            \
+                    ow = 0;                                                              \
+                    r++;                                                                 \
+                }                                                                        \
             }                                                                            \
+            for (long i = 0; i < kh; i++)                                                \
+                for (long j = 0; j < kw; j++) {                                          \
+                    const vec wv = *(const vec *)(w + (i * kw + j) * VL);                \
+                    const long off = (i * dh * wp + j * dw) * VL;                        \
+                    for (int u = 0; u < U; u++)                                          \
+                        acc[u] += wv * *(const vec *)(at[u] + off);                      \
+                }                                                                        \
+        }                                                                                \
         for (int u = 0; u < n; u++) {                                                    \
             vec v = has_bias ? acc[u] + bv : acc[u];                                     \
             *(vec *)(out + (p + u) * VL) = clamp ? fcnn_dw_clamp_##SUFFIX(v, lov, hiv) : v; \
