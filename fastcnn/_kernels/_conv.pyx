@@ -1611,19 +1611,25 @@ cdef inline index_t _oc_lanes(index_t itemsize) noexcept nogil:
     return FCNN_OC_VL_F32 if itemsize == 4 else FCNN_OC_VL_F64
 
 
+cdef inline index_t _oc_pix(bint tall) noexcept nogil:
+    return FCNN_OC_TALL_P if tall else FCNN_OC_WIDE_P
+
+
+cdef inline index_t _oc_vectors(bint tall) noexcept nogil:
+    return FCNN_OC_TALL_V if tall else FCNN_OC_WIDE_V
+
+
+cdef inline index_t _oc_padded(index_t out_w, index_t m_group, index_t vl,
+                               bint tall) noexcept nogil:
+    """Pixels x channels a row of out_w pixels computes with the tall or the
+    wide tile, padding included."""
+    return _round_up(out_w, _oc_pix(tall)) * _round_up(m_group, _oc_vectors(tall) * vl)
+
+
 cdef inline bint _oc_tall(index_t out_w, index_t m_group, index_t vl) noexcept nogil:
-    """Whether the tall tile computes fewer padding pixels and channels
-    over rows of out_w pixels than the wide one (ties go wide)."""
-    return (_round_up(out_w, FCNN_OC_TALL_P) * _round_up(m_group, FCNN_OC_TALL_V * vl)
-            < _round_up(out_w, FCNN_OC_WIDE_P) * _round_up(m_group, FCNN_OC_WIDE_V * vl))
-
-
-cdef inline index_t _oc_padded(index_t out_w, index_t m_group, index_t vl) noexcept nogil:
-    """Pixels x channels one row of out_w pixels computes, padding included,
-    with the tile _oc_tall picks."""
-    if _oc_tall(out_w, m_group, vl):
-        return _round_up(out_w, FCNN_OC_TALL_P) * _round_up(m_group, FCNN_OC_TALL_V * vl)
-    return _round_up(out_w, FCNN_OC_WIDE_P) * _round_up(m_group, FCNN_OC_WIDE_V * vl)
+    """Whether the tall tile computes fewer padding pixels and channels than
+    the wide one (ties go wide)."""
+    return _oc_padded(out_w, m_group, vl, True) < _oc_padded(out_w, m_group, vl, False)
 
 
 cdef ConvGeom _oc_geometry(const ConvGeom* g, index_t itemsize) noexcept nogil:
@@ -1631,21 +1637,20 @@ cdef ConvGeom _oc_geometry(const ConvGeom* g, index_t itemsize) noexcept nogil:
     reads each plane as it lies, so it runs as one row of out_h * out_w
     pixels where that pads the register tiles less (a 7x7 plane with 8-lane
     vectors: 49 pixels in 13 tiles of 4, not 7 rows of 2 tiles; MobileNetV2's
-    320 -> 1280 at 7x7 on Zen 4, avx2: 0.47 -> 0.43 ms), as long as the row's
-    partial sums fit their budget and the channel blocks alone give every
-    thread tasks."""
+    320 -> 1280 at 7x7 on Zen 4, avx2: 0.468 -> 0.410 ms), as long as the
+    row's partial sums fit their budget and the channel blocks alone give
+    every thread tasks."""
     cdef ConvGeom f = g[0]
     cdef index_t vl = _oc_lanes(itemsize), m_group = g.out_channels // g.groups
-    cdef index_t flat = g.out_h * g.out_w, tall
+    cdef index_t flat = g.out_h * g.out_w
+    cdef bint tall = _oc_tall(flat, m_group, vl)
     if not pointwise_applies(g) or not blocked_applies(g) or g.out_h == 1:
         return f
-    if _oc_padded(flat, m_group, vl) >= g.out_h * _oc_padded(g.out_w, m_group, vl):
+    if (_oc_padded(flat, m_group, vl, tall)
+            >= g.out_h * _oc_padded(g.out_w, m_group, vl, _oc_tall(g.out_w, m_group, vl))):
         return f
-    tall = _oc_tall(flat, m_group, vl)
-    if (_round_up(flat, FCNN_OC_TALL_P if tall else FCNN_OC_WIDE_P)
-            * (FCNN_OC_TALL_V if tall else FCNN_OC_WIDE_V) * vl * itemsize > _oc_partial_bytes
-            or g.batch * g.groups * _ceil_div(m_group, (FCNN_OC_TALL_V if tall else FCNN_OC_WIDE_V)
-                                              * vl) < MIN_TASKS):
+    if (_round_up(flat, _oc_pix(tall)) * _oc_vectors(tall) * vl * itemsize > _oc_partial_bytes
+            or g.batch * g.groups * _ceil_div(m_group, _oc_vectors(tall) * vl) < MIN_TASKS):
         return f
     f.in_h = f.out_h = 1
     f.in_w = f.out_w = flat
@@ -1660,8 +1665,8 @@ cdef void _blocked_oc_plan(const ConvGeom* layer, index_t itemsize, ConvPlan* p)
     cdef index_t taps = g.kernel_h * g.kernel_w
     cdef index_t pix, rows_budget, units, image
     p.oc_tall = _oc_tall(g.out_w, m_group, vl)
-    pix = FCNN_OC_TALL_P if p.oc_tall else FCNN_OC_WIDE_P
-    p.m_block = (FCNN_OC_TALL_V if p.oc_tall else FCNN_OC_WIDE_V) * vl
+    pix = _oc_pix(p.oc_tall)
+    p.m_block = _oc_vectors(p.oc_tall) * vl
     p.n_m_blocks = _ceil_div(m_group, p.m_block)
     p.col_tile = pix
     p.n_col_tiles = _ceil_div(g.out_w, pix)
