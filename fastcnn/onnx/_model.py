@@ -49,7 +49,6 @@ def load(model, *, autotune=False):
     checked: unsupported ones are all listed in one UnsupportedOperatorError.
     Plans are made per input shape on first use (see OnnxModel), choosing
     their convolutions' algorithms as fastcnn.compile's autotune says."""
-    check_setting(autotune, "fastcnn.onnx.load")
     onnx = require_onnx()
     proto = _read(onnx, model)
     try:
