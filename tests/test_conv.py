@@ -389,6 +389,8 @@ POINTWISE_CASES = [
     (3, 40, 7, (4, 4), (1, 1), 1, 0, 1, 1),          # 16 positions, one partial channel block
     (1, 700, 10, (2, 3), (1, 1), 1, 0, 1, 1),        # input channels in several chunks
     (1, 1, 1, (1, 1), (1, 1), 1, 0, 1, 1),           # one of everything
+    (1, 32, 16, (11, 13), (1, 1), 1, 0, 1, 1),       # whole 4-channel tiles (AVX2), ragged positions
+    (2, 20, 18, (6, 9), (1, 1), 1, 0, 1, 2),         # 9 per group: a partial channel block each
     # blocked_oc runs these planes as one row of pixels (fewer padded tiles)
     (1, 24, 400, (7, 7), (1, 1), 1, 0, 1, 1),
     (1, 24, 400, (5, 5), (1, 1), 1, 0, 1, 1),

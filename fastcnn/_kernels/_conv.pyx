@@ -37,6 +37,9 @@ cdef extern from "conv_block.h" nogil:
         FCNN_BLOCK_NARROW_OCB
         FCNN_BLOCK_NARROW_LANES_F32
         FCNN_BLOCK_NARROW_LANES_F64
+        FCNN_POINT_OCB
+        FCNN_POINT_LANES_F32
+        FCNN_POINT_LANES_F64
         FCNN_OC_WIDE_P
         FCNN_OC_WIDE_V
         FCNN_OC_TALL_P
@@ -51,6 +54,11 @@ cdef extern from "conv_block.h" nogil:
     void fcnn_oc_kernel_f64_wide_s2(const double*, long, const double*, const long*, long, long, double*, int, const double*)
     void fcnn_oc_kernel_f64_tall_s1(const double*, long, const double*, const long*, long, long, double*, int, const double*)
     void fcnn_oc_kernel_f64_tall_s2(const double*, long, const double*, const long*, long, long, double*, int, const double*)
+    void fcnn_block_kernel_f32_point(const float* x, long ld_c, const float* w, const long* toff,
+                                     long ntaps, long cin, float* out, long ld_out, int accumulate)
+    void fcnn_block_kernel_f64_point(const double* x, long ld_c, const double* w,
+                                     const long* toff, long ntaps, long cin, double* out,
+                                     long ld_out, int accumulate)
     void fcnn_block_kernel_f32(const float* x, long ld_c, const float* w, const long* toff,
                                long ntaps, long cin, float* out, long ld_out, int accumulate)
     void fcnn_block_kernel_f64(const double* x, long ld_c, const double* w, const long* toff,
@@ -974,7 +982,7 @@ cdef index_t conv_packed_size(const ConvGeom* g, int algorithm, index_t itemsize
         return (_wino_points(g) * _round_up(g.out_channels, FCNN_BLOCK_OCB) * g.in_channels
                 * block_splat(itemsize))
     if algorithm == CONV_POINTWISE:
-        return (g.groups * _ceil_div(g.out_channels // g.groups, FCNN_BLOCK_OCB) * FCNN_BLOCK_OCB
+        return (g.groups * _ceil_div(g.out_channels // g.groups, FCNN_POINT_OCB) * FCNN_POINT_OCB
                 * (g.in_channels // g.groups) * g.kernel_d * g.kernel_h * g.kernel_w
                 * block_splat(itemsize))
     if algorithm == CONV_BLOCKED or algorithm == CONV_BLOCKED_OC:
@@ -1489,8 +1497,8 @@ cdef void _blocked_forward(const ConvGeom* g, const ConvPlan* plan, const floati
 # ---------------------------------------------------------------- pointwise
 
 # 1x1 convolution at stride 1 without padding reads its input as it lies: the
-# block kernel (conv_block.h) takes FCNN_BLOCK_OCB output channels x one
-# block of positions (whole vectors) per call, one tap, ld_c = the plane size,
+# block kernel with the pointwise tile (conv_block.h) takes FCNN_POINT_OCB
+# output channels x one block of positions (whole vectors) per call, one tap, ld_c = the plane size,
 # and writes its tile straight into the output rows. A task takes col_tile
 # positions (several blocks, so the epilogue runs over long rows) and a run
 # of channel blocks, and goes over the input channels in chunks whose columns
@@ -1509,9 +1517,23 @@ cdef bint pointwise_applies(const ConvGeom* g) noexcept nogil:
             and g.out_d == g.in_d and g.out_h == g.in_h and g.out_w == g.in_w)
 
 
+cdef inline index_t _point_lanes(index_t itemsize) noexcept nogil:
+    return FCNN_POINT_LANES_F32 if itemsize == 4 else FCNN_POINT_LANES_F64
+
+
+cdef inline void _point_kernel(const floating* x, index_t ld_c, const floating* w,
+                               index_t cin, floating* out, index_t ld_out,
+                               int accumulate) noexcept nogil:
+    cdef long tap0 = 0
+    if floating is float:
+        fcnn_block_kernel_f32_point(x, ld_c, w, &tap0, 1, cin, out, ld_out, accumulate)
+    else:
+        fcnn_block_kernel_f64_point(x, ld_c, w, &tap0, 1, cin, out, ld_out, accumulate)
+
+
 cdef void _pointwise_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noexcept nogil:
     cdef index_t cin = g.in_channels // g.groups
-    cdef index_t lanes = _block_lanes(itemsize)
+    cdef index_t lanes = _point_lanes(itemsize)
     cdef index_t blocks = _ceil_div(g.out_d * g.out_h * g.out_w, lanes)
     cdef index_t units, per_task
     # as many blocks of positions per task as keep a chunk of at least
@@ -1520,15 +1542,15 @@ cdef void _pointwise_plan(const ConvGeom* g, index_t itemsize, ConvPlan* p) noex
     per_task = max(1, min(blocks, per_task))
     p.col_tile = per_task * lanes
     p.n_col_tiles = _ceil_div(blocks, per_task)
-    p.m_block = FCNN_BLOCK_OCB
-    p.n_m_blocks = _ceil_div(g.out_channels // g.groups, FCNN_BLOCK_OCB)
+    p.m_block = FCNN_POINT_OCB
+    p.n_m_blocks = _ceil_div(g.out_channels // g.groups, FCNN_POINT_OCB)
     p.chunk_channels = max(1, min(cin, _oc_weight_bytes // (p.col_tile * itemsize)))
     units = g.batch * g.groups * p.n_col_tiles
     p.row_blocks = max(1, min(p.n_m_blocks, _ceil_div(MIN_TASKS, units)))
     p.rows_per_task = _ceil_div(p.n_m_blocks, p.row_blocks)
     p.row_blocks = _ceil_div(p.n_m_blocks, p.rows_per_task)
     p.n_tasks = units * p.row_blocks
-    p.workspace_per_thread = p.rows_per_task * FCNN_BLOCK_OCB * p.col_tile + cin * lanes
+    p.workspace_per_thread = p.rows_per_task * FCNN_POINT_OCB * p.col_tile + cin * lanes
 
 
 cdef void _pointwise_task(const ConvGeom* g, const ConvPlan* plan, const floating* x,
@@ -1537,7 +1559,7 @@ cdef void _pointwise_task(const ConvGeom* g, const ConvPlan* plan, const floatin
                           index_t task) noexcept nogil:
     cdef index_t cin = g.in_channels // g.groups, m_group = g.out_channels // g.groups
     cdef index_t positions = g.out_d * g.out_h * g.out_w
-    cdef index_t lanes = _block_lanes(sizeof(floating)), ocb = FCNN_BLOCK_OCB
+    cdef index_t lanes = _point_lanes(sizeof(floating)), ocb = plan.m_block
     cdef index_t width = plan.col_tile
     cdef index_t run = task % plan.row_blocks
     cdef index_t tile = (task // plan.row_blocks) % plan.n_col_tiles
@@ -1555,7 +1577,6 @@ cdef void _pointwise_task(const ConvGeom* g, const ConvPlan* plan, const floatin
     cdef floating* yrow
     cdef index_t c, c0, kc, b, j, o, oc, mcount, ldq
     cdef bint direct
-    cdef long tap0 = 0
     if whole < nblk:                    # the ragged end: a zero-padded copy
         for c in range(cin):
             memcpy(panel + c * lanes, xs + c * positions + whole * lanes,
@@ -1573,10 +1594,10 @@ cdef void _pointwise_task(const ConvGeom* g, const ConvPlan* plan, const floatin
                 xq = xs + c0 * positions + j * lanes if j < whole else panel + c0 * lanes
                 ldq = positions if j < whole else lanes
                 if direct and j < whole:            # a whole tile: straight into y
-                    _block_kernel(xq, ldq, wb, &tap0, 1, kc, yblk + j * lanes, positions, c0 > 0)
+                    _point_kernel(xq, ldq, wb, kc, yblk + j * lanes, positions, c0 > 0)
                 else:
-                    _block_kernel(xq, ldq, wb, &tap0, 1, kc,
-                                  scratch + (b - b0) * ocb * width + j * lanes, width, c0 > 0)
+                    _point_kernel(xq, ldq, wb, kc, scratch + (b - b0) * ocb * width + j * lanes,
+                                  width, c0 > 0)
         c0 += kc
     for b in range(b0, b1):
         mcount = min(ocb, m_group - b * ocb)
@@ -1918,7 +1939,7 @@ cdef void _pack_weights(const ConvGeom* g, int algorithm, const floating* w, flo
     if algorithm == CONV_WINOGRAD:
         _winograd_pack(g, w, packed, num_threads)
     elif algorithm == CONV_POINTWISE:
-        _pack_channel_blocks(w, g.groups, m_group, k, FCNN_BLOCK_OCB, block_splat(sizeof(floating)),
+        _pack_channel_blocks(w, g.groups, m_group, k, FCNN_POINT_OCB, block_splat(sizeof(floating)),
                              packed, num_threads)
     elif algorithm == CONV_BLOCKED or algorithm == CONV_BLOCKED_OC:
         plan = conv_make_plan(g, algorithm, sizeof(floating))
