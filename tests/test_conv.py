@@ -779,21 +779,24 @@ def test_residual_validation(rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("algorithm,stride,width", [
-    ("direct", 1, 40), ("direct", 2, 71), ("direct", 1, 67),        # padded rows
-    ("depthwise", 1, 14), ("depthwise", 2, 15), ("depthwise", 1, 7)])  # channels in lanes
-def test_depthwise_epilogue_in_the_kernel_is_the_epilogue_pass(algorithm, stride, width,
-                                                                dtype, rng):
-    """Depthwise 3x3 kernels apply ReLU / ReLU6 as they store their vectors:
-    the same values, bit for bit, as the activation applied to the
-    unactivated output (NaN, +-Inf and values around 0 and 6 included); a
-    residual runs as a pass afterwards."""
+@pytest.mark.parametrize("algorithm,stride,width,cout", [
+    ("direct", 1, 40, 5), ("direct", 2, 71, 5), ("direct", 1, 67, 5),  # padded rows
+    ("depthwise", 1, 14, 5), ("depthwise", 2, 15, 5), ("depthwise", 1, 7, 5),  # channels in lanes
+    # blocked_oc: after transposing its tiles (channels and pixels not whole vectors)
+    ("blocked_oc", 1, 14, 37), ("blocked_oc", 2, 15, 20), ("blocked_oc", 1, 7, 5)])
+def test_epilogue_in_the_kernel_is_the_epilogue_pass(algorithm, stride, width, cout, dtype,
+                                                     rng):
+    """Depthwise 3x3 kernels apply ReLU / ReLU6 as they store their vectors,
+    blocked_oc over each task's rows: the same values, bit for bit, as the
+    activation applied to the unactivated output (NaN, +-Inf and values
+    around 0 and 6 included); a residual runs as a pass afterwards."""
+    groups = 5 if algorithm != "blocked_oc" else 1
     x = (rng.standard_normal((2, 5, 6, width)) * 4).astype(dtype)
     x[0, 1, 2, 3], x[1, 2, 0, 5], x[0, 3, 4, 6] = np.nan, np.inf, -np.inf
-    w = rng.standard_normal((5, 1, 3, 3)).astype(dtype)
-    b = rng.standard_normal(5).astype(dtype)
-    run = lambda act, res=None: _conv_impl(2, "conv2d", x, w, b, stride, 1, 1, 5, None, act,
-                                           algorithm=algorithm, residual=res)
+    w = rng.standard_normal((cout, 5 // groups, 3, 3)).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype)
+    run = lambda act, res=None: _conv_impl(2, "conv2d", x, w, b, stride, 1, 1, groups, None,
+                                           act, algorithm=algorithm, residual=res)
     with np.errstate(all="ignore"):
         plain = run(None)
         relu = np.where(plain < 0, dtype(0), plain)
