@@ -1498,8 +1498,8 @@ cdef void _blocked_forward(const ConvGeom* g, const ConvPlan* plan, const floati
 
 # 1x1 convolution at stride 1 without padding reads its input as it lies: the
 # block kernel with the pointwise tile (conv_block.h) takes FCNN_POINT_OCB
-# output channels x one block of positions (whole vectors) per call, one tap, ld_c = the plane size,
-# and writes its tile straight into the output rows. A task takes col_tile
+# output channels x one block of positions (whole vectors) per call, one tap,
+# ld_c = the plane size, and writes its tile straight into the output rows. A task takes col_tile
 # positions (several blocks, so the epilogue runs over long rows) and a run
 # of channel blocks, and goes over the input channels in chunks whose columns
 # (chunk x col_tile) stay in L1 while the weights (packed [block][channel][OCB])

@@ -143,14 +143,16 @@ FCNN_DEFINE_BLOCK_KERNEL(f64, _q3, double, FCNN_BLOCK_OCB, 3)
 #if FCNN_VEC_BYTES == 32
 #define FCNN_POINT_OCB 4
 #define FCNN_POINT_QV 3
+FCNN_DEFINE_BLOCK_KERNEL(f32, _point, float, FCNN_POINT_OCB, FCNN_POINT_QV)
+FCNN_DEFINE_BLOCK_KERNEL(f64, _point, double, FCNN_POINT_OCB, FCNN_POINT_QV)
 #else
 #define FCNN_POINT_OCB FCNN_BLOCK_OCB
 #define FCNN_POINT_QV FCNN_BLOCK_QV
+#define fcnn_block_kernel_f32_point fcnn_block_kernel_f32
+#define fcnn_block_kernel_f64_point fcnn_block_kernel_f64
 #endif
 #define FCNN_POINT_LANES_F32 (FCNN_POINT_QV * FCNN_VEC_BYTES / 4)
 #define FCNN_POINT_LANES_F64 (FCNN_POINT_QV * FCNN_VEC_BYTES / 8)
-FCNN_DEFINE_BLOCK_KERNEL(f32, _point, float, FCNN_POINT_OCB, FCNN_POINT_QV)
-FCNN_DEFINE_BLOCK_KERNEL(f64, _point, double, FCNN_POINT_OCB, FCNN_POINT_QV)
 
 /* A GEMM with the block kernel: out (OCB rows of `lanes`, ld_out apart) =
  * w^T x, w packed [cin][OCB][SPLAT], x cin rows of `lanes` (ld_c apart). The lanes
