@@ -24,7 +24,8 @@ class ReplanningPlan:
         self._autotune = autotune
         self._lock = threading.Lock()
 
-    def __call__(self, x, out=None):
+    def _plan(self, x):
+        """The plan for x's shape and dtype, made on first use."""
         if not isinstance(x, np.ndarray):
             raise TypeError(f"plan: input must be a numpy.ndarray, got {type(x).__name__}")
         key = (x.shape, x.dtype)
@@ -36,11 +37,36 @@ class ReplanningPlan:
                     self._plans.popitem(last=False)
             else:
                 self._plans.move_to_end(key)
-        return plan(x, out=out)
+        return plan
+
+    def __call__(self, x, out=None):
+        return self._plan(x)(x, out=out)
+
+    def profile(self, x, repeat=5):
+        """Plan.profile of the plan for x's shape (made if it is new)."""
+        return self._plan(x).profile(x, repeat=repeat)
+
+    @property
+    def plans(self):
+        """{(input shape, dtype): Plan} of the shapes kept, least recently used
+        first (a copy)."""
+        with self._lock:
+            return OrderedDict(self._plans)
+
+    @property
+    def algorithms(self):
+        """{(input shape, dtype): that plan's algorithms} of the shapes kept
+        (with autotune each shape is timed on its own)."""
+        return {key: plan.algorithms for key, plan in self.plans.items()}
 
     @property
     def nbytes(self):
-        return sum(p.nbytes for p in self._plans.values())
+        return sum(p.nbytes for p in self.plans.values())
+
+    @property
+    def weight_nbytes(self):
+        """Bytes of prepacked weights over the plans kept (each packs its own)."""
+        return sum(p.weight_nbytes for p in self.plans.values())
 
 
 def _make(fused, input_shape, dtype, autotune=False):

@@ -77,6 +77,24 @@ def test_plan_replans_when_asked():
     assert_close(plan(x), model(x), 400)
 
 
+def test_replanning_plan_reports_each_shape():
+    """A replanning plan's algorithms, memory and profile are its kept plans'."""
+    model, shape = _model("lenet5")
+    plan = fastcnn.compile(model, (1,) + shape, replan=True)
+    x = np.random.default_rng(0).standard_normal((3,) + shape).astype(np.float32)
+    steps = plan.profile(x, repeat=1)       # plans this shape
+    own = plan.plans[(x.shape, x.dtype)].profile(x, repeat=1)
+    assert [s[:3] for s in steps] == [s[:3] for s in own] and steps[-1][2] == (3, 10)
+    keys = [((1,) + shape, np.dtype(np.float32)), (x.shape, np.dtype(np.float32))]
+    assert list(plan.plans) == keys
+    assert plan.algorithms == {k: fastcnn.compile(model, k[0]).algorithms for k in keys}
+    assert plan.algorithms[keys[0]]       # lenet5's convolutions are named
+    assert plan.weight_nbytes == sum(p.weight_nbytes for p in plan.plans.values()) > 0
+    assert plan.nbytes == sum(p.nbytes for p in plan.plans.values()) > 0
+    with pytest.raises(TypeError, match="input must be a numpy.ndarray"):
+        plan.profile([1.0])
+
+
 def test_replanning_keeps_the_most_recent_shapes():
     model, shape = _model("lenet5")
     plan = fastcnn.compile(model, (1,) + shape, replan=True)
