@@ -1499,11 +1499,11 @@ cdef void _blocked_forward(const ConvGeom* g, const ConvPlan* plan, const floati
 # 1x1 convolution at stride 1 without padding reads its input as it lies: the
 # block kernel with the pointwise tile (conv_block.h) takes FCNN_POINT_OCB
 # output channels x one block of positions (whole vectors) per call, one tap,
-# ld_c = the plane size, and writes its tile straight into the output rows. A task takes col_tile
-# positions (several blocks, so the epilogue runs over long rows) and a run
-# of channel blocks, and goes over the input channels in chunks whose columns
-# (chunk x col_tile) stay in L1 while the weights (packed [block][channel][OCB])
-# stream past. The last, partial block of positions is copied into a
+# ld_c = the plane size, and writes its tile straight into the output rows.
+# A task takes col_tile positions (several blocks, so the epilogue runs over
+# long rows) and a run of channel blocks, and goes over the input channels in
+# chunks whose columns (chunk x col_tile) stay in L1 while the weights (packed
+# [block][channel][FCNN_POINT_OCB]) stream past. The last, partial block of positions is copied into a
 # zero-padded panel first; it and a partial last channel block compute into
 # per-thread scratch.
 

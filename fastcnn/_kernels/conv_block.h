@@ -246,10 +246,10 @@ static inline void fcnn_oc_kernel_##SUFFIX##_##NAME##_s##SW(                    
             acc[j][v] = accumulate ? *(const fcnn_vec_##SUFFIX *)(acc_io + (j * V + v) * VL) \
                                    : (fcnn_vec_##SUFFIX){0};                             \
     }                                                                                    \
-    /* One tap (1x1 layers): the channel loop alone, with and without the          \
-     * prefetch, so each multiply-add block carries no tap loop or test (with      \
-     * AVX2's 12 multiply-adds per step, that overhead left the issue width        \
-     * short: 320 -> 1280 at 7x7 ran at 92 % of the AVX-512 build on Zen 4). */    \
+    /* One tap (1x1 layers) without a prefetch: the channel loop alone, so each          \
+     * step carries no tap loop or test (beside AVX2's 12 multiply-adds a step,          \
+     * that overhead left the issue width short: 320 -> 1280 at 7x7 ran at 92 %          \
+     * of the AVX-512 build on Zen 4). */                                                \
     if (ntaps == 1 && !prefetch) {                                                       \
         const T *xp = x + toff[0];                                                       \
         for (long c = 0; c < cin; c++, xp += ld_c, w += V * VL)                          \
