@@ -13,10 +13,11 @@ from cpython.pycapsule cimport PyCapsule_New
 from fastcnn._kernels._typedefs cimport index_t
 from fastcnn._kernels._omp cimport (omp_get_max_threads, threads_setting, set_threads_setting,
                                     threads_cap, FCNN_MAX_THREADS)
-from fastcnn._kernels._conv cimport (ConvGeom, ConvPlan, conv_select_algorithm, conv_make_plan,
-                                     conv_packed_size, conv_pack_weights_f32,
-                                     conv_pack_weights_f64, conv_forward_f32, conv_forward_f64,
-                                     CONV_IM2COL, CONV_DIRECT, CONV_WINOGRAD)
+from fastcnn._kernels._conv_types cimport (ConvGeom, ConvPlan, CONV_IM2COL, CONV_DIRECT,
+                                           CONV_WINOGRAD)
+from fastcnn._kernels._conv cimport (conv_select_algorithm, conv_make_plan, conv_packed_size,
+                                     conv_pack_weights_f32, conv_pack_weights_f64,
+                                     conv_forward_f32, conv_forward_f64)
 from fastcnn._kernels._pool cimport (PoolGeom, POOL_MAX, POOL_AVG, pool_workspace_per_thread,
                                      pool_forward_f32, pool_forward_f64, adaptive_forward_f32,
                                      adaptive_forward_f64, adaptive_workspace)

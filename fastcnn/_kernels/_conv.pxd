@@ -1,77 +1,8 @@
-from fastcnn._kernels._typedefs cimport floating, index_t
+# The convolution dispatcher (_conv.pyx): the algorithm chosen per shape, its
+# plan, its packed weights and the forward pass, over every algorithm module.
+from fastcnn._kernels._typedefs cimport index_t
+from fastcnn._kernels._conv_types cimport ConvGeom, ConvPlan
 
-# Every convolution runs as 3-D over (D, H, W); 1-D and 2-D set the leading
-# sizes to 1. Padding is the amount before each axis; the amount after is
-# implied by the output size, so asymmetric padding ('same', ONNX pads) is free.
-cdef struct ConvGeom:
-    index_t batch, in_channels, out_channels, groups
-    index_t in_d, in_h, in_w
-    index_t out_d, out_h, out_w
-    index_t kernel_d, kernel_h, kernel_w
-    index_t stride_d, stride_h, stride_w
-    index_t pad_d, pad_h, pad_w
-    index_t dilation_d, dilation_h, dilation_w
-
-cdef enum:
-    CONV_GEMM_1X1 = 0   # 1x1, stride 1, no padding: the input already is the GEMM operand
-    CONV_IM2COL = 1     # column tiles gathered per task, then one GEMM per task
-    CONV_DIRECT = 2     # depthwise and few channels per group: no GEMM
-    CONV_WINOGRAD = 3   # F(4x4, 3x3) / F(4x4, 2x2) for 2-D 3x3 / 2x2 stride 1: 36 / 25
-                        # products on transformed tiles
-    CONV_BLOCKED = 4    # 2-D direct, vectors over output pixels (few output channels)
-    CONV_BLOCKED_OC = 5 # 2-D direct, vectors over output channels, pixels in registers
-    CONV_DEPTHWISE = 6  # 2-D depthwise, vectors over channels (small planes)
-    CONV_BLOCKED_OC_UNPACKED = 7  # CONV_BLOCKED_OC reading unpacked weights: each
-                                  # thread packs a channel block's weights into its scratch
-    CONV_POINTWISE = 8  # 1x1, stride 1, no padding: direct over the input as it lies,
-                        # vectors over positions, output channels in registers
-
-# How the work is cut into tasks. Chosen from the shape alone, never from the
-# thread count, so each output element is computed the same way whatever the
-# number of threads.
-cdef struct ConvPlan:
-    int algorithm
-    index_t n_tasks
-    index_t workspace_per_thread    # elements of scratch per thread
-    index_t workspace_shared        # elements of scratch shared by all threads (first)
-    # GEMM paths: tasks are (image, group, column tile, output-channel block)
-    index_t col_tile
-    index_t n_col_tiles
-    index_t m_block
-    index_t n_m_blocks
-    bint shared_col                 # im2col once per tile, shared by the channel blocks
-    # Winograd: tasks are (image, block of tile rows)
-    index_t tiles_h
-    index_t tiles_w
-    index_t rows_per_task
-    index_t tasks_per_image
-    index_t tiles_per_task
-    bint wino_shared                # few tiles: V for all tiles shared, tasks are channel blocks
-    # Blocked: tasks are (image, group, channel block, lane block) over planes
-    # padded and split by stride phase, wq lanes per output row (col_tile =
-    # lanes per block, n_col_tiles = lane blocks, m_block = channels per block)
-    index_t wq
-    index_t hq
-    index_t lanes                   # nq: lanes holding output, (out_h - 1) * wq + out_w
-    index_t channel_stride          # elements per padded channel (all phases, plus slack)
-    index_t images_per_chunk        # images padded at a time (bounds the shared scratch)
-    # Blocked over output channels: tasks are (image, group, channel block,
-    # block of rows_per_task output rows); col_tile = pixels per kernel call,
-    # n_col_tiles = calls per row, m_block = channels per block
-    bint oc_tall                    # the kernel shape with more channels, fewer pixels
-    bint oc_block_major             # tasks taken channel block by block, not image by image
-    index_t chunk_channels          # input channels per pass (their weights stay in L1)
-    index_t row_blocks
-    index_t oc_pack_offset          # unpacked: where a thread's packed channel block starts
-    # Pointwise: tasks are (image, group, col_tile positions, run of
-    # rows_per_task channel blocks of m_block); chunk_channels input channels
-    # per pass (their columns of the input stay in L1 for the whole run)
-    # Depthwise over channels: tasks are (image, block of m_block channels,
-    # block of rows_per_task output rows); wq = the padded input row length
-
-cdef bint winograd_applies(const ConvGeom* g) noexcept nogil
-cdef bint blocked_applies(const ConvGeom* g) noexcept nogil
-cdef bint depthwise_applies(const ConvGeom* g) noexcept nogil
 cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept nogil
 cdef ConvPlan conv_make_plan(const ConvGeom* g, int algorithm, index_t itemsize) noexcept nogil
 cdef index_t conv_packed_size(const ConvGeom* g, int algorithm, index_t itemsize) noexcept nogil

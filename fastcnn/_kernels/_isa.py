@@ -51,9 +51,12 @@ PORTABLE_TARGETS = {
 # A machine-local build (FASTCNN_MARCH=native): one target, trusted to run.
 NATIVE_TARGET = {"flags": [], "features": (), "describe": "built for the building machine"}
 
-# Compiled once per target; the loader binds them together (they cimport the
-# shared _omp and _blas, and _capi cimports the kernels).
-KERNEL_MODULES = ("_act", "_conv", "_chain", "_pool", "_linear", "_norm", "_grad", "_capi")
+# Compiled once per target; the loader binds them together, in this order:
+# a module comes after the ones it cimports (they cimport the shared _omp and
+# _blas, _conv cimports the _conv_<algorithm> modules, _capi the kernels).
+KERNEL_MODULES = ("_act", "_conv_gemm", "_conv_direct", "_conv_depthwise", "_conv_winograd",
+                  "_conv_blocked", "_conv_pointwise", "_conv_blocked_oc", "_conv", "_chain",
+                  "_pool", "_linear", "_norm", "_grad", "_capi")
 
 ENV_CAP = "FASTCNN_MAX_ISA"
 

@@ -1,6 +1,6 @@
 # Winograd F(4x4, 3x3) and F(4x4, 2x2) transforms, one axis at a time over
 # runs of tiles (so the compiler vectorises them across tiles): the forward
-# convolution's (_conv.pyx: V = B^T d B, Y = A^T M A, U = G g G^T) and the
+# convolution's (_conv_winograd.pyx: V = B^T d B, Y = A^T M A, U = G g G^T) and the
 # weight gradient's (_grad.pyx), which uses the same matrices transposed
 # (Lavin and Gray): gw = G^T [(A gy A^T) . (B^T d B)] G per 4x4 tile of the
 # output gradient gy and the 6x6 input tile d under it.

@@ -1,6 +1,6 @@
 /* The register-blocked direct convolution kernel (the "blocked" algorithm).
  *
- * Output positions are lanes of a padded, phase-split plane (see _conv.pyx):
+ * Output positions are lanes of a padded, phase-split plane (see _conv_blocked.pyx):
  * output (oh, ow) is lane q = oh * wq + ow, and tap t of every lane reads
  * x[q + toff[t]], so one tap is one unaligned vector load per vector of
  * lanes. A call computes FCNN_BLOCK_OCB output channels x FCNN_BLOCK_LANES
@@ -133,7 +133,7 @@ FCNN_DEFINE_BLOCK_KERNEL(f32, _q3, float, FCNN_BLOCK_OCB, 3)
 FCNN_DEFINE_BLOCK_KERNEL(f64, _q3, double, FCNN_BLOCK_OCB, 3)
 #endif
 
-/* The pointwise algorithm's tile (1x1 layers read as they lie, _conv.pyx).
+/* The pointwise algorithm's tile (1x1 layers read as they lie, _conv_pointwise.pyx).
  * With AVX2, 4 channels x 3 vectors: the same 12 accumulators as 6 x 2 with
  * one load fewer per 12 multiply-adds, and no padding on channel counts that
  * are multiples of 4 (the 6-channel tile computes 18 rows for 16 and 36 for

@@ -1,0 +1,15 @@
+# Blocked direct convolution over output channels: see _conv_blocked_oc.pyx.
+from fastcnn._kernels._typedefs cimport floating, index_t
+from fastcnn._kernels._conv_types cimport ConvGeom, ConvPlan, ConvTuning
+
+cdef bint blocked_oc_applies(const ConvGeom* g) noexcept nogil
+cdef void blocked_oc_plan(const ConvGeom* layer, const ConvTuning* t, index_t itemsize,
+                          ConvPlan* p) noexcept nogil
+cdef index_t blocked_oc_packed_size(const ConvGeom* g, const ConvPlan* plan,
+                                    index_t itemsize) noexcept nogil
+cdef void blocked_oc_pack(const ConvGeom* g, const ConvPlan* plan, const floating* w,
+                          floating* packed, int num_threads) noexcept nogil
+cdef void blocked_oc_forward(const ConvGeom* layer, const ConvPlan* plan, const floating* x,
+                             const floating* packed, const floating* bias, floating* y,
+                             const floating* res, floating* workspace, int activation,
+                             int num_threads) noexcept nogil

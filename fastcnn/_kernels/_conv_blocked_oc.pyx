@@ -1,0 +1,315 @@
+"""Blocked direct convolution over output channels (2-D, stride 1 or 2 along
+rows): vectors over output channels, a register tile of pixels.
+
+Each image channel is copied once into a zero-padded plane of hq rows of
+wq (wide enough for the last call's extra pixels). A kernel call computes
+P pixels of one output row for m_block output channels; tap (kh, kw) of
+pixel j reads the plane at (oh s_h + kh d_h) wq + (ow0 + j) s_w + kw d_w.
+A task runs its rows in passes over chunk_channels input channels at a
+time, keeping partial sums in per-thread scratch, so each chunk's weights
+are read from memory once and then from L1 for every row.
+"""
+from cython.parallel cimport parallel, prange, threadid
+from libc.string cimport memset, memcpy
+from fastcnn._kernels._omp cimport fp_enter
+from fastcnn._kernels._typedefs cimport floating, index_t
+from fastcnn._kernels._activation cimport bias_residual_activation
+from fastcnn._kernels._transpose cimport transpose
+from fastcnn._kernels._conv_types cimport (ConvGeom, ConvPlan, ConvTuning,
+                                           CONV_BLOCKED_OC_UNPACKED)
+from fastcnn._kernels._conv_common cimport (MIN_TASKS, BLOCK_PAD_BYTES, ceil_div, round_up,
+                                            blocked_applies, pointwise_applies,
+                                            tap_offsets_size, pack_block_columns,
+                                            pack_channel_blocks, pad_channel)
+from fastcnn._kernels._conv_block cimport (
+    FCNN_OC_WIDE_P, FCNN_OC_WIDE_V, FCNN_OC_TALL_P, FCNN_OC_TALL_V, FCNN_OC_VL_F32,
+    FCNN_OC_VL_F64, fcnn_oc_kernel_f32_wide_s1, fcnn_oc_kernel_f32_wide_s2,
+    fcnn_oc_kernel_f32_tall_s1, fcnn_oc_kernel_f32_tall_s2, fcnn_oc_kernel_f64_wide_s1,
+    fcnn_oc_kernel_f64_wide_s2, fcnn_oc_kernel_f64_tall_s1, fcnn_oc_kernel_f64_tall_s2)
+
+cdef extern from *:
+    void __builtin_prefetch(const void* addr, int rw, int locality) nogil
+
+
+cdef bint blocked_oc_applies(const ConvGeom* g) noexcept nogil:
+    return blocked_applies(g) and g.stride_w <= 2
+
+
+cdef inline index_t _oc_lanes(index_t itemsize) noexcept nogil:
+    return FCNN_OC_VL_F32 if itemsize == 4 else FCNN_OC_VL_F64
+
+
+cdef inline index_t _oc_pix(bint tall) noexcept nogil:
+    return FCNN_OC_TALL_P if tall else FCNN_OC_WIDE_P
+
+
+cdef inline index_t _oc_vectors(bint tall) noexcept nogil:
+    return FCNN_OC_TALL_V if tall else FCNN_OC_WIDE_V
+
+
+cdef inline index_t _oc_padded(index_t out_w, index_t m_group, index_t vl,
+                               bint tall) noexcept nogil:
+    """Pixels x channels a row of out_w pixels computes with the tall or the
+    wide tile, padding included."""
+    return round_up(out_w, _oc_pix(tall)) * round_up(m_group, _oc_vectors(tall) * vl)
+
+
+cdef inline bint _oc_tall(index_t out_w, index_t m_group, index_t vl) noexcept nogil:
+    """Whether the tall tile computes fewer padding pixels and channels than
+    the wide one (ties go wide)."""
+    return _oc_padded(out_w, m_group, vl, True) < _oc_padded(out_w, m_group, vl, False)
+
+
+cdef bint _oc_flattens(const ConvGeom* g, const ConvTuning* t, index_t itemsize) noexcept nogil:
+    """Whether a layer runs as one row: a 1x1 layer at stride 1 without
+    padding reads each plane as it lies, so it runs as one row of
+    out_h * out_w pixels where that pads the register tiles less (a 7x7 plane
+    with 8-lane vectors: 49 pixels in 13 tiles of 4, not 7 rows of 2 tiles;
+    MobileNetV2's 320 -> 1280 at 7x7 on Zen 4, avx2: 0.468 -> 0.410 ms), as
+    long as the row's partial sums fit their budget and the channel blocks
+    alone give every thread tasks."""
+    cdef index_t vl = _oc_lanes(itemsize), m_group = g.out_channels // g.groups
+    cdef index_t flat = g.out_h * g.out_w
+    cdef bint tall = _oc_tall(flat, m_group, vl)
+    if not pointwise_applies(g) or not blocked_applies(g) or g.out_h == 1:
+        return False
+    if (_oc_padded(flat, m_group, vl, tall)
+            >= g.out_h * _oc_padded(g.out_w, m_group, vl, _oc_tall(g.out_w, m_group, vl))):
+        return False
+    return (round_up(flat, _oc_pix(tall)) * _oc_vectors(tall) * vl * itemsize
+            <= t.oc_partial_bytes
+            and g.batch * g.groups * ceil_div(m_group, _oc_vectors(tall) * vl) >= MIN_TASKS)
+
+
+cdef inline ConvGeom _oc_geometry(const ConvGeom* g, const ConvPlan* plan) noexcept nogil:
+    """The geometry blocked_oc runs: the layer's, or its planes as one row
+    (plan.oc_flat, see _oc_flattens)."""
+    cdef ConvGeom f = g[0]
+    if plan.oc_flat:
+        f.in_h = f.out_h = 1
+        f.in_w = f.out_w = g.out_h * g.out_w
+    return f
+
+
+cdef void blocked_oc_plan(const ConvGeom* layer, const ConvTuning* t, index_t itemsize,
+                          ConvPlan* p) noexcept nogil:
+    """p.algorithm: CONV_BLOCKED_OC, or CONV_BLOCKED_OC_UNPACKED (each thread
+    packs the channel block it computes into its scratch)."""
+    cdef ConvGeom flat
+    cdef const ConvGeom* g = &flat
+    p.oc_flat = _oc_flattens(layer, t, itemsize)
+    flat = _oc_geometry(layer, p)
+    cdef index_t vl = _oc_lanes(itemsize)
+    cdef index_t m_group = g.out_channels // g.groups
+    cdef index_t taps = g.kernel_h * g.kernel_w
+    cdef index_t pix, rows_budget, units, image
+    p.oc_tall = _oc_tall(g.out_w, m_group, vl)
+    pix = _oc_pix(p.oc_tall)
+    p.m_block = _oc_vectors(p.oc_tall) * vl
+    p.n_m_blocks = ceil_div(m_group, p.m_block)
+    p.col_tile = pix
+    p.n_col_tiles = ceil_div(g.out_w, pix)
+    p.wq = (p.n_col_tiles * pix - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w + 1
+    p.hq = (g.out_h - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 1
+    p.channel_stride = round_up(p.hq * p.wq, 16)
+    p.lanes = 0
+    p.chunk_channels = max(1, min(g.in_channels // g.groups,
+                                  t.oc_weight_bytes // (taps * p.m_block * itemsize)))
+    rows_budget = max(1, t.oc_partial_bytes // (p.n_col_tiles * pix * p.m_block * itemsize))
+    p.row_blocks = ceil_div(g.out_h, min(g.out_h, rows_budget))
+    units = g.batch * g.groups * p.n_m_blocks
+    if units * p.row_blocks < MIN_TASKS:
+        p.row_blocks = min(g.out_h, ceil_div(MIN_TASKS, units))
+    p.rows_per_task = ceil_div(g.out_h, p.row_blocks)
+    p.row_blocks = ceil_div(g.out_h, p.rows_per_task)
+    image = g.in_channels * p.channel_stride
+    p.images_per_chunk = max(1, min(g.batch, BLOCK_PAD_BYTES // (image * itemsize)))
+    p.n_tasks = units * p.row_blocks
+    # Taken image by image, each thread reads every block's weights for each of
+    # its images, and the images it padded itself; block by block, each reads
+    # its blocks' weights once (from L2 image after image) but every padded
+    # image, half of them padded on the other core. The first wins when the
+    # weights are the smaller (512 -> 512 at 7x7, batch 8, 2 threads: 5.0 ->
+    # 4.6 ms; 64 -> 128 / 2 at 56x56: 2.0 -> 2.3 ms the other way).
+    p.oc_block_major = (g.out_channels * g.in_channels // g.groups * taps
+                        > g.groups * p.n_m_blocks * image)
+    p.workspace_shared = tap_offsets_size(g, itemsize) + p.images_per_chunk * image
+    p.workspace_per_thread = p.rows_per_task * p.n_col_tiles * pix * p.m_block
+    if p.algorithm == CONV_BLOCKED_OC_UNPACKED:
+        # after the partial sums: the packed block (16-element aligned),
+        # and its key (block index + 1; 0: none yet) in the 16 before it
+        p.oc_pack_offset = round_up(p.workspace_per_thread, 16) + 16
+        p.workspace_per_thread = p.oc_pack_offset + (g.in_channels // g.groups) * taps * p.m_block
+
+
+cdef index_t blocked_oc_packed_size(const ConvGeom* g, const ConvPlan* plan,
+                                    index_t itemsize) noexcept nogil:
+    """Prepacked (CONV_BLOCKED_OC) weights; the unpacked variant packs none."""
+    if plan.algorithm == CONV_BLOCKED_OC_UNPACKED:
+        return 0
+    return (g.groups * plan.n_m_blocks * plan.m_block * (g.in_channels // g.groups)
+            * g.kernel_h * g.kernel_w)
+
+
+cdef void blocked_oc_pack(const ConvGeom* g, const ConvPlan* plan, const floating* w,
+                          floating* packed, int num_threads) noexcept nogil:
+    pack_channel_blocks(w, g.groups, g.out_channels // g.groups,
+                        (g.in_channels // g.groups) * g.kernel_h * g.kernel_w, plan.m_block,
+                        1, packed, num_threads)
+
+
+cdef inline void _oc_kernel(const ConvGeom* g, const ConvPlan* plan, const floating* x,
+                            const floating* w, const long* toff, index_t ntaps, index_t cin,
+                            floating* acc, int accumulate, const floating* prefetch) noexcept nogil:
+    cdef long ld = plan.channel_stride
+    if floating is float:
+        if plan.oc_tall:
+            if g.stride_w == 1:
+                fcnn_oc_kernel_f32_tall_s1(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
+            else:
+                fcnn_oc_kernel_f32_tall_s2(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
+        elif g.stride_w == 1:
+            fcnn_oc_kernel_f32_wide_s1(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
+        else:
+            fcnn_oc_kernel_f32_wide_s2(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
+    else:
+        if plan.oc_tall:
+            if g.stride_w == 1:
+                fcnn_oc_kernel_f64_tall_s1(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
+            else:
+                fcnn_oc_kernel_f64_tall_s2(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
+        elif g.stride_w == 1:
+            fcnn_oc_kernel_f64_wide_s1(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
+        else:
+            fcnn_oc_kernel_f64_wide_s2(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
+
+
+cdef inline void _prefetch_rows(const floating* w, index_t ld, index_t i0, index_t i1,
+                                index_t nbytes) noexcept nogil:
+    """Fetch nbytes of rows i0 ... i1 - 1 of w (ld elements apart) towards L2."""
+    cdef index_t i, l
+    for i in range(i0, i1):
+        l = 0
+        while l < nbytes:
+            __builtin_prefetch(<const char*>(w + i * ld) + l, 0, 2)
+            l += 64
+
+
+cdef void _blocked_oc_task(const ConvGeom* g, const ConvPlan* plan, const floating* xpad,
+                           index_t n0, const floating* packed, const long* toff,
+                           const floating* bias, floating* y, const floating* res,
+                           floating* acc, int activation, index_t task) noexcept nogil:
+    """Rows rb * rows_per_task ... of one channel block of one (image, group)."""
+    cdef index_t cin = g.in_channels // g.groups, m_group = g.out_channels // g.groups
+    cdef index_t taps = g.kernel_h * g.kernel_w
+    cdef index_t pix = plan.col_tile, runs = plan.n_col_tiles, mb = plan.m_block
+    cdef index_t rb = task % plan.row_blocks
+    cdef index_t ocb = (task // plan.row_blocks) % plan.n_m_blocks
+    cdef index_t grp = (task // (plan.row_blocks * plan.n_m_blocks)) % g.groups
+    cdef index_t n = task // (plan.row_blocks * plan.n_m_blocks * g.groups)
+    cdef index_t oh0 = rb * plan.rows_per_task, oh1 = min(g.out_h, oh0 + plan.rows_per_task)
+    cdef index_t m0 = ocb * mb, mcount = min(mb, m_group - m0)
+    cdef index_t c0, kc, oh, r, o, oc
+    cdef const floating* xg = xpad + ((n - n0) * g.in_channels + grp * cin) * plan.channel_stride
+    cdef const floating* wb
+    cdef floating* part
+    cdef floating* yrow
+    cdef const floating* raw = NULL
+    cdef index_t held, key = grp * plan.n_m_blocks + ocb + 1, q, next_bytes
+    cdef index_t calls = (oh1 - oh0) * runs
+    # Unpacked weights: the thread packs its block chunk by chunk into its
+    # scratch (unless the scratch holds that block already, as the key before
+    # it says), and while a chunk computes it fetches the next chunk's rows:
+    # short strided runs that the hardware prefetcher would not see coming.
+    if plan.algorithm == CONV_BLOCKED_OC_UNPACKED:
+        wb = acc + plan.oc_pack_offset
+        memcpy(&held, wb - 16, sizeof(index_t))
+        if held != key:
+            raw = packed + (grp * m_group + m0) * cin * taps
+    else:
+        wb = packed + (grp * plan.n_m_blocks + ocb) * cin * taps * mb
+    c0 = 0
+    while c0 < cin:
+        kc = min(plan.chunk_channels, cin - c0)
+        if raw != NULL:
+            pack_block_columns(raw, cin * taps, mcount, mb, c0 * taps, (c0 + kc) * taps,
+                               <floating*>wb)
+            next_bytes = min(plan.chunk_channels, cin - c0 - kc) * taps * sizeof(floating)
+        for oh in range(oh0, oh1):
+            for r in range(runs):
+                if raw != NULL:     # a share of the next chunk's rows per call
+                    q = (oh - oh0) * runs + r
+                    _prefetch_rows(raw + (c0 + kc) * taps, cin * taps, q * mcount // calls,
+                                   (q + 1) * mcount // calls, next_bytes)
+                # the first call of a chunk fetches the next chunk's weights (past
+                # the last chunk: the next channel block's, this thread's next task)
+                _oc_kernel(g, plan, xg + c0 * plan.channel_stride
+                           + oh * g.stride_h * plan.wq + r * pix * g.stride_w,
+                           wb + c0 * taps * mb, toff, taps, kc,
+                           acc + ((oh - oh0) * runs + r) * pix * mb, c0 > 0,
+                           wb + (c0 + kc) * taps * mb if oh == oh0 and r == 0 else NULL)
+        c0 += kc
+    if raw != NULL:
+        memcpy(<floating*>wb - 16, &key, sizeof(index_t))
+    # acc holds pixels x channels; the output wants channels x pixels. Rows
+    # whose runs end at the row's end are contiguous in both: one transpose.
+    yrow = y + ((n * g.out_channels + grp * m_group + m0) * g.out_h + oh0) * g.out_w
+    if runs * pix == g.out_w:
+        transpose(acc, mb, (oh1 - oh0) * g.out_w, mcount, yrow, g.out_h * g.out_w)
+    else:
+        for oh in range(oh0, oh1):
+            transpose(acc + (oh - oh0) * runs * pix * mb, mb, g.out_w, mcount,
+                      yrow + (oh - oh0) * g.out_w, g.out_h * g.out_w)
+    for o in range(mcount):
+        oc = grp * m_group + m0 + o
+        part = yrow + o * g.out_h * g.out_w
+        bias_residual_activation(part, (oh1 - oh0) * g.out_w, bias[oc] if bias != NULL else 0,
+                                 bias != NULL, res + (part - y) if res != NULL else NULL,
+                                 activation)
+
+
+cdef inline index_t _oc_task(const ConvGeom* g, const ConvPlan* plan, index_t n0, index_t n1,
+                             index_t i) noexcept nogil:
+    """The i-th task of images n0 .. n1 - 1, image by image or (the plan's
+    choice) channel block by channel block."""
+    if not plan.oc_block_major:
+        return n0 * plan.n_tasks // g.batch + i
+    cdef index_t per_block = (n1 - n0) * plan.row_blocks
+    cdef index_t n = n0 + i % per_block // plan.row_blocks
+    return (n * g.groups * plan.n_m_blocks + i // per_block) * plan.row_blocks + i % plan.row_blocks
+
+
+cdef void blocked_oc_forward(const ConvGeom* layer, const ConvPlan* plan, const floating* x,
+                             const floating* packed, const floating* bias, floating* y,
+                             const floating* res, floating* workspace, int activation,
+                             int num_threads) noexcept nogil:
+    cdef ConvGeom flat = _oc_geometry(layer, plan)
+    cdef const ConvGeom* g = &flat
+    cdef index_t taps = g.kernel_h * g.kernel_w
+    cdef index_t per_image = plan.n_tasks // g.batch
+    cdef index_t kh, kw, n0, n1, task
+    cdef long* toff = <long*>workspace
+    cdef floating* acc
+    cdef floating* scratch
+    workspace += tap_offsets_size(g, sizeof(floating))
+    for kh in range(g.kernel_h):
+        for kw in range(g.kernel_w):
+            toff[kh * g.kernel_w + kw] = kh * g.dilation_h * plan.wq + kw * g.dilation_w
+    scratch = workspace + plan.workspace_shared - tap_offsets_size(g, sizeof(floating))
+    if plan.algorithm == CONV_BLOCKED_OC_UNPACKED:      # no thread holds a packed block yet
+        for task in range(num_threads):
+            memset(scratch + task * plan.workspace_per_thread + plan.oc_pack_offset - 16, 0,
+                   sizeof(index_t))
+    n0 = 0
+    while n0 < g.batch:
+        n1 = min(g.batch, n0 + plan.images_per_chunk)
+        with parallel(num_threads=num_threads):
+            fp_enter()
+            acc = scratch + threadid() * plan.workspace_per_thread
+            for task in prange((n1 - n0) * g.in_channels, schedule='static'):
+                pad_channel(g, plan, 1, 1, x + (n0 * g.in_channels + task) * g.in_h * g.in_w,
+                            workspace + task * plan.channel_stride)
+            for task in prange((n1 - n0) * per_image, schedule='static'):
+                _blocked_oc_task(g, plan, workspace, n0, packed, toff, bias, y, res, acc,
+                                 activation, _oc_task(g, plan, n0, n1, task))
+        n0 = n1
