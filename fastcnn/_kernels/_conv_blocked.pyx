@@ -15,7 +15,7 @@ from fastcnn._kernels._omp cimport fp_enter
 from fastcnn._kernels._typedefs cimport floating, index_t
 from fastcnn._kernels._activation cimport bias_residual_activation
 from fastcnn._kernels._block_gemm cimport block_splat
-from fastcnn._kernels._conv_types cimport ConvGeom, ConvPlan, ConvTuning
+from fastcnn._kernels._conv_types cimport (ConvGeom, ConvPlan, ConvTuning, BlockedPlan)
 from fastcnn._kernels._conv_common cimport (BLOCK_PAD_BYTES, ceil_div, round_up,
                                             tap_offsets_size, pack_channel_blocks, pad_channel)
 from fastcnn._kernels._conv_block cimport (FCNN_BLOCK_OCB, FCNN_BLOCK_LANES_F32,
@@ -46,30 +46,33 @@ cdef void blocked_plan(const ConvGeom* g, const ConvTuning* t, index_t itemsize,
     cdef bint narrow = _block_narrow(m_group)
     cdef index_t lanes = _block_lanes(itemsize, narrow)
     cdef index_t image
-    p.wq = g.out_w + reach_w
-    p.hq = g.out_h + reach_h
-    p.lanes = (g.out_h - 1) * p.wq + g.out_w
+    cdef BlockedPlan* q = &p.blocked
+    q.wq = g.out_w + reach_w
+    q.hq = g.out_h + reach_h
+    q.lanes = (g.out_h - 1) * q.wq + g.out_w
     # the last block of lanes reads up to `lanes` past the last phase plane
-    p.channel_stride = round_up(g.stride_h * g.stride_w * p.hq * p.wq + lanes, 16)
-    p.col_tile = lanes
-    p.n_col_tiles = ceil_div(p.lanes, lanes)
-    p.m_block = FCNN_BLOCK_NARROW_OCB if narrow else FCNN_BLOCK_OCB
-    p.n_m_blocks = ceil_div(m_group, p.m_block)
-    image = g.in_channels * p.channel_stride
-    p.images_per_chunk = max(1, min(g.batch, BLOCK_PAD_BYTES // (image * itemsize)))
-    p.n_tasks = g.batch * g.groups * p.n_m_blocks * p.n_col_tiles
-    p.workspace_shared = tap_offsets_size(g, itemsize) + p.images_per_chunk * image
-    p.workspace_per_thread = p.m_block * lanes
+    q.channel_stride = round_up(g.stride_h * g.stride_w * q.hq * q.wq + lanes, 16)
+    q.col_tile = lanes
+    q.n_col_tiles = ceil_div(q.lanes, lanes)
+    q.m_block = FCNN_BLOCK_NARROW_OCB if narrow else FCNN_BLOCK_OCB
+    q.n_m_blocks = ceil_div(m_group, q.m_block)
+    image = g.in_channels * q.channel_stride
+    q.images_per_chunk = max(1, min(g.batch, BLOCK_PAD_BYTES // (image * itemsize)))
+    p.n_tasks = g.batch * g.groups * q.n_m_blocks * q.n_col_tiles
+    p.workspace_shared = tap_offsets_size(g, itemsize) + q.images_per_chunk * image
+    p.workspace_per_thread = q.m_block * lanes
 
 
-cdef index_t blocked_packed_size(const ConvGeom* g, const ConvPlan* plan,
+cdef index_t blocked_packed_size(const ConvGeom* g, const ConvPlan* cp,
                                  index_t itemsize) noexcept nogil:
+    cdef const BlockedPlan* plan = &cp.blocked
     return (g.groups * plan.n_m_blocks * plan.m_block * (g.in_channels // g.groups)
             * g.kernel_h * g.kernel_w * block_splat(itemsize))
 
 
-cdef void blocked_pack(const ConvGeom* g, const ConvPlan* plan, const floating* w,
+cdef void blocked_pack(const ConvGeom* g, const ConvPlan* cp, const floating* w,
                        floating* packed, int num_threads) noexcept nogil:
+    cdef const BlockedPlan* plan = &cp.blocked
     pack_channel_blocks(w, g.groups, g.out_channels // g.groups,
                         (g.in_channels // g.groups) * g.kernel_h * g.kernel_w, plan.m_block,
                         block_splat(sizeof(floating)), packed, num_threads)
@@ -90,7 +93,7 @@ cdef inline void _block_kernel(const floating* x, index_t ld_c, const floating* 
         fcnn_block_kernel_f64(x, ld_c, w, toff, ntaps, cin, out, ld_out, accumulate)
 
 
-cdef void _blocked_task(const ConvGeom* g, const ConvPlan* plan, const floating* xpad,
+cdef void _blocked_task(const ConvGeom* g, const BlockedPlan* plan, const floating* xpad,
                         index_t n0, const floating* packed, const long* toff,
                         const floating* bias, floating* y, const floating* res,
                         floating* tile, int activation, index_t task) noexcept nogil:
@@ -130,13 +133,14 @@ cdef void _blocked_task(const ConvGeom* g, const ConvPlan* plan, const floating*
             q += seg
 
 
-cdef void blocked_forward(const ConvGeom* g, const ConvPlan* plan, const floating* x,
+cdef void blocked_forward(const ConvGeom* g, const ConvPlan* cp, const floating* x,
                           const floating* packed, const floating* bias, floating* y,
                           const floating* res, floating* workspace, int activation,
                           int num_threads) noexcept nogil:
+    cdef const BlockedPlan* plan = &cp.blocked
     cdef index_t taps = g.kernel_h * g.kernel_w
     cdef index_t plane = plan.hq * plan.wq
-    cdef index_t per_image = plan.n_tasks // g.batch
+    cdef index_t per_image = cp.n_tasks // g.batch
     cdef index_t kh, kw, rh, rw, n0, n1, task
     cdef long* toff = <long*>workspace
     cdef floating* tile
@@ -152,10 +156,10 @@ cdef void blocked_forward(const ConvGeom* g, const ConvPlan* plan, const floatin
         n1 = min(g.batch, n0 + plan.images_per_chunk)
         with parallel(num_threads=num_threads):
             fp_enter()
-            tile = workspace + (plan.workspace_shared - tap_offsets_size(g, sizeof(floating))
-                                + threadid() * plan.workspace_per_thread)
+            tile = workspace + (cp.workspace_shared - tap_offsets_size(g, sizeof(floating))
+                                + threadid() * cp.workspace_per_thread)
             for task in prange((n1 - n0) * g.in_channels, schedule='static'):
-                pad_channel(g, plan, g.stride_h, g.stride_w,
+                pad_channel(g, plan.wq, plan.hq, plan.channel_stride, g.stride_h, g.stride_w,
                             x + (n0 * g.in_channels + task) * g.in_h * g.in_w,
                             workspace + task * plan.channel_stride)
             for task in prange(n0 * per_image, n1 * per_image, schedule='static'):

@@ -15,7 +15,7 @@ from fastcnn._kernels._omp cimport fp_enter
 from fastcnn._kernels._typedefs cimport floating, index_t
 from fastcnn._kernels._activation cimport bias_residual_activation
 from fastcnn._kernels._transpose cimport transpose
-from fastcnn._kernels._conv_types cimport (ConvGeom, ConvPlan, ConvTuning,
+from fastcnn._kernels._conv_types cimport (ConvGeom, ConvPlan, ConvTuning, BlockedOcPlan,
                                            CONV_BLOCKED_OC_UNPACKED)
 from fastcnn._kernels._conv_common cimport (MIN_TASKS, BLOCK_PAD_BYTES, ceil_div, round_up,
                                             blocked_applies, pointwise_applies,
@@ -81,11 +81,11 @@ cdef bint _oc_flattens(const ConvGeom* g, const ConvTuning* t, index_t itemsize)
             and g.batch * g.groups * ceil_div(m_group, _oc_vectors(tall) * vl) >= MIN_TASKS)
 
 
-cdef inline ConvGeom _oc_geometry(const ConvGeom* g, const ConvPlan* plan) noexcept nogil:
+cdef inline ConvGeom _oc_geometry(const ConvGeom* g, const BlockedOcPlan* plan) noexcept nogil:
     """The geometry blocked_oc runs: the layer's, or its planes as one row
-    (plan.oc_flat, see _oc_flattens)."""
+    (plan.flat, see _oc_flattens)."""
     cdef ConvGeom f = g[0]
-    if plan.oc_flat:
+    if plan.flat:
         f.in_h = f.out_h = 1
         f.in_w = f.out_w = g.out_h * g.out_w
     return f
@@ -97,73 +97,75 @@ cdef void blocked_oc_plan(const ConvGeom* layer, const ConvTuning* t, index_t it
     packs the channel block it computes into its scratch)."""
     cdef ConvGeom flat
     cdef const ConvGeom* g = &flat
-    p.oc_flat = _oc_flattens(layer, t, itemsize)
-    flat = _oc_geometry(layer, p)
+    cdef BlockedOcPlan* q = &p.blocked_oc
+    q.flat = _oc_flattens(layer, t, itemsize)
+    flat = _oc_geometry(layer, q)
     cdef index_t vl = _oc_lanes(itemsize)
     cdef index_t m_group = g.out_channels // g.groups
     cdef index_t taps = g.kernel_h * g.kernel_w
     cdef index_t pix, rows_budget, units, image
-    p.oc_tall = _oc_tall(g.out_w, m_group, vl)
-    pix = _oc_pix(p.oc_tall)
-    p.m_block = _oc_vectors(p.oc_tall) * vl
-    p.n_m_blocks = ceil_div(m_group, p.m_block)
-    p.col_tile = pix
-    p.n_col_tiles = ceil_div(g.out_w, pix)
-    p.wq = (p.n_col_tiles * pix - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w + 1
-    p.hq = (g.out_h - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 1
-    p.channel_stride = round_up(p.hq * p.wq, 16)
-    p.lanes = 0
-    p.chunk_channels = max(1, min(g.in_channels // g.groups,
-                                  t.oc_weight_bytes // (taps * p.m_block * itemsize)))
-    rows_budget = max(1, t.oc_partial_bytes // (p.n_col_tiles * pix * p.m_block * itemsize))
-    p.row_blocks = ceil_div(g.out_h, min(g.out_h, rows_budget))
-    units = g.batch * g.groups * p.n_m_blocks
-    if units * p.row_blocks < MIN_TASKS:
-        p.row_blocks = min(g.out_h, ceil_div(MIN_TASKS, units))
-    p.rows_per_task = ceil_div(g.out_h, p.row_blocks)
-    p.row_blocks = ceil_div(g.out_h, p.rows_per_task)
-    image = g.in_channels * p.channel_stride
-    p.images_per_chunk = max(1, min(g.batch, BLOCK_PAD_BYTES // (image * itemsize)))
-    p.n_tasks = units * p.row_blocks
+    q.tall = _oc_tall(g.out_w, m_group, vl)
+    pix = _oc_pix(q.tall)
+    q.m_block = _oc_vectors(q.tall) * vl
+    q.n_m_blocks = ceil_div(m_group, q.m_block)
+    q.col_tile = pix
+    q.n_col_tiles = ceil_div(g.out_w, pix)
+    q.wq = (q.n_col_tiles * pix - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w + 1
+    q.hq = (g.out_h - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 1
+    q.channel_stride = round_up(q.hq * q.wq, 16)
+    q.chunk_channels = max(1, min(g.in_channels // g.groups,
+                                  t.oc_weight_bytes // (taps * q.m_block * itemsize)))
+    rows_budget = max(1, t.oc_partial_bytes // (q.n_col_tiles * pix * q.m_block * itemsize))
+    q.row_blocks = ceil_div(g.out_h, min(g.out_h, rows_budget))
+    units = g.batch * g.groups * q.n_m_blocks
+    if units * q.row_blocks < MIN_TASKS:
+        q.row_blocks = min(g.out_h, ceil_div(MIN_TASKS, units))
+    q.rows_per_task = ceil_div(g.out_h, q.row_blocks)
+    q.row_blocks = ceil_div(g.out_h, q.rows_per_task)
+    image = g.in_channels * q.channel_stride
+    q.images_per_chunk = max(1, min(g.batch, BLOCK_PAD_BYTES // (image * itemsize)))
+    p.n_tasks = units * q.row_blocks
     # Taken image by image, each thread reads every block's weights for each of
     # its images, and the images it padded itself; block by block, each reads
     # its blocks' weights once (from L2 image after image) but every padded
     # image, half of them padded on the other core. The first wins when the
     # weights are the smaller (512 -> 512 at 7x7, batch 8, 2 threads: 5.0 ->
     # 4.6 ms; 64 -> 128 / 2 at 56x56: 2.0 -> 2.3 ms the other way).
-    p.oc_block_major = (g.out_channels * g.in_channels // g.groups * taps
-                        > g.groups * p.n_m_blocks * image)
-    p.workspace_shared = tap_offsets_size(g, itemsize) + p.images_per_chunk * image
-    p.workspace_per_thread = p.rows_per_task * p.n_col_tiles * pix * p.m_block
+    q.block_major = (g.out_channels * g.in_channels // g.groups * taps
+                     > g.groups * q.n_m_blocks * image)
+    p.workspace_shared = tap_offsets_size(g, itemsize) + q.images_per_chunk * image
+    p.workspace_per_thread = q.rows_per_task * q.n_col_tiles * pix * q.m_block
     if p.algorithm == CONV_BLOCKED_OC_UNPACKED:
         # after the partial sums: the packed block (16-element aligned),
         # and its key (block index + 1; 0: none yet) in the 16 before it
-        p.oc_pack_offset = round_up(p.workspace_per_thread, 16) + 16
-        p.workspace_per_thread = p.oc_pack_offset + (g.in_channels // g.groups) * taps * p.m_block
+        q.pack_offset = round_up(p.workspace_per_thread, 16) + 16
+        p.workspace_per_thread = q.pack_offset + (g.in_channels // g.groups) * taps * q.m_block
 
 
-cdef index_t blocked_oc_packed_size(const ConvGeom* g, const ConvPlan* plan,
+cdef index_t blocked_oc_packed_size(const ConvGeom* g, const ConvPlan* cp,
                                     index_t itemsize) noexcept nogil:
     """Prepacked (CONV_BLOCKED_OC) weights; the unpacked variant packs none."""
-    if plan.algorithm == CONV_BLOCKED_OC_UNPACKED:
+    cdef const BlockedOcPlan* plan = &cp.blocked_oc
+    if cp.algorithm == CONV_BLOCKED_OC_UNPACKED:
         return 0
     return (g.groups * plan.n_m_blocks * plan.m_block * (g.in_channels // g.groups)
             * g.kernel_h * g.kernel_w)
 
 
-cdef void blocked_oc_pack(const ConvGeom* g, const ConvPlan* plan, const floating* w,
+cdef void blocked_oc_pack(const ConvGeom* g, const ConvPlan* cp, const floating* w,
                           floating* packed, int num_threads) noexcept nogil:
+    cdef const BlockedOcPlan* plan = &cp.blocked_oc
     pack_channel_blocks(w, g.groups, g.out_channels // g.groups,
                         (g.in_channels // g.groups) * g.kernel_h * g.kernel_w, plan.m_block,
                         1, packed, num_threads)
 
 
-cdef inline void _oc_kernel(const ConvGeom* g, const ConvPlan* plan, const floating* x,
+cdef inline void _oc_kernel(const ConvGeom* g, const BlockedOcPlan* plan, const floating* x,
                             const floating* w, const long* toff, index_t ntaps, index_t cin,
                             floating* acc, int accumulate, const floating* prefetch) noexcept nogil:
     cdef long ld = plan.channel_stride
     if floating is float:
-        if plan.oc_tall:
+        if plan.tall:
             if g.stride_w == 1:
                 fcnn_oc_kernel_f32_tall_s1(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
             else:
@@ -173,7 +175,7 @@ cdef inline void _oc_kernel(const ConvGeom* g, const ConvPlan* plan, const float
         else:
             fcnn_oc_kernel_f32_wide_s2(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
     else:
-        if plan.oc_tall:
+        if plan.tall:
             if g.stride_w == 1:
                 fcnn_oc_kernel_f64_tall_s1(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
             else:
@@ -195,7 +197,7 @@ cdef inline void _prefetch_rows(const floating* w, index_t ld, index_t i0, index
             l += 64
 
 
-cdef void _blocked_oc_task(const ConvGeom* g, const ConvPlan* plan, const floating* xpad,
+cdef void _blocked_oc_task(const ConvGeom* g, const BlockedOcPlan* plan, const floating* xpad,
                            index_t n0, const floating* packed, const long* toff,
                            const floating* bias, floating* y, const floating* res,
                            floating* acc, int activation, index_t task) noexcept nogil:
@@ -221,8 +223,8 @@ cdef void _blocked_oc_task(const ConvGeom* g, const ConvPlan* plan, const floati
     # scratch (unless the scratch holds that block already, as the key before
     # it says), and while a chunk computes it fetches the next chunk's rows:
     # short strided runs that the hardware prefetcher would not see coming.
-    if plan.algorithm == CONV_BLOCKED_OC_UNPACKED:
-        wb = acc + plan.oc_pack_offset
+    if plan.pack_offset > 0:                 # blocked_oc_unpacked
+        wb = acc + plan.pack_offset
         memcpy(&held, wb - 16, sizeof(index_t))
         if held != key:
             raw = packed + (grp * m_group + m0) * cin * taps
@@ -268,25 +270,26 @@ cdef void _blocked_oc_task(const ConvGeom* g, const ConvPlan* plan, const floati
                                  activation)
 
 
-cdef inline index_t _oc_task(const ConvGeom* g, const ConvPlan* plan, index_t n0, index_t n1,
+cdef inline index_t _oc_task(const ConvGeom* g, const BlockedOcPlan* plan, index_t n0, index_t n1,
                              index_t i) noexcept nogil:
     """The i-th task of images n0 .. n1 - 1, image by image or (the plan's
     choice) channel block by channel block."""
-    if not plan.oc_block_major:
-        return n0 * plan.n_tasks // g.batch + i
+    if not plan.block_major:
+        return n0 * g.groups * plan.n_m_blocks * plan.row_blocks + i
     cdef index_t per_block = (n1 - n0) * plan.row_blocks
     cdef index_t n = n0 + i % per_block // plan.row_blocks
     return (n * g.groups * plan.n_m_blocks + i // per_block) * plan.row_blocks + i % plan.row_blocks
 
 
-cdef void blocked_oc_forward(const ConvGeom* layer, const ConvPlan* plan, const floating* x,
+cdef void blocked_oc_forward(const ConvGeom* layer, const ConvPlan* cp, const floating* x,
                              const floating* packed, const floating* bias, floating* y,
                              const floating* res, floating* workspace, int activation,
                              int num_threads) noexcept nogil:
+    cdef const BlockedOcPlan* plan = &cp.blocked_oc
     cdef ConvGeom flat = _oc_geometry(layer, plan)
     cdef const ConvGeom* g = &flat
     cdef index_t taps = g.kernel_h * g.kernel_w
-    cdef index_t per_image = plan.n_tasks // g.batch
+    cdef index_t per_image = cp.n_tasks // g.batch
     cdef index_t kh, kw, n0, n1, task
     cdef long* toff = <long*>workspace
     cdef floating* acc
@@ -295,19 +298,20 @@ cdef void blocked_oc_forward(const ConvGeom* layer, const ConvPlan* plan, const 
     for kh in range(g.kernel_h):
         for kw in range(g.kernel_w):
             toff[kh * g.kernel_w + kw] = kh * g.dilation_h * plan.wq + kw * g.dilation_w
-    scratch = workspace + plan.workspace_shared - tap_offsets_size(g, sizeof(floating))
-    if plan.algorithm == CONV_BLOCKED_OC_UNPACKED:      # no thread holds a packed block yet
+    scratch = workspace + cp.workspace_shared - tap_offsets_size(g, sizeof(floating))
+    if cp.algorithm == CONV_BLOCKED_OC_UNPACKED:      # no thread holds a packed block yet
         for task in range(num_threads):
-            memset(scratch + task * plan.workspace_per_thread + plan.oc_pack_offset - 16, 0,
+            memset(scratch + task * cp.workspace_per_thread + plan.pack_offset - 16, 0,
                    sizeof(index_t))
     n0 = 0
     while n0 < g.batch:
         n1 = min(g.batch, n0 + plan.images_per_chunk)
         with parallel(num_threads=num_threads):
             fp_enter()
-            acc = scratch + threadid() * plan.workspace_per_thread
+            acc = scratch + threadid() * cp.workspace_per_thread
             for task in prange((n1 - n0) * g.in_channels, schedule='static'):
-                pad_channel(g, plan, 1, 1, x + (n0 * g.in_channels + task) * g.in_h * g.in_w,
+                pad_channel(g, plan.wq, plan.hq, plan.channel_stride, 1, 1,
+                            x + (n0 * g.in_channels + task) * g.in_h * g.in_w,
                             workspace + task * plan.channel_stride)
             for task in prange((n1 - n0) * per_image, schedule='static'):
                 _blocked_oc_task(g, plan, workspace, n0, packed, toff, bias, y, res, acc,

@@ -5,7 +5,7 @@
 from cython.parallel cimport prange
 from libc.string cimport memset, memcpy
 from fastcnn._kernels._typedefs cimport floating, index_t
-from fastcnn._kernels._conv_types cimport ConvGeom, ConvPlan
+from fastcnn._kernels._conv_types cimport ConvGeom
 from fastcnn._kernels._transpose cimport transpose
 
 cdef enum:
@@ -97,15 +97,16 @@ cdef inline void pack_channel_blocks(const floating* w, index_t groups, index_t 
         splat_in_place(packed + blk * k * mb * splat, k * mb, splat)
 
 
-cdef inline void pad_channel(const ConvGeom* g, const ConvPlan* plan, index_t sh, index_t sw,
-                             const floating* xc, floating* dst) noexcept nogil:
-    """One input channel into sh x sw padded phase planes of plan.hq rows of
-    plan.wq (zero outside the input); one plane when sh = sw = 1."""
-    cdef index_t wq = plan.wq, hq = plan.hq
+cdef inline void pad_channel(const ConvGeom* g, index_t wq, index_t hq, index_t channel_stride,
+                             index_t sh, index_t sw, const floating* xc,
+                             floating* dst) noexcept nogil:
+    """One input channel into sh x sw padded phase planes of hq rows of wq
+    (zero outside the input; channel_stride elements in all); one plane when
+    sh = sw = 1."""
     cdef index_t a, bph, i, j, r, ih, iw, j0, j1
     cdef floating* prow
     cdef const floating* src
-    memset(dst, 0, plan.channel_stride * sizeof(floating))
+    memset(dst, 0, channel_stride * sizeof(floating))
     for a in range(sh):
         for i in range(hq):
             r = i * sh + a                      # padded row

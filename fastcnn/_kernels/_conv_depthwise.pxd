@@ -5,11 +5,11 @@ from fastcnn._kernels._conv_types cimport ConvGeom, ConvPlan, ConvTuning
 cdef bint depthwise_applies(const ConvGeom* g) noexcept nogil
 cdef void depthwise_plan(const ConvGeom* g, const ConvTuning* t, index_t itemsize,
                          ConvPlan* p) noexcept nogil
-cdef index_t depthwise_packed_size(const ConvGeom* g, const ConvPlan* plan,
+cdef index_t depthwise_packed_size(const ConvGeom* g, const ConvPlan* cp,
                                    index_t itemsize) noexcept nogil
-cdef void depthwise_pack(const ConvGeom* g, const ConvPlan* plan, const floating* w,
+cdef void depthwise_pack(const ConvGeom* g, const ConvPlan* cp, const floating* w,
                          floating* packed, int num_threads) noexcept nogil
-cdef void depthwise_forward(const ConvGeom* g, const ConvPlan* plan, const floating* x,
+cdef void depthwise_forward(const ConvGeom* g, const ConvPlan* cp, const floating* x,
                             const floating* packed, const floating* bias, floating* y,
                             const floating* res, floating* workspace, int activation,
                             int num_threads) noexcept nogil

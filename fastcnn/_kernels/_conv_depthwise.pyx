@@ -13,7 +13,7 @@ from fastcnn._kernels._typedefs cimport floating, index_t
 from fastcnn._kernels._activation cimport (ACT_NONE, ACT_RELU, ACT_RELU6,
                                            bias_residual_activation)
 from fastcnn._kernels._transpose cimport transpose
-from fastcnn._kernels._conv_types cimport ConvGeom, ConvPlan, ConvTuning
+from fastcnn._kernels._conv_types cimport (ConvGeom, ConvPlan, ConvTuning, DepthwisePlan)
 from fastcnn._kernels._conv_common cimport (MIN_TASKS, ceil_div, round_up, blocked_applies,
                                             pack_channel_blocks)
 from fastcnn._kernels._conv_dw cimport fcnn_dw_rows_f32, fcnn_dw_rows_f64, dw_lanes, clamp_top
@@ -32,22 +32,23 @@ cdef void depthwise_plan(const ConvGeom* g, const ConvTuning* t, index_t itemsiz
                          ConvPlan* p) noexcept nogil:
     cdef index_t vl = dw_lanes(itemsize)
     cdef index_t units, rows, row_bytes
-    p.m_block = vl
-    p.n_m_blocks = ceil_div(g.out_channels, vl)
-    p.wq = (g.out_w - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w + 1
+    cdef DepthwisePlan* q = &p.depthwise
+    q.m_block = vl
+    q.n_m_blocks = ceil_div(g.out_channels, vl)
+    q.wq = (g.out_w - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w + 1
     # rows per task: its padded input rows and outputs within t.dw_task_bytes
-    row_bytes = (g.stride_h * p.wq + g.out_w) * vl * itemsize
+    row_bytes = (g.stride_h * q.wq + g.out_w) * vl * itemsize
     rows = max(1, min(g.out_h, t.dw_task_bytes // row_bytes))
-    units = g.batch * p.n_m_blocks
+    units = g.batch * q.n_m_blocks
     if units * ceil_div(g.out_h, rows) < MIN_TASKS:
         rows = max(1, ceil_div(g.out_h, ceil_div(MIN_TASKS, units)))
-    p.rows_per_task = rows
-    p.row_blocks = ceil_div(g.out_h, rows)
-    p.n_tasks = units * p.row_blocks
-    p.workspace_per_thread = (_dw_rows_read(g, rows) * p.wq + rows * g.out_w) * vl
+    q.rows_per_task = rows
+    q.row_blocks = ceil_div(g.out_h, rows)
+    p.n_tasks = units * q.row_blocks
+    p.workspace_per_thread = (_dw_rows_read(g, rows) * q.wq + rows * g.out_w) * vl
 
 
-cdef void _depthwise_task(const ConvGeom* g, const ConvPlan* plan, const floating* x,
+cdef void _depthwise_task(const ConvGeom* g, const DepthwisePlan* plan, const floating* x,
                           const floating* packed, const floating* bias, floating* y,
                           const floating* res, floating* scratch, int activation,
                           index_t task) noexcept nogil:
@@ -92,12 +93,12 @@ cdef void _depthwise_task(const ConvGeom* g, const ConvPlan* plan, const floatin
                                  activation)
 
 
-cdef index_t depthwise_packed_size(const ConvGeom* g, const ConvPlan* plan,
+cdef index_t depthwise_packed_size(const ConvGeom* g, const ConvPlan* cp,
                                    index_t itemsize) noexcept nogil:
     return round_up(g.out_channels, dw_lanes(itemsize)) * g.kernel_h * g.kernel_w
 
 
-cdef void depthwise_pack(const ConvGeom* g, const ConvPlan* plan, const floating* w,
+cdef void depthwise_pack(const ConvGeom* g, const ConvPlan* cp, const floating* w,
                          floating* packed, int num_threads) noexcept nogil:
     """One group of all the channels, one input channel each, in blocks of a
     vector's channels."""
@@ -105,14 +106,15 @@ cdef void depthwise_pack(const ConvGeom* g, const ConvPlan* plan, const floating
                         dw_lanes(sizeof(floating)), 1, packed, num_threads)
 
 
-cdef void depthwise_forward(const ConvGeom* g, const ConvPlan* plan, const floating* x,
+cdef void depthwise_forward(const ConvGeom* g, const ConvPlan* cp, const floating* x,
                             const floating* packed, const floating* bias, floating* y,
                             const floating* res, floating* workspace, int activation,
                             int num_threads) noexcept nogil:
     cdef index_t task
     cdef floating* scratch
+    cdef const DepthwisePlan* plan = &cp.depthwise
     with parallel(num_threads=num_threads):
         fp_enter()
-        scratch = workspace + threadid() * plan.workspace_per_thread
-        for task in prange(plan.n_tasks, schedule='static'):
+        scratch = workspace + threadid() * cp.workspace_per_thread
+        for task in prange(cp.n_tasks, schedule='static'):
             _depthwise_task(g, plan, x, packed, bias, y, res, scratch, activation, task)

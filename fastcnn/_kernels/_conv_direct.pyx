@@ -45,10 +45,6 @@ cdef inline index_t _wide_scratch(const ConvGeom* g) noexcept nogil:
 
 cdef void direct_plan(const ConvGeom* g, const ConvTuning* t, index_t itemsize,
                       ConvPlan* p) noexcept nogil:
-    p.col_tile = g.out_d * g.out_h * g.out_w
-    p.n_col_tiles = 1
-    p.m_block = 1
-    p.n_m_blocks = g.out_channels // g.groups
     p.n_tasks = g.batch * g.out_channels
     # a row of zeros for the padding rows, the padded plane of narrow
     # outputs or the padded rows of wide ones

@@ -13,8 +13,8 @@ from fastcnn._kernels._typedefs cimport floating, index_t
 from fastcnn._kernels._blas cimport gemm, blas_enter, blas_leave, gemm_tasks, gemm_tiles
 from fastcnn._kernels._activation cimport bias_residual_activation
 from fastcnn._kernels._im2col cimport im2col_rows
-from fastcnn._kernels._conv_types cimport (ConvGeom, ConvPlan, ConvTuning, CONV_GEMM_1X1,
-                                           CONV_IM2COL)
+from fastcnn._kernels._conv_types cimport (ConvGeom, ConvPlan, ConvTuning, GemmPlan,
+                                           CONV_GEMM_1X1, CONV_IM2COL)
 from fastcnn._kernels._conv_common cimport MIN_TASKS, ceil_div, round_up
 
 # GEMM blocking. OpenBLAS multiplies small problems (m * n * k <= 1e6) with a
@@ -39,7 +39,9 @@ cdef void gemm_plan(const ConvGeom* g, const ConvTuning* t, index_t itemsize,
     cdef index_t k = cin_group * g.kernel_d * g.kernel_h * g.kernel_w
     cdef index_t positions = g.out_d * g.out_h * g.out_w
     cdef index_t units, tile, work, parts
-    p.gemm_split = t.small_gemm
+    cdef GemmPlan* q = &p.gemm
+    q.split = t.small_gemm
+    q.im2col = algorithm == CONV_IM2COL
     if algorithm == CONV_GEMM_1X1 and not t.small_gemm:
         _packed_gemm_1x1_plan(g, p)
         return
@@ -52,22 +54,22 @@ cdef void gemm_plan(const ConvGeom* g, const ConvTuning* t, index_t itemsize,
     if work * COL_TILE < GEMM_MB * COL_TILE * GEMM_KB // 2:
         tile = min(<index_t>MAX_COL_TILE, max(<index_t>COL_TILE,
                                               (GEMM_MB * COL_TILE * GEMM_KB) // work // 16 * 16))
-    p.n_col_tiles = max(1, ceil_div(positions, tile))
-    p.col_tile = max(1, min(positions, round_up(ceil_div(positions, p.n_col_tiles), 16)))
-    p.n_col_tiles = max(1, ceil_div(positions, p.col_tile))
-    p.m_block = m_group
-    p.n_m_blocks = 1
-    p.shared_col = False
+    q.n_col_tiles = max(1, ceil_div(positions, tile))
+    q.col_tile = max(1, min(positions, round_up(ceil_div(positions, q.n_col_tiles), 16)))
+    q.n_col_tiles = max(1, ceil_div(positions, q.col_tile))
+    q.m_block = m_group
+    q.n_m_blocks = 1
+    q.shared_col = False
     p.workspace_shared = 0
-    units = g.batch * g.groups * p.n_col_tiles
+    units = g.batch * g.groups * q.n_col_tiles
     if 0 < units < MIN_TASKS and m_group >= 32:
         # Few tiles (batch 1, small maps): split the output channels so every
         # thread has work, and with im2col gather each tile once up front for
         # all the channel blocks rather than once per block.
-        p.shared_col = (algorithm == CONV_IM2COL
-                        and units * k * p.col_tile * itemsize <= SHARED_COL_BYTES)
-        if p.shared_col or algorithm == CONV_GEMM_1X1:
-            p.m_block = max(16, round_up(ceil_div(m_group, MIN_TASKS), 16))
+        q.shared_col = (algorithm == CONV_IM2COL
+                        and units * k * q.col_tile * itemsize <= SHARED_COL_BYTES)
+        if q.shared_col or algorithm == CONV_GEMM_1X1:
+            q.m_block = max(16, round_up(ceil_div(m_group, MIN_TASKS), 16))
     elif algorithm == CONV_GEMM_1X1 and units > 1:
         # Weights larger than half of L2 (late 1x1 layers, over several
         # images or tiles): blocks of output channels whose weights stay in
@@ -75,14 +77,14 @@ cdef void gemm_plan(const ConvGeom* g, const ConvTuning* t, index_t itemsize,
         # and tile, instead of streaming them all in again for each.
         parts = ceil_div(m_group * k * itemsize, t.l2_bytes // 2)
         if parts > 1:
-            p.m_block = max(16, round_up(ceil_div(m_group, parts), 16))
-    p.n_m_blocks = ceil_div(m_group, p.m_block)
-    p.n_tasks = units * p.n_m_blocks
+            q.m_block = max(16, round_up(ceil_div(m_group, parts), 16))
+    q.n_m_blocks = ceil_div(m_group, q.m_block)
+    p.n_tasks = units * q.n_m_blocks
     if algorithm == CONV_IM2COL:
-        if p.shared_col:
-            p.workspace_shared = units * k * p.col_tile
+        if q.shared_col:
+            p.workspace_shared = units * k * q.col_tile
         else:
-            p.workspace_per_thread = k * p.col_tile
+            p.workspace_per_thread = k * q.col_tile
 
 
 cdef void _packed_gemm_1x1_plan(const ConvGeom* g, ConvPlan* p) noexcept nogil:
@@ -95,11 +97,12 @@ cdef void _packed_gemm_1x1_plan(const ConvGeom* g, ConvPlan* p) noexcept nogil:
     cdef index_t positions = g.out_d * g.out_h * g.out_w
     cdef index_t units = g.batch * g.groups
     cdef index_t want = ceil_div(gemm_tasks(<double>units * m_group * positions * k), units)
-    gemm_tiles(m_group, positions, want, &p.m_block, &p.col_tile)
-    p.n_col_tiles = ceil_div(positions, p.col_tile)
-    p.n_m_blocks = ceil_div(m_group, p.m_block)
-    p.n_tasks = units * p.n_col_tiles * p.n_m_blocks
-    p.shared_col = False
+    cdef GemmPlan* q = &p.gemm
+    gemm_tiles(m_group, positions, want, &q.m_block, &q.col_tile)
+    q.n_col_tiles = ceil_div(positions, q.col_tile)
+    q.n_m_blocks = ceil_div(m_group, q.m_block)
+    p.n_tasks = units * q.n_col_tiles * q.n_m_blocks
+    q.shared_col = False
 
 
 cdef void vol2col_tile(const ConvGeom* g, const floating* x, index_t p0, index_t ncols,
@@ -153,7 +156,7 @@ cdef inline void _gemm_blocked(index_t m, index_t n, index_t k, const floating* 
                  <floating>(0 if l == 0 else 1), c + i0 * ldc, <int>ldc)
 
 
-cdef inline void _gemm_tile(const ConvGeom* g, const ConvPlan* plan, index_t n,
+cdef inline void _gemm_tile(const ConvGeom* g, const GemmPlan* plan, index_t n,
                             index_t grp, index_t tile, index_t mb, const floating* b_op,
                             index_t ldb, const floating* w, const floating* bias,
                             floating* y, const floating* res, int activation) noexcept nogil:
@@ -169,7 +172,7 @@ cdef inline void _gemm_tile(const ConvGeom* g, const ConvPlan* plan, index_t n,
     cdef index_t mcount = min(plan.m_block, m_group - mb * plan.m_block)
     cdef floating* yt = y + (n * g.out_channels + m0) * positions + p0
     cdef index_t m
-    _gemm_blocked(mcount, ncols, k, w + m0 * k, b_op, ldb, yt, positions, plan.gemm_split)
+    _gemm_blocked(mcount, ncols, k, w + m0 * k, b_op, ldb, yt, positions, plan.split)
     for m in range(mcount):
         bias_residual_activation(yt + m * positions, ncols,
                                  bias[m0 + m] if bias != NULL else 0, bias != NULL,
@@ -177,7 +180,7 @@ cdef inline void _gemm_tile(const ConvGeom* g, const ConvPlan* plan, index_t n,
                                  activation)
 
 
-cdef void _gemm_task(const ConvGeom* g, const ConvPlan* plan, const floating* x,
+cdef void _gemm_task(const ConvGeom* g, const GemmPlan* plan, const floating* x,
                      const floating* w, const floating* bias, floating* y,
                      const floating* res, floating* col, int activation,
                      index_t task) noexcept nogil:
@@ -194,7 +197,7 @@ cdef void _gemm_task(const ConvGeom* g, const ConvPlan* plan, const floating* x,
     cdef index_t ncols = min(plan.col_tile, positions - p0)
     cdef index_t unit = (n * g.groups + grp) * plan.n_col_tiles + tile
     cdef const floating* xg = x + (n * g.in_channels + grp * cin_group) * (g.in_d * g.in_h * g.in_w)
-    if plan.algorithm == CONV_GEMM_1X1:
+    if not plan.im2col:                 # gemm_1x1: the input is the operand
         _gemm_tile(g, plan, n, grp, tile, mb, xg + p0, positions, w, bias, y, res, activation)
     elif plan.shared_col:
         _gemm_tile(g, plan, n, grp, tile, mb, col + unit * k * plan.col_tile, ncols,
@@ -204,7 +207,7 @@ cdef void _gemm_task(const ConvGeom* g, const ConvPlan* plan, const floating* x,
         _gemm_tile(g, plan, n, grp, tile, mb, col, ncols, w, bias, y, res, activation)
 
 
-cdef void _gather_columns(const ConvGeom* g, const ConvPlan* plan, const floating* x,
+cdef void _gather_columns(const ConvGeom* g, const GemmPlan* plan, const floating* x,
                           floating* col, index_t row_task) noexcept nogil:
     """Shared mode, first phase: the im2col rows of one input channel for every
     tile of one (image, group); tile blocks are K x ncols, one after another."""
@@ -225,20 +228,21 @@ cdef void _gather_columns(const ConvGeom* g, const ConvPlan* plan, const floatin
         vol2col_tile(g, xg, p0, ncols, c, c + 1, block + c * kvol * ncols)
 
 
-cdef void gemm_forward(const ConvGeom* g, const ConvPlan* plan, const floating* x,
+cdef void gemm_forward(const ConvGeom* g, const ConvPlan* cp, const floating* x,
                        const floating* w, const floating* bias, floating* y,
                        const floating* res, floating* workspace, int activation,
                        int num_threads) noexcept nogil:
     cdef index_t task
     cdef floating* col
+    cdef const GemmPlan* plan = &cp.gemm
     blas_enter()
     with parallel(num_threads=num_threads):
         fp_enter()
-        col = workspace + plan.workspace_shared + threadid() * plan.workspace_per_thread
+        col = workspace + cp.workspace_shared + threadid() * cp.workspace_per_thread
         if plan.shared_col:
             col = workspace
             for task in prange(g.batch * g.in_channels, schedule='static'):
                 _gather_columns(g, plan, x, col, task)
-        for task in prange(plan.n_tasks, schedule='static'):
+        for task in prange(cp.n_tasks, schedule='static'):
             _gemm_task(g, plan, x, w, bias, y, res, col, activation, task)
     blas_leave()

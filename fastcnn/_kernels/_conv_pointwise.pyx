@@ -17,7 +17,7 @@ from fastcnn._kernels._omp cimport fp_enter
 from fastcnn._kernels._typedefs cimport floating, index_t
 from fastcnn._kernels._activation cimport bias_residual_activation
 from fastcnn._kernels._block_gemm cimport block_splat
-from fastcnn._kernels._conv_types cimport ConvGeom, ConvPlan, ConvTuning
+from fastcnn._kernels._conv_types cimport (ConvGeom, ConvPlan, ConvTuning, PointwisePlan)
 from fastcnn._kernels._conv_common cimport MIN_TASKS, ceil_div, pack_channel_blocks
 from fastcnn._kernels._conv_block cimport (FCNN_POINT_OCB, FCNN_POINT_LANES_F32,
                                            FCNN_POINT_LANES_F64, fcnn_block_kernel_f32_point,
@@ -47,24 +47,25 @@ cdef void pointwise_plan(const ConvGeom* g, const ConvTuning* t, index_t itemsiz
     cdef index_t lanes = _point_lanes(itemsize)
     cdef index_t blocks = ceil_div(g.out_d * g.out_h * g.out_w, lanes)
     cdef index_t units, per_task
+    cdef PointwisePlan* q = &p.pointwise
     # as many blocks of positions per task as keep a chunk of at least
     # POINTWISE_MIN_CHUNK channels (or all of them) within the L1 budget
     per_task = t.oc_weight_bytes // (min(cin, <index_t>POINTWISE_MIN_CHUNK) * lanes * itemsize)
     per_task = max(1, min(blocks, per_task))
-    p.col_tile = per_task * lanes
-    p.n_col_tiles = ceil_div(blocks, per_task)
-    p.m_block = FCNN_POINT_OCB
-    p.n_m_blocks = ceil_div(g.out_channels // g.groups, FCNN_POINT_OCB)
-    p.chunk_channels = max(1, min(cin, t.oc_weight_bytes // (p.col_tile * itemsize)))
-    units = g.batch * g.groups * p.n_col_tiles
-    p.row_blocks = max(1, min(p.n_m_blocks, ceil_div(MIN_TASKS, units)))
-    p.rows_per_task = ceil_div(p.n_m_blocks, p.row_blocks)
-    p.row_blocks = ceil_div(p.n_m_blocks, p.rows_per_task)
-    p.n_tasks = units * p.row_blocks
-    p.workspace_per_thread = p.rows_per_task * FCNN_POINT_OCB * p.col_tile + cin * lanes
+    q.col_tile = per_task * lanes
+    q.n_col_tiles = ceil_div(blocks, per_task)
+    q.m_block = FCNN_POINT_OCB
+    q.n_m_blocks = ceil_div(g.out_channels // g.groups, FCNN_POINT_OCB)
+    q.chunk_channels = max(1, min(cin, t.oc_weight_bytes // (q.col_tile * itemsize)))
+    units = g.batch * g.groups * q.n_col_tiles
+    q.row_blocks = max(1, min(q.n_m_blocks, ceil_div(MIN_TASKS, units)))
+    q.rows_per_task = ceil_div(q.n_m_blocks, q.row_blocks)
+    q.row_blocks = ceil_div(q.n_m_blocks, q.rows_per_task)
+    p.n_tasks = units * q.row_blocks
+    p.workspace_per_thread = q.rows_per_task * FCNN_POINT_OCB * q.col_tile + cin * lanes
 
 
-cdef void _pointwise_task(const ConvGeom* g, const ConvPlan* plan, const floating* x,
+cdef void _pointwise_task(const ConvGeom* g, const PointwisePlan* plan, const floating* x,
                           const floating* packed, const floating* bias, floating* y,
                           const floating* res, floating* scratch, int activation,
                           index_t task) noexcept nogil:
@@ -125,26 +126,27 @@ cdef void _pointwise_task(const ConvGeom* g, const ConvPlan* plan, const floatin
                                      activation)
 
 
-cdef index_t pointwise_packed_size(const ConvGeom* g, const ConvPlan* plan,
+cdef index_t pointwise_packed_size(const ConvGeom* g, const ConvPlan* cp,
                                    index_t itemsize) noexcept nogil:
     return (g.groups * ceil_div(g.out_channels // g.groups, FCNN_POINT_OCB) * FCNN_POINT_OCB
             * (g.in_channels // g.groups) * block_splat(itemsize))
 
 
-cdef void pointwise_pack(const ConvGeom* g, const ConvPlan* plan, const floating* w,
+cdef void pointwise_pack(const ConvGeom* g, const ConvPlan* cp, const floating* w,
                          floating* packed, int num_threads) noexcept nogil:
     pack_channel_blocks(w, g.groups, g.out_channels // g.groups, g.in_channels // g.groups,
                         FCNN_POINT_OCB, block_splat(sizeof(floating)), packed, num_threads)
 
 
-cdef void pointwise_forward(const ConvGeom* g, const ConvPlan* plan, const floating* x,
+cdef void pointwise_forward(const ConvGeom* g, const ConvPlan* cp, const floating* x,
                             const floating* packed, const floating* bias, floating* y,
                             const floating* res, floating* workspace, int activation,
                             int num_threads) noexcept nogil:
     cdef index_t task
     cdef floating* scratch
+    cdef const PointwisePlan* plan = &cp.pointwise
     with parallel(num_threads=num_threads):
         fp_enter()
-        scratch = workspace + threadid() * plan.workspace_per_thread
-        for task in prange(plan.n_tasks, schedule='static'):
+        scratch = workspace + threadid() * cp.workspace_per_thread
+        for task in prange(cp.n_tasks, schedule='static'):
             _pointwise_task(g, plan, x, packed, bias, y, res, scratch, activation, task)

@@ -29,50 +29,99 @@ cdef enum:
     CONV_POINTWISE = 8  # 1x1, stride 1, no padding: direct over the input as it lies,
                         # vectors over positions, output channels in registers
 
-# How the work is cut into tasks. Chosen from the shape alone, never from the
-# thread count, so each output element is computed the same way whatever the
-# number of threads.
+# Each algorithm's plan: how its work is cut into tasks and its scratch laid
+# out (see its module). Chosen from the shape alone, never from the thread
+# count, so each output element is computed the same way whatever the number
+# of threads.
+
+# gemm_1x1, im2col: tasks are (group, output-channel block, image, column tile)
+cdef struct GemmPlan:
+    index_t col_tile                # output positions per tile
+    index_t n_col_tiles
+    index_t m_block                 # output channels per block
+    index_t n_m_blocks
+    bint shared_col                 # im2col once per tile, shared by the channel blocks
+    bint split                      # each GEMM issued as blocks for a small-matrix kernel
+    bint im2col                     # columns gathered, else (gemm_1x1) the input is the operand
+
+# winograd: tasks are (image, block of tile rows), or (shared) output-channel blocks
+cdef struct WinogradPlan:
+    index_t tiles_h
+    index_t tiles_w
+    index_t rows_per_task           # tile rows a task takes, at most
+    index_t tasks_per_image
+    index_t tiles_per_task
+    bint shared                     # few tiles: V for all tiles shared, tasks are channel blocks
+    index_t m_block                 # shared: output channels a task takes, at most
+    index_t n_m_blocks              # shared: the tasks
+
+# blocked: tasks are (image, group, channel block, lane block) over planes
+# padded and split by stride phase, wq lanes per output row
+cdef struct BlockedPlan:
+    index_t wq
+    index_t hq
+    index_t channel_stride          # elements per padded channel (all phases, plus slack)
+    index_t images_per_chunk        # images padded at a time (bounds the shared scratch)
+    index_t lanes                   # lanes holding output, (out_h - 1) * wq + out_w
+    index_t col_tile                # lanes per block
+    index_t n_col_tiles             # lane blocks
+    index_t m_block                 # output channels per block
+    index_t n_m_blocks
+
+# blocked_oc (and its unpacked form): tasks are (image, group, channel block,
+# block of rows_per_task output rows) over padded planes of hq rows of wq
+cdef struct BlockedOcPlan:
+    index_t wq
+    index_t hq
+    index_t channel_stride          # elements per padded channel (plus slack)
+    index_t images_per_chunk        # images padded at a time (bounds the shared scratch)
+    index_t col_tile                # pixels per kernel call
+    index_t n_col_tiles             # calls per row
+    index_t m_block                 # output channels per block
+    index_t n_m_blocks
+    index_t chunk_channels          # input channels per pass (their weights stay in L1)
+    index_t rows_per_task
+    index_t row_blocks
+    index_t pack_offset             # unpacked: where a thread's packed channel block starts
+                                    # in its scratch (> 0); 0: the weights come packed
+    bint tall                       # the kernel shape with more channels, fewer pixels
+    bint block_major                # tasks taken channel block by block, not image by image
+    bint flat                       # a 1x1 layer's planes run as one row of out_h * out_w
+
+# pointwise: tasks are (image, group, col_tile positions, run of rows_per_task
+# channel blocks of m_block); chunk_channels input channels per pass (their
+# columns of the input stay in L1 for the whole run)
+cdef struct PointwisePlan:
+    index_t col_tile
+    index_t n_col_tiles
+    index_t m_block
+    index_t n_m_blocks
+    index_t chunk_channels
+    index_t rows_per_task           # channel blocks per run
+    index_t row_blocks              # runs
+
+# depthwise over channels: tasks are (image, block of m_block channels, block
+# of rows_per_task output rows)
+cdef struct DepthwisePlan:
+    index_t m_block
+    index_t n_m_blocks
+    index_t wq                      # the padded input row length
+    index_t rows_per_task
+    index_t row_blocks
+
+# A convolution's plan: the algorithm, its tasks and scratch, and the plan of
+# that algorithm (only its member is set; the direct algorithm needs none).
 cdef struct ConvPlan:
     int algorithm
     index_t n_tasks
     index_t workspace_per_thread    # elements of scratch per thread
     index_t workspace_shared        # elements of scratch shared by all threads (first)
-    # GEMM paths: tasks are (image, group, column tile, output-channel block)
-    index_t col_tile
-    index_t n_col_tiles
-    index_t m_block
-    index_t n_m_blocks
-    bint shared_col                 # im2col once per tile, shared by the channel blocks
-    bint gemm_split                 # each GEMM issued as blocks for a small-matrix kernel
-    # Winograd: tasks are (image, block of tile rows)
-    index_t tiles_h
-    index_t tiles_w
-    index_t rows_per_task
-    index_t tasks_per_image
-    index_t tiles_per_task
-    bint wino_shared                # few tiles: V for all tiles shared, tasks are channel blocks
-    # Blocked: tasks are (image, group, channel block, lane block) over planes
-    # padded and split by stride phase, wq lanes per output row (col_tile =
-    # lanes per block, n_col_tiles = lane blocks, m_block = channels per block)
-    index_t wq
-    index_t hq
-    index_t lanes                   # nq: lanes holding output, (out_h - 1) * wq + out_w
-    index_t channel_stride          # elements per padded channel (all phases, plus slack)
-    index_t images_per_chunk        # images padded at a time (bounds the shared scratch)
-    # Blocked over output channels: tasks are (image, group, channel block,
-    # block of rows_per_task output rows); col_tile = pixels per kernel call,
-    # n_col_tiles = calls per row, m_block = channels per block
-    bint oc_tall                    # the kernel shape with more channels, fewer pixels
-    bint oc_block_major             # tasks taken channel block by block, not image by image
-    bint oc_flat                    # a 1x1 layer's planes run as one row of out_h * out_w
-    index_t chunk_channels          # input channels per pass (their weights stay in L1)
-    index_t row_blocks
-    index_t oc_pack_offset          # unpacked: where a thread's packed channel block starts
-    # Pointwise: tasks are (image, group, col_tile positions, run of
-    # rows_per_task channel blocks of m_block); chunk_channels input channels
-    # per pass (their columns of the input stay in L1 for the whole run)
-    # Depthwise over channels: tasks are (image, block of m_block channels,
-    # block of rows_per_task output rows); wq = the padded input row length
+    GemmPlan gemm
+    WinogradPlan winograd
+    BlockedPlan blocked
+    BlockedOcPlan blocked_oc
+    PointwisePlan pointwise
+    DepthwisePlan depthwise
 
 # Working-set sizes and BLAS facts the plans are made with (the dispatcher's
 # one copy, set by _conv.set_cache_sizes and the loader; see _conv.pyx).

@@ -22,7 +22,7 @@ from fastcnn._kernels._typedefs cimport floating, index_t
 from fastcnn._kernels._activation cimport bias_residual_activation
 from fastcnn._kernels._block_gemm cimport FCNN_BLOCK_OCB, block_gemm, block_splat, block_vector
 from fastcnn._kernels._winograd cimport wino_at, wino_input, wino_gt
-from fastcnn._kernels._conv_types cimport ConvGeom, ConvPlan, ConvTuning
+from fastcnn._kernels._conv_types cimport (ConvGeom, ConvPlan, ConvTuning, WinogradPlan)
 from fastcnn._kernels._conv_common cimport MIN_TASKS, ceil_div, round_up, splat_in_place
 
 cdef enum:
@@ -85,39 +85,38 @@ cdef void winograd_plan(const ConvGeom* g, const ConvTuning* t, index_t itemsize
     cdef index_t points = _wino_points(g)
     cdef index_t per_tile = points * (g.in_channels + g.out_channels) * itemsize
     cdef index_t rows_budget, want_blocks, tiles_image, total, ld
-    p.tiles_h = ceil_div(g.out_h, 4)
-    p.tiles_w = ceil_div(g.out_w, 4)
-    tiles_image = p.tiles_h * p.tiles_w
+    cdef WinogradPlan* q = &p.winograd
+    q.tiles_h = ceil_div(g.out_h, 4)
+    q.tiles_w = ceil_div(g.out_w, 4)
+    tiles_image = q.tiles_h * q.tiles_w
     total = g.batch * tiles_image
-    p.col_tile = p.n_col_tiles = 0
-    p.wino_shared = total <= WINO_SHARED_TILES and g.out_channels >= 32
-    if p.wino_shared:
-        p.rows_per_task = p.tiles_h
-        p.tasks_per_image = 1
-        p.tiles_per_task = total
+    q.shared = total <= WINO_SHARED_TILES and g.out_channels >= 32
+    if q.shared:
+        q.rows_per_task = q.tiles_h
+        q.tasks_per_image = 1
+        q.tiles_per_task = total
         # MIN_TASKS channel blocks of at least 16 channels, whole kernel
         # blocks dealt out evenly (see _winograd_shared_task); m_block: the largest
-        p.n_m_blocks = max(1, min(<index_t>MIN_TASKS, g.out_channels // 16))
-        p.m_block = ceil_div(ceil_div(g.out_channels, FCNN_BLOCK_OCB), p.n_m_blocks) * FCNN_BLOCK_OCB
-        p.n_tasks = p.n_m_blocks
+        q.n_m_blocks = max(1, min(<index_t>MIN_TASKS, g.out_channels // 16))
+        q.m_block = ceil_div(ceil_div(g.out_channels, FCNN_BLOCK_OCB), q.n_m_blocks) * FCNN_BLOCK_OCB
+        p.n_tasks = q.n_m_blocks
         # shared: V for every tile; per thread: M for one channel block, and
         # the transforms' scratch for one image
         ld = _wino_ld(total, itemsize)
         p.workspace_shared = points * g.in_channels * ld
-        p.workspace_per_thread = points * p.m_block * ld + _wino_scratch(g, p.tiles_w, tiles_image)
+        p.workspace_per_thread = points * q.m_block * ld + _wino_scratch(g, q.tiles_w, tiles_image)
         return
-    rows_budget = max(1, t.wino_budget_bytes // (per_tile * p.tiles_w))
+    rows_budget = max(1, t.wino_budget_bytes // (per_tile * q.tiles_w))
     want_blocks = ceil_div(WINO_MIN_TASKS, g.batch)
-    p.tasks_per_image = min(p.tiles_h, max(want_blocks, ceil_div(p.tiles_h, rows_budget)))
+    q.tasks_per_image = min(q.tiles_h, max(want_blocks, ceil_div(q.tiles_h, rows_budget)))
     # The rows dealt out evenly (14 rows in 4 blocks: 4 3 4 3, see
     # _winograd_task); rows_per_task: the most a block has.
-    p.rows_per_task = ceil_div(p.tiles_h, p.tasks_per_image)
-    p.tiles_per_task = p.rows_per_task * p.tiles_w
-    p.n_tasks = g.batch * p.tasks_per_image
-    ld = _wino_ld(p.tiles_per_task, itemsize)
+    q.rows_per_task = ceil_div(q.tiles_h, q.tasks_per_image)
+    q.tiles_per_task = q.rows_per_task * q.tiles_w
+    p.n_tasks = g.batch * q.tasks_per_image
+    ld = _wino_ld(q.tiles_per_task, itemsize)
     p.workspace_per_thread = (points * (g.in_channels + round_up(g.out_channels, FCNN_BLOCK_OCB))
-                              * ld + _wino_scratch(g, p.tiles_w, ld))
-    p.m_block = p.n_m_blocks = 0
+                              * ld + _wino_scratch(g, q.tiles_w, ld))
 
 
 # kron(G, G): U[xi][f] = sum_k KRON[xi][k] w[f][k] transforms every filter
@@ -265,7 +264,7 @@ cdef inline void _wino_output(const ConvGeom* g, const floating* mo, index_t ld_
                 memcpy(yc + oh * g.out_w, rows, g.out_w * sizeof(floating))
 
 
-cdef void _winograd_task(const ConvGeom* g, const ConvPlan* plan, const floating* x,
+cdef void _winograd_task(const ConvGeom* g, const WinogradPlan* plan, const floating* x,
                          const floating* u, const floating* bias, floating* y,
                          const floating* res, floating* ws, int activation,
                          index_t task) noexcept nogil:
@@ -298,7 +297,7 @@ cdef void _winograd_task(const ConvGeom* g, const ConvPlan* plan, const floating
                      bias[m] if bias != NULL else 0, bias != NULL, activation)
 
 
-cdef void _winograd_shared_input(const ConvGeom* g, const ConvPlan* plan, const floating* x,
+cdef void _winograd_shared_input(const ConvGeom* g, const WinogradPlan* plan, const floating* x,
                                  floating* v, floating* ws, index_t task) noexcept nogil:
     """Shared Winograd, phase 1: the tiles of one (image, channel) into V."""
     cdef index_t tiles_image = plan.tiles_h * plan.tiles_w, tt = plan.tiles_per_task
@@ -311,7 +310,7 @@ cdef void _winograd_shared_input(const ConvGeom* g, const ConvPlan* plan, const 
                ld - tt if n == g.batch - 1 else 0)
 
 
-cdef void _winograd_shared_task(const ConvGeom* g, const ConvPlan* plan, const floating* u,
+cdef void _winograd_shared_task(const ConvGeom* g, const WinogradPlan* plan, const floating* u,
                                 const floating* bias, const floating* v, floating* y,
                                 const floating* res, floating* ws, int activation,
                                 index_t task) noexcept nogil:
@@ -321,8 +320,8 @@ cdef void _winograd_shared_task(const ConvGeom* g, const ConvPlan* plan, const f
     cdef index_t ld = _wino_ld(tt, sizeof(floating)), rows_u = round_up(cout, FCNN_BLOCK_OCB)
     cdef index_t units = rows_u // FCNN_BLOCK_OCB
     # the kernel's blocks of channels dealt out evenly over the tasks
-    cdef index_t m0 = task * units // plan.n_tasks * FCNN_BLOCK_OCB
-    cdef index_t mb = min((task + 1) * units // plan.n_tasks * FCNN_BLOCK_OCB, cout) - m0
+    cdef index_t m0 = task * units // plan.n_m_blocks * FCNN_BLOCK_OCB
+    cdef index_t mb = min((task + 1) * units // plan.n_m_blocks * FCNN_BLOCK_OCB, cout) - m0
     cdef floating* mo = ws                          # M[xi][m][tile], xi stride m_block * ld
     cdef index_t points = _wino_points(g)
     cdef floating* tmp = mo + points * plan.m_block * ld
@@ -339,28 +338,29 @@ cdef void _winograd_shared_task(const ConvGeom* g, const ConvPlan* plan, const f
                          bias[m0 + m] if bias != NULL else 0, bias != NULL, activation)
 
 
-cdef index_t winograd_packed_size(const ConvGeom* g, const ConvPlan* plan,
+cdef index_t winograd_packed_size(const ConvGeom* g, const ConvPlan* cp,
                                   index_t itemsize) noexcept nogil:
     """U: a^2 points x the output channels in whole blocks x the input channels."""
     return (_wino_points(g) * round_up(g.out_channels, FCNN_BLOCK_OCB) * g.in_channels
             * block_splat(itemsize))
 
 
-cdef void winograd_forward(const ConvGeom* g, const ConvPlan* plan, const floating* x,
+cdef void winograd_forward(const ConvGeom* g, const ConvPlan* cp, const floating* x,
                            const floating* u, const floating* bias, floating* y,
                            const floating* res, floating* workspace, int activation,
                            int num_threads) noexcept nogil:
     cdef index_t task
     cdef floating* ws
+    cdef const WinogradPlan* plan = &cp.winograd
     with parallel(num_threads=num_threads):
         fp_enter()
-        ws = workspace + plan.workspace_shared + threadid() * plan.workspace_per_thread
-        if plan.wino_shared:
+        ws = workspace + cp.workspace_shared + threadid() * cp.workspace_per_thread
+        if plan.shared:
             for task in prange(g.batch * g.in_channels, schedule='static'):
                 _winograd_shared_input(g, plan, x, workspace, ws, task)
-            for task in prange(plan.n_tasks, schedule='static'):
+            for task in prange(cp.n_tasks, schedule='static'):
                 _winograd_shared_task(g, plan, u, bias, workspace, y, res, ws, activation,
                                       task)
         else:
-            for task in prange(plan.n_tasks, schedule='static'):
+            for task in prange(cp.n_tasks, schedule='static'):
                 _winograd_task(g, plan, x, u, bias, y, res, ws, activation, task)
