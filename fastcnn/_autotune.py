@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from fastcnn import _kernels
-from fastcnn._functional.conv import ieee_safe
+from fastcnn._functional.conv import ConvEngine, ieee_safe
 from fastcnn._opinfo import info
 
 __all__ = ["Tuner", "check_setting"]
@@ -111,20 +111,14 @@ def _candidates(geom, w, num_threads):
 
 def _fastest(geom, x_shape, w, bias, activation, num_threads):
     """The candidate with the least best-of-REPEAT time on random inputs."""
-    conv = _kernels._conv
     x = np.random.default_rng(0).standard_normal(x_shape).astype(w.dtype)
-    y = np.empty(x_shape[:1] + (w.shape[0],) + tuple(geom[7 + 3 - (len(x_shape) - 2):10]),
-                 w.dtype)
+    y = np.empty((x_shape[0], w.shape[0]) + geom.out_spatial(len(x_shape) - 2), w.dtype)
     best_algorithm, best = None, float("inf")
     for algorithm in _candidates(geom, w, num_threads):
-        ws_shared, ws_thread, _, packed_size = conv.plan(geom, algorithm, w.itemsize)
-        weights = w
-        if packed_size:
-            weights = np.empty(packed_size, w.dtype)
-            conv.pack(geom, algorithm, w, weights, num_threads)
-        workspace = np.empty(ws_shared + ws_thread * num_threads, w.dtype)
-        run = lambda: conv.forward(geom, algorithm, x, weights, bias, y, workspace,
-                                   activation, num_threads, None)
+        engine = ConvEngine(geom, w.dtype, algorithm)
+        weights = engine.pack(w, num_threads)
+        workspace = np.empty(engine.workspace_size(num_threads), w.dtype)
+        run = lambda: engine.forward(x, weights, bias, y, workspace, activation, num_threads)
         run()
         t = _timed(run)
         if t < SLOW * best:

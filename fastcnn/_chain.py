@@ -29,14 +29,11 @@ class _Layer:
 
     @property
     def pointwise(self):
-        g = self.geom
-        return (g[3] == 1 and g[11:13] == (1, 1) and g[14:16] == (1, 1)
-                and g[17:19] == (0, 0) and g[8:10] == g[5:7])
+        return self.geom.pointwise
 
     @property
     def depthwise(self):
-        g = self.geom
-        return g[1] == g[2] == g[3] > 1
+        return self.geom.depthwise
 
 
 def _const(v, resolve):
@@ -101,8 +98,9 @@ def find_chains(nodes, rewrite, readers):
 def _chain_geometry(expand, depthwise, project):
     """The chain kernel's geometry tuple (see _kernels._chain) from the layers'."""
     g_e, g_d, g_p = expand.geom, depthwise.geom, project.geom
-    return (g_e[1], g_e[5], g_e[6], g_d[1], g_p[2], g_d[8], g_d[9],
-            g_d[11], g_d[12], g_d[14], g_d[15], g_d[17], g_d[18], g_d[20], g_d[21])
+    return (g_e.in_channels, g_e.in_h, g_e.in_w, g_d.in_channels, g_p.out_channels, g_d.out_h,
+            g_d.out_w, g_d.kernel_h, g_d.kernel_w, g_d.stride_h, g_d.stride_w, g_d.pad_h,
+            g_d.pad_w, g_d.dilation_h, g_d.dilation_w)
 
 
 class Chain:
@@ -111,7 +109,7 @@ class Chain:
     kernels, as a plan does)."""
 
     def __init__(self, expand, depthwise, project):
-        self.batch = expand.geom[0]
+        self.batch = expand.geom.batch
         self.geom = _chain_geometry(expand, depthwise, project)
         self.input_shape = (self.batch,) + self.geom[:3]
         self.output_shape = (self.batch, self.geom[4]) + self.geom[5:7]

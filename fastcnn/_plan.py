@@ -23,7 +23,7 @@ from fastcnn._memory import MemoryPlan, Scratch
 from fastcnn._opinfo import info
 from fastcnn import _kernels
 from fastcnn._autotune import Tuner
-from fastcnn._functional.conv import conv_run, layer_geometry
+from fastcnn._functional.conv import ConvEngine, conv_run, layer_geometry
 from fastcnn._functional import conv_transpose as T
 from fastcnn._functional import pool as P
 from fastcnn._rewrite import Rewrite
@@ -252,29 +252,26 @@ class _Executor:
         if len(x_shape) == nd + 1:
             x_shape = (1,) + x_shape
         geom = layer_geometry(node.op, nd, x_shape, w.shape, b)
-        out_sp = geom[7 + 3 - nd:10]
         # Weights are packed once here, so Winograd pays off sooner than in eager calls.
         # Winograd inputs holding NaN or Inf run with im2col (see ieee_safe), checked per call.
-        # The step keeps the kernels it packed for (their layout follows the ISA target's
-        # vector width), whatever fastcnn.set_max_isa binds later.
-        conv, all_finite = _kernels._conv, _kernels._act.all_finite
+        # The step keeps the engine (its kernels, for which its weights are packed)
+        # whatever fastcnn.set_max_isa binds later.
+        all_finite = _kernels._act.all_finite
         act = FUSABLE_ACTIVATIONS[self._rewrite.activation_of(node)]
         bias = None if bias is None else np.ascontiguousarray(bias)
-        algorithm = self._tuner.algorithm(node, geom, x_shape, np.ascontiguousarray(w), bias,
-                                          act, self.num_threads)
-        ws_shared, ws_thread, _, packed_size = conv.plan(geom, algorithm, w.itemsize)
-        weights = raw_w = np.ascontiguousarray(w)
-        if packed_size:
+        raw_w = np.ascontiguousarray(w)
+        algorithm = self._tuner.algorithm(node, geom, x_shape, raw_w, bias, act, self.num_threads)
+        engine = ConvEngine(geom, w.dtype, algorithm)
+        weights = raw_w
+        if engine.packed_size:
             key = (b["weight"].id, geom, algorithm, _kernels.isa)
             weights = self._packed.get(key)
             if weights is None:
-                weights = np.empty(packed_size, w.dtype)
-                conv.pack(geom, algorithm, raw_w, weights, self.num_threads)
-                self._packed[key] = weights
+                weights = self._packed[key] = engine.pack(raw_w, self.num_threads)
             self.weight_nbytes += weights.nbytes
-        workspace = self._scratch.getter(lambda n: ws_shared + ws_thread * n, w.dtype,
-                                         self.num_threads)
-        y = self._value_array(node.outputs[0]).reshape((x_shape[0], w.shape[0]) + out_sp)
+        workspace = self._scratch.getter(engine.workspace_size, w.dtype, self.num_threads)
+        y = self._value_array(node.outputs[0]).reshape((x_shape[0], w.shape[0])
+                                                       + geom.out_spatial(nd))
         get = self._get
         x_fixed = x_desc[1].reshape(x_shape) if x_desc[0] == "fixed" else None
         res_desc = self._getter(b["residual"]) if b.get("residual") is not None else None
@@ -287,7 +284,7 @@ class _Executor:
             if algorithm == "winograd" and not all_finite(x, n):
                 conv_run(geom, x, raw_w, bias, y, act, n, "im2col", res)
                 return
-            conv.forward(geom, algorithm, x, weights, bias, y, ws, act, n, res)
+            engine.forward(x, weights, bias, y, ws, act, n, res)
         return step
 
     def _conv_transpose_step(self, node):

@@ -461,6 +461,57 @@ def test_every_algorithm_matches_reference(case, algorithm, dtype, rng):
 
 
 
+def test_conv_geometry_names_the_kernels_fields():
+    """ConvGeometry is the kernels' 22 fields by name: built per axis, it equals
+    the layout written out here, and the kernels read it as that tuple."""
+    from fastcnn._functional.conv import ConvGeometry
+    from fastcnn._kernels import _conv as kernels
+    g = ConvGeometry.of(2, 6, 8, 2, (9, 11), (5, 6), (3, 3), (2, 2), (1, 1), (1, 1))
+    assert g == _geometry((2, 6, 9, 11), (8, 3, 3, 3), 2, 1, 1, 2)
+    assert (g.batch, g.groups, g.out_h, g.pad_w) == (2, 2, 5, 1)
+    assert g.out_spatial(2) == (5, 6) and g.positions == 30 and g.taps == 9
+    assert not g.pointwise and not g.depthwise
+    line = ConvGeometry.of(1, 3, 4, 1, (20,), (18,), (3,), (1,), (0,), (1,))
+    assert line.out_spatial(1) == (18,) and line[4:7] == (1, 1, 20)
+    assert ConvGeometry.of(1, 4, 4, 4, (7, 7), (7, 7), (3, 3), (1, 1), (1, 1), (1, 1)).depthwise
+    assert ConvGeometry.of(1, 4, 5, 1, (7, 7), (7, 7), (1, 1), (1, 1), (0, 0), (1, 1)).pointwise
+    for algorithm in ("im2col", "direct"):
+        assert kernels.plan(g, algorithm, 4) == kernels.plan(tuple(g), algorithm, 4)
+    with pytest.raises(ValueError):
+        kernels.select(tuple(g)[:-1])                  # 21 fields: refused, not read past
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_engine_runs_every_algorithm_as_the_functional_op(dtype, rng):
+    """ConvEngine, what plans and the autotuner run: the dispatcher's choice
+    by default, packed weights only where the algorithm packs, and for each
+    algorithm the functional op's result with that algorithm pinned."""
+    from fastcnn._functional.conv import ConvEngine, ConvGeometry
+    from fastcnn._kernels import _conv as kernels
+    x = rng.standard_normal((2, 16, 12, 13)).astype(dtype)
+    w = rng.standard_normal((32, 16, 3, 3)).astype(dtype)
+    b = rng.standard_normal(32).astype(dtype)
+    r = rng.standard_normal((2, 32, 12, 13)).astype(dtype)
+    g = ConvGeometry.of(2, 16, 32, 1, (12, 13), (12, 13), (3, 3), (1, 1), (1, 1), (1, 1))
+    assert ConvEngine(g, dtype).algorithm == kernels.select(g)
+    assert ConvEngine(g, dtype, weights_packed=True).algorithm == kernels.select(g, True)
+    ran = []
+    for algorithm in (a for a in ALGORITHMS if kernels.applicable(g, a)):
+        engine = ConvEngine(g, dtype, algorithm)
+        packed = engine.pack(w, 2)
+        assert (packed is w) == (engine.packed_size == 0)
+        y = np.full(r.shape, np.nan, dtype)
+        ws = np.empty(engine.workspace_size(2), dtype) if engine.workspace_size(2) else None
+        engine.forward(x, packed, b, y, ws, 1, 2, r)            # 1: ReLU
+        expected = _conv_impl(2, "conv2d", x, w, b, 1, 1, 1, 1, None, "relu",
+                              algorithm=algorithm, residual=r)
+        np.testing.assert_array_equal(y, expected)
+        assert_close(y, ACTIVATIONS["relu"](conv_nd(x, w, b, 1, 1, None, 1, 1) + r),
+                     w[0].size * (100 if algorithm == "winograd" else 1))
+        ran.append(algorithm)
+    assert {"im2col", "winograd", "blocked_oc"} <= set(ran)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_winograd_every_tile_count(dtype, rng):
     """Winograd's products run over the tiles in whole blocks of vectors, then

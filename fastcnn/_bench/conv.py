@@ -4,6 +4,7 @@ import numpy as np
 import fastcnn.functional as F
 from fastcnn import _kernels
 from fastcnn._bench.core import Case
+from fastcnn._functional.conv import ConvGeometry
 
 # (name, group, C_in, C_out, H=W, kernel, stride, padding, groups)
 RESNET18 = [
@@ -70,8 +71,8 @@ def _conv_case(name, group, cin, cout, hw, k, s, p, g):
         return 2.0 * batch * cout * out_hw * out_hw * (cin // g) * k * k
 
     def effective(batch):
-        geom = (batch, cin, cout, g, 1, hw, hw, 1, out_hw, out_hw, 1, k, k, 1, s, s, 0, p, p,
-                1, 1, 1)
+        geom = ConvGeometry.of(batch, cin, cout, g, (hw, hw), (out_hw, out_hw), (k, k), (s, s),
+                               (p, p), (1, 1))
         return _kernels._conv.select(geom) == "winograd"
 
     return Case(name=name, group=group, make=make, flops=flops, effective=effective,

@@ -1,5 +1,8 @@
-"""Convolution: conv1d, conv2d, conv3d and the dispatcher over the kernels'
-algorithms (1x1 GEMM, im2col + GEMM, direct, Winograd)."""
+"""Convolution: conv1d, conv2d, conv3d, and the engine every convolution runs
+through (ConvEngine over ConvGeometry: eager calls, compiled plans, the
+autotuner and the transposed convolutions; the C-API runs the same
+dispatcher, _kernels._conv, from C)."""
+import collections
 import math
 import threading
 
@@ -166,7 +169,7 @@ def conv_nd(nd, op, input, weight, bias, stride, padding, dilation, groups, out,
         return out if out is not None else (y[0] if unbatched else y)
     x = contiguous(x)
 
-    geom = kernel_geometry(x.shape[0], in_channels, out_channels, groups, spatial,
+    geom = ConvGeometry.of(x.shape[0], in_channels, out_channels, groups, spatial,
                            out_spatial, kernel, stride, before, dilation)
     nthreads = _threads.get_num_threads()
     conv_run(geom, x, w, bias, y, act, nthreads, algorithm, residual)
@@ -175,15 +178,50 @@ def conv_nd(nd, op, input, weight, bias, stride, padding, dilation, groups, out,
     return y[0] if unbatched else y
 
 
-def kernel_geometry(batch, in_channels, out_channels, groups, spatial, out_spatial, kernel,
-                    stride, before, dilation):
-    """The kernels' geometry tuple (_kernels._conv's ConvGeom): every convolution
-    runs as 3-D, 1-D and 2-D with leading sizes of 1; padding before each axis
-    only (the amount after follows from the output size)."""
-    ones, zeros = (1,) * (3 - len(spatial)), (0,) * (3 - len(spatial))
-    return ((batch, in_channels, out_channels, groups) + ones + tuple(spatial) + ones
-            + tuple(out_spatial) + ones + tuple(kernel) + ones + tuple(stride) + zeros
-            + tuple(before) + ones + tuple(dilation))
+class ConvGeometry(collections.namedtuple(
+        "ConvGeometry", "batch in_channels out_channels groups in_d in_h in_w out_d out_h out_w "
+        "kernel_d kernel_h kernel_w stride_d stride_h stride_w pad_d pad_h pad_w "
+        "dilation_d dilation_h dilation_w")):
+    """A convolution as the kernels run it (_kernels._conv's ConvGeom, field
+    for field): every convolution runs as 3-D, 1-D and 2-D with leading sizes
+    of 1; padding before each axis only (the amount after follows from the
+    output size)."""
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, batch, in_channels, out_channels, groups, spatial, out_spatial, kernel, stride,
+           before, dilation):
+        """From per-axis sizes of 1 to 3 spatial axes."""
+        ones, zeros = (1,) * (3 - len(spatial)), (0,) * (3 - len(spatial))
+        return cls(batch, in_channels, out_channels, groups, *ones, *spatial, *ones,
+                   *out_spatial, *ones, *kernel, *ones, *stride, *zeros, *before, *ones,
+                   *dilation)
+
+    def out_spatial(self, nd):
+        """The output's last nd sizes."""
+        return (self.out_d, self.out_h, self.out_w)[3 - nd:]
+
+    @property
+    def positions(self):
+        """Output positions per image and channel."""
+        return self.out_d * self.out_h * self.out_w
+
+    @property
+    def taps(self):
+        """Kernel taps per input channel."""
+        return self.kernel_d * self.kernel_h * self.kernel_w
+
+    @property
+    def pointwise(self):
+        """A 1x1 convolution over one group at stride 1 without padding (2-D)."""
+        return (self.groups == 1 and self.kernel_h == self.kernel_w == 1
+                and self.stride_h == self.stride_w == 1 and self.pad_h == self.pad_w == 0
+                and (self.out_h, self.out_w) == (self.in_h, self.in_w))
+
+    @property
+    def depthwise(self):
+        """One input and one output channel per group, more than one group."""
+        return self.in_channels == self.out_channels == self.groups > 1
 
 
 def layer_geometry(op, nd, x_shape, w_shape, arguments):
@@ -199,7 +237,7 @@ def layer_geometry(op, nd, x_shape, w_shape, arguments):
                    in zip(x_shape[2:], kernel, stride, before, after, dilation))
     stride, dilation = index_steps(op, x_shape[2:], kernel, stride, before, after, dilation,
                                    out_sp)
-    return kernel_geometry(x_shape[0], x_shape[1], w_shape[0], arguments.get("groups", 1),
+    return ConvGeometry.of(x_shape[0], x_shape[1], w_shape[0], arguments.get("groups", 1),
                            x_shape[2:], out_sp, kernel, stride, before, dilation)
 
 
@@ -209,7 +247,7 @@ def ieee_safe(algorithm, x, w, nthreads):
     a NaN or Inf would spread over its whole tile; the direct kernel skips the
     taps that fall on padding, so a NaN or Inf weight would not meet the
     padding's zeros (0 * Inf = NaN). im2col computes the definition's products."""
-    if algorithm == "winograd" and not _kernels._act.all_finite(x, nthreads):
+    if algorithm == "winograd" and x is not None and not _kernels._act.all_finite(x, nthreads):
         return "im2col"
     if algorithm == "direct" and not _kernels._act.all_finite(w, nthreads):
         return "im2col"
@@ -238,20 +276,73 @@ class _Scratch(threading.local):
 scratch = _Scratch()
 
 
+class ConvEngine:
+    """One convolution as the kernels run it: its geometry, the algorithm
+    chosen for it (the dispatcher's cost model unless given), that
+    algorithm's workspace and packed-weight sizes, and the kernels of the
+    instruction-set target bound when it was made (packed weights are laid
+    out for their vector width, so an engine keeps them whatever
+    fastcnn.set_max_isa binds later)."""
+    __slots__ = ("geometry", "algorithm", "workspace_shared", "workspace_per_thread",
+                 "packed_size", "_kernels")
+
+    def __init__(self, geometry, dtype, algorithm=None, weights_packed=False):
+        self._kernels = _kernels._conv
+        self.geometry = geometry
+        self.algorithm = algorithm or self._kernels.select(geometry, weights_packed)
+        (self.workspace_shared, self.workspace_per_thread, _,
+         self.packed_size) = self._kernels.plan(geometry, self.algorithm,
+                                                np.dtype(dtype).itemsize)
+
+    def workspace_size(self, num_threads):
+        """Workspace elements for num_threads threads."""
+        return self.workspace_shared + self.workspace_per_thread * num_threads
+
+    def pack(self, w, num_threads, out=None):
+        """The (out, in / groups, *kernel) weights w as the algorithm reads
+        them: w itself where it packs none, else written into `out` (packed_size
+        elements; a new array when None)."""
+        if not self.packed_size:
+            return w
+        packed = np.empty(self.packed_size, w.dtype) if out is None else out
+        self._kernels.pack(self.geometry, self.algorithm, w, packed, num_threads)
+        return packed
+
+    def forward(self, x, weights, bias, y, workspace, activation, num_threads, residual=None):
+        """y = act(conv(x) + bias + residual), weights as pack() returned them,
+        workspace at least workspace_size(num_threads) elements (None when 0)."""
+        self._kernels.forward(self.geometry, self.algorithm, x, weights, bias, y, workspace,
+                              activation, num_threads, residual)
+
+    @staticmethod
+    def forward_each(engines, xs, weights, ys, workspace, num_threads):
+        """Independent convolutions (no bias, residual or activation) of one
+        dtype and one set of kernels, each on one thread, num_threads at a
+        time (for ones too small to split over threads, such as a transposed
+        convolution's phases); workspace: num_threads slices of the largest
+        workspace_size(1)."""
+        engines[0]._kernels.forward_each([e.geometry for e in engines],
+                                         [e.algorithm for e in engines], xs, weights, ys,
+                                         workspace, num_threads)
+
+
+def safe_engine(geom, x, w, nthreads, weights_packed=False):
+    """The engine of the algorithm the dispatcher picks, or of im2col where
+    non-finite values in x (None: not known yet) or w would not pass through
+    it as IEEE arithmetic does (ieee_safe)."""
+    return ConvEngine(geom, w.dtype,
+                      ieee_safe(_kernels._conv.select(geom, weights_packed), x, w, nthreads))
+
+
 def conv_run(geom, x, w, bias, y, act, nthreads, algorithm=None, residual=None):
-    """Dispatch one validated convolution: pick the algorithm (unless forced),
-    pack weights if it needs them, allocate its workspace, run."""
-    if algorithm is None:
-        algorithm = ieee_safe(_kernels._conv.select(geom, False), x, w, nthreads)
-    ws_shared, ws_per_thread, _, packed_size = _kernels._conv.plan(geom, algorithm, x.itemsize)
-    weights = w
-    if packed_size:
-        weights = scratch.get(0, packed_size, x.dtype)
-        _kernels._conv.pack(geom, algorithm, w, weights, nthreads)
-    ws_size = ws_shared + ws_per_thread * nthreads
-    workspace = scratch.get(1, ws_size, x.dtype) if ws_size else None
-    _kernels._conv.forward(geom, algorithm, x, weights, bias, y, workspace, act, nthreads,
-                          residual)
+    """Run one validated convolution with this thread's scratch buffers: pick
+    the algorithm (unless forced), pack the weights if it needs them, run."""
+    engine = (safe_engine(geom, x, w, nthreads) if algorithm is None
+              else ConvEngine(geom, x.dtype, algorithm))
+    weights = engine.pack(w, nthreads, scratch.get(0, engine.packed_size, x.dtype))
+    ws_size = engine.workspace_size(nthreads)
+    engine.forward(x, weights, bias, y, scratch.get(1, ws_size, x.dtype) if ws_size else None,
+                   act, nthreads, residual)
 
 
 @traceable("conv1d")

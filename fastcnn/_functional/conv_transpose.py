@@ -22,8 +22,8 @@ import numpy as np
 from fastcnn import _threads
 from fastcnn import _kernels
 from fastcnn._graph import traceable
-from fastcnn._functional.conv import (channel_bias, conv_operands, conv_run, ieee_safe,
-                                      scratch)
+from fastcnn._functional.conv import (ConvEngine, ConvGeometry, channel_bias, conv_operands,
+                                      conv_run, safe_engine, scratch)
 from fastcnn._validation import check_out, contiguous, ntuple, shape_str
 
 __all__ = ["conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "conv_transpose_nd",
@@ -198,7 +198,7 @@ def by_phases(y_shape, w_shape, groups, stride, dilation):
 
 
 class _Phase(NamedTuple):
-    geom: tuple              # the forward engine's geometry of its stride-1 convolution
+    geom: ConvGeometry       # its stride-1 convolution
     start: tuple             # where its input window starts in the input (any sign:
                              # zeros outside the input, beyond the kernel's padding)
     in_shape: tuple          # the shape of that window
@@ -245,12 +245,12 @@ class Phases:
                 before = (0,) * nd
             counts = tuple(count for _, count, _, _, _ in phase)
             kernel = tuple(taps for _, _, _, taps, _ in phase)
-            geom = ((n, x_shape[1], y_shape[1], groups) + one3 + in_spatial + one3 + counts
-                    + one3 + kernel + (1, 1, 1) + pad3 + before + (1, 1, 1))
+            geom = ConvGeometry(n, x_shape[1], y_shape[1], groups, *one3, *in_spatial, *one3,
+                                *counts, *one3, *kernel, 1, 1, 1, *pad3, *before, 1, 1, 1)
             self.phases.append(_Phase(geom, start, (n, x_shape[1]) + in_spatial, counts, None))
         if not self._merge(x_shape, y_shape, w, described, weights_packed):
             # each phase's weights (gathered only now: a merged layer needs none)
-            sizes = [p and w.shape[0] * w.shape[1] * math.prod(p.geom[10:13])
+            sizes = [p and w.shape[0] * w.shape[1] * p.geom.taps
                      for p in self.phases]
             buffer, used = self._weights_buffer(sum(filter(None, sizes)), w.dtype), 0
             for k, (p, d) in enumerate(zip(self.phases, described)):
@@ -288,8 +288,8 @@ class Phases:
         n, cin, cout = x_shape[0], x_shape[1], y_shape[1]
         if not (lo in (-1, 0) and k in (2, 3)) or (k == 2 and cout >= _MERGE_2X2_MAX_CHANNELS):
             return False
-        geom = ((n, cin, 4 * cout, 1, 1) + tuple(x_shape[2:]) + (1,) + tuple(x_shape[2:])
-                + (1, k, k, 1, 1, 1, 0, -lo, -lo, 1, 1, 1))
+        geom = ConvGeometry(n, cin, 4 * cout, 1, 1, *x_shape[2:], 1, *x_shape[2:],
+                            1, k, k, 1, 1, 1, 0, -lo, -lo, 1, 1, 1)
         alone = sum(_multiplies(p.geom, weights_packed) for p in self.phases)
         if (_kernels._conv.select(geom, weights_packed) != "winograd"
                 or 4 * _multiplies(geom, weights_packed) >= alone):
@@ -362,9 +362,11 @@ class Phases:
         share)."""
         if threads < 2 or len(live) < threads:
             return False
-        work = sorted((math.prod(self.phases[k].geom[7:13]) for k in live), reverse=True)
-        geom = self.phases[live[0]].geom
-        if work[0] * geom[0] * geom[1] * (geom[2] // geom[3]) > _ONE_THREAD_EACH_MAX_FMAS:
+        work = sorted((self.phases[k].geom.positions * self.phases[k].geom.taps
+                       for k in live), reverse=True)
+        g = self.phases[live[0]].geom
+        if (work[0] * g.batch * g.in_channels * (g.out_channels // g.groups)
+                > _ONE_THREAD_EACH_MAX_FMAS):
             return False
         loads = [0] * threads
         for w in work:
@@ -373,25 +375,17 @@ class Phases:
 
     def _conv_each(self, live, xins, outs, threads):
         """The phases `live`, one thread each (see _one_thread_each)."""
-        conv = _kernels._conv
-        algorithms, sizes = [], []
-        for k, xin in zip(live, xins):
-            phase = self.phases[k]
-            algorithm = ieee_safe(conv.select(phase.geom, False), xin, phase.sub, threads)
-            shared, per_thread, _, packed_size = conv.plan(phase.geom, algorithm, xin.itemsize)
-            algorithms.append(algorithm)
-            sizes.append((shared + per_thread, packed_size))
-        weights = scratch.get(0, sum(p for _, p in sizes), xins[0].dtype)
+        engines = [safe_engine(self.phases[k].geom, xin, self.phases[k].sub, threads)
+                   for k, xin in zip(live, xins)]
+        weights = scratch.get(0, sum(e.packed_size for e in engines), xins[0].dtype)
         packed, used = [], 0
-        for k, algorithm, (_, size) in zip(live, algorithms, sizes):
-            sub = self.phases[k].sub
-            if size:
-                conv.pack(self.phases[k].geom, algorithm, sub, weights[used:used + size], threads)
-            packed.append(weights[used:used + size] if size else sub)
-            used += size
-        workspace = scratch.get(1, max(1, threads * max(w for w, _ in sizes)), xins[0].dtype)
-        conv.forward_each([self.phases[k].geom for k in live], algorithms, xins, packed, outs,
-                          workspace, threads)
+        for k, engine in zip(live, engines):
+            packed.append(engine.pack(self.phases[k].sub, threads,
+                                      weights[used:used + engine.packed_size]))
+            used += engine.packed_size
+        workspace = scratch.get(1, max(1, threads * max(e.workspace_size(1) for e in engines)),
+                                xins[0].dtype)
+        ConvEngine.forward_each(engines, xins, packed, outs, workspace, threads)
 
     def _phase_buffer(self, y):
         return scratch.get(2, y.size, y.dtype)
@@ -441,31 +435,19 @@ class CompiledPhases(Phases):
     def __init__(self, x_shape, y_shape, w, groups, stride, padding, num_threads,
                  packed=None):
         super().__init__(x_shape, y_shape, w, groups, stride, padding, weights_packed=True)
-        # the kernels it packs for, kept whatever fastcnn.set_max_isa binds later
-        conv = self.kernels = _kernels._conv
+        # each phase's engine keeps the kernels it packs for, whatever
+        # fastcnn.set_max_isa binds later
         self.all_finite = _kernels._act.all_finite
-        dtype, itemsize = w.dtype, w.itemsize
-        self.algorithms = []
+        dtype = w.dtype
+        self.engines = []
         self.packed = packed if packed is not None else []
-        self.workspace_sizes = []
-        for k, phase in enumerate(self.phases):
-            if phase is None:
-                self.algorithms.append(None)
-                if packed is None:
-                    self.packed.append(None)
-                continue
-            algorithm = conv.select(phase.geom, True)
-            if algorithm == "direct":
-                algorithm = ieee_safe(algorithm, None, phase.sub, num_threads)
-            shared, per_thread, _, packed_size = conv.plan(phase.geom, algorithm, itemsize)
-            self.workspace_sizes.append((shared, per_thread))
+        for phase in self.phases:
+            engine = None if phase is None else safe_engine(phase.geom, None, phase.sub,
+                                                            num_threads, weights_packed=True)
+            self.engines.append(engine)
             if packed is None:
-                weights = phase.sub
-                if packed_size:
-                    weights = np.empty(packed_size, dtype)
-                    conv.pack(phase.geom, algorithm, phase.sub, weights, num_threads)
-                self.packed.append(weights)
-            self.algorithms.append(algorithm)
+                self.packed.append(None if engine is None
+                                   else engine.pack(phase.sub, num_threads))
         # every phase's input window, one after another (see _inputs)
         self.inputs = np.empty(sum(self._window_size(k, x_shape)
                                    for k, p in enumerate(self.phases) if p is not None), dtype)
@@ -487,8 +469,8 @@ class CompiledPhases(Phases):
 
     def _workspace_size(self, threads):
         """Elements for the phases one after another or one thread each."""
-        return max([max(s + t * threads, threads * (s + t)) for s, t in self.workspace_sizes],
-                   default=0)
+        return max([max(e.workspace_size(threads), threads * e.workspace_size(1))
+                    for e in self.engines if e is not None], default=0)
 
     def _phase_buffer(self, y):
         return self.buffer
@@ -497,23 +479,21 @@ class CompiledPhases(Phases):
         return self.inputs
 
     def _conv(self, k, xin, out, bias, threads):
-        phase, algorithm = self.phases[k], self.algorithms[k]
-        if algorithm == "winograd" and not self.all_finite(xin, threads):
+        phase, engine = self.phases[k], self.engines[k]
+        if engine.algorithm == "winograd" and not self.all_finite(xin, threads):
             conv_run(phase.geom, xin, phase.sub, bias, out, 0, threads, "im2col")
             return
-        self.kernels.forward(phase.geom, algorithm, xin, self.packed[k], bias, out,
-                             self._workspace(threads), 0, threads, None)
+        engine.forward(xin, self.packed[k], bias, out, self._workspace(threads), 0, threads)
 
     def _conv_each(self, live, xins, outs, threads):
-        if any(self.algorithms[k] == "winograd" and not self.all_finite(xin, threads)
+        if any(self.engines[k].algorithm == "winograd" and not self.all_finite(xin, threads)
                for k, xin in zip(live, xins)):
             for k, xin, out in zip(live, xins, outs):     # im2col where Winograd was
                 self._conv(k, xin, out, None, threads)
             return
-        self.kernels.forward_each([self.phases[k].geom for k in live],
-                                  [self.algorithms[k] for k in live], xins,
-                                  [self.packed[k] for k in live], outs,
-                                  self._workspace(threads), threads)
+        ConvEngine.forward_each([self.engines[k] for k in live], xins,
+                                [self.packed[k] for k in live], outs, self._workspace(threads),
+                                threads)
 
     def _workspace(self, threads):
         if self.workspace.size < self._workspace_size(threads):
@@ -535,10 +515,9 @@ def _phase_taps(w, groups, phase, stride, buffer):
 def _multiplies(geom, weights_packed):
     """Multiplies per output position and channel pair of a stride-1
     convolution on the forward engine: its taps, or Winograd's a^2 / 16."""
-    taps = geom[11] * geom[12]
     if _kernels._conv.select(geom, weights_packed) == "winograd":
-        return (geom[11] + 3) ** 2 / 16
-    return taps
+        return (geom.kernel_h + 3) ** 2 / 16
+    return geom.kernel_h * geom.kernel_w
 
 
 def _reversed_taps(phase, stride):

@@ -435,7 +435,8 @@ cdef void conv_forward_f64(const ConvGeom* g, const ConvPlan* plan,
 
 # ---------------------------------------------------------------- Python entry
 
-cdef ConvGeom _geom_from_tuple(tuple t) except *:
+cdef ConvGeom _geom_from_tuple(object t) except *:
+    """A ConvGeom from its 22 fields in order (a ConvGeometry, or any sequence)."""
     cdef ConvGeom g
     (g.batch, g.in_channels, g.out_channels, g.groups,
      g.in_d, g.in_h, g.in_w, g.out_d, g.out_h, g.out_w,
@@ -451,7 +452,7 @@ ALGORITHMS = {CONV_GEMM_1X1: "gemm_1x1", CONV_IM2COL: "im2col", CONV_DIRECT: "di
 _BY_NAME = {v: k for k, v in ALGORITHMS.items()}
 
 
-def select(tuple geom, bint weights_packed=False):
+def select(geom, bint weights_packed=False):
     """The algorithm the dispatcher picks for this geometry (a name)."""
     cdef ConvGeom g = _geom_from_tuple(geom)
     return ALGORITHMS[conv_select_algorithm(&g, weights_packed)]
@@ -471,7 +472,7 @@ cdef bint _applies(const ConvGeom* g, int algorithm) noexcept nogil:
     return algorithm == CONV_IM2COL or algorithm == CONV_DIRECT
 
 
-def applicable(tuple geom, str algorithm):
+def applicable(geom, str algorithm):
     """Whether `algorithm` can run this geometry (tests force each one)."""
     cdef ConvGeom g = _geom_from_tuple(geom)
     return algorithm in _BY_NAME and _applies(&g, _BY_NAME[algorithm])
@@ -491,7 +492,7 @@ cdef int _algorithm(const ConvGeom* g, str algorithm) except -1:
     return _BY_NAME[algorithm]
 
 
-def plan(tuple geom, str algorithm, int itemsize):
+def plan(geom, str algorithm, int itemsize):
     """(workspace elements: shared, per thread; number of tasks; packed weight elements)."""
     cdef ConvGeom g = _geom_from_tuple(geom)
     cdef int a = _algorithm(&g, algorithm)
@@ -499,7 +500,7 @@ def plan(tuple geom, str algorithm, int itemsize):
     return p.workspace_shared, p.workspace_per_thread, p.n_tasks, conv_packed_size(&g, a, itemsize)
 
 
-def pack(tuple geom, str algorithm, cnp.ndarray w, cnp.ndarray packed, int num_threads):
+def pack(geom, str algorithm, cnp.ndarray w, cnp.ndarray packed, int num_threads):
     """Write the algorithm's transformed weights (Winograd U) into `packed`."""
     cdef ConvGeom g = _geom_from_tuple(geom)
     cdef int a = _algorithm(&g, algorithm)
@@ -515,7 +516,7 @@ def pack(tuple geom, str algorithm, cnp.ndarray w, cnp.ndarray packed, int num_t
             conv_pack_weights_f64(&g, a, <double*>wp, <double*>pp, num_threads)
 
 
-def forward(tuple geom, str algorithm, cnp.ndarray x, cnp.ndarray weights, object bias,
+def forward(geom, str algorithm, cnp.ndarray x, cnp.ndarray weights, object bias,
             cnp.ndarray y, object workspace, int activation, int num_threads,
             object residual=None):
     """y = act((conv(x, weights) + bias) + residual). All arrays C-contiguous and
