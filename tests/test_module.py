@@ -186,3 +186,107 @@ def test_norms_with_affine_weight_and_no_bias(cls, args, rng):
     with torch.no_grad():
         theirs.weight.copy_(torch.from_numpy(ours.weight))
     assert_close(ours(x), theirs(torch.from_numpy(x)).detach().numpy(), reduction=40)
+
+
+# ------------------------------------------------------------ eval-mode packed weights
+
+def _count_packs(monkeypatch):
+    """How many times a convolution's weights get packed (ConvEngine.pack)."""
+    from fastcnn._functional import conv as C
+    calls = [0]
+    pack = C.ConvEngine.pack
+
+    def counted(self, w, num_threads, out=None):
+        calls[0] += int(self.packed_size > 0)
+        return pack(self, w, num_threads, out)
+    monkeypatch.setattr(C.ConvEngine, "pack", counted)
+    return calls
+
+
+def _conv_reference(layer, x):
+    from _reference import conv_nd
+    return conv_nd(x, np.asarray(layer.weight), np.asarray(layer.bias), 1, 1, None, 1, 1)
+
+
+def test_eval_conv_packs_its_weights_once_and_again_after_every_write(monkeypatch, rng):
+    """An eval-mode Conv layer keeps its weights packed between calls; every
+    way of changing them repacks: the Parameter replaced, item assignment,
+    in-place arithmetic, np.copyto, fill, a write through .data or a view,
+    load_state_dict, an optimizer step; train() and eval() drop the packing."""
+    packs = _count_packs(monkeypatch)
+    layer = nn.Conv2d(16, 32, 3, padding=1).eval()       # winograd: packs its weights
+    x = rng.standard_normal((1, 16, 24, 24)).astype(np.float32)
+
+    def check(expect_packs):
+        y = layer(x)
+        assert packs[0] == expect_packs
+        assert_close(y, _conv_reference(layer, x), 16 * 9 * 100)
+        return y
+    check(1)
+    check(1)                                             # kept
+    writes = [
+        lambda w: w.__setitem__((0, 0, 0, 0), 3.0),
+        lambda w: w.__imul__(0.5),
+        lambda w: np.copyto(w, rng.standard_normal(w.shape).astype(np.float32)),
+        lambda w: w.fill(0.25),
+        lambda w: w.data.__setitem__(Ellipsis, rng.standard_normal(w.shape)),
+        lambda w: w.reshape(-1).__setitem__(slice(0, 5), 7.0),
+    ]
+    for k, write in enumerate(writes):
+        write(layer.weight)
+        check(2 + k)
+    count = 2 + len(writes)
+    layer.weight = nn.Parameter(rng.standard_normal(layer.weight.shape).astype(np.float32))
+    check(count)
+    state = {k: v * 2 for k, v in layer.state_dict().items()}
+    layer.load_state_dict(state)
+    check(count + 1)
+    layer.weight.grad = np.ones_like(layer.weight)
+    layer.bias.grad = np.ones_like(layer.bias)
+    fastcnn.optim.SGD(layer.parameters(), lr=0.1).step()
+    check(count + 2)
+    layer.eval()
+    check(count + 3)
+    layer.bias[...] = 0                                   # bias: read per call, not packed
+    check(count + 3)
+
+
+def test_training_mode_packs_per_call_and_copies_start_empty(monkeypatch, rng):
+    """Training mode keeps nothing packed; deep copies and pickles of an eval
+    layer (and of one after a training-mode forward) carry no packing and
+    compute the same."""
+    import copy
+    import pickle
+    packs = _count_packs(monkeypatch)
+    layer = nn.Conv2d(16, 32, 3, padding=1)
+    x = rng.standard_normal((1, 16, 24, 24)).astype(np.float32)
+    layer(x)
+    layer(x)
+    assert packs[0] >= 2
+    layer.eval()
+    y = layer(x)
+    for other in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+        before = packs[0]
+        np.testing.assert_array_equal(other(x), y)
+        assert packs[0] == before + 1
+    layer.train()
+    layer(x)                                             # a recorded forward: pickles without it
+    again = pickle.loads(pickle.dumps(layer)).eval()
+    np.testing.assert_array_equal(again(x), y)
+
+
+def test_eval_conv_from_threads_at_once(rng):
+    """One eval-mode layer called from several Python threads at once (each
+    may repack while the others read), and under 1, 2 and 3 kernel threads:
+    every result is bit for bit the first one."""
+    from concurrent.futures import ThreadPoolExecutor
+    from conftest import run_threads
+    layer = nn.Conv2d(16, 32, 3, padding=1).eval()
+    x = rng.standard_normal((1, 16, 24, 24)).astype(np.float32)
+    expected = layer(x)
+    for r in run_threads(lambda: layer(x)):
+        np.testing.assert_array_equal(r, expected)
+    layer.eval()                                         # dropped: the threads race to repack
+    with ThreadPoolExecutor(4) as pool:
+        for r in pool.map(lambda _: layer(x), range(16)):
+            np.testing.assert_array_equal(r, expected)

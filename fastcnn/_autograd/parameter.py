@@ -6,7 +6,7 @@ __all__ = ["Parameter"]
 
 def _plain(obj):
     if isinstance(obj, Parameter):
-        return obj.view(np.ndarray)
+        return np.ndarray.view(obj, np.ndarray)
     if isinstance(obj, (list, tuple)):
         return type(obj)(_plain(o) for o in obj)
     return obj
@@ -25,6 +25,10 @@ def _foreign(objs):
     return False
 
 
+# NumPy functions that write into their first argument.
+_WRITES_FIRST = frozenset((np.copyto, np.put, np.place, np.putmask, np.fill_diagonal))
+
+
 class Parameter(np.ndarray):
     """A module's learnable array (torch.nn.Parameter's role).
 
@@ -34,6 +38,15 @@ class Parameter(np.ndarray):
     by later backward calls, reset by zero_grad()), and `requires_grad`
     says whether backward computes it. Arithmetic and NumPy functions on a
     Parameter give plain arrays, as do its views.
+
+    `_version` counts the writes made through it (item assignment, in-place
+    arithmetic, np.copyto / put / place / putmask, fill, load_state_dict,
+    optimizer steps) and the plain views it hands out (indexing, .data,
+    .detach(), .view(), reshape and the like), which may be written later:
+    values derived from a Parameter (an eval-mode Conv layer's packed
+    weights) are rebuilt whenever it moves. Writes it cannot see, through
+    np.asarray(p) or a view taken before the values were derived, need
+    module.eval() (or train()) again to drop them.
     """
 
     def __new__(cls, data=None, requires_grad=True):
@@ -46,18 +59,41 @@ class Parameter(np.ndarray):
     def __array_finalize__(self, obj):
         self.grad = None
         self.requires_grad = True
+        self._version = 0
+
+    def _written(self):
+        """Count a write, or a plain view handed out (see the class)."""
+        self._version += 1
 
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
         if _foreign(inputs) or (out is not None and _foreign(out)):
             return NotImplemented
         if out is not None:
             kwargs["out"] = _plain(out)
-        return getattr(ufunc, method)(*_plain(inputs), **kwargs)
+        result = getattr(ufunc, method)(*_plain(inputs), **kwargs)
+        if out is not None and any(o is self for o in out):
+            self._written()
+        return result
 
     def __array_function__(self, func, types, args, kwargs):
         if _foreign(args) or _foreign(kwargs.values()):
             return NotImplemented
-        return func(*_plain(args), **{k: _plain(v) for k, v in kwargs.items()})
+        result = func(*_plain(args), **{k: _plain(v) for k, v in kwargs.items()})
+        if (func in _WRITES_FIRST and args and args[0] is self) or kwargs.get("out") is self:
+            self._written()
+        return result
+
+    def __setitem__(self, key, value):
+        np.ndarray.__setitem__(self, key, value)
+        self._written()
+
+    def fill(self, value):
+        np.ndarray.fill(self, value)
+        self._written()
+
+    def put(self, indices, values, mode="raise"):
+        np.ndarray.put(self, indices, values, mode)
+        self._written()
 
     # views and copies are plain arrays
     def __getitem__(self, key):
@@ -77,18 +113,19 @@ class Parameter(np.ndarray):
         return self.view(np.ndarray).ravel(order)
 
     def flatten(self, order="C"):
-        return self.view(np.ndarray).flatten(order)
+        return _plain(self).flatten(order)
 
     def squeeze(self, axis=None):
         return self.view(np.ndarray).squeeze(axis)
 
     def copy(self, order="C"):
-        return self.view(np.ndarray).copy(order)
+        return _plain(self).copy(order)
 
     def astype(self, dtype, *args, **kwargs):
-        return self.view(np.ndarray).astype(dtype, *args, **kwargs)
+        return _plain(self).astype(dtype, *args, **kwargs)
 
     def view(self, *args, **kwargs):
+        self._written()                     # the view may be written
         if not args and not kwargs:
             return np.ndarray.view(self, np.ndarray)
         return np.ndarray.view(self, *args, **kwargs)
@@ -106,20 +143,20 @@ class Parameter(np.ndarray):
         return self
 
     def __reduce__(self):
-        return (_rebuild, (self.view(np.ndarray).copy(), self.requires_grad))
+        return (_rebuild, (_plain(self).copy(), self.requires_grad))
 
     def __copy__(self):
-        return Parameter(self.view(np.ndarray).copy(), self.requires_grad)
+        return Parameter(_plain(self).copy(), self.requires_grad)
 
     def __deepcopy__(self, memo):
-        p = Parameter(self.view(np.ndarray).copy(), self.requires_grad)
+        p = Parameter(_plain(self).copy(), self.requires_grad)
         if self.grad is not None:
             p.grad = self.grad.copy()
         memo[id(self)] = p
         return p
 
     def __repr__(self):
-        return "Parameter containing:\n" + repr(self.view(np.ndarray))
+        return "Parameter containing:\n" + repr(_plain(self))
 
 
 def _rebuild(data, requires_grad):

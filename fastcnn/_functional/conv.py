@@ -108,6 +108,15 @@ def conv_nd(nd, op, input, weight, bias, stride, padding, dilation, groups, out,
     """The convolution behind conv1d/2d/3d, the Conv layers and ONNX Conv: nd
     spatial axes, `op` names the caller in errors; padding_mode, a forced
     algorithm and a residual added before the activation beyond PyTorch's."""
+    return run_conv_nd(nd, op, input, weight, bias, stride, padding, dilation, groups, out,
+                       activation, padding_mode, algorithm, residual)
+
+
+def run_conv_nd(nd, op, input, weight, bias, stride, padding, dilation, groups, out,
+                activation, padding_mode="zeros", algorithm=None, residual=None,
+                packed_weights=None):
+    """conv_nd, not traced, with packed_weights: a PackedWeights that keeps
+    the weights packed between calls (an eval-mode layer's)."""
     x, w, unbatched, groups, kernel = conv_operands(
         nd, op, input, weight, groups, "(out_channels, in_channels/groups, ")
     out_channels, cin_group = w.shape[0], w.shape[1]
@@ -172,7 +181,17 @@ def conv_nd(nd, op, input, weight, bias, stride, padding, dilation, groups, out,
     geom = ConvGeometry.of(x.shape[0], in_channels, out_channels, groups, spatial,
                            out_spatial, kernel, stride, before, dilation)
     nthreads = _threads.get_num_threads()
-    conv_run(geom, x, w, bias, y, act, nthreads, algorithm, residual)
+    if packed_weights is not None and algorithm is None and hasattr(weight, "_version"):
+        engine, weights = packed_weights.get(geom, weight, w, nthreads)
+        if engine.algorithm == "winograd" and not _kernels._act.all_finite(x, nthreads):
+            conv_run(geom, x, w, bias, y, act, nthreads, "im2col", residual)    # see ieee_safe
+        else:
+            ws_size = engine.workspace_size(nthreads)
+            engine.forward(x, weights, bias, y,
+                           scratch.get(1, ws_size, x.dtype) if ws_size else None, act,
+                           nthreads, residual)
+    else:
+        conv_run(geom, x, w, bias, y, act, nthreads, algorithm, residual)
     if out is not None:
         return out
     return y[0] if unbatched else y
@@ -332,6 +351,40 @@ def safe_engine(geom, x, w, nthreads, weights_packed=False):
     it as IEEE arithmetic does (ieee_safe)."""
     return ConvEngine(geom, w.dtype,
                       ieee_safe(_kernels._conv.select(geom, weights_packed), x, w, nthreads))
+
+
+class PackedWeights:
+    """A layer's weights packed for the kernels, kept from call to call (an
+    eval-mode Conv layer's), as a compiled plan keeps its own: packed for the
+    algorithm that pays with packed weights, again whenever the geometry, the
+    weight Parameter (another object, or the same one written: its _version),
+    its dtype or the bound instruction-set target changes. Holds one packing
+    at a time; copies and pickles of it start empty."""
+    __slots__ = ("_entry",)
+
+    def __init__(self):
+        self._entry = None      # (key, weight Parameter, its version, engine, packed)
+
+    def clear(self):
+        self._entry = None
+
+    def get(self, geom, weight, w, nthreads):
+        """(engine, packed weights) for geom and the Parameter `weight`
+        (w: its values as the kernels read them; anything with a _version)."""
+        key = (geom, w.dtype, _kernels.isa)
+        entry = self._entry     # one read: another Python thread may replace it
+        if (entry is None or entry[0] != key or entry[1] is not weight
+                or entry[2] != weight._version):
+            engine = safe_engine(geom, None, w, nthreads, weights_packed=True)
+            entry = (key, weight, weight._version, engine, engine.pack(w, nthreads, None))
+            self._entry = entry
+        return entry[3], entry[4]
+
+    def __deepcopy__(self, memo):
+        return PackedWeights()
+
+    def __reduce__(self):
+        return PackedWeights, ()
 
 
 def conv_run(geom, x, w, bias, y, act, nthreads, algorithm=None, residual=None):

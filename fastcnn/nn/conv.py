@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 
+from fastcnn import _graph
 from fastcnn._functional import conv as F
 from fastcnn._functional import conv_transpose as T
 from fastcnn._validation import ntuple
@@ -98,6 +99,10 @@ class _ConvNd(Module):
         self.activation = None
         _make_parameters(self, (out_channels, in_channels // groups) + self.kernel_size,
                          out_channels, bias, dtype)
+        # Eval mode keeps the weights packed for the kernels between calls (see
+        # PackedWeights: repacked when the weight is replaced or written;
+        # dropped by train() and eval()). Training mode packs per call.
+        object.__setattr__(self, "_packed_weights", F.PackedWeights())
 
     def reset_parameters(self):
         # PyTorch's default: kaiming_uniform with a = sqrt(5), i.e. U(-1/sqrt(fan_in), +).
@@ -108,9 +113,15 @@ class _ConvNd(Module):
             init.uniform_(self.bias, -bound, bound)
 
     def forward(self, input):
-        return F.conv_nd(self._nd, type(self).__name__, input, self.weight, self.bias,
-                         self.stride, self.padding, self.dilation, self.groups, None,
-                         self.activation, self.padding_mode)
+        args = (self._nd, type(self).__name__, input, self.weight, self.bias, self.stride,
+                self.padding, self.dilation, self.groups, None, self.activation,
+                self.padding_mode)
+        if self.training or _graph.tracing():
+            return F.conv_nd(*args)
+        return F.run_conv_nd(*args, packed_weights=self._packed_weights)
+
+    def _state_changed(self):
+        self._packed_weights.clear()
 
     def extra_repr(self):
         return _describe(self)

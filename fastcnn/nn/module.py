@@ -156,6 +156,14 @@ class Module:
         object.__setattr__(self, "_tape", None)
         return tape.backward(grads, input_grad)
 
+    def __getstate__(self):
+        """Pickles and copies leave out the recorded forward (its tape holds one
+        call's arrays and the functions it ran, which do not pickle): backward()
+        on them needs a forward of their own."""
+        state = self.__dict__.copy()
+        state.pop("_tape", None)
+        return state
+
     def zero_grad(self, set_to_none=True):
         """Reset every parameter's gradient: to None (PyTorch's default), or to zeros."""
         for p in self.parameters():
@@ -176,6 +184,7 @@ class Module:
                              f"{type(mode).__name__}")
         for m in self.modules():
             object.__setattr__(m, "training", bool(mode))
+            m._state_changed()          # values derived from parameters are rebuilt
         return self
 
     def eval(self):
@@ -327,7 +336,8 @@ class Module:
         return _IncompatibleKeys(missing, unexpected)
 
     def _state_changed(self):
-        """Hook for layers that cache values derived from their parameters."""
+        """Hook for layers that cache values derived from their parameters
+        (called by load_state_dict, to() and train() / eval())."""
 
     # ------------------------------------------------------------ dtype
     def to(self, *args, dtype=None, device=None):

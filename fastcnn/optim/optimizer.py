@@ -90,6 +90,7 @@ class Optimizer:
                 g = -g
             yield p.view(np.ndarray), g.astype(p.dtype, copy=False), \
                 self.state.setdefault(id(p), {})
+            p._written()        # the step wrote it (see Parameter._version)
 
     def state_dict(self):
         """{"state": {index: {...}}, "param_groups": [{..., "params": [indices]}]}, as PyTorch."""
