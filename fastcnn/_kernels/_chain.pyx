@@ -32,12 +32,11 @@ cdef extern from "conv_chain.h" nogil:
     long fcnn_chain_scratch(const fcnn_chain_geom* g, long rows)
     fcnn_chain_task fcnn_chain_layout(const fcnn_chain_geom* g, long oh0, long oh1,
                                       float* shared, float* own)
-    void fcnn_chain_expand_part(const fcnn_chain_geom* g, const fcnn_chain_task* t,
-                                const float* x, const float* we, const float* be,
-                                int clamp_e, float hi_e, long part, long parts)
-    void fcnn_chain_depthwise_unit(const fcnn_chain_geom* g, const fcnn_chain_task* t,
-                                   const float* x, const float* wd, const float* bd,
-                                   int clamp_d, float hi_d, long oh0, long blk)
+    void fcnn_chain_expand_depthwise_part(const fcnn_chain_geom* g, const fcnn_chain_task* t,
+                                          const float* x, const float* we, const float* be,
+                                          int clamp_e, float hi_e, const float* wd,
+                                          const float* bd, int clamp_d, float hi_d, long oh0,
+                                          long part, long parts)
     void fcnn_chain_project_part(const fcnn_chain_geom* g, const fcnn_chain_task* t,
                                  const float* wp, const float* bp, const float* res,
                                  int clamp_p, float hi_p, long oh0, long part, long parts,
@@ -116,8 +115,8 @@ cdef long _balanced_bands(const fcnn_chain_geom* g, long n_img, int num_threads)
     """Bands per image: the L2 budget's (_geom), or, where the threads would
     share its tasks, the next count that deals whole ones evenly, if there
     are enough rows and outputs. Whole tasks keep each core's expanded rows
-    in its own L2 and need no barriers; sharing a task costs three barriers
-    and moves the expanded rows between the cores, while whole bands
+    in its own L2 and need no barriers; sharing a task costs two barriers
+    and moves the depthwise output between the cores, while whole bands
     recompute their halo rows and read every weight on each core.
     MobileNetV2 at batch 1 on 2 threads (Zen 4, AVX2): the 28x28 and 14x14
     blocks ran 1.2-1.4x faster as whole bands (3 -> 4 bands at 28x28, 1 -> 2
@@ -290,10 +289,11 @@ def forward(tuple geom, bint expand, cnp.ndarray x, cnp.ndarray packed, object r
                                 rp + img * y_image if rp != NULL else NULL, clamp_p, hi_p,
                                 oh0, oh1, ws + threadid() * scratch, yp + img * y_image)
         return
-    # few tasks (one image's few bands): the threads share each task, its
-    # steps split into parts (runs of tiles of channels x tiles of pixels;
-    # blocks), in the first thread's scratch; every output is the same sum
-    # either way
+    # few tasks (one image's few bands): the threads share each task in the
+    # first thread's scratch, the expansion and depthwise steps split into
+    # runs of whole tiles of channel blocks (each part reads back only what
+    # it wrote: no barrier between them), the projection into runs of its
+    # tiles; every output is the same sum either way
     with nogil:
         for task in range(tasks):
             img = task // bands
@@ -303,11 +303,9 @@ def forward(tuple geom, bint expand, cnp.ndarray x, cnp.ndarray packed, object r
                 fp_enter()
                 t = fcnn_chain_layout(&g, oh0, oh1, ws, ws + threadid() * scratch)
                 for unit in prange(num_threads, schedule='static'):
-                    fcnn_chain_expand_part(&g, &t, xp + img * x_image, pp + p0, pp + p1,
-                                           clamp_e, hi_e, unit, num_threads)
-                for unit in prange(g.blocks, schedule='static'):
-                    fcnn_chain_depthwise_unit(&g, &t, xp + img * x_image, pp + p2, pp + p3,
-                                              clamp_d, hi_d, oh0, unit)
+                    fcnn_chain_expand_depthwise_part(&g, &t, xp + img * x_image, pp + p0,
+                                                     pp + p1, clamp_e, hi_e, pp + p2, pp + p3,
+                                                     clamp_d, hi_d, oh0, unit, num_threads)
                 for unit in prange(num_threads, schedule='static'):
                     fcnn_chain_project_part(&g, &t, pp + p4, pp + p5,
                                             rp + img * y_image if rp != NULL else NULL,

@@ -233,18 +233,18 @@ static inline void fcnn_chain_part(long units, long part, long parts, long *u0, 
     *u1 = *u0 + chunk < units ? *u0 + chunk : units;
 }
 
-/* Step 1, part `part` of `parts`: the expansion's units (tiles of V blocks
- * of channels x tiles of P input pixels, pixels fastest) in one run, each
- * stored with bias and clamp at its places in buf. One run per part keeps
- * the divisions out of the tiles: with AVX2's 6-pixel tiles and 16 input
- * channels a tile is ~100 cycles of multiply-adds.
+/* Step 1: the expansion's units (tiles of V blocks of channels x tiles of P
+ * input pixels, pixels fastest) of the tiles of blocks bt0 .. bt1 - 1, in
+ * one run, each stored with bias and clamp at its places in buf. One run
+ * keeps the divisions out of the tiles: with AVX2's 6-pixel tiles and 16
+ * input channels a tile is ~100 cycles of multiply-adds.
  * x: the image's input planes; we: weights [block][cin][VL]; be: biases [block][VL]. */
-static void fcnn_chain_expand_part(const fcnn_chain_geom *g, const fcnn_chain_task *t,
-                                   const float *x, const float *we, const float *be,
-                                   int clamp_e, float hi_e, long part, long parts)
+static void fcnn_chain_expand_tiles(const fcnn_chain_geom *g, const fcnn_chain_task *t,
+                                    const float *x, const float *we, const float *be,
+                                    int clamp_e, float hi_e, long bt0, long bt1)
 {
     enum { VL = FCNN_CHAIN_VL };
-    long q0, q1, u0, u1;
+    long q0, q1;
     int tall;
     if (!g->expand)
         return;
@@ -252,7 +252,7 @@ static void fcnn_chain_expand_part(const fcnn_chain_geom *g, const fcnn_chain_ta
     const int V = tall ? FCNN_CHAIN_VT : FCNN_CHAIN_VW;
     const long P = tall ? FCNN_CHAIN_PT : FCNN_CHAIN_PW;
     const long ptiles = (q1 - q0 + P - 1) / P, plane = g->in_h * g->in_w, ld_w = g->cin * VL;
-    fcnn_chain_part((g->blocks + V - 1) / V * ptiles, part, parts, &u0, &u1);
+    const long u0 = bt0 * ptiles, u1 = bt1 * ptiles;
     if (u0 >= u1)
         return;
     /* the last block's lanes past cexp must hold zeros, not 0 * Inf = NaN
@@ -356,6 +356,37 @@ static void fcnn_chain_depthwise_unit(const fcnn_chain_geom *g, const fcnn_chain
                          g->out_w, 1, bias, clamp_d, 0, hi_d, out);
 }
 
+/* The tiles of blocks the expansion cuts its channels into (one block a
+ * tile without an expansion). */
+static inline long fcnn_chain_block_tile(const fcnn_chain_geom *g, const fcnn_chain_task *t)
+{
+    long q0, q1;
+    int tall;
+    if (!g->expand)
+        return 1;
+    fcnn_chain_expand_shape(g, t, &q0, &q1, &tall);
+    return tall ? FCNN_CHAIN_VT : FCNN_CHAIN_VW;
+}
+
+/* Steps 1 and 2, part `part` of `parts` of a task the threads share: the
+ * expansion of a run of whole tiles of blocks, then those blocks' depthwise
+ * output. Each part reads back only the blocks of buf it wrote, so the parts
+ * need no barrier between the two steps (one barrier fewer per task; the
+ * projection, which sums over every block, waits for all of them). */
+static void fcnn_chain_expand_depthwise_part(
+    const fcnn_chain_geom *g, const fcnn_chain_task *t, const float *x, const float *we,
+    const float *be, int clamp_e, float hi_e, const float *wd, const float *bd, int clamp_d,
+    float hi_d, long oh0, long part, long parts)
+{
+    const long V = fcnn_chain_block_tile(g, t);
+    long bt0, bt1;
+    fcnn_chain_part((g->blocks + V - 1) / V, part, parts, &bt0, &bt1);
+    fcnn_chain_expand_tiles(g, t, x, we, be, clamp_e, hi_e, bt0, bt1);
+    const long b1 = bt1 * V < g->blocks ? bt1 * V : g->blocks;
+    for (long blk = bt0 * V; blk < b1; blk++)
+        fcnn_chain_depthwise_unit(g, t, x, wd, bd, clamp_d, hi_d, oh0, blk);
+}
+
 /* Step 3, part `part` of `parts`: the projection's units (tiles of V
  * output blocks x tiles of P positions of mid, positions fastest) in one
  * run, each into the output planes y (the image's): ((sum + bias) +
@@ -440,9 +471,8 @@ static inline void fcnn_chain_band(
     float *scratch, float *y)
 {
     const fcnn_chain_task t = fcnn_chain_layout(g, oh0, oh1, scratch, scratch);
-    fcnn_chain_expand_part(g, &t, x, we, be, clamp_e, hi_e, 0, 1);
-    for (long blk = 0; blk < g->blocks; blk++)
-        fcnn_chain_depthwise_unit(g, &t, x, wd, bd, clamp_d, hi_d, oh0, blk);
+    fcnn_chain_expand_depthwise_part(g, &t, x, we, be, clamp_e, hi_e, wd, bd, clamp_d, hi_d,
+                                     oh0, 0, 1);
     fcnn_chain_project_part(g, &t, wp, bp, res, clamp_p, hi_p, oh0, 0, 1, y);
 }
 
