@@ -290,3 +290,28 @@ def test_eval_conv_from_threads_at_once(rng):
     with ThreadPoolExecutor(4) as pool:
         for r in pool.map(lambda _: layer(x), range(16)):
             np.testing.assert_array_equal(r, expected)
+
+
+def test_eval_conv_nonfinite_values_as_ieee_says(rng):
+    """The eval-mode packing keeps functional conv's IEEE behaviour: a NaN or
+    Inf input to a Winograd layer runs im2col (no tile-wide spread), and NaN
+    or Inf weights of a grouped (direct) layer meet the padding's zeros."""
+    from _reference import conv_nd
+    layer = nn.Conv2d(16, 32, 3, padding=1).eval()
+    x = rng.standard_normal((1, 16, 24, 24)).astype(np.float32)
+    layer(x)
+    assert layer._packed_weights._entry[3].algorithm == "winograd"
+    x[0, 3, 5, 7] = np.nan
+    x[0, 4, 20, 2] = np.inf
+    expected = conv_nd(x, np.asarray(layer.weight), np.asarray(layer.bias), 1, 1, None, 1, 1)
+    y = layer(x)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(expected))
+    grouped = nn.Conv2d(8, 8, 3, padding=1, groups=4).eval()
+    grouped.weight[1, 0, 0, 0] = np.inf
+    x = rng.standard_normal((1, 8, 6, 6)).astype(np.float32)
+    expected = conv_nd(x, np.asarray(grouped.weight), np.asarray(grouped.bias), 1, 1, None, 1, 4)
+    for _ in range(2):
+        y = grouped(x)
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+        np.testing.assert_array_equal(np.isinf(y), np.isinf(expected))
