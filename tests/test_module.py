@@ -315,3 +315,17 @@ def test_eval_conv_nonfinite_values_as_ieee_says(rng):
         y = grouped(x)
         np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
         np.testing.assert_array_equal(np.isinf(y), np.isinf(expected))
+
+
+def test_eval_conv_unpickled_without_its_packing(rng):
+    """A Conv layer pickled before layers kept packed weights (no
+    _packed_weights in its state) runs, and packs from then on."""
+    import pickle
+    layer = nn.Conv2d(4, 8, 3, padding=1).eval()
+    x = rng.standard_normal((1, 4, 9, 9)).astype(np.float32)
+    y = layer(x)
+    old = pickle.loads(pickle.dumps(layer))
+    del old.__dict__["_packed_weights"]
+    np.testing.assert_array_equal(old(x), y)
+    old.eval()
+    np.testing.assert_array_equal(old(x), y)

@@ -118,10 +118,17 @@ class _ConvNd(Module):
                 self.padding_mode)
         if self.training or _graph.tracing():
             return F.conv_nd(*args)
-        return F.run_conv_nd(*args, packed_weights=self._packed_weights)
+        return F.run_conv_nd(*args, packed_weights=self._packing())
+
+    def _packing(self):
+        packed = self.__dict__.get("_packed_weights")
+        if packed is None:      # a layer pickled by a fastcnn that kept none
+            packed = F.PackedWeights()
+            object.__setattr__(self, "_packed_weights", packed)
+        return packed
 
     def _state_changed(self):
-        self._packed_weights.clear()
+        self._packing().clear()
 
     def extra_repr(self):
         return _describe(self)
