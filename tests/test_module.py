@@ -231,6 +231,8 @@ def test_eval_conv_packs_its_weights_once_and_again_after_every_write(monkeypatc
         lambda w: w.fill(0.25),
         lambda w: w.data.__setitem__(Ellipsis, rng.standard_normal(w.shape)),
         lambda w: w.reshape(-1).__setitem__(slice(0, 5), 7.0),
+        lambda w: np.copyto(w, nn.Parameter(np.ones(w.shape, np.float32))),  # two Parameters
+        lambda w: np.multiply(nn.Parameter(np.ones(w.shape, np.float32)), 0.5, out=w),
     ]
     for k, write in enumerate(writes):
         write(layer.weight)

@@ -71,16 +71,18 @@ class Parameter(np.ndarray):
         if out is not None:
             kwargs["out"] = _plain(out)
         result = getattr(ufunc, method)(*_plain(inputs), **kwargs)
-        if out is not None and any(o is self for o in out):
-            self._written()
+        for o in out or ():
+            if isinstance(o, Parameter):
+                o._written()
         return result
 
     def __array_function__(self, func, types, args, kwargs):
         if _foreign(args) or _foreign(kwargs.values()):
             return NotImplemented
         result = func(*_plain(args), **{k: _plain(v) for k, v in kwargs.items()})
-        if (func in _WRITES_FIRST and args and args[0] is self) or kwargs.get("out") is self:
-            self._written()
+        for target in ((args[0] if func in _WRITES_FIRST and args else None), kwargs.get("out")):
+            if isinstance(target, Parameter):
+                target._written()
         return result
 
     def __setitem__(self, key, value):
