@@ -17,7 +17,8 @@ from fastcnn._kernels._activation cimport bias_residual_activation
 from fastcnn._kernels._block_gemm cimport block_splat
 from fastcnn._kernels._conv_types cimport (ConvGeom, ConvPlan, ConvTuning, BlockedPlan)
 from fastcnn._kernels._conv_common cimport (BLOCK_PAD_BYTES, ceil_div, round_up,
-                                            tap_offsets_size, pack_channel_blocks, pad_channel)
+                                            tap_offsets_size, group_blocks_size,
+                                            pack_group_blocks, pad_channel)
 from fastcnn._kernels._conv_block cimport (FCNN_BLOCK_OCB, FCNN_BLOCK_LANES_F32,
                                            FCNN_BLOCK_LANES_F64, FCNN_BLOCK_NARROW_OCB,
                                            FCNN_BLOCK_NARROW_LANES_F32,
@@ -65,17 +66,13 @@ cdef void blocked_plan(const ConvGeom* g, const ConvTuning* t, index_t itemsize,
 
 cdef index_t blocked_packed_size(const ConvGeom* g, const ConvPlan* cp,
                                  index_t itemsize) noexcept nogil:
-    cdef const BlockedPlan* plan = &cp.blocked
-    return (g.groups * plan.n_m_blocks * plan.m_block * (g.in_channels // g.groups)
-            * g.kernel_h * g.kernel_w * block_splat(itemsize))
+    return group_blocks_size(g, cp.blocked.m_block, block_splat(itemsize))
 
 
 cdef void blocked_pack(const ConvGeom* g, const ConvPlan* cp, const floating* w,
                        floating* packed, int num_threads) noexcept nogil:
-    cdef const BlockedPlan* plan = &cp.blocked
-    pack_channel_blocks(w, g.groups, g.out_channels // g.groups,
-                        (g.in_channels // g.groups) * g.kernel_h * g.kernel_w, plan.m_block,
-                        block_splat(sizeof(floating)), packed, num_threads)
+    pack_group_blocks(g, w, cp.blocked.m_block, block_splat(sizeof(floating)), packed,
+                      num_threads)
 
 
 cdef inline void _block_kernel(const floating* x, index_t ld_c, const floating* w,

@@ -20,7 +20,7 @@ from fastcnn._kernels._conv_types cimport (ConvGeom, ConvPlan, ConvTuning, Block
 from fastcnn._kernels._conv_common cimport (MIN_TASKS, BLOCK_PAD_BYTES, ceil_div, round_up,
                                             blocked_applies, pointwise_applies,
                                             tap_offsets_size, pack_block_columns,
-                                            pack_channel_blocks, pad_channel)
+                                            group_blocks_size, pack_group_blocks, pad_channel)
 from fastcnn._kernels._conv_block cimport (
     FCNN_OC_WIDE_P, FCNN_OC_WIDE_V, FCNN_OC_TALL_P, FCNN_OC_TALL_V, FCNN_OC_VL_F32,
     FCNN_OC_VL_F64, fcnn_oc_kernel_f32_wide_s1, fcnn_oc_kernel_f32_wide_s2,
@@ -145,19 +145,14 @@ cdef void blocked_oc_plan(const ConvGeom* layer, const ConvTuning* t, index_t it
 cdef index_t blocked_oc_packed_size(const ConvGeom* g, const ConvPlan* cp,
                                     index_t itemsize) noexcept nogil:
     """Prepacked (CONV_BLOCKED_OC) weights; the unpacked variant packs none."""
-    cdef const BlockedOcPlan* plan = &cp.blocked_oc
     if cp.algorithm == CONV_BLOCKED_OC_UNPACKED:
         return 0
-    return (g.groups * plan.n_m_blocks * plan.m_block * (g.in_channels // g.groups)
-            * g.kernel_h * g.kernel_w)
+    return group_blocks_size(g, cp.blocked_oc.m_block, 1)
 
 
 cdef void blocked_oc_pack(const ConvGeom* g, const ConvPlan* cp, const floating* w,
                           floating* packed, int num_threads) noexcept nogil:
-    cdef const BlockedOcPlan* plan = &cp.blocked_oc
-    pack_channel_blocks(w, g.groups, g.out_channels // g.groups,
-                        (g.in_channels // g.groups) * g.kernel_h * g.kernel_w, plan.m_block,
-                        1, packed, num_threads)
+    pack_group_blocks(g, w, cp.blocked_oc.m_block, 1, packed, num_threads)
 
 
 cdef inline void _oc_kernel(const ConvGeom* g, const BlockedOcPlan* plan, const floating* x,

@@ -125,3 +125,21 @@ cdef inline void pad_channel(const ConvGeom* g, index_t wq, index_t hq, index_t 
                 else:
                     for j in range(j0, j1):
                         prow[j] = src[j * sw + bph - g.pad_w]
+
+
+cdef inline index_t group_blocks_size(const ConvGeom* g, index_t mb, index_t splat) noexcept nogil:
+    """Elements pack_group_blocks writes: each group's output channels in
+    whole blocks of mb, each channel with the group's input channels x taps,
+    splat copies of each weight."""
+    return (g.groups * round_up(g.out_channels // g.groups, mb) * (g.in_channels // g.groups)
+            * g.kernel_d * g.kernel_h * g.kernel_w * splat)
+
+
+cdef inline void pack_group_blocks(const ConvGeom* g, const floating* w, index_t mb,
+                                   index_t splat, floating* packed,
+                                   int num_threads) noexcept nogil:
+    """The layer's (out, in / groups, *kernel) weights as pack_channel_blocks
+    lays them out, per group, in blocks of mb output channels."""
+    pack_channel_blocks(w, g.groups, g.out_channels // g.groups,
+                        (g.in_channels // g.groups) * g.kernel_d * g.kernel_h * g.kernel_w,
+                        mb, splat, packed, num_threads)

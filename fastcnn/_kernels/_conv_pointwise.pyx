@@ -18,7 +18,8 @@ from fastcnn._kernels._typedefs cimport floating, index_t
 from fastcnn._kernels._activation cimport bias_residual_activation
 from fastcnn._kernels._block_gemm cimport block_splat
 from fastcnn._kernels._conv_types cimport (ConvGeom, ConvPlan, ConvTuning, PointwisePlan)
-from fastcnn._kernels._conv_common cimport MIN_TASKS, ceil_div, pack_channel_blocks
+from fastcnn._kernels._conv_common cimport (MIN_TASKS, ceil_div, group_blocks_size,
+                                            pack_group_blocks)
 from fastcnn._kernels._conv_block cimport (FCNN_POINT_OCB, FCNN_POINT_LANES_F32,
                                            FCNN_POINT_LANES_F64, fcnn_block_kernel_f32_point,
                                            fcnn_block_kernel_f64_point)
@@ -128,14 +129,12 @@ cdef void _pointwise_task(const ConvGeom* g, const PointwisePlan* plan, const fl
 
 cdef index_t pointwise_packed_size(const ConvGeom* g, const ConvPlan* cp,
                                    index_t itemsize) noexcept nogil:
-    return (g.groups * ceil_div(g.out_channels // g.groups, FCNN_POINT_OCB) * FCNN_POINT_OCB
-            * (g.in_channels // g.groups) * block_splat(itemsize))
+    return group_blocks_size(g, FCNN_POINT_OCB, block_splat(itemsize))
 
 
 cdef void pointwise_pack(const ConvGeom* g, const ConvPlan* cp, const floating* w,
                          floating* packed, int num_threads) noexcept nogil:
-    pack_channel_blocks(w, g.groups, g.out_channels // g.groups, g.in_channels // g.groups,
-                        FCNN_POINT_OCB, block_splat(sizeof(floating)), packed, num_threads)
+    pack_group_blocks(g, w, FCNN_POINT_OCB, block_splat(sizeof(floating)), packed, num_threads)
 
 
 cdef void pointwise_forward(const ConvGeom* g, const ConvPlan* cp, const floating* x,
