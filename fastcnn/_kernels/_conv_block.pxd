@@ -20,14 +20,14 @@ cdef extern from "conv_block.h" nogil:
         FCNN_OC_TALL_V
         FCNN_OC_VL_F32
         FCNN_OC_VL_F64
-    void fcnn_oc_kernel_f32_wide_s1(const float*, long, const float*, const long*, long, long, float*, int, const float*)
-    void fcnn_oc_kernel_f32_wide_s2(const float*, long, const float*, const long*, long, long, float*, int, const float*)
-    void fcnn_oc_kernel_f32_tall_s1(const float*, long, const float*, const long*, long, long, float*, int, const float*)
-    void fcnn_oc_kernel_f32_tall_s2(const float*, long, const float*, const long*, long, long, float*, int, const float*)
-    void fcnn_oc_kernel_f64_wide_s1(const double*, long, const double*, const long*, long, long, double*, int, const double*)
-    void fcnn_oc_kernel_f64_wide_s2(const double*, long, const double*, const long*, long, long, double*, int, const double*)
-    void fcnn_oc_kernel_f64_tall_s1(const double*, long, const double*, const long*, long, long, double*, int, const double*)
-    void fcnn_oc_kernel_f64_tall_s2(const double*, long, const double*, const long*, long, long, double*, int, const double*)
+    void fcnn_oc_kernel_f32_wide_s1(const float*, long, const float*, const long*, long, long, float*, int, const float*, long)
+    void fcnn_oc_kernel_f32_wide_s2(const float*, long, const float*, const long*, long, long, float*, int, const float*, long)
+    void fcnn_oc_kernel_f32_tall_s1(const float*, long, const float*, const long*, long, long, float*, int, const float*, long)
+    void fcnn_oc_kernel_f32_tall_s2(const float*, long, const float*, const long*, long, long, float*, int, const float*, long)
+    void fcnn_oc_kernel_f64_wide_s1(const double*, long, const double*, const long*, long, long, double*, int, const double*, long)
+    void fcnn_oc_kernel_f64_wide_s2(const double*, long, const double*, const long*, long, long, double*, int, const double*, long)
+    void fcnn_oc_kernel_f64_tall_s1(const double*, long, const double*, const long*, long, long, double*, int, const double*, long)
+    void fcnn_oc_kernel_f64_tall_s2(const double*, long, const double*, const long*, long, long, double*, int, const double*, long)
     void fcnn_block_kernel_f32_point(const float* x, long ld_c, const float* w, const long* toff,
                                      long ntaps, long cin, float* out, long ld_out, int accumulate)
     void fcnn_block_kernel_f64_point(const double* x, long ld_c, const double* w,

@@ -157,28 +157,29 @@ cdef void blocked_oc_pack(const ConvGeom* g, const ConvPlan* cp, const floating*
 
 cdef inline void _oc_kernel(const ConvGeom* g, const BlockedOcPlan* plan, const floating* x,
                             const floating* w, const long* toff, index_t ntaps, index_t cin,
-                            floating* acc, int accumulate, const floating* prefetch) noexcept nogil:
+                            floating* acc, int accumulate, const floating* prefetch,
+                            long pf) noexcept nogil:
     cdef long ld = plan.channel_stride
     if floating is float:
         if plan.tall:
             if g.stride_w == 1:
-                fcnn_oc_kernel_f32_tall_s1(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
+                fcnn_oc_kernel_f32_tall_s1(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch, pf)
             else:
-                fcnn_oc_kernel_f32_tall_s2(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
+                fcnn_oc_kernel_f32_tall_s2(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch, pf)
         elif g.stride_w == 1:
-            fcnn_oc_kernel_f32_wide_s1(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
+            fcnn_oc_kernel_f32_wide_s1(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch, pf)
         else:
-            fcnn_oc_kernel_f32_wide_s2(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
+            fcnn_oc_kernel_f32_wide_s2(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch, pf)
     else:
         if plan.tall:
             if g.stride_w == 1:
-                fcnn_oc_kernel_f64_tall_s1(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
+                fcnn_oc_kernel_f64_tall_s1(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch, pf)
             else:
-                fcnn_oc_kernel_f64_tall_s2(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
+                fcnn_oc_kernel_f64_tall_s2(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch, pf)
         elif g.stride_w == 1:
-            fcnn_oc_kernel_f64_wide_s1(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
+            fcnn_oc_kernel_f64_wide_s1(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch, pf)
         else:
-            fcnn_oc_kernel_f64_wide_s2(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch)
+            fcnn_oc_kernel_f64_wide_s2(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch, pf)
 
 
 cdef inline void _prefetch_rows(const floating* w, index_t ld, index_t i0, index_t i1,
@@ -213,7 +214,7 @@ cdef void _blocked_oc_task(const ConvGeom* g, const BlockedOcPlan* plan, const f
     cdef floating* yrow
     cdef const floating* raw = NULL
     cdef index_t held, key = grp * plan.n_m_blocks + ocb + 1, q, next_bytes
-    cdef index_t calls = (oh1 - oh0) * runs
+    cdef index_t calls = (oh1 - oh0) * runs, chunk_bytes, pf_calls, share, step
     # Unpacked weights: the thread packs its block chunk by chunk into its
     # scratch (unless the scratch holds that block already, as the key before
     # it says), and while a chunk computes it fetches the next chunk's rows:
@@ -232,19 +233,27 @@ cdef void _blocked_oc_task(const ConvGeom* g, const BlockedOcPlan* plan, const f
             pack_block_columns(raw, cin * taps, mcount, mb, c0 * taps, (c0 + kc) * taps,
                                <floating*>wb)
             next_bytes = min(plan.chunk_channels, cin - c0 - kc) * taps * sizeof(floating)
+        # The chunk's first pf_calls calls fetch a share each of the next chunk's
+        # packed weights (past the last chunk: the next channel block's first,
+        # this thread's next task), step bytes (at least a line) per input
+        # channel they run.
+        chunk_bytes = min(plan.chunk_channels, cin if c0 + kc == cin else cin - c0 - kc) \
+            * taps * mb * sizeof(floating)
+        pf_calls = max(1, min(calls, chunk_bytes // (kc * 64)))
+        share = round_up(ceil_div(chunk_bytes, pf_calls), 64)
+        step = round_up(ceil_div(share, kc), 64)
         for oh in range(oh0, oh1):
             for r in range(runs):
+                q = (oh - oh0) * runs + r
                 if raw != NULL:     # a share of the next chunk's rows per call
-                    q = (oh - oh0) * runs + r
                     _prefetch_rows(raw + (c0 + kc) * taps, cin * taps, q * mcount // calls,
                                    (q + 1) * mcount // calls, next_bytes)
-                # the first call of a chunk fetches the next chunk's weights (past
-                # the last chunk: the next channel block's, this thread's next task)
                 _oc_kernel(g, plan, xg + c0 * plan.channel_stride
                            + oh * g.stride_h * plan.wq + r * pix * g.stride_w,
                            wb + c0 * taps * mb, toff, taps, kc,
-                           acc + ((oh - oh0) * runs + r) * pix * mb, c0 > 0,
-                           wb + (c0 + kc) * taps * mb if oh == oh0 and r == 0 else NULL)
+                           acc + q * pix * mb, c0 > 0,
+                           <const floating*>(<const char*>(wb + (c0 + kc) * taps * mb)
+                                             + q * share) if q < pf_calls else NULL, step)
         c0 += kc
     if raw != NULL:
         memcpy(<floating*>wb - 16, &key, sizeof(index_t))

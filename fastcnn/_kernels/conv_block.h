@@ -198,8 +198,12 @@ FCNN_DEFINE_BLOCK_GEMM(f64, double)
  *
  * acc: P rows of V vectors; with accumulate, the call adds to it (the
  * caller splits the input channels into chunks whose weights stay in L1).
- * prefetch (or NULL): cin channels of weights the caller needs next, which
- * the call fetches towards L2, so streaming cold weights overlaps compute.
+ * prefetch (or NULL): weights the caller needs next, prefetch_step bytes of
+ * them per input channel step, which the call fetches towards L2, so
+ * streaming cold weights overlaps compute. The caller spreads a chunk's
+ * worth over all the calls of the chunk before it: issued at once, a whole
+ * chunk's prefetches fill the line-fill buffers and stall the multiply-adds
+ * (ResNet-18's 512-channel 3x3 layers at 7x7, weights from memory).
  * Two shapes per target: WIDE (more pixels) and TALL (more channels). */
 #if defined(__AVX512F__)
 #define FCNN_OC_WIDE_P 14
@@ -232,10 +236,16 @@ FCNN_DEFINE_BLOCK_GEMM(f64, double)
         }                                                                                \
     }
 
+/* Input channel step c's share of the weights to prefetch: step bytes at
+ * pf + c * step, towards L2. */
+#define FCNN_OC_PREFETCH(pf, step, c)                                                    \
+    for (long l = 0; l < (step); l += 64)                                                \
+        __builtin_prefetch((const char *)(pf) + (c) * (step) + l, 0, 2);
+
 #define FCNN_DEFINE_OC_KERNEL(SUFFIX, T, NAME, P, V, SW)                                  \
 static inline void fcnn_oc_kernel_##SUFFIX##_##NAME##_s##SW(                              \
     const T *x, long ld_c, const T *w, const long *toff, long ntaps, long cin,           \
-    T *acc_io, int accumulate, const T *prefetch)                                        \
+    T *acc_io, int accumulate, const T *prefetch, long prefetch_step)                    \
 {                                                                                        \
     enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                      \
     fcnn_vec_##SUFFIX acc[P][V];                                                         \
@@ -246,20 +256,25 @@ static inline void fcnn_oc_kernel_##SUFFIX##_##NAME##_s##SW(                    
             acc[j][v] = accumulate ? *(const fcnn_vec_##SUFFIX *)(acc_io + (j * V + v) * VL) \
                                    : (fcnn_vec_##SUFFIX){0};                             \
     }                                                                                    \
-    /* One tap (1x1 layers) without a prefetch: the channel loop alone, so each          \
-     * step carries no tap loop or test (beside AVX2's 12 multiply-adds a step,          \
-     * that overhead left the issue width short: 320 -> 1280 at 7x7 ran at 92 %          \
-     * of the AVX-512 build on Zen 4). */                                                \
-    if (ntaps == 1 && !prefetch) {                                                       \
+    /* One tap (1x1 layers): the channel loop alone, so each step carries no tap         \
+     * loop or test (beside AVX2's 12 multiply-adds a step, that overhead left the       \
+     * issue width short: 320 -> 1280 at 7x7 ran at 92 % of the AVX-512 build on         \
+     * Zen 4). */                                                                        \
+    if (ntaps == 1) {                                                                    \
         const T *xp = x + toff[0];                                                       \
-        for (long c = 0; c < cin; c++, xp += ld_c, w += V * VL)                          \
-            FCNN_OC_STEP(SUFFIX, T, P, V, SW, acc, xp, w)                                \
+        if (!prefetch)                                                                   \
+            for (long c = 0; c < cin; c++, xp += ld_c, w += V * VL)                      \
+                FCNN_OC_STEP(SUFFIX, T, P, V, SW, acc, xp, w)                            \
+        else                                                                             \
+            for (long c = 0; c < cin; c++, xp += ld_c, w += V * VL) {                    \
+                FCNN_OC_PREFETCH(prefetch, prefetch_step, c)                             \
+                FCNN_OC_STEP(SUFFIX, T, P, V, SW, acc, xp, w)                            \
+            }                                                                            \
     } else                                                                               \
     for (long c = 0; c < cin; c++) {                                                     \
         const T *xc = x + c * ld_c;                                                      \
         if (prefetch) /* the caller's next weights, into L2 while these compute */       \
-            for (long l = 0; l < ntaps * V * VL * (long)sizeof(T); l += 64)              \
-                __builtin_prefetch((const char *)(prefetch + c * ntaps * V * VL) + l, 0, 2); \
+            FCNN_OC_PREFETCH(prefetch, prefetch_step, c)                                 \
         for (long t = 0; t < ntaps; t++) {                                               \
             const T *xp = xc + toff[t];                                                  \
             FCNN_OC_STEP(SUFFIX, T, P, V, SW, acc, xp, w)                                \
