@@ -21,7 +21,7 @@ from fastcnn._kernels._omp cimport fp_enter
 from fastcnn._kernels._typedefs cimport floating, index_t
 from fastcnn._kernels._activation cimport bias_residual_activation
 from fastcnn._kernels._block_gemm cimport FCNN_BLOCK_OCB, block_gemm, block_splat, block_vector
-from fastcnn._kernels._winograd cimport wino_at, wino_input, wino_gt
+from fastcnn._kernels._winograd cimport wino_at, wino_input, wino_input_scratch, wino_gt
 from fastcnn._kernels._conv_types cimport (ConvGeom, ConvPlan, ConvTuning, WinogradPlan)
 from fastcnn._kernels._conv_common cimport MIN_TASKS, ceil_div, round_up, splat_in_place
 
@@ -53,10 +53,12 @@ cdef inline index_t _wino_points(const ConvGeom* g) noexcept nogil:
     return (g.kernel_h + 3) * (g.kernel_h + 3)
 
 
-cdef inline index_t _wino_scratch(const ConvGeom* g, index_t tiles_w, index_t tiles) noexcept nogil:
-    # half transforms (a^2 rows of the block's tiles), the 4 column phases of an
-    # input row, and one output row
-    return _wino_points(g) * tiles + 4 * (tiles_w + 1) + 4 * tiles_w
+cdef inline index_t _wino_scratch(const ConvGeom* g, index_t tiles_w, index_t rows,
+                                  index_t tiles) noexcept nogil:
+    # half transforms (a^2 rows of `tiles` elements, the block's tiles), the
+    # input transform's scratch for `rows` tile rows, and one output row
+    return (_wino_points(g) * tiles + wino_input_scratch(g.kernel_h + 3, rows, tiles_w)
+            + 4 * tiles_w)
 
 
 cdef inline index_t _wino_ld(index_t tiles, index_t itemsize) noexcept nogil:
@@ -104,7 +106,8 @@ cdef void winograd_plan(const ConvGeom* g, const ConvTuning* t, index_t itemsize
         # the transforms' scratch for one image
         ld = _wino_ld(total, itemsize)
         p.workspace_shared = points * g.in_channels * ld
-        p.workspace_per_thread = points * q.m_block * ld + _wino_scratch(g, q.tiles_w, tiles_image)
+        p.workspace_per_thread = (points * q.m_block * ld
+                                  + _wino_scratch(g, q.tiles_w, q.tiles_h, tiles_image))
         return
     rows_budget = max(1, t.wino_budget_bytes // (per_tile * q.tiles_w))
     want_blocks = ceil_div(WINO_MIN_TASKS, g.batch)
@@ -116,7 +119,7 @@ cdef void winograd_plan(const ConvGeom* g, const ConvTuning* t, index_t itemsize
     p.n_tasks = g.batch * q.tasks_per_image
     ld = _wino_ld(q.tiles_per_task, itemsize)
     p.workspace_per_thread = (points * (g.in_channels + round_up(g.out_channels, FCNN_BLOCK_OCB))
-                              * ld + _wino_scratch(g, q.tiles_w, ld))
+                              * ld + _wino_scratch(g, q.tiles_w, q.rows_per_task, ld))
 
 
 # kron(G, G): U[xi][f] = sum_k KRON[xi][k] w[f][k] transforms every filter
@@ -281,13 +284,13 @@ cdef void _winograd_task(const ConvGeom* g, const WinogradPlan* plan, const floa
     cdef index_t points = _wino_points(g)
     cdef floating* mo = v + points * cin * ld      # M[xi][m][tile], xi stride rows_u * ld
     cdef floating* tmp = mo + points * rows_u * ld
-    cdef floating* phase = tmp + points * ld
-    cdef floating* rows = phase + 4 * (tw_count + 1)
+    cdef floating* in_scratch = tmp + points * ld
+    cdef floating* rows = in_scratch + wino_input_scratch(g.kernel_h + 3, plan.rows_per_task, tw_count)
     cdef index_t c, m
     cdef const floating* xn = x + n * cin * in_plane
     cdef floating* yn = y + n * cout * out_plane
     for c in range(cin):
-        wino_input(g.kernel_h + 3, g.in_h, g.in_w, g.pad_h, g.pad_w, xn + c * in_plane, th0, th1, tw_count, ld, phase, tmp,
+        wino_input(g.kernel_h + 3, g.in_h, g.in_w, g.pad_h, g.pad_w, xn + c * in_plane, th0, th1, tw_count, ld, in_scratch, tmp,
                    v + c * ld, cin * ld, _wino_ld(ntiles, sizeof(floating)) - ntiles)
     _wino_products(points, u, rows_u, v, mo, rows_u, rows_u, cin, ntiles, ld)
     for m in range(cout):
@@ -304,9 +307,9 @@ cdef void _winograd_shared_input(const ConvGeom* g, const WinogradPlan* plan, co
     cdef index_t ld = _wino_ld(tt, sizeof(floating))
     cdef index_t n = task // g.in_channels, c = task % g.in_channels
     cdef floating* tmp = ws + _wino_points(g) * plan.m_block * ld
-    cdef floating* phase = tmp + _wino_points(g) * tiles_image
+    cdef floating* in_scratch = tmp + _wino_points(g) * tiles_image
     wino_input(g.kernel_h + 3, g.in_h, g.in_w, g.pad_h, g.pad_w, x + (n * g.in_channels + c) * g.in_h * g.in_w, 0, plan.tiles_h, plan.tiles_w,
-               tiles_image, phase, tmp, v + c * ld + n * tiles_image, g.in_channels * ld,
+               tiles_image, in_scratch, tmp, v + c * ld + n * tiles_image, g.in_channels * ld,
                ld - tt if n == g.batch - 1 else 0)
 
 
@@ -325,7 +328,9 @@ cdef void _winograd_shared_task(const ConvGeom* g, const WinogradPlan* plan, con
     cdef floating* mo = ws                          # M[xi][m][tile], xi stride m_block * ld
     cdef index_t points = _wino_points(g)
     cdef floating* tmp = mo + points * plan.m_block * ld
-    cdef floating* rows = tmp + points * tiles_image + 4 * (plan.tiles_w + 1)
+    cdef floating* rows = tmp + points * tiles_image + wino_input_scratch(g.kernel_h + 3,
+                                                                          plan.tiles_h,
+                                                                          plan.tiles_w)
     cdef index_t m, n
     _wino_products(points, u + m0 * cin * block_splat(sizeof(floating)), rows_u, v, mo,
                    plan.m_block, round_up(mb, FCNN_BLOCK_OCB), cin, tt, ld)
