@@ -12,8 +12,10 @@ M[xi] = U[xi] @ V[xi] with the register-blocked kernel (conv_block.h: V is
 read as it lies and U is already in the kernel's order, so nothing is
 repacked per call, as a BLAS GEMM would), and transform M back into output
 rows, adding bias and the activation before they are written. Transforms
-run along tile rows so the compiler vectorises them across tiles. Rows of V
-and M are padded to whole vectors (_wino_ld), the padding of V zeroed.
+run across tiles so the compiler vectorises them: the input transform over
+all of the block's tiles at once (see wino_input), the output transform
+along tile rows. Rows of V and M are padded to whole vectors (_wino_ld),
+the padding of V zeroed.
 """
 from cython.parallel cimport parallel, prange, threadid
 from libc.string cimport memcpy
@@ -38,6 +40,14 @@ cdef enum:
     # into a shared V and give each task a block of output channels, so the
     # transformed weights are read once rather than once per task.
     WINO_SHARED_TILES = 64
+    # Or, on more tiles, where the tasks of tile rows would read U (36 x the
+    # filters) more than WINO_SHARED_READS x the transformed input V that the
+    # channel blocks read instead (out_channels x tasks against that many x
+    # tiles), while V stays within WINO_SHARED_L2S x L2. ResNet-18's 256-channel
+    # layers at 14x14, batch 8: 8 tasks, each reading all 9.4 MB of U from
+    # memory in a compiled network (13.8 ms against 9.4 with U in cache).
+    WINO_SHARED_READS = 5
+    WINO_SHARED_L2S = 8
 
 
 cdef bint winograd_applies(const ConvGeom* g) noexcept nogil:
@@ -92,7 +102,19 @@ cdef void winograd_plan(const ConvGeom* g, const ConvTuning* t, index_t itemsize
     q.tiles_w = ceil_div(g.out_w, 4)
     tiles_image = q.tiles_h * q.tiles_w
     total = g.batch * tiles_image
-    q.shared = total <= WINO_SHARED_TILES and g.out_channels >= 32
+    # Tasks of tile rows of one image: each multiplies all of U over its tiles.
+    rows_budget = max(1, t.wino_budget_bytes // (per_tile * q.tiles_w))
+    want_blocks = ceil_div(WINO_MIN_TASKS, g.batch)
+    q.tasks_per_image = min(q.tiles_h, max(want_blocks, ceil_div(q.tiles_h, rows_budget)))
+    # The rows dealt out evenly (14 rows in 4 blocks: 4 3 4 3, see
+    # _winograd_task); rows_per_task: the most a block has.
+    q.rows_per_task = ceil_div(q.tiles_h, q.tasks_per_image)
+    q.tiles_per_task = q.rows_per_task * q.tiles_w
+    p.n_tasks = g.batch * q.tasks_per_image
+    q.shared = g.out_channels >= 32 and (
+        total <= WINO_SHARED_TILES
+        or (g.out_channels * p.n_tasks >= WINO_SHARED_READS * total
+            and points * g.in_channels * total * itemsize <= WINO_SHARED_L2S * t.l2_bytes))
     if q.shared:
         q.rows_per_task = q.tiles_h
         q.tasks_per_image = 1
@@ -109,14 +131,6 @@ cdef void winograd_plan(const ConvGeom* g, const ConvTuning* t, index_t itemsize
         p.workspace_per_thread = (points * q.m_block * ld
                                   + _wino_scratch(g, q.tiles_w, q.tiles_h, tiles_image))
         return
-    rows_budget = max(1, t.wino_budget_bytes // (per_tile * q.tiles_w))
-    want_blocks = ceil_div(WINO_MIN_TASKS, g.batch)
-    q.tasks_per_image = min(q.tiles_h, max(want_blocks, ceil_div(q.tiles_h, rows_budget)))
-    # The rows dealt out evenly (14 rows in 4 blocks: 4 3 4 3, see
-    # _winograd_task); rows_per_task: the most a block has.
-    q.rows_per_task = ceil_div(q.tiles_h, q.tasks_per_image)
-    q.tiles_per_task = q.rows_per_task * q.tiles_w
-    p.n_tasks = g.batch * q.tasks_per_image
     ld = _wino_ld(q.tiles_per_task, itemsize)
     p.workspace_per_thread = (points * (g.in_channels + round_up(g.out_channels, FCNN_BLOCK_OCB))
                               * ld + _wino_scratch(g, q.tiles_w, q.rows_per_task, ld))
