@@ -357,6 +357,7 @@ WINOGRAD_CASES = [
     (1, 3, 5, (6, 9), (3, 3), 1, (0, 1), 1, 1),
     (1, 32, 48, (10, 14), (3, 3), 1, 1, 1, 1),       # few tiles: shared transformed input
     (2, 40, 64, (7, 9), (3, 3), 1, 1, 1, 1),         # shared, two images, partial tiles
+    (8, 8, 64, (12, 11), (3, 3), 1, 1, 1, 1),        # shared on many tiles (each task would read U)
     # F(4x4, 2x2)
     (1, 8, 8, (9, 9), (2, 2), 1, 0, 1, 1),
     (2, 16, 24, (13, 7), (2, 2), 1, 1, 1, 1),        # padding 1: output 14 x 8
@@ -540,6 +541,23 @@ def dispatch():
     kernels.set_wide_vectors_full_rate(not _kernels._cpu.avx512_on_256_bit_units())
     if "l1d" in _kernels.CACHES and "l2" in _kernels.CACHES:
         kernels.set_cache_sizes(_kernels.CACHES["l1d"], _kernels.CACHES["l2"])
+
+
+def test_winograd_shares_the_transformed_input_where_tasks_would_reread_weights(dispatch):
+    """Shared layout (V of every tile, tasks of output-channel blocks): on
+    few tiles, or where tasks of tile rows would each read all of the
+    transformed weights more than the channel blocks read V; not on
+    ResNet-18's 56x56 layer at batch 1 (4 tasks of 64 channels, 196 tiles)."""
+    kernels = dispatch
+    def shared(x_shape, cout):
+        geom = _geometry(x_shape, (cout, x_shape[1], 3, 3), 1, 1, 1, 1)
+        return kernels.plan(geom, "winograd", 4)[0] > 0
+    assert shared((1, 256, 14, 14), 256)            # 16 tiles
+    assert shared((8, 256, 14, 14), 256)            # 128 tiles, 8 tasks x 9.4 MB of U
+    assert shared((8, 8, 12, 11), 64)               # 72 tiles, 8 tasks x 64 filters
+    assert not shared((1, 64, 56, 56), 64)          # 196 tiles, 4 tasks x 64 filters
+    assert not shared((8, 128, 28, 28), 128)        # 392 tiles, 8 tasks x 128 filters
+    assert not shared((8, 8, 12, 11), 16)           # too few filters to share
 
 
 def test_wide_vectors_at_half_rate_pay_for_winograd_as_narrow_ones(dispatch):
