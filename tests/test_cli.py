@@ -61,10 +61,42 @@ def test_missing_rival_is_noted(monkeypatch, capsys):
     assert "note: rival openvino is not installed" in capsys.readouterr().out
 
 
+def test_profile_suite_sums_steps_per_block(tmp_path, capsys):
+    """The profile suite: per block, fastcnn's steps (and ONNX Runtime's nodes,
+    when it and onnx are installed) summed; the blocks of both sides line up."""
+    from fastcnn._bench.profile import block_of
+    have_ort = all(__import__("importlib").util.find_spec(m) for m in ("onnxruntime", "onnx"))
+    out_json = tmp_path / "profile.json"
+    main(["bench", "--quick", "--suite", "profile", "--threads", "1", "--repeat", "2",
+          "--compare", "onnxruntime" if have_ort else "none", "--json", str(out_json)])
+    assert "## profile" in capsys.readouterr().out
+    rows = json.loads(out_json.read_text())["rows"]
+    ours = {r["block"]: r for r in rows if r["fastcnn_ms"] is not None}
+    assert {"conv (top level)", "pooling (top level)", "linear (top level)"} <= set(ours)
+    assert all(r["fastcnn_ms"] > 0 for r in ours.values())
+    conv = ours["conv (top level)"]
+    assert conv["algorithms"] and 0 < conv["pct_peak"] and not conv["effective_rate"]
+    if have_ort:
+        assert all(ours[b]["onnxruntime_ms"] > 0 for b in ("conv (top level)", "linear (top level)"))
+    # fastcnn's module paths and ONNX Runtime's node names map to the same blocks
+    for ours_name, ort_name, op, block in [
+            ("layer1.0.conv1", "layer1/0/relu/Relu_7_nchwc", "Conv", "layer1.0"),
+            ("features.3.conv.2", "features/3/conv/3/BatchNormalization_36_nchwc", "Conv",
+             "features.3"),
+            ("classifier.1", "/classifier/1/Gemm_151", "Gemm", "classifier.1"),
+            ("conv1", "relu/Relu_3_nchwc", "Conv", "conv (top level)"),
+            ("maxpool", "maxpool/MaxPool_4_nchwc", "MaxPool", "pooling (top level)")]:
+        assert block_of(ours_name, "conv" if op == "Conv" else
+                        {"Gemm": "linear", "MaxPool": "max_pool2d"}[op]) == block
+        assert block_of(ort_name, op) == block
+    assert block_of("ReorderOutput", "ReorderOutput") == "other (top level)"
+
+
 @pytest.mark.parametrize("argv,message", [
     (["bench", "--suite", "nope"], "unknown suite 'nope'"),
     (["bench", "--suite", "capi", "--compare", "tensorflow"], "unknown rival tensorflow"),
     (["bench", "--suite", "scaling", "--net", "alexnet"], "unknown network 'alexnet'"),
+    (["bench", "--suite", "profile", "--net", "alexnet"], "unknown network 'alexnet'"),
     (["bench", "--repeat", "0"], "--repeat must be at least 1"),
     (["summary", "nope"], "unknown network 'nope'"),
 ])

@@ -24,14 +24,15 @@ SUITES = {
     "nets": ("nets", "cases", ()),
     "scaling": ("scaling", None, ()),
     "latency": ("latency", None, ()),
+    "profile": ("profile", None, ()),
     "onnx": ("onnx_models", "cases", ("onnx",)),
     "capi": ("capi", "cases", ()),
     "denormal": ("denormal", "cases", ()),
 }
 GROUPS = {
     "layers": ["conv", "pool", "activation", "norm", "linear"],
-    "all": ["conv", "pool", "activation", "norm", "linear", "nets", "scaling", "latency", "onnx",
-            "capi", "denormal"],
+    "all": ["conv", "pool", "activation", "norm", "linear", "nets", "scaling", "latency",
+            "profile", "onnx", "capi", "denormal"],
 }
 
 
@@ -59,7 +60,8 @@ def add_arguments(p):
     p.add_argument("--quick", action="store_true",
                    help="a short run (under a minute): fewer shapes and repeats, batch 1")
     p.add_argument("--net", default=None,
-                   help="the network of the scaling suite (default resnet18)")
+                   help="the network of the scaling and profile suites (default: resnet18 "
+                        "for scaling, resnet18 and mobilenet_v2 for profile)")
     p.add_argument("--compare", default="torch,onnxruntime,openvino",
                    help="comma-separated rivals run side by side when installed (torch, "
                         "onnxruntime, openvino), or 'none'")
@@ -156,10 +158,10 @@ def run(args):
     rivals, missing = available(wanted)
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         sys.exit("fastcnn bench: --plot needs matplotlib: pip install \"fastcnn[bench]\"")
-    if "scaling" in names and args.net is not None:
+    if ("scaling" in names or "profile" in names) and args.net is not None:
         from fastcnn import models
         if args.net not in models.REFERENCE_NETWORKS:
-            sys.exit(f"fastcnn bench: unknown network {args.net!r} for the scaling suite; "
+            sys.exit(f"fastcnn bench: unknown network {args.net!r}; "
                      f"choose from {', '.join(models.REFERENCE_NETWORKS)}")
     dtype = np.dtype(args.dtype)
     command = "fastcnn bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] \
@@ -194,6 +196,14 @@ def run(args):
             rows = latency.run(suite_threads, rivals, repeat, quick=args.quick)
             all_rows += rows
             print(f"\n## latency (batch 1, single calls)\n\n{latency.table(rows)}")
+            continue
+        if name == "profile":
+            from fastcnn._bench import profile
+            nets = [args.net] if args.net else list(profile.QUICK if args.quick else profile.NETS)
+            rows = profile.run(nets, batches, threads, rivals, repeat, limits)
+            all_rows += rows
+            print(f"\n## profile (per block, beside ONNX Runtime's own profile)\n\n"
+                  f"{profile.table(rows)}")
             continue
         cases = _cases(name, args.quick, args.net, batches[-1])
         rows = run_cases(name, cases, suite_threads, batches, dtype, rivals, limits, repeat,
