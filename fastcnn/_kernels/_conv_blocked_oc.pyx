@@ -13,8 +13,10 @@ from cython.parallel cimport parallel, prange, threadid
 from libc.string cimport memset, memcpy
 from fastcnn._kernels._omp cimport fp_enter
 from fastcnn._kernels._typedefs cimport floating, index_t
-from fastcnn._kernels._activation cimport bias_residual_activation
-from fastcnn._kernels._transpose cimport transpose
+from libc.math cimport INFINITY
+from fastcnn._kernels._activation cimport (ACT_NONE, ACT_RELU, ACT_RELU6,
+                                           bias_residual_activation)
+from fastcnn._kernels._transpose cimport transpose, transpose_epilogue
 from fastcnn._kernels._conv_types cimport (ConvGeom, ConvPlan, ConvTuning, BlockedOcPlan,
                                            CONV_BLOCKED_OC_UNPACKED)
 from fastcnn._kernels._conv_common cimport (MIN_TASKS, BLOCK_PAD_BYTES, ceil_div, round_up,
@@ -215,6 +217,9 @@ cdef void _blocked_oc_task(const ConvGeom* g, const BlockedOcPlan* plan, const f
     cdef const floating* raw = NULL
     cdef index_t held, key = grp * plan.n_m_blocks + ocb + 1, q, next_bytes
     cdef index_t calls = (oh1 - oh0) * runs, chunk_bytes, pf_calls, share, step
+    cdef bint fused
+    cdef const floating* bias_b
+    cdef floating hi
     # Unpacked weights: the thread packs its block chunk by chunk into its
     # scratch (unless the scratch holds that block already, as the key before
     # it says), and while a chunk computes it fetches the next chunk's rows:
@@ -259,13 +264,25 @@ cdef void _blocked_oc_task(const ConvGeom* g, const BlockedOcPlan* plan, const f
         memcpy(<floating*>wb - 16, &key, sizeof(index_t))
     # acc holds pixels x channels; the output wants channels x pixels. Rows
     # whose runs end at the row's end are contiguous in both: one transpose.
+    # Bias and a ReLU or ReLU6 are applied as it stores (one pass over the
+    # output). A residual is added after it, channel row by channel row:
+    # read inside the transpose it would be one more stream for each of the
+    # channel rows the tile writes, and that measured slower on large planes.
     yrow = y + ((n * g.out_channels + grp * m_group + m0) * g.out_h + oh0) * g.out_w
+    fused = res == NULL and (activation == ACT_NONE or activation == ACT_RELU
+                             or activation == ACT_RELU6)
+    bias_b = bias + grp * m_group + m0 if bias != NULL and fused else NULL
+    hi = 6 if activation == ACT_RELU6 else INFINITY
     if runs * pix == g.out_w:
-        transpose(acc, mb, (oh1 - oh0) * g.out_w, mcount, yrow, g.out_h * g.out_w)
+        transpose_epilogue(acc, mb, (oh1 - oh0) * g.out_w, mcount, yrow, g.out_h * g.out_w,
+                           bias_b, fused and activation != ACT_NONE, hi)
     else:
         for oh in range(oh0, oh1):
-            transpose(acc + (oh - oh0) * runs * pix * mb, mb, g.out_w, mcount,
-                      yrow + (oh - oh0) * g.out_w, g.out_h * g.out_w)
+            transpose_epilogue(acc + (oh - oh0) * runs * pix * mb, mb, g.out_w, mcount,
+                               yrow + (oh - oh0) * g.out_w, g.out_h * g.out_w, bias_b,
+                               fused and activation != ACT_NONE, hi)
+    if fused:
+        return
     for o in range(mcount):
         oc = grp * m_group + m0 + o
         part = yrow + o * g.out_h * g.out_w

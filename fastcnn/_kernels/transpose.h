@@ -81,11 +81,44 @@ static inline void fcnn_transpose_##SUFFIX(fcnn_vec_##SUFFIX *r)                
     FCNN_TR_STAGE(SUFFIX, r, VL, 1)                                                      \
 }
 
-/* dst[j * ld_dst + i] = src[i * ld_src + j] for i < rows, j < cols: whole
- * VL x VL tiles through registers, the ragged edges one element at a time. */
+/* A layer's epilogue on one value or vector: + bias[j] (with has_bias), then,
+ * with clamp, the clamp to [0, hi] (ReLU: hi = inf, ReLU6: hi = 6), with the
+ * scalar epilogue's order and comparisons (_activation.pxd): 0 where v < 0,
+ * hi where v > hi, NaN and -0 kept. */
+#define FCNN_DEFINE_EPILOGUE(SUFFIX, T)                                                  \
+static inline __attribute__((always_inline)) T                                           \
+fcnn_epilogue_##SUFFIX(T v, int has_bias, const T *bias, long j, int clamp, T hi)        \
+{                                                                                        \
+    if (has_bias)                                                                        \
+        v = v + bias[j];                                                                 \
+    if (clamp)                                                                           \
+        v = v < 0 ? 0 : (v > hi ? hi : v);                                               \
+    return v;                                                                            \
+}                                                                                        \
+static inline __attribute__((always_inline)) fcnn_vec_##SUFFIX                           \
+fcnn_epilogue_vec_##SUFFIX(fcnn_vec_##SUFFIX v, int has_bias, const T *bias, long j,     \
+                           int clamp, T hi)                                              \
+{                                                                                        \
+    if (has_bias)                                                                        \
+        v = v + bias[j];                                                                 \
+    if (clamp) {                                                                         \
+        const fcnn_vec_##SUFFIX zero = {0}, top = zero + hi;                             \
+        const fcnn_tr_mask_##SUFFIX below = v < zero, above = v > top;                   \
+        v = (fcnn_vec_##SUFFIX)(((fcnn_tr_mask_##SUFFIX)v & ~below & ~above)             \
+                                | ((fcnn_tr_mask_##SUFFIX)top & above));                 \
+    }                                                                                    \
+    return v;                                                                            \
+}
+
+/* dst[j * ld_dst + i] = epilogue(src[i * ld_src + j]) for i < rows, j < cols
+ * (see FCNN_DEFINE_EPILOGUE): whole VL x VL tiles through registers, the
+ * ragged edges one element at a time. The body is compiled once per
+ * combination of has_bias and clamp (constants there), so the bare transpose,
+ * fcnn_transpose_rect_*, tests nothing per tile. */
 #define FCNN_DEFINE_TRANSPOSE_RECT(SUFFIX, T)                                              \
-static inline void fcnn_transpose_rect_##SUFFIX(const T *src, long ld_src, long rows,     \
-                                                long cols, T *dst, long ld_dst)          \
+static inline __attribute__((always_inline)) void                                        \
+fcnn_transpose_body_##SUFFIX(const T *src, long ld_src, long rows, long cols, T *dst,    \
+                             long ld_dst, int has_bias, const T *bias, int clamp, T hi)  \
 {                                                                                        \
     enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                            \
     fcnn_vec_##SUFFIX r[VL];                                                             \
@@ -96,15 +129,37 @@ static inline void fcnn_transpose_rect_##SUFFIX(const T *src, long ld_src, long 
                 r[t] = *(const fcnn_vec_##SUFFIX *)(src + (i0 + t) * ld_src + j0);       \
             fcnn_transpose_##SUFFIX(r);                                                  \
             for (int t = 0; t < VL; t++)                                                 \
-                *(fcnn_vec_##SUFFIX *)(dst + (j0 + t) * ld_dst + i0) = r[t];             \
+                *(fcnn_vec_##SUFFIX *)(dst + (j0 + t) * ld_dst + i0) =                   \
+                    fcnn_epilogue_vec_##SUFFIX(r[t], has_bias, bias, j0 + t, clamp, hi); \
         }                                                                                \
         for (long i = i0; i < i0 + VL; i++)                                              \
             for (long j = j0; j < cols; j++)                                             \
-                dst[j * ld_dst + i] = src[i * ld_src + j];                               \
+                dst[j * ld_dst + i] = fcnn_epilogue_##SUFFIX(src[i * ld_src + j],        \
+                                                             has_bias, bias, j, clamp, hi); \
     }                                                                                    \
     for (long i = i0; i < rows; i++)                                                     \
         for (long j = 0; j < cols; j++)                                                  \
-            dst[j * ld_dst + i] = src[i * ld_src + j];                                   \
+            dst[j * ld_dst + i] = fcnn_epilogue_##SUFFIX(src[i * ld_src + j], has_bias,  \
+                                                         bias, j, clamp, hi);            \
+}                                                                                        \
+static inline void fcnn_transpose_rect_##SUFFIX(const T *src, long ld_src, long rows,     \
+                                                long cols, T *dst, long ld_dst)          \
+{                                                                                        \
+    fcnn_transpose_body_##SUFFIX(src, ld_src, rows, cols, dst, ld_dst, 0, 0, 0, 0);      \
+}                                                                                        \
+/* bias NULL: none; clamp: to [0, hi]. */                                                \
+static inline void fcnn_transpose_epilogue_##SUFFIX(const T *src, long ld_src, long rows,   \
+                                                    long cols, T *dst, long ld_dst,         \
+                                                    const T *bias, int clamp, T hi)         \
+{                                                                                        \
+    if (bias && clamp)                                                                   \
+        fcnn_transpose_body_##SUFFIX(src, ld_src, rows, cols, dst, ld_dst, 1, bias, 1, hi); \
+    else if (bias)                                                                       \
+        fcnn_transpose_body_##SUFFIX(src, ld_src, rows, cols, dst, ld_dst, 1, bias, 0, hi); \
+    else if (clamp)                                                                      \
+        fcnn_transpose_body_##SUFFIX(src, ld_src, rows, cols, dst, ld_dst, 0, 0, 1, hi); \
+    else                                                                                 \
+        fcnn_transpose_body_##SUFFIX(src, ld_src, rows, cols, dst, ld_dst, 0, 0, 0, hi); \
 }
 
 /* The first m < VL floats at p as a vector (the other lanes zero), and v's
@@ -176,6 +231,8 @@ static inline void fcnn_store_part_f32(float *p, long m, fcnn_vec_f32 v)
 
 FCNN_DEFINE_TRANSPOSE(f32, float)
 FCNN_DEFINE_TRANSPOSE(f64, double)
+FCNN_DEFINE_EPILOGUE(f32, float)
+FCNN_DEFINE_EPILOGUE(f64, double)
 FCNN_DEFINE_TRANSPOSE_RECT(f32, float)
 FCNN_DEFINE_TRANSPOSE_RECT(f64, double)
 
