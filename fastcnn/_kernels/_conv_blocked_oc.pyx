@@ -216,7 +216,7 @@ cdef void _blocked_oc_task(const ConvGeom* g, const BlockedOcPlan* plan, const f
     cdef floating* yrow
     cdef const floating* raw = NULL
     cdef index_t held, key = grp * plan.n_m_blocks + ocb + 1, q, next_bytes
-    cdef index_t calls = (oh1 - oh0) * runs, chunk_bytes, pf_calls, share, step
+    cdef index_t calls = (oh1 - oh0) * runs, chunk_bytes, share, step
     cdef bint fused
     cdef const floating* bias_b
     cdef floating hi
@@ -238,15 +238,18 @@ cdef void _blocked_oc_task(const ConvGeom* g, const BlockedOcPlan* plan, const f
             pack_block_columns(raw, cin * taps, mcount, mb, c0 * taps, (c0 + kc) * taps,
                                <floating*>wb)
             next_bytes = min(plan.chunk_channels, cin - c0 - kc) * taps * sizeof(floating)
-        # The chunk's first pf_calls calls fetch a share each of the next chunk's
-        # packed weights (past the last chunk: the next channel block's first,
-        # this thread's next task), step bytes (at least a line) per input
-        # channel they run.
+        # Each of the chunk's calls fetches a share of the next chunk's packed
+        # weights (past the last chunk: the next channel block's first, this
+        # thread's next task), step bytes per input channel it runs: one
+        # prefetch per channel, so under a line a step several channels name
+        # the same line. Spread over every call, the fetches never outrun what
+        # the core has in flight: a 1x1 layer's few long calls had fetched the
+        # chunk in its first two calls, and the next chunk then still waited
+        # on memory (MobileNetV2's 320 -> 1280 at 7x7 with its weights cold).
         chunk_bytes = min(plan.chunk_channels, cin if c0 + kc == cin else cin - c0 - kc) \
             * taps * mb * sizeof(floating)
-        pf_calls = max(1, min(calls, chunk_bytes // (kc * 64)))
-        share = round_up(ceil_div(chunk_bytes, pf_calls), 64)
-        step = round_up(ceil_div(share, kc), 64)
+        share = round_up(ceil_div(chunk_bytes, calls), 64)
+        step = ceil_div(share, kc)
         for oh in range(oh0, oh1):
             for r in range(runs):
                 q = (oh - oh0) * runs + r
@@ -258,7 +261,7 @@ cdef void _blocked_oc_task(const ConvGeom* g, const BlockedOcPlan* plan, const f
                            wb + c0 * taps * mb, toff, taps, kc,
                            acc + q * pix * mb, c0 > 0,
                            <const floating*>(<const char*>(wb + (c0 + kc) * taps * mb)
-                                             + q * share) if q < pf_calls else NULL, step)
+                                             + q * share), step)
         c0 += kc
     if raw != NULL:
         memcpy(<floating*>wb - 16, &key, sizeof(index_t))
