@@ -119,7 +119,7 @@ static inline __attribute__((always_inline)) void fcnn_chain_expand_tile_##NAME(
                 break;                                                                   \
             fcnn_vec_f32 e = acc[j][v] + *(const fcnn_vec_f32 *)(bias + v * FCNN_CHAIN_VL); \
             if (clamp)                                                                   \
-                e = fcnn_dw_clamp_f32(e, (fcnn_vec_f32){0}, hi);                         \
+                e = fcnn_clamp_f32(e, (fcnn_vec_f32){0}, hi);                            \
             e = (fcnn_vec_f32)((fcnn_tr_mask_f32)e & keep[v]);                           \
             *(fcnn_vec_f32 *)(dst + v * ld_dst + off[j]) = e;                            \
         }                                                                                \
@@ -182,7 +182,7 @@ static inline long fcnn_chain_scratch(const fcnn_chain_geom *g, long rows)
 static inline __attribute__((always_inline)) fcnn_vec_f32 fcnn_chain_clamp(
     fcnn_vec_f32 v, int clamp, fcnn_vec_f32 hi)
 {
-    return clamp ? fcnn_dw_clamp_f32(v, (fcnn_vec_f32){0}, hi) : v;
+    return clamp ? fcnn_clamp_f32(v, (fcnn_vec_f32){0}, hi) : v;
 }
 
 /* Where a task's parts lie in its scratch (rows: its output rows): the

@@ -23,48 +23,6 @@
 #define FCNN_DW_VL_F32 (FCNN_VEC_BYTES / 4)
 #define FCNN_DW_VL_F64 (FCNN_VEC_BYTES / 8)
 
-/* v clamped to [lo, hi]: lo where v < lo, hi where v > hi, else v, as the
- * scalar epilogue's selects (NaN fails both comparisons and passes; -0 stays
- * -0): the ReLU and ReLU6 epilogues applied in registers. On x86 that is
- * exactly max(lo, v) then min(hi, v) with the bound first (the instructions
- * return their second operand when the comparison fails): two instructions;
- * elsewhere the selects through masks. */
-#if FCNN_VEC_BYTES == 64
-#define FCNN_DW_MAX_f32(a, b) ((fcnn_vec_f32)_mm512_max_ps((__m512)(a), (__m512)(b)))
-#define FCNN_DW_MIN_f32(a, b) ((fcnn_vec_f32)_mm512_min_ps((__m512)(a), (__m512)(b)))
-#define FCNN_DW_MAX_f64(a, b) ((fcnn_vec_f64)_mm512_max_pd((__m512d)(a), (__m512d)(b)))
-#define FCNN_DW_MIN_f64(a, b) ((fcnn_vec_f64)_mm512_min_pd((__m512d)(a), (__m512d)(b)))
-#elif FCNN_VEC_BYTES == 32
-#define FCNN_DW_MAX_f32(a, b) ((fcnn_vec_f32)_mm256_max_ps((__m256)(a), (__m256)(b)))
-#define FCNN_DW_MIN_f32(a, b) ((fcnn_vec_f32)_mm256_min_ps((__m256)(a), (__m256)(b)))
-#define FCNN_DW_MAX_f64(a, b) ((fcnn_vec_f64)_mm256_max_pd((__m256d)(a), (__m256d)(b)))
-#define FCNN_DW_MIN_f64(a, b) ((fcnn_vec_f64)_mm256_min_pd((__m256d)(a), (__m256d)(b)))
-#elif defined(__SSE2__)
-#define FCNN_DW_MAX_f32(a, b) ((fcnn_vec_f32)_mm_max_ps((__m128)(a), (__m128)(b)))
-#define FCNN_DW_MIN_f32(a, b) ((fcnn_vec_f32)_mm_min_ps((__m128)(a), (__m128)(b)))
-#define FCNN_DW_MAX_f64(a, b) ((fcnn_vec_f64)_mm_max_pd((__m128d)(a), (__m128d)(b)))
-#define FCNN_DW_MIN_f64(a, b) ((fcnn_vec_f64)_mm_min_pd((__m128d)(a), (__m128d)(b)))
-#endif
-
-#define FCNN_DEFINE_DW_CLAMP(SUFFIX)                                                      \
-static inline fcnn_vec_##SUFFIX fcnn_dw_clamp_##SUFFIX(                                  \
-    fcnn_vec_##SUFFIX v, fcnn_vec_##SUFFIX lo, fcnn_vec_##SUFFIX hi)                     \
-{                                                                                        \
-    FCNN_DW_CLAMP_BODY(SUFFIX)                                                           \
-}
-#if defined(FCNN_DW_MAX_f32)
-#define FCNN_DW_CLAMP_BODY(SUFFIX)                                                       \
-    return FCNN_DW_MIN_##SUFFIX(hi, FCNN_DW_MAX_##SUFFIX(lo, v));
-#else
-#define FCNN_DW_CLAMP_BODY(SUFFIX)                                                       \
-    typedef fcnn_tr_mask_##SUFFIX mask;                                                  \
-    const mask below = v < lo, above = v > hi;                                           \
-    return (fcnn_vec_##SUFFIX)(((mask)v & ~(below | above)) | ((mask)lo & below)         \
-                               | ((mask)hi & above));
-#endif
-
-FCNN_DEFINE_DW_CLAMP(f32)
-FCNN_DEFINE_DW_CLAMP(f64)
 
 /* Output positions computed together by the channels-in-lanes kernel: enough
  * independent sums to cover the FMA latency, few enough that they and the
@@ -130,7 +88,7 @@ static inline __attribute__((always_inline)) void fcnn_dw_taps_##SUFFIX(        
         }                                                                                \
         for (int u = 0; u < n; u++) {                                                    \
             vec v = has_bias ? acc[u] + bv : acc[u];                                     \
-            *(vec *)(out + (p + u) * VL) = clamp ? fcnn_dw_clamp_##SUFFIX(v, lov, hiv) : v; \
+            *(vec *)(out + (p + u) * VL) = clamp ? fcnn_clamp_##SUFFIX(v, lov, hiv) : v;    \
         }                                                                                \
     }                                                                                    \
 }
@@ -380,7 +338,7 @@ static inline void fcnn_dw3x3_store_##SUFFIX(T *y, long j, long out_w,          
 {                                                                                        \
     enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                            \
     if (clamp)                                                                           \
-        v = fcnn_dw_clamp_##SUFFIX(v, lo, hi);                                           \
+        v = fcnn_clamp_##SUFFIX(v, lo, hi);                                              \
     if (j + VL <= out_w) {                                                               \
         *(fcnn_vec_##SUFFIX *)(y + j) = v;                                               \
     } else if (!FCNN_DW_STORE_PART_##SUFFIX(y + j, out_w - j, v)) {                      \

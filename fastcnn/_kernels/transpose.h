@@ -12,6 +12,9 @@
 #define FASTCNN_TRANSPOSE_H
 
 #include <stdint.h>
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 #if defined(__AVX512F__)
 #define FCNN_VEC_BYTES 64
@@ -81,10 +84,52 @@ static inline void fcnn_transpose_##SUFFIX(fcnn_vec_##SUFFIX *r)                
     FCNN_TR_STAGE(SUFFIX, r, VL, 1)                                                      \
 }
 
+/* v clamped to [lo, hi]: lo where v < lo, hi where v > hi, else v, as the
+ * scalar epilogue's selects (NaN fails both comparisons and passes; -0 stays
+ * -0): the ReLU and ReLU6 epilogues applied in registers. On x86 that is
+ * exactly max(lo, v) then min(hi, v) with the bound first (the instructions
+ * return their second operand when the comparison fails): two instructions;
+ * elsewhere the selects through masks. */
+#if FCNN_VEC_BYTES == 64
+#define FCNN_VMAX_f32(a, b) ((fcnn_vec_f32)_mm512_max_ps((__m512)(a), (__m512)(b)))
+#define FCNN_VMIN_f32(a, b) ((fcnn_vec_f32)_mm512_min_ps((__m512)(a), (__m512)(b)))
+#define FCNN_VMAX_f64(a, b) ((fcnn_vec_f64)_mm512_max_pd((__m512d)(a), (__m512d)(b)))
+#define FCNN_VMIN_f64(a, b) ((fcnn_vec_f64)_mm512_min_pd((__m512d)(a), (__m512d)(b)))
+#elif FCNN_VEC_BYTES == 32
+#define FCNN_VMAX_f32(a, b) ((fcnn_vec_f32)_mm256_max_ps((__m256)(a), (__m256)(b)))
+#define FCNN_VMIN_f32(a, b) ((fcnn_vec_f32)_mm256_min_ps((__m256)(a), (__m256)(b)))
+#define FCNN_VMAX_f64(a, b) ((fcnn_vec_f64)_mm256_max_pd((__m256d)(a), (__m256d)(b)))
+#define FCNN_VMIN_f64(a, b) ((fcnn_vec_f64)_mm256_min_pd((__m256d)(a), (__m256d)(b)))
+#elif defined(__SSE2__)
+#define FCNN_VMAX_f32(a, b) ((fcnn_vec_f32)_mm_max_ps((__m128)(a), (__m128)(b)))
+#define FCNN_VMIN_f32(a, b) ((fcnn_vec_f32)_mm_min_ps((__m128)(a), (__m128)(b)))
+#define FCNN_VMAX_f64(a, b) ((fcnn_vec_f64)_mm_max_pd((__m128d)(a), (__m128d)(b)))
+#define FCNN_VMIN_f64(a, b) ((fcnn_vec_f64)_mm_min_pd((__m128d)(a), (__m128d)(b)))
+#endif
+
+#define FCNN_DEFINE_CLAMP(SUFFIX)                                                         \
+static inline fcnn_vec_##SUFFIX fcnn_clamp_##SUFFIX(                                     \
+    fcnn_vec_##SUFFIX v, fcnn_vec_##SUFFIX lo, fcnn_vec_##SUFFIX hi)                     \
+{                                                                                        \
+    FCNN_CLAMP_BODY(SUFFIX)                                                              \
+}
+#if defined(FCNN_VMAX_f32)
+#define FCNN_CLAMP_BODY(SUFFIX)                                                          \
+    return FCNN_VMIN_##SUFFIX(hi, FCNN_VMAX_##SUFFIX(lo, v));
+#else
+#define FCNN_CLAMP_BODY(SUFFIX)                                                          \
+    typedef fcnn_tr_mask_##SUFFIX mask;                                                  \
+    const mask below = v < lo, above = v > hi;                                           \
+    return (fcnn_vec_##SUFFIX)(((mask)v & ~(below | above)) | ((mask)lo & below)         \
+                               | ((mask)hi & above));
+#endif
+
+FCNN_DEFINE_CLAMP(f32)
+FCNN_DEFINE_CLAMP(f64)
+
 /* A layer's epilogue on one value or vector: + bias[j] (with has_bias), then,
- * with clamp, the clamp to [0, hi] (ReLU: hi = inf, ReLU6: hi = 6), with the
- * scalar epilogue's order and comparisons (_activation.pxd): 0 where v < 0,
- * hi where v > hi, NaN and -0 kept. */
+ * with clamp, the clamp to [0, hi] (ReLU: hi = inf, ReLU6: hi = 6): the scalar
+ * epilogue's order and comparisons (_activation.pxd), as fcnn_clamp_*. */
 #define FCNN_DEFINE_EPILOGUE(SUFFIX, T)                                                  \
 static inline __attribute__((always_inline)) T                                           \
 fcnn_epilogue_##SUFFIX(T v, int has_bias, const T *bias, long j, int clamp, T hi)        \
@@ -102,10 +147,8 @@ fcnn_epilogue_vec_##SUFFIX(fcnn_vec_##SUFFIX v, int has_bias, const T *bias, lon
     if (has_bias)                                                                        \
         v = v + bias[j];                                                                 \
     if (clamp) {                                                                         \
-        const fcnn_vec_##SUFFIX zero = {0}, top = zero + hi;                             \
-        const fcnn_tr_mask_##SUFFIX below = v < zero, above = v > top;                   \
-        v = (fcnn_vec_##SUFFIX)(((fcnn_tr_mask_##SUFFIX)v & ~below & ~above)             \
-                                | ((fcnn_tr_mask_##SUFFIX)top & above));                 \
+        const fcnn_vec_##SUFFIX zero = {0};                                              \
+        v = fcnn_clamp_##SUFFIX(v, zero, zero + hi);                                     \
     }                                                                                    \
     return v;                                                                            \
 }
@@ -167,7 +210,6 @@ static inline void fcnn_transpose_epilogue_##SUFFIX(const T *src, long ld_src, l
  * vector moves (a masked move with AVX-512; 4-, 2- and 1-float pieces
  * otherwise) rather than m scalar ones. */
 #if defined(__SSE2__)
-#include <immintrin.h>
 static inline __m128 fcnn_load_part_128(const float *p, long k)
 {
     if (k == 1)
