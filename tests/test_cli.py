@@ -1,5 +1,6 @@
 """`python -m fastcnn bench | summary | info` end to end (quick, tiny), and
 its messages for bad options. Times are not asserted."""
+import importlib.util
 import json
 import subprocess
 import sys
@@ -65,7 +66,7 @@ def test_profile_suite_sums_steps_per_block(tmp_path, capsys):
     """The profile suite: per block, fastcnn's steps (and ONNX Runtime's nodes,
     when it and onnx are installed) summed; the blocks of both sides line up."""
     from fastcnn._bench.profile import block_of
-    have_ort = all(__import__("importlib").util.find_spec(m) for m in ("onnxruntime", "onnx"))
+    have_ort = all(importlib.util.find_spec(m) for m in ("onnxruntime", "onnx"))
     out_json = tmp_path / "profile.json"
     main(["bench", "--quick", "--suite", "profile", "--threads", "1", "--repeat", "2",
           "--compare", "onnxruntime" if have_ort else "none", "--json", str(out_json)])

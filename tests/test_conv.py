@@ -527,6 +527,10 @@ def test_winograd_every_tile_count(dtype, rng):
                              algorithm="winograd")
             assert_close(out, conv_nd(x, w, None, 1, k - 2, None, 1, 1), w[0].size * 100)
 
+
+WINO_ERROR_BOUND = 64
+
+
 def _winograd_tile_bound(x, w, pad):
     """Per output: sum over input channels of max |x| over the input tile
     Winograd transforms for that output's 4x4 tile times sum |w| over the
@@ -571,9 +575,6 @@ def test_winograd_error_bound(dtype, k, rng):
             exact = conv_nd(x.astype(np.float64), w.astype(np.float64), None, 1, pad, None, 1, 1)
             ratio = np.abs(y - exact) / (u * _winograd_tile_bound(x, w, pad))
             assert ratio.max() <= WINO_ERROR_BOUND, (cin, data, ratio.max())
-
-
-WINO_ERROR_BOUND = 64
 
 
 @pytest.fixture

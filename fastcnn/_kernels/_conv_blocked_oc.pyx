@@ -16,7 +16,7 @@ from fastcnn._kernels._typedefs cimport floating, index_t
 from libc.math cimport INFINITY
 from fastcnn._kernels._activation cimport (ACT_NONE, ACT_RELU, ACT_RELU6,
                                            bias_residual_activation)
-from fastcnn._kernels._transpose cimport transpose, transpose_epilogue
+from fastcnn._kernels._transpose cimport transpose_epilogue
 from fastcnn._kernels._conv_types cimport (ConvGeom, ConvPlan, ConvTuning, BlockedOcPlan,
                                            CONV_BLOCKED_OC_UNPACKED)
 from fastcnn._kernels._conv_common cimport (MIN_TASKS, BLOCK_PAD_BYTES, ceil_div, round_up,
@@ -217,7 +217,7 @@ cdef void _blocked_oc_task(const ConvGeom* g, const BlockedOcPlan* plan, const f
     cdef const floating* raw = NULL
     cdef index_t held, key = grp * plan.n_m_blocks + ocb + 1, q, next_bytes
     cdef index_t calls = (oh1 - oh0) * runs, chunk_bytes, share, step
-    cdef bint fused
+    cdef bint fused, clamp
     cdef const floating* bias_b
     cdef floating hi
     # Unpacked weights: the thread packs its block chunk by chunk into its
@@ -275,15 +275,16 @@ cdef void _blocked_oc_task(const ConvGeom* g, const BlockedOcPlan* plan, const f
     fused = res == NULL and (activation == ACT_NONE or activation == ACT_RELU
                              or activation == ACT_RELU6)
     bias_b = bias + grp * m_group + m0 if bias != NULL and fused else NULL
+    clamp = fused and activation != ACT_NONE
     hi = 6 if activation == ACT_RELU6 else INFINITY
     if runs * pix == g.out_w:
         transpose_epilogue(acc, mb, (oh1 - oh0) * g.out_w, mcount, yrow, g.out_h * g.out_w,
-                           bias_b, fused and activation != ACT_NONE, hi)
+                           bias_b, clamp, hi)
     else:
         for oh in range(oh0, oh1):
             transpose_epilogue(acc + (oh - oh0) * runs * pix * mb, mb, g.out_w, mcount,
-                               yrow + (oh - oh0) * g.out_w, g.out_h * g.out_w, bias_b,
-                               fused and activation != ACT_NONE, hi)
+                               yrow + (oh - oh0) * g.out_w, g.out_h * g.out_w, bias_b, clamp,
+                               hi)
     if fused:
         return
     for o in range(mcount):
