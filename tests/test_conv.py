@@ -381,6 +381,11 @@ BLOCKED_CASES = [
     (1, 10, 15, (9, 9), (3, 3), 1, 1, 1, 1),          # 15: five 3-channel blocks
     # weights larger than the padded images: blocked_oc's tasks block by block
     (3, 64, 40, (3, 4), (3, 3), 1, 1, 1, 1),
+    # blocked_oc's channel blocks fewer than 8 per thread and not a multiple
+    # of 2 or 3 threads: the threads split their rows (9 blocks of 24
+    # channels with AVX2, 17 of 12 with SSE; 9 of 48 with AVX-512)
+    (1, 16, 200, (7, 7), (3, 3), 1, 1, 1, 1),
+    (1, 16, 430, (7, 7), (3, 3), 1, 1, 1, 1),
 ]
 
 
