@@ -73,7 +73,8 @@ def block(n, cin, cexp, cout, size, stride, threads, repeat):
                 steps, (x, e, d), (e, d, y_layers), (None, None, res)):
             conv.forward(g, algorithm, src, weights, bias, dst, ws, act, threads, r)
 
-    cg = (cin, size, size, cexp, cout, out, out, 3, 3, stride, stride, 1, 1, 1, 1)
+    cg = (cin, size, size, cexp, cout, out, out, 3, 3, stride, stride, 1, 1, 1, 1, size, size, 1,
+          1, 0)
     rows, bands, scratch, _ = chain.plan(cg, True, l2)
     packed = chain.pack(cg, we, be, wd, bd, wp, bp, l2)
     ws = np.empty(scratch * threads, np.float32)

@@ -1,7 +1,9 @@
 """Convolution chains a plan runs as one step: a 1x1 expansion, a depthwise
 convolution and a 1x1 projection (MobileNetV2's inverted residual blocks),
 band by band with the tensors between them in each thread's cache
-(_kernels._chain, conv_chain.h).
+(_kernels._chain, conv_chain.h). The expansion may also be a network's first
+layer: a square convolution over few channels (MobileNetV2's 3x3 stride-2
+stem before its first depthwise layer), whose columns each band gathers.
 
 find_chains picks them out of a rewritten node list; a Chain holds their
 weights, packed once, and runs them on NCHW float32 arrays. Results agree
@@ -17,6 +19,10 @@ from fastcnn._opinfo import info
 from fastcnn._validation import FUSABLE_ACTIVATIONS
 
 __all__ = ["Chain", "find_chains", "conv_chain"]
+
+# The most columns (input channels x kernel taps) a first-layer expansion
+# gathers: an image's 3 channels under a 3x3 kernel are 27.
+FIRST_LAYER_COLUMNS = 32
 
 
 class _Layer:
@@ -34,6 +40,19 @@ class _Layer:
     @property
     def depthwise(self):
         return self.geom.depthwise
+
+    @property
+    def first_layer(self):
+        """A square convolution over few input channels that the chain runs
+        as a 1x1 expansion over its columns (at most FIRST_LAYER_COLUMNS of
+        them, one group, no dilation, the same stride and padding both ways,
+        padding as much after as before)."""
+        g = self.geom
+        return (g.groups == 1 and g.kernel_h == g.kernel_w > 1 and g.stride_h == g.stride_w
+                and g.pad_h == g.pad_w and g.dilation_h == g.dilation_w == 1
+                and g.in_channels * g.kernel_h * g.kernel_w <= FIRST_LAYER_COLUMNS
+                and g.out_h == (g.in_h + 2 * g.pad_h - g.kernel_h) // g.stride_h + 1
+                and g.out_w == (g.in_w + 2 * g.pad_w - g.kernel_w) // g.stride_w + 1)
 
 
 def _const(v, resolve):
@@ -87,7 +106,7 @@ def find_chains(nodes, rewrite, readers):
             continue
         exp_node = producer.get(rewrite.resolve(dw_node.arguments()["input"]).id)
         exp = _layer(exp_node, rewrite) if exp_node is not None else None
-        if exp is None or not exp.pointwise or exp.residual is not None \
+        if exp is None or not (exp.pointwise or exp.first_layer) or exp.residual is not None \
                 or readers.get(exp_node.outputs[0].id) != 1:
             continue
         if _kernels._chain.pays(True):
@@ -98,9 +117,10 @@ def find_chains(nodes, rewrite, readers):
 def _chain_geometry(expand, depthwise, project):
     """The chain kernel's geometry tuple (see _kernels._chain) from the layers'."""
     g_e, g_d, g_p = expand.geom, depthwise.geom, project.geom
-    return (g_e.in_channels, g_e.in_h, g_e.in_w, g_d.in_channels, g_p.out_channels, g_d.out_h,
+    return (g_e.in_channels, g_d.in_h, g_d.in_w, g_d.in_channels, g_p.out_channels, g_d.out_h,
             g_d.out_w, g_d.kernel_h, g_d.kernel_w, g_d.stride_h, g_d.stride_w, g_d.pad_h,
-            g_d.pad_w, g_d.dilation_h, g_d.dilation_w)
+            g_d.pad_w, g_d.dilation_h, g_d.dilation_w, g_e.in_h, g_e.in_w, g_e.kernel_h,
+            g_e.stride_h, g_e.pad_h)
 
 
 class Chain:
@@ -111,7 +131,7 @@ class Chain:
     def __init__(self, expand, depthwise, project):
         self.batch = expand.geom.batch
         self.geom = _chain_geometry(expand, depthwise, project)
-        self.input_shape = (self.batch,) + self.geom[:3]
+        self.input_shape = (self.batch, self.geom[0]) + self.geom[15:17]
         self.output_shape = (self.batch, self.geom[4]) + self.geom[5:7]
         self.activations = tuple(FUSABLE_ACTIVATIONS[layer.activation]
                                  for layer in (expand, depthwise, project))

@@ -39,7 +39,7 @@ def chain_case(rng, n, cin, cexp, cout, size, kernel, stride, pad, dilation, exp
     bp = rng.standard_normal(cout).astype(np.float32)
     res = rng.standard_normal((n, cout, out_h, out_w)).astype(np.float32) if residual else None
     geom = (cin, h, w, cexp, cout, out_h, out_w, kernel, kernel, stride, stride, pad, pad,
-            dilation, dilation)
+            dilation, dilation, h, w, 1, 1, 0)
     return geom, x, (we, be, wd, bd, wp, bp), res, acts
 
 
@@ -88,6 +88,55 @@ def test_chain_kernel_matches_reference(rng, shape, expand):
             assert np.array_equal(r, results[0])
 
 
+# first-layer expansions: (batch, in, expanded, out, (H, W), expansion kernel,
+# stride, padding; depthwise kernel, stride, padding)
+FIRST_LAYER_SHAPES = [
+    (1, 3, 32, 16, (40, 37), 3, 2, 1, 3, 1, 1),    # MobileNetV2's stem and first block, odd sizes
+    (2, 3, 24, 8, (17, 16), 3, 1, 1, 3, 2, 1),     # stride 1, a stride-2 depthwise after it
+    (1, 1, 20, 5, (11, 13), 5, 2, 2, 3, 1, 1),     # 1 channel, 5x5 (25 columns)
+    (1, 2, 16, 16, (9, 9), 3, 3, 0, 3, 1, 1),      # stride > kernel, no padding
+    (0, 3, 8, 8, (6, 6), 3, 2, 1, 3, 1, 1),        # N = 0
+]
+
+
+@pytest.mark.parametrize("shape", FIRST_LAYER_SHAPES, ids=lambda s: "x".join(map(str, s[:4])))
+def test_chain_first_layer_expansion_matches_reference(rng, shape):
+    n, cin, cexp, cout, (h, w), ek, es, ep, kernel, stride, pad = shape
+    eh, ew = (h + 2 * ep - ek) // es + 1, (w + 2 * ep - ek) // es + 1
+    out_h, out_w = (eh + 2 * pad - kernel) // stride + 1, (ew + 2 * pad - kernel) // stride + 1
+    x = rng.standard_normal((n, cin, h, w)).astype(np.float32)
+    we = (rng.standard_normal((cexp, cin, ek, ek)) * 0.3).astype(np.float32)
+    be = rng.standard_normal(cexp).astype(np.float32)
+    wd = (rng.standard_normal((cexp, 1, kernel, kernel)) * 0.3).astype(np.float32)
+    bd = rng.standard_normal(cexp).astype(np.float32)
+    wp = (rng.standard_normal((cout, cexp, 1, 1)) * 0.2).astype(np.float32)
+    bp = rng.standard_normal(cout).astype(np.float32)
+    geom = (cin, eh, ew, cexp, cout, out_h, out_w, kernel, kernel, stride, stride, pad, pad,
+            1, 1, h, w, ek, es, ep)
+    acts = ("relu6", "relu6", None)
+    e = relu6(conv_nd(x, we, be, es, ep))
+    d = relu6(conv_nd(e, wd, bd, stride, pad, groups=cexp))
+    expected = conv_nd(d, wp, bp)
+    results = [run_chain(geom, x, (we, be, wd, bd, wp, bp), None, acts, l2, threads)
+               for l2 in (4 << 20, 64 << 10) for threads in (1, 2, 3)]
+    assert results[0].shape == (n, cout, out_h, out_w)
+    assert_close(results[0], expected, reduction=cin * ek * ek * 9)
+    for r in results[1:]:
+        assert np.array_equal(r, results[0])
+
+
+def test_chain_first_layer_geometry_is_checked():
+    K = _kernels._chain
+    with pytest.raises(ValueError, match="do not take"):      # 3x3/2 pad 1: 40 -> 20, not 19
+        K.plan((3, 19, 19, 32, 16, 19, 19, 3, 3, 1, 1, 1, 1, 1, 1, 40, 40, 3, 2, 1), True,
+               1 << 20)
+    with pytest.raises(ValueError, match="do not take"):      # an expansion is needed
+        K.plan((3, 20, 20, 27, 16, 20, 20, 3, 3, 1, 1, 1, 1, 1, 1, 40, 40, 3, 2, 1), False,
+               1 << 20)
+    with pytest.raises(ValueError, match="20 fields"):
+        K.plan((3, 20, 20, 32, 16, 20, 20, 3, 3, 1, 1, 1, 1, 1, 1), True, 1 << 20)
+
+
 def test_chain_kernel_passes_nan_and_inf(rng):
     geom, x, weights, res, acts = chain_case(rng, 1, 8, 24, 8, (9, 9), 3, 1, 1, 1, True)
     x[0, 3, 4, 4] = np.nan
@@ -121,7 +170,7 @@ def test_chain_kernel_rejects_bad_arguments(rng):
     with pytest.raises(ValueError, match="residual"):
         K.forward(geom, True, x, packed, y[:, :, :3].copy(), y, ws, 2, 2, 0, 1, 1 << 20)
     with pytest.raises(ValueError, match="invalid geometry"):
-        K.plan((8, 9, 9, 24, 8, 9, 9, 3, 3, 0, 1, 1, 1, 1, 1), True, 1 << 20)
+        K.plan((8, 9, 9, 24, 8, 9, 9, 3, 3, 0, 1, 1, 1, 1, 1, 9, 9, 1, 1, 0), True, 1 << 20)
 
 
 def _randomize(model, rng):
@@ -168,8 +217,9 @@ def test_mobilenet_plan_runs_chains_and_matches_eager(rng, batch, small_l2):
     model = _randomize(models.MobileNetV2(num_classes=10, width_mult=0.5), rng).eval()
     x = rng.standard_normal((batch, 3, 96, 96)).astype(np.float32)
     plan = fastcnn.compile(model, x.shape)
-    # every block with an expansion (all but the first)
-    assert [n.op for n in plan.nodes].count("conv_chain") == _expected_chains(16)
+    # every block: the first, which has no expansion, with the stem before it
+    assert [n.op for n in plan.nodes].count("conv_chain") == _expected_chains(17)
+    assert [n.op for n in plan.nodes][0] == ("conv_chain" if FMA else "conv")
     expected = model(x)
     results = run_threads(lambda: plan(x))
     assert np.abs(expected).max() > 1e-2           # a real comparison, not of zeros

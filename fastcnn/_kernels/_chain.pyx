@@ -4,8 +4,12 @@ between them kept in each thread's scratch (MobileNetV2's inverted residual
 blocks in compiled plans and ONNX models). float32 only.
 
 The chain's geometry is a tuple (cin, in_h, in_w, cexp, cout, out_h, out_w,
-kh, kw, sh, sw, ph, pw, dh, dw): cexp is the depthwise layer's channels
-(= cin without an expansion), ph / pw its padding before each axis.
+kh, kw, sh, sw, ph, pw, dh, dw, x_h, x_w, ek, es, ep): cin input channels of
+x_h x x_w; the expansion's square kernel ek, stride es and padding ep (1, 1, 0:
+a 1x1 expansion, and x_h, x_w = in_h, in_w), in_h x in_w its output, the
+depthwise layer's input; cexp is the depthwise layer's channels (= cin
+without an expansion), kh .. dw its kernel, stride, padding before each axis
+and dilation.
 """
 import numpy as np
 cimport numpy as cnp
@@ -24,6 +28,7 @@ cdef extern from "conv_chain.h" nogil:
     ctypedef struct fcnn_chain_geom:
         long cin, in_h, in_w, cexp, cout, out_h, out_w
         long kh, kw, sh, sw, ph, pw, dh, dw
+        long xc, xh, xw, ek, es, ep
         int expand
         long blocks, wp, band_rows
     ctypedef struct fcnn_chain_task:
@@ -78,11 +83,19 @@ cdef fcnn_chain_geom _geom(tuple t, bint expand, long l2_bytes) except *:
     2.04-2.08 against 4.49 / 2.32.)"""
     cdef fcnn_chain_geom g
     cdef long rows, bands, halo
-    (g.cin, g.in_h, g.in_w, g.cexp, g.cout, g.out_h, g.out_w, g.kh, g.kw, g.sh, g.sw,
-     g.ph, g.pw, g.dh, g.dw) = t
-    if min(t) < 0 or min(g.cin, g.cexp, g.cout, g.in_h, g.in_w, g.out_h, g.out_w,
-                          g.kh, g.kw, g.sh, g.sw, g.dh, g.dw) < 1:
+    if len(t) != 20:
+        raise ValueError(f"conv_chain: a geometry has 20 fields, got {len(t)}")
+    (g.xc, g.in_h, g.in_w, g.cexp, g.cout, g.out_h, g.out_w, g.kh, g.kw, g.sh, g.sw,
+     g.ph, g.pw, g.dh, g.dw, g.xh, g.xw, g.ek, g.es, g.ep) = t
+    if min(t) < 0 or min(g.xc, g.cexp, g.cout, g.in_h, g.in_w, g.out_h, g.out_w,
+                          g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.xh, g.xw, g.ek, g.es) < 1:
         raise ValueError(f"conv_chain: invalid geometry {t}")
+    if (g.ek == 1 and (g.es, g.ep, g.xh, g.xw) != (1, 0, g.in_h, g.in_w)) or (
+            g.ek > 1 and (not expand or g.in_h != (g.xh + 2 * g.ep - g.ek) // g.es + 1
+                          or g.in_w != (g.xw + 2 * g.ep - g.ek) // g.es + 1)):
+        raise ValueError(f"conv_chain: the expansion's kernel {g.ek}, stride {g.es} and "
+                         f"padding {g.ep} do not take {g.xh}x{g.xw} to {g.in_h}x{g.in_w}")
+    g.cin = g.xc * g.ek * g.ek
     if not expand and g.cin != g.cexp:
         raise ValueError("conv_chain: without an expansion the depthwise channels are the "
                          f"input's, got {g.cin} and {g.cexp}")
@@ -179,7 +192,7 @@ def plan(tuple geom, bint expand, long l2_bytes):
 def pack(tuple geom, object we, object be, object wd, object bd, object wp, object bp,
          long l2_bytes):
     """The chain's weights in the kernel's order, as one float32 array.
-    we (cexp, cin, 1, 1) or None (no expansion), wd (cexp, 1, kh, kw),
+    we (cexp, cin, ek, ek) or None (no expansion), wd (cexp, 1, kh, kw),
     wp (cout, cexp, 1, 1); biases 1-D or None."""
     cdef bint expand = we is not None
     cdef fcnn_chain_geom g = _geom(geom, expand, l2_bytes)
@@ -221,7 +234,7 @@ def forward(tuple geom, bint expand, cnp.ndarray x, cnp.ndarray packed, object r
             cnp.ndarray y, cnp.ndarray workspace, int act_e, int act_d, int act_p,
             int num_threads, long l2_bytes):
     """y = clamp_p(project(clamp_d(depthwise(clamp_e(expand(x))))) + residual).
-    x (N, cin, in_h, in_w), y and residual (N, cout, out_h, out_w): float32,
+    x (N, cin, x_h, x_w), y and residual (N, cout, out_h, out_w): float32,
     C-contiguous; packed from pack(); workspace: num_threads x the scratch of
     plan()."""
     cdef fcnn_chain_geom g = _geom(geom, expand, l2_bytes)
@@ -232,7 +245,7 @@ def forward(tuple geom, bint expand, cnp.ndarray x, cnp.ndarray packed, object r
     cdef const float* rp = NULL
     cdef float* yp
     cdef float* ws
-    cdef long x_image = g.cin * g.in_h * g.in_w, y_image = g.cout * g.out_h * g.out_w
+    cdef long x_image = g.xc * g.xh * g.xw, y_image = g.cout * g.out_h * g.out_w
     cdef int clamp_e, clamp_d, clamp_p
     cdef float hi_e, hi_d, hi_p
     off = _offsets(&g)
@@ -241,8 +254,8 @@ def forward(tuple geom, bint expand, cnp.ndarray x, cnp.ndarray packed, object r
         if not isinstance(a, np.ndarray) or a.dtype != np.float32 or not a.flags.c_contiguous:
             raise ValueError(f"conv_chain: {name} must be a C-contiguous float32 array")
     n_img = x.shape[0] if x.ndim == 4 else -1
-    if x.ndim != 4 or (x.shape[1], x.shape[2], x.shape[3]) != (g.cin, g.in_h, g.in_w):
-        raise ValueError(f"conv_chain: expected input (N, {g.cin}, {g.in_h}, {g.in_w}), "
+    if x.ndim != 4 or (x.shape[1], x.shape[2], x.shape[3]) != (g.xc, g.xh, g.xw):
+        raise ValueError(f"conv_chain: expected input (N, {g.xc}, {g.xh}, {g.xw}), "
                          f"got {(<object>x).shape}")
     if (<object>y).shape != (n_img, g.cout, g.out_h, g.out_w):
         raise ValueError(f"conv_chain: expected output {(n_img, g.cout, g.out_h, g.out_w)}, "

@@ -28,6 +28,7 @@
 #include <string.h>
 #include "conv_block.h"
 #include "conv_dw.h"
+#include "im2col.h"
 
 #define FCNN_CHAIN_VL (FCNN_VEC_BYTES / 4)
 /* Two register tiles, blocked_oc's shapes: WIDE (more pixels) and TALL (more
@@ -131,6 +132,9 @@ FCNN_DEFINE_CHAIN_EXPAND_TILE(tall, FCNN_CHAIN_PT, FCNN_CHAIN_VT)
 /* The projection reads the depthwise output: channels in lanes, pixels VL apart */
 FCNN_DEFINE_CHAIN_TILE(lanes_wide, FCNN_CHAIN_VL, FCNN_CHAIN_PW, FCNN_CHAIN_VW)
 FCNN_DEFINE_CHAIN_TILE(lanes_tall, FCNN_CHAIN_VL, FCNN_CHAIN_PT, FCNN_CHAIN_VT)
+/* and one block of outputs (16 channels with AVX-512, a first-layer chain's
+ * projection): the wide tile's pixels, one vector, no multiply-add on padding */
+FCNN_DEFINE_CHAIN_TILE(lanes_one, FCNN_CHAIN_VL, FCNN_CHAIN_PW, 1)
 
 /* Whether the tall tile pads `pixels` x `blocks` less than the wide one. */
 static inline int fcnn_chain_tall(long pixels, long blocks)
@@ -153,11 +157,16 @@ static inline long fcnn_chain_prefetch_part(const float **pf, const float *w, lo
 }
 
 /* The geometry of one chain; cexp = the depthwise channels (= cin without an
- * expansion). Sizes in elements. */
+ * expansion). Sizes in elements. The expansion is 1x1 (ek = 1: it reads cin
+ * planes of in_h x in_w), or an ek x ek convolution at stride es with
+ * padding ep over xc planes of xh x xw (a network's first layer, few
+ * channels): then cin = xc ek ek, and each task gathers the columns of the
+ * rows it expands (im2col.h) and runs them as a 1x1 expansion. */
 typedef struct {
     long cin, in_h, in_w, cexp, cout, out_h, out_w;
     long kh, kw, sh, sw, ph, pw, dh, dw;
-    int expand;                         /* whether a 1x1 expansion comes first */
+    long xc, xh, xw, ek, es, ep;
+    int expand;                         /* whether an expansion comes first */
     long blocks;                        /* ceil(cexp / VL): the depthwise's channel blocks */
     long wp;                            /* padded row length of the depthwise's input */
     long band_rows;                     /* output rows per band */
@@ -168,14 +177,22 @@ static inline long fcnn_chain_rows_read(const fcnn_chain_geom *g, long rows)
     return (rows - 1) * g->sh + (g->kh - 1) * g->dh + 1;
 }
 
+/* The columns an ek x ek expansion gathers for the rows a task reads (one
+ * plane of them per column row, and a tile of slack the last tile reads past). */
+static inline long fcnn_chain_cols(const fcnn_chain_geom *g, long rows)
+{
+    return g->ek > 1 ? g->cin * fcnn_chain_rows_read(g, rows) * g->in_w + FCNN_CHAIN_PMAX : 0;
+}
+
 /* Scratch elements one task needs: the padded expanded rows, the depthwise
  * output (plus a tile of slack the projection's last tile reads past), one
- * tile of input pixels copied at a plane's end, and the register tile. */
+ * tile of input pixels copied at a plane's end, the register tile and the
+ * expansion's columns. */
 static inline long fcnn_chain_scratch(const fcnn_chain_geom *g, long rows)
 {
     enum { P = FCNN_CHAIN_PMAX, VL = FCNN_CHAIN_VL };
     return g->blocks * VL * (fcnn_chain_rows_read(g, rows) * g->wp + rows * g->out_w + P)
-           + g->cin * P + P * FCNN_CHAIN_VMAX * VL;
+           + g->cin * P + P * FCNN_CHAIN_VMAX * VL + fcnn_chain_cols(g, rows);
 }
 
 /* Clamp each lane to [0, hi] where clamp is set (ReLU: hi = inf; ReLU6: 6). */
@@ -188,11 +205,12 @@ static inline __attribute__((always_inline)) fcnn_vec_f32 fcnn_chain_clamp(
 /* Where a task's parts lie in its scratch (rows: its output rows): the
  * padded expanded rows buf[block][row][column][lane], the depthwise output
  * mid[block][position][lane] (a tile of slack after each block), a tile of
- * input pixels copied at a plane's end, and the register tile. When the
- * threads share one task, they share buf and mid and each has xt and acc. */
+ * input pixels copied at a plane's end, the register tile and the columns.
+ * When the threads share one task, they share buf and mid and each has xt,
+ * acc and cols. */
 typedef struct {
     long rows, nrows, ih0, block_len, mid_len;
-    float *buf, *mid, *xt, *acc;
+    float *buf, *mid, *xt, *acc, *cols;
 } fcnn_chain_task;
 
 static inline fcnn_chain_task fcnn_chain_layout(const fcnn_chain_geom *g, long oh0, long oh1,
@@ -209,6 +227,7 @@ static inline fcnn_chain_task fcnn_chain_layout(const fcnn_chain_geom *g, long o
     t.mid = shared + g->blocks * t.block_len;
     t.xt = own + g->blocks * (t.block_len + t.mid_len);
     t.acc = t.xt + g->cin * P;
+    t.cols = t.acc + P * FCNN_CHAIN_VMAX * VL;
     return t;
 }
 
@@ -251,10 +270,27 @@ static void fcnn_chain_expand_tiles(const fcnn_chain_geom *g, const fcnn_chain_t
     fcnn_chain_expand_shape(g, t, &q0, &q1, &tall);
     const int V = tall ? FCNN_CHAIN_VT : FCNN_CHAIN_VW;
     const long P = tall ? FCNN_CHAIN_PT : FCNN_CHAIN_PW;
-    const long ptiles = (q1 - q0 + P - 1) / P, plane = g->in_h * g->in_w, ld_w = g->cin * VL;
+    const long ptiles = (q1 - q0 + P - 1) / P, ld_w = g->cin * VL;
     const long u0 = bt0 * ptiles, u1 = bt1 * ptiles;
     if (u0 >= u1)
         return;
+    /* the planes the tiles read: the input's, or the columns of an ek x ek
+     * expansion (its rows q0 / in_w on, gathered here: each part of a shared
+     * task gathers its own) */
+    const float *planes = x;
+    long plane = g->in_h * g->in_w, base = 0;
+    if (g->ek > 1) {
+        const long size[3] = {1, g->xh, g->xw}, out[3] = {1, g->in_h, g->in_w};
+        const long kernel[3] = {1, g->ek, g->ek}, stride[3] = {1, g->es, g->es};
+        const long pad[3] = {0, g->ep, g->ep}, dil[3] = {1, 1, 1};
+        plane = q1 - q0;
+        base = q0;
+        for (long c = 0; c < g->xc; c++)
+            for (long kh = 0; kh < g->ek; kh++)
+                fcnn_im2col_rows_f32(x, 0, c, 0, kh, size, out, kernel, stride, pad, dil, q0,
+                                     plane, t->cols + (c * g->ek + kh) * g->ek * plane, plane);
+        planes = t->cols;
+    }
     /* the last block's lanes past cexp must hold zeros, not 0 * Inf = NaN
      * from an infinite input: the projection multiplies them by zero again */
     const long used = g->cexp - (g->blocks - 1) * VL;
@@ -265,7 +301,7 @@ static void fcnn_chain_expand_tiles(const fcnn_chain_geom *g, const fcnn_chain_t
     int nv = 0;
     for (long u = u0; u < u1; u++) {
         const long blk0 = bt * V, q = q0 + pt * P, n = q1 - q < P ? q1 - q : P;
-        const float *wt = we + blk0 * ld_w, *src = x + q;
+        const float *wt = we + blk0 * ld_w, *src = planes + (q - base);
         long ld_c = plane;
         if (u == u0 || pt == 0) {   /* a new tile of blocks: its masks */
             for (int v = 0; v < V; v++)
@@ -288,7 +324,7 @@ static void fcnn_chain_expand_tiles(const fcnn_chain_geom *g, const fcnn_chain_t
         const float *pf = wt;
         const long pf_lines = blk0 + V < g->blocks
             ? fcnn_chain_prefetch_part(&pf, wt + V * ld_w, V * ld_w, pt, g->cin) : 0;
-        if (q + P > plane) {        /* the tile would read past the last plane: copy it */
+        if (planes == x && q + P > plane) { /* it would read past the last plane: copy it */
             for (long c = 0; c < g->cin; c++)
                 for (long j = 0; j < P; j++)
                     t->xt[c * P + j] = j < n ? x[c * plane + q + j] : 0;
@@ -400,8 +436,8 @@ static void fcnn_chain_project_part(const fcnn_chain_geom *g, const fcnn_chain_t
     enum { VL = FCNN_CHAIN_VL };
     const long count = t->rows * g->out_w, plane = g->out_h * g->out_w;
     const long out_blocks = (g->cout + VL - 1) / VL, ld_w = g->blocks * VL * VL;
-    const int tall = fcnn_chain_tall(count, out_blocks);
-    const int V = tall ? FCNN_CHAIN_VT : FCNN_CHAIN_VW;
+    const int one = out_blocks == 1, tall = !one && fcnn_chain_tall(count, out_blocks);
+    const int V = one ? 1 : tall ? FCNN_CHAIN_VT : FCNN_CHAIN_VW;
     const long P = tall ? FCNN_CHAIN_PT : FCNN_CHAIN_PW;
     const long ptiles = (count + P - 1) / P;
     long u0, u1;
@@ -424,7 +460,10 @@ static void fcnn_chain_project_part(const fcnn_chain_geom *g, const fcnn_chain_t
         const float *pf = wt;
         const long pf_lines = ob0 + V < out_blocks
             ? fcnn_chain_prefetch_part(&pf, wt + V * ld_w, V * ld_w, pt, g->blocks * VL) : 0;
-        if (tall)
+        if (one)
+            fcnn_chain_tile_lanes_one(t->mid + q * VL, 1, t->mid_len, g->blocks, wt, ld_w, VL,
+                                      t->acc, pf, pf_lines);
+        else if (tall)
             fcnn_chain_tile_lanes_tall(t->mid + q * VL, 1, t->mid_len, g->blocks, wt, ld_w, VL,
                                        t->acc, pf, pf_lines);
         else
