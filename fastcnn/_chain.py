@@ -130,6 +130,7 @@ class Chain:
 
     def __init__(self, expand, depthwise, project):
         self.batch = expand.geom.batch
+        self.scopes = tuple(layer.node.scope for layer in (expand, depthwise, project))
         self.geom = _chain_geometry(expand, depthwise, project)
         self.input_shape = (self.batch, self.geom[0]) + self.geom[15:17]
         self.output_shape = (self.batch, self.geom[4]) + self.geom[5:7]

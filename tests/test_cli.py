@@ -93,6 +93,28 @@ def test_profile_suite_sums_steps_per_block(tmp_path, capsys):
     assert block_of("ReorderOutput", "ReorderOutput") == "other (top level)"
 
 
+def test_profile_suite_merges_blocks_one_step_runs():
+    """A chain that takes MobileNetV2's stem as its expansion runs layers of
+    features.0 and features.1: both sides sum them into one row."""
+    import numpy as np
+    import fastcnn
+    from fastcnn import _kernels, models
+    from fastcnn._bench.profile import _merge, merged_blocks
+    model = models.MobileNetV2(num_classes=10, width_mult=0.5).eval()
+    plan = fastcnn.compile(model, (1, 3, 64, 64))
+    merged = merged_blocks(plan)
+    if _kernels._chain.pays(True):
+        assert merged == {"features.0": "features.0-1", "features.1": "features.0-1"}
+    else:
+        assert merged == {}
+    assert _merge({"features.0": 1.0, "features.1": 2.0, "features.2": 4.0},
+                  {"features.0": "features.0-1", "features.1": "features.0-1"}) \
+        == {"features.0-1": 3.0, "features.2": 4.0}
+    assert _merge({"a": [1.0, ["x"]], "b": [2.0, ["x", "y"]]}, {"a": "ab", "b": "ab"}) \
+        == {"ab": [3.0, ["x", "y"]]}
+    assert np.isfinite(plan(np.zeros((1, 3, 64, 64), np.float32))).all()
+
+
 @pytest.mark.parametrize("argv,message", [
     (["bench", "--suite", "nope"], "unknown suite 'nope'"),
     (["bench", "--suite", "capi", "--compare", "tensorflow"], "unknown rival tensorflow"),

@@ -9,7 +9,9 @@ differently (a fastcnn conv_chain is three ONNX Runtime nodes; ONNX Runtime
 names a fused convolution after its last fused node), so both are summed per
 block: the module path up to its first numbered child (`layer1.0`,
 `features.3`); steps of top-level modules are summed by kind (conv, pooling,
-linear, other). A block's rate counts its multiply-adds (fastcnn.summary) x 2
+linear, other). Where one fastcnn step runs layers of several blocks (a chain
+with a network's first layer as its expansion), those blocks are one row on
+both sides (`features.0-1`). A block's rate counts its multiply-adds (fastcnn.summary) x 2
 over fastcnn's time, as a share of the sgemm rate measured in the same run;
 `w` marks a block with a Winograd layer (an effective rate: the direct
 multiplies counted, fewer done).
@@ -43,6 +45,34 @@ def block_of(path, op):
         if parts[k].isdigit():
             return ".".join(parts[:k + 1])
     return f"{_KINDS.get(op, 'other')} (top level)"
+
+
+def merged_blocks(plan):
+    """{block: the row it is summed into} for blocks whose layers one step
+    runs together (a conv_chain's layers in more than one block)."""
+    out = {}
+    for node in plan.nodes:
+        if node.op != "conv_chain":
+            continue
+        blocks = list(dict.fromkeys(block_of(s, "conv") for s in node.kwargs["chain"].scopes))
+        if len(blocks) > 1:
+            row = blocks[0] + "-" + blocks[-1].rsplit(".", 1)[-1]
+            out.update((b, row) for b in blocks)
+    return out
+
+
+def _merge(blocks, merged):
+    """blocks ({block: ms or [ms, [algorithms]]}) with merged blocks summed."""
+    out = {}
+    for block, v in blocks.items():
+        key = merged.get(block, block)
+        if isinstance(v, list):
+            entry = out.setdefault(key, [0.0, []])
+            entry[0] += v[0]
+            entry[1] += [a for a in v[1] if a not in entry[1]]
+        else:
+            out[key] = out.get(key, 0.0) + v
+    return out
 
 
 def fastcnn_blocks(plan, x, repeat):
@@ -113,10 +143,11 @@ def measure(name, batch, nthreads, rivals, repeat, sgemm_gflops):
     x = np.random.default_rng(0).standard_normal((batch,) + sample_shape).astype(np.float32)
     with fastcnn.threads(nthreads):
         plan = fastcnn.compile(model, x.shape)
-        ours = fastcnn_blocks(plan, x, repeat)
-        theirs = ort_blocks(onnx_bytes(name, model, batch), x, nthreads) \
+        merged = merged_blocks(plan)
+        ours = _merge(fastcnn_blocks(plan, x, repeat), merged)
+        theirs = _merge(ort_blocks(onnx_bytes(name, model, batch), x, nthreads), merged) \
             if "onnxruntime" in rivals and importlib.util.find_spec("onnx") else {}
-    macs = block_macs(name)
+    macs = _merge(block_macs(name), merged)
     rows = []
     for block in list(ours) + [b for b in theirs if b not in ours]:
         ms, algs = ours.get(block, (None, []))
