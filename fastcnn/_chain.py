@@ -16,7 +16,7 @@ from fastcnn import _kernels
 from fastcnn._functional.conv import layer_geometry
 from fastcnn._graph import Value
 from fastcnn._opinfo import info
-from fastcnn._validation import FUSABLE_ACTIVATIONS
+from fastcnn._validation import FUSABLE_ACTIVATIONS, conv_output_size
 
 __all__ = ["Chain", "find_chains", "conv_chain"]
 
@@ -51,8 +51,9 @@ class _Layer:
         return (g.groups == 1 and g.kernel_h == g.kernel_w > 1 and g.stride_h == g.stride_w
                 and g.pad_h == g.pad_w and g.dilation_h == g.dilation_w == 1
                 and g.in_channels * g.kernel_h * g.kernel_w <= FIRST_LAYER_COLUMNS
-                and g.out_h == (g.in_h + 2 * g.pad_h - g.kernel_h) // g.stride_h + 1
-                and g.out_w == (g.in_w + 2 * g.pad_w - g.kernel_w) // g.stride_w + 1)
+                and (g.out_h, g.out_w) == tuple(
+                    conv_output_size(size, g.kernel_h, g.stride_h, g.pad_h, g.pad_h, 1)
+                    for size in (g.in_h, g.in_w)))
 
 
 def _const(v, resolve):
@@ -132,7 +133,8 @@ class Chain:
         self.batch = expand.geom.batch
         self.scopes = tuple(layer.node.scope for layer in (expand, depthwise, project))
         self.geom = _chain_geometry(expand, depthwise, project)
-        self.input_shape = (self.batch, self.geom[0]) + self.geom[15:17]
+        self.input_shape = (self.batch, expand.geom.in_channels, expand.geom.in_h,
+                            expand.geom.in_w)
         self.output_shape = (self.batch, self.geom[4]) + self.geom[5:7]
         self.activations = tuple(FUSABLE_ACTIVATIONS[layer.activation]
                                  for layer in (expand, depthwise, project))

@@ -382,10 +382,9 @@ BLOCKED_CASES = [
     # weights larger than the padded images: blocked_oc's tasks block by block
     (3, 64, 40, (3, 4), (3, 3), 1, 1, 1, 1),
     # blocked_oc's channel blocks fewer than 8 per thread and not a multiple
-    # of 2 or 3 threads: the threads split their rows (9 blocks of 24
-    # channels with AVX2, 17 of 12 with SSE; 9 of 48 with AVX-512)
-    (1, 16, 200, (7, 7), (3, 3), 1, 1, 1, 1),
-    (1, 16, 430, (7, 7), (3, 3), 1, 1, 1, 1),
+    # of 2 or 3 threads: the threads split their rows
+    (1, 16, 200, (7, 7), (3, 3), 1, 1, 1, 1),         # 9 blocks of 24 (AVX2), 17 of 12 (SSE)
+    (1, 16, 430, (7, 7), (3, 3), 1, 1, 1, 1),         # 9 blocks of 48 (AVX-512)
 ]
 
 

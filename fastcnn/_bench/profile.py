@@ -11,8 +11,9 @@ block: the module path up to its first numbered child (`layer1.0`,
 `features.3`); steps of top-level modules are summed by kind (conv, pooling,
 linear, other). Where one fastcnn step runs layers of several blocks (a chain
 with a network's first layer as its expansion), those blocks are one row on
-both sides (`features.0-1`). A block's rate counts its multiply-adds (fastcnn.summary) x 2
-over fastcnn's time, as a share of the sgemm rate measured in the same run;
+both sides (`features.0-1`). A block's rate counts its multiply-adds
+(fastcnn.summary) x 2 over fastcnn's time, as a share of the sgemm rate
+measured in the same run;
 `w` marks a block with a Winograd layer (an effective rate: the direct
 multiplies counted, fewer done).
 """
