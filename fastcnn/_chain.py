@@ -18,7 +18,7 @@ from fastcnn._graph import Value
 from fastcnn._opinfo import info
 from fastcnn._validation import FUSABLE_ACTIVATIONS, conv_output_size
 
-__all__ = ["Chain", "find_chains", "conv_chain"]
+__all__ = ["Chain", "find_chains", "conv_chain", "conv_layer"]
 
 # The most columns (input channels x kernel taps) a first-layer expansion
 # gathers: an image's 3 channels under a 3x3 kernel are 27.
@@ -65,7 +65,7 @@ def _const(v, resolve):
     return v.const if v.kind == "const" else False
 
 
-def _layer(node, rewrite):
+def conv_layer(node, rewrite):
     """node as a _Layer the chain kernel can run, or None."""
     if info(node.op).family != "conv" or len(node.outputs) != 1:
         return None
@@ -97,16 +97,16 @@ def find_chains(nodes, rewrite, readers):
             producer[v.id] = node
     chains = {}
     for node in nodes:
-        proj = _layer(node, rewrite)
+        proj = conv_layer(node, rewrite)
         if proj is None or not proj.pointwise:
             continue
         dw_node = producer.get(rewrite.resolve(node.arguments()["input"]).id)
-        dw = _layer(dw_node, rewrite) if dw_node is not None else None
+        dw = conv_layer(dw_node, rewrite) if dw_node is not None else None
         if dw is None or not dw.depthwise or dw.residual is not None \
                 or readers.get(dw_node.outputs[0].id) != 1:
             continue
         exp_node = producer.get(rewrite.resolve(dw_node.arguments()["input"]).id)
-        exp = _layer(exp_node, rewrite) if exp_node is not None else None
+        exp = conv_layer(exp_node, rewrite) if exp_node is not None else None
         if exp is None or not (exp.pointwise or exp.first_layer) or exp.residual is not None \
                 or readers.get(exp_node.outputs[0].id) != 1:
             continue
@@ -148,7 +148,7 @@ class Chain:
     def workspace_size(self, num_threads):
         return self.scratch * num_threads
 
-    def __call__(self, x, residual, y, workspace, num_threads):
+    def __call__(self, x, y, workspace, num_threads, residual=None):
         """y = the chain applied to x (+ residual before the last activation)."""
         a_e, a_d, a_p = self.activations
         self._kernels.forward(self.geom, True, x, self.packed, residual, y, workspace,
@@ -162,6 +162,6 @@ def conv_chain(input, residual=None, *, chain, out=None):
     x = np.ascontiguousarray(input, np.float32)
     y = np.empty(chain.output_shape, np.float32) if out is None else out
     n = _threads.get_num_threads()
-    chain(x, None if residual is None else np.ascontiguousarray(residual), y,
-          np.empty(chain.workspace_size(n), np.float32), n)
+    chain(x, y, np.empty(chain.workspace_size(n), np.float32), n,
+          None if residual is None else np.ascontiguousarray(residual))
     return y

@@ -22,7 +22,7 @@ def _table():
     ops = {"conv": OpInfo("conv", fuses_activation=True),
            "conv_transpose": OpInfo("conv_transpose"),
            "conv_transpose_onnx": OpInfo("conv_transpose"),
-           "conv_chain": OpInfo("conv_chain")}
+           "conv_chain": OpInfo("conv_chain"), "conv_max_pool": OpInfo("conv_max_pool")}
     for nd in (1, 2, 3):
         ops[f"conv{nd}d"] = OpInfo("conv", nd, fuses_activation=True)
         ops[f"conv_transpose{nd}d"] = OpInfo("conv_transpose", nd)

@@ -39,9 +39,9 @@ class Plan:
     demand and kept for reuse, all sharing the packed weights."""
 
     def __init__(self, graph, num_threads=None, autotune=False, where="compile"):
-        self._rewrite = Rewrite(graph)
-        self._memory = MemoryPlan(self._rewrite)
         self._num_threads = num_threads or _threads.get_num_threads()
+        self._rewrite = Rewrite(graph, self._num_threads)
+        self._memory = MemoryPlan(self._rewrite)
         self._packed = {}                 # weights packed once for every executor
         self._tuner = Tuner(self._rewrite.nodes, autotune, where)  # and algorithms chosen once
         first = self._new_executor()
@@ -203,7 +203,9 @@ class _Executor:
             if step is not None:
                 return step
         if node.op == "conv_chain":
-            return self._chain_step(node)
+            return self._fused_step(node, node.kwargs["chain"])
+        if node.op == "conv_max_pool":
+            return self._fused_step(node, node.kwargs["conv_pool"])
         if node.op == "linear":
             step = self._linear_step(node)
             if step is not None:
@@ -339,23 +341,24 @@ class _Executor:
             engine(x, bias, y, _threads.get_num_threads())
         return step
 
-    def _chain_step(self, node):
-        """A fused expansion -> depthwise -> projection (_chain): its weights
-        were packed by the rewrite, its workspace is the executor's scratch."""
-        chain = node.kwargs["chain"]
+    def _fused_step(self, node, fused):
+        """Layers run as one step (_chain's Chain, _conv_pool's ConvMaxPool):
+        their weights were packed by the rewrite, their workspace is the
+        executor's scratch; node.args: the input, then a residual if any."""
         x_desc = self._getter(node.args[0])
-        res_desc = self._getter(node.args[1]) if node.args[1] is not None else None
-        y = self._value_array(node.outputs[0]).reshape(chain.output_shape)
-        workspace = self._scratch.getter(chain.workspace_size, np.float32, self.num_threads)
-        self.weight_nbytes += chain.packed.nbytes
+        res_v = node.args[1] if len(node.args) > 1 else None
+        res_desc = self._getter(res_v) if res_v is not None else None
+        y = self._value_array(node.outputs[0]).reshape(fused.output_shape)
+        workspace = self._scratch.getter(fused.workspace_size, np.float32, self.num_threads)
+        self.weight_nbytes += fused.packed.nbytes
         get = self._get
 
         def step(inputs):
             n = _threads.get_num_threads()
-            x = np.ascontiguousarray(get(x_desc, inputs)).reshape(chain.input_shape)
+            x = np.ascontiguousarray(get(x_desc, inputs)).reshape(fused.input_shape)
             res = None if res_desc is None else \
-                np.ascontiguousarray(get(res_desc, inputs)).reshape(chain.output_shape)
-            chain(x, res, y, workspace(n), n)
+                np.ascontiguousarray(get(res_desc, inputs)).reshape(fused.output_shape)
+            fused(x, y, workspace(n), n, res)
         return step
 
     def _linear_step(self, node):

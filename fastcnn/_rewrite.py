@@ -1,9 +1,11 @@
 """The plan's rewrites of a graph, before any memory is assigned: a residual
 add moves into the convolution that feeds it, an activation into the layer
 that feeds it, a relu of a value that already had relu applied is dropped
-(relu is idempotent), and a 1x1 expansion, depthwise convolution and 1x1
-projection become one conv_chain node (see _chain)."""
+(relu is idempotent), a 1x1 expansion, depthwise convolution and 1x1
+projection become one conv_chain node (see _chain), and a convolution and
+the max pool after it one conv_max_pool node (see _conv_pool)."""
 from fastcnn._chain import Chain, conv_chain, find_chains
+from fastcnn._conv_pool import ConvMaxPool, conv_max_pool, find_conv_pools
 from fastcnn._graph import Node, Value
 from fastcnn._opinfo import info
 from fastcnn._validation import FUSABLE_ACTIVATIONS
@@ -19,12 +21,12 @@ class Rewrite:
     alias: value id -> the value now holding its data (a fused output);
     activation: id(node) -> the activation fused into that node."""
 
-    def __init__(self, graph):
+    def __init__(self, graph, num_threads=1):
         self.graph = graph
         self.alias = {}
         self.activation = {}
-        self.nodes = self._fuse_chains(self._elide_idempotent(
-            self._fuse_activations(self._fuse_residuals(graph.nodes))))
+        self.nodes = self._fuse_max_pools(self._fuse_chains(self._elide_idempotent(
+            self._fuse_activations(self._fuse_residuals(graph.nodes)))), num_threads)
 
     def activation_of(self, node):
         """The activation the node's kernel applies: fused here, or its own argument."""
@@ -129,23 +131,36 @@ class Rewrite:
             keep.append(node)
         return keep
 
+    @staticmethod
+    def _replaced(nodes, drop, fused):
+        """nodes without those whose id is in drop, each whose id is in
+        fused (id -> node) replaced by its fused node."""
+        return [fused.get(id(node), node) for node in nodes if id(node) not in drop]
+
     def _fuse_chains(self, nodes):
         """expansion -> depthwise -> projection -> one conv_chain node in the
         projection's place, reading the expansion's input (and the
         projection's residual): the tensors between them get no buffers."""
         chains = find_chains(nodes, self, self._readers(nodes))
-        if not chains:
-            return nodes
         drop = {id(layer.node) for layers in chains.values() for layer in layers[:2]}
-        result = []
-        for node in nodes:
-            if id(node) in drop:
-                continue
-            layers = chains.get(id(node))
-            if layers is not None:
-                expand, _, project = layers
-                node = Node("conv_chain", conv_chain,
-                            (self.resolve(expand.node.arguments()["input"]), project.residual),
-                            {"chain": Chain(*layers)}, node.outputs, node.scope)
-            result.append(node)
-        return result
+        fused = {}
+        for key, (expand, depthwise, project) in chains.items():
+            fused[key] = Node("conv_chain", conv_chain,
+                              (self.resolve(expand.node.arguments()["input"]), project.residual),
+                              {"chain": Chain(expand, depthwise, project)},
+                              project.node.outputs, project.node.scope)
+        return self._replaced(nodes, drop, fused)
+
+    def _fuse_max_pools(self, nodes, num_threads):
+        """convolution -> max pool -> one conv_max_pool node in the pool's
+        place, reading the convolution's input: the convolution's output
+        gets no buffer (num_threads: for packing the weights)."""
+        pairs = find_conv_pools(nodes, self, self._readers(nodes))
+        drop = {id(conv.node) for _, conv, _ in pairs.values()}
+        fused = {}
+        for key, (pool, conv, window) in pairs.items():
+            fused[key] = Node("conv_max_pool", conv_max_pool,
+                              (self.resolve(conv.node.arguments()["input"]), None),
+                              {"conv_pool": ConvMaxPool(conv, window, pool.scope, num_threads)},
+                              pool.outputs, conv.node.scope)
+        return self._replaced(nodes, drop, fused)

@@ -10,8 +10,9 @@ names a fused convolution after its last fused node), so both are summed per
 block: the module path up to its first numbered child (`layer1.0`,
 `features.3`); steps of top-level modules are summed by kind (conv, pooling,
 linear, other). Where one fastcnn step runs layers of several blocks (a chain
-with a network's first layer as its expansion), those blocks are one row on
-both sides (`features.0-1`). A block's rate counts its multiply-adds
+with a network's first layer as its expansion, a stem convolution with its
+max pool), those blocks are one row on both sides (`features.0-1`,
+`conv + pooling (top level)`). A block's rate counts its multiply-adds
 (fastcnn.summary) x 2 over fastcnn's time, as a share of the sgemm rate
 measured in the same run;
 `w` marks a block with a Winograd layer (an effective rate: the direct
@@ -33,7 +34,8 @@ NETS = ("resnet18", "mobilenet_v2")
 QUICK = ("lenet5",)
 ORT_RUNS = 40
 # op kinds of top-level steps, by fastcnn op and ONNX Runtime op type
-_KINDS = {"conv": "conv", "Conv": "conv", "max_pool2d": "pooling", "MaxPool": "pooling",
+_KINDS = {"conv": "conv", "conv_max_pool": "conv", "Conv": "conv", "max_pool2d": "pooling",
+          "MaxPool": "pooling",
           "adaptive_avg_pool2d": "pooling", "GlobalAveragePool": "pooling",
           "AveragePool": "pooling", "linear": "linear", "Gemm": "linear", "MatMul": "linear"}
 
@@ -48,16 +50,37 @@ def block_of(path, op):
     return f"{_KINDS.get(op, 'other')} (top level)"
 
 
+def _fused_blocks(node):
+    """The blocks whose layers one fused step runs (None: not a fused step)."""
+    if node.op == "conv_chain":
+        return [block_of(s, "conv") for s in node.kwargs["chain"].scopes]
+    if node.op == "conv_max_pool":
+        conv, pool = node.kwargs["conv_pool"].scopes
+        return [block_of(conv, "conv"), block_of(pool, "max_pool2d")]
+    return None
+
+
+def _row_name(blocks):
+    """`features.0-1` for numbered blocks; `conv + pooling (top level)` for
+    top-level ones."""
+    top = " (top level)"
+    if all(b.endswith(top) for b in blocks):
+        return " + ".join(b[:-len(top)] for b in blocks) + top
+    return blocks[0] + "-" + blocks[-1].rsplit(".", 1)[-1]
+
+
 def merged_blocks(plan):
     """{block: the row it is summed into} for blocks whose layers one step
-    runs together (a conv_chain's layers in more than one block)."""
+    runs together (a conv_chain's or a conv_max_pool's layers in more than
+    one block)."""
     out = {}
     for node in plan.nodes:
-        if node.op != "conv_chain":
+        blocks = _fused_blocks(node)
+        if blocks is None:
             continue
-        blocks = list(dict.fromkeys(block_of(s, "conv") for s in node.kwargs["chain"].scopes))
+        blocks = list(dict.fromkeys(blocks))
         if len(blocks) > 1:
-            row = blocks[0] + "-" + blocks[-1].rsplit(".", 1)[-1]
+            row = _row_name(blocks)
             out.update((b, row) for b in blocks)
     return out
 

@@ -17,7 +17,7 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
 from fastcnn._kernels._typedefs cimport floating, index_t
 from fastcnn._kernels._conv_types cimport (
-    ConvTuning, CONV_GEMM_1X1, CONV_IM2COL, CONV_DIRECT, CONV_WINOGRAD, CONV_BLOCKED,
+    ConvTuning, MaxPoolWindow, CONV_GEMM_1X1, CONV_IM2COL, CONV_DIRECT, CONV_WINOGRAD, CONV_BLOCKED,
     CONV_BLOCKED_OC, CONV_DEPTHWISE, CONV_BLOCKED_OC_UNPACKED, CONV_POINTWISE)
 from fastcnn._kernels._block_gemm cimport block_splat, block_vector
 from fastcnn._kernels._conv_common cimport (ceil_div, round_up, one_image, blocked_applies,
@@ -38,7 +38,9 @@ from fastcnn._kernels._conv_pointwise cimport (pointwise_plan, pointwise_packed_
                                                pointwise_pack, pointwise_forward)
 from fastcnn._kernels._conv_blocked_oc cimport (blocked_oc_applies, blocked_oc_plan,
                                                 blocked_oc_packed_size, blocked_oc_pack,
-                                                blocked_oc_forward)
+                                                blocked_oc_forward, blocked_oc_pool_applies,
+                                                blocked_oc_pool_plan, blocked_oc_pool_forward)
+from fastcnn._kernels._activation cimport ACT_NONE, ACT_RELU, ACT_RELU6
 
 cnp.import_array()
 
@@ -598,3 +600,81 @@ def forward_each(list geoms, list algorithms, list xs, list weights, list ys,
         PyMem_Free(g)
         PyMem_Free(p)
         PyMem_Free(ptr)
+
+
+# ---------------------------------------------------------------- a max pool fused
+
+# The activations applied before a fused max pool: those that keep order
+# (a clamp to [0, hi]), so they commute with the maximum.
+POOL_ACTIVATIONS = frozenset((ACT_NONE, ACT_RELU, ACT_RELU6))
+
+
+cdef MaxPoolWindow _pool_window(const ConvGeom* g, object window) except *:
+    """(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w) over g's output."""
+    cdef MaxPoolWindow p
+    p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w = window
+    p.out_h = (g.out_h + 2 * p.pad_h - p.kernel_h) // p.stride_h + 1 if p.stride_h > 0 else 0
+    p.out_w = (g.out_w + 2 * p.pad_w - p.kernel_w) // p.stride_w + 1 if p.stride_w > 0 else 0
+    return p
+
+
+def max_pool_applies(geom, window, int itemsize):
+    """Whether blocked_oc can run this convolution with a max pool of
+    `window` (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w) fused."""
+    cdef ConvGeom g = _geom_from_tuple(geom)
+    cdef MaxPoolWindow p = _pool_window(&g, window)
+    return g.batch >= 0 and blocked_oc_pool_applies(&g, &_tuning, itemsize, &p)
+
+
+cdef ConvPlan _max_pool_plan(const ConvGeom* g, const MaxPoolWindow* pool,
+                             index_t itemsize) noexcept nogil:
+    cdef ConvPlan p = conv_make_plan(g, CONV_BLOCKED_OC, itemsize)
+    if g.batch > 0:
+        blocked_oc_pool_plan(g, &_tuning, itemsize, pool, &p)
+        p.workspace_per_thread = round_up(p.workspace_per_thread, 16) + 16
+    return p
+
+
+def max_pool_plan(geom, window, int itemsize):
+    """(workspace elements: shared, per thread) of the fused run; its
+    weights are blocked_oc's, packed as pack(geom, "blocked_oc", ...) packs them."""
+    cdef ConvGeom g = _geom_from_tuple(geom)
+    cdef MaxPoolWindow w = _pool_window(&g, window)
+    cdef ConvPlan p = _max_pool_plan(&g, &w, itemsize)
+    return p.workspace_shared, p.workspace_per_thread
+
+
+def max_pool_forward(geom, window, cnp.ndarray x, cnp.ndarray weights, object bias,
+                     cnp.ndarray y, object workspace, int activation, int num_threads):
+    """y = max_pool(act(conv(x) + bias)), y of the pooled shape; arrays as
+    forward()'s (weights packed for blocked_oc), activation in POOL_ACTIVATIONS."""
+    cdef ConvGeom g = _geom_from_tuple(geom)
+    cdef MaxPoolWindow w = _pool_window(&g, window)
+    if not blocked_oc_pool_applies(&g, &_tuning, x.itemsize, &w):
+        raise ValueError(f"conv: a max pool of window {tuple(window)} cannot be fused into "
+                         f"this convolution (blocked_oc, output {g.out_h}x{g.out_w})")
+    if activation not in POOL_ACTIVATIONS:
+        raise ValueError(f"conv: activation code {activation} does not keep order; a fused "
+                         f"max pool takes none, relu or relu6")
+    cdef ConvPlan p = _max_pool_plan(&g, &w, x.itemsize)
+    cdef void* b = NULL if bias is None else cnp.PyArray_DATA(<cnp.ndarray>bias)
+    cdef void* ws = NULL if workspace is None else cnp.PyArray_DATA(<cnp.ndarray>workspace)
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* wp = cnp.PyArray_DATA(weights)
+    cdef void* yp = cnp.PyArray_DATA(y)
+    if y.size != g.batch * g.out_channels * w.out_h * w.out_w:
+        raise ValueError("conv: the pooled output has the wrong size")
+    if workspace is None or (<cnp.ndarray>workspace).size < (
+            p.workspace_shared + p.workspace_per_thread * num_threads):
+        raise ValueError("conv: workspace too small")
+    if p.n_tasks <= 0:
+        return
+    num_threads = <int>max(1, min(<index_t>num_threads, p.n_tasks))
+    if x.dtype.num == cnp.NPY_FLOAT32:
+        with nogil:
+            blocked_oc_pool_forward(&g, &p, &w, <float*>xp, <float*>wp, <float*>b, <float*>yp,
+                                    <float*>ws, activation, num_threads)
+    else:
+        with nogil:
+            blocked_oc_pool_forward(&g, &p, &w, <double*>xp, <double*>wp, <double*>b,
+                                    <double*>yp, <double*>ws, activation, num_threads)

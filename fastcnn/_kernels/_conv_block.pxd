@@ -28,6 +28,10 @@ cdef extern from "conv_block.h" nogil:
     void fcnn_oc_kernel_f64_wide_s2(const double*, long, const double*, const long*, long, long, double*, int, const double*, long)
     void fcnn_oc_kernel_f64_tall_s1(const double*, long, const double*, const long*, long, long, double*, int, const double*, long)
     void fcnn_oc_kernel_f64_tall_s2(const double*, long, const double*, const long*, long, long, double*, int, const double*, long)
+    void fcnn_oc_pool_row_f32(const float* acc, long row_len, long mb, long h0, long h1,
+                              long kw, long sw, long pw, long in_w, long out_w, float* dst)
+    void fcnn_oc_pool_row_f64(const double* acc, long row_len, long mb, long h0, long h1,
+                              long kw, long sw, long pw, long in_w, long out_w, double* dst)
     void fcnn_block_kernel_f32_point(const float* x, long ld_c, const float* w, const long* toff,
                                      long ntaps, long cin, float* out, long ld_out, int accumulate)
     void fcnn_block_kernel_f64_point(const double* x, long ld_c, const double* w,

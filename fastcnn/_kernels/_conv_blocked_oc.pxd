@@ -1,6 +1,6 @@
 # Blocked direct convolution over output channels: see _conv_blocked_oc.pyx.
 from fastcnn._kernels._typedefs cimport floating, index_t
-from fastcnn._kernels._conv_types cimport ConvGeom, ConvPlan, ConvTuning
+from fastcnn._kernels._conv_types cimport ConvGeom, ConvPlan, ConvTuning, MaxPoolWindow
 
 cdef bint blocked_oc_applies(const ConvGeom* g) noexcept nogil
 cdef void blocked_oc_plan(const ConvGeom* layer, const ConvTuning* t, index_t itemsize,
@@ -13,3 +13,12 @@ cdef void blocked_oc_forward(const ConvGeom* layer, const ConvPlan* cp, const fl
                              const floating* packed, const floating* bias, floating* y,
                              const floating* res, floating* workspace, int activation,
                              int num_threads) noexcept nogil
+cdef bint blocked_oc_pool_applies(const ConvGeom* g, const ConvTuning* t, index_t itemsize,
+                                  const MaxPoolWindow* pool) noexcept nogil
+cdef void blocked_oc_pool_plan(const ConvGeom* g, const ConvTuning* t, index_t itemsize,
+                               const MaxPoolWindow* pool, ConvPlan* p) noexcept nogil
+cdef void blocked_oc_pool_forward(const ConvGeom* layer, const ConvPlan* cp,
+                                  const MaxPoolWindow* pool, const floating* x,
+                                  const floating* packed, const floating* bias, floating* y,
+                                  floating* workspace, int activation,
+                                  int num_threads) noexcept nogil

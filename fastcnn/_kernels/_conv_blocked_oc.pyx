@@ -8,6 +8,10 @@ pixel j reads the plane at (oh s_h + kh d_h) wq + (ow0 + j) s_w + kw d_w.
 A task runs its rows in passes over chunk_channels input channels at a
 time, keeping partial sums in per-thread scratch, so each chunk's weights
 are read from memory once and then from L1 for every row.
+
+With a max pool fused (blocked_oc_pool_plan, for a plan's conv_max_pool
+step), a task's sums stay in its scratch: it pools them there and writes
+only the pooled rows.
 """
 from cython.parallel cimport parallel, prange, threadid
 from libc.string cimport memset, memcpy
@@ -18,16 +22,17 @@ from fastcnn._kernels._activation cimport (ACT_NONE, ACT_RELU, ACT_RELU6,
                                            bias_residual_activation)
 from fastcnn._kernels._transpose cimport transpose_epilogue
 from fastcnn._kernels._conv_types cimport (ConvGeom, ConvPlan, ConvTuning, BlockedOcPlan,
-                                           CONV_BLOCKED_OC_UNPACKED)
+                                           MaxPoolWindow, CONV_BLOCKED_OC_UNPACKED)
 from fastcnn._kernels._conv_common cimport (MIN_TASKS, BLOCK_PAD_BYTES, ceil_div, round_up,
                                             blocked_applies, pointwise_applies,
                                             tap_offsets_size, pack_block_columns,
                                             group_blocks_size, pack_group_blocks, pad_channel)
 from fastcnn._kernels._conv_block cimport (
     FCNN_OC_WIDE_P, FCNN_OC_WIDE_V, FCNN_OC_TALL_P, FCNN_OC_TALL_V, FCNN_OC_VL_F32,
-    FCNN_OC_VL_F64, fcnn_oc_kernel_f32_wide_s1, fcnn_oc_kernel_f32_wide_s2,
-    fcnn_oc_kernel_f32_tall_s1, fcnn_oc_kernel_f32_tall_s2, fcnn_oc_kernel_f64_wide_s1,
-    fcnn_oc_kernel_f64_wide_s2, fcnn_oc_kernel_f64_tall_s1, fcnn_oc_kernel_f64_tall_s2)
+    FCNN_OC_VL_F64, fcnn_oc_pool_row_f32, fcnn_oc_pool_row_f64, fcnn_oc_kernel_f32_wide_s1,
+    fcnn_oc_kernel_f32_wide_s2, fcnn_oc_kernel_f32_tall_s1, fcnn_oc_kernel_f32_tall_s2,
+    fcnn_oc_kernel_f64_wide_s1, fcnn_oc_kernel_f64_wide_s2, fcnn_oc_kernel_f64_tall_s1,
+    fcnn_oc_kernel_f64_tall_s2)
 
 cdef enum:
     # Below this many tasks per thread, an uneven share of whole tasks costs
@@ -201,34 +206,23 @@ cdef inline void _prefetch_rows(const floating* w, index_t ld, index_t i0, index
             l += 64
 
 
-cdef void _blocked_oc_task(const ConvGeom* g, const BlockedOcPlan* plan, const floating* xpad,
-                           index_t n0, const floating* packed, const long* toff,
-                           const floating* bias, floating* y, const floating* res,
-                           floating* acc, int activation, index_t task, index_t r0,
-                           index_t r1) noexcept nogil:
-    """Rows r0 .. r1 - 1 of the task's rows (rb * rows_per_task ...) of one
-    channel block of one (image, group)."""
+cdef void _oc_accumulate(const ConvGeom* g, const BlockedOcPlan* plan, const floating* xpad,
+                         index_t n0, const floating* packed, const long* toff, floating* acc,
+                         index_t n, index_t grp, index_t ocb, index_t oh0,
+                         index_t oh1) noexcept nogil:
+    """acc = rows oh0 .. oh1 - 1 of channel block ocb of (image n, group grp),
+    without bias: pixels x channels, row after row of n_col_tiles * col_tile
+    pixels of m_block channels."""
     cdef index_t cin = g.in_channels // g.groups, m_group = g.out_channels // g.groups
     cdef index_t taps = g.kernel_h * g.kernel_w
     cdef index_t pix = plan.col_tile, runs = plan.n_col_tiles, mb = plan.m_block
-    cdef index_t rb = task % plan.row_blocks
-    cdef index_t ocb = (task // plan.row_blocks) % plan.n_m_blocks
-    cdef index_t grp = (task // (plan.row_blocks * plan.n_m_blocks)) % g.groups
-    cdef index_t n = task // (plan.row_blocks * plan.n_m_blocks * g.groups)
-    cdef index_t oh0 = rb * plan.rows_per_task + r0
-    cdef index_t oh1 = min(g.out_h, rb * plan.rows_per_task + r1)
     cdef index_t m0 = ocb * mb, mcount = min(mb, m_group - m0)
-    cdef index_t c0, kc, oh, r, o, oc
+    cdef index_t c0, kc, oh, r
     cdef const floating* xg = xpad + ((n - n0) * g.in_channels + grp * cin) * plan.channel_stride
     cdef const floating* wb
-    cdef floating* part
-    cdef floating* yrow
     cdef const floating* raw = NULL
     cdef index_t held, key = grp * plan.n_m_blocks + ocb + 1, q, next_bytes
     cdef index_t calls = (oh1 - oh0) * runs, chunk_bytes, share, step
-    cdef bint fused, clamp
-    cdef const floating* bias_b
-    cdef floating hi
     # Unpacked weights: the thread packs its block chunk by chunk into its
     # scratch (unless the scratch holds that block already, as the key before
     # it says), and while a chunk computes it fetches the next chunk's rows:
@@ -274,6 +268,31 @@ cdef void _blocked_oc_task(const ConvGeom* g, const BlockedOcPlan* plan, const f
         c0 += kc
     if raw != NULL:
         memcpy(<floating*>wb - 16, &key, sizeof(index_t))
+
+
+cdef void _blocked_oc_task(const ConvGeom* g, const BlockedOcPlan* plan, const floating* xpad,
+                           index_t n0, const floating* packed, const long* toff,
+                           const floating* bias, floating* y, const floating* res,
+                           floating* acc, int activation, index_t task, index_t r0,
+                           index_t r1) noexcept nogil:
+    """Rows r0 .. r1 - 1 of the task's rows (rb * rows_per_task ...) of one
+    channel block of one (image, group)."""
+    cdef index_t m_group = g.out_channels // g.groups
+    cdef index_t pix = plan.col_tile, runs = plan.n_col_tiles, mb = plan.m_block
+    cdef index_t rb = task % plan.row_blocks
+    cdef index_t ocb = (task // plan.row_blocks) % plan.n_m_blocks
+    cdef index_t grp = (task // (plan.row_blocks * plan.n_m_blocks)) % g.groups
+    cdef index_t n = task // (plan.row_blocks * plan.n_m_blocks * g.groups)
+    cdef index_t oh0 = rb * plan.rows_per_task + r0
+    cdef index_t oh1 = min(g.out_h, rb * plan.rows_per_task + r1)
+    cdef index_t m0 = ocb * mb, mcount = min(mb, m_group - m0)
+    cdef index_t oh, o, oc
+    cdef floating* part
+    cdef floating* yrow
+    cdef bint fused, clamp
+    cdef const floating* bias_b
+    cdef floating hi
+    _oc_accumulate(g, plan, xpad, n0, packed, toff, acc, n, grp, ocb, oh0, oh1)
     # acc holds pixels x channels; the output wants channels x pixels. Rows
     # whose runs end at the row's end are contiguous in both: one transpose.
     # Bias and a ReLU or ReLU6 are applied as it stores (one pass over the
@@ -302,6 +321,85 @@ cdef void _blocked_oc_task(const ConvGeom* g, const BlockedOcPlan* plan, const f
         bias_residual_activation(part, (oh1 - oh0) * g.out_w, bias[oc] if bias != NULL else 0,
                                  bias != NULL, res + (part - y) if res != NULL else NULL,
                                  activation)
+
+
+cdef bint blocked_oc_pool_applies(const ConvGeom* g, const ConvTuning* t, index_t itemsize,
+                                  const MaxPoolWindow* pool) noexcept nogil:
+    """Whether blocked_oc can pool its output: a 2-D layer whose rows it
+    computes as rows (not flattened), and a window that fits its output."""
+    return (blocked_oc_applies(g) and g.out_d == 1 and not _oc_flattens(g, t, itemsize)
+            and pool.kernel_h >= 1 and pool.kernel_w >= 1
+            and pool.stride_h >= 1 and pool.stride_w >= 1
+            and 0 <= 2 * pool.pad_h <= pool.kernel_h and 0 <= 2 * pool.pad_w <= pool.kernel_w
+            and pool.out_h == (g.out_h + 2 * pool.pad_h - pool.kernel_h) // pool.stride_h + 1
+            and pool.out_w == (g.out_w + 2 * pool.pad_w - pool.kernel_w) // pool.stride_w + 1
+            and pool.out_h >= 1 and pool.out_w >= 1)
+
+
+cdef void blocked_oc_pool_plan(const ConvGeom* g, const ConvTuning* t, index_t itemsize,
+                               const MaxPoolWindow* pool, ConvPlan* p) noexcept nogil:
+    """p (blocked_oc_plan's, packed weights) made to pool: a task is a run of
+    pooled rows of one channel block, and computes the convolution rows
+    their windows cover (the rows a window shares with the next task's are
+    computed by both) into its scratch, pools them there and writes only the
+    pooled rows. Runs are as long as keeps those partial sums within a
+    quarter of L2, and as short as gives MIN_TASKS tasks."""
+    cdef BlockedOcPlan* q = &p.blocked_oc
+    cdef index_t units = g.batch * g.groups * q.n_m_blocks
+    cdef index_t row_elems = q.n_col_tiles * q.col_tile * q.m_block
+    cdef index_t rows_budget = max(pool.kernel_h, t.l2_bytes // 4 // (row_elems * itemsize))
+    cdef index_t per_task = max(1, (rows_budget - pool.kernel_h) // pool.stride_h + 1)
+    cdef index_t blocks = max(ceil_div(pool.out_h, per_task),
+                              min(pool.out_h, ceil_div(MIN_TASKS, max(1, units))))
+    cdef index_t conv_rows
+    q.pool_rows_per_task = ceil_div(pool.out_h, blocks)
+    q.pool_row_blocks = ceil_div(pool.out_h, q.pool_rows_per_task)
+    conv_rows = min(g.out_h, (q.pool_rows_per_task - 1) * pool.stride_h + pool.kernel_h)
+    q.pool_tile_offset = round_up(conv_rows * row_elems, 16)
+    p.workspace_per_thread = (q.pool_tile_offset
+                              + q.pool_rows_per_task * pool.out_w * q.m_block)
+    p.n_tasks = units * q.pool_row_blocks
+
+
+cdef void _blocked_oc_pool_task(const ConvGeom* g, const BlockedOcPlan* plan,
+                                const MaxPoolWindow* pool, const floating* xpad, index_t n0,
+                                const floating* packed, const long* toff,
+                                const floating* bias, floating* y, floating* acc,
+                                int activation, index_t task) noexcept nogil:
+    """Pooled rows of one channel block (see blocked_oc_pool_plan). The
+    windows are taken over the raw sums; bias and clamp follow, as they
+    keep order (a max of x + b is the max of x, plus b; a clamp likewise).
+    NaN wins, as in max_pool2d."""
+    cdef index_t m_group = g.out_channels // g.groups
+    cdef index_t mb = plan.m_block, row_len = plan.n_col_tiles * plan.col_tile
+    cdef index_t rb = task % plan.pool_row_blocks
+    cdef index_t ocb = (task // plan.pool_row_blocks) % plan.n_m_blocks
+    cdef index_t grp = (task // (plan.pool_row_blocks * plan.n_m_blocks)) % g.groups
+    cdef index_t n = task // (plan.pool_row_blocks * plan.n_m_blocks * g.groups)
+    cdef index_t pr0 = rb * plan.pool_rows_per_task
+    cdef index_t pr1 = min(pool.out_h, pr0 + plan.pool_rows_per_task)
+    cdef index_t cr0 = max(0, pr0 * pool.stride_h - pool.pad_h)
+    cdef index_t cr1 = min(g.out_h, (pr1 - 1) * pool.stride_h - pool.pad_h + pool.kernel_h)
+    cdef index_t m0 = ocb * mb, mcount = min(mb, m_group - m0)
+    cdef index_t pr, h0, h1
+    cdef floating* tile = acc + plan.pool_tile_offset
+    cdef const floating* bias_b = bias + grp * m_group + m0 if bias != NULL else NULL
+    _oc_accumulate(g, plan, xpad, n0, packed, toff, acc, n, grp, ocb, cr0, cr1)
+    for pr in range(pr0, pr1):
+        h0 = max(0, pr * pool.stride_h - pool.pad_h)
+        h1 = min(g.out_h, pr * pool.stride_h - pool.pad_h + pool.kernel_h)
+        if floating is float:
+            fcnn_oc_pool_row_f32(acc, row_len, mb, h0 - cr0, h1 - cr0, pool.kernel_w,
+                                 pool.stride_w, pool.pad_w, g.out_w, pool.out_w,
+                                 tile + (pr - pr0) * pool.out_w * mb)
+        else:
+            fcnn_oc_pool_row_f64(acc, row_len, mb, h0 - cr0, h1 - cr0, pool.kernel_w,
+                                 pool.stride_w, pool.pad_w, g.out_w, pool.out_w,
+                                 tile + (pr - pr0) * pool.out_w * mb)
+    transpose_epilogue(tile, mb, (pr1 - pr0) * pool.out_w, mcount,
+                       y + ((n * g.out_channels + grp * m_group + m0) * pool.out_h + pr0)
+                       * pool.out_w, pool.out_h * pool.out_w, bias_b,
+                       activation != ACT_NONE, 6 if activation == ACT_RELU6 else INFINITY)
 
 
 cdef inline index_t _oc_task(const ConvGeom* g, const BlockedOcPlan* plan, index_t n0, index_t n1,
@@ -352,6 +450,23 @@ cdef void blocked_oc_forward(const ConvGeom* layer, const ConvPlan* cp, const fl
                              const floating* packed, const floating* bias, floating* y,
                              const floating* res, floating* workspace, int activation,
                              int num_threads) noexcept nogil:
+    _oc_run(layer, cp, NULL, x, packed, bias, y, res, workspace, activation, num_threads)
+
+
+cdef void blocked_oc_pool_forward(const ConvGeom* layer, const ConvPlan* cp,
+                                  const MaxPoolWindow* pool, const floating* x,
+                                  const floating* packed, const floating* bias, floating* y,
+                                  floating* workspace, int activation,
+                                  int num_threads) noexcept nogil:
+    """y = max_pool(act(conv(x) + bias)) with the plan of blocked_oc_pool_plan;
+    activation: none, ReLU or ReLU6."""
+    _oc_run(layer, cp, pool, x, packed, bias, y, NULL, workspace, activation, num_threads)
+
+
+cdef void _oc_run(const ConvGeom* layer, const ConvPlan* cp, const MaxPoolWindow* pool,
+                  const floating* x, const floating* packed, const floating* bias, floating* y,
+                  const floating* res, floating* workspace, int activation,
+                  int num_threads) noexcept nogil:
     cdef const BlockedOcPlan* plan = &cp.blocked_oc
     cdef ConvGeom flat = _oc_geometry(layer, plan)
     cdef const ConvGeom* g = &flat
@@ -380,7 +495,11 @@ cdef void blocked_oc_forward(const ConvGeom* layer, const ConvPlan* cp, const fl
                 pad_channel(g, plan.wq, plan.hq, plan.channel_stride, 1, 1,
                             x + (n0 * g.in_channels + task) * g.in_h * g.in_w,
                             workspace + task * plan.channel_stride)
-            if _rows_shared(g, plan, (n1 - n0) * per_image, num_threads):
+            if pool != NULL:
+                for task in prange((n1 - n0) * per_image, schedule='static'):
+                    _blocked_oc_pool_task(g, plan, pool, workspace, n0, packed, toff, bias, y,
+                                          acc, activation, n0 * per_image + task)
+            elif _rows_shared(g, plan, (n1 - n0) * per_image, num_threads):
                 for part in prange(num_threads, schedule='static'):
                     _blocked_oc_part(g, plan, workspace, n0, n1, packed, toff, bias, y, res,
                                      acc, activation, part, num_threads)

@@ -87,6 +87,16 @@ cdef struct BlockedOcPlan:
     bint tall                       # the kernel shape with more channels, fewer pixels
     bint block_major                # tasks taken channel block by block, not image by image
     bint flat                       # a 1x1 layer's planes run as one row of out_h * out_w
+    # with a max pool fused (blocked_oc_pool_plan): tasks are runs of pooled rows
+    index_t pool_rows_per_task
+    index_t pool_row_blocks
+    index_t pool_tile_offset        # where a thread's pooled tile starts in its scratch
+
+# A max pool over a convolution's output (no dilation, padding at most half
+# the window, rounding down): the window, and the pooled size.
+cdef struct MaxPoolWindow:
+    index_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w
+    index_t out_h, out_w
 
 # pointwise: tasks are (image, group, col_tile positions, run of rows_per_task
 # channel blocks of m_block); chunk_channels input channels per pass (their

@@ -302,4 +302,46 @@ FCNN_DEFINE_OC_KERNEL(SUFFIX, T, tall, FCNN_OC_TALL_P, FCNN_OC_TALL_V, 2)
 FCNN_DEFINE_OC_KERNELS(f32, float)
 FCNN_DEFINE_OC_KERNELS(f64, double)
 
+/* One pooled row of a max pool over the output-channel kernel's sums (rows of
+ * row_len pixels of mb channels, mb a whole number of vectors): dst[pc] = the
+ * maximum over rows [h0, h1) of acc and columns [pc * sw - pw, + kw) clipped
+ * to [0, in_w). NaN wins, as in max_pool2d: the maxima skip NaN (x86's max
+ * returns its second operand, the running one, when either is NaN) and a
+ * mask remembers them. Each vector's maximum stays in a register through its
+ * window; consecutive windows are independent, so their chains overlap. */
+#if defined(FCNN_VMAX_f32)
+#define FCNN_OC_POOL_MAX(SUFFIX, v, m) FCNN_VMAX_##SUFFIX(v, m)
+#else
+#define FCNN_OC_POOL_MAX(SUFFIX, v, m)                                                   \
+    ((fcnn_vec_##SUFFIX)(((fcnn_tr_mask_##SUFFIX)(v) & ((v) > (m)))                     \
+                         | ((fcnn_tr_mask_##SUFFIX)(m) & ~((v) > (m)))))
+#endif
+#define FCNN_DEFINE_OC_POOL_ROW(SUFFIX, T)                                                \
+static inline void fcnn_oc_pool_row_##SUFFIX(const T *acc, long row_len, long mb, long h0, \
+                                             long h1, long kw, long sw, long pw, long in_w, \
+                                             long out_w, T *dst)                          \
+{                                                                                        \
+    enum { VL = FCNN_VEC_BYTES / sizeof(T) };                                            \
+    typedef fcnn_vec_##SUFFIX vec;                                                       \
+    typedef fcnn_tr_mask_##SUFFIX mask;                                                  \
+    const vec nan = (vec){0} + (T)__builtin_nan("");                                     \
+    for (long pc = 0; pc < out_w; pc++) {                                                \
+        const long w0 = pc * sw - pw < 0 ? 0 : pc * sw - pw;                             \
+        const long w1 = pc * sw - pw + kw > in_w ? in_w : pc * sw - pw + kw;             \
+        for (long l = 0; l < mb; l += VL) {                                              \
+            vec m = *(const vec *)(acc + (h0 * row_len + w0) * mb + l);                  \
+            mask seen = (mask){0};                                                       \
+            for (long h = h0; h < h1; h++)                                               \
+                for (long w = w0; w < w1; w++) {                                         \
+                    const vec v = *(const vec *)(acc + (h * row_len + w) * mb + l);      \
+                    seen |= v != v;                                                      \
+                    m = FCNN_OC_POOL_MAX(SUFFIX, v, m);                                  \
+                }                                                                        \
+            *(vec *)(dst + pc * mb + l) = (vec)(((mask)m & ~seen) | ((mask)nan & seen)); \
+        }                                                                                \
+    }                                                                                    \
+}
+FCNN_DEFINE_OC_POOL_ROW(f32, float)
+FCNN_DEFINE_OC_POOL_ROW(f64, double)
+
 #endif
