@@ -148,11 +148,16 @@ class Chain:
     def workspace_size(self, num_threads):
         return self.scratch * num_threads
 
+    def bind(self, x, y, residual=None):
+        """The chain's run on these arrays, checked once: a function
+        (workspace, num_threads) -> None (a plan step's, on its buffers)."""
+        a_e, a_d, a_p = self.activations
+        return self._kernels.bind(self.geom, True, x, self.packed, residual, y,
+                                  a_e, a_d, a_p, self._l2)
+
     def __call__(self, x, y, workspace, num_threads, residual=None):
         """y = the chain applied to x (+ residual before the last activation)."""
-        a_e, a_d, a_p = self.activations
-        self._kernels.forward(self.geom, True, x, self.packed, residual, y, workspace,
-                              a_e, a_d, a_p, num_threads, self._l2)
+        self.bind(x, y, residual)(workspace, num_threads)
 
 
 def conv_chain(input, residual=None, *, chain, out=None):

@@ -93,6 +93,10 @@ class ConvMaxPool:
     def workspace_size(self, num_threads):
         return self._shared + self._per_thread * num_threads
 
+    def bind(self, x, y, residual=None):
+        """A function (workspace, num_threads) -> None running on these arrays."""
+        return lambda workspace, num_threads: self(x, y, workspace, num_threads, residual)
+
     def __call__(self, x, y, workspace, num_threads, residual=None):
         """y = max_pool(act(conv(x) + bias)); a residual is not taken (the
         rewrite fuses no pool after a convolution with one)."""

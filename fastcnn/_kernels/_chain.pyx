@@ -230,97 +230,134 @@ def pack(tuple geom, object we, object be, object wd, object bd, object wp, obje
     return packed
 
 
-def forward(tuple geom, bint expand, cnp.ndarray x, cnp.ndarray packed, object residual,
-            cnp.ndarray y, cnp.ndarray workspace, int act_e, int act_d, int act_p,
-            int num_threads, long l2_bytes):
-    """y = clamp_p(project(clamp_d(depthwise(clamp_e(expand(x))))) + residual).
-    x (N, cin, x_h, x_w), y and residual (N, cout, out_h, out_w): float32,
-    C-contiguous; packed from pack(); workspace: num_threads x the scratch of
-    plan()."""
-    cdef fcnn_chain_geom g = _geom(geom, expand, l2_bytes)
-    cdef long n_img, bands, tasks, task, scratch = fcnn_chain_scratch(&g, g.band_rows)
-    cdef long oh0, oh1, img
+cdef class Bound:
+    """A chain's run on arrays checked once (bind()): each call takes only a
+    workspace and a thread count. Holds its arrays, so their memory lives as
+    long as it does."""
+    cdef fcnn_chain_geom g
+    cdef long scratch, n_img, x_image, y_image
+    cdef long off[6]
     cdef const float* xp
     cdef const float* pp
-    cdef const float* rp = NULL
+    cdef const float* rp
     cdef float* yp
-    cdef float* ws
-    cdef long x_image = g.xc * g.xh * g.xw, y_image = g.cout * g.out_h * g.out_w
     cdef int clamp_e, clamp_d, clamp_p
     cdef float hi_e, hi_d, hi_p
-    off = _offsets(&g)
-    for name, a in (("input", x), ("packed weights", packed), ("output", y),
-                    ("workspace", workspace)) + ((("residual", residual),) if residual is not None else ()):
-        if not isinstance(a, np.ndarray) or a.dtype != np.float32 or not a.flags.c_contiguous:
-            raise ValueError(f"conv_chain: {name} must be a C-contiguous float32 array")
-    n_img = x.shape[0] if x.ndim == 4 else -1
-    if x.ndim != 4 or (x.shape[1], x.shape[2], x.shape[3]) != (g.xc, g.xh, g.xw):
-        raise ValueError(f"conv_chain: expected input (N, {g.xc}, {g.xh}, {g.xw}), "
-                         f"got {(<object>x).shape}")
-    if (<object>y).shape != (n_img, g.cout, g.out_h, g.out_w):
-        raise ValueError(f"conv_chain: expected output {(n_img, g.cout, g.out_h, g.out_w)}, "
-                         f"got {(<object>y).shape}")
-    if residual is not None and residual.shape != (<object>y).shape:
-        raise ValueError(f"conv_chain: residual must be shaped as the output {(<object>y).shape}, "
-                         f"got {residual.shape}")
-    if packed.size < off[6]:
-        raise ValueError("conv_chain: packed weights too small")
-    if num_threads < 1:
-        raise ValueError(f"conv_chain: num_threads must be >= 1, got {num_threads}")
-    if workspace.size < scratch * num_threads:
-        raise ValueError("conv_chain: workspace too small")
-    for a in (act_e, act_d, act_p):
-        if a not in _CLAMPS:
-            raise ValueError(f"conv_chain: activation code {a} is not fused by the chain")
-    clamp_e, hi_e = _CLAMPS[act_e]
-    clamp_d, hi_d = _CLAMPS[act_d]
-    clamp_p, hi_p = _CLAMPS[act_p]
-    bands = _balanced_bands(&g, n_img, num_threads)
-    tasks = n_img * bands
-    if tasks == 0:
-        return
-    xp = <const float*>cnp.PyArray_DATA(x)
-    pp = <const float*>cnp.PyArray_DATA(packed)
-    yp = <float*>cnp.PyArray_DATA(y)
-    ws = <float*>cnp.PyArray_DATA(workspace)
-    if residual is not None:
-        rp = <const float*>cnp.PyArray_DATA(<cnp.ndarray>residual)
-    cdef long p0 = off[0], p1 = off[1], p2 = off[2], p3 = off[3], p4 = off[4], p5 = off[5]
-    cdef long unit
-    cdef fcnn_chain_task t
-    if _whole_tasks(&g, tasks, bands, num_threads):
-        # each thread runs whole tasks in its own scratch (bands of
-        # out_h / bands rows, rounded: none longer than the L2 budget's)
-        with nogil, parallel(num_threads=num_threads):
-            fp_enter()
-            for task in prange(tasks, schedule='static'):
-                img = task // bands
-                oh0 = (task % bands) * g.out_h // bands
-                oh1 = (task % bands + 1) * g.out_h // bands
-                fcnn_chain_band(&g, xp + img * x_image, pp + p0, pp + p1, clamp_e, hi_e,
-                                pp + p2, pp + p3, clamp_d, hi_d, pp + p4, pp + p5,
-                                rp + img * y_image if rp != NULL else NULL, clamp_p, hi_p,
-                                oh0, oh1, ws + threadid() * scratch, yp + img * y_image)
-        return
-    # few tasks (one image's few bands): the threads share each task in the
-    # first thread's scratch, the expansion and depthwise steps split into
-    # runs of whole tiles of channel blocks (each part reads back only what
-    # it wrote: no barrier between them), the projection into runs of its
-    # tiles; every output is the same sum either way
-    with nogil:
+    cdef object arrays
+
+    def __call__(self, cnp.ndarray workspace, int num_threads):
+        """Run on num_threads threads; workspace: float32, C-contiguous,
+        num_threads x the scratch of plan()."""
+        if (workspace.descr.type_num != cnp.NPY_FLOAT32
+                or not cnp.PyArray_IS_C_CONTIGUOUS(workspace)):
+            raise ValueError("conv_chain: workspace must be a C-contiguous float32 array")
+        if num_threads < 1:
+            raise ValueError(f"conv_chain: num_threads must be >= 1, got {num_threads}")
+        if workspace.size < self.scratch * num_threads:
+            raise ValueError("conv_chain: workspace too small")
+        with nogil:
+            self._run(<float*>cnp.PyArray_DATA(workspace), num_threads)
+
+    cdef void _run(self, float* ws, int num_threads) noexcept nogil:
+        cdef long bands = _balanced_bands(&self.g, self.n_img, num_threads)
+        cdef long tasks = self.n_img * bands, task, img, oh0, oh1, unit
+        cdef const fcnn_chain_geom* g = &self.g
+        cdef const float* pp = self.pp
+        cdef const float* rp = self.rp
+        cdef long p0 = self.off[0], p1 = self.off[1], p2 = self.off[2], p3 = self.off[3]
+        cdef long p4 = self.off[4], p5 = self.off[5]
+        cdef long scratch = self.scratch, x_image = self.x_image, y_image = self.y_image
+        cdef fcnn_chain_task t
+        if tasks == 0:
+            return
+        if _whole_tasks(g, tasks, bands, num_threads):
+            # each thread runs whole tasks in its own scratch (bands of
+            # out_h / bands rows, rounded: none longer than the L2 budget's)
+            with parallel(num_threads=num_threads):
+                fp_enter()
+                for task in prange(tasks, schedule='static'):
+                    img = task // bands
+                    oh0 = (task % bands) * g.out_h // bands
+                    oh1 = (task % bands + 1) * g.out_h // bands
+                    fcnn_chain_band(g, self.xp + img * x_image, pp + p0, pp + p1, self.clamp_e,
+                                    self.hi_e, pp + p2, pp + p3, self.clamp_d, self.hi_d,
+                                    pp + p4, pp + p5,
+                                    rp + img * y_image if rp != NULL else NULL, self.clamp_p,
+                                    self.hi_p, oh0, oh1, ws + threadid() * scratch,
+                                    self.yp + img * y_image)
+            return
+        # few tasks (one image's few bands): the threads share each task in the
+        # first thread's scratch, the expansion and depthwise steps split into
+        # runs of whole tiles of channel blocks (each part reads back only what
+        # it wrote: no barrier between them), the projection into runs of its
+        # tiles; every output is the same sum either way
         for task in range(tasks):
             img = task // bands
             oh0 = (task % bands) * g.out_h // bands
             oh1 = (task % bands + 1) * g.out_h // bands
             with parallel(num_threads=num_threads):
                 fp_enter()
-                t = fcnn_chain_layout(&g, oh0, oh1, ws, ws + threadid() * scratch)
+                t = fcnn_chain_layout(g, oh0, oh1, ws, ws + threadid() * scratch)
                 for unit in prange(num_threads, schedule='static'):
-                    fcnn_chain_expand_depthwise_part(&g, &t, xp + img * x_image, pp + p0,
-                                                     pp + p1, clamp_e, hi_e, pp + p2, pp + p3,
-                                                     clamp_d, hi_d, oh0, unit, num_threads)
+                    fcnn_chain_expand_depthwise_part(g, &t, self.xp + img * x_image, pp + p0,
+                                                     pp + p1, self.clamp_e, self.hi_e, pp + p2,
+                                                     pp + p3, self.clamp_d, self.hi_d, oh0, unit,
+                                                     num_threads)
                 for unit in prange(num_threads, schedule='static'):
-                    fcnn_chain_project_part(&g, &t, pp + p4, pp + p5,
+                    fcnn_chain_project_part(g, &t, pp + p4, pp + p5,
                                             rp + img * y_image if rp != NULL else NULL,
-                                            clamp_p, hi_p, oh0, unit, num_threads,
-                                            yp + img * y_image)
+                                            self.clamp_p, self.hi_p, oh0, unit, num_threads,
+                                            self.yp + img * y_image)
+
+
+def bind(tuple geom, bint expand, cnp.ndarray x, cnp.ndarray packed, object residual,
+         cnp.ndarray y, int act_e, int act_d, int act_p, long l2_bytes):
+    """The chain's run y = clamp_p(project(clamp_d(depthwise(clamp_e(expand(x)))))
+    + residual), its arrays checked now: x (N, cin, x_h, x_w), y and residual
+    (N, cout, out_h, out_w): float32, C-contiguous; packed from pack(). A plan
+    binds each chain step to its buffers once."""
+    cdef Bound r = Bound.__new__(Bound)
+    r.g = _geom(geom, expand, l2_bytes)
+    r.scratch = fcnn_chain_scratch(&r.g, r.g.band_rows)
+    off = _offsets(&r.g)
+    for name, a in (("input", x), ("packed weights", packed), ("output", y)) + (
+            (("residual", residual),) if residual is not None else ()):
+        if not isinstance(a, np.ndarray) or a.dtype != np.float32 or not a.flags.c_contiguous:
+            raise ValueError(f"conv_chain: {name} must be a C-contiguous float32 array")
+    r.n_img = x.shape[0] if x.ndim == 4 else -1
+    if x.ndim != 4 or (x.shape[1], x.shape[2], x.shape[3]) != (r.g.xc, r.g.xh, r.g.xw):
+        raise ValueError(f"conv_chain: expected input (N, {r.g.xc}, {r.g.xh}, {r.g.xw}), "
+                         f"got {(<object>x).shape}")
+    if (<object>y).shape != (r.n_img, r.g.cout, r.g.out_h, r.g.out_w):
+        raise ValueError(f"conv_chain: expected output "
+                         f"{(r.n_img, r.g.cout, r.g.out_h, r.g.out_w)}, got {(<object>y).shape}")
+    if residual is not None and residual.shape != (<object>y).shape:
+        raise ValueError(f"conv_chain: residual must be shaped as the output "
+                         f"{(<object>y).shape}, got {residual.shape}")
+    if packed.size < off[6]:
+        raise ValueError("conv_chain: packed weights too small")
+    for a in (act_e, act_d, act_p):
+        if a not in _CLAMPS:
+            raise ValueError(f"conv_chain: activation code {a} is not fused by the chain")
+    r.clamp_e, r.hi_e = _CLAMPS[act_e]
+    r.clamp_d, r.hi_d = _CLAMPS[act_d]
+    r.clamp_p, r.hi_p = _CLAMPS[act_p]
+    for k in range(6):
+        r.off[k] = off[k]
+    r.x_image = r.g.xc * r.g.xh * r.g.xw
+    r.y_image = r.g.cout * r.g.out_h * r.g.out_w
+    r.xp = <const float*>cnp.PyArray_DATA(x)
+    r.pp = <const float*>cnp.PyArray_DATA(packed)
+    r.yp = <float*>cnp.PyArray_DATA(y)
+    r.rp = NULL if residual is None else <const float*>cnp.PyArray_DATA(<cnp.ndarray>residual)
+    r.arrays = (x, packed, residual, y)
+    return r
+
+
+def forward(tuple geom, bint expand, cnp.ndarray x, cnp.ndarray packed, object residual,
+            cnp.ndarray y, cnp.ndarray workspace, int act_e, int act_d, int act_p,
+            int num_threads, long l2_bytes):
+    """y = clamp_p(project(clamp_d(depthwise(clamp_e(expand(x))))) + residual):
+    bind() and run once. workspace: num_threads x the scratch of plan()."""
+    bind(geom, expand, x, packed, residual, y, act_e, act_d, act_p, l2_bytes)(
+        workspace, num_threads)
