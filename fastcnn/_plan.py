@@ -31,6 +31,17 @@ from fastcnn._validation import FUSABLE_ACTIVATIONS, ntuple
 
 __all__ = ["Plan"]
 
+def _bound_input(desc, shape):
+    """The array a step reads for this input on every call, bound once: a
+    plan buffer or a view of one, lying contiguously (reshaped to `shape`);
+    None when the step must take it per call (a call's input, or a strided
+    view, which is copied per call, as its values change from call to call)."""
+    if desc[0] != "fixed" or not isinstance(desc[1], np.ndarray) \
+            or not desc[1].flags.c_contiguous:
+        return None
+    return desc[1].reshape(shape)
+
+
 class Plan:
     """A compiled graph; call it like the model: plan(x) or plan(x, out=y).
 
@@ -275,7 +286,7 @@ class _Executor:
         y = self._value_array(node.outputs[0]).reshape((x_shape[0], w.shape[0])
                                                        + geom.out_spatial(nd))
         get = self._get
-        x_fixed = x_desc[1].reshape(x_shape) if x_desc[0] == "fixed" else None
+        x_fixed = _bound_input(x_desc, x_shape)
         res_desc = self._getter(b["residual"]) if b.get("residual") is not None else None
 
         def step(inputs):
@@ -352,14 +363,13 @@ class _Executor:
         workspace = self._scratch.getter(fused.workspace_size, np.float32, self.num_threads)
         self.weight_nbytes += fused.packed.nbytes
         get = self._get
-        fixed = [d[1] for d in (x_desc, res_desc) if d is not None and d[0] == "fixed"
-                 and isinstance(d[1], np.ndarray) and d[1].flags.c_contiguous]
-        if len(fixed) == 1 + (res_desc is not None):
-            # buffers bound once, their memory as it lies: the step's arrays
-            # are checked here and a call only runs the kernel (a chain's
-            # checks cost several microseconds; MobileNetV2 has 17 chains)
-            run = fused.bind(fixed[0].reshape(fused.input_shape), y,
-                             fixed[1].reshape(fused.output_shape) if len(fixed) > 1 else None)
+        x_fixed = _bound_input(x_desc, fused.input_shape)
+        res_fixed = None if res_desc is None else _bound_input(res_desc, fused.output_shape)
+        if x_fixed is not None and (res_desc is None or res_fixed is not None):
+            # the step's arrays are checked here and a call only runs the
+            # kernel (a chain's checks cost several microseconds; MobileNetV2
+            # has 17 chains)
+            run = fused.bind(x_fixed, y, res_fixed)
 
             def bound_step(inputs):
                 n = _threads.get_num_threads()
@@ -390,8 +400,7 @@ class _Executor:
         w = np.ascontiguousarray(w)
         bias = None if bias is None else np.ascontiguousarray(bias)
         y = self._value_array(node.outputs[0]).reshape(rows, w.shape[0])
-        x_fixed = np.ascontiguousarray(x_desc[1]).reshape(rows, w.shape[1]) \
-            if x_desc[0] == "fixed" else None
+        x_fixed = _bound_input(x_desc, (rows, w.shape[1]))
         get = self._get
 
         def step(inputs):
@@ -421,7 +430,7 @@ class _Executor:
         out_shape, run = bound
         y = self._value_array(node.outputs[0]).reshape(out_shape)
         x_desc = self._getter(b["input"])
-        x_fixed = np.ascontiguousarray(x_desc[1]).reshape(shape) if x_desc[0] == "fixed" else None
+        x_fixed = _bound_input(x_desc, shape)
         dtype = np.float64 if node.op.startswith("adaptive") else y.dtype
         workspace = self._scratch.getter(run.workspace_size, dtype, self.num_threads)
         get = self._get

@@ -197,6 +197,34 @@ def test_residual_not_fused_when_output_is_shared():
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+class _StridedViews(nn.Module):
+    """Layers reading strided views of a plan buffer (every other channel)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.even = nn.Conv2d(8, 4, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(6, 5)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.even(y[:, ::2]), self.pool(y[:, 1::2]), self.fc(y[:, :, 0, ::2])
+
+
+def test_plan_layers_read_strided_views_of_its_buffers():
+    """A strided view of a plan buffer is copied on every call, never bound
+    once (a copy made when the plan was built would be stale, and the
+    kernels read their input as lying contiguously)."""
+    rng = np.random.default_rng(7)
+    model = _StridedViews().eval()
+    plan = fastcnn.compile(model, (2, 3, 12, 12))
+    for _ in range(2):
+        x = rng.standard_normal((2, 3, 12, 12)).astype(np.float32)
+        for got, want in zip(plan(x), model(x)):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_compile_errors():
     class Bad(nn.Module):
         def forward(self, x):
