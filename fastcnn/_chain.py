@@ -18,7 +18,7 @@ from fastcnn._graph import Value
 from fastcnn._opinfo import info
 from fastcnn._validation import FUSABLE_ACTIVATIONS, conv_output_size
 
-__all__ = ["Chain", "find_chains", "conv_chain", "conv_layer"]
+__all__ = ["Chain", "find_chains", "conv_chain", "conv_layer", "input_layer", "producers"]
 
 # The most columns (input channels x kernel taps) a first-layer expansion
 # gathers: an image's 3 channels under a 3x3 kernel are 27.
@@ -86,29 +86,40 @@ def conv_layer(node, rewrite):
     return _Layer(node, geom, w, bias, activation, b.get("residual"))
 
 
+def producers(nodes):
+    """value id -> the node of `nodes` that produces it."""
+    return {v.id: node for node in nodes for v in node.outputs}
+
+
+def input_layer(node, producer, rewrite, readers):
+    """The convolution whose output node reads, as a _Layer, where node is
+    all that reads it and it adds no residual (so a fused step may keep it
+    in cache); else None. producer: producers(nodes)."""
+    src = rewrite.resolve(node.arguments()["input"])
+    prod = producer.get(src.id)
+    layer = conv_layer(prod, rewrite) if prod is not None else None
+    if (layer is None or layer.residual is not None or prod.outputs[0] is not src
+            or readers.get(src.id) != 1):
+        return None
+    return layer
+
+
 def find_chains(nodes, rewrite, readers):
     """{id(projection node): (expansion layer, depthwise layer, projection
     layer)} for each expansion -> depthwise -> projection run whose inner
     outputs nothing else reads, where the chain kernel pays (see
     _kernels._chain.pays: on targets with fused multiply-adds)."""
-    producer = {}
-    for node in nodes:
-        for v in node.outputs:
-            producer[v.id] = node
+    producer = producers(nodes)
     chains = {}
     for node in nodes:
         proj = conv_layer(node, rewrite)
         if proj is None or not proj.pointwise:
             continue
-        dw_node = producer.get(rewrite.resolve(node.arguments()["input"]).id)
-        dw = conv_layer(dw_node, rewrite) if dw_node is not None else None
-        if dw is None or not dw.depthwise or dw.residual is not None \
-                or readers.get(dw_node.outputs[0].id) != 1:
+        dw = input_layer(node, producer, rewrite, readers)
+        if dw is None or not dw.depthwise:
             continue
-        exp_node = producer.get(rewrite.resolve(dw_node.arguments()["input"]).id)
-        exp = conv_layer(exp_node, rewrite) if exp_node is not None else None
-        if exp is None or not (exp.pointwise or exp.first_layer) or exp.residual is not None \
-                or readers.get(exp_node.outputs[0].id) != 1:
+        exp = input_layer(dw.node, producer, rewrite, readers)
+        if exp is None or not (exp.pointwise or exp.first_layer):
             continue
         if _kernels._chain.pays(True):
             chains[id(node)] = (exp, dw, proj)

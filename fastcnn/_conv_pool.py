@@ -15,7 +15,7 @@ equal to the two steps' (the same sums; the maximum and the epilogue commute).
 import numpy as np
 
 from fastcnn import _kernels
-from fastcnn._chain import conv_layer
+from fastcnn._chain import input_layer, producers
 from fastcnn._functional.conv import ConvEngine
 from fastcnn._graph import Value
 from fastcnn._validation import FUSABLE_ACTIVATIONS, ntuple
@@ -49,20 +49,14 @@ def _window(node):
 def find_conv_pools(nodes, rewrite, readers):
     """{id(pool node): (pool node, conv layer, window)} for each convolution -> max pool
     pair the fused kernel runs (see the module's docstring)."""
-    producer = {}
-    for node in nodes:
-        for v in node.outputs:
-            producer[v.id] = node
+    producer = producers(nodes)
     pairs = {}
     for node in nodes:
         window = _window(node)
         if window is None:
             continue
-        src = rewrite.resolve(node.arguments()["input"])
-        conv_node = producer.get(src.id)
-        conv = conv_layer(conv_node, rewrite) if conv_node is not None else None
-        if (conv is None or conv.residual is not None or readers.get(src.id) != 1
-                or conv_node.outputs[0] is not src
+        conv = input_layer(node, producer, rewrite, readers)
+        if (conv is None
                 or FUSABLE_ACTIVATIONS[conv.activation] not in _kernels._conv.POOL_ACTIVATIONS
                 or not _kernels._conv.max_pool_applies(conv.geom, window, 4)
                 or _kernels._conv.select(conv.geom, True) != "blocked_oc"):
@@ -82,10 +76,8 @@ class ConvMaxPool:
         self.activation = FUSABLE_ACTIVATIONS[conv.activation]
         self.bias = None if conv.bias is None else np.ascontiguousarray(conv.bias, np.float32)
         self._kernels = _kernels._conv
-        kh, kw, sh, sw, ph, pw = window
         self.input_shape = (g.batch, g.in_channels, g.in_h, g.in_w)
-        self.output_shape = (g.batch, g.out_channels, (g.out_h + 2 * ph - kh) // sh + 1,
-                             (g.out_w + 2 * pw - kw) // sw + 1)
+        self.output_shape = (g.batch, g.out_channels) + self._kernels.max_pool_output(g, window)
         self.packed = ConvEngine(g, np.float32, "blocked_oc").pack(
             np.ascontiguousarray(conv.weight), num_threads)
         self._shared, self._per_thread = self._kernels.max_pool_plan(g, window, 4)

@@ -351,11 +351,15 @@ cdef ConvPlan conv_make_plan(const ConvGeom* g, int algorithm, index_t itemsize)
         direct_plan(g, &_tuning, itemsize, &p)
     else:
         gemm_plan(g, &_tuning, itemsize, &p)
-    # Whole cache lines per thread, plus one as a gap, so threads' scratch
-    # never shares a line (false sharing stalls the small-plane kernels).
+    _line_gap(&p)
+    return p
+
+
+cdef inline void _line_gap(ConvPlan* p) noexcept nogil:
+    """Whole cache lines per thread, plus one as a gap, so threads' scratch
+    never shares a line (false sharing stalls the small-plane kernels)."""
     if p.workspace_per_thread > 0:
         p.workspace_per_thread = round_up(p.workspace_per_thread, 16) + 16
-    return p
 
 
 cdef index_t conv_packed_size(const ConvGeom* g, int algorithm, index_t itemsize) noexcept nogil:
@@ -610,12 +614,20 @@ POOL_ACTIVATIONS = frozenset((ACT_NONE, ACT_RELU, ACT_RELU6))
 
 
 cdef MaxPoolWindow _pool_window(const ConvGeom* g, object window) except *:
-    """(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w) over g's output."""
+    """(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w) over g's output,
+    with the pooled size it gives (rounding down)."""
     cdef MaxPoolWindow p
     p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w = window
     p.out_h = (g.out_h + 2 * p.pad_h - p.kernel_h) // p.stride_h + 1 if p.stride_h > 0 else 0
     p.out_w = (g.out_w + 2 * p.pad_w - p.kernel_w) // p.stride_w + 1 if p.stride_w > 0 else 0
     return p
+
+
+def max_pool_output(geom, window):
+    """(out_h, out_w): the pooled size of the convolution's output."""
+    cdef ConvGeom g = _geom_from_tuple(geom)
+    cdef MaxPoolWindow p = _pool_window(&g, window)
+    return p.out_h, p.out_w
 
 
 def max_pool_applies(geom, window, int itemsize):
@@ -631,7 +643,7 @@ cdef ConvPlan _max_pool_plan(const ConvGeom* g, const MaxPoolWindow* pool,
     cdef ConvPlan p = conv_make_plan(g, CONV_BLOCKED_OC, itemsize)
     if g.batch > 0:
         blocked_oc_pool_plan(g, &_tuning, itemsize, pool, &p)
-        p.workspace_per_thread = round_up(p.workspace_per_thread, 16) + 16
+        _line_gap(&p)
     return p
 
 

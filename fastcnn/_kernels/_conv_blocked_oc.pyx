@@ -206,6 +206,17 @@ cdef inline void _prefetch_rows(const floating* w, index_t ld, index_t i0, index
             l += 64
 
 
+cdef inline index_t _task_block(const ConvGeom* g, const BlockedOcPlan* plan, index_t task,
+                                index_t row_blocks, index_t* n, index_t* grp,
+                                index_t* ocb) noexcept nogil:
+    """Task `task` of (image, group, channel block, row block), row_blocks a
+    block: its image, group and channel block; returns its row block."""
+    ocb[0] = (task // row_blocks) % plan.n_m_blocks
+    grp[0] = (task // (row_blocks * plan.n_m_blocks)) % g.groups
+    n[0] = task // (row_blocks * plan.n_m_blocks * g.groups)
+    return task % row_blocks
+
+
 cdef void _oc_accumulate(const ConvGeom* g, const BlockedOcPlan* plan, const floating* xpad,
                          index_t n0, const floating* packed, const long* toff, floating* acc,
                          index_t n, index_t grp, index_t ocb, index_t oh0,
@@ -279,10 +290,8 @@ cdef void _blocked_oc_task(const ConvGeom* g, const BlockedOcPlan* plan, const f
     channel block of one (image, group)."""
     cdef index_t m_group = g.out_channels // g.groups
     cdef index_t pix = plan.col_tile, runs = plan.n_col_tiles, mb = plan.m_block
-    cdef index_t rb = task % plan.row_blocks
-    cdef index_t ocb = (task // plan.row_blocks) % plan.n_m_blocks
-    cdef index_t grp = (task // (plan.row_blocks * plan.n_m_blocks)) % g.groups
-    cdef index_t n = task // (plan.row_blocks * plan.n_m_blocks * g.groups)
+    cdef index_t n, grp, ocb
+    cdef index_t rb = _task_block(g, plan, task, plan.row_blocks, &n, &grp, &ocb)
     cdef index_t oh0 = rb * plan.rows_per_task + r0
     cdef index_t oh1 = min(g.out_h, rb * plan.rows_per_task + r1)
     cdef index_t m0 = ocb * mb, mcount = min(mb, m_group - m0)
@@ -326,13 +335,12 @@ cdef void _blocked_oc_task(const ConvGeom* g, const BlockedOcPlan* plan, const f
 cdef bint blocked_oc_pool_applies(const ConvGeom* g, const ConvTuning* t, index_t itemsize,
                                   const MaxPoolWindow* pool) noexcept nogil:
     """Whether blocked_oc can pool its output: a 2-D layer whose rows it
-    computes as rows (not flattened), and a window that fits its output."""
+    computes as rows (not flattened), and a window that fits its output
+    (its sizes those the window gives: _conv's _pool_window)."""
     return (blocked_oc_applies(g) and g.out_d == 1 and not _oc_flattens(g, t, itemsize)
             and pool.kernel_h >= 1 and pool.kernel_w >= 1
             and pool.stride_h >= 1 and pool.stride_w >= 1
             and 0 <= 2 * pool.pad_h <= pool.kernel_h and 0 <= 2 * pool.pad_w <= pool.kernel_w
-            and pool.out_h == (g.out_h + 2 * pool.pad_h - pool.kernel_h) // pool.stride_h + 1
-            and pool.out_w == (g.out_w + 2 * pool.pad_w - pool.kernel_w) // pool.stride_w + 1
             and pool.out_h >= 1 and pool.out_w >= 1)
 
 
@@ -372,11 +380,9 @@ cdef void _blocked_oc_pool_task(const ConvGeom* g, const BlockedOcPlan* plan,
     NaN wins, as in max_pool2d."""
     cdef index_t m_group = g.out_channels // g.groups
     cdef index_t mb = plan.m_block, row_len = plan.n_col_tiles * plan.col_tile
-    cdef index_t rb = task % plan.pool_row_blocks
-    cdef index_t ocb = (task // plan.pool_row_blocks) % plan.n_m_blocks
-    cdef index_t grp = (task // (plan.pool_row_blocks * plan.n_m_blocks)) % g.groups
-    cdef index_t n = task // (plan.pool_row_blocks * plan.n_m_blocks * g.groups)
-    cdef index_t pr0 = rb * plan.pool_rows_per_task
+    cdef index_t n, grp, ocb
+    cdef index_t pr0 = _task_block(g, plan, task, plan.pool_row_blocks, &n, &grp, &ocb) \
+        * plan.pool_rows_per_task
     cdef index_t pr1 = min(pool.out_h, pr0 + plan.pool_rows_per_task)
     cdef index_t cr0 = max(0, pr0 * pool.stride_h - pool.pad_h)
     cdef index_t cr1 = min(g.out_h, (pr1 - 1) * pool.stride_h - pool.pad_h + pool.kernel_h)
