@@ -634,14 +634,16 @@ def test_dispatcher_picks_fast_paths(dispatch):
     g = lambda *a: _geometry(*a)
     assert kernels.select(g((1, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1, 1)) == "winograd"
     assert kernels.select(g((1, 64, 56, 56), (128, 64, 1, 1), 1, 0, 1, 1)) == "gemm_1x1"
-    # prepacked, widening, one image of <= 64 positions (MobileNetV2's last 1x1):
-    # blocked_oc with FMA; narrowing, or two images: the GEMM
+    # prepacked, widening, <= 512 positions (MobileNetV2's last 1x1 up to
+    # batch 10): blocked_oc with FMA; narrowing, or more positions: the GEMM
     fma = kernels.dispatch_facts()["fused_multiply_add"]
     last = g((1, 320, 7, 7), (1280, 320, 1, 1), 1, 0, 1, 1)
     assert kernels.select(last, True) == ("blocked_oc" if fma else "gemm_1x1")
     assert kernels.select(last) == "gemm_1x1"
     assert kernels.select(g((1, 960, 7, 7), (160, 960, 1, 1), 1, 0, 1, 1), True) == "gemm_1x1"
-    assert kernels.select(g((2, 320, 7, 7), (1280, 320, 1, 1), 1, 0, 1, 1), True) == "gemm_1x1"
+    batch8 = g((8, 320, 7, 7), (1280, 320, 1, 1), 1, 0, 1, 1)
+    assert kernels.select(batch8, True) == ("blocked_oc" if fma else "gemm_1x1")
+    assert kernels.select(g((11, 320, 7, 7), (1280, 320, 1, 1), 1, 0, 1, 1), True) == "gemm_1x1"
     assert kernels.select(g((1, 32, 56, 56), (32, 1, 3, 3), 1, 1, 1, 32)) == "direct"
     # narrow depthwise outputs: vectors over channels
     assert kernels.select(g((1, 576, 14, 14), (576, 1, 3, 3), 1, 1, 1, 576)) == "depthwise"
@@ -731,8 +733,8 @@ def test_dispatcher_without_a_small_matrix_gemm(dispatch):
     # prepacked and widening over one image's few positions: blocked_oc with FMA
     assert kernels.select(big, True) == ("blocked_oc" if fma else
                                          "pointwise" if splat else "gemm_1x1")
-    two = g((2, 320, 7, 7), (1280, 320, 1, 1), 1, 0, 1, 1)
-    assert kernels.select(two, True) == ("pointwise" if splat else "gemm_1x1")
+    many = g((11, 320, 7, 7), (1280, 320, 1, 1), 1, 0, 1, 1)
+    assert kernels.select(many, True) == ("pointwise" if splat else "gemm_1x1")
     assert kernels.select(g((1, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1)) == \
         "blocked_oc_unpacked"
     assert kernels.select(g((2, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1)) == "blocked_oc"
