@@ -45,6 +45,7 @@
 #define FCNN_CHAIN_VMAX FCNN_CHAIN_VT
 #define FCNN_CHAIN_PAD_BLOCKS (FCNN_CHAIN_VW * FCNN_CHAIN_VT)
 #define FCNN_CHAIN_LINE (64 / (long)sizeof(float))      /* floats per cache line */
+#define FCNN_CHAIN_GROUP_MAX 2      /* tiles the projection's epilogue takes at most */
 
 /* The float whose bits are `bits`, splatted where it is used and not
  * hoisted out of the loop around it: the expansion tile's clamp bound,
@@ -177,6 +178,31 @@ static inline long fcnn_chain_prefetch_part(const float **pf, const float *w, lo
     return first < lines ? lines - first : 0;
 }
 
+/* The tiles of P pixels the projection's epilogue takes at once: as many
+ * as fill whole vectors of pixels, where that is at most GROUP_MAX tiles
+ * (AVX2's tall tiles of 4 pixels: 2; SSE's wide ones of 6: 2), else one
+ * (AVX2's wide tiles of 6 and AVX-512's of 7 and 14 fill 3/4 to 7/8 of a
+ * vector already). With a tile at a time, AVX2's tall tiles turned
+ * half-empty blocks of VL pixels and stored every run in parts: in
+ * MobileNetV2 (AVX2) the 56x56 and 112x112 blocks' chains (24 outputs: tall
+ * tiles) ran 0.90-0.94x their time in pairs. Groups of 4 wide tiles made
+ * the 7x7 blocks' chains slower at batch 8 (1.06-1.07x), so the most is 2. */
+static inline long fcnn_chain_group(long P)
+{
+    long tiles = 1;
+    while ((tiles * P) % FCNN_CHAIN_VL)
+        tiles++;
+    return tiles <= FCNN_CHAIN_GROUP_MAX ? tiles : 1;
+}
+
+/* Floats the projection's sums take: a group of either tile. */
+static inline long fcnn_chain_acc_size(void)
+{
+    const long wide = fcnn_chain_group(FCNN_CHAIN_PW) * FCNN_CHAIN_PW * FCNN_CHAIN_VW;
+    const long tall = fcnn_chain_group(FCNN_CHAIN_PT) * FCNN_CHAIN_PT * FCNN_CHAIN_VT;
+    return (wide > tall ? wide : tall) * FCNN_CHAIN_VL;
+}
+
 /* The geometry of one chain; cexp = the depthwise channels (= cin without an
  * expansion). Sizes in elements. The expansion is 1x1 (ek = 1: it reads cin
  * planes of in_h x in_w), or an ek x ek convolution at stride es with
@@ -207,13 +233,13 @@ static inline long fcnn_chain_cols(const fcnn_chain_geom *g, long rows)
 
 /* Scratch elements one task needs: the padded expanded rows, the depthwise
  * output (plus a tile of slack the projection's last tile reads past), one
- * tile of input pixels copied at a plane's end, the register tile and the
- * expansion's columns. */
+ * tile of input pixels copied at a plane's end, the projection's sums and
+ * the expansion's columns. */
 static inline long fcnn_chain_scratch(const fcnn_chain_geom *g, long rows)
 {
     enum { P = FCNN_CHAIN_PMAX, VL = FCNN_CHAIN_VL };
     return g->blocks * VL * (fcnn_chain_rows_read(g, rows) * g->wp + rows * g->out_w + P)
-           + g->cin * P + P * FCNN_CHAIN_VMAX * VL + fcnn_chain_cols(g, rows);
+           + g->cin * P + fcnn_chain_acc_size() + fcnn_chain_cols(g, rows);
 }
 
 /* Clamp each lane to [0, hi] where clamp is set (ReLU: hi = inf; ReLU6: 6). */
@@ -226,7 +252,7 @@ static inline __attribute__((always_inline)) fcnn_vec_f32 fcnn_chain_clamp(
 /* Where a task's parts lie in its scratch (rows: its output rows): the
  * padded expanded rows buf[block][row][column][lane], the depthwise output
  * mid[block][position][lane] (a tile of slack after each block), a tile of
- * input pixels copied at a plane's end, the register tile and the columns.
+ * input pixels copied at a plane's end, the projection's sums and the columns.
  * When the threads share one task, they share buf and mid and each has xt,
  * acc and cols. */
 typedef struct {
@@ -248,7 +274,7 @@ static inline fcnn_chain_task fcnn_chain_layout(const fcnn_chain_geom *g, long o
     t.mid = shared + g->blocks * t.block_len;
     t.xt = own + g->blocks * (t.block_len + t.mid_len);
     t.acc = t.xt + g->cin * P;
-    t.cols = t.acc + P * FCNN_CHAIN_VMAX * VL;
+    t.cols = t.acc + fcnn_chain_acc_size();
     return t;
 }
 
@@ -446,10 +472,10 @@ static void fcnn_chain_expand_depthwise_part(
 }
 
 /* Step 3, part `part` of `parts`: the projection's units (tiles of V
- * output blocks x tiles of P positions of mid, positions fastest) in one
- * run, each into the output planes y (the image's): ((sum + bias) +
- * residual), clamped. wp: [output block][blocks * VL][VL]; bp: biases
- * [output block][VL]. */
+ * output blocks x groups of G tiles of P positions of mid, positions
+ * fastest) in one run, each into the output planes y (the image's):
+ * ((sum + bias) + residual), clamped. wp: [output block][blocks * VL][VL];
+ * bp: biases [output block][VL]. */
 static void fcnn_chain_project_part(const fcnn_chain_geom *g, const fcnn_chain_task *t,
                                     const float *wp, const float *bp, const float *res,
                                     int clamp_p, float hi_p, long oh0, long part, long parts,
@@ -460,41 +486,46 @@ static void fcnn_chain_project_part(const fcnn_chain_geom *g, const fcnn_chain_t
     const long out_blocks = (g->cout + VL - 1) / VL, ld_w = g->blocks * VL * VL;
     const int one = out_blocks == 1, tall = !one && fcnn_chain_tall(count, out_blocks);
     const int V = one ? 1 : tall ? FCNN_CHAIN_VT : FCNN_CHAIN_VW;
-    const long P = tall ? FCNN_CHAIN_PT : FCNN_CHAIN_PW;
-    const long ptiles = (count + P - 1) / P;
+    const long P = tall ? FCNN_CHAIN_PT : FCNN_CHAIN_PW, G = fcnn_chain_group(P);
+    const long ptiles = (count + P - 1) / P, groups = (ptiles + G - 1) / G;
     long u0, u1;
-    fcnn_chain_part((out_blocks + V - 1) / V * ptiles, part, parts, &u0, &u1);
+    fcnn_chain_part((out_blocks + V - 1) / V * groups, part, parts, &u0, &u1);
     const fcnn_vec_f32 hiv = (fcnn_vec_f32){0} + hi_p;
-    long bt = u0 / ptiles - 1, pt = ptiles - 1;
-    if (u0 % ptiles) {
-        bt = u0 / ptiles;
-        pt = u0 % ptiles - 1;
+    long bt = u0 / groups - 1, gi = groups - 1;
+    if (u0 % groups) {
+        bt = u0 / groups;
+        gi = u0 % groups - 1;
     }
     for (long u = u0; u < u1; u++) {
-        if (++pt == ptiles) {
-            pt = 0;
+        if (++gi == groups) {
+            gi = 0;
             bt++;
         }
-        const long ob0 = bt * V, q = pt * P;
-        const long n = count - q < P ? count - q : P, c0 = ob0 * VL;
+        const long ob0 = bt * V, q = gi * G * P;
+        const long n = count - q < G * P ? count - q : G * P, c0 = ob0 * VL;
         const long channels = g->cout - c0 < V * VL ? g->cout - c0 : V * VL;
         const float *wt = wp + ob0 * ld_w;
-        const float *pf = wt;
-        const long pf_lines = ob0 + V < out_blocks
-            ? fcnn_chain_prefetch_part(&pf, wt + V * ld_w, V * ld_w, pt, g->blocks * VL) : 0;
-        if (one)
-            fcnn_chain_tile_lanes_one(t->mid + q * VL, 1, t->mid_len, g->blocks, wt, ld_w, VL,
-                                      t->acc, pf, pf_lines);
-        else if (tall)
-            fcnn_chain_tile_lanes_tall(t->mid + q * VL, 1, t->mid_len, g->blocks, wt, ld_w, VL,
-                                       t->acc, pf, pf_lines);
-        else
-            fcnn_chain_tile_lanes_wide(t->mid + q * VL, 1, t->mid_len, g->blocks, wt, ld_w, VL,
-                                       t->acc, pf, pf_lines);
-        /* the tile's VL-pixel x VL-channel blocks turned by register
+        for (long k = 0; k < G && q + k * P < count; k++) {
+            const long pt = gi * G + k;
+            const float *x = t->mid + (q + k * P) * VL, *pf = wt;
+            float *acc = t->acc + k * P * V * VL;
+            const long pf_lines = ob0 + V < out_blocks
+                ? fcnn_chain_prefetch_part(&pf, wt + V * ld_w, V * ld_w, pt, g->blocks * VL) : 0;
+            if (one)
+                fcnn_chain_tile_lanes_one(x, 1, t->mid_len, g->blocks, wt, ld_w, VL, acc, pf,
+                                          pf_lines);
+            else if (tall)
+                fcnn_chain_tile_lanes_tall(x, 1, t->mid_len, g->blocks, wt, ld_w, VL, acc, pf,
+                                           pf_lines);
+            else
+                fcnn_chain_tile_lanes_wide(x, 1, t->mid_len, g->blocks, wt, ld_w, VL, acc, pf,
+                                           pf_lines);
+        }
+        /* the group's VL-pixel x VL-channel blocks turned by register
          * transposes into runs of pixels per channel, then ((sum + bias) +
-         * residual), clamped; a run shorter than a vector (every run where
-         * the tile has fewer pixels than lanes) read and written in part */
+         * residual), clamped; a run shorter than a vector (the group's last,
+         * or every run where a tile has fewer pixels than lanes) read and
+         * written in part */
         const long first = oh0 * g->out_w + q;
         for (long j0 = 0; j0 < n; j0 += VL) {
             const long m = n - j0 < VL ? n - j0 : VL;
