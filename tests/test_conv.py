@@ -644,6 +644,11 @@ def test_dispatcher_picks_fast_paths(dispatch):
     batch8 = g((8, 320, 7, 7), (1280, 320, 1, 1), 1, 0, 1, 1)
     assert kernels.select(batch8, True) == ("blocked_oc" if fma else "gemm_1x1")
     assert kernels.select(g((11, 320, 7, 7), (1280, 320, 1, 1), 1, 0, 1, 1), True) == "gemm_1x1"
+    # strided too (ResNet's downsampling at 7x7), but not with padding
+    down = g((1, 256, 14, 14), (512, 256, 1, 1), 2, 0, 1, 1)
+    assert kernels.select(down, True) == ("blocked_oc" if fma else "im2col")
+    assert kernels.select(down) == "im2col"
+    assert kernels.select(g((1, 256, 12, 12), (512, 256, 1, 1), 2, 1, 1, 1), True) == "im2col"
     assert kernels.select(g((1, 32, 56, 56), (32, 1, 3, 3), 1, 1, 1, 32)) == "direct"
     # narrow depthwise outputs: vectors over channels
     assert kernels.select(g((1, 576, 14, 14), (576, 1, 3, 3), 1, 1, 1, 576)) == "depthwise"

@@ -168,9 +168,9 @@ cdef int conv_select_algorithm(const ConvGeom* g, bint weights_packed) noexcept 
         # Winograd pays when each call transforms them, it pays here too
         if _winograd_pays_unpacked(g, tiles) or (weights_packed and tiles >= WINO_MIN_TILES):
             return CONV_WINOGRAD
+    if _few_positions_expanding(g, weights_packed):
+        return CONV_BLOCKED_OC
     if pointwise_applies(g):
-        if _few_positions_expanding(g, weights_packed):
-            return CONV_BLOCKED_OC
         return CONV_POINTWISE if _pointwise_pays(g, weights_packed) else CONV_GEMM_1X1
     # one small image: each channel block's weights are read by one thread,
     # which packs them as it computes instead of in a pass of its own (still
@@ -268,8 +268,13 @@ cdef bint _few_positions_expanding(const ConvGeom* g, bint weights_packed) noexc
     320->1280 0.84x the GEMM's time on AVX2 (4.49 -> 3.77 ms on 1 thread),
     0.83x on AVX-512. Alone with cold caches, from 1568 positions (14x14 at
     batch 8) the GEMM is as fast, and on narrowing layers (960->160) it
-    stays ahead."""
+    stays ahead. Strided 1x1 layers too: ResNet-18's downsampling, compiled,
+    against im2col + GEMM (AVX-512; AVX2), 256->512 at 7x7: batch 1
+    0.60-0.72x; 0.73-0.76x the time, batch 8 0.86x; 0.98-1.12x; 128->256 at
+    14x14, batch 1 on AVX-512: 0.92x on 1 thread, 1.07x on 2."""
     return (weights_packed and FCNN_HAS_FMA and blocked_oc_applies(g)
+            and g.kernel_d == 1 and g.kernel_h == 1 and g.kernel_w == 1
+            and g.pad_d == 0 and g.pad_h == 0 and g.pad_w == 0
             and g.batch * g.out_d * g.out_h * g.out_w <= OC_FEW_POSITIONS
             and g.out_channels >= 2 * g.in_channels
             and g.out_channels >= FCNN_OC_WIDE_V * FCNN_OC_VL_F32)
