@@ -248,12 +248,25 @@ cdef void _winograd_pack_chunk(const ConvGeom* g, const floating* w, floating* u
         splat_in_place(dst, n, splat)
 
 
+cdef inline void _interleave4(const floating* phases, index_t ld, floating* dst,
+                              index_t n) noexcept nogil:
+    """dst[4 t + j] = phases[j ld + t] for t < n, j < 4: a row of tiles'
+    four output columns, side by side."""
+    cdef index_t t
+    for t in range(n):
+        dst[4 * t] = phases[t]
+        dst[4 * t + 1] = phases[ld + t]
+        dst[4 * t + 2] = phases[2 * ld + t]
+        dst[4 * t + 3] = phases[3 * ld + t]
+
+
 cdef inline void _wino_output(const ConvGeom* g, const floating* mo, index_t ld_xi,
                               index_t th0, index_t th1, index_t tiles_w, index_t ld,
-                              floating* tmp, floating* rows, floating* yc,
+                              floating* tmp, floating* phases, floating* rows, floating* yc,
                               const floating* rc, floating bias, bint has_bias,
                               int activation) noexcept nogil:
-    """Output rows 4*th0 .. 4*th1-1 of one channel from M[xi * ld_xi + t]."""
+    """Output rows 4*th0 .. 4*th1-1 of one channel from M[xi * ld_xi + t]
+    (tmp: a^2 rows of ld, phases: 4 rows of ld, rows: one output row)."""
     cdef index_t nt = (th1 - th0) * tiles_w, a = g.kernel_h + 3
     cdef index_t b, i, th, oh
     cdef const floating* src
@@ -264,21 +277,29 @@ cdef inline void _wino_output(const ConvGeom* g, const floating* mo, index_t ld_
         wino_at(a, mo + b * ld_xi, mo + (a + b) * ld_xi, mo + (2 * a + b) * ld_xi,
                 mo + (3 * a + b) * ld_xi, mo + (4 * a + b) * ld_xi, mo + (5 * a + b) * ld_xi,
                 tmp + b * ld, a * ld, 1, nt)
-    # then A^T along each tile row, stored interleaved as output rows (straight
-    # into y when the tiles cover the row exactly), then bias and activation
-    for th in range(th0, th1):
-        for i in range(4):
+    # then A^T along the rows, over all the block's tiles again (their four
+    # output columns as four rows of phases: a tile row at a time, the 4-apart
+    # stores of an output row did not vectorise, and 7 tiles a row fill half
+    # a vector), interleaved into output rows (straight into y when the
+    # tiles cover the row exactly)
+    for i in range(4):
+        src = tmp + (i * a) * ld
+        wino_at(a, src, src + ld, src + 2 * ld, src + 3 * ld, src + 4 * ld, src + 5 * ld,
+                phases, ld, 1, nt)
+        for th in range(th0, th1):
             oh = 4 * th + i
             if oh >= g.out_h:
                 break
             dst = yc + oh * g.out_w if direct else rows
-            src = tmp + (i * a) * ld + (th - th0) * tiles_w
-            wino_at(a, src, src + ld, src + 2 * ld, src + 3 * ld, src + 4 * ld, src + 5 * ld,
-                    dst, 1, 4, tiles_w)
-            bias_residual_activation(dst, g.out_w, bias, has_bias,
-                                     rc + oh * g.out_w if rc != NULL else NULL, activation)
+            _interleave4(phases + (th - th0) * tiles_w, ld, dst, tiles_w)
             if not direct:
                 memcpy(yc + oh * g.out_w, rows, g.out_w * sizeof(floating))
+    # then bias and activation over all those rows at once: row by row, each
+    # row's vector loads read back the narrower stores just made, which
+    # cannot be forwarded (a fifth of the output transform's time at 56x56)
+    oh = min(4 * th1, g.out_h)
+    bias_residual_activation(yc + 4 * th0 * g.out_w, (oh - 4 * th0) * g.out_w, bias, has_bias,
+                             rc + 4 * th0 * g.out_w if rc != NULL else NULL, activation)
 
 
 cdef void _winograd_task(const ConvGeom* g, const WinogradPlan* plan, const floating* x,
@@ -298,7 +319,7 @@ cdef void _winograd_task(const ConvGeom* g, const WinogradPlan* plan, const floa
     cdef index_t points = _wino_points(g)
     cdef floating* mo = v + points * cin * ld      # M[xi][m][tile], xi stride rows_u * ld
     cdef floating* tmp = mo + points * rows_u * ld
-    cdef floating* in_scratch = tmp + points * ld
+    cdef floating* in_scratch = tmp + points * ld  # then the output phases
     cdef floating* rows = in_scratch + wino_input_scratch(g.kernel_h + 3, plan.rows_per_task, tw_count)
     cdef index_t c, m
     cdef const floating* xn = x + n * cin * in_plane
@@ -308,7 +329,7 @@ cdef void _winograd_task(const ConvGeom* g, const WinogradPlan* plan, const floa
                    v + c * ld, cin * ld, _wino_ld(ntiles, sizeof(floating)) - ntiles)
     _wino_products(points, u, rows_u, v, mo, rows_u, rows_u, cin, ntiles, ld)
     for m in range(cout):
-        _wino_output(g, mo + m * ld, rows_u * ld, th0, th1, tw_count, ld, tmp, rows,
+        _wino_output(g, mo + m * ld, rows_u * ld, th0, th1, tw_count, ld, tmp, in_scratch, rows,
                      yn + m * out_plane,
                      res + (n * cout + m) * out_plane if res != NULL else NULL,
                      bias[m] if bias != NULL else 0, bias != NULL, activation)
@@ -342,16 +363,16 @@ cdef void _winograd_shared_task(const ConvGeom* g, const WinogradPlan* plan, con
     cdef floating* mo = ws                          # M[xi][m][tile], xi stride m_block * ld
     cdef index_t points = _wino_points(g)
     cdef floating* tmp = mo + points * plan.m_block * ld
-    cdef floating* rows = tmp + points * tiles_image + wino_input_scratch(g.kernel_h + 3,
-                                                                          plan.tiles_h,
-                                                                          plan.tiles_w)
+    # the input transform's scratch (not used here) holds the output phases
+    cdef floating* phases = tmp + points * tiles_image
+    cdef floating* rows = phases + wino_input_scratch(g.kernel_h + 3, plan.tiles_h, plan.tiles_w)
     cdef index_t m, n
     _wino_products(points, u + m0 * cin * block_splat(sizeof(floating)), rows_u, v, mo,
                    plan.m_block, round_up(mb, FCNN_BLOCK_OCB), cin, tt, ld)
     for m in range(mb):
         for n in range(g.batch):
             _wino_output(g, mo + m * ld + n * tiles_image, plan.m_block * ld, 0, plan.tiles_h,
-                         plan.tiles_w, tiles_image, tmp, rows,
+                         plan.tiles_w, tiles_image, tmp, phases, rows,
                          y + (n * cout + m0 + m) * g.out_h * g.out_w,
                          res + (n * cout + m0 + m) * g.out_h * g.out_w if res != NULL else NULL,
                          bias[m0 + m] if bias != NULL else 0, bias != NULL, activation)
