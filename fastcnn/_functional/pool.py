@@ -72,16 +72,23 @@ def _run(op, x, unbatched, bound, return_indices, out):
     return result
 
 
+def pool_window(nd, op, kernel_size, stride, padding, dilation):
+    """(kernel, stride, padding, dilation), each an nd-tuple, as a pooling
+    call's arguments give them (no stride, or an empty one: the kernel's)."""
+    kernel = ntuple(kernel_size, nd, op, "kernel_size", minimum=1)
+    stride = kernel if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) \
+        else ntuple(stride, nd, op, "stride", minimum=1)
+    return (kernel, stride, ntuple(padding, nd, op, "padding", minimum=0),
+            ntuple(dilation, nd, op, "dilation", minimum=1))
+
+
 def _pool_kernel(nd, op, mode, shape, kernel_size, stride, padding, dilation, ceil_mode,
                  count_include_pad=True, divisor_override=None, norm_type=2.0):
     """The pooling of a batched input of this shape, its arguments checked
     once: (output shape, run), run(x, y, indices, num_threads, workspace=None)
     calling the kernel (a compiled plan binds one and keeps its workspace)."""
-    kernel = ntuple(kernel_size, nd, op, "kernel_size", minimum=1)
-    stride = kernel if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) \
-        else ntuple(stride, nd, op, "stride", minimum=1)
-    pads = ntuple(padding, nd, op, "padding", minimum=0)
-    dilation = ntuple(dilation, nd, op, "dilation", minimum=1)
+    kernel, stride, pads, dilation = pool_window(nd, op, kernel_size, stride, padding,
+                                                 dilation)
     if any(p > k // 2 for p, k in zip(pads, kernel)):
         raise ValueError(f"{op}: pad should be at most half of effective kernel size, but got "
                          f"pad={_fmt(pads)}, kernel_size={_fmt(kernel)} and "
