@@ -3,7 +3,7 @@ network's stem (ResNet's 7x7 stride-2 convolution, its folded BatchNorm and
 ReLU, then a 3x3 stride-2 max pool). Run as two steps, the convolution
 writes its whole output (3.2 MB at batch 1) and the pool reads it back;
 fused, each blocked_oc task keeps its rows' sums in its scratch, pools them
-there and writes only the pooled rows (_kernels._conv.max_pool_forward).
+there and writes only the pooled rows (_kernels._conv.max_pool_bind).
 
 find_conv_pools picks the pairs out of a rewritten node list: a float32
 convolution with constant weights that the dispatcher runs with blocked_oc,
@@ -17,8 +17,9 @@ import numpy as np
 from fastcnn import _kernels
 from fastcnn._chain import input_layer, producers
 from fastcnn._functional.conv import ConvEngine
+from fastcnn._functional.pool import pool_window
 from fastcnn._graph import Value
-from fastcnn._validation import FUSABLE_ACTIVATIONS, ntuple
+from fastcnn._validation import FUSABLE_ACTIVATIONS
 
 __all__ = ["ConvMaxPool", "find_conv_pools", "conv_max_pool"]
 
@@ -33,12 +34,9 @@ def _window(node):
             or not isinstance(b.get("input"), Value)):
         return None
     try:
-        kernel = ntuple(b["kernel_size"], 2, node.op, "kernel_size", 1)
-        stride = b.get("stride")
-        stride = kernel if stride is None or stride == () or stride == [] else \
-            ntuple(stride, 2, node.op, "stride", 1)
-        padding = ntuple(b.get("padding", 0), 2, node.op, "padding", 0)
-        dilation = ntuple(b.get("dilation", 1), 2, node.op, "dilation", 1)
+        kernel, stride, padding, dilation = pool_window(
+            2, node.op, b["kernel_size"], b.get("stride"), b.get("padding", 0),
+            b.get("dilation", 1))
     except (TypeError, ValueError):
         return None
     if dilation != (1, 1):
@@ -86,16 +84,17 @@ class ConvMaxPool:
         return self._shared + self._per_thread * num_threads
 
     def bind(self, x, y, residual=None):
-        """A function (workspace, num_threads) -> None running on these arrays."""
-        return lambda workspace, num_threads: self(x, y, workspace, num_threads, residual)
-
-    def __call__(self, x, y, workspace, num_threads, residual=None):
-        """y = max_pool(act(conv(x) + bias)); a residual is not taken (the
-        rewrite fuses no pool after a convolution with one)."""
+        """The run on these arrays, checked once: a function (workspace,
+        num_threads) -> None (a plan step's, on its buffers). A residual is
+        not taken (the rewrite fuses no pool after a convolution with one)."""
         if residual is not None:
             raise ValueError("conv_max_pool: a fused max pool takes no residual")
-        self._kernels.max_pool_forward(self.geom, self.window, x, self.packed, self.bias, y,
-                                       workspace, self.activation, num_threads)
+        return self._kernels.max_pool_bind(self.geom, self.window, x, self.packed, self.bias,
+                                           y, self.activation)
+
+    def __call__(self, x, y, workspace, num_threads, residual=None):
+        """y = max_pool(act(conv(x) + bias))."""
+        self.bind(x, y, residual)(workspace, num_threads)
 
 
 def conv_max_pool(input, residual=None, *, conv_pool, out=None):

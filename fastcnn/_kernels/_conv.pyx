@@ -664,37 +664,72 @@ def max_pool_plan(geom, window, int itemsize):
     return p.workspace_shared, p.workspace_per_thread
 
 
-def max_pool_forward(geom, window, cnp.ndarray x, cnp.ndarray weights, object bias,
-                     cnp.ndarray y, object workspace, int activation, int num_threads):
-    """y = max_pool(act(conv(x) + bias)), y of the pooled shape; arrays as
-    forward()'s (weights packed for blocked_oc), activation in POOL_ACTIVATIONS."""
-    cdef ConvGeom g = _geom_from_tuple(geom)
-    cdef MaxPoolWindow w = _pool_window(&g, window)
-    if not blocked_oc_pool_applies(&g, &_tuning, x.itemsize, &w):
+cdef class MaxPoolRun:
+    """A convolution with its max pool fused, on arrays checked once
+    (max_pool_bind()): each call takes only a workspace and a thread count.
+    Holds its arrays, so their memory lives as long as it does."""
+    cdef ConvGeom g
+    cdef MaxPoolWindow w
+    cdef ConvPlan p
+    cdef int activation
+    cdef bint f32
+    cdef void* xp
+    cdef void* wp
+    cdef void* bp
+    cdef void* yp
+    cdef object arrays
+
+    def __call__(self, object workspace, int num_threads):
+        """Run on num_threads threads; workspace: the dtype's, holding the
+        shared plus num_threads x the per-thread elements of max_pool_plan()."""
+        cdef void* ws
+        if workspace is None or (<cnp.ndarray>workspace).size < (
+                self.p.workspace_shared + self.p.workspace_per_thread * num_threads):
+            raise ValueError("conv: workspace too small")
+        if self.p.n_tasks <= 0:
+            return
+        ws = cnp.PyArray_DATA(<cnp.ndarray>workspace)
+        num_threads = <int>max(1, min(<index_t>num_threads, self.p.n_tasks))
+        if self.f32:
+            with nogil:
+                blocked_oc_pool_forward(&self.g, &self.p, &self.w, <float*>self.xp,
+                                        <float*>self.wp, <float*>self.bp, <float*>self.yp,
+                                        <float*>ws, self.activation, num_threads)
+        else:
+            with nogil:
+                blocked_oc_pool_forward(&self.g, &self.p, &self.w, <double*>self.xp,
+                                        <double*>self.wp, <double*>self.bp, <double*>self.yp,
+                                        <double*>ws, self.activation, num_threads)
+
+
+def max_pool_bind(geom, window, cnp.ndarray x, cnp.ndarray weights, object bias,
+                  cnp.ndarray y, int activation):
+    """The run y = max_pool(act(conv(x) + bias)), its arguments checked now: y
+    of the pooled shape; arrays as forward()'s (weights packed for
+    blocked_oc), activation in POOL_ACTIVATIONS. A plan binds its step once."""
+    cdef MaxPoolRun r = MaxPoolRun.__new__(MaxPoolRun)
+    r.g = _geom_from_tuple(geom)
+    r.w = _pool_window(&r.g, window)
+    if not blocked_oc_pool_applies(&r.g, &_tuning, x.itemsize, &r.w):
         raise ValueError(f"conv: a max pool of window {tuple(window)} cannot be fused into "
-                         f"this convolution (blocked_oc, output {g.out_h}x{g.out_w})")
+                         f"this convolution (blocked_oc, output {r.g.out_h}x{r.g.out_w})")
     if activation not in POOL_ACTIVATIONS:
         raise ValueError(f"conv: activation code {activation} does not keep order; a fused "
                          f"max pool takes none, relu or relu6")
-    cdef ConvPlan p = _max_pool_plan(&g, &w, x.itemsize)
-    cdef void* b = NULL if bias is None else cnp.PyArray_DATA(<cnp.ndarray>bias)
-    cdef void* ws = NULL if workspace is None else cnp.PyArray_DATA(<cnp.ndarray>workspace)
-    cdef void* xp = cnp.PyArray_DATA(x)
-    cdef void* wp = cnp.PyArray_DATA(weights)
-    cdef void* yp = cnp.PyArray_DATA(y)
-    if y.size != g.batch * g.out_channels * w.out_h * w.out_w:
+    if y.size != r.g.batch * r.g.out_channels * r.w.out_h * r.w.out_w:
         raise ValueError("conv: the pooled output has the wrong size")
-    if workspace is None or (<cnp.ndarray>workspace).size < (
-            p.workspace_shared + p.workspace_per_thread * num_threads):
-        raise ValueError("conv: workspace too small")
-    if p.n_tasks <= 0:
-        return
-    num_threads = <int>max(1, min(<index_t>num_threads, p.n_tasks))
-    if x.dtype.num == cnp.NPY_FLOAT32:
-        with nogil:
-            blocked_oc_pool_forward(&g, &p, &w, <float*>xp, <float*>wp, <float*>b, <float*>yp,
-                                    <float*>ws, activation, num_threads)
-    else:
-        with nogil:
-            blocked_oc_pool_forward(&g, &p, &w, <double*>xp, <double*>wp, <double*>b,
-                                    <double*>yp, <double*>ws, activation, num_threads)
+    r.p = _max_pool_plan(&r.g, &r.w, x.itemsize)
+    r.activation = activation
+    r.f32 = x.dtype.num == cnp.NPY_FLOAT32
+    r.xp = cnp.PyArray_DATA(x)
+    r.wp = cnp.PyArray_DATA(weights)
+    r.bp = NULL if bias is None else cnp.PyArray_DATA(<cnp.ndarray>bias)
+    r.yp = cnp.PyArray_DATA(y)
+    r.arrays = (x, weights, bias, y)
+    return r
+
+
+def max_pool_forward(geom, window, cnp.ndarray x, cnp.ndarray weights, object bias,
+                     cnp.ndarray y, object workspace, int activation, int num_threads):
+    """y = max_pool(act(conv(x) + bias)): max_pool_bind() and run once."""
+    max_pool_bind(geom, window, x, weights, bias, y, activation)(workspace, num_threads)
