@@ -913,13 +913,16 @@ def test_residual_validation(rng):
     ("direct", 1, 40, 5), ("direct", 2, 71, 5), ("direct", 1, 67, 5),  # padded rows
     ("depthwise", 1, 14, 5), ("depthwise", 2, 15, 5), ("depthwise", 1, 7, 5),  # channels in lanes
     # blocked_oc: after transposing its tiles (channels and pixels not whole vectors)
-    ("blocked_oc", 1, 14, 37), ("blocked_oc", 2, 15, 20), ("blocked_oc", 1, 7, 5)])
+    ("blocked_oc", 1, 14, 37), ("blocked_oc", 2, 15, 20), ("blocked_oc", 1, 7, 5),
+    # blocked: as it moves its tiles' rows into place (SiLU included below)
+    ("blocked", 1, 14, 5), ("blocked", 2, 15, 10)])
 def test_epilogue_in_the_kernel_is_the_epilogue_pass(algorithm, stride, width, cout, dtype,
                                                      rng):
     """Depthwise 3x3 kernels apply ReLU / ReLU6 as they store their vectors,
-    blocked_oc over each task's rows: the same values, bit for bit, as the
-    activation applied to the unactivated output (NaN, +-Inf and values
-    around 0 and 6 included); a residual runs as a pass afterwards."""
+    blocked_oc over each task's rows, blocked as it stores each row: the same
+    values, bit for bit, as the activation applied to the unactivated output
+    (NaN, +-Inf and values around 0 and 6 included); a residual runs as a
+    pass afterwards."""
     groups = 5 if algorithm != "blocked_oc" else 1
     x = (rng.standard_normal((2, 5, 6, width)) * 4).astype(dtype)
     x[0, 1, 2, 3], x[1, 2, 0, 5], x[0, 3, 4, 6] = np.nan, np.inf, -np.inf
@@ -938,6 +941,10 @@ def test_epilogue_in_the_kernel_is_the_epilogue_pass(algorithm, stride, width, c
         np.testing.assert_array_equal(run("relu6", res), np.where(
             summed < 0, dtype(0), np.where(summed > 6, dtype(6), summed)))
     assert np.isnan(relu6).any() and (relu6 == 6).any() and (relu6 == 0).any()
+    if algorithm == "blocked":                  # SiLU, with and without a residual
+        silu = F.silu(plain)
+        np.testing.assert_array_equal(run("silu"), silu)
+        np.testing.assert_array_equal(run("silu", res), F.silu(summed))
 
 
 @pytest.mark.parametrize("shape,wshape,groups,padding", [

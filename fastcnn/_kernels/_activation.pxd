@@ -234,6 +234,48 @@ cdef inline void bias_residual_activation(floating* row, index_t n, floating bia
         activate(row, row, n, act, 0, 0, 0)
 
 
+cdef inline void store_bias_residual_activation(const floating* src, floating* dst,
+                                                index_t n, floating bias, bint has_bias,
+                                                const floating* res, int act) noexcept nogil:
+    """dst[i] = act((src[i] + bias) + res[i]) (res NULL: none), the same
+    arithmetic as bias_residual_activation on a copy of src, in one pass: an
+    epilogue moving a tile's rows into place reads no value back from the
+    narrower stores it just made (which the CPU cannot forward)."""
+    cdef index_t i
+    cdef floating v
+    cdef floating zero = 0, six = 6
+    if res != NULL:
+        if has_bias:
+            for i in range(n):
+                dst[i] = (src[i] + bias) + res[i]
+        else:
+            for i in range(n):
+                dst[i] = src[i] + res[i]
+        if act != ACT_NONE:
+            activate(dst, dst, n, act, 0, 0, 0)
+    elif act == ACT_RELU and has_bias:
+        for i in range(n):
+            v = src[i] + bias
+            dst[i] = zero if v < zero else v
+    elif act == ACT_RELU:
+        for i in range(n):
+            v = src[i]
+            dst[i] = zero if v < zero else v
+    elif act == ACT_RELU6:
+        for i in range(n):
+            v = src[i] + bias if has_bias else src[i]
+            dst[i] = zero if v < zero else (six if v > six else v)
+    elif act == ACT_NONE:
+        for i in range(n):
+            dst[i] = src[i] + bias if has_bias else src[i]
+    elif has_bias:
+        for i in range(n):
+            dst[i] = src[i] + bias
+        activate(dst, dst, n, act, 0, 0, 0)
+    else:
+        activate(src, dst, n, act, 0, 0, 0)
+
+
 cdef inline void bias_activation(floating* row, index_t n, floating bias,
                                  bint has_bias, int act) noexcept nogil:
     """row[i] = act(row[i] + bias) for the activations an epilogue fuses

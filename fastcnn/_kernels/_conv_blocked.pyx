@@ -10,10 +10,9 @@ a fixed offset, so the kernel (conv_block.h) reads each tap of a block of
 lanes as whole vectors. Lanes with ow >= out_w are computed and dropped.
 """
 from cython.parallel cimport parallel, prange, threadid
-from libc.string cimport memcpy
 from fastcnn._kernels._omp cimport fp_enter
 from fastcnn._kernels._typedefs cimport floating, index_t
-from fastcnn._kernels._activation cimport bias_residual_activation
+from fastcnn._kernels._activation cimport store_bias_residual_activation
 from fastcnn._kernels._block_gemm cimport block_splat
 from fastcnn._kernels._conv_types cimport (ConvGeom, ConvPlan, ConvTuning, BlockedPlan)
 from fastcnn._kernels._conv_common cimport (BLOCK_PAD_BYTES, ceil_div, round_up,
@@ -116,18 +115,22 @@ cdef void _blocked_task(const ConvGeom* g, const BlockedPlan* plan, const floati
     for o in range(mcount):
         oc = grp * m_group + m0 + o
         q = q0
+        oh = q0 // wq
+        ow = q0 - oh * wq
         while q < q1:
-            oh = q // wq
-            ow = q - oh * wq
             if ow >= g.out_w:                   # lanes past the row's end
-                q = (oh + 1) * wq
+                q += wq - ow
+                oh += 1
+                ow = 0
                 continue
             seg = min(g.out_w - ow, q1 - q)
             yrow = y + ((n * g.out_channels + oc) * g.out_h + oh) * g.out_w + ow
-            memcpy(yrow, tile + o * lanes + (q - q0), seg * sizeof(floating))
-            bias_residual_activation(yrow, seg, bias[oc] if bias != NULL else 0, bias != NULL,
-                                     res + (yrow - y) if res != NULL else NULL, activation)
+            store_bias_residual_activation(tile + o * lanes + (q - q0), yrow, seg,
+                                           bias[oc] if bias != NULL else 0, bias != NULL,
+                                           res + (yrow - y) if res != NULL else NULL,
+                                           activation)
             q += seg
+            ow += seg
 
 
 cdef void blocked_forward(const ConvGeom* g, const ConvPlan* cp, const floating* x,
