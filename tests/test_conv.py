@@ -385,6 +385,11 @@ BLOCKED_CASES = [
     # of 2 or 3 threads: the threads split their rows
     (1, 16, 200, (7, 7), (3, 3), 1, 1, 1, 1),         # 9 blocks of 24 (AVX2), 17 of 12 (SSE)
     (1, 16, 430, (7, 7), (3, 3), 1, 1, 1, 1),         # 9 blocks of 48 (AVX-512)
+    # rows not a multiple of blocked_oc's tiles end in a narrower tile:
+    # 32 = 14 + 14 + 4 (AVX-512), 6 x 5 + 2 (AVX2); strided, 16 = 7 + 7 + 2,
+    # over several chunks of input channels (the narrow tile accumulating)
+    (1, 40, 64, (9, 32), (3, 3), 1, 1, 1, 1),
+    (2, 300, 64, (13, 31), (3, 3), 2, 1, 1, 1),
 ]
 
 

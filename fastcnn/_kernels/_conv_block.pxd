@@ -2,6 +2,12 @@
 # blocked (over pixels), pointwise and blocked_oc (over output channels)
 # algorithms, and the tile shapes the plans and the dispatcher size work by.
 cdef extern from "conv_block.h" nogil:
+    ctypedef void (*fcnn_oc_kernel_f32_t)(const float*, long, const float*, const long*, long,
+                                          long, float*, int, const float*, long)
+    ctypedef void (*fcnn_oc_kernel_f64_t)(const double*, long, const double*, const long*, long,
+                                          long, double*, int, const double*, long)
+    fcnn_oc_kernel_f32_t fcnn_oc_kernel_f32(int tall, int sw, long p)
+    fcnn_oc_kernel_f64_t fcnn_oc_kernel_f64(int tall, int sw, long p)
     enum:
         FCNN_HAS_FMA
         FCNN_BLOCK_OCB
@@ -20,14 +26,6 @@ cdef extern from "conv_block.h" nogil:
         FCNN_OC_TALL_V
         FCNN_OC_VL_F32
         FCNN_OC_VL_F64
-    void fcnn_oc_kernel_f32_wide_s1(const float*, long, const float*, const long*, long, long, float*, int, const float*, long)
-    void fcnn_oc_kernel_f32_wide_s2(const float*, long, const float*, const long*, long, long, float*, int, const float*, long)
-    void fcnn_oc_kernel_f32_tall_s1(const float*, long, const float*, const long*, long, long, float*, int, const float*, long)
-    void fcnn_oc_kernel_f32_tall_s2(const float*, long, const float*, const long*, long, long, float*, int, const float*, long)
-    void fcnn_oc_kernel_f64_wide_s1(const double*, long, const double*, const long*, long, long, double*, int, const double*, long)
-    void fcnn_oc_kernel_f64_wide_s2(const double*, long, const double*, const long*, long, long, double*, int, const double*, long)
-    void fcnn_oc_kernel_f64_tall_s1(const double*, long, const double*, const long*, long, long, double*, int, const double*, long)
-    void fcnn_oc_kernel_f64_tall_s2(const double*, long, const double*, const long*, long, long, double*, int, const double*, long)
     void fcnn_oc_pool_row_f32(const float* acc, long row_len, long mb, long h0, long h1,
                               long kw, long sw, long pw, long in_w, long out_w, float* dst)
     void fcnn_oc_pool_row_f64(const double* acc, long row_len, long mb, long h0, long h1,

@@ -29,10 +29,8 @@ from fastcnn._kernels._conv_common cimport (MIN_TASKS, BLOCK_PAD_BYTES, ceil_div
                                             group_blocks_size, pack_group_blocks, pad_channel)
 from fastcnn._kernels._conv_block cimport (
     FCNN_OC_WIDE_P, FCNN_OC_WIDE_V, FCNN_OC_TALL_P, FCNN_OC_TALL_V, FCNN_OC_VL_F32,
-    FCNN_OC_VL_F64, fcnn_oc_pool_row_f32, fcnn_oc_pool_row_f64, fcnn_oc_kernel_f32_wide_s1,
-    fcnn_oc_kernel_f32_wide_s2, fcnn_oc_kernel_f32_tall_s1, fcnn_oc_kernel_f32_tall_s2,
-    fcnn_oc_kernel_f64_wide_s1, fcnn_oc_kernel_f64_wide_s2, fcnn_oc_kernel_f64_tall_s1,
-    fcnn_oc_kernel_f64_tall_s2)
+    FCNN_OC_VL_F64, fcnn_oc_pool_row_f32, fcnn_oc_pool_row_f64, fcnn_oc_kernel_f32,
+    fcnn_oc_kernel_f64)
 
 cdef enum:
     # Below this many tasks per thread, an uneven share of whole tasks costs
@@ -168,31 +166,18 @@ cdef void blocked_oc_pack(const ConvGeom* g, const ConvPlan* cp, const floating*
     pack_group_blocks(g, w, cp.blocked_oc.m_block, 1, packed, num_threads)
 
 
-cdef inline void _oc_kernel(const ConvGeom* g, const BlockedOcPlan* plan, const floating* x,
-                            const floating* w, const long* toff, index_t ntaps, index_t cin,
-                            floating* acc, int accumulate, const floating* prefetch,
-                            long pf) noexcept nogil:
-    cdef long ld = plan.channel_stride
+cdef inline void _oc_kernel(const ConvGeom* g, const BlockedOcPlan* plan, index_t p,
+                            const floating* x, const floating* w, const long* toff,
+                            index_t ntaps, index_t cin, floating* acc, int accumulate,
+                            const floating* prefetch, long pf) noexcept nogil:
+    """The register tile of the plan's shape and p pixels (the row's last tile
+    may be narrower) over cin input channels."""
     if floating is float:
-        if plan.tall:
-            if g.stride_w == 1:
-                fcnn_oc_kernel_f32_tall_s1(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch, pf)
-            else:
-                fcnn_oc_kernel_f32_tall_s2(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch, pf)
-        elif g.stride_w == 1:
-            fcnn_oc_kernel_f32_wide_s1(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch, pf)
-        else:
-            fcnn_oc_kernel_f32_wide_s2(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch, pf)
+        fcnn_oc_kernel_f32(plan.tall, g.stride_w, p)(x, plan.channel_stride, w, toff, ntaps, cin,
+                                                     acc, accumulate, prefetch, pf)
     else:
-        if plan.tall:
-            if g.stride_w == 1:
-                fcnn_oc_kernel_f64_tall_s1(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch, pf)
-            else:
-                fcnn_oc_kernel_f64_tall_s2(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch, pf)
-        elif g.stride_w == 1:
-            fcnn_oc_kernel_f64_wide_s1(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch, pf)
-        else:
-            fcnn_oc_kernel_f64_wide_s2(x, ld, w, toff, ntaps, cin, acc, accumulate, prefetch, pf)
+        fcnn_oc_kernel_f64(plan.tall, g.stride_w, p)(x, plan.channel_stride, w, toff, ntaps, cin,
+                                                     acc, accumulate, prefetch, pf)
 
 
 cdef inline void _prefetch_rows(const floating* w, index_t ld, index_t i0, index_t i1,
@@ -270,7 +255,7 @@ cdef void _oc_accumulate(const ConvGeom* g, const BlockedOcPlan* plan, const flo
                 if raw != NULL:     # a share of the next chunk's rows per call
                     _prefetch_rows(raw + (c0 + kc) * taps, cin * taps, q * mcount // calls,
                                    (q + 1) * mcount // calls, next_bytes)
-                _oc_kernel(g, plan, xg + c0 * plan.channel_stride
+                _oc_kernel(g, plan, min(pix, g.out_w - r * pix), xg + c0 * plan.channel_stride
                            + oh * g.stride_h * plan.wq + r * pix * g.stride_w,
                            wb + c0 * taps * mb, toff, taps, kc,
                            acc + q * pix * mb, c0 > 0,

@@ -293,11 +293,50 @@ static inline void fcnn_oc_kernel_##SUFFIX##_##NAME##_s##SW(                    
     }                                                                                    \
 }
 
+/* Each shape comes with P = 1 ... its full width: a row whose width is not a
+ * multiple of the tile's ends in a tile of its own width instead of a full one
+ * over padding pixels (a 32-pixel row in AVX-512's 14-pixel tiles: 14 + 14 +
+ * 4, not 42 pixels' work). FCNN_OC_WIDTHS(X, ...) calls X(..., P) for each P
+ * of a shape. */
+#if defined(__AVX512F__)
+#define FCNN_OC_WIDE_WIDTHS(X, A, B)                                                     \
+    X(A, B, 1) X(A, B, 2) X(A, B, 3) X(A, B, 4) X(A, B, 5) X(A, B, 6) X(A, B, 7)           \
+    X(A, B, 8) X(A, B, 9) X(A, B, 10) X(A, B, 11) X(A, B, 12) X(A, B, 13) X(A, B, 14)
+#define FCNN_OC_TALL_WIDTHS(X, A, B)                                                     \
+    X(A, B, 1) X(A, B, 2) X(A, B, 3) X(A, B, 4) X(A, B, 5) X(A, B, 6) X(A, B, 7)
+#else
+#define FCNN_OC_WIDE_WIDTHS(X, A, B)                                                     \
+    X(A, B, 1) X(A, B, 2) X(A, B, 3) X(A, B, 4) X(A, B, 5) X(A, B, 6)
+#define FCNN_OC_TALL_WIDTHS(X, A, B)                                                     \
+    X(A, B, 1) X(A, B, 2) X(A, B, 3) X(A, B, 4)
+#endif
+
+#define FCNN_DEFINE_OC_WIDE(SUFFIX, T, P)                                                 \
+FCNN_DEFINE_OC_KERNEL(SUFFIX, T, wide##P, P, FCNN_OC_WIDE_V, 1)                           \
+FCNN_DEFINE_OC_KERNEL(SUFFIX, T, wide##P, P, FCNN_OC_WIDE_V, 2)
+#define FCNN_DEFINE_OC_TALL(SUFFIX, T, P)                                                 \
+FCNN_DEFINE_OC_KERNEL(SUFFIX, T, tall##P, P, FCNN_OC_TALL_V, 1)                           \
+FCNN_DEFINE_OC_KERNEL(SUFFIX, T, tall##P, P, FCNN_OC_TALL_V, 2)
+#define FCNN_OC_WIDE_ENTRY(SUFFIX, SW, P) fcnn_oc_kernel_##SUFFIX##_wide##P##_s##SW,
+#define FCNN_OC_TALL_ENTRY(SUFFIX, SW, P) fcnn_oc_kernel_##SUFFIX##_tall##P##_s##SW,
+
+/* fcnn_oc_kernel_f32 / _f64(tall, sw, p): the kernel of that shape, stride
+ * (1 or 2) and width p (1 ... the shape's full width). */
 #define FCNN_DEFINE_OC_KERNELS(SUFFIX, T)                                                \
-FCNN_DEFINE_OC_KERNEL(SUFFIX, T, wide, FCNN_OC_WIDE_P, FCNN_OC_WIDE_V, 1)                 \
-FCNN_DEFINE_OC_KERNEL(SUFFIX, T, wide, FCNN_OC_WIDE_P, FCNN_OC_WIDE_V, 2)                 \
-FCNN_DEFINE_OC_KERNEL(SUFFIX, T, tall, FCNN_OC_TALL_P, FCNN_OC_TALL_V, 1)                 \
-FCNN_DEFINE_OC_KERNEL(SUFFIX, T, tall, FCNN_OC_TALL_P, FCNN_OC_TALL_V, 2)
+FCNN_OC_WIDE_WIDTHS(FCNN_DEFINE_OC_WIDE, SUFFIX, T)                                       \
+FCNN_OC_TALL_WIDTHS(FCNN_DEFINE_OC_TALL, SUFFIX, T)                                       \
+typedef void (*fcnn_oc_kernel_##SUFFIX##_t)(const T *, long, const T *, const long *, long, \
+                                             long, T *, int, const T *, long);            \
+static inline fcnn_oc_kernel_##SUFFIX##_t fcnn_oc_kernel_##SUFFIX(int tall, int sw, long p) \
+{                                                                                        \
+    static const fcnn_oc_kernel_##SUFFIX##_t wide[2][FCNN_OC_WIDE_P] = {                 \
+        {FCNN_OC_WIDE_WIDTHS(FCNN_OC_WIDE_ENTRY, SUFFIX, 1)},                             \
+        {FCNN_OC_WIDE_WIDTHS(FCNN_OC_WIDE_ENTRY, SUFFIX, 2)}};                            \
+    static const fcnn_oc_kernel_##SUFFIX##_t tall_[2][FCNN_OC_TALL_P] = {                \
+        {FCNN_OC_TALL_WIDTHS(FCNN_OC_TALL_ENTRY, SUFFIX, 1)},                             \
+        {FCNN_OC_TALL_WIDTHS(FCNN_OC_TALL_ENTRY, SUFFIX, 2)}};                            \
+    return tall ? tall_[sw - 1][p - 1] : wide[sw - 1][p - 1];                            \
+}
 
 FCNN_DEFINE_OC_KERNELS(f32, float)
 FCNN_DEFINE_OC_KERNELS(f64, double)
