@@ -296,8 +296,8 @@ static inline void fcnn_oc_kernel_##SUFFIX##_##NAME##_s##SW(                    
 /* Each shape comes with P = 1 ... its full width: a row whose width is not a
  * multiple of the tile's ends in a tile of its own width instead of a full one
  * over padding pixels (a 32-pixel row in AVX-512's 14-pixel tiles: 14 + 14 +
- * 4, not 42 pixels' work). FCNN_OC_WIDTHS(X, ...) calls X(..., P) for each P
- * of a shape. */
+ * 4, not 42 pixels' work). FCNN_OC_WIDE_WIDTHS(X, A, B) calls X(A, B, P) for
+ * each P = 1 ... FCNN_OC_WIDE_P (checked below), FCNN_OC_TALL_WIDTHS likewise. */
 #if defined(__AVX512F__)
 #define FCNN_OC_WIDE_WIDTHS(X, A, B)                                                     \
     X(A, B, 1) X(A, B, 2) X(A, B, 3) X(A, B, 4) X(A, B, 5) X(A, B, 6) X(A, B, 7)           \
@@ -310,6 +310,10 @@ static inline void fcnn_oc_kernel_##SUFFIX##_##NAME##_s##SW(                    
 #define FCNN_OC_TALL_WIDTHS(X, A, B)                                                     \
     X(A, B, 1) X(A, B, 2) X(A, B, 3) X(A, B, 4)
 #endif
+
+#define FCNN_OC_COUNT(A, B, P) + 1
+_Static_assert(0 FCNN_OC_WIDE_WIDTHS(FCNN_OC_COUNT, , ) == FCNN_OC_WIDE_P, "wide tile widths");
+_Static_assert(0 FCNN_OC_TALL_WIDTHS(FCNN_OC_COUNT, , ) == FCNN_OC_TALL_P, "tall tile widths");
 
 #define FCNN_DEFINE_OC_WIDE(SUFFIX, T, P)                                                 \
 FCNN_DEFINE_OC_KERNEL(SUFFIX, T, wide##P, P, FCNN_OC_WIDE_V, 1)                           \
