@@ -102,29 +102,34 @@ cdef inline void pad_channel(const ConvGeom* g, index_t wq, index_t hq, index_t 
                              floating* dst) noexcept nogil:
     """One input channel into sh x sw padded phase planes of hq rows of wq
     (zero outside the input; channel_stride elements in all); one plane when
-    sh = sw = 1."""
+    sh = sw = 1. Each element is written once: only what the input does not
+    cover is zeroed (a memset of the whole plane first took a third of the
+    copy's time on a 32-channel stride-2 layer at 64x64)."""
     cdef index_t a, bph, i, j, r, ih, iw, j0, j1
+    cdef index_t planes_end = sh * sw * hq * wq
     cdef floating* prow
     cdef const floating* src
-    memset(dst, 0, channel_stride * sizeof(floating))
+    memset(dst + planes_end, 0, (channel_stride - planes_end) * sizeof(floating))
     for a in range(sh):
         for i in range(hq):
             r = i * sh + a                      # padded row
             ih = r - g.pad_h
-            if ih < 0 or ih >= g.in_h:
-                continue
-            src = xc + ih * g.in_w
+            src = xc + ih * g.in_w if 0 <= ih < g.in_h else xc
             for bph in range(sw):
                 prow = dst + ((a * sw + bph) * hq + i) * wq
                 # column j holds input column j * sw + bph - pad_w, valid in [0, in_w)
-                j0 = ceil_div_stride(max(<index_t>0, g.pad_w - bph), sw)
+                j0 = min(wq, ceil_div_stride(max(<index_t>0, g.pad_w - bph), sw))
                 j1 = min(wq, ceil_div_stride(max(<index_t>0, g.in_w + g.pad_w - bph), sw))
+                if ih < 0 or ih >= g.in_h or j1 <= j0:
+                    memset(prow, 0, wq * sizeof(floating))
+                    continue
+                memset(prow, 0, j0 * sizeof(floating))
                 if sw == 1:
-                    if j1 > j0:
-                        memcpy(prow + j0, src + j0 - g.pad_w, (j1 - j0) * sizeof(floating))
+                    memcpy(prow + j0, src + j0 - g.pad_w, (j1 - j0) * sizeof(floating))
                 else:
                     for j in range(j0, j1):
                         prow[j] = src[j * sw + bph - g.pad_w]
+                memset(prow + j1, 0, (wq - j1) * sizeof(floating))
 
 
 cdef inline index_t group_blocks_size(const ConvGeom* g, index_t mb, index_t splat) noexcept nogil:
