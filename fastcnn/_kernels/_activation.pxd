@@ -215,32 +215,15 @@ cdef inline void activate(const floating* x, floating* y, index_t n, int act,
             y[i] = _sqrt(x[i])
 
 
-cdef inline void bias_residual_activation(floating* row, index_t n, floating bias,
-                                          bint has_bias, const floating* res,
-                                          int act) noexcept nogil:
-    """row[i] = act((row[i] + bias) + res[i]): a layer's epilogue with a
-    residual connection added (res NULL: none)."""
-    cdef index_t i
-    if res == NULL:
-        bias_activation(row, n, bias, has_bias, act)
-        return
-    if has_bias:
-        for i in range(n):
-            row[i] = (row[i] + bias) + res[i]
-    else:
-        for i in range(n):
-            row[i] = row[i] + res[i]
-    if act != ACT_NONE:
-        activate(row, row, n, act, 0, 0, 0)
-
-
 cdef inline void store_bias_residual_activation(const floating* src, floating* dst,
                                                 index_t n, floating bias, bint has_bias,
                                                 const floating* res, int act) noexcept nogil:
-    """dst[i] = act((src[i] + bias) + res[i]) (res NULL: none), the same
-    arithmetic as bias_residual_activation on a copy of src, in one pass: an
-    epilogue moving a tile's rows into place reads no value back from the
-    narrower stores it just made (which the CPU cannot forward)."""
+    """dst[i] = act((src[i] + bias) + res[i]) (res NULL: none; no bias: no
+    add) for the activations an epilogue fuses; one loop per case so each
+    vectorises. dst may be src (in place, the forms below). An epilogue
+    moving a tile's rows into place passes the tile as src: one pass, and no
+    load reads back the narrower stores just made (which the CPU cannot
+    forward)."""
     cdef index_t i
     cdef floating v
     cdef floating zero = 0, six = 6
@@ -261,44 +244,32 @@ cdef inline void store_bias_residual_activation(const floating* src, floating* d
         for i in range(n):
             v = src[i]
             dst[i] = zero if v < zero else v
+    elif act == ACT_RELU6 and has_bias:
+        for i in range(n):
+            v = src[i] + bias
+            dst[i] = zero if v < zero else (six if v > six else v)
     elif act == ACT_RELU6:
         for i in range(n):
-            v = src[i] + bias if has_bias else src[i]
+            v = src[i]
             dst[i] = zero if v < zero else (six if v > six else v)
-    elif act == ACT_NONE:
-        for i in range(n):
-            dst[i] = src[i] + bias if has_bias else src[i]
     elif has_bias:
         for i in range(n):
             dst[i] = src[i] + bias
-        activate(dst, dst, n, act, 0, 0, 0)
+        if act != ACT_NONE:
+            activate(dst, dst, n, act, 0, 0, 0)
     else:
-        activate(src, dst, n, act, 0, 0, 0)
+        activate(src, dst, n, act, 0, 0, 0)         # none: a copy unless in place
+
+
+cdef inline void bias_residual_activation(floating* row, index_t n, floating bias,
+                                          bint has_bias, const floating* res,
+                                          int act) noexcept nogil:
+    """row[i] = act((row[i] + bias) + res[i]) in place: a layer's epilogue
+    with a residual connection added (res NULL: none)."""
+    store_bias_residual_activation(row, row, n, bias, has_bias, res, act)
 
 
 cdef inline void bias_activation(floating* row, index_t n, floating bias,
                                  bint has_bias, int act) noexcept nogil:
-    """row[i] = act(row[i] + bias) for the activations an epilogue fuses
-    (relu, relu6, silu); one loop per case so each vectorises."""
-    cdef index_t i
-    cdef floating v
-    cdef floating zero = 0, six = 6
-    if not has_bias:
-        if act != ACT_NONE:
-            activate(row, row, n, act, 0, 0, 0)
-        return
-    if act == ACT_NONE:
-        for i in range(n):
-            row[i] = row[i] + bias
-    elif act == ACT_RELU:
-        for i in range(n):
-            v = row[i] + bias
-            row[i] = zero if v < zero else v
-    elif act == ACT_RELU6:
-        for i in range(n):
-            v = row[i] + bias
-            row[i] = zero if v < zero else (six if v > six else v)
-    else:
-        for i in range(n):
-            row[i] = row[i] + bias
-        activate(row, row, n, act, 0, 0, 0)
+    """row[i] = act(row[i] + bias) in place (relu, relu6, silu)."""
+    store_bias_residual_activation(row, row, n, bias, has_bias, NULL, act)
