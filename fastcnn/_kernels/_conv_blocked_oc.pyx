@@ -2,9 +2,10 @@
 rows): vectors over output channels, a register tile of pixels.
 
 Each image channel is copied once into a zero-padded plane of hq rows of
-wq (wide enough for the last call's extra pixels). A kernel call computes
-P pixels of one output row for m_block output channels; tap (kh, kw) of
-pixel j reads the plane at (oh s_h + kh d_h) wq + (ow0 + j) s_w + kw d_w.
+wq (what the output rows read). A kernel call computes up to P pixels of
+one output row for m_block output channels (a row in the fewest calls, of
+widths differing by at most 1); tap (kh, kw) of pixel j reads the plane at
+(oh s_h + kh d_h) wq + (ow0 + j) s_w + kw d_w.
 A task runs its rows in passes over chunk_channels input channels at a
 time, keeping partial sums in per-thread scratch, so each chunk's weights
 are read from memory once and then from L1 for every row.
@@ -58,34 +59,61 @@ cdef inline index_t _oc_vectors(bint tall) noexcept nogil:
     return FCNN_OC_TALL_V if tall else FCNN_OC_WIDE_V
 
 
-cdef inline index_t _oc_padded(index_t out_w, index_t m_group, index_t vl,
-                               bint tall) noexcept nogil:
-    """Pixels x channels a row of out_w pixels computes with the tall or the
-    wide tile, padding included."""
-    return round_up(out_w, _oc_pix(tall)) * round_up(m_group, _oc_vectors(tall) * vl)
+cdef enum:
+    # Independent accumulators a register tile needs to keep the multiply-add
+    # pipes busy (their latency x their count, and slack for the loads): a
+    # tile with fewer takes as long as one with this many. Both targets' full
+    # tiles hold at least this many. On a stride-2 layer of 32-pixel rows
+    # (AVX-512) the 4-pixel x 2-vector tile (8 accumulators) ran at 0.66x the
+    # rate per multiply-add of the 28-accumulator tile, as 8 / 12 predicts.
+    OC_MIN_ACCUMULATORS = 12
+
+
+cdef inline index_t _oc_cost(index_t out_w, index_t m_group, index_t vl, bint tall) noexcept nogil:
+    """Multiply-add slots per (input channel, tap) that a row of out_w pixels
+    takes with the tall or the wide tile over every channel block: the row
+    split into as few tiles as hold it, of widths differing by at most 1
+    (_oc_tile), each costing at least OC_MIN_ACCUMULATORS."""
+    cdef index_t v = _oc_vectors(tall), n = ceil_div(out_w, _oc_pix(tall))
+    cdef index_t narrow = out_w // n, wider = out_w % n, least = OC_MIN_ACCUMULATORS
+    return ceil_div(m_group, v * vl) * (wider * max((narrow + 1) * v, least)
+                                        + (n - wider) * max(narrow * v, least))
 
 
 cdef inline bint _oc_tall(index_t out_w, index_t m_group, index_t vl) noexcept nogil:
-    """Whether the tall tile computes fewer padding pixels and channels than
-    the wide one (ties go wide)."""
-    return _oc_padded(out_w, m_group, vl, True) < _oc_padded(out_w, m_group, vl, False)
+    """Whether the tall tile costs less than the wide one (ties go wide).
+    MobileNetV2's 320 -> 1280 at 7x7 (AVX-512): 7 pixels x 2 vectors over 40
+    blocks, against 7 x 3 over 27 (the padded count's choice), ran 0.90x the
+    time on 1 thread, 0.93x on 2."""
+    return _oc_cost(out_w, m_group, vl, True) < _oc_cost(out_w, m_group, vl, False)
+
+
+cdef inline index_t _oc_row_cost(index_t out_w, index_t m_group, index_t vl) noexcept nogil:
+    return _oc_cost(out_w, m_group, vl, _oc_tall(out_w, m_group, vl))
+
+
+cdef inline index_t _oc_tile(index_t out_w, index_t n_tiles, index_t r) noexcept nogil:
+    """The first pixel of tile r of a row of out_w pixels in n_tiles tiles
+    of widths differing by at most 1 (tile r ends where r + 1 starts): no
+    narrow last tile short of accumulators (32 pixels in 14-pixel tiles:
+    11 + 11 + 10, not 14 + 14 + 4)."""
+    return r * out_w // n_tiles
 
 
 cdef bint _oc_flattens(const ConvGeom* g, const ConvTuning* t, index_t itemsize) noexcept nogil:
     """Whether a layer runs as one row: a 1x1 layer at stride 1 without
     padding reads each plane as it lies, so it runs as one row of
-    out_h * out_w pixels where that pads the register tiles less (a 7x7 plane
-    with 8-lane vectors: 49 pixels in 13 tiles of 4, not 7 rows of 2 tiles;
-    MobileNetV2's 320 -> 1280 at 7x7 on Zen 4, avx2: 0.468 -> 0.410 ms), as
-    long as the row's partial sums fit their budget and the channel blocks
-    alone give every thread tasks."""
+    out_h * out_w pixels where that costs the register tiles less (_oc_cost;
+    a 7x7 plane with 8-lane vectors: 49 pixels in 13 tiles of 3-4, not 7
+    rows of 2 tiles; MobileNetV2's 320 -> 1280 at 7x7 on Zen 4, avx2: 0.468
+    -> 0.410 ms), as long as the row's partial sums fit their budget and the
+    channel blocks alone give every thread tasks."""
     cdef index_t vl = _oc_lanes(itemsize), m_group = g.out_channels // g.groups
     cdef index_t flat = g.out_h * g.out_w
     cdef bint tall = _oc_tall(flat, m_group, vl)
     if not pointwise_applies(g) or not blocked_applies(g) or g.out_h == 1:
         return False
-    if (_oc_padded(flat, m_group, vl, tall)
-            >= g.out_h * _oc_padded(g.out_w, m_group, vl, _oc_tall(g.out_w, m_group, vl))):
+    if _oc_row_cost(flat, m_group, vl) >= g.out_h * _oc_row_cost(g.out_w, m_group, vl):
         return False
     return (round_up(flat, _oc_pix(tall)) * _oc_vectors(tall) * vl * itemsize
             <= t.oc_partial_bytes
@@ -121,11 +149,16 @@ cdef void blocked_oc_plan(const ConvGeom* layer, const ConvTuning* t, index_t it
     q.n_m_blocks = ceil_div(m_group, q.m_block)
     q.col_tile = pix
     q.n_col_tiles = ceil_div(g.out_w, pix)
-    q.wq = (q.n_col_tiles * pix - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w + 1
+    q.wq = (g.out_w - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w + 1
     q.hq = (g.out_h - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 1
     q.channel_stride = round_up(q.hq * q.wq, 16)
+    # as few passes as keep a chunk's weights within their budget, of even
+    # sizes: 32 channels in two passes of 16, not 28 and then 4 (the short
+    # pass reloads and stores every partial sum for little work)
     q.chunk_channels = max(1, min(g.in_channels // g.groups,
                                   t.oc_weight_bytes // (taps * q.m_block * itemsize)))
+    q.chunk_channels = ceil_div(g.in_channels // g.groups,
+                                ceil_div(g.in_channels // g.groups, q.chunk_channels))
     rows_budget = max(1, t.oc_partial_bytes // (q.n_col_tiles * pix * q.m_block * itemsize))
     q.row_blocks = ceil_div(g.out_h, min(g.out_h, rows_budget))
     units = g.batch * g.groups * q.n_m_blocks
@@ -207,13 +240,13 @@ cdef void _oc_accumulate(const ConvGeom* g, const BlockedOcPlan* plan, const flo
                          index_t n, index_t grp, index_t ocb, index_t oh0,
                          index_t oh1) noexcept nogil:
     """acc = rows oh0 .. oh1 - 1 of channel block ocb of (image n, group grp),
-    without bias: pixels x channels, row after row of n_col_tiles * col_tile
-    pixels of m_block channels."""
+    without bias: pixels x channels, rows n_col_tiles * col_tile pixels apart
+    (their first out_w used) of m_block channels."""
     cdef index_t cin = g.in_channels // g.groups, m_group = g.out_channels // g.groups
     cdef index_t taps = g.kernel_h * g.kernel_w
     cdef index_t pix = plan.col_tile, runs = plan.n_col_tiles, mb = plan.m_block
     cdef index_t m0 = ocb * mb, mcount = min(mb, m_group - m0)
-    cdef index_t c0, kc, oh, r
+    cdef index_t c0, kc, oh, r, p0, p1
     cdef const floating* xg = xpad + ((n - n0) * g.in_channels + grp * cin) * plan.channel_stride
     cdef const floating* wb
     cdef const floating* raw = NULL
@@ -255,10 +288,12 @@ cdef void _oc_accumulate(const ConvGeom* g, const BlockedOcPlan* plan, const flo
                 if raw != NULL:     # a share of the next chunk's rows per call
                     _prefetch_rows(raw + (c0 + kc) * taps, cin * taps, q * mcount // calls,
                                    (q + 1) * mcount // calls, next_bytes)
-                _oc_kernel(g, plan, min(pix, g.out_w - r * pix), xg + c0 * plan.channel_stride
-                           + oh * g.stride_h * plan.wq + r * pix * g.stride_w,
+                p0 = _oc_tile(g.out_w, runs, r)
+                p1 = _oc_tile(g.out_w, runs, r + 1)
+                _oc_kernel(g, plan, p1 - p0, xg + c0 * plan.channel_stride
+                           + oh * g.stride_h * plan.wq + p0 * g.stride_w,
                            wb + c0 * taps * mb, toff, taps, kc,
-                           acc + q * pix * mb, c0 > 0,
+                           acc + ((oh - oh0) * runs * pix + p0) * mb, c0 > 0,
                            <const floating*>(<const char*>(wb + (c0 + kc) * taps * mb)
                                              + q * share), step)
         c0 += kc
