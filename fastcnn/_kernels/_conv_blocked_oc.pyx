@@ -178,7 +178,7 @@ cdef void blocked_oc_plan(const ConvGeom* layer, const ConvTuning* t, index_t it
     q.block_major = (g.out_channels * g.in_channels // g.groups * taps
                      > g.groups * q.n_m_blocks * image)
     p.workspace_shared = tap_offsets_size(g, itemsize) + q.images_per_chunk * image
-    p.workspace_per_thread = q.rows_per_task * q.n_col_tiles * pix * q.m_block
+    p.workspace_per_thread = q.rows_per_task * g.out_w * q.m_block
     if p.algorithm == CONV_BLOCKED_OC_UNPACKED:
         # after the partial sums: the packed block (16-element aligned),
         # and its key (block index + 1; 0: none yet) in the 16 before it
@@ -240,11 +240,11 @@ cdef void _oc_accumulate(const ConvGeom* g, const BlockedOcPlan* plan, const flo
                          index_t n, index_t grp, index_t ocb, index_t oh0,
                          index_t oh1) noexcept nogil:
     """acc = rows oh0 .. oh1 - 1 of channel block ocb of (image n, group grp),
-    without bias: pixels x channels, rows n_col_tiles * col_tile pixels apart
-    (their first out_w used) of m_block channels."""
+    without bias: pixels x channels, out_w pixels of m_block channels a row,
+    row after row."""
     cdef index_t cin = g.in_channels // g.groups, m_group = g.out_channels // g.groups
     cdef index_t taps = g.kernel_h * g.kernel_w
-    cdef index_t pix = plan.col_tile, runs = plan.n_col_tiles, mb = plan.m_block
+    cdef index_t runs = plan.n_col_tiles, mb = plan.m_block
     cdef index_t m0 = ocb * mb, mcount = min(mb, m_group - m0)
     cdef index_t c0, kc, oh, r, p0, p1
     cdef const floating* xg = xpad + ((n - n0) * g.in_channels + grp * cin) * plan.channel_stride
@@ -293,7 +293,7 @@ cdef void _oc_accumulate(const ConvGeom* g, const BlockedOcPlan* plan, const flo
                 _oc_kernel(g, plan, p1 - p0, xg + c0 * plan.channel_stride
                            + oh * g.stride_h * plan.wq + p0 * g.stride_w,
                            wb + c0 * taps * mb, toff, taps, kc,
-                           acc + ((oh - oh0) * runs * pix + p0) * mb, c0 > 0,
+                           acc + ((oh - oh0) * g.out_w + p0) * mb, c0 > 0,
                            <const floating*>(<const char*>(wb + (c0 + kc) * taps * mb)
                                              + q * share), step)
         c0 += kc
@@ -308,23 +308,23 @@ cdef void _blocked_oc_task(const ConvGeom* g, const BlockedOcPlan* plan, const f
                            index_t r1) noexcept nogil:
     """Rows r0 .. r1 - 1 of the task's rows (rb * rows_per_task ...) of one
     channel block of one (image, group)."""
-    cdef index_t m_group = g.out_channels // g.groups
-    cdef index_t pix = plan.col_tile, runs = plan.n_col_tiles, mb = plan.m_block
+    cdef index_t m_group = g.out_channels // g.groups, mb = plan.m_block
     cdef index_t n, grp, ocb
     cdef index_t rb = _task_block(g, plan, task, plan.row_blocks, &n, &grp, &ocb)
     cdef index_t oh0 = rb * plan.rows_per_task + r0
     cdef index_t oh1 = min(g.out_h, rb * plan.rows_per_task + r1)
     cdef index_t m0 = ocb * mb, mcount = min(mb, m_group - m0)
-    cdef index_t oh, o, oc
+    cdef index_t o, oc
     cdef floating* part
     cdef floating* yrow
     cdef bint fused, clamp
     cdef const floating* bias_b
     cdef floating hi
     _oc_accumulate(g, plan, xpad, n0, packed, toff, acc, n, grp, ocb, oh0, oh1)
-    # acc holds pixels x channels; the output wants channels x pixels. Rows
-    # whose runs end at the row's end are contiguous in both: one transpose.
-    # Bias and a ReLU or ReLU6 are applied as it stores (one pass over the
+    # acc holds pixels x channels; the output wants channels x pixels. The
+    # rows are contiguous in both: one transpose (a row at a time, rows short
+    # of a vector went element by element: 14-pixel rows with AVX2's 8
+    # lanes). Bias and a ReLU or ReLU6 are applied as it stores (one pass over the
     # output). A residual is added after it, channel row by channel row:
     # read inside the transpose it would be one more stream for each of the
     # channel rows the tile writes, and that measured slower on large planes.
@@ -334,14 +334,8 @@ cdef void _blocked_oc_task(const ConvGeom* g, const BlockedOcPlan* plan, const f
     bias_b = bias + grp * m_group + m0 if bias != NULL and fused else NULL
     clamp = fused and activation != ACT_NONE
     hi = 6 if activation == ACT_RELU6 else INFINITY
-    if runs * pix == g.out_w:
-        transpose_epilogue(acc, mb, (oh1 - oh0) * g.out_w, mcount, yrow, g.out_h * g.out_w,
-                           bias_b, clamp, hi)
-    else:
-        for oh in range(oh0, oh1):
-            transpose_epilogue(acc + (oh - oh0) * runs * pix * mb, mb, g.out_w, mcount,
-                               yrow + (oh - oh0) * g.out_w, g.out_h * g.out_w, bias_b, clamp,
-                               hi)
+    transpose_epilogue(acc, mb, (oh1 - oh0) * g.out_w, mcount, yrow, g.out_h * g.out_w,
+                       bias_b, clamp, hi)
     if fused:
         return
     for o in range(mcount):
@@ -374,7 +368,7 @@ cdef void blocked_oc_pool_plan(const ConvGeom* g, const ConvTuning* t, index_t i
     quarter of L2, and as short as gives MIN_TASKS tasks."""
     cdef BlockedOcPlan* q = &p.blocked_oc
     cdef index_t units = g.batch * g.groups * q.n_m_blocks
-    cdef index_t row_elems = q.n_col_tiles * q.col_tile * q.m_block
+    cdef index_t row_elems = g.out_w * q.m_block
     cdef index_t rows_budget = max(pool.kernel_h, t.l2_bytes // 4 // (row_elems * itemsize))
     cdef index_t per_task = max(1, (rows_budget - pool.kernel_h) // pool.stride_h + 1)
     cdef index_t blocks = max(ceil_div(pool.out_h, per_task),
@@ -399,7 +393,7 @@ cdef void _blocked_oc_pool_task(const ConvGeom* g, const BlockedOcPlan* plan,
     keep order (a max of x + b is the max of x, plus b; a clamp likewise).
     NaN wins, as in max_pool2d."""
     cdef index_t m_group = g.out_channels // g.groups
-    cdef index_t mb = plan.m_block, row_len = plan.n_col_tiles * plan.col_tile
+    cdef index_t mb = plan.m_block
     cdef index_t n, grp, ocb
     cdef index_t pr0 = _task_block(g, plan, task, plan.pool_row_blocks, &n, &grp, &ocb) \
         * plan.pool_rows_per_task
@@ -415,11 +409,11 @@ cdef void _blocked_oc_pool_task(const ConvGeom* g, const BlockedOcPlan* plan,
         h0 = max(0, pr * pool.stride_h - pool.pad_h)
         h1 = min(g.out_h, pr * pool.stride_h - pool.pad_h + pool.kernel_h)
         if floating is float:
-            fcnn_oc_pool_row_f32(acc, row_len, mb, h0 - cr0, h1 - cr0, pool.kernel_w,
+            fcnn_oc_pool_row_f32(acc, g.out_w, mb, h0 - cr0, h1 - cr0, pool.kernel_w,
                                  pool.stride_w, pool.pad_w, g.out_w, pool.out_w,
                                  tile + (pr - pr0) * pool.out_w * mb)
         else:
-            fcnn_oc_pool_row_f64(acc, row_len, mb, h0 - cr0, h1 - cr0, pool.kernel_w,
+            fcnn_oc_pool_row_f64(acc, g.out_w, mb, h0 - cr0, h1 - cr0, pool.kernel_w,
                                  pool.stride_w, pool.pad_w, g.out_w, pool.out_w,
                                  tile + (pr - pr0) * pool.out_w * mb)
     transpose_epilogue(tile, mb, (pr1 - pr0) * pool.out_w, mcount,
