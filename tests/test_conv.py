@@ -390,6 +390,11 @@ BLOCKED_CASES = [
     # over several chunks of input channels (the narrow tile accumulating)
     (1, 40, 64, (9, 32), (3, 3), 1, 1, 1, 1),
     (2, 300, 64, (13, 31), (3, 3), 2, 1, 1, 1),
+    # no padding: blocked_oc reads the input's planes as they lie, the last
+    # input column unread (stride 2), grouped, dilated, ResNet's strided 1x1
+    (2, 24, 40, (9, 12), (3, 3), 2, 0, 1, 2),
+    (1, 8, 32, (11, 10), (3, 3), 1, 0, 2, 1),
+    (2, 40, 48, (13, 14), (1, 1), 2, 0, 1, 1),
 ]
 
 

@@ -69,7 +69,8 @@ cdef struct BlockedPlan:
     index_t n_m_blocks
 
 # blocked_oc (and its unpacked form): tasks are (image, group, channel block,
-# block of rows_per_task output rows) over padded planes of hq rows of wq
+# block of rows_per_task output rows) over padded planes of hq rows of wq (or
+# the input's own planes, where there is no padding)
 cdef struct BlockedOcPlan:
     index_t wq
     index_t hq
@@ -87,6 +88,7 @@ cdef struct BlockedOcPlan:
     bint tall                       # the kernel shape with more channels, fewer pixels
     bint block_major                # tasks taken channel block by block, not image by image
     bint flat                       # a 1x1 layer's planes run as one row of out_h * out_w
+    bint unpadded                   # no padding: the kernels read the input as it lies
     # with a max pool fused (blocked_oc_pool_plan): tasks are runs of pooled rows
     index_t pool_rows_per_task
     index_t pool_row_blocks
