@@ -48,6 +48,9 @@ CASES = [
     # ... channel blocks that start mid-kernel-block unless whole (9 taps, 4 with groups)
     (2, 2, 96, 75, (13, 11), (3, 3), 3, 0, 0, 1, 1),
     (2, 1, 64, 50, (9, 7), (2, 2), 2, 0, 0, 1, 2),
+    # phases padded only past the end of the input (their last column reads
+    # past it), wide enough for blocked_oc, which must not read them unpadded
+    (2, 8, 128, 64, (16, 16), (3, 3), 2, 1, 1, 1, 1),
 ]
 
 

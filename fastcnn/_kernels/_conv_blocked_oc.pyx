@@ -150,16 +150,18 @@ cdef void blocked_oc_plan(const ConvGeom* layer, const ConvTuning* t, index_t it
     q.n_m_blocks = ceil_div(m_group, q.m_block)
     q.col_tile = pix
     q.n_col_tiles = ceil_div(g.out_w, pix)
-    # Without padding the kernels read the input's planes as they lie: no
-    # copy, and no pass over the input before the tasks start (MobileNetV2's
-    # 320 -> 1280 1x1 at 7x7, batch 1: 0.88x the time on 1 thread, 0.79x on
-    # 2; ResNet-18's strided 1x1 layers 0.81x and 0.75x).
-    q.unpadded = g.pad_h == 0 and g.pad_w == 0
+    q.wq = (g.out_w - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w + 1
+    q.hq = (g.out_h - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 1
+    # Where the rows and columns read lie inside the input (no padding on
+    # any side: a geometry may pad only past the end, as a transposed
+    # convolution's phases do), the kernels read the input's planes as they
+    # lie: no copy, and no pass over the input before the tasks start
+    # (MobileNetV2's 320 -> 1280 1x1 at 7x7, batch 1: 0.88x the time on 1
+    # thread, 0.79x on 2; ResNet-18's strided 1x1 layers 0.81x and 0.75x).
+    q.unpadded = (g.pad_h == 0 and g.pad_w == 0 and q.hq <= g.in_h and q.wq <= g.in_w)
     if q.unpadded:
         q.wq, q.hq, q.channel_stride = g.in_w, g.in_h, g.in_h * g.in_w
     else:
-        q.wq = (g.out_w - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w + 1
-        q.hq = (g.out_h - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 1
         q.channel_stride = round_up(q.hq * q.wq, 16)
     # as few passes as keep a chunk's weights within their budget, of even
     # sizes: 32 channels in two passes of 16, not 28 and then 4 (the short
