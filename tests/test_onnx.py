@@ -816,6 +816,12 @@ def test_export_reference_networks(name):
     loaded = fonnx.load(proto.SerializeToString())
     x = f32(2, *small)
     np.testing.assert_allclose(loaded(x), model(x), rtol=1e-4, atol=1e-5)
+    # the file runs as the model's own compiled plan does, step for step and
+    # kernel for kernel: what keeps fastcnn.onnx.load as fast as fastcnn.compile
+    native, plan = fastcnn.compile(model, x.shape), loaded._plan_for([x])
+    steps = lambda p: [(op, shape) for op, _, shape, _ in p.profile(x, repeat=1)]
+    assert steps(plan) == steps(native)
+    assert list(plan.algorithms.values()) == list(native.algorithms.values())
     names = [i.name for i in proto.graph.initializer]
     for key in model.state_dict():          # initializers are named after the parameters
         if "num_batches" not in key:
