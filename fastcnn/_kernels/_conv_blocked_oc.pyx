@@ -2,11 +2,11 @@
 rows): vectors over output channels, a register tile of pixels.
 
 Each image channel is copied once into a zero-padded plane of hq rows of
-wq (what the output rows read), unless the layer has no padding: then the
-kernels read the input's planes as they lie. A kernel call computes up to P pixels of
-one output row for m_block output channels (a row in the fewest calls, of
-widths differing by at most 1); tap (kh, kw) of pixel j reads the plane at
-(oh s_h + kh d_h) wq + (ow0 + j) s_w + kw d_w.
+wq (what the output rows read), unless everything read lies inside the
+input: then the kernels read the input's planes as they lie. A kernel call
+computes up to P pixels of one output row for m_block output channels (a
+row in the fewest calls, of widths differing by at most 1); tap (kh, kw) of
+pixel j reads the plane at (oh s_h + kh d_h) wq + (ow0 + j) s_w + kw d_w.
 A task runs its rows in passes over chunk_channels input channels at a
 time, keeping partial sums in per-thread scratch, so each chunk's weights
 are read from memory once and then from L1 for every row.
@@ -336,10 +336,11 @@ cdef void _blocked_oc_task(const ConvGeom* g, const BlockedOcPlan* plan, const f
     cdef floating hi
     _oc_accumulate(g, plan, xpad, n0, packed, toff, acc, n, grp, ocb, oh0, oh1)
     # acc holds pixels x channels; the output wants channels x pixels. The
-    # rows are contiguous in both: one transpose (a row at a time, rows short
-    # of a vector went element by element: 14-pixel rows with AVX2's 8
-    # lanes). Bias and a ReLU or ReLU6 are applied as it stores (one pass over the
-    # output). A residual is added after it, channel row by channel row:
+    # rows are contiguous in both (acc holds out_w pixels a row), so one
+    # transpose takes them all and its vectors run across row ends: rows
+    # shorter than a vector (14 pixels, AVX2's 8 lanes) are not left to its
+    # element-by-element edge. Bias and a ReLU or ReLU6 are applied as it
+    # stores (one pass over the output). A residual is added after it, channel row by channel row:
     # read inside the transpose it would be one more stream for each of the
     # channel rows the tile writes, and that measured slower on large planes.
     yrow = y + ((n * g.out_channels + grp * m_group + m0) * g.out_h + oh0) * g.out_w
