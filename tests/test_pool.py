@@ -141,6 +141,8 @@ def test_lp_pool(nd, shape, p, k, s, ceil, rng):
 @pytest.mark.parametrize("nd,shape,out", [
     (2, (2, 3, 7, 9), (3, 4)),
     (2, (1, 5, 10, 10), 1),            # global average: its own fast path
+    (2, (2, 37, 7, 7), 1),             # 49 values a plane: whole vectors and a tail
+    (2, (1, 4, 1, 3), 1),              # fewer values than a vector's lanes
     (2, (1, 5, 13, 13), (5, None)),    # None keeps the input size
     (2, (1, 2, 5, 5), (7, 8)),         # larger than the input
     (1, (2, 3, 11), 4),
