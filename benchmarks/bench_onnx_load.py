@@ -9,12 +9,11 @@ loaded back (fastcnn.onnx.load), on the same weights and input, as in the nets
 suite. Timings taken seconds apart on a shared machine move by 5-10 %, more
 than the difference asked about, so the two take turns within each round (the
 plan, then the loaded model twice, then the plan: ABBA, which cancels a drift
-within the round), each turn the best of --calls calls. A round's ratio is
+within the round), each turn the best of --calls calls after one untimed. A round's ratio is
 the loaded model's best time over the plan's; the table gives the median of
 the rounds' ratios and its quartiles, and each one's best time overall.
 """
 import argparse
-import time
 
 import numpy as np
 
@@ -22,25 +21,17 @@ import fastcnn
 from fastcnn._bench.cli import script_args
 from fastcnn._bench.nets import contenders
 from fastcnn._bench.onnx_models import ROWS
-
-
-def best_call(fn, calls):
-    best = float("inf")
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+from fastcnn._bench.timing import best_of
 
 
 def paired(plan, loaded, rounds, calls):
     """Per-round ratios (loaded / plan) and each one's best time (seconds)."""
     ratios, best_plan, best_loaded = [], float("inf"), float("inf")
     for _ in range(rounds):
-        a1 = best_call(plan, calls)
-        b1 = best_call(loaded, calls)
-        b2 = best_call(loaded, calls)
-        a2 = best_call(plan, calls)
+        a1 = best_of(plan, calls)
+        b1 = best_of(loaded, calls)
+        b2 = best_of(loaded, calls)
+        a2 = best_of(plan, calls)
         ratios.append(min(b1, b2) / min(a1, a2))
         best_plan = min(best_plan, a1, a2)
         best_loaded = min(best_loaded, b1, b2)
@@ -67,8 +58,6 @@ def main():
                 raise SystemExit("bench_onnx_load: needs the onnx package (pip install onnx)")
             for t in threads:
                 with fastcnn.threads(t):
-                    fns["fastcnn"]()
-                    fns["onnx_load"]()
                     ratios, tp, tl = paired(fns["fastcnn"], fns["onnx_load"], args.rounds,
                                             args.calls)
                 q1, med, q3 = np.percentile(ratios, [25, 50, 75])

@@ -37,8 +37,8 @@ def main():
     if args.rounds < 1 or args.calls < 1:
         parser.error("--rounds and --calls must be at least 1")
     nets = [n.strip() for n in args.nets.split(",") if n.strip()]
-    plans = {name: contenders(name, args.batch, rivals=(), eager=False)[1]["fastcnn"]
-             for name in nets}
+    plans = {name: contenders(name, args.batch, rivals=(), eager=False,
+                              onnx_load=False)[1]["fastcnn"] for name in nets}
     lo, hi = threads
     times = {key: [] for key in [("sgemm", t) for t in threads]
              + [(n, t) for n in nets for t in threads]}

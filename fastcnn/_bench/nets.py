@@ -50,11 +50,12 @@ def onnx_rivals(data, x, rivals):
     return fns
 
 
-def contenders(name, b, rivals, eager=True):
+def contenders(name, b, rivals, eager=True, onnx_load=True):
     """(plan, {contender: fn}) for reference network `name` at batch b: the
     compiled plan ("fastcnn"), the same model through fastcnn.onnx.load of its
-    exported file ("onnx_load", when onnx is installed), the eager model, and
-    the rivals asked for, all on the same weights and input."""
+    exported file ("onnx_load", when onnx is installed; onnx_load=False leaves
+    it out), the eager model, and the rivals asked for, all on the same
+    weights and input."""
     ctor, sample_shape = models.REFERENCE_NETWORKS[name]
     fastcnn.manual_seed(0)
     model = ctor().eval()
@@ -63,8 +64,10 @@ def contenders(name, b, rivals, eager=True):
     plan = fastcnn.compile(model, shape)
     out = np.empty(plan.output_specs[0][0], np.float32)
     fns = {"fastcnn": lambda: plan(x, out=out)}
-    data = onnx_bytes(name, model, b) if importlib.util.find_spec("onnx") else None
-    if data is not None:
+    wants_file = onnx_load or any(r in rivals for r in ("onnxruntime", "openvino"))
+    data = (onnx_bytes(name, model, b)
+            if wants_file and importlib.util.find_spec("onnx") else None)
+    if data is not None and onnx_load:
         from fastcnn import onnx as fonnx
         loaded = fonnx.load(data)
         loaded(x)                                 # plan once, outside the timing

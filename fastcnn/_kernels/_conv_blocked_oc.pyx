@@ -148,7 +148,6 @@ cdef void blocked_oc_plan(const ConvGeom* layer, const ConvTuning* t, index_t it
     pix = _oc_pix(q.tall)
     q.m_block = _oc_vectors(q.tall) * vl
     q.n_m_blocks = ceil_div(m_group, q.m_block)
-    q.col_tile = pix
     q.n_col_tiles = ceil_div(g.out_w, pix)
     q.wq = (g.out_w - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w + 1
     q.hq = (g.out_h - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 1
@@ -178,9 +177,9 @@ cdef void blocked_oc_plan(const ConvGeom* layer, const ConvTuning* t, index_t it
     q.rows_per_task = ceil_div(g.out_h, q.row_blocks)
     q.row_blocks = ceil_div(g.out_h, q.rows_per_task)
     image = g.in_channels * q.channel_stride
-    q.images_per_chunk = max(1, min(g.batch, BLOCK_PAD_BYTES // (image * itemsize)))
-    if q.unpadded:
-        q.images_per_chunk = max(1, g.batch)
+    # images padded at a time; read as they lie, all of them at once
+    q.images_per_chunk = max(1, g.batch if q.unpadded
+                             else min(g.batch, BLOCK_PAD_BYTES // (image * itemsize)))
     p.n_tasks = units * q.row_blocks
     # Taken image by image, each thread reads every block's weights for each of
     # its images, and the images it padded itself; block by block, each reads
@@ -340,9 +339,10 @@ cdef void _blocked_oc_task(const ConvGeom* g, const BlockedOcPlan* plan, const f
     # transpose takes them all and its vectors run across row ends: rows
     # shorter than a vector (14 pixels, AVX2's 8 lanes) are not left to its
     # element-by-element edge. Bias and a ReLU or ReLU6 are applied as it
-    # stores (one pass over the output). A residual is added after it, channel row by channel row:
-    # read inside the transpose it would be one more stream for each of the
-    # channel rows the tile writes, and that measured slower on large planes.
+    # stores (one pass over the output). A residual is added after it, channel
+    # row by channel row: read inside the transpose it would be one more
+    # stream for each of the channel rows the tile writes, and that measured
+    # slower on large planes.
     yrow = y + ((n * g.out_channels + grp * m_group + m0) * g.out_h + oh0) * g.out_w
     fused = res == NULL and (activation == ACT_NONE or activation == ACT_RELU
                              or activation == ACT_RELU6)

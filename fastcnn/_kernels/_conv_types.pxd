@@ -76,8 +76,7 @@ cdef struct BlockedOcPlan:
     index_t hq
     index_t channel_stride          # elements per padded channel (plus slack)
     index_t images_per_chunk        # images padded at a time (bounds the shared scratch)
-    index_t col_tile                # pixels per kernel call
-    index_t n_col_tiles             # calls per row
+    index_t n_col_tiles             # kernel calls per row (up to the tile's pixels each)
     index_t m_block                 # output channels per block
     index_t n_m_blocks
     index_t chunk_channels          # input channels per pass (their weights stay in L1)
